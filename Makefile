@@ -1,0 +1,23 @@
+# The two commands of the README:
+#   make demo   set everything up, ingest the sample county, serve the web map on :8000
+#   make test   set everything up and run the test suite (what CI runs)
+.PHONY: demo test setup bench lint clean
+
+demo:
+	scripts/setup.sh
+	.venv/bin/geobase demo
+
+test:
+	scripts/setup.sh --test
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+bench:
+	scripts/setup.sh --bench
+	.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+lint:
+	.venv/bin/ruff check geobase ingest api tiles tests bench
+
+clean:
+	-.venv/bin/geobase db stop
+	rm -rf .geobase .pytest_cache

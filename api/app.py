@@ -1,0 +1,90 @@
+"""The app factory. Routers are thin; services live in :mod:`geobase`.
+
+Each feature area contributes a router module; :data:`ROUTERS` lists them in mount order."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
+from psycopg_pool import AsyncConnectionPool
+
+from geobase import __version__
+from geobase.api.errors import install_error_handlers
+from geobase.db import database_url
+from geobase.settings import Settings, get_settings
+from geobase.specs import get_registry
+
+log = logging.getLogger("geobase.api")
+
+# (module, attribute) of every router; a module that does not exist yet is skipped so that
+# feature areas can land independently.
+ROUTERS: list[str] = [
+    "geobase.api.landing",
+    "geobase.api.features",
+    "geobase.api.tiles",
+    "geobase.api.analysis",
+    "geobase.api.admin",
+    "geobase.api.map",
+]
+
+
+def _pool(settings: Settings) -> AsyncConnectionPool:
+    timeout = int(settings.statement_timeout_ms)
+
+    async def configure(conn):
+        await conn.execute(f"SET statement_timeout = {timeout}")
+        await conn.execute("SET application_name = 'geobase-api'")
+        await conn.commit()
+
+    return AsyncConnectionPool(
+        database_url(settings),
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout=settings.pool_timeout_s,
+        configure=configure,
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 5},
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.pool = _pool(settings)
+        await app.state.pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(
+        title="geobase",
+        version=__version__,
+        description="Natural resources one map: OGC API - Features and Tiles over PostGIS, overlay analysis.",
+        openapi_url="/api",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = get_registry(settings)
+    install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    for modname in ROUTERS:
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:
+                continue
+            raise
+        app.include_router(module.router)
+        setup = getattr(module, "setup", None)
+        if setup:
+            setup(app)
+    return app

@@ -1,0 +1,88 @@
+"""Landing page, health check and the plain catalog listing."""
+
+from __future__ import annotations
+
+import html
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from geobase import __version__
+from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.specs import Registry
+
+router = APIRouter()
+
+
+def wants_html(request: Request, f: str | None) -> bool:
+    if f:
+        return f.lower() in ("html", "text/html")
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept.split(",")[0]
+
+
+@router.get("/", summary="Landing page", tags=["Capabilities"])
+async def landing(request: Request, f: str | None = Query(None, description="json or html")):
+    root = base_url(request)
+    links = [
+        {"rel": "self", "type": "application/json", "title": "This document", "href": f"{root}/?f=json"},
+        {"rel": "alternate", "type": "text/html", "title": "This document as HTML", "href": f"{root}/?f=html"},
+        {"rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.0",
+         "title": "The API definition", "href": f"{root}/api"},
+        {"rel": "service-doc", "type": "text/html", "title": "The API documentation", "href": f"{root}/docs"},
+        {"rel": "conformance", "type": "application/json", "title": "Conformance classes",
+         "href": f"{root}/conformance"},
+        {"rel": "data", "type": "application/json", "title": "Collections", "href": f"{root}/collections"},
+        {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "type": "application/json",
+         "title": "Tile matrix sets", "href": f"{root}/tileMatrixSets"},
+        {"rel": "alternate", "type": "text/html", "title": "The one map", "href": f"{root}/map"},
+        {"rel": "status", "type": "application/json", "title": "Health", "href": f"{root}/health"},
+    ]
+    doc = {
+        "title": "geobase — natural resources one map (自然资源一张图)",
+        "description": "Land use, water, forest and spatial planning layers of every department in one "
+        "PostGIS database: OGC API Features and Tiles, overlay analysis and the web map.",
+        "version": __version__,
+        "links": links,
+    }
+    if wants_html(request, f):
+        items = "".join(
+            f'<li><a href="{html.escape(l["href"])}">{html.escape(l["title"])}</a></li>' for l in links
+        )
+        return HTMLResponse(
+            f"<!doctype html><html lang='zh'><head><meta charset='utf-8'><title>geobase</title></head>"
+            f"<body><h1>{html.escape(doc['title'])}</h1><p>{html.escape(doc['description'])}</p>"
+            f"<ul>{items}</ul></body></html>"
+        )
+    return JSONResponse(doc)
+
+
+@router.get("/health", summary="Health: database and PostGIS versions", tags=["Capabilities"])
+async def health(conn: psycopg.AsyncConnection = Depends(get_conn)):
+    cur = await conn.execute(
+        "SELECT current_setting('server_version'), postgis_lib_version(), postgis_full_version()"
+    )
+    pg, postgis, full = await cur.fetchone()
+    return {"status": "ok", "version": __version__, "database": {"postgresql": pg, "postgis": postgis,
+                                                                 "postgis_full": full}}
+
+
+@router.get("/layers", summary="The layer catalog (plain listing)", tags=["Catalog"])
+async def layers(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn),
+                 registry: Registry = Depends(get_registry_dep)):
+    cur = await conn.execute(
+        """SELECT l.name, l.sharing, l.current_version, v.rows_total, v.created_at
+           FROM catalog.layers l LEFT JOIN catalog.layer_versions v
+             ON v.layer = l.name AND v.version = l.current_version ORDER BY l.name"""
+    )
+    out = []
+    for name, sharing, version, rows, created in await cur.fetchall():
+        spec = registry.layers.get(name)
+        if spec is None:
+            continue
+        out.append({"name": name, "title": spec.title.model_dump(), "department": spec.department,
+                    "sharing": sharing, "kind": spec.kind, "geometry": spec.geometry,
+                    "current_version": version, "feature_count": rows,
+                    "updated": created.isoformat() if created else None})
+    return {"layers": out}

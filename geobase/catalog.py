@@ -1,0 +1,114 @@
+"""The layer catalog: specs (the files) synced into ``catalog.layers`` (the database), and
+read back with their current version, counts and extents for listings.
+
+The specs are the source of truth for what a layer *is*; the database holds what it *has*
+(versions, rows) and what admins changed at run time (the sharing level)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from geobase.settings import Settings, get_settings
+from geobase.specs import LayerSpec, Registry, get_registry
+from geobase.storage import ensure_layer_table
+
+
+def sync_catalog(conn: psycopg.Connection, settings: Settings | None = None, registry: Registry | None = None) -> int:
+    """Upsert departments and layers from the specs and create/extend the data tables.
+
+    An admin's run-time change of a layer's sharing level survives: the spec's level is applied
+    only while the stored level still equals the level of the previously synced spec."""
+    registry = registry or get_registry(settings or get_settings())
+    for d in registry.departments.values():
+        conn.execute(
+            """
+            INSERT INTO catalog.departments (code, name_zh, name_en, contact) VALUES (%s, %s, %s, %s)
+            ON CONFLICT (code) DO UPDATE SET name_zh = EXCLUDED.name_zh, name_en = EXCLUDED.name_en,
+                contact = EXCLUDED.contact
+            """,
+            (d.code, d.name.zh, d.name.en, d.contact),
+        )
+    for spec in registry.layers.values():
+        doc = spec.model_dump(mode="json")
+        conn.execute(
+            """
+            INSERT INTO catalog.layers (name, title_zh, title_en, description, department, sharing,
+                                        shared_with, kind, geometry_type, spec, spec_hash)
+            VALUES (%(name)s, %(zh)s, %(en)s, %(desc)s, %(dept)s, %(sharing)s, %(shared)s, %(kind)s,
+                    %(geom)s, %(spec)s, %(hash)s)
+            ON CONFLICT (name) DO UPDATE SET
+                title_zh = EXCLUDED.title_zh, title_en = EXCLUDED.title_en,
+                description = EXCLUDED.description, department = EXCLUDED.department,
+                sharing = CASE WHEN catalog.layers.sharing = catalog.layers.spec->>'sharing'
+                               THEN EXCLUDED.sharing ELSE catalog.layers.sharing END,
+                shared_with = CASE WHEN catalog.layers.sharing = catalog.layers.spec->>'sharing'
+                               THEN EXCLUDED.shared_with ELSE catalog.layers.shared_with END,
+                kind = EXCLUDED.kind, geometry_type = EXCLUDED.geometry_type,
+                spec = EXCLUDED.spec, spec_hash = EXCLUDED.spec_hash,
+                updated_at = CASE WHEN catalog.layers.spec_hash = EXCLUDED.spec_hash
+                                  THEN catalog.layers.updated_at ELSE now() END
+            """,
+            {
+                "name": spec.name, "zh": spec.title.zh, "en": spec.title.en, "desc": spec.description,
+                "dept": spec.department, "sharing": spec.sharing, "shared": spec.shared_with,
+                "kind": spec.kind, "geom": spec.geometry, "spec": json.dumps(doc), "hash": spec.spec_hash(),
+            },
+        )
+        ensure_layer_table(conn, spec)
+    return len(registry.layers)
+
+
+@dataclass
+class LayerInfo:
+    """A catalog row joined with its current version: what listings and collections show."""
+
+    spec: LayerSpec
+    sharing: str
+    shared_with: list[str]
+    current_version: int | None
+    version_created_at: Any
+    feature_count: int | None
+    extent: list[float] | None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.spec.name,
+            "title": self.spec.title.model_dump(),
+            "department": self.spec.department,
+            "sharing": self.sharing,
+            "kind": self.spec.kind,
+            "geometry": self.spec.geometry,
+            "current_version": self.current_version,
+            "updated": self.version_created_at.isoformat() if self.version_created_at else None,
+            "feature_count": self.feature_count,
+            "extent": self.extent,
+        }
+
+
+def list_layers(conn: psycopg.Connection, registry: Registry | None = None) -> list[LayerInfo]:
+    registry = registry or get_registry()
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT l.name, l.sharing, l.shared_with, l.current_version,
+                   v.created_at, v.rows_total, v.extent
+            FROM catalog.layers l
+            LEFT JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version
+            ORDER BY l.name
+            """
+        ).fetchall()
+    out = []
+    for r in rows:
+        spec = registry.layers.get(r["name"])
+        if spec is None:  # a layer whose spec file was removed stays in the DB but is not served
+            continue
+        out.append(
+            LayerInfo(spec, r["sharing"], list(r["shared_with"] or []), r["current_version"], r["created_at"],
+                      r["rows_total"], list(r["extent"]) if r["extent"] else None)
+        )
+    return out

@@ -1,0 +1,93 @@
+"""``geobase db``: the local PostGIS cluster and the catalog schema."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from geobase.settings import get_settings
+
+db_app = typer.Typer(help="Run the private PostGIS cluster (or check an external one) and migrate the schema.",
+                     no_args_is_help=True)
+
+
+def _cluster():
+    from geobase.db.cluster import LocalCluster
+    from geobase.errors import InvalidInput
+
+    settings = get_settings()
+    if not settings.uses_local_cluster:
+        raise InvalidInput("GEOBASE_DATABASE_URL is set: geobase uses that server and manages no local cluster")
+    return LocalCluster(settings)
+
+
+@db_app.command()
+def start() -> None:
+    """Start the local cluster (installing PostGIS on Debian if needed), create PostGIS, migrate.
+
+    A second start is a no-op; a stale pid file after a crash is cleaned up."""
+    from geobase.db import prepare_database
+
+    settings = get_settings()
+    info = prepare_database(settings)
+    if settings.uses_local_cluster:
+        typer.echo("started" if info.get("started") else "already running")
+    typer.echo(f"PostGIS {info['postgis']}, schema {','.join(info['revision'])}, {info['layers']} layers in catalog")
+
+
+@db_app.command()
+def stop() -> None:
+    """Stop the local cluster (fast shutdown)."""
+    typer.echo("stopped" if _cluster().stop() else "not running")
+
+
+@db_app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """Show whether the local cluster runs, where its data lives and its URL."""
+    settings = get_settings()
+    if not settings.uses_local_cluster:
+        from geobase.db import connect
+
+        with connect(settings) as conn:
+            ver = conn.execute("SELECT version()").fetchone()[0]
+        info = {"external": True, "server": ver}
+    else:
+        info = _cluster().status()
+    typer.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
+    if not info.get("external") and not info["running"]:
+        raise typer.Exit(3)
+
+
+@db_app.command()
+def url() -> None:
+    """Print the database URL (for psql, QGIS, ogr2ogr)."""
+    from geobase.db import database_url
+
+    typer.echo(database_url(get_settings()))
+
+
+@db_app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete the local cluster and all its data, then start a fresh one."""
+    if not yes:
+        typer.confirm("Delete the local geobase database and all its data?", abort=True)
+    cluster = _cluster()
+    cluster.reset()
+    from geobase.db import prepare_database
+
+    prepare_database(get_settings())
+    typer.echo(f"reset: fresh cluster at {cluster.pgdata}")
+
+
+@db_app.command()
+def migrate() -> None:
+    """Apply schema migrations and sync the layer catalog from the specs (no cluster start)."""
+    from geobase.db import prepare_database
+
+    info = prepare_database(get_settings(), start_local=False)
+    typer.echo(f"schema at {','.join(info['revision'])}; {info['layers']} layers synced")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")

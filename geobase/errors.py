@@ -1,0 +1,91 @@
+"""Typed errors. Services raise these; the API maps them to HTTP once (api/errors.py) and the
+CLI prints them as a one-line message with a distinct exit code."""
+
+from __future__ import annotations
+
+
+class GeobaseError(Exception):
+    """Base of every error a user can act on."""
+
+    status_code = 500
+    code = "ServerError"
+    exit_code = 1
+
+    def __init__(self, message: str, *, parameter: str | None = None, details: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.parameter = parameter
+        self.details = details or {}
+
+
+class InvalidInput(GeobaseError):
+    """The caller sent something we refuse (bad parameter, bad file, bad spec)."""
+
+    status_code = 400
+    code = "InvalidParameterValue"
+    exit_code = 2
+
+
+class NotFound(GeobaseError):
+    status_code = 404
+    code = "NotFound"
+    exit_code = 3
+
+
+class Unauthorized(GeobaseError):
+    status_code = 401
+    code = "Unauthorized"
+    exit_code = 4
+
+
+class Forbidden(GeobaseError):
+    status_code = 403
+    code = "Forbidden"
+    exit_code = 4
+
+
+class Conflict(GeobaseError):
+    status_code = 409
+    code = "Conflict"
+    exit_code = 5
+
+
+class PayloadTooLarge(GeobaseError):
+    status_code = 413
+    code = "PayloadTooLarge"
+    exit_code = 2
+
+
+class TooManyRequests(GeobaseError):
+    status_code = 429
+    code = "TooManyRequests"
+    exit_code = 6
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(GeobaseError):
+    """Database down, pool exhausted, statement timeout: retry later."""
+
+    status_code = 503
+    code = "ServiceUnavailable"
+    exit_code = 7
+
+    def __init__(self, message: str, *, retry_after: int = 2, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class SpecError(InvalidInput):
+    """A layer spec or rules file is malformed; the message names the file and the key."""
+
+    code = "InvalidLayerSpec"
+
+
+class SetupError(GeobaseError):
+    """The machine lacks something (PostgreSQL, PostGIS); the message says what to install."""
+
+    code = "SetupError"
+    exit_code = 8

@@ -1,0 +1,97 @@
+"""Physical layout of layer data: one versioned table per vector layer in the ``data`` schema.
+
+Every row carries the version range in which it was current: ``_vfrom`` (the version that
+added it) and ``_vto`` (the version that removed or replaced it; NULL while current). Current
+rows have their own partial indexes, so reads of the current layer cost what an unversioned
+table would, while past versions stay queryable (time travel, diffs, rollback).
+
+Columns:
+  _rid       row id (identity), internal
+  _key       stable feature key from the spec's ``source_key`` (the feature id in URLs)
+  _hash      md5 of attributes + geometry, to diff a new snapshot against the current rows
+  _vfrom     version that introduced this row
+  _vto       version that retired it (NULL = current)
+  <attrs>    one column per spec attribute, typed
+  _area_m2   ellipsoidal area on CGCS2000 (polygon layers) / _length_m (line layers)
+  geom       geometry in EPSG:4490 (storage CRS)
+  geom_3857  the same geometry in Web Mercator for tiles
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from geobase.specs import LayerSpec
+
+DATA_SCHEMA = "data"
+STORAGE_SRID = 4490
+SYSTEM_COLUMNS = ("_rid", "_key", "_hash", "_vfrom", "_vto")
+
+
+def table_ident(spec: LayerSpec | str) -> sql.Composed:
+    name = spec if isinstance(spec, str) else spec.name
+    return sql.Identifier(DATA_SCHEMA, name)
+
+
+def measure_column(spec: LayerSpec) -> str | None:
+    """``_area_m2`` for polygon layers, ``_length_m`` for line layers, None for points."""
+    if spec.geometry == "MultiPolygon":
+        return "_area_m2"
+    if spec.geometry == "MultiLineString":
+        return "_length_m"
+    return None
+
+
+def current_filter() -> sql.SQL:
+    return sql.SQL("_vto IS NULL")
+
+
+def as_of_filter(version: int) -> sql.Composed:
+    """Rows that were current in ``version`` (bound as a literal int, never user text)."""
+    v = sql.Literal(int(version))
+    return sql.SQL("(_vfrom <= {v} AND (_vto IS NULL OR _vto > {v}))").format(v=v)
+
+
+def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """Create the layer's table and indexes, or add columns for attributes new in the spec."""
+    if spec.kind != "vector":
+        return
+    tbl = table_ident(spec)
+    cols = [
+        sql.SQL("_rid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+        sql.SQL("_key text NOT NULL"),
+        sql.SQL("_hash text NOT NULL"),
+        sql.SQL("_vfrom integer NOT NULL"),
+        sql.SQL("_vto integer"),
+    ]
+    for a in spec.attributes:
+        cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
+    measure = measure_column(spec)
+    if measure:
+        cols.append(sql.SQL("{} double precision").format(sql.Identifier(measure)))
+    gtype = sql.SQL(spec.geometry)
+    cols.append(sql.SQL("geom geometry({}, 4490) NOT NULL").format(gtype))
+    cols.append(sql.SQL("geom_3857 geometry({}, 3857) NOT NULL").format(gtype))
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tbl, sql.SQL(", ").join(cols)))
+    for a in spec.attributes:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)
+            )
+        )
+    name = spec.name
+    indexes = [
+        (f"{name}_cur_key", sql.SQL("(_key) WHERE _vto IS NULL"), True),
+        (f"{name}_cur_geom", sql.SQL("USING gist (geom) WHERE _vto IS NULL"), False),
+        (f"{name}_cur_geom3857", sql.SQL("USING gist (geom_3857) WHERE _vto IS NULL"), False),
+        (f"{name}_key_hist", sql.SQL("(_key, _vfrom)"), False),
+        (f"{name}_vto", sql.SQL("(_vto) WHERE _vto IS NOT NULL"), False),
+        (f"{name}_vfrom", sql.SQL("(_vfrom)"), False),
+    ]
+    for idx, body, unique in indexes:
+        conn.execute(
+            sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
+                unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(idx), tbl=tbl, body=body
+            )
+        )

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent machine + project setup for geobase (Debian/Ubuntu; root or sudo for apt).
+#   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS, .venv with geobase
+#   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, dev extras
+#   scripts/setup.sh --bench  also: bench extras (tipg, ...)
+# A second run does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+MODE=${1:-run}
+
+APT_PKGS=(postgresql-15-postgis-3)
+command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian's or NodeSource's)
+case "$MODE" in
+  --test) APT_PKGS+=(gdal-bin); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
+  --bench) APT_PKGS+=(gdal-bin) ;;
+esac
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: please install: ${missing[*]} (PostgreSQL 15 + PostGIS 3, npm, chromium)" >&2
+    exit 1
+  fi
+fi
+
+# Python environment: reinstall only when pyproject.toml changed.
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+EXTRAS="dev"
+[ "$MODE" = "--bench" ] && EXTRAS="dev,bench"
+STAMP=".venv/.geobase-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS/,/-}"
+if [ ! -f "$STAMP" ]; then
+  echo "setup: installing geobase[$EXTRAS] into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e ".[$EXTRAS]"
+  rm -f .venv/.geobase-*
+  touch "$STAMP"
+fi
+
+# Front-end assets from the npm registry (never committed, never from a CDN at run time).
+if [ ! -f .vendor/node_modules/maplibre-gl/dist/maplibre-gl.js ]; then
+  echo "setup: installing maplibre-gl from npm into .vendor/"
+  mkdir -p .vendor
+  (cd .vendor && [ -f package.json ] || echo '{"name":"geobase-vendor","private":true}' > package.json)
+  npm install --prefix .vendor --no-audit --no-fund --loglevel=error maplibre-gl@4 >/dev/null
+fi
+echo "setup: ok"

@@ -27,6 +27,7 @@ ROUTERS: list[str] = [
     "geobase.api.features",
     "geobase.api.tiles",
     "geobase.api.analysis",
+    "geobase.api.ingest",
     "geobase.api.admin",
     "geobase.api.map",
 ]

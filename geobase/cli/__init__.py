@@ -26,6 +26,8 @@ def _register() -> None:
     import geobase.cli as pkg
 
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):
+            continue
         module = importlib.import_module(f"geobase.cli.{mod.name}")
         register = getattr(module, "register", None)
         if register:

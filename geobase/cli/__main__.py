@@ -1,0 +1,3 @@
+from geobase.cli import main
+
+main()

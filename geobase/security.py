@@ -1,0 +1,141 @@
+"""Who may see what — enforced here, and only here.
+
+Every router, the tile cache and the analyses ask this module which layers a caller may see
+and which attributes are masked for them. A hidden layer is reported as *not found* (404), so
+callers cannot learn that it exists.
+
+Sharing levels (per layer, from its spec, changeable by an admin):
+  public      everyone, including callers without a key
+  internal    every department's keys
+  restricted  the owner department and the departments named in ``shared_with``
+  private     the owner department only
+Admins see everything.
+
+NOTE: this is the foundation's interface; API keys, departments, audit and limits are
+implemented behind it by the access-control work (issue 7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psycopg
+from fastapi import Request
+
+from geobase.errors import Forbidden, NotFound
+from geobase.specs import LayerSpec, Registry
+
+Role = Literal["viewer", "analyst", "steward", "admin"]
+ROLE_RANK = {"viewer": 0, "analyst": 1, "steward": 2, "admin": 3}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the public (no key) or the holder of an API key of a department and role."""
+
+    name: str = "public"
+    department: str | None = None
+    role: Role | None = None
+    key_id: str | None = None
+
+    @property
+    def is_public(self) -> bool:
+        return self.key_id is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def has_role(self, role: Role) -> bool:
+        return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+PUBLIC = Principal()
+
+
+@dataclass(frozen=True)
+class LayerAccess:
+    """A layer's access facts as stored in the catalog (the admin may have changed them)."""
+
+    name: str
+    department: str
+    sharing: str
+    shared_with: tuple[str, ...] = field(default_factory=tuple)
+
+
+def can_see(principal: Principal, access: LayerAccess) -> bool:
+    if principal.is_admin or access.sharing == "public":
+        return True
+    if principal.is_public:
+        return False
+    if access.sharing == "internal":
+        return True
+    if principal.department == access.department:
+        return True
+    return access.sharing == "restricted" and principal.department in access.shared_with
+
+
+def hidden_attributes(principal: Principal, spec: LayerSpec) -> set[str]:
+    """Attributes masked for this caller (e.g. right-holder names hidden from the public)."""
+    if principal.is_admin or (principal.department and principal.department == spec.department):
+        return set()
+    audience = "public" if principal.is_public else "internal"
+    return {a.name for a in spec.attributes if audience in a.hidden_from}
+
+
+def visible_attributes(principal: Principal, spec: LayerSpec) -> list[str]:
+    hidden = hidden_attributes(principal, spec)
+    return [a for a in spec.attribute_names if a not in hidden]
+
+
+def view_signature(principal: Principal, accesses: list[LayerAccess], registry: Registry) -> str:
+    """A short key for what this caller can see: equal for callers with equal views, so caches
+    (tiles) may be shared between them and never between callers who see different things."""
+    parts = []
+    for a in sorted(accesses, key=lambda x: x.name):
+        if can_see(principal, a) and a.name in registry.layers:
+            parts.append(a.name + ":" + ",".join(sorted(hidden_attributes(principal, registry.layers[a.name]))))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+async def get_principal(request: Request) -> Principal:
+    """FastAPI dependency: resolve ``Authorization: Bearer <key>`` or ``X-API-Key``.
+
+    The foundation knows only the public; issue 7 resolves keys against ``catalog.api_keys``."""
+    resolver = getattr(request.app.state, "principal_resolver", None)
+    if resolver is not None:
+        return await resolver(request)
+    return PUBLIC
+
+
+async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
+    cur = await conn.execute("SELECT name, department, sharing, shared_with FROM catalog.layers ORDER BY name")
+    return [LayerAccess(n, d, s, tuple(w or ())) for n, d, s, w in await cur.fetchall()]
+
+
+async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> list[LayerSpec]:
+    """Specs of the layers this caller may see, in name order."""
+    return [registry.layers[a.name] for a in await layer_accesses(conn)
+            if a.name in registry.layers and can_see(principal, a)]
+
+
+async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
+                        name: str) -> LayerSpec:
+    """The layer's spec if the caller may see it; otherwise NotFound (never Forbidden)."""
+    cur = await conn.execute(
+        "SELECT name, department, sharing, shared_with FROM catalog.layers WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    if row is None or name not in registry.layers or not can_see(principal, LayerAccess(row[0], row[1], row[2], tuple(row[3] or ()))):
+        raise NotFound(f"collection {name!r} not found", parameter="collectionId")
+    return registry.layers[name]
+
+
+def require_role(principal: Principal, role: Role) -> None:
+    if principal.is_public:
+        from geobase.errors import Unauthorized
+
+        raise Unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
+    if not principal.has_role(role):
+        raise Forbidden(f"this needs the {role!r} role; your key has {principal.role!r}")

@@ -1,0 +1,40 @@
+"""Run the benchmarks: ``python bench/run.py [--parcels N] [--only ingest,features,...]``.
+
+Each ``bench/bench_<area>.py`` defines ``run(ctx: Context)`` and reports figures against a named
+baseline measured in the same run on the same data. Not part of the test command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Context  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--parcels", type=int, default=1_000_000, help="land parcels of the scaled county")
+    ap.add_argument("--seed", type=int, default=20261122)
+    ap.add_argument("--only", default="", help="comma-separated areas (e.g. ingest,features,tiles)")
+    args = ap.parse_args()
+    here = Path(__file__).resolve().parent
+    areas = sorted(p.stem.removeprefix("bench_") for p in here.glob("bench_*.py"))
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - set(areas)
+        if unknown:
+            ap.error(f"unknown benchmark areas {sorted(unknown)}; known: {areas}")
+        areas = [a for a in areas if a in wanted]
+    ctx = Context(args.parcels, args.seed)
+    for area in areas:
+        print(f"== {area} ==", flush=True)
+        importlib.import_module(f"bench_{area}").run(ctx)
+    print(f"results written to {ctx.save()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,8 +45,29 @@ def demo(
         ingest_sample_county = None
     if ingest_sample_county is not None:
         ingest_sample_county(settings, echo=typer.echo)
-    if serve_after:
-        serve(host=None, port=None, workers=1, prepare=False)
+    if not serve_after:
+        return
+    url = f"http://{settings.host}:{settings.port}"
+    if _geobase_answers(url):
+        typer.echo(f"geobase is already serving at {url}/ (web map: {url}/map); nothing to do")
+        return
+    typer.echo(
+        f"\n  web map      {url}/map\n  OGC API      {url}/collections\n  API docs     {url}/docs\n"
+        f"  health       {url}/health\n  database     {__import__('geobase.db', fromlist=['x']).database_url(settings)}\n"
+    )
+    serve(host=None, port=None, workers=1, prepare=False)
+
+
+def _geobase_answers(url: str) -> bool:
+    """True when a geobase server already answers on ``url`` (a second `make demo`)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return json.load(resp).get("status") == "ok"
+    except Exception:
+        return False
 
 
 def register(app: typer.Typer) -> None:

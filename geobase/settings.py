@@ -52,6 +52,44 @@ class Settings(BaseSettings):
     max_limit: int = Field(default=10_000, description="Largest accepted `limit` of /items.")
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (bytes).")
     log_level: str = Field(default="info", description="Log level of the server.")
+    # --- access control, audit and limits (geobase/security.py, keys.py, audit.py, limits.py) ---
+    key_cache_s: float = Field(
+        default=5.0, description="Seconds an API-key lookup is cached; a revocation is effective within this."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed (audit client IP).",
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024**2, description="Largest accepted request body except uploads (bytes) -> 413."
+    )
+    rate_limit_per_s: float = Field(default=50.0, description="Sustained requests/s per API key (429 beyond).")
+    rate_limit_burst: int = Field(default=200, description="Burst size of the per-key token bucket.")
+    rate_limit_public_per_s: float = Field(
+        default=20.0, description="Sustained requests/s per client IP without a key (429 beyond)."
+    )
+    rate_limit_public_burst: int = Field(default=100, description="Burst size of the per-IP public bucket.")
+    tile_concurrency: int = Field(default=8, description="Tiles rendered at once; more wait, then 503.")
+    export_concurrency: int = Field(default=2, description="Downloads/exports at once; more wait, then 503.")
+    analysis_statement_timeout_ms: int = Field(
+        default=120_000, description="Statement timeout for analyses and exports (ms)."
+    )
+    tile_statement_timeout_ms: int = Field(default=15_000, description="Statement timeout for one tile (ms).")
+    tile_cache_max_bytes: int = Field(
+        default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
+    )
+    vendor_dir: Path | None = Field(
+        default=None, description="Directory holding node_modules/maplibre-gl (default: the repo's .vendor)."
+    )
+    analysis_max_vertices: int = Field(
+        default=200_000, description="Largest vertex count of an input geometry of an analysis (site, AOI)."
+    )
+    analysis_max_area_km2: float = Field(
+        default=5_000.0, description="Largest area (km², ellipsoidal) of an input geometry of an analysis."
+    )
+    analysis_sliver_m2: float = Field(
+        default=1.0, description="Overlay pieces smaller than this (m²) are dropped as slivers; their total is reported."
+    )
 
     @property
     def data_path(self) -> Path:

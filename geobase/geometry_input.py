@@ -1,0 +1,266 @@
+"""Input geometries of the analyses (a project site, an area of interest): parse, reproject to
+the storage CRS (EPSG:4490) and refuse anything that would give a wrong answer silently.
+
+Accepted: a GeoJSON geometry, Feature or FeatureCollection (as text or a parsed object) in one
+of the supported CRSs, or an uploaded file (zipped shapefile, GeoPackage, GeoJSON) read with
+pyogrio, whose own CRS is used. Refused, with a message naming the problem: empty geometries,
+non-polygons where a polygon is needed, self-intersections (unless ``repair``), too many
+vertices or too large an area (limits in Settings), coordinates that do not fit the declared
+CRS (lon/lat numbers declared as a Gauss-Kruger zone, a zone prefix that does not match) and
+anything outside China's extent.
+
+The result is WKB in EPSG:4490, bound as a query parameter by the services (never formatted
+into SQL).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import shapely
+from pyproj import CRS, Geod, Transformer
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from geobase.errors import InvalidInput
+from geobase.settings import Settings
+
+GEOD = Geod(ellps="GRS80")  # CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101
+CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China Sea islands
+CRS84_NAMES = {"CRS84", "OGC:CRS84", "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84"}
+GK_PREFIXED = set(range(4491, 4502)) | set(range(4513, 4534))  # zone number in the easting
+GK_PLAIN = set(range(4502, 4513)) | set(range(4534, 4555))
+SUPPORTED_EPSG = {4490, 4326, 3857} | GK_PREFIXED | GK_PLAIN
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """A checked input geometry in EPSG:4490 with its ellipsoidal area."""
+
+    geom: BaseGeometry
+    source_crs: str
+    area_m2: float
+    vertices: int
+    repaired: bool = False
+
+    @property
+    def wkb(self) -> bytes:
+        return shapely.to_wkb(self.geom, output_dimension=2)
+
+    @property
+    def geojson(self) -> dict:
+        return mapping(self.geom)
+
+
+def parse_crs(value: str | int | None, parameter: str = "crs") -> int | None:
+    """EPSG code of a supported CRS name (``None`` for CRS84, lon/lat)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if text.upper() in CRS84_NAMES:
+        return None
+    m = re.fullmatch(r"(?i)(?:EPSG:|http://www\.opengis\.net/def/crs/EPSG/0/|urn:ogc:def:crs:EPSG::)?(\d{4,5})", text)
+    if not m:
+        raise InvalidInput(f"{parameter}: {text!r} is not a CRS name (use CRS84, EPSG:4490, EPSG:4527, ...)",
+                           parameter=parameter)
+    code = int(m.group(1))
+    if code not in SUPPORTED_EPSG:
+        raise InvalidInput(
+            f"{parameter}: EPSG:{code} is not supported; use CRS84, EPSG:4490, 4326, 3857 or a CGCS2000 "
+            "Gauss-Kruger zone (EPSG:4491-4554)", parameter=parameter)
+    return code
+
+
+def _geometries_of(obj: Any, parameter: str) -> list[BaseGeometry]:
+    if isinstance(obj, (str, bytes)):
+        try:
+            obj = json.loads(obj)
+        except ValueError as exc:
+            raise InvalidInput(f"{parameter}: not valid JSON: {exc}", parameter=parameter) from None
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise InvalidInput(f"{parameter}: expected a GeoJSON geometry, Feature or FeatureCollection",
+                           parameter=parameter)
+    kind = obj["type"]
+    if kind == "FeatureCollection":
+        feats = obj.get("features")
+        if not isinstance(feats, list) or not feats:
+            raise InvalidInput(f"{parameter}: the FeatureCollection has no features", parameter=parameter)
+        out: list[BaseGeometry] = []
+        for f in feats:
+            out.extend(_geometries_of(f, parameter))
+        return out
+    if kind == "Feature":
+        if not obj.get("geometry"):
+            raise InvalidInput(f"{parameter}: the Feature has no geometry (empty)", parameter=parameter)
+        return _geometries_of(obj["geometry"], parameter)
+    try:
+        return [shape(obj)]
+    except Exception as exc:  # shapely raises several types for malformed coordinates
+        raise InvalidInput(f"{parameter}: malformed GeoJSON {kind} geometry: {exc}", parameter=parameter) from None
+
+
+def _check_projected_numbers(geom: BaseGeometry, epsg: int, parameter: str) -> None:
+    """Catch lon/lat numbers declared as a projected CRS, and GK zone-prefix mismatches."""
+    minx, miny, maxx, maxy = geom.bounds
+    if epsg == 3857 or epsg in GK_PREFIXED or epsg in GK_PLAIN:
+        if max(abs(minx), abs(maxx)) <= 360 and max(abs(miny), abs(maxy)) <= 90:
+            raise InvalidInput(
+                f"{parameter}: coordinates look like longitude/latitude degrees (x {minx:.4f}..{maxx:.4f}) "
+                f"but crs is EPSG:{epsg}, a projected CRS in metres; declare crs=CRS84 or EPSG:4490",
+                parameter="crs")
+    if epsg in GK_PREFIXED:
+        zone = (epsg - 4491 + 13) if epsg <= 4501 else (epsg - 4513 + 25)
+        for x in (minx, maxx):
+            if int(x // 1_000_000) != zone:
+                raise InvalidInput(
+                    f"{parameter}: easting {x:.1f} does not carry the zone prefix {zone} of EPSG:{epsg} "
+                    f"(expected {zone}xxxxxx.x); use the unprefixed zone CRS or fix the coordinates",
+                    parameter="crs")
+    if epsg in GK_PLAIN:
+        for x in (minx, maxx):
+            if not 0 < x < 1_000_000:
+                raise InvalidInput(
+                    f"{parameter}: easting {x:.1f} is not possible in EPSG:{epsg} (false easting 500000, "
+                    f"no zone prefix); a prefixed easting needs the zone-numbered CRS", parameter="crs")
+
+
+def _to_4490(geom: BaseGeometry, epsg: int | None) -> BaseGeometry:
+    if epsg in (None, 4490, 4326):  # CGCS2000 vs WGS 84: below survey accuracy for this purpose
+        return geom
+    tr = Transformer.from_crs(CRS.from_epsg(epsg), CRS.from_epsg(4490), always_xy=True)
+    return shapely.transform(geom, lambda xy: _stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def _stack(xy):
+    import numpy as np
+
+    return np.column_stack(xy)
+
+
+def ellipsoidal_area(geom: BaseGeometry) -> float:
+    """Area on the GRS80 (= CGCS2000) ellipsoid in m² of a lon/lat polygon."""
+    return abs(GEOD.geometry_area_perimeter(geom)[0])
+
+
+def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int | None, crs_label: str,
+                   parameter: str = "geometry", polygonal: bool = True, repair: bool = False) -> InputGeometry:
+    """Validate and reproject parsed geometries; the union of all parts is the input."""
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if not geoms:
+        raise InvalidInput(f"{parameter}: the geometry is empty", parameter=parameter)
+    if polygonal:
+        bad = sorted({g.geom_type for g in geoms if g.geom_type not in ("Polygon", "MultiPolygon")})
+        if bad:
+            raise InvalidInput(f"{parameter}: expected Polygon or MultiPolygon, got {', '.join(bad)}",
+                               parameter=parameter)
+    vertices = int(sum(shapely.get_num_coordinates(g) for g in geoms))
+    if vertices > settings.analysis_max_vertices:
+        raise InvalidInput(f"{parameter}: too many vertices ({vertices:,} > limit "
+                           f"{settings.analysis_max_vertices:,}); simplify the geometry", parameter=parameter)
+    repaired = False
+    for g in geoms:
+        if not g.is_valid:
+            if not repair:
+                raise InvalidInput(f"{parameter}: invalid geometry ({shapely.is_valid_reason(g)}); fix the "
+                                   "self-intersection or pass repair=true", parameter=parameter)
+            repaired = True
+    if repaired:
+        geoms = [shapely.make_valid(g) if not g.is_valid else g for g in geoms]
+        if polygonal:
+            geoms = [_polygonal_part(g) for g in geoms]
+    geom = shapely.union_all(geoms) if len(geoms) > 1 else geoms[0]
+    if epsg is not None and epsg != 4490:
+        _check_projected_numbers(geom, epsg, parameter)
+    geom = _to_4490(geom, epsg)
+    minx, miny, maxx, maxy = geom.bounds
+    x0, y0, x1, y1 = CHINA_EXTENT
+    if not (x0 <= minx and maxx <= x1 and y0 <= miny and maxy <= y1):
+        raise InvalidInput(
+            f"{parameter}: coordinates fall outside China's extent (lon {minx:.4f}..{maxx:.4f}, lat "
+            f"{miny:.4f}..{maxy:.4f} after reading them as {crs_label}); check the crs and the axis order "
+            "(x = longitude/easting)", parameter=parameter)
+    if polygonal:
+        geom = _polygonal_part(geom)
+        if geom.is_empty:
+            raise InvalidInput(f"{parameter}: the geometry has no area", parameter=parameter)
+    area = ellipsoidal_area(geom) if polygonal else 0.0
+    if polygonal and area <= 0:
+        raise InvalidInput(f"{parameter}: the geometry has no area", parameter=parameter)
+    if area > settings.analysis_max_area_km2 * 1e6:
+        raise InvalidInput(f"{parameter}: area {area / 1e6:,.1f} km² exceeds the limit of "
+                           f"{settings.analysis_max_area_km2:,.0f} km²", parameter=parameter)
+    return InputGeometry(geom=geom, source_crs=crs_label, area_m2=area, vertices=vertices, repaired=repaired)
+
+
+def _polygonal_part(g: BaseGeometry) -> BaseGeometry:
+    if isinstance(g, (Polygon, MultiPolygon)):
+        return MultiPolygon([g]) if isinstance(g, Polygon) else g
+    polys: list[Polygon] = []
+    for part in getattr(g, "geoms", []):
+        if isinstance(part, Polygon):
+            polys.append(part)
+        elif isinstance(part, MultiPolygon):
+            polys.extend(part.geoms)
+    return MultiPolygon(polys)
+
+
+def parse_geojson(obj: Any, settings: Settings, *, crs: str | int | None = None, parameter: str = "geometry",
+                  polygonal: bool = True, repair: bool = False) -> InputGeometry:
+    """A checked geometry from GeoJSON text/object declared in ``crs`` (default CRS84)."""
+    epsg = parse_crs(crs)
+    label = "CRS84" if epsg is None else f"EPSG:{epsg}"
+    return check_geometry(_geometries_of(obj, parameter), settings, epsg=epsg, crs_label=label,
+                          parameter=parameter, polygonal=polygonal, repair=repair)
+
+
+def parse_upload(data: bytes, filename: str, settings: Settings, *, parameter: str = "file",
+                 polygonal: bool = True, repair: bool = False) -> InputGeometry:
+    """A checked geometry from an uploaded file (zip of a shapefile, .gpkg, .geojson/.json)."""
+    import pyogrio
+
+    if len(data) > settings.max_upload_bytes:
+        raise InvalidInput(f"{parameter}: the file is larger than {settings.max_upload_bytes:,} bytes",
+                           parameter=parameter)
+    name = Path(filename or "upload").name
+    suffix = "".join(Path(name).suffixes[-2:]).lower() if name.lower().endswith(".shp.zip") else Path(name).suffix.lower()
+    if suffix not in (".zip", ".shp.zip", ".gpkg", ".geojson", ".json"):
+        raise InvalidInput(f"{parameter}: unsupported file type {suffix or name!r}; upload a zipped shapefile, "
+                           ".gpkg or .geojson", parameter=parameter)
+    with tempfile.TemporaryDirectory(prefix="geobase-upload-") as tmp:
+        path = Path(tmp) / ("upload" + (".zip" if suffix.endswith("zip") else suffix))
+        path.write_bytes(data)
+        if suffix.endswith("zip"):
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    zf.extractall(Path(tmp) / "x")
+            except zipfile.BadZipFile:
+                raise InvalidInput(f"{parameter}: not a valid zip file", parameter=parameter) from None
+            shps = sorted((Path(tmp) / "x").rglob("*.shp")) + sorted((Path(tmp) / "x").rglob("*.gpkg")) \
+                + sorted((Path(tmp) / "x").rglob("*.geojson"))
+            if not shps:
+                raise InvalidInput(f"{parameter}: the zip holds no .shp, .gpkg or .geojson", parameter=parameter)
+            path = shps[0]
+        try:
+            df = pyogrio.read_dataframe(path)
+        except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
+            raise InvalidInput(f"{parameter}: cannot read {name}: {exc}", parameter=parameter) from None
+    if df.crs is None:
+        raise InvalidInput(f"{parameter}: {name} declares no CRS (missing .prj); add it and upload again",
+                           parameter=parameter)
+    epsg = df.crs.to_epsg(min_confidence=70)
+    if df.crs.is_geographic and epsg in (None, 4326, 4490, 4610, 4214):
+        if epsg in (4610, 4214):
+            raise InvalidInput(f"{parameter}: {name} is in a legacy datum (EPSG:{epsg}); transform it to CGCS2000 "
+                               "with published parameters first", parameter=parameter)
+        epsg = 4490 if epsg is None else epsg
+    if epsg is None or epsg not in SUPPORTED_EPSG:
+        raise InvalidInput(f"{parameter}: the CRS of {name} ({df.crs.name}) is not supported; use CGCS2000 "
+                           "(EPSG:4490 or a Gauss-Kruger zone), WGS 84 or Web Mercator", parameter=parameter)
+    return check_geometry(list(df.geometry.values), settings, epsg=epsg, crs_label=f"EPSG:{epsg}",
+                          parameter=parameter, polygonal=polygonal, repair=repair)

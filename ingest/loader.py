@@ -1,0 +1,273 @@
+"""Staging and the one-transaction commit of a new layer version.
+
+Rows are COPYed into an unlogged table in schema ``staging`` named per job. The staging
+connection holds a session advisory lock on that name for its lifetime, so a later ingest can
+tell a leftover of a killed/crashed ingest (lock free -> drop it) from a live one (lock held).
+
+The commit is ONE transaction under a per-layer transaction advisory lock: retire changed and
+removed rows (``_vto = v``), insert new rows (``_vfrom = v``), insert the ``layer_versions`` row and
+set ``catalog.layers.current_version``. Readers see the old version or the new one, never a mix;
+a failure or a kill before COMMIT leaves the previous version exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from geobase.specs import LayerSpec
+from geobase.storage import measure_column, table_ident
+
+STAGING = "staging"
+#: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
+COVERAGE_FULL_LIMIT = 200_000
+AREA_TOLERANCE = 0.05  # 5 % stated vs ellipsoidal area
+OVERLAP_MIN_M2 = 1.0
+GAP_MIN_M2 = 1.0
+
+
+def lock_key(text: str) -> sql.Composed:
+    return sql.SQL("hashtextextended({}, 0)").format(sql.Literal(text))
+
+
+def staging_name(layer: str, job: str | None = None) -> str:
+    return f"{layer[:40]}__{(job or uuid.uuid4().hex)[:12]}"
+
+
+def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
+    """Drop staging tables whose ingest is gone (its session lock is free). Returns their names."""
+    dropped = []
+    names = [r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGING,)).fetchall()]
+    for name in names:
+        got = conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(lock_key("staging:" + name))).fetchone()[0]
+        if not got:
+            continue  # a live ingest owns it
+        try:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING, name)))
+            conn.commit()
+            dropped.append(name)
+        finally:
+            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(lock_key("staging:" + name)))
+            conn.commit()
+    return dropped
+
+
+@dataclass
+class Staging:
+    conn: psycopg.Connection
+    spec: LayerSpec
+    name: str
+
+    @property
+    def ident(self) -> sql.Composed:
+        return sql.Identifier(STAGING, self.name)
+
+    @property
+    def columns(self) -> list[str]:
+        return ["_row", "_key", "_hash", *self.spec.attribute_names, "geom", "geom_3857"]
+
+    def create(self) -> None:
+        self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
+        cols = [sql.SQL("_row bigint"), sql.SQL("_key text"), sql.SQL("_hash text")]
+        for a in self.spec.attributes:
+            cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
+        cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
+        cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
+        self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
+        self.conn.commit()
+
+    def copy(self):
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            self.ident, sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        return self.conn.cursor().copy(stmt)
+
+    def drop(self) -> None:
+        try:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.conn.rollback()
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.ident))
+            self.conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(lock_key("staging:" + self.name)))
+            self.conn.commit()
+        except psycopg.Error:
+            pass  # a dead connection: the next ingest drops the leftover
+
+    # -- checks in SQL -----------------------------------------------------------------------
+    def analyze(self) -> None:
+        self.conn.execute(sql.SQL("CREATE INDEX ON {} (_key)").format(self.ident))
+        self.conn.execute(sql.SQL("ANALYZE {}").format(self.ident))
+        self.conn.commit()
+
+    def duplicate_keys(self, limit: int = 20) -> tuple[int, list[tuple[str, int, list[int]]]]:
+        rows = self.conn.execute(sql.SQL(
+            "SELECT _key, count(*), (array_agg(_row ORDER BY _row))[1:5] FROM {} GROUP BY _key HAVING count(*) > 1 "
+            "ORDER BY min(_row)").format(self.ident)).fetchall()
+        total = sum(r[1] - 1 for r in rows)
+        return total, [(r[0], r[1], list(r[2])) for r in rows[:limit]]
+
+    def drop_duplicates(self) -> int:
+        cur = self.conn.execute(sql.SQL(
+            "DELETE FROM {t} s USING {t} f WHERE s._key = f._key AND s._row > f._row").format(t=self.ident))
+        self.conn.commit()
+        return cur.rowcount
+
+    def area_deviation(self, tolerance: float = AREA_TOLERANCE, limit: int = 20) -> tuple[int, list[dict]]:
+        field = self.spec.stated_area_field
+        if not field or self.spec.geometry != "MultiPolygon":
+            return 0, []
+        factor = 10_000.0 if self.spec.stated_area_unit == "ha" else 1.0
+        q = sql.SQL("""
+            WITH a AS (SELECT _row, _key, {f}::float8 * {k} AS stated, ST_Area(geom::geography) AS area
+                       FROM {t} WHERE {f} IS NOT NULL AND {f} > 0)
+            SELECT _row, _key, stated, area, count(*) OVER () FROM a
+            WHERE abs(area - stated) > {tol} * stated ORDER BY abs(area - stated) / stated DESC LIMIT {lim}
+        """).format(f=sql.Identifier(field), k=sql.Literal(factor), t=self.ident, tol=sql.Literal(tolerance),
+                    lim=sql.Literal(limit))
+        rows = self.conn.execute(q).fetchall()
+        self.conn.commit()
+        total = rows[0][4] if rows else 0
+        return total, [{"row": r[0], "key": r[1], "stated_m2": round(r[2], 2), "ellipsoidal_m2": round(r[3], 2),
+                        "deviation": round((r[3] - r[2]) / r[2], 4)} for r in rows]
+
+    def coverage(self, limit: int = 20) -> dict:
+        """Overlaps (pairs whose interiors share > OVERLAP_MIN_M2) and gaps (holes of the union)."""
+        n = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()[0]
+        if n > COVERAGE_FULL_LIMIT:
+            return {"skipped": True, "rows": n,
+                    "note": f"coverage check runs up to {COVERAGE_FULL_LIMIT} rows; run `geobase` coverage analysis separately"}
+        self.conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (geom)").format(self.ident))
+        overlaps = self.conn.execute(sql.SQL("""
+            SELECT a._key, b._key, ST_Area(i::geography) AS m2, ST_X(ST_PointOnSurface(i)), ST_Y(ST_PointOnSurface(i))
+            FROM {t} a JOIN {t} b ON a._row < b._row AND a.geom && b.geom
+                 AND ST_Relate(a.geom, b.geom, '2********')
+            CROSS JOIN LATERAL ST_CollectionExtract(ST_Intersection(a.geom, b.geom), 3) AS i
+            WHERE NOT ST_IsEmpty(i) AND ST_Area(i::geography) > {minarea}
+            ORDER BY m2 DESC
+        """).format(t=self.ident, minarea=sql.Literal(OVERLAP_MIN_M2))).fetchall()
+        gaps = self.conn.execute(sql.SQL("""
+            WITH u AS (SELECT ST_Union(geom) AS g FROM {t}),
+                 polys AS (SELECT (ST_Dump(g)).geom AS p FROM u),
+                 holes AS (SELECT ST_MakePolygon(ST_InteriorRingN(p, n)) AS h
+                           FROM polys CROSS JOIN LATERAL generate_series(1, ST_NumInteriorRings(p)) AS n)
+            SELECT ST_Area(h::geography) AS m2, ST_X(ST_PointOnSurface(h)), ST_Y(ST_PointOnSurface(h))
+            FROM holes WHERE ST_Area(h::geography) > {minarea} ORDER BY m2 DESC
+        """).format(t=self.ident, minarea=sql.Literal(GAP_MIN_M2))).fetchall()
+        self.conn.commit()
+        return {
+            "rows": n,
+            "overlaps": len(overlaps),
+            "overlap_area_m2": round(sum(r[2] for r in overlaps), 2),
+            "overlap_samples": [{"keys": [r[0], r[1]], "area_m2": round(r[2], 2), "at": [round(r[3], 7), round(r[4], 7)]}
+                                for r in overlaps[:limit]],
+            "gaps": len(gaps),
+            "gap_area_m2": round(sum(r[0] for r in gaps), 2),
+            "gap_samples": [{"area_m2": round(r[0], 2), "at": [round(r[1], 7), round(r[2], 7)]} for r in gaps[:limit]],
+        }
+
+    def unknown_keys(self) -> tuple[int, list[str]]:
+        """Keys in the file (delete mode) that are not current features."""
+        rows = self.conn.execute(sql.SQL(
+            "SELECT s._key FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
+        ).format(s=self.ident, d=table_ident(self.spec))).fetchall()
+        self.conn.commit()
+        return len(rows), [r[0] for r in rows[:20]]
+
+
+@dataclass
+class CommitResult:
+    version: int
+    rows_total: int
+    added: int
+    removed: int
+    changed: int
+    extent: list[float] | None
+
+
+def next_version(conn: psycopg.Connection, layer: str) -> int:
+    return conn.execute("SELECT coalesce(max(version), 0) + 1 FROM catalog.layer_versions WHERE layer = %s",
+                        (layer,)).fetchone()[0]
+
+
+def lock_layer(conn: psycopg.Connection, layer: str) -> None:
+    """Serialise writers of one layer (transaction-scoped: released at COMMIT/ROLLBACK)."""
+    conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(lock_key("ingest:" + layer)))
+
+
+def commit_version(stg: Staging, *, mode: str, version_row: dict) -> CommitResult:
+    """Apply the staged rows as a new version of the layer, in one transaction."""
+    conn, spec = stg.conn, stg.spec
+    data = table_ident(spec)
+    s = stg.ident
+    attrs = spec.attribute_names
+    measure = measure_column(spec)
+    with conn.transaction():
+        lock_layer(conn, spec.name)
+        v = next_version(conn, spec.name)
+        vlit = sql.Literal(v)
+        old_keys = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _vto IS NULL").format(data)).fetchone()[0]
+        # 1. retire rows
+        if mode == "replace":
+            retire_where = sql.SQL("NOT EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key AND s._hash = d._hash)")
+        elif mode == "upsert":
+            retire_where = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key AND s._hash <> d._hash)")
+        elif mode == "delete":
+            retire_where = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key)")
+        else:  # append
+            retire_where = sql.SQL("false")
+        retired = conn.execute(sql.SQL("""
+            WITH r AS (UPDATE {d} d SET _vto = {v} WHERE d._vto IS NULL AND ({w}) RETURNING d._key)
+            SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {s} s WHERE s._key = r._key)) FROM r
+        """).format(d=data, v=vlit, w=retire_where.format(s=s), s=s)).fetchone()
+        retired_total, retired_replaced = retired
+        # 2. insert new rows (keys with no current row of the same content)
+        inserted = 0
+        if mode != "delete":
+            measure_expr = sql.SQL("")
+            measure_col = sql.SQL("")
+            if measure == "_area_m2":
+                measure_col, measure_expr = sql.SQL(", _area_m2"), sql.SQL(", ST_Area(s.geom::geography)")
+            elif measure == "_length_m":
+                measure_col, measure_expr = sql.SQL(", _length_m"), sql.SQL(", ST_Length(s.geom::geography)")
+            attr_cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(a)) for a in attrs)
+            attr_sel = sql.SQL("").join(sql.SQL(", s.{}").format(sql.Identifier(a)) for a in attrs)
+            cur = conn.execute(sql.SQL("""
+                INSERT INTO {d} (_key, _hash, _vfrom{cols}{mcol}, geom, geom_3857)
+                SELECT s._key, s._hash, {v}{sel}{mexpr}, s.geom, s.geom_3857 FROM {s} s
+                WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)
+                ORDER BY s._row
+            """).format(d=data, cols=attr_cols, mcol=measure_col, v=vlit, sel=attr_sel, mexpr=measure_expr, s=s))
+            inserted = cur.rowcount
+        changed = retired_replaced if mode in ("replace", "upsert") else 0
+        removed = retired_total - changed
+        added = inserted - changed
+        total = old_keys - retired_total + inserted
+        ext = conn.execute(sql.SQL(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
+            "WHERE _vto IS NULL) x").format(data)).fetchone()
+        extent = [float(x) for x in ext] if ext and ext[0] is not None else None
+        insert_version_row(conn, spec.name, v, mode=mode, rows_total=total, added=added, removed=removed,
+                           changed=changed, extent=extent, **version_row)
+    return CommitResult(v, total, added, removed, changed, extent)
+
+
+def insert_version_row(conn: psycopg.Connection, layer: str, version: int, *, mode: str, rows_total: int,
+                       added: int, removed: int, changed: int, extent: list[float] | None, source_name: str | None,
+                       source_checksum: str | None, source_format: str | None, created_by: str, report: dict,
+                       metadata: dict | None = None, restored_from: int | None = None) -> None:
+    """The catalog half of a commit; the caller's transaction makes it atomic with the rows."""
+    conn.execute(
+        """
+        INSERT INTO catalog.layer_versions (layer, version, mode, source_name, source_checksum, source_format,
+            created_by, rows_total, rows_added, rows_removed, rows_changed, extent, restored_from, report, metadata)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (layer, version, mode, source_name, source_checksum, source_format, created_by, rows_total, added, removed,
+         changed, extent, restored_from, json.dumps(report, ensure_ascii=False, default=str),
+         json.dumps(metadata or {}, ensure_ascii=False, default=str)),
+    )
+    conn.execute("UPDATE catalog.layers SET current_version = %s, updated_at = now() WHERE name = %s",
+                 (version, layer))

@@ -1,0 +1,278 @@
+"""The ingest pipeline: one delivered file -> checked, normalised -> a new version of one layer.
+
+    resolve source -> encoding & CRS -> stream arrow batches -> normalise (map, type, check,
+    repair, promote, reproject) -> COPY into staging -> SQL checks (duplicate keys, areas,
+    coverage) -> policy -> ONE transaction: retire / insert / version row / current_version
+
+Memory stays bounded by the batch size whatever the file size: GDAL streams arrow record
+batches (``pyogrio.open_arrow``), each batch is normalised and COPYed before the next is read.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyogrio
+from pyproj import CRS
+
+from geobase.catalog import sync_catalog
+from geobase.db import connect
+from geobase.errors import InvalidInput, NotFound
+from geobase.ingest import crs as crsmod
+from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
+from geobase.ingest.loader import Staging, commit_version, drop_leftover_staging, staging_name
+from geobase.ingest.normalize import BatchNormalizer, plan_fields
+from geobase.ingest.report import QualityReport
+from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
+from geobase.settings import Settings
+from geobase.specs import get_registry
+
+MODES = ("replace", "append", "upsert", "delete")
+POLICIES = ("reject", "skip", "keep")
+BATCH_SIZE = 20_000
+
+ProgressFn = Callable[[int, int | None], None]
+
+
+@dataclass
+class IngestResult:
+    layer: str
+    version: int | None
+    mode: str
+    source_name: str
+    checksum: str
+    rows_total: int = 0
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    extent: list[float] | None = None
+    dry_run: bool = False
+    skipped: bool = False  # same checksum as the current version
+    seconds: float = 0.0
+    report: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "layer", "version", "mode", "source_name", "checksum", "rows_total", "added", "removed", "changed",
+            "extent", "dry_run", "skipped", "seconds", "report", "metadata")}
+
+
+def current_checksum(settings: Settings, layer: str) -> str | None:
+    with connect(settings) as conn:
+        row = conn.execute(
+            "SELECT v.source_checksum FROM catalog.layers l JOIN catalog.layer_versions v "
+            "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (layer,)).fetchone()
+    return row[0] if row else None
+
+
+def _ensure_catalog(conn, settings: Settings, layer: str) -> None:
+    if conn.execute("SELECT 1 FROM catalog.layers WHERE name = %s", (layer,)).fetchone() is None:
+        sync_catalog(conn, settings)
+        conn.commit()
+
+
+def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "replace", crs: str | None = None,
+           encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
+           dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
+           field_map: dict[str, str] | None = None, job_id: str | None = None) -> IngestResult:
+    """Load one delivered file as a new version of ``layer`` (see module docstring).
+
+    Raises InvalidInput (refused input, exit code 2) with the quality report in ``details``."""
+    t0 = time.monotonic()
+    registry = get_registry(settings)
+    spec = registry.layer(layer)
+    if mode not in MODES:
+        raise InvalidInput(f"--mode: {mode!r} is not one of {', '.join(MODES)}", parameter="mode")
+    if on_error not in POLICIES:
+        raise InvalidInput(f"--on-error: {on_error!r} is not one of {', '.join(POLICIES)}", parameter="on_error")
+    path = Path(path)
+    if spec.kind == "raster" or path.suffix.lower() in RASTER_SUFFIXES:
+        if spec.kind != "raster":
+            raise InvalidInput(f"{path.name}: a raster cannot be loaded into vector layer {layer!r}", parameter="path")
+        from geobase.ingest.raster import ingest_raster
+
+        return ingest_raster(settings, spec, path, crs=crs, dry_run=dry_run, user=user)
+
+    src = resolve(path, source_layer=source_layer, preferred_layers=spec.source_layers)
+    checksum = sha256_files(src.files)
+    report = QualityReport(source=path.name, driver=src.driver, source_layer=src.layer, on_error=on_error)
+
+    # -- encoding ------------------------------------------------------------------------
+    gdal_encoding: str | None = None
+    sniffer: EncodingSniffer | None = None
+    if encoding:
+        gdal_encoding = check_encoding_name(encoding)
+        report.encoding, report.encoding_how = encoding, "--encoding"
+    elif src.is_shapefile:
+        cpg = cpg_encoding(src.shapefile_members.get(".cpg"))
+        ldid = dbf_ldid(src.shapefile_members.get(".dbf"))
+        if cpg:
+            gdal_encoding = cpg
+            report.encoding, report.encoding_how = cpg, ".cpg"
+        elif ldid:
+            report.encoding_how = f"dbf language driver id {ldid}"
+        else:
+            gdal_encoding = "ISO-8859-1"
+            sniffer = EncodingSniffer()
+            report.encoding_how = "detected (no .cpg, no language driver id)"
+    else:
+        report.encoding, report.encoding_how = "UTF-8", f"{src.driver} text is UTF-8"
+
+    try:
+        info = pyogrio.read_info(src.gdal_path, layer=src.layer, encoding=gdal_encoding, force_total_bounds=True)
+    except Exception as exc:
+        raise InvalidInput(f"{path.name}: cannot be read: {str(exc).strip().splitlines()[0]}", parameter="path") from None
+    if report.encoding is None and sniffer is None:
+        report.encoding = info.get("encoding")
+
+    # -- CRS -----------------------------------------------------------------------------
+    src_crs: CRS | None
+    if crs:
+        src_crs = crsmod.parse_user_crs(crs)
+        report.crs_how = "--crs"
+    else:
+        src_crs = crsmod.file_crs(info.get("crs"), src.shapefile_members.get(".prj"))
+        report.crs_how = "file"
+        if src_crs is None:
+            hint = crsmod.suggest_from_bounds(info.get("total_bounds"))
+            missing_prj = " (no .prj)" if src.is_shapefile and src.shapefile_members.get(".prj") is None else ""
+            raise InvalidInput(f"{path.name}: the file states no coordinate reference system{missing_prj}; {hint}",
+                               parameter="crs", details={"report": report.as_dict()})
+    report.crs = crsmod.describe(src_crs)
+
+    # -- geometry family check (whole file) -----------------------------------------------
+    gtype = (info.get("geometry_type") or "").replace(" Z", "").replace(" M", "").replace("3D ", "")
+    if spec.geometry == "MultiPolygon" and gtype in ("LineString", "MultiLineString", "Point", "MultiPoint"):
+        raise InvalidInput(f"{path.name}: the file holds {gtype} geometries; layer {layer!r} takes polygons "
+                           "(MultiPolygon)", parameter="path", details={"report": report.as_dict()})
+    if spec.geometry == "MultiLineString" and gtype in ("Polygon", "MultiPolygon", "Point", "MultiPoint"):
+        raise InvalidInput(f"{path.name}: the file holds {gtype} geometries; layer {layer!r} takes lines "
+                           "(MultiLineString)", parameter="path", details={"report": report.as_dict()})
+    if spec.geometry == "MultiPoint" and gtype in ("Polygon", "MultiPolygon", "LineString", "MultiLineString"):
+        raise InvalidInput(f"{path.name}: the file holds {gtype} geometries; layer {layer!r} takes points",
+                           parameter="path", details={"report": report.as_dict()})
+
+    fields = [str(f) for f in info.get("fields", [])]
+    plan = plan_fields(spec, fields, field_map)
+    report.field_map = dict(plan.columns)
+    report.ignored_fields = plan.ignored
+    total_features = info.get("features") if info.get("features", -1) >= 0 else None
+
+    norm = BatchNormalizer(spec, registry, plan, src_crs, report, sniffer)
+    source_cols = sorted(set(plan.columns.values()))
+    job = job_id or uuid.uuid4().hex
+    with connect(settings) as conn:
+        conn.execute("SET application_name = 'geobase-ingest'")
+        _ensure_catalog(conn, settings, layer)
+        conn.commit()
+        dropped = drop_leftover_staging(conn)
+        if dropped:
+            report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
+        stg = Staging(conn, spec, staging_name(layer, job))
+        stg.create()
+        try:
+            done = 0
+            writing = True
+            with stg.copy() as cp:
+                try:
+                    with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
+                                            columns=source_cols, batch_size=BATCH_SIZE,
+                                            use_pyarrow=True) as (_meta, reader):
+                        geom_col = _meta.get("geometry_name") or "wkb_geometry"
+                        for batch in reader:
+                            cols = {c: batch.column(c).to_pylist() for c in source_cols}
+                            wkb = batch.column(geom_col).to_pylist()
+                            rows, _bad = norm.process(cols, wkb)
+                            report.rows_read += batch.num_rows
+                            if on_error == "reject" and report.error_count:
+                                writing = False  # refused anyway: keep reading for the report only
+                            if writing:
+                                for r in rows:
+                                    cp.write_row(r)
+                                report.rows_loaded += len(rows)
+                            done += batch.num_rows
+                            if progress:
+                                progress(done, total_features)
+                except InvalidInput:
+                    raise
+                except Exception as exc:
+                    raise InvalidInput(f"{path.name}: reading failed after {done} features: "
+                                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                                       parameter="path", details={"report": report.as_dict()}) from None
+            conn.commit()
+            if sniffer is not None:
+                report.encoding = sniffer.encoding or "ASCII"
+            report.checks["geometry_types"] = norm.type_counts
+            _whole_file_crs_check(report, norm, src_crs, info, path)
+            if report.error_count and on_error == "reject":
+                _refuse(report, path)
+            stg.analyze()
+            dups, examples = stg.duplicate_keys()
+            for key, count, rows_ in examples:
+                report.add("duplicate_key", rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
+            if dups > len(examples):
+                report.add_count("duplicate_key", dups - len(examples))
+            if dups:
+                if on_error == "reject":
+                    _refuse(report, path)
+                report.notes.append(f"kept the first of each duplicated key, dropped {stg.drop_duplicates()} rows")
+            if mode == "delete":
+                n_unknown, unk = stg.unknown_keys()
+                for k in unk:
+                    report.add("unknown_key", None, k, f"no current feature has key {k!r}")
+                if n_unknown > len(unk):
+                    report.add_count("unknown_key", n_unknown - len(unk))
+                if n_unknown and on_error == "reject":
+                    _refuse(report, path)
+            n_dev, devs = stg.area_deviation()
+            report.checks["area"] = {"tolerance": 0.05, "deviating": n_dev, "samples": devs,
+                                     "field": spec.stated_area_field, "unit": spec.stated_area_unit}
+            if n_dev:
+                report.add_count("area_deviation", n_dev)
+            if spec.coverage and mode in ("replace",):
+                cov = stg.coverage()
+                report.checks["coverage"] = cov
+                report.add_count("coverage_overlap", cov.get("overlaps", 0))
+                report.add_count("coverage_gap", cov.get("gaps", 0))
+            report.rows_skipped = report.rows_read - report.rows_loaded + (0)
+            if dry_run:
+                return IngestResult(layer, None, mode, path.name, checksum, rows_total=report.rows_loaded,
+                                    dry_run=True, seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
+            committed = commit_version(stg, mode=mode, version_row={
+                "source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
+                "created_by": user, "report": report.as_dict()})
+        finally:
+            stg.drop()
+    return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
+                        committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
+                        report=report.as_dict())
+
+
+def _whole_file_crs_check(report: QualityReport, norm: BatchNormalizer, src_crs: CRS, info: dict, path: Path) -> None:
+    """All coordinates outside the stated CRS's area: the CRS is wrong; say what they suggest."""
+    if norm.rows_with_geom and norm.rows_outside >= norm.rows_with_geom:
+        hint = crsmod.suggest_from_bounds(info.get("total_bounds"))
+        raise InvalidInput(
+            f"{path.name}: no coordinate lies inside the area of use of the stated CRS {report.crs} "
+            f"(file bounds {tuple(round(b, 3) for b in info.get('total_bounds') or ())}); the CRS is wrong: {hint}",
+            parameter="crs", details={"report": report.as_dict()})
+
+
+def _refuse(report: QualityReport, path: Path) -> None:
+    problems = "; ".join(report.first_problems())
+    raise InvalidInput(
+        f"{path.name}: refused ({report.error_count} problem(s), --on-error reject): {problems}. "
+        "Fix the file, or use --on-error skip to load the good rows",
+        parameter="path", details={"report": report.as_dict()})
+
+
+def find_layer_or_404(settings: Settings, layer: str):
+    registry = get_registry(settings)
+    if layer not in registry.layers:
+        raise NotFound(f"unknown layer {layer!r}")
+    return registry.layers[layer]

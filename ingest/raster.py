@@ -1,0 +1,113 @@
+"""Raster layers (DEM): convert a GeoTIFF to a Cloud-Optimized GeoTIFF in the data directory and
+register it, with its metadata, as a new version of the raster layer.
+
+The COG keeps the source CRS and values (no resampling of heights at ingest); tiles reproject
+on read. The metadata row holds what the tile and slope services need without opening the file:
+path, bounds (source CRS and lon/lat), CRS, resolution, nodata, dtype and value statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.crs
+import rasterio.shutil
+from rasterio.errors import RasterioIOError
+from rasterio.warp import transform_bounds
+
+from geobase.db import connect
+from geobase.errors import InvalidInput
+from geobase.ingest.loader import insert_version_row, lock_layer, next_version
+from geobase.ingest.sources import sha256_files
+from geobase.settings import Settings
+from geobase.specs import LayerSpec
+
+
+def raster_dir(settings: Settings) -> Path:
+    d = settings.data_path / "rasters"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _stats(path: Path, nodata) -> dict:
+    """Min/max/mean over valid pixels, read block by block (bounded memory)."""
+    vmin, vmax, total, count = np.inf, -np.inf, 0.0, 0
+    with rasterio.open(path) as ds:
+        for _, window in ds.block_windows(1):
+            a = ds.read(1, window=window, masked=True)
+            if nodata is not None:
+                a = np.ma.masked_equal(a, nodata)
+            if a.count():
+                vmin = min(vmin, float(a.min()))
+                vmax = max(vmax, float(a.max()))
+                total += float(a.sum(dtype="float64"))
+                count += int(a.count())
+    if not count:
+        return {"valid_pixels": 0}
+    return {"min": vmin, "max": vmax, "mean": total / count, "valid_pixels": count}
+
+
+def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str | None = None,
+                  dry_run: bool = False, user: str = "cli"):
+    from geobase.ingest.pipeline import IngestResult
+
+    t0 = time.monotonic()
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"{path}: no such file", parameter="path")
+    checksum = sha256_files([path])
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise InvalidInput(f"{path.name}: cannot be read as a raster: {exc}", parameter="path") from None
+    with src:
+        src_crs = src.crs
+        if crs:
+            src_crs = rasterio.crs.CRS.from_user_input(crs)
+        if src_crs is None:
+            raise InvalidInput(f"{path.name}: the raster states no CRS; pass --crs (e.g. --crs EPSG:4490)",
+                               parameter="crs")
+        nodata = src.nodata if src.nodata is not None else (spec.raster.nodata if spec.raster else None)
+        meta = {
+            "width": src.width, "height": src.height, "count": src.count, "dtype": src.dtypes[0],
+            "crs": src_crs.to_string(), "bounds": list(src.bounds), "resolution": list(src.res),
+            "nodata": nodata, "unit": spec.raster.unit if spec.raster else None,
+            "bounds_lonlat": list(transform_bounds(src_crs, "EPSG:4490", *src.bounds, densify_pts=21)),
+            "source_driver": src.driver,
+        }
+    report = {"source": path.name, "driver": meta["source_driver"], "crs": meta["crs"], "errors": {}, "warnings": {},
+              "notes": []}
+    if dry_run:
+        return IngestResult(spec.name, None, "replace", path.name, checksum, rows_total=1, dry_run=True,
+                            seconds=round(time.monotonic() - t0, 3), report=report, metadata=meta)
+    out_dir = raster_dir(settings)
+    final = out_dir / f"{spec.name}_{checksum[:16]}.tif"
+    if not final.exists():
+        tmp = out_dir / f".{final.name}.{os.getpid()}.tmp"
+        try:
+            opts = {"driver": "COG", "compress": "DEFLATE", "blocksize": 512, "overview_resampling": "average",
+                    "bigtiff": "IF_SAFER"}
+            if crs:
+                opts["a_srs"] = meta["crs"]
+            with rasterio.Env(GDAL_NUM_THREADS="2"):
+                rasterio.shutil.copy(str(path), str(tmp), **opts)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    meta["path"] = str(final)
+    meta["stats"] = _stats(final, nodata)
+    with connect(settings) as conn:
+        with conn.transaction():
+            lock_layer(conn, spec.name)
+            v = next_version(conn, spec.name)
+            insert_version_row(conn, spec.name, v, mode="replace", rows_total=1, added=1, removed=0, changed=0,
+                               extent=meta["bounds_lonlat"], source_name=path.name, source_checksum=checksum,
+                               source_format="GTiff", created_by=user, report=report, metadata=meta)
+    return IngestResult(spec.name, v, "replace", path.name, checksum, rows_total=1, added=1,
+                        extent=meta["bounds_lonlat"], seconds=round(time.monotonic() - t0, 3), report=report,
+                        metadata=meta)

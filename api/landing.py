@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from geobase import __version__
 from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.security import Principal, get_principal, visible_layers
 from geobase.specs import Registry
 
 router = APIRouter()
@@ -70,7 +71,8 @@ async def health(conn: psycopg.AsyncConnection = Depends(get_conn)):
 
 @router.get("/layers", summary="The layer catalog (plain listing)", tags=["Catalog"])
 async def layers(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn),
-                 registry: Registry = Depends(get_registry_dep)):
+                 registry: Registry = Depends(get_registry_dep), principal: Principal = Depends(get_principal)):
+    visible = {s.name for s in await visible_layers(conn, principal, registry)}
     cur = await conn.execute(
         """SELECT l.name, l.sharing, l.current_version, v.rows_total, v.created_at
            FROM catalog.layers l LEFT JOIN catalog.layer_versions v
@@ -79,7 +81,7 @@ async def layers(request: Request, conn: psycopg.AsyncConnection = Depends(get_c
     out = []
     for name, sharing, version, rows, created in await cur.fetchall():
         spec = registry.layers.get(name)
-        if spec is None:
+        if spec is None or name not in visible:
             continue
         out.append({"name": name, "title": spec.title.model_dump(), "department": spec.department,
                     "sharing": sharing, "kind": spec.kind, "geometry": spec.geometry,

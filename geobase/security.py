@@ -11,8 +11,9 @@ Sharing levels (per layer, from its spec, changeable by an admin):
   private     the owner department only
 Admins see everything.
 
-NOTE: this is the foundation's interface; API keys, departments, audit and limits are
-implemented behind it by the access-control work (issue 7).
+Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
+``geobase.api.admin.setup``); every layer these checks let through is noted in the request's
+audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
 """
 
 from __future__ import annotations
@@ -115,10 +116,24 @@ async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
     return [LayerAccess(n, d, s, tuple(w or ())) for n, d, s, w in await cur.fetchall()]
 
 
+def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
+    """Tell the request's audit context that this layer is read and whether that is non-public
+    data (a non-public layer, or attributes masked from the public that this caller sees)."""
+    from geobase import audit
+
+    sensitive = access.sharing != "public" or (
+        not principal.is_public and any("public" in a.hidden_from for a in spec.attributes))
+    audit.note_layer(access.name, sensitive=sensitive)
+
+
 async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> list[LayerSpec]:
     """Specs of the layers this caller may see, in name order."""
-    return [registry.layers[a.name] for a in await layer_accesses(conn)
-            if a.name in registry.layers and can_see(principal, a)]
+    out = []
+    for a in await layer_accesses(conn):
+        if a.name in registry.layers and can_see(principal, a):
+            _note_read(principal, a, registry.layers[a.name])
+            out.append(registry.layers[a.name])
+    return out
 
 
 async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
@@ -127,8 +142,10 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     cur = await conn.execute(
         "SELECT name, department, sharing, shared_with FROM catalog.layers WHERE name = %s", (name,))
     row = await cur.fetchone()
-    if row is None or name not in registry.layers or not can_see(principal, LayerAccess(row[0], row[1], row[2], tuple(row[3] or ()))):
+    access = LayerAccess(row[0], row[1], row[2], tuple(row[3] or ())) if row else None
+    if access is None or name not in registry.layers or not can_see(principal, access):
         raise NotFound(f"collection {name!r} not found", parameter="collectionId")
+    _note_read(principal, access, registry.layers[name])
     return registry.layers[name]
 
 

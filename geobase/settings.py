@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     key_cache_s: float = Field(
         default=5.0, description="Seconds an API-key lookup is cached; a revocation is effective within this."
     )
-    trusted_proxies: list[str] = Field(
-        default_factory=lambda: ["127.0.0.1", "::1"],
-        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed (audit client IP).",
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1",
+        description="Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
     )
     max_body_bytes: int = Field(
         default=10 * 1024**2, description="Largest accepted request body except uploads (bytes) -> 413."

@@ -1,0 +1,150 @@
+"""Administration over HTTP (admin keys only): departments, API keys, layer sharing, the audit log.
+
+``setup(app)`` — called by the app factory — installs the key resolver and the request gate
+(:mod:`geobase.limits`): authentication, rate limits, body limits, concurrency and auditing for
+every route of every router. (Ingest endpoints under /admin/layers/{layer}/ingest and
+/admin/jobs live in api/ingest.py.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from geobase import audit, keys
+from geobase.api.deps import get_registry_dep, get_settings_dep
+from geobase.db import connect
+from geobase.errors import InvalidInput, NotFound
+from geobase.security import Principal, get_principal, require_role
+from geobase.settings import Settings
+from geobase.specs import Registry
+
+router = APIRouter(prefix="/admin", tags=["Administration"])
+
+NAME = r"^[a-z][a-z0-9_]{1,62}$"
+
+
+def setup(app: FastAPI) -> None:
+    """Install key resolution and the request gate on the app."""
+    from geobase.limits import GateMiddleware
+
+    settings: Settings = app.state.settings
+    resolver = keys.KeyResolver(lambda: app.state.pool, ttl=settings.key_cache_s)
+    app.state.principal_resolver = resolver
+    app.add_middleware(GateMiddleware, settings=settings, resolver=resolver, pool_getter=lambda: app.state.pool)
+
+
+def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:
+    require_role(principal, "admin")
+    return principal
+
+
+class DepartmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(pattern=NAME, description="short code, e.g. natural_resources")
+    name_zh: str = Field(min_length=1, max_length=200)
+    name_en: str = Field(min_length=1, max_length=200)
+    contact: str | None = Field(default=None, max_length=200)
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="who or what holds the key")
+    role: Literal["viewer", "analyst", "steward", "admin"]
+    department: str | None = Field(default=None, pattern=NAME, description="required except for admin")
+    expires_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class SharingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sharing: Literal["public", "internal", "restricted", "private"]
+    shared_with: list[str] = Field(default_factory=list, max_length=100)
+
+
+@router.get("/departments", summary="List departments")
+def departments_list(_: Principal = Depends(admin_principal), settings: Settings = Depends(get_settings_dep)):
+    with connect(settings) as conn:
+        return {"departments": keys.list_departments(conn)}
+
+
+@router.post("/departments", status_code=201, summary="Add a department")
+def departments_add(body: DepartmentIn, _: Principal = Depends(admin_principal),
+                    settings: Settings = Depends(get_settings_dep)):
+    audit.note(action="department.add", department=body.code)
+    with connect(settings) as conn:
+        keys.add_department(conn, body.code, body.name_zh, body.name_en, body.contact)
+        conn.commit()
+    return body.model_dump()
+
+
+@router.get("/keys", summary="List API keys (never their secrets)")
+def keys_list(include_revoked: bool = Query(False), _: Principal = Depends(admin_principal),
+              settings: Settings = Depends(get_settings_dep)):
+    with connect(settings) as conn:
+        return {"keys": keys.list_keys(conn, include_revoked=include_revoked)}
+
+
+@router.post("/keys", status_code=201, summary="Create an API key; the secret is shown only in this reply")
+def keys_create(body: KeyIn, who: Principal = Depends(admin_principal),
+                settings: Settings = Depends(get_settings_dep)):
+    with connect(settings) as conn:
+        created = keys.create_key(conn, name=body.name, role=body.role, department=body.department,
+                                  expires_days=body.expires_days, created_by=f"api:{who.key_id}")
+        conn.commit()
+    audit.note(action="key.create", new_key=created.id, role=created.role, key_department=created.department)
+    return created.as_dict()
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key (effective within GEOBASE_KEY_CACHE_S)")
+def keys_revoke(key_id: str = Path(pattern=r"^[0-9a-f]{12}$"), _: Principal = Depends(admin_principal),
+                settings: Settings = Depends(get_settings_dep)):
+    audit.note(action="key.revoke", revoked_key=key_id)
+    with connect(settings) as conn:
+        keys.revoke_key(conn, key_id)
+        conn.commit()
+    return {"id": key_id, "revoked": True}
+
+
+@router.put("/layers/{layer}/sharing", summary="Change a layer's sharing level")
+def layer_share(body: SharingIn, layer: str = Path(pattern=NAME), _: Principal = Depends(admin_principal),
+                settings: Settings = Depends(get_settings_dep), registry: Registry = Depends(get_registry_dep)):
+    audit.note(action="layer.share", layer=layer, sharing=body.sharing, shared_with=body.shared_with)
+    with connect(settings) as conn:
+        result = set_sharing(conn, registry, layer, body.sharing, body.shared_with)
+        conn.commit()
+    return result
+
+
+@router.get("/audit", summary="Query the audit log (newest first)")
+def audit_query(layer: str | None = Query(None, max_length=63), who: str | None = Query(None, max_length=200),
+                since: str | None = Query(None, max_length=40, description="ISO 8601"),
+                until: str | None = Query(None, max_length=40, description="ISO 8601"),
+                action: str | None = Query(None, max_length=63),
+                limit: int = Query(100, ge=1, le=10_000),
+                _: Principal = Depends(admin_principal), settings: Settings = Depends(get_settings_dep)):
+    with connect(settings) as conn:
+        return {"entries": audit.query(conn, layer=layer, who=who, since=since, until=until, action=action,
+                                       limit=limit)}
+
+
+def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with: list[str]) -> dict:
+    """Change a layer's sharing (kept across catalog syncs, see geobase.catalog.sync_catalog)."""
+    if sharing not in ("public", "internal", "restricted", "private"):
+        raise InvalidInput("sharing must be public, internal, restricted or private", parameter="sharing")
+    shared_with = sorted(set(shared_with))
+    if sharing == "restricted" and not shared_with:
+        raise InvalidInput("restricted sharing needs at least one department (--with)", parameter="shared_with")
+    if sharing != "restricted" and shared_with:
+        raise InvalidInput("departments (--with) apply only to restricted sharing", parameter="shared_with")
+    known = {r[0] for r in conn.execute("SELECT code FROM catalog.departments").fetchall()}
+    unknown = [d for d in shared_with if d not in known]
+    if unknown:
+        raise InvalidInput(f"unknown department(s): {', '.join(unknown)}", parameter="shared_with")
+    row = conn.execute(
+        "UPDATE catalog.layers SET sharing = %s, shared_with = %s, updated_at = now() WHERE name = %s "
+        "RETURNING name, department", (sharing, shared_with, layer)).fetchone()
+    if row is None or layer not in registry.layers:
+        raise NotFound(f"layer {layer!r} not found", parameter="layer")
+    return {"layer": row[0], "department": row[1], "sharing": sharing, "shared_with": shared_with}

@@ -1,0 +1,198 @@
+"""The audit log: who read which non-public data and who changed anything, append-only.
+
+One row per request, written by the request gate (:class:`geobase.limits.GateMiddleware`) after
+the response has been sent, so auditing never delays a reply. During the request, the access
+checks in :mod:`geobase.security` note which layers were touched and whether that was
+non-public data; a router adds details with one line::
+
+    audit.note(count=len(features), bbox=bbox)          # reads
+    audit.note(action="layer.share", layer=name)        # writes: the method already triggers a row
+
+Rows are written for every non-GET request and for every request that touched non-public
+data (a layer that is not public, or attributes masked from the public). Reads of public data
+by the public are not logged (they are what the web map does all day).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from geobase.errors import InvalidInput
+from geobase.security import PUBLIC, Principal
+
+log = logging.getLogger("geobase.audit")
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_PARAM_CHARS = 2000
+
+
+@dataclass
+class AuditContext:
+    """What one request did, collected while it runs."""
+
+    principal: Principal = PUBLIC
+    method: str = "GET"
+    path: str = "/"
+    client_ip: str | None = None
+    layers: set[str] = field(default_factory=set)
+    sensitive: bool = False
+    force: bool = False
+    action: str | None = None
+    count: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def should_write(self) -> bool:
+        return self.force or self.sensitive or self.method not in READ_METHODS
+
+
+_current: ContextVar[AuditContext | None] = ContextVar("geobase_audit", default=None)
+
+
+def begin(ctx: AuditContext):
+    """Start collecting for a request (the gate calls this); returns the token for :func:`end`."""
+    return _current.set(ctx)
+
+
+def end(token) -> None:
+    _current.reset(token)
+
+
+def current() -> AuditContext | None:
+    return _current.get()
+
+
+def note_layer(name: str, *, sensitive: bool) -> None:
+    """Called by the access checks: this request reads ``name`` (non-public data if sensitive)."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.layers.add(name)
+        ctx.sensitive = ctx.sensitive or sensitive
+
+
+def note(*, count: int | None = None, action: str | None = None, force: bool = False,
+         layer: str | None = None, **params: Any) -> None:
+    """Add details to this request's audit row (feature count, action name, query, bbox, ...)."""
+    ctx = _current.get()
+    if ctx is None:
+        return
+    if count is not None:
+        ctx.count = (ctx.count or 0) + int(count)
+    if action:
+        ctx.action = action
+    if layer:
+        ctx.layers.add(layer)
+    ctx.force = ctx.force or force
+    for k, v in params.items():
+        ctx.params[k] = v
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: str | list[str]) -> str | None:
+    """The client's address: X-Forwarded-For is believed only when the peer is a trusted proxy,
+    and then the right-most address that is not itself a trusted proxy is the client."""
+    if isinstance(trusted, str):
+        trusted = [t.strip() for t in trusted.split(",") if t.strip()]
+    nets = []
+    for t in trusted:
+        try:
+            nets.append(ipaddress.ip_network(t, strict=False))
+        except ValueError:
+            continue
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in nets)
+
+    if peer and forwarded_for and is_trusted(peer):
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # garbage in the header: fall back to what we know
+        return hops[0] if hops else peer
+    return peer
+
+
+def _params_json(params: dict) -> str:
+    text = json.dumps(params, ensure_ascii=False, default=str)
+    if len(text) > _MAX_PARAM_CHARS:
+        text = json.dumps({"truncated": text[:_MAX_PARAM_CHARS]}, ensure_ascii=False)
+    return text
+
+
+INSERT = """INSERT INTO catalog.audit_log (principal, key_id, department, role, action, method, path,
+                layers, params, feature_count, status, client_ip, duration_ms)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"""
+
+
+def _row(ctx: AuditContext, status: int | None, duration_ms: float | None) -> tuple:
+    p = ctx.principal
+    action = ctx.action or ("read" if ctx.method in READ_METHODS else "write")
+    return (p.name, p.key_id, p.department, p.role, action, ctx.method, ctx.path[:1000],
+            sorted(ctx.layers), _params_json(ctx.params), ctx.count, status, ctx.client_ip, duration_ms)
+
+
+async def write(conn: psycopg.AsyncConnection, ctx: AuditContext, status: int | None,
+                duration_ms: float | None = None) -> None:
+    await conn.execute(INSERT, _row(ctx, status, duration_ms))
+
+
+def record(conn: psycopg.Connection, *, principal: Principal, action: str, layers: list[str] | None = None,
+           params: dict | None = None, count: int | None = None, client: str | None = None) -> None:
+    """Write one row synchronously (CLI actions: key creation, sharing changes, ingests)."""
+    ctx = AuditContext(principal=principal, method="CLI", path=action, client_ip=client,
+                       layers=set(layers or ()), action=action, count=count, params=params or {})
+    conn.execute(INSERT, _row(ctx, None, None))
+
+
+def query(conn: psycopg.Connection, *, layer: str | None = None, who: str | None = None,
+          since: str | datetime | None = None, until: str | datetime | None = None,
+          action: str | None = None, limit: int = 100) -> list[dict]:
+    """Audit rows, newest first. ``who`` matches the key id, the key name or the department."""
+    if not (1 <= limit <= 10_000):
+        raise InvalidInput("limit must be within 1..10000", parameter="limit")
+    since_dt = _parse_time(since, "since")
+    until_dt = _parse_time(until, "until")
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT id, at, principal, key_id, department, role, action, method, path, layers, params,
+                      feature_count, status, client_ip, duration_ms
+               FROM catalog.audit_log
+               WHERE (%(layer)s::text IS NULL OR %(layer)s = ANY(layers))
+                 AND (%(who)s::text IS NULL OR key_id = %(who)s OR principal = %(who)s OR department = %(who)s)
+                 AND (%(since)s::timestamptz IS NULL OR at >= %(since)s)
+                 AND (%(until)s::timestamptz IS NULL OR at < %(until)s)
+                 AND (%(action)s::text IS NULL OR action = %(action)s)
+               ORDER BY at DESC, id DESC LIMIT %(limit)s""",
+            {"layer": layer, "who": who, "since": since_dt, "until": until_dt, "action": action, "limit": limit},
+        ).fetchall()
+    for r in rows:
+        r["at"] = r["at"].isoformat()
+    return rows
+
+
+def _parse_time(value, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"{name}: not an ISO 8601 date/time: {value!r}", parameter=name) from exc
+    if dt.tzinfo is None:
+        from datetime import timezone
+
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt

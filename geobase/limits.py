@@ -1,0 +1,234 @@
+"""The request gate: every HTTP request passes here before any router sees it.
+
+In order, it
+1. resolves the caller's key (401 for an invalid/expired/revoked key — never silently public),
+2. applies the per-caller token bucket (429 + Retry-After),
+3. refuses oversized bodies (413; uploads have their own, larger limit),
+4. bounds concurrent tile renders and exports (wait briefly, then 503 + Retry-After),
+5. collects and, after the response is sent, writes the request's audit row (:mod:`geobase.audit`).
+
+It is a plain ASGI middleware (no BaseHTTPMiddleware) so streamed responses stay streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from geobase import audit
+from geobase.errors import GeobaseError, PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from geobase.settings import Settings
+
+log = logging.getLogger("geobase.limits")
+
+TILE_RE = re.compile(r"/tiles/.*\d+/\d+/\d+(\.[A-Za-z0-9]+)?$")
+EXPORT_RE = re.compile(r"/(download|downloads|export|exports)(/|$)")
+UPLOAD_RE = re.compile(r"/(ingest|upload|uploads)(/|$)")
+ANALYSIS_RE = re.compile(r"^/(analysis|analyses|processes)(/|$)")
+
+
+def request_class(path: str) -> str:
+    """tile | export | upload | analysis | default — selects limits and statement timeouts."""
+    if TILE_RE.search(path):
+        return "tile"
+    if EXPORT_RE.search(path):
+        return "export"
+    if UPLOAD_RE.search(path):
+        return "upload"
+    if ANALYSIS_RE.search(path):
+        return "analysis"
+    return "default"
+
+
+def statement_timeout_ms(settings: Settings, cls: str) -> int:
+    """The statement timeout for a request class; use with :func:`set_local_timeout`."""
+    return {"tile": settings.tile_statement_timeout_ms, "export": settings.analysis_statement_timeout_ms,
+            "analysis": settings.analysis_statement_timeout_ms}.get(cls, settings.statement_timeout_ms)
+
+
+async def set_local_timeout(conn: psycopg.AsyncConnection, ms: int) -> None:
+    """``SET LOCAL statement_timeout`` — call inside ``async with conn.transaction():`` so it ends
+    with the transaction and never leaks into the pooled connection's next user."""
+    await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(ms)}ms",))
+
+
+class TokenBuckets:
+    """In-process token buckets, one per caller (key id or client IP)."""
+
+    def __init__(self, rate: float, burst: int, max_entries: int = 100_000):
+        self.rate = rate
+        self.burst = burst
+        self.max_entries = max_entries
+        self._b: dict[str, tuple[float, float]] = {}
+
+    def take(self, who: str) -> float | None:
+        """None if allowed; else seconds until a token is available."""
+        if self.rate <= 0:
+            return None
+        now = time.monotonic()
+        tokens, last = self._b.get(who, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            if len(self._b) >= self.max_entries:
+                self._b.clear()
+            self._b[who] = (tokens - 1.0, now)
+            return None
+        self._b[who] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+@dataclass
+class Limits:
+    keyed: TokenBuckets
+    public: TokenBuckets
+    tile: asyncio.Semaphore
+    export: asyncio.Semaphore
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Limits":
+        return cls(TokenBuckets(s.rate_limit_per_s, s.rate_limit_burst),
+                   TokenBuckets(s.rate_limit_public_per_s, s.rate_limit_public_burst),
+                   asyncio.Semaphore(max(1, s.tile_concurrency)), asyncio.Semaphore(max(1, s.export_concurrency)))
+
+
+def _error_response(exc: GeobaseError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = {"code": exc.code, "description": exc.message}
+    if exc.parameter:
+        body["parameter"] = exc.parameter
+    headers = [(b"content-type", b"application/json")]
+    retry = getattr(exc, "retry_after", None)
+    if retry is not None:
+        headers.append((b"retry-after", str(retry).encode()))
+    if exc.status_code == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="geobase"'))
+    data = orjson.dumps(body)
+    headers.append((b"content-length", str(len(data)).encode()))
+    return exc.status_code, headers, data
+
+
+async def _send_error(send, exc: GeobaseError) -> None:
+    status, headers, data = _error_response(exc)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+class GateMiddleware:
+    """See the module docstring."""
+
+    def __init__(self, app, *, settings: Settings, resolver, pool_getter):
+        self.app = app
+        self.settings = settings
+        self.resolver = resolver
+        self.pool_getter = pool_getter
+        self.limits = Limits.from_settings(settings)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from geobase.keys import presented_token
+        from starlette.datastructures import Headers
+
+        t0 = time.perf_counter()
+        s = self.settings
+        headers = Headers(scope=scope)
+        path = scope.get("path", "/")
+        peer = (scope.get("client") or (None,))[0]
+        ip = audit.client_ip(peer, headers.get("x-forwarded-for"), s.trusted_proxies)
+        ctx = audit.AuditContext(method=scope.get("method", "GET"), path=path, client_ip=ip)
+        qs = scope.get("query_string", b"")
+        if qs:
+            ctx.params["query"] = qs.decode("latin-1")[:1000]
+
+        # 1. who is calling
+        try:
+            principal = await self.resolver.resolve_token(presented_token(headers))
+        except GeobaseError as exc:
+            return await _send_error(send, exc)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("key lookup failed: %s", exc)
+            return await _send_error(send, ServiceUnavailable("the database is unavailable, retry shortly",
+                                                              retry_after=5))
+        scope["geobase.principal"] = principal
+        ctx.principal = principal
+
+        # 2. rate limit
+        if principal.is_public:
+            wait = self.limits.public.take(f"ip:{ip}")
+        else:
+            wait = self.limits.keyed.take(f"key:{principal.key_id}")
+        if wait is not None:
+            return await _send_error(send, TooManyRequests(
+                "rate limit exceeded; slow down", retry_after=max(1, math.ceil(wait))))
+
+        # 3. body size
+        cls = request_class(path)
+        max_body = s.max_upload_bytes if cls == "upload" else s.max_body_bytes
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                n = -1
+            if n < 0:
+                return await _send_error(send, _bad_length())
+            if n > max_body:
+                return await _send_error(send, PayloadTooLarge(
+                    f"request body of {n} bytes exceeds the limit of {max_body} bytes", parameter="body"))
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {max_body} bytes", parameter="body")
+            return message
+
+        # 4. concurrency of expensive classes
+        sem = self.limits.tile if cls == "tile" else self.limits.export if cls == "export" else None
+        if sem is not None:
+            try:
+                await asyncio.wait_for(sem.acquire(), timeout=s.pool_timeout_s)
+            except asyncio.TimeoutError:
+                return await _send_error(send, ServiceUnavailable(
+                    f"too many {cls} requests at once; retry shortly", retry_after=2))
+
+        status: list[int] = []
+
+        async def capture_send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        token = audit.begin(ctx)
+        try:
+            await self.app(scope, limited_receive, capture_send)
+        finally:
+            if sem is not None:
+                sem.release()
+            audit.end(token)
+            if ctx.should_write():
+                await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
+
+    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float) -> None:
+        try:
+            async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
+                await audit.write(conn, ctx, status, duration_ms)
+        except Exception as exc:  # the reply is already sent; never turn it into an error
+            log.error("audit row not written (%s %s by %s): %s", ctx.method, ctx.path,
+                      ctx.principal.key_id or "public", exc)
+
+
+def _bad_length() -> GeobaseError:
+    from geobase.errors import InvalidInput
+
+    return InvalidInput("Content-Length is not a non-negative integer", parameter="Content-Length")

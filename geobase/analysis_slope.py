@@ -1,0 +1,170 @@
+"""Vector x raster: slope from the DEM and per-parcel zonal statistics, for the headline query
+"farmland (DLBM 0101-0103) on slopes steeper than 25°" (domain.md §6.2).
+
+Slope needs equal horizontal and vertical units. The DEM is stored in EPSG:4490 (degrees), so
+the horizontal pixel size is converted to metres per row with the GRS80 radii of curvature at
+that row's latitude (east-west: N·cosφ·Δλ, north-south: M·Δφ) — geodesic pixel sizes, not
+"degrees of longitude". A projected DEM (GK zone) uses its pixel size directly.
+
+Zonal statistics: all parcels are burned into one label raster over the window that covers
+them (rasterio.features.rasterize, cell-centre rule), then ``numpy.bincount`` gives every
+parcel's cell count, mean slope and count of cells above the threshold in one pass. A parcel
+too small to own a cell centre takes the slope of the cell under its representative point.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import shapely
+
+from geobase.errors import InvalidInput, NotFound
+from geobase.geometry_input import InputGeometry
+from geobase.overlay import layer_versions, units
+from geobase.settings import Settings
+from geobase.specs import LayerSpec
+
+A = 6_378_137.0
+E2 = 0.006694380022900787  # GRS80 first eccentricity squared
+FARMLAND_CODES = ("0101", "0102", "0103")
+
+
+def pixel_size_m(transform, rows: int, geographic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row pixel width (east-west) and height (north-south) in metres."""
+    if not geographic:
+        return np.full(rows, abs(transform.a)), np.full(rows, abs(transform.e))
+    lat = np.radians(transform.f + (np.arange(rows) + 0.5) * transform.e)
+    w = 1 - E2 * np.sin(lat) ** 2
+    n = A / np.sqrt(w)
+    m = A * (1 - E2) / w ** 1.5
+    return n * np.cos(lat) * math.radians(abs(transform.a)), m * math.radians(abs(transform.e))
+
+
+def slope_degrees(dem: np.ndarray, transform, geographic: bool) -> np.ndarray:
+    """Slope in degrees (central differences; NaN where the DEM is NaN)."""
+    dx, dy = pixel_size_m(transform, dem.shape[0], geographic)
+    gy, gx = np.gradient(dem.astype("float64"))
+    return np.degrees(np.arctan(np.hypot(gx / dx[:, None], gy / dy[:, None])))
+
+
+async def dem_path(conn: psycopg.AsyncConnection, settings: Settings, layer: str = "dem") -> tuple[Path, int]:
+    """The COG of the DEM's current version, from ``catalog.layer_versions.metadata``."""
+    cur = await conn.execute(
+        """SELECT v.version, v.metadata FROM catalog.layers l JOIN catalog.layer_versions v
+             ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s""", (layer,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"raster layer {layer!r} has no loaded version", parameter="dem")
+    version, meta = row
+    meta = meta or {}
+    for key in ("path", "cog", "cog_path", "file", "href"):
+        if meta.get(key):
+            p = Path(meta[key])
+            if not p.is_absolute():
+                p = settings.data_path / p
+            if p.exists():
+                return p, version
+    raise NotFound(f"the COG of raster layer {layer!r} version {version} is missing (metadata {meta})",
+                   parameter="dem")
+
+
+async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visible: list[LayerSpec], *,
+                         threshold_deg: float = 25.0, min_share: float | None = None,
+                         aoi: InputGeometry | None = None, codes: tuple[str, ...] = FARMLAND_CODES,
+                         layer: str = "land_use", dem_layer: str = "dem") -> dict:
+    """Farmland parcels steeper than ``threshold_deg``: by mean slope, or (``min_share``) by the
+    share of their cells above the threshold; areas per parcel and in total (m², ha, mu)."""
+    import asyncio
+
+    vis = {s.name: s for s in visible}
+    for n in (layer, dem_layer):
+        if n not in vis:
+            raise InvalidInput(f"layer {n!r} is unknown or not visible", parameter="layer")
+    if not (0 < threshold_deg < 90):
+        raise InvalidInput("threshold_deg: must be between 0 and 90", parameter="threshold_deg")
+    path, dem_version = await dem_path(conn, settings, dem_layer)
+    aoi_sql = "AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else ""
+    cur = await conn.execute(
+        f"""SELECT _key, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)
+            FROM data.land_use WHERE _vto IS NULL AND dlbm = ANY(%(codes)s) {aoi_sql} ORDER BY _key""",
+        {"codes": list(codes), "aoi": aoi.wkb if aoi else None})
+    rows = await cur.fetchall()
+    stats = await asyncio.to_thread(_zonal, path, [r[5] for r in rows], threshold_deg)
+    parcels, total_steep, total_area = [], 0.0, 0.0
+    disagreements = []
+    for (key, dlbm, grade, zl, area, _), (n, mean, share) in zip(rows, stats):
+        steep = (share >= min_share) if min_share is not None else (mean > threshold_deg)
+        if grade is not None and (grade == "5") != steep and not math.isnan(mean):
+            disagreements.append({"key": key, "gdpdjb": grade, "mean_slope_deg": round(mean, 2)})
+        if not steep:
+            continue
+        area = float(area)
+        total_area += area
+        total_steep += area * share
+        parcels.append({"key": key, "dlbm": dlbm, "gdpdjb": grade, "zldwdm": zl, "cells": n,
+                        "mean_slope_deg": round(mean, 3), "share_steep": round(share, 4),
+                        "area": units(area), "steep_area": units(area * share)})
+    by_unit: dict[str, float] = {}
+    for p in parcels:
+        code = (p["zldwdm"] or "")[:9] or "unknown"
+        by_unit[code] = by_unit.get(code, 0.0) + p["area"]["m2"]
+    versions = await layer_versions(conn, [layer])
+    versions[dem_layer] = {"version": dem_version, "path": str(path.name)}
+    return {"analysis": "steep-farmland", "threshold_deg": threshold_deg,
+            "criterion": f"share of cells > {threshold_deg}° >= {min_share}" if min_share is not None
+            else f"mean slope > {threshold_deg}°",
+            "parcels_checked": len(rows), "parcels": parcels, "total": units(total_area),
+            "total_steep_cells_area": units(total_steep),
+            "by_township": [{"code": k, **units(v)} for k, v in sorted(by_unit.items())],
+            "gdpdjb_disagreements": disagreements, "versions": versions}
+
+
+def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, float, float]]:
+    """(cells, mean slope, share of cells > threshold) per geometry, in input order."""
+    import rasterio
+    from rasterio.features import rasterize
+    from rasterio.windows import Window, from_bounds
+
+    if not wkbs:
+        return []
+    geoms = shapely.from_wkb(wkbs)
+    minx, miny, maxx, maxy = shapely.total_bounds(geoms)
+    with rasterio.open(path) as src:
+        geographic = src.crs is None or src.crs.is_geographic
+        if src.crs is not None and src.crs.to_epsg() not in (4490, 4326):
+            raise InvalidInput(f"the DEM is in {src.crs}; slope analysis expects EPSG:4490 storage", parameter="dem")
+        win = from_bounds(minx, miny, maxx, maxy, src.transform).round_offsets().round_lengths()
+        win = Window(win.col_off - 2, win.row_off - 2, win.width + 4, win.height + 4)
+        dem = src.read(1, window=win, boundless=True, fill_value=np.nan, out_dtype="float64")
+        if src.nodata is not None:
+            dem[dem == src.nodata] = np.nan
+        transform = src.window_transform(win)
+    slope = slope_degrees(dem, transform, geographic)
+    labels = rasterize(((g, i + 1) for i, g in enumerate(geoms)), out_shape=slope.shape, transform=transform,
+                       fill=0, dtype="int32")
+    ok = ~np.isnan(slope)
+    lab = labels[ok]
+    sl = slope[ok]
+    size = len(geoms) + 1
+    count = np.bincount(lab, minlength=size)
+    ssum = np.bincount(lab, weights=sl, minlength=size)
+    steep = np.bincount(lab, weights=(sl > threshold).astype("float64"), minlength=size)
+    out = []
+    inv = ~transform
+    for i, g in enumerate(geoms):
+        n = int(count[i + 1])
+        if n:
+            out.append((n, float(ssum[i + 1] / n), float(steep[i + 1] / n)))
+            continue
+        p = g.representative_point()
+        col, row = inv * (p.x, p.y)
+        r, c = int(row), int(col)
+        if 0 <= r < slope.shape[0] and 0 <= c < slope.shape[1] and not np.isnan(slope[r, c]):
+            v = float(slope[r, c])
+            out.append((0, v, 1.0 if v > threshold else 0.0))
+        else:
+            out.append((0, float("nan"), 0.0))
+    return out

@@ -1,0 +1,94 @@
+"""The web map at ``/map``: the page, its configuration (visible layers grouped by department,
+versions, extents) and the vendored MapLibre GL JS served by this app — never from a CDN, so
+the map works on a machine with no internet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.errors import NotFound, SetupError
+from geobase.security import get_principal, visible_layers
+from geobase.settings import Settings
+from geobase.specs import Registry
+
+router = APIRouter(tags=["Map"])
+
+TILES_DIR = Path(__file__).resolve().parent.parent / "tiles"
+try:  # installed layout: geobase.tiles is a sibling package
+    import geobase.tiles as _tiles_pkg
+
+    TILES_DIR = Path(_tiles_pkg.__file__).resolve().parent
+except ImportError:  # pragma: no cover
+    pass
+STATIC_DIR = TILES_DIR / "static"
+TEMPLATE = TILES_DIR / "templates" / "map.html"
+VENDOR_FILES = {"maplibre-gl.js", "maplibre-gl.css", "maplibre-gl.js.map", "LICENSE.txt"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+def maplibre_dir(settings: Settings) -> Path:
+    """``<vendor>/node_modules/maplibre-gl/dist``; a clear SetupError when it is missing."""
+    candidates = []
+    if settings.vendor_dir:
+        candidates.append(Path(settings.vendor_dir))
+    here = Path(__file__).resolve()
+    candidates += [p / ".vendor" for p in here.parents][:4] + [Path.cwd() / ".vendor"]
+    for c in candidates:
+        d = c / "node_modules" / "maplibre-gl" / "dist"
+        if (d / "maplibre-gl.js").exists():
+            return d
+    raise SetupError("MapLibre GL JS is not installed: run scripts/setup.sh (npm install into .vendor/) "
+                     "or set GEOBASE_VENDOR_DIR to the directory holding node_modules/maplibre-gl")
+
+
+@router.get("/vendor/maplibre-gl/{name}", include_in_schema=False)
+async def vendor_file(request: Request, name: str):
+    if name not in VENDOR_FILES:
+        raise NotFound(f"no vendored file {name!r}")
+    path = maplibre_dir(request.app.state.settings) / name
+    if not path.exists():
+        raise NotFound(f"no vendored file {name!r}")
+    media = "text/javascript" if name.endswith(".js") else "text/css" if name.endswith(".css") else None
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/map/static/{name}", include_in_schema=False)
+async def static_file(name: str):
+    path = STATIC_DIR / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(path, media_type=STATIC_TYPES.get(path.suffix), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/map", response_class=HTMLResponse, summary="The one map (web page)")
+async def map_page(request: Request):
+    maplibre_dir(request.app.state.settings)  # fail clearly, not with a blank page
+    return HTMLResponse(TEMPLATE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/map/config", summary="Layers of the one map for this caller: departments, versions, extents")
+async def map_config(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                     principal=Depends(get_principal)):
+    specs = await visible_layers(conn, principal, registry)
+    cur = await conn.execute(
+        "SELECT l.name, l.current_version, v.created_at, v.extent FROM catalog.layers l "
+        "LEFT JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version")
+    info = {n: (ver, created, ext) for n, ver, created, ext in await cur.fetchall()}
+    departments: dict[str, dict] = {}
+    for s in sorted(specs, key=lambda s: (s.department, -s.style.order)):
+        ver, created, ext = info.get(s.name, (None, None, None))
+        dept = registry.departments.get(s.department)
+        group = departments.setdefault(s.department, {
+            "code": s.department, "name": dept.name.model_dump() if dept else {"zh": s.department, "en": s.department},
+            "layers": []})
+        group["layers"].append({
+            "name": s.name, "title": s.title.model_dump(), "kind": s.kind, "style": s.style.kind,
+            "version": ver, "updated": created.isoformat() if created else None,
+            "extent": list(ext) if ext else None, "minzoom": s.tiles.minzoom,
+        })
+    return {"departments": list(departments.values()), "style": f"{base_url(request)}/map/style.json",
+            "site_check": f"{base_url(request)}/analysis/site-check"}

@@ -1,0 +1,321 @@
+"""OGC API - Tiles and plain XYZ tiles: per layer, the composite one map, the DEM; TileJSON,
+tile matrix sets, the MapLibre style and the legend.
+
+Routes (z/row/col in the OGC tree, z/x/y in XYZ URLs — the same numbers for WebMercatorQuad):
+  /tileMatrixSets, /tileMatrixSets/{tms}
+  /collections/{layer}/tiles, /collections/{layer}/tiles/{tms}, .../{tms}/{z}/{row}/{col}
+  /map/tiles, /map/tiles/{tms}, /map/tiles/{tms}/{z}/{row}/{col}     (composite one map)
+  /tiles/{layers}/{z}/{x}/{y}.mvt      ({layers}: comma list or 'onemap')
+  /tiles/{layers}.json                  (TileJSON 3.0)
+  /tiles/{raster}/{style}/{z}/{x}/{y}.png   (dem: hillshade | elevation | slope)
+  /styles/onemap.json = /map/style.json, /legend
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import psycopg
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
+from geobase.errors import InvalidInput, NotFound
+from geobase.security import Principal, get_principal, require_layer, visible_layers
+from geobase.settings import Settings
+from geobase.specs import LayerSpec, Registry
+from geobase.tiles import raster as raster_tiles
+from geobase.tiles.cache import TileCache, cache_key, etag_for
+from geobase.tiles.ogc import MVT_TYPE
+from geobase.tiles.service import ONEMAP, layer_states, resolve_layers, signature, vector_tile
+from geobase.tiles.style import legend, onemap_style
+from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
+
+router = APIRouter(tags=["Tiles"])
+
+
+def _cache(request: Request) -> TileCache:
+    cache = getattr(request.app.state, "tile_cache", None)
+    if cache is None:
+        s: Settings = request.app.state.settings
+        cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
+        request.app.state.tile_cache = cache
+    return cache
+
+
+def _cache_control(principal: Principal) -> str:
+    scope = "public" if principal.is_public else "private"
+    return f"{scope}, max-age=60, must-revalidate"
+
+
+def _mvt_response(request: Request, result, principal: Principal) -> Response:
+    headers = {"Cache-Control": _cache_control(principal), "Vary": "Accept-Encoding, Authorization, X-API-Key"}
+    if result is None:
+        etag = request.headers.get("if-none-match", "")
+        return Response(status_code=304, headers={**headers, "ETag": etag.split(",")[0].strip()})
+    headers["ETag"] = result.etag
+    headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
+    if not result.body:
+        return Response(status_code=204, headers=headers, media_type=MVT_TYPE)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(result.body, headers=headers, media_type=MVT_TYPE)
+    return Response(gzip.decompress(result.body), headers=headers, media_type=MVT_TYPE)
+
+
+async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
+                  layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False) -> Response:
+    tms = get_tms(tms_id)
+    if per_layer:
+        await require_layer(conn, principal, registry, layers)
+    states = await layer_states(conn)
+    specs = resolve_layers(layers, states, principal, registry)
+    result = await vector_tile(conn, _cache(request), registry, principal, states, specs, tms, z, row, col,
+                               if_none_match=request.headers.get("if-none-match"))
+    return _mvt_response(request, result, principal)
+
+
+# ---- tile matrix sets ----------------------------------------------------------------------
+@router.get("/tileMatrixSets", summary="Tile matrix sets")
+async def tile_matrix_sets(request: Request):
+    root = base_url(request)
+    return {"tileMatrixSets": [
+        {"id": t.id, "title": t.title, "uri": t.uri, "crs": t.crs,
+         "links": [{"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", "type": "application/json",
+                    "href": f"{root}/tileMatrixSets/{t.id}"}]}
+        for t in TILE_MATRIX_SETS.values()]}
+
+
+@router.get("/tileMatrixSets/{tileMatrixSetId}", summary="A tile matrix set definition")
+async def tile_matrix_set(request: Request, tileMatrixSetId: str):
+    return get_tms(tileMatrixSetId).as_json(base_url(request))
+
+
+# ---- tileset metadata ----------------------------------------------------------------------
+def _tileset(root: str, path: str, specs: list[LayerSpec], tms_id: str, title: str) -> dict:
+    tms = get_tms(tms_id)
+    vector = [s for s in specs if s.kind == "vector"]
+    data_type = "vector" if vector else "map"
+    suffix = "" if vector else "?style=hillshade"
+    doc = {
+        "title": title, "dataType": data_type, "crs": tms.crs, "tileMatrixSetURI": tms.uri,
+        "links": [
+            {"rel": "self", "type": "application/json", "href": f"{root}{path}/{tms.id}"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme", "type": "application/json",
+             "href": f"{root}/tileMatrixSets/{tms.id}"},
+            {"rel": "item", "type": MVT_TYPE if vector else "image/png", "templated": True,
+             "href": f"{root}{path}/{tms.id}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}{suffix}"},
+        ],
+    }
+    if vector:
+        doc["layers"] = [{
+            "id": s.name, "title": s.title.en, "dataType": "vector",
+            "geometryDimension": {"MultiPolygon": 2, "MultiLineString": 1, "MultiPoint": 0}[s.geometry],
+            "minTileMatrix": str(max(s.tiles.minzoom, tms.minzoom)), "maxTileMatrix": str(min(s.tiles.maxzoom, tms.maxzoom)),
+            "propertiesSchema": {"type": "object", "properties": {
+                a: {"type": {"integer": "integer", "number": "number", "boolean": "boolean"}.get(
+                    s.attribute(a).type, "string")} for a in dict.fromkeys(s.tiles.attributes + s.tiles.detail_attributes)}},
+        } for s in vector]
+    return doc
+
+
+def _tilesets(root: str, path: str, specs: list[LayerSpec], title: str) -> dict:
+    return {"tilesets": [
+        {"title": f"{title} ({t.id})", "dataType": "vector" if any(s.kind == "vector" for s in specs) else "map",
+         "crs": t.crs, "tileMatrixSetURI": t.uri,
+         "links": [{"rel": "self", "type": "application/json", "href": f"{root}{path}/{t.id}"}]}
+        for t in TILE_MATRIX_SETS.values() if any(s.kind == "vector" for s in specs) or t.id == "WebMercatorQuad"]}
+
+
+@router.get("/collections/{collectionId}/tiles", summary="Tilesets of a collection")
+async def collection_tilesets(request: Request, collectionId: str, conn=Depends(get_conn),
+                              registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+    spec = await require_layer(conn, principal, registry, collectionId)
+    return _tilesets(base_url(request), f"/collections/{collectionId}/tiles", [spec], spec.title.en)
+
+
+@router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="Tileset metadata of a collection")
+async def collection_tileset(request: Request, collectionId: str, tileMatrixSetId: str, conn=Depends(get_conn),
+                             registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+    spec = await require_layer(conn, principal, registry, collectionId)
+    return _tileset(base_url(request), f"/collections/{collectionId}/tiles", [spec], tileMatrixSetId, spec.title.en)
+
+
+@router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+            summary="A tile of a collection (MVT; PNG for the DEM with ?style=)")
+async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: int,
+                          tileRow: int, tileCol: int,
+                          style: str = Query("hillshade", description="DEM only: hillshade, elevation or slope"),
+                          conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                          principal=Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
+    spec = await require_layer(conn, principal, registry, collectionId)
+    if spec.kind == "raster":
+        return await _raster(request, conn, settings, spec, style, tileMatrixSetId, tileMatrix, tileCol, tileRow,
+                             principal)
+    return await _render(request, conn, registry, principal, collectionId, tileMatrixSetId,
+                         tileMatrix, tileRow, tileCol)
+
+
+# ---- composite dataset tiles ---------------------------------------------------------------
+@router.get("/map/tiles", summary="Tilesets of the one map (all visible layers)")
+async def map_tilesets(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                       principal=Depends(get_principal)):
+    specs = await visible_layers(conn, principal, registry)
+    return _tilesets(base_url(request), "/map/tiles", specs, "One map")
+
+
+@router.get("/map/tiles/{tileMatrixSetId}", summary="Tileset metadata of the one map")
+async def map_tileset(request: Request, tileMatrixSetId: str, conn=Depends(get_conn),
+                      registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+    specs = await visible_layers(conn, principal, registry)
+    return _tileset(base_url(request), "/map/tiles", specs, tileMatrixSetId, "One map")
+
+
+@router.get("/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+            summary="A composite one-map tile: every layer the caller may see, one MVT layer each")
+async def map_tile(request: Request, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
+                   conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                   principal=Depends(get_principal)):
+    return await _render(request, conn, registry, principal, ONEMAP, tileMatrixSetId, tileMatrix, tileRow, tileCol)
+
+
+# ---- XYZ + TileJSON ------------------------------------------------------------------------
+@router.get("/tiles/{layers}/{z}/{x}/{y}.mvt", summary="XYZ vector tile (WebMercatorQuad)")
+async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
+                   tms: str = Query("WebMercatorQuad", description="tile matrix set id"),
+                   conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                   principal=Depends(get_principal)):
+    return await _render(request, conn, registry, principal, layers, tms, z, y, x)
+
+
+@router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")
+async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
+                   registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+    states = await layer_states(conn)
+    root = base_url(request)
+    if layers in registry.layers and registry.layers[layers].kind == "raster":
+        spec = await require_layer(conn, principal, registry, layers)
+        return {"tilejson": "3.0.0", "name": spec.name, "scheme": "xyz", "minzoom": spec.tiles.minzoom,
+                "maxzoom": spec.tiles.maxzoom,
+                "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png"]}
+    specs = resolve_layers(layers, states, principal, registry)
+    extents = await _extents(conn, [s.name for s in specs])
+    doc = {
+        "tilejson": "3.0.0", "name": layers, "scheme": "xyz", "format": "pbf",
+        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt"],
+        "minzoom": min((s.tiles.minzoom for s in specs), default=0),
+        "maxzoom": max((s.tiles.maxzoom for s in specs), default=16),
+        "vector_layers": [{
+            "id": s.name, "description": s.title.en, "minzoom": s.tiles.minzoom, "maxzoom": s.tiles.maxzoom,
+            "fields": {a: s.attribute(a).type for a in dict.fromkeys(s.tiles.attributes + s.tiles.detail_attributes)},
+        } for s in specs],
+        "version": ",".join(f"{s.name}@{states[s.name].version}" for s in specs),
+    }
+    if extents:
+        doc["bounds"] = extents
+        doc["center"] = [(extents[0] + extents[2]) / 2, (extents[1] + extents[3]) / 2, max(doc["minzoom"], 10)]
+    return doc
+
+
+async def _extents(conn: psycopg.AsyncConnection, names: list[str]) -> list[float] | None:
+    cur = await conn.execute(
+        "SELECT min(v.extent[1]), min(v.extent[2]), max(v.extent[3]), max(v.extent[4]) FROM catalog.layers l "
+        "JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version "
+        "WHERE l.name = ANY(%s) AND v.extent IS NOT NULL", (names,))
+    row = await cur.fetchone()
+    return list(row) if row and row[0] is not None else None
+
+
+# ---- raster DEM ----------------------------------------------------------------------------
+@router.get("/tiles/{layer}/{style}/{z}/{x}/{y}.png", summary="DEM tile: hillshade, elevation or slope PNG")
+async def raster_tile(request: Request, layer: str, style: str, z: int, x: int, y: int,
+                      conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                      principal=Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
+    spec = await require_layer(conn, principal, registry, layer)
+    if spec.kind != "raster":
+        raise InvalidInput(f"layer {layer!r} is a vector layer; use /tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt",
+                           parameter="layer")
+    return await _raster(request, conn, settings, spec, style, "WebMercatorQuad", z, x, y, principal)
+
+
+async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, style: str, tms_id: str,
+                  z: int, x: int, y: int, principal: Principal) -> Response:
+    tms = get_tms(tms_id)
+    if style not in raster_tiles.STYLES:
+        raise InvalidInput(f"style {style!r} is not one of {', '.join(raster_tiles.STYLES)}", parameter="style")
+    tms.validate(z, y, x)
+    cur = await conn.execute(
+        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
+        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter="layer")
+    version, metadata = row
+    key = cache_key({spec.name: version}, tms.id, z, y, x, f"png:{style}", "raster")
+    etag = etag_for(key)
+    headers = {"Cache-Control": _cache_control(principal), "ETag": etag}
+    inm = request.headers.get("if-none-match")
+    if inm and etag in [t.strip() for t in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    cache = _cache(request)
+    body = cache.get(key)
+    headers["X-Tile-Cache"] = "hit" if body is not None else "miss"
+    if body is None:
+        path = raster_tiles.cog_path(metadata, settings.data_path)
+        nodata = spec.raster.nodata if spec.raster else None
+        png = await asyncio.to_thread(raster_tiles.render_dem_tile, path, style, tms, z, x, y, nodata)
+        body = png or b""
+        cache.put(key, body)
+    if not body:
+        return Response(status_code=204, headers=headers)
+    return Response(body, media_type="image/png", headers=headers)
+
+
+# ---- style and legend ----------------------------------------------------------------------
+async def _style(request: Request, conn, registry: Registry, principal: Principal) -> dict:
+    specs = await visible_layers(conn, principal, registry)
+    dem = next((s for s in specs if s.kind == "raster" and s.name == "dem"), None)
+    if dem is not None:
+        cur = await conn.execute("SELECT current_version FROM catalog.layers WHERE name = 'dem'")
+        row = await cur.fetchone()
+        if not row or row[0] is None:
+            dem = None
+    extent = await _extents(conn, [s.name for s in specs])
+    center, zoom = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), 10.0
+    if not extent:
+        center, zoom = (105.0, 35.0), 3.0
+    return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom)
+
+
+@router.get("/styles/onemap.json", summary="MapLibre style of the one map")
+async def style_doc(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                    principal=Depends(get_principal)):
+    return JSONResponse(await _style(request, conn, registry, principal), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/map/style.json", summary="MapLibre style of the one map (alias)")
+async def style_alias(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                      principal=Depends(get_principal)):
+    return JSONResponse(await _style(request, conn, registry, principal), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/legend", summary="Legend of the one map (JSON, or HTML with f=html)")
+async def legend_doc(request: Request, f: str | None = Query(None, description="json or html"),
+                     conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                     principal=Depends(get_principal)):
+    specs = await visible_layers(conn, principal, registry)
+    entries = legend(specs, registry)
+    if (f or "").lower() == "html":
+        import html
+
+        parts = ["<!doctype html><meta charset='utf-8'><title>Legend</title><body style='font-family:sans-serif'>"]
+        for e in entries:
+            parts.append(f"<h3>{html.escape(e['title']['zh'])} / {html.escape(e['title']['en'])}</h3><ul>")
+            for c in e["classes"] or [{"code": "", "color": e["color"], "zh": e["title"]["zh"], "en": ""}]:
+                parts.append(f"<li><span style='display:inline-block;width:14px;height:14px;background:"
+                             f"{html.escape(c['color'])}'></span> {html.escape(c['code'])} "
+                             f"{html.escape(c['zh'])} {html.escape(c['en'])}</li>")
+            parts.append("</ul>")
+        return HTMLResponse("".join(parts))
+    return {"layers": entries, "view": signature(principal, await layer_states(conn), registry)}

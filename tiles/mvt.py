@@ -1,0 +1,170 @@
+"""Mapbox Vector Tiles built by PostGIS in one SQL round trip, per layer and composite.
+
+A layer's MVT is ``ST_AsMVT`` over ``ST_AsMVTGeom`` of its current rows in the tile; the
+composite *one map* tile concatenates one such sub-select per layer (as Martin's composite
+sources do: ``SELECT (SELECT ST_AsMVT(..) FROM l1) || (SELECT ST_AsMVT(..) FROM l2)``). The
+same statement also returns the layers' current versions, read in the same snapshot as the
+rows, so the cache stores a tile under exactly the versions its content came from.
+
+Generalisation by zoom, all decided from the layer spec:
+  * layer ``tiles.minzoom``/``maxzoom``: outside them the layer contributes nothing;
+  * class minimum zooms (code list ``minzoom``) drop classes at small scales;
+  * attributes: ``tiles.attributes``, plus ``detail_attributes`` from ``detail_zoom``,
+    minus the caller's masked attributes (security.hidden_attributes);
+  * ``ST_Simplify`` with a tolerance of half a pixel below :data:`SIMPLIFY_BELOW`, then the
+    4096-unit quantisation of ST_AsMVTGeom;
+  * polygons smaller than ``tiles.min_area_px`` pixels are dropped;
+  * coverage layers (land use: a million parcels tiling the county) below
+    :data:`AGGREGATE_BELOW` are drawn as a grid of 2-pixel cells, each coloured by the class
+    holding most area among the parcels centred in it (parcels larger than a few cells are
+    drawn as themselves), so a z8 tile of the whole county still draws the land-use picture
+    in a few hundred kilobytes.
+
+Geometry is ``geom_3857`` for WebMercatorQuad and the stored ``geom`` (EPSG:4490) for the
+CGCS2000 grid, with the tile's bounds in that CRS: no per-feature ST_Transform either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from geobase.specs import LayerSpec, Registry
+from geobase.storage import table_ident
+from geobase.tiles.tms import TileMatrixSet
+
+EXTENT = 4096
+BUFFER = 64
+SIMPLIFY_BELOW = 14
+AGGREGATE_BELOW = 12
+CELLS_PER_TILE = 128  # 2-pixel cells on a 256-pixel tile
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one layer contributes to a tile at one zoom for one caller."""
+
+    spec: LayerSpec
+    attributes: tuple[str, ...]
+    hidden_classes: tuple[str, ...]
+    aggregate: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[str]) -> LayerPlan | None:
+    """The layer's plan at zoom z, or None when the layer is not drawn at that zoom."""
+    if spec.kind != "vector" or not spec.tiles.minzoom <= z <= spec.tiles.maxzoom:
+        return None
+    attrs = list(spec.tiles.attributes)
+    if spec.tiles.detail_zoom is not None and z >= spec.tiles.detail_zoom:
+        attrs += [a for a in spec.tiles.detail_attributes if a not in attrs]
+    attrs = [a for a in attrs if a not in hidden_attrs]
+    class_field = spec.style.class_field or spec.class_field
+    hidden_classes: list[str] = []
+    if class_field:
+        codes = registry.codes_for(spec, class_field) or {}
+        hidden_classes = sorted(c.code for c in codes.values() if c.minzoom is not None and c.minzoom > z)
+    aggregate = bool(spec.coverage and z < AGGREGATE_BELOW and spec.geometry == "MultiPolygon"
+                     and class_field and class_field not in hidden_attrs)
+    return LayerPlan(spec, tuple(attrs), tuple(hidden_classes), aggregate)
+
+
+def _class_field(spec: LayerSpec) -> str | None:
+    return spec.style.class_field or spec.class_field
+
+
+def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Composable,
+                    env_buffered: sql.Composable) -> sql.Composed:
+    spec = plan.spec
+    col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
+    px = tms.tile_span(z) / 256
+    geom = col
+    if z < SIMPLIFY_BELOW:
+        geom = sql.SQL("ST_Simplify({}, {}, true)").format(col, sql.Literal(px / 2))
+    where = [sql.SQL("_vto IS NULL"), sql.SQL("{} && {}").format(col, env_buffered)]
+    if spec.geometry == "MultiPolygon" and spec.tiles.min_area_px > 0:
+        where.append(sql.SQL("ST_Area({}) >= {}").format(col, sql.Literal(spec.tiles.min_area_px * px * px)))
+    cf = _class_field(spec)
+    if plan.hidden_classes and cf:
+        where.append(sql.SQL("COALESCE({} <> ALL({}), true)").format(
+            sql.Identifier(cf), sql.Literal(list(plan.hidden_classes))))
+    cols = [sql.SQL("ST_AsMVTGeom({}, {}, {}, {}, true) AS geom").format(
+        geom, env, sql.Literal(EXTENT), sql.Literal(BUFFER)), sql.SQL("_key")]
+    cols += [sql.Identifier(a) for a in plan.attributes]
+    return sql.SQL("SELECT {cols} FROM {tbl} WHERE {where}").format(
+        cols=sql.SQL(", ").join(cols), tbl=table_ident(spec), where=sql.SQL(" AND ").join(where))
+
+
+def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: sql.Composable,
+                      env_buffered: sql.Composable) -> sql.Composed:
+    """Dominant class per 2-pixel cell for small parcels, real geometry for large ones."""
+    spec = plan.spec
+    col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
+    cf = sql.Identifier(_class_field(spec))
+    xmin, ymin, xmax, ymax = bounds
+    cell = (xmax - xmin) / CELLS_PER_TILE
+    big = cell * cell * 4
+    px = tms.tile_span(z) / 256
+    filters = [sql.SQL("_vto IS NULL")]
+    if plan.hidden_classes:
+        filters.append(sql.SQL("COALESCE({} <> ALL({}), true)").format(cf, sql.Literal(list(plan.hidden_classes))))
+    flt = sql.SQL(" AND ").join(filters)
+    L = sql.Literal
+    return sql.SQL(
+        """
+        SELECT ST_AsMVTGeom(ST_MakeEnvelope({xmin} + cx * {cell}, {ymin} + cy * {cell},
+                                            {xmin} + (cx + 1) * {cell}, {ymin} + (cy + 1) * {cell}, {srid}),
+                            {env}, {extent}, 0, true) AS geom, cls AS {cf}
+        FROM (
+            SELECT DISTINCT ON (cx, cy) cx, cy, cls FROM (
+                SELECT floor(((ST_XMin({col}) + ST_XMax({col})) / 2 - {xmin}) / {cell})::int AS cx,
+                       floor(((ST_YMin({col}) + ST_YMax({col})) / 2 - {ymin}) / {cell})::int AS cy,
+                       {cf} AS cls, sum(_area_m2) AS w
+                FROM {tbl}
+                WHERE {flt} AND {col} && {env}
+                  AND (ST_XMax({col}) - ST_XMin({col})) * (ST_YMax({col}) - ST_YMin({col})) < {big}
+                GROUP BY 1, 2, 3
+            ) s
+            WHERE cx >= 0 AND cx < {n} AND cy >= 0 AND cy < {n}
+            ORDER BY cx, cy, w DESC
+        ) cells
+        UNION ALL
+        SELECT ST_AsMVTGeom(ST_Simplify({col}, {tol}, true), {env}, {extent}, {buffer}, true) AS geom, {cf}
+        FROM {tbl}
+        WHERE {flt} AND {col} && {env_buffered}
+          AND (ST_XMax({col}) - ST_XMin({col})) * (ST_YMax({col}) - ST_YMin({col})) >= {big}
+        """
+    ).format(xmin=L(xmin), ymin=L(ymin), cell=L(cell), srid=L(tms.srid), env=env, extent=L(EXTENT),
+             cf=cf, col=col, tbl=table_ident(spec), flt=flt, big=L(big), n=L(CELLS_PER_TILE), tol=L(px / 2),
+             buffer=L(BUFFER), env_buffered=env_buffered)
+
+
+def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
+    """A scalar sub-select yielding the layer's MVT bytes (empty bytea when no feature)."""
+    bounds = tms.bounds(z, row, col)
+    xmin, ymin, xmax, ymax = bounds
+    L = sql.Literal
+    env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(L(xmin), L(ymin), L(xmax), L(ymax), L(tms.srid))
+    margin = (xmax - xmin) * BUFFER / EXTENT
+    env_buffered = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
+        L(xmin - margin), L(ymin - margin), L(xmax + margin), L(ymax + margin), L(tms.srid))
+    if plan.aggregate:
+        inner = _aggregate_select(plan, tms, z, bounds, env, env_buffered)
+    else:
+        inner = _feature_select(plan, tms, z, env, env_buffered)
+    return sql.SQL("(SELECT COALESCE(ST_AsMVT(t, {name}, {extent}, 'geom'), ''::bytea) FROM ({inner}) t "
+                   "WHERE t.geom IS NOT NULL)").format(name=L(plan.name), extent=L(EXTENT), inner=inner)
+
+
+def tile_sql(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
+    """One statement: the concatenated MVT of every plan, and the current versions of ``names``
+    (all layers that make up the tile's cache key), read in the same snapshot."""
+    parts = [layer_mvt_sql(p, tms, z, row, col) for p in plans] or [sql.SQL("''::bytea")]
+    return sql.SQL(
+        "SELECT {tile} AS tile, (SELECT jsonb_object_agg(name, current_version) FROM catalog.layers "
+        "WHERE name = ANY({names})) AS versions"
+    ).format(tile=sql.SQL(" || ").join(parts), names=sql.Literal(list(names)))

@@ -1,0 +1,121 @@
+"""DEM tiles: hillshade, coloured elevation and slope PNGs from the current version's COG.
+
+The tile is read with a one-pixel buffer, reprojected to the tile's Web Mercator grid by
+rio-tiler; slope and hillshade then use *ground* pixel sizes (the Mercator pixel times the
+cosine of the latitude), so degrees of slope are true whatever the zoom or latitude."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from geobase.errors import InvalidInput, NotFound
+from geobase.tiles.tms import TileMatrixSet
+
+STYLES = ("hillshade", "elevation", "slope")
+PATH_KEYS = ("path", "cog", "cog_path", "file", "uri")
+
+# elevation ramp (metres -> RGB), hypsometric tints
+ELEVATION_RAMP = [(0, (44, 123, 182)), (50, (171, 217, 233)), (200, (166, 217, 106)), (500, (255, 255, 191)),
+                  (1000, (253, 174, 97)), (2000, (215, 25, 28)), (4000, (255, 255, 255))]
+SLOPE_RAMP = [(0, (255, 255, 255)), (2, (255, 255, 178)), (6, (254, 204, 92)), (15, (253, 141, 60)),
+              (25, (240, 59, 32)), (45, (189, 0, 38))]
+
+
+def cog_path(metadata: dict | None, data_path: Path) -> Path:
+    """Where the ingest put the layer's COG (its version metadata), absolute."""
+    metadata = metadata or {}
+    for k in PATH_KEYS:
+        if metadata.get(k):
+            p = Path(metadata[k])
+            return p if p.is_absolute() else data_path / p
+    raise NotFound("the DEM has no loaded version with a raster file", parameter="layer")
+
+
+def _ramp(values: np.ndarray, ramp) -> np.ndarray:
+    stops = np.array([s for s, _ in ramp], dtype="float64")
+    out = np.zeros(values.shape + (3,), dtype="uint8")
+    for i in range(3):
+        out[..., i] = np.interp(values, stops, [c[i] for _, c in ramp]).astype("uint8")
+    return out
+
+
+def _png(rgba: np.ndarray) -> bytes:
+    from rio_tiler.utils import render
+
+    return render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
+
+
+def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, y: int,
+                    nodata: float | None = None) -> bytes | None:
+    """PNG bytes of one DEM tile, or None when the tile lies outside the raster."""
+    if style not in STYLES:
+        raise InvalidInput(f"style {style!r} is not one of {', '.join(STYLES)}", parameter="style")
+    if tms.id != "WebMercatorQuad":
+        raise InvalidInput("DEM tiles are served in WebMercatorQuad only", parameter="tileMatrixSetId")
+    tms.validate(z, y, x)
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    if not path.exists():
+        raise NotFound(f"the DEM file of the current version is missing ({path.name})", parameter="layer")
+    try:
+        with Reader(str(path)) as src:
+            img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
+                           reproject_method="bilinear")
+    except TileOutsideBounds:
+        return None
+    elev = img.data[0].astype("float64")
+    valid = ~np.ma.getmaskarray(img.array[0]) if np.ma.isMaskedArray(img.array) else img.mask.astype(bool)
+    if nodata is not None:
+        valid &= elev != nodata
+    if not valid.any():
+        return None
+    # ground pixel size: mercator pixel x cos(latitude of the tile centre row by row)
+    span = tms.tile_span(z)
+    ymax = tms.origin[1] - y * span
+    px_merc = span / 256
+    rows = np.arange(-1, 257) + 0.5
+    merc_y = ymax - rows * px_merc
+    lat = np.degrees(2 * np.arctan(np.exp(merc_y / 6378137.0)) - math.pi / 2)
+    ground = (px_merc * np.cos(np.radians(lat)))[:, None]
+    filled = np.where(valid, elev, np.nanmean(np.where(valid, elev, np.nan)))
+    dzdy, dzdx = np.gradient(filled)
+    dzdx = dzdx / ground
+    dzdy = -dzdy / ground  # rows grow southwards
+    core = (slice(1, -1), slice(1, -1))
+    alpha = np.where(valid[core], 255, 0).astype("uint8")
+    if style == "elevation":
+        rgb = _ramp(filled[core], ELEVATION_RAMP)
+    elif style == "slope":
+        slope = np.degrees(np.arctan(np.hypot(dzdx, dzdy)))[core]
+        rgb = _ramp(slope, SLOPE_RAMP)
+    else:
+        az, alt = math.radians(315.0), math.radians(45.0)
+        slope = np.arctan(np.hypot(dzdx, dzdy))
+        aspect = np.arctan2(-dzdx, dzdy)
+        shade = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+        grey = np.clip(shade * 255, 0, 255).astype("uint8")[core]
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    return _png(rgba)
+
+
+def slope_degrees(path: Path, z: int, x: int, y: int, tms: TileMatrixSet) -> np.ndarray:
+    """Slope in degrees on the tile grid (exposed for tests and analyses)."""
+    from rio_tiler.io import Reader
+
+    with Reader(str(path)) as src:
+        img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear")
+    elev = img.data[0].astype("float64")
+    span = tms.tile_span(z)
+    ymax = tms.origin[1] - y * span
+    px = span / 256
+    rows = np.arange(-1, 257) + 0.5
+    lat = np.degrees(2 * np.arctan(np.exp((ymax - rows * px) / 6378137.0)) - math.pi / 2)
+    ground = (px * np.cos(np.radians(lat)))[:, None]
+    dzdy, dzdx = np.gradient(elev)
+    return np.degrees(np.arctan(np.hypot(dzdx / ground, dzdy / ground)))[1:-1, 1:-1]
+

@@ -1,0 +1,166 @@
+/* geobase one map: MapLibre page over this server's style, tiles, legend and analyses.
+   Everything is fetched from this origin; nothing leaves the server. */
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const status = (msg) => { $("status").textContent = msg; };
+  const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+  window.geobaseReady = false;
+
+  async function getJSON(url) {
+    const r = await fetch(url, {headers: {Accept: "application/json"}});
+    if (!r.ok) throw new Error(url + ": HTTP " + r.status);
+    return r.json();
+  }
+
+  function styleLayersOf(map, name) {
+    return map.getStyle().layers.filter((l) => l.metadata && l.metadata["geobase:layer"] === name).map((l) => l.id);
+  }
+
+  function buildSwitcher(map, config) {
+    const box = $("layer-list");
+    box.innerHTML = "";
+    for (const dept of config.departments) {
+      const h = document.createElement("h3");
+      h.textContent = dept.name.zh + " · " + dept.name.en;
+      box.appendChild(h);
+      for (const layer of dept.layers) {
+        const row = document.createElement("div");
+        row.className = "layer";
+        const ids = styleLayersOf(map, layer.name);
+        const cb = document.createElement("input");
+        cb.type = "checkbox"; cb.checked = ids.length > 0; cb.disabled = ids.length === 0;
+        cb.id = "toggle-" + layer.name;
+        cb.addEventListener("change", () => {
+          for (const id of ids) map.setLayoutProperty(id, "visibility", cb.checked ? "visible" : "none");
+        });
+        const label = document.createElement("label");
+        label.htmlFor = cb.id;
+        const updated = layer.updated ? layer.updated.slice(0, 10) : "—";
+        label.innerHTML = esc(layer.title.zh) + ' <span class="meta">v' + esc(layer.version == null ? "–" : layer.version) +
+          " · " + esc(updated) + "</span>";
+        row.appendChild(cb); row.appendChild(label);
+        if (layer.extent) {
+          const zb = document.createElement("button");
+          zb.type = "button"; zb.textContent = "⤢"; zb.title = "Zoom to layer extent";
+          zb.addEventListener("click", () => map.fitBounds([[layer.extent[0], layer.extent[1]], [layer.extent[2], layer.extent[3]]], {padding: 20}));
+          row.appendChild(zb);
+        }
+        box.appendChild(row);
+      }
+    }
+  }
+
+  function buildLegend(legend) {
+    const box = $("legend-list");
+    box.innerHTML = "";
+    for (const e of legend.layers) {
+      const div = document.createElement("div");
+      div.className = "legend-layer";
+      let html = "<h3>" + esc(e.title.zh) + " " + esc(e.title.en) + "</h3><ul>";
+      const classes = e.classes.length ? e.classes : [{code: "", color: e.color, zh: "", en: ""}];
+      for (const c of classes.slice(0, 40)) {
+        const border = e.kind === "outline" || e.kind === "line" ? "border:2px solid " + esc(c.color) + ";background:none" : "background:" + esc(c.color);
+        html += '<li><span class="swatch" style="' + border + '"></span>' + esc(c.code) + " " + esc(c.zh) + "</li>";
+      }
+      if (classes.length > 40) html += "<li>… " + (classes.length - 40) + " more</li>";
+      div.innerHTML = html + "</ul>";
+      box.appendChild(div);
+    }
+  }
+
+  // ---- site-check drawing ------------------------------------------------------------
+  const draw = {active: false, coords: []};
+  function drawData() {
+    const c = draw.coords;
+    const features = c.map((p) => ({type: "Feature", geometry: {type: "Point", coordinates: p}, properties: {}}));
+    if (c.length >= 3) features.push({type: "Feature", properties: {}, geometry: {type: "Polygon", coordinates: [c.concat([c[0]])]}});
+    else if (c.length === 2) features.push({type: "Feature", properties: {}, geometry: {type: "LineString", coordinates: c}});
+    return {type: "FeatureCollection", features};
+  }
+  function renderResult(data) {
+    const parts = [];
+    const table = (rows) => {
+      if (!rows.length || typeof rows[0] !== "object") return "<p>" + esc(JSON.stringify(rows)) + "</p>";
+      const cols = Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== "object").slice(0, 6);
+      return "<table><tr>" + cols.map((c) => "<th>" + esc(c) + "</th>").join("") + "</tr>" +
+        rows.slice(0, 30).map((r) => "<tr>" + cols.map((c) => "<td>" + esc(typeof r[c] === "number" ? Math.round(r[c] * 100) / 100 : r[c]) + "</td>").join("") + "</tr>").join("") + "</table>";
+    };
+    for (const [k, v] of Object.entries(data)) {
+      if (Array.isArray(v)) parts.push("<h3>" + esc(k) + "</h3>" + table(v));
+      else if (v && typeof v === "object") parts.push("<h3>" + esc(k) + "</h3><pre>" + esc(JSON.stringify(v, null, 1).slice(0, 1500)) + "</pre>");
+      else parts.push("<div><b>" + esc(k) + "</b>: " + esc(v) + "</div>");
+    }
+    return parts.join("");
+  }
+  async function sendSiteCheck(url) {
+    const out = $("site-result");
+    const c = draw.coords;
+    if (c.length < 3) { out.innerHTML = '<p class="error">Draw at least three vertices.</p>'; return; }
+    out.textContent = "checking…";
+    const geometry = {type: "Polygon", coordinates: [c.concat([c[0]])]};
+    try {
+      const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json", Accept: "application/json"},
+                                  body: JSON.stringify({geometry})});
+      if (r.status === 404) { out.innerHTML = '<p class="error">The site-check analysis is not available on this server (404).</p>'; return; }
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) { out.innerHTML = '<p class="error">Site check failed (HTTP ' + r.status + "): " + esc(body.description || "") + "</p>"; return; }
+      out.innerHTML = '<p class="ok">Site check done.</p>' + renderResult(body);
+    } catch (err) {
+      out.innerHTML = '<p class="error">Site check failed: ' + esc(err.message) + "</p>";
+    }
+  }
+
+  async function main() {
+    status("loading…");
+    const [config, legend] = await Promise.all([getJSON("/map/config"), getJSON("/legend")]);
+    const map = new maplibregl.Map({container: "map", style: config.style, hash: true, attributionControl: false,
+                                     doubleClickZoom: false});
+    window.geobaseMap = map;
+    map.addControl(new maplibregl.NavigationControl(), "top-right");
+    map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");
+    map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("tile error: " + (e && e.error && e.error.message)); });
+    map.on("load", () => {
+      buildSwitcher(map, config);
+      buildLegend(legend);
+      map.addSource("draw", {type: "geojson", data: drawData()});
+      map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
+      map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
+      map.addLayer({id: "draw-pts", type: "circle", source: "draw", filter: ["==", "$type", "Point"], paint: {"circle-color": "#ff00ff", "circle-radius": 4}});
+      // start at the data when the URL does not say where
+      if (!location.hash) {
+        const exts = config.departments.flatMap((d) => d.layers).filter((l) => l.extent && l.kind === "vector").map((l) => l.extent);
+        if (exts.length) {
+          const b = [Math.min(...exts.map((e) => e[0])), Math.min(...exts.map((e) => e[1])), Math.max(...exts.map((e) => e[2])), Math.max(...exts.map((e) => e[3]))];
+          map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: 20, duration: 0});
+        }
+      }
+      map.once("idle", () => { window.geobaseReady = true; status("ready"); });
+    });
+    map.on("click", (e) => {
+      if (draw.active) {
+        draw.coords.push([e.lngLat.lng, e.lngLat.lat]);
+        map.getSource("draw").setData(drawData());
+        $("finish-btn").disabled = draw.coords.length < 3;
+        return;
+      }
+      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"]);
+      if (!feats.length) return;
+      const seen = new Set();
+      let html = "";
+      for (const f of feats) {
+        const name = f.layer.metadata["geobase:layer"];
+        if (seen.has(name)) continue;
+        seen.add(name);
+        html += "<b>" + esc(name) + "</b><table>" + Object.entries(f.properties).map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + esc(v) + "</td></tr>").join("") + "</table>";
+      }
+      new maplibregl.Popup({maxWidth: "320px"}).setLngLat(e.lngLat).setHTML(html).addTo(map);
+    });
+    map.on("dblclick", (e) => { if (draw.active && draw.coords.length >= 3) { e.preventDefault(); finish(); } });
+    const finish = () => { draw.active = false; $("draw-btn").disabled = false; $("finish-btn").disabled = true; map.getCanvas().style.cursor = ""; sendSiteCheck(config.site_check); };
+    $("draw-btn").addEventListener("click", () => { draw.active = true; draw.coords = []; map.getSource("draw").setData(drawData()); $("draw-btn").disabled = true; map.getCanvas().style.cursor = "crosshair"; $("site-result").textContent = "click on the map to add vertices"; });
+    $("finish-btn").addEventListener("click", finish);
+    $("clear-btn").addEventListener("click", () => { draw.active = false; draw.coords = []; map.getSource("draw").setData(drawData()); $("draw-btn").disabled = false; $("finish-btn").disabled = true; $("site-result").textContent = ""; });
+  }
+  main().catch((err) => { status("failed: " + err.message); console.error(err); });
+})();

@@ -204,6 +204,7 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict) -> CommitResul
     s = stg.ident
     attrs = spec.attribute_names
     measure = measure_column(spec)
+    conn.commit()  # end the checks' read transaction: the block below must be a real transaction, not a savepoint
     with conn.transaction():
         lock_layer(conn, spec.name)
         v = next_version(conn, spec.name)

@@ -125,12 +125,20 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: Pseudo source column: the feature id GDAL reports (GeoJSON ``id`` or row sequence).
+FID_COLUMN = "__fid__"
+
+
 @dataclass
 class FieldPlan:
     """Which delivered column feeds which attribute."""
 
     columns: dict[str, str]  # attribute -> source column
     ignored: list[str]
+
+    @property
+    def uses_fid(self) -> bool:
+        return FID_COLUMN in self.columns.values()
 
 
 def plan_fields(spec: LayerSpec, source_fields: list[str], extra_map: dict[str, str] | None = None) -> FieldPlan:
@@ -149,6 +157,9 @@ def plan_fields(spec: LayerSpec, source_fields: list[str], extra_map: dict[str, 
                 columns[a.name] = by_upper[cand.upper()]
                 break
     used = set(columns.values())
+    for a in spec.attributes:  # "source feature id" keys fall back to the file's own feature ids
+        if a.name in spec.source_key and a.name not in columns and "FID_SRC" in {x.upper() for x in [*a.source, a.name]}:
+            columns[a.name] = FID_COLUMN
     missing = [a for a in spec.attributes if (a.required or a.name in spec.source_key) and a.name not in columns]
     if missing:
         names = ", ".join(f"{a.name} (delivered as {' / '.join(a.source) or a.name.upper()})" for a in missing)

@@ -25,7 +25,7 @@ from geobase.errors import InvalidInput, NotFound
 from geobase.ingest import crs as crsmod
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.loader import Staging, commit_version, drop_leftover_staging, staging_name
-from geobase.ingest.normalize import BatchNormalizer, plan_fields
+from geobase.ingest.normalize import FID_COLUMN, BatchNormalizer, plan_fields
 from geobase.ingest.report import QualityReport
 from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
 from geobase.settings import Settings
@@ -164,7 +164,10 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
     total_features = info.get("features") if info.get("features", -1) >= 0 else None
 
     norm = BatchNormalizer(spec, registry, plan, src_crs, report, sniffer)
-    source_cols = sorted(set(plan.columns.values()))
+    source_cols = sorted(set(plan.columns.values()) - {FID_COLUMN})
+    if plan.uses_fid:
+        report.notes.append("feature key taken from the file's feature ids (no key field delivered): "
+                            "keys may change when the supplier re-exports the file")
     job = job_id or uuid.uuid4().hex
     with connect(settings) as conn:
         conn.execute("SET application_name = 'geobase-ingest'")
@@ -182,10 +185,13 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                 try:
                     with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
                                             columns=source_cols, batch_size=BATCH_SIZE,
-                                            use_pyarrow=True) as (_meta, reader):
+                                            use_pyarrow=True, return_fids=plan.uses_fid) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
+                        fid_col = _meta.get("fid_column") or "OGC_FID"
                         for batch in reader:
                             cols = {c: batch.column(c).to_pylist() for c in source_cols}
+                            if plan.uses_fid:
+                                cols[FID_COLUMN] = batch.column(fid_col).to_pylist()
                             wkb = batch.column(geom_col).to_pylist()
                             rows, _bad = norm.process(cols, wkb)
                             report.rows_read += batch.num_rows

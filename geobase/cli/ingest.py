@@ -1,0 +1,218 @@
+"""``geobase ingest``, ``geobase sample generate`` and ``geobase layers versions|diff|rollback``.
+
+Exit codes: 0 loaded (or dry run passed), 2 refused input (bad file, bad parameter; the
+message says what and where), 1 failures (database, bugs), others as in geobase/errors.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from geobase.cli.layers import layers_app
+from geobase.settings import get_settings
+
+sample_app = typer.Typer(help="The synthetic sample county.", no_args_is_help=True)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def print_report(result: dict, console=None) -> None:
+    """The readable summary: what was loaded, and a table of problems with examples."""
+    from rich.table import Table
+
+    from geobase.ingest.report import describe_category
+
+    console = console or _console()
+    rep = result.get("report") or {}
+    head = Table(title=f"ingest {result['layer']} <- {result['source_name']}", show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("")
+    status = ("dry run: nothing written" if result.get("dry_run") else
+              "skipped: same file as the current version" if result.get("skipped") else
+              f"version {result.get('version')} ({result.get('mode')})")
+    for k, v in [
+        ("result", status),
+        ("rows", f"{result.get('rows_total')} current; +{result.get('added')} added, -{result.get('removed')} removed, "
+                 f"~{result.get('changed')} changed"),
+        ("read / loaded / skipped", f"{rep.get('rows_read')} / {rep.get('rows_loaded')} / {rep.get('rows_skipped')}"),
+        ("format", f"{rep.get('driver')}" + (f", layer {rep.get('source_layer')}" if rep.get("source_layer") else "")),
+        ("encoding", f"{rep.get('encoding')} ({rep.get('encoding_how')})"),
+        ("CRS", f"{rep.get('crs')} ({rep.get('crs_how')}) -> EPSG:4490"),
+        ("checksum", (result.get("checksum") or "")[:16]),
+        ("time", f"{result.get('seconds')} s"),
+    ]:
+        head.add_row(k, str(v))
+    console.print(head)
+    issues = {**(rep.get("errors") or {}), **(rep.get("warnings") or {})}
+    if issues:
+        t = Table(title="quality checks")
+        for c in ("check", "severity", "count", "first example"):
+            t.add_column(c)
+        for cat, n in issues.items():
+            sev = "error" if cat in (rep.get("errors") or {}) else "warning"
+            ex = (rep.get("samples") or {}).get(cat) or []
+            first = ""
+            if ex:
+                e = ex[0]
+                first = f"row {e.get('row')} key {e.get('key')}: {e.get('message')}"
+            if cat == "area_deviation" and (rep.get("checks") or {}).get("area", {}).get("samples"):
+                s = rep["checks"]["area"]["samples"][0]
+                first = f"key {s['key']}: stated {s['stated_m2']} m², ellipsoidal {s['ellipsoidal_m2']} m²"
+            if cat in ("coverage_overlap", "coverage_gap"):
+                cov = (rep.get("checks") or {}).get("coverage", {})
+                samples = cov.get("overlap_samples" if cat == "coverage_overlap" else "gap_samples") or []
+                if samples:
+                    first = json.dumps(samples[0], ensure_ascii=False)
+            t.add_row(describe_category(cat), sev, str(n), first[:120])
+        console.print(t)
+    for note in rep.get("notes") or []:
+        console.print(f"note: {note}")
+
+
+def ingest_cmd(
+    layer: str = typer.Argument(..., help="Target layer (see `geobase layers list`)."),
+    path: Path = typer.Argument(..., help="File, folder, .zip or .gdb to load."),
+    mode: str = typer.Option("replace", "--mode", help="replace | append | upsert | delete"),
+    crs: str = typer.Option(None, "--crs", help="CRS of the file when it states none (e.g. EPSG:4527)."),
+    encoding: str = typer.Option(None, "--encoding", help="Text encoding of a .dbf (overrides .cpg / detection)."),
+    source_layer: str = typer.Option(None, "--layer", help="Layer inside a GeoPackage/FileGDB/zip."),
+    on_error: str = typer.Option("reject", "--on-error", help="reject (refuse the file) | skip (drop bad rows) | keep"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and report without writing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+) -> None:
+    """Load a department's delivery as a new version of LAYER, with checks and a quality report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from geobase.errors import GeobaseError
+    from geobase.ingest.pipeline import ingest
+
+    settings = get_settings()
+    import getpass
+
+    user = getpass.getuser()
+    if as_json:
+        try:
+            res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
+                         on_error=on_error, dry_run=dry_run, user=user)
+        except GeobaseError as exc:
+            typer.echo(json.dumps({"error": exc.code, "message": exc.message, "parameter": exc.parameter,
+                                   "report": exc.details.get("report")}, ensure_ascii=False, default=str))
+            raise
+        typer.echo(json.dumps(res.as_dict(), ensure_ascii=False, default=str, indent=2))
+        return
+    console = _console()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} features"),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task(f"{layer} <- {path.name}", total=None, rate="")
+
+        def progress(done: int, total: int | None) -> None:
+            elapsed = prog.tasks[0].elapsed or 1e-9
+            prog.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} features/s")
+
+        try:
+            res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
+                         on_error=on_error, dry_run=dry_run, user=user, progress=progress)
+        except GeobaseError as exc:
+            rep = exc.details.get("report")
+            prog.stop()
+            if rep and (rep.get("errors") or rep.get("warnings")):
+                print_report({"layer": layer, "source_name": path.name, "report": rep, "dry_run": True}, console)
+            raise
+    print_report(res.as_dict(), console)
+
+
+def versions_cmd(layer: str = typer.Argument(...),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the versions of LAYER (source file, checksum, counts, who, when)."""
+    from rich.table import Table
+
+    from geobase.versions import dumps, list_versions
+
+    rows = list_versions(get_settings(), layer)
+    if as_json:
+        typer.echo(dumps(rows))
+        return
+    t = Table(title=f"versions of {layer}")
+    for c in ("version", "mode", "source", "checksum", "rows", "+", "-", "~", "by", "created", "problems"):
+        t.add_column(c)
+    for r in rows:
+        probs = sum((r.get("errors") or {}).values()) + sum((r.get("warnings") or {}).values())
+        t.add_row(f"{r['version']}{' *' if r['current'] else ''}", r["mode"] + (f" of {r['restored_from']}" if r["restored_from"] else ""),
+                  r["source_name"] or "", (r["source_checksum"] or "")[:12], str(r["rows_total"]), str(r["rows_added"]),
+                  str(r["rows_removed"]), str(r["rows_changed"]), r["created_by"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                  str(probs))
+    _console().print(t)
+
+
+def diff_cmd(layer: str = typer.Argument(...), v1: int = typer.Argument(...), v2: int = typer.Argument(...),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Compare two versions: added/removed/changed features and area moving between classes."""
+    from rich.table import Table
+
+    from geobase.versions import diff, dumps
+
+    d = diff(get_settings(), layer, v1, v2)
+    if as_json:
+        typer.echo(dumps(d))
+        return
+    typer.echo(f"{layer} v{v1} -> v{v2}: +{d.get('added')} added, -{d.get('removed')} removed, "
+               f"~{d.get('changed')} changed, {d.get('unchanged')} unchanged")
+    if d.get("class_changes"):
+        t = Table(title=f"area moving between {d['class_field']} classes (m², ellipsoidal)")
+        for c in ("from", "to", "area m²", "mu"):
+            t.add_column(c)
+        for r in d["class_changes"]:
+            t.add_row(str(r["from"]), str(r["to"]), f"{r['area_m2']:,.2f}", f"{r['area_m2'] * 15 / 10000:,.2f}")
+        _console().print(t)
+
+
+def rollback_cmd(layer: str = typer.Argument(...), version: int = typer.Argument(...),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Create a new version of LAYER whose content equals VERSION."""
+    import getpass
+
+    from geobase.versions import dumps, rollback
+
+    r = rollback(get_settings(), layer, version, user=getpass.getuser())
+    if as_json:
+        typer.echo(dumps(r))
+        return
+    typer.echo(f"{layer}: version {r['version']} restores version {version} "
+               f"(+{r.get('added', 0)} -{r.get('removed', 0)} ~{r.get('changed', 0)})")
+
+
+@sample_app.command("generate")
+def sample_generate(
+    parcels: int = typer.Option(8000, "--parcels", help="Number of land-use parcels."),
+    seed: int = typer.Option(20261122, "--seed", help="Random seed (same seed, same files)."),
+    out: Path = typer.Option(Path("sample_data/county"), "--out", help="Output directory."),
+) -> None:
+    """Generate the synthetic sample county (deterministic)."""
+    from geobase.sample_data.generate import generate
+
+    m = generate(out, parcels=parcels, seed=seed)
+    typer.echo(f"sample county written to {out} ({json.dumps(m.get('counts'), ensure_ascii=False)})")
+
+
+@sample_app.command("ingest")
+def sample_ingest(directory: Path = typer.Option(None, "--dir", help="County directory (default: the shipped one).")) -> None:
+    """Ingest the sample county (skips files already loaded)."""
+    from geobase.ingest.sample import ingest_sample_county
+
+    ingest_sample_county(get_settings(), echo=typer.echo, directory=directory)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_cmd)
+    app.add_typer(sample_app, name="sample")
+    layers_app.command("versions")(versions_cmd)
+    layers_app.command("diff")(diff_cmd)
+    layers_app.command("rollback")(rollback_cmd)

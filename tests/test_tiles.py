@@ -3,9 +3,11 @@ tile matrix sets; cache/ETag behaviour across a new version; client errors."""
 
 from __future__ import annotations
 
-import gzip
+import json
+import re
 
 import mapbox_vector_tile
+import numpy as np
 import psycopg
 import pytest
 
@@ -46,10 +48,214 @@ def decode(resp):
     return mapbox_vector_tile.decode(resp.content)
 
 
-def test_smoke(server):
+
+def db_keys(settings, layer, tms, z, row, col) -> set[str]:
+    """Keys of the layer's current rows intersecting the tile, straight from the database."""
+    xmin, ymin, xmax, ymax = tms.bounds(z, row, col)
+    col_name = "geom_3857" if tms.srid == 3857 else "geom"
+    with psycopg.connect(database_url(settings)) as conn:
+        rows = conn.execute(
+            f'SELECT _key FROM data."{layer}" WHERE _vto IS NULL AND ST_Intersects({col_name}, '
+            f"ST_MakeEnvelope(%s, %s, %s, %s, %s))", (xmin, ymin, xmax, ymax, tms.srid)).fetchall()
+    return {r[0] for r in rows}
+
+
+def get_tile(c, tms, z, row, col, layers="land_use"):
+    if layers == "onemap":
+        return c.get(f"/map/tiles/{tms.id}/{z}/{row}/{col}")
+    return c.get(f"/collections/{layers}/tiles/{tms.id}/{z}/{row}/{col}")
+
+
+@pytest.mark.parametrize("tms,z", [(WEB_MERCATOR_QUAD, 13), (WEB_MERCATOR_QUAD, 15), (CGCS2000_QUAD, 13),
+                                   (CGCS2000_QUAD, 15)])
+def test_land_use_tile_matches_database(server, county, tms, z):
+    row, col = tile_xy(tms, z, LON0 + 0.0312, LAT0 + 0.0377)
     with server.client() as c:
-        z = 14
-        row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.03, LAT0 + 0.03)
-        r = c.get(f"/tiles/land_use/{z}/{col}/{row}.mvt")
-        print(r.status_code, r.headers, len(r.content))
-        print(decode(r).keys())
+        layer = decode(get_tile(c, tms, z, row, col))["land_use"]
+    keys = {f["properties"]["_key"] for f in layer["features"]}
+    expected = db_keys(county, "land_use", tms, z, row, col)
+    assert expected and keys == expected
+    for f in layer["features"]:
+        props = f["properties"]
+        assert props["dlbm"] == LAND_CODES[int(props["_key"][2:4]) % len(LAND_CODES)]
+        # detail attributes from detail_zoom 13; owner names are hidden from the public
+        assert {"bsm", "dlmc", "zldwmc", "tbmj"} <= set(props)
+        assert "qsdwmc" not in props and "qsdwdm" not in props
+        assert f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    # a parcel's tile geometry is its square: 4 distinct corners inside the 4096 extent (+buffer)
+    ring = layer["features"][0]["geometry"]["coordinates"][0]
+    assert len({tuple(p) for p in ring}) == 4
+    assert all(-64 <= v <= 4096 + 64 for p in ring for v in p)
+
+
+def test_attributes_follow_zoom(server, county):
+    z = 12
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
+    with server.client() as c:
+        layer = decode(get_tile(c, WEB_MERCATOR_QUAD, z, row, col))["land_use"]
+    props = layer["features"][0]["properties"]
+    assert set(props) == {"_key", "dlbm"}  # below detail_zoom only the class
+
+
+def test_low_zoom_land_use_is_aggregated_by_class(server, county):
+    z = 9  # z < 12: dominant class per 2-pixel cell, every class still drawn
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
+    with server.client() as c:
+        r = get_tile(c, WEB_MERCATOR_QUAD, z, row, col)
+        layer = decode(r)["land_use"]
+    classes = {f["properties"]["dlbm"] for f in layer["features"]}
+    assert classes == set(LAND_CODES)
+    assert all(set(f["properties"]) == {"dlbm"} for f in layer["features"])
+    assert len(r.content) < 500 * 1024
+
+
+def test_below_layer_minzoom_is_empty(server):
+    row, col = tile_xy(WEB_MERCATOR_QUAD, 7, LON0 + 0.05, LAT0 + 0.05)  # land_use minzoom 8
+    with server.client() as c:
+        r = get_tile(c, WEB_MERCATOR_QUAD, 7, row, col)
+    assert r.status_code == 204 and r.headers["etag"]
+
+
+@pytest.mark.parametrize("tms", [WEB_MERCATOR_QUAD, CGCS2000_QUAD])
+def test_composite_tile_carries_every_visible_layer(server, county, tms):
+    z = 14
+    row, col = tile_xy(tms, z, LON0 + 0.05, LAT0 + 0.07)  # lake, parcels; control lines are internal
+    with server.client() as c:
+        tile = decode(get_tile(c, tms, z, row, col, "onemap"))
+        xyz = c.get(f"/tiles/onemap/{z}/{col}/{row}.mvt", params={"tms": tms.id})
+        assert decode(xyz).keys() == tile.keys()
+        hidden = c.get(f"/tiles/control_lines/{z}/{col}/{row}.mvt", params={"tms": tms.id})
+        assert hidden.status_code == 404
+    assert set(tile) == {"land_use", "water_areas"}
+    assert {f["properties"]["_key"] for f in tile["water_areas"]["features"]} == {"W1"}
+    assert tile["water_areas"]["features"][0]["properties"]["kind"] == "lake"
+    assert {f["properties"]["_key"] for f in tile["land_use"]["features"]} == db_keys(county, "land_use", tms, z, row, col)
+
+
+def test_errors(server):
+    with server.client() as c:
+        assert c.get("/tiles/land_use/30/0/0.mvt").status_code == 400
+        r = c.get("/tiles/land_use/3/8/0.mvt")
+        assert r.status_code == 400 and r.json()["parameter"] == "tileCol"
+        assert c.get("/tiles/land_use/3/0/-1.mvt").status_code == 400
+        assert c.get("/tiles/land_use/a/0/0.mvt").status_code == 400
+        assert c.get("/tiles/nope/3/0/0.mvt").status_code == 404
+        assert c.get("/tiles/land_use,nope/3/0/0.mvt").status_code == 404
+        assert c.get("/collections/nope/tiles/WebMercatorQuad/3/0/0").status_code == 404
+        assert c.get("/collections/land_use/tiles/NoSuchGrid/3/0/0").status_code == 404
+        assert c.get("/map/tiles/CGCS2000Quad/1/1/0").status_code == 400  # level 1 has one row
+        assert c.get("/map/tiles/CGCS2000Quad/0/0/0").status_code == 400  # and there is no level 0
+        assert c.get("/tiles/dem/relief/10/0/0.png").status_code == 400
+
+
+def test_tile_matrix_sets_and_tilejson(server):
+    with server.client() as c:
+        ids = {t["id"] for t in c.get("/tileMatrixSets").json()["tileMatrixSets"]}
+        assert ids == {"WebMercatorQuad", "CGCS2000Quad"}
+        cg = c.get("/tileMatrixSets/CGCS2000Quad").json()
+        level1 = cg["tileMatrices"][0]
+        assert (level1["id"], level1["matrixWidth"], level1["matrixHeight"], level1["cellSize"]) == ("1", 2, 1, 180 / 256)
+        assert cg["crs"].endswith("/4490")
+        ts = c.get("/collections/land_use/tiles/WebMercatorQuad").json()
+        assert ts["dataType"] == "vector" and ts["layers"][0]["id"] == "land_use"
+        tj = c.get("/tiles/land_use,water_areas.json").json()
+        assert tj["tilejson"] == "3.0.0" and [v["id"] for v in tj["vector_layers"]] == ["land_use", "water_areas"]
+        assert tj["tiles"][0].endswith("/tiles/land_use,water_areas/{z}/{x}/{y}.mvt")
+        assert tj["bounds"][0] == pytest.approx(LON0)
+        assert c.get("/tiles/control_lines.json").status_code == 404
+
+
+def test_etag_gzip_and_cache(server):
+    row, col = tile_xy(WEB_MERCATOR_QUAD, 14, LON0 + 0.03, LAT0 + 0.03)
+    url = f"/tiles/land_use/14/{col}/{row}.mvt"
+    with server.client() as c:
+        first = c.get(url, headers={"Accept-Encoding": "gzip"})
+        again = c.get(url, headers={"Accept-Encoding": "gzip"})
+        assert again.headers["x-tile-cache"] == "hit" and again.headers["etag"] == first.headers["etag"]
+        assert again.headers["content-encoding"] == "gzip"
+        assert again.content == first.content
+        plain = c.get(url, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == first.content
+        not_modified = c.get(url, headers={"If-None-Match": first.headers["etag"]})
+        assert not_modified.status_code == 304 and not not_modified.content
+        assert "max-age" in first.headers["cache-control"]
+
+
+def test_new_version_changes_only_affected_tiles(new_db, live_server):
+    s = new_db()
+    load_test_county(s, dem=False)
+    srv = live_server(s)
+    z = 12  # the lake lies inside one tile
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.07)
+    urls = {n: f"/tiles/{n}/{z}/{col}/{row}.mvt" for n in ("water_areas", "land_use", "onemap")}
+    with srv.client() as c:
+        before = {n: c.get(u) for n, u in urls.items()}
+        assert all(r.status_code == 200 for r in before.values())
+        # the lake moves 0.002° east in a new version of water_areas
+        with psycopg.connect(database_url(s)) as conn:
+            commit_version(conn, "water_areas", water_rows(shift=0.002))
+            conn.commit()
+        after = {n: c.get(u) for n, u in urls.items()}
+    assert after["water_areas"].headers["etag"] != before["water_areas"].headers["etag"]
+    assert after["water_areas"].content != before["water_areas"].content
+    assert after["onemap"].headers["etag"] != before["onemap"].headers["etag"]
+    assert after["land_use"].headers["etag"] == before["land_use"].headers["etag"]
+    assert after["land_use"].headers["x-tile-cache"] == "hit"
+    old = decode(before["water_areas"])["water_areas"]["features"][0]["geometry"]["coordinates"][0]
+    new = decode(after["water_areas"])["water_areas"]["features"][0]["geometry"]["coordinates"][0]
+    assert min(p[0] for p in new) > min(p[0] for p in old) and max(p[0] for p in new) > max(p[0] for p in old)
+
+
+def test_dem_tiles(server, county):
+    from geobase.tiles.raster import slope_degrees
+
+    z = 13
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
+    with server.client() as c:
+        for style in ("hillshade", "elevation", "slope"):
+            r = c.get(f"/tiles/dem/{style}/{z}/{col}/{row}.png")
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+            assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
+        ogc = c.get(f"/collections/dem/tiles/WebMercatorQuad/{z}/{row}/{col}", params={"style": "slope"})
+        assert ogc.status_code == 200 and ogc.content == c.get(f"/tiles/dem/slope/{z}/{col}/{row}.png").content
+        far = c.get(f"/tiles/dem/hillshade/{z}/0/0.png")
+        assert far.status_code == 204
+    # the plane rises 1 m per 10 m eastwards: slope atan(0.1) = 5.71° in ground metres
+    path = county.data_path / "rasters" / "dem_v1.tif"
+    slope = slope_degrees(path, z, col, row, WEB_MERCATOR_QUAD)
+    assert abs(float(np.median(slope)) - 5.71) < 0.2
+
+
+def test_style_and_legend(server):
+    with server.client() as c:
+        style = c.get("/map/style.json").json()
+        assert c.get("/styles/onemap.json").json()["layers"] == style["layers"]
+        legend = c.get("/legend").json()
+        html = c.get("/legend", params={"f": "html"})
+    fill = next(l for l in style["layers"] if l["id"] == "land_use-fill")
+    expr = fill["paint"]["fill-color"]
+    assert expr[0] == "match" and expr[expr.index("0101") + 1] == "#f3e46e"
+    ids = [l["id"] for l in style["layers"]]
+    assert ids.index("dem-hillshade") < ids.index("land_use-fill") < ids.index("water_areas-fill")
+    assert "control_lines-outline" not in ids  # internal layer, public caller
+    text = json.dumps(style)
+    urls = re.findall(r"https?://[^\"{]+", text)
+    assert urls and all(u.startswith(server.url) for u in urls)
+    assert "glyphs" not in style and "sprite" not in style
+    lu = next(e for e in legend["layers"] if e["layer"] == "land_use")
+    assert {"code": "0101", "color": "#f3e46e"}.items() <= next(c for c in lu["classes"] if c["code"] == "0101").items()
+    assert html.status_code == 200 and "#f3e46e" in html.text
+
+
+def test_cache_eviction_keeps_size_bound(tmp_path):
+    from geobase.tiles.cache import TileCache
+
+    cache = TileCache(tmp_path, max_bytes=2500)
+    for i in range(5):
+        cache.put(f"{i:040d}", b"x" * 1000)
+        if i == 1:
+            cache.get(f"{0:040d}")  # touch 0: 1 is now the oldest
+    assert cache.total_bytes <= 2500
+    assert cache.get(f"{0:040d}") is None or cache.get(f"{1:040d}") is None
+    assert cache.get(f"{4:040d}") == b"x" * 1000
+    assert sum(1 for _ in tmp_path.glob("*/*")) == 2

@@ -108,7 +108,8 @@ def slope_degrees(path: Path, z: int, x: int, y: int, tms: TileMatrixSet) -> np.
     from rio_tiler.io import Reader
 
     with Reader(str(path)) as src:
-        img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear")
+        img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
+                       reproject_method="bilinear")
     elev = img.data[0].astype("float64")
     span = tms.tile_span(z)
     ymax = tms.origin[1] - y * span

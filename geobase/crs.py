@@ -1,0 +1,118 @@
+"""Coordinate reference systems of the features API (OGC API - Features Part 2).
+
+The storage CRS is CGCS2000 geographic (EPSG:4490). Clients may ask for output (``crs``),
+give a ``bbox`` (``bbox-crs``) or write CQL2 geometry literals (``filter-crs``) in any of:
+
+* OGC CRS84 (lon/lat, the default of the standard),
+* EPSG:4490 (CGCS2000) and EPSG:4326 (WGS 84) — both *lat/lon* ordered per their EPSG
+  definition, which is what the standard requires when they are named by URI,
+* EPSG:3857 (Web Mercator),
+* the CGCS2000 Gauss-Kruger zones that cover the data (3° and 6°, with and without the zone
+  number prefix in the easting), computed from the layers' extents — the CRSs local surveys
+  deliver in.
+
+Axis order is taken from the EPSG definition through pyproj, so e.g. the GK zones (defined
+northing, easting) are honoured exactly as GDAL and other OGC clients expect.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+from pyproj import CRS as ProjCRS
+
+from geobase.errors import InvalidInput
+
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CRS84H = "http://www.opengis.net/def/crs/OGC/0/CRS84h"
+EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
+STORAGE_CRS = EPSG_URI.format(4490)
+BASE_CRS = [CRS84, EPSG_URI.format(4490), EPSG_URI.format(4326), EPSG_URI.format(3857)]
+#: longitude span of the CGCS2000 GK EPSG definitions (central meridians 75E..135E)
+GK_MIN_CM, GK_MAX_CM = 75, 135
+
+
+@dataclass(frozen=True)
+class Crs:
+    """A resolved CRS: its URI, the SRID PostGIS transforms to, and whether axes are flipped
+    (first axis north/south, i.e. lat/lon or northing/easting) relative to PostGIS x/y."""
+
+    uri: str
+    srid: int
+    flip: bool
+
+    @property
+    def geographic(self) -> bool:
+        return self.srid in (4326, 4490)
+
+    @property
+    def default_precision(self) -> int:
+        """Decimals that keep ~1 cm: 7 for degrees, 2 for metres."""
+        return 7 if self.geographic else 2
+
+
+def gk_zones(extent: Iterable[float] | None) -> list[int]:
+    """EPSG codes of the CGCS2000 Gauss-Kruger zones overlapping a lon/lat extent.
+
+    3° zones with zone prefix 4513 + (cm-75)/3 (zone 39, 117E = 4527), without prefix
+    4534 + (cm-75)/3 (117E = 4548); 6° zones with prefix 4491 + (zone-13) (zone 20 = 4498),
+    without prefix 4502 + (zone-13) (117E = 4509)."""
+    if not extent:
+        return []
+    minx, _miny, maxx, _maxy = list(extent)
+    codes: list[int] = []
+    cm3 = range(int(round(minx / 3)) * 3, int(round(maxx / 3)) * 3 + 1, 3)
+    for cm in cm3:
+        if GK_MIN_CM <= cm <= GK_MAX_CM:
+            i = (cm - GK_MIN_CM) // 3
+            codes += [4513 + i, 4534 + i]
+    for zone in range(int(math.floor(minx / 6)) + 1, int(math.floor(maxx / 6)) + 2):
+        if 13 <= zone <= 23:
+            codes += [4491 + zone - 13, 4502 + zone - 13]
+    return sorted(set(codes))
+
+
+def supported_uris(extent: Iterable[float] | None) -> list[str]:
+    """The CRS list of a collection: the base CRSs plus the GK zones covering its extent."""
+    return BASE_CRS + [EPSG_URI.format(c) for c in gk_zones(extent)]
+
+
+_URI_RE = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
+_CURIE_RE = re.compile(r"^\[?EPSG:(\d+)\]?$", re.I)
+
+
+@lru_cache(maxsize=256)
+def _flip(srid: int) -> bool:
+    axis = ProjCRS.from_epsg(srid).axis_info
+    return bool(axis) and axis[0].direction.lower() in ("north", "south")
+
+
+def parse_crs(value: str | None, parameter: str, allowed: Iterable[str] | None = None) -> Crs:
+    """Resolve a CRS URI (or ``EPSG:n`` CURIE) the API supports; None means CRS84.
+
+    ``allowed`` restricts to a collection's CRS list; anything else is a 400 naming the
+    parameter and the CRSs that would work."""
+    if value is None or value.strip() == "" or value.strip() in (CRS84, CRS84H, "CRS84", "OGC:CRS84"):
+        return Crs(CRS84, 4326, False)
+    v = value.strip()
+    m = _URI_RE.match(v) or _CURIE_RE.match(v)
+    if not m:
+        raise InvalidInput(f"{parameter}: {value!r} is not a CRS URI (e.g. {CRS84} or {EPSG_URI.format(4490)})",
+                           parameter=parameter)
+    srid = int(m.group(1))
+    uri = EPSG_URI.format(srid)
+    allowed = list(allowed) if allowed is not None else None
+    if allowed is not None and uri not in allowed:
+        raise InvalidInput(f"{parameter}: {value!r} is not supported here; supported: {', '.join(allowed)}",
+                           parameter=parameter)
+    if allowed is None and uri not in BASE_CRS and srid not in gk_zones([GK_MIN_CM - 1.5, 0, GK_MAX_CM + 1.5, 0]):
+        raise InvalidInput(f"{parameter}: EPSG:{srid} is not supported", parameter=parameter)
+    try:
+        flip = _flip(srid)
+    except Exception:  # pyproj without that code: refuse rather than guess the axis order
+        raise InvalidInput(f"{parameter}: EPSG:{srid} is unknown to this server", parameter=parameter) from None
+    return Crs(uri, srid, flip)

@@ -113,7 +113,7 @@ def test_masked_attributes_absent_for_the_public_everywhere(sec, label, masked):
             assert (attr in text) is not masked, f"{path} as {label}: {attr} masked={masked}"
             if masked:
                 assert f"{attr}-x" not in text
-        if "properties" in text:
+        if "/items" in path:  # feature values too
             assert ("qsdwmc-x" in text) is not masked
     if checked == 0:
         pytest.skip("no land_use feature endpoint yet")
@@ -386,3 +386,58 @@ def test_cli_departments_keys_share_and_audit(sec):
     r = _cli(settings, "audit", "--who", created["id"], "--since", "2000-01-01", "--json")
     assert r.returncode == 0
     assert _cli(settings, "audit", "--since", "yesterday").returncode == 2
+
+
+# --- composite tiles and the tile cache ---------------------------------------------------------
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    import math
+
+    n = 2 ** z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def _mvt_layers(content: bytes) -> dict:
+    import gzip
+
+    import mapbox_vector_tile
+
+    if content[:2] == b"\x1f\x8b":
+        content = gzip.decompress(content)
+    return mapbox_vector_tile.decode(content) if content else {}
+
+
+COMPOSITE_TILES = ["/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
+                   "/tiles/land_use,forest,rivers,water_areas,control_lines,planning_zones/{z}/{x}/{y}.mvt"]
+
+
+@pytest.mark.parametrize("template", COMPOSITE_TILES)
+def test_composite_tiles_omit_hidden_layers_and_cache_never_leaks(sec, template):
+    srv, tokens, _ = sec
+    x, y = _tile_of(112.905, 28.105, 12)
+    path = template.format(z=12, x=x, y=y)
+    if _get(srv, path, "admin", tokens).status_code in (404, 405):
+        pytest.skip(f"{template} not present")
+    # the most privileged caller first, so a cache keyed wrongly would hand its tile to the others
+    order = ["admin", "water_resources:viewer", "forestry:viewer", "planning:viewer", "public",
+             "water_resources:analyst", "public"]
+    for label in order:
+        r = _get(srv, path, label, tokens)
+        expected = expected_for(label) & {"land_use", "forest", "rivers", "water_areas", "control_lines",
+                                          "planning_zones", "admin_divisions"}
+        if "/tiles/land_use" in template:
+            named = {"land_use", "forest", "rivers", "water_areas", "control_lines", "planning_zones"}
+            if not named <= expected:  # naming a hidden layer is "not found", like any hidden layer
+                assert r.status_code == 404, (label, r.status_code)
+                continue
+            expected &= named
+        assert r.status_code in (200, 204), (label, r.status_code, r.text[:300])
+        layers = _mvt_layers(r.content)
+        assert set(layers) <= expected, f"{label} got hidden layers {set(layers) - expected}"
+        assert set(layers) == expected, f"{label}: tile lacks visible layers {expected - set(layers)}"
+        if "land_use" in layers:
+            props = layers["land_use"]["features"][0]["properties"]
+            if label == "public":  # tiles carry only the spec's tile attributes; never a masked one
+                assert not {"qsdwmc", "qsdwdm"} & set(props), (label, props)

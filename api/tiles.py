@@ -265,10 +265,8 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
         path = raster_tiles.cog_path(metadata, settings.data_path)
         nodata = spec.raster.nodata if spec.raster else None
         png = await asyncio.to_thread(raster_tiles.render_dem_tile, path, style, tms, z, x, y, nodata)
-        body = png or b""
+        body = png or raster_tiles.transparent_png()
         cache.put(key, body)
-    if not body:
-        return Response(status_code=204, headers=headers)
     return Response(body, media_type="image/png", headers=headers)
 
 
@@ -282,10 +280,11 @@ async def _style(request: Request, conn, registry: Registry, principal: Principa
         if not row or row[0] is None:
             dem = None
     extent = await _extents(conn, [s.name for s in specs])
+    dem_bounds = await _extents(conn, [dem.name]) if dem is not None else None
     center, zoom = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), 10.0
     if not extent:
         center, zoom = (105.0, 35.0), 3.0
-    return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom)
+    return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds)
 
 
 @router.get("/styles/onemap.json", summary="MapLibre style of the one map")

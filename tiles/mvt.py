@@ -16,8 +16,8 @@ Generalisation by zoom, all decided from the layer spec:
   * polygons smaller than ``tiles.min_area_px`` pixels are dropped;
   * coverage layers (land use: a million parcels tiling the county) below
     :data:`AGGREGATE_BELOW` are drawn as a grid of 2-pixel cells, each coloured by the class
-    holding most area among the parcels centred in it (parcels larger than a few cells are
-    drawn as themselves), so a z8 tile of the whole county still draws the land-use picture
+    holding most area among the parcels centred in it (parcels whose bounding box covers a
+    cell or more are drawn as themselves), so a z8 tile of the whole county still draws the land-use picture
     in a few hundred kilobytes.
 
 Geometry is ``geom_3857`` for WebMercatorQuad and the stored ``geom`` (EPSG:4490) for the
@@ -107,7 +107,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
     cf = sql.Identifier(_class_field(spec))
     xmin, ymin, xmax, ymax = bounds
     cell = (xmax - xmin) / CELLS_PER_TILE
-    big = cell * cell * 4
+    big = cell * cell  # parcels with a bbox of at least one cell are drawn as themselves
     px = tms.tile_span(z) / 256
     filters = [sql.SQL("_vto IS NULL")]
     if plan.hidden_classes:

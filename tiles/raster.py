@@ -10,6 +10,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+# imported at module load: a lazy import from several tile threads at once races in rio_tiler
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.utils import render
 
 from geobase.errors import InvalidInput, NotFound
 from geobase.tiles.tms import TileMatrixSet
@@ -42,9 +46,12 @@ def _ramp(values: np.ndarray, ramp) -> np.ndarray:
     return out
 
 
-def _png(rgba: np.ndarray) -> bytes:
-    from rio_tiler.utils import render
+def transparent_png() -> bytes:
+    """An empty 256x256 tile: browsers draw it without the error a 204 image would raise."""
+    return _png(np.zeros((256, 256, 4), dtype="uint8"))
 
+
+def _png(rgba: np.ndarray) -> bytes:
     return render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
 
 
@@ -56,9 +63,6 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
     if tms.id != "WebMercatorQuad":
         raise InvalidInput("DEM tiles are served in WebMercatorQuad only", parameter="tileMatrixSetId")
     tms.validate(z, y, x)
-    from rio_tiler.errors import TileOutsideBounds
-    from rio_tiler.io import Reader
-
     if not path.exists():
         raise NotFound(f"the DEM file of the current version is missing ({path.name})", parameter="layer")
     try:
@@ -105,8 +109,6 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
 
 def slope_degrees(path: Path, z: int, x: int, y: int, tms: TileMatrixSet) -> np.ndarray:
     """Slope in degrees on the tile grid (exposed for tests and analyses)."""
-    from rio_tiler.io import Reader
-
     with Reader(str(path)) as src:
         img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
                        reproject_method="bilinear")

@@ -60,7 +60,8 @@ def map_layers(spec: LayerSpec, registry: Registry, source: str) -> list[dict]:
 
 
 def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: LayerSpec | None = None,
-                 center: tuple[float, float] = (105.0, 35.0), zoom: float = 4.0) -> dict:
+                 center: tuple[float, float] = (105.0, 35.0), zoom: float = 4.0,
+                 dem_bounds: list[float] | None = None) -> dict:
     """The style document; ``root`` is this server's absolute base URL (MapLibre needs absolute
     tile URLs)."""
     vector = sorted((s for s in specs if s.kind == "vector"), key=lambda s: (s.style.order, s.name))
@@ -69,6 +70,8 @@ def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: 
     if dem is not None:
         sources["dem"] = {"type": "raster", "tiles": [f"{root}/tiles/dem/hillshade/{{z}}/{{x}}/{{y}}.png"],
                           "tileSize": 256, "minzoom": dem.tiles.minzoom, "maxzoom": dem.tiles.maxzoom}
+        if dem_bounds:
+            sources["dem"]["bounds"] = list(dem_bounds)
         layers.append({"id": HILLSHADE_ID, "type": "raster", "source": "dem",
                        "metadata": {"geobase:layer": dem.name, "geobase:department": dem.department},
                        "paint": {"raster-opacity": dem.style.opacity}})

@@ -114,6 +114,7 @@
   async function main() {
     status("loading…");
     const [config, legend] = await Promise.all([getJSON("/map/config"), getJSON("/legend")]);
+    const startHash = location.hash;
     const map = new maplibregl.Map({container: "map", style: config.style, hash: true, attributionControl: false,
                                      doubleClickZoom: false});
     window.geobaseMap = map;
@@ -128,7 +129,7 @@
       map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
       map.addLayer({id: "draw-pts", type: "circle", source: "draw", filter: ["==", "$type", "Point"], paint: {"circle-color": "#ff00ff", "circle-radius": 4}});
       // start at the data when the URL does not say where
-      if (!location.hash) {
+      if (!startHash) {
         const exts = config.departments.flatMap((d) => d.layers).filter((l) => l.extent && l.kind === "vector").map((l) => l.extent);
         if (exts.length) {
           const b = [Math.min(...exts.map((e) => e[0])), Math.min(...exts.map((e) => e[1])), Math.max(...exts.map((e) => e[2])), Math.max(...exts.map((e) => e[3]))];

@@ -1,0 +1,108 @@
+"""The web map in headless Chromium: it loads from this server alone, draws the land-use
+colours and the control-line outlines, logs no errors, and no request leaves localhost."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from conftest import ARTIFACTS
+from test_tiles_data import LAND_COLOURS, load_test_county
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-gl=swiftshader", "--enable-unsafe-swiftshader"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None, reason="needs /usr/bin/chromium"),
+]
+
+
+def hex_rgb(h: str) -> np.ndarray:
+    return np.array([int(h[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+
+
+def count_near(img: np.ndarray, colour: np.ndarray, tol: float) -> int:
+    return int((np.abs(img - colour).max(axis=-1) <= tol).sum())
+
+
+def count_fill(img: np.ndarray, colour: str, opacity: float = 0.75) -> int:
+    """Pixels of a semi-transparent fill over any light-grey underlay (background + hillshade)."""
+    c = hex_rgb(colour)
+    best = 0
+    for under in range(150, 250, 10):
+        best = max(best, count_near(img, opacity * c + (1 - opacity) * under, 12))
+    return best
+
+
+def test_map_page_draws_the_one_map(new_db, live_server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    s = new_db()
+    load_test_county(s, public_control_lines=True)  # an admin opened the control lines to the public
+    srv = live_server(s)
+    host = urlparse(srv.url).netloc
+    requests: list[str] = []
+    outside: list[str] = []
+    problems: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "map.png"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+
+        def route(r):
+            url = r.request.url
+            requests.append(url)
+            if urlparse(url).scheme in ("http", "https", "ws", "wss") and urlparse(url).netloc != host:
+                outside.append(url)
+                return r.abort()
+            return r.continue_()
+
+        page.route("**/*", route)
+        page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+        page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+        page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
+        page.goto(f"{srv.url}/map")
+        page.wait_for_function("window.geobaseReady === true", timeout=60_000)
+        page.wait_for_function("window.geobaseMap.areTilesLoaded()", timeout=30_000)
+        page.wait_for_timeout(500)
+        switcher = page.inner_text("#layer-list")
+        legend = page.inner_text("#legend-list")
+        page.screenshot(path=str(shot))
+        # the drawing tool reaches the site-check endpoint and shows its answer (or a clear message)
+        page.click("#draw-btn")
+        box = page.locator("#map").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        for dx, dy in ((-60, -60), (60, -60), (60, 60), (-60, 60)):
+            page.mouse.click(cx + dx, cy + dy)
+        page.click("#finish-btn")
+        page.wait_for_function("!['', 'checking…'].includes(document.getElementById('site-result').textContent)",
+                               timeout=60_000)
+        site = page.inner_text("#site-result")
+        browser.close()
+
+    assert not outside, f"requests left localhost: {outside}"
+    assert any("/tiles/onemap/" in u for u in requests) and any("/vendor/maplibre-gl/maplibre-gl.js" in u for u in requests)
+    assert any("/tiles/dem/hillshade/" in u for u in requests)
+    assert not problems, (problems, srv.logs()[-3000:])
+    assert "地类图斑" in switcher and "三区三线" in switcher and "v1" in switcher
+    assert "0101" in legend
+
+    import rasterio
+
+    with rasterio.open(shot) as src:
+        img = np.moveaxis(src.read()[:3], 0, -1).astype(float)
+    img = img[:, 330:]  # the map, right of the side panel
+    for code, colour in LAND_COLOURS.items():
+        assert count_fill(img, colour) > 2000, f"land-use colour of {code} ({colour}) not drawn"
+    red = count_near(img, hex_rgb("#d7191c"), 40)
+    purple = count_near(img, hex_rgb("#7b3294"), 40)
+    assert red > 300 and purple > 200, (red, purple)
+    assert site.strip() and ("Site check" in site or "not available" in site), site

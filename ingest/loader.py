@@ -168,6 +168,21 @@ class Staging:
             "gap_samples": [{"area_m2": round(r[0], 2), "at": [round(r[1], 7), round(r[2], 7)]} for r in gaps[:limit]],
         }
 
+    def existing_keys(self) -> tuple[int, list[str]]:
+        """Keys in the file (append mode) that are already current features."""
+        rows = self.conn.execute(sql.SQL(
+            "SELECT s._key FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
+        ).format(s=self.ident, d=table_ident(self.spec))).fetchall()
+        self.conn.commit()
+        return len(rows), [r[0] for r in rows[:20]]
+
+    def drop_keys_existing(self) -> int:
+        cur = self.conn.execute(sql.SQL(
+            "DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
+        ).format(s=self.ident, d=table_ident(self.spec)))
+        self.conn.commit()
+        return cur.rowcount
+
     def unknown_keys(self) -> tuple[int, list[str]]:
         """Keys in the file (delete mode) that are not current features."""
         rows = self.conn.execute(sql.SQL(

@@ -124,7 +124,8 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
         report.encoding, report.encoding_how = "UTF-8", f"{src.driver} text is UTF-8"
 
     try:
-        info = pyogrio.read_info(src.gdal_path, layer=src.layer, encoding=gdal_encoding, force_total_bounds=True)
+        info = pyogrio.read_info(src.gdal_path, layer=src.layer, encoding=gdal_encoding, force_total_bounds=True,
+                                 **src.open_options)
     except Exception as exc:
         raise InvalidInput(f"{path.name}: cannot be read: {str(exc).strip().splitlines()[0]}", parameter="path") from None
     if report.encoding is None and sniffer is None:
@@ -185,7 +186,8 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                 try:
                     with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
                                             columns=source_cols, batch_size=BATCH_SIZE,
-                                            use_pyarrow=True, return_fids=plan.uses_fid) as (_meta, reader):
+                                            use_pyarrow=True, return_fids=plan.uses_fid,
+                                            **src.open_options) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
                         for batch in reader:
@@ -206,6 +208,12 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                                 progress(done, total_features)
                 except InvalidInput:
                     raise
+                except UnicodeDecodeError as exc:
+                    raise InvalidInput(
+                        f"{path.name}: text is not valid {gdal_encoding or report.encoding} "
+                        f"(as {report.encoding_how or 'stated'}): {exc.reason} at byte {exc.start} of {exc.object[:20]!r}; "
+                        "pass --encoding (e.g. --encoding GBK)", parameter="encoding",
+                        details={"report": report.as_dict()}) from None
                 except Exception as exc:
                     raise InvalidInput(f"{path.name}: reading failed after {done} features: "
                                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
@@ -235,6 +243,16 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                     report.add_count("unknown_key", n_unknown - len(unk))
                 if n_unknown and on_error == "reject":
                     _refuse(report, path)
+            if mode == "append":
+                n_exist, ex = stg.existing_keys()
+                for k in ex:
+                    report.add("existing_key", None, k, f"key {k!r} is already a current feature")
+                if n_exist > len(ex):
+                    report.add_count("existing_key", n_exist - len(ex))
+                if n_exist:
+                    if on_error == "reject":
+                        _refuse(report, path)
+                    report.notes.append(f"append: dropped {stg.drop_keys_existing()} rows whose key already exists")
             n_dev, devs = stg.area_deviation()
             report.checks["area"] = {"tolerance": 0.05, "deviating": n_dev, "samples": devs,
                                      "field": spec.stated_area_field, "unit": spec.stated_area_unit}

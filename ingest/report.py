@@ -26,6 +26,7 @@ ERROR_CATEGORIES = {
     "duplicate_key": "feature key occurs more than once in the file",
     "outside_crs_area": "coordinates outside the CRS's area of use",
     "unknown_key": "key to delete is not a current feature",
+    "existing_key": "append: key is already a current feature (use --mode upsert)",
 }
 #: Categories reported but not refused.
 WARNING_CATEGORIES = {

@@ -31,6 +31,14 @@ VECTOR_SUFFIXES = {
     ".fgb": "FlatGeobuf", ".csv": "CSV", ".gdb": "OpenFileGDB",
 }
 RASTER_SUFFIXES = {".tif", ".tiff"}
+#: CSV: geometry from a WKT column or from lon/lat (x/y) columns.
+CSV_OPTIONS = {
+    "GEOM_POSSIBLE_NAMES": "wkt,geom,geometry,the_geom,shape",
+    "X_POSSIBLE_NAMES": "lon,lng,long,longitude,x,经度",
+    "Y_POSSIBLE_NAMES": "lat,latitude,y,纬度",
+    "KEEP_GEOM_COLUMNS": "NO",
+    "AUTODETECT_TYPE": "YES",
+}
 SHAPEFILE_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
@@ -45,6 +53,7 @@ class Source:
     files: list[Path] = field(default_factory=list)  # delivered files, for the checksum
     shapefile_members: dict[str, bytes | None] = field(default_factory=dict)  # .cpg/.dbf head/.prj
     available_layers: list[str] = field(default_factory=list)
+    open_options: dict[str, str] = field(default_factory=dict)  # GDAL dataset open options
 
     @property
     def is_shapefile(self) -> bool:
@@ -124,6 +133,16 @@ def _gdal_msg(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def check_shp_length(header: bytes, actual: int, where: str) -> None:
+    """Refuse a .shp shorter than its header says (a cut-off copy or upload)."""
+    if len(header) < 28 or header[:4] != b"\x00\x00\x27\x0a":
+        raise InvalidInput(f"{where}: the .shp is not a Shapefile (bad header)", parameter="path")
+    declared = int.from_bytes(header[24:28], "big") * 2
+    if actual < declared:
+        raise InvalidInput(f"{where}: the .shp is truncated: its header declares {declared} bytes but the file has "
+                           f"{actual}; deliver the complete file", parameter="path")
+
+
 def _shapefile_facts(read, stem: str, where: str) -> dict[str, bytes | None]:
     """Bytes of .cpg/.prj and the .dbf header, and the presence of .shx/.dbf, for one Shapefile."""
     facts: dict[str, bytes | None] = {}
@@ -192,7 +211,7 @@ def resolve(path: Path, *, source_layer: str | None = None, preferred_layers: li
     gdal_path = str(path)
     layers = _list_layers(gdal_path, where)
     return Source(path, gdal_path, _pick_layer(layers, source_layer, preferred, where), driver, [path],
-                  available_layers=layers)
+                  available_layers=layers, open_options=CSV_OPTIONS if driver == "CSV" else {})
 
 
 def _shapefile_source(given: Path, shp: Path, where: str) -> Source:
@@ -208,6 +227,8 @@ def _shapefile_source(given: Path, shp: Path, where: str) -> Source:
             return fh.read(limit) if limit else fh.read()
 
     facts = _shapefile_facts(read, str(directory / stem), where)
+    with open(shp, "rb") as fh:
+        check_shp_length(fh.read(100), shp.stat().st_size, where)
     files.append(shp)
     layers = _list_layers(str(shp), where)
     return Source(given, str(shp), layers[0] if layers else stem, "ESRI Shapefile", files, facts, layers)
@@ -241,6 +262,8 @@ def _zip_source(path: Path, source_layer: str | None, preferred: list[str], wher
                     return fh.read(limit) if limit else fh.read()
 
             facts = _shapefile_facts(read, base, f"{where}/{inner}")
+            with zf.open(inner) as fh:
+                check_shp_length(fh.read(100), zf.getinfo(inner).file_size, f"{where}/{inner}")
             gdal_path = f"/vsizip/{path}/{inner}"
             layers = _list_layers(gdal_path, where)
             return Source(path, gdal_path, layers[0] if layers else stem, "ESRI Shapefile", [path], facts, stems)

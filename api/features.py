@@ -302,8 +302,9 @@ async def queryables(request: Request, collectionId: str, f: str | None = Query(
 # items
 # ------------------------------------------------------------------------------------------
 _ITEM_PARAMS = dict(
-    limit=Query(None, description="Page size: 1..GEOBASE_MAX_LIMIT (default 100, max 10,000). Downloads "
-                "(csv/gpkg/fgb, download=true) are not paged: limit caps them only when given."),
+    limit=Query(None, ge=1, description="Page size: 1..GEOBASE_MAX_LIMIT (default 100, max 10,000). Downloads "
+                "(csv/gpkg/fgb, download=true) are not paged: limit caps them only when given.",
+                json_schema_extra={"default": 100, "maximum": 10_000}),
     bbox=Query(None, description="minx,miny,maxx,maxy (4 or 6 numbers) in bbox-crs axis order (default CRS84 lon/lat)"),
     datetime=Query(None, description="Instant or interval (RFC 3339, '..' open): the features as they were in the "
                    "layer version current at the instant (or at the end of the interval)"),
@@ -312,8 +313,8 @@ _ITEM_PARAMS = dict(
     properties=Query(None, description="Comma-separated properties to return"),
     sortby=Query(None, description="Comma-separated properties, prefix - for descending (+ or none ascending)"),
     skipGeometry=Query(None, description="true: features without geometry"),
-    precision=Query(None, description="Coordinate decimals (default 7 for degrees, 2 for metres)"),
-    distance=Query(None, description="Metres (ellipsoidal): features within this distance of point or geometry"),
+    precision=Query(None, ge=0, le=15, description="Coordinate decimals (default 7 for degrees, 2 for metres)"),
+    distance=Query(None, ge=0, description="Metres (ellipsoidal): features within this distance of point or geometry"),
     point=Query(None, description="lon,lat (CRS84) for distance"),
     geometry=Query(None, description="WKT geometry (CRS84) for distance"),
     cursor=Query(None, description="Paging token from next/prev links"),
@@ -321,6 +322,17 @@ _ITEM_PARAMS = dict(
     download=Query(None, description="true: the whole result as an attachment (not paged)"),
     f=Query(None, description="geojson (default), html, csv (WKT geometry), gpkg, fgb"),
 )
+
+
+def _streaming(request: Request, body, media_type: str, headers: dict) -> StreamingResponse:
+    """A streamed response, gzipped here (fast level, off the event loop) when the client
+    accepts it."""
+    if formats.accepts_gzip(request.headers.get("accept-encoding")):
+        headers = dict(headers, **{"Content-Encoding": "gzip"})
+        headers.pop("Content-Length", None)
+        body = formats.gzipped(body)
+    headers["Vary"] = headers.get("Vary", "Accept") + ", Accept-Encoding"
+    return StreamingResponse(body, media_type=media_type, headers=headers)
 
 
 class _Items:
@@ -335,8 +347,9 @@ class _Items:
 
     async def respond(self, q, fmt: str, download: bool, want_count: bool, conn, extra_etag=()):
         settings = self.settings
+        gz = formats.accepts_gzip(self.request.headers.get("accept-encoding"))
         etag = etag_for(self.spec.name, q.version, self.state.current_version, sorted(self.request.query_params.multi_items()),
-                        sorted(self.hidden), fmt, *extra_etag)
+                        sorted(self.hidden), fmt, gz, *extra_etag)
         headers = _cache_headers(self.principal, etag)
         headers["Content-Crs"] = f"<{q.out_crs.uri}>"
         if _not_modified(self.request, etag):
@@ -416,8 +429,8 @@ class _Items:
                 doc["version"] = q.version
             return b"]," + orjson.dumps(doc)[1:]
 
-        return StreamingResponse(formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(), tail),
-                                 media_type=GEOJSON, headers=headers)
+        return _streaming(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(), tail),
+                          GEOJSON, headers)
 
     async def _download(self, q, fmt: str, headers: dict):
         settings = self.settings
@@ -459,8 +472,8 @@ class _Items:
                 def tail() -> bytes:
                     return b'],"numberReturned":' + str(count["n"]).encode() + b"}"
 
-                return StreamingResponse(formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(), tail),
-                                         media_type=GEOJSON, headers=headers)
+                return _streaming(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(),
+                                                                     tail), GEOJSON, headers)
             if fmt == "csv":
                 async def body():
                     try:
@@ -470,7 +483,7 @@ class _Items:
                     finally:
                         release()
 
-                return StreamingResponse(body(), media_type=formats.MEDIA["csv"], headers=headers)
+                return _streaming(self.request, body(), formats.MEDIA["csv"], headers)
             driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[fmt]
             path = formats.temp_path(settings.data_path / "exports", ext)
             try:
@@ -499,7 +512,7 @@ class _Items:
             raise
 
 
-def _int(value: str | None, parameter: str) -> int | None:
+def _int(value: str | int | None, parameter: str) -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -508,7 +521,7 @@ def _int(value: str | None, parameter: str) -> int | None:
         raise InvalidInput(f"{parameter}: {value!r} is not an integer", parameter=parameter) from None
 
 
-def _float(value: str | None, parameter: str) -> float | None:
+def _float(value: str | float | None, parameter: str) -> float | None:
     if value is None or value == "":
         return None
     try:
@@ -529,15 +542,15 @@ def _items_params(request: Request, a: dict) -> ItemsParams:
             responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {},
                                          formats.MEDIA["gpkg"]: {}, formats.MEDIA["fgb"]: {}}}})
 async def items(request: Request, collectionId: str,
-                limit: str | None = _ITEM_PARAMS["limit"], bbox: str | None = _ITEM_PARAMS["bbox"],
+                limit: int | None = _ITEM_PARAMS["limit"], bbox: str | None = _ITEM_PARAMS["bbox"],
                 bbox_crs: str | None = Query(None, alias="bbox-crs", description="CRS URI of bbox (default CRS84)"),
                 datetime: str | None = _ITEM_PARAMS["datetime"], crs: str | None = _ITEM_PARAMS["crs"],
                 filter: str | None = _ITEM_PARAMS["filter"],
                 filter_lang: str | None = Query(None, alias="filter-lang", description="cql2-text (default) or cql2-json"),
                 filter_crs: str | None = Query(None, alias="filter-crs", description="CRS URI of geometries in filter"),
                 properties: str | None = _ITEM_PARAMS["properties"], sortby: str | None = _ITEM_PARAMS["sortby"],
-                skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: str | None = _ITEM_PARAMS["precision"],
-                distance: str | None = _ITEM_PARAMS["distance"], point: str | None = _ITEM_PARAMS["point"],
+                skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: int | None = _ITEM_PARAMS["precision"],
+                distance: float | None = _ITEM_PARAMS["distance"], point: str | None = _ITEM_PARAMS["point"],
                 geometry: str | None = _ITEM_PARAMS["geometry"], cursor: str | None = _ITEM_PARAMS["cursor"],
                 numberMatched: str | None = _ITEM_PARAMS["numberMatched"],
                 download: str | None = _ITEM_PARAMS["download"], f: str | None = _ITEM_PARAMS["f"],
@@ -564,7 +577,7 @@ async def items(request: Request, collectionId: str,
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature by its stable key")
 async def item(request: Request, collectionId: str, featureId: str,
                crs: str | None = _ITEM_PARAMS["crs"], datetime: str | None = _ITEM_PARAMS["datetime"],
-               properties: str | None = _ITEM_PARAMS["properties"], precision: str | None = _ITEM_PARAMS["precision"],
+               properties: str | None = _ITEM_PARAMS["properties"], precision: int | None = _ITEM_PARAMS["precision"],
                f: str | None = Query(None, description="geojson (default) or html"),
                conn: psycopg.AsyncConnection = Depends(get_conn),
                principal: Principal = Depends(get_principal),
@@ -609,9 +622,9 @@ async def item(request: Request, collectionId: str, featureId: str,
 async def changes(request: Request, collectionId: str,
                   from_: str = Query(..., alias="from", description="Version to compare from (0 = empty layer)"),
                   to: str | None = Query(None, description="Version to compare to (default: current)"),
-                  limit: str | None = _ITEM_PARAMS["limit"], crs: str | None = _ITEM_PARAMS["crs"],
+                  limit: int | None = _ITEM_PARAMS["limit"], crs: str | None = _ITEM_PARAMS["crs"],
                   properties: str | None = _ITEM_PARAMS["properties"], cursor: str | None = _ITEM_PARAMS["cursor"],
-                  skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: str | None = _ITEM_PARAMS["precision"],
+                  skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: int | None = _ITEM_PARAMS["precision"],
                   f: str | None = Query(None, description="geojson (default), csv, gpkg, fgb"),
                   conn: psycopg.AsyncConnection = Depends(get_conn),
                   principal: Principal = Depends(get_principal),

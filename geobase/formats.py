@@ -129,6 +129,37 @@ async def geojson_body(head: bytes, rows: AsyncIterator[str], tail: Callable[[],
     yield tail()
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """True when the client takes gzip (and did not refuse it with q=0)."""
+    for part in (accept_encoding or "").lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() not in ("gzip", "*"):
+            continue
+        q = params.replace(" ", "").removeprefix("q=")
+        try:
+            if params and float(q) == 0:
+                continue
+        except ValueError:
+            pass
+        return True
+    return False
+
+
+async def gzipped(body: AsyncIterator[bytes], level: int = 3) -> AsyncIterator[bytes]:
+    """gzip a streamed body chunk by chunk at a fast level, compressing big chunks in a worker
+    thread (zlib releases the GIL) so the event loop keeps reading the next rows. The app's
+    GZip middleware leaves responses that already carry Content-Encoding alone; its level 9
+    costs three times the whole query on large pages."""
+    import zlib
+
+    z = zlib.compressobj(level, zlib.DEFLATED, 31)
+    async for chunk in body:
+        out = await asyncio.to_thread(z.compress, chunk) if len(chunk) > 64 * 1024 else z.compress(chunk)
+        if out:
+            yield out
+    yield z.flush()
+
+
 async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout: float) -> AsyncIterator[bytes]:
     """CSV written by PostgreSQL (COPY ... TO STDOUT), streamed as it comes."""
     conn = await pool.getconn(timeout=pool_timeout)

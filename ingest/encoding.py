@@ -23,6 +23,26 @@ _CHINESE_OK = re.compile(r"^[\u0000-\u007f\u00b7\u00d7\u2010-\u206f\u2160-\u217f
                          r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u2e80-\u2fdf\u3200-\u33ff]*$")
 
 
+def _looks_gb2312(raw: bytes) -> bool:
+    """True when the double-byte pairs are mostly in the GB2312 block (both bytes >= 0xA1).
+
+    Latin-1 text such as ``Rautjärvi`` also decodes as GB18030 (``ä`` + ``r`` is a valid pair), but
+    its trail bytes are ASCII letters; real Chinese text is overwhelmingly GB2312-range."""
+    pairs = gb = 0
+    i = 0
+    while i < len(raw):
+        b = raw[i]
+        if b < 0x80:
+            i += 1
+            continue
+        if i + 1 < len(raw):
+            pairs += 1
+            if b >= 0xA1 and raw[i + 1] >= 0xA1:
+                gb += 1
+        i += 2
+    return pairs > 0 and gb * 2 >= pairs
+
+
 def cpg_encoding(cpg: bytes | None) -> str | None:
     """The encoding a ``.cpg`` names, or None when absent or unusable (e.g. "System")."""
     if cpg is None:
@@ -71,7 +91,7 @@ class EncodingSniffer:
         except UnicodeDecodeError:
             raise ValueError(f"text {value!r} is not valid {self.encoding} (the encoding detected earlier in the "
                              "file); pass --encoding") from None
-        if self.encoding == "gb18030" and not _CHINESE_OK.match(text):
+        if self.encoding == "gb18030" and not (_CHINESE_OK.match(text) and _looks_gb2312(raw)):
             raise ValueError(f"text decodes as GB18030 to {text!r}, which does not look like Chinese; "
                              "pass --encoding")
         return text
@@ -87,7 +107,7 @@ class EncodingSniffer:
             text = raw.decode("gb18030")
         except UnicodeDecodeError:
             text = None
-        if text is not None and _CHINESE_OK.match(text):
+        if text is not None and _CHINESE_OK.match(text) and _looks_gb2312(raw):
             return "gb18030"
         raise InvalidInput(
             f"the .dbf has no .cpg and its text {raw[:40]!r} is neither UTF-8 nor GBK/GB18030 Chinese; "

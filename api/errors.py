@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from geobase.errors import GeobaseError, ServiceUnavailable
+from geobase.errors import GeobaseError, InvalidInput, ServiceUnavailable
 
 log = logging.getLogger("geobase.api")
 
@@ -63,6 +63,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _pool(request: Request, exc: PoolTimeout):
         return _response(ServiceUnavailable("the server is busy: no database connection free, retry shortly"))
+
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_value(request: Request, exc: psycopg.DataError):
+        # a value the database refused (out of range, NUL byte, bad date): the client's input
+        log.info("data error on %s: %s", request.url.path, exc)
+        return _response(InvalidInput(f"a parameter value is not acceptable: {str(exc).splitlines()[0][:200]}"))
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError):
+        return _response(InvalidInput("the request is nested too deeply"))
 
     @app.exception_handler(psycopg.errors.QueryCanceled)
     async def _timeout(request: Request, exc: psycopg.errors.QueryCanceled):

@@ -183,14 +183,20 @@ class GateMiddleware:
                 return await _send_error(send, PayloadTooLarge(
                     f"request body of {n} bytes exceeds the limit of {max_body} bytes", parameter="body"))
         received = 0
+        too_large: list[bool] = []
 
         async def limited_receive():
+            # a body without Content-Length is counted as it streams; past the limit the app sees
+            # a disconnect and the gate answers 413 itself (whatever the app tried to reply)
             nonlocal received
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_body:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {max_body} bytes", parameter="body")
+                    too_large.append(True)
+                    return {"type": "http.disconnect"}
             return message
 
         # 4. concurrency of expensive classes
@@ -205,13 +211,23 @@ class GateMiddleware:
         status: list[int] = []
 
         async def capture_send(message):
+            if too_large and not status:
+                return  # swallowed: the 413 below replaces it
             if message["type"] == "http.response.start":
                 status.append(message["status"])
             await send(message)
 
         token = audit.begin(ctx)
         try:
-            await self.app(scope, limited_receive, capture_send)
+            try:
+                await self.app(scope, limited_receive, capture_send)
+            except Exception:
+                if not (too_large and not status):
+                    raise
+            if too_large and not status:
+                status.append(413)
+                await _send_error(send, PayloadTooLarge(
+                    f"request body exceeds the limit of {max_body} bytes", parameter="body"))
         finally:
             if sem is not None:
                 sem.release()

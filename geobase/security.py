@@ -139,6 +139,8 @@ async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, re
 async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
                         name: str) -> LayerSpec:
     """The layer's spec if the caller may see it; otherwise NotFound (never Forbidden)."""
+    if not isinstance(name, str) or name not in registry.layers:  # also keeps junk (NUL, huge) off the DB
+        raise NotFound(f"collection {str(name)[:100]!r} not found", parameter="collectionId")
     cur = await conn.execute(
         "SELECT name, department, sharing, shared_with FROM catalog.layers WHERE name = %s", (name,))
     row = await cur.fetchone()

@@ -298,15 +298,22 @@ class BatchNormalizer:
         if len(g):
             b = shapely.bounds(g)
             lonlat_bad = ~np.isfinite(b).all(axis=1)
+            outside = np.zeros(len(b), dtype=bool)
             if self.aou is not None:
                 w, s, e, nn = self.aou
-                lonlat_bad |= (b[:, 0] < w) | (b[:, 2] > e) | (b[:, 1] < s) | (b[:, 3] > nn)
+                if w <= e:
+                    outside |= (b[:, 0] < w) | (b[:, 2] > e)
+                else:  # the area of use crosses the antimeridian (e.g. Alaska: 172E .. 130W)
+                    outside |= ((b[:, 0] < w) & (b[:, 0] > e)) | ((b[:, 2] < w) & (b[:, 2] > e))
+                outside |= (b[:, 1] < s) | (b[:, 3] > nn)
             lonlat_bad |= (b[:, 0] < -180.5) | (b[:, 2] > 180.5) | (b[:, 1] < -90.5) | (b[:, 3] > 90.5)
-            for j in np.flatnonzero(lonlat_bad):
+            for j in np.flatnonzero(lonlat_bad | outside):
                 i = idx[j]
-                bad[i] = True
+                if lonlat_bad[j]:  # not even longitude/latitude: unusable
+                    bad[i] = geom_bad[i] = True
                 self.rows_outside += 1
-                self.report.add("outside_crs_area", int(row_numbers[i]), keys[i],
+                self.report.add("coordinates_impossible" if lonlat_bad[j] else "outside_crs_area",
+                                int(row_numbers[i]), keys[i],
                                 f"bounds {tuple(round(float(x), 4) for x in b[j])} after transforming to EPSG:4490 "
                                 f"lie outside the source CRS's area of use")
             parts, pidx = shapely.get_parts(g, return_index=True)
@@ -320,7 +327,7 @@ class BatchNormalizer:
 
         rows = []
         for j, i in enumerate(idx):
-            if keys[i] is None or (bad[i] and self.report.on_error != "keep"):
+            if keys[i] is None or geom_bad[i] or (bad[i] and self.report.on_error != "keep"):
                 continue
             attrs = [values[k][i] for k in range(len(self.attrs))]
             h = hashlib.md5(("\x1f".join("" if v is None else str(v) for v in attrs) + "\x1e" + hex4490[j]).encode()).hexdigest()

@@ -24,13 +24,14 @@ ERROR_CATEGORIES = {
     "invalid_unrepairable": "invalid geometry that could not be repaired",
     "bad_text_encoding": "text not decodable in the detected encoding",
     "duplicate_key": "feature key occurs more than once in the file",
-    "outside_crs_area": "coordinates outside the CRS's area of use",
     "unknown_key": "key to delete is not a current feature",
+    "coordinates_impossible": "coordinates are not valid longitude/latitude after transformation (wrong CRS?)",
     "existing_key": "append: key is already a current feature (use --mode upsert)",
 }
 #: Categories reported but not refused.
 WARNING_CATEGORIES = {
     "invalid_repaired": "invalid geometry repaired (make_valid)",
+    "outside_crs_area": "coordinates outside the CRS's area of use (check the CRS)",
     "area_deviation": "stated area deviates from the ellipsoidal area by more than the tolerance",
     "coverage_overlap": "features of a coverage layer overlap",
     "coverage_gap": "gap inside a coverage layer",

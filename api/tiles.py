@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
@@ -66,6 +67,7 @@ def _mvt_response(request: Request, result, principal: Principal) -> Response:
 
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False) -> Response:
+    t0 = time.perf_counter()
     tms = get_tms(tms_id)
     if per_layer:
         await require_layer(conn, principal, registry, layers)
@@ -73,7 +75,10 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     specs = resolve_layers(layers, states, principal, registry)
     result = await vector_tile(conn, _cache(request), registry, principal, states, specs, tms, z, row, col,
                                if_none_match=request.headers.get("if-none-match"))
-    return _mvt_response(request, result, principal)
+    response = _mvt_response(request, result, principal)
+    # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
+    response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"
+    return response
 
 
 # ---- tile matrix sets ----------------------------------------------------------------------

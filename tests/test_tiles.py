@@ -92,13 +92,16 @@ def test_attributes_follow_zoom(server, county):
     z = 12
     row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
     with server.client() as c:
-        layer = decode(get_tile(c, WEB_MERCATOR_QUAD, z, row, col))["land_use"]
-    props = layer["features"][0]["properties"]
-    assert set(props) == {"_key", "dlbm"}  # below detail_zoom only the class
+        tile = decode(get_tile(c, WEB_MERCATOR_QUAD, z, row, col, "onemap"))
+    # below detail_zoom (13) land use carries only its class (cells of the dominant class)
+    assert all(set(f["properties"]) == {"dlbm"} for f in tile["land_use"]["features"])
+    # water areas: the spec's tile attributes and the feature key, nothing else (fid_src, grade not)
+    assert set(tile["water_areas"]["features"][0]["properties"]) == {"_key", "kind", "name"}
 
 
-def test_low_zoom_land_use_is_aggregated_by_class(server, county):
-    z = 9  # z < 12: dominant class per 2-pixel cell, every class still drawn
+@pytest.mark.parametrize("z", [9, 12])
+def test_low_zoom_land_use_is_aggregated_by_class(server, county, z):
+    # z < detail_zoom: dominant class per 2-pixel cell, every class still drawn
     row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
     with server.client() as c:
         r = get_tile(c, WEB_MERCATOR_QUAD, z, row, col)

@@ -14,8 +14,8 @@ Generalisation by zoom, all decided from the layer spec:
   * ``ST_Simplify`` with a tolerance of half a pixel below :data:`SIMPLIFY_BELOW`, then the
     4096-unit quantisation of ST_AsMVTGeom;
   * polygons smaller than ``tiles.min_area_px`` pixels are dropped;
-  * coverage layers (land use: a million parcels tiling the county) below
-    :data:`AGGREGATE_BELOW` are drawn as a grid of 2-pixel cells, each coloured by the class
+  * coverage layers (land use: a million parcels tiling the county) below their
+    ``detail_zoom`` (else :data:`AGGREGATE_BELOW`) are drawn as a grid of 2-pixel cells, each coloured by the class
     holding most area among the parcels centred in it (parcels whose bounding box covers a
     cell or more are drawn as themselves), so a z8 tile of the whole county still draws the land-use picture
     in a few hundred kilobytes.
@@ -68,7 +68,8 @@ def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[st
     if class_field:
         codes = registry.codes_for(spec, class_field) or {}
         hidden_classes = sorted(c.code for c in codes.values() if c.minzoom is not None and c.minzoom > z)
-    aggregate = bool(spec.coverage and z < AGGREGATE_BELOW and spec.geometry == "MultiPolygon"
+    aggregate_below = spec.tiles.detail_zoom if spec.tiles.detail_zoom is not None else AGGREGATE_BELOW
+    aggregate = bool(spec.coverage and z < aggregate_below and spec.geometry == "MultiPolygon"
                      and class_field and class_field not in hidden_attrs)
     return LayerPlan(spec, tuple(attrs), tuple(hidden_classes), aggregate)
 

@@ -1,0 +1,182 @@
+"""Vector tiles vs tipg on the same database, plus the same tile SQL run directly.
+
+Data: the land-use layer of ``ctx.parcels`` parcels loaded by bench_features (same database,
+same loader; ~50 m parcels with 20-vertex rings). tipg serves it through a view
+``bench_tipg.land_use_tiles`` exposing the stored Web Mercator geometry and the attributes our
+tile carries at that zoom, so both servers do comparable work (no per-feature transform).
+
+Measured (a fixed list of tiles at z10, z12, z14, z16 around the layer's centre; one
+uvicorn worker each, sequential requests):
+  * cold tiles/second, ours vs tipg (ours: cache disabled) -> target >= 1.5x,
+  * cold tile time ours vs the same SQL from a plain psycopg connection -> target <= 1.2x,
+  * cached tile p50 (ours, cache on, If-None-Match not sent) -> target < 5 ms,
+  * composite one-map tile times, the largest tile per zoom (bytes, gzip and raw).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from common import REPO, Context, Result, median, percentile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_features import CELL, LAT0, LON0, Server, _database, _free_port, _load, _tipg  # noqa: E402
+
+ZOOMS = (10, 12, 14, 16)
+PER_ZOOM = 6
+
+
+def _ours(url: str, data_dir: Path, cache_bytes: int) -> Server:
+    port = _free_port()
+    env = dict(os.environ, GEOBASE_DATABASE_URL=url, GEOBASE_DATA_DIR=str(data_dir), GEOBASE_LOG_LEVEL="warning",
+               GEOBASE_RATE_LIMIT_PUBLIC_PER_S="1000000", GEOBASE_RATE_LIMIT_PUBLIC_BURST="1000000",
+               GEOBASE_TILE_CACHE_MAX_BYTES=str(cache_bytes), GEOBASE_TILE_STATEMENT_TIMEOUT_MS="300000",
+               GEOBASE_STATEMENT_TIMEOUT_MS="300000", PORT_FOR_BENCH=str(port))
+    return Server([sys.executable, "-m", "geobase.cli", "serve", "--no-prepare", "--port", str(port)], env,
+                  "/health", data_dir / f"ours-tiles-{cache_bytes}.log")
+
+
+def _tile_list(parcels: int) -> list[tuple[int, int, int]]:
+    """(z, x, y) of PER_ZOOM tiles per zoom in a row through the centre of the layer."""
+    import math
+
+    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W, lonlat_to_mercator
+
+    side = int(math.ceil(math.sqrt(parcels)))
+    lon, lat = LON0 + side * CELL / 2, LAT0 + side * CELL / 2
+    mx, my = lonlat_to_mercator(lon, lat)
+    out = []
+    for z in ZOOMS:
+        span = W.tile_span(z)
+        x0 = int((mx - W.origin[0]) // span)
+        y = int((W.origin[1] - my) // span)
+        out += [(z, x0 + dx, y) for dx in range(-(PER_ZOOM // 2), PER_ZOOM - PER_ZOOM // 2)]
+    return out
+
+
+def _fetch(client: httpx.Client, url: str) -> tuple[float, int, int]:
+    t0 = time.perf_counter()
+    r = client.get(url, headers={"Accept-Encoding": "gzip"})
+    dt = time.perf_counter() - t0
+    if r.status_code not in (200, 204):
+        raise RuntimeError(f"{url}: HTTP {r.status_code} {r.text[:300]}")
+    raw = len(r.content)
+    wire = int(r.headers.get("content-length", raw))
+    return dt, wire, raw
+
+
+def _direct_sql(url: str, tiles) -> dict[tuple, float]:
+    """Our tile statement run from a plain psycopg connection (the floor for a cold tile)."""
+    from geobase.security import PUBLIC, hidden_attributes
+    from geobase.settings import Settings
+    from geobase.specs import get_registry
+    from geobase.tiles.mvt import plan_layer, tile_sql
+    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+
+    reg = get_registry(Settings())
+    spec = reg.layers["land_use"]
+    out = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for z, x, y in tiles:
+            plan = plan_layer(spec, reg, z, hidden_attributes(PUBLIC, spec))
+            q = tile_sql([plan], ["land_use"], W, z, y, x)
+            t0 = time.perf_counter()
+            raw = conn.execute(q).fetchone()[0]
+            gzip.compress(bytes(raw or b""), compresslevel=5)
+            out[(z, x, y)] = time.perf_counter() - t0
+    return out
+
+
+def run(ctx: Context) -> None:
+    url = _database(ctx)
+    _load(url, ctx.parcels)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS bench_tipg")
+        conn.execute("""CREATE OR REPLACE VIEW bench_tipg.land_use_tiles AS
+                        SELECT _key AS id, dlbm, bsm, dlmc, zldwmc, tbmj, geom_3857 AS geom
+                        FROM data.land_use WHERE _vto IS NULL""")
+    data_dir = ctx.settings.data_path / "bench-tiles"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    tiles = _tile_list(ctx.parcels)
+    tag = f"{ctx.parcels:,} parcels, {len(tiles)} tiles at z{','.join(map(str, ZOOMS))}"
+
+    # --- tipg ---------------------------------------------------------------------------------
+    tipg = _tipg(url, data_dir)
+    tipg_times: dict[tuple, float] = {}
+    try:
+        with httpx.Client(base_url=tipg.url, timeout=600) as c:
+            _fetch(c, f"/collections/bench_tipg.land_use_tiles/tiles/WebMercatorQuad/{tiles[-1][0]}/{tiles[-1][1]}/{tiles[-1][2]}")
+            for z, x, y in tiles:
+                tipg_times[(z, x, y)] = _fetch(c, f"/collections/bench_tipg.land_use_tiles/tiles/WebMercatorQuad/{z}/{x}/{y}")[0]
+    finally:
+        tipg.stop()
+
+    # --- ours, cold (cache off) -----------------------------------------------------------------
+    ours = _ours(url, data_dir, 0)
+    cold: dict[tuple, float] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    onemap: list[float] = []
+    try:
+        with httpx.Client(base_url=ours.url, timeout=600) as c:
+            _fetch(c, f"/tiles/land_use/{tiles[-1][0]}/{tiles[-1][1]}/{tiles[-1][2]}.mvt")
+            for z, x, y in tiles:
+                dt, wire, raw = _fetch(c, f"/tiles/land_use/{z}/{x}/{y}.mvt")
+                cold[(z, x, y)] = dt
+                sizes[z] = (max(sizes.get(z, (0, 0))[0], wire), 0)
+            for z, x, y in tiles:
+                onemap.append(_fetch(c, f"/tiles/onemap/{z}/{x}/{y}.mvt")[0])
+            for z, x, y in tiles:  # raw (uncompressed) size of the largest tile per zoom
+                r = c.get(f"/tiles/land_use/{z}/{x}/{y}.mvt", headers={"Accept-Encoding": "identity"})
+                wire, rawmax = sizes[z]
+                sizes[z] = (wire, max(rawmax, len(r.content)))
+    finally:
+        ours.stop()
+    direct = _direct_sql(url, tiles)
+
+    # --- ours, cached -----------------------------------------------------------------------------
+    ours = _ours(url, data_dir, 2 * 1024**3)
+    hits: list[float] = []
+    hits_server: list[float] = []
+    try:
+        with httpx.Client(base_url=ours.url, timeout=600) as c:
+            for z, x, y in tiles:
+                _fetch(c, f"/tiles/land_use/{z}/{x}/{y}.mvt")
+            for _ in range(5):
+                for z, x, y in tiles:
+                    t0 = time.perf_counter()
+                    r = c.get(f"/tiles/land_use/{z}/{x}/{y}.mvt", headers={"Accept-Encoding": "gzip"})
+                    hits.append(time.perf_counter() - t0)
+                    assert r.headers["x-tile-cache"] == "hit", r.headers
+                    hits_server.append(float(r.headers["server-timing"].split("dur=")[1]) / 1000)
+    finally:
+        ours.stop()
+
+    n = len(tiles)
+    ours_rate = n / sum(cold.values())
+    tipg_rate = n / sum(tipg_times.values())
+    ctx.report(Result(f"tiles cold land_use ({tag})", ours_rate, tipg_rate, "tipg", "tiles/s", higher_is_better=True))
+    for z in ZOOMS:
+        oz = [cold[t] for t in tiles if t[0] == z]
+        tz = [tipg_times[t] for t in tiles if t[0] == z]
+        ctx.report(Result(f"tiles cold z{z} median", median(oz) * 1000, median(tz) * 1000, "tipg", "ms"))
+    ctx.report(Result(f"tiles cold vs direct SQL ({tag})", sum(cold.values()) * 1000 / n,
+                      sum(direct.values()) * 1000 / n, "same SQL via plain psycopg", "ms/tile"))
+    ctx.report(Result("tiles cached p50", percentile(hits, 50) * 1000, None, None, "ms",
+                      extra={"p95_ms": round(percentile(hits, 95) * 1000, 2), "requests": len(hits),
+                             "handler_p50_ms": round(percentile(hits_server, 50) * 1000, 2),
+                             "note": "client-observed over HTTP incl. the request gate; handler = Server-Timing"}))
+    ctx.report(Result("tiles onemap composite median", median(onemap) * 1000, None, None, "ms",
+                      extra={"p95_ms": round(percentile(onemap, 95) * 1000, 1)}))
+    for z in ZOOMS:
+        wire, raw = sizes[z]
+        ctx.report(Result(f"tiles largest land_use tile z{z}", raw / 1024, None, None, "KB raw",
+                          extra={"gzip_kb": round(wire / 1024, 1), "limit_kb": 500}))

@@ -138,10 +138,16 @@ def county_db(new_db, county_template) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def county_shared(pg_server: str, county_template) -> Settings:
-    """The loaded sample county, shared read-only by the whole session (do not modify it)."""
+def county_shared(pg_server: str, county_template) -> Iterator[Settings]:
+    """The loaded sample county, shared read-only by the whole session (do not modify it).
+
+    A clone of the template, so that a running county_server does not keep the template busy
+    (CREATE DATABASE ... TEMPLATE fails while anyone is connected to it) and county_db works."""
     name, data_dir = county_template
-    return settings_for(f"{pg_server}/{name}", data_dir)
+    shared = f"{name}_shared"
+    url = create_database(pg_server, shared, name)
+    yield settings_for(url, data_dir)
+    drop_database(pg_server, shared)
 
 
 class LiveServer:

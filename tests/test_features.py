@@ -363,3 +363,24 @@ def test_gdal_oapif_driver_reads_layer(server):
     assert "land_use" in layers
     df = pyogrio.read_dataframe(f"OAPIF:{server.url}", layer="land_use", max_features=300)
     assert len(df) == 300 and "dlbm" in df.columns and "qsdwmc" not in df.columns
+
+
+def test_api_keys_see_internal_layers_and_masked_attributes(server, http):
+    from geobase.keys import create_key
+
+    with psycopg.connect(server.settings.database_url, autocommit=True) as conn:
+        nr = create_key(conn, name="nr", role="viewer", department="natural_resources").token
+        water = create_key(conn, name="w", role="viewer", department="water_resources").token
+    public = {c["id"] for c in get_ok(http, "/collections")["collections"]}
+    assert "forest" not in public
+    r = http.get("/collections", headers={"X-API-Key": water})
+    assert "forest" in {c["id"] for c in r.json()["collections"]}
+    assert http.get("/collections/forest/items", headers={"X-API-Key": water}).status_code == 200
+    # the owner department sees (and may filter on) the right-holder names hidden from the public
+    r = http.get("/collections/land_use/items/P00007", headers={"X-API-Key": nr})
+    assert r.json()["properties"]["qsdwmc"] == "owner 7"
+    assert r.headers["cache-control"].startswith("private")
+    r = http.get("/collections/land_use/items", params={"filter": "qsdwmc = 'owner 7'"}, headers={"X-API-Key": nr})
+    assert [f["id"] for f in r.json()["features"]] == ["P00007"]
+    q = http.get("/collections/land_use/queryables", headers={"X-API-Key": nr}).json()
+    assert "qsdwmc" in q["properties"]

@@ -32,7 +32,12 @@ from geobase.errors import InvalidInput
 from geobase.settings import Settings
 
 GEOD = Geod(ellps="GRS80")  # CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101
-CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China Sea islands
+CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)
+# Edges are densified so that every consumer (PostGIS geography, pyproj Geod, the pieces cut
+# along the edge) sees the same line: a 1.5 km lon/lat edge read as a geodesic bulges ~2 cm,
+# i.e. ~1e-5 of a 1.6 km² site, and the pieces cut along it would not sum to the site.
+DENSIFY_DEG = 0.0001  # ~10 m
+DENSIFY_M = 10.0  # lon/lat bounds incl. the South China Sea islands
 CRS84_NAMES = {"CRS84", "OGC:CRS84", "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84"}
 GK_PREFIXED = set(range(4491, 4502)) | set(range(4513, 4534))  # zone number in the easting
 GK_PLAIN = set(range(4502, 4513)) | set(range(4534, 4555))
@@ -133,6 +138,7 @@ def _check_projected_numbers(geom: BaseGeometry, epsg: int, parameter: str) -> N
 def _to_4490(geom: BaseGeometry, epsg: int | None) -> BaseGeometry:
     if epsg in (None, 4490, 4326):  # CGCS2000 vs WGS 84: below survey accuracy for this purpose
         return geom
+    geom = shapely.segmentize(geom, DENSIFY_M)  # straight lines of the projected input stay straight
     tr = Transformer.from_crs(CRS.from_epsg(epsg), CRS.from_epsg(4490), always_xy=True)
     return shapely.transform(geom, lambda xy: _stack(tr.transform(xy[:, 0], xy[:, 1])))
 
@@ -178,6 +184,7 @@ def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int |
     if epsg is not None and epsg != 4490:
         _check_projected_numbers(geom, epsg, parameter)
     geom = _to_4490(geom, epsg)
+    # extent first: densifying a geometry with absurd coordinates (1e308) would never finish
     minx, miny, maxx, maxy = geom.bounds
     x0, y0, x1, y1 = CHINA_EXTENT
     if not (x0 <= minx and maxx <= x1 and y0 <= miny and maxy <= y1):
@@ -185,6 +192,7 @@ def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int |
             f"{parameter}: coordinates fall outside China's extent (lon {minx:.4f}..{maxx:.4f}, lat "
             f"{miny:.4f}..{maxy:.4f} after reading them as {crs_label}); check the crs and the axis order "
             "(x = longitude/easting)", parameter=parameter)
+    geom = shapely.segmentize(geom, DENSIFY_DEG)
     if polygonal:
         geom = _polygonal_part(geom)
         if geom.is_empty:

@@ -40,7 +40,7 @@ MU_PER_M2 = 15 / 10_000
 
 def units(m2: float) -> dict:
     """An area in m², hectares and mu (1 mu = 10 000/15 m²), rounded only for display."""
-    return {"m2": round(m2, 4), "ha": round(m2 / 10_000, 6), "mu": round(m2 * MU_PER_M2, 4)}
+    return {"m2": round(m2, 6), "ha": round(m2 / 10_000, 8), "mu": round(m2 * MU_PER_M2, 6)}
 
 
 def _area_col(spec: LayerSpec) -> sql.Composable:
@@ -89,7 +89,7 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str])
     extract = sql.SQL("3" if polygonal else "2" if spec.geometry == "MultiLineString" else "1")
     q = sql.SQL("""
         WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g)
-        SELECT t._key, {attrs}, ST_AsGeoJSON(p.piece, 8, 0), {measure}
+        SELECT t._key, {attrs}, ST_AsGeoJSON(p.piece, 15, 0), {measure}
         FROM {tbl} t CROSS JOIN site
         CROSS JOIN LATERAL (SELECT ST_CoveredBy(t.geom, site.g) AS covered) c
         CROSS JOIN LATERAL (SELECT CASE WHEN c.covered THEN t.geom
@@ -113,7 +113,7 @@ async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeom
                   FROM {tbl} t CROSS JOIN site
                   WHERE t._vto IS NULL AND ST_Intersects(t.geom, site.g) AND {flt}),
             u AS (SELECT ST_Union(piece) AS g, array_agg(_key ORDER BY _key) AS keys FROM m)
-            SELECT coalesce(ST_Area(u.g::geography), 0), u.keys, ST_AsGeoJSON(u.g, 8, 0) FROM u
+            SELECT coalesce(ST_Area(u.g::geography), 0), u.keys, ST_AsGeoJSON(u.g, 15, 0) FROM u
         """).format(tbl=tbl, flt=flt)
     else:
         q = sql.SQL("""
@@ -124,7 +124,7 @@ async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeom
             d AS (SELECT CASE WHEN inside.g IS NULL THEN site.g
                               ELSE ST_CollectionExtract(ST_Difference(site.g, inside.g), 3) END AS g, inside.keys
                   FROM site, inside)
-            SELECT coalesce(ST_Area(d.g::geography), 0), d.keys, ST_AsGeoJSON(d.g, 8, 0) FROM d
+            SELECT coalesce(ST_Area(d.g::geography), 0), d.keys, ST_AsGeoJSON(d.g, 15, 0) FROM d
         """).format(tbl=tbl, flt=flt)
     cur = await conn.execute(q, {"g": site.wkb})
     area, keys, gj = await cur.fetchone()
@@ -409,7 +409,7 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
                          "ST_GeomFromWKB(%(aoi)s, 4490)), 3)") if aoi
                  else sql.SQL("ST_CollectionExtract(ST_Intersection(a.geom, b.geom), 3)"))
         q = sql.SQL("""
-            SELECT a._key, b._key, a.{ca}, b.{cb}, ST_AsGeoJSON(p.g, 8, 0), ST_Area(p.g::geography)
+            SELECT a._key, b._key, a.{ca}, b.{cb}, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
             FROM {ta} a JOIN {tb} b ON ST_Intersects(a.geom, b.geom) AND b._vto IS NULL {same}
             CROSS JOIN LATERAL (SELECT {piece} AS g) p
             WHERE a._vto IS NULL AND {fa} AND {fb} {aoi}
@@ -468,7 +468,7 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
     new = sql.SQL("n._vfrom > {v1} AND n._vfrom <= {v2} AND (n._vto IS NULL OR n._vto > {v2})").format(
         v1=sql.Literal(v1), v2=sql.Literal(v2))
     q = sql.SQL("""
-        SELECT o._key, n._key, o.{f}::text, n.{f}::text, ST_AsGeoJSON(p.g, 8, 0), ST_Area(p.g::geography)
+        SELECT o._key, n._key, o.{f}::text, n.{f}::text, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
         FROM {t} o JOIN {t} n ON ST_Intersects(o.geom, n.geom)
         CROSS JOIN LATERAL (SELECT ST_CollectionExtract(ST_Intersection(o.geom, n.geom), 3) AS g) p
         WHERE {old} AND {new}

@@ -65,14 +65,21 @@ class Context:
 
     def county(self) -> Path:
         """The county at ``parcels`` scale, generated once and cached by its parameters."""
-        out = CACHE / f"county-{self.parcels}-{self.seed}"
-        if not (out / "manifest.json").exists():
-            from geobase.sample_data.generate import generate
+        import fcntl
+        import shutil
 
-            print(f"bench: generating county with {self.parcels:,} parcels into {out} ...", flush=True)
-            tmp = out.with_suffix(".tmp")
-            generate(tmp, parcels=self.parcels, seed=self.seed, **({"zip_output": False} if _accepts_zip_flag() else {}))
-            tmp.rename(out)
+        out = CACHE / f"county-{self.parcels}-{self.seed}"
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with open(CACHE / f"{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent benchmark runs wait for one generator
+            if not (out / "manifest.json").exists():
+                from geobase.sample_data.generate import generate
+
+                print(f"bench: generating county with {self.parcels:,} parcels into {out} ...", flush=True)
+                tmp = out.with_suffix(".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                generate(tmp, parcels=self.parcels, seed=self.seed, zip_dltb=False)
+                tmp.rename(out)
         return out
 
     def database(self):
@@ -91,14 +98,6 @@ class Context:
         path = RESULTS / "latest.json"
         path.write_text(json.dumps([r.__dict__ | {"ratio": r.ratio} for r in self.results], indent=2, ensure_ascii=False))
         return path
-
-
-def _accepts_zip_flag() -> bool:
-    import inspect
-
-    from geobase.sample_data.generate import generate
-
-    return "zip_output" in inspect.signature(generate).parameters
 
 
 @contextmanager

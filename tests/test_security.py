@@ -441,3 +441,58 @@ def test_composite_tiles_omit_hidden_layers_and_cache_never_leaks(sec, template)
             props = layers["land_use"]["features"][0]["properties"]
             if label == "public":  # tiles carry only the spec's tile attributes; never a masked one
                 assert not {"qsdwmc", "qsdwdm"} & set(props), (label, props)
+
+
+# --- analyses -----------------------------------------------------------------------------------
+
+SITE = {"type": "Polygon", "coordinates": [[[112.899, 28.099], [112.912, 28.099], [112.912, 28.112],
+                                            [112.899, 28.112], [112.899, 28.099]]]}
+
+
+@pytest.mark.parametrize("label", ["public", "forestry:analyst", "water_resources:analyst", "admin"])
+def test_site_check_reports_only_visible_layers(sec, label):
+    srv, tokens, _ = sec
+    with srv.client() as c:
+        r = c.post("/analysis/site-check", headers=headers_for(label, tokens), json={"geometry": SITE})
+    if r.status_code in (404, 405):
+        pytest.skip("no site check endpoint")
+    if r.status_code in (401, 403):
+        assert label == "public", r.text  # analyses may require a key; then only the public is refused
+        return
+    assert r.status_code == 200, r.text
+    text = r.text
+    hidden = set(SHARING) - expected_for(label)
+    for layer in hidden:
+        assert f'"{layer}"' not in text, f"{label}: site check mentions hidden layer {layer}"
+    assert '"land_use"' in text  # public and overlapping: reported
+    if label == "public":
+        assert "qsdwmc-x" not in text
+    # asking for a hidden layer by name does not reveal it either
+    with srv.client() as c:
+        for layer in hidden:
+            r = c.post("/analysis/site-check", headers=headers_for(label, tokens),
+                       json={"geometry": SITE, "layers": [layer]})
+            assert r.status_code in (400, 404) or f'"{layer}"' not in r.text, (layer, r.status_code, r.text[:300])
+
+
+# --- rate limits --------------------------------------------------------------------------------
+
+def test_rate_limits_answer_429_with_retry_after_per_key_and_per_ip(sec, live_server):
+    _, tokens, settings = sec
+    srv = live_server(settings, env={"GEOBASE_RATE_LIMIT_PER_S": "1", "GEOBASE_RATE_LIMIT_BURST": "5",
+                                     "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "1", "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "3"})
+    time.sleep(3.2)  # the start-up probe spent public tokens; let the bucket refill to its burst
+    with srv.client() as c:
+        public = [c.get("/health").status_code for _ in range(6)]
+        assert public[:3] == [200, 200, 200] and public[-1] == 429, public
+        r = c.get("/health")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["code"] == "TooManyRequests"
+        # a key has its own bucket: the public's exhaustion does not affect it, and vice versa
+        h = headers_for("forestry:viewer", tokens)
+        keyed = [c.get("/health", headers=h).status_code for _ in range(7)]
+        assert keyed[:5] == [200] * 5 and keyed[-1] == 429, keyed
+        other = c.get("/health", headers=headers_for("planning:viewer", tokens))
+        assert other.status_code == 200
+        time.sleep(2.2)  # refills at 1/s
+        assert c.get("/health", headers=h).status_code == 200

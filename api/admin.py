@@ -30,10 +30,29 @@ def setup(app: FastAPI) -> None:
     """Install key resolution and the request gate on the app."""
     from geobase.limits import GateMiddleware
 
+    from contextlib import asynccontextmanager
+
+    from geobase.db import database_url
+
     settings: Settings = app.state.settings
     resolver = keys.KeyResolver(lambda: app.state.pool, ttl=settings.key_cache_s)
     app.state.principal_resolver = resolver
-    app.add_middleware(GateMiddleware, settings=settings, resolver=resolver, pool_getter=lambda: app.state.pool)
+    writer = audit.AuditWriter(database_url(settings))
+    app.state.audit_writer = writer
+    app.add_middleware(GateMiddleware, settings=settings, resolver=resolver, pool_getter=lambda: app.state.pool,
+                       audit_writer=writer)
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a):  # flush pending audit rows when the server stops
+        async with inner(a) as state:
+            try:
+                yield state
+            finally:
+                await writer.close()
+
+    app.router.lifespan_context = lifespan
 
 
 def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:

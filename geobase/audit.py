@@ -196,3 +196,104 @@ def _parse_time(value, name: str) -> datetime | None:
 
         dt = dt.replace(tzinfo=timezone.utc)
     return dt
+
+
+class AuditWriter:
+    """Writes audit rows from a queue on its own database connection, in batches.
+
+    Requests never wait for the audit log and never compete with data queries for pooled
+    connections; a burst of requests costs one multi-row INSERT. While the database is down,
+    rows are kept (up to ``max_pending``) and written once it is back; at shutdown the queue
+    is flushed (see :meth:`close`)."""
+
+    def __init__(self, conninfo: str, *, batch: int = 500, max_pending: int = 100_000):
+        self.conninfo = conninfo
+        self.batch = batch
+        self.max_pending = max_pending
+        self._pending: list[tuple] = []
+        self._event = None
+        self._task = None
+        self._conn = None
+        self._closing = False
+        self.dropped = 0
+
+    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> None:
+        import asyncio
+
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            log.error("audit queue full (%d rows pending): row dropped (%s %s)", len(self._pending), ctx.method, ctx.path)
+            return
+        self._pending.append(_row(ctx, status, duration_ms))
+        if self._task is None or self._task.done():
+            self._event = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._event.set()
+
+    async def _connect(self):
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5,
+                                                               application_name="geobase-audit")
+        return self._conn
+
+    async def _flush_once(self) -> None:
+        rows = self._pending[: self.batch]
+        conn = await self._connect()
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                await cur.executemany(INSERT, rows)
+        del self._pending[: len(rows)]
+
+    async def _run(self) -> None:
+        import asyncio
+
+        backoff = 0.5
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._event.clear()
+                try:
+                    await asyncio.wait_for(self._event.wait(), timeout=30)
+                except asyncio.TimeoutError:
+                    if not self._pending:
+                        return  # idle: the next submit starts a new task
+                continue
+            try:
+                await self._flush_once()
+                backoff = 0.5
+            except Exception as exc:  # database down: keep the rows, retry
+                log.warning("audit rows not yet written (%d pending): %s", len(self._pending), exc)
+                if self._conn is not None:
+                    try:
+                        await self._conn.close()
+                    except Exception:
+                        pass
+                    self._conn = None
+                if self._closing:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    async def close(self, timeout: float = 10) -> None:
+        """Flush what is pending (bounded by ``timeout``) and close the connection."""
+        import asyncio
+
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            self._event.set()
+            try:
+                await asyncio.wait_for(self._task, timeout)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        if self._pending:
+            log.error("audit: %d rows could not be written at shutdown", len(self._pending))
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is written (tests, shutdown)."""
+        import asyncio
+
+        while self._pending and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.02)

@@ -123,11 +123,12 @@ async def _send_error(send, exc: GeobaseError) -> None:
 class GateMiddleware:
     """See the module docstring."""
 
-    def __init__(self, app, *, settings: Settings, resolver, pool_getter):
+    def __init__(self, app, *, settings: Settings, resolver, pool_getter, audit_writer=None):
         self.app = app
         self.settings = settings
         self.resolver = resolver
         self.pool_getter = pool_getter
+        self.audit_writer = audit_writer
         self.limits = Limits.from_settings(settings)
 
     async def __call__(self, scope, receive, send):
@@ -236,6 +237,9 @@ class GateMiddleware:
                 await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
 
     async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float) -> None:
+        if self.audit_writer is not None:
+            self.audit_writer.submit(ctx, status, duration_ms)
+            return
         try:
             async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
                 await audit.write(conn, ctx, status, duration_ms)

@@ -85,7 +85,7 @@ def _load(url: str, parcels: int) -> None:
                              ST_Multi(ST_Segmentize(ST_MakeEnvelope(%(x0)s + (i %% %(side)s) * %(c)s,
                                  %(y0)s + (i / %(side)s) * %(c)s, %(x0)s + (i %% %(side)s + 1) * %(c)s,
                                  %(y0)s + (i / %(side)s + 1) * %(c)s, 4490), %(c)s / 5)) AS g
-                      FROM generate_series(%(lo)s, %(hi)s) i) s
+                      FROM generate_series(%(lo)s::int, %(hi)s::int) i) s
                 """,
                 {"x0": LON0, "y0": LAT0, "side": side, "c": CELL, "lo": lo, "hi": hi},
             )

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from geobase import formats
@@ -332,7 +332,7 @@ def _streaming(request: Request, body, media_type: str, headers: dict) -> Stream
         headers.pop("Content-Length", None)
         body = formats.gzipped(body)
     headers["Vary"] = headers.get("Vary", "Accept") + ", Accept-Encoding"
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    return formats.ClosingStreamingResponse(body, media_type=media_type, headers=headers)
 
 
 class _Items:
@@ -374,21 +374,26 @@ class _Items:
 
         async def rows():
             buffered: list[tuple] = []
-            async for batch in stream.batches():
-                for row in batch:
-                    if q.limit is not None and st["n"] >= q.limit:
-                        st["more"] = True
+            batches = stream.batches()
+            try:
+                async for batch in batches:
+                    for row in batch:
+                        if q.limit is not None and st["n"] >= q.limit:
+                            st["more"] = True
+                            break
+                        st["n"] += 1
+                        if forward:
+                            if st["first"] is None:
+                                st["first"] = list(row[:nkeys])
+                            st["last"] = list(row[:nkeys])
+                            yield row[nkeys]
+                        else:
+                            buffered.append(row)
+                    if st["more"]:
                         break
-                    st["n"] += 1
-                    if forward:
-                        if st["first"] is None:
-                            st["first"] = list(row[:nkeys])
-                        st["last"] = list(row[:nkeys])
-                        yield row[nkeys]
-                    else:
-                        buffered.append(row)
-                if st["more"]:
-                    break
+            finally:
+                await batches.aclose()
+                await stream.close()
             if not forward:
                 buffered.reverse()
                 if buffered:
@@ -461,13 +466,18 @@ class _Items:
                 count = {"n": 0}
 
                 async def rows():
+                    batches = stream.batches()
                     try:
-                        async for batch in stream.batches():
+                        async for batch in batches:
                             count["n"] += len(batch)
                             for row in batch:
                                 yield row[nkeys]
                     finally:
-                        release()
+                        try:
+                            await batches.aclose()
+                            await stream.close()
+                        finally:
+                            release()
 
                 def tail() -> bytes:
                     return b'],"numberReturned":' + str(count["n"]).encode() + b"}"
@@ -476,12 +486,16 @@ class _Items:
                                                                      tail), GEOJSON, headers)
             if fmt == "csv":
                 async def body():
+                    inner = formats.csv_body(self.pool, q.rows_sql("wkt"), timeout_ms=timeout,
+                                             pool_timeout=settings.pool_timeout_s)
                     try:
-                        async for chunk in formats.csv_body(self.pool, q.rows_sql("wkt"), timeout_ms=timeout,
-                                                            pool_timeout=settings.pool_timeout_s):
+                        async for chunk in inner:
                             yield chunk
                     finally:
-                        release()
+                        try:
+                            await inner.aclose()
+                        finally:
+                            release()
 
                 return _streaming(self.request, body(), formats.MEDIA["csv"], headers)
             driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[fmt]
@@ -494,19 +508,23 @@ class _Items:
             except formats.CLIENT_ERRORS as exc:
                 path.unlink(missing_ok=True)
                 raise formats.client_error(exc) from None
-            except psycopg.errors.QueryCanceled:
+            except BaseException:  # timeout, cancelled request: no file is left behind
                 path.unlink(missing_ok=True)
                 raise
             headers["Content-Length"] = str(path.stat().st_size)
 
             async def filebody():
+                inner = formats.file_body(path)
                 try:
-                    async for chunk in formats.file_body(path):
+                    async for chunk in inner:
                         yield chunk
                 finally:
-                    release()
+                    try:
+                        await inner.aclose()
+                    finally:
+                        release()
 
-            return StreamingResponse(filebody(), media_type=formats.MEDIA[fmt], headers=headers)
+            return formats.ClosingStreamingResponse(filebody(), media_type=formats.MEDIA[fmt], headers=headers)
         except BaseException:
             release()
             raise

@@ -20,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+import anyio
 import psycopg
 from psycopg import sql
+from starlette.responses import StreamingResponse
 
 from geobase.errors import InvalidInput
 
@@ -45,6 +47,37 @@ def client_error(exc: Exception, parameter: str = "filter") -> InvalidInput:
     diag = getattr(exc, "diag", None)
     msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
     return InvalidInput(f"{parameter}: the database refused a value: {msg}", parameter=parameter)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always closes its body iterator, also when the client hangs
+    up while the body generator is suspended: each generator of the chain closes the one it
+    reads from, which gives the pooled connection and the export slot back at once instead
+    of whenever the garbage collector finalizes the generators."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def give_back(pool, conn: psycopg.AsyncConnection) -> None:
+    """End the read-only transaction and return the connection to the pool — shielded, as
+    this runs when a client hung up and the request's task is being cancelled; a connection
+    broken by the cancellation is closed and the pool replaces it."""
+    with anyio.CancelScope(shield=True):
+        try:
+            if not conn.closed:
+                await conn.execute("ROLLBACK")
+        except BaseException:  # noqa: BLE001 - whatever happened, the connection must go back
+            try:
+                await conn.close()
+            except BaseException:  # noqa: BLE001
+                pass
+        await pool.putconn(conn)
 
 
 class RowStream:
@@ -98,35 +131,32 @@ class RowStream:
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        try:
-            if not conn.closed:
-                await conn.execute("ROLLBACK")
-        except Exception:  # a broken connection: the pool discards it
-            pass
-        await self.pool.putconn(conn)
+        if conn is not None:
+            await give_back(self.pool, conn)
 
 
 async def geojson_body(head: bytes, rows: AsyncIterator[str], tail: Callable[[], bytes]) -> AsyncIterator[bytes]:
     """``head`` + features joined by commas + ``tail()`` (called last: it may use counts and the
     last row seen)."""
-    yield head
-    first = True
-    buf: list[str] = []
-    size = 0
-    async for text in rows:
-        if not first:
-            buf.append(",")
-        first = False
-        buf.append(text)
-        size += len(text)
-        if size > 256 * 1024:
+    try:
+        yield head
+        first = True
+        buf: list[str] = []
+        size = 0
+        async for text in rows:
+            if not first:
+                buf.append(",")
+            first = False
+            buf.append(text)
+            size += len(text)
+            if size > 256 * 1024:
+                yield "".join(buf).encode()
+                buf, size = [], 0
+        if buf:
             yield "".join(buf).encode()
-            buf, size = [], 0
-    if buf:
-        yield "".join(buf).encode()
-    yield tail()
+        yield tail()
+    finally:
+        await rows.aclose()
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
@@ -153,11 +183,14 @@ async def gzipped(body: AsyncIterator[bytes], level: int = 3) -> AsyncIterator[b
     import zlib
 
     z = zlib.compressobj(level, zlib.DEFLATED, 31)
-    async for chunk in body:
-        out = await asyncio.to_thread(z.compress, chunk) if len(chunk) > 64 * 1024 else z.compress(chunk)
-        if out:
-            yield out
-    yield z.flush()
+    try:
+        async for chunk in body:
+            out = await asyncio.to_thread(z.compress, chunk) if len(chunk) > 64 * 1024 else z.compress(chunk)
+            if out:
+                yield out
+        yield z.flush()
+    finally:
+        await body.aclose()
 
 
 async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout: float) -> AsyncIterator[bytes]:
@@ -171,12 +204,7 @@ async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout
                 async for chunk in copy:
                     yield bytes(chunk)
     finally:
-        try:
-            if not conn.closed:
-                await conn.execute("ROLLBACK")
-        except Exception:
-            pass
-        await pool.putconn(conn)
+        await give_back(pool, conn)
 
 
 _ARROW_TYPES = {"text": "string", "integer": "int64", "number": "float64", "boolean": "bool",

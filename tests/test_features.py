@@ -384,3 +384,23 @@ def test_api_keys_see_internal_layers_and_masked_attributes(server, http):
     assert [f["id"] for f in r.json()["features"]] == ["P00007"]
     q = http.get("/collections/land_use/queryables", headers={"X-API-Key": nr}).json()
     assert "qsdwmc" in q["properties"]
+
+
+def test_abandoned_downloads_give_connections_back(server, http):
+    """Clients that hang up mid-download must not leak pooled connections or export slots."""
+    for _ in range(14):  # more than the pool (10) and the export slots (2)
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            with c.stream("GET", "/collections/land_use/items", params={"download": "true", "limit": 2500}) as r:
+                assert r.status_code == 200, (_, r.read())
+                next(r.iter_raw(1024))
+    r = http.get("/collections/land_use/items", params={"f": "csv"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.text.splitlines()) == 2501
+
+
+def test_statement_timeout_is_503(server, live_server):
+    srv = live_server(server.settings.model_copy(update={"statement_timeout_ms": 1}))
+    with srv.client() as c:
+        r = c.get("/collections/land_use/items", params={"filter": "dlmc LIKE '%9%'", "limit": 5000,
+                                                          "sortby": "-dlmc"})
+    assert r.status_code == 503 and "timeout" in r.json()["description"]

@@ -74,7 +74,8 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     states = await layer_states(conn)
     specs = resolve_layers(layers, states, principal, registry)
     result = await vector_tile(conn, _cache(request), registry, principal, states, specs, tms, z, row, col,
-                               if_none_match=request.headers.get("if-none-match"))
+                               if_none_match=request.headers.get("if-none-match"),
+                               timeout_ms=request.app.state.settings.tile_statement_timeout_ms)
     response = _mvt_response(request, result, principal)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
     response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"

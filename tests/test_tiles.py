@@ -283,3 +283,14 @@ def test_cli_seed_fills_the_cache(county, server):
         assert c.get(f"/tiles/water_areas/12/{col}/{row}.mvt").headers["x-tile-cache"] == "hit"
     bad = subprocess.run([*cmd[:-1], "14-x"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--zoom" in bad.stderr
+
+
+def test_tile_past_statement_timeout_is_503(county, live_server, tmp_path):
+    s = county.model_copy(update={"data_dir": tmp_path})
+    srv = live_server(s, env={"GEOBASE_TILE_STATEMENT_TIMEOUT_MS": "1", "GEOBASE_TILE_CACHE_MAX_BYTES": "0"})
+    row, col = tile_xy(WEB_MERCATOR_QUAD, 9, LON0 + 0.05, LAT0 + 0.05)
+    with srv.client() as c:
+        r = c.get(f"/tiles/onemap/9/{col}/{row}.mvt")
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert c.get("/tileMatrixSets").status_code == 200  # the pooled connection is not left broken
+        assert c.get(f"/tiles/onemap/9/{col}/{row}.mvt").status_code == 503

@@ -79,7 +79,7 @@ def signature(principal: Principal, states: dict[str, LayerState], registry: Reg
 async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                       principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec],
                       tms: TileMatrixSet, z: int, row: int, col: int,
-                      if_none_match: str | None = None) -> TileResult | None:
+                      if_none_match: str | None = None, timeout_ms: int | None = None) -> TileResult | None:
     """The gzip-compressed MVT (None when ``if_none_match`` matches: answer 304)."""
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
@@ -97,8 +97,11 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         body = b""
         versions = {n: states[n].version for n in names}
     else:
-        cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
-        raw, versions = await cur.fetchone()
+        async with conn.transaction():
+            if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
+                await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
+            cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
+            raw, versions = await cur.fetchone()
         raw = bytes(raw or b"")
         body = gzip.compress(raw, compresslevel=5, mtime=0) if raw else b""
         versions = {n: (versions or {}).get(n) for n in names}

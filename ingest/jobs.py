@@ -1,0 +1,118 @@
+"""Background ingest jobs recorded in ``catalog.jobs`` (status, progress, report).
+
+An upload is saved to ``<data dir>/uploads/<job id>/`` and ingested in a worker thread of the
+server process; the row in ``catalog.jobs`` is what clients poll. The upload folder is removed
+when the job ends, whatever the outcome. A job left ``running`` by a server that died is marked
+failed at the next start (its upload folder is removed too).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from geobase.db import connect
+from geobase.errors import GeobaseError
+from geobase.settings import Settings
+
+PROGRESS_INTERVAL_S = 0.5
+
+
+def uploads_dir(settings: Settings) -> Path:
+    d = settings.data_path / "uploads"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create_job(settings: Settings, job_id: str, layer: str, params: dict, created_by: str) -> None:
+    with connect(settings) as conn:
+        conn.execute(
+            "INSERT INTO catalog.jobs (id, kind, layer, status, params, created_by) "
+            "VALUES (%s, 'ingest', %s, 'accepted', %s, %s)",
+            (job_id, layer, json.dumps(params, ensure_ascii=False), created_by))
+
+
+def _update(settings: Settings, job_id: str, **fields) -> None:
+    sets, values = [], []
+    for k, v in fields.items():
+        if k in ("started_at", "finished_at"):
+            sets.append(f"{k} = now()")
+            continue
+        sets.append(f"{k} = %s")
+        values.append(json.dumps(v, ensure_ascii=False, default=str) if k == "result" else v)
+    from psycopg import sql
+
+    stmt = sql.SQL("UPDATE catalog.jobs SET {} WHERE id = %s").format(sql.SQL(", ").join(sql.SQL(s) for s in sets))
+    with connect(settings) as conn:
+        conn.execute(stmt, (*values, job_id))
+
+
+def get_job(settings: Settings, job_id: str) -> dict | None:
+    from psycopg.rows import dict_row
+
+    with connect(settings) as conn, conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM catalog.jobs WHERE id = %s", (job_id,)).fetchone()
+
+
+def fail_orphaned_jobs(settings: Settings) -> int:
+    """Jobs 'running'/'accepted' in a server that is gone: mark failed (the version was never committed)."""
+    with connect(settings) as conn:
+        cur = conn.execute(
+            "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), "
+            "message = 'the server stopped while the job ran; nothing was committed, submit the file again' "
+            "WHERE kind = 'ingest' AND status IN ('accepted', 'running') AND created_at < now() - interval '1 second' "
+            "AND coalesce(params->>'server', '') <> %s RETURNING id", (SERVER_ID,))
+        ids = [str(r[0]) for r in cur.fetchall()]
+    for i in ids:
+        shutil.rmtree(uploads_dir(settings) / i, ignore_errors=True)
+    return len(ids)
+
+
+#: Distinguishes this server process from earlier ones (jobs of a dead process are orphans).
+SERVER_ID = uuid.uuid4().hex
+
+
+def run_job(settings: Settings, job_id: str, layer: str, path: Path, options: dict, user: str) -> None:
+    """The thread body: ingest, record progress and the outcome, always remove the upload."""
+    from geobase.ingest.pipeline import ingest
+
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_INTERVAL_S:
+            return
+        last[0] = now
+        frac = min(done / total, 0.99) if total else 0.0
+        _update(settings, job_id, progress=frac, message=f"{done} features read")
+
+    try:
+        _update(settings, job_id, status="running", started_at=True)
+        res = ingest(settings, layer, path, user=user, progress=progress, job_id=job_id.replace("-", ""), **options)
+        _update(settings, job_id, status="successful", progress=1.0, finished_at=True,
+                message=f"version {res.version}" if res.version else "dry run", result=res.as_dict())
+    except GeobaseError as exc:
+        _update(settings, job_id, status="failed", finished_at=True, message=exc.message,
+                result={"error": exc.code, "message": exc.message, "parameter": exc.parameter,
+                        "report": exc.details.get("report")})
+    except Exception as exc:  # a bug or the database: record it, never leave the job 'running'
+        _update(settings, job_id, status="failed", finished_at=True, message=f"internal error: {exc}",
+                result={"error": "ServerError", "message": str(exc), "trace": traceback.format_exc()[-2000:]})
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def start_job(settings: Settings, job_id: str, layer: str, path: Path, options: dict, user: str) -> threading.Thread:
+    t = threading.Thread(target=run_job, args=(settings, job_id, layer, path, options, user),
+                         name=f"ingest-{job_id[:8]}", daemon=True)
+    t.start()
+    return t

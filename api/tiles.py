@@ -20,18 +20,18 @@ import time
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
-from geobase.errors import InvalidInput, NotFound
-from geobase.security import Principal, get_principal, require_layer, visible_layers
-from geobase.settings import Settings
-from geobase.specs import LayerSpec, Registry
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import ONEMAP, layer_states, resolve_layers, signature, vector_tile
 from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
+
+from geobase.errors import InvalidInput, NotFound
+from geobase.security import Principal, get_principal, require_layer, visible_layers
+from geobase.settings import Settings
+from geobase.specs import LayerSpec, Registry
 
 router = APIRouter(tags=["Tiles"])
 

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import httpx
 import psycopg
-
-from common import REPO, Context, Result, median, percentile
+from common import Context, Result, median, percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import CELL, LAT0, LON0, Server, _database, _free_port, _load, _tipg  # noqa: E402
+from bench_features import CELL, LAT0, LON0, Server, _database, _free_port, _load, _tipg
 
 ZOOMS = (10, 12, 14, 16)
 PER_ZOOM = 6
@@ -48,9 +47,10 @@ def _tile_list(parcels: int) -> list[tuple[int, int, int]]:
     """(z, x, y) of PER_ZOOM tiles per zoom in a row through the centre of the layer."""
     import math
 
-    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W, lonlat_to_mercator
+    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+    from geobase.tiles.tms import lonlat_to_mercator
 
-    side = int(math.ceil(math.sqrt(parcels)))
+    side = math.ceil(math.sqrt(parcels))
     lon, lat = LON0 + side * CELL / 2, LAT0 + side * CELL / 2
     mx, my = lonlat_to_mercator(lon, lat)
     out = []
@@ -75,11 +75,12 @@ def _fetch(client: httpx.Client, url: str) -> tuple[float, int, int]:
 
 def _direct_sql(url: str, tiles) -> dict[tuple, float]:
     """Our tile statement run from a plain psycopg connection (the floor for a cold tile)."""
+    from geobase.tiles.mvt import plan_layer, tile_sql
+    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+
     from geobase.security import PUBLIC, hidden_attributes
     from geobase.settings import Settings
     from geobase.specs import get_registry
-    from geobase.tiles.mvt import plan_layer, tile_sql
-    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 
     reg = get_registry(Settings())
     spec = reg.layers["land_use"]

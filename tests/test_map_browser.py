@@ -9,7 +9,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-
 from conftest import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,10 +10,10 @@ import mapbox_vector_tile
 import numpy as np
 import psycopg
 import pytest
-
-from geobase.db import database_url
 from geobase.tiles.tms import CGCS2000_QUAD, WEB_MERCATOR_QUAD, lonlat_to_mercator
 from test_tiles_data import LAND_CODES, LAT0, LON0, commit_version, load_test_county, water_rows
+
+from geobase.db import database_url
 
 
 def tile_xy(tms, z, lon, lat):
@@ -271,17 +271,17 @@ def test_cli_seed_fills_the_cache(county, server):
 
     env = dict(os.environ, GEOBASE_DATABASE_URL=county.database_url, GEOBASE_DATA_DIR=str(county.data_dir))
     cmd = [sys.executable, "-m", "geobase.cli", "tiles", "seed", "--layers", "water_areas", "--zoom", "10-13"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert " tiles: " in out.stdout and "rendered" in out.stdout
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=120)
     n = int(again.stdout.split(" tiles:")[0].replace(",", "").split()[-1])
     assert f"{n:,} already cached" in again.stdout  # second run: everything is a hit
     # the server shares the cache directory: the seeded tile is a hit there too
     row, col = tile_xy(WEB_MERCATOR_QUAD, 12, LON0 + 0.05, LAT0 + 0.07)
     with server.client() as c:
         assert c.get(f"/tiles/water_areas/12/{col}/{row}.mvt").headers["x-tile-cache"] == "hit"
-    bad = subprocess.run([*cmd[:-1], "14-x"], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([*cmd[:-1], "14-x"], env=env, capture_output=True, text=True, check=False, timeout=60)
     assert bad.returncode == 2 and "--zoom" in bad.stderr
 
 

@@ -7,11 +7,11 @@ import json
 
 import mapbox_vector_tile
 import psycopg
-import pytest
-
 from conftest import SAMPLE, LiveServer
+from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+from geobase.tiles.tms import lonlat_to_mercator
+
 from geobase.db import database_url
-from geobase.tiles.tms import WEB_MERCATOR_QUAD as W, lonlat_to_mercator
 
 
 def county_extent(settings) -> list[float]:

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
 
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import table_ident
-from geobase.tiles.tms import TileMatrixSet
 
 EXTENT = 4096
 BUFFER = 64
@@ -106,7 +106,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
     spec = plan.spec
     col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
     cf = sql.Identifier(_class_field(spec))
-    xmin, ymin, xmax, ymax = bounds
+    xmin, ymin, xmax, _ = bounds
     cell = (xmax - xmin) / CELLS_PER_TILE
     big = cell * cell  # parcels with a bbox of at least one cell are drawn as themselves
     px = tms.tile_span(z) / 256

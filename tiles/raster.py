@@ -10,13 +10,14 @@ import math
 from pathlib import Path
 
 import numpy as np
+from geobase.tiles.tms import TileMatrixSet
+
 # imported at module load: a lazy import from several tile threads at once races in rio_tiler
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import Reader
 from rio_tiler.utils import render
 
 from geobase.errors import InvalidInput, NotFound
-from geobase.tiles.tms import TileMatrixSet
 
 STYLES = ("hillshade", "elevation", "slope")
 PATH_KEYS = ("path", "cog", "cog_path", "file", "uri")

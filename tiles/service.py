@@ -12,14 +12,14 @@ import gzip
 from dataclasses import dataclass
 
 import psycopg
+from geobase.tiles.cache import TileCache, cache_key, etag_for
+from geobase.tiles.mvt import plan_layer, tile_sql
+from geobase.tiles.tms import TileMatrixSet
 
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import LayerAccess, Principal, can_see, hidden_attributes, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
-from geobase.tiles.cache import TileCache, cache_key, etag_for
-from geobase.tiles.mvt import plan_layer, tile_sql
-from geobase.tiles.tms import TileMatrixSet
 
 ONEMAP = "onemap"
 STATE_SQL = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers ORDER BY name"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -20,15 +19,24 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api.deps import base_url, get_conn, get_registry_dep
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from psycopg import sql
 
 from geobase import formats
-from geobase.api.deps import base_url, get_conn, get_registry_dep
-from geobase.crs import CRS84, STORAGE_CRS, parse_crs
+from geobase.crs import CRS84, STORAGE_CRS
 from geobase.db import database_url
 from geobase.errors import InvalidInput, NotFound, ServiceUnavailable
-from geobase.features import (ItemsParams, LayerState, build_query, changes_source, encode_cursor, etag_for,
-                              layer_state, queryable_types, resolve_datetime)
+from geobase.features import (
+    ItemsParams,
+    LayerState,
+    build_query,
+    changes_source,
+    encode_cursor,
+    etag_for,
+    layer_state,
+    queryable_types,
+)
 from geobase.security import Principal, get_principal, hidden_attributes, require_layer, visible_layers
 from geobase.specs import LayerSpec, Registry
 
@@ -324,7 +332,7 @@ _ITEM_PARAMS = dict(
 )
 
 
-def _streaming(request: Request, body, media_type: str, headers: dict) -> StreamingResponse:
+def _streaming(request: Request, body, media_type: str, headers: dict) -> formats.ClosingStreamingResponse:
     """A streamed response, gzipped here (fast level, off the event loop) when the client
     accepts it."""
     if formats.accepts_gzip(request.headers.get("accept-encoding")):
@@ -427,7 +435,7 @@ class _Items:
 
         def tail() -> bytes:
             doc = {"numberReturned": st["n"], "links": links(),
-                   "timeStamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                   "timeStamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
             if number_matched is not None:
                 doc["numberMatched"] = number_matched
             if q.version is not None:
@@ -444,7 +452,7 @@ class _Items:
             sem = self.request.app.state.export_semaphore = asyncio.Semaphore(settings.export_concurrency)
         try:
             await asyncio.wait_for(sem.acquire(), timeout=settings.pool_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ServiceUnavailable("too many downloads at once; retry shortly") from None
         released = False
 
@@ -607,9 +615,7 @@ async def item(request: Request, collectionId: str, featureId: str,
     q = build_query(state, hidden, ItemsParams(crs=crs, datetime=datetime, properties=properties,
                                                precision=_int(precision, "precision")),
                     default_limit=1, max_limit=1)
-    from psycopg import sql as _sql
-
-    q.where.append(_sql.SQL("_key = {}").format(_sql.Literal(featureId)))
+    q.where.append(sql.SQL("_key = {}").format(sql.Literal(featureId)))
     etag = etag_for(spec.name, q.version, state.current_version, featureId, sorted(request.query_params.multi_items()),
                     sorted(hidden), fmt)
     headers = _cache_headers(principal, etag)

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from psycopg import sql
-
 from common import REPO, Context, Result, median, peak_rss_mib
+from psycopg import sql
 
 DB = "geobase_bench_features"
 CELL = 0.0005  # degrees (~50 m)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from psycopg import sql
 from pygeofilter import ast, values
@@ -243,8 +244,6 @@ class Translator:
                 return sql.SQL("({} > {} AND {} < {})").format(a0, b0, a1, b1)
             if op == ast.TemporalComparisonOp.DISJOINT:
                 return sql.SQL("({} < {} OR {} > {})").format(a1, b0, a0, b1)
-            if op == ast.TemporalComparisonOp.INTERSECTS if hasattr(ast.TemporalComparisonOp, "INTERSECTS") else False:
-                return sql.SQL("({} <= {} AND {} >= {})").format(a0, b1, a1, b0)
             raise InvalidInput(f"filter: temporal operator {op.name} is not supported "
                                "(T_BEFORE, T_AFTER, T_EQUALS, T_DURING, T_DISJOINT are)", parameter=PARAM)
         if isinstance(n, ast.Attribute):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable
 
 from pyproj import CRS as ProjCRS
 
@@ -82,7 +82,7 @@ def supported_uris(extent: Iterable[float] | None) -> list[str]:
 
 
 _URI_RE = re.compile(r"^https?://www\.opengis\.net/def/crs/EPSG/0/(\d+)$")
-_CURIE_RE = re.compile(r"^\[?EPSG:(\d+)\]?$", re.I)
+_CURIE_RE = re.compile(r"^\[?EPSG:(\d+)\]?$", re.IGNORECASE)
 
 
 @lru_cache(maxsize=256)

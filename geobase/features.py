@@ -88,12 +88,12 @@ def _parse_instant(text: str, parameter: str, end: bool = False) -> dt.datetime:
     try:
         if len(t) == 10:
             d = dt.date.fromisoformat(t)
-            value = dt.datetime.combine(d, dt.time.max if end else dt.time.min, tzinfo=dt.timezone.utc)
+            value = dt.datetime.combine(d, dt.time.max if end else dt.time.min, tzinfo=dt.UTC)
         else:
             value = dt.datetime.fromisoformat(t.replace("z", "Z").replace("Z", "+00:00").replace(" ", "T"))
     except ValueError as exc:
         raise InvalidInput(f"{parameter}: {text!r}: {exc}", parameter=parameter) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def resolve_datetime(state: LayerState, value: str | None) -> int | None:
@@ -410,7 +410,6 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
         raise InvalidInput("bbox-crs: given without bbox", parameter="bbox-crs")
     qtypes = queryable_types(spec, hidden)
     visible = list(qtypes)
-    measure = measure_column(spec)
 
     # -- properties --------------------------------------------------------------------------
     if p.properties is not None:
@@ -527,19 +526,22 @@ def changes_source(spec: LayerSpec, v_from: int, v_to: int) -> tuple[sql.Composa
     return src, sql.Identifier("change")
 
 
-def feature_query_by_key(state: LayerState, hidden: set[str], key: str, crs: str | None,
-                         version: int | None, precision: int | None) -> FeatureQuery:
-    q = build_query(state, hidden, ItemsParams(crs=crs, precision=precision), default_limit=1, max_limit=1)
-    q.version = version
-    q.is_current = version == state.current_version
-    q.where.append(sql.SQL("_key = {}").format(sql.Literal(key)))
-    return q
-
-
 def etag_for(*parts: Any) -> str:
     return '"' + hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:32] + '"'
 
 
-__all__ = ["CRS84", "FeatureQuery", "ItemsParams", "LayerState", "NotFound", "build_query", "changes_source",
-           "encode_cursor", "decode_cursor", "etag_for", "feature_query_by_key", "layer_state", "queryable_types",
-           "resolve_datetime"]
+__all__ = [
+    "CRS84",
+    "FeatureQuery",
+    "ItemsParams",
+    "LayerState",
+    "NotFound",
+    "build_query",
+    "changes_source",
+    "decode_cursor",
+    "encode_cursor",
+    "etag_for",
+    "layer_state",
+    "queryable_types",
+    "resolve_datetime",
+]

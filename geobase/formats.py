@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import psycopg
@@ -98,7 +99,7 @@ class RowStream:
         self.first: list[tuple] = []
         self.done = False
 
-    async def open(self) -> "RowStream":
+    async def open(self) -> RowStream:
         self.conn = await self.pool.getconn(timeout=self.pool_timeout)
         try:
             await self.conn.execute("BEGIN READ ONLY")

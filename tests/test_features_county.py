@@ -6,7 +6,6 @@ from __future__ import annotations
 import psycopg
 import pyogrio
 import pytest
-
 from conftest import SAMPLE
 
 pytestmark = pytest.mark.skipif(not (SAMPLE / "DLTB.zip").exists(), reason="sample county not generated")
@@ -88,7 +87,6 @@ def test_gdal_and_owslib_read_the_county(county_server):
 
 def test_datetime_returns_old_version_after_replace(county_db, live_server, tmp_path):
     import geopandas as gpd
-
     from geobase.ingest.pipeline import ingest
 
     with psycopg.connect(county_db.database_url) as conn:

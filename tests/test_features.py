@@ -105,6 +105,11 @@ def test_conformance_and_collections(http):
     assert "text/html" in http.get("/collections", params={"f": "html"}).headers["content-type"]
     html = http.get("/collections/land_use/items", params={"f": "html", "limit": 5}).text
     assert "maplibre-gl.js" in html and "P00000" in html
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path, text in (("/conformance", "conf/core"), ("/collections/land_use", "地类图斑"),
+                       ("/collections/land_use/queryables", "水田"), ("/collections/dem", "Coverage")):
+        r = http.get(path, headers=browser)
+        assert r.headers["content-type"].startswith("text/html") and text in r.text, path
 
 
 def test_queryables_masks_hidden_attributes(http):

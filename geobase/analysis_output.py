@@ -19,7 +19,9 @@ PALETTE = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f
 
 
 def to_json(result: dict) -> str:
-    return json.dumps(result, ensure_ascii=False, indent=2, default=str)
+    import orjson  # several times faster than json for results with thousands of pieces
+
+    return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
 def features_of(result: dict) -> list[dict]:

@@ -32,12 +32,12 @@ from geobase.errors import InvalidInput
 from geobase.settings import Settings
 
 GEOD = Geod(ellps="GRS80")  # CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101
-CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)
+CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China Sea islands
 # Edges are densified so that every consumer (PostGIS geography, pyproj Geod, the pieces cut
 # along the edge) sees the same line: a 1.5 km lon/lat edge read as a geodesic bulges ~2 cm,
 # i.e. ~1e-5 of a 1.6 km² site, and the pieces cut along it would not sum to the site.
-DENSIFY_DEG = 0.0001  # ~10 m
-DENSIFY_M = 10.0  # lon/lat bounds incl. the South China Sea islands
+DENSIFY_DEG = 0.0005  # ~50 m: the bulge error left is ~(50/1500)² of the above, < 1e-7
+DENSIFY_M = 50.0  # the same for inputs in a projected CRS, before the inverse projection
 CRS84_NAMES = {"CRS84", "OGC:CRS84", "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84"}
 GK_PREFIXED = set(range(4491, 4502)) | set(range(4513, 4534))  # zone number in the easting
 GK_PLAIN = set(range(4502, 4513)) | set(range(4534, 4555))

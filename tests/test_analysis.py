@@ -89,7 +89,7 @@ def test_gk_zone_input_is_reprojected_and_area_is_ellipsoidal(tmp_path):
     import shapely
 
     back = Transformer.from_crs(4527, 4490, always_xy=True)
-    expected = shp_transform(lambda x, y: back.transform(x, y), shapely.segmentize(gk, 10.0))
+    expected = shp_transform(lambda x, y: back.transform(x, y), shapely.segmentize(gk, 50.0))
     assert got.area_m2 == pytest.approx(geod_area(expected), rel=1e-6)
     assert got.area_m2 == pytest.approx(geod_area(ll), rel=1e-4)
     repaired = parse_geojson({"type": "Polygon", "coordinates": [[[118.30, 30.0], [118.31, 30.01], [118.31, 30.0],
@@ -103,7 +103,7 @@ def test_gk_zone_input_is_reprojected_and_area_is_ellipsoidal(tmp_path):
 def test_site_check_pieces_areas_rules_and_versions(small):
     settings, reg, vis = small
     site = parse_geojson(mapping(box(X0 + 0.005, Y0 + 0.005, X0 + 0.025, Y0 + 0.035)), settings)
-    site_geom = site.geom  # densified to ~10 m edges: the site every consumer sees
+    site_geom = site.geom  # densified to ~50 m edges: the site every consumer sees
     r = run(settings, lambda c: overlay.site_check(c, reg, vis, site))
     assert r["site"]["area"]["m2"] == pytest.approx(geod_area(site_geom), rel=1e-6)
     lu = r["layers"]["land_use"]

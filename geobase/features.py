@@ -219,11 +219,13 @@ class FeatureQuery:
     source: sql.Composable | None = None  # FROM clause; default: the layer table
 
     # -- SQL pieces ----------------------------------------------------------------------------
-    def geometry_sql(self) -> sql.Composable:
+    def geometry_sql(self, axis_order: bool = True) -> sql.Composable:
+        """The geometry in the output CRS; ``axis_order``: in the CRS's own axis order (GeoJSON
+        per OGC Part 2), else x/y as files (GeoPackage, FlatGeobuf, WKT in CSV) store it."""
         g: sql.Composable = sql.Identifier("geom")
         if self.out_crs.srid not in (4326, 4490):
             g = sql.SQL("ST_Transform({}, {})").format(g, sql.Literal(self.out_crs.srid))
-        if self.out_crs.flip:
+        if self.out_crs.flip and axis_order:
             g = sql.SQL("ST_FlipCoordinates({})").format(g)
         return g
 
@@ -325,7 +327,7 @@ class FeatureQuery:
         if self.extra_property:
             cols.append(sql.SQL("{} AS {}").format(self.extra_property[1], sql.Identifier(self.extra_property[0])))
         if not self.skip_geometry:
-            g = self.geometry_sql()
+            g = self.geometry_sql(axis_order=False)
             if geometry == "wkt":
                 cols.append(sql.SQL("ST_AsText({}, {}) AS wkt").format(g, sql.Literal(self.precision)))
             else:

@@ -336,6 +336,15 @@ def test_downloads_csv_gpkg_fgb_geojson(http, tmp_path):
         df = pyogrio.read_dataframe(path)
         assert len(df) == 2500 and "dlbm" in df.columns and "qsdwmc" not in df.columns
         assert df.crs.to_epsg() == 4326 and df.geometry.iloc[0].geom_type == "MultiPolygon"
+    # files keep x/y order (GIS convention) in the CRS asked for
+    r = http.get("/collections/land_use/items", params={"f": "gpkg", "crs": "http://www.opengis.net/def/crs/EPSG/0/4527",
+                                                        "filter": "bsm = 'P00000'"})
+    (tmp_path / "gk.gpkg").write_bytes(r.content)
+    gk = pyogrio.read_dataframe(tmp_path / "gk.gpkg")
+    assert gk.crs.to_epsg() == 4527 and len(gk) == 1
+    x, y = gk.geometry.iloc[0].exterior.coords[0] if gk.geometry.iloc[0].geom_type == "Polygon" else \
+        gk.geometry.iloc[0].geoms[0].exterior.coords[0]
+    assert 39_400_000 < x < 39_600_000 and 3_000_000 < y < 4_000_000
     r = http.get("/collections/land_use/items", params={"download": "true"})
     fc = r.json()
     assert len(fc["features"]) == 2500 and fc["numberReturned"] == 2500

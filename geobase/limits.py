@@ -33,6 +33,7 @@ TILE_RE = re.compile(r"/tiles/.*\d+/\d+/\d+(\.[A-Za-z0-9]+)?$")
 EXPORT_RE = re.compile(r"/(download|downloads|export|exports)(/|$)")
 UPLOAD_RE = re.compile(r"/(ingest|upload|uploads)(/|$)")
 ANALYSIS_RE = re.compile(r"^/(analysis|analyses|processes)(/|$)")
+LAYER_IN_PATH_RE = re.compile(r"^/(?:collections|admin/layers)/([a-z][a-z0-9_]{0,62})(?:/|$)")
 
 
 def request_class(path: str) -> str:
@@ -233,6 +234,10 @@ class GateMiddleware:
             if sem is not None:
                 sem.release()
             audit.end(token)
+            if not ctx.layers and ctx.method not in audit.READ_METHODS:
+                m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
+                if m:
+                    ctx.layers.add(m.group(1))
             if ctx.should_write():
                 await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
 

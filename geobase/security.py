@@ -116,6 +116,12 @@ async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
     return [LayerAccess(n, d, s, tuple(w or ())) for n, d, s, w in await cur.fetchall()]
 
 
+def note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
+    """For code that decides visibility with :func:`can_see` itself (e.g. composite tiles):
+    record the layer read in the request's audit context, like ``require_layer`` does."""
+    _note_read(principal, access, spec)
+
+
 def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
     """Tell the request's audit context that this layer is read and whether that is non-public
     data (a non-public layer, or attributes masked from the public that this caller sees)."""

@@ -496,3 +496,28 @@ def test_rate_limits_answer_429_with_retry_after_per_key_and_per_ip(sec, live_se
         assert other.status_code == 200
         time.sleep(2.2)  # refills at 1/s
         assert c.get("/health", headers=h).status_code == 200
+
+
+# --- pure functions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("peer,xff,expected", [
+    ("127.0.0.1", "203.0.113.7", "203.0.113.7"),              # behind the trusted local proxy
+    ("127.0.0.1", "198.51.100.1, 203.0.113.7", "203.0.113.7"),  # right-most untrusted hop is the client
+    ("127.0.0.1", "203.0.113.7, 10.0.0.5", "203.0.113.7"),      # 10.0.0.5 is a trusted inner proxy
+    ("198.51.100.9", "1.2.3.4", "198.51.100.9"),                # untrusted peer: its header is ignored
+    ("127.0.0.1", "not-an-ip", "127.0.0.1"),                    # garbage: fall back to the peer
+    ("127.0.0.1", None, "127.0.0.1"),
+])
+def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(peer, xff, expected):
+    from geobase.audit import client_ip
+
+    assert client_ip(peer, xff, "127.0.0.1,::1,10.0.0.0/8") == expected
+
+
+def test_key_format_and_parsing():
+    from geobase.keys import parse_key
+
+    assert parse_key("gb_0123456789ab_" + "A" * 43) == ("0123456789ab", "A" * 43)
+    for bad in ("", "gb_", "gb_0123456789ab_short", "xx_0123456789ab_" + "A" * 43, "gb_0123456789AB_" + "A" * 43,
+                "gb_0123456789ab_" + "A" * 43 + "'--"):
+        assert parse_key(bad) is None, bad

@@ -64,10 +64,9 @@ async def layer_versions(conn: psycopg.AsyncConnection, names: list[str]) -> dic
 # site compliance check
 # ---------------------------------------------------------------------------------------------
 
-def _class_info(registry: Registry, spec: LayerSpec, code: str | None) -> dict:
-    if not spec.class_field or code is None:
+def _class_info(codes: dict, code: str | None) -> dict:
+    if code is None:
         return {}
-    codes = registry.codes_for(spec, spec.class_field) or {}
     c = codes.get(code) or codes.get(code[:4])
     out = {"class": code, "class_name": c.zh if c else None}
     if c and c.group:
@@ -210,6 +209,7 @@ async def site_check(conn: psycopg.AsyncConnection, registry: Registry, visible:
             hits = [p for p in pieces if rid in p["rules"]]
             from_pieces[rid] = (sum(p["measure"] for p in hits), sorted(p["key"] for p in hits))
         kept = []
+        codes = (registry.codes_for(spec, spec.class_field) or {}) if spec.class_field else {}
         for p in pieces:
             p.pop("rules", None)
             if spec.geometry == "MultiPolygon" and p["measure"] < sliver_m2:
@@ -217,15 +217,21 @@ async def site_check(conn: psycopg.AsyncConnection, registry: Registry, visible:
                 dropped["m2"] += p["measure"]
                 continue
             code = p["attributes"].get(spec.class_field) if spec.class_field else None
-            p.update(_class_info(registry, spec, code))
+            if spec.class_field:
+                p.update(_class_info(codes, code))
             kept.append(p)
         out_layers[name] = _summarise_layer(spec, kept, site.area_m2)
     rule_results = []
+    may_see = {s.name for s in visible}
     for r in rules:
+        if r.layer not in may_see:  # say the check is incomplete without naming the hidden layer
+            rule_results.append({"id": r.id, "title": r.title.model_dump(), "verdict": "not-evaluated",
+                                 "fires_as": r.verdict, "reason": "needs data this caller may not see"})
+            continue
         if r.layer not in used:
             rule_results.append({"id": r.id, "title": r.title.model_dump(), "layer": r.layer,
                                  "verdict": "not-evaluated", "fires_as": r.verdict,
-                                 "reason": f"layer {r.layer!r} is not available to this caller or has no data"})
+                                 "reason": f"layer {r.layer!r} was not checked or has no data"})
             continue
         if r.applies_to and project_type not in r.applies_to:
             rule_results.append({"id": r.id, "title": r.title.model_dump(), "layer": r.layer,
@@ -277,10 +283,13 @@ def _summarise_layer(spec: LayerSpec, pieces: list[dict], site_m2: float) -> dic
             rows.append(row)
         return rows
 
+    for p in pieces:  # in place: thousands of pieces per site
+        if polygonal:
+            p["area"] = units(p["measure"])
+        else:
+            p["length_m"] = round(p["measure"], 3)
     summary = {"class_field": spec.class_field, "geometry": spec.geometry, "features": len(pieces),
-               "by_class": table(by["class"]), "pieces": [
-                   {k: v for k, v in p.items()} | ({"area": units(p["measure"])} if polygonal else
-                                                   {"length_m": round(p["measure"], 3)}) for p in pieces]}
+               "by_class": table(by["class"]), "pieces": pieces}
     if by["group"]:
         summary["by_group"] = table(by["group"])
     if by["category"]:

@@ -25,6 +25,8 @@ from geobase.storage import measure_column, table_ident
 STAGING = "staging"
 #: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
 COVERAGE_FULL_LIMIT = 200_000
+#: Without --coverage/--no-coverage the coverage check runs up to this many rows.
+COVERAGE_AUTO_LIMIT = 20_000
 AREA_TOLERANCE = 0.05  # 5 % stated vs ellipsoidal area
 OVERLAP_MIN_M2 = 1.0
 GAP_MIN_M2 = 1.0
@@ -82,9 +84,19 @@ class Staging:
         self.conn.commit()
 
     def copy(self):
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        """A binary COPY: rows are (row, key, hash, attrs..., EWKB 4490, EWKB 3857)."""
+        from contextlib import contextmanager
+
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             self.ident, sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        return self.conn.cursor().copy(stmt)
+        types = ["int8", "text", "text", *[a.pg_type for a in self.spec.attributes], "bytea", "bytea"]
+
+        @contextmanager
+        def _cm():
+            with self.conn.cursor().copy(stmt) as cp:
+                cp.set_types(types)
+                yield cp
+        return _cm()
 
     def drop(self) -> None:
         try:
@@ -116,22 +128,9 @@ class Staging:
         return cur.rowcount
 
     def area_deviation(self, tolerance: float = AREA_TOLERANCE, limit: int = 20) -> tuple[int, list[dict]]:
-        field = self.spec.stated_area_field
-        if not field or self.spec.geometry != "MultiPolygon":
-            return 0, []
-        factor = 10_000.0 if self.spec.stated_area_unit == "ha" else 1.0
-        q = sql.SQL("""
-            WITH a AS (SELECT _row, _key, {f}::float8 * {k} AS stated, ST_Area(geom::geography) AS area
-                       FROM {t} WHERE {f} IS NOT NULL AND {f} > 0)
-            SELECT _row, _key, stated, area, count(*) OVER () FROM a
-            WHERE abs(area - stated) > {tol} * stated ORDER BY abs(area - stated) / stated DESC LIMIT {lim}
-        """).format(f=sql.Identifier(field), k=sql.Literal(factor), t=self.ident, tol=sql.Literal(tolerance),
-                    lim=sql.Literal(limit))
-        rows = self.conn.execute(q).fetchall()
-        self.conn.commit()
-        total = rows[0][4] if rows else 0
-        return total, [{"row": r[0], "key": r[1], "stated_m2": round(r[2], 2), "ellipsoidal_m2": round(r[3], 2),
-                        "deviation": round((r[3] - r[2]) / r[2], 4)} for r in rows]
+        """Stated vs ellipsoidal area on the staged rows (dry runs; real runs check after the insert)."""
+        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("ST_Area(geom::geography)"),
+                              tolerance, limit)
 
     def coverage(self, limit: int = 20) -> dict:
         """Overlaps (pairs whose interiors share > OVERLAP_MIN_M2) and gaps (holes of the union)."""
@@ -192,6 +191,28 @@ class Staging:
         return len(rows), [r[0] for r in rows[:20]]
 
 
+def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
+                   area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
+                   ) -> tuple[int, list[dict]]:
+    """Rows whose stated area (spec.stated_area_field, in spec.stated_area_unit) deviates from
+    the ellipsoidal area by more than ``tolerance``: count and the worst examples."""
+    field = spec.stated_area_field
+    if not field or spec.geometry != "MultiPolygon":
+        return 0, []
+    factor = 10_000.0 if spec.stated_area_unit == "ha" else 1.0
+    q = sql.SQL("""
+        WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
+                   FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)
+        SELECT _key, stated, area, count(*) OVER () FROM a
+        WHERE abs(area - stated) > {tol} * stated ORDER BY abs(area - stated) / stated DESC LIMIT {lim}
+    """).format(f=sql.Identifier(field), k=sql.Literal(factor), area=area_expr, t=table, w=where,
+                tol=sql.Literal(tolerance), lim=sql.Literal(limit))
+    rows = conn.execute(q).fetchall()
+    total = rows[0][3] if rows else 0
+    return total, [{"key": r[0], "stated_m2": round(r[1], 2), "ellipsoidal_m2": round(r[2], 2),
+                    "deviation": round((r[2] - r[1]) / r[1], 4)} for r in rows]
+
+
 @dataclass
 class CommitResult:
     version: int
@@ -212,7 +233,7 @@ def lock_layer(conn: psycopg.Connection, layer: str) -> None:
     conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(lock_key("ingest:" + layer)))
 
 
-def commit_version(stg: Staging, *, mode: str, version_row: dict) -> CommitResult:
+def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=None) -> CommitResult:
     """Apply the staged rows as a new version of the layer, in one transaction."""
     conn, spec = stg.conn, stg.spec
     data = table_ident(spec)
@@ -265,6 +286,8 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict) -> CommitResul
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
             "WHERE _vto IS NULL) x").format(data)).fetchone()
         extent = [float(x) for x in ext] if ext and ext[0] is not None else None
+        if after_insert is not None:  # checks on the rows just inserted (areas are computed once)
+            version_row = {**version_row, "report": after_insert(conn, v)}
         insert_version_row(conn, spec.name, v, mode=mode, rows_total=total, added=added, removed=removed,
                            changed=changed, extent=extent, **version_row)
     return CommitResult(v, total, added, removed, changed, extent)

@@ -322,16 +322,17 @@ class BatchNormalizer:
             multi[: len(built)] = built
             g = multi
         g3857 = self._reproject(g, self.to_3857) if len(g) else g
-        hex4490 = shapely.to_wkb(shapely.set_srid(g, 4490), hex=True, include_srid=True) if len(g) else []
-        hex3857 = shapely.to_wkb(shapely.set_srid(g3857, 3857), hex=True, include_srid=True) if len(g) else []
+        # EWKB bytes (with SRID) for a binary COPY: geometry_recv reads them as they are
+        hex4490 = shapely.to_wkb(shapely.set_srid(g, 4490), include_srid=True) if len(g) else []
+        hex3857 = shapely.to_wkb(shapely.set_srid(g3857, 3857), include_srid=True) if len(g) else []
 
         rows = []
         for j, i in enumerate(idx):
             if keys[i] is None or geom_bad[i] or (bad[i] and self.report.on_error != "keep"):
                 continue
-            attrs = [values[k][i] for k in range(len(self.attrs))]
-            h = hashlib.md5(("\x1f".join("" if v is None else str(v) for v in attrs) + "\x1e" + hex4490[j]).encode()).hexdigest()
-            rows.append([int(row_numbers[i]), keys[i], h, *attrs, hex4490[j], hex3857[j]])
+            attrs = [col[i] for col in values]
+            h = hashlib.md5("\x1f".join(["" if v is None else str(v) for v in attrs]).encode() + b"\x1e" + hex4490[j])
+            rows.append((int(row_numbers[i]), keys[i], h.hexdigest(), *attrs, hex4490[j], hex3857[j]))
         return rows, int(bad.sum())
 
 

@@ -24,7 +24,8 @@ from geobase.db import connect
 from geobase.errors import InvalidInput, NotFound
 from geobase.ingest import crs as crsmod
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
-from geobase.ingest.loader import Staging, commit_version, drop_leftover_staging, staging_name
+from geobase.ingest.loader import (AREA_TOLERANCE, COVERAGE_AUTO_LIMIT, Staging, area_deviation, commit_version,
+                                   drop_leftover_staging, staging_name)
 from geobase.ingest.normalize import FID_COLUMN, BatchNormalizer, plan_fields
 from geobase.ingest.report import QualityReport
 from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
@@ -79,7 +80,8 @@ def _ensure_catalog(conn, settings: Settings, layer: str) -> None:
 def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "replace", crs: str | None = None,
            encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
            dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
-           field_map: dict[str, str] | None = None, job_id: str | None = None) -> IngestResult:
+           field_map: dict[str, str] | None = None, job_id: str | None = None,
+           coverage: bool | None = None) -> IngestResult:
     """Load one delivered file as a new version of ``layer`` (see module docstring).
 
     Raises InvalidInput (refused input, exit code 2) with the quality report in ``details``."""
@@ -253,21 +255,38 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                     if on_error == "reject":
                         _refuse(report, path)
                     report.notes.append(f"append: dropped {stg.drop_keys_existing()} rows whose key already exists")
-            n_dev, devs = stg.area_deviation()
-            report.checks["area"] = {"tolerance": 0.05, "deviating": n_dev, "samples": devs,
-                                     "field": spec.stated_area_field, "unit": spec.stated_area_unit}
-            if n_dev:
+            def record_area(n_dev: int, devs: list[dict]) -> None:
+                report.checks["area"] = {"tolerance": AREA_TOLERANCE, "deviating": n_dev, "samples": devs,
+                                         "field": spec.stated_area_field, "unit": spec.stated_area_unit}
                 report.add_count("area_deviation", n_dev)
-            if spec.coverage and mode in ("replace",):
+
+            run_coverage = spec.coverage and mode == "replace" and (
+                coverage if coverage is not None else report.rows_loaded <= COVERAGE_AUTO_LIMIT)
+            if run_coverage:
                 cov = stg.coverage()
                 report.checks["coverage"] = cov
                 report.add_count("coverage_overlap", cov.get("overlaps", 0))
                 report.add_count("coverage_gap", cov.get("gaps", 0))
-            report.rows_skipped = report.rows_read - report.rows_loaded + (0)
+            elif spec.coverage and mode == "replace":
+                report.checks["coverage"] = {"skipped": True, "rows": report.rows_loaded}
+                report.notes.append(f"coverage check (overlaps/gaps) skipped for {report.rows_loaded} rows "
+                                    f"(automatic up to {COVERAGE_AUTO_LIMIT}); pass --coverage to run it")
+            report.rows_skipped = report.rows_read - report.rows_loaded
             if dry_run:
+                record_area(*stg.area_deviation())
                 return IngestResult(layer, None, mode, path.name, checksum, rows_total=report.rows_loaded,
                                     dry_run=True, seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
-            committed = commit_version(stg, mode=mode, version_row={
+
+            def after_insert(conn_, v: int) -> dict:
+                from psycopg import sql as _sql
+
+                from geobase.storage import table_ident
+
+                record_area(*area_deviation(conn_, spec, table_ident(spec),
+                                            _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
+                return report.as_dict()
+
+            committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row={
                 "source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
                 "created_by": user, "report": report.as_dict()})
         finally:

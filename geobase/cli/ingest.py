@@ -85,6 +85,8 @@ def ingest_cmd(
     source_layer: str = typer.Option(None, "--layer", help="Layer inside a GeoPackage/FileGDB/zip."),
     on_error: str = typer.Option("reject", "--on-error", help="reject (refuse the file) | skip (drop bad rows) | keep"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and report without writing."),
+    coverage: bool = typer.Option(None, "--coverage/--no-coverage",
+                                  help="Check overlaps/gaps of coverage layers (default: automatic up to 20,000 rows)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
 ) -> None:
     """Load a department's delivery as a new version of LAYER, with checks and a quality report."""
@@ -100,7 +102,7 @@ def ingest_cmd(
     if as_json:
         try:
             res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
-                         on_error=on_error, dry_run=dry_run, user=user)
+                         on_error=on_error, dry_run=dry_run, user=user, coverage=coverage)
         except GeobaseError as exc:
             typer.echo(json.dumps({"error": exc.code, "message": exc.message, "parameter": exc.parameter,
                                    "report": exc.details.get("report")}, ensure_ascii=False, default=str))
@@ -119,7 +121,7 @@ def ingest_cmd(
 
         try:
             res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
-                         on_error=on_error, dry_run=dry_run, user=user, progress=progress)
+                         on_error=on_error, dry_run=dry_run, user=user, progress=progress, coverage=coverage)
         except GeobaseError as exc:
             rep = exc.details.get("report")
             prog.stop()

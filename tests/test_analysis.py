@@ -307,3 +307,53 @@ def test_steep_farmland_from_the_dem(small, tmp_path):
     expected = geod_area(cell(0, 0)) + geod_area(cell(1, 0))
     assert r["total"]["m2"] == pytest.approx(expected, rel=1e-6)
     assert r["total"]["mu"] == pytest.approx(expected * 15 / 1e4, rel=1e-6)
+
+
+# -- uploads and filters ---------------------------------------------------------------------------
+
+def _zip_shapefile(tmp_path, geom, crs, *, drop_prj=False) -> bytes:
+    import io
+    import zipfile
+
+    d = tmp_path / "shp"
+    d.mkdir(exist_ok=True)
+    gpd.GeoDataFrame({"name": ["项目"]}, geometry=[geom], crs=crs).to_file(d / "site.shp", encoding="GBK")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in d.iterdir():
+            if drop_prj and f.suffix == ".prj":
+                continue
+            zf.write(f, f.name)
+    return buf.getvalue()
+
+
+def test_uploaded_zipped_shapefile_in_a_gk_zone(tmp_path):
+    from geobase.geometry_input import parse_upload
+    from geobase.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    tr = Transformer.from_crs(4490, 4527, always_xy=True)
+    ll = box(118.30, 30.00, 118.31, 30.01)
+    gk = shp_transform(lambda x, y: tr.transform(x, y), ll)
+    got = parse_upload(_zip_shapefile(tmp_path, gk, "EPSG:4527"), "site.zip", settings)
+    assert got.source_crs == "EPSG:4527"
+    assert got.area_m2 == pytest.approx(geod_area(ll), rel=1e-4)
+    with pytest.raises(InvalidInput, match="declares no CRS"):
+        parse_upload(_zip_shapefile(tmp_path, gk, "EPSG:4527", drop_prj=True), "site.zip", settings)
+    with pytest.raises(InvalidInput, match="unsupported file type"):
+        parse_upload(b"hello", "site.txt", settings)
+    with pytest.raises(InvalidInput, match="not a valid zip"):
+        parse_upload(b"hello", "site.zip", settings)
+
+
+def test_filters_name_unknown_attributes_and_codes(small):
+    settings, reg, vis = small
+    with pytest.raises(InvalidInput, match="unknown code '9999'"):
+        run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
+                                               filter={"dlbm": ["9999"]}))
+    with pytest.raises(InvalidInput, match="no attribute 'colour'"):
+        run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
+                                               filter={"colour": ["red"]}))
+    farmland = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50,
+                                                      water_layers=["rivers"], filter={"dlbm": {"prefix": ["01"]}}))
+    assert sorted(f["key"] for f in farmland["features"]) == ["LU10", "LU20"]

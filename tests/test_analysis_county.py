@@ -183,6 +183,13 @@ def test_site_check_http_and_async_job(county_server):
         assert bad.status_code == 400 and "self-intersection" in bad.json()["description"].lower()
         bad = c.post("/analysis/tabulate", json={"layer_a": "land_use", "layer_b": "nope"})
         assert bad.status_code == 400 and "nope" in bad.json()["description"]
+        # an uploaded GeoJSON file gives the same answer as the posted geometry
+        up = c.post("/analysis/site-check/upload", files={"file": ("site.geojson", json.dumps(feat), "application/geo+json")})
+        assert up.status_code == 200, up.text
+        assert up.json()["layers"]["land_use"]["total"]["m2"] == pytest.approx(body["layers"]["land_use"]["total"]["m2"],
+                                                                                rel=1e-9)
+        bad = c.post("/analysis/site-check/upload", files={"file": ("site.txt", b"x", "text/plain")})
+        assert bad.status_code == 400 and "unsupported file type" in bad.json()["description"]
         assert c.get("/processes").status_code == 200
         r = c.post("/processes/tabulate/execution", headers={"Prefer": "respond-async"},
                    json={"inputs": {"layer_a": "land_use", "layer_b": "planning_zones", "aoi": "339901001"}})

@@ -45,6 +45,15 @@ def _cache(request: Request) -> TileCache:
     return cache
 
 
+def _db_url(request: Request) -> str:
+    url = getattr(request.app.state, "tiles_db_url", None)
+    if url is None:
+        from geobase.db import database_url
+
+        url = request.app.state.tiles_db_url = database_url(request.app.state.settings)
+    return url
+
+
 def _cache_control(principal: Principal) -> str:
     scope = "public" if principal.is_public else "private"
     return f"{scope}, max-age=60, must-revalidate"
@@ -75,7 +84,8 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     specs = resolve_layers(layers, states, principal, registry)
     result = await vector_tile(conn, _cache(request), registry, principal, states, specs, tms, z, row, col,
                                if_none_match=request.headers.get("if-none-match"),
-                               timeout_ms=request.app.state.settings.tile_statement_timeout_ms)
+                               timeout_ms=request.app.state.settings.tile_statement_timeout_ms,
+                               pyramid_url=_db_url(request))
     response = _mvt_response(request, result, principal)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
     response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"

@@ -3,6 +3,7 @@ tile matrix sets; cache/ETag behaviour across a new version; client errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -294,3 +295,49 @@ def test_tile_past_statement_timeout_is_503(county, live_server, tmp_path):
         assert r.status_code == 503 and "Retry-After" in r.headers
         assert c.get("/tileMatrixSets").status_code == 200  # the pooled connection is not left broken
         assert c.get(f"/tiles/onemap/9/{col}/{row}.mvt").status_code == 503
+
+
+def test_pyramid_tiles_equal_on_the_fly_tiles(new_db):
+    """Low-zoom land use read from the per-version pyramid is the same picture as computed live."""
+    import asyncio
+
+    from geobase.security import PUBLIC
+    from geobase.specs import get_registry
+    from geobase.tiles import pyramid
+    from geobase.tiles.service import layer_states, resolve_layers, vector_tile
+
+    s = new_db()
+    load_test_county(s, dem=False)
+    url = database_url(s)
+    reg = get_registry(s)
+    # a few small parcels in one corner so that cells aggregate several parcels of mixed classes
+    with psycopg.connect(url) as conn:
+        rows = [{"_key": f"S{i}", "bsm": f"S{i}", "dlbm": LAND_CODES[i % 3], "wkt":
+                 f"MULTIPOLYGON((({LON0 + i * 0.0003} {LAT0 - 0.001},{LON0 + i * 0.0003 + 0.0003} {LAT0 - 0.001},"
+                 f"{LON0 + i * 0.0003 + 0.0003} {LAT0 - 0.0007},{LON0 + i * 0.0003} {LAT0 - 0.0007},"
+                 f"{LON0 + i * 0.0003} {LAT0 - 0.001})))"} for i in range(40)]
+        from test_tiles_data import land_use_rows
+
+        commit_version(conn, "land_use", land_use_rows() + rows)
+        conn.commit()
+
+    async def render(z, use_pyramid):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            states = await layer_states(conn)
+            specs = resolve_layers("land_use", states, PUBLIC, reg)
+            row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.01, LAT0)
+            res = await vector_tile(conn, None, reg, PUBLIC, states, specs, WEB_MERCATOR_QUAD, z, row, col,
+                                    pyramid_url=url if use_pyramid else None)
+            return mapbox_vector_tile.decode(gzip.decompress(res.body))["land_use"]["features"]
+
+    version = 2
+    assert pyramid.build(url, reg.layers["land_use"], version, "dlbm", 13)
+    assert not pyramid.build(url, reg.layers["land_use"], version, "dlbm", 13)  # built once
+    for z in (8, 10, 12):
+        live = asyncio.run(render(z, False))
+        pyr = asyncio.run(render(z, True))
+        key = lambda f: (f["properties"]["dlbm"], json.dumps(f["geometry"]["coordinates"]))  # noqa: E731
+        assert sorted(map(key, live)) == sorted(map(key, pyr)), z
+        assert {f["properties"]["dlbm"] for f in pyr} == set(LAND_CODES)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM tiles.cells WHERE layer = 'land_use' AND version = 2").fetchone()[0] > 0

@@ -49,6 +49,7 @@ class LayerPlan:
     attributes: tuple[str, ...]
     hidden_classes: tuple[str, ...]
     aggregate: bool
+    pyramid_version: int | None = None  # read low zooms from tiles.cells/tiles.big of this version
 
     @property
     def name(self) -> str:
@@ -131,7 +132,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
                 GROUP BY 1, 2, 3
             ) s
             WHERE cx >= 0 AND cx < {n} AND cy >= 0 AND cy < {n}
-            ORDER BY cx, cy, w DESC
+            ORDER BY cx, cy, round(w) DESC, cls
         ) cells
         UNION ALL
         SELECT ST_AsMVTGeom(ST_Simplify({col}, {tol}, true), {env}, {extent}, {buffer}, true) AS geom, {cf}
@@ -144,6 +145,38 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
              buffer=L(BUFFER), env_buffered=env_buffered)
 
 
+def _pyramid_select(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int, env: sql.Composable,
+                    env_buffered: sql.Composable) -> sql.Composed:
+    """The same cells and big parcels as :func:`_aggregate_select`, read from the pyramid."""
+    cf = sql.Identifier(_class_field(plan.spec))
+    cell = tms.tile_span(z) / CELLS_PER_TILE
+    ox, oy = tms.origin
+    px = tms.tile_span(z) / 256
+    L = sql.Literal
+    hidden = sql.SQL("")
+    if plan.hidden_classes:
+        hidden = sql.SQL(" AND COALESCE(cls <> ALL({}), true)").format(L(list(plan.hidden_classes)))
+    return sql.SQL(
+        """
+        SELECT ST_AsMVTGeom(ST_MakeEnvelope({ox} + cx * {cell}, {oy} - (cy + 1) * {cell},
+                                            {ox} + (cx + 1) * {cell}, {oy} - cy * {cell}, 3857),
+                            {env}, {extent}, 0, true) AS geom, cls AS {cf}
+        FROM (
+            SELECT DISTINCT ON (cy, cx) cy, cx, cls FROM tiles.cells
+            WHERE layer = {layer} AND version = {v} AND z = {z}
+              AND cy BETWEEN {r0} AND {r1} AND cx BETWEEN {c0} AND {c1}{hidden}
+            ORDER BY cy, cx, round(w) DESC, cls
+        ) cells
+        UNION ALL
+        SELECT ST_AsMVTGeom(ST_Simplify(geom, {tol}, true), {env}, {extent}, {buffer}, true), cls
+        FROM tiles.big WHERE layer = {layer} AND version = {v} AND big_from <= {z} AND geom && {env_buffered}{hidden}
+        """
+    ).format(ox=L(ox), oy=L(oy), cell=L(cell), env=env, extent=L(EXTENT), cf=cf, layer=L(plan.name),
+             v=L(plan.pyramid_version), z=L(z), r0=L(row * CELLS_PER_TILE), r1=L(row * CELLS_PER_TILE + CELLS_PER_TILE - 1),
+             c0=L(col * CELLS_PER_TILE), c1=L(col * CELLS_PER_TILE + CELLS_PER_TILE - 1), hidden=hidden,
+             tol=L(px / 2), buffer=L(BUFFER), env_buffered=env_buffered)
+
+
 def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
     """A scalar sub-select yielding the layer's MVT bytes (empty bytea when no feature)."""
     bounds = tms.bounds(z, row, col)
@@ -153,7 +186,9 @@ def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: in
     margin = (xmax - xmin) * BUFFER / EXTENT
     env_buffered = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
         L(xmin - margin), L(ymin - margin), L(xmax + margin), L(ymax + margin), L(tms.srid))
-    if plan.aggregate:
+    if plan.aggregate and plan.pyramid_version is not None and tms.srid == 3857:
+        inner = _pyramid_select(plan, tms, z, row, col, env, env_buffered)
+    elif plan.aggregate:
         inner = _aggregate_select(plan, tms, z, bounds, env, env_buffered)
     else:
         inner = _feature_select(plan, tms, z, env, env_buffered)

@@ -9,11 +9,12 @@ the tile and returns the versions it read, under which the tile is stored."""
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from geobase.tiles.cache import TileCache, cache_key, etag_for
-from geobase.tiles.mvt import plan_layer, tile_sql
+from geobase.tiles import pyramid
+from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.errors import InvalidInput, NotFound
@@ -79,7 +80,8 @@ def signature(principal: Principal, states: dict[str, LayerState], registry: Reg
 async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                       principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec],
                       tms: TileMatrixSet, z: int, row: int, col: int,
-                      if_none_match: str | None = None, timeout_ms: int | None = None) -> TileResult | None:
+                      if_none_match: str | None = None, timeout_ms: int | None = None,
+                      pyramid_url: str | None = None) -> TileResult | None:
     """The gzip-compressed MVT (None when ``if_none_match`` matches: answer 304)."""
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
@@ -93,6 +95,8 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         if hit is not None:
             return TileResult(hit, etag, True)
     plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs) if p]
+    if pyramid_url and tms.srid == 3857:
+        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].version) for p in plans]
     if not plans:
         body = b""
         versions = {n: states[n].version for n in names}
@@ -109,6 +113,21 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
     if cache is not None:
         cache.put(key, body)
     return TileResult(body, etag_for(key), False)
+
+
+async def _with_pyramid(conn: psycopg.AsyncConnection, url: str, plan: LayerPlan, version: int | None) -> LayerPlan:
+    """Use the layer version's pyramid when built; otherwise start building it (on-the-fly now)."""
+    if not plan.aggregate or version is None:
+        return plan
+    try:
+        if await pyramid.is_ready(conn, url, plan.name, version):
+            return replace(plan, pyramid_version=version)
+    except psycopg.errors.UndefinedTable:  # database not migrated to 0004_tiles: on-the-fly only
+        return plan
+    spec = plan.spec
+    pyramid.build_in_background(url, spec, version, spec.style.class_field or spec.class_field,
+                                spec.tiles.detail_zoom if spec.tiles.detail_zoom is not None else AGGREGATE_BELOW)
+    return plan
 
 
 def cache_for(settings: Settings) -> TileCache:

@@ -73,6 +73,19 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
                 raise InvalidInput("the layers have no loaded version with an extent; give --bbox", parameter="bbox")
             bbox = tuple(row)
         zooms = [z for z in zooms if tms.minzoom <= z <= tms.maxzoom]
+        url = database_url(settings)
+        if tms.srid == 3857:  # low zooms of coverage layers read the version's generalisation pyramid
+            from geobase.tiles import pyramid
+            from geobase.tiles.mvt import AGGREGATE_BELOW
+
+            for s in specs:
+                cf = s.style.class_field or s.class_field
+                if s.coverage and cf and states[s.name].version is not None:
+                    dz = s.tiles.detail_zoom if s.tiles.detail_zoom is not None else AGGREGATE_BELOW
+                    t1 = time.perf_counter()
+                    if await asyncio.to_thread(pyramid.build, url, s, states[s.name].version, cf, dz):
+                        echo(f"built the generalisation pyramid of {s.name} v{states[s.name].version} "
+                             f"in {time.perf_counter() - t1:.1f} s")
         jobs = [(z, r, c) for z in zooms for r, c in tms.tiles_covering(z, bbox)]
         stats = {"tiles": len(jobs), "rendered": 0, "cached": 0, "empty": 0, "bytes": 0, "largest": 0}
         t0 = time.perf_counter()
@@ -80,7 +93,7 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as progress:
             task = progress.add_task("seed", total=len(jobs), z=zooms[0] if zooms else "-", rate="")
             for i, (z, r, c) in enumerate(jobs):
-                res = await vector_tile(conn, cache, registry, PUBLIC, states, specs, tms, z, r, c)
+                res = await vector_tile(conn, cache, registry, PUBLIC, states, specs, tms, z, r, c, pyramid_url=url)
                 stats["cached" if res.cached else "rendered"] += 1
                 stats["empty"] += not res.body
                 stats["bytes"] += len(res.body)

@@ -163,6 +163,14 @@ for _pid, (_model, _title) in PROCESSES.items():
     router.add_api_route(f"/analysis/{_pid}", _endpoint(_pid, _model), methods=["POST"], summary=_title)
 
 
+@router.get("/analysis/rules", summary="The declared site-check and plan-conflict rules")
+async def list_rules(registry: Registry = Depends(get_registry_dep)) -> dict:
+    from geobase.analysis_rules import load_conflict_rules, load_site_rules
+
+    return {"site_check": [r.model_dump() for r in load_site_rules(registry)],
+            "conflicts": [r.model_dump() for r in load_conflict_rules(registry)]}
+
+
 @router.post("/analysis/site-check/upload", summary="Site check of an uploaded file (zip shapefile, gpkg, geojson)")
 async def site_check_upload(file: UploadFile = File(...), project_type: str = Form("construction"),
                             repair: bool = Form(False), f: Format = Query("json"), conn=Depends(get_conn),

@@ -191,6 +191,8 @@ def test_site_check_http_and_async_job(county_server):
         bad = c.post("/analysis/site-check/upload", files={"file": ("site.txt", b"x", "text/plain")})
         assert bad.status_code == 400 and "unsupported file type" in bad.json()["description"]
         assert c.get("/processes").status_code == 200
+        rules = c.get("/analysis/rules").json()
+        assert {r["id"] for r in rules["conflicts"]} == {x["rule"] for x in MANIFEST["conflicts"]}
         r = c.post("/processes/tabulate/execution", headers={"Prefer": "respond-async"},
                    json={"inputs": {"layer_a": "land_use", "layer_b": "planning_zones", "aoi": "339901001"}})
         assert r.status_code == 201, r.text

@@ -301,10 +301,11 @@ def test_pyramid_tiles_equal_on_the_fly_tiles(new_db):
     """Low-zoom land use read from the per-version pyramid is the same picture as computed live."""
     import asyncio
 
-    from geobase.security import PUBLIC
-    from geobase.specs import get_registry
     from geobase.tiles import pyramid
     from geobase.tiles.service import layer_states, resolve_layers, vector_tile
+
+    from geobase.security import PUBLIC
+    from geobase.specs import get_registry
 
     s = new_db()
     load_test_county(s, dem=False)
@@ -336,7 +337,7 @@ def test_pyramid_tiles_equal_on_the_fly_tiles(new_db):
     for z in (8, 10, 12):
         live = asyncio.run(render(z, False))
         pyr = asyncio.run(render(z, True))
-        key = lambda f: (f["properties"]["dlbm"], json.dumps(f["geometry"]["coordinates"]))  # noqa: E731
+        key = lambda f: (f["properties"]["dlbm"], json.dumps(f["geometry"]["coordinates"]))
         assert sorted(map(key, live)) == sorted(map(key, pyr)), z
         assert {f["properties"]["dlbm"] for f in pyr} == set(LAND_CODES)
     with psycopg.connect(url) as conn:

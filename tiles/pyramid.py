@@ -20,11 +20,11 @@ import threading
 import time
 
 import psycopg
+from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 from psycopg import sql
 
 from geobase.specs import LayerSpec
 from geobase.storage import as_of_filter, table_ident
-from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 
 log = logging.getLogger("geobase.tiles")
 CELLS_PER_TILE = 128
@@ -132,7 +132,7 @@ def build_in_background(url: str, spec: LayerSpec, version: int, class_field: st
     def work():
         try:
             build(url, spec, version, class_field, detail_zoom)
-        except Exception as exc:  # a failed build leaves tiles on the on-the-fly path
+        except Exception as exc:  # noqa: BLE001 — a failed build leaves tiles on the on-the-fly path
             log.error("tile pyramid of %s v%s failed: %s", spec.name, version, exc)
         finally:
             with _lock:

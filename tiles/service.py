@@ -12,8 +12,8 @@ import gzip
 from dataclasses import dataclass, replace
 
 import psycopg
-from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles import pyramid
+from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 

@@ -35,6 +35,9 @@ AREA_OF_USE_MARGIN_DEG = 1.0
 
 
 def _text(v: Any) -> str | None:
+    if type(v) is str:
+        v = v.strip()
+        return v or None
     if v is None:
         return None
     if isinstance(v, float):
@@ -181,6 +184,7 @@ class BatchNormalizer:
         self.row0 = 0
         self.attrs: list[Attribute] = list(spec.attributes)
         self.codes = {a.name: registry.code_list(a.code_list).lookup() for a in self.attrs if a.code_list}
+        self.assignable = {n: {c for c, code in codes.items() if code.assignable} for n, codes in self.codes.items()}
         self.key_attrs = list(spec.source_key)
         self.to_4490 = None if src_crs.to_epsg() == 4490 else Transformer.from_crs(src_crs, 4490, always_xy=True)
         self.to_3857 = Transformer.from_crs(4490, 3857, always_xy=True)
@@ -194,6 +198,26 @@ class BatchNormalizer:
         self.type_counts: dict[str, int] = {}
         self.rows_outside = 0
         self.rows_with_geom = 0
+
+    def _convert_slow(self, a: Attribute, src: str, col: list, bad: np.ndarray, row_numbers: np.ndarray) -> list:
+        """Row by row: decode sniffed text, convert, and report each value that does not fit."""
+        conv = CONVERTERS[a.type]
+        out: list = [None] * len(col)
+        for i, v in enumerate(col):
+            if v is not None and self.sniffer is not None and isinstance(v, str):
+                try:
+                    v = self.sniffer.decode(v)
+                except ValueError as exc:
+                    bad[i] = True
+                    self.report.add("bad_text_encoding", int(row_numbers[i]), None, f"{src}: {exc}")
+                    continue
+            try:
+                out[i] = conv(v)
+            except (ValueError, TypeError, OverflowError) as exc:
+                bad[i] = True
+                self.report.add("bad_type", int(row_numbers[i]), None,
+                                f"{a.name} ({src}): {exc if str(exc) else repr(v)} is not {a.type}")
+        return out
 
     def _reproject(self, geoms: np.ndarray, transformer: Transformer) -> np.ndarray:
         def fn(x, y):
@@ -212,41 +236,39 @@ class BatchNormalizer:
         values: list[list] = []
         for a in self.attrs:
             src = self.plan.columns.get(a.name)
-            col = columns[src] if src else [None] * n
-            conv = CONVERTERS[a.type]
-            codes = self.codes.get(a.name)
-            out = [None] * n
-            for i, v in enumerate(col):
-                if v is not None and self.sniffer is not None and isinstance(v, str):
-                    try:
-                        v = self.sniffer.decode(v)
-                    except ValueError as exc:
-                        bad[i] = True
-                        self.report.add("bad_text_encoding", int(row_numbers[i]), None, f"{src}: {exc}")
-                        continue
-                try:
-                    x = conv(v)
-                except (ValueError, TypeError, OverflowError) as exc:
+            if src is None:
+                if a.required or a.name in self.key_attrs:  # pragma: no cover - plan_fields refuses earlier
+                    bad[:] = True
+                values.append([None] * n)
+                continue
+            col = columns[src]
+            out = None
+            if self.sniffer is None:
+                try:  # fast path: the whole column converts without a problem
+                    out = list(map(CONVERTERS[a.type], col))
+                except (ValueError, TypeError, OverflowError):
+                    out = None
+            if out is None:
+                out = self._convert_slow(a, src, col, bad, row_numbers)
+            if a.required or a.name in self.key_attrs:
+                for i in [i for i, x in enumerate(out) if x is None]:
+                    if self.sniffer is not None and bad[i]:
+                        continue  # already reported as undecodable text
                     bad[i] = True
-                    self.report.add("bad_type", int(row_numbers[i]), None,
-                                    f"{a.name} ({src}): {exc if str(exc) else v!r} is not {a.type}")
-                    continue
-                if x is None:
-                    if a.required or a.name in self.key_attrs:
-                        bad[i] = True
-                        self.report.add("required_missing", int(row_numbers[i]), None, f"{a.name} ({src}) is empty")
-                    continue
-                if codes is not None:
+                    self.report.add("required_missing", int(row_numbers[i]), None, f"{a.name} ({src}) is empty")
+            codes = self.codes.get(a.name)
+            if codes is not None:
+                ok = self.assignable[a.name]
+                for i in [i for i, x in enumerate(out) if x is not None and x not in ok]:
+                    x = out[i]
                     code = codes.get(x)
+                    bad[i] = True
                     if code is None:
-                        bad[i] = True
                         self.report.add("unknown_code", int(row_numbers[i]), None,
                                         f"{a.name} = {x!r} is not in code list {a.code_list}")
-                    elif not code.assignable:
-                        bad[i] = True
+                    else:
                         self.report.add("code_not_assignable", int(row_numbers[i]), None,
                                         f"{a.name} = {x!r} ({code.zh}) is a group heading, not an assignable code")
-                out[i] = x
             values.append(out)
         key_idx = [self.spec.attribute_names.index(k) for k in self.key_attrs]
         for i in range(n):

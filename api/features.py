@@ -375,7 +375,7 @@ class _Items:
             info = self.state.versions.get(q.version or -1)
             number_matched = info["rows_total"] if info else 0
         stream = await formats.RowStream(self.pool, q.page_sql(), timeout_ms=settings.statement_timeout_ms,
-                                         pool_timeout=settings.pool_timeout_s).open()
+                                         pool_timeout=settings.pool_timeout_s, fast_start=q.limit is None).open()
         nkeys = len(q.sort)
         forward = q.cursor_dir == "n"
         st = {"n": 0, "more": False, "first": None, "last": None}

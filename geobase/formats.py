@@ -88,12 +88,13 @@ class RowStream:
     into proper 4xx/503 responses; the rest is read while the body is sent."""
 
     def __init__(self, pool, query: sql.Composable, *, timeout_ms: int, batch: int = BATCH,
-                 pool_timeout: float = 5.0):
+                 pool_timeout: float = 5.0, fast_start: bool = True):
         self.pool = pool
         self.query = query
         self.timeout_ms = timeout_ms
         self.batch = batch
         self.pool_timeout = pool_timeout
+        self.fast_start = fast_start
         self.conn: psycopg.AsyncConnection | None = None
         self.cur = None
         self.first: list[tuple] = []
@@ -104,6 +105,11 @@ class RowStream:
         try:
             await self.conn.execute("BEGIN READ ONLY")
             await self.conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(self.timeout_ms))))
+            if not self.fast_start:
+                # a page (LIMIT n) is read whole: plan for all its rows, not for the first 10%
+                # (PostgreSQL's cursor default would walk the _key index through a big layer
+                # instead of taking the few bbox/filter matches from the spatial index)
+                await self.conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
             self.cur = self.conn.cursor(name="gb_features")
             self.cur.itersize = self.batch
             try:

@@ -66,9 +66,35 @@ LAYER_ENDPOINTS = [
     ("/collections/{layer}/styles", "styles"),
     ("/collections/{layer}/styles/default", "styles"),
     ("/collections/{layer}/versions", "catalog"),
-    ("/collections/{layer}/download?f=geojson", "downloads"),
-    ("/collections/{layer}/items?f=csv", "downloads"),
+    ("/collections/{layer}/items?download=true&f=geojson", "downloads"),
+    ("/collections/{layer}/items?download=true&f=csv", "downloads"),
+    ("/collections/{layer}/changes?from=0", "items"),
+    ("/tiles/{layer}.json", "tiles"),
 ]
+
+# Endpoints about all layers: they must not mention a layer the caller may not see.
+GLOBAL_ENDPOINTS = ["/collections", "/layers", "/map/style.json", "/styles/onemap.json", "/legend",
+                    "/map/config", "/map/tiles", "/map/tiles/WebMercatorQuad", "/tiles/onemap.json", "/map"]
+
+
+@pytest.mark.parametrize("label", ["public", "forestry:viewer", "planning:analyst", "natural_resources:steward"])
+def test_global_documents_never_mention_hidden_layers(sec, label):
+    srv, tokens, _ = sec
+    hidden = set(SHARING) - expected_for(label)
+    failures, checked = [], 0
+    for path in GLOBAL_ENDPOINTS:
+        r = _get(srv, path, label, tokens)
+        if r.status_code in (404, 405):
+            continue
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+        checked += 1
+        for layer in hidden:
+            for pattern in (f'"{layer}"', f"/{layer}/", f"'{layer}'", f"/collections/{layer}"):
+                if pattern in r.text:
+                    failures.append(f"{label} {path}: mentions hidden layer {layer} ({pattern})")
+                    break
+    assert checked, "no global endpoint present"
+    assert not failures, "\n".join(failures)
 VECTOR = {"admin_divisions", "control_lines", "forest", "land_use", "planning_zones", "rivers", "water_areas"}
 
 
@@ -83,8 +109,8 @@ def test_each_principal_sees_exactly_the_shared_layers(sec, template, family):
     if not _exists(srv, tokens, template):
         pytest.skip(f"{family} endpoint {template} not present yet")
     failures = []
-    for label in ("public", "admin", "natural_resources:viewer", "water_resources:analyst",
-                  "forestry:viewer", "planning:steward"):
+    # every sharing outcome: none, all, owner-only (private), restricted-to-us, internal-only
+    for label in ("public", "admin", "water_resources:analyst", "forestry:viewer", "planning:steward"):
         for layer in sorted(VECTOR):
             r = _get(srv, template.format(layer=layer), label, tokens)
             visible = layer in expected_for(label)

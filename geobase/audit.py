@@ -21,6 +21,7 @@ import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -98,14 +99,7 @@ def note(*, count: int | None = None, action: str | None = None, force: bool = F
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: str | list[str]) -> str | None:
     """The client's address: X-Forwarded-For is believed only when the peer is a trusted proxy,
     and then the right-most address that is not itself a trusted proxy is the client."""
-    if isinstance(trusted, str):
-        trusted = [t.strip() for t in trusted.split(",") if t.strip()]
-    nets = []
-    for t in trusted:
-        try:
-            nets.append(ipaddress.ip_network(t, strict=False))
-        except ValueError:
-            continue
+    nets = _networks(trusted if isinstance(trusted, str) else ",".join(trusted))
 
     def is_trusted(addr: str) -> bool:
         try:
@@ -124,6 +118,17 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: str | list[s
                     return peer  # garbage in the header: fall back to what we know
         return hops[0] if hops else peer
     return peer
+
+
+@lru_cache(maxsize=8)
+def _networks(trusted: str) -> tuple:
+    nets = []
+    for t in trusted.split(","):
+        try:
+            nets.append(ipaddress.ip_network(t.strip(), strict=False))
+        except ValueError:
+            continue
+    return tuple(nets)
 
 
 def _params_json(params: dict) -> str:

@@ -134,3 +134,36 @@ def test_database_restart_gives_503_then_recovers_without_server_restart(fault_c
         assert c.get("/layers", headers={"X-API-Key": before["key"]}).status_code == 200
         names = {k["name"] for k in c.get("/admin/keys", headers=h).json()["keys"]}
     assert "before-outage" in names and "during" not in names
+
+
+def test_shutdown_drains_in_flight_requests(new_db, live_server):
+    settings = new_db()
+    srv = live_server(settings)
+    result: dict = {}
+    with psycopg.connect(settings.database_url) as locker:
+        locker.execute("LOCK TABLE catalog.layers IN ACCESS EXCLUSIVE MODE")
+
+        def slow():
+            with srv.client() as c:
+                try:
+                    result["r"] = c.get("/layers")
+                except httpx.HTTPError as exc:
+                    result["r"] = exc
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if locker.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND application_name = 'geobase-api'").fetchone()[0]:
+                break
+            time.sleep(0.05)
+        srv.proc.terminate()  # SIGTERM while the request is in flight
+        time.sleep(1.0)
+        assert srv.proc.poll() is None, "the server quit with a request in flight"
+        locker.rollback()
+    t.join(20)
+    srv.proc.wait(20)
+    r = result["r"]
+    assert isinstance(r, httpx.Response) and r.status_code == 200, r
+    assert srv.proc.returncode is not None

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from geobase.specs import LayerSpec
-from geobase.storage import measure_column, table_ident
+from geobase.storage import DATA_SCHEMA, ensure_layer_table, measure_column, table_ident
 
 STAGING = "staging"
 #: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
@@ -110,8 +110,12 @@ class Staging:
 
     # -- checks in SQL -----------------------------------------------------------------------
     def analyze(self) -> None:
-        self.conn.execute(sql.SQL("CREATE INDEX ON {} (_key)").format(self.ident))
-        self.conn.execute(sql.SQL("ANALYZE {}").format(self.ident))
+        """Statistics, and a key index when the staged keys will be joined with current rows."""
+        has_current = self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE _vto IS NULL)").format(
+            table_ident(self.spec))).fetchone()[0]
+        if has_current:  # first loads scan staging once: neither index nor statistics pay off
+            self.conn.execute(sql.SQL("CREATE INDEX ON {} (_key)").format(self.ident))
+            self.conn.execute(sql.SQL("ANALYZE {}").format(self.ident))
         self.conn.commit()
 
     def duplicate_keys(self, limit: int = 20) -> tuple[int, list[tuple[str, int, list[int]]]]:
@@ -262,6 +266,13 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         retired_total, retired_replaced = retired
         # 2. insert new rows (keys with no current row of the same content)
         inserted = 0
+        first_load = mode != "delete" and conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]
+        if first_load:  # bulk load into an empty table: build the indexes once, after the rows
+            for (idx,) in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+                    "AND indexname NOT LIKE %s", (DATA_SCHEMA, spec.name, "%_pkey")).fetchall():
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
         if mode != "delete":
             measure_expr = sql.SQL("")
             measure_col = sql.SQL("")
@@ -274,10 +285,13 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
             cur = conn.execute(sql.SQL("""
                 INSERT INTO {d} (_key, _hash, _vfrom{cols}{mcol}, geom, geom_3857)
                 SELECT s._key, s._hash, {v}{sel}{mexpr}, s.geom, s.geom_3857 FROM {s} s
-                WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)
-                ORDER BY s._row
-            """).format(d=data, cols=attr_cols, mcol=measure_col, v=vlit, sel=attr_sel, mexpr=measure_expr, s=s))
+                WHERE {cond}
+            """).format(d=data, cols=attr_cols, mcol=measure_col, v=vlit, sel=attr_sel, mexpr=measure_expr, s=s,
+                        cond=sql.SQL("true") if first_load else sql.SQL(
+                            "NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)").format(d=data)))
             inserted = cur.rowcount
+        if first_load:
+            ensure_layer_table(conn, spec)  # recreates the indexes (CREATE INDEX IF NOT EXISTS)
         changed = retired_replaced if mode in ("replace", "upsert") else 0
         removed = retired_total - changed
         added = inserted - changed

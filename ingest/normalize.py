@@ -349,12 +349,17 @@ class BatchNormalizer:
         hex3857 = shapely.to_wkb(shapely.set_srid(g3857, 3857), include_srid=True) if len(g) else []
 
         rows = []
-        for j, i in enumerate(idx):
-            if keys[i] is None or geom_bad[i] or (bad[i] and self.report.on_error != "keep"):
+        keep_bad = self.report.on_error == "keep"
+        md5 = hashlib.md5
+        by_row = list(zip(*values)) if values else [()] * n
+        first = self.row0 - n + 1
+        for j, i in enumerate(idx.tolist()):
+            if keys[i] is None or geom_bad[i] or (bad[i] and not keep_bad):
                 continue
-            attrs = [col[i] for col in values]
-            h = hashlib.md5("\x1f".join(["" if v is None else str(v) for v in attrs]).encode() + b"\x1e" + hex4490[j])
-            rows.append((int(row_numbers[i]), keys[i], h.hexdigest(), *attrs, hex4490[j], hex3857[j]))
+            attrs = by_row[i]
+            g = hex4490[j]
+            h = md5("\x1f".join(["" if v is None else str(v) for v in attrs]).encode() + b"\x1e" + g).hexdigest()
+            rows.append((first + i, keys[i], h, *attrs, g, hex3857[j]))
         return rows, int(bad.sum())
 
 

@@ -186,6 +186,15 @@ def test_tabulation_matches_geopandas_and_covers_the_aoi(small, aoi):
     assert t["coverage_of_aoi"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_tabulation_split_over_two_connections_gives_the_same_cells(small):
+    settings, reg, vis = small
+    one = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones"))
+    two = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones",
+                                                   conninfo=settings.database_url, workers=2))
+    assert [(c["a"], c["b"]) for c in two["cells"]] == [(c["a"], c["b"]) for c in one["cells"]]
+    assert [c["m2"] for c in two["cells"]] == pytest.approx([c["m2"] for c in one["cells"]], rel=1e-12)
+
+
 def test_tabulation_rejects_unknown_layers_and_fields(small):
     settings, reg, vis = small
     with pytest.raises(InvalidInput, match="layer_b"):

@@ -247,7 +247,7 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
     job_id = str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message) VALUES (%s, %s, 'accepted', %s, %s, %s)",
-        (job_id, f"analysis:{process_id}", json.dumps(inputs), principal.name, "queued"))
+        (job_id, f"analysis:{process_id}", json.dumps(inputs), _owner(principal), "queued"))
     task = asyncio.create_task(_run_job(request.app, job_id, process_id, body, principal))
     request.app.state.__dict__.setdefault("analysis_jobs", set()).add(task)
     task.add_done_callback(request.app.state.analysis_jobs.discard)
@@ -289,6 +289,11 @@ async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Pr
                 (msg[:2000], job_id))
 
 
+def _owner(principal: Principal) -> str:
+    """Who owns a job: the key id (key names are not unique), or 'public'."""
+    return principal.key_id or principal.name
+
+
 async def _job_row(conn, job_id: str, principal: Principal) -> dict:
     try:
         uuid.UUID(job_id)
@@ -298,7 +303,7 @@ async def _job_row(conn, job_id: str, principal: Principal) -> dict:
         "SELECT id, kind, status, progress, message, result, created_by, created_at, started_at, finished_at "
         "FROM catalog.jobs WHERE id = %s AND kind LIKE 'analysis:%%'", (job_id,))
     row = await cur.fetchone()
-    if row is None or (row[6] != principal.name and not principal.is_admin):
+    if row is None or (row[6] != _owner(principal) and not principal.is_admin):
         raise NotFound(f"job {job_id!r} not found", parameter="jobId")
     keys = ("id", "kind", "status", "progress", "message", "result", "created_by", "created", "started", "finished")
     return dict(zip(keys, row))

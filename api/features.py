@@ -23,7 +23,7 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
-from geobase import formats
+from geobase import audit, formats
 from geobase.crs import CRS84, STORAGE_CRS
 from geobase.db import database_url
 from geobase.errors import InvalidInput, NotFound, ServiceUnavailable
@@ -434,6 +434,7 @@ class _Items:
                            number_matched=number_matched, version=q.version)
 
         def tail() -> bytes:
+            audit.note(count=st["n"])
             doc = {"numberReturned": st["n"], "links": links(),
                    "timeStamp": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
             if number_matched is not None:
@@ -488,6 +489,7 @@ class _Items:
                             release()
 
                 def tail() -> bytes:
+                    audit.note(count=count["n"])
                     return b'],"numberReturned":' + str(count["n"]).encode() + b"}"
 
                 return _streaming(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(),

@@ -547,3 +547,31 @@ def test_key_format_and_parsing():
     for bad in ("", "gb_", "gb_0123456789ab_short", "xx_0123456789ab_" + "A" * 43, "gb_0123456789AB_" + "A" * 43,
                 "gb_0123456789ab_" + "A" * 43 + "'--"):
         assert parse_key(bad) is None, bad
+
+
+def test_feature_reads_and_composite_tiles_are_audited_with_counts(sec):
+    srv, tokens, settings = sec
+    key_id = tokens["water_resources:viewer"].split("_")[1]
+    h = headers_for("water_resources:viewer", tokens)
+    x, y = _tile_of(112.905, 28.105, 12)
+    with srv.client() as c:
+        r = c.get("/collections/rivers/items?limit=5&probe=count1", headers=h)
+        if r.status_code == 404:
+            pytest.skip("no items endpoint")
+        assert r.status_code == 200
+        assert c.get(f"/map/tiles/WebMercatorQuad/12/{y}/{x}?probe=tile1", headers=h).status_code in (200, 204)
+    found = {}
+    for _ in range(50):
+        for row in _audit_rows(settings, who=key_id, limit=50):
+            q = json.dumps(row["params"])
+            if "count1" in q:
+                found["items"] = row
+            if "tile1" in q:
+                found["tile"] = row
+        if len(found) == 2:
+            break
+        time.sleep(0.1)
+    assert found.get("items"), "keyed read of a private layer not audited"
+    assert found["items"]["layers"] == ["rivers"] and found["items"]["feature_count"] == 1
+    assert found.get("tile"), "composite tile with non-public layers not audited"
+    assert {"rivers", "water_areas", "forest"} <= set(found["tile"]["layers"])

@@ -18,7 +18,7 @@ from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import LayerAccess, Principal, can_see, hidden_attributes, view_signature
+from geobase.security import LayerAccess, Principal, can_see, hidden_attributes, note_read, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -55,7 +55,10 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
         return st is not None and name in registry.layers and can_see(principal, st.access)
 
     if layers == ONEMAP:
-        return [registry.layers[n] for n in sorted(states) if visible(n) and registry.layers[n].kind == "vector"]
+        out = [registry.layers[n] for n in sorted(states) if visible(n) and registry.layers[n].kind == "vector"]
+        for spec in out:  # audit: reads of non-public layers (security.note_read decides)
+            note_read(principal, states[spec.name].access, spec)
+        return out
     names = [n.strip() for n in layers.split(",") if n.strip()]
     if not names:
         raise InvalidInput("layers: give a comma-separated list of layer names or 'onemap'", parameter="layers")
@@ -70,6 +73,7 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
             raise InvalidInput(f"layer {n!r} is a raster; use /tiles/{n}/{{style}}/{{z}}/{{x}}/{{y}}.png",
                                parameter="layers")
         out.append(spec)
+        note_read(principal, states[n].access, spec)
     return out
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import psycopg
 import pytest
 

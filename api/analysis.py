@@ -34,8 +34,14 @@ router = APIRouter(tags=["analysis"])
 Format = Literal["json", "geojson", "html", "csv"]
 
 
-async def analysis_principal(principal: Principal = Depends(get_principal)) -> Principal:
-    """Who may run analyses. To require analysts: ``require_role(principal, "analyst")`` here."""
+async def analysis_principal(request: Request, principal: Principal = Depends(get_principal)) -> Principal:
+    """Who may run analyses: anyone (the web map's public site check) unless
+    ``GEOBASE_ANALYSIS_ROLE`` names a role (e.g. ``analyst``)."""
+    role = request.app.state.settings.analysis_role
+    if role:
+        from geobase.security import require_role
+
+        require_role(principal, role)
     return principal
 
 

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default=120_000, description="Statement timeout for analyses and exports (ms)."
     )
     tile_statement_timeout_ms: int = Field(default=15_000, description="Statement timeout for one tile (ms).")
+    analysis_role: str = Field(
+        default="", description="Role needed to run analyses: '' = anyone incl. the public (web map), or "
+        "viewer/analyst/steward/admin.")
     tile_cache_max_bytes: int = Field(
         default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
     )

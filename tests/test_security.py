@@ -574,3 +574,16 @@ def test_feature_reads_and_composite_tiles_are_audited_with_counts(sec):
     assert found["items"]["layers"] == ["rivers"] and found["items"]["feature_count"] == 1
     assert found.get("tile"), "composite tile with non-public layers not audited"
     assert {"rivers", "water_areas", "forest"} <= set(found["tile"]["layers"])
+
+
+def test_analyses_can_be_restricted_to_analysts(sec, live_server):
+    _, tokens, settings = sec
+    srv = live_server(settings, env={"GEOBASE_ANALYSIS_ROLE": "analyst"})
+    with srv.client() as c:
+        post = lambda label: c.post("/analysis/site-check", headers=headers_for(label, tokens), json={"geometry": SITE})
+        if post("admin").status_code in (404, 405):
+            pytest.skip("no site check")
+        assert post("public").status_code == 401
+        assert post("forestry:viewer").status_code == 403
+        assert post("forestry:analyst").status_code == 200
+        assert post("planning:steward").status_code == 200  # roles are ordered: steward includes analyst

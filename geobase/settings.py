@@ -63,12 +63,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=10 * 1024**2, description="Largest accepted request body except uploads (bytes) -> 413."
     )
-    rate_limit_per_s: float = Field(default=50.0, description="Sustained requests/s per API key (429 beyond).")
-    rate_limit_burst: int = Field(default=200, description="Burst size of the per-key token bucket.")
+    rate_limit_per_s: float = Field(default=100.0, description="Sustained requests/s per API key (429 beyond).")
+    rate_limit_burst: int = Field(
+        default=1000, description="Burst size of the per-key token bucket (a map view fetches ~100 tiles at once).")
     rate_limit_public_per_s: float = Field(
-        default=20.0, description="Sustained requests/s per client IP without a key (429 beyond)."
+        default=50.0, description="Sustained requests/s per client IP without a key (429 beyond)."
     )
-    rate_limit_public_burst: int = Field(default=100, description="Burst size of the per-IP public bucket.")
+    rate_limit_public_burst: int = Field(default=500, description="Burst size of the per-IP public bucket.")
     tile_concurrency: int = Field(default=8, description="Tiles rendered at once; more wait, then 503.")
     export_concurrency: int = Field(default=2, description="Downloads/exports at once; more wait, then 503.")
     analysis_statement_timeout_ms: int = Field(

@@ -313,3 +313,35 @@ def test_sample_county_ingests_and_skips_unchanged(db_settings, tmp_path):
     ingest_sample_county(db_settings, echo=again.append, directory=county)
     assert all("up to date" in line for line in again), again
     assert query(db_settings, "SELECT count(*) FROM catalog.layer_versions")[0][0] == 8
+
+
+def test_cli_exit_codes_json_and_versions(db_settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GEOBASE_DATABASE_URL=db_settings.database_url, GEOBASE_DATA_DIR=str(db_settings.data_dir))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "geobase.cli", *args], env=env, cwd=str(REPO),
+                              capture_output=True, text=True, timeout=120)
+
+    good = write_shp(land_use_gdf(6), tmp_path / "good")
+    r = run("ingest", "land_use", str(good), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["version"] == 1 and out["rows_total"] == 6 and out["report"]["encoding"] == "gb18030"
+    bad = land_use_gdf(6)
+    bad.loc[1, "DLBM"] = "9999"
+    r = run("ingest", "land_use", str(write_shp(bad, tmp_path / "bad")), "--json")
+    assert r.returncode == 2
+    err = json.loads(r.stdout)
+    assert err["error"] == "InvalidParameterValue" and err["report"]["errors"] == {"unknown_code": 1}
+    r = run("ingest", "land_use", str(write_shp(bad, tmp_path / "bad2")))
+    assert r.returncode == 2 and "code not in the layer's code list" in r.stderr
+    r = run("layers", "versions", "land_use", "--json")
+    assert r.returncode == 0 and [v["version"] for v in json.loads(r.stdout)] == [1]
+    r = run("layers", "rollback", "land_use", "1")
+    assert r.returncode == 2 and "already the current version" in r.stderr
+    r = run("layers", "diff", "land_use", "1", "7")
+    assert r.returncode == 3 and "no version 7" in r.stderr

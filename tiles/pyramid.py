@@ -87,7 +87,7 @@ def build(url: str, spec: LayerSpec, version: int, class_field: str, detail_zoom
                 INSERT INTO tiles.cells (layer, version, z, cy, cx, cls, w)
                 SELECT %(l)s, %(v)s, %(z)s, floor((%(oy)s - my) / %(c)s)::int, floor((mx - %(ox)s) / %(c)s)::int,
                        cls, sum(w)
-                FROM pyr WHERE big_from > %(z)s GROUP BY 4, 5, 6
+                FROM pyr WHERE big_from > %(z)s GROUP BY 4, 5, 6 ORDER BY 4, 5
                 """, {"l": spec.name, "v": version, "z": z, "oy": oy, "ox": ox, "c": c})
         conn.execute(sql.SQL(
             """

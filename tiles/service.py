@@ -105,11 +105,13 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         body = b""
         versions = {n: states[n].version for n in names}
     else:
-        async with conn.transaction():
-            if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
-                await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
-            cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
-            raw, versions = await cur.fetchone()
+        # one network round trip: BEGIN, SET LOCAL statement_timeout, the tile, COMMIT (pipelined)
+        async with conn.pipeline():  # noqa: SIM117 — COMMIT must be sent before the pipeline syncs
+            async with conn.transaction():
+                if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
+                    await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
+                cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
+        raw, versions = await cur.fetchone()
         raw = bytes(raw or b"")
         body = gzip.compress(raw, compresslevel=5, mtime=0) if raw else b""
         versions = {n: (versions or {}).get(n) for n in names}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,11 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
+#: two threads for compression (not the default pool of dozens: every thread that allocates
+#: gets its own malloc arena, and the server's resident memory grows with their number)
+_GZIP_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gb-gzip")
+
+
 async def gzipped(body: AsyncIterator[bytes], level: int = 3) -> AsyncIterator[bytes]:
     """gzip a streamed body chunk by chunk at a fast level, compressing big chunks in a worker
     thread (zlib releases the GIL) so the event loop keeps reading the next rows. The app's
@@ -190,9 +196,11 @@ async def gzipped(body: AsyncIterator[bytes], level: int = 3) -> AsyncIterator[b
     import zlib
 
     z = zlib.compressobj(level, zlib.DEFLATED, 31)
+    loop = asyncio.get_running_loop()
     try:
         async for chunk in body:
-            out = await asyncio.to_thread(z.compress, chunk) if len(chunk) > 64 * 1024 else z.compress(chunk)
+            out = (await loop.run_in_executor(_GZIP_POOL, z.compress, chunk) if len(chunk) > 64 * 1024
+                   else z.compress(chunk))
             if out:
                 yield out
         yield z.flush()

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import psycopg
 import pyogrio
 from pyproj import CRS
 
 from geobase.catalog import sync_catalog
 from geobase.db import connect
-from geobase.errors import InvalidInput, NotFound
+from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.ingest import crs as crsmod
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.loader import (AREA_TOLERANCE, COVERAGE_AUTO_LIMIT, Staging, area_deviation, commit_version,
@@ -77,7 +78,20 @@ def _ensure_catalog(conn, settings: Settings, layer: str) -> None:
         conn.commit()
 
 
-def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "replace", crs: str | None = None,
+def ingest(settings: Settings, layer: str, path: str | Path, **options) -> IngestResult:
+    """Load one delivered file as a new version of ``layer`` (see :func:`_ingest` for the options).
+
+    A lost database connection (server restart, network) is a failure (exit code 1), not a
+    refusal: nothing was committed and the same file can simply be ingested again."""
+    try:
+        return _ingest(settings, layer, path, **options)
+    except psycopg.OperationalError as exc:
+        raise GeobaseError(f"ingest of {Path(path).name} into {layer!r} failed: the database connection was lost "
+                           f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); nothing was "
+                           "committed, the previous version is unchanged: run the same command again") from None
+
+
+def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "replace", crs: str | None = None,
            encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
            dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
            field_map: dict[str, str] | None = None, job_id: str | None = None,
@@ -208,7 +222,7 @@ def ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "rep
                             done += batch.num_rows
                             if progress:
                                 progress(done, total_features)
-                except InvalidInput:
+                except (InvalidInput, psycopg.Error):
                     raise
                 except UnicodeDecodeError as exc:
                     raise InvalidInput(

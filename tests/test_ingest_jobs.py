@@ -154,3 +154,47 @@ def test_sigkill_mid_load_leaves_previous_version_and_retry_succeeds(new_db, tmp
     assert res.version == 2 and res.rows_total == 80_000
     assert db_state(settings, "test_points")["staging"] == 0
     assert "leftover staging" in " ".join(res.report["notes"])
+
+
+def test_database_connection_lost_mid_load_is_a_failure_and_retry_succeeds(new_db, tmp_path):
+    """The backend of the ingest dies mid-COPY (as in a database restart): exit code 1, not 2."""
+    import threading
+
+    from geobase.errors import GeobaseError, InvalidInput
+
+    settings = new_db(layers_dir=make_test_specs(tmp_path))
+    small = tmp_path / "v1.geojsonl"
+    _big_geojsonseq(small, 20)
+    ingest(settings, "test_points", small)
+    before = db_state(settings, "test_points")
+    big = tmp_path / "big.geojsonl"
+    _big_geojsonseq(big, 80_000)
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = ingest(settings, "test_points", big)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and t.is_alive() and not killed:
+        rows = query(settings, "SELECT p.pid FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) "
+                               "WHERE a.application_name = 'geobase-ingest' AND p.tuples_processed > 5000")
+        if rows:
+            query(settings, "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+            killed = True
+        time.sleep(0.05)
+    t.join(120)
+    assert killed, outcome
+    err = outcome.get("error")
+    assert isinstance(err, GeobaseError) and not isinstance(err, InvalidInput), outcome
+    assert err.exit_code == 1 and "connection was lost" in err.message
+    after = db_state(settings, "test_points")
+    assert {k: after[k] for k in ("current", "versions", "rows", "hashes")} == \
+        {k: before[k] for k in ("current", "versions", "rows", "hashes")}
+    res = ingest(settings, "test_points", big)
+    assert res.version == 2 and res.rows_total == 80_000

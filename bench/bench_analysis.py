@@ -24,9 +24,8 @@ import random
 import time
 
 import psycopg
-from psycopg import sql
-
 from common import Context, Result, percentile
+from psycopg import sql
 
 DB = "geobase_bench_analysis"
 CELL = 0.0005  # degrees (~50 m)

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import geopandas as gpd
 import numpy as np
 import psycopg
 import pytest
 from pyproj import Geod, Transformer
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box, mapping
 from shapely.ops import transform as shp_transform
 
 from geobase import overlay
 from geobase.errors import InvalidInput
 from geobase.geometry_input import parse_geojson
 from geobase.specs import get_registry
-from tests.analysis_data import D, LAND, X0, Y0, cell, insert, load_small_county, register_version
+from tests.analysis_data import LAND, X0, Y0, D, cell, insert, load_small_county, register_version
 
 GEOD = Geod(ellps="GRS80")
 

@@ -18,11 +18,11 @@ from typing import Literal
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
 from pydantic import BaseModel, ConfigDict, Field
 
 from geobase import analysis_output as out
 from geobase import overlay
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
 from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.geometry_input import parse_geojson, parse_upload
 from geobase.security import Principal, get_principal, visible_layers

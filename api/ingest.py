@@ -35,15 +35,18 @@ ACCEPTED_SUFFIXES = set(VECTOR_SUFFIXES) | RASTER_SUFFIXES | {".zip"}
 
 
 def setup(app: FastAPI) -> None:
-    """Mark jobs of a previous (dead) server as failed, once, when the app starts."""
+    """Mark jobs of a previous (dead) server as failed, once, in the background at app creation."""
+    import threading
+
     settings: Settings = app.state.settings
 
-    @app.on_event("startup")
-    async def _orphans() -> None:  # pragma: no cover - trivial
+    def _orphans() -> None:
         try:
-            await run_in_threadpool(jobs.fail_orphaned_jobs, settings)
-        except Exception:
+            jobs.fail_orphaned_jobs(settings)
+        except Exception:  # the database may not be up yet; the next start retries
             pass
+
+    threading.Thread(target=_orphans, name="ingest-orphans", daemon=True).start()
 
 
 def steward_for(principal: Principal, department: str) -> None:
@@ -114,7 +117,7 @@ async def post_ingest(
                    "source_layer": source_layer, "dry_run": dry_run}
         user = principal.name or principal.key_id or "api"
         await run_in_threadpool(jobs.create_job, settings, job_id, layer,
-                                {**options, "file": name, "bytes": size, "server": jobs.SERVER_ID,
+                                {**options, "file": name, "bytes": size, **jobs.process_tag(),
                                  "department": principal.department}, user)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -63,22 +63,48 @@ def get_job(settings: Settings, job_id: str) -> dict | None:
         return cur.execute("SELECT * FROM catalog.jobs WHERE id = %s", (job_id,)).fetchone()
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def fail_orphaned_jobs(settings: Settings) -> int:
-    """Jobs 'running'/'accepted' in a server that is gone: mark failed (the version was never committed)."""
+    """Jobs 'accepted'/'running' whose server process on this host is gone: mark them failed
+    (their version was never committed) and remove their uploads. Jobs of live processes
+    (other workers, other hosts) are left alone."""
+    import os
+    import socket
+
+    host = socket.gethostname()
     with connect(settings) as conn:
-        cur = conn.execute(
-            "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), "
-            "message = 'the server stopped while the job ran; nothing was committed, submit the file again' "
-            "WHERE kind = 'ingest' AND status IN ('accepted', 'running') AND created_at < now() - interval '1 second' "
-            "AND coalesce(params->>'server', '') <> %s RETURNING id", (SERVER_ID,))
-        ids = [str(r[0]) for r in cur.fetchall()]
-    for i in ids:
+        rows = conn.execute(
+            "SELECT id, params->>'host', params->>'pid' FROM catalog.jobs "
+            "WHERE kind = 'ingest' AND status IN ('accepted', 'running')").fetchall()
+        orphans = [str(r[0]) for r in rows
+                   if r[1] == host and r[2] and r[2].isdigit() and int(r[2]) != os.getpid() and not _alive(int(r[2]))]
+        for job_id in orphans:
+            conn.execute(
+                "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), message = "
+                "'the server stopped while the job ran; nothing was committed, submit the file again' "
+                "WHERE id = %s AND status IN ('accepted', 'running')", (job_id,))
+    for i in orphans:
         shutil.rmtree(uploads_dir(settings) / i, ignore_errors=True)
-    return len(ids)
+    return len(orphans)
 
 
-#: Distinguishes this server process from earlier ones (jobs of a dead process are orphans).
-SERVER_ID = uuid.uuid4().hex
+def process_tag() -> dict:
+    """Where a job runs: recorded in its params so orphans can be recognised later."""
+    import os
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def run_job(settings: Settings, job_id: str, layer: str, path: Path, options: dict, user: str) -> None:

@@ -198,3 +198,21 @@ def test_database_connection_lost_mid_load_is_a_failure_and_retry_succeeds(new_d
         {k: before[k] for k in ("current", "versions", "rows", "hashes")}
     res = ingest(settings, "test_points", big)
     assert res.version == 2 and res.rows_total == 80_000
+
+
+def test_jobs_of_a_dead_server_are_marked_failed(db_settings):
+    import socket
+
+    from geobase.ingest import jobs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan, live = jobs.new_job_id(), jobs.new_job_id()
+    jobs.create_job(db_settings, orphan, "land_use", {"host": socket.gethostname(), "pid": dead.pid}, "t")
+    jobs.create_job(db_settings, live, "land_use", {"host": socket.gethostname(), "pid": os.getpid()}, "t")
+    (jobs.uploads_dir(db_settings) / orphan).mkdir()
+    assert jobs.fail_orphaned_jobs(db_settings) == 1
+    assert jobs.get_job(db_settings, orphan)["status"] == "failed"
+    assert "submit the file again" in jobs.get_job(db_settings, orphan)["message"]
+    assert jobs.get_job(db_settings, live)["status"] == "accepted"
+    assert not (jobs.uploads_dir(db_settings) / orphan).exists()

@@ -19,11 +19,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-
 from geobase.api.deps import base_url, get_registry_dep, get_settings_dep
-from geobase.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from geobase.ingest import jobs
 from geobase.ingest.sources import RASTER_SUFFIXES, VECTOR_SUFFIXES, check_zip
+
+from geobase.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from geobase.security import Principal, get_principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 import psycopg
-from common import PY, REPO, Context, Result
+from common import PY, Context, Result
 from psycopg import sql
 
 DB = "geobase_bench_ingest"

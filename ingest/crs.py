@@ -21,10 +21,10 @@ from geobase.errors import InvalidInput
 STORAGE_EPSG = 4490
 
 _GK_PATTERNS = [
-    (re.compile(r"CGCS2000_3_Degree_GK_Zone_(\d+)", re.I), lambda n: 4513 + n - 25, range(25, 46)),
-    (re.compile(r"CGCS2000_3_Degree_GK_CM_(\d+)E", re.I), lambda cm: 4534 + (cm - 75) // 3, range(75, 136, 3)),
-    (re.compile(r"CGCS2000_GK_Zone_(\d+)", re.I), lambda n: 4491 + n - 13, range(13, 24)),
-    (re.compile(r"CGCS2000_GK_CM_(\d+)E", re.I), lambda cm: 4502 + (cm - 75) // 6, range(75, 136, 6)),
+    (re.compile(r"CGCS2000_3_Degree_GK_Zone_(\d+)", re.IGNORECASE), lambda n: 4513 + n - 25, range(25, 46)),
+    (re.compile(r"CGCS2000_3_Degree_GK_CM_(\d+)E", re.IGNORECASE), lambda cm: 4534 + (cm - 75) // 3, range(75, 136, 3)),
+    (re.compile(r"CGCS2000_GK_Zone_(\d+)", re.IGNORECASE), lambda n: 4491 + n - 13, range(13, 24)),
+    (re.compile(r"CGCS2000_GK_CM_(\d+)E", re.IGNORECASE), lambda cm: 4502 + (cm - 75) // 6, range(75, 136, 6)),
 ]
 
 

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import shapely
+from geobase.ingest.encoding import EncodingSniffer
+from geobase.ingest.report import QualityReport
 from pyproj import CRS, Transformer
 
 from geobase.errors import InvalidInput
 from geobase.specs import Attribute, LayerSpec, Registry
-from geobase.ingest.encoding import EncodingSniffer
-from geobase.ingest.report import QualityReport
 
 # shapely type ids
 POINT, LINE, POLY, MPOINT, MLINE, MPOLY, COLL = 0, 1, 3, 4, 5, 6, 7
@@ -100,14 +101,14 @@ def _datetime(v: Any) -> dt.datetime | None:
     if v is None:
         return None
     if isinstance(v, dt.datetime):
-        return v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)
+        return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
     if isinstance(v, dt.date):
-        return dt.datetime(v.year, v.month, v.day, tzinfo=dt.timezone.utc)
+        return dt.datetime(v.year, v.month, v.day, tzinfo=dt.UTC)
     s = str(v).strip()
     if not s:
         return None
     d = dt.datetime.fromisoformat(s)
-    return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
 
 
 def _bool(v: Any) -> bool | None:

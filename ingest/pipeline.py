@@ -12,24 +12,31 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 import pyogrio
+from geobase.ingest import crs as crsmod
+from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
+from geobase.ingest.loader import (
+    AREA_TOLERANCE,
+    COVERAGE_AUTO_LIMIT,
+    Staging,
+    area_deviation,
+    commit_version,
+    drop_leftover_staging,
+    staging_name,
+)
+from geobase.ingest.normalize import FID_COLUMN, BatchNormalizer, plan_fields
+from geobase.ingest.report import QualityReport
+from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
 from pyproj import CRS
 
 from geobase.catalog import sync_catalog
 from geobase.db import connect
 from geobase.errors import GeobaseError, InvalidInput, NotFound
-from geobase.ingest import crs as crsmod
-from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
-from geobase.ingest.loader import (AREA_TOLERANCE, COVERAGE_AUTO_LIMIT, Staging, area_deviation, commit_version,
-                                   drop_leftover_staging, staging_name)
-from geobase.ingest.normalize import FID_COLUMN, BatchNormalizer, plan_fields
-from geobase.ingest.report import QualityReport
-from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
 from geobase.settings import Settings
 from geobase.specs import get_registry
 

@@ -7,10 +7,11 @@ loads as new versions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from geobase.ingest.sources import sha256_files
+
 from geobase.settings import Settings
 
 #: (layer, file under sample_data/county, source layer in the file)
@@ -34,8 +35,9 @@ def sample_dir() -> Path:
 
 def ingest_sample_county(settings: Settings, echo: Callable[..., None] = print, *, directory: Path | None = None) -> list:
     """Ingest every sample layer not already loaded from the same file; returns the results."""
-    from geobase.db import prepare_database
     from geobase.ingest.pipeline import current_checksum, ingest
+
+    from geobase.db import prepare_database
 
     directory = Path(directory) if directory else sample_dir()
     if not directory.is_dir():

@@ -16,11 +16,11 @@ import geopandas as gpd
 import numpy as np
 import psycopg
 import pytest
-from shapely.geometry import LineString, Point, box
-
 from conftest import REPO, SAMPLE
-from geobase.errors import InvalidInput
 from geobase.ingest.pipeline import ingest
+from shapely.geometry import box
+
+from geobase.errors import InvalidInput
 
 # -- helpers shared by the other test_ingest*.py files --------------------------------------------
 

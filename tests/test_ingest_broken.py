@@ -7,11 +7,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from shapely.geometry import LineString, Polygon, box
+from geobase.ingest.pipeline import ingest
+from shapely.geometry import LineString, Polygon
+from test_ingest import X0, Y0, db_state, land_use_gdf, write_shp
 
 from geobase.errors import InvalidInput
-from geobase.ingest.pipeline import ingest
-from test_ingest import X0, Y0, db_state, land_use_gdf, write_shp, zip_folder
 
 
 @pytest.fixture

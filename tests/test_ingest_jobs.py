@@ -11,8 +11,6 @@ import time
 import zipfile
 
 import psycopg
-import pytest
-
 from conftest import REPO
 from geobase.ingest.pipeline import ingest
 from test_ingest import db_state, land_use_gdf, make_test_specs, query, write_shp, zip_folder

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REALDATA
-from geobase.errors import InvalidInput
 from geobase.ingest.pipeline import ingest
-from test_ingest import query, spec_db  # noqa: F401  (fixture)
+from test_ingest import make_test_specs, query
+
+
+@pytest.fixture
+def spec_db(new_db, tmp_path):
+    """A fresh database whose registry also has the generic test_areas/test_lines/test_points layers."""
+    return new_db(layers_dir=make_test_specs(tmp_path))
+
+
+from geobase.errors import InvalidInput
 
 pytestmark = pytest.mark.skipif(not REALDATA.exists(), reason="../shared/realdata not present")
 

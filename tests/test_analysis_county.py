@@ -237,3 +237,29 @@ def test_cli_writes_all_outputs(county_shared, tmp_path):
                           "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no version 5" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("args, stem, table", [
+    (["tabulate", "land_use", "planning_zones", "--aoi", "339901002"], "tabulate", "cells"),
+    (["conflicts"], "conflicts", "patches"),
+    (["steep-farmland"], "steep-farmland", "parcels"),
+    (["buffer", "--distance", "30", "--water", "rivers"], "buffer", "features"),
+])
+def test_cli_commands_write_json_csv_html(county_shared, tmp_path, args, stem, table):
+    import csv
+    import subprocess
+    import sys
+
+    env = {"GEOBASE_DATABASE_URL": county_shared.database_url, "GEOBASE_DATA_DIR": str(county_shared.data_dir),
+           "PATH": "/usr/bin:/bin"}
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "geobase.cli", "analysis", *args, "--out", str(out)], env=env,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
+    assert doc["analysis"] == stem
+    rows = list(csv.DictReader((out / f"{stem}_{table}.csv").open(encoding="utf-8")))
+    assert rows, f"{stem}_{table}.csv is empty"
+    assert "<html>" in (out / f"{stem}.html").read_text(encoding="utf-8")
+    if stem == "conflicts":
+        assert len(rows) == len(doc["patches"]) and {r["rule"] for r in rows} == {c["rule"] for c in MANIFEST["conflicts"]}

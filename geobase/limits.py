@@ -153,7 +153,17 @@ class GateMiddleware:
         try:
             principal = await self.resolver.resolve_token(presented_token(headers))
         except GeobaseError as exc:
-            return await _send_error(send, exc)
+            # failed authentication: counted against the caller's IP (no key guessing at full
+            # speed) and audited as auth.failed
+            wait = self.limits.public.take(f"ip:{ip}")
+            if wait is not None:
+                return await _send_error(send, TooManyRequests(
+                    "rate limit exceeded; slow down", retry_after=max(1, math.ceil(wait))))
+            ctx.action = "auth.failed"
+            ctx.force = True
+            await _send_error(send, exc)
+            await self._write_audit(ctx, exc.status_code, (time.perf_counter() - t0) * 1000)
+            return
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("key lookup failed: %s", exc)
             return await _send_error(send, ServiceUnavailable("the database is unavailable, retry shortly",

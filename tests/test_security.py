@@ -587,3 +587,15 @@ def test_analyses_can_be_restricted_to_analysts(sec, live_server):
         assert post("forestry:viewer").status_code == 403
         assert post("forestry:analyst").status_code == 200
         assert post("planning:steward").status_code == 200  # roles are ordered: steward includes analyst
+
+
+def test_failed_authentication_is_audited(sec):
+    srv, _, settings = sec
+    with srv.client() as c:
+        assert c.get("/layers?probe=authfail", headers={"X-API-Key": "gb_0123456789ab_" + "B" * 43}).status_code == 401
+    for _ in range(50):
+        rows = [r for r in _audit_rows(settings, action="auth.failed") if "authfail" in json.dumps(r["params"])]
+        if rows:
+            break
+        time.sleep(0.1)
+    assert rows and rows[0]["status"] == 401 and rows[0]["key_id"] is None

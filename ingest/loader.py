@@ -93,7 +93,10 @@ class Staging:
 
         @contextmanager
         def _cm():
-            with self.conn.cursor().copy(stmt) as cp:
+            from psycopg.copy import QueuedLibpqWriter
+
+            cur = self.conn.cursor()  # the queued writer sends data to the server from its own thread
+            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
                 cp.set_types(types)
                 yield cp
         return _cm()

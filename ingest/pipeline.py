@@ -213,7 +213,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                                             **src.open_options) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
-                        for batch in reader:
+                        for batch in prefetch(reader):
                             cols = {c: batch.column(c).to_pylist() for c in source_cols}
                             if plan.uses_fid:
                                 cols[FID_COLUMN] = batch.column(fid_col).to_pylist()
@@ -315,6 +315,47 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
     return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
                         committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
                         report=report.as_dict())
+
+
+def prefetch(reader, depth: int = 2):
+    """Read arrow batches in a background thread (GDAL and arrow release the GIL while reading),
+    so the next batch is decoded while this one is normalised and COPYed: two cores, bounded
+    memory (at most ``depth`` batches ahead)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    t = threading.Thread(target=work, name="ingest-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=10)
 
 
 def _whole_file_crs_check(report: QualityReport, norm: BatchNormalizer, src_crs: CRS, info: dict, path: Path) -> None:

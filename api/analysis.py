@@ -205,6 +205,14 @@ def _process_doc(request: Request, pid: str) -> dict:
                        "title": "Execute"}]}
 
 
+# OGC API - Processes classes this router implements (core: list, describe, execute, job
+# status and results; JSON encoding). Collected by /conformance.
+PROCESSES_CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
+]
+
+
 @router.get("/processes", summary="Processes offered (OGC API - Processes)")
 async def list_processes(request: Request) -> dict:
     return {"processes": [_process_doc(request, p) for p in PROCESSES],

@@ -64,6 +64,24 @@ CONFORMANCE = [
     f"{OGC}/cql2/1.0/conf/basic-spatial-functions-plus",
     f"{OGC}/cql2/1.0/conf/spatial-functions",
 ]
+
+
+def _declared_conformance() -> list[str]:
+    """Features classes plus those of the other areas that are mounted (tiles, processes)."""
+    classes = list(CONFORMANCE)
+    try:
+        from geobase.tiles.ogc import TILES_CONFORMANCE
+
+        classes += TILES_CONFORMANCE
+    except ImportError:  # pragma: no cover - tiles not installed
+        pass
+    try:
+        from geobase.api.analysis import PROCESSES_CONFORMANCE  # type: ignore[attr-defined]
+
+        classes += PROCESSES_CONFORMANCE
+    except ImportError:
+        pass
+    return classes
 GEOJSON = "application/geo+json"
 DOWNLOADS = {"csv", "gpkg", "fgb"}
 FORMATS = {"json", "geojson", "html", "csv", "gpkg", "fgb"}
@@ -205,8 +223,8 @@ def collection_doc(request: Request, spec: LayerSpec, state: LayerState, first_c
 @router.get("/conformance", summary="Conformance classes implemented", tags=["Capabilities"])
 async def conformance(request: Request, f: str | None = Query(None, description="json or html")):
     if _format(request, f, {"json", "html"}) == "html":
-        return _render("conformance.html", classes=CONFORMANCE, root=base_url(request))
-    return JSONResponse({"conformsTo": CONFORMANCE})
+        return _render("conformance.html", classes=_declared_conformance(), root=base_url(request))
+    return JSONResponse({"conformsTo": _declared_conformance()})
 
 
 @router.get("/collections", summary="The collections (layers) the caller may see")

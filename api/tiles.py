@@ -334,3 +334,29 @@ async def legend_doc(request: Request, f: str | None = Query(None, description="
             parts.append("</ul>")
         return HTMLResponse("".join(parts))
     return {"layers": entries, "view": signature(principal, await layer_states(conn), registry)}
+
+
+# ---- raster download -----------------------------------------------------------------------
+@router.get("/collections/{collection_id}/coverage", tags=["Coverages"],
+            summary="The raster layer's current Cloud-Optimized GeoTIFF (HTTP range requests supported)")
+async def coverage(collection_id: str, request: Request, conn: psycopg.AsyncConnection = Depends(get_conn),
+                   registry: Registry = Depends(get_registry_dep), principal: Principal = Depends(get_principal),
+                   settings: Settings = Depends(get_settings_dep)):
+    """The whole COG as a file, so GDAL reads it remotely (``/vsicurl/``) by ranges."""
+    from fastapi.responses import FileResponse
+
+    spec = await require_layer(conn, principal, registry, collection_id)
+    if spec.kind != "raster":
+        raise InvalidInput(f"collection {collection_id!r} is a vector layer: use /items", parameter="collectionId")
+    cur = await conn.execute(
+        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
+        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter="collectionId")
+    path = raster_tiles.cog_path(row[1], settings.data_path)
+    if not path.exists():
+        raise NotFound(f"the raster file of {spec.name!r} version {row[0]} is missing on the server")
+    return FileResponse(path, media_type="image/tiff; application=geotiff; profile=cloud-optimized",
+                        filename=f"{spec.name}-v{row[0]}.tif",
+                        headers={"ETag": f'"{spec.name}-{row[0]}"', "Cache-Control": "public, max-age=60"})

@@ -94,9 +94,18 @@ class Context:
         print(result.line(), flush=True)
 
     def save(self) -> Path:
+        """Merge this run's results into results/latest.json by name (areas run separately)."""
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / "latest.json"
-        path.write_text(json.dumps([r.__dict__ | {"ratio": r.ratio} for r in self.results], indent=2, ensure_ascii=False))
+        merged: dict[str, dict] = {}
+        if path.exists():
+            try:
+                merged = {r["name"]: r for r in json.loads(path.read_text())}
+            except (ValueError, KeyError, TypeError):
+                merged = {}
+        for r in self.results:
+            merged[r.name] = r.__dict__ | {"ratio": r.ratio, "parcels": self.parcels}
+        path.write_text(json.dumps(list(merged.values()), indent=2, ensure_ascii=False))
         return path
 
 

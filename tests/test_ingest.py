@@ -345,3 +345,14 @@ def test_cli_exit_codes_json_and_versions(db_settings, tmp_path):
     assert r.returncode == 2 and "already the current version" in r.stderr
     r = run("layers", "diff", "land_use", "1", "7")
     assert r.returncode == 3 and "no version 7" in r.stderr
+
+
+def test_zip_with_several_shapefiles_picks_by_spec_or_layer_option(db_settings, tmp_path):
+    folder = tmp_path / "many"
+    write_shp(land_use_gdf(4), folder, "DLTB")
+    write_shp(land_use_gdf(7), folder, "XZQ")
+    z = zip_folder(folder, tmp_path / "delivery.zip")
+    assert ingest(db_settings, "land_use", z).rows_total == 4  # DLTB is the spec's source layer
+    assert ingest(db_settings, "land_use", z, source_layer="XZQ").rows_total == 7
+    with pytest.raises(InvalidInput, match=r"has no layer 'GHFQ' \(layers: DLTB, XZQ\)"):
+        ingest(db_settings, "land_use", z, source_layer="GHFQ")

@@ -18,7 +18,7 @@ from typing import Literal
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geobase import analysis_output as out
 from geobase import overlay
@@ -50,12 +50,25 @@ class _Body(BaseModel):
 
 
 class SiteCheckIn(_Body):
+    """The site: ``{"geometry": <GeoJSON>, ...options}``, or a bare GeoJSON Polygon, Feature or
+    FeatureCollection posted as it is (what `curl -d @site.geojson` sends)."""
+
     geometry: dict = Field(description="GeoJSON Polygon/MultiPolygon, Feature or FeatureCollection")
     crs: str | None = Field(default=None, description="CRS84 (default), EPSG:4490, 4326, 3857, 4491-4554")
     project_type: str = Field(default="construction", pattern=r"^[a-z_]{1,40}$")
     layers: list[str] | None = None
     repair: bool = False
     sliver_m2: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_geojson(cls, data):
+        if isinstance(data, dict) and "geometry" not in data and data.get("type") in (
+                "Polygon", "MultiPolygon", "Feature", "FeatureCollection"):
+            return {"geometry": data}
+        if isinstance(data, dict) and data.get("type") == "Feature" and "geometry" in data:
+            return {"geometry": data}
+        return data
 
 
 class TabulateIn(_Body):

@@ -245,7 +245,7 @@ class FeatureQuery:
 
     def feature_sql(self) -> sql.Composable:
         geom = (sql.SQL("NULL") if self.skip_geometry else
-                sql.SQL("ST_AsGeoJSON({}, {})::json").format(self.geometry_sql(), sql.Literal(self.precision)))
+                sql.SQL("ST_AsGeoJSON({}, {}, 0)::json").format(self.geometry_sql(), sql.Literal(self.precision)))
         return sql.SQL("json_build_object('type', 'Feature', 'id', _key, 'geometry', {}, 'properties', {})::text").format(
             geom, self.properties_sql())
 

@@ -228,3 +228,10 @@ def test_server_health_landing_and_catalog(db_settings, live_server):
         assert {l["name"] for l in layers} >= {"land_use", "dem"}
         r = c.get("/no-such-thing")
         assert r.status_code == 404 and r.json()["code"] == "NotFound"
+
+
+def test_readme_configuration_table_lists_every_setting():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- settings-table:start -->", 1)[1].split("<!-- settings-table:end -->", 1)[0]
+    for name in Settings.model_fields:
+        assert f"`GEOBASE_{name.upper()}`" in table, f"README configuration table lacks GEOBASE_{name.upper()}"

@@ -55,3 +55,27 @@ def test_sample_land_use_coverage_has_no_gaps_or_overlaps_in_postgis(county_shar
     assert overlaps == 0
     assert abs(total - union) / union < 1e-6
     assert abs(union - county) / county < 1e-6
+
+
+def test_items_geometry_is_plain_rfc7946(county_server):
+    """GeoJSON geometries carry no legacy ``crs`` member (clients such as QGIS reject mixes)."""
+    with county_server.client() as c:
+        for params in ({"limit": 3}, {"limit": 3, "crs": "http://www.opengis.net/def/crs/EPSG/0/4527"}):
+            fc = c.get("/collections/land_use/items", params=params).json()
+            assert fc["features"]
+            for f in fc["features"]:
+                assert set(f["geometry"]) == {"type", "coordinates"}
+
+
+def test_site_check_accepts_the_demo_site_file_as_posted(county_server):
+    """`curl -d @demo_site.geojson /analysis/site-check` works with the FeatureCollection as is."""
+    from tests.conftest import SAMPLE
+
+    body = (SAMPLE / "demo_site.geojson").read_bytes()
+    with county_server.client() as c:
+        r = c.post("/analysis/site-check", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        wrapped = c.post("/analysis/site-check", json={"geometry": __import__("json").loads(body)}).json()
+    assert doc["site"]["area"]["m2"] == wrapped["site"]["area"]["m2"] > 1e6
+    assert doc["verdict"] in ("needs-approval", "prohibited", "warning")

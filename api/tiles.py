@@ -255,19 +255,24 @@ async def raster_tile(request: Request, layer: str, style: str, z: int, x: int, 
     return await _raster(request, conn, settings, spec, style, "WebMercatorQuad", z, x, y, principal)
 
 
+async def _current_raster(conn, spec: LayerSpec, parameter: str) -> tuple[int, dict | None]:
+    """The raster layer's current version and its metadata (where ingest put the COG)."""
+    cur = await conn.execute(
+        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
+        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter=parameter)
+    return row[0], row[1]
+
+
 async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, style: str, tms_id: str,
                   z: int, x: int, y: int, principal: Principal) -> Response:
     tms = get_tms(tms_id)
     if style not in raster_tiles.STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(raster_tiles.STYLES)}", parameter="style")
     tms.validate(z, y, x)
-    cur = await conn.execute(
-        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
-        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
-    row = await cur.fetchone()
-    if row is None or row[0] is None:
-        raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter="layer")
-    version, metadata = row
+    version, metadata = await _current_raster(conn, spec, "layer")
     key = cache_key({spec.name: version}, tms.id, z, y, x, f"png:{style}", "raster")
     etag = etag_for(key)
     headers = {"Cache-Control": _cache_control(principal), "ETag": etag}
@@ -348,15 +353,10 @@ async def coverage(collection_id: str, request: Request, conn: psycopg.AsyncConn
     spec = await require_layer(conn, principal, registry, collection_id)
     if spec.kind != "raster":
         raise InvalidInput(f"collection {collection_id!r} is a vector layer: use /items", parameter="collectionId")
-    cur = await conn.execute(
-        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
-        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
-    row = await cur.fetchone()
-    if row is None or row[0] is None:
-        raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter="collectionId")
-    path = raster_tiles.cog_path(row[1], settings.data_path)
+    version, metadata = await _current_raster(conn, spec, "collectionId")
+    path = raster_tiles.cog_path(metadata, settings.data_path)
     if not path.exists():
-        raise NotFound(f"the raster file of {spec.name!r} version {row[0]} is missing on the server")
+        raise NotFound(f"the raster file of {spec.name!r} version {version} is missing on the server")
     return FileResponse(path, media_type="image/tiff; application=geotiff; profile=cloud-optimized",
-                        filename=f"{spec.name}-v{row[0]}.tif",
-                        headers={"ETag": f'"{spec.name}-{row[0]}"', "Cache-Control": "public, max-age=60"})
+                        filename=f"{spec.name}-v{version}.tif",
+                        headers={"ETag": f'"{spec.name}-{version}"', "Cache-Control": "public, max-age=60"})

@@ -150,28 +150,21 @@ async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeom
         """).format(tbl=tbl, flt=flt)
     cur = await conn.execute(q, {"g": site.wkb})
     area, keys, gj = await cur.fetchone()
-    area = float(area or 0)
+    return _rule_from_pieces(rule, site, sliver, float(area or 0),
+                             list(keys or []) if rule.mode == "overlap" else [], geojson=gj)
+
+
+def _rule_from_pieces(rule: SiteRule, site: InputGeometry, sliver: float, area: float, keys: list[str],
+                      geojson: str | None = None) -> dict:
+    """One rule's verdict from its offending area; the geometry is kept only when the rule fires."""
     threshold = rule.min_area_m2 if rule.min_area_m2 is not None else sliver
     fired = area > threshold
     return {
         "id": rule.id, "title": rule.title.model_dump(), "layer": rule.layer, "mode": rule.mode,
         "verdict": rule.verdict if fired else "ok", "fires_as": rule.verdict,
         "area": units(area), "share": round(area / site.area_m2, 6) if site.area_m2 else None,
-        "features": list(keys or []) if rule.mode == "overlap" else [],
-        "geometry": json.loads(gj) if fired and gj else None,
+        "features": keys, "geometry": json.loads(geojson) if fired and geojson else None,
         "note": rule.note if fired else None,
-        "below_threshold": (not fired and area > 0),
-    }
-
-
-def _rule_from_pieces(rule: SiteRule, site: InputGeometry, sliver: float, area: float, keys: list[str]) -> dict:
-    threshold = rule.min_area_m2 if rule.min_area_m2 is not None else sliver
-    fired = area > threshold
-    return {
-        "id": rule.id, "title": rule.title.model_dump(), "layer": rule.layer, "mode": rule.mode,
-        "verdict": rule.verdict if fired else "ok", "fires_as": rule.verdict,
-        "area": units(area), "share": round(area / site.area_m2, 6) if site.area_m2 else None,
-        "features": keys, "geometry": None, "note": rule.note if fired else None,
         "below_threshold": (not fired and area > 0),
     }
 

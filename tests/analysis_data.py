@@ -13,14 +13,32 @@ Geometry (lon/lat, EPSG:4490) around 118.30°E 30.00°N, cells of 0.01° (~0.96 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import psycopg
 import shapely
 from psycopg import sql
+from pyproj import Geod
 from shapely.geometry import LineString, MultiLineString, MultiPolygon, box
 
 X0, Y0, D = 118.30, 30.00, 0.01
+GEOD = Geod(ellps="GRS80")
+
+
+def geod_area(g) -> float:
+    """Ellipsoidal area on GRS80 (= CGCS2000), computed independently of PostGIS."""
+    return abs(GEOD.geometry_area_perimeter(g)[0])
+
+
+def run(settings, fn):
+    """Run ``fn(conn)`` on an async connection to the test database."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            return await fn(conn)
+    return asyncio.run(go())
+
+
 LAND = {0: ("0101", "水田"), 1: ("0301", "乔木林地"), 2: ("0701", "城镇住宅用地"), 3: ("0601", "工业用地")}
 
 

@@ -3,14 +3,13 @@ computed independently with shapely + pyproj Geod(GRS80) and geopandas, never fr
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import geopandas as gpd
 import numpy as np
 import psycopg
 import pytest
-from pyproj import Geod, Transformer
+from pyproj import Transformer
 from shapely.geometry import box, mapping
 from shapely.ops import transform as shp_transform
 
@@ -18,20 +17,8 @@ from geobase import overlay
 from geobase.errors import InvalidInput
 from geobase.geometry_input import parse_geojson
 from geobase.specs import get_registry
-from tests.analysis_data import LAND, X0, Y0, D, cell, insert, load_small_county, register_version
+from tests.analysis_data import LAND, X0, Y0, D, cell, geod_area, insert, load_small_county, register_version, run
 
-GEOD = Geod(ellps="GRS80")
-
-
-def geod_area(g) -> float:
-    return abs(GEOD.geometry_area_perimeter(g)[0])
-
-
-def run(settings, fn):
-    async def go():
-        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-            return await fn(conn)
-    return asyncio.run(go())
 
 
 @pytest.fixture

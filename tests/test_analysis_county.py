@@ -3,36 +3,22 @@ conflicts, steep farmland) and against independent shapely/pyproj/geopandas comp
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import geopandas as gpd
-import psycopg
 import pytest
 import shapely
-from pyproj import Geod
 from shapely.geometry import shape
 
 from geobase import overlay
 from geobase.geometry_input import parse_geojson
 from geobase.specs import get_registry
+from tests.analysis_data import geod_area, run
 from tests.conftest import SAMPLE
 
-GEOD = Geod(ellps="GRS80")
 MANIFEST = json.loads((SAMPLE / "manifest.json").read_text(encoding="utf-8")) if (SAMPLE / "manifest.json").exists() else None
 pytestmark = pytest.mark.skipif(MANIFEST is None, reason="sample county not generated")
-
-
-def geod_area(g) -> float:
-    return abs(GEOD.geometry_area_perimeter(g)[0])
-
-
-def run(settings, fn):
-    async def go():
-        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
-            return await fn(conn)
-    return asyncio.run(go())
 
 
 @pytest.fixture(scope="module")

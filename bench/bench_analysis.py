@@ -34,16 +34,8 @@ ZONE = 0.0203  # degrees; not a multiple of CELL, so zone edges cut parcels
 
 
 def _database(ctx: Context) -> str:
-    base = ctx.database()
-    from geobase.db import database_url, prepare_database
-
-    root = database_url(base).rsplit("/", 1)[0]
-    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    url = f"{root}/{DB}"
-    prepare_database(base.model_copy(update={"database_url": url}), start_local=False)
-    return url
+    """URL of this benchmark's own database on the bench server."""
+    return ctx.named_database(DB)
 
 
 def _load(url: str, parcels: int) -> tuple[float, float, float, float]:

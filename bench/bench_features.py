@@ -26,7 +26,6 @@ from pathlib import Path
 import httpx
 import psycopg
 from common import REPO, Context, Result, median, peak_rss_mib
-from psycopg import sql
 
 DB = "geobase_bench_features"
 CELL = 0.0005  # degrees (~50 m)
@@ -42,18 +41,8 @@ def _free_port() -> int:
 
 
 def _database(ctx: Context) -> str:
-    """URL of the benchmark database (created, migrated and catalog-synced on first use)."""
-    base = ctx.database()
-    from geobase.db import database_url, prepare_database
-
-    admin = database_url(base)
-    root = admin.rsplit("/", 1)[0]
-    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
-    url = f"{root}/{DB}"
-    prepare_database(base.model_copy(update={"database_url": url}), start_local=False)
-    return url
+    """URL of this benchmark's own database on the bench server."""
+    return ctx.named_database(DB)
 
 
 def _load(url: str, parcels: int) -> None:

@@ -89,6 +89,23 @@ class Context:
         prepare_database(self.settings)
         return self.settings
 
+    def named_database(self, name: str) -> str:
+        """URL of the benchmark database ``name`` on the bench server, created, migrated and
+        catalog-synced on first use (each benchmark area keeps its data in its own database)."""
+        import psycopg
+        from psycopg import sql
+
+        from geobase.db import database_url, prepare_database
+
+        base = self.database()
+        root = database_url(base).rsplit("/", 1)[0]
+        with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = f"{root}/{name}"
+        prepare_database(base.model_copy(update={"database_url": url}), start_local=False)
+        return url
+
     def report(self, result: Result) -> None:
         self.results.append(result)
         print(result.line(), flush=True)

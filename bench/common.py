@@ -1,8 +1,8 @@
 """Shared benchmark plumbing: a cached scaled county, a benchmark database, and one way to
 print results (``name: ours X, baseline Y, ratio Z``) measured in the same run.
 
-Benchmarks run on their own cluster (``.geobase-bench``, port 55434) so that they never touch
-the demo's or the tests' data."""
+Benchmarks run on their own cluster (``.geobase-bench``, port 55434 or ``GEOBASE_BENCH_PG_PORT``)
+so that they never touch the demo's or the tests' data."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ class Context:
         from geobase.settings import Settings
 
         url = os.environ.get("GEOBASE_BENCH_DATABASE_URL")
-        return Settings(database_url=url, data_dir=REPO / ".geobase-bench", pg_port=55434)
+        port = int(os.environ.get("GEOBASE_BENCH_PG_PORT", "55434"))
+        return Settings(database_url=url, data_dir=REPO / ".geobase-bench", pg_port=port)
 
     def county(self) -> Path:
         """The county at ``parcels`` scale, generated once and cached by its parameters."""

@@ -55,7 +55,7 @@ def setup(app: FastAPI) -> None:
     app.router.lifespan_context = lifespan
 
 
-def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:
+async def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:
     require_role(principal, "admin")
     return principal
 

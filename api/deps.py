@@ -11,11 +11,14 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per dependency per request (measurable on a
+# cached tile, which is otherwise a file read).
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry_dep(request: Request) -> Registry:
+async def get_registry_dep(request: Request) -> Registry:
     return request.app.state.registry
 
 

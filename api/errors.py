@@ -81,4 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(request: Request, exc: psycopg.OperationalError):
         log.warning("database unavailable: %s", exc)
+        check = getattr(request.app.state, "connection_check", None)
+        if check is not None:  # pooled connections older than this failure get checked again
+            check.failed()
         return _response(ServiceUnavailable("the database is unavailable, retry shortly", retry_after=5))

@@ -24,7 +24,7 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
-from geobase.tiles.service import ONEMAP, layer_states, resolve_layers, signature, vector_tile
+from geobase.tiles.service import ONEMAP, StatesHint, layer_states, resolve_layers, signature, tile_for
 from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
@@ -43,6 +43,13 @@ def _cache(request: Request) -> TileCache:
         cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
         request.app.state.tile_cache = cache
     return cache
+
+
+def _states_hint(request: Request) -> StatesHint:
+    hint = getattr(request.app.state, "tile_states_hint", None)
+    if hint is None:
+        hint = request.app.state.tile_states_hint = StatesHint()
+    return hint
 
 
 def _db_url(request: Request) -> str:
@@ -80,12 +87,10 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     tms = get_tms(tms_id)
     if per_layer:
         await require_layer(conn, principal, registry, layers)
-    states = await layer_states(conn)
-    specs = resolve_layers(layers, states, principal, registry)
-    result = await vector_tile(conn, _cache(request), registry, principal, states, specs, tms, z, row, col,
-                               if_none_match=request.headers.get("if-none-match"),
-                               timeout_ms=request.app.state.settings.tile_statement_timeout_ms,
-                               pyramid_url=_db_url(request))
+    result = await tile_for(conn, _cache(request), registry, principal, layers, tms, z, row, col,
+                            hint=_states_hint(request), if_none_match=request.headers.get("if-none-match"),
+                            timeout_ms=request.app.state.settings.tile_statement_timeout_ms,
+                            pyramid_url=_db_url(request))
     response = _mvt_response(request, result, principal)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
     response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"

@@ -75,32 +75,35 @@ def _fetch(client: httpx.Client, url: str) -> tuple[float, int, int]:
     return dt, wire, raw
 
 
-def _direct_sql(url: str, tiles, version: int) -> dict[tuple, float]:
+class _Direct:
     """Our tile statement run from a plain psycopg connection (the floor for a cold tile)."""
-    from geobase.tiles.mvt import plan_layer, tile_sql
-    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 
-    from geobase.security import PUBLIC, hidden_attributes
-    from geobase.settings import Settings
-    from geobase.specs import get_registry
+    def __init__(self, url: str, version: int):
+        from geobase.security import PUBLIC, hidden_attributes
+        from geobase.settings import Settings
+        from geobase.specs import get_registry
 
-    reg = get_registry(Settings())
-    spec = reg.layers["land_use"]
-    out = {}
-    with psycopg.connect(url, autocommit=True) as conn:
-        for z, x, y in tiles:
-            plan = plan_layer(spec, reg, z, hidden_attributes(PUBLIC, spec))
-            if plan.aggregate:
-                plan = replace(plan, pyramid_version=version)
-            q = tile_sql([plan], ["land_use"], W, z, y, x)
-            times = []
-            for _ in range(REPEATS):
-                t0 = time.perf_counter()
-                raw = conn.execute(q).fetchone()[0]
-                gzip.compress(bytes(raw or b""), compresslevel=5)
-                times.append(time.perf_counter() - t0)
-            out[(z, x, y)] = median(times)
-    return out
+        self.reg = get_registry(Settings())
+        self.spec = self.reg.layers["land_use"]
+        self.hidden = hidden_attributes(PUBLIC, self.spec)
+        self.version = version
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def time(self, z: int, x: int, y: int) -> float:
+        from geobase.tiles.mvt import plan_layer, tile_sql
+        from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+
+        plan = plan_layer(self.spec, self.reg, z, self.hidden)
+        if plan.aggregate:
+            plan = replace(plan, pyramid_version=self.version)
+        q = tile_sql([plan], ["land_use"], W, z, y, x)
+        t0 = time.perf_counter()
+        raw = self.conn.execute(q).fetchone()[0]
+        gzip.compress(bytes(raw or b""), compresslevel=5)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def run(ctx: Context) -> None:
@@ -145,20 +148,27 @@ def run(ctx: Context) -> None:
     finally:
         tipg.stop()
 
-    # --- ours, cold (cache off) -----------------------------------------------------------------
+    # --- ours, cold (cache off), interleaved with the same SQL over plain psycopg ---------------
+    # each tile is timed through our server and directly right after each other, so a busy
+    # machine slows both sides of the ratio alike
     ours = _ours(url, data_dir, 0)
     cold: dict = {}
+    direct: dict = {}
     sizes: dict[int, tuple[int, int]] = {}
     onemap: list[float] = []
+    plain = _Direct(url, version)
     try:
         with httpx.Client(base_url=ours.url, timeout=600) as c:
             _fetch(c, f"/tiles/land_use/{tiles[-1][0]}/{tiles[-1][1]}/{tiles[-1][2]}.mvt")
+            plain.time(*tiles[-1])
             for _ in range(REPEATS):
                 for z, x, y in tiles:
                     dt, wire, raw = _fetch(c, f"/tiles/land_use/{z}/{x}/{y}.mvt")
                     cold.setdefault((z, x, y), []).append(dt)
+                    direct.setdefault((z, x, y), []).append(plain.time(z, x, y))
                     sizes[z] = (max(sizes.get(z, (0, 0))[0], wire), 0)
             cold = {k: median(v) for k, v in cold.items()}
+            direct = {k: median(v) for k, v in direct.items()}
             for z, x, y in tiles:
                 onemap.append(_fetch(c, f"/tiles/onemap/{z}/{x}/{y}.mvt")[0])
             for z, x, y in tiles:  # raw (uncompressed) size of the largest tile per zoom
@@ -167,7 +177,7 @@ def run(ctx: Context) -> None:
                 sizes[z] = (wire, max(rawmax, len(r.content)))
     finally:
         ours.stop()
-    direct = _direct_sql(url, tiles, version)
+        plain.close()
 
     # --- ours, cached -----------------------------------------------------------------------------
     ours = _ours(url, data_dir, 2 * 1024**3)

@@ -166,6 +166,9 @@ class GateMiddleware:
             return
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("key lookup failed: %s", exc)
+            check = getattr(getattr(scope.get("app"), "state", None), "connection_check", None)
+            if check is not None and isinstance(exc, psycopg.OperationalError):
+                check.failed()  # pooled connections older than this failure get checked again
             return await _send_error(send, ServiceUnavailable("the database is unavailable, retry shortly",
                                                               retry_after=5))
         scope["geobase.principal"] = principal

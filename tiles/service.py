@@ -4,7 +4,9 @@ seeding CLI share.
 Per request: one small query reads every layer's access facts and current version (so an
 ingest is visible on the very next request, no restart, no notification needed); then the
 cache is looked up under the key built from those versions; on a miss one statement renders
-the tile and returns the versions it read, under which the tile is stored."""
+the tile and returns the versions it read, under which the tile is stored. A tile that is
+probably not cached is rendered in the same round trip as the states query
+(:class:`StatesHint`, :func:`tile_for`)."""
 
 from __future__ import annotations
 
@@ -41,22 +43,27 @@ class TileResult:
 
 async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
     cur = await conn.execute(STATE_SQL)
-    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ())), v) for n, d, s, w, v in await cur.fetchall()}
+    return _states(await cur.fetchall())
+
+
+def _states(rows) -> dict[str, LayerState]:
+    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ())), v) for n, d, s, w, v in rows}
 
 
 def resolve_layers(layers: str, states: dict[str, LayerState], principal: Principal,
-                   registry: Registry) -> list[LayerSpec]:
+                   registry: Registry, *, note: bool = True) -> list[LayerSpec]:
     """The vector layers named by a ``{layers}`` path segment: a comma list or ``onemap``.
 
     Hidden and unknown layers are both 404 (never 403) so their existence does not leak;
-    ``onemap`` is every vector layer the caller may see."""
+    ``onemap`` is every vector layer the caller may see. ``note`` records the reads in the
+    request's audit context (not for a guess that may still be discarded)."""
     def visible(name: str) -> bool:
         st = states.get(name)
         return st is not None and name in registry.layers and can_see(principal, st.access)
 
     if layers == ONEMAP:
         out = [registry.layers[n] for n in sorted(states) if visible(n) and registry.layers[n].kind == "vector"]
-        for spec in out:  # audit: reads of non-public layers (security.note_read decides)
+        for spec in out if note else ():  # audit: reads of non-public layers (security.note_read decides)
             note_read(principal, states[spec.name].access, spec)
         return out
     names = [n.strip() for n in layers.split(",") if n.strip()]
@@ -73,7 +80,8 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
             raise InvalidInput(f"layer {n!r} is a raster; use /tiles/{n}/{{style}}/{{z}}/{{x}}/{{y}}.png",
                                parameter="layers")
         out.append(spec)
-        note_read(principal, states[n].access, spec)
+        if note:
+            note_read(principal, states[n].access, spec)
     return out
 
 
@@ -98,27 +106,102 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         hit = cache.get(key)
         if hit is not None:
             return TileResult(hit, etag, True)
-    plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs) if p]
-    if pyramid_url and tms.srid == 3857:
-        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].version) for p in plans]
+    plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url)
     if not plans:
         body = b""
         versions = {n: states[n].version for n in names}
     else:
-        # one network round trip: BEGIN, SET LOCAL statement_timeout, the tile, COMMIT (pipelined)
-        async with conn.pipeline():  # noqa: SIM117 — COMMIT must be sent before the pipeline syncs
-            async with conn.transaction():
-                if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
-                    await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
-                cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
-        raw, versions = await cur.fetchone()
-        raw = bytes(raw or b"")
-        body = gzip.compress(raw, compresslevel=5, mtime=0) if raw else b""
-        versions = {n: (versions or {}).get(n) for n in names}
+        body, versions, _ = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     if cache is not None:
         cache.put(key, body)
     return TileResult(body, etag_for(key), False)
+
+
+async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
+                 states: dict[str, LayerState], specs: list[LayerSpec], tms: TileMatrixSet, z: int,
+                 pyramid_url: str | None) -> list[LayerPlan]:
+    plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs) if p]
+    if pyramid_url and tms.srid == 3857:
+        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].version) for p in plans]
+    return plans
+
+
+async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str], tms: TileMatrixSet,
+                  z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
+                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None]:
+    """The gzip-compressed tile, the versions its rows came from and (``with_states``) every
+    layer's state, all in one network round trip: BEGIN, SET LOCAL statement_timeout, the
+    states, the tile, COMMIT (pipelined)."""
+    states = None
+    async with conn.pipeline():  # noqa: SIM117 — COMMIT must be sent before the pipeline syncs
+        async with conn.transaction():
+            if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
+                await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
+            if with_states:
+                states_cur = await conn.execute(STATE_SQL)
+            cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
+    if with_states:
+        states = _states(await states_cur.fetchall())
+    raw, versions = await cur.fetchone()
+    raw = bytes(raw or b"")
+    body = gzip.compress(raw, compresslevel=5, mtime=0) if raw else b""
+    return body, {n: (versions or {}).get(n) for n in names}, states
+
+
+class StatesHint:
+    """The layer states this process read last (one per server process).
+
+    A guess, never trusted on its own: it lets a tile that is probably not cached be rendered
+    in the same round trip that reads the current states, instead of one round trip for the
+    states and another for the tile. When the states read with the tile differ from the guess
+    in anything (a new version, a sharing change), the tile is discarded and the request
+    follows the ordinary path with the fresh states, so no tile is ever built or cached from
+    stale access or version facts."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, LayerState] | None = None
+
+
+async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
+                   principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int, *,
+                   hint: StatesHint | None = None, if_none_match: str | None = None,
+                   timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult | None:
+    """Resolve ``layers`` for the caller and answer the tile (None: 304), see :class:`StatesHint`."""
+    tms.validate(z, row, col)
+    guess = hint.states if hint is not None else None
+    fresh: dict[str, LayerState] | None = None
+    if guess is not None:
+        try:
+            specs = resolve_layers(layers, guess, principal, registry, note=False)
+        except (NotFound, InvalidInput):
+            specs = None  # decided on fresh states below, never on a guess
+        if specs:
+            names = [s.name for s in specs]
+            key = cache_key({n: guess[n].version for n in names}, tms.id, z, row, col, "mvt",
+                            signature(principal, guess, registry))
+            etag = etag_for(key)
+            revalidating = bool(if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
+            if not revalidating and (cache is None or not cache.has(key)):
+                plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
+                if plans:
+                    body, versions, fresh = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
+                                                          with_states=True)
+                    hint.states = fresh
+                    if fresh == guess:
+                        for spec in specs:
+                            note_read(principal, fresh[spec.name].access, spec)
+                        key = cache_key(versions, tms.id, z, row, col, "mvt", signature(principal, fresh, registry))
+                        if cache is not None:
+                            cache.put(key, body)
+                        return TileResult(body, etag_for(key), False)
+    if fresh is None:
+        fresh = await layer_states(conn)
+        if hint is not None:
+            hint.states = fresh
+    specs = resolve_layers(layers, fresh, principal, registry)
+    return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
+                             if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
 
 
 async def _with_pyramid(conn: psycopg.AsyncConnection, url: str, plan: LayerPlan, version: int | None) -> LayerPlan:

@@ -342,3 +342,44 @@ def test_pyramid_tiles_equal_on_the_fly_tiles(new_db):
         assert {f["properties"]["dlbm"] for f in pyr} == set(LAND_CODES)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM tiles.cells WHERE layer = 'land_use' AND version = 2").fetchone()[0] > 0
+
+
+def test_states_hint_never_serves_a_stale_guess(new_db):
+    """A tile rendered optimistically under the last states seen (one round trip) is thrown away
+    when the catalog changed meanwhile: a new version is drawn at once, a layer withdrawn from
+    the public is a 404 at once, although the hint still holds the old states."""
+    import asyncio
+
+    from geobase.tiles.service import StatesHint, layer_states, resolve_layers, tile_for, vector_tile
+
+    from geobase.errors import NotFound
+    from geobase.security import PUBLIC
+    from geobase.specs import get_registry
+
+    s = new_db()
+    load_test_county(s, dem=False)
+    url = database_url(s)
+    reg = get_registry(s)
+    z = 12
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.07)
+
+    async def scenario():
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            hint = StatesHint()
+            first = await tile_for(conn, None, reg, PUBLIC, "water_areas", WEB_MERCATOR_QUAD, z, row, col, hint=hint)
+            assert hint.states is not None
+            stale = dict(hint.states)
+            with psycopg.connect(url) as other:
+                commit_version(other, "water_areas", water_rows(shift=0.002))
+                other.commit()
+            moved = await tile_for(conn, None, reg, PUBLIC, "water_areas", WEB_MERCATOR_QUAD, z, row, col, hint=hint)
+            assert hint.states != stale, "the hint learns the new states"
+            states = await layer_states(conn)
+            specs = resolve_layers("water_areas", states, PUBLIC, reg)
+            truth = await vector_tile(conn, None, reg, PUBLIC, states, specs, WEB_MERCATOR_QUAD, z, row, col)
+            assert moved.etag != first.etag and moved.body == truth.body and moved.body != first.body
+            await conn.execute("UPDATE catalog.layers SET sharing = 'private' WHERE name = 'water_areas'")
+            with pytest.raises(NotFound):
+                await tile_for(conn, None, reg, PUBLIC, "water_areas", WEB_MERCATOR_QUAD, z, row, col, hint=hint)
+
+    asyncio.run(scenario())

@@ -21,7 +21,9 @@ PALETTE = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f
 def to_json(result: dict) -> str:
     import orjson  # several times faster than json for results with thousands of pieces
 
-    return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    from geobase.geojson_text import json_default
+
+    return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=json_default).decode()
 
 
 def features_of(result: dict) -> list[dict]:
@@ -58,7 +60,12 @@ def features_of(result: dict) -> list[dict]:
 
 
 def to_geojson(result: dict) -> str:
-    return json.dumps({"type": "FeatureCollection", "features": features_of(result)}, ensure_ascii=False)
+    import orjson
+
+    from geobase.geojson_text import json_default
+
+    return orjson.dumps({"type": "FeatureCollection", "features": features_of(result)},
+                        option=orjson.OPT_NON_STR_KEYS, default=json_default).decode()
 
 
 def _csv(rows: Iterable[dict]) -> str:
@@ -150,6 +157,10 @@ def svg_map(site: dict | None, layers: list[tuple[str, list[dict]]], width: int 
     """An SVG of the site outline and coloured pieces (equirectangular, cos(lat)-scaled)."""
     import math
 
+    from geobase.geojson_text import plain
+
+    site = plain(site)
+    layers = [(name, [plain(g) for g in geoms]) for name, geoms in layers]
     all_pts = [pt for _, geoms in layers for g in geoms for r in _rings(g) for pt in r]
     if site:
         all_pts += [pt for r in _rings(site) for pt in r]

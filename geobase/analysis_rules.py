@@ -138,8 +138,32 @@ def _load(path: Path, model: type[BaseModel]):
         raise SpecError(f"{path}: {problems}") from None
 
 
+#: Parsed and validated rules by (file, modification time): parsing the YAML and validating
+#: every filter took longer than a small site check itself; an edited file is re-read.
+_RULES_CACHE: dict[tuple[str, int, str], list] = {}
+
+
+def _cached_rules(path: Path, kind: str, load) -> list:
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = -1
+    key = (str(path), mtime, kind)
+    rules = _RULES_CACHE.get(key)
+    if rules is None:
+        rules = load()
+        if len(_RULES_CACHE) > 64:  # edited files leave old entries behind
+            _RULES_CACHE.clear()
+        _RULES_CACHE[key] = rules
+    return list(rules)
+
+
 def load_site_rules(registry: Registry) -> list[SiteRule]:
     path = rules_dir(registry) / "site_check.yaml"
+    return _cached_rules(path, "site", lambda: _load_site_rules(registry, path))
+
+
+def _load_site_rules(registry: Registry, path: Path) -> list[SiteRule]:
     rules = _load(path, _SiteFile).rules
     for r in rules:  # validate filters now, not at the first request
         try:
@@ -151,6 +175,10 @@ def load_site_rules(registry: Registry) -> list[SiteRule]:
 
 def load_conflict_rules(registry: Registry) -> list[ConflictRule]:
     path = rules_dir(registry) / "conflicts.yaml"
+    return _cached_rules(path, "conflicts", lambda: _load_conflict_rules(registry, path))
+
+
+def _load_conflict_rules(registry: Registry, path: Path) -> list[ConflictRule]:
     rules = _load(path, _ConflictFile).rules
     for r in rules:
         for side in (r.a, r.b):

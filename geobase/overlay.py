@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import psycopg
-import shapely
 from psycopg import sql
 
 from geobase.analysis_rules import (
@@ -33,6 +32,7 @@ from geobase.analysis_rules import (
     worst,
 )
 from geobase.errors import InvalidInput, NotFound
+from geobase.geojson_text import GeoJSONText
 from geobase.geometry_input import InputGeometry
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import table_ident
@@ -96,7 +96,7 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     extract = sql.SQL("3" if polygonal else "2" if spec.geometry == "MultiLineString" else "1")
     q = sql.SQL("""
         WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g)
-        SELECT t._key, {attrs}::text, ST_AsBinary(p.piece), {measure}, {flags}
+        SELECT t._key, {attrs}::text, ST_AsGeoJSON(p.piece, 15), {measure}, {flags}
         FROM {tbl} t CROSS JOIN site
         CROSS JOIN LATERAL (SELECT ST_Covers(site.g, t.geom) AS covered) c
         CROSS JOIN LATERAL (SELECT CASE WHEN c.covered THEN t.geom
@@ -106,11 +106,12 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     """).format(attrs=attr_json, measure=measure, tbl=tbl, ex=extract, flags=flag_sql)
     cur = await conn.execute(q, {"g": site_wkb})
     rows = await cur.fetchall()
-    # WKB + vectorised shapely/orjson is several times faster than ST_AsGeoJSON + json.loads
-    geoms = shapely.to_geojson(shapely.from_wkb([bytes(r[2]) if r[2] is not None else None for r in rows]))
-    return [{"key": k, "attributes": orjson.loads(a), "geometry": orjson.loads(g) if g else None,
+    # thousands of pieces: the attributes are parsed in one call, the geometries not at all
+    # (GeoJSONText is written out verbatim and parsed only by a consumer that draws or measures)
+    attributes = orjson.loads("[" + ",".join(r[1] for r in rows) + "]") if rows else []
+    return [{"key": k, "attributes": a, "geometry": GeoJSONText(g) if g else None,
              "measure": float(m or 0), "rules": [rid for (rid, _), hit in zip(flags, fl) if hit]}
-            for (k, a, _, m, fl), g in zip(rows, geoms)]
+            for (k, _, g, m, fl), a in zip(rows, attributes)]
 
 
 async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeometry, sliver: float) -> dict:

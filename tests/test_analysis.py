@@ -352,3 +352,23 @@ def test_filters_name_unknown_attributes_and_codes(small):
     farmland = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50,
                                                       water_layers=["rivers"], filter={"dlbm": {"prefix": ["01"]}}))
     assert sorted(f["key"] for f in farmland["features"]) == ["LU10", "LU20"]
+
+
+def test_piece_geometries_are_written_verbatim_and_parsed_on_demand():
+    """GeoJSONText: the JSON and GeoJSON renderings carry the geometry PostGIS wrote, and
+    consumers that measure it (shapely) or draw it (the HTML report) see a geometry."""
+    from shapely.geometry import shape
+
+    from geobase import analysis_output as out
+    from geobase.geojson_text import GeoJSONText
+
+    text = '{"type":"Polygon","coordinates":[[[117.1,31.1],[117.2,31.1],[117.2,31.2],[117.1,31.1]]]}'
+    g = GeoJSONText(text)
+    result = {"analysis": "site-check", "layers": {"land_use": {"pieces": [
+        {"key": "A", "attributes": {"dlbm": "0101"}, "geometry": g, "area": {"m2": 1.0}}]}}}
+    assert json.loads(out.to_json(result))["layers"]["land_use"]["pieces"][0]["geometry"] == json.loads(text)
+    fc = json.loads(out.to_geojson(result))
+    assert fc["features"][0]["geometry"] == json.loads(text)
+    assert shape(g).bounds == (117.1, 31.1, 117.2, 31.2)
+    assert g["type"] == "Polygon" and g == json.loads(text)
+    assert "<path" in out.svg_map(None, [("land_use", [g])])

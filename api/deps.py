@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import psycopg
@@ -24,6 +25,19 @@ async def get_registry_dep(request: Request) -> Registry:
 
 async def get_conn(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     """A pooled connection for the request; the pool answers 503 when exhausted (PoolTimeout)."""
+    async with request_connection(request) as conn:
+        yield conn
+
+
+@asynccontextmanager
+async def request_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection for one part of a request.
+
+    Handlers that stream rows from a connection of their own (items, changes, downloads) use
+    this for their preliminary queries instead of :func:`get_conn`, and give it back before
+    the stream takes its connection: a request never holds one connection while waiting for
+    another, which under load deadlocks the pool (every slot held by a request that waits for
+    a second slot) until the pool timeout answers 503."""
     pool = request.app.state.pool
     async with pool.connection(timeout=request.app.state.settings.pool_timeout_s) as conn:
         yield conn

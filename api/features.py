@@ -19,7 +19,7 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
@@ -371,7 +371,8 @@ class _Items:
         self.settings = request.app.state.settings
         self.pool = request.app.state.pool
 
-    async def respond(self, q, fmt: str, download: bool, want_count: bool, conn, extra_etag=()):
+    async def respond(self, q, fmt: str, download: bool, want_count: bool, extra_etag=()):
+        """Answer from connections taken here, one at a time (the caller holds none)."""
         settings = self.settings
         gz = formats.accepts_gzip(self.request.headers.get("accept-encoding"))
         etag = etag_for(self.spec.name, q.version, self.state.current_version, sorted(self.request.query_params.multi_items()),
@@ -385,8 +386,9 @@ class _Items:
         number_matched = None
         if want_count:
             try:
-                cur = await conn.execute(q.count_sql())
-                number_matched = (await cur.fetchone())[0]
+                async with self.pool.connection(timeout=settings.pool_timeout_s) as conn:
+                    cur = await conn.execute(q.count_sql())
+                    number_matched = (await cur.fetchone())[0]
             except formats.CLIENT_ERRORS as exc:
                 raise formats.client_error(exc) from None
         elif not q.has_spatial_or_filter and q.source is None and q.cursor_values is None:
@@ -600,11 +602,11 @@ async def items(request: Request, collectionId: str,
                 geometry: str | None = _ITEM_PARAMS["geometry"], cursor: str | None = _ITEM_PARAMS["cursor"],
                 numberMatched: str | None = _ITEM_PARAMS["numberMatched"],
                 download: str | None = _ITEM_PARAMS["download"], f: str | None = _ITEM_PARAMS["f"],
-                conn: psycopg.AsyncConnection = Depends(get_conn),
                 principal: Principal = Depends(get_principal),
                 registry: Registry = Depends(get_registry_dep)):
     fmt = _format(request, f)
-    spec, state, hidden = await _layer(conn, principal, registry, collectionId)
+    async with request_connection(request) as conn:  # given back before the rows stream
+        spec, state, hidden = await _layer(conn, principal, registry, collectionId)
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items; see "
                        f"/collections/{spec.name}/tiles", parameter="collectionId")
@@ -617,7 +619,7 @@ async def items(request: Request, collectionId: str,
     q = build_query(state, hidden, p, default_limit=None if dl else s.default_limit,
                     max_limit=None if dl else s.max_limit)
     return await _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/items").respond(
-        q, fmt, dl, _bool(numberMatched, "numberMatched"), conn)
+        q, fmt, dl, _bool(numberMatched, "numberMatched"))
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature by its stable key")
@@ -670,11 +672,11 @@ async def changes(request: Request, collectionId: str,
                   properties: str | None = _ITEM_PARAMS["properties"], cursor: str | None = _ITEM_PARAMS["cursor"],
                   skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: int | None = _ITEM_PARAMS["precision"],
                   f: str | None = Query(None, description="geojson (default), csv, gpkg, fgb"),
-                  conn: psycopg.AsyncConnection = Depends(get_conn),
                   principal: Principal = Depends(get_principal),
                   registry: Registry = Depends(get_registry_dep)):
     fmt = _format(request, f, {"json", "geojson", "csv", "gpkg", "fgb", "html"})
-    spec, state, hidden = await _layer(conn, principal, registry, collectionId)
+    async with request_connection(request) as conn:  # given back before the rows stream
+        spec, state, hidden = await _layer(conn, principal, registry, collectionId)
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items", parameter="collectionId")
     v_from = _int(from_, "from")
@@ -698,4 +700,4 @@ async def changes(request: Request, collectionId: str,
     q.version = v_to
     q.has_spatial_or_filter = True
     return await _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/changes").respond(
-        q, fmt, dl, False, conn, extra_etag=(v_from, v_to))
+        q, fmt, dl, False, extra_etag=(v_from, v_to))

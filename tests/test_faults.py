@@ -167,3 +167,26 @@ def test_shutdown_drains_in_flight_requests(new_db, live_server):
     r = result["r"]
     assert isinstance(r, httpx.Response) and r.status_code == 200, r
     assert srv.proc.returncode is not None
+
+
+def test_concurrent_item_pages_never_deadlock_a_small_pool(new_db, live_server):
+    """Items stream rows from a pooled connection of their own; the request's other queries give
+    theirs back first. A request holding one connection while waiting for a second would, with
+    as many such requests as the pool has connections, block every slot until the pool timeout
+    (503s under an ordinary load)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_tiles_data import LAT0, LON0, load_test_county
+
+    settings = new_db(pool_min_size=1, pool_max_size=2, pool_timeout_s=3.0)
+    load_test_county(settings, dem=False)
+    srv = live_server(settings)
+    url = f"/collections/land_use/items?limit=50&bbox={LON0},{LAT0},{LON0 + 0.05},{LAT0 + 0.05}"
+
+    def page(_):
+        with srv.client() as c:
+            return [c.get(url).status_code for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as ex:
+        statuses = [s for batch in ex.map(page, range(8)) for s in batch]
+    assert statuses == [200] * 24, statuses

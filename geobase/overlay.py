@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import sql
 
@@ -86,8 +85,9 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     flags = flags or []
     flag_sql = sql.SQL("ARRAY[{}]::boolean[]").format(sql.SQL(", ").join(f for _, f in flags)) if flags \
         else sql.SQL("ARRAY[]::boolean[]")
-    attr_json = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-        sql.SQL("{}, t.{}").format(sql.Literal(a), sql.Identifier(a)) for a in attrs)) if attrs else sql.SQL("'{}'::jsonb")
+    # attributes as plain columns (text, bigint, float8, boolean, date, timestamptz: JSON-ready in
+    # Python); building a jsonb object per row cost more than the spatial predicates
+    attr_cols = sql.SQL("").join(sql.SQL(", t.{}").format(sql.Identifier(a)) for a in attrs)
     polygonal = spec.geometry == "MultiPolygon"
     measure = (sql.SQL("CASE WHEN c.covered THEN coalesce(t._area_m2, ST_Area(t.geom::geography)) "
                        "ELSE ST_Area(p.piece::geography) END") if polygonal
@@ -96,22 +96,21 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     extract = sql.SQL("3" if polygonal else "2" if spec.geometry == "MultiLineString" else "1")
     q = sql.SQL("""
         WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g)
-        SELECT t._key, {attrs}::text, ST_AsGeoJSON(p.piece, 15), {measure}, {flags}
+        SELECT t._key, ST_AsGeoJSON(p.piece, 15), {measure}, {flags}{attrs}
         FROM {tbl} t CROSS JOIN site
         CROSS JOIN LATERAL (SELECT ST_Covers(site.g, t.geom) AS covered) c
         CROSS JOIN LATERAL (SELECT CASE WHEN c.covered THEN t.geom
                                    ELSE ST_CollectionExtract(ST_Intersection(t.geom, site.g), {ex}) END AS piece) p
         WHERE t._vto IS NULL AND ST_Intersects(t.geom, site.g)
         ORDER BY t._key
-    """).format(attrs=attr_json, measure=measure, tbl=tbl, ex=extract, flags=flag_sql)
+    """).format(attrs=attr_cols, measure=measure, tbl=tbl, ex=extract, flags=flag_sql)
     cur = await conn.execute(q, {"g": site_wkb})
     rows = await cur.fetchall()
-    # thousands of pieces: the attributes are parsed in one call, the geometries not at all
-    # (GeoJSONText is written out verbatim and parsed only by a consumer that draws or measures)
-    attributes = orjson.loads("[" + ",".join(r[1] for r in rows) + "]") if rows else []
-    return [{"key": k, "attributes": a, "geometry": GeoJSONText(g) if g else None,
-             "measure": float(m or 0), "rules": [rid for (rid, _), hit in zip(flags, fl) if hit]}
-            for (k, _, g, m, fl), a in zip(rows, attributes)]
+    # thousands of pieces: the geometries are not parsed at all (GeoJSONText is written out
+    # verbatim and parsed only by a consumer that draws or measures them)
+    return [{"key": r[0], "attributes": dict(zip(attrs, r[4:])), "geometry": GeoJSONText(r[1]) if r[1] else None,
+             "measure": float(r[2] or 0), "rules": [rid for (rid, _), hit in zip(flags, r[3]) if hit]}
+            for r in rows]
 
 
 async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeometry, sliver: float) -> dict:

@@ -119,7 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.connection_check = ConnectionCheck()
     app.state.registry = get_registry(settings)
     install_error_handlers(app)
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to
+    # compress at 9 than to compute (tiles and item streams arrive compressed and are skipped)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
     for modname in ROUTERS:
         try:
             module = importlib.import_module(modname)

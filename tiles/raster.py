@@ -1,8 +1,10 @@
 """DEM tiles: hillshade, coloured elevation and slope PNGs from the current version's COG.
 
-The tile is read with a one-pixel buffer, reprojected to the tile's Web Mercator grid by
-rio-tiler; slope and hillshade then use *ground* pixel sizes (the Mercator pixel times the
-cosine of the latitude), so degrees of slope are true whatever the zoom or latitude."""
+The tile is read with a one-pixel buffer, reprojected to the tile's grid by rio-tiler (Web
+Mercator for WebMercatorQuad, CGCS2000 longitude/latitude for CGCS2000Quad); slope and
+hillshade then use *ground* pixel sizes (the Mercator pixel times the cosine of the latitude;
+degrees times the CGCS2000 ellipsoid's radii of curvature), so degrees of slope are true
+whatever the grid, zoom or latitude."""
 
 from __future__ import annotations
 
@@ -56,40 +58,65 @@ def _png(rgba: np.ndarray) -> bytes:
     return render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
 
 
+def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
+    """The tile's elevations with a one-pixel ring (258 x 258, in the tile's own grid), their
+    validity mask and the *ground* size in metres of the pixels of each row (east-west,
+    north-south), so that gradients are metres per metre in either tile matrix set."""
+    if tms.srid == 3857:
+        with Reader(str(path)) as src:
+            img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
+                           reproject_method="bilinear")
+        # ground pixel size: mercator pixel x cos(latitude), row by row
+        span = tms.tile_span(z)
+        ymax = tms.origin[1] - y * span
+        px_merc = span / 256
+        rows = np.arange(-1, 257) + 0.5
+        lat = np.degrees(2 * np.arctan(np.exp((ymax - rows * px_merc) / 6378137.0)) - math.pi / 2)
+        ground = px_merc * np.cos(np.radians(lat))
+        dx = dy = ground
+    else:  # CGCS2000Quad: the tile's lon/lat box on the EPSG:4490 grid
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        from geobase.analysis_slope import pixel_size_m
+
+        xmin, ymin, xmax, ymax = tms.bounds(z, y, x)
+        px = (xmax - xmin) / 256
+        crs = CRS.from_epsg(tms.srid)
+        with Reader(str(path)) as src:
+            w, s_, e, n = src.get_geographic_bounds(crs)
+            if xmax < w or xmin > e or ymax < s_ or ymin > n:
+                raise TileOutsideBounds(f"tile {z}/{y}/{x} of {tms.id} is outside the DEM")
+            img = src.part((xmin - px, ymin - px, xmax + px, ymax + px), dst_crs=crs, bounds_crs=crs,
+                           width=258, height=258, max_size=None, resampling_method="bilinear",
+                           reproject_method="bilinear")
+        dx, dy = pixel_size_m(Affine(px, 0, xmin - px, 0, -px, ymax + px), 258, geographic=True)
+    elev = img.data[0].astype("float64")
+    valid = ~np.ma.getmaskarray(img.array[0]) if np.ma.isMaskedArray(img.array) else img.mask.astype(bool)
+    return elev, valid, np.asarray(dx)[:, None], np.asarray(dy)[:, None]
+
+
 def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, y: int,
                     nodata: float | None = None) -> bytes | None:
-    """PNG bytes of one DEM tile, or None when the tile lies outside the raster."""
+    """PNG bytes of one DEM tile (WebMercatorQuad or CGCS2000Quad), or None when the tile lies
+    outside the raster."""
     if style not in STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(STYLES)}", parameter="style")
-    if tms.id != "WebMercatorQuad":
-        raise InvalidInput("DEM tiles are served in WebMercatorQuad only", parameter="tileMatrixSetId")
     tms.validate(z, y, x)
     if not path.exists():
         raise NotFound(f"the DEM file of the current version is missing ({path.name})", parameter="layer")
     try:
-        with Reader(str(path)) as src:
-            img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
-                           reproject_method="bilinear")
+        elev, valid, dx, dy = _read_buffered(path, tms, z, x, y)
     except TileOutsideBounds:
         return None
-    elev = img.data[0].astype("float64")
-    valid = ~np.ma.getmaskarray(img.array[0]) if np.ma.isMaskedArray(img.array) else img.mask.astype(bool)
     if nodata is not None:
         valid &= elev != nodata
     if not valid.any():
         return None
-    # ground pixel size: mercator pixel x cos(latitude of the tile centre row by row)
-    span = tms.tile_span(z)
-    ymax = tms.origin[1] - y * span
-    px_merc = span / 256
-    rows = np.arange(-1, 257) + 0.5
-    merc_y = ymax - rows * px_merc
-    lat = np.degrees(2 * np.arctan(np.exp(merc_y / 6378137.0)) - math.pi / 2)
-    ground = (px_merc * np.cos(np.radians(lat)))[:, None]
     filled = np.where(valid, elev, np.nanmean(np.where(valid, elev, np.nan)))
     dzdy, dzdx = np.gradient(filled)
-    dzdx = dzdx / ground
-    dzdy = -dzdy / ground  # rows grow southwards
+    dzdx = dzdx / dx
+    dzdy = -dzdy / dy  # rows grow southwards
     core = (slice(1, -1), slice(1, -1))
     alpha = np.where(valid[core], 255, 0).astype("uint8")
     if style == "elevation":
@@ -110,16 +137,6 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
 
 def slope_degrees(path: Path, z: int, x: int, y: int, tms: TileMatrixSet) -> np.ndarray:
     """Slope in degrees on the tile grid (exposed for tests and analyses)."""
-    with Reader(str(path)) as src:
-        img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
-                       reproject_method="bilinear")
-    elev = img.data[0].astype("float64")
-    span = tms.tile_span(z)
-    ymax = tms.origin[1] - y * span
-    px = span / 256
-    rows = np.arange(-1, 257) + 0.5
-    lat = np.degrees(2 * np.arctan(np.exp((ymax - rows * px) / 6378137.0)) - math.pi / 2)
-    ground = (px * np.cos(np.radians(lat)))[:, None]
+    elev, _, dx, dy = _read_buffered(path, tms, z, x, y)
     dzdy, dzdx = np.gradient(elev)
-    return np.degrees(np.arctan(np.hypot(dzdx / ground, dzdy / ground)))[1:-1, 1:-1]
-
+    return np.degrees(np.arctan(np.hypot(dzdx / dx, dzdy / dy)))[1:-1, 1:-1]

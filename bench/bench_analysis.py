@@ -14,12 +14,15 @@ Measured in the same run on the same data:
       areas of the pieces (data already in memory; reading it is not timed). Totals agree.
   (b) site check of a 5 km² site against all layers (service call on one connection, 20
       random sites): p95 latency.
+
+``GEOBASE_BENCH_ANALYSIS_PARTS=site`` (or ``tabulate``) runs one part only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 
@@ -133,7 +136,6 @@ def _geopandas(url: str) -> tuple[float, float]:
 
 def run(ctx: Context) -> None:
     from geobase import overlay
-    from geobase.geometry_input import parse_geojson
     from geobase.specs import get_registry
 
     url = _database(ctx)
@@ -148,6 +150,14 @@ def run(ctx: Context) -> None:
             res = await overlay.tabulate(conn, reg, vis, "land_use", "planning_zones", conninfo=url, workers=2)
             return time.perf_counter() - t0, res
 
+    parts = set(os.environ.get("GEOBASE_BENCH_ANALYSIS_PARTS", "tabulate,site").split(","))
+    if "tabulate" in parts:
+        _tabulate(ctx, url, reg, vis, ours)
+    if "site" in parts:
+        _site_checks(ctx, url, settings, reg, vis, extent)
+
+
+def _tabulate(ctx: Context, url: str, reg, vis, ours) -> None:
     t_ours, res = asyncio.run(ours())
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = time.perf_counter()
@@ -163,7 +173,13 @@ def run(ctx: Context) -> None:
         ctx.report(Result("analysis tabulate vs geopandas", t_ours, t_gpd, "geopandas.overlay + Geod areas", "s",
                           extra={"rel_diff_total": abs(res["total"]["m2"] - gpd_total) / gpd_total}))
 
-    # (b) site check of a 5 km² site against all layers
+
+
+def _site_checks(ctx: Context, url: str, settings, reg, vis, extent) -> None:
+    """(b) site check of a 5 km² site against all layers."""
+    from geobase import overlay
+    from geobase.geometry_input import parse_geojson
+
     rng = random.Random(ctx.seed)
     lat_side = math.sqrt(5e6) / 110_900
     lon_side = lat_side / math.cos(math.radians(LAT0 + (extent[3] - extent[1]) / 2))

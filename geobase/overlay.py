@@ -16,6 +16,7 @@ All services take an open ``psycopg.AsyncConnection`` and the layer specs the ca
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -106,10 +107,12 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     """).format(attrs=attr_cols, measure=measure, tbl=tbl, ex=extract, flags=flag_sql)
     cur = await conn.execute(q, {"g": site_wkb})
     rows = await cur.fetchall()
+    flag_ids = [rid for rid, _ in flags]
     # thousands of pieces: the geometries are not parsed at all (GeoJSONText is written out
     # verbatim and parsed only by a consumer that draws or measures them)
-    return [{"key": r[0], "attributes": dict(zip(attrs, r[4:])), "geometry": GeoJSONText(r[1]) if r[1] else None,
-             "measure": float(r[2] or 0), "rules": [rid for (rid, _), hit in zip(flags, r[3]) if hit]}
+    return [{"key": r[0], "attributes": dict(zip(attrs, r[4:])),
+             "geometry": GeoJSONText(r[1]) if r[1] else None, "measure": float(r[2] or 0),
+             "rules": [rid for rid, hit in zip(flag_ids, r[3]) if hit] if any(r[3]) else []}
             for r in rows]
 
 
@@ -169,10 +172,32 @@ def _rule_from_pieces(rule: SiteRule, site: InputGeometry, sliver: float, area: 
     }
 
 
+@asynccontextmanager
+async def interactive_snapshot(conn: psycopg.AsyncConnection):
+    """All the queries of an interactive analysis in one read-only snapshot (the report's
+    versions and pieces agree even when an ingest commits meanwhile), without parallel
+    workers: a worker process must first load PostGIS and look up the CGCS2000 spheroid,
+    which made a site check's pieces query half again as slow as running it alone."""
+    own = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    async with conn.transaction():
+        if own:  # must be the transaction's first statement; a caller's transaction keeps its own
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
+        yield
+
+
 async def site_check(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec],
-                     site: InputGeometry, *, sliver_m2: float = 1.0, project_type: str = "construction",
-                     layers: list[str] | None = None, rules: list[SiteRule] | None = None,
-                     principal=None) -> dict:
+                     site: InputGeometry, **options) -> dict:
+    """Check a site against every visible vector layer and the declared rules (see
+    :func:`_site_check`), in one snapshot (:func:`interactive_snapshot`)."""
+    async with interactive_snapshot(conn):
+        return await _site_check(conn, registry, visible, site, **options)
+
+
+async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec],
+                      site: InputGeometry, *, sliver_m2: float = 1.0, project_type: str = "construction",
+                      layers: list[str] | None = None, rules: list[SiteRule] | None = None,
+                      principal=None) -> dict:
     """Check a site against every visible vector layer and the declared rules.
 
     ``visible`` are the layers the caller may see; rules over other layers are reported as

@@ -132,6 +132,31 @@ def test_site_check_over_public_layers_only_reports_rules_it_could_not_evaluate(
     assert r["verdict"] == "needs-approval"  # farmland, from the public land-use layer
 
 
+def test_site_check_reads_one_snapshot_and_leaves_no_setting_behind(small):
+    """The site check runs read-only in one snapshot: on its own connection it opens (and ends)
+    a REPEATABLE READ transaction; inside a caller's transaction it joins it. Either way the
+    connection comes back as it was (no parallel-worker setting left on a pooled connection)."""
+    import asyncio
+
+    settings, reg, vis = small
+    site = parse_geojson(mapping(box(X0 + 0.005, Y0 + 0.005, X0 + 0.015, Y0 + 0.015)), settings)
+
+    async def go():
+        async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
+            before = await (await conn.execute("SHOW max_parallel_workers_per_gather")).fetchone()
+            a = await overlay.site_check(conn, reg, vis, site)
+            after = await (await conn.execute("SHOW max_parallel_workers_per_gather")).fetchone()
+            assert before == after and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:  # a caller's transaction
+            await conn.execute("SELECT 1")
+            b = await overlay.site_check(conn, reg, vis, site)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        return a, b
+
+    a, b = asyncio.run(go())
+    assert a["layers"]["land_use"]["total"] == b["layers"]["land_use"]["total"] and a["verdict"] == b["verdict"]
+
+
 # -- tabulation ------------------------------------------------------------------------------------
 
 def _expected_tabulation(aoi_geom) -> dict[tuple[str, str], float]:

@@ -25,6 +25,7 @@ from geobase import overlay
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
 from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.geometry_input import parse_geojson, parse_upload
+from geobase.ingest import jobs
 from geobase.security import Principal, get_principal, visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -274,7 +275,7 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
     job_id = str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message) VALUES (%s, %s, 'accepted', %s, %s, %s)",
-        (job_id, f"analysis:{process_id}", json.dumps(inputs), _owner(principal), "queued"))
+        (job_id, f"analysis:{process_id}", json.dumps({**inputs, **jobs.process_tag()}), _owner(principal), "queued"))
     task = asyncio.create_task(_run_job(request.app, job_id, process_id, body, principal))
     request.app.state.__dict__.setdefault("analysis_jobs", set()).add(task)
     task.add_done_callback(request.app.state.analysis_jobs.discard)

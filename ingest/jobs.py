@@ -75,27 +75,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: What an orphaned job of each kind says (ingest: nothing committed; analysis: no output).
+ORPHAN_MESSAGES = {
+    "ingest": "the server stopped while the job ran; nothing was committed, submit the file again",
+    "analysis": "the server stopped while the job ran; no result was written, run the analysis again",
+}
+
+
 def fail_orphaned_jobs(settings: Settings) -> int:
-    """Jobs 'accepted'/'running' whose server process on this host is gone: mark them failed
-    (their version was never committed) and remove their uploads. Jobs of live processes
-    (other workers, other hosts) are left alone."""
+    """Ingest and analysis jobs 'accepted'/'running' whose server process on this host is gone:
+    mark them failed (an ingest's version was never committed, an analysis wrote no result) and
+    remove ingest uploads. Jobs of live processes (other workers, other hosts) are left alone."""
     import os
     import socket
 
     host = socket.gethostname()
     with connect(settings) as conn:
         rows = conn.execute(
-            "SELECT id, params->>'host', params->>'pid' FROM catalog.jobs "
-            "WHERE kind = 'ingest' AND status IN ('accepted', 'running')").fetchall()
-        orphans = [str(r[0]) for r in rows
-                   if r[1] == host and r[2] and r[2].isdigit() and int(r[2]) != os.getpid() and not _alive(int(r[2]))]
-        for job_id in orphans:
+            "SELECT id, kind, params->>'host', params->>'pid' FROM catalog.jobs "
+            "WHERE (kind = 'ingest' OR kind LIKE 'analysis:%%') AND status IN ('accepted', 'running')").fetchall()
+        orphans = [(str(r[0]), r[1].split(":")[0]) for r in rows
+                   if r[2] == host and r[3] and r[3].isdigit() and int(r[3]) != os.getpid() and not _alive(int(r[3]))]
+        for job_id, kind in orphans:
             conn.execute(
-                "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), message = "
-                "'the server stopped while the job ran; nothing was committed, submit the file again' "
-                "WHERE id = %s AND status IN ('accepted', 'running')", (job_id,))
-    for i in orphans:
-        shutil.rmtree(uploads_dir(settings) / i, ignore_errors=True)
+                "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), message = %s "
+                "WHERE id = %s AND status IN ('accepted', 'running')", (ORPHAN_MESSAGES[kind], job_id))
+    for job_id, kind in orphans:
+        if kind == "ingest":
+            shutil.rmtree(uploads_dir(settings) / job_id, ignore_errors=True)
     return len(orphans)
 
 

@@ -397,3 +397,30 @@ def test_piece_geometries_are_written_verbatim_and_parsed_on_demand():
     assert shape(g).bounds == (117.1, 31.1, 117.2, 31.2)
     assert g["type"] == "Polygon" and g == json.loads(text)
     assert "<path" in out.svg_map(None, [("land_use", [g])])
+
+
+def test_analysis_jobs_of_a_dead_server_are_marked_failed(db_settings):
+    """An analysis job records where it runs; after a crash the next server start says why it
+    ended instead of leaving it 'running' for ever (its result was never written)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from geobase.ingest import jobs
+
+    from geobase.db import connect
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = {"host": socket.gethostname()}
+    with connect(db_settings) as conn:
+        for job_id, pid, status in (("00000000-0000-0000-0000-0000000000a1", dead.pid, "running"),
+                                    ("00000000-0000-0000-0000-0000000000a2", os.getpid(), "running")):
+            conn.execute("INSERT INTO catalog.jobs (id, kind, status, params, created_by) VALUES (%s, %s, %s, %s, 't')",
+                         (job_id, "analysis:conflicts", status, json.dumps({**here, "pid": pid})))
+        conn.commit()
+    assert jobs.fail_orphaned_jobs(db_settings) == 1
+    orphan = jobs.get_job(db_settings, "00000000-0000-0000-0000-0000000000a1")
+    assert orphan["status"] == "failed" and "run the analysis again" in orphan["message"]
+    assert jobs.get_job(db_settings, "00000000-0000-0000-0000-0000000000a2")["status"] == "running"

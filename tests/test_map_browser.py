@@ -53,34 +53,29 @@ def largest_classes(settings, n: int = 3) -> dict[str, str]:
     return {r[0]: codes[r[0]].color for r in rows}
 
 
-def test_map_page_draws_the_one_map(county_db, live_server):
+def open_map(srv, shot: Path, *, init_script: str | None = None, draw_site: bool = False) -> dict:
+    """Open /map in headless Chromium and wait for the tiles; what a user would look at:
+    the layer switcher, legend, access line, screenshot pixels, the site-check answer, and
+    every request made, those that left localhost and any error seen."""
     playwright = pytest.importorskip("playwright.sync_api")
-    import psycopg
-
-    from geobase.db import database_url
-
-    with psycopg.connect(database_url(county_db)) as conn:  # an admin opens the control lines to the public
-        conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'control_lines'")
-    land_colours = largest_classes(county_db)
-    srv = live_server(county_db)
     host = urlparse(srv.url).netloc
-    requests: list[str] = []
-    outside: list[str] = []
-    problems: list[str] = []
+    seen: dict = {"requests": [], "outside": [], "problems": []}
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "map.png"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1100, "height": 800})
+        if init_script:
+            page.add_init_script(init_script)
 
         def route(r):
             url = r.request.url
-            requests.append(url)
+            seen["requests"].append(url)
             if urlparse(url).scheme in ("http", "https", "ws", "wss") and urlparse(url).netloc != host:
-                outside.append(url)
+                seen["outside"].append(url)
                 return r.abort()
             return r.continue_()
 
+        problems = seen["problems"]
         page.route("**/*", route)
         page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
@@ -90,36 +85,78 @@ def test_map_page_draws_the_one_map(county_db, live_server):
         page.wait_for_function("window.geobaseReady === true", timeout=60_000)
         page.wait_for_function("window.geobaseMap.areTilesLoaded()", timeout=30_000)
         page.wait_for_timeout(500)
-        switcher = page.inner_text("#layer-list")
-        legend = page.inner_text("#legend-list")
+        seen["switcher"] = page.inner_text("#layer-list")
+        seen["legend"] = page.inner_text("#legend-list")
+        seen["access"] = page.inner_text("#key-state")
         page.screenshot(path=str(shot))
-        # the drawing tool reaches the site-check endpoint and shows its answer (or a clear message)
-        page.click("#draw-btn")
-        box = page.locator("#map").bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        for dx, dy in ((-60, -60), (60, -60), (60, 60), (-60, 60)):
-            page.mouse.click(cx + dx, cy + dy)
-        page.click("#finish-btn")
-        page.wait_for_function("!['', 'checking…'].includes(document.getElementById('site-result').textContent)",
-                               timeout=60_000)
-        site = page.inner_text("#site-result")
+        if draw_site:  # the drawing tool reaches the site-check endpoint and shows its answer
+            page.click("#draw-btn")
+            box = page.locator("#map").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            for dx, dy in ((-60, -60), (60, -60), (60, 60), (-60, 60)):
+                page.mouse.click(cx + dx, cy + dy)
+            page.click("#finish-btn")
+            page.wait_for_function("!['', 'checking…'].includes(document.getElementById('site-result').textContent)",
+                                   timeout=60_000)
+            seen["site"] = page.inner_text("#site-result")
         browser.close()
-
-    assert not outside, f"requests left localhost: {outside}"
-    assert any("/tiles/onemap/" in u for u in requests) and any("/vendor/maplibre-gl/maplibre-gl.js" in u for u in requests)
-    assert any("/tiles/dem/hillshade/" in u for u in requests)
-    assert not problems, (problems, srv.logs()[-3000:])
-    assert "地类图斑" in switcher and "三区三线" in switcher and "v1" in switcher
-    assert all(code in legend for code in land_colours)
-
     import rasterio
 
     with rasterio.open(shot) as src:
         img = np.moveaxis(src.read()[:3], 0, -1).astype(float)
-    img = img[:, 330:]  # the map, right of the side panel
+    seen["map_pixels"] = img[:, 330:]  # the map, right of the side panel
+    return seen
+
+
+def test_map_page_draws_the_one_map(county_db, live_server):
+    import psycopg
+
+    from geobase.db import database_url
+
+    with psycopg.connect(database_url(county_db)) as conn:  # an admin opens the control lines to the public
+        conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'control_lines'")
+    land_colours = largest_classes(county_db)
+    srv = live_server(county_db)
+    seen = open_map(srv, ARTIFACTS / "map.png", draw_site=True)
+    requests, switcher, legend, site = seen["requests"], seen["switcher"], seen["legend"], seen["site"]
+
+    assert not seen["outside"], f"requests left localhost: {seen['outside']}"
+    assert any("/tiles/onemap/" in u for u in requests) and any("/vendor/maplibre-gl/maplibre-gl.js" in u for u in requests)
+    assert any("/tiles/dem/hillshade/" in u for u in requests)
+    assert not seen["problems"], (seen["problems"], srv.logs()[-3000:])
+    assert "地类图斑" in switcher and "三区三线" in switcher and "v1" in switcher
+    assert all(code in legend for code in land_colours)
+
+    img = seen["map_pixels"]
     drawn = {code: count_fill(img, colour) for code, colour in land_colours.items()}
     assert all(n > 1000 for n in drawn.values()), f"land-use colours not drawn: {drawn} {land_colours}"
     red = count_near(img, hex_rgb("#d7191c"), 40)  # ecological red line
     purple = count_near(img, hex_rgb("#7b3294"), 40)  # urban development boundary
     assert red > 300 and purple > 100, (red, purple)
     assert site.strip() and ("Site check" in site or "not available" in site), site
+
+
+def test_map_page_with_a_department_key_shows_internal_layers(county_db, live_server):
+    """The control lines are shared among departments only: the public's map has none, while a
+    department user who enters a key sees them listed and drawn (the key rides on config,
+    style and tile requests alike)."""
+    import psycopg
+
+    from geobase import keys
+    from geobase.db import database_url
+
+    with psycopg.connect(database_url(county_db)) as conn:
+        assert conn.execute("SELECT sharing FROM catalog.layers WHERE name = 'control_lines'").fetchone()[0] == "internal"
+        token = keys.create_key(conn, name="forester", role="viewer", department="forestry").token
+        conn.commit()
+    srv = live_server(county_db)
+    with srv.client() as c:  # the public: not in the config
+        public = c.get("/map/config").json()
+        assert "control_lines" not in {l["name"] for d in public["departments"] for l in d["layers"]}
+    seen = open_map(srv, ARTIFACTS / "map-with-key.png",
+                    init_script=f"sessionStorage.setItem('geobase.apiKey', {token!r})")
+    assert not seen["outside"] and not seen["problems"], (seen["outside"], seen["problems"], srv.logs()[-3000:])
+    assert "三区三线" in seen["switcher"] and seen["access"].startswith("key set"), (seen["switcher"], seen["access"])
+    assert token.split("_")[2] not in seen["access"]  # the secret is never shown
+    red = count_near(seen["map_pixels"], hex_rgb("#d7191c"), 40)  # ecological red line
+    assert red > 300, red

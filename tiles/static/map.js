@@ -7,8 +7,15 @@
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   window.geobaseReady = false;
 
+  // A department's API key, kept for this browser tab only (sessionStorage), sent with every
+  // request to this server: config, style, tiles, legend, site check. Without one: the public.
+  const KEY_STORE = "geobase.apiKey";
+  const apiKey = () => sessionStorage.getItem(KEY_STORE) || "";
+  const authHeaders = (h) => (apiKey() ? Object.assign({Authorization: "Bearer " + apiKey()}, h) : h);
+  const sameOrigin = (url) => { try { return new URL(url, location.href).origin === location.origin; } catch (e) { return false; } };
+
   async function getJSON(url) {
-    const r = await fetch(url, {headers: {Accept: "application/json"}});
+    const r = await fetch(url, {headers: authHeaders({Accept: "application/json"})});
     if (!r.ok) throw new Error(url + ": HTTP " + r.status);
     return r.json();
   }
@@ -100,7 +107,7 @@
     out.textContent = "checking…";
     const geometry = {type: "Polygon", coordinates: [c.concat([c[0]])]};
     try {
-      const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json", Accept: "application/json"},
+      const r = await fetch(url, {method: "POST", headers: authHeaders({"Content-Type": "application/json", Accept: "application/json"}),
                                   body: JSON.stringify({geometry})});
       if (r.status === 404) { out.innerHTML = '<p class="error">The site-check analysis is not available on this server (404).</p>'; return; }
       const body = await r.json().catch(() => ({}));
@@ -111,12 +118,25 @@
     }
   }
 
+  function setupKeyForm() {
+    $("key-state").textContent = apiKey() ? "key set: " + apiKey().split("_").slice(0, 2).join("_") + "…" : "public";
+    $("key-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const v = $("key-input").value.trim();
+      if (v) sessionStorage.setItem(KEY_STORE, v); else sessionStorage.removeItem(KEY_STORE);
+      location.reload();  // config, style and tiles are per caller: start again with the new key
+    });
+    $("key-clear").addEventListener("click", () => { sessionStorage.removeItem(KEY_STORE); location.reload(); });
+  }
+
   async function main() {
     status("loading…");
+    setupKeyForm();
     const [config, legend] = await Promise.all([getJSON("/map/config"), getJSON("/legend")]);
     const startHash = location.hash;
     const map = new maplibregl.Map({container: "map", style: config.style, hash: true, attributionControl: false,
-                                     doubleClickZoom: false});
+                                     doubleClickZoom: false,
+                                     transformRequest: (url) => (apiKey() && sameOrigin(url) ? {url, headers: authHeaders({})} : {url})});
     window.geobaseMap = map;
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");

@@ -12,7 +12,8 @@ MODE=${1:-run}
 APT_PKGS=(postgresql-15-postgis-3)
 command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian's or NodeSource's)
 case "$MODE" in
-  --test) APT_PKGS+=(gdal-bin); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
+  # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
+  --test) APT_PKGS+=(gdal-bin fonts-wqy-microhei); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
   --bench) APT_PKGS+=(gdal-bin) ;;
 esac
 

@@ -27,9 +27,10 @@ ONEMAP = "onemap"
 
 
 def gzip_tile(raw: bytes) -> bytes:
-    """gzip with ISA-L (python-isal) at level 1: on MVT it writes smaller files than zlib's
-    level 5 at about a tenth of the time (1 ms instead of 12 for a 370 KB tile), which is
-    the part of a cold tile that Python adds. Any gzip reader decodes it."""
+    """gzip with ISA-L (python-isal) at level 1: on the benchmark's MVT tiles an eighth of
+    zlib level 5's time (0.3 ms instead of 2.7 per tile; 1 ms instead of 12 for a 370 KB
+    tile), for files about a quarter larger (the largest land-use tile 51 KB instead of 39).
+    Compression is the part of a cold tile that Python adds; any gzip reader decodes it."""
     from isal import igzip
 
     return igzip.compress(raw, compresslevel=1, mtime=0)

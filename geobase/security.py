@@ -94,11 +94,38 @@ def visible_attributes(principal: Principal, spec: LayerSpec) -> list[str]:
 def view_signature(principal: Principal, accesses: list[LayerAccess], registry: Registry) -> str:
     """A short key for what this caller can see: equal for callers with equal views, so caches
     (tiles) may be shared between them and never between callers who see different things."""
+    # memoised per registry (computed on every tile request from a handful of values that rarely
+    # change); the memo holds its registry, so the id in the key cannot be reused by another
+    kept, memo = _SIGNATURES.setdefault(id(registry), (registry, {}))
+    # what can_see and hidden_attributes read of the principal: its role flags and department
+    key = (principal.is_admin, principal.is_public, principal.department,
+           tuple(sorted(accesses, key=lambda x: x.name)))
+    sig = memo.get(key)
+    if sig is None:
+        if len(memo) > 4096:
+            memo.clear()
+        sig = memo[key] = _view_signature(_Viewer(*key[:3]), key[3], kept)
+    return sig
+
+
+_SIGNATURES: dict[int, tuple[Registry, dict]] = {}
+
+
+def _view_signature(principal: "_Viewer", accesses: tuple[LayerAccess, ...], registry: Registry) -> str:
     parts = []
-    for a in sorted(accesses, key=lambda x: x.name):
+    for a in accesses:
         if can_see(principal, a) and a.name in registry.layers:
             parts.append(a.name + ":" + ",".join(sorted(hidden_attributes(principal, registry.layers[a.name]))))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Viewer:
+    """The part of a Principal that decides what it sees (see view_signature)."""
+
+    is_admin: bool
+    is_public: bool
+    department: str | None
 
 
 async def get_principal(request: Request) -> Principal:

@@ -191,16 +191,24 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                             signature(principal, guess, registry))
             etag = etag_for(key)
             revalidating = bool(if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
-            if not revalidating and (cache is None or not cache.has(key)):
+            cached = None if revalidating or cache is None else cache.get(key)
+            if revalidating or cached is not None:
+                # probably a 304 or a hit: one round trip confirms the guess is still the truth
+                fresh = await layer_states(conn)
+                hint.states = fresh
+                if fresh == guess:
+                    _note_reads(principal, fresh, specs)
+                    return None if revalidating else TileResult(cached, etag, True)
+            else:
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
                 if plans:
                     body, versions, fresh = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
                                                           with_states=True)
                     hint.states = fresh
                     if fresh == guess:
-                        for spec in specs:
-                            note_read(principal, fresh[spec.name].access, spec)
-                        key = cache_key(versions, tms.id, z, row, col, "mvt", signature(principal, fresh, registry))
+                        _note_reads(principal, fresh, specs)
+                        sig = signature(principal, fresh, registry)
+                        key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)
                         return TileResult(body, etag_for(key), False)
@@ -211,6 +219,11 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
     specs = resolve_layers(layers, fresh, principal, registry)
     return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+
+
+def _note_reads(principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec]) -> None:
+    for spec in specs:  # audit: reads of non-public layers (security.note_read decides)
+        note_read(principal, states[spec.name].access, spec)
 
 
 async def _with_pyramid(conn: psycopg.AsyncConnection, url: str, plan: LayerPlan, version: int | None) -> LayerPlan:

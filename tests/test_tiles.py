@@ -411,3 +411,24 @@ def test_states_hint_never_serves_a_stale_guess(new_db):
                 await tile_for(conn, None, reg, PUBLIC, "water_areas", WEB_MERCATOR_QUAD, z, row, col, hint=hint)
 
     asyncio.run(scenario())
+
+
+def test_composite_tile_skips_a_layer_without_version_even_while_its_table_is_locked(new_db, live_server):
+    """A layer's first load holds its table locked until the version commits; the one map must
+    not wait for it: a layer with no current version has nothing to draw and is not read."""
+    s = new_db(tile_statement_timeout_ms=3000)
+    load_test_county(s, dem=False)
+    url = database_url(s)
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE catalog.layers SET current_version = NULL WHERE name = 'water_areas'")
+        conn.commit()
+    srv = live_server(s)
+    z = 12
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.07)
+    with psycopg.connect(url) as locker, srv.client() as c:
+        locker.execute("LOCK TABLE data.water_areas IN ACCESS EXCLUSIVE MODE")
+        r = c.get(f"/tiles/onemap/{z}/{col}/{row}.mvt")
+        assert r.status_code == 200, r.text
+        layers = decode(r)
+        assert "land_use" in layers and "water_areas" not in layers
+        locker.rollback()

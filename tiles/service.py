@@ -130,7 +130,10 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                  states: dict[str, LayerState], specs: list[LayerSpec], tms: TileMatrixSet, z: int,
                  pyramid_url: str | None) -> list[LayerPlan]:
-    plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs) if p]
+    # a layer without a current version has nothing to draw: its table is not even read (during
+    # a layer's first load the table is locked until the version commits)
+    plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs
+                         if states[s.name].version is not None) if p]
     if pyramid_url and tms.srid == 3857:
         plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].version) for p in plans]
     return plans

@@ -69,12 +69,19 @@ class ConnectionCheck:
         self._returned[conn] = time.monotonic()
 
 
+WARM_UP_SQL = ("SELECT ST_Area(g::geography), ST_Transform(g, 3857) "
+               "FROM (SELECT 'SRID=4490;POLYGON((118 29,118.01 29,118.01 29.01,118 29))'::geometry AS g) x")
+
+
 def _pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
     timeout = int(settings.statement_timeout_ms)
 
     async def configure(conn):
         await conn.execute(f"SET statement_timeout = {timeout}")
         await conn.execute("SET application_name = 'geobase-api'")
+        # a new backend loads PostGIS, PROJ and the CGCS2000 spheroid on first use (~200 ms):
+        # pay it here, when the pool opens the connection, not in a user's first request
+        await conn.execute(WARM_UP_SQL)
         await conn.commit()
 
     return AsyncConnectionPool(

@@ -193,6 +193,9 @@ def _site_checks(ctx: Context, url: str, settings, reg, vis, extent) -> None:
     async def site_checks() -> list[float]:
         times = []
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            # untimed: a new backend's first PostGIS/PROJ use (the server's pool pays it when it
+            # opens a connection, see api/app.py WARM_UP_SQL)
+            await overlay.site_check(conn, reg, vis, parse_geojson(sites[-1], settings))
             for i, g in enumerate(sites):
                 t0 = time.perf_counter()
                 site = parse_geojson(g, settings)

@@ -84,12 +84,24 @@ class Staging:
         self.conn.commit()
 
     def copy(self):
-        """A binary COPY: rows are (row, key, hash, attrs..., EWKB 4490, EWKB 3857)."""
+        """A binary COPY fed a batch at a time: ``write(fields, ncols)`` sends the batch's
+        pre-encoded rows (see :mod:`geobase.ingest.copybin`) as one block, no per-row Python."""
         from contextlib import contextmanager
+
+        from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
 
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             self.ident, sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        types = ["int8", "text", "text", *[a.pg_type for a in self.spec.attributes], "bytea", "bytea"]
+        ncols = len(self.columns)
+
+        class _Writer:
+            def __init__(self, cp):
+                self.cp = cp
+
+            def write(self, fields) -> None:
+                payload = rows_payload(fields, ncols)
+                if payload:
+                    self.cp.write(payload)
 
         @contextmanager
         def _cm():
@@ -97,8 +109,9 @@ class Staging:
 
             cur = self.conn.cursor()  # the queued writer sends data to the server from its own thread
             with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
-                cp.set_types(types)
-                yield cp
+                cp.write(SIGNATURE)
+                yield _Writer(cp)
+                cp.write(TRAILER)
         return _cm()
 
     def drop(self) -> None:

@@ -214,18 +214,16 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
                         for batch in prefetch(reader):
-                            cols = {c: batch.column(c).to_pylist() for c in source_cols}
+                            cols = {c: batch.column(c) for c in source_cols}
                             if plan.uses_fid:
-                                cols[FID_COLUMN] = batch.column(fid_col).to_pylist()
-                            wkb = batch.column(geom_col).to_pylist()
-                            rows, _bad = norm.process(cols, wkb)
+                                cols[FID_COLUMN] = batch.column(fid_col)
+                            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col))
                             report.rows_read += batch.num_rows
                             if on_error == "reject" and report.error_count:
                                 writing = False  # refused anyway: keep reading for the report only
                             if writing:
-                                for r in rows:
-                                    cp.write_row(r)
-                                report.rows_loaded += len(rows)
+                                cp.write(fields)
+                                report.rows_loaded += n_rows
                             done += batch.num_rows
                             if progress:
                                 progress(done, total_features)

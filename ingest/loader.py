@@ -80,6 +80,11 @@ class Staging:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
         cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
+        measure = measure_column(self.spec)
+        if measure:  # computed by the COPY backend while Python reads the next batch, not at commit
+            fn = "ST_Area" if measure == "_area_m2" else "ST_Length"
+            cols.append(sql.SQL("{} double precision GENERATED ALWAYS AS ({}(geom::geography)) STORED").format(
+                sql.Identifier(measure), sql.SQL(fn)))
         self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
         self.conn.commit()
 
@@ -149,7 +154,7 @@ class Staging:
 
     def area_deviation(self, tolerance: float = AREA_TOLERANCE, limit: int = 20) -> tuple[int, list[dict]]:
         """Stated vs ellipsoidal area on the staged rows (dry runs; real runs check after the insert)."""
-        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("ST_Area(geom::geography)"),
+        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("_area_m2"),
                               tolerance, limit)
 
     def coverage(self, limit: int = 20) -> dict:
@@ -292,10 +297,9 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         if mode != "delete":
             measure_expr = sql.SQL("")
             measure_col = sql.SQL("")
-            if measure == "_area_m2":
-                measure_col, measure_expr = sql.SQL(", _area_m2"), sql.SQL(", ST_Area(s.geom::geography)")
-            elif measure == "_length_m":
-                measure_col, measure_expr = sql.SQL(", _length_m"), sql.SQL(", ST_Length(s.geom::geography)")
+            if measure:  # staged with the rows (a generated column of the staging table)
+                measure_col = sql.SQL(", {}").format(sql.Identifier(measure))
+                measure_expr = sql.SQL(", s.{}").format(sql.Identifier(measure))
             attr_cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(a)) for a in attrs)
             attr_sel = sql.SQL("").join(sql.SQL(", s.{}").format(sql.Identifier(a)) for a in attrs)
             cur = conn.execute(sql.SQL("""

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import shapely
 from geobase.ingest.copybin import arrow_type, encode_field, join_fields, md5_hex
 from geobase.ingest.encoding import EncodingSniffer
+from geobase.ingest.wkb import multipolygon_layout
 from geobase.ingest.report import QualityReport
 from pyproj import CRS, Transformer
 
@@ -202,6 +203,8 @@ class BatchNormalizer:
         self.type_counts: dict[str, int] = {}
         self.rows_outside = 0
         self.rows_with_geom = 0
+        #: keys of the rows the last :meth:`process` returned (duplicate check without SQL)
+        self.last_keys: pa.Array = pa.array([], pa.string())
 
     def _convert_slow(self, a: Attribute, src: str, col: list, bad: np.ndarray, row_numbers: np.ndarray) -> list:
         """Row by row: decode sniffed text, convert, and report each value that does not fit."""
@@ -270,15 +273,18 @@ class BatchNormalizer:
             keys_arrow = pa.array(keys_list, pa.string())
         m = len(rows_idx)
         if m == 0:
+            self.last_keys = pa.array([], pa.string())
             return [], 0, int(bad.sum())
         ridx = pa.array(rows_idx)
         attr_fields = [encode_field(v.take(ridx)) for v in values_arrow]
         attrs_joined = join_fields(attr_fields)
-        g4490 = pa.array(ewkb4490[take], pa.binary())
-        g3857 = pa.array(ewkb3857[take], pa.binary())
+        tk = pa.array(take)
+        g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
+        g3857 = ewkb3857.take(tk) if len(take) != len(ewkb3857) else ewkb3857
         geom_field = encode_field(g4490)
         hashes = md5_hex(join_fields([attrs_joined, geom_field]))
-        fields = [encode_field(pa.array(rows_idx + first, pa.int64())), encode_field(keys_arrow.take(ridx)),
+        self.last_keys = keys_arrow.take(ridx)
+        fields = [encode_field(pa.array(rows_idx + first, pa.int64())), encode_field(self.last_keys),
                   encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
         return fields, m, int(bad.sum())
 
@@ -388,6 +394,11 @@ class BatchNormalizer:
         self.rows_with_geom += int(present.sum())
         # repair invalid geometries
         invalid = present & ~shapely.is_valid(geoms)
+        if (self.geometry == "MultiPolygon" and not missing.any() and not invalid.any() and not has_z.any()
+                and np.isin(types, (POLY, MPOLY)).all()):
+            fast = self._polygons_fast(geoms, key_of, row_numbers)
+            if fast is not None:
+                return fast
         if invalid.any():
             reasons = shapely.is_valid_reason(geoms[invalid])
             repaired = shapely.make_valid(geoms[invalid])
@@ -442,13 +453,55 @@ class BatchNormalizer:
             multi[: len(built)] = built
             g = multi
         g3857 = self._reproject(g, self.to_3857) if len(g) else g
-        # EWKB bytes (with SRID) for a binary COPY: geometry_recv reads them as they are
+        # WKB for a binary COPY: geometry_recv takes the SRID from the column's typmod
         if len(g):
-            ewkb4490 = shapely.to_wkb(shapely.set_srid(g, 4490), include_srid=True)
-            ewkb3857 = shapely.to_wkb(shapely.set_srid(g3857, 3857), include_srid=True)
+            ewkb4490 = pa.array(shapely.to_wkb(g), pa.binary())
+            ewkb3857 = pa.array(shapely.to_wkb(g3857), pa.binary())
         else:
-            ewkb4490 = ewkb3857 = np.empty(0, dtype=object)
+            ewkb4490 = ewkb3857 = pa.array([], pa.binary())
         return idx, geom_bad, ewkb4490, ewkb3857
+
+    def _polygons_fast(self, geoms: np.ndarray, key_of: Callable[[int], str | None], row_numbers: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array] | None:
+        """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays and
+        write both WKBs from them (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work.
+        None (before reporting anything) when a coordinate is unusable: the general path reports it."""
+        n = len(geoms)
+        gtype, coords, offs = shapely.to_ragged_array(geoms)
+        if gtype == shapely.GeometryType.POLYGON:
+            ring_off, poly_off, geom_off = offs[0], offs[1], np.arange(n + 1)
+        elif gtype == shapely.GeometryType.MULTIPOLYGON:
+            ring_off, poly_off, geom_off = offs
+        else:  # pragma: no cover - the caller checked the types
+            return None
+        layout = multipolygon_layout(ring_off, poly_off, geom_off)
+        if layout is None:
+            return None
+        x, y = coords[:, 0], coords[:, 1]
+        if self.to_4490 is not None:
+            x, y = self.to_4490.transform(x, y)
+            x, y = np.asarray(x), np.asarray(y)
+        starts = ring_off[poly_off[geom_off[:-1]]]
+        b = np.column_stack([np.minimum.reduceat(x, starts), np.minimum.reduceat(y, starts),
+                             np.maximum.reduceat(x, starts), np.maximum.reduceat(y, starts)])
+        if not np.isfinite(b).all() or ((b[:, 0] < -180.5) | (b[:, 2] > 180.5) | (b[:, 1] < -90.5)
+                                        | (b[:, 3] > 90.5)).any():
+            return None
+        if self.aou is not None:
+            w, s, e, nn = self.aou
+            if w <= e:
+                outside = (b[:, 0] < w) | (b[:, 2] > e)
+            else:  # the area of use crosses the antimeridian
+                outside = ((b[:, 0] < w) & (b[:, 0] > e)) | ((b[:, 2] < w) & (b[:, 2] > e))
+            outside |= (b[:, 1] < s) | (b[:, 3] > nn)
+            for i in np.flatnonzero(outside):
+                self.rows_outside += 1
+                self.report.add("outside_crs_area", int(row_numbers[i]), key_of(i),
+                                f"bounds {tuple(round(float(v), 4) for v in b[i])} after transforming to EPSG:4490 "
+                                f"lie outside the source CRS's area of use")
+        x3, y3 = self.to_3857.transform(x, y)
+        return (np.arange(n), np.zeros(n, dtype=bool), layout.wkb(x, y),
+                layout.wkb(np.asarray(x3), np.asarray(y3)))
 
 
 def _as_list(v: Any) -> list:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest import crs as crsmod
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
@@ -205,6 +207,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
         try:
             done = 0
             writing = True
+            staged_keys: list[pa.Array] = []
             with stg.copy() as cp:
                 try:
                     with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
@@ -224,6 +227,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                             if writing:
                                 cp.write(fields)
                                 report.rows_loaded += n_rows
+                                staged_keys.append(norm.last_keys)
                             done += batch.num_rows
                             if progress:
                                 progress(done, total_features)
@@ -247,7 +251,10 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             if report.error_count and on_error == "reject":
                 _refuse(report, path)
             stg.analyze()
-            dups, examples = stg.duplicate_keys()
+            if _keys_unique(staged_keys, report.rows_loaded):
+                dups, examples = 0, []  # the common case, decided in memory without a GROUP BY in SQL
+            else:
+                dups, examples = stg.duplicate_keys()
             for key, count, rows_ in examples:
                 report.add("duplicate_key", rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
             if dups > len(examples):
@@ -313,6 +320,14 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
     return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
                         committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
                         report=report.as_dict())
+
+
+def _keys_unique(keys: list[pa.Array], rows: int) -> bool:
+    """True when the staged keys are all distinct (arrow hash table, ~50 ms for a million keys)."""
+    if not keys:
+        return rows == 0
+    chunked = pa.chunked_array(keys, pa.string())
+    return len(chunked) == rows and len(pc.unique(chunked)) == rows
 
 
 def prefetch(reader, depth: int = 2):

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest import crs as crsmod
+from geobase.ingest import dbf
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.loader import (
     AREA_TOLERANCE,
@@ -210,10 +211,11 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             staged_keys: list[pa.Array] = []
             with stg.copy() as cp:
                 try:
-                    with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
-                                            columns=source_cols, batch_size=BATCH_SIZE,
-                                            use_pyarrow=True, return_fids=plan.uses_fid,
-                                            **src.open_options) as (_meta, reader):
+                    with dbf.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
+                                        columns=source_cols, batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
+                                        is_shapefile=src.is_shapefile and sniffer is None,
+                                        expected_records=total_features,
+                                        open_options=src.open_options) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
                         for batch in prefetch(reader):

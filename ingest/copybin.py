@@ -75,7 +75,9 @@ def encode_field(arr: pa.Array) -> pa.Array:
     valid = None if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return _varlen(arr)
-    if pa.types.is_integer(t):
+    if pa.types.is_int32(t):  # PostgreSQL integer
+        return _fixed(arr.fill_null(0).to_numpy().astype(">i4"), valid)
+    if pa.types.is_integer(t):  # PostgreSQL bigint
         return _fixed(arr.cast(pa.int64()).fill_null(0).to_numpy().astype(">i8"), valid)
     if pa.types.is_floating(t):
         return _fixed(arr.cast(pa.float64()).fill_null(0.0).to_numpy().astype(">f8"), valid)

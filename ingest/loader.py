@@ -16,6 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -216,6 +217,140 @@ class Staging:
         return len(rows), [r[0] for r in rows[:20]]
 
 
+class RedoWithStaging(Exception):
+    """A first load straight into the layer table met a case only the staging path handles
+    (duplicate keys to report, a coverage check to run): roll back and load again via staging."""
+
+
+@dataclass
+class DirectLoad:
+    """The first load of a layer (its table has never held a row), COPYed straight into the
+    versioned table inside the transaction that commits the version.
+
+    Why: staging + ``INSERT ... SELECT`` writes every row twice; for a first load there is
+    nothing to diff against, so the rows can go where they end up. Atomicity is the
+    transaction's: the layer's advisory lock is taken first, the table's secondary indexes are
+    dropped (rebuilt once at the end) and a kill, a refusal or a lost connection rolls all of it
+    back. The measure column is filled by a trigger that lives only inside the transaction with
+    the same ``ST_Area/ST_Length(geom::geography)`` as every other path. Readers of the (empty)
+    layer wait for the commit instead of seeing an empty table for the duration of the load."""
+
+    conn: psycopg.Connection
+    spec: LayerSpec
+    job: str
+    version: int = 0
+    finished: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857"]
+
+    @property
+    def _trigger_fn(self) -> sql.Identifier:
+        return sql.Identifier(STAGING, f"measure_{self.job[:12]}")
+
+    def begin(self) -> bool:
+        """Open the version's transaction on an empty layer table; False (nothing held, nothing
+        changed) when the table has rows, so the caller uses staging."""
+        conn, spec = self.conn, self.spec
+        conn.commit()
+        lock_layer(conn, spec.name)
+        data = table_ident(spec)
+        if not conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]:
+            conn.rollback()
+            return False
+        self.version = next_version(conn, spec.name)
+        _drop_secondary_indexes(conn, spec)
+        measure = measure_column(spec)
+        if measure:
+            fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
+            conn.execute(sql.SQL(
+                "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography); RETURN NEW; END$$").format(
+                    f=self._trigger_fn, m=sql.Identifier(measure), fn=fn))
+            conn.execute(sql.SQL("CREATE TRIGGER geobase_measure BEFORE INSERT ON {} FOR EACH ROW "
+                                 "EXECUTE FUNCTION {}()").format(data, self._trigger_fn))
+        return True
+
+    def copy(self):
+        """Binary COPY into the layer table; ``write(fields)`` takes the staging-order fields of
+        :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857)."""
+        from contextlib import contextmanager
+
+        from geobase.ingest.copybin import SIGNATURE, TRAILER, encode_field, rows_payload
+
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table_ident(self.spec), sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        ncols = len(self.columns)
+        import pyarrow as pa
+
+        version = self.version
+
+        class _Writer:
+            def __init__(self, cp):
+                self.cp = cp
+
+            def write(self, fields) -> None:
+                if not fields:
+                    return
+                _row, key, hsh, *rest = fields
+                vfrom = encode_field(pa.array(np.full(len(key), version, dtype=np.int32)))
+                payload = rows_payload([key, hsh, vfrom, *rest], ncols)
+                if payload:
+                    self.cp.write(payload)
+
+        @contextmanager
+        def _cm():
+            from psycopg.copy import QueuedLibpqWriter
+
+            cur = self.conn.cursor()
+            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
+                cp.write(SIGNATURE)
+                yield _Writer(cp)
+                cp.write(TRAILER)
+        return _cm()
+
+    def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None) -> CommitResult:
+        """Rebuild the indexes and commit the version (the rows are in place already)."""
+        conn, spec = self.conn, self.spec
+        if measure_column(spec):
+            conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(table_ident(spec)))
+            conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
+        ensure_layer_table(conn, spec)
+        extent = _current_extent(conn, spec)
+        if after_insert is not None:
+            version_row = {**version_row, "report": after_insert(conn, self.version)}
+        insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=rows, added=rows,
+                           removed=0, changed=0, extent=extent, **version_row)
+        conn.commit()
+        self.finished = True
+        return CommitResult(self.version, rows, rows, 0, 0, extent)
+
+    def abort(self) -> None:
+        """Roll back everything of this load (a no-op after :meth:`finish`)."""
+        if self.finished:
+            return
+        try:
+            self.conn.rollback()
+        except psycopg.Error:
+            pass  # a dead connection: the server rolled back already
+
+
+def _drop_secondary_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """Bulk loads into an empty table build the indexes once, after the rows."""
+    for (idx,) in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+            "AND indexname NOT LIKE %s", (DATA_SCHEMA, spec.name, "%_pkey")).fetchall():
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+
+
+def _current_extent(conn: psycopg.Connection, spec: LayerSpec) -> list[float] | None:
+    ext = conn.execute(sql.SQL(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
+        "WHERE _vto IS NULL) x").format(table_ident(spec))).fetchone()
+    return [float(x) for x in ext] if ext and ext[0] is not None else None
+
+
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
                    area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
                    ) -> tuple[int, list[dict]]:
@@ -290,10 +425,7 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         first_load = mode != "delete" and conn.execute(
             sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]
         if first_load:  # bulk load into an empty table: build the indexes once, after the rows
-            for (idx,) in conn.execute(
-                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
-                    "AND indexname NOT LIKE %s", (DATA_SCHEMA, spec.name, "%_pkey")).fetchall():
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+            _drop_secondary_indexes(conn, spec)
         if mode != "delete":
             measure_expr = sql.SQL("")
             measure_col = sql.SQL("")
@@ -316,10 +448,7 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         removed = retired_total - changed
         added = inserted - changed
         total = old_keys - retired_total + inserted
-        ext = conn.execute(sql.SQL(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
-            "WHERE _vto IS NULL) x").format(data)).fetchone()
-        extent = [float(x) for x in ext] if ext and ext[0] is not None else None
+        extent = _current_extent(conn, spec)
         if after_insert is not None:  # checks on the rows just inserted (areas are computed once)
             version_row = {**version_row, "report": after_insert(conn, v)}
         insert_version_row(conn, spec.name, v, mode=mode, rows_total=total, added=added, removed=removed,

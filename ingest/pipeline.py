@@ -26,6 +26,8 @@ from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_en
 from geobase.ingest.loader import (
     AREA_TOLERANCE,
     COVERAGE_AUTO_LIMIT,
+    DirectLoad,
+    RedoWithStaging,
     Staging,
     area_deviation,
     commit_version,
@@ -46,6 +48,8 @@ from geobase.specs import get_registry
 MODES = ("replace", "append", "upsert", "delete")
 POLICIES = ("reject", "skip", "keep")
 BATCH_SIZE = 20_000
+#: Files with at least this many features load straight into an empty layer table (DirectLoad).
+DIRECT_MIN_ROWS = 50_000
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -94,7 +98,10 @@ def ingest(settings: Settings, layer: str, path: str | Path, **options) -> Inges
     A lost database connection (server restart, network) is a failure (exit code 1), not a
     refusal: nothing was committed and the same file can simply be ingested again."""
     try:
-        return _ingest(settings, layer, path, **options)
+        try:
+            return _ingest(settings, layer, path, **options)
+        except RedoWithStaging:  # rolled back: the staging path reports what the direct load cannot
+            return _ingest(settings, layer, path, direct=False, **options)
     except psycopg.OperationalError as exc:
         raise GeobaseError(f"ingest of {Path(path).name} into {layer!r} failed: the database connection was lost "
                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); nothing was "
@@ -105,7 +112,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
            encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
            dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
            field_map: dict[str, str] | None = None, job_id: str | None = None,
-           coverage: bool | None = None) -> IngestResult:
+           coverage: bool | None = None, direct: bool = True) -> IngestResult:
     """Load one delivered file as a new version of ``layer`` (see module docstring).
 
     Raises InvalidInput (refused input, exit code 2) with the quality report in ``details``."""
@@ -203,13 +210,20 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
         dropped = drop_leftover_staging(conn)
         if dropped:
             report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
+        # a big first load goes straight into the layer table (DirectLoad), everything else via staging
+        dl: DirectLoad | None = None
+        if direct and _direct_candidate(spec, mode, dry_run, coverage, total_features):
+            dl = DirectLoad(conn, spec, job)
+            if not dl.begin():
+                dl = None
         stg = Staging(conn, spec, staging_name(layer, job))
-        stg.create()
+        if dl is None:
+            stg.create()
         try:
             done = 0
             writing = True
             staged_keys: list[pa.Array] = []
-            with stg.copy() as cp:
+            with (dl or stg).copy() as cp:
                 try:
                     with dbf.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
                                         columns=source_cols, batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
@@ -245,16 +259,20 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                     raise InvalidInput(f"{path.name}: reading failed after {done} features: "
                                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
                                        parameter="path", details={"report": report.as_dict()}) from None
-            conn.commit()
+            if dl is None:
+                conn.commit()
             if sniffer is not None:
                 report.encoding = sniffer.encoding or "ASCII"
             report.checks["geometry_types"] = norm.type_counts
             _whole_file_crs_check(report, norm, src_crs, info, path)
             if report.error_count and on_error == "reject":
                 _refuse(report, path)
-            stg.analyze()
+            if dl is None:
+                stg.analyze()
             if _keys_unique(staged_keys, report.rows_loaded):
                 dups, examples = 0, []  # the common case, decided in memory without a GROUP BY in SQL
+            elif dl is not None:
+                raise RedoWithStaging()
             else:
                 dups, examples = stg.duplicate_keys()
             for key, count, rows_ in examples:
@@ -273,7 +291,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                     report.add_count("unknown_key", n_unknown - len(unk))
                 if n_unknown and on_error == "reject":
                     _refuse(report, path)
-            if mode == "append":
+            if mode == "append" and dl is None:  # a direct load is a first load: no key exists yet
                 n_exist, ex = stg.existing_keys()
                 for k in ex:
                     report.add("existing_key", None, k, f"key {k!r} is already a current feature")
@@ -290,6 +308,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
             run_coverage = spec.coverage and mode == "replace" and (
                 coverage if coverage is not None else report.rows_loaded <= COVERAGE_AUTO_LIMIT)
+            if run_coverage and dl is not None:
+                raise RedoWithStaging()
             if run_coverage:
                 cov = stg.coverage()
                 report.checks["coverage"] = cov
@@ -314,14 +334,30 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                                             _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
                 return report.as_dict()
 
-            committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row={
-                "source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
-                "created_by": user, "report": report.as_dict()})
+            version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
+                           "created_by": user, "report": report.as_dict()}
+            if dl is not None:
+                committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert)
+            else:
+                committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row=version_row)
         finally:
-            stg.drop()
+            if dl is not None:
+                dl.abort()
+            else:
+                stg.drop()
     return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
                         committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
                         report=report.as_dict())
+
+
+def _direct_candidate(spec, mode: str, dry_run: bool, coverage: bool | None, total_features: int | None) -> bool:
+    """Whether a load may go straight into the layer table (if it turns out to be the first):
+    a big file, a mode that only adds rows, and no coverage check to run on staging."""
+    if dry_run or mode == "delete" or total_features is None or total_features < DIRECT_MIN_ROWS:
+        return False
+    if spec.coverage and mode == "replace":
+        return coverage is False or (coverage is None and total_features > COVERAGE_AUTO_LIMIT)
+    return True
 
 
 def _keys_unique(keys: list[pa.Array], rows: int) -> bool:

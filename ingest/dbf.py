@@ -62,7 +62,9 @@ class DbfTable:
         self.codec = codec
         self.fields = fields
         self.n_records = n_records
-        self.records = np.memmap(path, dtype=np.uint8, mode="r", offset=header_len, shape=(n_records, record_len))
+        self.path = path
+        self.header_len = header_len
+        self.record_len = record_len
 
     @classmethod
     def open(cls, path: Path, encoding: str, columns: list[str], expected_records: int | None) -> DbfTable | None:
@@ -111,12 +113,25 @@ class DbfTable:
         """The wanted columns of the records ``fids`` (0-based record numbers)."""
         if len(fids) and (fids.min() < 0 or fids.max() >= self.n_records):
             raise ValueError("feature ids beyond the .dbf's records")
-        recs = self.records[fids]
+        recs = self._records(fids)
         out = {}
         for name, f in self.fields.items():
             raw = np.ascontiguousarray(recs[:, f.offset:f.offset + f.width])
             out[name] = self._text(raw) if f.type == "C" else _number(raw, f)
         return out
+
+    def _records(self, fids: np.ndarray) -> np.ndarray:
+        """The records of ``fids``, read as one span (GDAL returns them in file order); plain
+        reads rather than a memory map so the process's resident size stays at one batch."""
+        if len(fids) == 0:
+            return np.zeros((0, self.record_len), dtype=np.uint8)
+        lo, hi = int(fids.min()), int(fids.max()) + 1
+        with self.path.open("rb") as fh:
+            fh.seek(self.header_len + lo * self.record_len)
+            span = np.frombuffer(fh.read((hi - lo) * self.record_len), dtype=np.uint8)
+        if len(span) != (hi - lo) * self.record_len:
+            raise ValueError(f"{self.path.name}: records {lo}..{hi - 1} are beyond the end of the file")
+        return span.reshape(hi - lo, self.record_len)[fids - lo]
 
     def _text(self, raw: np.ndarray) -> pa.Array:
         n, w = raw.shape

@@ -310,14 +310,18 @@ class DirectLoad:
                 cp.write(TRAILER)
         return _cm()
 
-    def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None) -> CommitResult:
-        """Rebuild the indexes and commit the version (the rows are in place already)."""
+    def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None,
+               extent: list[float] | None = None) -> CommitResult:
+        """Rebuild the indexes and commit the version (the rows are in place already).
+
+        ``extent``: the loaded rows' bounds as the normaliser computed them from the very
+        coordinates it wrote (what ``ST_Extent`` over the table returns), saving a table scan."""
         conn, spec = self.conn, self.spec
         if measure_column(spec):
             conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(table_ident(spec)))
             conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
         ensure_layer_table(conn, spec)
-        extent = _current_extent(conn, spec)
+        extent = [float(v) for v in extent] if extent is not None and rows else _current_extent(conn, spec)
         if after_insert is not None:
             version_row = {**version_row, "report": after_insert(conn, self.version)}
         insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=rows, added=rows,

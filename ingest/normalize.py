@@ -203,6 +203,8 @@ class BatchNormalizer:
         self.type_counts: dict[str, int] = {}
         self.rows_outside = 0
         self.rows_with_geom = 0
+        #: bounds (EPSG:4490) of every row returned so far, or None
+        self.extent: list[float] | None = None
         #: keys of the rows the last :meth:`process` returned (duplicate check without SQL)
         self.last_keys: pa.Array = pa.array([], pa.string())
 
@@ -258,7 +260,7 @@ class BatchNormalizer:
             def key_of(i: int) -> str | None:
                 return keys_list[i]
 
-        idx, geom_bad, ewkb4490, ewkb3857 = self._geometry(_as_list(wkb), key_of, bad, row_numbers)
+        idx, geom_bad, ewkb4490, ewkb3857, bounds = self._geometry(_as_list(wkb), key_of, bad, row_numbers)
 
         if fast is not None:  # no attribute problems: every row with a usable geometry loads
             take = np.arange(len(idx))
@@ -284,6 +286,11 @@ class BatchNormalizer:
         geom_field = encode_field(g4490)
         hashes = md5_hex(join_fields([attrs_joined, geom_field]))
         self.last_keys = keys_arrow.take(ridx)
+        bt = bounds[take]
+        if len(bt):
+            lo, hi = bt[:, :2].min(axis=0), bt[:, 2:].max(axis=0)
+            e = self.extent
+            self.extent = [*np.minimum(lo, e[:2]), *np.maximum(hi, e[2:])] if e else [*lo, *hi]
         fields = [encode_field(pa.array(rows_idx + first, pa.int64())), encode_field(self.last_keys),
                   encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
         return fields, m, int(bad.sum())
@@ -372,7 +379,7 @@ class BatchNormalizer:
         return values, keys
 
     def _geometry(self, wkb: list, key_of: Callable[[int], str | None], bad: np.ndarray, row_numbers: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray]:
         """Parse, check, repair, promote and reproject the batch's geometries (vectorised).
 
         Returns the indices of the rows with a usable geometry, the per-row "geometry unusable"
@@ -459,10 +466,10 @@ class BatchNormalizer:
             ewkb3857 = pa.array(shapely.to_wkb(g3857), pa.binary())
         else:
             ewkb4490 = ewkb3857 = pa.array([], pa.binary())
-        return idx, geom_bad, ewkb4490, ewkb3857
+        return idx, geom_bad, ewkb4490, ewkb3857, shapely.bounds(g).reshape(-1, 4)
 
     def _polygons_fast(self, geoms: np.ndarray, key_of: Callable[[int], str | None], row_numbers: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array] | None:
+                       ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray] | None:
         """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays and
         write both WKBs from them (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work.
         None (before reporting anything) when a coordinate is unusable: the general path reports it."""
@@ -501,7 +508,7 @@ class BatchNormalizer:
                                 f"lie outside the source CRS's area of use")
         x3, y3 = self.to_3857.transform(x, y)
         return (np.arange(n), np.zeros(n, dtype=bool), layout.wkb(x, y),
-                layout.wkb(np.asarray(x3), np.asarray(y3)))
+                layout.wkb(np.asarray(x3), np.asarray(y3)), b)
 
 
 def _as_list(v: Any) -> list:

@@ -337,7 +337,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
                            "created_by": user, "report": report.as_dict()}
             if dl is not None:
-                committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert)
+                committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert,
+                                      extent=norm.extent if spec.geometry != "MultiPoint" else None)
             else:
                 committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row=version_row)
         finally:

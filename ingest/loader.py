@@ -246,6 +246,15 @@ class DirectLoad:
         return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857"]
 
     @property
+    def deviation_table(self) -> sql.Identifier | None:
+        """Temporary table of the rows whose stated area deviates (filled by the load trigger),
+        so the stated-area check reads those instead of scanning the whole layer; None when the
+        layer states no area."""
+        if measure_column(self.spec) != "_area_m2" or not self.spec.stated_area_field:
+            return None
+        return sql.Identifier(f"area_dev_{self.job[:12]}")
+
+    @property
     def _trigger_fn(self) -> sql.Identifier:
         return sql.Identifier(STAGING, f"measure_{self.job[:12]}")
 
@@ -264,10 +273,20 @@ class DirectLoad:
         measure = measure_column(spec)
         if measure:
             fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
+            check = sql.SQL("")
+            if self.deviation_table is not None:  # the stated-area check's candidates, kept as the rows go in
+                field = sql.Identifier(spec.stated_area_field)
+                conn.execute(sql.SQL("CREATE TEMP TABLE {t} ON COMMIT DROP AS SELECT _key, {f}, _area_m2 FROM {d} "
+                                     "WITH NO DATA").format(t=self.deviation_table, f=field, d=data))
+                stated = sql.SQL("NEW.{f}::float8 * {k}").format(f=field, k=sql.Literal(_area_factor(spec)))
+                check = sql.SQL(
+                    " IF NEW.{f} IS NOT NULL AND NEW.{f} > 0 AND abs(NEW._area_m2 - {s}) > {tol} * {s} THEN "
+                    "INSERT INTO {t} (_key, {f}, _area_m2) VALUES (NEW._key, NEW.{f}, NEW._area_m2); END IF;"
+                ).format(f=field, s=stated, tol=sql.Literal(AREA_TOLERANCE), t=self.deviation_table)
             conn.execute(sql.SQL(
                 "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography); RETURN NEW; END$$").format(
-                    f=self._trigger_fn, m=sql.Identifier(measure), fn=fn))
+                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography);{check} RETURN NEW; END$$").format(
+                    f=self._trigger_fn, m=sql.Identifier(measure), fn=fn, check=check))
             conn.execute(sql.SQL("CREATE TRIGGER geobase_measure BEFORE INSERT ON {} FOR EACH ROW "
                                  "EXECUTE FUNCTION {}()").format(data, self._trigger_fn))
         return True
@@ -355,6 +374,11 @@ def _current_extent(conn: psycopg.Connection, spec: LayerSpec) -> list[float] | 
     return [float(x) for x in ext] if ext and ext[0] is not None else None
 
 
+def _area_factor(spec: LayerSpec) -> float:
+    """m² per unit of the stated area field."""
+    return 10_000.0 if spec.stated_area_unit == "ha" else 1.0
+
+
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
                    area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
                    ) -> tuple[int, list[dict]]:
@@ -363,7 +387,7 @@ def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composa
     field = spec.stated_area_field
     if not field or spec.geometry != "MultiPolygon":
         return 0, []
-    factor = 10_000.0 if spec.stated_area_unit == "ha" else 1.0
+    factor = _area_factor(spec)
     q = sql.SQL("""
         WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
                    FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)

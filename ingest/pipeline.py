@@ -330,8 +330,11 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
                 from geobase.storage import table_ident
 
-                record_area(*area_deviation(conn_, spec, table_ident(spec),
-                                            _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
+                if dl is not None and dl.deviation_table is not None:  # candidates kept by the load trigger
+                    record_area(*area_deviation(conn_, spec, dl.deviation_table, _sql.SQL("true"), _sql.SQL("_area_m2")))
+                else:
+                    record_area(*area_deviation(conn_, spec, table_ident(spec),
+                                                _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
                 return report.as_dict()
 
             version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,

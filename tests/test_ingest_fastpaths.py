@@ -125,6 +125,7 @@ def test_direct_first_load_equals_staging_load(new_db, tmp_path, monkeypatch):
     assert (a.version, a.rows_total, a.added, a.extent) == (b.version, b.rows_total, b.added, b.extent)
     for k in ("errors", "warnings", "samples", "checks", "rows_read", "rows_loaded", "encoding"):
         assert a.report[k] == b.report[k], k
+    assert b.report["checks"]["area"]["deviating"] > 0  # the stated-area check found the same rows
     assert query(staged, ROWS) == query(direct, ROWS)
     idx = "SELECT indexname FROM pg_indexes WHERE schemaname = 'data' AND tablename = 'land_use' ORDER BY 1"
     assert query(staged, idx) == query(direct, idx)

@@ -132,7 +132,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
         return ingest_raster(settings, spec, path, crs=crs, dry_run=dry_run, user=user)
 
     src = resolve(path, source_layer=source_layer, preferred_layers=spec.source_layers)
-    checksum = sha256_files(src.files)
+    # the checksum is only needed at the end: hashed in a thread (hashlib releases the GIL) while loading
+    checksum_job = _in_thread(sha256_files, src.files)
     report = QualityReport(source=path.name, driver=src.driver, source_layer=src.layer, on_error=on_error)
 
     # -- encoding ------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             report.rows_skipped = report.rows_read - report.rows_loaded
             if dry_run:
                 record_area(*stg.area_deviation())
-                return IngestResult(layer, None, mode, path.name, checksum, rows_total=report.rows_loaded,
+                return IngestResult(layer, None, mode, path.name, checksum_job(), rows_total=report.rows_loaded,
                                     dry_run=True, seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
 
             def after_insert(conn_, v: int) -> dict:
@@ -337,6 +338,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                                                 _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
                 return report.as_dict()
 
+            checksum = checksum_job()
             version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
                            "created_by": user, "report": report.as_dict()}
             if dl is not None:
@@ -352,6 +354,29 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
     return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
                         committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
                         report=report.as_dict())
+
+
+def _in_thread(fn, *args):
+    """Start ``fn(*args)`` in a daemon thread; returns a function that waits for its result."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller of the result
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="ingest-checksum", daemon=True)
+    t.start()
+
+    def result():
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+    return result
 
 
 def _direct_candidate(spec, mode: str, dry_run: bool, coverage: bool | None, total_features: int | None) -> bool:

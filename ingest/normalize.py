@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import shapely
 from geobase.ingest.copybin import arrow_type, encode_field, join_fields, md5_hex
 from geobase.ingest.encoding import EncodingSniffer
-from geobase.ingest.wkb import multipolygon_layout
+from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from geobase.ingest.report import QualityReport
 from pyproj import CRS, Transformer
 
@@ -260,7 +260,7 @@ class BatchNormalizer:
             def key_of(i: int) -> str | None:
                 return keys_list[i]
 
-        idx, geom_bad, ewkb4490, ewkb3857, bounds = self._geometry(_as_list(wkb), key_of, bad, row_numbers)
+        idx, geom_bad, ewkb4490, ewkb3857, bounds = self._geometry(wkb, key_of, bad, row_numbers)
 
         if fast is not None:  # no attribute problems: every row with a usable geometry loads
             take = np.arange(len(idx))
@@ -378,13 +378,15 @@ class BatchNormalizer:
                 keys[i] = "|".join(str(p) for p in parts)
         return values, keys
 
-    def _geometry(self, wkb: list, key_of: Callable[[int], str | None], bad: np.ndarray, row_numbers: np.ndarray
+    def _geometry(self, wkb: pa.Array | list, key_of: Callable[[int], str | None], bad: np.ndarray, row_numbers: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray]:
         """Parse, check, repair, promote and reproject the batch's geometries (vectorised).
 
         Returns the indices of the rows with a usable geometry, the per-row "geometry unusable"
         flags, and the EWKB (with SRID) in EPSG:4490 and EPSG:3857 of the usable rows."""
-        geoms = shapely.from_wkb(np.asarray(wkb, dtype=object), on_invalid="ignore")
+        raw = wkb if isinstance(wkb, pa.Array) else None
+        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False) if raw is not None
+                                 else np.asarray(wkb, dtype=object), on_invalid="ignore")
         has_z = shapely.has_z(geoms)
         if has_z.any():  # Polygon Z from KML/CAD: storage is 2D
             geoms[has_z] = shapely.force_2d(geoms[has_z])
@@ -403,7 +405,7 @@ class BatchNormalizer:
         invalid = present & ~shapely.is_valid(geoms)
         if (self.geometry == "MultiPolygon" and not missing.any() and not invalid.any() and not has_z.any()
                 and np.isin(types, (POLY, MPOLY)).all()):
-            fast = self._polygons_fast(geoms, key_of, row_numbers)
+            fast = self._polygons_fast(geoms, key_of, row_numbers, raw)
             if fast is not None:
                 return fast
         if invalid.any():
@@ -468,13 +470,19 @@ class BatchNormalizer:
             ewkb4490 = ewkb3857 = pa.array([], pa.binary())
         return idx, geom_bad, ewkb4490, ewkb3857, shapely.bounds(g).reshape(-1, 4)
 
-    def _polygons_fast(self, geoms: np.ndarray, key_of: Callable[[int], str | None], row_numbers: np.ndarray
+    def _polygons_fast(self, geoms: np.ndarray, key_of: Callable[[int], str | None], row_numbers: np.ndarray,
+                       raw: pa.Array | None = None
                        ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray] | None:
         """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays and
         write both WKBs from them (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work.
         None (before reporting anything) when a coordinate is unusable: the general path reports it."""
         n = len(geoms)
-        gtype, coords, offs = shapely.to_ragged_array(geoms)
+        simple = single_ring_polygons(raw) if raw is not None else None
+        if simple is not None:  # the delivered WKB itself: no need to walk the GEOS objects
+            coords, ring_off = simple
+            gtype, offs = shapely.GeometryType.POLYGON, (ring_off, np.arange(n + 1))
+        else:
+            gtype, coords, offs = shapely.to_ragged_array(geoms)
         if gtype == shapely.GeometryType.POLYGON:
             ring_off, poly_off, geom_off = offs[0], offs[1], np.arange(n + 1)
         elif gtype == shapely.GeometryType.MULTIPOLYGON:

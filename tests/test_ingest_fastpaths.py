@@ -162,3 +162,17 @@ def test_direct_load_with_duplicate_keys_reports_them_via_staging(new_db, tmp_pa
     assert res.rows_total == 29 and res.report["errors"]["duplicate_key"] == 1
     assert res.report["samples"]["duplicate_key"][0]["row"] == 4
     assert any("kept the first" in n for n in res.report["notes"])
+
+
+def test_single_ring_wkb_parser_matches_shapely():
+    from geobase.ingest.wkb import single_ring_polygons
+
+    geoms = [box(i, 0, i + 1, 1 + i / 7) for i in range(20)]
+    wkb = pa.array(list(shapely.to_wkb(np.array(geoms, dtype=object))), pa.binary()).slice(3, 12)
+    coords, ring_off = single_ring_polygons(wkb)
+    _t, ref, offs = shapely.to_ragged_array(np.array(geoms[3:15], dtype=object))
+    assert np.array_equal(coords, ref) and np.array_equal(ring_off, offs[0])
+    holed = shapely.from_wkt("POLYGON((0 0,4 0,4 4,0 4,0 0),(1 1,2 1,2 2,1 1))")
+    assert single_ring_polygons(pa.array([shapely.to_wkb(holed)], pa.binary())) is None
+    assert single_ring_polygons(pa.array([shapely.to_wkb(shapely.multipolygons([box(0, 0, 1, 1)]))],
+                                         pa.binary())) is None

@@ -360,10 +360,13 @@ class DirectLoad:
 
 
 def _drop_secondary_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
-    """Bulk loads into an empty table build the indexes once, after the rows."""
+    """Bulk loads into an empty table build the indexes once, after the rows. An index of
+    retired rows only (``WHERE _vto IS NOT NULL``) stays: no loaded row enters it, and
+    rebuilding it would scan the whole table for nothing."""
     for (idx,) in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
-            "AND indexname NOT LIKE %s", (DATA_SCHEMA, spec.name, "%_pkey")).fetchall():
+            "AND indexname NOT LIKE %s AND indexdef NOT LIKE %s",
+            (DATA_SCHEMA, spec.name, "%_pkey", "%WHERE (_vto IS NOT NULL)")).fetchall():
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
 
 

@@ -22,7 +22,7 @@ class MultiPolygonLayout:
     """Byte layout of a batch of MultiPolygons: where each header, ring and coordinate goes."""
 
     header: np.ndarray  # uint8 buffer with every header and count filled in, coordinates zero
-    coord_dest: np.ndarray  # (N, 16) byte positions of each coordinate pair
+    coord_pos: np.ndarray  # byte position of each coordinate pair
     offsets: np.ndarray  # int32 start of each geometry + total length
 
     def wkb(self, x: np.ndarray, y: np.ndarray) -> pa.Array:
@@ -31,15 +31,20 @@ class MultiPolygonLayout:
         xy = np.empty((len(x), 2), dtype="<f8")
         xy[:, 0] = x
         xy[:, 1] = y
-        buf[self.coord_dest] = xy.view(np.uint8).reshape(-1, 16)
+        _at(buf, "V16")[self.coord_pos] = xy.view("V16").ravel()
         return pa.BinaryArray.from_buffers(pa.binary(), len(self.offsets) - 1,
                                            [None, pa.py_buffer(self.offsets), pa.py_buffer(buf)])
 
 
+def _at(buf: np.ndarray, dtype: str) -> np.ndarray:
+    """A view of ``buf`` with an item of ``dtype`` starting at every byte (unaligned writes and
+    reads of whole values at arbitrary byte positions with one fancy index)."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray(shape=(max(len(buf) - size + 1, 0),), dtype=dtype, buffer=buf, strides=(1,))
+
+
 def _put_u32(buf: np.ndarray, pos: np.ndarray, values: np.ndarray | int) -> None:
-    b = np.broadcast_to(np.asarray(values, dtype="<u4"), pos.shape).astype("<u4").view(np.uint8).reshape(-1, 4)
-    for k in range(4):
-        buf[pos + k] = b[:, k]
+    _at(buf, "<u4")[pos] = values
 
 
 def multipolygon_layout(ring_off: np.ndarray, poly_off: np.ndarray, geom_off: np.ndarray) -> MultiPolygonLayout | None:
@@ -72,15 +77,13 @@ def multipolygon_layout(ring_off: np.ndarray, poly_off: np.ndarray, geom_off: np
     _put_u32(buf, poly_start + 5, rings_per_poly)
     _put_u32(buf, ring_start, nring_pts)
     n = int(ring_off[-1])
-    base = np.repeat(ring_start + 4 - 16 * ring_off[:-1].astype(np.int64), nring_pts) + 16 * np.arange(n)
-    coord_dest = base[:, None] + np.arange(16)
+    coord_pos = np.repeat(ring_start + 4 - 16 * ring_off[:-1].astype(np.int64), nring_pts) + 16 * np.arange(n)
     offsets = np.append(geom_start, total).astype(np.int32)
-    return MultiPolygonLayout(buf, coord_dest, offsets)
+    return MultiPolygonLayout(buf, coord_pos, offsets)
 
 
 def _u32(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return (data[pos].astype(np.uint32) | data[pos + 1].astype(np.uint32) << 8
-            | data[pos + 2].astype(np.uint32) << 16 | data[pos + 3].astype(np.uint32) << 24)
+    return _at(data, "<u4")[pos]
 
 
 def single_ring_polygons(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
@@ -107,6 +110,5 @@ def single_ring_polygons(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     np.cumsum(npts, out=ring_off[1:])
     k = np.arange(ring_off[-1], dtype=np.int64) - np.repeat(ring_off[:-1], npts)
     pos = np.repeat(starts + 13, npts) + 16 * k
-    windows = np.lib.stride_tricks.sliding_window_view(data, 16)
-    coords = np.ascontiguousarray(windows[pos]).view("<f8").reshape(-1, 2)
+    coords = _at(data, "V16")[pos].view("<f8").reshape(-1, 2)
     return coords, ring_off

@@ -1,10 +1,13 @@
 """Turn a batch of delivered features into rows of the layer: mapped, typed, checked, repaired,
 promoted to multi-geometries and reprojected to CGCS2000 (EPSG:4490) plus Web Mercator.
 
-Geometry work is vectorised over the whole batch (shapely 2 / pyproj on coordinate arrays); the
-per-row Python loop only handles attribute typing and code lists. Each problem is recorded in the
-quality report with the row number and feature key; the row is marked bad so the policy
-(reject / skip / keep) can decide.
+Everything is vectorised over the whole batch, because per-row Python was the ingest's cost:
+attributes are converted and checked with arrow kernels, geometries with shapely 2 / pyproj on
+coordinate arrays, and a clean batch of polygons is reprojected and written as WKB straight from
+its coordinate arrays (:mod:`geobase.ingest.wkb`); rows leave as binary-COPY field encodings
+(:mod:`geobase.ingest.copybin`). A batch with an attribute problem takes the row-by-row path,
+which records each problem in the quality report with the row number and feature key; the row
+is marked bad so the policy (reject / skip / keep) can decide.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import pyarrow.compute as pc
 import shapely
 from geobase.ingest.copybin import arrow_type, encode_field, join_fields, md5_hex
 from geobase.ingest.encoding import EncodingSniffer
-from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from geobase.ingest.report import QualityReport
+from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from pyproj import CRS, Transformer
 
 from geobase.errors import InvalidInput

@@ -4,8 +4,13 @@
     repair, promote, reproject) -> COPY into staging -> SQL checks (duplicate keys, areas,
     coverage) -> policy -> ONE transaction: retire / insert / version row / current_version
 
+A big first load (the layer table has never held a row) skips staging: it COPYs straight into
+the layer table inside the one transaction that commits the version (``DirectLoad``).
+
 Memory stays bounded by the batch size whatever the file size: GDAL streams arrow record
-batches (``pyogrio.open_arrow``), each batch is normalised and COPYed before the next is read.
+batches (``pyogrio.open_arrow``; a plain Shapefile's attributes come from its .dbf via
+:mod:`geobase.ingest.dbf`), read in a background thread; each batch is normalised and COPYed
+before the next is read. The source checksum is hashed in another thread meanwhile.
 """
 
 from __future__ import annotations

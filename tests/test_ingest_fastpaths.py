@@ -56,7 +56,7 @@ def test_dbf_reader_matches_gdal(tmp_path):
     shp = write_shp(gdf, tmp_path / "a", cpg=True)
     # a blank and a '*'-filled number, as other writers leave them
     raw = bytearray(shp.with_suffix(".dbf").read_bytes())
-    n, hlen, rlen = struct.unpack("<IHH", raw[4:12])
+    _n, hlen, rlen = struct.unpack("<IHH", raw[4:12])
     fields, off = {}, 1
     for i in range(32, hlen - 1, 32):
         if raw[i] == 0x0D:

@@ -139,6 +139,8 @@ class DbfTable:
             return pa.array([], pa.string())
         if (raw == 0).any() or (raw == _NL).any():  # C-string semantics or line breaks: value by value
             return pa.array([_c_string(bytes(r), self.codec) for r in raw], pa.string())
+        raw = _narrow(raw)
+        w = raw.shape[1]
         length = _trimmed_length(raw)
         ascii_only = not (raw >= 0x80).any()
         if ascii_only or self.codec == "utf-8":
@@ -176,9 +178,17 @@ class DbfTable:
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[data != _NL].tobytes()))
 
 
+def _narrow(raw: np.ndarray) -> np.ndarray:
+    """The columns up to the last one any value uses (wide remark fields are mostly blank)."""
+    used = np.flatnonzero((raw != _SPACE).any(axis=0))
+    return raw[:, :used[-1] + 1] if len(used) else raw[:, :0]
+
+
 def _trimmed_length(raw: np.ndarray) -> np.ndarray:
     """Length of each fixed-width value without its trailing blanks."""
     w = raw.shape[1]
+    if w == 0:
+        return np.zeros(len(raw), dtype=np.int32)
     nonblank = raw != _SPACE
     last = w - np.argmax(nonblank[:, ::-1], axis=1)
     return np.where(nonblank.any(axis=1), last, 0).astype(np.int32)

@@ -16,6 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -80,16 +81,33 @@ class Staging:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
         cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
+        measure = measure_column(self.spec)
+        if measure:  # computed by the COPY backend while Python reads the next batch, not at commit
+            fn = "ST_Area" if measure == "_area_m2" else "ST_Length"
+            cols.append(sql.SQL("{} double precision GENERATED ALWAYS AS ({}(geom::geography)) STORED").format(
+                sql.Identifier(measure), sql.SQL(fn)))
         self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
         self.conn.commit()
 
     def copy(self):
-        """A binary COPY: rows are (row, key, hash, attrs..., EWKB 4490, EWKB 3857)."""
+        """A binary COPY fed a batch at a time: ``write(fields, ncols)`` sends the batch's
+        pre-encoded rows (see :mod:`geobase.ingest.copybin`) as one block, no per-row Python."""
         from contextlib import contextmanager
+
+        from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
 
         stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             self.ident, sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        types = ["int8", "text", "text", *[a.pg_type for a in self.spec.attributes], "bytea", "bytea"]
+        ncols = len(self.columns)
+
+        class _Writer:
+            def __init__(self, cp):
+                self.cp = cp
+
+            def write(self, fields) -> None:
+                payload = rows_payload(fields, ncols)
+                if payload:
+                    self.cp.write(payload)
 
         @contextmanager
         def _cm():
@@ -97,8 +115,9 @@ class Staging:
 
             cur = self.conn.cursor()  # the queued writer sends data to the server from its own thread
             with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
-                cp.set_types(types)
-                yield cp
+                cp.write(SIGNATURE)
+                yield _Writer(cp)
+                cp.write(TRAILER)
         return _cm()
 
     def drop(self) -> None:
@@ -136,7 +155,7 @@ class Staging:
 
     def area_deviation(self, tolerance: float = AREA_TOLERANCE, limit: int = 20) -> tuple[int, list[dict]]:
         """Stated vs ellipsoidal area on the staged rows (dry runs; real runs check after the insert)."""
-        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("ST_Area(geom::geography)"),
+        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("_area_m2"),
                               tolerance, limit)
 
     def coverage(self, limit: int = 20) -> dict:
@@ -198,6 +217,171 @@ class Staging:
         return len(rows), [r[0] for r in rows[:20]]
 
 
+class RedoWithStaging(Exception):
+    """A first load straight into the layer table met a case only the staging path handles
+    (duplicate keys to report, a coverage check to run): roll back and load again via staging."""
+
+
+@dataclass
+class DirectLoad:
+    """The first load of a layer (its table has never held a row), COPYed straight into the
+    versioned table inside the transaction that commits the version.
+
+    Why: staging + ``INSERT ... SELECT`` writes every row twice; for a first load there is
+    nothing to diff against, so the rows can go where they end up. Atomicity is the
+    transaction's: the layer's advisory lock is taken first, the table's secondary indexes are
+    dropped (rebuilt once at the end) and a kill, a refusal or a lost connection rolls all of it
+    back. The measure column is filled by a trigger that lives only inside the transaction with
+    the same ``ST_Area/ST_Length(geom::geography)`` as every other path. Readers of the (empty)
+    layer wait for the commit instead of seeing an empty table for the duration of the load."""
+
+    conn: psycopg.Connection
+    spec: LayerSpec
+    job: str
+    version: int = 0
+    finished: bool = False
+
+    @property
+    def columns(self) -> list[str]:
+        return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857"]
+
+    @property
+    def deviation_table(self) -> sql.Identifier | None:
+        """Temporary table of the rows whose stated area deviates (filled by the load trigger),
+        so the stated-area check reads those instead of scanning the whole layer; None when the
+        layer states no area."""
+        if measure_column(self.spec) != "_area_m2" or not self.spec.stated_area_field:
+            return None
+        return sql.Identifier(f"area_dev_{self.job[:12]}")
+
+    @property
+    def _trigger_fn(self) -> sql.Identifier:
+        return sql.Identifier(STAGING, f"measure_{self.job[:12]}")
+
+    def begin(self) -> bool:
+        """Open the version's transaction on an empty layer table; False (nothing held, nothing
+        changed) when the table has rows, so the caller uses staging."""
+        conn, spec = self.conn, self.spec
+        conn.commit()
+        lock_layer(conn, spec.name)
+        data = table_ident(spec)
+        if not conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]:
+            conn.rollback()
+            return False
+        self.version = next_version(conn, spec.name)
+        _drop_secondary_indexes(conn, spec)
+        measure = measure_column(spec)
+        if measure:
+            fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
+            check = sql.SQL("")
+            if self.deviation_table is not None:  # the stated-area check's candidates, kept as the rows go in
+                field = sql.Identifier(spec.stated_area_field)
+                conn.execute(sql.SQL("CREATE TEMP TABLE {t} ON COMMIT DROP AS SELECT _key, {f}, _area_m2 FROM {d} "
+                                     "WITH NO DATA").format(t=self.deviation_table, f=field, d=data))
+                stated = sql.SQL("NEW.{f}::float8 * {k}").format(f=field, k=sql.Literal(_area_factor(spec)))
+                check = sql.SQL(
+                    " IF NEW.{f} IS NOT NULL AND NEW.{f} > 0 AND abs(NEW._area_m2 - {s}) > {tol} * {s} THEN "
+                    "INSERT INTO {t} (_key, {f}, _area_m2) VALUES (NEW._key, NEW.{f}, NEW._area_m2); END IF;"
+                ).format(f=field, s=stated, tol=sql.Literal(AREA_TOLERANCE), t=self.deviation_table)
+            conn.execute(sql.SQL(
+                "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography);{check} RETURN NEW; END$$").format(
+                    f=self._trigger_fn, m=sql.Identifier(measure), fn=fn, check=check))
+            conn.execute(sql.SQL("CREATE TRIGGER geobase_measure BEFORE INSERT ON {} FOR EACH ROW "
+                                 "EXECUTE FUNCTION {}()").format(data, self._trigger_fn))
+        return True
+
+    def copy(self):
+        """Binary COPY into the layer table; ``write(fields)`` takes the staging-order fields of
+        :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857)."""
+        from contextlib import contextmanager
+
+        from geobase.ingest.copybin import SIGNATURE, TRAILER, encode_field, rows_payload
+
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table_ident(self.spec), sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        ncols = len(self.columns)
+        import pyarrow as pa
+
+        version = self.version
+
+        class _Writer:
+            def __init__(self, cp):
+                self.cp = cp
+
+            def write(self, fields) -> None:
+                if not fields:
+                    return
+                _row, key, hsh, *rest = fields
+                vfrom = encode_field(pa.array(np.full(len(key), version, dtype=np.int32)))
+                payload = rows_payload([key, hsh, vfrom, *rest], ncols)
+                if payload:
+                    self.cp.write(payload)
+
+        @contextmanager
+        def _cm():
+            from psycopg.copy import QueuedLibpqWriter
+
+            cur = self.conn.cursor()
+            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
+                cp.write(SIGNATURE)
+                yield _Writer(cp)
+                cp.write(TRAILER)
+        return _cm()
+
+    def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None,
+               extent: list[float] | None = None) -> CommitResult:
+        """Rebuild the indexes and commit the version (the rows are in place already).
+
+        ``extent``: the loaded rows' bounds as the normaliser computed them from the very
+        coordinates it wrote (what ``ST_Extent`` over the table returns), saving a table scan."""
+        conn, spec = self.conn, self.spec
+        if measure_column(spec):
+            conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(table_ident(spec)))
+            conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
+        ensure_layer_table(conn, spec)
+        extent = [float(v) for v in extent] if extent is not None and rows else _current_extent(conn, spec)
+        if after_insert is not None:
+            version_row = {**version_row, "report": after_insert(conn, self.version)}
+        insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=rows, added=rows,
+                           removed=0, changed=0, extent=extent, **version_row)
+        conn.commit()
+        self.finished = True
+        return CommitResult(self.version, rows, rows, 0, 0, extent)
+
+    def abort(self) -> None:
+        """Roll back everything of this load (a no-op after :meth:`finish`)."""
+        if self.finished:
+            return
+        try:
+            self.conn.rollback()
+        except psycopg.Error:
+            pass  # a dead connection: the server rolled back already
+
+
+def _drop_secondary_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """Bulk loads into an empty table build the indexes once, after the rows. An index of
+    retired rows only (``WHERE _vto IS NOT NULL``) stays: no loaded row enters it, and
+    rebuilding it would scan the whole table for nothing."""
+    for (idx,) in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+            "AND indexname NOT LIKE %s AND indexdef NOT LIKE %s",
+            (DATA_SCHEMA, spec.name, "%_pkey", "%WHERE (_vto IS NOT NULL)")).fetchall():
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+
+
+def _current_extent(conn: psycopg.Connection, spec: LayerSpec) -> list[float] | None:
+    ext = conn.execute(sql.SQL(
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
+        "WHERE _vto IS NULL) x").format(table_ident(spec))).fetchone()
+    return [float(x) for x in ext] if ext and ext[0] is not None else None
+
+
+def _area_factor(spec: LayerSpec) -> float:
+    """m² per unit of the stated area field."""
+    return 10_000.0 if spec.stated_area_unit == "ha" else 1.0
+
+
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
                    area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
                    ) -> tuple[int, list[dict]]:
@@ -206,7 +390,7 @@ def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composa
     field = spec.stated_area_field
     if not field or spec.geometry != "MultiPolygon":
         return 0, []
-    factor = 10_000.0 if spec.stated_area_unit == "ha" else 1.0
+    factor = _area_factor(spec)
     q = sql.SQL("""
         WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
                    FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)
@@ -272,17 +456,13 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         first_load = mode != "delete" and conn.execute(
             sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]
         if first_load:  # bulk load into an empty table: build the indexes once, after the rows
-            for (idx,) in conn.execute(
-                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
-                    "AND indexname NOT LIKE %s", (DATA_SCHEMA, spec.name, "%_pkey")).fetchall():
-                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+            _drop_secondary_indexes(conn, spec)
         if mode != "delete":
             measure_expr = sql.SQL("")
             measure_col = sql.SQL("")
-            if measure == "_area_m2":
-                measure_col, measure_expr = sql.SQL(", _area_m2"), sql.SQL(", ST_Area(s.geom::geography)")
-            elif measure == "_length_m":
-                measure_col, measure_expr = sql.SQL(", _length_m"), sql.SQL(", ST_Length(s.geom::geography)")
+            if measure:  # staged with the rows (a generated column of the staging table)
+                measure_col = sql.SQL(", {}").format(sql.Identifier(measure))
+                measure_expr = sql.SQL(", s.{}").format(sql.Identifier(measure))
             attr_cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(a)) for a in attrs)
             attr_sel = sql.SQL("").join(sql.SQL(", s.{}").format(sql.Identifier(a)) for a in attrs)
             cur = conn.execute(sql.SQL("""
@@ -299,10 +479,7 @@ def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=N
         removed = retired_total - changed
         added = inserted - changed
         total = old_keys - retired_total + inserted
-        ext = conn.execute(sql.SQL(
-            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
-            "WHERE _vto IS NULL) x").format(data)).fetchone()
-        extent = [float(x) for x in ext] if ext and ext[0] is not None else None
+        extent = _current_extent(conn, spec)
         if after_insert is not None:  # checks on the rows just inserted (areas are computed once)
             version_row = {**version_row, "report": after_insert(conn, v)}
         insert_version_row(conn, spec.name, v, mode=mode, rows_total=total, added=added, removed=removed,

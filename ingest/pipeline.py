@@ -4,8 +4,13 @@
     repair, promote, reproject) -> COPY into staging -> SQL checks (duplicate keys, areas,
     coverage) -> policy -> ONE transaction: retire / insert / version row / current_version
 
+A big first load (the layer table has never held a row) skips staging: it COPYs straight into
+the layer table inside the one transaction that commits the version (``DirectLoad``).
+
 Memory stays bounded by the batch size whatever the file size: GDAL streams arrow record
-batches (``pyogrio.open_arrow``), each batch is normalised and COPYed before the next is read.
+batches (``pyogrio.open_arrow``; a plain Shapefile's attributes come from its .dbf via
+:mod:`geobase.ingest.dbf`), read in a background thread; each batch is normalised and COPYed
+before the next is read. The source checksum is hashed in another thread meanwhile.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest import crs as crsmod
+from geobase.ingest import dbf
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.loader import (
     AREA_TOLERANCE,
     COVERAGE_AUTO_LIMIT,
+    DirectLoad,
+    RedoWithStaging,
     Staging,
     area_deviation,
     commit_version,
@@ -43,6 +53,8 @@ from geobase.specs import get_registry
 MODES = ("replace", "append", "upsert", "delete")
 POLICIES = ("reject", "skip", "keep")
 BATCH_SIZE = 20_000
+#: Files with at least this many features load straight into an empty layer table (DirectLoad).
+DIRECT_MIN_ROWS = 50_000
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -91,7 +103,10 @@ def ingest(settings: Settings, layer: str, path: str | Path, **options) -> Inges
     A lost database connection (server restart, network) is a failure (exit code 1), not a
     refusal: nothing was committed and the same file can simply be ingested again."""
     try:
-        return _ingest(settings, layer, path, **options)
+        try:
+            return _ingest(settings, layer, path, **options)
+        except RedoWithStaging:  # rolled back: the staging path reports what the direct load cannot
+            return _ingest(settings, layer, path, direct=False, **options)
     except psycopg.OperationalError as exc:
         raise GeobaseError(f"ingest of {Path(path).name} into {layer!r} failed: the database connection was lost "
                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); nothing was "
@@ -102,7 +117,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
            encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
            dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
            field_map: dict[str, str] | None = None, job_id: str | None = None,
-           coverage: bool | None = None) -> IngestResult:
+           coverage: bool | None = None, direct: bool = True) -> IngestResult:
     """Load one delivered file as a new version of ``layer`` (see module docstring).
 
     Raises InvalidInput (refused input, exit code 2) with the quality report in ``details``."""
@@ -122,7 +137,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
         return ingest_raster(settings, spec, path, crs=crs, dry_run=dry_run, user=user)
 
     src = resolve(path, source_layer=source_layer, preferred_layers=spec.source_layers)
-    checksum = sha256_files(src.files)
+    # the checksum is only needed at the end: hashed in a thread (hashlib releases the GIL) while loading
+    checksum_job = _in_thread(sha256_files, src.files)
     report = QualityReport(source=path.name, driver=src.driver, source_layer=src.layer, on_error=on_error)
 
     # -- encoding ------------------------------------------------------------------------
@@ -200,32 +216,40 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
         dropped = drop_leftover_staging(conn)
         if dropped:
             report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
+        # a big first load goes straight into the layer table (DirectLoad), everything else via staging
+        dl: DirectLoad | None = None
+        if direct and _direct_candidate(spec, mode, dry_run, coverage, total_features):
+            dl = DirectLoad(conn, spec, job)
+            if not dl.begin():
+                dl = None
         stg = Staging(conn, spec, staging_name(layer, job))
-        stg.create()
+        if dl is None:
+            stg.create()
         try:
             done = 0
             writing = True
-            with stg.copy() as cp:
+            staged_keys: list[pa.Array] = []
+            with (dl or stg).copy() as cp:
                 try:
-                    with pyogrio.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
-                                            columns=source_cols, batch_size=BATCH_SIZE,
-                                            use_pyarrow=True, return_fids=plan.uses_fid,
-                                            **src.open_options) as (_meta, reader):
+                    with dbf.open_arrow(src.gdal_path, layer=src.layer, encoding=gdal_encoding,
+                                        columns=source_cols, batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
+                                        is_shapefile=src.is_shapefile and sniffer is None,
+                                        expected_records=total_features,
+                                        open_options=src.open_options) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
                         for batch in prefetch(reader):
-                            cols = {c: batch.column(c).to_pylist() for c in source_cols}
+                            cols = {c: batch.column(c) for c in source_cols}
                             if plan.uses_fid:
-                                cols[FID_COLUMN] = batch.column(fid_col).to_pylist()
-                            wkb = batch.column(geom_col).to_pylist()
-                            rows, _bad = norm.process(cols, wkb)
+                                cols[FID_COLUMN] = batch.column(fid_col)
+                            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col))
                             report.rows_read += batch.num_rows
                             if on_error == "reject" and report.error_count:
                                 writing = False  # refused anyway: keep reading for the report only
                             if writing:
-                                for r in rows:
-                                    cp.write_row(r)
-                                report.rows_loaded += len(rows)
+                                cp.write(fields)
+                                report.rows_loaded += n_rows
+                                staged_keys.append(norm.last_keys)
                             done += batch.num_rows
                             if progress:
                                 progress(done, total_features)
@@ -241,15 +265,22 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                     raise InvalidInput(f"{path.name}: reading failed after {done} features: "
                                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
                                        parameter="path", details={"report": report.as_dict()}) from None
-            conn.commit()
+            if dl is None:
+                conn.commit()
             if sniffer is not None:
                 report.encoding = sniffer.encoding or "ASCII"
             report.checks["geometry_types"] = norm.type_counts
             _whole_file_crs_check(report, norm, src_crs, info, path)
             if report.error_count and on_error == "reject":
                 _refuse(report, path)
-            stg.analyze()
-            dups, examples = stg.duplicate_keys()
+            if dl is None:
+                stg.analyze()
+            if _keys_unique(staged_keys, report.rows_loaded):
+                dups, examples = 0, []  # the common case, decided in memory without a GROUP BY in SQL
+            elif dl is not None:
+                raise RedoWithStaging()
+            else:
+                dups, examples = stg.duplicate_keys()
             for key, count, rows_ in examples:
                 report.add("duplicate_key", rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
             if dups > len(examples):
@@ -266,7 +297,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                     report.add_count("unknown_key", n_unknown - len(unk))
                 if n_unknown and on_error == "reject":
                     _refuse(report, path)
-            if mode == "append":
+            if mode == "append" and dl is None:  # a direct load is a first load: no key exists yet
                 n_exist, ex = stg.existing_keys()
                 for k in ex:
                     report.add("existing_key", None, k, f"key {k!r} is already a current feature")
@@ -283,6 +314,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
             run_coverage = spec.coverage and mode == "replace" and (
                 coverage if coverage is not None else report.rows_loaded <= COVERAGE_AUTO_LIMIT)
+            if run_coverage and dl is not None:
+                raise RedoWithStaging()
             if run_coverage:
                 cov = stg.coverage()
                 report.checks["coverage"] = cov
@@ -295,7 +328,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             report.rows_skipped = report.rows_read - report.rows_loaded
             if dry_run:
                 record_area(*stg.area_deviation())
-                return IngestResult(layer, None, mode, path.name, checksum, rows_total=report.rows_loaded,
+                return IngestResult(layer, None, mode, path.name, checksum_job(), rows_total=report.rows_loaded,
                                     dry_run=True, seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
 
             def after_insert(conn_, v: int) -> dict:
@@ -303,18 +336,70 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
                 from geobase.storage import table_ident
 
-                record_area(*area_deviation(conn_, spec, table_ident(spec),
-                                            _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
+                if dl is not None and dl.deviation_table is not None:  # candidates kept by the load trigger
+                    record_area(*area_deviation(conn_, spec, dl.deviation_table, _sql.SQL("true"), _sql.SQL("_area_m2")))
+                else:
+                    record_area(*area_deviation(conn_, spec, table_ident(spec),
+                                                _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
                 return report.as_dict()
 
-            committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row={
-                "source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
-                "created_by": user, "report": report.as_dict()})
+            checksum = checksum_job()
+            version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
+                           "created_by": user, "report": report.as_dict()}
+            if dl is not None:
+                committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert,
+                                      extent=norm.extent if spec.geometry != "MultiPoint" else None)
+            else:
+                committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row=version_row)
         finally:
-            stg.drop()
+            if dl is not None:
+                dl.abort()
+            else:
+                stg.drop()
     return IngestResult(layer, committed.version, mode, path.name, checksum, committed.rows_total, committed.added,
                         committed.removed, committed.changed, committed.extent, seconds=round(time.monotonic() - t0, 3),
                         report=report.as_dict())
+
+
+def _in_thread(fn, *args):
+    """Start ``fn(*args)`` in a daemon thread; returns a function that waits for its result."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller of the result
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="ingest-checksum", daemon=True)
+    t.start()
+
+    def result():
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+    return result
+
+
+def _direct_candidate(spec, mode: str, dry_run: bool, coverage: bool | None, total_features: int | None) -> bool:
+    """Whether a load may go straight into the layer table (if it turns out to be the first):
+    a big file, a mode that only adds rows, and no coverage check to run on staging."""
+    if dry_run or mode == "delete" or total_features is None or total_features < DIRECT_MIN_ROWS:
+        return False
+    if spec.coverage and mode == "replace":
+        return coverage is False or (coverage is None and total_features > COVERAGE_AUTO_LIMIT)
+    return True
+
+
+def _keys_unique(keys: list[pa.Array], rows: int) -> bool:
+    """True when the staged keys are all distinct (arrow hash table, ~50 ms for a million keys)."""
+    if not keys:
+        return rows == 0
+    chunked = pa.chunked_array(keys, pa.string())
+    return len(chunked) == rows and len(pc.unique(chunked)) == rows
 
 
 def prefetch(reader, depth: int = 2):

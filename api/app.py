@@ -10,6 +10,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from psycopg_pool import AsyncConnectionPool
@@ -77,11 +78,15 @@ def _pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
     timeout = int(settings.statement_timeout_ms)
 
     async def configure(conn):
-        await conn.execute(f"SET statement_timeout = {timeout}")
         await conn.execute("SET application_name = 'geobase-api'")
         # a new backend loads PostGIS, PROJ and the CGCS2000 spheroid on first use (~200 ms):
         # pay it here, when the pool opens the connection, not in a user's first request
-        await conn.execute(WARM_UP_SQL)
+        # (before the statement timeout applies; a failure only means no warm-up)
+        try:
+            await conn.execute(WARM_UP_SQL)
+        except psycopg.Error as exc:
+            log.debug("connection warm-up skipped: %s", exc)
+        await conn.execute(f"SET statement_timeout = {timeout}")
         await conn.commit()
 
     return AsyncConnectionPool(

@@ -212,7 +212,8 @@ def run(ctx: Context) -> None:
     for z in ZOOMS:
         oz = [cold[t] for t in tiles if t[0] == z]
         tz = [tipg_times[t] for t in tiles if t[0] == z]
-        ctx.report(Result(f"tiles cold z{z} median", median(oz) * 1000, median(tz) * 1000, "tipg", "ms"))
+        ctx.report(Result(f"tiles cold z{z} median", median(oz) * 1000, median(tz) * 1000, "tipg", "ms",
+                          extra={"direct_sql_ms": round(median([direct[t] for t in tiles if t[0] == z]) * 1000, 2)}))
     ctx.report(Result(f"tiles cold vs direct SQL ({tag})", sum(cold.values()) * 1000 / n,
                       sum(direct.values()) * 1000 / n, "same SQL via plain psycopg + the same gzip", "ms/tile"))
     ctx.report(Result(f"tiles cold vs direct SQL without gzip ({tag})", sum(cold.values()) * 1000 / n,

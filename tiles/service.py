@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import psycopg
+from psycopg import sql
 from geobase.tiles import pyramid
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
@@ -143,19 +144,31 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
                   z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
                   ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None]:
     """The gzip-compressed tile, the versions its rows came from and (``with_states``) every
-    layer's state, all in one network round trip: BEGIN, SET LOCAL statement_timeout, the
-    states, the tile, COMMIT (pipelined)."""
-    states = None
-    async with conn.pipeline():  # noqa: SIM117 — COMMIT must be sent before the pipeline syncs
-        async with conn.transaction():
-            if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
-                await conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
-            if with_states:
-                states_cur = await conn.execute(STATE_SQL)
-            cur = await conn.execute(tile_sql(plans, names, tms, z, row, col))
+    layer's state, all in one network round trip.
+
+    One simple-protocol query string ``BEGIN; SET LOCAL statement_timeout; [states;] tile;
+    COMMIT`` (every value in it is a composed literal, no parameters): the server parses it
+    in one go, a millisecond less per tile than the same statements pipelined one by one."""
+    parts = [sql.SQL("BEGIN")]
+    if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
+        parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout_ms)}ms")))
     if with_states:
-        states = _states(await states_cur.fetchall())
-    raw, versions = await cur.fetchone()
+        parts.append(sql.SQL(STATE_SQL))
+    parts += [tile_sql(plans, names, tms, z, row, col), sql.SQL("COMMIT")]
+    try:
+        cur = await conn.execute(sql.SQL("; ").join(parts))
+    except psycopg.Error:
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await conn.rollback()  # the failed statement left the transaction open: end it here
+        raise
+    results = []
+    while True:
+        if cur.description is not None:
+            results.append(await cur.fetchall())
+        if not cur.nextset():
+            break
+    states = _states(results[0]) if with_states else None
+    raw, versions = results[-1][0]
     raw = bytes(raw or b"")
     body = gzip_tile(raw) if raw else b""
     return body, {n: (versions or {}).get(n) for n in names}, states

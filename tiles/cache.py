@@ -73,10 +73,6 @@ class TileCache:
                 self._index.move_to_end(key)
         return data
 
-    def has(self, key: str) -> bool:
-        """Whether a tile is stored under ``key`` (a stat, no read)."""
-        return self.max_bytes > 0 and self._path(key).exists()
-
     def put(self, key: str, data: bytes) -> None:
         if self.max_bytes <= 0:
             return

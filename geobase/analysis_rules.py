@@ -15,12 +15,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geobase.errors import InvalidInput, SpecError
-from geobase.specs import Registry
+from geobase.specs import Registry, read_yaml
 
 VERDICT_ORDER = {"ok": 0, "not-evaluated": 0, "warning": 1, "needs-approval": 2, "prohibited": 3}
 CODE_RE = re.compile(r"^[0-9A-Za-z_\-.]{1,40}$")
@@ -127,10 +126,7 @@ def rules_dir(registry: Registry) -> Path:
 def _load(path: Path, model: type[BaseModel]):
     if not path.exists():
         raise SpecError(f"{path}: rules file missing")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

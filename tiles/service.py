@@ -35,6 +35,8 @@ def gzip_tile(raw: bytes) -> bytes:
     from isal import igzip
 
     return igzip.compress(raw, compresslevel=1, mtime=0)
+
+
 STATE_SQL = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers ORDER BY name"
 
 
@@ -73,8 +75,8 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
 
     if layers == ONEMAP:
         out = [registry.layers[n] for n in sorted(states) if visible(n) and registry.layers[n].kind == "vector"]
-        for spec in out if note else ():  # audit: reads of non-public layers (security.note_read decides)
-            note_read(principal, states[spec.name].access, spec)
+        if note:
+            _note_reads(principal, states, out)
         return out
     names = [n.strip() for n in layers.split(",") if n.strip()]
     if not names:
@@ -203,8 +205,8 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             specs = None  # decided on fresh states below, never on a guess
         if specs:
             names = [s.name for s in specs]
-            key = cache_key({n: guess[n].version for n in names}, tms.id, z, row, col, "mvt",
-                            signature(principal, guess, registry))
+            sig = signature(principal, guess, registry)
+            key = cache_key({n: guess[n].version for n in names}, tms.id, z, row, col, "mvt", sig)
             etag = etag_for(key)
             revalidating = bool(if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
             cached = None if revalidating or cache is None else cache.get(key)
@@ -222,8 +224,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                                                           with_states=True)
                     hint.states = fresh
                     if fresh == guess:
-                        _note_reads(principal, fresh, specs)
-                        sig = signature(principal, fresh, registry)
+                        _note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
                         key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)

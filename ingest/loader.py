@@ -90,35 +90,8 @@ class Staging:
         self.conn.commit()
 
     def copy(self):
-        """A binary COPY fed a batch at a time: ``write(fields, ncols)`` sends the batch's
-        pre-encoded rows (see :mod:`geobase.ingest.copybin`) as one block, no per-row Python."""
-        from contextlib import contextmanager
-
-        from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
-
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            self.ident, sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        ncols = len(self.columns)
-
-        class _Writer:
-            def __init__(self, cp):
-                self.cp = cp
-
-            def write(self, fields) -> None:
-                payload = rows_payload(fields, ncols)
-                if payload:
-                    self.cp.write(payload)
-
-        @contextmanager
-        def _cm():
-            from psycopg.copy import QueuedLibpqWriter
-
-            cur = self.conn.cursor()  # the queued writer sends data to the server from its own thread
-            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
-                cp.write(SIGNATURE)
-                yield _Writer(cp)
-                cp.write(TRAILER)
-        return _cm()
+        """A binary COPY fed a batch at a time (see :func:`binary_copy`)."""
+        return binary_copy(self.conn, self.ident, self.columns)
 
     def drop(self) -> None:
         try:
@@ -217,6 +190,43 @@ class Staging:
         return len(rows), [r[0] for r in rows[:20]]
 
 
+def binary_copy(conn: psycopg.Connection, table: sql.Composable, columns: list[str], transform=None):
+    """A binary ``COPY table (columns)`` fed a batch at a time: the context manager yields a
+    writer whose ``write(fields)`` sends the batch's pre-encoded rows (see
+    :mod:`geobase.ingest.copybin`) as one block, no per-row Python; ``transform`` maps a batch's
+    fields to the table's columns first. The queued writer sends data to the server from its
+    own thread, so the next batch is normalised meanwhile."""
+    from contextlib import contextmanager
+
+    from psycopg.copy import QueuedLibpqWriter
+
+    from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
+
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    ncols = len(columns)
+
+    class _Writer:
+        def __init__(self, cp):
+            self.cp = cp
+
+        def write(self, fields) -> None:
+            if not fields:
+                return
+            payload = rows_payload(transform(fields) if transform else fields, ncols)
+            if payload:
+                self.cp.write(payload)
+
+    @contextmanager
+    def _cm():
+        cur = conn.cursor()
+        with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
+            cp.write(SIGNATURE)
+            yield _Writer(cp)
+            cp.write(TRAILER)
+    return _cm()
+
+
 class RedoWithStaging(Exception):
     """A first load straight into the layer table met a case only the staging path handles
     (duplicate keys to report, a coverage check to run): roll back and load again via staging."""
@@ -293,41 +303,19 @@ class DirectLoad:
 
     def copy(self):
         """Binary COPY into the layer table; ``write(fields)`` takes the staging-order fields of
-        :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857)."""
-        from contextlib import contextmanager
-
-        from geobase.ingest.copybin import SIGNATURE, TRAILER, encode_field, rows_payload
-
-        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            table_ident(self.spec), sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        ncols = len(self.columns)
+        :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the staging row
+        number is replaced by the version the rows start in."""
         import pyarrow as pa
+
+        from geobase.ingest.copybin import encode_field
 
         version = self.version
 
-        class _Writer:
-            def __init__(self, cp):
-                self.cp = cp
+        def layer_fields(fields: list) -> list:
+            _row, key, hsh, *rest = fields
+            return [key, hsh, encode_field(pa.array(np.full(len(key), version, dtype=np.int32))), *rest]
 
-            def write(self, fields) -> None:
-                if not fields:
-                    return
-                _row, key, hsh, *rest = fields
-                vfrom = encode_field(pa.array(np.full(len(key), version, dtype=np.int32)))
-                payload = rows_payload([key, hsh, vfrom, *rest], ncols)
-                if payload:
-                    self.cp.write(payload)
-
-        @contextmanager
-        def _cm():
-            from psycopg.copy import QueuedLibpqWriter
-
-            cur = self.conn.cursor()
-            with cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as cp:
-                cp.write(SIGNATURE)
-                yield _Writer(cp)
-                cp.write(TRAILER)
-        return _cm()
+        return binary_copy(self.conn, table_ident(self.spec), self.columns, layer_fields)
 
     def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None,
                extent: list[float] | None = None) -> CommitResult:

@@ -52,7 +52,21 @@ def test_fuzz_openapi_no_server_errors_no_schema_violations(fuzz_target, tmp_pat
            "--report", "junit", "--report-dir", str(report), "--no-color"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 240)
     out = proc.stdout + proc.stderr
+    for _ in range(2):
+        if proc.returncode == 0 or not _fuzzer_crashed_itself(out):
+            break
+        # the fuzzer, not the server: hypothesis reads lambda sources with ast.parse from both
+        # worker threads, which CPython 3.11 does not always survive ("AST constructor recursion
+        # depth mismatch"); the same run again, which is then judged as it is
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 240)
+        out = proc.stdout + proc.stderr
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fuzz-output.txt").write_text(out)
     assert proc.returncode == 0, f"schemathesis found problems (full output in test-artifacts/fuzz-output.txt):\n" \
                                  f"{out[-6000:]}\n--- server log ---\n{srv.logs()[-3000:]}"
+
+
+def _fuzzer_crashed_itself(out: str) -> bool:
+    """Only errors raised inside hypothesis' lambda-source reflection, and no failed check."""
+    return ("hypothesis/internal/lambda_sources.py" in out and "Failures:" not in out
+            and "Network Error" not in out and "Server error" not in out)

@@ -20,6 +20,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
+
 from geobase.specs import LayerSpec
 from geobase.storage import DATA_SCHEMA, ensure_layer_table, measure_column, table_ident
 
@@ -28,7 +30,6 @@ STAGING = "staging"
 COVERAGE_FULL_LIMIT = 200_000
 #: Without --coverage/--no-coverage the coverage check runs up to this many rows.
 COVERAGE_AUTO_LIMIT = 20_000
-AREA_TOLERANCE = 0.05  # 5 % stated vs ellipsoidal area
 OVERLAP_MIN_M2 = 1.0
 GAP_MIN_M2 = 1.0
 
@@ -72,7 +73,7 @@ class Staging:
 
     @property
     def columns(self) -> list[str]:
-        return ["_row", "_key", "_hash", *self.spec.attribute_names, "geom", "geom_3857"]
+        return ["_row", "_key", "_hash", *self.spec.attribute_names, "geom", "geom_3857", *loaded_measure(self.spec)]
 
     def create(self) -> None:
         self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
@@ -82,16 +83,24 @@ class Staging:
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
         cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
         measure = measure_column(self.spec)
-        if measure:  # computed by the COPY backend while Python reads the next batch, not at commit
-            fn = "ST_Area" if measure == "_area_m2" else "ST_Length"
-            cols.append(sql.SQL("{} double precision GENERATED ALWAYS AS ({}(geom::geography)) STORED").format(
-                sql.Identifier(measure), sql.SQL(fn)))
+        if measure in loaded_measure(self.spec):  # areas come with the rows (the normaliser computes them)
+            cols.append(sql.SQL("{} double precision").format(sql.Identifier(measure)))
+        elif measure:  # lengths: computed by the COPY backend while Python reads the next batch
+            cols.append(sql.SQL("{} double precision GENERATED ALWAYS AS (ST_Length(geom::geography)) STORED").format(
+                sql.Identifier(measure)))
         self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
         self.conn.commit()
 
     def copy(self):
         """A binary COPY fed a batch at a time (see :func:`binary_copy`)."""
         return binary_copy(self.conn, self.ident, self.columns)
+
+    def fill_missing_areas(self) -> None:
+        """Areas of the staged rows the normaliser left to the database (long edges, see
+        :mod:`geobase.ingest.area`)."""
+        if loaded_measure(self.spec):
+            self.conn.execute(sql.SQL("UPDATE {} SET _area_m2 = ST_Area(geom::geography) WHERE _area_m2 IS NULL")
+                              .format(self.ident))
 
     def drop(self) -> None:
         try:
@@ -190,6 +199,14 @@ class Staging:
         return len(rows), [r[0] for r in rows[:20]]
 
 
+def loaded_measure(spec: LayerSpec) -> list[str]:
+    """The measure column the rows are COPYed with: polygon layers' ``_area_m2``, computed by
+    :class:`~geobase.ingest.normalize.BatchNormalizer` with :mod:`geobase.ingest.area`
+    (``ST_Area(geom::geography)`` per row was half the database's work of a bulk load). Line
+    layers' lengths are still computed by the database."""
+    return ["_area_m2"] if measure_column(spec) == "_area_m2" else []
+
+
 def binary_copy(conn: psycopg.Connection, table: sql.Composable, columns: list[str], transform=None):
     """A binary ``COPY table (columns)`` fed a batch at a time: the context manager yields a
     writer whose ``write(fields)`` sends the batch's pre-encoded rows (see
@@ -241,8 +258,9 @@ class DirectLoad:
     nothing to diff against, so the rows can go where they end up. Atomicity is the
     transaction's: the layer's advisory lock is taken first, the table's secondary indexes are
     dropped (rebuilt once at the end) and a kill, a refusal or a lost connection rolls all of it
-    back. The measure column is filled by a trigger that lives only inside the transaction with
-    the same ``ST_Area/ST_Length(geom::geography)`` as every other path. Readers of the (empty)
+    back. Areas come with the rows (:func:`loaded_measure`); a trigger that lives only inside
+    the transaction fills in those the normaliser leaves to the database and a line layer's
+    lengths, with the same ``ST_Area/ST_Length(geom::geography)`` as the staging path. Readers of the (empty)
     layer wait for the commit instead of seeing an empty table for the duration of the load."""
 
     conn: psycopg.Connection
@@ -253,16 +271,7 @@ class DirectLoad:
 
     @property
     def columns(self) -> list[str]:
-        return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857"]
-
-    @property
-    def deviation_table(self) -> sql.Identifier | None:
-        """Temporary table of the rows whose stated area deviates (filled by the load trigger),
-        so the stated-area check reads those instead of scanning the whole layer; None when the
-        layer states no area."""
-        if measure_column(self.spec) != "_area_m2" or not self.spec.stated_area_field:
-            return None
-        return sql.Identifier(f"area_dev_{self.job[:12]}")
+        return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857", *loaded_measure(self.spec)]
 
     @property
     def _trigger_fn(self) -> sql.Identifier:
@@ -281,24 +290,14 @@ class DirectLoad:
         self.version = next_version(conn, spec.name)
         _drop_secondary_indexes(conn, spec)
         measure = measure_column(spec)
-        if measure:
+        if measure:  # rows that come without their measure get it from the database
             fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
-            check = sql.SQL("")
-            if self.deviation_table is not None:  # the stated-area check's candidates, kept as the rows go in
-                field = sql.Identifier(spec.stated_area_field)
-                conn.execute(sql.SQL("CREATE TEMP TABLE {t} ON COMMIT DROP AS SELECT _key, {f}, _area_m2 FROM {d} "
-                                     "WITH NO DATA").format(t=self.deviation_table, f=field, d=data))
-                stated = sql.SQL("NEW.{f}::float8 * {k}").format(f=field, k=sql.Literal(_area_factor(spec)))
-                check = sql.SQL(
-                    " IF NEW.{f} IS NOT NULL AND NEW.{f} > 0 AND abs(NEW._area_m2 - {s}) > {tol} * {s} THEN "
-                    "INSERT INTO {t} (_key, {f}, _area_m2) VALUES (NEW._key, NEW.{f}, NEW._area_m2); END IF;"
-                ).format(f=field, s=stated, tol=sql.Literal(AREA_TOLERANCE), t=self.deviation_table)
+            m = sql.Identifier(measure)
             conn.execute(sql.SQL(
                 "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography);{check} RETURN NEW; END$$").format(
-                    f=self._trigger_fn, m=sql.Identifier(measure), fn=fn, check=check))
+                "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography); RETURN NEW; END$$").format(f=self._trigger_fn, m=m, fn=fn))
             conn.execute(sql.SQL("CREATE TRIGGER geobase_measure BEFORE INSERT ON {} FOR EACH ROW "
-                                 "EXECUTE FUNCTION {}()").format(data, self._trigger_fn))
+                                 "WHEN (NEW.{} IS NULL) EXECUTE FUNCTION {}()").format(data, m, self._trigger_fn))
         return True
 
     def copy(self):
@@ -365,11 +364,6 @@ def _current_extent(conn: psycopg.Connection, spec: LayerSpec) -> list[float] | 
     return [float(x) for x in ext] if ext and ext[0] is not None else None
 
 
-def _area_factor(spec: LayerSpec) -> float:
-    """m² per unit of the stated area field."""
-    return 10_000.0 if spec.stated_area_unit == "ha" else 1.0
-
-
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
                    area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
                    ) -> tuple[int, list[dict]]:
@@ -378,7 +372,7 @@ def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composa
     field = spec.stated_area_field
     if not field or spec.geometry != "MultiPolygon":
         return 0, []
-    factor = _area_factor(spec)
+    factor = stated_area_factor(spec.stated_area_unit)
     q = sql.SQL("""
         WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
                    FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)

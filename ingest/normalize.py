@@ -24,6 +24,7 @@ import shapely
 from geobase.ingest.copybin import arrow_type, encode_field, join_fields, md5_hex
 from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.report import QualityReport
+from geobase.ingest.area import AREA_TOLERANCE, polygon_areas, stated_area_factor
 from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from pyproj import CRS, Transformer
 
@@ -210,6 +211,10 @@ class BatchNormalizer:
         self.extent: list[float] | None = None
         #: keys of the rows the last :meth:`process` returned (duplicate check without SQL)
         self.last_keys: pa.Array = pa.array([], pa.string())
+        #: polygon layers: the ellipsoidal area is computed here and loaded as ``_area_m2``
+        self.computes_area = spec.geometry == "MultiPolygon"
+        #: stated vs ellipsoidal area of every loaded row (see :class:`AreaCheck`)
+        self.area_check = AreaCheck(spec) if self.computes_area and spec.stated_area_field else None
 
     def _convert_slow(self, a: Attribute, src: str, col: list, bad: np.ndarray, row_numbers: np.ndarray) -> list:
         """Row by row: decode sniffed text, convert, and report each value that does not fit."""
@@ -238,8 +243,8 @@ class BatchNormalizer:
 
     def process(self, columns: dict[str, pa.Array], wkb: pa.Array) -> tuple[list[pa.Array], int, int]:
         """Binary-COPY field encodings of the batch's loadable rows, in staging column order
-        (row, key, hash, attrs..., EWKB 4490, EWKB 3857), the number of those rows and the
-        bad-row count.
+        (row, key, hash, attrs..., EWKB 4490, EWKB 3857[, ellipsoidal area of a polygon layer]),
+        the number of those rows and the bad-row count.
 
         The attributes of a clean batch are converted and checked with arrow kernels; a batch
         with any attribute problem (or sniffed text) takes the row-by-row path, which reports
@@ -263,7 +268,7 @@ class BatchNormalizer:
             def key_of(i: int) -> str | None:
                 return keys_list[i]
 
-        idx, geom_bad, ewkb4490, ewkb3857, bounds = self._geometry(wkb, key_of, bad, row_numbers)
+        idx, geom_bad, ewkb4490, ewkb3857, bounds, areas = self._geometry(wkb, key_of, bad, row_numbers)
 
         if fast is not None:  # no attribute problems: every row with a usable geometry loads
             take = np.arange(len(idx))
@@ -296,6 +301,11 @@ class BatchNormalizer:
             self.extent = [*np.minimum(lo, e[:2]), *np.maximum(hi, e[2:])] if e else [*lo, *hi]
         fields = [encode_field(pa.array(rows_idx + first, pa.int64())), encode_field(self.last_keys),
                   encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
+        if self.computes_area:
+            area = areas[take] if len(take) != len(areas) else areas
+            fields.append(encode_field(pa.array(area, pa.float64(), from_pandas=True)))  # NaN: the database computes it
+            if self.area_check is not None:
+                self.area_check.add(self.last_keys, values_arrow[self.area_check.index].take(ridx), area)
         return fields, m, int(bad.sum())
 
     def _attributes_fast(self, columns: dict[str, pa.Array], n: int) -> tuple[list[pa.Array], pa.Array] | None:
@@ -382,11 +392,12 @@ class BatchNormalizer:
         return values, keys
 
     def _geometry(self, wkb: pa.Array | list, key_of: Callable[[int], str | None], bad: np.ndarray, row_numbers: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray, np.ndarray]:
         """Parse, check, repair, promote and reproject the batch's geometries (vectorised).
 
         Returns the indices of the rows with a usable geometry, the per-row "geometry unusable"
-        flags, and the EWKB (with SRID) in EPSG:4490 and EPSG:3857 of the usable rows."""
+        flags, the WKB in EPSG:4490 and EPSG:3857, the bounds and (polygon layers) the
+        ellipsoidal areas of the usable rows."""
         raw = wkb if isinstance(wkb, pa.Array) else None
         geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False) if raw is not None
                                  else np.asarray(wkb, dtype=object), on_invalid="ignore")
@@ -471,11 +482,15 @@ class BatchNormalizer:
             ewkb3857 = pa.array(shapely.to_wkb(g3857), pa.binary())
         else:
             ewkb4490 = ewkb3857 = pa.array([], pa.binary())
-        return idx, geom_bad, ewkb4490, ewkb3857, shapely.bounds(g).reshape(-1, 4)
+        areas = np.zeros(0)
+        if self.computes_area and len(g):
+            _t, coords, (ring_off, poly_off, geom_off) = shapely.to_ragged_array(g)
+            areas = polygon_areas(coords[:, 0], coords[:, 1], ring_off, poly_off, geom_off)
+        return idx, geom_bad, ewkb4490, ewkb3857, shapely.bounds(g).reshape(-1, 4), areas
 
     def _polygons_fast(self, geoms: np.ndarray, key_of: Callable[[int], str | None], row_numbers: np.ndarray,
                        raw: pa.Array | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray] | None:
+                       ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray, np.ndarray] | None:
         """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays and
         write both WKBs from them (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work.
         None (before reporting anything) when a coordinate is unusable: the general path reports it."""
@@ -518,7 +533,8 @@ class BatchNormalizer:
                                 f"bounds {tuple(round(float(v), 4) for v in b[i])} after transforming to EPSG:4490 "
                                 f"lie outside the source CRS's area of use")
         x3, y3 = web_mercator(x, y)
-        return (np.arange(n), np.zeros(n, dtype=bool), layout.wkb(x, y), layout.wkb(x3, y3), b)
+        areas = polygon_areas(x, y, ring_off, poly_off, geom_off)
+        return (np.arange(n), np.zeros(n, dtype=bool), layout.wkb(x, y), layout.wkb(x3, y3), b, areas)
 
 
 #: EPSG:3857's sphere radius (PROJ ``webmerc``: WGS84 semi-major axis).
@@ -601,3 +617,52 @@ def _polygonal(g):
             return None
         return shapely.union_all(parts) if len(parts) > 1 else parts[0]
     return None
+
+
+class AreaCheck:
+    """Stated vs ellipsoidal area of the loaded rows, kept as the batches go by: how many
+    deviate by more than ``tolerance`` and the ``limit`` worst (the same figures
+    :func:`geobase.ingest.loader.area_deviation` computes in SQL over a table), so a first load
+    needs no scan of the rows it has just written. Rows whose area the database computes (NaN
+    here, see :mod:`geobase.ingest.area`) are listed in ``pending_keys`` for the caller to check
+    in SQL and :meth:`merge`."""
+
+    def __init__(self, spec: LayerSpec, tolerance: float | None = None, limit: int = 20):
+        self.index = spec.attribute_names.index(spec.stated_area_field)
+        self.factor = stated_area_factor(spec.stated_area_unit)
+        self.tolerance = AREA_TOLERANCE if tolerance is None else tolerance
+        self.limit = limit
+        self.count = 0
+        self.pending_keys: list[str] = []
+        self._worst: tuple[np.ndarray, list, np.ndarray, np.ndarray] = (np.zeros(0), [], np.zeros(0), np.zeros(0))
+
+    def add(self, keys: pa.Array, stated: pa.Array, area: np.ndarray) -> None:
+        s = stated.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) * self.factor
+        unknown = np.isnan(area)
+        if unknown.any():
+            self.pending_keys += keys.filter(pa.array(unknown & (s > 0))).to_pylist()
+        with np.errstate(invalid="ignore"):
+            dev = (s > 0) & (np.abs(area - s) > self.tolerance * s)
+        if dev.any():
+            i = np.flatnonzero(dev)
+            self._take(len(i), keys.take(pa.array(i)).to_pylist(), s[i], area[i])
+
+    def merge(self, count: int, samples: list[dict]) -> None:
+        """Add deviations found elsewhere (in SQL, as :func:`area_deviation` reports them)."""
+        self._take(count, [d["key"] for d in samples], np.array([d["stated_m2"] for d in samples], dtype=float),
+                   np.array([d["ellipsoidal_m2"] for d in samples], dtype=float))
+
+    def _take(self, count: int, keys: list, s: np.ndarray, area: np.ndarray) -> None:
+        """Count ``count`` deviating rows and keep the worst of them and of those seen so far."""
+        self.count += count
+        w_rel, w_keys, w_s, w_a = self._worst
+        rel_all = np.concatenate([w_rel, np.abs(area - s) / s])
+        keys_all = w_keys + keys
+        s_all, a_all = np.concatenate([w_s, s]), np.concatenate([w_a, area])
+        keep = np.argsort(-rel_all, kind="stable")[: self.limit]
+        self._worst = (rel_all[keep], [keys_all[k] for k in keep], s_all[keep], a_all[keep])
+
+    def result(self) -> tuple[int, list[dict]]:
+        _rel, keys, s, a = self._worst
+        return self.count, [{"key": k, "stated_m2": round(float(st), 2), "ellipsoidal_m2": round(float(ar), 2),
+                             "deviation": round(float((ar - st) / st), 4)} for k, st, ar in zip(keys, s, a)]

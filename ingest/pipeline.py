@@ -28,8 +28,8 @@ import pyogrio
 from geobase.ingest import crs as crsmod
 from geobase.ingest import dbf
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
+from geobase.ingest.area import AREA_TOLERANCE
 from geobase.ingest.loader import (
-    AREA_TOLERANCE,
     COVERAGE_AUTO_LIMIT,
     DirectLoad,
     RedoWithStaging,
@@ -266,6 +266,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
                                        parameter="path", details={"report": report.as_dict()}) from None
             if dl is None:
+                stg.fill_missing_areas()
                 conn.commit()
             if sniffer is not None:
                 report.encoding = sniffer.encoding or "ASCII"
@@ -336,8 +337,14 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
                 from geobase.storage import table_ident
 
-                if dl is not None and dl.deviation_table is not None:  # candidates kept by the load trigger
-                    record_area(*area_deviation(conn_, spec, dl.deviation_table, _sql.SQL("true"), _sql.SQL("_area_m2")))
+                check = norm.area_check
+                if dl is not None and check is not None:  # a first load: every row is new, the normaliser saw them all
+                    if check.pending_keys:  # but left these areas to the database
+                        check.merge(*area_deviation(conn_, spec, table_ident(spec), _sql.SQL("_key = ANY({})").format(
+                            _sql.Literal(check.pending_keys)), _sql.SQL("_area_m2")))
+                    record_area(*check.result())
+                elif dl is not None:
+                    record_area(0, [])
                 else:
                     record_area(*area_deviation(conn_, spec, table_ident(spec),
                                                 _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))

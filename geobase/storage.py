@@ -84,11 +84,13 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     indexes = [
         (f"{name}_cur_key", sql.SQL("(_key) WHERE _vto IS NULL"), True),
         (f"{name}_cur_geom", sql.SQL("USING gist (geom) WHERE _vto IS NULL"), False),
-        (f"{name}_cur_geom3857", sql.SQL("USING gist (geom_3857) WHERE _vto IS NULL"), False),
         (f"{name}_key_hist", sql.SQL("(_key, _vfrom)"), False),
         (f"{name}_vto", sql.SQL("(_vto) WHERE _vto IS NOT NULL"), False),
         (f"{name}_vfrom", sql.SQL("(_vfrom)"), False),
     ]
+    # tiles find their rows through the geom index (tiles.mvt.filter_envelope): the geom_3857
+    # index of earlier versions is one GiST to maintain and build for nothing
+    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, f"{name}_cur_geom3857")))
     for idx, body, unique in indexes:
         conn.execute(
             sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(

@@ -180,6 +180,15 @@ def plan_fields(spec: LayerSpec, source_fields: list[str], extra_map: dict[str, 
     return FieldPlan(columns, [f for f in source_fields if f not in used])
 
 
+@dataclass
+class ParsedGeometry:
+    """A batch's geometries as GEOS objects (2D), with their validity."""
+
+    geoms: np.ndarray
+    has_z: np.ndarray
+    valid: np.ndarray
+
+
 class BatchNormalizer:
     """Stateful over a whole file: row numbering, encoding sniffing, transformers."""
 
@@ -241,14 +250,29 @@ class BatchNormalizer:
             return transformer.transform(x, y)
         return shapely.transform(geoms, lambda c: np.column_stack(fn(c[:, 0], c[:, 1])))
 
-    def process(self, columns: dict[str, pa.Array], wkb: pa.Array) -> tuple[list[pa.Array], int, int]:
+    @staticmethod
+    def parse_geometry(wkb: pa.Array | list) -> ParsedGeometry:
+        """Parse the batch's WKB and test validity: the GEOS work of a batch that needs no state
+        of the normaliser, so the reader thread does it for the next batch while this one is
+        normalised (shapely releases the GIL)."""
+        raw = wkb if isinstance(wkb, pa.Array) else None
+        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False) if raw is not None
+                                 else np.asarray(wkb, dtype=object), on_invalid="ignore")
+        has_z = shapely.has_z(geoms)
+        if has_z.any():  # Polygon Z from KML/CAD: storage is 2D
+            geoms[has_z] = shapely.force_2d(geoms[has_z])
+        return ParsedGeometry(geoms, has_z, shapely.is_valid(geoms))
+
+    def process(self, columns: dict[str, pa.Array], wkb: pa.Array, parsed: ParsedGeometry | None = None
+                ) -> tuple[list[pa.Array], int, int]:
         """Binary-COPY field encodings of the batch's loadable rows, in staging column order
         (row, key, hash, attrs..., EWKB 4490, EWKB 3857[, ellipsoidal area of a polygon layer]),
         the number of those rows and the bad-row count.
 
         The attributes of a clean batch are converted and checked with arrow kernels; a batch
         with any attribute problem (or sniffed text) takes the row-by-row path, which reports
-        every problem with its row number."""
+        every problem with its row number. ``parsed``: :meth:`parse_geometry` of ``wkb``, if
+        done already."""
         n = len(wkb)
         row_numbers = np.arange(self.row0 + 1, self.row0 + n + 1)
         first = self.row0 + 1
@@ -268,7 +292,8 @@ class BatchNormalizer:
             def key_of(i: int) -> str | None:
                 return keys_list[i]
 
-        idx, geom_bad, ewkb4490, ewkb3857, bounds, areas = self._geometry(wkb, key_of, bad, row_numbers)
+        idx, geom_bad, ewkb4490, ewkb3857, bounds, areas = self._geometry(
+            wkb, parsed or self.parse_geometry(wkb), key_of, bad, row_numbers)
 
         if fast is not None:  # no attribute problems: every row with a usable geometry loads
             take = np.arange(len(idx))
@@ -391,7 +416,8 @@ class BatchNormalizer:
                 keys[i] = "|".join(str(p) for p in parts)
         return values, keys
 
-    def _geometry(self, wkb: pa.Array | list, key_of: Callable[[int], str | None], bad: np.ndarray, row_numbers: np.ndarray
+    def _geometry(self, wkb: pa.Array | list, parsed: ParsedGeometry, key_of: Callable[[int], str | None],
+                  bad: np.ndarray, row_numbers: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray, np.ndarray]:
         """Parse, check, repair, promote and reproject the batch's geometries (vectorised).
 
@@ -399,11 +425,7 @@ class BatchNormalizer:
         flags, the WKB in EPSG:4490 and EPSG:3857, the bounds and (polygon layers) the
         ellipsoidal areas of the usable rows."""
         raw = wkb if isinstance(wkb, pa.Array) else None
-        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False) if raw is not None
-                                 else np.asarray(wkb, dtype=object), on_invalid="ignore")
-        has_z = shapely.has_z(geoms)
-        if has_z.any():  # Polygon Z from KML/CAD: storage is 2D
-            geoms[has_z] = shapely.force_2d(geoms[has_z])
+        geoms, has_z = parsed.geoms, parsed.has_z
         missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geom_bad = missing.copy()
         for i in np.flatnonzero(missing):
@@ -416,7 +438,7 @@ class BatchNormalizer:
             self.type_counts[name] = self.type_counts.get(name, 0) + int(c)
         self.rows_with_geom += int(present.sum())
         # repair invalid geometries
-        invalid = present & ~shapely.is_valid(geoms)
+        invalid = present & ~parsed.valid
         if (self.geometry == "MultiPolygon" and not missing.any() and not invalid.any() and not has_z.any()
                 and np.isin(types, (POLY, MPOLY)).all()):
             fast = self._polygons_fast(geoms, key_of, row_numbers, raw)

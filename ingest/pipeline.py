@@ -238,11 +238,11 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                                         open_options=src.open_options) as (_meta, reader):
                         geom_col = _meta.get("geometry_name") or "wkb_geometry"
                         fid_col = _meta.get("fid_column") or "OGC_FID"
-                        for batch in prefetch(reader):
+                        for batch, parsed in prefetch(reader, lambda b: norm.parse_geometry(b.column(geom_col))):
                             cols = {c: batch.column(c) for c in source_cols}
                             if plan.uses_fid:
                                 cols[FID_COLUMN] = batch.column(fid_col)
-                            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col))
+                            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col), parsed)
                             report.rows_read += batch.num_rows
                             if on_error == "reject" and report.error_count:
                                 writing = False  # refused anyway: keep reading for the report only
@@ -409,10 +409,11 @@ def _keys_unique(keys: list[pa.Array], rows: int) -> bool:
     return len(chunked) == rows and len(pc.unique(chunked)) == rows
 
 
-def prefetch(reader, depth: int = 2):
+def prefetch(reader, prepare: Callable | None = None, depth: int = 2):
     """Read arrow batches in a background thread (GDAL and arrow release the GIL while reading),
     so the next batch is decoded while this one is normalised and COPYed: two cores, bounded
-    memory (at most ``depth`` batches ahead)."""
+    memory (at most ``depth`` batches ahead). With ``prepare``, yields ``(batch, prepare(batch))``,
+    the thread doing that work as well (GEOS parsing: shapely releases the GIL too)."""
     import queue
     import threading
 
@@ -423,6 +424,8 @@ def prefetch(reader, depth: int = 2):
     def work() -> None:
         try:
             for batch in reader:
+                if prepare is not None:
+                    batch = (batch, prepare(batch))
                 while not stop.is_set():
                     try:
                         q.put(batch, timeout=0.2)

@@ -90,3 +90,37 @@ def test_ingest_of_new_water_version_changes_only_water_tiles(county_db, tmp_pat
     assert after["land_use"].headers["etag"] == before["land_use"].headers["etag"]
     assert after["land_use"].headers["x-tile-cache"] == "hit"
     assert ext  # the county is loaded
+
+
+def test_web_mercator_tiles_read_the_rows_of_the_tile_through_the_geom_index(county_shared):
+    """A tile holds the features whose Web Mercator geometry meets the (buffered) tile, found
+    through the one spatial index of the layer (on the stored EPSG:4490 geom): no sequential
+    scan, and the same rows as filtering geom_3857 itself."""
+    from geobase.security import PUBLIC, hidden_attributes
+    from geobase.specs import get_registry
+    from geobase.tiles.mvt import BUFFER, EXTENT, filter_envelope, layer_mvt_sql, plan_layer
+
+    reg = get_registry(county_shared)
+    spec = reg.layers["land_use"]
+    ext = county_extent(county_shared)
+    with psycopg.connect(database_url(county_shared)) as conn:
+        idx = [r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'land_use'")]
+        assert "land_use_cur_geom" in idx and not any("3857" in i for i in idx)
+        first, west = (conn.execute(f"SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM data.land_use "
+                                    f"WHERE _vto IS NULL ORDER BY {o} LIMIT 1) s").fetchone()
+                       for o in ("_key", "ST_XMin(geom)"))
+        for z, lon, lat in ((16, *first), (14, (ext[0] + ext[2]) / 2, (ext[1] + ext[3]) / 2),
+                            (13, *west)):  # at the county's edge: rows on one side only
+            x, y = tile_at(z, lon, lat)
+            xmin, ymin, xmax, ymax = W.bounds(z, y, x)
+            m = (xmax - xmin) * BUFFER / EXTENT
+            ours = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM data.land_use WHERE _vto IS NULL AND geom && {}")
+                                .format(filter_envelope(W, xmin - m, ymin - m, xmax + m, ymax + m))).fetchone()[0]
+            ref = conn.execute("SELECT count(*) FROM data.land_use WHERE _vto IS NULL AND geom_3857 && "
+                               "ST_MakeEnvelope(%s, %s, %s, %s, 3857)", (xmin - m, ymin - m, xmax + m, ymax + m)
+                               ).fetchone()[0]
+            assert ours == ref and ref > 0, (z, ours, ref)
+            plan = plan_layer(spec, reg, z, hidden_attributes(PUBLIC, spec))
+            explained = json.dumps(conn.execute(psycopg.sql.SQL("EXPLAIN (FORMAT JSON) SELECT {}").format(
+                layer_mvt_sql(plan, W, z, y, x))).fetchone()[0])
+            assert "land_use_cur_geom" in explained and '"Seq Scan"' not in explained, z

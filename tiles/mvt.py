@@ -26,6 +26,8 @@ CGCS2000 grid, with the tile's bounds in that CRS: no per-feature ST_Transform e
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from geobase.tiles.tms import TileMatrixSet
@@ -84,14 +86,14 @@ def _class_field(spec: LayerSpec) -> str | None:
 
 
 def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Composable,
-                    env_buffered: sql.Composable) -> sql.Composed:
+                    env_buffered: sql.Composable, filter_buffered: sql.Composable) -> sql.Composed:
     spec = plan.spec
     col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
     px = tms.tile_span(z) / 256
     geom = col
     if z < SIMPLIFY_BELOW:
         geom = sql.SQL("ST_Simplify({}, {}, true)").format(col, sql.Literal(px / 2))
-    where = [sql.SQL("_vto IS NULL"), sql.SQL("{} && {}").format(col, env_buffered)]
+    where = [sql.SQL("_vto IS NULL"), sql.SQL("geom && {}").format(filter_buffered)]
     if spec.geometry == "MultiPolygon" and spec.tiles.min_area_px > 0:
         where.append(sql.SQL("ST_Area({}) >= {}").format(col, sql.Literal(spec.tiles.min_area_px * px * px)))
     cf = _class_field(spec)
@@ -106,7 +108,7 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
 
 
 def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: sql.Composable,
-                      env_buffered: sql.Composable) -> sql.Composed:
+                      filter_env: sql.Composable, filter_buffered: sql.Composable) -> sql.Composed:
     """Dominant class per 2-pixel cell for small parcels, real geometry for large ones."""
     spec = plan.spec
     col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
@@ -129,7 +131,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
                        floor(((ST_YMin({col}) + ST_YMax({col})) / 2 - {ymin}) / {cell})::int AS cy,
                        {cf} AS cls, sum(_area_m2) AS w
                 FROM {tbl}
-                WHERE {flt} AND {col} && {env}
+                WHERE {flt} AND geom && {filter_env}
                   AND (ST_XMax({col}) - ST_XMin({col})) * (ST_YMax({col}) - ST_YMin({col})) < {big}
                 GROUP BY 1, 2, 3
             ) s
@@ -139,12 +141,12 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
         UNION ALL
         SELECT ST_AsMVTGeom(ST_Simplify({col}, {tol}, true), {env}, {extent}, {buffer}, true) AS geom, {cf}
         FROM {tbl}
-        WHERE {flt} AND {col} && {env_buffered}
+        WHERE {flt} AND geom && {filter_buffered}
           AND (ST_XMax({col}) - ST_XMin({col})) * (ST_YMax({col}) - ST_YMin({col})) >= {big}
         """
     ).format(xmin=L(xmin), ymin=L(ymin), cell=L(cell), cell_shape=CELL_SHAPE, unit=L(CELL_UNITS), env=env, extent=L(EXTENT),
              cf=cf, col=col, tbl=table_ident(spec), flt=flt, big=L(big), n=L(CELLS_PER_TILE), tol=L(px / 2),
-             buffer=L(BUFFER), env_buffered=env_buffered)
+             buffer=L(BUFFER), filter_env=filter_env, filter_buffered=filter_buffered)
 
 
 def _pyramid_select(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int, env: sql.Composable,
@@ -175,6 +177,25 @@ def _pyramid_select(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: 
              tol=L(px / 2), buffer=L(BUFFER), env_buffered=env_buffered)
 
 
+def filter_envelope(tms: TileMatrixSet, xmin: float, ymin: float, xmax: float, ymax: float) -> sql.Composed:
+    """The rows of a tile are found with the layer's one spatial index, on the stored ``geom``
+    (EPSG:4490): a Web Mercator rectangle is a longitude/latitude rectangle too (the projection
+    is cylindrical), so ``geom && <that rectangle>`` selects what ``geom_3857 && <tile>`` would,
+    and ``geom_3857`` (what the tile is drawn from) needs no index of its own. That index was a
+    second GiST build of every bulk load."""
+    L = sql.Literal
+    if tms.srid != 3857:
+        return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(L(xmin), L(ymin), L(xmax), L(ymax), L(tms.srid))
+    r = 6378137.0
+
+    def lon(x: float) -> float:
+        return max(-180.0, min(180.0, math.degrees(x / r)))
+
+    def lat(y: float) -> float:
+        return math.degrees(math.atan(math.sinh(y / r)))
+    return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(L(lon(xmin)), L(lat(ymin)), L(lon(xmax)), L(lat(ymax)))
+
+
 def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
     """A scalar sub-select yielding the layer's MVT bytes (empty bytea when no feature)."""
     bounds = tms.bounds(z, row, col)
@@ -187,9 +208,11 @@ def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: in
     if plan.aggregate and plan.pyramid_version is not None and tms.srid == 3857:
         inner = _pyramid_select(plan, tms, z, row, col, env, env_buffered)
     elif plan.aggregate:
-        inner = _aggregate_select(plan, tms, z, bounds, env, env_buffered)
+        inner = _aggregate_select(plan, tms, z, bounds, env, filter_envelope(tms, xmin, ymin, xmax, ymax),
+                                  filter_envelope(tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin))
     else:
-        inner = _feature_select(plan, tms, z, env, env_buffered)
+        inner = _feature_select(plan, tms, z, env, env_buffered, filter_envelope(
+            tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin))
     # OFFSET 0 keeps the planner from flattening the sub-select, which would evaluate
     # ST_AsMVTGeom twice per row (once in the IS NOT NULL filter, once in the output)
     return sql.SQL("(SELECT COALESCE(ST_AsMVT(t, {name}, {extent}, 'geom'), ''::bytea) FROM ({inner} OFFSET 0) t "

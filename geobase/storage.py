@@ -53,6 +53,18 @@ def as_of_filter(version: int) -> sql.Composed:
     return sql.SQL("(_vfrom <= {v} AND (_vto IS NULL OR _vto > {v}))").format(v=v)
 
 
+def _key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """Feature keys compare bytewise (``COLLATE "C"``): the same order as the cluster's C.UTF-8
+    for UTF-8 text, but PostgreSQL sorts "C" with abbreviated keys and memcmp instead of
+    strcoll, which halves the key index builds of a bulk load. Tables made before get their
+    key column (and its indexes) converted once."""
+    coll = conn.execute(
+        "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+        "WHERE a.attrelid = %s::regclass AND a.attname = '_key'", (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()
+    if coll is not None and coll[0] != "C":
+        conn.execute(sql.SQL('ALTER TABLE {} ALTER COLUMN _key TYPE text COLLATE "C"').format(table_ident(spec)))
+
+
 def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     """Create the layer's table and indexes, or add columns for attributes new in the spec."""
     if spec.kind != "vector":
@@ -60,7 +72,7 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     tbl = table_ident(spec)
     cols = [
         sql.SQL("_rid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
-        sql.SQL("_key text NOT NULL"),
+        sql.SQL('_key text COLLATE "C" NOT NULL'),  # identifiers: byte order, abbreviated-key sorts
         sql.SQL("_hash text NOT NULL"),
         sql.SQL("_vfrom integer NOT NULL"),
         sql.SQL("_vto integer"),
@@ -80,6 +92,7 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
                 tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)
             )
         )
+    _key_collation_c(conn, spec)
     name = spec.name
     indexes = [
         (f"{name}_cur_key", sql.SQL("(_key) WHERE _vto IS NULL"), True),

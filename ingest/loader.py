@@ -77,7 +77,7 @@ class Staging:
 
     def create(self) -> None:
         self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
-        cols = [sql.SQL("_row bigint"), sql.SQL("_key text"), sql.SQL("_hash text")]
+        cols = [sql.SQL("_row bigint"), sql.SQL('_key text COLLATE "C"'), sql.SQL("_hash text")]
         for a in self.spec.attributes:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))

@@ -114,10 +114,22 @@ class DbfTable:
         if len(fids) and (fids.min() < 0 or fids.max() >= self.n_records):
             raise ValueError("feature ids beyond the .dbf's records")
         recs = self._records(fids)
+        # the smallest and largest byte of each byte column of the batch tell which fields hold
+        # control bytes (NULs, line breaks: value by value semantics) or non-ASCII bytes (text to
+        # decode), and how much of a wide text field is blank in every record (not copied); the
+        # rest is sliced, trimmed and converted by arrow kernels, with no per-field masks
+        lo, hi = recs.min(axis=0), recs.max(axis=0)
+        blank = (lo == _SPACE) & (hi == _SPACE)
         out = {}
         for name, f in self.fields.items():
-            raw = np.ascontiguousarray(recs[:, f.offset:f.offset + f.width])
-            out[name] = self._text(raw) if f.type == "C" else _number(raw, f)
+            end = f.offset + f.width
+            if f.type == "C":  # drop the byte columns blank in every record of the batch
+                used = np.flatnonzero(~blank[f.offset:end])
+                end = f.offset + (int(used[-1]) + 1 if len(used) else 0)
+            cols = slice(f.offset, end)
+            raw = np.ascontiguousarray(recs[:, cols])
+            careful, non_ascii = bool((lo[cols] < _SPACE).any()), bool((hi[cols] >= 0x80).any())
+            out[name] = self._text(raw, careful, non_ascii) if f.type == "C" else _number(raw, f, careful or non_ascii)
         return out
 
     def _records(self, fids: np.ndarray) -> np.ndarray:
@@ -131,38 +143,35 @@ class DbfTable:
             span = np.frombuffer(fh.read((hi - lo) * self.record_len), dtype=np.uint8)
         if len(span) != (hi - lo) * self.record_len:
             raise ValueError(f"{self.path.name}: records {lo}..{hi - 1} are beyond the end of the file")
-        return span.reshape(hi - lo, self.record_len)[fids - lo]
+        span = span.reshape(hi - lo, self.record_len)
+        if hi - lo == len(fids) and (np.diff(fids) == 1).all():
+            return span  # the usual case: a batch is a run of consecutive records
+        return span[fids - lo]
 
-    def _text(self, raw: np.ndarray) -> pa.Array:
+    def _text(self, raw: np.ndarray, careful: bool = True, non_ascii: bool = True) -> pa.Array:
+        """A character column: values without their trailing blanks, decoded from the codec."""
         n, w = raw.shape
-        if n == 0:
-            return pa.array([], pa.string())
-        if (raw == 0).any() or (raw == _NL).any():  # C-string semantics or line breaks: value by value
+        if n == 0 or w == 0:  # every value blank
+            return pa.StringArray.from_buffers(n, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b""))
+        if careful:  # C-string semantics or line breaks: value by value
             return pa.array([_c_string(bytes(r), self.codec) for r in raw], pa.string())
-        raw = _narrow(raw)
-        w = raw.shape[1]
-        length = _trimmed_length(raw)
-        ascii_only = not (raw >= 0x80).any()
-        if ascii_only or self.codec == "utf-8":
-            keep = np.arange(w)[None, :] < length[:, None]
-            data = raw[keep]
-            offsets = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(length, out=offsets[1:])
-            arr = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
-            if not ascii_only:
-                try:
-                    arr.validate(full=True)
-                except pa.ArrowInvalid:
-                    for r in raw:  # raise the UnicodeDecodeError of the first bad value
-                        bytes(r).decode(self.codec)
-                    raise
+        # trailing blanks are 0x20 bytes, never part of a multibyte character (GBK/GB18030 trail
+        # bytes are >= 0x30, UTF-8's >= 0x80): trimming the raw bytes is right in every codec
+        arr = pc.ascii_rtrim(_fixed_width(raw), characters=" ")
+        if not non_ascii:
+            return arr
+        if self.codec == "utf-8":
+            try:
+                arr.validate(full=True)
+            except pa.ArrowInvalid:
+                for r in raw:  # raise the UnicodeDecodeError of the first bad value
+                    bytes(r).decode(self.codec)
+                raise
             return arr
         # non-ASCII text in another encoding: decode the column in one call, values separated by \n
-        ext = np.empty((n, w + 1), dtype=np.uint8)
-        ext[:, :w] = raw
-        ext[np.arange(n), length] = _NL
-        keep = np.arange(w + 1)[None, :] <= length[:, None]
-        blob = ext[keep].tobytes()
+        off = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[off[0]:off[-1]]
+        blob = np.insert(data, off[1:] - off[0], _NL).tobytes()
         try:
             utf8 = blob.decode(self.codec).encode("utf-8")
         except UnicodeDecodeError:
@@ -178,43 +187,31 @@ class DbfTable:
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data[data != _NL].tobytes()))
 
 
-def _narrow(raw: np.ndarray) -> np.ndarray:
-    """The columns up to the last one any value uses (wide remark fields are mostly blank)."""
-    used = np.flatnonzero((raw != _SPACE).any(axis=0))
-    return raw[:, :used[-1] + 1] if len(used) else raw[:, :0]
-
-
-def _trimmed_length(raw: np.ndarray) -> np.ndarray:
-    """Length of each fixed-width value without its trailing blanks."""
-    w = raw.shape[1]
-    if w == 0:
-        return np.zeros(len(raw), dtype=np.int32)
-    nonblank = raw != _SPACE
-    last = w - np.argmax(nonblank[:, ::-1], axis=1)
-    return np.where(nonblank.any(axis=1), last, 0).astype(np.int32)
+def _fixed_width(raw: np.ndarray) -> pa.StringArray:
+    """The rows of a (n, w) byte matrix as a string array, without copying (not validated:
+    callers trim, decode or validate)."""
+    n, w = raw.shape
+    offsets = np.arange(0, (n + 1) * w, w, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(raw)))
 
 
 def _c_string(raw: bytes, codec: str) -> str:
     return raw.split(b"\0", 1)[0].rstrip(b" ").decode(codec)
 
 
-def _number(raw: np.ndarray, f: DbfField) -> pa.Array:
-    """A numeric column as GDAL reads it: NULL when blank or starting with '*', else the number."""
+def _number(raw: np.ndarray, f: DbfField, careful: bool = True) -> pa.Array:
+    """A numeric column as GDAL reads it: NULL when blank or starting with '*', else the number.
+    ``careful``: the column holds NULs or non-ASCII bytes (atoi/atof semantics value by value)."""
     n, w = raw.shape
     target = f.arrow_type
     if n == 0:
         return pa.array([], target)
-    length = _trimmed_length(raw)
-    keep = np.arange(w)[None, :] < length[:, None]
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(length, out=offsets[1:])
-    text = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw[keep].tobytes()))
-    text = pc.utf8_trim_whitespace(text)
-    null = (raw[:, 0] == ord("*")) | (length == 0)
-    if (raw == 0).any() or (raw >= 0x80).any():
+    text = pc.ascii_trim_whitespace(_fixed_width(raw))
+    null = (raw[:, 0] == ord("*")) | (pc.binary_length(text).to_numpy(zero_copy_only=False) == 0)
+    if careful:
         return _number_slow(raw, null, target)
-    text = pc.if_else(pa.array(null | (pc.utf8_length(text).to_numpy(zero_copy_only=False) == 0)),
-                      pa.scalar(None, pa.string()), text)
+    if null.any():
+        text = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), text)
     try:
         return text.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

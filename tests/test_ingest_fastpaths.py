@@ -53,6 +53,8 @@ def test_dbf_reader_matches_gdal(tmp_path):
     gdf["TBMJ"] = [1.5, None, 0.0, -2.25, 1e7] * 8
     gdf["SJNF"] = [2019, None, 2020, 0, -1] * 8
     gdf["KCXS"] = [0.1234, None, 1.0, 0.0, 0.5] * 8
+    gdf["BZ"] = [None] * 40  # a text field blank in every record
+    gdf["ZLDWMC"] = ["示范村", "村\t", "x\ty", "示范村 ", "  "] * 8  # tabs: the value-by-value path
     shp = write_shp(gdf, tmp_path / "a", cpg=True)
     # a blank and a '*'-filled number, as other writers leave them
     raw = bytearray(shp.with_suffix(".dbf").read_bytes())

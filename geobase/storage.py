@@ -8,7 +8,7 @@ table would, while past versions stay queryable (time travel, diffs, rollback).
 Columns:
   _rid       row id (identity), internal
   _key       stable feature key from the spec's ``source_key`` (the feature id in URLs)
-  _hash      md5 of attributes + geometry, to diff a new snapshot against the current rows
+  _hash      XXH3-128 of attributes + geometry, to diff a new snapshot against the current rows
   _vfrom     version that introduced this row
   _vto       version that retired it (NULL = current)
   <attrs>    one column per spec attribute, typed

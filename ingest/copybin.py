@@ -118,9 +118,17 @@ def _buffer_bytes(arr: pa.Array) -> bytes:
     return bytes(memoryview(data)[off[0]:off[-1]]) if data is not None else b""
 
 
-def md5_hex(messages: pa.Array) -> pa.Array:
-    """md5 hex digest of each binary value (the content hash of a row)."""
-    import hashlib
+def content_hash(messages: pa.Array) -> pa.Array:
+    """The content hash of each row: XXH3-128 of its binary value, as 32 hex digits.
 
-    md5 = hashlib.md5
-    return pa.array([md5(m).hexdigest() for m in messages.to_pylist()], pa.string())
+    Why XXH3 and not md5: the hash only tells whether a row changed between two deliveries
+    (no adversary picks the inputs), and at ~0.3 µs a row instead of ~2 µs it stopped being the
+    largest per-row cost of normalising a batch. Rows loaded before (md5) count as changed once
+    on their layer's next ``replace``."""
+    import xxhash
+
+    h = xxhash.xxh3_128_hexdigest
+    n = len(messages)
+    offsets = np.frombuffer(messages.buffers()[1], dtype=np.int32, count=n + 1, offset=messages.offset * 4).tolist()
+    data = memoryview(messages.buffers()[2] or b"")
+    return pa.array([h(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])], pa.string())

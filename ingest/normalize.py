@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
-from geobase.ingest.copybin import arrow_type, encode_field, join_fields, md5_hex
+from geobase.ingest.copybin import arrow_type, content_hash, encode_field, join_fields
 from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.report import QualityReport
 from geobase.ingest.area import AREA_TOLERANCE, polygon_areas, stated_area_factor
@@ -317,7 +317,7 @@ class BatchNormalizer:
         g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
         g3857 = ewkb3857.take(tk) if len(take) != len(ewkb3857) else ewkb3857
         geom_field = encode_field(g4490)
-        hashes = md5_hex(join_fields([attrs_joined, geom_field]))
+        hashes = content_hash(join_fields([attrs_joined, geom_field]))
         self.last_keys = keys_arrow.take(ridx)
         bt = bounds[take]
         if len(bt):

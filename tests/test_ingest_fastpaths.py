@@ -178,3 +178,14 @@ def test_single_ring_wkb_parser_matches_shapely():
     assert single_ring_polygons(pa.array([shapely.to_wkb(holed)], pa.binary())) is None
     assert single_ring_polygons(pa.array([shapely.to_wkb(shapely.multipolygons([box(0, 0, 1, 1)]))],
                                          pa.binary())) is None
+
+
+def test_content_hash_is_xxh3_of_each_row_value():
+    import xxhash
+    from geobase.ingest.copybin import content_hash
+
+    values = [b"", b"a", "水田".encode(), bytes(range(256)) * 3]
+    arr = pa.array(values * 3, pa.binary())
+    for a in (arr, arr.slice(5, 6)):  # a slice starts inside the offsets buffer
+        assert content_hash(a).to_pylist() == [xxhash.xxh3_128_hexdigest(v) for v in a.to_pylist()]
+    assert content_hash(pa.array([], pa.binary())).to_pylist() == []

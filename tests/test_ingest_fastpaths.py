@@ -189,3 +189,28 @@ def test_content_hash_is_xxh3_of_each_row_value():
     for a in (arr, arr.slice(5, 6)):  # a slice starts inside the offsets buffer
         assert content_hash(a).to_pylist() == [xxhash.xxh3_128_hexdigest(v) for v in a.to_pylist()]
     assert content_hash(pa.array([], pa.binary())).to_pylist() == []
+
+
+def test_layer_tables_of_earlier_versions_are_upgraded_in_place(new_db, tmp_path):
+    """A layer table made by an earlier geobase (keys in the database collation, a GiST on
+    geom_3857) gets byte-ordered keys and loses that index when the catalog is synced; its rows
+    stay, and the next replace diffs against them as before."""
+    import psycopg
+    from geobase.catalog import sync_catalog
+
+    settings = new_db()
+    gdf = land_use_gdf(30)
+    ingest(settings, "land_use", write_shp(gdf, tmp_path / "v1", cpg=True), coverage=False)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute('ALTER TABLE data.land_use ALTER COLUMN _key TYPE text COLLATE "default"')
+        conn.execute("CREATE INDEX land_use_cur_geom3857 ON data.land_use USING gist (geom_3857) WHERE _vto IS NULL")
+        conn.commit()
+        sync_catalog(conn, settings)
+        conn.commit()
+    coll = query(settings, "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+                           "WHERE a.attrelid = 'data.land_use'::regclass AND a.attname = '_key'")
+    idx = {r[0] for r in query(settings, "SELECT indexname FROM pg_indexes WHERE tablename = 'land_use'")}
+    assert coll == [("C",)] and "land_use_cur_geom3857" not in idx and {"land_use_cur_key", "land_use_cur_geom"} <= idx
+    gdf.loc[4, "DLBM"] = "0102"
+    res = ingest(settings, "land_use", write_shp(gdf, tmp_path / "v2", cpg=True), coverage=False)
+    assert (res.added, res.removed, res.changed, res.rows_total) == (0, 0, 1, 30)

@@ -1,9 +1,10 @@
 """Ingest of the scaled sample land-use layer (DLTB, GBK Shapefile, EPSG:4527) vs ogr2ogr.
 
 ours:     ``geobase ingest land_use DLTB`` in a subprocess: reads arrow batches, maps fields, checks
-          codes/types/validity, reprojects to EPSG:4490 (+3857), hashes rows, COPYs into staging,
-          checks keys and stated areas, commits a version with ellipsoidal areas and the
-          partial indexes of the versioned table.
+          codes/types/validity, reprojects to EPSG:4490 (+3857), computes ellipsoidal areas,
+          hashes rows, COPYs them (a first load: straight into the layer table inside the
+          version's transaction), checks keys and stated areas, commits a version and builds
+          the indexes of the versioned table (one GiST, three btree).
 baseline: ``ogr2ogr -f PostgreSQL PG:... -gt 65536 -nlt PROMOTE_TO_MULTI`` with PG_USE_COPY=YES and a
           GiST spatial index (no checks, no reprojection, no versions) of the same file into the
           same database, in the same run.

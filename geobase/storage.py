@@ -19,10 +19,14 @@ Columns:
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 from psycopg import sql
 
 from geobase.specs import LayerSpec
+
+log = logging.getLogger(__name__)
 
 DATA_SCHEMA = "data"
 STORAGE_SRID = 4490
@@ -53,16 +57,30 @@ def as_of_filter(version: int) -> sql.Composed:
     return sql.SQL("(_vfrom <= {v} AND (_vto IS NULL OR _vto > {v}))").format(v=v)
 
 
+def key_collation(conn: psycopg.Connection, spec: LayerSpec) -> str | None:
+    """The collation of the layer table's ``_key`` column (None: no table yet)."""
+    row = conn.execute(
+        "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attname = '_key'", (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()
+    return row[0] if row else None
+
+
 def _key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
     """Feature keys compare bytewise (``COLLATE "C"``): the same order as the cluster's C.UTF-8
     for UTF-8 text, but PostgreSQL sorts "C" with abbreviated keys and memcmp instead of
     strcoll, which halves the key index builds of a bulk load. Tables made before get their
-    key column (and its indexes) converted once."""
-    coll = conn.execute(
-        "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
-        "WHERE a.attrelid = %s::regclass AND a.attname = '_key'", (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()
-    if coll is not None and coll[0] != "C":
-        conn.execute(sql.SQL('ALTER TABLE {} ALTER COLUMN _key TYPE text COLLATE "C"').format(table_ident(spec)))
+    key column (and its indexes) converted once; a table with views of its own on it (QGIS
+    projects, tipg) keeps its collation, which costs speed only, and says so in the log."""
+    coll = key_collation(conn, spec)
+    if coll is None or coll == "C":
+        return
+    try:
+        with conn.transaction():  # a savepoint when the caller's transaction is open
+            conn.execute(sql.SQL('ALTER TABLE {} ALTER COLUMN _key TYPE text COLLATE "C"').format(table_ident(spec)))
+    except psycopg.errors.FeatureNotSupported as exc:  # views or rules depend on the column
+        log.warning("layer %s: feature keys keep collation %s (%s: %s); drop the dependent views once to let "
+                    "geobase convert them to byte order", spec.name, coll, str(exc).splitlines()[0],
+                    exc.diag.message_detail or "")
 
 
 def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:

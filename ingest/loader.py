@@ -23,7 +23,7 @@ from psycopg import sql
 from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
 
 from geobase.specs import LayerSpec
-from geobase.storage import DATA_SCHEMA, ensure_layer_table, measure_column, table_ident
+from geobase.storage import DATA_SCHEMA, ensure_layer_table, key_collation, measure_column, table_ident
 
 STAGING = "staging"
 #: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
@@ -77,7 +77,10 @@ class Staging:
 
     def create(self) -> None:
         self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
-        cols = [sql.SQL("_row bigint"), sql.SQL('_key text COLLATE "C"'), sql.SQL("_hash text")]
+        # keys in the layer table's collation (byte order unless an old table could not convert),
+        # so joins with it can use its key index
+        coll = key_collation(self.conn, self.spec) or "C"
+        cols = [sql.SQL("_row bigint"), sql.SQL("_key text COLLATE {}").format(sql.Identifier(coll)), sql.SQL("_hash text")]
         for a in self.spec.attributes:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))

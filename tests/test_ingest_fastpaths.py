@@ -214,3 +214,25 @@ def test_layer_tables_of_earlier_versions_are_upgraded_in_place(new_db, tmp_path
     gdf.loc[4, "DLBM"] = "0102"
     res = ingest(settings, "land_use", write_shp(gdf, tmp_path / "v2", cpg=True), coverage=False)
     assert (res.added, res.removed, res.changed, res.rows_total) == (0, 0, 1, 30)
+
+
+def test_a_view_on_an_old_layer_table_keeps_its_key_collation_and_ingest_still_works(new_db, tmp_path, caplog):
+    """Someone's view on a layer (a QGIS project, a tipg collection) blocks converting its keys:
+    the catalog sync goes on (the server starts), says why in the log, and replaces still diff."""
+    import psycopg
+    from geobase.catalog import sync_catalog
+
+    settings = new_db()
+    gdf = land_use_gdf(30)
+    ingest(settings, "land_use", write_shp(gdf, tmp_path / "v1", cpg=True), coverage=False)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute('ALTER TABLE data.land_use ALTER COLUMN _key TYPE text COLLATE "default"')
+        conn.execute("CREATE VIEW public.my_parcels AS SELECT _key, dlbm, geom FROM data.land_use WHERE _vto IS NULL")
+        conn.commit()
+        sync_catalog(conn, settings)
+        conn.commit()
+    assert "keep collation default" in caplog.text and "my_parcels" in caplog.text
+    gdf.loc[7, "DLBM"] = "0102"
+    res = ingest(settings, "land_use", write_shp(gdf, tmp_path / "v2", cpg=True), coverage=False)
+    assert (res.added, res.removed, res.changed) == (0, 0, 1)
+    assert query(settings, "SELECT count(*) FROM public.my_parcels")[0][0] == 30

@@ -191,26 +191,40 @@ def test_content_hash_is_xxh3_of_each_row_value():
     assert content_hash(pa.array([], pa.binary())).to_pylist() == []
 
 
-def test_layer_tables_of_earlier_versions_are_upgraded_in_place(new_db, tmp_path):
-    """A layer table made by an earlier geobase (keys in the database collation, a GiST on
-    geom_3857) gets byte-ordered keys and loses that index when the catalog is synced; its rows
-    stay, and the next replace diffs against them as before."""
+def _earlier_layer_table(settings, tmp_path, *old_ddl: str):
+    """A land-use layer loaded, then made to look like an earlier geobase's table (keys in the
+    database collation, plus ``old_ddl``), then the catalog synced as a server start does.
+    Returns the delivered frame."""
     import psycopg
     from geobase.catalog import sync_catalog
 
-    settings = new_db()
     gdf = land_use_gdf(30)
     ingest(settings, "land_use", write_shp(gdf, tmp_path / "v1", cpg=True), coverage=False)
     with psycopg.connect(settings.database_url) as conn:
         conn.execute('ALTER TABLE data.land_use ALTER COLUMN _key TYPE text COLLATE "default"')
-        conn.execute("CREATE INDEX land_use_cur_geom3857 ON data.land_use USING gist (geom_3857) WHERE _vto IS NULL")
+        for ddl in old_ddl:
+            conn.execute(ddl)
         conn.commit()
         sync_catalog(conn, settings)
         conn.commit()
-    coll = query(settings, "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
-                           "WHERE a.attrelid = 'data.land_use'::regclass AND a.attname = '_key'")
+    return gdf
+
+
+def _key_collation(settings) -> str:
+    return query(settings, "SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+                           "WHERE a.attrelid = 'data.land_use'::regclass AND a.attname = '_key'")[0][0]
+
+
+def test_layer_tables_of_earlier_versions_are_upgraded_in_place(new_db, tmp_path):
+    """A layer table made by an earlier geobase (keys in the database collation, a GiST on
+    geom_3857) gets byte-ordered keys and loses that index when the catalog is synced; its rows
+    stay, and the next replace diffs against them as before."""
+    settings = new_db()
+    gdf = _earlier_layer_table(settings, tmp_path, "CREATE INDEX land_use_cur_geom3857 ON data.land_use "
+                                                   "USING gist (geom_3857) WHERE _vto IS NULL")
     idx = {r[0] for r in query(settings, "SELECT indexname FROM pg_indexes WHERE tablename = 'land_use'")}
-    assert coll == [("C",)] and "land_use_cur_geom3857" not in idx and {"land_use_cur_key", "land_use_cur_geom"} <= idx
+    assert _key_collation(settings) == "C"
+    assert "land_use_cur_geom3857" not in idx and {"land_use_cur_key", "land_use_cur_geom"} <= idx
     gdf.loc[4, "DLBM"] = "0102"
     res = ingest(settings, "land_use", write_shp(gdf, tmp_path / "v2", cpg=True), coverage=False)
     assert (res.added, res.removed, res.changed, res.rows_total) == (0, 0, 1, 30)
@@ -219,18 +233,10 @@ def test_layer_tables_of_earlier_versions_are_upgraded_in_place(new_db, tmp_path
 def test_a_view_on_an_old_layer_table_keeps_its_key_collation_and_ingest_still_works(new_db, tmp_path, caplog):
     """Someone's view on a layer (a QGIS project, a tipg collection) blocks converting its keys:
     the catalog sync goes on (the server starts), says why in the log, and replaces still diff."""
-    import psycopg
-    from geobase.catalog import sync_catalog
-
     settings = new_db()
-    gdf = land_use_gdf(30)
-    ingest(settings, "land_use", write_shp(gdf, tmp_path / "v1", cpg=True), coverage=False)
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute('ALTER TABLE data.land_use ALTER COLUMN _key TYPE text COLLATE "default"')
-        conn.execute("CREATE VIEW public.my_parcels AS SELECT _key, dlbm, geom FROM data.land_use WHERE _vto IS NULL")
-        conn.commit()
-        sync_catalog(conn, settings)
-        conn.commit()
+    gdf = _earlier_layer_table(settings, tmp_path, "CREATE VIEW public.my_parcels AS SELECT _key, dlbm, geom "
+                                                   "FROM data.land_use WHERE _vto IS NULL")
+    assert _key_collation(settings) == "default"
     assert "keep collation default" in caplog.text and "my_parcels" in caplog.text
     gdf.loc[7, "DLBM"] = "0102"
     res = ingest(settings, "land_use", write_shp(gdf, tmp_path / "v2", cpg=True), coverage=False)

@@ -32,7 +32,7 @@ from geobase import cql2
 from geobase.crs import CRS84, Crs, parse_crs, supported_uris
 from geobase.errors import InvalidInput, NotFound
 from geobase.specs import LayerSpec
-from geobase.storage import as_of_filter, measure_column, table_ident
+from geobase.storage import as_of_filter, empty_rows, measure_column, table_ident
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})?)?$")
 
@@ -250,7 +250,12 @@ class FeatureQuery:
             geom, self.properties_sql())
 
     def from_sql(self) -> sql.Composable:
-        return self.source if self.source is not None else sql.SQL("{} AS t").format(table_ident(self.spec))
+        if self.source is not None:
+            return self.source
+        if self.version is None:
+            # no version, no rows: and no wait for the table a first load holds locked
+            return sql.SQL("{} AS t").format(empty_rows(self.spec))
+        return sql.SQL("{} AS t").format(table_ident(self.spec))
 
     def version_sql(self) -> sql.Composable:
         if self.source is not None:

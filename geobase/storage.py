@@ -83,26 +83,35 @@ def _key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
                     exc.diag.message_detail or "")
 
 
+def layer_columns(spec: LayerSpec) -> list[tuple[str, str, str]]:
+    """The columns of a layer table: (name, type, constraints), in table order."""
+    cols = [("_rid", "bigint", "GENERATED ALWAYS AS IDENTITY PRIMARY KEY"), ("_key", 'text COLLATE "C"', "NOT NULL"),
+            ("_hash", "text", "NOT NULL"), ("_vfrom", "integer", "NOT NULL"), ("_vto", "integer", "")]
+    cols += [(a.name, a.pg_type, "") for a in spec.attributes]
+    measure = measure_column(spec)
+    if measure:
+        cols.append((measure, "double precision", ""))
+    cols.append(("geom", f"geometry({spec.geometry}, 4490)", "NOT NULL"))
+    cols.append(("geom_3857", f"geometry({spec.geometry}, 3857)", "NOT NULL"))
+    return cols
+
+
+def empty_rows(spec: LayerSpec) -> sql.Composed:
+    """A row source with the layer table's columns and no rows, which names neither the table nor
+    its row type: a reader of a layer without a version need not wait for the table lock a
+    first load holds until its version commits."""
+    return sql.SQL("(SELECT {} LIMIT 0)").format(sql.SQL(", ").join(
+        sql.SQL("NULL::{} AS {}").format(sql.SQL(typ), sql.Identifier(name))
+        for name, typ, _ in layer_columns(spec)))
+
+
 def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     """Create the layer's table and indexes, or add columns for attributes new in the spec."""
     if spec.kind != "vector":
         return
     tbl = table_ident(spec)
-    cols = [
-        sql.SQL("_rid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
-        sql.SQL('_key text COLLATE "C" NOT NULL'),  # identifiers: byte order, abbreviated-key sorts
-        sql.SQL("_hash text NOT NULL"),
-        sql.SQL("_vfrom integer NOT NULL"),
-        sql.SQL("_vto integer"),
-    ]
-    for a in spec.attributes:
-        cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
-    measure = measure_column(spec)
-    if measure:
-        cols.append(sql.SQL("{} double precision").format(sql.Identifier(measure)))
-    gtype = sql.SQL(spec.geometry)
-    cols.append(sql.SQL("geom geometry({}, 4490) NOT NULL").format(gtype))
-    cols.append(sql.SQL("geom_3857 geometry({}, 3857) NOT NULL").format(gtype))
+    cols = [sql.SQL("{} {} {}").format(sql.Identifier(name), sql.SQL(typ), sql.SQL(cons))
+            for name, typ, cons in layer_columns(spec)]
     conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tbl, sql.SQL(", ").join(cols)))
     for a in spec.attributes:
         conn.execute(

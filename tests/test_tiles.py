@@ -432,3 +432,26 @@ def test_composite_tile_skips_a_layer_without_version_even_while_its_table_is_lo
         layers = decode(r)
         assert "land_use" in layers and "water_areas" not in layers
         locker.rollback()
+
+
+def test_items_of_a_layer_without_version_answer_while_its_table_is_locked(new_db, live_server):
+    """The same first load seen through the features API: a layer with no current version has
+    no items, and saying so must not wait for the table the load holds locked."""
+    s = new_db(statement_timeout_ms=3000)
+    load_test_county(s, dem=False)
+    url = database_url(s)
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE catalog.layers SET current_version = NULL WHERE name = 'water_areas'")
+        conn.commit()
+    srv = live_server(s)
+    with psycopg.connect(url) as locker, srv.client() as c:
+        locker.execute("LOCK TABLE data.water_areas IN ACCESS EXCLUSIVE MODE")
+        r = c.get("/collections/water_areas/items", params={"limit": 5, "numberMatched": "true"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["features"] == [] and doc["numberMatched"] == 0
+        csv = c.get("/collections/water_areas/items", params={"f": "csv"})
+        assert csv.status_code == 200 and csv.text.splitlines()[0].startswith(("id", "_key", "WKT", "geometry"))
+        assert c.get("/collections/water_areas/items/any-key").status_code == 404
+        assert c.get("/collections/land_use/items", params={"limit": 1}).json()["features"]
+        locker.rollback()

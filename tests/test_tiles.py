@@ -413,16 +413,22 @@ def test_states_hint_never_serves_a_stale_guess(new_db):
     asyncio.run(scenario())
 
 
-def test_composite_tile_skips_a_layer_without_version_even_while_its_table_is_locked(new_db, live_server):
-    """A layer's first load holds its table locked until the version commits; the one map must
-    not wait for it: a layer with no current version has nothing to draw and is not read."""
-    s = new_db(tile_statement_timeout_ms=3000)
+def _water_without_version(new_db, live_server, **settings):
+    """The test county served with water_areas as a layer before its first load committed (no
+    current version): (server, database URL)."""
+    s = new_db(**settings)
     load_test_county(s, dem=False)
     url = database_url(s)
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE catalog.layers SET current_version = NULL WHERE name = 'water_areas'")
         conn.commit()
-    srv = live_server(s)
+    return live_server(s), url
+
+
+def test_composite_tile_skips_a_layer_without_version_even_while_its_table_is_locked(new_db, live_server):
+    """A layer's first load holds its table locked until the version commits; the one map must
+    not wait for it: a layer with no current version has nothing to draw and is not read."""
+    srv, url = _water_without_version(new_db, live_server, tile_statement_timeout_ms=3000)
     z = 12
     row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.05, LAT0 + 0.07)
     with psycopg.connect(url) as locker, srv.client() as c:
@@ -437,13 +443,7 @@ def test_composite_tile_skips_a_layer_without_version_even_while_its_table_is_lo
 def test_items_of_a_layer_without_version_answer_while_its_table_is_locked(new_db, live_server):
     """The same first load seen through the features API: a layer with no current version has
     no items, and saying so must not wait for the table the load holds locked."""
-    s = new_db(statement_timeout_ms=3000)
-    load_test_county(s, dem=False)
-    url = database_url(s)
-    with psycopg.connect(url) as conn:
-        conn.execute("UPDATE catalog.layers SET current_version = NULL WHERE name = 'water_areas'")
-        conn.commit()
-    srv = live_server(s)
+    srv, url = _water_without_version(new_db, live_server, statement_timeout_ms=3000)
     with psycopg.connect(url) as locker, srv.client() as c:
         locker.execute("LOCK TABLE data.water_areas IN ACCESS EXCLUSIVE MODE")
         r = c.get("/collections/water_areas/items", params={"limit": 5, "numberMatched": "true"})

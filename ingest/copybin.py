@@ -110,11 +110,16 @@ def rows_payload(fields: list[pa.Array], ncols: int) -> bytes:
     return _buffer_bytes(rows)
 
 
+def value_offsets(arr: pa.Array) -> np.ndarray:
+    """The ``len(arr) + 1`` value offsets of a binary or string array (int32 offsets) into its
+    data buffer, slice offset included, without copying."""
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+
+
 def _buffer_bytes(arr: pa.Array) -> bytes:
     """The values of a null-free binary array as one contiguous block."""
-    offsets = arr.buffers()[1]
     data = arr.buffers()[2]
-    off = np.frombuffer(offsets, dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    off = value_offsets(arr)
     return bytes(memoryview(data)[off[0]:off[-1]]) if data is not None else b""
 
 
@@ -128,7 +133,6 @@ def content_hash(messages: pa.Array) -> pa.Array:
     import xxhash
 
     h = xxhash.xxh3_128_hexdigest
-    n = len(messages)
-    offsets = np.frombuffer(messages.buffers()[1], dtype=np.int32, count=n + 1, offset=messages.offset * 4).tolist()
+    offsets = value_offsets(messages).tolist()
     data = memoryview(messages.buffers()[2] or b"")
     return pa.array([h(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])], pa.string())

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
+from geobase.ingest.copybin import value_offsets
 
 _SPACE, _NL = 0x20, 0x0A
 _INT_PREFIX = re.compile(r"\s*[+-]?\d+")
@@ -169,7 +170,7 @@ class DbfTable:
                 raise
             return arr
         # non-ASCII text in another encoding: decode the column in one call, values separated by \n
-        off = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+        off = value_offsets(arr)
         data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[off[0]:off[-1]]
         blob = np.insert(data, off[1:] - off[0], _NL).tobytes()
         try:

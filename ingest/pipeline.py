@@ -338,13 +338,11 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                 from geobase.storage import table_ident
 
                 check = norm.area_check
-                if dl is not None and check is not None:  # a first load: every row is new, the normaliser saw them all
-                    if check.pending_keys:  # but left these areas to the database
+                if dl is not None:  # a first load: every row is new, the normaliser saw them all
+                    if check is not None and check.pending_keys:  # but left these areas to the database
                         check.merge(*area_deviation(conn_, spec, table_ident(spec), _sql.SQL("_key = ANY({})").format(
                             _sql.Literal(check.pending_keys)), _sql.SQL("_area_m2")))
-                    record_area(*check.result())
-                elif dl is not None:
-                    record_area(0, [])
+                    record_area(*(check.result() if check is not None else (0, [])))  # (0, []): no stated area
                 else:
                     record_area(*area_deviation(conn_, spec, table_ident(spec),
                                                 _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))

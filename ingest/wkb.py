@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from geobase.ingest.copybin import value_offsets
 
 
 @dataclass
@@ -96,7 +97,7 @@ def single_ring_polygons(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     if not pa.types.is_binary(wkb.type) or wkb.null_count or len(wkb) == 0:
         return None
     n = len(wkb)
-    off = np.frombuffer(wkb.buffers()[1], dtype=np.int32, count=n + 1, offset=wkb.offset * 4).astype(np.int64)
+    off = value_offsets(wkb).astype(np.int64)
     data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8)
     starts, lens = off[:-1], np.diff(off)
     if (lens < 13).any() or not (data[starts] == 1).all():

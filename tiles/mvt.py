@@ -205,14 +205,14 @@ def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: in
     margin = (xmax - xmin) * BUFFER / EXTENT
     env_buffered = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
         L(xmin - margin), L(ymin - margin), L(xmax + margin), L(ymax + margin), L(tms.srid))
+    filter_buffered = filter_envelope(tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin)
     if plan.aggregate and plan.pyramid_version is not None and tms.srid == 3857:
         inner = _pyramid_select(plan, tms, z, row, col, env, env_buffered)
     elif plan.aggregate:
         inner = _aggregate_select(plan, tms, z, bounds, env, filter_envelope(tms, xmin, ymin, xmax, ymax),
-                                  filter_envelope(tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin))
+                                  filter_buffered)
     else:
-        inner = _feature_select(plan, tms, z, env, env_buffered, filter_envelope(
-            tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin))
+        inner = _feature_select(plan, tms, z, env, env_buffered, filter_buffered)
     # OFFSET 0 keeps the planner from flattening the sub-select, which would evaluate
     # ST_AsMVTGeom twice per row (once in the IS NOT NULL filter, once in the output)
     return sql.SQL("(SELECT COALESCE(ST_AsMVT(t, {name}, {extent}, 'geom'), ''::bytea) FROM ({inner} OFFSET 0) t "

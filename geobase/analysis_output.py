@@ -128,6 +128,11 @@ def csv_tables(result: dict) -> dict[str, str]:
     elif kind == "change":
         t["transitions"] = _csv(result["transitions"])
         t["transitions_by_group"] = _csv(result["transitions_by_group"])
+        # area that left a class without a successor / entered it from nowhere: with these the
+        # class totals of the two versions reconcile
+        t["balance"] = _csv({"class": c["class"], "removed_m2": r["m2"], "added_m2": a["m2"], "net_m2": c["m2"]}
+                            for c, r, a in zip(result.get("net_by_class", []), result.get("removed", []),
+                                               result.get("added", [])))
     elif kind == "buffer":
         t["features"] = _csv(_flat_area(f) for f in result["features"])
     return t

@@ -16,6 +16,7 @@ All services take an open ``psycopg.AsyncConnection`` and the layer specs the ca
 from __future__ import annotations
 
 import json
+import math
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -536,7 +537,15 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
                  v1: int, v2: int, *, class_field: str | None = None, sliver_m2: float = 1.0) -> dict:
     """Transition matrix of areas between classes from version ``v1`` to ``v2`` of a layer,
     intersecting the retired rows of v1 with the new rows of v2 (unchanged features are the
-    same row in both versions and cannot contribute)."""
+    same row in both versions and cannot contribute), plus the area that left each class
+    without a successor (``removed``: deleted parcels, shrunk edges) and the area that entered
+    it from nowhere (``added``).
+
+    The books balance per class: area(v1, c) + sum(transitions into c) - sum(transitions out
+    of c) - removed(c) + added(c) = area(v2, c) (``net_by_class``), to a micro-m², because
+    ``removed``/``added`` are the retired/new area of the class minus its transitions, figured
+    on the same rounded numbers the answer shows. Every intersection counts in the matrix;
+    slivers below ``sliver_m2`` are left out of ``changed_patches`` (the drawable pieces) only."""
     vis = {s.name: s for s in visible}
     if layer not in vis or vis[layer].geometry != "MultiPolygon":
         raise InvalidInput(f"layer: unknown, hidden or non-polygon layer {layer!r}", parameter="layer")
@@ -560,34 +569,82 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
         WHERE {old} AND {new}
         ORDER BY o._key, n._key
     """).format(f=sql.Identifier(field), t=table_ident(spec), old=old, new=new)
-    cur = await conn.execute(q)
-    matrix: dict[tuple[str, str], float] = {}
+    # one read-only snapshot for the matrix and the retired/new areas: the balance must not mix versions
+    own = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    async with conn.transaction():
+        if own:  # a caller's transaction keeps its own snapshot
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cur = await conn.execute(q)
+        rows = await cur.fetchall()
+        sides: dict[str, dict[str, list[float]]] = {}
+        for side, cond, alias in (("retired", old, "o"), ("new", new, "n")):
+            cur = await conn.execute(sql.SQL("SELECT {a}.{f}::text, ST_Area({a}.geom::geography) FROM {t} {a} WHERE {c}")
+                                     .format(a=sql.Identifier(alias), f=sql.Identifier(field), t=table_ident(spec),
+                                             c=cond))
+            per: dict[str, list[float]] = {}
+            for c, m2 in await cur.fetchall():
+                per.setdefault(c, []).append(float(m2 or 0))
+            sides[side] = per
+    pieces: dict[tuple[str, str], list[float]] = {}
     patches = []
     dropped = [0, 0.0]
-    for ko, kn, co, cn, gj, m2 in await cur.fetchall():
+    for ko, kn, co, cn, gj, m2 in rows:
         m2 = float(m2 or 0)
+        pieces.setdefault((co, cn), []).append(m2)
         if m2 < sliver_m2:
             dropped[0] += 1
             dropped[1] += m2
             continue
-        matrix[(co, cn)] = matrix.get((co, cn), 0.0) + m2
         if co != cn:
             patches.append({"from": {"key": ko, "class": co}, "to": {"key": kn, "class": cn},
                             "area": units(m2), "geometry": json.loads(gj) if gj else None})
+    matrix = {k: math.fsum(v) for k, v in pieces.items()}
     codes = registry.codes_for(spec, field) or {}
+
     def grp(c):
         code = codes.get(c) or codes.get((c or "")[:4])
         return code.group if code and code.group else c
-    groups: dict[tuple[str, str], float] = {}
-    for (co, cn), m2 in matrix.items():
-        k = (grp(co), grp(cn))
-        groups[k] = groups.get(k, 0.0) + m2
+
+    def r6(x: float) -> float:
+        return round(x, 6)
+
+    # removed/added: the retired (new) area of a class not accounted for by its transitions,
+    # on the rounded figures the answer shows, so that summing the answer balances exactly
+    shown = {k: r6(m2) for k, m2 in matrix.items()}
+    classes = sorted(set(sides["retired"]) | set(sides["new"]) | {c for k in matrix for c in k}, key=str)
+    removed, added = {}, {}
+    for c in classes:
+        retired = r6(math.fsum(sides["retired"].get(c, [])))
+        new_ = r6(math.fsum(sides["new"].get(c, [])))
+        removed[c] = r6(retired - math.fsum(m2 for (a, _), m2 in shown.items() if a == c))
+        added[c] = r6(new_ - math.fsum(m2 for (_, b), m2 in shown.items() if b == c))
+    net = {c: r6(math.fsum([m2 for (a, b), m2 in shown.items() if b == c]) - math.fsum(
+        [m2 for (a, b), m2 in shown.items() if a == c]) - removed[c] + added[c]) for c in classes}
+
+    def by_group(per: dict) -> list[dict]:
+        g: dict[str, list[float]] = {}
+        for c, m2 in per.items():
+            g.setdefault(grp(c), []).append(m2)
+        return [{"class": k, **units(math.fsum(v))} for k, v in sorted(g.items(), key=lambda kv: str(kv[0]))]
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for (co, cn), m2 in shown.items():
+        groups.setdefault((grp(co), grp(cn)), []).append(m2)
     return {"analysis": "change", "layer": layer, "class_field": field, "v1": v1, "v2": v2,
-            "transitions": [{"from": a, "to": b, **units(m2)} for (a, b), m2 in sorted(matrix.items())],
-            "transitions_by_group": [{"from": a, "to": b, **units(m2)} for (a, b), m2 in sorted(groups.items())],
+            "transitions": [{"from": a, "to": b, **units(m2)} for (a, b), m2 in sorted(shown.items(), key=str)],
+            "transitions_by_group": [{"from": a, "to": b, **units(math.fsum(v))}
+                                     for (a, b), v in sorted(groups.items(), key=str)],
+            "removed": [{"class": c, **units(removed[c])} for c in classes],
+            "added": [{"class": c, **units(added[c])} for c in classes],
+            "removed_by_group": by_group(removed),
+            "added_by_group": by_group(added),
+            "net_by_class": [{"class": c, **units(net[c])} for c in classes],
+            "balance": "area(v1, class) + transitions into it - transitions out of it - removed + added = "
+                       "area(v2, class); net_by_class is that difference",
             "changed_patches": patches,
-            "changed_area": units(sum(m2 for (a, b), m2 in matrix.items() if a != b)),
-            "slivers_dropped": {"count": dropped[0], **units(dropped[1]), "threshold_m2": sliver_m2}}
+            "changed_area": units(math.fsum(m2 for (a, b), m2 in matrix.items() if a != b)),
+            "slivers_dropped": {"count": dropped[0], **units(dropped[1]), "threshold_m2": sliver_m2,
+                                "note": "left out of changed_patches only; the matrix counts every piece"}}
 
 
 # ---------------------------------------------------------------------------------------------

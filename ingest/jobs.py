@@ -132,10 +132,14 @@ def run_job(settings: Settings, job_id: str, layer: str, path: Path, options: di
         _update(settings, job_id, status="running", started_at=True)
         res = ingest(settings, layer, path, user=user, progress=progress, job_id=job_id.replace("-", ""), **options)
         _update(settings, job_id, status="successful", progress=1.0, finished_at=True,
-                message=f"version {res.version}" if res.version else "dry run", result=res.as_dict())
+                message=(f"version {res.version}" if res.version else
+                         f"dry run: nothing written; would be +{res.added} -{res.removed} ~{res.changed}"
+                         if res.dry_run else "skipped: same file as the current version"),
+                result=res.as_dict())
     except GeobaseError as exc:
         _update(settings, job_id, status="failed", finished_at=True, message=exc.message,
                 result={"error": exc.code, "message": exc.message, "parameter": exc.parameter,
+                        "outcome": "refused: nothing written, the current version is unchanged",
                         "report": exc.details.get("report")})
     except Exception as exc:  # a bug or the database: record it, never leave the job 'running'
         _update(settings, job_id, status="failed", finished_at=True, message=f"internal error: {exc}",

@@ -327,10 +327,13 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                 report.notes.append(f"coverage check (overlaps/gaps) skipped for {report.rows_loaded} rows "
                                     f"(automatic up to {COVERAGE_AUTO_LIMIT}); pass --coverage to run it")
             report.rows_skipped = report.rows_read - report.rows_loaded
-            if dry_run:
+            if dl is None:  # every row of the file, dry run or not: the same file, the same report
                 record_area(*stg.area_deviation())
-                return IngestResult(layer, None, mode, path.name, checksum_job(), rows_total=report.rows_loaded,
-                                    dry_run=True, seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
+            if dry_run:
+                total, added, removed, changed = stg.diff(mode)
+                return IngestResult(layer, None, mode, path.name, checksum_job(), rows_total=total, added=added,
+                                    removed=removed, changed=changed, dry_run=True,
+                                    seconds=round(time.monotonic() - t0, 3), report=report.as_dict())
 
             def after_insert(conn_, v: int) -> dict:
                 from psycopg import sql as _sql
@@ -343,9 +346,6 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                         check.merge(*area_deviation(conn_, spec, table_ident(spec), _sql.SQL("_key = ANY({})").format(
                             _sql.Literal(check.pending_keys)), _sql.SQL("_area_m2")))
                     record_area(*(check.result() if check is not None else (0, [])))  # (0, []): no stated area
-                else:
-                    record_area(*area_deviation(conn_, spec, table_ident(spec),
-                                                _sql.SQL("_vfrom = {}").format(_sql.Literal(v)), _sql.SQL("_area_m2")))
                 return report.as_dict()
 
             checksum = checksum_job()

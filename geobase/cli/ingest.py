@@ -34,13 +34,18 @@ def print_report(result: dict, console=None) -> None:
     head = Table(title=f"ingest {result['layer']} <- {result['source_name']}", show_header=False)
     head.add_column("", style="bold")
     head.add_column("")
-    status = ("dry run: nothing written" if result.get("dry_run") else
+    refused = result.get("refused")
+    status = ("refused: nothing written, the current version is unchanged" if refused else
+              "dry run: nothing written" if result.get("dry_run") else
               "skipped: same file as the current version" if result.get("skipped") else
               f"version {result.get('version')} ({result.get('mode')})")
+    diff = (f"{result.get('rows_total')} current; +{result.get('added')} added, -{result.get('removed')} removed, "
+            f"~{result.get('changed')} changed")
+    if result.get("dry_run"):
+        diff = f"would be {diff}"
     for k, v in [
         ("result", status),
-        ("rows", f"{result.get('rows_total')} current; +{result.get('added')} added, -{result.get('removed')} removed, "
-                 f"~{result.get('changed')} changed"),
+        *([] if refused else [("rows", diff)]),
         ("read / loaded / skipped", f"{rep.get('rows_read')} / {rep.get('rows_loaded')} / {rep.get('rows_skipped')}"),
         ("format", f"{rep.get('driver')}" + (f", layer {rep.get('source_layer')}" if rep.get("source_layer") else "")),
         ("encoding", f"{rep.get('encoding')} ({rep.get('encoding_how')})"),
@@ -61,7 +66,9 @@ def print_report(result: dict, console=None) -> None:
             first = ""
             if ex:
                 e = ex[0]
-                first = f"row {e.get('row')} key {e.get('key')}: {e.get('message')}"
+                where = [f"row {e['row']}"] if e.get("row") is not None else []
+                where += [f"key {e['key']}"] if e.get("key") is not None else []
+                first = f"{' '.join(where)}: {e.get('message')}" if where else str(e.get("message"))
             if cat == "area_deviation" and (rep.get("checks") or {}).get("area", {}).get("samples"):
                 s = rep["checks"]["area"]["samples"][0]
                 first = f"key {s['key']}: stated {s['stated_m2']} m², ellipsoidal {s['ellipsoidal_m2']} m²"
@@ -126,7 +133,7 @@ def ingest_cmd(
             rep = exc.details.get("report")
             prog.stop()
             if rep and (rep.get("errors") or rep.get("warnings")):
-                print_report({"layer": layer, "source_name": path.name, "report": rep, "dry_run": True}, console)
+                print_report({"layer": layer, "source_name": path.name, "report": rep, "refused": True}, console)
             raise
     print_report(res.as_dict(), console)
 

@@ -105,15 +105,18 @@ def csv_tables(result: dict) -> dict[str, str]:
             for level in ("by_class", "by_group", "by_category"):
                 for r in info.get(level, []):
                     rows.append({"layer": layer, "level": level.removeprefix("by_"), **r})
+        # the rules first, headed by the overall verdict (a partial one says "incomplete: ...")
+        overall = {"id": "(overall)", "verdict": result["verdict"], "fires_as": "",
+                   "complete": result.get("complete", True), "reason": result.get("summary", result["verdict"])}
+        t["rules"] = _csv([overall, *({"id": r["id"], "verdict": r["verdict"], "fires_as": r["fires_as"],
+                                       "complete": "", "area_m2": (r.get("area") or {}).get("m2"),
+                                       "share": r.get("share"), "features": " ".join(r.get("features") or []),
+                                       "reason": r.get("reason")} for r in result["rules"])])
         t["classes"] = _csv(rows)
         t["pieces"] = _csv({"layer": layer, "key": p["key"], "class": p.get("class"),
                             "area_m2": p.get("area", {}).get("m2"), "length_m": p.get("length_m"),
                             **(p.get("attributes") or {})}
                            for layer, info in result["layers"].items() for p in info.get("pieces", []))
-        t["rules"] = _csv({"id": r["id"], "verdict": r["verdict"], "fires_as": r["fires_as"],
-                           "area_m2": (r.get("area") or {}).get("m2"), "share": r.get("share"),
-                           "features": " ".join(r.get("features") or []), "reason": r.get("reason")}
-                          for r in result["rules"])
     elif kind == "tabulate":
         t["cells"] = _csv(result["cells"])
     elif kind == "conflicts":
@@ -212,6 +215,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
        "td,th{border:1px solid #bbb;padding:2px 6px;font-size:90%;text-align:left}"
        ".prohibited{color:#b00}.needs-approval{color:#c60}.warning{color:#a80}.ok{color:#070}"
+       ".incomplete{color:#b00;border:2px solid #b00;padding:4px}"
        "@media print{body{margin:0}}")
 
 
@@ -223,7 +227,9 @@ def to_html(result: dict) -> str:
         v = result["verdict"]
         a = result["site"]["area"]
         parts.append(f"<h1>建设项目用地合规性审查 / Site compliance check</h1>"
-                     f"<p>Overall verdict: <b class='{v}'>{html.escape(v)}</b> — site area {a['m2']:,.2f} m² "
+                     + (f"<p class='incomplete'><b>{html.escape(result['summary'])}</b></p>"
+                        if not result.get("complete", True) else "")
+                     + f"<p>Overall verdict: <b class='{v}'>{html.escape(v)}</b> — site area {a['m2']:,.2f} m² "
                      f"({a['ha']:,.4f} ha, {a['mu']:,.2f} 亩); project type {html.escape(result['project_type'])}</p>")
         layers = [(name, [p["geometry"] for p in info["pieces"] if p.get("geometry")])
                   for name, info in result["layers"].items() if name != "admin_divisions"]

@@ -187,6 +187,9 @@ async def interactive_snapshot(conn: psycopg.AsyncConnection):
         yield
 
 
+HIDDEN_RULE_REASON = "needs data this caller may not see"
+
+
 async def site_check(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec],
                      site: InputGeometry, **options) -> dict:
     """Check a site against every visible vector layer and the declared rules (see
@@ -245,7 +248,7 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
     for r in rules:
         if r.layer not in may_see:  # say the check is incomplete without naming the hidden layer
             rule_results.append({"id": r.id, "title": r.title.model_dump(), "verdict": "not-evaluated",
-                                 "fires_as": r.verdict, "reason": "needs data this caller may not see"})
+                                 "fires_as": r.verdict, "reason": HIDDEN_RULE_REASON})
             continue
         if r.layer not in used:
             rule_results.append({"id": r.id, "title": r.title.model_dump(), "layer": r.layer,
@@ -261,19 +264,45 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
             rule_results.append(_rule_from_pieces(r, site, sliver_m2, *from_pieces[r.id]))
             continue
         rule_results.append(await _rule_result(conn, registry, r, site, sliver_m2))
-    verdict = worst([r["verdict"] for r in rule_results])
+    evaluated = worst([r["verdict"] for r in rule_results])
+    complete, summary = verdict_summary(rule_results, evaluated)
     return {
         "analysis": "site-check",
         "site": {"area": units(site.area_m2), "vertices": site.vertices, "input_crs": site.source_crs,
                  "repaired": site.repaired, "geometry": site.geojson},
         "project_type": project_type,
-        "verdict": verdict,
+        # a verdict from part of the rules says so first: never "needs-approval" while rules were skipped
+        "complete": complete,
+        "verdict": evaluated if complete else "incomplete",
+        "summary": summary,
+        "verdict_of_evaluated_rules": evaluated,
         "not_evaluated": [r["id"] for r in rule_results if r["verdict"] == "not-evaluated"],
         "rules": rule_results,
         "layers": out_layers,
         "slivers_dropped": {"count": dropped["count"], **units(dropped["m2"]), "threshold_m2": sliver_m2},
         "versions": {n: versions[n] for n in sorted(used)},
     }
+
+
+def verdict_summary(rule_results: list[dict], evaluated: str) -> tuple[bool, str]:
+    """Whether every rule was evaluated, and the one line that heads every output format:
+    the verdict, or "incomplete: N rules need data you may not see" (and why the others were
+    skipped) with what the evaluated rules say, so a partial verdict never reads as final."""
+    skipped = [r for r in rule_results if r["verdict"] == "not-evaluated"]
+    if not skipped:
+        return True, evaluated
+    hidden = sum(1 for r in skipped if r.get("reason") == HIDDEN_RULE_REASON)
+    reasons = []
+    if hidden:
+        reasons.append(f"{hidden} rule{'s' if hidden != 1 else ''} need{'s' if hidden == 1 else ''} "
+                       "data you may not see")
+    if len(skipped) > hidden:
+        n = len(skipped) - hidden
+        reasons.append(f"{n} rule{'s' if n != 1 else ''} not checked (layer not selected or without data)")
+    done = len(rule_results) - len(skipped)
+    tail = (f"; the {done} evaluated rule{'s' if done != 1 else ''} of {len(rule_results)} give{'s' if done == 1 else ''} "
+            f"{evaluated}" if done else f"; none of the {len(rule_results)} rules was evaluated")
+    return False, "incomplete: " + ", ".join(reasons) + tail
 
 
 def _summarise_layer(spec: LayerSpec, pieces: list[dict], site_m2: float) -> dict:

@@ -129,7 +129,10 @@ def test_site_check_over_public_layers_only_reports_rules_it_could_not_evaluate(
     assert "control_lines" not in r["layers"]
     assert set(r["not_evaluated"]) == {"ecological_red_line", "permanent_basic_farmland",
                                        "outside_urban_development_boundary"}
-    assert r["verdict"] == "needs-approval"  # farmland, from the public land-use layer
+    # farmland, from the public land-use layer, but three rules are missing: the verdict says so
+    assert r["verdict"] == "incomplete" and r["complete"] is False
+    assert r["verdict_of_evaluated_rules"] == "needs-approval"
+    assert r["summary"] == "incomplete: 3 rules need data you may not see; the 1 evaluated rule of 4 gives needs-approval"
 
 
 def test_site_check_reads_one_snapshot_and_leaves_no_setting_behind(small):

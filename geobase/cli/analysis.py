@@ -61,7 +61,7 @@ def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> N
 
     result = asyncio.run(go())
     files = analysis_output.write_outputs(result, out, process)
-    summary = result.get("verdict") or result.get("total") or ""
+    summary = result.get("summary") or result.get("verdict") or result.get("total") or ""
     typer.echo(f"{process}: {summary}")
     for f in files:
         typer.echo(f"  wrote {f}")

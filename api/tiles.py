@@ -24,7 +24,16 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
-from geobase.tiles.service import ONEMAP, StatesHint, layer_states, resolve_layers, signature, tile_for
+from geobase.tiles.service import (
+    ONEMAP,
+    StatesHint,
+    layer_states,
+    layers_tag,
+    raster_tag,
+    resolve_layers,
+    signature,
+    tile_for,
+)
 from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
@@ -61,17 +70,28 @@ def _db_url(request: Request) -> str:
     return url
 
 
-def _cache_control(principal: Principal) -> str:
+#: Query parameter of tile URLs carrying the layer versions (TileJSON and the style write it)
+VERSION_PARAM = Query(None, max_length=64, description="version tag of the layers, as written by TileJSON "
+                      "and the style into tile URLs: a tile answered for the current tag is cached for good")
+
+
+def _cache_control(principal: Principal, v: str | None, tag: str | None) -> str:
+    """Tile caching: a URL whose ``v`` is the current version tag of its content names bytes
+    that never change (immutable, a year); any other URL revalidates every time (``no-cache``
+    with the ETag, a 304 when nothing changed), so a browser never shows pre-ingest tiles. A
+    stale ``v`` (a style fetched before an ingest) is answered with the current content, but
+    never as immutable. ``private`` when the response depends on the caller."""
     scope = "public" if principal.is_public else "private"
-    return f"{scope}, max-age=60, must-revalidate"
+    if v is not None and tag is not None and v == tag:
+        return f"{scope}, max-age=31536000, immutable"
+    return f"{scope}, no-cache"
 
 
-def _mvt_response(request: Request, result, principal: Principal) -> Response:
-    headers = {"Cache-Control": _cache_control(principal), "Vary": "Accept-Encoding, Authorization, X-API-Key"}
-    if result is None:
-        etag = request.headers.get("if-none-match", "")
-        return Response(status_code=304, headers={**headers, "ETag": etag.split(",")[0].strip()})
-    headers["ETag"] = result.etag
+def _mvt_response(request: Request, result, principal: Principal, v: str | None = None) -> Response:
+    headers = {"Cache-Control": _cache_control(principal, v, result.tag),
+               "Vary": "Accept-Encoding, Authorization, X-API-Key", "ETag": result.etag}
+    if result.not_modified:
+        return Response(status_code=304, headers=headers)
     headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
     if not result.body:
         return Response(status_code=204, headers=headers, media_type=MVT_TYPE)
@@ -82,7 +102,8 @@ def _mvt_response(request: Request, result, principal: Principal) -> Response:
 
 
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
-                  layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False) -> Response:
+                  layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
+                  v: str | None = None) -> Response:
     t0 = time.perf_counter()
     tms = get_tms(tms_id)
     if per_layer:
@@ -91,7 +112,7 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
                             hint=_states_hint(request), if_none_match=request.headers.get("if-none-match"),
                             timeout_ms=request.app.state.settings.tile_statement_timeout_ms,
                             pyramid_url=_db_url(request))
-    response = _mvt_response(request, result, principal)
+    response = _mvt_response(request, result, principal, v)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
     response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"
     return response
@@ -168,14 +189,15 @@ async def collection_tileset(request: Request, collectionId: str, tileMatrixSetI
 async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: int,
                           tileRow: int, tileCol: int,
                           style: str = Query("hillshade", description="DEM only: hillshade, elevation or slope"),
+                          v: str | None = VERSION_PARAM,
                           conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                           principal=Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
     spec = await require_layer(conn, principal, registry, collectionId)
     if spec.kind == "raster":
         return await _raster(request, conn, settings, spec, style, tileMatrixSetId, tileMatrix, tileCol, tileRow,
-                             principal)
+                             principal, v)
     return await _render(request, conn, registry, principal, collectionId, tileMatrixSetId,
-                         tileMatrix, tileRow, tileCol)
+                         tileMatrix, tileRow, tileCol, v=v)
 
 
 # ---- composite dataset tiles ---------------------------------------------------------------
@@ -196,18 +218,21 @@ async def map_tileset(request: Request, tileMatrixSetId: str, conn=Depends(get_c
 @router.get("/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A composite one-map tile: every layer the caller may see, one MVT layer each")
 async def map_tile(request: Request, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
+                   v: str | None = VERSION_PARAM,
                    conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal=Depends(get_principal)):
-    return await _render(request, conn, registry, principal, ONEMAP, tileMatrixSetId, tileMatrix, tileRow, tileCol)
+    return await _render(request, conn, registry, principal, ONEMAP, tileMatrixSetId, tileMatrix, tileRow, tileCol,
+                         v=v)
 
 
 # ---- XYZ + TileJSON ------------------------------------------------------------------------
 @router.get("/tiles/{layers}/{z}/{x}/{y}.mvt", summary="XYZ vector tile (WebMercatorQuad)")
 async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
                    tms: str = Query("WebMercatorQuad", description="tile matrix set id"),
+                   v: str | None = VERSION_PARAM,
                    conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal=Depends(get_principal)):
-    return await _render(request, conn, registry, principal, layers, tms, z, y, x)
+    return await _render(request, conn, registry, principal, layers, tms, z, y, x, v=v)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")
@@ -217,14 +242,16 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
     root = base_url(request)
     if layers in registry.layers and registry.layers[layers].kind == "raster":
         spec = await require_layer(conn, principal, registry, layers)
+        tag = raster_tag(spec.name, states[spec.name].version)
         return {"tilejson": "3.0.0", "name": spec.name, "scheme": "xyz", "minzoom": spec.tiles.minzoom,
                 "maxzoom": spec.tiles.maxzoom,
-                "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png"]}
+                "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png?v={tag}"]}
     specs = resolve_layers(layers, states, principal, registry)
     extents = await _extents(conn, [s.name for s in specs])
+    tag = layers_tag(principal, states, registry, specs)
     doc = {
         "tilejson": "3.0.0", "name": layers, "scheme": "xyz", "format": "pbf",
-        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt"],
+        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt?v={tag}"],
         "minzoom": min((s.tiles.minzoom for s in specs), default=0),
         "maxzoom": max((s.tiles.maxzoom for s in specs), default=16),
         "vector_layers": [{
@@ -251,13 +278,14 @@ async def _extents(conn: psycopg.AsyncConnection, names: list[str]) -> list[floa
 # ---- raster DEM ----------------------------------------------------------------------------
 @router.get("/tiles/{layer}/{style}/{z}/{x}/{y}.png", summary="DEM tile: hillshade, elevation or slope PNG")
 async def raster_tile(request: Request, layer: str, style: str, z: int, x: int, y: int,
+                      v: str | None = VERSION_PARAM,
                       conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                       principal=Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
     spec = await require_layer(conn, principal, registry, layer)
     if spec.kind != "raster":
         raise InvalidInput(f"layer {layer!r} is a vector layer; use /tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt",
                            parameter="layer")
-    return await _raster(request, conn, settings, spec, style, "WebMercatorQuad", z, x, y, principal)
+    return await _raster(request, conn, settings, spec, style, "WebMercatorQuad", z, x, y, principal, v)
 
 
 async def _current_raster(conn, spec: LayerSpec, parameter: str) -> tuple[int, dict | None]:
@@ -272,7 +300,7 @@ async def _current_raster(conn, spec: LayerSpec, parameter: str) -> tuple[int, d
 
 
 async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, style: str, tms_id: str,
-                  z: int, x: int, y: int, principal: Principal) -> Response:
+                  z: int, x: int, y: int, principal: Principal, v: str | None = None) -> Response:
     tms = get_tms(tms_id)
     if style not in raster_tiles.STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(raster_tiles.STYLES)}", parameter="style")
@@ -280,7 +308,7 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
     version, metadata = await _current_raster(conn, spec, "layer")
     key = cache_key({spec.name: version}, tms.id, z, y, x, f"png:{style}", "raster")
     etag = etag_for(key)
-    headers = {"Cache-Control": _cache_control(principal), "ETag": etag}
+    headers = {"Cache-Control": _cache_control(principal, v, raster_tag(spec.name, version)), "ETag": etag}
     inm = request.headers.get("if-none-match")
     if inm and etag in [t.strip() for t in inm.split(",")]:
         return Response(status_code=304, headers=headers)
@@ -310,7 +338,14 @@ async def _style(request: Request, conn, registry: Registry, principal: Principa
     center, zoom = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), 10.0
     if not extent:
         center, zoom = (105.0, 35.0), 3.0
-    return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds)
+    states = await layer_states(conn)
+    # the very layers and versions the onemap tile route resolves and keys its tiles by
+    tags = {"onemap": layers_tag(principal, states, registry,
+                                 resolve_layers(ONEMAP, states, principal, registry, note=False))}
+    if dem is not None:
+        tags["dem"] = raster_tag(dem.name, states[dem.name].version)
+    return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds,
+                        tags=tags)
 
 
 @router.get("/styles/onemap.json", summary="MapLibre style of the one map")

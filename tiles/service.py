@@ -51,6 +51,37 @@ class TileResult:
     body: bytes  # gzip-compressed for MVT (may be b"" for an empty tile)
     etag: str
     cached: bool
+    #: :func:`version_tag` of the layer versions and view the content came from: a tile URL
+    #: carrying this tag as ``?v=`` may be cached for good (see api/tiles.py)
+    tag: str | None = None
+    not_modified: bool = False  # ``if_none_match`` matched: answer 304 (body is empty)
+
+
+def version_tag(versions: dict[str, int | None], view_signature: str) -> str:
+    """The version part of tile URLs (``?v=``): changes exactly when the tiles of these layers
+    can change for this caller (a layer's new version, a sharing change that alters the view).
+    TileJSON and the style put it into their tile URLs; a tile answered for the same tag is the
+    same bytes forever, so browsers may keep it (``immutable``)."""
+    import hashlib
+
+    raw = ",".join(f"{n}@{versions[n]}" for n in sorted(versions)) + "|" + view_signature
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def layers_tag(principal: Principal, states: dict[str, LayerState], registry: Registry,
+               specs: list[LayerSpec]) -> str:
+    """:func:`version_tag` of the current versions of ``specs`` (what TileJSON and the style use)."""
+    return version_tag({s.name: states[s.name].version for s in specs}, signature(principal, states, registry))
+
+
+def raster_tag(layer: str, version: int | None) -> str:
+    """:func:`version_tag` of a raster layer (DEM tiles do not depend on the caller)."""
+    return version_tag({layer: version}, "raster")
+
+
+#: For tests only: awaited between planning a tile (which fixes the pyramid version it reads)
+#: and rendering it, to force an ingest to commit in between (a race that is otherwise rare).
+render_hook = None
 
 
 async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
@@ -105,29 +136,31 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
                       principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec],
                       tms: TileMatrixSet, z: int, row: int, col: int,
                       if_none_match: str | None = None, timeout_ms: int | None = None,
-                      pyramid_url: str | None = None) -> TileResult | None:
-    """The gzip-compressed MVT (None when ``if_none_match`` matches: answer 304)."""
+                      pyramid_url: str | None = None) -> TileResult:
+    """The gzip-compressed MVT (``not_modified`` when ``if_none_match`` matches: answer 304)."""
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
     names = [s.name for s in specs]
-    key = cache_key({n: states[n].version for n in names}, tms.id, z, row, col, "mvt", sig)
+    versions = {n: states[n].version for n in names}
+    key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return None
+        return TileResult(b"", etag, True, version_tag(versions, sig), not_modified=True)
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
-            return TileResult(hit, etag, True)
+            return TileResult(hit, etag, True, version_tag(versions, sig))
     plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url)
-    if not plans:
-        body = b""
-        versions = {n: states[n].version for n in names}
-    else:
+    if render_hook is not None:
+        await render_hook()
+    if plans:
         body, versions, _ = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
+    else:
+        body = b""
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     if cache is not None:
         cache.put(key, body)
-    return TileResult(body, etag_for(key), False)
+    return TileResult(body, etag_for(key), False, version_tag(versions, sig))
 
 
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
@@ -173,7 +206,14 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
     raw, versions = results[-1][0]
     raw = bytes(raw or b"")
     body = gzip_tile(raw) if raw else b""
-    return body, {n: (versions or {}).get(n) for n in names}, states
+    versions = {n: (versions or {}).get(n) for n in names}
+    # A layer drawn from its pyramid was drawn from the version the plan fixed (read in an
+    # earlier statement), whatever the catalog says now: an ingest that committed in between
+    # must not get this content cached under its new version's key, for good.
+    for p in plans:
+        if p.pyramid_version is not None:
+            versions[p.name] = p.pyramid_version
+    return body, versions, states
 
 
 class StatesHint:
@@ -193,8 +233,8 @@ class StatesHint:
 async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                    principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int, *,
                    hint: StatesHint | None = None, if_none_match: str | None = None,
-                   timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult | None:
-    """Resolve ``layers`` for the caller and answer the tile (None: 304), see :class:`StatesHint`."""
+                   timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult:
+    """Resolve ``layers`` for the caller and answer the tile (``not_modified``: 304), see :class:`StatesHint`."""
     tms.validate(z, row, col)
     guess = hint.states if hint is not None else None
     fresh: dict[str, LayerState] | None = None
@@ -216,7 +256,9 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                 hint.states = fresh
                 if fresh == guess:
                     _note_reads(principal, fresh, specs)
-                    return None if revalidating else TileResult(cached, etag, True)
+                    tag = version_tag({n: guess[n].version for n in names}, sig)
+                    return (TileResult(b"", etag, True, tag, not_modified=True) if revalidating
+                            else TileResult(cached, etag, True, tag))
             else:
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
                 if plans:
@@ -228,7 +270,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                         key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)
-                        return TileResult(body, etag_for(key), False)
+                        return TileResult(body, etag_for(key), False, version_tag(versions, sig))
     if fresh is None:
         fresh = await layer_states(conn)
         if hint is not None:

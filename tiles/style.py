@@ -61,14 +61,20 @@ def map_layers(spec: LayerSpec, registry: Registry, source: str) -> list[dict]:
 
 def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: LayerSpec | None = None,
                  center: tuple[float, float] = (105.0, 35.0), zoom: float = 4.0,
-                 dem_bounds: list[float] | None = None) -> dict:
+                 dem_bounds: list[float] | None = None, tags: dict[str, str] | None = None) -> dict:
     """The style document; ``root`` is this server's absolute base URL (MapLibre needs absolute
-    tile URLs)."""
+    tile URLs). ``tags``: the version tag per source (``onemap``, ``dem``) written into its tile
+    URLs as ``?v=``, so a browser may keep tiles for good and still sees an ingest at once (the
+    style itself is revalidated on every load)."""
+    tags = tags or {}
+
+    def q(source: str) -> str:
+        return f"?v={tags[source]}" if source in tags else ""
     vector = sorted((s for s in specs if s.kind == "vector"), key=lambda s: (s.style.order, s.name))
     sources: dict = {}
     layers: list[dict] = [{"id": "background", "type": "background", "paint": {"background-color": "#f4f3ef"}}]
     if dem is not None:
-        sources["dem"] = {"type": "raster", "tiles": [f"{root}/tiles/dem/hillshade/{{z}}/{{x}}/{{y}}.png"],
+        sources["dem"] = {"type": "raster", "tiles": [f"{root}/tiles/dem/hillshade/{{z}}/{{x}}/{{y}}.png{q('dem')}"],
                           "tileSize": 256, "minzoom": dem.tiles.minzoom, "maxzoom": dem.tiles.maxzoom}
         if dem_bounds:
             sources["dem"]["bounds"] = list(dem_bounds)
@@ -77,7 +83,7 @@ def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: 
                        "paint": {"raster-opacity": dem.style.opacity}})
     if vector:
         sources["onemap"] = {
-            "type": "vector", "tiles": [f"{root}/tiles/onemap/{{z}}/{{x}}/{{y}}.mvt"],
+            "type": "vector", "tiles": [f"{root}/tiles/onemap/{{z}}/{{x}}/{{y}}.mvt{q('onemap')}"],
             "minzoom": min(s.tiles.minzoom for s in vector), "maxzoom": max(s.tiles.maxzoom for s in vector),
         }
         for s in vector:

@@ -3,6 +3,7 @@
 #   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS, .venv with geobase
 #   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, dev extras
 #   scripts/setup.sh --bench  also: bench extras (tipg, ...)
+#   scripts/setup.sh --interop  as --test, plus Debian's QGIS 3.22 (python3-qgis) for `make interop`
 # A second run does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
   --test) APT_PKGS+=(gdal-bin fonts-wqy-microhei); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
   --bench) APT_PKGS+=(gdal-bin) ;;
+  # the interoperability checks also drive Debian's QGIS 3.22 headless (tests/test_qgis_style.py)
+  --interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
 esac
 
 missing=()
@@ -54,5 +57,9 @@ if [ ! -f .vendor/node_modules/maplibre-gl/dist/maplibre-gl.js ]; then
   mkdir -p .vendor
   (cd .vendor && [ -f package.json ] || echo '{"name":"geobase-vendor","private":true}' > package.json)
   npm install --prefix .vendor --no-audit --no-fund --loglevel=error maplibre-gl@4 >/dev/null
+fi
+# MapLibre's style validator (gl-style-validate; tests check the generated style with it)
+if [ ! -f .vendor/node_modules/@maplibre/maplibre-gl-style-spec/dist/gl-style-validate.mjs ]; then
+  npm install --prefix .vendor --no-audit --no-fund --loglevel=error @maplibre/maplibre-gl-style-spec >/dev/null
 fi
 echo "setup: ok"

@@ -22,12 +22,18 @@ def _class_colours(spec: LayerSpec, registry: Registry) -> list[tuple[str, str, 
 
 
 def _colour_expr(spec: LayerSpec, registry: Registry):
+    """``["match", input, [code], colour, ..., fallback]``: each label a one-element array.
+
+    The subset of the style spec that MapLibre GL JS and QGIS's style converter (3.22, Debian
+    12's, ``QgsMapBoxGlStyleConverter::parseMatchList``) both read: QGIS 3.22 takes every label
+    as a list (a bare string label becomes an empty ``IN ()`` and the layer falls back to one
+    flat colour); MapLibre takes an array label as "any of these values"."""
     pairs = _class_colours(spec, registry)
     if not pairs:
         return spec.style.color
     expr: list = ["match", ["to-string", ["get", spec.style.class_field]]]
     for code, colour, _, _ in pairs:
-        expr += [code, colour]
+        expr += [[code], colour]
     expr.append(spec.style.color)
     return expr
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent machine + project setup for geobase (Debian/Ubuntu; root or sudo for apt).
 #   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS, .venv with geobase
-#   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, dev extras
+#   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, QGIS 3.22 (python3-qgis), dev extras
 #   scripts/setup.sh --bench  also: bench extras (tipg, ...)
-#   scripts/setup.sh --interop  as --test, plus Debian's QGIS 3.22 (python3-qgis) for `make interop`
+#   scripts/setup.sh --interop  the same as --test (for `make interop`)
 # A second run does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +14,9 @@ APT_PKGS=(postgresql-15-postgis-3)
 command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian's or NodeSource's)
 case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
-  --test) APT_PKGS+=(gdal-bin fonts-wqy-microhei); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
+  # python3-qgis: Debian's QGIS 3.22, driven headless by tests/test_qgis_style.py (~20 s)
+  --test|--interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
   --bench) APT_PKGS+=(gdal-bin) ;;
-  # the interoperability checks also drive Debian's QGIS 3.22 headless (tests/test_qgis_style.py)
-  --interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
 esac
 
 missing=()

@@ -111,7 +111,7 @@ def test_style_is_valid_per_the_maplibre_style_validator(county_server, tmp_path
 @pytest.mark.qgis
 @pytest.mark.parametrize("layer, field", [("land_use", "dlbm"), ("planning_zones", "ghfqdm")])
 def test_qgis_vector_tiles_with_our_style_show_the_class_colours(county_server, county_shared, layer, field):
-    assert _qgis_available(), "python3-qgis (scripts/setup.sh --interop installs it)"
+    assert _qgis_available(), "python3-qgis (scripts/setup.sh --test installs it)"
     with county_server.client() as c:
         entry = _legend(c)[layer]
     colours = {k["code"]: k["color"] for k in entry["classes"]}
@@ -132,7 +132,7 @@ def test_qgis_vector_tiles_with_our_style_show_the_class_colours(county_server, 
 
 @pytest.mark.qgis
 def test_qgis_oapif_loads_every_feature_and_draws_the_legend_colours(county_server, county_shared):
-    assert _qgis_available(), "python3-qgis (scripts/setup.sh --interop installs it)"
+    assert _qgis_available(), "python3-qgis (scripts/setup.sh --test installs it)"
     with county_server.client() as c:
         entry = _legend(c)["land_use"]
     colours = {k["code"]: k["color"] for k in entry["classes"]}

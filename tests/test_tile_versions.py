@@ -17,6 +17,7 @@ from test_tiles import tile_xy
 from test_tiles_data import LAND_CODES, LAT0, LON0, commit_version, land_use_rows, load_test_county
 
 from geobase.db import database_url
+from geobase.keys import create_key
 from geobase.security import PUBLIC
 from geobase.specs import get_registry
 from geobase.tiles import pyramid
@@ -103,7 +104,16 @@ def test_versioned_tile_urls_are_immutable_and_follow_an_ingest(new_db, live_ser
         again = c.get(f"/tiles/land_use/{z}/{col}/{row}.mvt", headers={"If-None-Match": plain.headers["etag"]})
         assert again.status_code == 304 and again.headers["cache-control"] == "public, no-cache"
         assert again.headers["etag"] == plain.headers["etag"]
-        # a key-holder's tiles are private
+        # a key-holder's tiles (and their tag: the view is part of it) are private
+        with psycopg.connect(database_url(s)) as conn:
+            token = create_key(conn, name="tile test", role="analyst", department="natural_resources").token
+            conn.commit()
+        key = {"X-API-Key": token}
+        ktj = c.get("/tiles/land_use.json", headers=key).json()
+        kr = c.get(_tile_url(ktj["tiles"][0], z, col, row), headers=key)
+        assert kr.status_code == 200 and kr.headers["cache-control"] == "private, max-age=31536000, immutable"
+        kplain = c.get(f"/tiles/land_use/{z}/{col}/{row}.mvt", headers=key)
+        assert kplain.headers["cache-control"] == "private, no-cache"
         before = r.content
 
         # an ingest: a new version of land use

@@ -10,6 +10,8 @@ probably not cached is rendered in the same round trip as the states query
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import psycopg
@@ -62,8 +64,6 @@ def version_tag(versions: dict[str, int | None], view_signature: str) -> str:
     can change for this caller (a layer's new version, a sharing change that alters the view).
     TileJSON and the style put it into their tile URLs; a tile answered for the same tag is the
     same bytes forever, so browsers may keep it (``immutable``)."""
-    import hashlib
-
     raw = ",".join(f"{n}@{versions[n]}" for n in sorted(versions)) + "|" + view_signature
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -81,7 +81,7 @@ def raster_tag(layer: str, version: int | None) -> str:
 
 #: For tests only: awaited between planning a tile (which fixes the pyramid version it reads)
 #: and rendering it, to force an ingest to commit in between (a race that is otherwise rare).
-render_hook = None
+render_hook: Callable[[], Awaitable[None]] | None = None
 
 
 async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:

@@ -29,7 +29,7 @@ from geobase.analysis_jobs import JobScheduler, may_read, new_owner_token, owner
 from geobase.errors import Forbidden, GeobaseError, InvalidInput, NotFound, PayloadTooLarge
 from geobase.geometry_input import decode_json_body, parse_geojson, parse_upload
 from geobase.limits import set_local_timeout
-from geobase.security import Principal, get_principal, layer_accesses, visible_layers
+from geobase.security import Principal, get_principal, layer_accesses, require_fields, visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -126,6 +126,25 @@ PROCESSES: dict[str, tuple[type[_Body], str]] = {
     "change": (ChangeIn, "Transition matrix of areas between classes of two versions of a layer"),
     "buffer": (BufferIn, "Features within a distance of rivers and water areas (ellipsoidal distance)"),
 }
+
+
+async def check_inputs(process: str, body: _Body, conn: psycopg.AsyncConnection, registry: Registry,
+                       principal: Principal) -> None:
+    """What a job's inputs name, checked at submission (the job would fail on it later): every
+    field name goes through security.require_fields, the check items use, so a masked field is
+    refused (400 naming it) before a job exists."""
+    vis = {s.name: s for s in await visible_layers(conn, principal, registry)}
+    named: list[tuple[str, str | None, list[str]]] = []
+    if process == "tabulate":
+        named = [(body.layer_a, "class_a", [body.class_a] if body.class_a else []),
+                 (body.layer_b, "class_b", [body.class_b] if body.class_b else [])]
+    elif process == "change":
+        named = [(body.layer, "class_field", [body.class_field] if body.class_field else [])]
+    elif process == "buffer":
+        named = [(body.layer, "filter", list(body.filter or {}))]
+    for layer, parameter, fields in named:
+        if fields and layer in vis:  # an unknown or hidden layer is refused by the analysis itself
+            require_fields(principal, vis[layer], fields, parameter)
 
 
 async def run_process(process: str, body: _Body, conn: psycopg.AsyncConnection, settings: Settings,
@@ -326,6 +345,7 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
         raise InvalidInput(f"inputs.{loc}: {e['msg']}", parameter=f"inputs.{loc}") from None
     if getattr(body, "geometry", None) is not None:  # reject bad geometries now, not in the job
         parse_geojson(body.geometry, settings, crs=body.crs, repair=getattr(body, "repair", False))
+    await check_inputs(process_id, body, conn, registry, principal)
     if not (prefer and "respond-async" in prefer):
         result = await run_sync(process_id, body, conn, settings, registry, principal)
         return render(result, "json")

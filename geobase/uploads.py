@@ -98,7 +98,8 @@ def check_zip(path: Path, limits: ZipLimits, parameter: str = "path", label: str
                 raise InvalidInput(f"{label}: refused: archive member {name!r} has a NUL in its name",
                                    parameter=parameter)
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            kind = stat.S_IFMT(mode)  # 0 when the archiver recorded no Unix type
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                 raise InvalidInput(f"{label}: refused: archive member {name!r} is a link or special file",
                                    parameter=parameter)
             if not info.is_dir() and pure.name.lower().endswith(NESTED_ARCHIVES):

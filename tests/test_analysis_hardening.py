@@ -276,8 +276,8 @@ def test_a_good_zip_still_works(hard):
 def test_site_check_refuses_malformed_geojson(hard, geometry, needle):
     srv, _, _, _ = hard
     with srv.client() as c:
-        for path, body in [("/analysis/site-check", {"geometry": geometry}),
-                           ("/analysis/site-check", geometry),
+        bare = [("/analysis/site-check", geometry)] if geometry["type"] == "Polygon" else []
+        for path, body in [("/analysis/site-check", {"geometry": geometry}), *bare,
                            ("/processes/site-check/execution", {"inputs": {"geometry": geometry}}),
                            ("/analysis/tabulate", {"geometry": geometry})]:
             r = c.post(path, json=body)
@@ -318,7 +318,7 @@ def test_anonymous_jobs_need_their_token_and_results_recheck_access(hard):
         assert c.get(results[0]).status_code == 200
 
         # a department's job over an internal layer; then the layer is made private
-        h = headers_for("planning:analyst", tokens)
+        h = headers_for("forestry:analyst", tokens)  # control_lines is planning's, shared internally
         r = c.post("/processes/site-check/execution", json={"inputs": {"geometry": SITE}},
                    headers={**h, "Prefer": "respond-async"})
         job = _wait_job(c, r.headers["Location"], h)
@@ -471,13 +471,13 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
                 time.sleep(0.2)
 
     def job(i):
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, timeout=300) as c:
             process, inputs = [("site-check", {"geometry": SITE}), ("tabulate", {}), ("conflicts", {})][i % 3]
             r = c.post(f"/processes/{process}/execution", json={"inputs": inputs}, headers={"Prefer": "respond-async"})
             statuses.append(r.status_code)
 
     def upload(i):
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
+        with httpx.Client(base_url=srv.url, timeout=300) as c:
             data = uploads[i % len(uploads)]
             r = c.post("/analysis/site-check/upload", files={"file": ("site.zip", data, "application/zip")})
             statuses.append(r.status_code)
@@ -489,7 +489,7 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(400)
     time.sleep(1)
     stop.set()
     watcher.join()

@@ -319,8 +319,20 @@ def _caller(request: Request, principal: Principal) -> str:
     return f"ip:{request.client.host if request.client else '-'}"
 
 
-TOKEN_DOC = ("Owner token of an anonymous job: returned at submission in the job's URLs (Location, links) as "
-             "?token=...; needed to read, poll or dismiss it. Keyed callers use their key instead.")
+def split_job_id(job_id: str) -> tuple[str, str | None]:
+    """(the job's uuid, the owner token or None) of a jobID as given to the caller: an anonymous
+    caller's jobID carries its owner token (``<uuid>.<token>``), so every OGC API - Processes
+    client, whether it follows links or builds ``/jobs/{jobID}/results`` itself, keeps it."""
+    uid, _, token = job_id.partition(".")
+    try:
+        uuid.UUID(uid)
+    except ValueError:
+        raise NotFound(f"job {job_id[:100]!r} not found", parameter="jobId") from None
+    return uid, token or None
+
+
+def external_id(uid: str, token: str | None) -> str:
+    return f"{uid}.{token}" if token else str(uid)
 
 
 @router.post("/processes/{process_id}/execution", summary="Execute a process (Prefer: respond-async for a job)")
@@ -364,13 +376,10 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
         sched.waiting[caller] -= 1
         raise
     sched.start(job_id, sched.run(job_id, caller, lambda: _run_job(request.app, job_id, process_id, body, principal)))
-    url = _job_url(base_url(request), job_id, token)
-    return JSONResponse(await _job_doc(conn, request, job_id, principal, token), status_code=201,
+    ext = external_id(job_id, token)
+    url = f"{base_url(request)}/jobs/{ext}"
+    return JSONResponse(await _job_doc(conn, request, ext, principal), status_code=201,
                         headers={"Location": url, "Preference-Applied": "respond-async", **PER_CALLER})
-
-
-def _job_url(base: str, job_id: str, token: str | None, suffix: str = "") -> str:
-    return f"{base}/jobs/{job_id}{suffix}" + (f"?token={token}" if token else "")
 
 
 async def _set_status(app, job_id: str, sql_text: str, params: tuple) -> None:
@@ -451,19 +460,16 @@ def job_app_name(job_id: str) -> str:
     return f"geobase-job-{job_id}"
 
 
-async def _job_row(conn, job_id: str, principal: Principal, token: str | None) -> dict:
-    try:
-        uuid.UUID(job_id)
-    except ValueError:
-        raise NotFound(f"job {job_id[:100]!r} not found", parameter="jobId") from None
+async def _job_row(conn, ext_id: str, principal: Principal) -> dict:
+    job_id, token = split_job_id(ext_id)
     cur = await conn.execute(
         "SELECT id, kind, status, progress, message, result, created_by, created_at, started_at, finished_at "
         "FROM catalog.jobs WHERE id = %s AND kind LIKE 'analysis:%%'", (job_id,))
     row = await cur.fetchone()
     if row is None or not may_read(principal, row[6], token):
-        raise NotFound(f"job {job_id!r} not found", parameter="jobId")
+        raise NotFound(f"job {ext_id[:100]!r} not found", parameter="jobId")
     keys = ("id", "kind", "status", "progress", "message", "result", "created_by", "created", "started", "finished")
-    return dict(zip(keys, row))
+    return {**dict(zip(keys, row)), "ext_id": ext_id}
 
 
 async def _require_view(conn, registry: Registry, principal: Principal, r: dict) -> None:
@@ -475,71 +481,69 @@ async def _require_view(conn, registry: Registry, principal: Principal, r: dict)
         raise Forbidden("the data this job read is no longer visible to you; run the analysis again")
 
 
-async def _job_doc(conn, request: Request, job_id: str, principal: Principal, token: str | None) -> dict:
-    r = await _job_row(conn, job_id, principal, token)
+async def _job_doc(conn, request: Request, job_id: str, principal: Principal) -> dict:
+    r = await _job_row(conn, job_id, principal)
     base = base_url(request)
-    doc = {"jobID": str(r["id"]), "processID": r["kind"].removeprefix("analysis:"), "type": "process",
+    ext = r["ext_id"]
+    doc = {"jobID": ext, "processID": r["kind"].removeprefix("analysis:"), "type": "process",
            "status": r["status"], "progress": int(r["progress"] or 0), "message": r["message"],
            "created": r["created"].isoformat() if r["created"] else None,
            "started": r["started"].isoformat() if r["started"] else None,
            "finished": r["finished"].isoformat() if r["finished"] else None,
-           "links": [{"href": _job_url(base, r["id"], token), "rel": "self", "type": "application/json"}]}
+           "links": [{"href": f"{base}/jobs/{ext}", "rel": "self", "type": "application/json"}]}
     if r["status"] == "successful":
-        doc["links"].append({"href": _job_url(base, r["id"], token, "/results"),
+        doc["links"].append({"href": f"{base}/jobs/{ext}/results",
                              "rel": "http://www.opengis.net/def/rel/ogc/1.0/results", "type": "application/json"})
         for name in (r["result"] or {}).get("files", []):
-            doc["links"].append({"href": _job_url(base, r["id"], token, f"/files/{name}"), "rel": "enclosure",
-                                 "title": name})
+            doc["links"].append({"href": f"{base}/jobs/{ext}/files/{name}", "rel": "enclosure", "title": name})
     return doc
 
 
 @router.get("/jobs/{job_id}", summary="Status of a job")
-async def get_job(job_id: str, request: Request, token: str | None = Query(None, description=TOKEN_DOC),
-                  conn=Depends(get_conn), principal: Principal = Depends(analysis_principal)) -> JSONResponse:
-    return JSONResponse(await _job_doc(conn, request, job_id, principal, token), headers=PER_CALLER)
+async def get_job(job_id: str, request: Request,                   conn=Depends(get_conn), principal: Principal = Depends(analysis_principal)) -> JSONResponse:
+    return JSONResponse(await _job_doc(conn, request, job_id, principal), headers=PER_CALLER)
 
 
 @router.delete("/jobs/{job_id}", summary="Dismiss a job: cancel it if it runs, delete its results")
-async def dismiss_job(job_id: str, request: Request, token: str | None = Query(None, description=TOKEN_DOC),
-                      conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+async def dismiss_job(job_id: str, request: Request,                       conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                       principal: Principal = Depends(analysis_principal)) -> JSONResponse:
     """OGC API - Processes dismiss: the owner (or an admin) stops a queued or running job (its
     SQL is cancelled) or removes a finished job's results; the job then reads ``dismissed``."""
-    r = await _job_row(conn, job_id, principal, token)
-    _scheduler(request.app).cancel(job_id)
+    r = await _job_row(conn, job_id, principal)
+    uid = str(r["id"])
+    _scheduler(request.app).cancel(uid)
     await conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                       (job_app_name(job_id),))
+                       (job_app_name(uid),))
     await conn.execute("UPDATE catalog.jobs SET status = 'dismissed', finished_at = coalesce(finished_at, now()), "
-                       "message = 'dismissed' WHERE id = %s", (job_id,))
-    await asyncio.to_thread(shutil.rmtree, _jobs_dir(settings) / str(r["id"]), True)
-    return JSONResponse(await _job_doc(conn, request, job_id, principal, token), headers=PER_CALLER)
+                       "message = 'dismissed' WHERE id = %s", (uid,))
+    await asyncio.to_thread(shutil.rmtree, _jobs_dir(settings) / uid, True)
+    return JSONResponse(await _job_doc(conn, request, job_id, principal), headers=PER_CALLER)
 
 
 @router.get("/jobs/{job_id}/results", summary="Results of a finished job")
-async def job_results(job_id: str, token: str | None = Query(None, description=TOKEN_DOC), conn=Depends(get_conn),
+async def job_results(job_id: str, conn=Depends(get_conn),
                       settings: Settings = Depends(get_settings_dep), registry: Registry = Depends(get_registry_dep),
                       principal: Principal = Depends(analysis_principal)) -> Response:
-    r = await _job_row(conn, job_id, principal, token)
+    r = await _job_row(conn, job_id, principal)
     if r["status"] == "failed":
-        return JSONResponse({"code": "JobFailed", "description": r["message"], "jobID": job_id}, status_code=500)
+        return JSONResponse({"code": "JobFailed", "description": r["message"], "jobID": r["ext_id"]}, status_code=500)
     if r["status"] != "successful":
-        return JSONResponse({"code": "ResultNotReady", "description": f"job is {r['status']}", "jobID": job_id},
+        return JSONResponse({"code": "ResultNotReady", "description": f"job is {r['status']}", "jobID": r["ext_id"]},
                             status_code=404)
     await _require_view(conn, registry, principal, r)
-    path = _jobs_dir(settings) / job_id / r["result"]["main"]
+    path = _jobs_dir(settings) / str(r["id"]) / r["result"]["main"]
     return FileResponse(path, media_type="application/json", headers=PER_CALLER)
 
 
 @router.get("/jobs/{job_id}/files/{name}", summary="One output file of a finished job")
-async def job_file(job_id: str, name: str, token: str | None = Query(None, description=TOKEN_DOC),
-                   conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+async def job_file(job_id: str, name: str,                    conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                    registry: Registry = Depends(get_registry_dep),
                    principal: Principal = Depends(analysis_principal)) -> Response:
-    r = await _job_row(conn, job_id, principal, token)
+    r = await _job_row(conn, job_id, principal)
     files = (r["result"] or {}).get("files", []) if r["status"] == "successful" else []
     if name not in files:
         raise NotFound(f"job {job_id} has no file {name[:100]!r}", parameter="name")
     await _require_view(conn, registry, principal, r)
     media = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv; charset=utf-8",
              "html": "text/html; charset=utf-8"}[name.rsplit(".", 1)[-1]]
-    return FileResponse(_jobs_dir(settings) / job_id / name, media_type=media, headers=PER_CALLER)
+    return FileResponse(_jobs_dir(settings) / str(r["id"]) / name, media_type=media, headers=PER_CALLER)

@@ -8,8 +8,10 @@ scheduler admits a job only when its caller and the whole server have queue room
 one caller cannot take every slot), and cancels it at its wall-clock limit or on dismissal.
 
 Owners: a keyed caller owns its jobs by key id. Anonymous callers get an unguessable token at
-submission (returned in the job's URLs as ``?token=``); the job's owner is a hash of it, so
-knowing a job id is not enough to read its results, and the token itself is never stored.
+submission, carried in the jobID they are given (``<uuid>.<token>``, so every OGC API -
+Processes client keeps it, whether it follows links or builds ``/jobs/{jobID}/results``); the
+job's owner is a hash of it, so knowing the job's uuid is not enough to read its results, and
+the token itself is never stored.
 """
 
 from __future__ import annotations

@@ -305,17 +305,22 @@ def test_anonymous_jobs_need_their_token_and_results_recheck_access(hard):
                    headers={"Prefer": "respond-async"})
         assert r.status_code == 201, r.text
         loc = r.headers["Location"]
-        assert "?token=" in loc
+        prefix, ext = loc.split("/jobs/")
+        uid, token = ext.split(".")
+        assert len(token) >= 32 and r.json()["jobID"] == ext
         job = _wait_job(c, loc)
         assert job["status"] == "successful"
-        bare = loc.split("?")[0]
-        for suffix in ("", "/results"):  # another anonymous caller who knows only the id
+        bare = f"{prefix}/jobs/{uid}"
+        for suffix in ("", "/results"):  # another anonymous caller who knows only the uuid
             assert c.get(bare + suffix).status_code == 404
-            assert c.get(bare + suffix + "?token=wrong").status_code == 404
+            assert c.get(bare + ".wrong" + suffix).status_code == 404
             assert c.get(bare + suffix, headers=headers_for("planning:viewer", tokens)).status_code == 404
+            assert c.delete(bare + suffix.replace("/results", "")).status_code == 404
         results = [l["href"] for l in job["links"] if "results" in l["href"]]
-        assert results and "token=" in results[0]
+        assert results and results[0] == loc + "/results"
         assert c.get(results[0]).status_code == 200
+        # an OGC client that builds the URL from the jobID gets there too
+        assert c.get(f"/jobs/{job['jobID']}/results").status_code == 200
 
         # a department's job over an internal layer; then the layer is made private
         h = headers_for("forestry:analyst", tokens)  # control_lines is planning's, shared internally

@@ -13,20 +13,22 @@ import json
 import logging
 import shutil
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 from geobase.ingest import jobs
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geobase import analysis_output as out
 from geobase import overlay
 from geobase.analysis_jobs import JobScheduler, may_read, new_owner_token, owner_of, still_visible, view_of
-from geobase.errors import Forbidden, GeobaseError, InvalidInput, NotFound, PayloadTooLarge
+from geobase.errors import (Forbidden, GeobaseError, InvalidInput, NotFound, PayloadTooLarge,
+                            ServiceUnavailable)
 from geobase.geometry_input import decode_json_body, parse_geojson, parse_upload
 from geobase.limits import set_local_timeout
 from geobase.security import Principal, get_principal, layer_accesses, require_fields, visible_layers
@@ -209,12 +211,36 @@ async def run_sync(process: str, body: _Body, conn: psycopg.AsyncConnection, set
         return await run_process(process, body, conn, settings, registry, principal)
 
 
+@asynccontextmanager
+async def analysis_slot(request: Request):
+    """A pooled connection for a synchronous analysis, taken only when one of
+    ``analysis_concurrency`` slots is free (else 503 after the pool timeout): a flood of site
+    checks then cannot hold every pooled connection, and /health and reads keep answering."""
+    app = request.app
+    settings: Settings = app.state.settings
+    sem = getattr(app.state, "analysis_slots", None)
+    if sem is None:
+        sem = app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_concurrency))
+    try:
+        await asyncio.wait_for(sem.acquire(), timeout=settings.pool_timeout_s)
+    except asyncio.TimeoutError:
+        raise ServiceUnavailable("too many analyses at once; retry shortly", retry_after=2) from None
+    try:
+        async with request_connection(request) as conn:
+            yield conn
+    finally:
+        sem.release()
+
+
 def _endpoint(process: str, model: type[_Body]):
-    async def handler(body: model, f: Format = Query("json", description="json, geojson, html or csv"),  # type: ignore[valid-type]
-                      conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+    async def handler(request: Request, body: model,  # type: ignore[valid-type]
+                      f: Format = Query("json", description="json, geojson, html or csv"),
+                      settings: Settings = Depends(get_settings_dep),
                       registry: Registry = Depends(get_registry_dep),
                       principal: Principal = Depends(analysis_principal)) -> Response:
-        return render(await run_sync(process, body, conn, settings, registry, principal), f)
+        async with analysis_slot(request) as conn:
+            result = await run_sync(process, body, conn, settings, registry, principal)
+        return render(result, f)
 
     handler.__name__ = f"analysis_{process.replace('-', '_')}"
     handler.__annotations__["body"] = model  # a real class: string annotations cannot see this closure
@@ -247,8 +273,8 @@ async def list_rules(conn=Depends(get_conn), registry: Registry = Depends(get_re
 
 
 @router.post("/analysis/site-check/upload", summary="Site check of an uploaded file (zip shapefile, gpkg, geojson)")
-async def site_check_upload(file: UploadFile = File(...), project_type: str = Form("construction"),
-                            repair: bool = Form(False), f: Format = Query("json"), conn=Depends(get_conn),
+async def site_check_upload(request: Request, file: UploadFile = File(...), project_type: str = Form("construction"),
+                            repair: bool = Form(False), f: Format = Query("json"),
                             settings: Settings = Depends(get_settings_dep),
                             registry: Registry = Depends(get_registry_dep),
                             principal: Principal = Depends(analysis_principal)) -> Response:
@@ -257,7 +283,7 @@ async def site_check_upload(file: UploadFile = File(...), project_type: str = Fo
     if len(data) > limit:
         raise PayloadTooLarge(f"file: larger than the upload limit of {limit} bytes", parameter="file")
     site = await asyncio.to_thread(parse_upload, data, file.filename or "upload", settings, repair=repair)
-    async with conn.transaction():
+    async with analysis_slot(request) as conn, conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         await set_local_timeout(conn, settings.analysis_statement_timeout_ms)
         visible = await visible_layers(conn, principal, registry)
@@ -337,7 +363,7 @@ def external_id(uid: str, token: str | None) -> str:
 
 @router.post("/processes/{process_id}/execution", summary="Execute a process (Prefer: respond-async for a job)")
 async def execute(process_id: str, request: Request, prefer: str | None = Header(default=None),
-                  conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+                  settings: Settings = Depends(get_settings_dep),
                   registry: Registry = Depends(get_registry_dep),
                   principal: Principal = Depends(analysis_principal)) -> Response:
     if process_id not in PROCESSES:
@@ -357,10 +383,18 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
         raise InvalidInput(f"inputs.{loc}: {e['msg']}", parameter=f"inputs.{loc}") from None
     if getattr(body, "geometry", None) is not None:  # reject bad geometries now, not in the job
         parse_geojson(body.geometry, settings, crs=body.crs, repair=getattr(body, "repair", False))
-    await check_inputs(process_id, body, conn, registry, principal)
-    if not (prefer and "respond-async" in prefer):
-        result = await run_sync(process_id, body, conn, settings, registry, principal)
-        return render(result, "json")
+    async with analysis_slot(request) as conn:
+        await check_inputs(process_id, body, conn, registry, principal)
+        if not (prefer and "respond-async" in prefer):
+            result = await run_sync(process_id, body, conn, settings, registry, principal)
+        else:
+            return await _submit(request, process_id, inputs, body, conn, principal)
+    return render(result, "json")
+
+
+async def _submit(request: Request, process_id: str, inputs: dict, body: _Body, conn: psycopg.AsyncConnection,
+                  principal: Principal) -> JSONResponse:
+    """Admit and record a job, start it (it waits for a run slot), answer 201 with its URL."""
     sched = _scheduler(request.app)
     caller = _caller(request, principal)
     sched.admit(caller)  # 429/503 before anything is written
@@ -500,12 +534,12 @@ async def _job_doc(conn, request: Request, job_id: str, principal: Principal) ->
 
 
 @router.get("/jobs/{job_id}", summary="Status of a job")
-async def get_job(job_id: str, request: Request,                   conn=Depends(get_conn), principal: Principal = Depends(analysis_principal)) -> JSONResponse:
+async def get_job(job_id: str, request: Request, conn=Depends(get_conn), principal: Principal = Depends(analysis_principal)) -> JSONResponse:
     return JSONResponse(await _job_doc(conn, request, job_id, principal), headers=PER_CALLER)
 
 
 @router.delete("/jobs/{job_id}", summary="Dismiss a job: cancel it if it runs, delete its results")
-async def dismiss_job(job_id: str, request: Request,                       conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+async def dismiss_job(job_id: str, request: Request, conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                       principal: Principal = Depends(analysis_principal)) -> JSONResponse:
     """OGC API - Processes dismiss: the owner (or an admin) stops a queued or running job (its
     SQL is cancelled) or removes a finished job's results; the job then reads ``dismissed``."""
@@ -536,7 +570,7 @@ async def job_results(job_id: str, conn=Depends(get_conn),
 
 
 @router.get("/jobs/{job_id}/files/{name}", summary="One output file of a finished job")
-async def job_file(job_id: str, name: str,                    conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+async def job_file(job_id: str, name: str, conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                    registry: Registry = Depends(get_registry_dep),
                    principal: Principal = Depends(analysis_principal)) -> Response:
     r = await _job_row(conn, job_id, principal)

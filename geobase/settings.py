@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     upload_max_members: int = Field(default=20_000, description="Most members of an uploaded zip -> 400.")
     upload_max_ratio: int = Field(default=200, description="Largest compression ratio of a zip member of >= 1 MiB "
                                   "(a zip bomb expands 1000:1 and more) -> 400.")
-    jobs_max_running: int = Field(default=4, description="Analysis jobs running at once (all callers); more queue.")
+    analysis_concurrency: int = Field(
+        default=4, description="Synchronous analyses at once (each holds a pooled connection); more wait, then 503.")
+    jobs_max_running: int = Field(
+        default=3, description="Analysis jobs running at once, all callers (each holds a pooled connection); more queue.")
     jobs_max_running_per_caller: int = Field(
         default=1, description="Analysis jobs of one caller (key, or anonymous IP) running at once; more queue.")
     jobs_max_queued: int = Field(default=20, description="Analysis jobs waiting in the queue (all callers); more: 503.")

@@ -1,9 +1,17 @@
 """Overlay analysis over HTTP: synchronous endpoints for small inputs (``/analysis/...``) and
 OGC API - Processes style jobs for county-wide runs (``/processes``, ``/jobs``).
 
-Access: every analysis sees only the layers the caller may see (``visible_layers``). Whether an
+Access: every analysis sees only the layers the caller may see (``visible_layers``) and names
+only fields the caller may read (``security.require_field``, the check items use). Whether an
 analysis needs a role is decided in :func:`analysis_principal` — today the public may run them
-(the demo map's site check); requiring analysts is the one commented line there.
+(the demo map's site check).
+
+Load: synchronous analyses run in ``analysis_concurrency`` slots under
+``analysis_statement_timeout_ms``; jobs are admitted, queued and run by
+:class:`geobase.analysis_jobs.JobScheduler` (per-caller and total bounds, 429/503 with
+Retry-After), each on one pooled connection under ``job_statement_timeout_ms`` and
+``job_max_seconds``, and the owner or an admin dismisses one with ``DELETE /jobs/{jobID}``.
+An anonymous caller's jobID carries its owner token (``<uuid>.<token>``).
 """
 
 from __future__ import annotations

@@ -350,7 +350,11 @@ def _caller(request: Request, principal: Principal) -> str:
     """Whose share of the job slots a submission takes: the key, or the anonymous client's IP."""
     if principal.key_id:
         return f"key:{principal.key_id}"
-    return f"ip:{request.client.host if request.client else '-'}"
+    from geobase import audit
+
+    ctx = audit.current()  # the gate's client address (forwarded headers only from trusted proxies)
+    ip = ctx.client_ip if ctx is not None and ctx.client_ip else (request.client.host if request.client else "-")
+    return f"ip:{ip}"
 
 
 def split_job_id(job_id: str) -> tuple[str, str | None]:

@@ -22,8 +22,9 @@ from fastapi.responses import JSONResponse
 from geobase.api.deps import base_url, get_registry_dep, get_settings_dep
 from geobase.ingest import jobs
 from geobase.ingest.sources import RASTER_SUFFIXES, VECTOR_SUFFIXES, check_zip
+from geobase.uploads import ZipLimits, save_upload
 
-from geobase.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from geobase.errors import Forbidden, InvalidInput, NotFound
 from geobase.security import Principal, get_principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -72,16 +73,7 @@ def _safe_name(filename: str | None) -> str:
 
 
 def _save(upload: UploadFile, dest: FsPath, limit: int) -> int:
-    size = 0
-    with open(dest, "wb") as out:
-        while chunk := upload.file.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"file: larger than the upload limit of {limit} bytes", parameter="file")
-            out.write(chunk)
-    if size == 0:
-        raise InvalidInput("file: the upload is empty", parameter="file")
-    return size
+    return save_upload(upload.file, dest, limit)
 
 
 @router.post("/admin/layers/{layer}/ingest", status_code=202,
@@ -112,7 +104,7 @@ async def post_ingest(
     try:
         size = await run_in_threadpool(_save, file, dest, settings.max_upload_bytes)
         if name.lower().endswith(".zip"):
-            await run_in_threadpool(lambda: check_zip(dest).close())
+            await run_in_threadpool(lambda: check_zip(dest, ZipLimits.for_ingest(settings)).close())
         options = {"mode": mode, "on_error": on_error, "crs": crs, "encoding": encoding,
                    "source_layer": source_layer, "dry_run": dry_run}
         user = principal.name or principal.key_id or "api"

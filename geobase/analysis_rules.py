@@ -67,15 +67,20 @@ class _ConflictFile(_Strict):
     rules: list[ConflictRule]
 
 
-def compile_filter(registry: Registry, layer: str, flt: dict[str, Any], alias: str, where: str) -> sql.Composable:
-    """SQL predicate for ``flt`` on table alias ``alias``; raises SpecError/InvalidInput naming ``where``."""
+def compile_filter(registry: Registry, layer: str, flt: dict[str, Any], alias: str, where: str,
+                   hidden: set[str] | frozenset[str] = frozenset()) -> sql.Composable:
+    """SQL predicate for ``flt`` on table alias ``alias``; raises SpecError/InvalidInput naming ``where``.
+    ``hidden``: the caller's masked attributes of the layer, refused like unknown ones."""
+    from geobase.security import require_field
+
     spec = registry.layers.get(layer)
     if spec is None:
         raise InvalidInput(f"{where}: unknown layer {layer!r}", parameter="layer")
+    if not isinstance(flt, dict):
+        raise InvalidInput(f"{where}: expected an object {{attribute: codes}}", parameter="filter")
     parts: list[sql.Composable] = []
     for attr, cond in (flt or {}).items():
-        if attr not in spec.attribute_names:
-            raise InvalidInput(f"{where}: layer {layer!r} has no attribute {attr!r}", parameter="filter")
+        require_field(spec, attr, "filter", hidden=set(hidden), where=where)
         col = sql.Identifier(alias, attr)
         codes_known = registry.codes_for(spec, attr)
         if isinstance(cond, (str, int)):

@@ -31,6 +31,7 @@ from psycopg import sql
 from geobase import cql2
 from geobase.crs import CRS84, Crs, parse_crs, supported_uris
 from geobase.errors import InvalidInput, NotFound
+from geobase.security import require_field
 from geobase.specs import LayerSpec
 from geobase.storage import as_of_filter, empty_rows, measure_column, table_ident
 
@@ -421,10 +422,8 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     # -- properties --------------------------------------------------------------------------
     if p.properties is not None:
         props = parse_list(p.properties)
-        for name in props:
-            if name not in qtypes:
-                raise InvalidInput(f"properties: unknown property {name!r}; known: {', '.join(visible)}",
-                                   parameter="properties")
+        for name in props:  # the one field check of items and analyses alike
+            require_field(spec, name, "properties", hidden=hidden, extra=tuple(qtypes))
     else:
         props = visible
 
@@ -446,9 +445,7 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
         if name == "id":
             sort.append(SortKey("_key", desc))
             continue
-        if name not in qtypes:
-            raise InvalidInput(f"sortby: unknown property {name!r}; sortable: {', '.join(visible)}",
-                               parameter="sortby")
+        require_field(spec, name, "sortby", hidden=hidden, extra=tuple(qtypes))
         sort.append(SortKey(name, desc, cql2._CASTS[qtypes[name]]))
     if not sort:
         sort = [SortKey("_key")]

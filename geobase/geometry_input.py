@@ -16,9 +16,9 @@ into SQL).
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,95 @@ def parse_crs(value: str | int | None, parameter: str = "crs") -> int | None:
     return code
 
 
+def decode_json_body(data: bytes, parameter: str = "body") -> Any:
+    """Parse a JSON request body, which must be UTF-8 (RFC 8259 §8.1). ``json.loads`` would
+    also guess UTF-16/32 from the first bytes; such a body is refused, naming the problem,
+    instead of being read in an encoding the client never declared."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) >= 2 and (data[0] == 0 or data[1] == 0)):
+        raise InvalidInput(f"{parameter}: the body is UTF-16/UTF-32 encoded; send JSON as UTF-8", parameter=parameter)
+    if data[:3] == b"\xef\xbb\xbf":
+        raise InvalidInput(f"{parameter}: the body starts with a byte-order mark; send JSON as UTF-8 without one",
+                           parameter=parameter)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{parameter}: the body is not valid UTF-8 (byte {exc.start}); send JSON as UTF-8",
+                           parameter=parameter) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{parameter}: not valid JSON: {exc}", parameter=parameter) from None
+
+
+def _check_position(pos: Any, parameter: str, kind: str) -> None:
+    if not isinstance(pos, (list, tuple)) or not 2 <= len(pos) <= 3:
+        raise InvalidInput(f"{parameter}: {kind}: a position must be [x, y] or [x, y, z], got {str(pos)[:60]}",
+                           parameter=parameter)
+    for v in pos:
+        # bool is an int in Python; "112.9" would be converted silently by shapely/numpy
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InvalidInput(f"{parameter}: {kind}: coordinate {v!r} is not a number", parameter=parameter)
+        if not math.isfinite(v):
+            raise InvalidInput(f"{parameter}: {kind}: coordinate {v!r} is not finite", parameter=parameter)
+
+
+def _check_rings(rings: Any, parameter: str, kind: str) -> None:
+    if not isinstance(rings, (list, tuple)):  # [] is an empty polygon: refused later as empty
+        raise InvalidInput(f"{parameter}: {kind}: expected a list of linear rings", parameter=parameter)
+    for i, ring in enumerate(rings):
+        if not isinstance(ring, (list, tuple)):
+            raise InvalidInput(f"{parameter}: {kind}: ring {i} is not a list of positions", parameter=parameter)
+        for pos in ring:
+            _check_position(pos, parameter, kind)
+        if len(ring) < 4:
+            raise InvalidInput(f"{parameter}: {kind}: ring {i} has {len(ring)} positions; a linear ring needs at "
+                               "least 4 (closed: the last equals the first)", parameter=parameter)
+        if list(ring[0]) != list(ring[-1]):
+            raise InvalidInput(f"{parameter}: {kind}: ring {i} is not closed (its last position {ring[-1]} differs "
+                               f"from its first {ring[0]}); GeoJSON rings must repeat the first position",
+                               parameter=parameter)
+
+
+def check_geojson_coordinates(obj: dict, parameter: str) -> None:
+    """What shapely would silently accept or change: unclosed rings (closed for us), string
+    or boolean coordinates (converted), positions of the wrong length. RFC 7946 §3.1."""
+    kind = obj.get("type")
+    coords = obj.get("coordinates")
+    if kind == "GeometryCollection":
+        geoms = obj.get("geometries")
+        if not isinstance(geoms, (list, tuple)):
+            raise InvalidInput(f"{parameter}: GeometryCollection: 'geometries' must be a list", parameter=parameter)
+        for g in geoms:
+            if not isinstance(g, dict):
+                raise InvalidInput(f"{parameter}: GeometryCollection: a member is not a geometry", parameter=parameter)
+            check_geojson_coordinates(g, parameter)
+        return
+    if kind not in ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"):
+        raise InvalidInput(f"{parameter}: unknown GeoJSON geometry type {str(kind)[:40]!r}", parameter=parameter)
+    if not isinstance(coords, (list, tuple)):
+        raise InvalidInput(f"{parameter}: {kind}: 'coordinates' must be an array", parameter=parameter)
+    if kind == "Point":
+        _check_position(coords, parameter, kind)
+    elif kind in ("MultiPoint", "LineString"):
+        for pos in coords:
+            _check_position(pos, parameter, kind)
+    elif kind == "MultiLineString":
+        for line in coords:
+            if not isinstance(line, (list, tuple)):
+                raise InvalidInput(f"{parameter}: {kind}: a line is not a list of positions", parameter=parameter)
+            for pos in line:
+                _check_position(pos, parameter, kind)
+    elif kind == "Polygon":
+        _check_rings(coords, parameter, kind)
+    else:
+        for poly in coords:
+            _check_rings(poly, parameter, kind)
+
+
 def _geometries_of(obj: Any, parameter: str) -> list[BaseGeometry]:
-    if isinstance(obj, (str, bytes)):
+    if isinstance(obj, bytes):
+        obj = decode_json_body(obj, parameter)
+    elif isinstance(obj, str):
         try:
             obj = json.loads(obj)
         except ValueError as exc:
@@ -104,6 +191,7 @@ def _geometries_of(obj: Any, parameter: str) -> list[BaseGeometry]:
         if not obj.get("geometry"):
             raise InvalidInput(f"{parameter}: the Feature has no geometry (empty)", parameter=parameter)
         return _geometries_of(obj["geometry"], parameter)
+    check_geojson_coordinates(obj, parameter)
     try:
         return [shape(obj)]
     except Exception as exc:  # shapely raises several types for malformed coordinates
@@ -232,9 +320,12 @@ def parse_upload(data: bytes, filename: str, settings: Settings, *, parameter: s
     """A checked geometry from an uploaded file (zip of a shapefile, .gpkg, .geojson/.json)."""
     import pyogrio
 
-    if len(data) > settings.max_upload_bytes:
-        raise InvalidInput(f"{parameter}: the file is larger than {settings.max_upload_bytes:,} bytes",
-                           parameter=parameter)
+    from geobase.errors import PayloadTooLarge
+    from geobase.uploads import ZipLimits, extract_zip
+
+    if len(data) > settings.public_upload_max_bytes:
+        raise PayloadTooLarge(f"{parameter}: the file is larger than {settings.public_upload_max_bytes:,} bytes",
+                              parameter=parameter)
     name = Path(filename or "upload").name
     suffix = "".join(Path(name).suffixes[-2:]).lower() if name.lower().endswith(".shp.zip") else Path(name).suffix.lower()
     if suffix not in (".zip", ".shp.zip", ".gpkg", ".geojson", ".json"):
@@ -244,11 +335,9 @@ def parse_upload(data: bytes, filename: str, settings: Settings, *, parameter: s
         path = Path(tmp) / ("upload" + (".zip" if suffix.endswith("zip") else suffix))
         path.write_bytes(data)
         if suffix.endswith("zip"):
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    zf.extractall(Path(tmp) / "x")
-            except zipfile.BadZipFile:
-                raise InvalidInput(f"{parameter}: not a valid zip file", parameter=parameter) from None
+            (Path(tmp) / "x").mkdir()
+            extract_zip(path, Path(tmp) / "x", ZipLimits.for_public(settings), parameter=parameter,
+                        label=f"{parameter} {name}")
             shps = sorted((Path(tmp) / "x").rglob("*.shp")) + sorted((Path(tmp) / "x").rglob("*.gpkg")) \
                 + sorted((Path(tmp) / "x").rglob("*.geojson"))
             if not shps:

@@ -23,7 +23,7 @@ import orjson
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from geobase import audit
+from geobase import audit, uploads
 from geobase.errors import GeobaseError, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from geobase.settings import Settings
 
@@ -185,7 +185,7 @@ class GateMiddleware:
 
         # 3. body size
         cls = request_class(path)
-        max_body = s.max_upload_bytes if cls == "upload" else s.max_body_bytes
+        max_body = uploads.body_limit(s, path) if cls == "upload" else s.max_body_bytes
         length = headers.get("content-length")
         if length is not None:
             try:

@@ -46,6 +46,20 @@ def units(m2: float) -> dict:
     return {"m2": round(m2, 6), "ha": round(m2 / 10_000, 8), "mu": round(m2 * MU_PER_M2, 6)}
 
 
+def _hidden(principal, spec: LayerSpec) -> set[str]:
+    """The caller's masked attributes of a layer (no principal: the public's, failing closed)."""
+    from geobase.security import PUBLIC, hidden_attributes
+
+    return hidden_attributes(principal or PUBLIC, spec)
+
+
+def _filter_readable(registry: Registry, principal, layer: str, flt: dict) -> bool:
+    """Whether a declared rule's filter names only attributes this caller may read: a rule over
+    a masked attribute would reveal it through its verdict, so it is reported not-evaluated."""
+    spec = registry.layers.get(layer)
+    return spec is not None and not (set(flt or {}) & _hidden(principal, spec))
+
+
 def _area_col(spec: LayerSpec) -> sql.Composable:
     return sql.SQL("coalesce(t._area_m2, ST_Area(t.geom::geography))")
 
@@ -225,7 +239,8 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
     for name, spec in sorted(used.items()):
         attrs = [a for a in spec.attribute_names if a not in hidden_attributes(principal, spec)]
         flags = [(r.id, compile_filter(registry, name, r.filter, "t", f"rule {r.id}")) for r in rules
-                 if r.layer == name and r.mode == "overlap" and spec.coverage]
+                 if r.layer == name and r.mode == "overlap" and spec.coverage
+                 and _filter_readable(registry, principal, name, r.filter)]
         pieces = await _site_pieces(conn, spec, site.wkb, attrs, flags)
         for rid, _ in flags:
             hits = [p for p in pieces if rid in p["rules"]]
@@ -246,7 +261,8 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
     rule_results = []
     may_see = {s.name for s in visible}
     for r in rules:
-        if r.layer not in may_see:  # say the check is incomplete without naming the hidden layer
+        if r.layer not in may_see or not _filter_readable(registry, principal, r.layer, r.filter):
+            # say the check is incomplete without naming the hidden layer (or masked attribute)
             rule_results.append({"id": r.id, "title": r.title.model_dump(), "verdict": "not-evaluated",
                                  "fires_as": r.verdict, "reason": HIDDEN_RULE_REASON})
             continue
@@ -367,13 +383,15 @@ async def aoi_from_code(conn: psycopg.AsyncConnection, code: str) -> tuple[bytes
     return bytes(wkb), float(area), name
 
 
-def _class_column(registry: Registry, spec: LayerSpec, field: str | None, parameter: str) -> str:
+def _class_column(registry: Registry, spec: LayerSpec, field: str | None, parameter: str, principal=None) -> str:
+    """The field to group by: the named one or the layer's class field, if the caller may read
+    it (security.require_field: the same check as items' properties and sortby)."""
+    from geobase.security import require_field
+
     field = field or spec.class_field
     if not field:
         raise InvalidInput(f"{parameter}: layer {spec.name!r} has no class field; name one", parameter=parameter)
-    if field not in spec.attribute_names:
-        raise InvalidInput(f"{parameter}: layer {spec.name!r} has no attribute {field!r}", parameter=parameter)
-    return field
+    return require_field(spec, field, parameter, hidden=_hidden(principal, spec))
 
 
 def tabulate_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, with_aoi: bool,
@@ -421,7 +439,7 @@ async def _row_estimate(conn: psycopg.AsyncConnection, spec: LayerSpec) -> float
 async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec], layer_a: str,
                    layer_b: str, *, class_a: str | None = None, class_b: str | None = None,
                    aoi: InputGeometry | None = None, aoi_code: str | None = None,
-                   conninfo: str | None = None, workers: int = 1) -> dict:
+                   conninfo: str | None = None, workers: int = 1, principal=None) -> dict:
     """Areas by class of ``layer_a`` x class of ``layer_b`` within an area of interest (a
     division code, a polygon, or the whole county when neither is given)."""
     vis = {s.name: s for s in visible}
@@ -429,8 +447,8 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
         if n not in vis or vis[n].geometry != "MultiPolygon":
             raise InvalidInput(f"{p}: unknown, hidden or non-polygon layer {n!r}", parameter=p)
     a, b = vis[layer_a], vis[layer_b]
-    fa = _class_column(registry, a, class_a, "class_a")
-    fb = _class_column(registry, b, class_b, "class_b")
+    fa = _class_column(registry, a, class_a, "class_a", principal)
+    fb = _class_column(registry, b, class_b, "class_b", principal)
     aoi_info: dict[str, Any]
     if aoi_code:
         wkb, aoi_m2, name = await aoi_from_code(conn, aoi_code)
@@ -499,7 +517,7 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
 async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec], *,
                     sliver_m2: float = 1.0, rule_ids: list[str] | None = None,
                     aoi: InputGeometry | None = None, rules: list[ConflictRule] | None = None,
-                    progress=None) -> dict:
+                    progress=None, principal=None) -> dict:
     """Conflict patches of the declared rules for the whole county (or an AOI)."""
     rules = rules if rules is not None else load_conflict_rules(registry)
     if rule_ids:
@@ -512,7 +530,9 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
     vis = {s.name: s for s in visible}
     out_rules, patches = [], []
     for i, r in enumerate(rules):
-        if r.a.layer not in vis or r.b.layer not in vis:
+        if r.a.layer not in vis or r.b.layer not in vis or not (
+                _filter_readable(registry, principal, r.a.layer, r.a.filter)
+                and _filter_readable(registry, principal, r.b.layer, r.b.filter)):
             out_rules.append({"id": r.id, "title": r.title.model_dump(), "status": "not-evaluated",
                               "reason": "a layer of this rule is not available to this caller"})
             continue
@@ -525,13 +545,13 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
                          "ST_GeomFromWKB(%(aoi)s, 4490)), 3)") if aoi
                  else sql.SQL("ST_CollectionExtract(ST_Intersection(a.geom, b.geom), 3)"))
         q = sql.SQL("""
-            SELECT a._key, b._key, a.{ca}, b.{cb}, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
+            SELECT a._key, b._key, {ca}, {cb}, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
             FROM {ta} a JOIN {tb} b ON ST_Intersects(a.geom, b.geom) AND b._vto IS NULL {same}
             CROSS JOIN LATERAL (SELECT {piece} AS g) p
             WHERE a._vto IS NULL AND {fa} AND {fb} {aoi}
             ORDER BY a._key, b._key
-        """).format(ca=sql.Identifier(sa.class_field or sa.source_key[0]),
-                    cb=sql.Identifier(sb.class_field or sb.source_key[0]),
+        """).format(ca=_readable_column(principal, sa, sa.class_field or sa.source_key[0], "a"),
+                    cb=_readable_column(principal, sb, sb.class_field or sb.source_key[0], "b"),
                     ta=table_ident(sa), tb=table_ident(sb), same=same, piece=piece, fa=fa, fb=fb, aoi=aoi_sql)
         cur = await conn.execute(q, {"aoi": aoi.wkb} if aoi else None)
         threshold = r.min_area_m2 if r.min_area_m2 is not None else sliver_m2
@@ -563,7 +583,8 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
 # ---------------------------------------------------------------------------------------------
 
 async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec], layer: str,
-                 v1: int, v2: int, *, class_field: str | None = None, sliver_m2: float = 1.0) -> dict:
+                 v1: int, v2: int, *, class_field: str | None = None, sliver_m2: float = 1.0,
+                 principal=None) -> dict:
     """Transition matrix of areas between classes from version ``v1`` to ``v2`` of a layer,
     intersecting the retired rows of v1 with the new rows of v2 (unchanged features are the
     same row in both versions and cannot contribute), plus the area that left each class
@@ -579,7 +600,7 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
     if layer not in vis or vis[layer].geometry != "MultiPolygon":
         raise InvalidInput(f"layer: unknown, hidden or non-polygon layer {layer!r}", parameter="layer")
     spec = vis[layer]
-    field = _class_column(registry, spec, class_field, "class_field")
+    field = _class_column(registry, spec, class_field, "class_field", principal)
     cur = await conn.execute("SELECT version FROM catalog.layer_versions WHERE layer = %s ORDER BY version", (layer,))
     have = [r[0] for r in await cur.fetchall()]
     for p, v in (("v1", v1), ("v2", v2)):
@@ -682,7 +703,7 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
 
 async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: list[LayerSpec], *, layer: str,
                  distance_m: float, water_layers: list[str] | None = None, aoi: InputGeometry | None = None,
-                 filter: dict | None = None, limit: int = 100_000) -> dict:
+                 filter: dict | None = None, limit: int = 100_000, principal=None) -> dict:
     """Features of ``layer`` within ``distance_m`` (true ellipsoidal distance) of water bodies,
     with the minimum distance and the area inside each water body's protected band."""
     if not (0 < distance_m <= 10_000):
@@ -692,7 +713,7 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
     if layer not in vis or vis[layer].kind != "vector":
         raise InvalidInput(f"layer: unknown or hidden layer {layer!r}", parameter="layer")
     spec = vis[layer]
-    flt = compile_filter(registry, layer, filter or {}, "t", "filter")
+    flt = compile_filter(registry, layer, filter or {}, "t", "filter", hidden=_hidden(principal, spec))
     # geometry prefilter in degrees, conservative up to 56°N (1° of longitude >= 62 km there),
     # so the GiST index narrows the candidates before the exact geography test
     deg = distance_m / 62_000.0
@@ -701,9 +722,9 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
         if w not in vis:
             raise InvalidInput(f"water_layers: unknown or hidden layer {w!r}", parameter="water_layers")
         ws = vis[w]
-        name_col = sql.SQL("w.name") if "name" in ws.attribute_names else sql.SQL("NULL::text")
-        code_col = sql.SQL("w.water_code") if "water_code" in ws.attribute_names else sql.SQL("NULL::text")
-        cls = sql.SQL("t.{}::text").format(sql.Identifier(spec.class_field)) if spec.class_field else sql.SQL("NULL::text")
+        name_col = _readable_column(principal, ws, "name", "w")
+        code_col = _readable_column(principal, ws, "water_code", "w")
+        cls = _readable_column(principal, spec, spec.class_field, "t")
         aoi_sql = sql.SQL("AND ST_Intersects(t.geom, ST_GeomFromWKB(%(aoi)s, 4490))") if aoi else sql.SQL("")
         band_area = (sql.SQL("ST_Area(ST_Intersection(t.geom, ST_SetSRID(ST_Buffer(w.geom::geography, %(d)s)::geometry, 4490))::geography)")
                      if spec.geometry == "MultiPolygon" else sql.SQL("NULL::float8"))
@@ -730,6 +751,14 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
     return {"analysis": "buffer", "layer": layer, "distance_m": distance_m, "water_layers": water_layers,
             "features": results, "totals": totals,
             "versions": await layer_versions(conn, [layer, *water_layers])}
+
+
+def _readable_column(principal, spec: LayerSpec, name: str | None, alias: str | None = None) -> sql.Composable:
+    """An output column of a report, or NULL when the layer lacks it or it is masked for the caller."""
+    if not name or name not in spec.attribute_names or name in _hidden(principal, spec):
+        return sql.SQL("NULL::text")
+    ident = sql.Identifier(alias, name) if alias else sql.Identifier(name)
+    return sql.SQL("{}::text").format(ident)
 
 
 def require_visible(visible: list[LayerSpec], name: str) -> LayerSpec:

@@ -25,7 +25,7 @@ from typing import Literal
 import psycopg
 from fastapi import Request
 
-from geobase.errors import Forbidden, NotFound
+from geobase.errors import Forbidden, InvalidInput, NotFound
 from geobase.specs import LayerSpec, Registry
 
 Role = Literal["viewer", "analyst", "steward", "admin"]
@@ -89,6 +89,28 @@ def hidden_attributes(principal: Principal, spec: LayerSpec) -> set[str]:
 def visible_attributes(principal: Principal, spec: LayerSpec) -> list[str]:
     hidden = hidden_attributes(principal, spec)
     return [a for a in spec.attribute_names if a not in hidden]
+
+
+def require_field(spec: LayerSpec, name: object, parameter: str, *, hidden: set[str],
+                  extra: tuple[str, ...] | list[str] = (), where: str | None = None) -> str:
+    """The one check of every input that names a field (items' properties/sortby, an analysis'
+    class field or group-by, a filter or rule attribute): ``name`` if it is an attribute of
+    ``spec`` (or one of ``extra``, e.g. the stored area) that this caller may read, otherwise
+    InvalidInput naming the field and the parameter. A masked attribute is refused exactly like
+    an unknown one, so no analysis can group, sort or filter by what items would hide.
+    ``hidden`` is :func:`hidden_attributes` of the caller (callers hold it already)."""
+    if isinstance(name, str) and name not in hidden and (name in spec.attribute_names or name in extra):
+        return name
+    readable = [a for a in spec.attribute_names if a not in hidden] + [e for e in extra if e not in hidden]
+    shown = str(name)[:100] if isinstance(name, str) else type(name).__name__
+    raise InvalidInput(f"{where or parameter}: layer {spec.name!r} has no attribute {shown!r} readable by this "
+                       f"caller (readable: {', '.join(readable)})", parameter=parameter)
+
+
+def require_fields(principal: Principal, spec: LayerSpec, names, parameter: str, **kw) -> list[str]:
+    """:func:`require_field` for each name, with the caller's masked attributes of ``spec``."""
+    hidden = hidden_attributes(principal, spec)
+    return [require_field(spec, n, parameter, hidden=hidden, **kw) for n in names]
 
 
 def view_signature(principal: Principal, accesses: list[LayerAccess], registry: Registry) -> str:

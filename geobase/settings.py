@@ -50,7 +50,29 @@ class Settings(BaseSettings):
     )
     default_limit: int = Field(default=100, description="Default page size of /items.")
     max_limit: int = Field(default=10_000, description="Largest accepted `limit` of /items.")
-    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (bytes).")
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted ingest upload (bytes).")
+    # --- uploads and jobs of anyone (geobase/uploads.py, api/analysis.py) ---
+    public_upload_max_bytes: int = Field(
+        default=5 * 1024**2, description="Largest upload of every route but the steward's ingest, e.g. the public "
+        "site check of a file (bytes) -> 413.")
+    public_upload_max_unpacked_bytes: int = Field(
+        default=50 * 1024**2, description="Largest total unpacked size of such an upload's zip (bytes) -> 400.")
+    upload_max_unpacked_bytes: int = Field(
+        default=50 * 1024**3, description="Largest total unpacked size of an ingest zip (bytes) -> 400.")
+    upload_max_members: int = Field(default=20_000, description="Most members of an uploaded zip -> 400.")
+    upload_max_ratio: int = Field(default=200, description="Largest compression ratio of a zip member of >= 1 MiB "
+                                  "(a zip bomb expands 1000:1 and more) -> 400.")
+    analysis_concurrency: int = Field(
+        default=4, description="Synchronous analyses at once (each holds a pooled connection); more wait, then 503.")
+    jobs_max_running: int = Field(
+        default=3, description="Analysis jobs running at once, all callers (each holds a pooled connection); more queue.")
+    jobs_max_running_per_caller: int = Field(
+        default=1, description="Analysis jobs of one caller (key, or anonymous IP) running at once; more queue.")
+    jobs_max_queued: int = Field(default=20, description="Analysis jobs waiting in the queue (all callers); more: 503.")
+    jobs_max_queued_per_caller: int = Field(
+        default=3, description="Analysis jobs of one caller waiting in the queue; more: 429 with Retry-After.")
+    job_statement_timeout_ms: int = Field(default=600_000, description="Statement timeout of an analysis job (ms).")
+    job_max_seconds: float = Field(default=1800.0, description="Wall-clock limit of an analysis job (s); then failed.")
     log_level: str = Field(default="info", description="Log level of the server.")
     # --- access control, audit and limits (geobase/security.py, keys.py, audit.py, limits.py) ---
     key_cache_s: float = Field(

@@ -22,8 +22,8 @@ from geobase.errors import InvalidInput
 MAX_UNCOMPRESSED_BYTES = 50 * 1024**3
 #: Refuse members compressed more than this ratio (a zip bomb expands 1000:1 and more).
 MAX_COMPRESSION_RATIO = 200
-#: Ratio checks apply to members at least this large (tiny files compress absurdly well).
-RATIO_MIN_SIZE = 1024 * 1024
+#: Refuse archives with more members than this (a FileGDB holds a few hundred files).
+MAX_MEMBERS = 20_000
 
 VECTOR_SUFFIXES = {
     ".shp": "ESRI Shapefile", ".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON",
@@ -60,30 +60,15 @@ class Source:
         return self.driver == "ESRI Shapefile"
 
 
-def check_zip(path: Path) -> zipfile.ZipFile:
-    """Open a zip after refusing path traversal, absolute names and decompression bombs."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise InvalidInput(f"{path.name}: not a readable zip archive ({exc})", parameter="path") from None
-    total = 0
-    for info in zf.infolist():
-        name = info.filename
-        pure = PurePosixPath(name.replace("\\", "/"))
-        if name.startswith(("/", "\\")) or pure.is_absolute() or (len(name) > 1 and name[1] == ":"):
-            raise InvalidInput(f"{path.name}: refused: archive member {name!r} has an absolute path", parameter="path")
-        if ".." in pure.parts:
-            raise InvalidInput(f"{path.name}: refused: archive member {name!r} climbs out of the archive (../)",
-                               parameter="path")
-        total += info.file_size
-        if info.file_size >= RATIO_MIN_SIZE and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            raise InvalidInput(
-                f"{path.name}: refused as a zip bomb: member {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}:1 "
-                f"(limit {MAX_COMPRESSION_RATIO}:1)", parameter="path")
-    if total > MAX_UNCOMPRESSED_BYTES:
-        raise InvalidInput(f"{path.name}: refused as a zip bomb: {total} bytes uncompressed "
-                           f"(limit {MAX_UNCOMPRESSED_BYTES})", parameter="path")
-    return zf
+def check_zip(path: Path, limits=None) -> zipfile.ZipFile:
+    """Open a zip after the app's one archive check (:func:`geobase.uploads.check_zip`: slip,
+    absolute names, links, nested archives, member count, bombs)."""
+    from geobase.uploads import ZipLimits
+    from geobase.uploads import check_zip as checked
+
+    if limits is None:
+        limits = ZipLimits(MAX_UNCOMPRESSED_BYTES, MAX_MEMBERS, MAX_COMPRESSION_RATIO)
+    return checked(path, limits, parameter="path")
 
 
 def sha256_files(files: list[Path]) -> str:

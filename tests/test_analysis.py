@@ -365,7 +365,7 @@ def test_uploaded_zipped_shapefile_in_a_gk_zone(tmp_path):
         parse_upload(_zip_shapefile(tmp_path, gk, "EPSG:4527", drop_prj=True), "site.zip", settings)
     with pytest.raises(InvalidInput, match="unsupported file type"):
         parse_upload(b"hello", "site.txt", settings)
-    with pytest.raises(InvalidInput, match="not a valid zip"):
+    with pytest.raises(InvalidInput, match="not a readable zip"):
         parse_upload(b"hello", "site.zip", settings)
 
 

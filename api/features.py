@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
@@ -98,11 +99,9 @@ def _format(request: Request, f: str | None, allowed: set[str] = FORMATS) -> str
         if v not in allowed:
             raise InvalidInput(f"f: {f!r} is not one of {', '.join(sorted(allowed))}", parameter="f")
         return v
-    accept = request.headers.get("accept", "")
-    first = accept.split(",")[0]
-    if "text/html" in first:
-        return "html"
-    return "json"
+    # Accept, with q-values, was weighed once for every route (api/negotiation.py)
+    v = negotiation.chosen(request, "json")
+    return v if v in allowed else "json"
 
 
 def _render(name: str, **ctx) -> HTMLResponse:

@@ -679,6 +679,8 @@ async def changes(request: Request, collectionId: str,
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items", parameter="collectionId")
     v_from = _int(from_, "from")
+    if v_from is None:  # `from=` (empty): required, so refused by name rather than a 500
+        raise InvalidInput("from: a version number is required (0 = the empty layer)", parameter="from")
     v_to = _int(to, "to") if to is not None else state.current_version
     if v_to is None:
         raise InvalidInput("to: the layer has no version yet", parameter="to")

@@ -52,14 +52,14 @@ class Offer:
 
     media: dict[str, str]
     negotiated: bool = True
-    #: success statuses besides the route's own (e.g. 204 for an empty tile)
+    #: statuses besides the route's own: 204 (an empty tile), 206 (a Range request), 304 (If-None-Match)
     also: tuple[int, ...] = field(default=())
 
 
 J = Offer({"json": JSON})
 J_HTML = Offer({"json": JSON, "html": HTML})
-FEATURES = Offer({"json": GEOJSON, "html": HTML, "csv": CSV, "gpkg": GPKG, "fgb": FGB})
-TILE = Offer({"mvt": MVT}, also=(204,))
+FEATURES = Offer({"json": GEOJSON, "html": HTML, "csv": CSV, "gpkg": GPKG, "fgb": FGB}, also=(304,))
+TILE = Offer({"mvt": MVT}, also=(204, 304))
 
 #: GET routes (path templates as mounted) -> what they serve
 OFFERS: dict[str, Offer] = {
@@ -71,9 +71,9 @@ OFFERS: dict[str, Offer] = {
     "/collections/{collectionId}": J_HTML,
     "/collections/{collectionId}/queryables": Offer({"json": SCHEMA_JSON, "html": HTML}),
     "/collections/{collectionId}/items": FEATURES,
-    "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}),
+    "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}, also=(304,)),
     "/collections/{collectionId}/changes": FEATURES,
-    "/collections/{collection_id}/coverage": Offer({"tiff": TIFF}),
+    "/collections/{collection_id}/coverage": Offer({"tiff": TIFF}, also=(206, 304)),
     "/tileMatrixSets": J,
     "/tileMatrixSets/{tileMatrixSetId}": J,
     "/collections/{collectionId}/tiles": J,
@@ -84,7 +84,7 @@ OFFERS: dict[str, Offer] = {
     "/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}": TILE,
     "/tiles/{layers}/{z}/{x}/{y}.mvt": TILE,
     "/tiles/{layers}.json": J,
-    "/tiles/{layer}/{style}/{z}/{x}/{y}.png": Offer({"png": PNG}),
+    "/tiles/{layer}/{style}/{z}/{x}/{y}.png": Offer({"png": PNG}, also=(304,)),
     "/styles/onemap.json": J,
     "/map/style.json": J,
     "/legend": J_HTML,

@@ -55,6 +55,12 @@ ERRORS: dict[int, str] = {
     503: "Busy or the database is unavailable; retry (see Retry-After)",
 }
 
+ALSO: dict[int, str] = {
+    204: "No content: the tile is empty",
+    206: "Partial content: the byte ranges asked for with Range",
+    304: "Not modified: the representation still has the ETag sent in If-None-Match",
+}
+
 #: rare statuses only the service knows it raises: (method, path) -> statuses
 EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/admin/departments"): (409,),
@@ -249,8 +255,9 @@ def describe_responses(doc: dict, app: FastAPI) -> dict:
                 schema = next((c.get("schema") for c in current.values() if c.get("schema")), None)
                 responses[ok]["content"] = _content(list(offer.media.values()), schema)
                 for extra in offer.also:
-                    responses.setdefault(str(extra), {"description": "No content (an empty tile)"
-                                                      if extra == 204 else "See the operation"})
+                    responses.setdefault(str(extra), {"description": ALSO[extra]})
+                    if extra == 206:  # a part of the same representation
+                        responses["206"]["content"] = responses[ok]["content"]
             statuses = {400, 401, 429, 503}
             if _role_checked(getattr(route, "dependant", None)):
                 statuses.add(403)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from geobase.errors import GeobaseError
+from geobase.errors import NotAcceptable
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -124,11 +124,6 @@ def offer_for(method: str, path: str) -> Offer | None:
     if method == "POST" and path.startswith("/analysis/"):
         return POST_OFFERS.get(path, ANALYSIS)
     return POST_OFFERS.get(path) if method == "POST" else None
-
-
-class NotAcceptable(GeobaseError):
-    status_code = 406
-    code = "NotAcceptable"
 
 
 # ------------------------------------------------------------------------------------------

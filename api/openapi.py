@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-
 from geobase.api import negotiation
+
 from geobase.security import get_principal
 
 OAS_VERSION = "3.0.3"

@@ -18,7 +18,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from geobase.api.features import _declared_conformance
 
 TESTS = Path(__file__).parent

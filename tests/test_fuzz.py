@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ARTIFACTS, LiveServer, create_database, drop_database, settings_for
 from test_security_common import make_keys, seed, unique_name
 

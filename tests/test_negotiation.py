@@ -3,17 +3,16 @@ enumerating every GET route the app mounts against the real county server (issue
 
 from __future__ import annotations
 
-import re
-
 import math
+import re
 
 import httpx
 import pytest
-
 from geobase.api import negotiation
 from geobase.api.app import create_app
 from geobase.api.negotiation import OFFERS, Offer, best
 from geobase.api.openapi import api_routes
+
 from geobase.settings import Settings
 
 
@@ -109,7 +108,7 @@ def test_accept_picks_each_offered_type_and_406_otherwise(county_server, samples
     url = _url(path, samples)
     offer = OFFERS[path]
     with county_server.client() as c:
-        for key, media in offer.media.items():
+        for media in offer.media.values():
             r = c.get(url, headers={"Accept": media.split(";")[0]})
             assert r.status_code not in (406, 500), (url, media, r.status_code)
             if r.status_code in (200,):

@@ -11,12 +11,14 @@ import time
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from psycopg_pool import AsyncConnectionPool
 
 from geobase import __version__
 from geobase.api.errors import install_error_handlers
+from geobase.api.negotiation import HeadMiddleware, negotiate
+from geobase.api.openapi import install_openapi
 from geobase.db import database_url
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
@@ -126,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api",
         docs_url="/docs",
         lifespan=lifespan,
+        # Accept / f= negotiation and 406, once for every route (api/negotiation.py)
+        dependencies=[Depends(negotiate)],
     )
     app.state.settings = settings
     app.state.connection_check = ConnectionCheck()
@@ -145,4 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         setup = getattr(module, "setup", None)
         if setup:
             setup(app)
+    install_openapi(app)
+    # outermost: HEAD is GET without the body for every route, including the gate's answers
+    app.add_middleware(HeadMiddleware)
     return app

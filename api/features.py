@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
@@ -52,7 +53,8 @@ CONFORMANCE = [
     f"{OGC}/ogcapi-features-1/1.0/conf/oas30",
     f"{OGC}/ogcapi-features-2/1.0/conf/crs",
     f"{OGC}/ogcapi-features-3/1.0/conf/queryables",
-    f"{OGC}/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    # not ".../queryables-query-parameters": equality filters on queryables as query parameters
+    # are not implemented, and a class that does not fully pass is not declared
     f"{OGC}/ogcapi-features-3/1.0/conf/filter",
     f"{OGC}/ogcapi-features-3/1.0/conf/features-filter",
     f"{OGC}/cql2/1.0/conf/cql2-text",
@@ -98,11 +100,9 @@ def _format(request: Request, f: str | None, allowed: set[str] = FORMATS) -> str
         if v not in allowed:
             raise InvalidInput(f"f: {f!r} is not one of {', '.join(sorted(allowed))}", parameter="f")
         return v
-    accept = request.headers.get("accept", "")
-    first = accept.split(",")[0]
-    if "text/html" in first:
-        return "html"
-    return "json"
+    # Accept, with q-values, was weighed once for every route (api/negotiation.py)
+    v = negotiation.chosen(request, "json")
+    return v if v in allowed else "json"
 
 
 def _render(name: str, **ctx) -> HTMLResponse:
@@ -680,6 +680,8 @@ async def changes(request: Request, collectionId: str,
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items", parameter="collectionId")
     v_from = _int(from_, "from")
+    if v_from is None:  # `from=` (empty): required, so refused by name rather than a 500
+        raise InvalidInput("from: a version number is required (0 = the empty layer)", parameter="from")
     v_to = _int(to, "to") if to is not None else state.current_version
     if v_to is None:
         raise InvalidInput("to: the layer has no version yet", parameter="to")

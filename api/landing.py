@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from geobase import __version__
+from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
 from geobase.security import Principal, get_principal, visible_layers
 from geobase.specs import Registry
@@ -19,8 +20,7 @@ router = APIRouter()
 def wants_html(request: Request, f: str | None) -> bool:
     if f:
         return f.lower() in ("html", "text/html")
-    accept = request.headers.get("accept", "")
-    return "text/html" in accept and "application/json" not in accept.split(",")[0]
+    return negotiation.chosen(request, "json") == "html"  # Accept, weighed in api/negotiation.py
 
 
 @router.get("/", summary="Landing page", tags=["Capabilities"])

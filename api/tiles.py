@@ -20,6 +20,7 @@ import time
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
@@ -366,7 +367,7 @@ async def legend_doc(request: Request, f: str | None = Query(None, description="
                      principal=Depends(get_principal)):
     specs = await visible_layers(conn, principal, registry)
     entries = legend(specs, registry)
-    if (f or "").lower() == "html":
+    if (f or "").lower() == "html" or (not f and negotiation.chosen(request, "json") == "html"):
         import html
 
         parts = ["<!doctype html><meta charset='utf-8'><title>Legend</title><body style='font-family:sans-serif'>"]

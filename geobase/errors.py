@@ -56,6 +56,14 @@ class PayloadTooLarge(GeobaseError):
     exit_code = 2
 
 
+class NotAcceptable(GeobaseError):
+    """No representation the client's Accept admits is offered (and it chose none with f=)."""
+
+    status_code = 406
+    code = "NotAcceptable"
+    exit_code = 2
+
+
 class TooManyRequests(GeobaseError):
     status_code = 429
     code = "TooManyRequests"

@@ -38,12 +38,13 @@ def _render(layers, crs, x: float, y: float, half: float, size: int = 64):
     job.waitForFinished()
     img = job.renderedImage()
     c = QColor(img.pixel(size // 2, size // 2))
-    return img, "#{:02x}{:02x}{:02x}".format(c.red(), c.green(), c.blue()), [e.message for e in job.errors()]
+    return img, f"#{c.red():02x}{c.green():02x}{c.blue():02x}", [e.message for e in job.errors()]
 
 
 def vectortile(template: str, style_url: str, points: list, out_png: str) -> dict:
-    from qgis.core import QgsCoordinateReferenceSystem, QgsVectorTileLayer
     from urllib.parse import quote
+
+    from qgis.core import QgsCoordinateReferenceSystem, QgsVectorTileLayer
 
     uri = f"type=xyz&url={quote(template, safe=':/{}')}&zmin=8&zmax=18&styleUrl={quote(style_url, safe=':/')}"
     layer = QgsVectorTileLayer(uri, "geobase")
@@ -67,9 +68,13 @@ def vectortile(template: str, style_url: str, points: list, out_png: str) -> dic
 
 
 def oapif(server: str, collection: str, points: list, classes: list, field: str) -> dict:
-    from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsFillSymbol,
-                           QgsRendererCategory, QgsVectorLayer)
-    from qgis.PyQt.QtGui import QColor
+    from qgis.core import (
+        QgsCategorizedSymbolRenderer,
+        QgsCoordinateReferenceSystem,
+        QgsFillSymbol,
+        QgsRendererCategory,
+        QgsVectorLayer,
+    )
 
     layer = QgsVectorLayer(f"url='{server}' typename='{collection}' pageSize='1000'", collection, "OAPIF")
     res = {"valid": layer.isValid(), "error": layer.error().summary() if not layer.isValid() else None}

@@ -33,7 +33,7 @@ VALIDATOR = REPO / ".vendor" / "node_modules" / "@maplibre" / "maplibre-gl-style
 
 
 def _qgis_available() -> bool:
-    return subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True).returncode == 0
+    return subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True, check=False).returncode == 0
 
 
 def _harness(*args: str) -> dict:
@@ -41,7 +41,7 @@ def _harness(*args: str) -> dict:
            "HOME": str(ARTIFACTS / "qgis-home")}
     env.pop("PYTHONPATH", None)
     (ARTIFACTS / "qgis-home").mkdir(parents=True, exist_ok=True)
-    p = subprocess.run([QGIS_PYTHON, str(HARNESS), *args], env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run([QGIS_PYTHON, str(HARNESS), *args], env=env, capture_output=True, text=True, timeout=600, check=False)
     line = next((ln for ln in p.stdout.splitlines() if ln.startswith("GEOBASE-QGIS ")), None)
     assert line, f"QGIS harness failed (rc {p.returncode}): {p.stdout[-2000:]} {p.stderr[-3000:]}"
     return json.loads(line.removeprefix("GEOBASE-QGIS "))
@@ -104,7 +104,7 @@ def test_style_is_valid_per_the_maplibre_style_validator(county_server, tmp_path
     assert matches and all(isinstance(lbl, list) for m in matches for lbl in m[2:-1:2])
     path = tmp_path / "style.json"
     path.write_text(json.dumps(style), encoding="utf-8")
-    p = subprocess.run([node, str(VALIDATOR), str(path)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([node, str(VALIDATOR), str(path)], capture_output=True, text=True, timeout=120, check=False)
     assert p.returncode == 0 and not p.stdout.strip(), p.stdout + p.stderr
 
 

@@ -59,7 +59,7 @@ def test_partial_site_check_verdict_is_marked_incomplete_in_every_format(county_
         assert full["verdict"] == full["summary"] == full["verdict_of_evaluated_rules"]
         assert full["verdict"] in ("ok", "warning", "needs-approval", "prohibited")
         html = post(admin, "html").text
-        assert "incomplete" not in re.sub(r"<style>.*?</style>", "", html, flags=re.S)
+        assert "incomplete" not in re.sub(r"<style>.*?</style>", "", html, flags=re.DOTALL)
         assert f"Overall verdict: <b class='{full['verdict']}'>{full['verdict']}</b>" in html
         rows = list(csv.DictReader(io.StringIO(post(admin, "csv").text)))
         assert rows[0]["id"] == "(overall)" and rows[0]["verdict"] == full["verdict"] and rows[0]["complete"] == "True"

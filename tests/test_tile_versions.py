@@ -13,6 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import mapbox_vector_tile
 import psycopg
+from geobase.tiles import pyramid
+from geobase.tiles import service as tile_service
+from geobase.tiles.cache import TileCache
+from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 from test_tiles import tile_xy
 from test_tiles_data import LAND_CODES, LAT0, LON0, commit_version, land_use_rows, load_test_county
 
@@ -20,10 +24,6 @@ from geobase.db import database_url
 from geobase.keys import create_key
 from geobase.security import PUBLIC
 from geobase.specs import get_registry
-from geobase.tiles import pyramid
-from geobase.tiles import service as tile_service
-from geobase.tiles.cache import TileCache
-from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 
 
 def _classes(body: bytes) -> set[str]:

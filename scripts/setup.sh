@@ -3,6 +3,7 @@
 #   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS, .venv with geobase
 #   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, dev extras
 #   scripts/setup.sh --bench  also: bench extras (tipg, ...)
+#   scripts/setup.sh --interop  what --test installs, and QGIS 3.22 (python3-qgis) for `make interop`
 # A second run does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
   --test) APT_PKGS+=(gdal-bin fonts-wqy-microhei); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
   --bench) APT_PKGS+=(gdal-bin) ;;
+  --interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
 esac
 
 missing=()

@@ -5,6 +5,7 @@ layer with QGIS's own provider and print its fields (and optionally values) as o
 """
 
 import json
+import os
 import sys
 
 from qgis.core import QgsApplication, QgsFeatureRequest, QgsVectorLayer
@@ -25,8 +26,10 @@ def main() -> None:
             rows[str(attrs["id"])] = [None if attrs[w] is None or (hasattr(attrs[w], "isNull") and attrs[w].isNull())
                                       else attrs[w] for w in wanted]
         out["values"] = rows
-    print(json.dumps(out, ensure_ascii=False, default=str))
-    app.exitQgis()
+    print(json.dumps(out, ensure_ascii=False, default=str), flush=True)
+    # QGIS 3.22 headless crashes in its own teardown (exitQgis / interpreter exit: SIGSEGV);
+    # the answer is out, so leave without it
+    os._exit(0)
 
 
 if __name__ == "__main__":

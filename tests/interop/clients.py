@@ -22,6 +22,7 @@ REGISTRY = load_registry()
 #: every vector layer of layers/*.yaml (the acceptance of issue 12 item 1 covers each)
 VECTOR_LAYERS = [s.name for s in REGISTRY.layers.values() if s.kind == "vector"]
 PUBLIC_VECTOR_LAYERS = [s.name for s in REGISTRY.layers.values() if s.kind == "vector" and s.sharing == "public"]
+REPO_SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "county"
 OGR2OGR_36 = "/usr/bin/ogr2ogr"  # Debian 12's GDAL 3.6 (scripts/setup.sh --test installs gdal-bin)
 
 #: GeoPackage column types a spec type may become (GDAL writes a 32-bit Integer as MEDIUMINT)

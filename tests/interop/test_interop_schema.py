@@ -113,3 +113,23 @@ def test_doubles_read_as_real_in_every_geojson_path(county_server, admin_key):
         check(_loads(r.text)["features"], "download (streamed)")
         r = http.get("/collections/land_use/changes", params={"from": "0", "limit": 200})
         check(_loads(r.text)["features"], "changes")
+
+
+def test_site_check_writes_layer_numbers_as_reals(county_server):
+    """An analysis output that holds layer attributes (the site check's pieces) writes each
+    double of the layer as a JSON real equal to the database's."""
+    from clients import REPO_SAMPLE
+
+    spec = spec_of("land_use")
+    numbers = [a.name for a in spec.attributes if a.type == "number"]
+    want = db_rows(county_server.settings.database_url, spec)
+    site = json.loads((REPO_SAMPLE / "demo_site.geojson").read_text(encoding="utf-8"))
+    with county_server.client() as http:
+        r = http.post("/analysis/site-check", json={"geometry": site})
+    assert r.status_code == 200, r.text
+    pieces = _loads(r.text)["layers"]["land_use"]["pieces"]
+    assert pieces
+    for p in pieces:
+        for n in numbers:
+            v = p["attributes"][n]
+            assert v is None or (type(v) is float and v == want[p["key"]][n]), (p["key"], n, v)

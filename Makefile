@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   set everything up, ingest the sample county, serve the web map on :8000
 #   make test   set everything up and run the test suite (what CI runs)
-.PHONY: demo test setup bench lint clean
+#   make interop  also install QGIS 3.22 and run the real-client tests that need it (tests/interop)
+.PHONY: demo test interop setup bench lint clean
 
 demo:
 	scripts/setup.sh
@@ -10,6 +11,10 @@ demo:
 test:
 	scripts/setup.sh --test
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+interop:
+	scripts/setup.sh --interop
+	.venv/bin/python -m pytest tests/interop -m interop $(PYTEST_ARGS)
 
 bench:
 	scripts/setup.sh --bench

@@ -30,6 +30,7 @@ log = logging.getLogger("geobase.api")
 ROUTERS: list[str] = [
     "geobase.api.landing",
     "geobase.api.features",
+    "geobase.api.schema",
     "geobase.api.tiles",
     "geobase.api.analysis",
     "geobase.api.ingest",

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
+from geobase.api.schema import schema_links
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
@@ -206,12 +207,20 @@ def collection_doc(request: Request, spec: LayerSpec, state: LayerState, first_c
              "href": f"{root}/collections/{cid}/items?f=gpkg"},
             {"rel": "items", "type": formats.MEDIA["fgb"], "title": "Download FlatGeobuf",
              "href": f"{root}/collections/{cid}/items?f=fgb"},
+            {"rel": "items", "type": "text/csv", "title": "Download CSV for Excel (UTF-8 with BOM)",
+             "href": f"{root}/collections/{cid}/items?f=csv&bom=true"},
             {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "type": "application/schema+json",
              "title": "Queryables", "href": f"{root}/collections/{cid}/queryables"},
+            *schema_links(root, cid),
             {"rel": "describedby", "type": "application/json", "title": "Change feed between versions",
              "href": f"{root}/collections/{cid}/changes?from={max((state.current_version or 1) - 1, 0)}"},
         ]
     else:
+        # not an item collection: no itemType and no items link, and the names clients use to
+        # skip such collections when they copy every item collection (GDAL's OAPIF driver
+        # skips a collection whose layerDataType is "Coverage"; OGC API - Common's dataType)
+        doc["layerDataType"] = "Coverage"
+        doc["dataType"] = "coverage"
         links.append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/coverage", "type": "image/tiff; application=geotiff",
                       "title": "Coverage (COG)", "href": f"{root}/collections/{cid}/coverage"})
     return doc
@@ -346,6 +355,8 @@ _ITEM_PARAMS = dict(
     cursor=Query(None, description="Paging token from next/prev links"),
     numberMatched=Query(None, description="true: also count all matching features"),
     download=Query(None, description="true: the whole result as an attachment (not paged)"),
+    bom=Query(None, description="With f=csv, true: start with a UTF-8 byte order mark, so that Excel shows "
+              "Chinese text right"),
     f=Query(None, description="geojson (default), html, csv (WKT geometry), gpkg, fgb"),
 )
 
@@ -370,6 +381,7 @@ class _Items:
         self.path = path
         self.settings = request.app.state.settings
         self.pool = request.app.state.pool
+        self.bom = False  # CSV with a UTF-8 byte order mark (set from ``bom=true``)
 
     async def respond(self, q, fmt: str, download: bool, want_count: bool, extra_etag=()):
         """Answer from connections taken here, one at a time (the caller holds none)."""
@@ -517,7 +529,7 @@ class _Items:
             if fmt == "csv":
                 async def body():
                     inner = formats.csv_body(self.pool, q.rows_sql("wkt"), timeout_ms=timeout,
-                                             pool_timeout=settings.pool_timeout_s)
+                                             pool_timeout=settings.pool_timeout_s, bom=self.bom)
                     try:
                         async for chunk in inner:
                             yield chunk
@@ -578,6 +590,14 @@ def _float(value: str | float | None, parameter: str) -> float | None:
         raise InvalidInput(f"{parameter}: {value!r} is not a number", parameter=parameter) from None
 
 
+def _csv_bom(value: str | None, fmt: str) -> bool:
+    """``bom=true`` is a CSV option: refused with any other format rather than ignored."""
+    bom = _bool(value, "bom")
+    if value is not None and fmt != "csv":
+        raise InvalidInput(f"bom: applies only to f=csv (not {fmt})", parameter="bom")
+    return bom
+
+
 def _items_params(request: Request, a: dict) -> ItemsParams:
     return _params(
         request, limit=_int(a["limit"], "limit"), bbox=a["bbox"], crs=a["crs"], datetime=a["datetime"],
@@ -602,14 +622,16 @@ async def items(request: Request, collectionId: str,
                 geometry: str | None = _ITEM_PARAMS["geometry"], cursor: str | None = _ITEM_PARAMS["cursor"],
                 numberMatched: str | None = _ITEM_PARAMS["numberMatched"],
                 download: str | None = _ITEM_PARAMS["download"], f: str | None = _ITEM_PARAMS["f"],
+                bom: str | None = _ITEM_PARAMS["bom"],
                 principal: Principal = Depends(get_principal),
                 registry: Registry = Depends(get_registry_dep)):
     fmt = _format(request, f)
     async with request_connection(request) as conn:  # given back before the rows stream
         spec, state, hidden = await _layer(conn, principal, registry, collectionId)
     if spec.kind != "vector":
-        raise NotFound(f"collection {spec.name!r} is a raster coverage without items; see "
-                       f"/collections/{spec.name}/tiles", parameter="collectionId")
+        raise NotFound(f"collection {spec.name!r} is a coverage (raster), not a feature collection: it has no "
+                       f"items; read it at /collections/{spec.name}/coverage or /collections/{spec.name}/tiles",
+                       parameter="collectionId")
     dl = _bool(download, "download") or fmt in DOWNLOADS
     p = _items_params(request, dict(limit=limit, bbox=bbox, crs=crs, datetime=datetime, filter=filter,
                                     properties=properties, sortby=sortby, skipGeometry=skipGeometry,
@@ -618,8 +640,9 @@ async def items(request: Request, collectionId: str,
     s = request.app.state.settings
     q = build_query(state, hidden, p, default_limit=None if dl else s.default_limit,
                     max_limit=None if dl else s.max_limit)
-    return await _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/items").respond(
-        q, fmt, dl, _bool(numberMatched, "numberMatched"))
+    answer = _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/items")
+    answer.bom = _csv_bom(bom, fmt)
+    return await answer.respond(q, fmt, dl, _bool(numberMatched, "numberMatched"))
 
 
 @router.get("/collections/{collectionId}/items/{featureId}", summary="One feature by its stable key")
@@ -672,6 +695,7 @@ async def changes(request: Request, collectionId: str,
                   properties: str | None = _ITEM_PARAMS["properties"], cursor: str | None = _ITEM_PARAMS["cursor"],
                   skipGeometry: str | None = _ITEM_PARAMS["skipGeometry"], precision: int | None = _ITEM_PARAMS["precision"],
                   f: str | None = Query(None, description="geojson (default), csv, gpkg, fgb"),
+                  bom: str | None = _ITEM_PARAMS["bom"],
                   principal: Principal = Depends(get_principal),
                   registry: Registry = Depends(get_registry_dep)):
     fmt = _format(request, f, {"json", "geojson", "csv", "gpkg", "fgb", "html"})
@@ -701,5 +725,6 @@ async def changes(request: Request, collectionId: str,
     q.extra_property = ("change", change)
     q.version = v_to
     q.has_spatial_or_filter = True
-    return await _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/changes").respond(
-        q, fmt, dl, False, extra_etag=(v_from, v_to))
+    answer = _Items(request, principal, spec, state, hidden, f"/collections/{spec.name}/changes")
+    answer.bom = _csv_bom(bom, fmt)
+    return await answer.respond(q, fmt, dl, False, extra_etag=(v_from, v_to))

@@ -79,6 +79,29 @@ def queryable_types(spec: LayerSpec, hidden: set[str]) -> dict[str, str]:
     return types
 
 
+def number_columns(spec: LayerSpec) -> set[str]:
+    """The double precision columns of a layer: its ``number`` attributes and the stored
+    ellipsoidal area/length."""
+    names = {a.name for a in spec.attributes if a.type == "number"}
+    m = measure_column(spec)
+    if m:
+        names.add(m)
+    return names
+
+
+def json_real_sql(column: sql.Composable) -> sql.Composable:
+    """A double precision column as a JSON value that reads as a real number.
+
+    PostgreSQL writes an integral double as ``5`` (and ``0``), and clients that type a field
+    from the JSON (GDAL's GeoJSON and OAPIF readers, QGIS) then make it an Integer and
+    truncate every later ``0.8`` to 0. Integral values below 1e15 (above, PostgreSQL already
+    writes an exponent) get a ``.0``; every other value is PostgreSQL's shortest exact text,
+    so no precision is lost. NULL stays null; NaN and infinities stay the strings
+    ``to_json`` writes for them."""
+    return sql.SQL("CASE WHEN {c} = trunc({c}) AND abs({c}) < 1e15 THEN ({c}::text || '.0')::json "
+                   "ELSE to_json({c}) END").format(c=column)
+
+
 # ------------------------------------------------------------------------------------------
 # parameter parsing
 # ------------------------------------------------------------------------------------------
@@ -231,9 +254,11 @@ class FeatureQuery:
         return g
 
     def properties_sql(self) -> sql.Composable:
+        numbers = number_columns(self.spec)
         pairs: list[sql.Composable] = []
         for name in self.properties:
-            pairs.append(sql.SQL("{}, {}").format(sql.Literal(name), sql.Identifier(name)))
+            value = json_real_sql(sql.Identifier(name)) if name in numbers else sql.Identifier(name)
+            pairs.append(sql.SQL("{}, {}").format(sql.Literal(name), value))
         if self.extra_property:
             pairs.append(sql.SQL("{}, {}").format(sql.Literal(self.extra_property[0]), self.extra_property[1]))
         if not pairs:

@@ -15,6 +15,7 @@ the body ends or the client goes away.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -208,10 +209,17 @@ async def gzipped(body: AsyncIterator[bytes], level: int = 3) -> AsyncIterator[b
         await body.aclose()
 
 
-async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout: float) -> AsyncIterator[bytes]:
-    """CSV written by PostgreSQL (COPY ... TO STDOUT), streamed as it comes."""
+async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout: float,
+                   bom: bool = False) -> AsyncIterator[bytes]:
+    """CSV written by PostgreSQL (COPY ... TO STDOUT), streamed as it comes.
+
+    ``bom``: start with the UTF-8 byte order mark. Excel opens a CSV without one in the
+    machine's ANSI code page (GBK on a Chinese Windows) and shows UTF-8 Chinese text garbled;
+    with it, Excel (and every reader that sniffs a BOM) decodes UTF-8."""
     conn = await pool.getconn(timeout=pool_timeout)
     try:
+        if bom:
+            yield codecs.BOM_UTF8
         await conn.execute("BEGIN READ ONLY")
         await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
         async with conn.cursor() as cur:

@@ -569,6 +569,14 @@ def _int(value: str | int | None, parameter: str) -> int | None:
         raise InvalidInput(f"{parameter}: {value!r} is not an integer", parameter=parameter) from None
 
 
+def _required_int(value: str, parameter: str) -> int:
+    """An integer parameter that has no default: given empty is a 400, not "absent"."""
+    out = _int(value, parameter)
+    if out is None:
+        raise InvalidInput(f"{parameter}: empty; give a version number", parameter=parameter)
+    return out
+
+
 def _float(value: str | float | None, parameter: str) -> float | None:
     if value is None or value == "":
         return None
@@ -679,8 +687,8 @@ async def changes(request: Request, collectionId: str,
         spec, state, hidden = await _layer(conn, principal, registry, collectionId)
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items", parameter="collectionId")
-    v_from = _int(from_, "from")
-    v_to = _int(to, "to") if to is not None else state.current_version
+    v_from = _required_int(from_, "from")
+    v_to = _required_int(to, "to") if to is not None else state.current_version
     if v_to is None:
         raise InvalidInput("to: the layer has no version yet", parameter="to")
     if v_from < 0 or (v_from != 0 and v_from not in state.versions):

@@ -312,9 +312,12 @@ async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Pr
             msg = exc.message if isinstance(exc, GeobaseError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, GeobaseError):
                 log.exception("job %s failed", job_id)
+            # a refusal of the input (4xx) is kept with its parameter: the results answer it as such
+            error = ({"status": exc.status_code, "code": exc.code, "parameter": exc.parameter}
+                     if isinstance(exc, GeobaseError) and 400 <= exc.status_code < 500 else None)
             await status_conn.execute(
-                "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), message = %s WHERE id = %s",
-                (msg[:2000], job_id))
+                "UPDATE catalog.jobs SET status = 'failed', finished_at = now(), message = %s, result = %s "
+                "WHERE id = %s", (msg[:2000], json.dumps({"error": error}) if error else None, job_id))
 
 
 def _owner(principal: Principal) -> str:
@@ -365,6 +368,12 @@ async def job_results(job_id: str, conn=Depends(get_conn), settings: Settings = 
                       principal: Principal = Depends(analysis_principal)) -> Response:
     r = await _job_row(conn, job_id, principal)
     if r["status"] == "failed":
+        error = (r["result"] or {}).get("error")
+        if error:  # the job refused its input: the caller's error, answered as when run synchronously
+            body = {"code": error["code"], "description": r["message"], "jobID": job_id}
+            if error.get("parameter"):
+                body["parameter"] = f"inputs.{error['parameter']}"
+            return JSONResponse(body, status_code=int(error["status"]))
         return JSONResponse({"code": "JobFailed", "description": r["message"], "jobID": job_id}, status_code=500)
     if r["status"] != "successful":
         return JSONResponse({"code": "ResultNotReady", "description": f"job is {r['status']}", "jobID": job_id},

@@ -11,12 +11,14 @@ import time
 from contextlib import asynccontextmanager
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from psycopg_pool import AsyncConnectionPool
 
 from geobase import __version__
 from geobase.api.errors import install_error_handlers
+from geobase.api.params import check_query_parameters
+from geobase.api.params import install as install_param_checks
 from geobase.db import database_url
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.connection_check = ConnectionCheck()
     app.state.registry = get_registry(settings)
     install_error_handlers(app)
+    install_param_checks(app)
     # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to
     # compress at 9 than to compute (tiles and item streams arrive compressed and are skipped)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
@@ -141,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if exc.name == modname:
                 continue
             raise
-        app.include_router(module.router)
+        # every route refuses query parameters it does not declare (api/params.py)
+        app.include_router(module.router, dependencies=[Depends(check_query_parameters)])
         setup = getattr(module, "setup", None)
         if setup:
             setup(app)

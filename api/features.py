@@ -20,6 +20,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
+from geobase.api.params import allows_property_filters, extra_query_parameters
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
@@ -569,6 +570,17 @@ def _int(value: str | int | None, parameter: str) -> int | None:
         raise InvalidInput(f"{parameter}: {value!r} is not an integer", parameter=parameter) from None
 
 
+def _property_filters(request: Request) -> dict[str, str]:
+    """``name=value`` query parameters that are not the endpoint's own: equality filters on
+    queryables (checked against the caller's queryables in build_query)."""
+    out: dict[str, str] = {}
+    for name, value in extra_query_parameters(request):
+        if name in out:
+            raise InvalidInput(f"{name}: given more than once (use filter={name} IN (...))", parameter=name)
+        out[name] = value
+    return out
+
+
 def _required_int(value: str, parameter: str) -> int:
     """An integer parameter that has no default: given empty is a 400, not "absent"."""
     out = _int(value, parameter)
@@ -597,6 +609,7 @@ def _items_params(request: Request, a: dict) -> ItemsParams:
 @router.get("/collections/{collectionId}/items", summary="Features of a collection (paged, filtered, any CRS)",
             responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {},
                                          formats.MEDIA["gpkg"]: {}, formats.MEDIA["fgb"]: {}}}})
+@allows_property_filters
 async def items(request: Request, collectionId: str,
                 limit: int | None = _ITEM_PARAMS["limit"], bbox: str | None = _ITEM_PARAMS["bbox"],
                 bbox_crs: str | None = Query(None, alias="bbox-crs", description="CRS URI of bbox (default CRS84)"),
@@ -623,6 +636,7 @@ async def items(request: Request, collectionId: str,
                                     properties=properties, sortby=sortby, skipGeometry=skipGeometry,
                                     precision=precision, distance=distance, point=point, geometry=geometry,
                                     cursor=cursor))
+    p.extra = _property_filters(request)
     s = request.app.state.settings
     q = build_query(state, hidden, p, default_limit=None if dl else s.default_limit,
                     max_limit=None if dl else s.max_limit)

@@ -402,3 +402,23 @@ def to_sql(text: str, lang: str | None, queryables: dict[str, str],
            geometry_sql: Callable[[dict], sql.Composable]) -> sql.Composable:
     """Parse and translate a filter for one layer (see :class:`Translator`)."""
     return Translator(queryables, geometry_sql).translate(parse(text, lang))
+
+
+def equality_sql(name: str, typ: str, value: str) -> sql.Composable:
+    """``name = value`` of a property filter given as a query parameter (OGC API - Features
+    Part 1): the text is read as the property's type, then compiled like a CQL2 comparison."""
+    literal: Any = value
+    if typ in _NUMERIC:
+        try:
+            literal = float(value)
+        except ValueError:
+            raise InvalidInput(f"{name}: {value!r} is not a number", parameter=name) from None
+    elif typ == "boolean":
+        if value.strip().lower() not in ("true", "false"):
+            raise InvalidInput(f"{name}: {value!r} is not true/false", parameter=name)
+        literal = value.strip().lower() == "true"
+    tree = {"op": "=", "args": [{"property": name}, literal]}
+    try:
+        return Translator({name: typ}, lambda g: sql.SQL("NULL")).translate(tree)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message.replace("filter: ", f"{name}: ", 1), parameter=name) from None

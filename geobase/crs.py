@@ -164,18 +164,26 @@ def to_storage(geom, crs: Crs, parameter: str, *, axis_order: bool = True):
             raise InvalidInput(f"{parameter}: coordinates are outside longitude -180..180 / latitude -90..90 "
                                f"(axis order of {label}: {order})", parameter=parameter)
         return geom
-    minx, miny, maxx, maxy = geom.bounds
-    seg = max(maxx - minx, maxy - miny) / 32
-    if seg > 0:
-        geom = shapely.segmentize(geom, seg)
     tr = _to_storage_transformer(crs.srid)
-    out = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    ll = shapely.get_coordinates(out)
     area = _area_of_use(crs.srid)
     m = AREA_MARGIN_DEG
-    if not np.isfinite(ll).all() or (area is not None and not (
+
+    def fits(ll) -> bool:
+        return bool(np.isfinite(ll).all()) and (area is None or bool(
             (ll[:, 0] >= area[0] - m).all() and (ll[:, 0] <= area[2] + m).all()
-            and (ll[:, 1] >= area[1] - m).all() and (ll[:, 1] <= area[3] + m).all())):
+            and (ll[:, 1] >= area[1] - m).all() and (ll[:, 1] <= area[3] + m).all()))
+
+    def project(g):
+        return shapely.transform(g, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    # the given vertices first (cheap, and an absurd extent must not be densified), then the
+    # densified geometry whose edges are what the query uses
+    out = None
+    if fits(shapely.get_coordinates(project(geom))):
+        minx, miny, maxx, maxy = geom.bounds
+        seg = max(maxx - minx, maxy - miny) / 32
+        out = project(shapely.segmentize(geom, seg) if seg > 0 else geom)
+    if out is None or not fits(shapely.get_coordinates(out)):
         where = f" (lon {area[0]:g}..{area[2]:g}, lat {area[1]:g}..{area[3]:g})" if area else ""
         raise InvalidInput(f"{parameter}: coordinates fall outside the area of {label}{where}; check the CRS and "
                            f"the axis order ({label}: {order})", parameter=parameter)

@@ -506,6 +506,11 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     elif p.filter_lang or p.filter_crs:
         which = "filter-lang" if p.filter_lang else "filter-crs"
         raise InvalidInput(f"{which}: given without filter", parameter=which)
+    for name, value in p.extra.items():
+        if name not in qtypes:
+            raise InvalidInput(f"{name}: unknown query parameter; neither a parameter of this endpoint nor a "
+                               f"queryable of {spec.name!r} (queryables: {', '.join(visible)})", parameter=name)
+        where.append(cql2.equality_sql(name, qtypes[name], value))
     if p.distance is not None or p.point or p.geometry:
         if p.distance is None:
             raise InvalidInput("distance: required with point/geometry (metres)", parameter="distance")

@@ -272,6 +272,8 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
     if not (prefer and "respond-async" in prefer):
         result = await run_process(process_id, body, conn, settings, registry, principal)
         return render(result, "json")
+    # every input is checked now, by the run's own checks: a bad one is a 400, never a 201 job
+    await overlay.check_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
     job_id = str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message) VALUES (%s, %s, 'accepted', %s, %s, %s)",
@@ -372,7 +374,7 @@ async def job_results(job_id: str, conn=Depends(get_conn), settings: Settings = 
         if error:  # the job refused its input: the caller's error, answered as when run synchronously
             body = {"code": error["code"], "description": r["message"], "jobID": job_id}
             if error.get("parameter"):
-                body["parameter"] = f"inputs.{error['parameter']}"
+                body["parameter"] = error["parameter"]
             return JSONResponse(body, status_code=int(error["status"]))
         return JSONResponse({"code": "JobFailed", "description": r["message"], "jobID": job_id}, status_code=500)
     if r["status"] != "successful":

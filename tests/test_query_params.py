@@ -215,20 +215,50 @@ def test_inputs_that_gave_500_are_4xx_naming_the_parameter(county_server):
         assert http.get("/health").status_code == 200
 
 
-def test_job_that_fails_on_its_input_answers_4xx(county_server):
+def test_bad_job_input_is_refused_at_submission(county_server, county_shared):
+    """Inputs that only the run can check (versions, rules, layers, division codes) are checked
+    at submission by the run's own checks (overlay.check_inputs): 400, and no job is made."""
+    bad = [("change", {"layer": "land_use", "v1": 1, "v2": 99}, "v2"),
+           ("change", {"layer": "forest", "v1": 1, "v2": 2}, "layer"),
+           ("tabulate", {"aoi": "999999"}, "aoi"),
+           ("tabulate", {"layer_a": "land_use", "class_a": "nosuchfield"}, "class_a"),
+           ("conflicts", {"rules": ["nope"]}, "rules"),
+           ("buffer", {"distance_m": 50, "water_layers": ["rivers", "nope"]}, "water_layers"),
+           ("site-check", {"geometry": {"type": "Polygon", "coordinates": [[[118.1, 29.1], [118.11, 29.1],
+                                                                           [118.11, 29.11], [118.1, 29.1]]]},
+                           "layers": ["nope"]}, "layers"),
+           ("steep-farmland", {"threshold_deg": 95}, "threshold_deg")]
+    before = _count(county_shared, "SELECT count(*) FROM catalog.jobs")
     with county_server.client() as http:
-        # a job whose input fails only once it runs (a version that does not exist)
-        r = http.post("/processes/change/execution", headers={"Prefer": "respond-async"},
-                      json={"inputs": {"layer": "land_use", "v1": 1, "v2": 99}})
-        if r.status_code == 400:  # refused at submission: the better answer
-            assert r.json()["parameter"].endswith("v2")
-            return
+        for process, inputs, parameter in bad:
+            r = http.post(f"/processes/{process}/execution", headers={"Prefer": "respond-async"},
+                          json={"inputs": inputs})
+            assert r.status_code == 400, (process, r.status_code, r.text)
+            assert parameter in r.json()["parameter"], (process, r.json())
+        # a good one is still accepted as a job
+        r = http.post("/processes/tabulate/execution", headers={"Prefer": "respond-async"},
+                      json={"inputs": {"layer_a": "land_use", "layer_b": "planning_zones"}})
         assert r.status_code == 201, r.text
-        url = r.headers["Location"]
-        deadline = time.monotonic() + 60
-        while http.get(url).json()["status"] not in ("successful", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        res = http.get(url + "/results")
-        assert res.status_code == 400, res.text
-        assert res.json()["parameter"] == "inputs.v2"
+    assert _count(county_shared, "SELECT count(*) FROM catalog.jobs") == before + 1
+
+
+def test_results_of_a_job_that_refused_its_input_are_that_4xx(county_db):
+    """A job can still fail on its input after submission (the data changed in between): its
+    results answer the refusal (400 naming the input), not a 500."""
+    with psycopg.connect(county_db.database_url, autocommit=True) as conn:
+        job = conn.execute(
+            "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message, result) VALUES "
+            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', 'public', 'v2: layer has no version 9', %s) "
+            "RETURNING id", (json.dumps({"error": {"status": 400, "code": "InvalidParameterValue",
+                                                   "parameter": "v2"}}),)).fetchone()[0]
+        other = conn.execute(
+            "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message) VALUES "
+            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', 'public', 'RuntimeError: boom') "
+            "RETURNING id").fetchone()[0]
+    srv = LiveServer(county_db)
+    try:
+        with srv.client() as http:
+            _refused(http.get(f"/jobs/{job}/results"), "v2")
+            assert http.get(f"/jobs/{other}/results").status_code == 500  # our failure stays ours
+    finally:
+        srv.stop()

@@ -400,6 +400,8 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
         if not (prefer and "respond-async" in prefer):
             result = await run_sync(process_id, body, conn, settings, registry, principal)
         else:
+            # every input is checked now, by the run's own checks: a bad one is a 400, never a 201 job
+            await overlay.check_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
             return await _submit(request, process_id, inputs, body, conn, principal)
     return render(result, "json")
 
@@ -480,13 +482,17 @@ async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Pr
             msg = exc.message if isinstance(exc, GeobaseError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, (GeobaseError, asyncio.TimeoutError, psycopg.errors.QueryCanceled)):
             log.exception("job %s failed", job_id)
-        await _finish_failed(app, job_id, "failed", msg[:2000])
+        # a refusal of the input (4xx) is kept with its parameter: the results answer it as such
+        error = ({"status": exc.status_code, "code": exc.code, "parameter": exc.parameter}
+                 if isinstance(exc, GeobaseError) and 400 <= exc.status_code < 500 else None)
+        await _finish_failed(app, job_id, "failed", msg[:2000], {"error": error} if error else None)
 
 
-async def _finish_failed(app, job_id: str, status: str, msg: str) -> None:
+async def _finish_failed(app, job_id: str, status: str, msg: str, result: dict | None = None) -> None:
     try:
-        await _set_status(app, job_id, "UPDATE catalog.jobs SET status = %s, finished_at = now(), message = %s "
-                          "WHERE id = %s AND status IN ('accepted', 'running')", (status, msg, job_id))
+        await _set_status(app, job_id, "UPDATE catalog.jobs SET status = %s, finished_at = now(), message = %s, "
+                          "result = %s WHERE id = %s AND status IN ('accepted', 'running')",
+                          (status, msg, json.dumps(result) if result else None, job_id))
     except Exception:
         log.exception("could not record the end of job %s", job_id)
 
@@ -572,6 +578,12 @@ async def job_results(job_id: str, conn=Depends(get_conn),
                       principal: Principal = Depends(analysis_principal)) -> Response:
     r = await _job_row(conn, job_id, principal)
     if r["status"] == "failed":
+        error = (r["result"] or {}).get("error")
+        if error:  # the job refused its input: the caller's error, answered as when run synchronously
+            body = {"code": error["code"], "description": r["message"], "jobID": r["ext_id"]}
+            if error.get("parameter"):
+                body["parameter"] = error["parameter"]
+            return JSONResponse(body, status_code=int(error["status"]), headers=PER_CALLER)
         return JSONResponse({"code": "JobFailed", "description": r["message"], "jobID": r["ext_id"]}, status_code=500)
     if r["status"] != "successful":
         return JSONResponse({"code": "ResultNotReady", "description": f"job is {r['status']}", "jobID": r["ext_id"]},

@@ -19,6 +19,8 @@ from geobase import __version__
 from geobase.api.errors import install_error_handlers
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
+from geobase.api.params import check_query_parameters
+from geobase.api.params import install as install_param_checks
 from geobase.db import database_url
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.connection_check = ConnectionCheck()
     app.state.registry = get_registry(settings)
     install_error_handlers(app)
+    install_param_checks(app)
     # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to
     # compress at 9 than to compute (tiles and item streams arrive compressed and are skipped)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
@@ -146,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if exc.name == modname:
                 continue
             raise
-        app.include_router(module.router)
+        # every route refuses query parameters it does not declare (api/params.py)
+        app.include_router(module.router, dependencies=[Depends(check_query_parameters)])
         setup = getattr(module, "setup", None)
         if setup:
             setup(app)

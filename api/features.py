@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from geobase.api.schema import schema_links
+from geobase.api.params import allows_property_filters, extra_query_parameters
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
@@ -581,6 +582,25 @@ def _int(value: str | int | None, parameter: str) -> int | None:
         raise InvalidInput(f"{parameter}: {value!r} is not an integer", parameter=parameter) from None
 
 
+def _property_filters(request: Request) -> dict[str, str]:
+    """``name=value`` query parameters that are not the endpoint's own: equality filters on
+    queryables (checked against the caller's queryables in build_query)."""
+    out: dict[str, str] = {}
+    for name, value in extra_query_parameters(request):
+        if name in out:
+            raise InvalidInput(f"{name}: given more than once (use filter={name} IN (...))", parameter=name)
+        out[name] = value
+    return out
+
+
+def _required_int(value: str, parameter: str) -> int:
+    """An integer parameter that has no default: given empty is a 400, not "absent"."""
+    out = _int(value, parameter)
+    if out is None:
+        raise InvalidInput(f"{parameter}: empty; give a version number", parameter=parameter)
+    return out
+
+
 def _float(value: str | float | None, parameter: str) -> float | None:
     if value is None or value == "":
         return None
@@ -609,6 +629,7 @@ def _items_params(request: Request, a: dict) -> ItemsParams:
 @router.get("/collections/{collectionId}/items", summary="Features of a collection (paged, filtered, any CRS)",
             responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {},
                                          formats.MEDIA["gpkg"]: {}, formats.MEDIA["fgb"]: {}}}})
+@allows_property_filters
 async def items(request: Request, collectionId: str,
                 limit: int | None = _ITEM_PARAMS["limit"], bbox: str | None = _ITEM_PARAMS["bbox"],
                 bbox_crs: str | None = Query(None, alias="bbox-crs", description="CRS URI of bbox (default CRS84)"),
@@ -637,6 +658,7 @@ async def items(request: Request, collectionId: str,
                                     properties=properties, sortby=sortby, skipGeometry=skipGeometry,
                                     precision=precision, distance=distance, point=point, geometry=geometry,
                                     cursor=cursor))
+    p.extra = _property_filters(request)
     s = request.app.state.settings
     q = build_query(state, hidden, p, default_limit=None if dl else s.default_limit,
                     max_limit=None if dl else s.max_limit)
@@ -703,10 +725,8 @@ async def changes(request: Request, collectionId: str,
         spec, state, hidden = await _layer(conn, principal, registry, collectionId)
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage without items", parameter="collectionId")
-    v_from = _int(from_, "from")
-    if v_from is None:  # `from=` (empty): required, so refused by name rather than a 500
-        raise InvalidInput("from: a version number is required (0 = the empty layer)", parameter="from")
-    v_to = _int(to, "to") if to is not None else state.current_version
+    v_from = _required_int(from_, "from")
+    v_to = _required_int(to, "to") if to is not None else state.current_version
     if v_to is None:
         raise InvalidInput("to: the layer has no version yet", parameter="to")
     if v_from < 0 or (v_from != 0 and v_from not in state.versions):

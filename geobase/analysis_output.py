@@ -226,7 +226,7 @@ def to_html(result: dict) -> str:
     if kind == "site-check":
         v = result["verdict"]
         a = result["site"]["area"]
-        parts.append(f"<h1>建设项目用地合规性审查 / Site compliance check</h1>"
+        parts.append("<h1>建设项目用地合规性审查 / Site compliance check</h1>"
                      + (f"<p class='incomplete'><b>{html.escape(result['summary'])}</b></p>"
                         if not result.get("complete", True) else "")
                      + f"<p>Overall verdict: <b class='{v}'>{html.escape(v)}</b> — site area {a['m2']:,.2f} m² "

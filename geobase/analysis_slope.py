@@ -23,7 +23,7 @@ import shapely
 
 from geobase.errors import InvalidInput, NotFound
 from geobase.geometry_input import InputGeometry
-from geobase.overlay import layer_versions, units
+from geobase.overlay import inputs_checked, layer_versions, units
 from geobase.settings import Settings
 from geobase.specs import LayerSpec
 
@@ -86,6 +86,7 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
     if not (0 < threshold_deg < 90):
         raise InvalidInput("threshold_deg: must be between 0 and 90", parameter="threshold_deg")
     path, dem_version = await dem_path(conn, settings, dem_layer)
+    inputs_checked()
     aoi_sql = "AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else ""
     cur = await conn.execute(
         f"""SELECT _key, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)

@@ -1,78 +1,209 @@
 """CQL2 filters (OGC API - Features Part 3) into SQL with bound parameters.
 
-pygeofilter parses ``cql2-text`` and ``cql2-json`` into an AST; this module walks the AST and
-emits a ``psycopg.sql.Composed`` whose every literal is a bound parameter (``sql.Literal``
-is never given user text for identifiers: property names are checked against the layer's
-queryables — the spec's attributes minus those masked for the caller).
+The ``cql2`` package (Rust cql2-rs) parses both encodings: ``cql2-text`` is converted to the
+``cql2-json`` tree, ``cql2-json`` is read into the same tree (malformed geometries and unknown
+node shapes are refused there). This module compiles that JSON tree into a
+``psycopg.sql.Composed`` whose every literal is a bound parameter: property names are checked
+against the caller's queryables (the spec's attributes minus those masked for the caller) and
+become ``sql.Identifier``; geometry literals are checked and reprojected in Python
+(:func:`geobase.crs.to_storage`, the one check of coordinates given in a CRS) and bound as WKB.
+
+``Expr.validate()`` (cql2-rs's JSON-schema check) is not called on requests: it costs ~25 ms
+for a simple filter and seconds for a dozen nested NOTs (a cheap denial of service); the
+compiler below checks every node it accepts (operator, arity, operand types) and refuses the
+rest. Deeply nested text would overflow the parser's stack (a crash of the server, not an
+exception), so text is bounded (:data:`MAX_TEXT`, :data:`MAX_DEPTH`) before it is parsed.
 
 Supported (and declared in /conformance):
   basic-cql2                     =, <>, <, <=, >, >=, AND, OR, NOT, IS NULL, boolean literals
   advanced-comparison-operators  LIKE, BETWEEN, IN
-  property-property              both sides of a comparison may be properties
-  basic-spatial-functions(-plus) S_INTERSECTS with any geometry literal
+  property-property              properties and literals on either side
+  basic-spatial-functions(-plus) S_INTERSECTS with any geometry literal or BBOX
   spatial-functions              S_EQUALS, S_DISJOINT, S_TOUCHES, S_WITHIN, S_OVERLAPS, S_CROSSES,
                                  S_CONTAINS
-  temporal (where meaningful)    T_BEFORE, T_AFTER, T_EQUALS, T_DURING on ``date``/``datetime``
-                                 attributes against DATE()/TIMESTAMP() instants or intervals;
-                                 comparisons (<, >, ...) against DATE()/TIMESTAMP() as well.
-Not supported (400): arithmetic, functions other than the above, array operators.
+  temporal (where meaningful)    T_BEFORE, T_AFTER, T_EQUALS, T_DURING, T_DISJOINT on ``date``/
+                                 ``datetime`` attributes against DATE()/TIMESTAMP() instants or
+                                 intervals; comparisons (<, >, ...) against DATE()/TIMESTAMP().
+Not supported (400): arithmetic, CASEI/ACCENTI, other functions, array operators.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import cql2 as cql2_rs
 from psycopg import sql
-from pygeofilter import ast, values
-from pygeofilter.parsers.cql2_json import parse as parse_json
-from pygeofilter.parsers.cql2_text import parse as parse_text
 
 from geobase.errors import InvalidInput
 
 PARAM = "filter"
 GEOMETRY_NAMES = ("geometry", "geom")
+#: longest filter text accepted, and deepest nesting of parentheses / NOT (the parser recurses)
+MAX_TEXT = 65_536
+MAX_DEPTH = 64
+_PARSE_STACK = 64 << 20  # the parser's thread stack: ample margin under MAX_TEXT
 
-_CMP = {
-    ast.ComparisonOp.EQ: "=", ast.ComparisonOp.NE: "<>", ast.ComparisonOp.LT: "<",
-    ast.ComparisonOp.LE: "<=", ast.ComparisonOp.GT: ">", ast.ComparisonOp.GE: ">=",
-}
+_CMP = {"=": "=", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _SPATIAL = {
-    ast.SpatialComparisonOp.INTERSECTS: "ST_Intersects", ast.SpatialComparisonOp.DISJOINT: "ST_Disjoint",
-    ast.SpatialComparisonOp.CONTAINS: "ST_Contains", ast.SpatialComparisonOp.WITHIN: "ST_Within",
-    ast.SpatialComparisonOp.TOUCHES: "ST_Touches", ast.SpatialComparisonOp.CROSSES: "ST_Crosses",
-    ast.SpatialComparisonOp.OVERLAPS: "ST_Overlaps", ast.SpatialComparisonOp.EQUALS: "ST_Equals",
+    "s_intersects": "ST_Intersects", "s_disjoint": "ST_Disjoint", "s_contains": "ST_Contains",
+    "s_within": "ST_Within", "s_touches": "ST_Touches", "s_crosses": "ST_Crosses",
+    "s_overlaps": "ST_Overlaps", "s_equals": "ST_Equals",
 }
+_TEMPORAL = {"t_before", "t_after", "t_equals", "t_during", "t_disjoint"}
 #: pg cast per spec attribute type, so a bound literal compares with the column's type
 _CASTS = {"text": "text", "integer": "bigint", "number": "double precision", "boolean": "boolean",
           "date": "date", "datetime": "timestamptz"}
+_NUMERIC = ("integer", "number")
+_TIME = ("date", "datetime")
 
 
-def parse(text: str, lang: str | None) -> ast.Node:
-    """Parse a filter in ``cql2-text`` (default) or ``cql2-json``; syntax errors are 400s."""
+def _bad(msg: str) -> InvalidInput:
+    return InvalidInput(f"filter: {msg}", parameter=PARAM)
+
+
+def _check_text_shape(text: str) -> None:
+    """Refuse text whose nesting would overflow the parser (parentheses, chains of NOT)."""
+    if len(text) > MAX_TEXT:
+        raise _bad(f"longer than {MAX_TEXT:,} characters")
+    depth = deepest = nots = 0
+    quote = None
+    word = []
+    for ch in text + " ":
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+        if ch.isalpha():
+            word.append(ch)
+        else:
+            if len(word) == 3 and "".join(word).upper() == "NOT":
+                nots += 1
+            word = []
+    if deepest > MAX_DEPTH or nots > MAX_DEPTH:
+        raise _bad(f"nested deeper than {MAX_DEPTH} levels")
+
+
+def _on_big_stack(fn: Callable[[], Any]) -> Any:
+    """Run the Rust parser on a thread with a large stack (its recursion is per nesting level)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    old = threading.stack_size(_PARSE_STACK)
+    try:
+        t = threading.Thread(target=run, name="cql2-parse")
+        t.start()
+    finally:
+        threading.stack_size(old)
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def parse(text: str, lang: str | None) -> Any:
+    """Parse a filter in ``cql2-text`` (default) or ``cql2-json`` into the cql2-json tree;
+    syntax errors are 400s naming ``filter``."""
     lang = (lang or "cql2-text").strip().lower()
     if lang not in ("cql2-text", "cql2-json"):
         raise InvalidInput(f"filter-lang: {lang!r} is not supported (use cql2-text or cql2-json)",
                            parameter="filter-lang")
     try:
         if lang == "cql2-json":
-            return parse_json(json.loads(text))
-        return parse_text(text)
+            tree = json.loads(text)  # a plain JSON syntax error gets Python's clear message
+            _on_big_stack(lambda: cql2_rs.parse_json(text))  # the shape check of cql2-rs
+            return tree  # Python's reading: numbers exact (cql2-rs may be 1 ulp off, see below)
+        _check_text_shape(text)
+        return _exact_numbers(text, _on_big_stack(lambda: cql2_rs.parse_text(text)).to_json())
     except InvalidInput:
         raise
-    except Exception as exc:  # lark / json errors: the message helps the caller find the spot
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"filter: not valid {lang}: {msg[:300]}", parameter=PARAM) from None
+    except RecursionError:
+        raise _bad(f"nested too deeply for {lang}") from None
+    except Exception as exc:  # ParseError, JSON errors: the message helps the caller find the spot
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        if "untagged enum Expr" in msg:
+            msg = "a node is not a valid cql2-json expression (check geometry types and coordinates)"
+        raise _bad(f"not valid {lang}: {msg[:300]}") from None
+
+
+_NUMBER = re.compile(r"(?<![\w.:])-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.])")
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"")
+
+
+def _exact_numbers(text: str, tree: Any) -> Any:
+    """The tree with each number as Python reads it from the text.
+
+    cql2-rs 0.6 reads about half of all 17-digit coordinates one unit in the last place off
+    (a polygon copied from the data then fails S_EQUALS/S_TOUCHES). Numbers keep their order
+    from the text to the tree, so when the counts agree and each pair is within a few ulps,
+    the text's exact value replaces the tree's; otherwise the tree stays as it is."""
+    tokens = [float(m.group()) for m in _NUMBER.finditer(_QUOTED.sub(" ", text))]
+    values: list[float] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, bool):
+            return
+        if isinstance(node, (int, float)):
+            values.append(node)
+        elif isinstance(node, list):
+            for x in node:
+                collect(x)
+        elif isinstance(node, dict):
+            for x in node.values():
+                collect(x)
+
+    collect(tree)
+    if len(tokens) != len(values) or not all(
+            a == b or abs(a - b) <= 4 * math.ulp(max(abs(a), abs(b))) for a, b in zip(tokens, values)):
+        return tree
+    it = iter(tokens)
+
+    def rebuild(node: Any) -> Any:
+        if isinstance(node, bool):
+            return node
+        if isinstance(node, (int, float)):
+            return next(it)
+        if isinstance(node, list):
+            return [rebuild(x) for x in node]
+        if isinstance(node, dict):
+            return {k: rebuild(v) for k, v in node.items()}
+        return node
+
+    return rebuild(tree)
+
+
+def _is_prop(node: Any) -> bool:
+    return isinstance(node, dict) and set(node) == {"property"}
+
+
+def _is_geometry(node: Any) -> bool:
+    return isinstance(node, dict) and ("bbox" in node or ("type" in node and (
+        "coordinates" in node or "geometries" in node)))
 
 
 class Translator:
-    """Walks a pygeofilter AST and builds SQL over one layer's table.
+    """Compiles a cql2-json tree into SQL over one layer's table.
 
     ``queryables`` maps property name -> spec type ("text", "number", ...);
     ``geometry_sql(geojson_dict)`` returns SQL of a literal geometry in the storage CRS
-    (it applies the filter CRS and its axis order)."""
+    (it applies the filter CRS and its axis order, and refuses coordinates outside it)."""
 
     def __init__(self, queryables: dict[str, str], geometry_sql: Callable[[dict], sql.Composable],
                  geom_column: str = "geom"):
@@ -82,178 +213,258 @@ class Translator:
 
     # -- entry -------------------------------------------------------------------------------
     def translate(self, node: Any) -> sql.Composable:
-        out = self._node(node)
-        if isinstance(out, tuple):
-            raise InvalidInput("filter: the expression is not a condition (true/false)", parameter=PARAM)
-        return out
+        if isinstance(node, bool):
+            return sql.SQL("TRUE" if node else "FALSE")
+        if _is_prop(node):
+            col, t = self._prop(node)
+            if t == "boolean":
+                return col
+        if not isinstance(node, dict) or "op" not in node:
+            raise _bad("the expression is not a condition (true/false)")
+        return self._op(node)
 
-    # -- helpers -----------------------------------------------------------------------------
-    def _prop(self, node: ast.Attribute) -> tuple[sql.Composable, str]:
-        name = node.name
+    # -- operands ----------------------------------------------------------------------------
+    def _prop(self, node: dict) -> tuple[sql.Composable, str]:
+        name = node["property"]
+        if not isinstance(name, str):
+            raise _bad("a property name must be a string")
         if name in GEOMETRY_NAMES:
             return sql.Identifier(self.geom_column), "geometry"
         if name not in self.queryables:
-            raise InvalidInput(
-                f"filter: unknown property {name!r}; queryables: {', '.join(sorted(self.queryables))}",
-                parameter=PARAM)
+            raise _bad(f"unknown property {name!r}; queryables: {', '.join(sorted(self.queryables))}")
         return sql.Identifier(name), self.queryables[name]
 
-    def _literal(self, value: Any, typ: str | None) -> sql.Composable:
-        """Bind a literal, checked against the type of the property it is compared with."""
-        if isinstance(value, values.Geometry) or isinstance(value, values.Envelope):
-            raise InvalidInput("filter: a geometry is only allowed in spatial functions", parameter=PARAM)
-        if isinstance(value, (dt.datetime, dt.date)):
-            if typ not in (None, "date", "datetime"):
-                raise InvalidInput(f"filter: a date/time literal cannot be compared with a {typ} property",
-                                   parameter=PARAM)
-            return sql.SQL("{}::{}").format(sql.Literal(value.isoformat()),
-                                            sql.SQL(_CASTS[typ or ("datetime" if isinstance(value, dt.datetime) else "date")]))
-        if isinstance(value, bool):
-            if typ not in (None, "boolean"):
-                raise InvalidInput(f"filter: a boolean cannot be compared with a {typ} property", parameter=PARAM)
-            return sql.SQL("{}::boolean").format(sql.Literal(value))
-        if isinstance(value, (int, float)):
-            if typ not in (None, "integer", "number"):
-                raise InvalidInput(f"filter: the number {value!r} cannot be compared with a {typ} property "
-                                   f"(quote it: '{value}')", parameter=PARAM)
-            return sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(_CASTS[typ or "number"]))
-        if isinstance(value, str):
-            if typ in ("integer", "number"):
-                raise InvalidInput(f"filter: the string {value!r} cannot be compared with a {typ} property",
-                                   parameter=PARAM)
-            if typ in ("date", "datetime"):
-                try:
-                    (dt.datetime if typ == "datetime" else dt.date).fromisoformat(value)
-                except ValueError:
-                    raise InvalidInput(f"filter: {value!r} is not an ISO {typ}", parameter=PARAM) from None
-            if typ == "boolean":
-                raise InvalidInput(f"filter: {value!r} cannot be compared with a boolean property", parameter=PARAM)
-            return sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(_CASTS[typ or "text"]))
-        if value is None:
+    @staticmethod
+    def _literal_type(node: Any) -> str | None:
+        """The spec type a literal carries on its own (None: NULL)."""
+        if isinstance(node, bool):
+            return "boolean"
+        if isinstance(node, (int, float)):
+            return "number"
+        if isinstance(node, str):
+            return "text"
+        if isinstance(node, dict) and "date" in node:
+            return "date"
+        if isinstance(node, dict) and "timestamp" in node:
+            return "datetime"
+        if node is None:
+            return None
+        if _is_geometry(node):
+            raise _bad("a geometry is only allowed in spatial functions (S_INTERSECTS, ...)")
+        if isinstance(node, dict) and "op" in node:
+            raise _bad(f"{node['op']!r}: arithmetic and functions are not supported")
+        raise _bad(f"unsupported operand {json.dumps(node)[:100]}")
+
+    def _literal(self, node: Any, typ: str | None) -> sql.Composable:
+        """Bind a literal, checked against the type of what it is compared with."""
+        own = self._literal_type(node)
+        if own is None:
             return sql.SQL("NULL")
-        raise InvalidInput(f"filter: unsupported operand {value!r}", parameter=PARAM)
+        typ = typ or own
+        if own in _TIME:
+            value = node.get("date") or node.get("timestamp")
+            if typ not in _TIME:
+                raise _bad(f"a date/time literal cannot be compared with a {typ} property")
+            try:
+                (dt.date.fromisoformat if own == "date" else
+                 lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00")))(value)
+            except (TypeError, ValueError):
+                raise _bad(f"{value!r} is not an ISO {'date' if own == 'date' else 'timestamp'}") from None
+            return sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(_CASTS[typ]))
+        if own == "boolean":
+            if typ != "boolean":
+                raise _bad(f"a boolean cannot be compared with a {typ} property")
+            return sql.SQL("{}::boolean").format(sql.Literal(node))
+        if own == "number":
+            if typ not in _NUMERIC:
+                raise _bad(f"the number {node!r} cannot be compared with a {typ} property (quote it: '{node}')")
+            if not math.isfinite(node):
+                raise _bad(f"{node!r} is not a finite number")
+            if typ == "integer" and float(node).is_integer():
+                return sql.SQL("{}::bigint").format(sql.Literal(int(node)))
+            # a fraction against an integer compares exactly as numeric (a bigint cast would round)
+            return sql.SQL("{}::{}").format(sql.Literal(node), sql.SQL(
+                "numeric" if typ == "integer" else "double precision"))
+        # text
+        if typ in _NUMERIC:
+            raise _bad(f"the string {node!r} cannot be compared with a {typ} property")
+        if typ in _TIME:
+            try:
+                (dt.datetime if typ == "datetime" else dt.date).fromisoformat(node.replace("Z", "+00:00"))
+            except ValueError:
+                raise _bad(f"{node!r} is not an ISO {typ}") from None
+        if typ == "boolean":
+            raise _bad(f"{node!r} cannot be compared with a boolean property")
+        return sql.SQL("{}::{}").format(sql.Literal(node), sql.SQL(_CASTS[typ]))
 
     def _operand(self, node: Any, other_type: str | None = None) -> tuple[sql.Composable, str | None]:
-        if isinstance(node, ast.Attribute):
+        if _is_prop(node):
             return self._prop(node)
-        if isinstance(node, (ast.Arithmetic, ast.Function)):
-            raise InvalidInput("filter: arithmetic and functions are not supported", parameter=PARAM)
-        return self._literal(node, other_type), other_type
+        return self._literal(node, other_type), other_type or self._literal_type(node)
 
-    def _pair(self, lhs: Any, rhs: Any) -> tuple[sql.Composable, sql.Composable]:
-        if isinstance(lhs, ast.Attribute):
+    def _pair(self, lhs: Any, rhs: Any) -> tuple[sql.Composable, sql.Composable, str | None]:
+        """Two comparable operands (property or literal on either side)."""
+        if _is_prop(lhs):
             a, t = self._prop(lhs)
-            b, _ = self._operand(rhs, t)
-        elif isinstance(rhs, ast.Attribute):
+            if _is_prop(rhs):
+                b, t2 = self._prop(rhs)
+                if not (t == t2 or (t in _NUMERIC and t2 in _NUMERIC) or (t in _TIME and t2 in _TIME)):
+                    raise _bad(f"{lhs['property']!r} ({t}) cannot be compared with {rhs['property']!r} ({t2})")
+            else:
+                b, _ = self._operand(rhs, t)
+        elif _is_prop(rhs):
             b, t = self._prop(rhs)
             a, _ = self._operand(lhs, t)
         else:
             a, t = self._operand(lhs)
             b, _ = self._operand(rhs, t)
         if t == "geometry":
-            raise InvalidInput("filter: compare geometries with spatial functions (S_INTERSECTS, ...)",
-                               parameter=PARAM)
-        return a, b
+            raise _bad("compare geometries with spatial functions (S_INTERSECTS, ...)")
+        return a, b, t
 
     def _geometry(self, node: Any) -> sql.Composable:
-        if isinstance(node, ast.Attribute):
+        if _is_prop(node):
             col, t = self._prop(node)
             if t != "geometry":
-                raise InvalidInput(f"filter: {node.name!r} is not a geometry", parameter=PARAM)
+                raise _bad(f"{node['property']!r} is not a geometry")
             return col
-        if isinstance(node, values.Geometry):
-            return self.geometry_sql(dict(node.geometry))
-        if isinstance(node, values.Envelope):
+        if isinstance(node, dict) and "bbox" in node:
+            box = node["bbox"]
+            if not (isinstance(box, list) and len(box) in (4, 6)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+                raise _bad("BBOX takes 4 (or 6) numbers")
+            x1, y1, x2, y2 = (box[0], box[1], box[2], box[3]) if len(box) == 4 else (box[0], box[1], box[3], box[4])
+            if x1 > x2 or y1 > y2:
+                raise _bad(f"BBOX {box}: the lower corner must come first (min <= max on both axes)")
             return self.geometry_sql({"type": "Polygon", "coordinates": [[
-                [node.x1, node.y1], [node.x2, node.y1], [node.x2, node.y2], [node.x1, node.y2], [node.x1, node.y1]]]})
-        raise InvalidInput("filter: spatial functions take the geometry property and a geometry literal",
-                           parameter=PARAM)
+                [x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]]]})
+        if _is_geometry(node):
+            return self.geometry_sql(node)
+        raise _bad("spatial functions take the geometry property and geometry literals")
 
     def _temporal(self, node: Any) -> tuple[sql.Composable, sql.Composable]:
         """(start, end) SQL of a temporal operand: a date/datetime property or literal/interval."""
-        if isinstance(node, ast.Attribute):
+        if _is_prop(node):
             col, t = self._prop(node)
-            if t not in ("date", "datetime"):
-                raise InvalidInput(f"filter: {node.name!r} is not a date or time", parameter=PARAM)
+            if t not in _TIME:
+                raise _bad(f"{node['property']!r} is not a date or time")
             return col, col
-        if isinstance(node, values.Interval):
-            lo = self._literal(node.start, None) if node.start is not None else sql.SQL("'-infinity'::timestamptz")
-            hi = self._literal(node.end, None) if node.end is not None else sql.SQL("'infinity'::timestamptz")
-            return lo, hi
-        if isinstance(node, (dt.date, dt.datetime)):
+        if isinstance(node, dict) and "interval" in node:
+            ends = node["interval"]
+            if not (isinstance(ends, list) and len(ends) == 2):
+                raise _bad("INTERVAL takes a start and an end")
+            out = []
+            for end, inf in zip(ends, ("-infinity", "infinity")):
+                if end == "..":
+                    out.append(sql.SQL("{}::timestamptz").format(sql.Literal(inf)))
+                elif _is_prop(end):
+                    out.append(self._temporal(end)[0])
+                elif isinstance(end, str):
+                    out.append(self._literal({"timestamp" if "T" in end else "date": end}, None))
+                else:
+                    out.append(self._literal(end, None))
+            return out[0], out[1]
+        if isinstance(node, dict) and ("date" in node or "timestamp" in node):
             lit = self._literal(node, None)
             return lit, lit
-        raise InvalidInput("filter: temporal functions take a date property and DATE()/TIMESTAMP()/INTERVAL()",
-                           parameter=PARAM)
+        raise _bad("temporal functions take a date property and DATE()/TIMESTAMP()/INTERVAL()")
 
-    # -- dispatch ----------------------------------------------------------------------------
-    def _node(self, n: Any) -> sql.Composable:
-        if isinstance(n, bool):
-            return sql.SQL("TRUE" if n else "FALSE")
-        if isinstance(n, ast.Include):
-            return sql.SQL("TRUE")
-        if isinstance(n, ast.And):
-            return sql.SQL("({} AND {})").format(self._node(n.lhs), self._node(n.rhs))
-        if isinstance(n, ast.Or):
-            return sql.SQL("({} OR {})").format(self._node(n.lhs), self._node(n.rhs))
-        if isinstance(n, ast.Not):
-            return sql.SQL("(NOT {})").format(self._node(n.sub_node))
-        if isinstance(n, ast.Comparison):
-            a, b = self._pair(n.lhs, n.rhs)
-            return sql.SQL("({} {} {})").format(a, sql.SQL(_CMP[n.op]), b)
-        if isinstance(n, ast.Between):
-            col, t = self._operand(n.lhs)
-            return sql.SQL("({} {}BETWEEN {} AND {})").format(
-                col, sql.SQL("NOT " if n.not_ else ""), self._operand(n.low, t)[0], self._operand(n.high, t)[0])
-        if isinstance(n, ast.Like):
-            col, t = self._operand(n.lhs)
+    # -- operators ---------------------------------------------------------------------------
+    def _op(self, n: dict) -> sql.Composable:
+        op, args = n.get("op"), n.get("args")
+        if not isinstance(op, str) or not isinstance(args, list):
+            raise _bad("an operation needs 'op' and a list of 'args'")
+        lop = op.lower()
+
+        def arity(k: int) -> None:
+            if len(args) != k:
+                raise _bad(f"{op!r} takes {k} arguments, got {len(args)}")
+
+        if lop in ("and", "or"):
+            if len(args) < 2:
+                raise _bad(f"{op!r} takes at least 2 arguments")
+            return sql.SQL("({})").format(sql.SQL(f" {lop.upper()} ").join(self.translate(a) for a in args))
+        if lop == "not":
+            arity(1)
+            return sql.SQL("(NOT {})").format(self.translate(args[0]))
+        if lop in _CMP:
+            arity(2)
+            a, b, _ = self._pair(args[0], args[1])
+            return sql.SQL("({} {} {})").format(a, sql.SQL(_CMP[lop]), b)
+        if lop == "between":
+            arity(3)
+            col, t = self._operand(args[0])
+            if t not in _NUMERIC and t not in _TIME and t != "text":
+                raise _bad("BETWEEN applies to numbers, text and dates")
+            return sql.SQL("({} BETWEEN {} AND {})").format(
+                col, self._operand(args[1], t)[0], self._operand(args[2], t)[0])
+        if lop == "like":
+            arity(2)
+            col, t = self._operand(args[0])
             if t != "text":
-                raise InvalidInput("filter: LIKE applies to text properties", parameter=PARAM)
-            pattern = n.pattern if isinstance(n.pattern, str) else None
-            if pattern is None:
-                raise InvalidInput("filter: LIKE needs a string pattern", parameter=PARAM)
-            return sql.SQL("({} {}{} {})").format(col, sql.SQL("NOT " if n.not_ else ""),
-                                                 sql.SQL("ILIKE" if n.nocase else "LIKE"), sql.Literal(pattern))
-        if isinstance(n, ast.In):
-            col, t = self._operand(n.lhs)
-            if not n.sub_nodes:
-                return sql.SQL("FALSE") if not n.not_ else sql.SQL("TRUE")
-            items = sql.SQL(", ").join(self._operand(v, t)[0] for v in n.sub_nodes)
-            return sql.SQL("({} {}IN ({}))").format(col, sql.SQL("NOT " if n.not_ else ""), items)
-        if isinstance(n, ast.IsNull):
-            col, _ = self._operand(n.lhs)
-            return sql.SQL("({} IS {}NULL)").format(col, sql.SQL("NOT " if n.not_ else ""))
-        if isinstance(n, ast.SpatialComparisonPredicate):
-            fn = _SPATIAL.get(n.op)
-            if fn is None:
-                raise InvalidInput(f"filter: spatial function {n.op} is not supported", parameter=PARAM)
-            return sql.SQL("{}({}, {})").format(sql.SQL(fn), self._geometry(n.lhs), self._geometry(n.rhs))
-        if isinstance(n, ast.BBox):
-            env = values.Envelope(n.minx, n.maxx, n.miny, n.maxy)
-            return sql.SQL("ST_Intersects({}, {})").format(self._geometry(n.lhs), self._geometry(env))
-        if isinstance(n, ast.TemporalPredicate):
-            (a0, a1), (b0, b1) = self._temporal(n.lhs), self._temporal(n.rhs)
-            op = n.op
-            if op == ast.TemporalComparisonOp.BEFORE:
+                raise _bad("LIKE applies to text properties")
+            if not isinstance(args[1], str):
+                raise _bad("LIKE needs a string pattern (CASEI/ACCENTI are not supported)")
+            return sql.SQL("({} LIKE {})").format(col, sql.Literal(args[1]))
+        if lop == "in":
+            arity(2)
+            if not isinstance(args[1], list):
+                raise _bad("IN needs a list of values")
+            col, t = self._operand(args[0])
+            if not args[1]:
+                return sql.SQL("FALSE")
+            items = sql.SQL(", ").join(self._operand(v, t)[0] for v in args[1])
+            return sql.SQL("({} IN ({}))").format(col, items)
+        if lop == "isnull":
+            arity(1)
+            col, _ = self._operand(args[0])
+            return sql.SQL("({} IS NULL)").format(col)
+        if lop in _SPATIAL:
+            arity(2)
+            return sql.SQL("{}({}, {})").format(sql.SQL(_SPATIAL[lop]), self._geometry(args[0]), self._geometry(args[1]))
+        if lop in _TEMPORAL:
+            arity(2)
+            (a0, a1), (b0, b1) = self._temporal(args[0]), self._temporal(args[1])
+            if lop == "t_before":
                 return sql.SQL("({} < {})").format(a1, b0)
-            if op == ast.TemporalComparisonOp.AFTER:
+            if lop == "t_after":
                 return sql.SQL("({} > {})").format(a0, b1)
-            if op == ast.TemporalComparisonOp.TEQUALS:
+            if lop == "t_equals":
                 return sql.SQL("({} = {} AND {} = {})").format(a0, b0, a1, b1)
-            if op == ast.TemporalComparisonOp.DURING:
+            if lop == "t_during":
                 return sql.SQL("({} > {} AND {} < {})").format(a0, b0, a1, b1)
-            if op == ast.TemporalComparisonOp.DISJOINT:
-                return sql.SQL("({} < {} OR {} > {})").format(a1, b0, a0, b1)
-            raise InvalidInput(f"filter: temporal operator {op.name} is not supported "
-                               "(T_BEFORE, T_AFTER, T_EQUALS, T_DURING, T_DISJOINT are)", parameter=PARAM)
-        if isinstance(n, ast.Attribute):
-            col, t = self._prop(n)
-            if t == "boolean":
-                return col
-        raise InvalidInput(f"filter: unsupported expression {type(n).__name__}", parameter=PARAM)
+            return sql.SQL("({} < {} OR {} > {})").format(a1, b0, a0, b1)  # t_disjoint
+        if lop.startswith("t_"):
+            raise _bad(f"temporal operator {op!r} is not supported (T_BEFORE, T_AFTER, T_EQUALS, T_DURING, "
+                       "T_DISJOINT are)")
+        if lop.startswith("a_"):
+            raise _bad(f"array operator {op!r} is not supported")
+        if lop in ("+", "-", "*", "/", "^", "%", "div"):
+            raise _bad("arithmetic is not supported")
+        raise _bad(f"function or operator {op!r} is not supported")
 
 
 def to_sql(text: str, lang: str | None, queryables: dict[str, str],
            geometry_sql: Callable[[dict], sql.Composable]) -> sql.Composable:
     """Parse and translate a filter for one layer (see :class:`Translator`)."""
     return Translator(queryables, geometry_sql).translate(parse(text, lang))
+
+
+def equality_sql(name: str, typ: str, value: str) -> sql.Composable:
+    """``name = value`` of a property filter given as a query parameter (OGC API - Features
+    Part 1): the text is read as the property's type, then compiled like a CQL2 comparison."""
+    literal: Any = value
+    if typ in _NUMERIC:
+        try:
+            literal = float(value)
+        except ValueError:
+            raise InvalidInput(f"{name}: {value!r} is not a number", parameter=name) from None
+    elif typ == "boolean":
+        if value.strip().lower() not in ("true", "false"):
+            raise InvalidInput(f"{name}: {value!r} is not true/false", parameter=name)
+        literal = value.strip().lower() == "true"
+    tree = {"op": "=", "args": [{"property": name}, literal]}
+    try:
+        return Translator({name: typ}, lambda g: sql.SQL("NULL")).translate(tree)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message.replace("filter: ", f"{name}: ", 1), parameter=name) from None

@@ -116,3 +116,75 @@ def parse_crs(value: str | None, parameter: str, allowed: Iterable[str] | None =
     except Exception:  # pyproj without that code: refuse rather than guess the axis order
         raise InvalidInput(f"{parameter}: EPSG:{srid} is unknown to this server", parameter=parameter) from None
     return Crs(uri, srid, flip)
+
+
+#: how far outside a projected CRS's EPSG area of use coordinates are still accepted (degrees):
+#: surveys use a Gauss-Kruger zone a little past its edges, but not on the other side of China
+AREA_MARGIN_DEG = 1.5
+
+
+@lru_cache(maxsize=64)
+def _to_storage_transformer(srid: int):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(ProjCRS.from_epsg(srid), ProjCRS.from_epsg(4490), always_xy=True)
+
+
+@lru_cache(maxsize=64)
+def _area_of_use(srid: int) -> tuple[float, float, float, float] | None:
+    area = ProjCRS.from_epsg(srid).area_of_use
+    return (area.west, area.south, area.east, area.north) if area else None
+
+
+def to_storage(geom, crs: Crs, parameter: str, *, axis_order: bool = True):
+    """A shapely geometry given in ``crs`` -> the same in EPSG:4490 x/y (lon/lat).
+
+    The one check of coordinates a client gives in a CRS (``bbox``+``bbox-crs``, CQL2 literals
+    +``filter-crs``): ``axis_order`` means the coordinates follow the CRS's own axis order (a
+    northing-first GK zone, lat/lon EPSG:4326) and are swapped here. Non-finite numbers, degrees
+    outside -180..180 / -90..90 and projected coordinates that do not fall in (or near) the CRS's
+    area of use are a 400 naming ``parameter`` (the transformation would fail or answer nonsense).
+    Projected inputs are densified first so their straight edges stay (nearly) straight."""
+    import numpy as np
+    import shapely
+
+    coords = shapely.get_coordinates(geom)
+    if coords.size == 0:
+        raise InvalidInput(f"{parameter}: the geometry is empty", parameter=parameter)
+    if not np.isfinite(coords).all():
+        raise InvalidInput(f"{parameter}: coordinates must be finite numbers", parameter=parameter)
+    if crs.flip and axis_order:
+        geom = shapely.transform(geom, lambda xy: xy[:, ::-1])
+    label = "CRS84" if crs.uri == CRS84 else f"EPSG:{crs.srid}"
+    order = ("northing, easting" if not crs.geographic else "latitude, longitude") if crs.flip else \
+        ("longitude, latitude" if crs.geographic or crs.uri == CRS84 else "easting, northing")
+    if crs.srid in (4326, 4490):
+        minx, miny, maxx, maxy = geom.bounds
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise InvalidInput(f"{parameter}: coordinates are outside longitude -180..180 / latitude -90..90 "
+                               f"(axis order of {label}: {order})", parameter=parameter)
+        return geom
+    tr = _to_storage_transformer(crs.srid)
+    area = _area_of_use(crs.srid)
+    m = AREA_MARGIN_DEG
+
+    def fits(ll) -> bool:
+        return bool(np.isfinite(ll).all()) and (area is None or bool(
+            (ll[:, 0] >= area[0] - m).all() and (ll[:, 0] <= area[2] + m).all()
+            and (ll[:, 1] >= area[1] - m).all() and (ll[:, 1] <= area[3] + m).all()))
+
+    def project(g):
+        return shapely.transform(g, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    # the given vertices first (cheap, and an absurd extent must not be densified), then the
+    # densified geometry whose edges are what the query uses
+    out = None
+    if fits(shapely.get_coordinates(project(geom))):
+        minx, miny, maxx, maxy = geom.bounds
+        seg = max(maxx - minx, maxy - miny) / 32
+        out = project(shapely.segmentize(geom, seg) if seg > 0 else geom)
+    if out is None or not fits(shapely.get_coordinates(out)):
+        where = f" (lon {area[0]:g}..{area[2]:g}, lat {area[1]:g}..{area[3]:g})" if area else ""
+        raise InvalidInput(f"{parameter}: coordinates fall outside the area of {label}{where}; check the CRS and "
+                           f"the axis order ({label}: {order})", parameter=parameter)
+    return out

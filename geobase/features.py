@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from geobase import cql2
-from geobase.crs import CRS84, Crs, parse_crs, supported_uris
+from geobase.crs import CRS84, Crs, parse_crs, supported_uris, to_storage
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import require_field
 from geobase.specs import LayerSpec
@@ -197,14 +197,22 @@ def encode_cursor(version: int | None, direction: str, sort_sig: str, values: li
 
 
 def decode_cursor(token: str, sort_sig: str) -> tuple[int | None, str, list[Any]]:
+    """The (version, direction, boundary values) a cursor token carries. A token is opaque
+    but not trusted: anything but what :func:`encode_cursor` writes is a 400 naming ``cursor``
+    (the values are bound as SQL parameters of the sort columns' types, see ``_keyset``)."""
+    bad = InvalidInput("cursor: not a cursor this server issued (follow the next/prev links)", parameter="cursor")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, direction, sig, values = json.loads(raw)
-        assert direction in ("n", "p") and isinstance(values, list)
-        assert version is None or isinstance(version, int)
-    except Exception:
-        raise InvalidInput("cursor: not a cursor this server issued (follow the next/prev links)",
-                           parameter="cursor") from None
+        parts = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        raise bad from None
+    if not (isinstance(parts, list) and len(parts) == 4):
+        raise bad
+    version, direction, sig, values = parts
+    if (direction not in ("n", "p") or not isinstance(values, list) or not isinstance(sig, str)
+            or not (version is None or (isinstance(version, int) and not isinstance(version, bool)))
+            or not all(v is None or isinstance(v, (str, int, float)) for v in values)):
+        raise bad
     if sig != sort_sig:
         raise InvalidInput("cursor: it belongs to a different sortby; follow the links of the same query",
                            parameter="cursor")
@@ -219,6 +227,22 @@ class SortKey:
     column: str  # a spec attribute, "_key" or "_rid"
     desc: bool = False
     cast: str = "text"
+
+
+def _check_cursor_value(v: Any, cast: str) -> None:
+    """A cursor's boundary value must fit its sort column's type (else the cast would fail in SQL)."""
+    if v is None:
+        return
+    ok = {"bigint": isinstance(v, int) and not isinstance(v, bool),
+          "double precision": isinstance(v, (int, float)) and not isinstance(v, bool),
+          "boolean": isinstance(v, bool)}.get(cast, isinstance(v, str))
+    if ok and cast in ("date", "timestamptz"):
+        try:
+            dt.datetime.fromisoformat(v)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise InvalidInput("cursor: does not match this query (follow the next/prev links)", parameter="cursor")
 
 
 @dataclass
@@ -303,6 +327,7 @@ class FeatureQuery:
         ors: list[sql.Composable] = []
         eqs: list[sql.Composable] = []
         for key, v in zip(self.sort, values):
+            _check_cursor_value(v, key.cast)
             col = sql.Identifier(key.column)
             asc = (not key.desc) if forward else key.desc
             nulls_last = forward
@@ -370,29 +395,35 @@ class FeatureQuery:
         return q
 
 
+def _wkb_sql(geom) -> sql.Composable:
+    """A checked EPSG:4490 shapely geometry as a bound WKB parameter."""
+    import shapely
+
+    return sql.SQL("ST_GeomFromWKB({}, 4490)").format(sql.Literal(shapely.to_wkb(geom, output_dimension=2)))
+
+
 def _geometry_literal(crs: Crs):
     """SQL of a CQL2 geometry literal given in ``crs`` (axis order honoured) -> EPSG:4490."""
 
     def make(geojson: dict) -> sql.Composable:
-        g = sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON({}), {})").format(sql.Literal(json.dumps(geojson)),
-                                                                     sql.Literal(crs.srid))
-        if crs.flip:
-            g = sql.SQL("ST_FlipCoordinates({})").format(g)
-        if crs.srid != 4490:
-            g = sql.SQL("ST_Transform({}, 4490)").format(g)
-        return g
+        import shapely
+        from shapely.geometry import shape
+
+        try:
+            geom = shapely.force_2d(shape(geojson))
+        except Exception as exc:  # shapely raises several types for malformed coordinates
+            raise InvalidInput(f"filter: malformed {geojson.get('type', 'geometry')} literal: {exc}",
+                               parameter="filter") from None
+        return _wkb_sql(to_storage(geom, crs, "filter"))
 
     return make
 
 
 def _envelope_sql(box: tuple[float, float, float, float], crs: Crs) -> sql.Composable:
-    env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
-        *(sql.Literal(float(x)) for x in box), sql.Literal(4490 if crs.srid in (4326, 4490) else crs.srid))
-    if crs.srid not in (4326, 4490):
-        # densify before reprojecting so the edges of a projected box stay (nearly) straight
-        seg = max(box[2] - box[0], box[3] - box[1]) / 32 or 1.0
-        env = sql.SQL("ST_Transform(ST_Segmentize({}, {}), 4490)").format(env, sql.Literal(seg))
-    return env
+    """The bbox (x/y in ``crs``, already in PostGIS order) as an EPSG:4490 polygon."""
+    from shapely.geometry import box as make_box
+
+    return _wkb_sql(to_storage(make_box(*box), crs, "bbox", axis_order=False))
 
 
 def _distance_sql(geom: sql.Composable, metres: float, max_abs_lat: float) -> sql.Composable:
@@ -497,6 +528,11 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     elif p.filter_lang or p.filter_crs:
         which = "filter-lang" if p.filter_lang else "filter-crs"
         raise InvalidInput(f"{which}: given without filter", parameter=which)
+    for name, value in p.extra.items():
+        if name not in qtypes:
+            raise InvalidInput(f"{name}: unknown query parameter; neither a parameter of this endpoint nor a "
+                               f"queryable of {spec.name!r} (queryables: {', '.join(visible)})", parameter=name)
+        where.append(cql2.equality_sql(name, qtypes[name], value))
     if p.distance is not None or p.point or p.geometry:
         if p.distance is None:
             raise InvalidInput("distance: required with point/geometry (metres)", parameter="distance")

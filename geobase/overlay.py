@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
@@ -39,6 +41,32 @@ from geobase.specs import LayerSpec, Registry
 from geobase.storage import table_ident
 
 MU_PER_M2 = 15 / 10_000
+
+
+_CHECK_ONLY: ContextVar[bool] = ContextVar("geobase_analysis_check_only", default=False)
+
+
+class InputsChecked(Exception):
+    """Raised at an analysis's :func:`inputs_checked` point in check-only mode."""
+
+
+def inputs_checked() -> None:
+    """Each analysis calls this once it has validated every input and before it computes:
+    in check-only mode (:func:`check_inputs`) it stops there. So an async job refuses bad
+    input at submission (400) with the very checks the run makes, not after a 201."""
+    if _CHECK_ONLY.get():
+        raise InputsChecked()
+
+
+async def check_inputs(run: Callable[[], Awaitable[Any]]) -> None:
+    """Run an analysis up to its :func:`inputs_checked` point; its InvalidInput propagates."""
+    token = _CHECK_ONLY.set(True)
+    try:
+        await run()
+    except InputsChecked:
+        pass
+    finally:
+        _CHECK_ONLY.reset(token)
 
 
 def units(m2: float) -> dict:
@@ -227,6 +255,7 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
             raise InvalidInput(f"layers: unknown or not visible layers {unknown}", parameter="layers")
         vis = {n: vis[n] for n in layers}
     rules = rules if rules is not None else load_site_rules(registry)
+    inputs_checked()
     versions = await layer_versions(conn, sorted(vis))
     used = {n: s for n, s in vis.items() if versions.get(n, {}).get("version") is not None}
     from geobase.security import PUBLIC, hidden_attributes
@@ -459,6 +488,7 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
     else:
         wkb, aoi_m2 = None, None
         aoi_info = {"whole": True}
+    inputs_checked()
     params = {"aoi": wkb} if wkb is not None else None
     rows: list[tuple] = []
     if workers > 1 and conninfo:
@@ -528,6 +558,7 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
                                parameter="rules")
         rules = [r for r in rules if r.id in rule_ids]
     vis = {s.name: s for s in visible}
+    inputs_checked()
     out_rules, patches = [], []
     for i, r in enumerate(rules):
         if r.a.layer not in vis or r.b.layer not in vis or not (
@@ -608,6 +639,7 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
             raise InvalidInput(f"{p}: layer {layer!r} has no version {v} (versions: {have})", parameter=p)
     if v1 >= v2:
         raise InvalidInput(f"v2: must be later than v1 ({v1} >= {v2})", parameter="v2")
+    inputs_checked()
     old = sql.SQL("o._vfrom <= {v1} AND (o._vto IS NOT NULL AND o._vto > {v1} AND o._vto <= {v2})").format(
         v1=sql.Literal(v1), v2=sql.Literal(v2))
     new = sql.SQL("n._vfrom > {v1} AND n._vfrom <= {v2} AND (n._vto IS NULL OR n._vto > {v2})").format(
@@ -714,6 +746,10 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
         raise InvalidInput(f"layer: unknown or hidden layer {layer!r}", parameter="layer")
     spec = vis[layer]
     flt = compile_filter(registry, layer, filter or {}, "t", "filter", hidden=_hidden(principal, spec))
+    for w in water_layers:  # all of them before any query (and before a job is accepted)
+        if w not in vis:
+            raise InvalidInput(f"water_layers: unknown or hidden layer {w!r}", parameter="water_layers")
+    inputs_checked()
     # geometry prefilter in degrees, conservative up to 56°N (1° of longitude >= 62 km there),
     # so the GiST index narrows the candidates before the exact geography test
     deg = distance_m / 62_000.0

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from conftest import REPO, LiveServer, create_database, drop_database, settings_for
-from test_security_common import SQUARE, headers_for, make_keys, seed, unique_name
+from test_security_common import headers_for, make_keys, seed, unique_name
 
 MASKED = ("qsdwmc", "qsdwdm")
 MASKED_VALUES = ("qsdwmc-x", "qsdwdm-x")

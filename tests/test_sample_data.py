@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import zipfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Geod
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "county"

@@ -1,0 +1,97 @@
+"""Query parameters an endpoint does not define are refused (400 naming the parameter).
+
+OGC API - Features Part 1 (/req/core/query-param-unknown) asks for a 400 on a parameter the
+API does not define; the house rule is the same for every endpoint: input is never silently
+ignored (``items?dlbm=0101`` used to return every parcel, ``ingest?dry_run=true`` committed a
+version because ``dry_run`` is a form field).
+
+One mechanism for the whole app: :func:`check_query_parameters` is a dependency every router
+is mounted with (``api/app.py``); it compares the request's query parameter names with those
+the matched route declares (its own and its dependencies' ``Query`` parameters, the same list
+the OpenAPI document shows). A route that also takes free-form names (the property filters
+of ``/items``, OGC API - Features Part 1 "parameters for filtering on feature properties")
+is marked with :func:`allows_property_filters` and gets them from
+:func:`extra_query_parameters` to check them against the caller's queryables itself.
+Starlette routes outside the routers (the OpenAPI document and its viewers) take no query
+parameters: :func:`install` checks them with a small middleware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from geobase.errors import InvalidInput
+
+_MARK = "__geobase_property_filters__"
+_cache: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def allows_property_filters(endpoint: Callable) -> Callable:
+    """Mark an endpoint whose undeclared query parameters are property filters it checks itself."""
+    setattr(endpoint, _MARK, True)
+    return endpoint
+
+
+def _walk(dependant: Any, attr: str) -> set[str]:
+    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, attr, [])}
+    for sub in getattr(dependant, "dependencies", []):
+        names |= _walk(sub, attr)
+    return names
+
+
+def declared(route: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """(query parameter names, body/form field names) a route declares."""
+    key = id(route)
+    if key not in _cache:
+        dependant = getattr(route, "dependant", None)
+        _cache[key] = (frozenset(_walk(dependant, "query_params")) if dependant else frozenset(),
+                       frozenset(_walk(dependant, "body_params")) if dependant else frozenset())
+    return _cache[key]
+
+
+def _unknown_error(name: str, allowed: frozenset[str], form: frozenset[str]) -> InvalidInput:
+    if name in form:
+        return InvalidInput(f"{name}: is a form field of this endpoint, not a query parameter; send it in the "
+                            "request body (nothing was done)", parameter=name)
+    known = ", ".join(sorted(allowed)) or "none"
+    return InvalidInput(f"{name}: unknown query parameter for this endpoint (known: {known})", parameter=name)
+
+
+def extra_query_parameters(request: Request) -> list[tuple[str, str]]:
+    """The (name, value) pairs of the request's query that its route does not declare."""
+    allowed, _ = declared(request.scope.get("route"))
+    return [(k, v) for k, v in request.query_params.multi_items() if k not in allowed]
+
+
+async def check_query_parameters(request: Request) -> None:
+    """Router-wide dependency: 400 naming the first query parameter the route does not define."""
+    route = request.scope.get("route")
+    if route is None or getattr(route.endpoint, _MARK, False):
+        return
+    allowed, form = declared(route)
+    for name in request.query_params.keys():
+        if name not in allowed:
+            raise _unknown_error(name, allowed, form)
+
+
+def install(app: FastAPI) -> None:
+    """Refuse query parameters on the app's own documentation routes (they take none)."""
+    paths = {p for p in (app.openapi_url, app.docs_url, app.redoc_url) if p}
+
+    @app.middleware("http")
+    async def _no_params_on_docs(request: Request, call_next):
+        if request.url.path in paths and request.scope.get("query_string"):
+            pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            if pairs:
+                from geobase.api.errors import error_body
+
+                name = pairs[0][0]
+                return JSONResponse(error_body("InvalidParameterValue",
+                                               f"{name}: unknown query parameter for this endpoint (known: none)",
+                                               name), status_code=400)
+        return await call_next(request)

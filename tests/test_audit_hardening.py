@@ -60,6 +60,9 @@ def _wait_rows(settings, sql: str, args=(), n: int = 1, timeout: float = 20) -> 
     return rows
 
 
+UA_ROWS = "SELECT * FROM catalog.audit_log WHERE params->>'user_agent' = %s ORDER BY id"  # probe in User-Agent
+
+
 def _probe_rows(settings, probe: str) -> list[dict]:
     return _rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' LIKE %s ORDER BY id",
                  (f"%probe={probe}%",))
@@ -186,10 +189,10 @@ def test_hostile_bytes_in_every_logged_field_never_stop_the_audit(hard):
     # a later admin action is still audited ...
     h = headers_for("admin", tokens)
     with srv.client() as c:
-        assert c.put("/admin/layers/forest/sharing?probe=after-hostile", headers=h,
+        assert c.put("/admin/layers/forest/sharing", headers={**h, "User-Agent": "after-hostile"},
                      json={"sharing": "internal"}).status_code == 200
     after = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE action = 'layer.share' "
-                                 "AND params->>'query' = 'probe=after-hostile'")
+                                 "AND params->>'user_agent' = 'after-hostile'")
     assert after and after[0]["status"] == 200 and after[0]["layers"] == ["forest"]
     # ... and so is every hostile request that reached the app, sanitised
     missing = []
@@ -299,20 +302,21 @@ def test_sigterm_flushes_queued_audit_rows(db_settings, live_server):
     with psycopg.connect(url) as blocker:
         # hold the audit table so that the rows stay queued in the server
         blocker.execute("LOCK TABLE catalog.audit_log IN EXCLUSIVE MODE")
-        status, _ = raw_request(srv.port, "POST", b"/processes/%00/execution?probe=sig-poison", body=b"{}")
+        status, _ = raw_request(srv.port, "POST", b"/processes/%00/execution", [(b"User-Agent", b"sig-poison")],
+                                body=b"{}")
         assert status in (400, 404, 422)
         for i in range(20):
-            status, _ = raw_request(srv.port, "POST", f"/collections/land_use/items?probe=sig-{i}".encode(),
-                                    body=b"{}")
+            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/items",
+                                    [(b"User-Agent", f"sig-{i}".encode())], body=b"{}")
             assert status == 405
         srv.proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert srv.proc.poll() is None, "the server exited without waiting for its audit rows"
         blocker.rollback()  # release: the server's shutdown flush can now write
     srv.proc.wait(30)
-    rows = _rows(db_settings, "SELECT path, params FROM catalog.audit_log WHERE params->>'query' LIKE 'probe=sig-%%'")
-    probes = {r["params"]["query"] for r in rows}
-    assert probes == {"probe=sig-poison"} | {f"probe=sig-{i}" for i in range(20)}, sorted(probes)
+    rows = _rows(db_settings, "SELECT path, params FROM catalog.audit_log WHERE params->>'user_agent' LIKE 'sig-%%'")
+    probes = {r["params"]["user_agent"] for r in rows}
+    assert probes == {"sig-poison"} | {f"sig-{i}" for i in range(20)}, sorted(probes)
     assert "could not be written" not in srv.logs()
 
 
@@ -323,18 +327,19 @@ def test_denied_reads_are_audited(hard):
     key_id = tokens["forestry:viewer"].split("_")[1]
     with srv.client() as c:
         h = headers_for("forestry:viewer", tokens)
-        assert c.get("/collections/rivers/items?probe=deny1", headers=h).status_code == 404  # private: water only
-        assert c.get("/collections/forest?probe=deny2").status_code == 404                  # internal: not public
-        assert c.get("/tiles/rivers/12/0/0.mvt?probe=deny3", headers=h).status_code == 404
-        assert c.get("/collections/no_such_layer?probe=deny4").status_code == 404            # unknown: no denial
-    r1 = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' LIKE %s", ("%probe=deny1%",))
+        ua = lambda probe: {"User-Agent": probe}
+        assert c.get("/collections/rivers/items", headers={**h, **ua("deny1")}).status_code == 404  # water only
+        assert c.get("/collections/forest", headers=ua("deny2")).status_code == 404            # internal: not public
+        assert c.get("/tiles/rivers/12/0/0.mvt", headers={**h, **ua("deny3")}).status_code == 404
+        assert c.get("/collections/no_such_layer", headers=ua("deny4")).status_code == 404    # unknown: no denial
+    r1 = _wait_rows(settings, UA_ROWS, ("deny1",))
     assert r1 and r1[0]["action"] == "read.denied" and r1[0]["layers"] == ["rivers"]
     assert r1[0]["key_id"] == key_id and r1[0]["department"] == "forestry" and r1[0]["status"] == 404
-    r2 = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' LIKE %s", ("%probe=deny2%",))
+    r2 = _wait_rows(settings, UA_ROWS, ("deny2",))
     assert r2 and r2[0]["action"] == "read.denied" and r2[0]["principal"] == "public" and r2[0]["layers"] == ["forest"]
-    r3 = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' LIKE %s", ("%probe=deny3%",))
+    r3 = _wait_rows(settings, UA_ROWS, ("deny3",))
     assert r3 and r3[0]["action"] == "read.denied" and r3[0]["layers"] == ["rivers"]
-    assert not _probe_rows(settings, "deny4")
+    assert not _rows(settings, UA_ROWS, ("deny4",))
 
 
 def test_refused_keys_are_audited_with_their_id_and_reason(hard):
@@ -353,9 +358,9 @@ def test_refused_keys_are_audited_with_their_id_and_reason(hard):
     with srv.client() as c:
         for probe, token in (("k-expired", expired.token), ("k-revoked", revoked.token), ("k-wrong", wrong),
                              ("k-unknown", unknown), ("k-malformed", "not-a-key")):
-            assert c.get(f"/layers?probe={probe}", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+            assert c.get("/layers", headers={"Authorization": f"Bearer {token}", "User-Agent": probe}).status_code == 401
     def row(probe):
-        rows = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' = %s", (f"probe={probe}",))
+        rows = _wait_rows(settings, UA_ROWS, (probe,))
         assert rows, probe
         assert rows[0]["action"] == "auth.failed" and rows[0]["status"] == 401
         return rows[0]
@@ -384,10 +389,10 @@ def test_rotating_forwarded_for_from_loopback_neither_escapes_the_limit_nor_forg
     statuses = []
     with srv.client() as c:
         for i in range(12):
-            r = c.post(f"/layers?probe=xff-{i}", headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
+            r = c.post("/layers", headers={"X-Forwarded-For": f"198.51.100.{i + 1}", "User-Agent": f"xff-{i}"})
             statuses.append(r.status_code)
     assert statuses[:5] == [405] * 5 and statuses.count(429) >= 6, statuses
-    rows = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' LIKE 'probe=xff-%%'", n=5)
+    rows = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'user_agent' LIKE 'xff-%%'", n=5)
     assert len(rows) >= 5
     for r in rows:
         assert r["client_ip"] == "127.0.0.1", r
@@ -404,8 +409,8 @@ def test_trusted_proxy_gives_the_right_most_untrusted_address(hard, live_server,
     srv = live_server(settings, env={**_generous(), "GEOBASE_TRUSTED_PROXIES": trusted})
     probe = f"tp-{abs(hash((trusted, xff))) % 10**8}"
     with srv.client() as c:
-        assert c.post(f"/layers?probe={probe}", headers={"X-Forwarded-For": xff}).status_code == 405
-    rows = _wait_rows(settings, "SELECT * FROM catalog.audit_log WHERE params->>'query' = %s", (f"probe={probe}",))
+        assert c.post("/layers", headers={"X-Forwarded-For": xff, "User-Agent": probe}).status_code == 405
+    rows = _wait_rows(settings, UA_ROWS, (probe,))
     assert rows and rows[0]["client_ip"] == expected
 
 

@@ -180,6 +180,7 @@ class Run:
     rss: list[tuple[int, float, float]] = field(default_factory=list)  # (pid, t, MiB)
     ingests: list[dict] = field(default_factory=list)
     stop: bool = False
+    t0: float = 0.0
 
 
 def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
@@ -308,7 +309,7 @@ async def _chaos(server: Server, settings, admin: str, t0: float, seconds: float
 
 async def _soak(server: Server, settings, admin: str, analyst: str, extent, clients: int, seconds: float) -> Run:
     run = Run()
-    t0 = time.monotonic()
+    t0 = run.t0 = time.monotonic()
     until = t0 + seconds
     jobs = [_client(i, server.base, analyst if i % 2 else None, extent, until, run) for i in range(clients)]
     jobs += [_sampler(server, until, run), _chaos(server, settings, admin, t0, seconds, run)]
@@ -362,12 +363,16 @@ def summarise(run: Run, found: set[str], before: dict, after: dict, clients: int
     return {
         "clients": clients, "seconds": seconds, "requests": len(run.samples), "by_kind": by_kind,
         "by_status": by_status,
-        "windows": [{"event": w, "seconds": round(b - a, 1)} for w, a, b in run.windows],
+        "windows": [{"event": w, "from_s": round(a - run.t0, 1), "seconds": round(b - a, 1)}
+                    for w, a, b in run.windows],
         "errors_outside_windows": len(errors),
         "error_examples": sorted({f"{s.method} {s.kind} {s.status}" for s in errors})[:10],
         "non_429_503_errors_inside_windows": sum(1 for s in inside if bad(s)),
         "audited_expected": len(expected), "audit_rows_found": len(found & {s.ua for s in expected}),
         "audit_rows_lost": len(lost) - len(kill_tail), "audit_rows_lost_with_sigkill": len(kill_tail),
+        "lost_examples": [{"ua": s.ua, "kind": s.kind, "method": s.method, "status": s.status,
+                           "start_s": round(s.start - run.t0, 2), "end_s": round(s.end - run.t0, 2)}
+                          for s in lost[:10]],
         "data_tables_changed_except_ingests": changed, "ingested_tables_changed": ingested_changed,
         "ingests": run.ingests, "rss": rss,
     }

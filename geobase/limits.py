@@ -186,8 +186,11 @@ class GateMiddleware:
             ctx.action = "auth.failed"
             ctx.force = True
             if isinstance(exc, KeyRefused):
-                ctx.principal = exc.key or Principal(name="unknown key", key_id=exc.key_id)
+                # key_id only for a key that exists; an unknown id is kept as a claim
+                ctx.principal = exc.key or Principal(name="unknown key" if exc.key_id else "public")
                 ctx.params["reason"] = exc.reason
+                if exc.key is None and exc.key_id:
+                    ctx.params["presented_key_id"] = exc.key_id
             else:
                 ctx.params["reason"] = exc.message
             await _send_error(send, exc)

@@ -371,7 +371,8 @@ def test_refused_keys_are_audited_with_their_id_and_reason(hard):
     r = row("k-wrong")
     assert r["key_id"] == tokens["planning:viewer"].split("_")[1] and r["params"]["reason"] == "wrong secret"
     r = row("k-unknown")
-    assert r["key_id"] == "0123456789ab" and r["params"]["reason"] == "unknown key"
+    assert r["key_id"] is None and r["params"]["presented_key_id"] == "0123456789ab"
+    assert r["params"]["reason"] == "unknown key"
     r = row("k-malformed")
     assert r["key_id"] is None and r["params"]["reason"] == "malformed"
     # the reply says nothing of this

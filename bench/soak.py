@@ -340,7 +340,8 @@ def summarise(run: Run, found: set[str], before: dict, after: dict, clients: int
     errors = [s for s in outside if bad(s)]
     expected = [s for s in run.samples if ok(s) and (s.method != "GET" or s.keyed)]
     lost = [s for s in expected if s.ua not in found]
-    kill_tail = [s for s in lost if run.kill_at is not None and run.kill_at - KILL_TAIL_S <= s.end <= run.kill_at]
+    # answered just before the kill (received up to 1 s after it): their rows were still queued
+    kill_tail = [s for s in lost if run.kill_at is not None and run.kill_at - KILL_TAIL_S <= s.end <= run.kill_at + 1]
     ingested = {i["layer"] for i in run.ingests}
     changed = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t) and t not in ingested)
     ingested_changed = sorted(t for t in ingested if before.get(t) != after.get(t))

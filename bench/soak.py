@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -293,7 +294,7 @@ async def _chaos(server: Server, settings, admin: str, t0: float, seconds: float
             start = time.monotonic()
             cluster = LocalCluster(settings)
             await loop.run_in_executor(None, cluster.stop, "fast")
-            await loop.run_in_executor(None, lambda: cluster.start(allow_install=False))
+            await loop.run_in_executor(None, functools.partial(cluster.start, allow_install=False))
             healthy = await loop.run_in_executor(None, server.wait_healthy)
             run.windows.append(("postgresql restart", start - 1.0, healthy + GRACE_S))
         elif what == "kill":

@@ -303,7 +303,6 @@ class GateMiddleware:
 
 
 CALLER_DEPENDENT = "geobase.caller_dependent"  # scope flag set when a route consulted the principal
-VARY_ON = (b"authorization", b"x-api-key")
 
 
 def caller_dependent_headers(headers: list[tuple[bytes, bytes]], keyed: bool) -> list[tuple[bytes, bytes]]:

@@ -37,7 +37,7 @@ def setup(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     resolver = keys.KeyResolver(lambda: app.state.pool, ttl=settings.key_cache_s)
     app.state.principal_resolver = resolver
-    writer = audit.AuditWriter(database_url(settings), max_pending=settings.audit_queue_max)
+    writer = audit.AuditWriter(database_url(settings))
     app.state.audit_writer = writer
     app.add_middleware(GateMiddleware, settings=settings, resolver=resolver, pool_getter=lambda: app.state.pool,
                        audit_writer=writer)

@@ -61,10 +61,6 @@ class Settings(BaseSettings):
         description="Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed "
         "(the client is the right-most untrusted address); none by default: the peer is the client.",
     )
-    audit_queue_max: int = Field(
-        default=20_000, description="Audit rows kept in memory while the database is unreachable; beyond, rows are "
-        "dropped, counted and logged as errors (see /admin/audit/stats)."
-    )
     max_body_bytes: int = Field(
         default=10 * 1024**2, description="Largest accepted request body except uploads (bytes) -> 413."
     )

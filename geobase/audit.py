@@ -11,7 +11,10 @@ non-public data; a router adds details with one line::
 Rows are written for every non-GET request and for every request that touched non-public
 data (a layer that is not public, or attributes masked from the public). Reads of public data
 by the public are not logged (they are what the web map does all day). A read refused because
-the caller may not see the layer (the 404 of a hidden layer) is logged as ``read.denied``.
+the caller may not see the layer (the 404 of a hidden layer) is logged as ``read.denied``; one
+refused for want of a key or a role (401/403) as ``access.denied``; a key that does not
+authenticate as ``auth.failed`` with the key's id and holder when the key exists (expired,
+revoked, wrong secret) and the reason.
 
 Everything stored is first made safe (:func:`clean_text`, :func:`clean_params`): the request's
 path, query, headers and body fields are the caller's bytes, and one value PostgreSQL refuses

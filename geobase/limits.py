@@ -5,7 +5,8 @@ In order, it
 2. applies the per-caller token bucket (429 + Retry-After),
 3. refuses oversized bodies (413; uploads have their own, larger limit),
 4. bounds concurrent tile renders and exports (wait briefly, then 503 + Retry-After),
-5. collects and, after the response is sent, writes the request's audit row (:mod:`geobase.audit`),
+5. collects and, after the response is sent, writes the request's audit row (:mod:`geobase.audit`;
+   refusals — 401, 403, the 404 of a hidden layer — are always audited),
 6. marks every response that depended on the caller (the principal was consulted, see
    :func:`geobase.security.get_principal`) as such for caches: ``Vary: Authorization, X-API-Key``
    always, and ``Cache-Control: private`` when a key was presented, so no shared proxy serves
@@ -287,6 +288,9 @@ class GateMiddleware:
                 m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
                 if m:
                     ctx.layers.add(m.group(1))
+            if status and status[0] in (401, 403):  # refused for lack of a key or role: always audited
+                ctx.force = True
+                ctx.action = ctx.action or "access.denied"
             if ctx.should_write():
                 await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
 

@@ -340,6 +340,14 @@ def test_denied_reads_are_audited(hard):
     r3 = _wait_rows(settings, UA_ROWS, ("deny3",))
     assert r3 and r3[0]["action"] == "read.denied" and r3[0]["layers"] == ["rivers"]
     assert not _rows(settings, UA_ROWS, ("deny4",))
+    # reads refused for lack of a role or a key are audited too
+    with srv.client() as c:
+        assert c.get("/admin/keys", headers={**h, "User-Agent": "deny5"}).status_code == 403
+        assert c.get("/admin/audit", headers={"User-Agent": "deny6"}).status_code == 401
+    r5 = _wait_rows(settings, UA_ROWS, ("deny5",))
+    assert r5 and r5[0]["action"] == "access.denied" and r5[0]["key_id"] == key_id and r5[0]["status"] == 403
+    r6 = _wait_rows(settings, UA_ROWS, ("deny6",))
+    assert r6 and r6[0]["action"] == "access.denied" and r6[0]["principal"] == "public" and r6[0]["status"] == 401
 
 
 def test_refused_keys_are_audited_with_their_id_and_reason(hard):

@@ -313,6 +313,9 @@ class AuditWriter:
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[tuple] = []
+        self._submitted = 0  # sequence numbers: rows queued so far ...
+        self._done = 0       # ... and rows off the queue (written or replaced), in order
+        self._waiters: list[tuple[int, Any]] = []
         self._event = None
         self._task = None
         self._conn = None
@@ -334,11 +337,12 @@ class AuditWriter:
                 "last_error_at": _iso(self.last_error_at), "last_drop_at": _iso(self.last_drop_at),
                 "status": "ok" if not self.dropped and len(self._pending) < self.max_pending // 2 else "alarm"}
 
-    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> None:
-        self.submit_row(_row(ctx, status, duration_ms))
+    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> int | None:
+        return self.submit_row(_row(ctx, status, duration_ms))
 
-    def submit_row(self, row: tuple) -> None:
-        """Queue one INSERT parameter tuple (as :func:`_row` makes it)."""
+    def submit_row(self, row: tuple) -> int | None:
+        """Queue one INSERT parameter tuple (as :func:`_row` makes it); its sequence number for
+        :meth:`wait_written`, None when the queue was full (the row is dropped and counted)."""
         import asyncio
 
         if len(self._pending) >= self.max_pending:
@@ -348,12 +352,49 @@ class AuditWriter:
                 log.error("AUDIT QUEUE FULL: %d rows pending, %d audit rows dropped so far (last: %s %s); "
                           "the database is not accepting audit rows: %s", len(self._pending), self.dropped,
                           row[5], row[6], self.last_error)
-            return
+            return None
         self._pending.append(row)
+        seq = self._submitted
+        self._submitted += 1
         if self._task is None or self._task.done():
             self._event = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._event.set()
+        return seq
+
+    async def wait_written(self, seq: int | None, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until row ``seq`` is in the database. The gate waits so
+        before it sends the last byte of an audited reply: a reply the client has received has
+        its audit row committed, even if the process is killed right after — unless the
+        database did not answer within the timeout (then the row stays queued; replies are never
+        held hostage by an absent database)."""
+        import asyncio
+
+        if seq is None or seq < self._done:
+            return seq is not None
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def _advance(self, n: int) -> None:
+        """``n`` more rows left the head of the queue: wake whoever waits for them."""
+        self._done += n
+        if self._waiters:
+            keep = []
+            for seq, fut in self._waiters:
+                if seq < self._done:
+                    if not fut.done():
+                        fut.set_result(True)
+                elif not fut.done():
+                    keep.append((seq, fut))
+            self._waiters = keep
 
     async def _connect(self):
         if self._conn is None or self._conn.closed:
@@ -376,6 +417,7 @@ class AuditWriter:
             return
         del self._pending[: len(rows)]
         self.written += len(rows)
+        self._advance(len(rows))
 
     async def _flush_one_by_one(self, conn, n: int) -> None:
         """Write the first ``n`` pending rows one at a time; replace a refused row by its minimal
@@ -393,6 +435,7 @@ class AuditWriter:
                 self.replaced += 1
             del self._pending[0]
             self.written += 1
+            self._advance(1)
 
     async def _run(self) -> None:
         import asyncio

@@ -259,6 +259,7 @@ class GateMiddleware:
         status: list[int] = []
 
         keyed = not principal.is_public
+        audited: list[bool] = []
 
         async def capture_send(message):
             if too_large and not status:
@@ -267,6 +268,13 @@ class GateMiddleware:
                 status.append(message["status"])
                 if scope.get(CALLER_DEPENDENT):
                     message = {**message, "headers": caller_dependent_headers(message.get("headers") or [], keyed)}
+            elif (message["type"] == "http.response.body" and not message.get("more_body") and status
+                  and not audited):
+                # the reply is complete but its last bytes not yet sent: commit its audit row first
+                # (bounded wait, see AuditWriter.wait_written), so no reply outlives its row
+                audited.append(True)
+                if self._audit_decision(ctx, path, status[0]):
+                    await self._write_audit(ctx, status[0], (time.perf_counter() - t0) * 1000, wait=True)
             await send(message)
 
         token = audit.begin(ctx)
@@ -284,19 +292,28 @@ class GateMiddleware:
             if sem is not None:
                 sem.release()
             audit.end(token)
-            if not ctx.layers and ctx.method not in audit.READ_METHODS:
-                m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
-                if m:
-                    ctx.layers.add(m.group(1))
-            if status and status[0] in (401, 403):  # refused for lack of a key or role: always audited
-                ctx.force = True
-                ctx.action = ctx.action or "access.denied"
-            if ctx.should_write():
-                await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
+            final = status[0] if status else 500
+            if not audited and self._audit_decision(ctx, path, final):
+                await self._write_audit(ctx, final, (time.perf_counter() - t0) * 1000)
 
-    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float) -> None:
+    @staticmethod
+    def _audit_decision(ctx: audit.AuditContext, path: str, status: int) -> bool:
+        """Complete the request's audit facts and say whether it gets a row."""
+        if not ctx.layers and ctx.method not in audit.READ_METHODS:
+            m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
+            if m:
+                ctx.layers.add(m.group(1))
+        if status in (401, 403):  # refused for lack of a key or role: always audited
+            ctx.force = True
+            ctx.action = ctx.action or "access.denied"
+        return ctx.should_write()
+
+    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float,
+                           wait: bool = False) -> None:
         if self.audit_writer is not None:
-            self.audit_writer.submit(ctx, status, duration_ms)
+            seq = self.audit_writer.submit(ctx, status, duration_ms)
+            if wait:
+                await self.audit_writer.wait_written(seq, AUDIT_WAIT_S)
             return
         try:
             async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
@@ -306,6 +323,7 @@ class GateMiddleware:
                       ctx.principal.key_id or "public", exc)
 
 
+AUDIT_WAIT_S = 1.0  # longest a finished reply waits for its audit row's commit (database slow or away)
 CALLER_DEPENDENT = "geobase.caller_dependent"  # scope flag set when a route consulted the principal
 
 

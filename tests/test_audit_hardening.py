@@ -533,3 +533,16 @@ def test_caller_independent_responses_stay_cacheable(hard):
         r = c.get("/tileMatrixSets/WebMercatorQuad", headers=headers_for("admin", tokens))
         assert r.status_code == 200
         assert "authorization" not in r.headers.get("vary", "").lower()
+
+
+def test_an_audited_reply_arrives_only_after_its_row_is_committed(hard):
+    """13.1 (no row lost with the process): the gate commits an audited reply's row before it
+    sends the reply's last bytes, so a SIGKILL right after a reply cannot lose its row."""
+    srv, tokens, settings = hard
+    with srv.client() as c:
+        for i in range(10):
+            assert c.post("/layers", headers={"User-Agent": f"commit-first-{i}"}).status_code == 405
+            assert _rows(settings, UA_ROWS, (f"commit-first-{i}",)), i  # no waiting, no polling
+            h = {**headers_for("forestry:viewer", tokens), "User-Agent": f"commit-first-get-{i}"}
+            assert c.get("/collections/forest/items", headers=h).status_code == 200  # keyed read of internal data
+            assert _rows(settings, UA_ROWS, (f"commit-first-get-{i}",)), i

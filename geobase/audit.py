@@ -1,7 +1,10 @@
 """The audit log: who read which non-public data and who changed anything, append-only.
 
-One row per request, written by the request gate (:class:`geobase.limits.GateMiddleware`) after
-the response has been sent, so auditing never delays a reply. During the request, the access
+One row per request, queued by the request gate (:class:`geobase.limits.GateMiddleware`) when
+the reply is complete and committed (in batches, by :class:`AuditWriter`) before the reply's last
+bytes are sent: a reply a client has received has its row, even if the server is killed right
+after; a slow or absent database delays a reply by at most ``AUDIT_WAIT_S`` (1 s), then the row
+stays queued and the reply goes out. During the request, the access
 checks in :mod:`geobase.security` note which layers were touched and whether that was
 non-public data; a router adds details with one line::
 

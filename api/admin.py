@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from geobase import audit, keys
@@ -50,7 +50,7 @@ def setup(app: FastAPI) -> None:
             try:
                 yield state
             finally:
-                await writer.close()
+                await writer.close()  # flush what is queued (SIGTERM included: uvicorn runs this)
 
     app.router.lifespan_context = lifespan
 
@@ -91,7 +91,7 @@ def departments_list(_: Principal = Depends(admin_principal), settings: Settings
 @router.post("/departments", status_code=201, summary="Add a department")
 def departments_add(body: DepartmentIn, _: Principal = Depends(admin_principal),
                     settings: Settings = Depends(get_settings_dep)):
-    audit.note(action="department.add", department=body.code)
+    audit.note(action="department.add", department=body.code, name_zh=body.name_zh, name_en=body.name_en)
     with connect(settings) as conn:
         keys.add_department(conn, body.code, body.name_zh, body.name_en, body.contact)
         conn.commit()
@@ -108,11 +108,13 @@ def keys_list(include_revoked: bool = Query(False), _: Principal = Depends(admin
 @router.post("/keys", status_code=201, summary="Create an API key; the secret is shown only in this reply")
 def keys_create(body: KeyIn, who: Principal = Depends(admin_principal),
                 settings: Settings = Depends(get_settings_dep)):
+    # noted before the attempt, so a refused one is audited with what was asked
+    audit.note(action="key.create", key_name=body.name, role=body.role, key_department=body.department)
     with connect(settings) as conn:
         created = keys.create_key(conn, name=body.name, role=body.role, department=body.department,
                                   expires_days=body.expires_days, created_by=f"api:{who.key_id}")
         conn.commit()
-    audit.note(action="key.create", new_key=created.id, role=created.role, key_department=created.department)
+    audit.note(new_key=created.id)
     return created.as_dict()
 
 
@@ -146,6 +148,14 @@ def audit_query(layer: str | None = Query(None, max_length=63), who: str | None 
     with connect(settings) as conn:
         return {"entries": audit.query(conn, layer=layer, who=who, since=since, until=until, action=action,
                                        limit=limit)}
+
+
+@router.get("/audit/stats", summary="The audit writer's counters: written, pending, replaced, dropped")
+async def audit_stats(request: Request, _: Principal = Depends(admin_principal)):
+    """``dropped`` > 0 means audit rows were lost (queue full while the database refused them);
+    ``replaced`` counts rows the database refused, stored as a minimal ``audit.unwritable`` record."""
+    writer = getattr(request.app.state, "audit_writer", None)
+    return writer.stats() if writer is not None else {"status": "no writer"}
 
 
 def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with: list[str]) -> dict:

@@ -17,8 +17,14 @@ from geobase.errors import GeobaseError, InvalidInput, ServiceUnavailable
 log = logging.getLogger("geobase.api")
 
 
+def _utf8_safe(text: str) -> str:
+    """Messages echo the caller's input; a lone surrogate in it (from a JSON ``\\ud800``
+    escape) cannot be encoded as UTF-8 and would turn a 400 into a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_body(code: str, description: str, parameter: str | None = None, **extra) -> dict:
-    body = {"code": code, "description": description}
+    body = {"code": code, "description": _utf8_safe(str(description))}
     if parameter:
         body["parameter"] = parameter
     body.update(extra)

@@ -60,13 +60,18 @@ async def landing(request: Request, f: str | None = Query(None, description="jso
 
 
 @router.get("/health", summary="Health: database and PostGIS versions", tags=["Capabilities"])
-async def health(conn: psycopg.AsyncConnection = Depends(get_conn)):
+async def health(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn)):
     cur = await conn.execute(
         "SELECT current_setting('server_version'), postgis_lib_version(), postgis_full_version()"
     )
     pg, postgis, full = await cur.fetchone()
-    return {"status": "ok", "version": __version__, "database": {"postgresql": pg, "postgis": postgis,
-                                                                 "postgis_full": full}}
+    doc = {"status": "ok", "version": __version__, "database": {"postgresql": pg, "postgis": postgis,
+                                                                "postgis_full": full}}
+    writer = getattr(request.app.state, "audit_writer", None)
+    if writer is not None:  # the audit alarm for monitoring: "alarm" once rows were dropped (details: /admin/audit/stats)
+        st = writer.stats()
+        doc["audit"] = {"status": st["status"], "pending": st["pending"], "dropped": st["dropped"]}
+    return doc
 
 
 @router.get("/layers", summary="The layer catalog (plain listing)", tags=["Catalog"])

@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python bench/run.py [--parcels N] [--only ingest,features,...]``.
 
+The soak (bench/soak.py: 10 minutes with a database restart and a server kill) runs only when
+asked for: ``--only soak``.
+
 Each ``bench/bench_<area>.py`` defines ``run(ctx: Context)`` and reports figures against a named
 baseline measured in the same run on the same data. Not part of the test command."""
 
@@ -25,14 +28,14 @@ def main() -> None:
     areas = sorted(p.stem.removeprefix("bench_") for p in here.glob("bench_*.py"))
     if args.only:
         wanted = set(args.only.split(","))
-        unknown = wanted - set(areas)
+        unknown = wanted - set(areas) - {"soak"}
         if unknown:
             ap.error(f"unknown benchmark areas {sorted(unknown)}; known: {areas}")
-        areas = [a for a in areas if a in wanted]
+        areas = [a for a in areas if a in wanted] + (["soak"] if "soak" in wanted else [])
     ctx = Context(args.parcels, args.seed)
     for area in areas:
         print(f"== {area} ==", flush=True)
-        importlib.import_module(f"bench_{area}").run(ctx)
+        importlib.import_module("soak" if area == "soak" else f"bench_{area}").run(ctx)
     print(f"results written to {ctx.save()}")
 
 

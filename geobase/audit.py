@@ -1,7 +1,10 @@
 """The audit log: who read which non-public data and who changed anything, append-only.
 
-One row per request, written by the request gate (:class:`geobase.limits.GateMiddleware`) after
-the response has been sent, so auditing never delays a reply. During the request, the access
+One row per request, queued by the request gate (:class:`geobase.limits.GateMiddleware`) when
+the reply is complete and committed (in batches, by :class:`AuditWriter`) before the reply's last
+bytes are sent: a reply a client has received has its row, even if the server is killed right
+after; a slow or absent database delays a reply by at most ``AUDIT_WAIT_S`` (1 s), then the row
+stays queued and the reply goes out. During the request, the access
 checks in :mod:`geobase.security` note which layers were touched and whether that was
 non-public data; a router adds details with one line::
 
@@ -10,7 +13,17 @@ non-public data; a router adds details with one line::
 
 Rows are written for every non-GET request and for every request that touched non-public
 data (a layer that is not public, or attributes masked from the public). Reads of public data
-by the public are not logged (they are what the web map does all day).
+by the public are not logged (they are what the web map does all day). A read refused because
+the caller may not see the layer (the 404 of a hidden layer) is logged as ``read.denied``; one
+refused for want of a key or a role (401/403) as ``access.denied``; a key that does not
+authenticate as ``auth.failed`` with the key's id and holder when the key exists (expired,
+revoked, wrong secret) and the reason.
+
+Everything stored is first made safe (:func:`clean_text`, :func:`clean_params`): the request's
+path, query, headers and body fields are the caller's bytes, and one value PostgreSQL refuses
+(a NUL, a lone surrogate) must never cost the log its other rows. The writer
+(:class:`AuditWriter`) additionally writes row by row when a batch fails, bounds its queue with
+an alarm, and flushes at shutdown.
 """
 
 from __future__ import annotations
@@ -18,6 +31,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
+import re
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +49,67 @@ from geobase.security import PUBLIC, Principal
 log = logging.getLogger("geobase.audit")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_MAX_PARAM_CHARS = 2000
+_MAX_PARAM_CHARS = 4000   # the whole params document
+_MAX_VALUE_CHARS = 1000   # one text value (path, query, header, body field)
+_MAX_ITEMS = 100          # items kept of one list/dict in params
+_MAX_DEPTH = 6
+
+# What is escaped in stored text: C0/C1 controls (NUL is refused by PostgreSQL text and jsonb;
+# CR/LF would forge lines in a printed log), DEL, lone surrogates (not encodable as UTF-8),
+# bidirectional controls and marks (they reorder what an admin reads: "gpj.exe" spoofing) and
+# the BOM/zero-width no-break space.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff\ufeff]")
+
+
+def _escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def clean_text(value: Any, limit: int = _MAX_VALUE_CHARS) -> str | None:
+    """``value`` as text PostgreSQL accepts and an admin can read safely.
+
+    Unsafe characters (see ``_UNSAFE``) become visible escapes (``\\x00``, ``\\u202e``); bytes
+    are decoded as UTF-8 with invalid sequences escaped; text longer than ``limit`` is cut and
+    marked ``…[truncated, N chars]`` so the reader knows. None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    elif not isinstance(value, str):
+        value = str(value)
+    n = len(value)
+    if n > limit:
+        value = value[:limit]
+    value = _UNSAFE.sub(_escape, value)
+    if n > limit:
+        value += f"…[truncated, {n} chars]"
+    return value
+
+
+def clean_params(value: Any, depth: int = 0) -> Any:
+    """A JSON-able copy of ``value`` that jsonb accepts: every string through :func:`clean_text`,
+    non-finite floats as text (jsonb has no NaN), long lists and deep nesting cut with a marker."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return clean_text(repr(value), 200)
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {clean_text(k, 200): clean_params(v, depth + 1) for k, v in items[:_MAX_ITEMS]}
+        if len(items) > _MAX_ITEMS:
+            out["…truncated"] = f"{len(items)} entries"
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seq = list(value)
+        out = [clean_params(v, depth + 1) for v in seq[:_MAX_ITEMS]]
+        if len(seq) > _MAX_ITEMS:
+            out.append(f"…[truncated, {len(seq)} items]")
+        return out
+    return clean_text(value)
 
 
 @dataclass
@@ -132,9 +208,9 @@ def _networks(trusted: str) -> tuple:
 
 
 def _params_json(params: dict) -> str:
-    text = json.dumps(params, ensure_ascii=False, default=str)
+    text = json.dumps(clean_params(params), ensure_ascii=False, allow_nan=False)
     if len(text) > _MAX_PARAM_CHARS:
-        text = json.dumps({"truncated": text[:_MAX_PARAM_CHARS]}, ensure_ascii=False)
+        text = json.dumps({"truncated": clean_text(text, _MAX_PARAM_CHARS)}, ensure_ascii=False)
     return text
 
 
@@ -144,10 +220,26 @@ INSERT = """INSERT INTO catalog.audit_log (principal, key_id, department, role, 
 
 
 def _row(ctx: AuditContext, status: int | None, duration_ms: float | None) -> tuple:
+    """The INSERT parameters of one row, every text made safe (see :func:`clean_text`)."""
     p = ctx.principal
     action = ctx.action or ("read" if ctx.method in READ_METHODS else "write")
-    return (p.name, p.key_id, p.department, p.role, action, ctx.method, ctx.path[:1000],
-            sorted(ctx.layers), _params_json(ctx.params), ctx.count, status, ctx.client_ip, duration_ms)
+    return (clean_text(p.name, 200) or "public", clean_text(p.key_id, 100), clean_text(p.department, 100),
+            clean_text(p.role, 40), clean_text(action, 100), clean_text(ctx.method, 20), clean_text(ctx.path),
+            sorted(clean_text(name, 100) for name in ctx.layers), _params_json(ctx.params), ctx.count, status,
+            clean_text(ctx.client_ip, 100), duration_ms)
+
+
+def _fallback_row(row: tuple, exc: BaseException) -> tuple:
+    """The minimal record written instead of a row the database still refused on its own:
+    who, what and the error, nothing else the caller chose (so it cannot fail the same way)."""
+    principal, key_id, dept, role, action, method, path = row[:7]
+    status, ip, duration = row[10], row[11], row[12]
+    params = {"original_action": clean_text(action, 100), "path": clean_text(path, 200),
+              "error": clean_text(f"{type(exc).__name__}: {exc}", 300)}
+    return (clean_text(principal, 200) or "unknown", clean_text(key_id, 100), clean_text(dept, 100),
+            clean_text(role, 40), "audit.unwritable", clean_text(method, 20), None, [],
+            json.dumps(params, ensure_ascii=True), None, status if isinstance(status, int) else None,
+            clean_text(ip, 100), duration if isinstance(duration, (int, float)) else None)
 
 
 async def write(conn: psycopg.AsyncConnection, ctx: AuditContext, status: int | None,
@@ -207,33 +299,105 @@ class AuditWriter:
     """Writes audit rows from a queue on its own database connection, in batches.
 
     Requests never wait for the audit log and never compete with data queries for pooled
-    connections; a burst of requests costs one multi-row INSERT. While the database is down,
-    rows are kept (up to ``max_pending``) and written once it is back; at shutdown the queue
-    is flushed (see :meth:`close`)."""
+    connections; a burst of requests costs one multi-row INSERT. No single row can stop it:
 
-    def __init__(self, conninfo: str, *, batch: int = 500, max_pending: int = 100_000):
+    - rows are made safe when queued (:func:`_row`);
+    - when a batch fails for anything but a lost connection, it is written row by row, and a
+      row the database still refuses is replaced by a minimal record saying so
+      (``audit.unwritable``, counted in :attr:`replaced`) — never dropped silently;
+    - while the database is down (or refuses even that minimal record), rows are kept and
+      retried with back-off; the queue is bounded by ``max_pending`` and every row refused
+      beyond it is counted (:attr:`dropped`) and logged as an error — the alarm an admin sees in
+      ``/admin/audit/stats`` and ``/health``;
+    - at shutdown (the app's lifespan) the queue is flushed (:meth:`close`)."""
+
+    def __init__(self, conninfo: str, *, batch: int = 500, max_pending: int = 20_000):
         self.conninfo = conninfo
         self.batch = batch
         self.max_pending = max_pending
         self._pending: list[tuple] = []
+        self._submitted = 0  # sequence numbers: rows queued so far ...
+        self._done = 0       # ... and rows off the queue (written or replaced), in order
+        self._waiters: list[tuple[int, Any]] = []
         self._event = None
         self._task = None
         self._conn = None
         self._closing = False
+        self.written = 0
+        self.replaced = 0
         self.dropped = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.last_drop_at: float | None = None
 
-    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> None:
+    def stats(self) -> dict:
+        """Counters for admins: rows written, pending, replaced by a minimal record, dropped
+        because the queue was full (anything but 0 there means audit rows were lost)."""
+        return {"written": self.written, "pending": len(self._pending), "max_pending": self.max_pending,
+                "replaced": self.replaced, "dropped": self.dropped, "retries": self.retries,
+                "last_error": self.last_error,
+                "last_error_at": _iso(self.last_error_at), "last_drop_at": _iso(self.last_drop_at),
+                "status": "ok" if not self.dropped and len(self._pending) < self.max_pending // 2 else "alarm"}
+
+    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> int | None:
+        return self.submit_row(_row(ctx, status, duration_ms))
+
+    def submit_row(self, row: tuple) -> int | None:
+        """Queue one INSERT parameter tuple (as :func:`_row` makes it); its sequence number for
+        :meth:`wait_written`, None when the queue was full (the row is dropped and counted)."""
         import asyncio
 
         if len(self._pending) >= self.max_pending:
             self.dropped += 1
-            log.error("audit queue full (%d rows pending): row dropped (%s %s)", len(self._pending), ctx.method, ctx.path)
-            return
-        self._pending.append(_row(ctx, status, duration_ms))
+            self.last_drop_at = time.time()
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("AUDIT QUEUE FULL: %d rows pending, %d audit rows dropped so far (last: %s %s); "
+                          "the database is not accepting audit rows: %s", len(self._pending), self.dropped,
+                          row[5], row[6], self.last_error)
+            return None
+        self._pending.append(row)
+        seq = self._submitted
+        self._submitted += 1
         if self._task is None or self._task.done():
             self._event = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._event.set()
+        return seq
+
+    async def wait_written(self, seq: int | None, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until row ``seq`` is in the database. The gate waits so
+        before it sends the last byte of an audited reply: a reply the client has received has
+        its audit row committed, even if the process is killed right after — unless the
+        database did not answer within the timeout (then the row stays queued; replies are never
+        held hostage by an absent database)."""
+        import asyncio
+
+        if seq is None or seq < self._done:
+            return seq is not None
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def _advance(self, n: int) -> None:
+        """``n`` more rows left the head of the queue: wake whoever waits for them."""
+        self._done += n
+        if self._waiters:
+            keep = []
+            for seq, fut in self._waiters:
+                if seq < self._done:
+                    if not fut.done():
+                        fut.set_result(True)
+                elif not fut.done():
+                    keep.append((seq, fut))
+            self._waiters = keep
 
     async def _connect(self):
         if self._conn is None or self._conn.closed:
@@ -244,10 +408,37 @@ class AuditWriter:
     async def _flush_once(self) -> None:
         rows = self._pending[: self.batch]
         conn = await self._connect()
-        async with conn.transaction():
-            async with conn.cursor() as cur:
-                await cur.executemany(INSERT, rows)
+        try:
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    await cur.executemany(INSERT, rows)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the connection, not the rows: keep them and retry
+        except Exception as exc:
+            log.warning("audit batch of %d rows refused (%s); writing them one by one", len(rows), exc)
+            await self._flush_one_by_one(conn, len(rows))
+            return
         del self._pending[: len(rows)]
+        self.written += len(rows)
+        self._advance(len(rows))
+
+    async def _flush_one_by_one(self, conn, n: int) -> None:
+        """Write the first ``n`` pending rows one at a time; replace a refused row by its minimal
+        record. If even that is refused, the fault is not the row: raise, keep the rest."""
+        for _ in range(n):
+            row = self._pending[0]
+            try:
+                await conn.execute(INSERT, row)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except Exception as exc:
+                log.error("audit row refused by the database, writing a minimal record instead (%s %s): %s",
+                          row[5], row[6], exc)
+                await conn.execute(INSERT, _fallback_row(row, exc))  # raises if the fault is elsewhere
+                self.replaced += 1
+            del self._pending[0]
+            self.written += 1
+            self._advance(1)
 
     async def _run(self) -> None:
         import asyncio
@@ -267,7 +458,10 @@ class AuditWriter:
             try:
                 await self._flush_once()
                 backoff = 0.5
-            except Exception as exc:  # database down: keep the rows, retry
+            except Exception as exc:  # database down (or refusing every row): keep the rows, retry
+                self.retries += 1
+                self.last_error = clean_text(f"{type(exc).__name__}: {exc}", 300)
+                self.last_error_at = time.time()
                 log.warning("audit rows not yet written (%d pending): %s", len(self._pending), exc)
                 if self._conn is not None:
                     try:
@@ -280,19 +474,34 @@ class AuditWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
 
-    async def close(self, timeout: float = 10) -> None:
-        """Flush what is pending (bounded by ``timeout``) and close the connection."""
+    async def close(self, timeout: float = 15) -> None:
+        """Flush what is pending (bounded by ``timeout``, retrying while the database is briefly
+        away) and close the connection; rows still unwritten then are reported as an error."""
         import asyncio
 
-        self._closing = True
-        if self._task is not None and not self._task.done():
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._run())
+                self._event = self._event or asyncio.Event()
             self._event.set()
             try:
-                await asyncio.wait_for(self._task, timeout)
-            except (asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), max(0.1, min(1.0, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
                 pass
+            except Exception:
+                pass
+        self._closing = True
+        if self._event is not None:
+            self._event.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(self._task, 1.0)
+            except (asyncio.TimeoutError, Exception):
+                self._task.cancel()
         if self._pending:
-            log.error("audit: %d rows could not be written at shutdown", len(self._pending))
+            log.error("AUDIT: %d rows could not be written at shutdown (last error: %s)",
+                      len(self._pending), self.last_error)
         if self._conn is not None:
             await self._conn.close()
 
@@ -302,3 +511,11 @@ class AuditWriter:
 
         while self._pending and self._task is not None and not self._task.done():
             await asyncio.sleep(0.02)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import timezone
+
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()

@@ -18,11 +18,23 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg.rows import dict_row
 
-from geobase.errors import Conflict, InvalidInput, NotFound
+from geobase.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from geobase.security import ROLE_RANK, Principal
 
 KEY_RE = re.compile(r"^gb_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 DEPT_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+
+
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_text(value: str | None, parameter: str) -> None:
+    """Names shown to admins (key names, department names) are plain text: control characters
+    (NUL is refused by PostgreSQL anyway), lone surrogates and bidirectional overrides are
+    refused with a 400 instead of failing the INSERT or spoofing a listing."""
+    if value is not None and _BAD_TEXT.search(value):
+        raise InvalidInput(f"{parameter}: control characters, lone surrogates and bidirectional overrides "
+                           "are not allowed", parameter=parameter)
 
 
 def hash_secret(secret: str) -> str:
@@ -65,6 +77,7 @@ def create_key(conn: psycopg.Connection, *, name: str, role: str, department: st
     """Create a key and return it with its secret (shown once)."""
     if not name or len(name) > 200:
         raise InvalidInput("name: 1-200 characters", parameter="name")
+    _check_text(name, "name")
     _check_role_dept(conn, role, department)
     if expires_days is not None and not (0 < expires_days <= 3650):
         raise InvalidInput("expires_days must be in (0, 3650]", parameter="expires_days")
@@ -106,6 +119,8 @@ def add_department(conn: psycopg.Connection, code: str, name_zh: str, name_en: s
                            parameter="code")
     if not name_zh or not name_en or len(name_zh) > 200 or len(name_en) > 200:
         raise InvalidInput("name_zh and name_en: 1-200 characters", parameter="name")
+    for value, parameter in ((name_zh, "name_zh"), (name_en, "name_en"), (contact, "contact")):
+        _check_text(value, parameter)
     try:
         conn.execute("INSERT INTO catalog.departments (code, name_zh, name_en, contact) VALUES (%s,%s,%s,%s)",
                      (code, name_zh, name_en, contact))
@@ -119,21 +134,55 @@ def list_departments(conn: psycopg.Connection) -> list[dict]:
     return rows
 
 
+class KeyRefused(Unauthorized):
+    """A presented key that does not authenticate, with what is known of it for the audit log:
+    ``key`` is the key's holder when the id exists (an expired or revoked key, a wrong secret),
+    ``key_id`` the id the token names (also for an unknown id), ``reason`` why it was refused.
+    Nothing of this goes into the reply (the caller learns only "invalid, expired or revoked")."""
+
+    def __init__(self, message: str, *, key: Principal | None = None, key_id: str | None = None,
+                 reason: str = "invalid"):
+        super().__init__(message)
+        self.key = key
+        self.key_id = key_id
+        self.reason = reason
+
+
 async def lookup(conn: psycopg.AsyncConnection, token: str) -> Principal | None:
     """The principal of a valid, unexpired, unrevoked key; None for anything else."""
+    try:
+        return await authenticate(conn, token)
+    except KeyRefused:
+        return None
+
+
+async def authenticate(conn: psycopg.AsyncConnection, token: str) -> Principal:
+    """The principal of a valid, unexpired, unrevoked key; else :class:`KeyRefused` saying which
+    key it was (when its id exists) and why (malformed, unknown, wrong secret, revoked, expired)."""
     parsed = parse_key(token)
     if parsed is None:
-        return None
+        raise KeyRefused(REFUSED, reason="malformed")
     key_id, secret = parsed
     cur = await conn.execute(
-        """SELECT name, department, role, secret_hash FROM catalog.api_keys
-           WHERE id = %s AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+        """SELECT name, department, role, secret_hash, revoked_at IS NOT NULL,
+                  expires_at IS NOT NULL AND expires_at <= now()
+           FROM catalog.api_keys WHERE id = %s""",
         (key_id,),
     )
     row = await cur.fetchone()
-    if row is None or not hmac.compare_digest(row[3], hash_secret(secret)):
-        return None
-    return Principal(name=row[0], department=row[1], role=row[2], key_id=key_id)
+    if row is None:
+        raise KeyRefused(REFUSED, key_id=key_id, reason="unknown key")
+    holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id)
+    if not hmac.compare_digest(row[3], hash_secret(secret)):
+        raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="wrong secret")
+    if row[4]:
+        raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="revoked")
+    if row[5]:
+        raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="expired")
+    return holder
+
+
+REFUSED = "invalid, expired or revoked API key"
 
 
 def presented_token(headers) -> str | None:
@@ -172,9 +221,10 @@ class KeyResolver:
         self._cache: dict[str, tuple[Principal | None, float]] = {}
 
     async def resolve_token(self, token: str | None) -> Principal:
+        """The key's principal, PUBLIC without a key; :class:`KeyRefused` for a key that does not
+        authenticate (the gate audits it with the key's id and holder when known)."""
         import time
 
-        from geobase.errors import Unauthorized
         from geobase.security import PUBLIC
 
         if token is None:
@@ -183,19 +233,23 @@ class KeyResolver:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
-            principal = hit[0]
+            outcome = hit[0]
         else:
-            principal = None
-            if parse_key(token) is not None:
+            if parse_key(token) is None:
+                outcome = KeyRefused(REFUSED, reason="malformed")
+            else:
                 pool = self._pool_getter()
                 async with pool.connection() as conn:
-                    principal = await lookup(conn, token)
+                    try:
+                        outcome = await authenticate(conn, token)
+                    except KeyRefused as exc:
+                        outcome = exc
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
-            self._cache[digest] = (principal, now + self.ttl)
-        if principal is None:
-            raise Unauthorized("invalid, expired or revoked API key")
-        return principal
+            self._cache[digest] = (outcome, now + self.ttl)
+        if isinstance(outcome, KeyRefused):
+            raise KeyRefused(REFUSED, key=outcome.key, key_id=outcome.key_id, reason=outcome.reason)
+        return outcome
 
     async def __call__(self, request) -> Principal:
         """``app.state.principal_resolver``: the gate has usually resolved it already."""

@@ -5,7 +5,17 @@ In order, it
 2. applies the per-caller token bucket (429 + Retry-After),
 3. refuses oversized bodies (413; uploads have their own, larger limit),
 4. bounds concurrent tile renders and exports (wait briefly, then 503 + Retry-After),
-5. collects and, after the response is sent, writes the request's audit row (:mod:`geobase.audit`).
+5. collects and, after the response is sent, writes the request's audit row (:mod:`geobase.audit`;
+   refusals — 401, 403, the 404 of a hidden layer — are always audited),
+6. marks every response that depended on the caller (the principal was consulted, see
+   :func:`geobase.security.get_principal`) as such for caches: ``Vary: Authorization, X-API-Key``
+   always, and ``Cache-Control: private`` when a key was presented, so no shared proxy serves
+   one department's catalog, tiles or map config to another caller or to the public.
+
+The client's address is the peer's, unless the peer is a configured trusted proxy
+(``GEOBASE_TRUSTED_PROXIES``, none by default): then the right-most address of
+``X-Forwarded-For`` that is not itself a trusted proxy (and ``X-Forwarded-Proto``). This one
+address is what rate limits count and what the audit log records.
 
 It is a plain ASGI middleware (no BaseHTTPMiddleware) so streamed responses stay streamed.
 """
@@ -135,32 +145,55 @@ class GateMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        from geobase.keys import presented_token
         from starlette.datastructures import Headers
+
+        from geobase.keys import KeyRefused, presented_token
+        from geobase.security import Principal
 
         t0 = time.perf_counter()
         s = self.settings
         headers = Headers(scope=scope)
         path = scope.get("path", "/")
-        peer = (scope.get("client") or (None,))[0]
-        ip = audit.client_ip(peer, headers.get("x-forwarded-for"), s.trusted_proxies)
+        client = scope.get("client") or (None, 0)
+        peer = client[0]
+        forwarded = headers.get("x-forwarded-for")
+        ip = audit.client_ip(peer, forwarded, s.trusted_proxies)
+        if ip != peer:  # believed from a trusted proxy: the app sees the real client too
+            scope["client"] = (ip, client[1])
+            proto = headers.get("x-forwarded-proto", "").strip().lower()
+            if proto in ("http", "https"):
+                scope["scheme"] = proto
         ctx = audit.AuditContext(method=scope.get("method", "GET"), path=path, client_ip=ip)
         qs = scope.get("query_string", b"")
         if qs:
-            ctx.params["query"] = qs.decode("latin-1")[:1000]
+            ctx.params["query"] = qs.decode("latin-1")
+        agent = headers.get("user-agent")
+        if agent is not None:
+            ctx.params["user_agent"] = agent
+        if forwarded is not None and ip == peer:
+            ctx.params["forwarded_for_ignored"] = forwarded  # claimed by an untrusted peer: kept as a claim
 
         # 1. who is calling
         try:
             principal = await self.resolver.resolve_token(presented_token(headers))
         except GeobaseError as exc:
             # failed authentication: counted against the caller's IP (no key guessing at full
-            # speed) and audited as auth.failed
+            # speed) and audited as auth.failed, with the key's id and holder when it exists
+            # (an expired or revoked key) and the reason
             wait = self.limits.public.take(f"ip:{ip}")
             if wait is not None:
                 return await _send_error(send, TooManyRequests(
                     "rate limit exceeded; slow down", retry_after=max(1, math.ceil(wait))))
             ctx.action = "auth.failed"
             ctx.force = True
+            if isinstance(exc, KeyRefused):
+                # key_id only for a key that exists; an unknown id is kept as a claim
+                ctx.principal = exc.key or Principal(name="unknown key" if exc.key_id else "public")
+                ctx.params["reason"] = exc.reason
+                if exc.key is None and exc.key_id:
+                    ctx.params["presented_key_id"] = exc.key_id
+            else:
+                ctx.params["reason"] = exc.message
             await _send_error(send, exc)
             await self._write_audit(ctx, exc.status_code, (time.perf_counter() - t0) * 1000)
             return
@@ -225,11 +258,23 @@ class GateMiddleware:
 
         status: list[int] = []
 
+        keyed = not principal.is_public
+        audited: list[bool] = []
+
         async def capture_send(message):
             if too_large and not status:
                 return  # swallowed: the 413 below replaces it
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                if scope.get(CALLER_DEPENDENT):
+                    message = {**message, "headers": caller_dependent_headers(message.get("headers") or [], keyed)}
+            elif (message["type"] == "http.response.body" and not message.get("more_body") and status
+                  and not audited):
+                # the reply is complete but its last bytes not yet sent: commit its audit row first
+                # (bounded wait, see AuditWriter.wait_written), so no reply outlives its row
+                audited.append(True)
+                if self._audit_decision(ctx, path, status[0]):
+                    await self._write_audit(ctx, status[0], (time.perf_counter() - t0) * 1000, wait=True)
             await send(message)
 
         token = audit.begin(ctx)
@@ -247,16 +292,28 @@ class GateMiddleware:
             if sem is not None:
                 sem.release()
             audit.end(token)
-            if not ctx.layers and ctx.method not in audit.READ_METHODS:
-                m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
-                if m:
-                    ctx.layers.add(m.group(1))
-            if ctx.should_write():
-                await self._write_audit(ctx, status[0] if status else 500, (time.perf_counter() - t0) * 1000)
+            final = status[0] if status else 500
+            if not audited and self._audit_decision(ctx, path, final):
+                await self._write_audit(ctx, final, (time.perf_counter() - t0) * 1000)
 
-    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float) -> None:
+    @staticmethod
+    def _audit_decision(ctx: audit.AuditContext, path: str, status: int) -> bool:
+        """Complete the request's audit facts and say whether it gets a row."""
+        if not ctx.layers and ctx.method not in audit.READ_METHODS:
+            m = LAYER_IN_PATH_RE.match(path)  # writes name their layer in the path (ingest, sharing)
+            if m:
+                ctx.layers.add(m.group(1))
+        if status in (401, 403):  # refused for lack of a key or role: always audited
+            ctx.force = True
+            ctx.action = ctx.action or "access.denied"
+        return ctx.should_write()
+
+    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float,
+                           wait: bool = False) -> None:
         if self.audit_writer is not None:
-            self.audit_writer.submit(ctx, status, duration_ms)
+            seq = self.audit_writer.submit(ctx, status, duration_ms)
+            if wait:
+                await self.audit_writer.wait_written(seq, AUDIT_WAIT_S)
             return
         try:
             async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
@@ -264,6 +321,42 @@ class GateMiddleware:
         except Exception as exc:  # the reply is already sent; never turn it into an error
             log.error("audit row not written (%s %s by %s): %s", ctx.method, ctx.path,
                       ctx.principal.key_id or "public", exc)
+
+
+AUDIT_WAIT_S = 1.0  # longest a finished reply waits for its audit row's commit (database slow or away)
+CALLER_DEPENDENT = "geobase.caller_dependent"  # scope flag set when a route consulted the principal
+
+
+def caller_dependent_headers(headers: list[tuple[bytes, bytes]], keyed: bool) -> list[tuple[bytes, bytes]]:
+    """Response headers of a reply that depends on who asked (see the module docstring, 6).
+
+    ``Vary`` gains the key headers (merged with what is there, e.g. ``Accept-Encoding``). A keyed
+    reply becomes ``Cache-Control: private`` — its ``public`` directive, if any, removed and other
+    directives (max-age, no-store, immutable) kept — so only the caller's own cache keeps it.
+    A public reply keeps its caching: it is the same for every caller without a key, and Vary
+    keeps it from being served to a keyed caller."""
+    out: list[tuple[bytes, bytes]] = []
+    vary: list[bytes] = []
+    cache: list[bytes] = []
+    for k, v in headers:
+        lk = k.lower()
+        if lk == b"vary":
+            vary += [p.strip() for p in v.split(b",") if p.strip()]
+        elif lk == b"cache-control":
+            cache += [p.strip() for p in v.split(b",") if p.strip()]
+        else:
+            out.append((k, v))
+    if b"*" not in vary:
+        have = {p.lower() for p in vary}
+        vary += [h for h in (b"Authorization", b"X-API-Key") if h.lower() not in have]
+    out.append((b"vary", b", ".join(vary)))
+    if keyed:
+        cache = [p for p in cache if p.lower() not in (b"public", b"private")]
+        if not any(p.lower() == b"no-store" for p in cache):
+            cache.insert(0, b"private")
+    if cache:
+        out.append((b"cache-control", b", ".join(cache)))
+    return out
 
 
 def _bad_length() -> GeobaseError:

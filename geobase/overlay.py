@@ -797,8 +797,12 @@ def _readable_column(principal, spec: LayerSpec, name: str | None, alias: str | 
     return sql.SQL("{}::text").format(ident)
 
 
-def require_visible(visible: list[LayerSpec], name: str) -> LayerSpec:
+def require_visible(visible: list[LayerSpec], name: str, registry: Registry | None = None) -> LayerSpec:
     for s in visible:
         if s.name == name:
             return s
+    if isinstance(name, str) and (registry is None or name in registry.layers):
+        from geobase.security import note_denied
+
+        note_denied(name)  # audited as read.denied when it names a real layer hidden from the caller
     raise NotFound(f"layer {name!r} not found", parameter="layer")

@@ -153,7 +153,11 @@ class _Viewer:
 async def get_principal(request: Request) -> Principal:
     """FastAPI dependency: resolve ``Authorization: Bearer <key>`` or ``X-API-Key``.
 
-    The foundation knows only the public; issue 7 resolves keys against ``catalog.api_keys``."""
+    Every route whose answer depends on the caller gets the caller here, and only here; so this
+    is also where the response is marked caller-dependent, and the request gate
+    (:mod:`geobase.limits`) then sends ``Vary: Authorization, X-API-Key`` and, for a keyed
+    caller, ``Cache-Control: private`` — no route has to remember to."""
+    request.scope["geobase.caller_dependent"] = True
     resolver = getattr(request.app.state, "principal_resolver", None)
     if resolver is not None:
         return await resolver(request)
@@ -169,6 +173,14 @@ def note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> Non
     """For code that decides visibility with :func:`can_see` itself (e.g. composite tiles):
     record the layer read in the request's audit context, like ``require_layer`` does."""
     _note_read(principal, access, spec)
+
+
+def note_denied(name: str) -> None:
+    """A read refused because the caller may not see layer ``name`` (answered 404, as if it did
+    not exist): always audited, as ``read.denied`` with the layer, whoever the caller is."""
+    from geobase import audit
+
+    audit.note(action="read.denied", force=True, layer=name)
 
 
 def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
@@ -201,6 +213,8 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     row = await cur.fetchone()
     access = LayerAccess(row[0], row[1], row[2], tuple(row[3] or ())) if row else None
     if access is None or name not in registry.layers or not can_see(principal, access):
+        if access is not None:
+            note_denied(name)
         raise NotFound(f"collection {name!r} not found", parameter="collectionId")
     _note_read(principal, access, registry.layers[name])
     return registry.layers[name]

@@ -79,8 +79,9 @@ class Settings(BaseSettings):
         default=5.0, description="Seconds an API-key lookup is cached; a revocation is effective within this."
     )
     trusted_proxies: str = Field(
-        default="127.0.0.1,::1",
-        description="Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+        default="",
+        description="Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed "
+        "(the client is the right-most untrusted address); none by default: the peer is the client.",
     )
     max_body_bytes: int = Field(
         default=10 * 1024**2, description="Largest accepted request body except uploads (bytes) -> 413."

@@ -175,7 +175,7 @@ class LiveServer:
             [sys.executable, "-m", "geobase.cli", "serve", "--no-prepare", "--port", str(self.port)],
             env=full_env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(REPO),
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded CI machine can take a minute to import everything
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-3000:]}")
@@ -184,6 +184,8 @@ class LiveServer:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
+        self.proc.kill()  # never leave a half-started server behind
+        self.proc.wait(10)
         raise RuntimeError("server did not come up")
 
     def client(self, **kw) -> httpx.Client:

@@ -318,7 +318,8 @@ def test_reads_of_non_public_data_and_writes_are_audited_with_who_and_where(sec)
     row = rows[0]
     assert row["department"] == "forestry" and row["role"] == "viewer" and row["status"] == 200
     assert "forest" in row["layers"] and "water_areas" in row["layers"]
-    assert row["client_ip"] == "203.0.113.7"  # the test server's peer is the trusted loopback proxy
+    # no proxy is trusted by default: the peer is the client, the header is kept only as a claim
+    assert row["client_ip"] == "127.0.0.1" and row["params"]["forwarded_for_ignored"] == "203.0.113.7"
     assert not [r for r in _audit_rows(settings, limit=1000, since=start)
                 if r["path"] == "/layers" and r["key_id"] is None]
     # writes are audited with their action

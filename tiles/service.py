@@ -22,7 +22,8 @@ from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import LayerAccess, Principal, can_see, hidden_attributes, note_read, view_signature
+from geobase.security import (LayerAccess, Principal, can_see, hidden_attributes, note_denied, note_read,
+                              view_signature)
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -117,6 +118,8 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
     out = []
     for n in names:
         if not visible(n):
+            if note and n in states and n in registry.layers:
+                note_denied(n)  # a real layer hidden from this caller: audited as read.denied
             raise NotFound(f"layer {n!r} not found", parameter="layers")
         spec = registry.layers[n]
         if spec.kind != "vector":

@@ -25,7 +25,10 @@ def serve(
     port = port or settings.port
     typer.echo(f"geobase serving on http://{host}:{port}/  (web map: http://{host}:{port}/map)")
     uvicorn.run("geobase.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level=settings.log_level, timeout_graceful_shutdown=20, proxy_headers=True)
+                log_level=settings.log_level, timeout_graceful_shutdown=20,
+                # forwarded headers are judged by the request gate alone (GEOBASE_TRUSTED_PROXIES,
+                # geobase.limits): uvicorn would otherwise believe any loopback client's X-Forwarded-For
+                proxy_headers=False)
 
 
 def demo(

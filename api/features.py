@@ -55,8 +55,7 @@ CONFORMANCE = [
     f"{OGC}/ogcapi-features-1/1.0/conf/oas30",
     f"{OGC}/ogcapi-features-2/1.0/conf/crs",
     f"{OGC}/ogcapi-features-3/1.0/conf/queryables",
-    # not ".../queryables-query-parameters": equality filters on queryables as query parameters
-    # are not implemented, and a class that does not fully pass is not declared
+    f"{OGC}/ogcapi-features-3/1.0/conf/queryables-query-parameters",
     f"{OGC}/ogcapi-features-3/1.0/conf/filter",
     f"{OGC}/ogcapi-features-3/1.0/conf/features-filter",
     f"{OGC}/cql2/1.0/conf/cql2-text",

@@ -70,6 +70,8 @@ OFFERS: dict[str, Offer] = {
     "/collections": J_HTML,
     "/collections/{collectionId}": J_HTML,
     "/collections/{collectionId}/queryables": Offer({"json": SCHEMA_JSON, "html": HTML}),
+    "/collections/{collectionId}/schema": Offer({"json": SCHEMA_JSON}, also=(304,)),
+    "/collections/{collectionId}/schema/geojson": Offer({"json": SCHEMA_JSON}, also=(304,)),
     "/collections/{collectionId}/items": FEATURES,
     "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}, also=(304,)),
     "/collections/{collectionId}/changes": FEATURES,

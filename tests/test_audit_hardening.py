@@ -448,6 +448,8 @@ SAMPLES = {
     "/collections": "/collections",
     "/collections/{collectionId}": "/collections/land_use",
     "/collections/{collectionId}/queryables": "/collections/land_use/queryables",
+    "/collections/{collectionId}/schema": "/collections/land_use/schema",
+    "/collections/{collectionId}/schema/geojson": "/collections/land_use/schema/geojson",
     "/collections/{collectionId}/items": "/collections/land_use/items",
     "/collections/{collectionId}/items/{featureId}": "/collections/land_use/items/f1",
     "/collections/{collectionId}/changes": "/collections/land_use/changes?from=1&to=1",

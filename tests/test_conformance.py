@@ -4,8 +4,7 @@
 client (GDAL, OWSLib, a validator, Chromium) or the standard's own examples. The mapping test
 fails when a class is declared without an entry (so adding a class means adding its test), when
 an entry names a class that is not declared, and when a named test does not exist. A class that
-does not fully pass is not declared (e.g. Part 3 ``queryables-query-parameters`` while equality
-filters on queryables as query parameters are not implemented).
+does not fully pass is not declared.
 
 To declare a new class: add the URI to its router's list and an entry here naming its tests
 (``tests/<file>.py::<test function>``)."""
@@ -26,7 +25,9 @@ F1, F2, F3 = f"{OGC}/ogcapi-features-1/1.0/conf", f"{OGC}/ogcapi-features-2/1.0/
 CQL2, TILES, TMS = f"{OGC}/cql2/1.0/conf", f"{OGC}/ogcapi-tiles-1/1.0/conf", f"{OGC}/tms/2.0/conf"
 PROC = f"{OGC}/ogcapi-processes-1/1.0/conf"
 
-_CQL2 = ["test_features.py::test_cql2_text_and_json", "test_features_county.py::test_gdal_and_owslib_read_the_county"]
+_CQL2 = ["test_cql2_examples.py::test_official_cql2_example",
+         "test_cql2_examples.py::test_examples_cover_every_declared_cql2_class",
+         "test_features.py::test_cql2_text_and_json", "test_features_county.py::test_gdal_and_owslib_read_the_county"]
 _TILES = ["test_tiles.py::test_tile_matrix_sets_and_tilejson", "test_tiles.py::test_land_use_tile_matches_database",
           "test_tiles.py::test_composite_tile_carries_every_visible_layer", "test_map_browser.py::test_map_page_draws_the_one_map"]
 
@@ -48,6 +49,7 @@ EXERCISED_BY: dict[str, list[str]] = {
     # Part 3: queryables and filters (CQL2 classes: replaced by the standard's example set when it lands)
     f"{F3}/queryables": ["test_features.py::test_owslib_reads_collections_queryables_items",
                          "test_features.py::test_queryables_masks_hidden_attributes"],
+    f"{F3}/queryables-query-parameters": ["test_query_params.py::test_property_filters_on_items"],
     f"{F3}/filter": _CQL2,
     f"{F3}/features-filter": _CQL2,
     f"{CQL2}/cql2-text": _CQL2,

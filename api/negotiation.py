@@ -105,6 +105,7 @@ OFFERS: dict[str, Offer] = {
     "/admin/departments": J,
     "/admin/keys": J,
     "/admin/audit": J,
+    "/admin/audit/stats": J,
     # FastAPI's own: the API definition and its documentation page
     "/api": Offer({"json": JSON, "openapi": OPENAPI}, negotiated=False),
     "/docs": Offer({"html": HTML}, negotiated=False),

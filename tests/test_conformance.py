@@ -106,8 +106,6 @@ def test_the_server_declares_exactly_these_classes(county_server):
     with county_server.client() as c:
         served = c.get("/conformance").json()["conformsTo"]
     assert sorted(served) == sorted(_declared_conformance())
-    # not implemented, hence not declared (Part 3 equality filters as query parameters)
-    assert f"{F3}/queryables-query-parameters" not in served
 
 
 def test_owslib_lists_describes_and_executes_processes(county_server):

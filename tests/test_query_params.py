@@ -245,20 +245,25 @@ def test_bad_job_input_is_refused_at_submission(county_server, county_shared):
 def test_results_of_a_job_that_refused_its_input_are_that_4xx(county_db):
     """A job can still fail on its input after submission (the data changed in between): its
     results answer the refusal (400 naming the input), not a 500."""
+    from geobase.analysis_jobs import owner_of
+    from geobase.security import PUBLIC
+
+    token = "t0ken-of-the-anonymous-caller"
+    owner = owner_of(PUBLIC, token)  # an anonymous job's owner is the hash of its token
     with psycopg.connect(county_db.database_url, autocommit=True) as conn:
         job = conn.execute(
             "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message, result) VALUES "
-            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', 'public', 'v2: layer has no version 9', %s) "
-            "RETURNING id", (json.dumps({"error": {"status": 400, "code": "InvalidParameterValue",
-                                                   "parameter": "v2"}}),)).fetchone()[0]
+            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', %s, 'v2: layer has no version 9', %s) "
+            "RETURNING id", (owner, json.dumps({"error": {"status": 400, "code": "InvalidParameterValue",
+                                                          "parameter": "v2"}}),)).fetchone()[0]
         other = conn.execute(
             "INSERT INTO catalog.jobs (id, kind, status, params, created_by, message) VALUES "
-            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', 'public', 'RuntimeError: boom') "
-            "RETURNING id").fetchone()[0]
+            "(gen_random_uuid(), 'analysis:change', 'failed', '{}', %s, 'RuntimeError: boom') "
+            "RETURNING id", (owner,)).fetchone()[0]
     srv = LiveServer(county_db)
     try:
         with srv.client() as http:
-            _refused(http.get(f"/jobs/{job}/results"), "v2")
-            assert http.get(f"/jobs/{other}/results").status_code == 500  # our failure stays ours
+            _refused(http.get(f"/jobs/{job}.{token}/results"), "v2")
+            assert http.get(f"/jobs/{other}.{token}/results").status_code == 500  # our failure stays ours
     finally:
         srv.stop()

@@ -69,6 +69,15 @@ mkdir -p "$ROOT"
 debootstrap --variant=minbase --include="$PKGS" bookworm "$ROOT" "$MIRROR" >"$LOG_PREFIX-debootstrap.log" 2>&1 \
   || { tail -20 "$LOG_PREFIX-debootstrap.log"; exit 1; }
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# a host behind a TLS-inspecting proxy trusts extra CAs: the chroot must trust them too, or no
+# download (pip, npm) gets through. The image stays minimal: only certificates are added.
+CA_ENV=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  chroot "$ROOT" update-ca-certificates >/dev/null 2>&1
+  B=/etc/ssl/certs/ca-certificates.crt
+  CA_ENV=(PIP_CERT=$B SSL_CERT_FILE=$B REQUESTS_CA_BUNDLE=$B CURL_CA_BUNDLE=$B NODE_EXTRA_CA_CERTS=$B)
+fi
 
 mnt() { mount "$@"; MOUNTS+=("${@: -1}"); }
 mnt -t proc proc "$ROOT/proc"
@@ -86,7 +95,7 @@ git -C "$ROOT/work/geobase" checkout -q "$COMMIT"
 
 in_root() {
   chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 TERM=dumb GEOBASE_PORT="$PORT" GEOBASE_PG_PORT="$PG_PORT" GEOBASE_TEST_PG_PORT="$TEST_PG_PORT" \
+    LANG=C.UTF-8 TERM=dumb "${CA_ENV[@]}" GEOBASE_PORT="$PORT" GEOBASE_PG_PORT="$PG_PORT" GEOBASE_TEST_PG_PORT="$TEST_PG_PORT" \
     "$@"
 }
 

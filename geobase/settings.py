@@ -22,6 +22,12 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS URL of an external server. Unset: geobase runs its own local cluster.",
     )
+    app_database_url: str | None = Field(
+        default=None,
+        description="URL the HTTP server connects with: a login role in geobase_app (least privilege). "
+        "Unset: the role geobase_web on the same server (made by the migrations; the local cluster "
+        "needs no password; an external server needs GEOBASE_APP_DATABASE_URL with its password).",
+    )
     data_dir: Path = Field(
         default=Path(".geobase"),
         description="Working directory for the local cluster, rasters (COGs), tile cache and uploads. "
@@ -85,7 +91,7 @@ class Settings(BaseSettings):
         default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
     )
     vendor_dir: Path | None = Field(
-        default=None, description="Directory holding node_modules/maplibre-gl (default: the repo's .vendor)."
+        default=None, description="Directory holding node_modules/maplibre-gl and swagger-ui-dist (default: the repo's .vendor)."
     )
     analysis_max_vertices: int = Field(
         default=200_000, description="Largest vertex count of an input geometry of an analysis (site, AOI)."

@@ -170,7 +170,9 @@ def ingest_sample_county(settings: Settings, echo: Callable[..., None] = print, 
         if not todo:
             echo(f"  {layer:16s} {why}")
             continue
-        for step in todo:
+        for i, step in enumerate(todo):
+            if i:
+                why = "next sample step"
             path = make_land_use_changes(settings, step.made_from) if step.generated else step.made_from
             res = ingest(settings, layer, path, source_layer=step.source_layer, on_error="skip", user="sample",
                          provenance={"file": step.file, "checksum": step.checksum()})

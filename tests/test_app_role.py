@@ -37,8 +37,8 @@ STATEMENTS = [
     "DELETE FROM catalog.audit_log",
     "CREATE TABLE data.evil (x int)",
     "SET session_replication_role = replica",  # would skip every trigger
-    "CREATE OR REPLACE FUNCTION catalog.audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RETURN NEW; END $$",
+    ("CREATE OR REPLACE FUNCTION catalog.audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+     "$$ BEGIN RETURN NEW; END $$"),
 ]
 
 
@@ -60,9 +60,9 @@ def test_the_app_role_does_its_job(county_db):
 
 def test_an_api_ingest_runs_as_the_owner_and_is_readable_by_the_app(county_db, live_server, tmp_path):
     """A new layer table made by an ingest through the API is readable by the server's role."""
-    from conftest import SAMPLE
-
     import json
+
+    from conftest import SAMPLE
 
     from geobase.keys import create_key
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-import pytest
 from conftest import REPO, SAMPLE
 
 from geobase.settings import Settings
@@ -130,18 +129,20 @@ def test_demo_reloads_a_cog_deleted_behind_the_catalog(db_settings, tmp_path, li
 def test_db_commands_find_the_same_cluster_from_any_directory(tmp_path):
     """13.13: a relative data directory is the checkout's, not the current directory's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOBASE_")}
-    env["GEOBASE_PG_PORT"] = "1"  # nothing is started: status only
+    # a relative data dir of its own (never the demo's .geobase: `db stop` must not stop a demo)
+    env.update(GEOBASE_PG_PORT="1", GEOBASE_DATA_DIR=".geobase-cli-test")
     outs = []
     for cwd in (REPO, tmp_path):
         res = subprocess.run([sys.executable, "-m", "geobase.cli", "db", "status", "--json"], env=env,
                              cwd=str(cwd), capture_output=True, text=True, timeout=60)
         outs.append(json.loads(res.stdout))
-    assert outs[0]["data_dir"] == outs[1]["data_dir"] == str(REPO / ".geobase")
+    assert outs[0]["data_dir"] == outs[1]["data_dir"] == str(REPO / ".geobase-cli-test")
     assert outs[0]["pgdata"] == outs[1]["pgdata"]
     res = subprocess.run([sys.executable, "-m", "geobase.cli", "db", "stop"], env=env, cwd=str(tmp_path),
                          capture_output=True, text=True, timeout=60)
     assert outs[0]["pgdata"] in res.stdout  # it says which cluster it looked at
-    assert not (tmp_path / ".geobase").exists()
+    assert not (tmp_path / ".geobase-cli-test").exists()
+    shutil.rmtree(REPO / ".geobase-cli-test", ignore_errors=True)
 
 
 def test_settings_resolve_relative_data_dir_against_the_checkout(tmp_path, monkeypatch):

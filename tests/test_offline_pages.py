@@ -27,8 +27,14 @@ PAGES = [
     ("/collections/land_use/items?f=html&limit=5", ".maplibregl-canvas", ""),
     ("/collections/water_areas/items/{water_id}?f=html", ".maplibregl-canvas", ""),
     ("/legend?f=html", "body", "地类"),
-    ("report:/analysis/site-check?f=html", "body", "Site check"),
+    ("report:/analysis/site-check?f=html", "body", "Site compliance check"),
 ]
+
+
+def _shed_tile(response) -> bool:
+    """A tile answered 503 by the tile concurrency limit (a loaded test machine): load shedding
+    the map retries, not an asset that failed to load from this server."""
+    return response.status == 503 and "/tiles/" in response.url
 
 
 def test_every_page_renders_offline(county_server):
@@ -57,7 +63,8 @@ def test_every_page_renders_offline(county_server):
 
             page.route("**/*", route)
             page.on("requestfailed", lambda r, pr=problems: pr.append(f"failed: {r.url} {r.failure}"))
-            page.on("response", lambda r, pr=problems: pr.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+            page.on("response", lambda r, pr=problems: pr.append(f"HTTP {r.status}: {r.url}")
+                    if r.status >= 400 and not _shed_tile(r) else None)
             page.on("pageerror", lambda e, pr=problems: pr.append(f"pageerror: {e}"))
             if path.startswith("report:"):  # a POST's HTML answer, as the map's site check opens it
                 page.goto(f"{srv.url}/health")

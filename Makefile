@@ -23,6 +23,8 @@ bench:
 lint:
 	.venv/bin/ruff check geobase ingest api tiles tests bench
 
+# the demo cluster goes with its data directory (it may live outside it, under /var/lib/geobase,
+# when the repo is under /root): a catalog without its COGs would answer 404 for DEM tiles
 clean:
-	-.venv/bin/geobase db stop
+	-.venv/bin/geobase db remove --yes
 	rm -rf .geobase .pytest_cache

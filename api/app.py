@@ -21,7 +21,7 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
-from geobase.db import database_url
+from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
 
@@ -38,6 +38,7 @@ ROUTERS: list[str] = [
     "geobase.api.ingest",
     "geobase.api.admin",
     "geobase.api.map",
+    "geobase.api.docs",
 ]
 
 
@@ -108,7 +109,14 @@ def _pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
+    cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
+    settings (``app.state.owner_settings``)."""
+    owner_settings = settings or get_settings()
+    settings = server_settings(owner_settings)
+    if server_runs_as_owner(owner_settings):
+        log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "
+                    "GEOBASE_DATABASE_URL; give it a login role in geobase_app (see README, 'The database role')")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -129,12 +137,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Natural resources one map: OGC API - Features and Tiles over PostGIS, overlay analysis.",
         openapi_url="/api",
-        docs_url="/docs",
+        docs_url=None,  # served by geobase.api.docs from the vendored Swagger UI (no CDN)
+        redoc_url=None,  # ReDoc would load from a CDN: not offered
         lifespan=lifespan,
         # Accept / f= negotiation and 406, once for every route (api/negotiation.py)
         dependencies=[Depends(negotiate)],
     )
     app.state.settings = settings
+    app.state.owner_settings = owner_settings
     app.state.connection_check = ConnectionCheck()
     app.state.registry = get_registry(settings)
     install_error_handlers(app)

@@ -114,7 +114,8 @@ async def post_ingest(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    jobs.start_job(settings, job_id, layer, dest, options, user)
+    # the only server path that writes layer tables: it runs as the owner, the rest as geobase_app
+    jobs.start_job(request.app.state.owner_settings, job_id, layer, dest, options, user)
     url = f"{base_url(request)}/admin/jobs/{job_id}"
     return JSONResponse(status_code=202, headers={"Location": url},
                         content={"jobID": job_id, "status": "accepted", "layer": layer,

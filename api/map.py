@@ -30,19 +30,28 @@ VENDOR_FILES = {"maplibre-gl.js", "maplibre-gl.css", "maplibre-gl.js.map", "LICE
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
 
 
-def maplibre_dir(settings: Settings) -> Path:
-    """``<vendor>/node_modules/maplibre-gl/dist``; a clear SetupError when it is missing."""
+def vendored(settings: Settings, package_path: str, marker: str) -> Path:
+    """``<vendor>/node_modules/<package_path>`` holding ``marker``; a clear SetupError when missing.
+
+    Front-end packages come from npm at setup time (scripts/setup.sh) and are served by this
+    app: no page of the server loads anything from the internet."""
     candidates = []
     if settings.vendor_dir:
         candidates.append(Path(settings.vendor_dir))
     here = Path(__file__).resolve()
     candidates += [p / ".vendor" for p in here.parents][:4] + [Path.cwd() / ".vendor"]
     for c in candidates:
-        d = c / "node_modules" / "maplibre-gl" / "dist"
-        if (d / "maplibre-gl.js").exists():
+        d = c / "node_modules" / package_path
+        if (d / marker).exists():
             return d
-    raise SetupError("MapLibre GL JS is not installed: run scripts/setup.sh (npm install into .vendor/) "
-                     "or set GEOBASE_VENDOR_DIR to the directory holding node_modules/maplibre-gl")
+    package = package_path.split("/")[0]
+    raise SetupError(f"{package} is not installed: run scripts/setup.sh (npm install into .vendor/) "
+                     f"or set GEOBASE_VENDOR_DIR to the directory holding node_modules/{package}")
+
+
+def maplibre_dir(settings: Settings) -> Path:
+    """``<vendor>/node_modules/maplibre-gl/dist``."""
+    return vendored(settings, "maplibre-gl/dist", "maplibre-gl.js")
 
 
 @router.get("/vendor/maplibre-gl/{name}", include_in_schema=False)

@@ -126,8 +126,9 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
 def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, float, float]]:
     """(cells, mean slope, share of cells > threshold) per geometry, in input order."""
     import rasterio
+    from affine import Affine
     from rasterio.features import rasterize
-    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import Window
 
     if not wkbs:
         return []
@@ -137,12 +138,24 @@ def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, f
         geographic = src.crs is None or src.crs.is_geographic
         if src.crs is not None and src.crs.to_epsg() not in (4490, 4326):
             raise InvalidInput(f"the DEM is in {src.crs}; slope analysis expects EPSG:4490 storage", parameter="dem")
-        win = from_bounds(minx, miny, maxx, maxy, src.transform).round_offsets().round_lengths()
-        win = Window(win.col_off - 2, win.row_off - 2, win.width + 4, win.height + 4)
-        dem = src.read(1, window=win, boundless=True, fill_value=np.nan, out_dtype="float64")
+        # the window and its transform computed here with affine's `@`: rasterio's from_bounds and
+        # window_transform still use `*`, which affine 3 deprecates (a warning per call)
+        inv = ~src.transform
+        cols, rows = zip(*(inv @ (x, y) for x, y in ((minx, miny), (minx, maxy), (maxx, miny), (maxx, maxy))))
+        c0, r0 = math.floor(min(cols)), math.floor(min(rows))
+        win = Window(c0 - 2, r0 - 2, math.ceil(max(cols)) - c0 + 4, math.ceil(max(rows)) - r0 + 4)
+        # boundless=True would also go through rasterio's `*` (see above): read the part inside
+        # the raster and pad with NaN here
+        dem = np.full((int(win.height), int(win.width)), np.nan)
+        rc0, cc0 = max(int(win.row_off), 0), max(int(win.col_off), 0)
+        rc1 = min(int(win.row_off + win.height), src.height)
+        cc1 = min(int(win.col_off + win.width), src.width)
+        if rc1 > rc0 and cc1 > cc0:
+            inner = src.read(1, window=Window(cc0, rc0, cc1 - cc0, rc1 - rc0), out_dtype="float64")
+            dem[rc0 - int(win.row_off):rc1 - int(win.row_off), cc0 - int(win.col_off):cc1 - int(win.col_off)] = inner
         if src.nodata is not None:
             dem[dem == src.nodata] = np.nan
-        transform = src.window_transform(win)
+        transform = src.transform @ Affine.translation(win.col_off, win.row_off)
     slope = slope_degrees(dem, transform, geographic)
     labels = rasterize(((g, i + 1) for i, g in enumerate(geoms)), out_shape=slope.shape, transform=transform,
                        fill=0, dtype="int32")
@@ -161,7 +174,7 @@ def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, f
             out.append((n, float(ssum[i + 1] / n), float(steep[i + 1] / n)))
             continue
         p = g.representative_point()
-        col, row = inv * (p.x, p.y)
+        col, row = inv @ (p.x, p.y)
         r, c = int(row), int(col)
         if 0 <= r < slope.shape[0] and 0 <= c < slope.shape[1] and not np.isnan(slope[r, c]):
             v = float(slope[r, c])

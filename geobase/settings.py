@@ -22,9 +22,17 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL/PostGIS URL of an external server. Unset: geobase runs its own local cluster.",
     )
+    app_database_url: str | None = Field(
+        default=None,
+        description="URL the HTTP server connects with: a login role in geobase_app (least privilege). "
+        "Unset: the role geobase_web on the same server (made by the migrations; the local cluster "
+        "needs no password; an external server needs GEOBASE_APP_DATABASE_URL with its password).",
+    )
     data_dir: Path = Field(
         default=Path(".geobase"),
-        description="Working directory for the local cluster, rasters (COGs), tile cache and uploads.",
+        description="Working directory for the local cluster, rasters (COGs), tile cache and uploads. "
+        "A relative path is taken from the project directory (the checkout; installed elsewhere: "
+        "$XDG_DATA_HOME/geobase), not from where a command runs.",
     )
     pg_port: int = Field(default=55432, description="Port of the local PostgreSQL cluster (loopback only).")
     pg_bindir: Path | None = Field(
@@ -106,7 +114,7 @@ class Settings(BaseSettings):
         default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
     )
     vendor_dir: Path | None = Field(
-        default=None, description="Directory holding node_modules/maplibre-gl (default: the repo's .vendor)."
+        default=None, description="Directory holding node_modules/maplibre-gl and swagger-ui-dist (default: the repo's .vendor)."
     )
     analysis_max_vertices: int = Field(
         default=200_000, description="Largest vertex count of an input geometry of an analysis (site, AOI)."
@@ -120,12 +128,32 @@ class Settings(BaseSettings):
 
     @property
     def data_path(self) -> Path:
-        """Absolute data directory (created on demand)."""
-        return self.data_dir.expanduser().resolve()
+        """Absolute data directory (created on demand).
+
+        Relative to :func:`project_home`, never to the current directory: `geobase db stop` run
+        from another directory must find the cluster the server uses, not look at (or create) a
+        second one there."""
+        p = self.data_dir.expanduser()
+        if not p.is_absolute():
+            p = project_home() / p
+        return p.resolve()
 
     @property
     def uses_local_cluster(self) -> bool:
         return not self.database_url
+
+
+def project_home() -> Path:
+    """Where relative paths of the settings live: the source checkout geobase runs from (the
+    directory holding pyproject.toml next to the ``geobase`` package, as after
+    ``pip install -e .``), else ``$XDG_DATA_HOME/geobase`` (default ``~/.local/share/geobase``)."""
+    import os
+
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "geobase" / "settings.py").is_file():
+        return checkout
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "geobase"
 
 
 @lru_cache(maxsize=1)

@@ -117,8 +117,11 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
            encoding: str | None = None, source_layer: str | None = None, on_error: str = "reject",
            dry_run: bool = False, user: str = "cli", progress: ProgressFn | None = None,
            field_map: dict[str, str] | None = None, job_id: str | None = None,
-           coverage: bool | None = None, direct: bool = True) -> IngestResult:
+           coverage: bool | None = None, direct: bool = True, provenance: dict | None = None) -> IngestResult:
     """Load one delivered file as a new version of ``layer`` (see module docstring).
+
+    ``provenance`` (only the sample loader sets it) is stored in the version's metadata under
+    ``sample``: the demo replaces nothing but the versions it made itself (ingest/sample.py).
 
     Raises InvalidInput (refused input, exit code 2) with the quality report in ``details``."""
     t0 = time.monotonic()
@@ -134,7 +137,7 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
             raise InvalidInput(f"{path.name}: a raster cannot be loaded into vector layer {layer!r}", parameter="path")
         from geobase.ingest.raster import ingest_raster
 
-        return ingest_raster(settings, spec, path, crs=crs, dry_run=dry_run, user=user)
+        return ingest_raster(settings, spec, path, crs=crs, dry_run=dry_run, user=user, provenance=provenance)
 
     src = resolve(path, source_layer=source_layer, preferred_layers=spec.source_layers)
     # the checksum is only needed at the end: hashed in a thread (hashlib releases the GIL) while loading
@@ -350,7 +353,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
 
             checksum = checksum_job()
             version_row = {"source_name": path.name, "source_checksum": checksum, "source_format": src.driver,
-                           "created_by": user, "report": report.as_dict()}
+                           "created_by": user, "report": report.as_dict(),
+                           "metadata": {"sample": provenance} if provenance else None}
             if dl is not None:
                 committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert,
                                       extent=norm.extent if spec.geometry != "MultiPoint" else None)

@@ -33,6 +33,15 @@ def raster_dir(settings: Settings) -> Path:
     return d
 
 
+def _known_cog(settings: Settings, layer: str, path: Path) -> bool:
+    """True when a version of ``layer`` names ``path`` with the checksum the file has now."""
+    with connect(settings) as conn:
+        rows = conn.execute("SELECT metadata->>'cog_sha256' FROM catalog.layer_versions "
+                            "WHERE layer = %s AND metadata->>'path' = %s", (layer, str(path))).fetchall()
+    expected = {r[0] for r in rows if r[0]}
+    return bool(expected) and sha256_files([path]) in expected
+
+
 def _stats(path: Path, nodata) -> dict:
     """Min/max/mean over valid pixels, read block by block (bounded memory)."""
     vmin, vmax, total, count = np.inf, -np.inf, 0.0, 0
@@ -52,7 +61,7 @@ def _stats(path: Path, nodata) -> dict:
 
 
 def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str | None = None,
-                  dry_run: bool = False, user: str = "cli"):
+                  dry_run: bool = False, user: str = "cli", provenance: dict | None = None):
     from geobase.ingest.pipeline import IngestResult
 
     t0 = time.monotonic()
@@ -86,7 +95,9 @@ def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str |
                             seconds=round(time.monotonic() - t0, 3), report=report, metadata=meta)
     out_dir = raster_dir(settings)
     final = out_dir / f"{spec.name}_{checksum[:16]}.tif"
-    if not final.exists():
+    # an existing file of the same source is reused only when it is still the COG we wrote
+    # (its checksum in the catalog); one altered on disk is written again
+    if not final.exists() or not _known_cog(settings, spec.name, final):
         tmp = out_dir / f".{final.name}.{os.getpid()}.tmp"
         try:
             opts = {"driver": "COG", "compress": "DEFLATE", "blocksize": 512, "overview_resampling": "average",
@@ -100,6 +111,11 @@ def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str |
             if tmp.exists():
                 tmp.unlink()
     meta["path"] = str(final)
+    # what the catalog expects on disk: the demo checks it at start (a COG deleted or replaced
+    # behind the catalog's back, e.g. by `make clean`, is loaded again instead of answering 404)
+    meta["cog_sha256"] = sha256_files([final])
+    if provenance:
+        meta["sample"] = provenance
     meta["stats"] = _stats(final, nodata)
     with connect(settings) as conn, conn.transaction():
         lock_layer(conn, spec.name)

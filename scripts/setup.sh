@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent machine + project setup for geobase (Debian/Ubuntu; root or sudo for apt).
-#   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS, .venv with geobase
-#   scripts/setup.sh --test   also: chromium (browser tests), GDAL CLI tools, QGIS 3.22 (python3-qgis), dev extras
+#   scripts/setup.sh          runtime: PostGIS, npm + MapLibre GL JS + Swagger UI, .venv with geobase
+#   scripts/setup.sh --test   also: chromium (browser tests), libatomic1 (Playwright's node driver
+#                             links it; minimal Debian images lack it), GDAL CLI tools,
+#                             QGIS 3.22 (python3-qgis), the MapLibre style validator, dev extras
 #   scripts/setup.sh --bench  also: bench extras (tipg, ...)
 #   scripts/setup.sh --interop  the same as --test (for `make interop`)
 # A second run does nothing that is already done.
@@ -15,7 +17,7 @@ command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian
 case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
   # python3-qgis: Debian's QGIS 3.22, driven headless by tests/test_qgis_style.py (~20 s)
-  --test|--interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
+  --test|--interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei libatomic1 python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
   --bench) APT_PKGS+=(gdal-bin) ;;
 esac
 
@@ -50,15 +52,18 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-# Front-end assets from the npm registry (never committed, never from a CDN at run time).
-if [ ! -f .vendor/node_modules/maplibre-gl/dist/maplibre-gl.js ]; then
-  echo "setup: installing maplibre-gl from npm into .vendor/"
+# Front-end assets from the npm registry (never committed, never from a CDN at run time: the
+# server hands them out itself, so every page works on an intranet without internet).
+NPM_PKGS=()
+[ -f .vendor/node_modules/maplibre-gl/dist/maplibre-gl.js ] || NPM_PKGS+=(maplibre-gl@4)
+[ -f .vendor/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || NPM_PKGS+=(swagger-ui-dist@5)
+# MapLibre's style validator (gl-style-validate: the tests check the generated style with it)
+[ -f .vendor/node_modules/@maplibre/maplibre-gl-style-spec/dist/gl-style-validate.mjs ] ||
+  NPM_PKGS+=(@maplibre/maplibre-gl-style-spec@20)
+if [ ${#NPM_PKGS[@]} -gt 0 ]; then
+  echo "setup: installing ${NPM_PKGS[*]} from npm into .vendor/"
   mkdir -p .vendor
   (cd .vendor && [ -f package.json ] || echo '{"name":"geobase-vendor","private":true}' > package.json)
-  npm install --prefix .vendor --no-audit --no-fund --loglevel=error maplibre-gl@4 >/dev/null
-fi
-# MapLibre's style validator (gl-style-validate; tests check the generated style with it)
-if [ ! -f .vendor/node_modules/@maplibre/maplibre-gl-style-spec/dist/gl-style-validate.mjs ]; then
-  npm install --prefix .vendor --no-audit --no-fund --loglevel=error @maplibre/maplibre-gl-style-spec >/dev/null
+  npm install --prefix .vendor --no-audit --no-fund --loglevel=error "${NPM_PKGS[@]}" >/dev/null
 fi
 echo "setup: ok"

@@ -150,6 +150,17 @@ def county_shared(pg_server: str, county_template) -> Iterator[Settings]:
     drop_database(pg_server, shared)
 
 
+def app_login_url(url: str) -> str:
+    """``url`` with the server's least-privileged login role (geobase.db.APP_LOGIN) as user."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from geobase.db import APP_LOGIN
+
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{APP_LOGIN}@{host}"))
+
+
 class LiveServer:
     """uvicorn in a subprocess: real sockets, real HTTP."""
 
@@ -169,6 +180,9 @@ class LiveServer:
         for key, value in settings.model_dump().items():
             if value is not None and key not in ("database_url", "data_dir", "port"):
                 full_env[f"GEOBASE_{key.upper()}"] = str(value)
+        # the server connects as the application role, as in production (never as the owner)
+        if settings.database_url and not settings.app_database_url:
+            full_env["GEOBASE_APP_DATABASE_URL"] = app_login_url(settings.database_url)
         full_env.update(env or {})
         self.log = open(settings.data_dir / f"server-{self.port}.log", "w")
         self.proc = subprocess.Popen(

@@ -169,7 +169,9 @@ def _expected_tabulation(aoi_geom) -> dict[tuple[str, str], float]:
                           geometry=[box(X0, Y0, X0 + 2 * D, Y0 + 4 * D), box(X0 + 2 * D, Y0, X0 + 4 * D, Y0 + 4 * D)],
                           crs=4490)
     aoi = gpd.GeoDataFrame(geometry=[aoi_geom], crs=4490)
-    ov = gpd.overlay(gpd.overlay(lu, pz, how="intersection"), aoi, how="intersection")
+    # keep_geom_type stated (the default drops line/point slivers too, with a warning each time)
+    ov = gpd.overlay(gpd.overlay(lu, pz, how="intersection", keep_geom_type=True), aoi, how="intersection",
+                     keep_geom_type=True)
     out: dict[tuple[str, str], float] = {}
     for _, row in ov.iterrows():
         a = geod_area(row.geometry)

@@ -88,7 +88,7 @@ def test_cli_db_lifecycle_commands(tmp_path):
         assert "running: True" in run("db", "status").stdout
         r = run("layers", "list", "--json")
         assert r.returncode == 0 and '"land_use"' in r.stdout
-        assert run("db", "stop").stdout.strip() == "stopped"
+        assert run("db", "stop").stdout.strip().startswith("stopped: cluster ")  # names the cluster it stopped
         r = run("db", "status")
         assert r.returncode == 3 and "running: False" in r.stdout
     finally:

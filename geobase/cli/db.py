@@ -38,8 +38,24 @@ def start() -> None:
 
 @db_app.command()
 def stop() -> None:
-    """Stop the local cluster (fast shutdown)."""
-    typer.echo("stopped" if _cluster().stop() else "not running")
+    """Stop the local cluster (fast shutdown); says which cluster it looked at."""
+    cluster = _cluster()
+    typer.echo(f"{'stopped' if cluster.stop() else 'not running'}: cluster {cluster.pgdata} "
+               f"(port {cluster.settings.pg_port})")
+
+
+@db_app.command()
+def remove(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Stop the local cluster and delete it, wherever it lives (also outside the data directory,
+    e.g. /var/lib/geobase when the repo is under /root), with the rasters that its catalog names.
+
+    `make clean` runs this before removing the data directory, so that the catalog and the
+    raster files never disagree (a catalog saying \"up to date\" over deleted COGs)."""
+    if not yes:
+        typer.confirm("Delete the local geobase database and all its data?", abort=True)
+    cluster = _cluster()
+    removed = cluster.remove()
+    typer.echo(f"removed cluster {cluster.pgdata}" if removed else f"no cluster at {cluster.pgdata}")
 
 
 @db_app.command()
@@ -53,7 +69,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print machine-rea
             ver = conn.execute("SELECT version()").fetchone()[0]
         info = {"external": True, "server": ver}
     else:
-        info = _cluster().status()
+        info = {"data_dir": str(settings.data_path), **_cluster().status()}
     typer.echo(json.dumps(info, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in info.items()))
     if not info.get("external") and not info["running"]:
         raise typer.Exit(3)

@@ -47,7 +47,8 @@ def demo(
     except ModuleNotFoundError:
         ingest_sample_county = None
     if ingest_sample_county is not None:
-        ingest_sample_county(settings, echo=typer.echo)
+        # the sample and a second land-use version (the change delivery), never over a steward's data
+        ingest_sample_county(settings, echo=typer.echo, with_changes=True)
     if not serve_after:
         return
     url = f"http://{settings.host}:{settings.port}"

@@ -24,6 +24,70 @@ def database_url(settings: Settings | None = None) -> str:
     return LocalCluster(settings).url
 
 
+#: the login role the HTTP server uses (member of geobase_app); made by :func:`ensure_app_role`
+APP_LOGIN = "geobase_web"
+
+
+def app_database_url(settings: Settings | None = None) -> str:
+    """The URL the HTTP server connects with: least privilege, not the owner.
+
+    ``GEOBASE_APP_DATABASE_URL`` when set; else the local cluster's :data:`APP_LOGIN` role
+    (loopback, no password). With an external ``GEOBASE_DATABASE_URL`` and no app URL the
+    server can only connect as that role: :func:`server_runs_as_owner` says so at start."""
+    settings = settings or get_settings()
+    if settings.app_database_url:
+        return settings.app_database_url
+    if settings.uses_local_cluster:
+        s = settings
+        return f"postgresql://{APP_LOGIN}@127.0.0.1:{s.pg_port}/{s.pg_database}"
+    return database_url(settings)
+
+
+def server_runs_as_owner(settings: Settings) -> bool:
+    return not settings.app_database_url and not settings.uses_local_cluster
+
+
+def server_settings(settings: Settings) -> Settings:
+    """The settings of the HTTP server's own connections (pool, audit writer, exports, tiles):
+    ``database_url`` is the application role's. Ingest started through the API uses the owner's
+    settings instead (it creates and alters layer tables)."""
+    return settings.model_copy(update={"database_url": app_database_url(settings)})
+
+
+def ensure_app_role(conn: psycopg.Connection) -> bool:
+    """Give ``geobase_app`` exactly what the HTTP server needs, and make the login role
+    :data:`APP_LOGIN` in it (without a password: it logs in only where the server trusts
+    loopback, like the private cluster; elsewhere a DBA sets one).
+
+    The app role reads layer data (SELECT only: ingest runs as the owner), reads and writes the
+    catalog's run-time tables, may only INSERT/SELECT the audit log and owns nothing, so it can
+    neither ALTER, DROP nor disable a trigger. Idempotent; returns False when this role may not
+    create roles (then a DBA does it, see the README)."""
+    can = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'geobase_app'").fetchone()
+    if not exists and not can:
+        return False
+    schemas = [r[0] for r in conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname IN ('catalog', 'data', 'staging', 'tiles')").fetchall()]
+    stmts = []
+    if "tiles" in schemas:  # a cache the server fills itself
+        stmts += ["GRANT USAGE ON SCHEMA tiles TO geobase_app",
+                  "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiles TO geobase_app",
+                  "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tiles TO geobase_app",
+                  "ALTER DEFAULT PRIVILEGES IN SCHEMA tiles GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO geobase_app"]
+    for schema in ("data", "staging"):  # layer rows: read only, ingest writes them as the owner
+        if schema in schemas:
+            stmts += [f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} FROM geobase_app",
+                      f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE INSERT, UPDATE, DELETE, TRUNCATE "
+                      "ON TABLES FROM geobase_app"]
+    stmts += ["REVOKE UPDATE, DELETE, TRUNCATE ON catalog.audit_log FROM geobase_app"]
+    for stmt in stmts:
+        conn.execute(stmt)
+    if can and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_LOGIN,)).fetchone():
+        conn.execute(f"CREATE ROLE {APP_LOGIN} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE geobase_app")
+    return True
+
+
 def sqlalchemy_url(url: str) -> str:
     """The same URL for SQLAlchemy/Alembic, pinned to the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
@@ -83,5 +147,7 @@ def prepare_database(settings: Settings | None = None, *, start_local: bool = Tr
     info["revision"] = upgrade(settings)
     with connect(settings) as conn:
         info["layers"] = sync_catalog(conn, settings)
+        conn.commit()
+        info["app_role"] = ensure_app_role(conn)
         conn.commit()
     return info

@@ -238,6 +238,15 @@ class LocalCluster:
             shutil.rmtree(self.pgdata)
         self.start()
 
+    def remove(self) -> bool:
+        """Stop the cluster and delete its directory and pointer file; False when none existed."""
+        self.stop()
+        existed = self.pgdata.exists()
+        if existed:
+            shutil.rmtree(self.pgdata)
+        (self.settings.data_path / "pg.location").unlink(missing_ok=True)
+        return existed
+
     def _ensure_database(self) -> None:
         import psycopg
 

@@ -93,6 +93,8 @@ OFFERS: dict[str, Offer] = {
     "/map": Offer({"html": HTML}),
     "/map/config": J,
     "/vendor/maplibre-gl/{name}": Offer({"js": "text/javascript", "css": "text/css"}, negotiated=False),
+    "/vendor/swagger-ui/{name}": Offer({"js": "text/javascript", "css": "text/css", "png": "image/png"},
+                                       negotiated=False),
     "/map/static/{name}": Offer({"js": "text/javascript", "css": "text/css", "html": HTML}, negotiated=False),
     "/analysis/rules": J,
     "/processes": J,

@@ -111,8 +111,6 @@ OFFERS: dict[str, Offer] = {
     # FastAPI's own: the API definition and its documentation page
     "/api": Offer({"json": JSON, "openapi": OPENAPI}, negotiated=False),
     "/docs": Offer({"html": HTML}, negotiated=False),
-    "/docs/oauth2-redirect": Offer({"html": HTML}, negotiated=False),
-    "/redoc": Offer({"html": HTML}, negotiated=False),
 }
 
 #: POST routes -> what they can answer (chosen by their ``f`` parameter, not by Accept)

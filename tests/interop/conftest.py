@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from clients import OGR2OGR_36
+from interop.clients import OGR2OGR_36
 
 
 @pytest.fixture(scope="session")

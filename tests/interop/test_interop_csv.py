@@ -12,7 +12,7 @@ import codecs
 import csv
 import io
 
-from clients import db_rows, output_types, spec_of
+from interop.clients import db_rows, output_types, spec_of
 
 ANSI_CODE_PAGE = "gbk"  # what Excel on a zh-CN Windows uses for a CSV without a BOM
 

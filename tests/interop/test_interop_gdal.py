@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyogrio
 import pytest
-from clients import (
+from interop.clients import (
     GPKG_TYPES,
     PUBLIC_VECTOR_LAYERS,
     VECTOR_LAYERS,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from clients import VECTOR_LAYERS, db_rows, output_types, spec_of
+from interop.clients import VECTOR_LAYERS, db_rows, output_types, spec_of
 
 
 def test_owslib_lists_collections_and_reads_every_feature_collection(county_server, admin_key):

@@ -10,7 +10,7 @@ add a header), hence the public layers."""
 from __future__ import annotations
 
 import pytest
-from clients import PUBLIC_VECTOR_LAYERS, db_rows, output_types, qgis_available, run_qgis, spec_of
+from interop.clients import PUBLIC_VECTOR_LAYERS, db_rows, output_types, qgis_available, run_qgis, spec_of
 
 pytestmark = pytest.mark.interop
 

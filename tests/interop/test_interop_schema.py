@@ -10,7 +10,7 @@ import json
 
 import jsonschema
 import pytest
-from clients import REGISTRY, VECTOR_LAYERS, db_rows, output_types, spec_of
+from interop.clients import REGISTRY, VECTOR_LAYERS, db_rows, output_types, spec_of
 
 SCHEMA_TYPES = {"text": "string", "number": "number", "integer": "integer"}
 PART5_RELS = {"http://www.opengis.net/def/rel/ogc/1.0/schema", "[ogc-rel:schema]"}
@@ -118,7 +118,7 @@ def test_doubles_read_as_real_in_every_geojson_path(county_server, admin_key):
 def test_site_check_writes_layer_numbers_as_reals(county_server):
     """An analysis output that holds layer attributes (the site check's pieces) writes each
     double of the layer as a JSON real equal to the database's."""
-    from clients import REPO_SAMPLE
+    from interop.clients import REPO_SAMPLE
 
     spec = spec_of("land_use")
     numbers = [a.name for a in spec.attributes if a.type == "number"]

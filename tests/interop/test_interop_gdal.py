@@ -109,3 +109,34 @@ def test_coverage_collection_is_marked_as_not_an_item_collection(county_server):
         for c in http.get("/collections").json()["collections"]:
             if spec_of(c["id"]).kind == "vector":
                 assert c["itemType"] == "feature" and any(link["rel"] == "items" for link in c["links"])
+
+
+def test_current_gdal_pages_at_the_limit_maximum_the_openapi_document_declares(county_server, tmp_path):
+    """Issue 12 item 7: `/api` is the OpenAPI 3.0 document the landing page declares, and a GDAL
+    that reads `limit`'s bounds from it (3.8 and later: the pyogrio wheel's) asks for pages of
+    the server's maximum (GDAL caps it at 1000) instead of 10 features, with no `-oo PAGE_SIZE`. (GDAL 3.6 reads the
+    document only for its parameter lists and always asks for 10; the README says to give it
+    `-oo PAGE_SIZE`.) The requests are read from GDAL's own debug log of a separate process."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    with county_server.client() as c:
+        api = c.get("/api").json()
+    assert api["openapi"].startswith("3.0")
+    items = api["paths"]["/collections/{collectionId}/items"]["get"]["parameters"]
+    limit = next(p for p in items if p["name"] == "limit")["schema"]
+    maximum = county_server.settings.max_limit
+    assert limit["maximum"] == maximum and limit["minimum"] == 1
+    code = ("import pyogrio, sys; m, t = pyogrio.read_arrow(sys.argv[1], layer='land_use'); "
+            "print(t.num_rows)")
+    env = {**os.environ, "CPL_DEBUG": "ON"}
+    proc = subprocess.run([sys.executable, "-c", code, f"OAPIF:{county_server.url}"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    limits = {int(v) for v in re.findall(r"/collections/land_use/items\?[^\s)]*?\blimit=(\d+)", proc.stderr)}
+    # GDAL >= 3.8 pages at the API's maximum, capped at 1000 by GDAL itself (OSGeo/gdal#8522);
+    # its first request of 20 features only establishes the layer's fields
+    assert max(limits) == min(maximum, 1000) and limits <= {20, min(maximum, 1000)}, limits
+    assert int(proc.stdout.strip()) == len(db_rows(county_server.settings.database_url, spec_of("land_use")))

@@ -238,3 +238,20 @@ def county_server(county_shared) -> Iterator[LiveServer]:
     srv = LiveServer(county_shared)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _owslib_request_headers_restored():
+    """OWSLib's OGC API client updates its module-level ``REQUEST_HEADERS`` dict with the
+    ``headers=`` of any instance (owslib/ogcapi/__init__.py: ``self.headers = REQUEST_HEADERS;
+    self.headers.update(headers)``), so a key given to one client is sent by every later one in
+    the process. Each test starts from OWSLib's own defaults."""
+    try:
+        from owslib.ogcapi import REQUEST_HEADERS
+    except ImportError:  # pragma: no cover - owslib is a dev dependency
+        yield
+        return
+    saved = dict(REQUEST_HEADERS)
+    yield
+    REQUEST_HEADERS.clear()
+    REQUEST_HEADERS.update(saved)

@@ -78,7 +78,11 @@ def test_fuzz_openapi_no_server_errors_no_schema_violations(fuzz_target, tmp_pat
     report = tmp_path / "fuzz-report"
     config = _config(srv, tokens["admin"], tmp_path / "schemathesis.toml")
     cmd = [_st(), "--config-file", str(config), "run", f"{srv.url}/api", "--checks", CHECKS,
-           "--max-examples", str(EXAMPLES), "--max-time", str(BUDGET_S), "--workers", "2", "--seed", "7",
+           "--max-examples", str(EXAMPLES), "--max-time", str(BUDGET_S),
+           # one worker: hypothesis reads lambda sources with ast.parse, and two threads doing that
+           # at once crash CPython 3.11's parser ("AST constructor recursion depth mismatch"; seen
+           # three runs in a row with Debian's 3.11.2 in the fresh-machine check)
+           "--workers", "1", "--seed", "7",
            "--phases", "examples,coverage,fuzzing", "--request-timeout", "120", "--no-shrink",
            "--generation-deterministic",
            # an admin key reaches every code path; the admin CRUD itself is exercised by test_security
@@ -90,9 +94,8 @@ def test_fuzz_openapi_no_server_errors_no_schema_violations(fuzz_target, tmp_pat
     for _ in range(2):
         if proc.returncode == 0 or not _fuzzer_crashed_itself(out):
             break
-        # the fuzzer, not the server: hypothesis reads lambda sources with ast.parse from both
-        # worker threads, which CPython 3.11 does not always survive ("AST constructor recursion
-        # depth mismatch"); the same run again, which is then judged as it is
+        # the fuzzer, not the server: should hypothesis' lambda-source reflection still crash
+        # (see --workers above), the same run again, which is then judged as it is
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 240)
         out = proc.stdout + proc.stderr
     ARTIFACTS.mkdir(exist_ok=True)

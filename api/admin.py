@@ -1,16 +1,15 @@
 """Administration over HTTP (admin keys only): departments, API keys, layer sharing, the audit log.
 
-``setup(app)`` — called by the app factory — installs the key resolver and the request gate
-(:mod:`geobase.limits`): authentication, rate limits, body limits, concurrency and auditing for
-every route of every router. (Ingest endpoints under /admin/layers/{layer}/ingest and
-/admin/jobs live in api/ingest.py.)
+Routes only: key checking, the request gate and the audit writer are installed by the app
+factory (api/app.py), which refuses to start without them. (Ingest endpoints under
+/admin/layers/{layer}/ingest and /admin/jobs live in api/ingest.py.)
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from geobase import audit, keys
@@ -24,35 +23,6 @@ from geobase.specs import Registry
 router = APIRouter(prefix="/admin", tags=["Administration"])
 
 NAME = r"^[a-z][a-z0-9_]{1,62}$"
-
-
-def setup(app: FastAPI) -> None:
-    """Install key resolution and the request gate on the app."""
-    from geobase.limits import GateMiddleware
-
-    from contextlib import asynccontextmanager
-
-    from geobase.db import database_url
-
-    settings: Settings = app.state.settings
-    resolver = keys.KeyResolver(lambda: app.state.pool, ttl=settings.key_cache_s)
-    app.state.principal_resolver = resolver
-    writer = audit.AuditWriter(database_url(settings))
-    app.state.audit_writer = writer
-    app.add_middleware(GateMiddleware, settings=settings, resolver=resolver, pool_getter=lambda: app.state.pool,
-                       audit_writer=writer)
-
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a):  # flush pending audit rows when the server stops
-        async with inner(a) as state:
-            try:
-                yield state
-            finally:
-                await writer.close()  # flush what is queued (SIGTERM included: uvicorn runs this)
-
-    app.router.lifespan_context = lifespan
 
 
 async def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:

@@ -1,11 +1,15 @@
 """The app factory. Routers are thin; services live in :mod:`geobase`.
 
-Each feature area contributes a router module; :data:`ROUTERS` lists them in mount order."""
+Each feature area contributes a router module, imported here by name: :data:`ROUTER_MODULES`
+lists them in mount order (a missing module is an import error, never a silently absent
+feature). The factory itself installs the security components — key checking (the principal
+resolver), the request gate (:class:`geobase.limits.GateMiddleware`: rate, body and concurrency
+limits) and the audit writer — and refuses to build or start an app that lacks any of them
+(:func:`require_security`): security fails closed, not open."""
 
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -15,31 +19,25 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from geobase import __version__
+from geobase import __version__, audit, keys
+from geobase.api import admin, analysis, docs, features, ingest, landing, schema, tiles
+from geobase.api import map as map_
 from geobase.api.errors import install_error_handlers
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
 from geobase.db import database_url, server_runs_as_owner, server_settings
+from geobase.limits import GateMiddleware
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
 
 log = logging.getLogger("geobase.api")
 
-# (module, attribute) of every router; a module that does not exist yet is skipped so that
-# feature areas can land independently.
-ROUTERS: list[str] = [
-    "geobase.api.landing",
-    "geobase.api.features",
-    "geobase.api.schema",
-    "geobase.api.tiles",
-    "geobase.api.analysis",
-    "geobase.api.ingest",
-    "geobase.api.admin",
-    "geobase.api.map",
-    "geobase.api.docs",
-]
+# every router module, in mount order; each has a module-level ``router``
+ROUTER_MODULES = (landing, features, schema, tiles, analysis, ingest, admin, map_, docs)
+# their dotted names (tests enumerate the routes of every router from these)
+ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 
 
 class ConnectionCheck:
@@ -108,6 +106,51 @@ def _pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
     )
 
 
+def install_key_checking(app: FastAPI) -> None:
+    """Key checking: ``app.state.principal_resolver`` resolves a presented API key to its
+    principal (cached ``GEOBASE_KEY_CACHE_S``); :func:`geobase.security.get_principal` and the
+    gate use it, and refuse to run without it."""
+    settings: Settings = app.state.settings
+    app.state.principal_resolver = keys.KeyResolver(lambda: app.state.pool, ttl=settings.key_cache_s)
+
+
+def install_audit_writer(app: FastAPI) -> None:
+    """The audit writer (``app.state.audit_writer``): the gate hands it one row per audited
+    request; the lifespan flushes it when the server stops."""
+    app.state.audit_writer = audit.AuditWriter(database_url(app.state.settings))
+
+
+def install_gate(app: FastAPI) -> None:
+    """The request gate (:mod:`geobase.limits`): authentication, rate, body and concurrency
+    limits and auditing for every route of every router. Needs key checking and the audit
+    writer installed first."""
+    resolver = getattr(app.state, "principal_resolver", None)
+    writer = getattr(app.state, "audit_writer", None)
+    if resolver is None or writer is None:
+        raise RuntimeError("the request gate needs key checking and the audit writer installed first")
+    app.add_middleware(GateMiddleware, settings=app.state.settings, resolver=resolver,
+                       pool_getter=lambda: app.state.pool, audit_writer=writer)
+
+
+def require_security(app: FastAPI) -> None:
+    """Fail closed: RuntimeError unless key checking, the request gate and the audit writer are
+    all installed. Without them every caller would be public and no limit or audit row would
+    apply, with no error; so the app refuses to be built or started instead."""
+    missing = []
+    if not isinstance(getattr(app.state, "principal_resolver", None), keys.KeyResolver):
+        missing.append("key checking (app.state.principal_resolver)")
+    gates = [m for m in app.user_middleware if m.cls is GateMiddleware]
+    if not gates:
+        missing.append("the request gate (geobase.limits.GateMiddleware)")
+    writer = getattr(app.state, "audit_writer", None)
+    if not isinstance(writer, audit.AuditWriter):
+        missing.append("the audit writer (app.state.audit_writer)")
+    elif any(m.kwargs.get("audit_writer") is not writer for m in gates):
+        missing.append("the audit writer in the request gate")
+    if missing:
+        raise RuntimeError("refusing to start: security component(s) not installed: " + "; ".join(missing))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
     cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
@@ -120,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        require_security(app)  # checked again: nothing may have removed a component since
         app.state.pool = _pool(settings, app.state.connection_check)
         await app.state.pool.open(wait=False)
         # everything imported and built at start-up lives as long as the process: move it out of
@@ -130,7 +174,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.pool.close()
+            try:
+                await app.state.pool.close()
+            finally:
+                # flush what is queued (SIGTERM included: uvicorn runs this)
+                await app.state.audit_writer.close()
 
     app = FastAPI(
         title="geobase",
@@ -152,19 +200,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to
     # compress at 9 than to compute (tiles and item streams arrive compressed and are skipped)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
-    for modname in ROUTERS:
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:
-                continue
-            raise
+    for module in ROUTER_MODULES:
         # every route refuses query parameters it does not declare (api/params.py)
         app.include_router(module.router, dependencies=[Depends(check_query_parameters)])
-        setup = getattr(module, "setup", None)
-        if setup:
-            setup(app)
+    # security: who is calling, the audit trail, then the gate that uses both (it sits outside
+    # GZip and inside HEAD handling, so its own answers are neither compressed twice nor given
+    # a body for HEAD)
+    install_key_checking(app)
+    install_audit_writer(app)
+    install_gate(app)
     install_openapi(app)
     # outermost: HEAD is GET without the body for every route, including the gate's answers
     app.add_middleware(HeadMiddleware)
+    require_security(app)
     return app

@@ -12,7 +12,8 @@ Sharing levels (per layer, from its spec, changeable by an admin):
 Admins see everything.
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
-``geobase.api.admin.setup``); every layer these checks let through is noted in the request's
+the app factory, ``geobase.api.app``; without it :func:`get_principal` refuses, never
+answering as for the public); every layer these checks let through is noted in the request's
 audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
 """
 
@@ -159,9 +160,11 @@ async def get_principal(request: Request) -> Principal:
     caller, ``Cache-Control: private`` — no route has to remember to."""
     request.scope["geobase.caller_dependent"] = True
     resolver = getattr(request.app.state, "principal_resolver", None)
-    if resolver is not None:
-        return await resolver(request)
-    return PUBLIC
+    if resolver is None:
+        # fail closed: without key checking every caller would silently be treated as public
+        raise RuntimeError("key checking is not installed (app.state.principal_resolver): "
+                           "refusing to treat the caller as public")
+    return await resolver(request)
 
 
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:

@@ -32,6 +32,7 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.ingest import jobs
 
 from geobase import analysis_output as out
+from geobase import job_progress
 from geobase import overlay
 from geobase.analysis_jobs import JobScheduler, may_read, new_owner_token, owner_of, still_visible, view_of
 from geobase.analysis_processes import PROCESSES, ProcessInputs, check_inputs, run_process
@@ -323,7 +324,7 @@ async def _run_job(app, job_id: str, process_id: str, body: ProcessInputs, princ
         async def progress(frac: float, msg: str) -> None:
             try:
                 await _set_status(app, job_id, "UPDATE catalog.jobs SET progress = %s, message = %s "
-                                  "WHERE id = %s AND status = 'running'", (round(frac * 100, 1), msg, job_id))
+                                  "WHERE id = %s AND status = 'running'", (job_progress.percent(frac, 1), msg, job_id))
             except Exception:  # progress is best effort; the job goes on
                 log.debug("progress of job %s not recorded", job_id)
 
@@ -337,9 +338,9 @@ async def _run_job(app, job_id: str, process_id: str, body: ProcessInputs, princ
         used = _layers_used(result, visible)
         files = await asyncio.to_thread(out.write_outputs, result, _jobs_dir(settings) / job_id, process_id)
         await _set_status(app, job_id,
-                          "UPDATE catalog.jobs SET status = 'successful', progress = 100, finished_at = now(), "
+                          "UPDATE catalog.jobs SET status = 'successful', progress = %s, finished_at = now(), "
                           "message = %s, result = %s WHERE id = %s AND status = 'running'",
-                          ("done", json.dumps({"files": [p.name for p in files], "main": f"{process_id}.json",
+                          (job_progress.DONE, "done", json.dumps({"files": [p.name for p in files], "main": f"{process_id}.json",
                                                "view": view_of(principal, registry, used)}), job_id))
     except asyncio.CancelledError:  # dismissed (DELETE /jobs/{id} set that status already) or the server stops
         await asyncio.shield(_finish_failed(app, job_id, "failed", "stopped: the server shut down"))
@@ -410,7 +411,7 @@ async def _job_doc(conn, request: Request, job_id: str, principal: Principal) ->
     base = base_url(request)
     ext = r["ext_id"]
     doc = {"jobID": ext, "processID": r["kind"].removeprefix("analysis:"), "type": "process",
-           "status": r["status"], "progress": int(r["progress"] or 0), "message": r["message"],
+           "status": r["status"], "progress": job_progress.reported(r["progress"]), "message": r["message"],
            "created": r["created"].isoformat() if r["created"] else None,
            "started": r["started"].isoformat() if r["started"] else None,
            "finished": r["finished"].isoformat() if r["finished"] else None,

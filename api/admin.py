@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from geobase import audit, keys
 from geobase.api.deps import get_registry_dep, get_settings_dep
 from geobase.db import connect
-from geobase.errors import InvalidInput, NotFound
+from geobase.catalog import set_sharing
 from geobase.security import Principal, get_principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -126,24 +126,3 @@ async def audit_stats(request: Request, _: Principal = Depends(admin_principal))
     ``replaced`` counts rows the database refused, stored as a minimal ``audit.unwritable`` record."""
     writer = getattr(request.app.state, "audit_writer", None)
     return writer.stats() if writer is not None else {"status": "no writer"}
-
-
-def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with: list[str]) -> dict:
-    """Change a layer's sharing (kept across catalog syncs, see geobase.catalog.sync_catalog)."""
-    if sharing not in ("public", "internal", "restricted", "private"):
-        raise InvalidInput("sharing must be public, internal, restricted or private", parameter="sharing")
-    shared_with = sorted(set(shared_with))
-    if sharing == "restricted" and not shared_with:
-        raise InvalidInput("restricted sharing needs at least one department (--with)", parameter="shared_with")
-    if sharing != "restricted" and shared_with:
-        raise InvalidInput("departments (--with) apply only to restricted sharing", parameter="shared_with")
-    known = {r[0] for r in conn.execute("SELECT code FROM catalog.departments").fetchall()}
-    unknown = [d for d in shared_with if d not in known]
-    if unknown:
-        raise InvalidInput(f"unknown department(s): {', '.join(unknown)}", parameter="shared_with")
-    row = conn.execute(
-        "UPDATE catalog.layers SET sharing = %s, shared_with = %s, updated_at = now() WHERE name = %s "
-        "RETURNING name, department", (sharing, shared_with, layer)).fetchone()
-    if row is None or layer not in registry.layers:
-        raise NotFound(f"layer {layer!r} not found", parameter="layer")
-    return {"layer": row[0], "department": row[1], "sharing": sharing, "shared_with": shared_with}

@@ -30,16 +30,17 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Uplo
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 from geobase.ingest import jobs
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geobase import analysis_output as out
+from geobase import job_progress
 from geobase import overlay
 from geobase.analysis_jobs import JobScheduler, may_read, new_owner_token, owner_of, still_visible, view_of
+from geobase.analysis_processes import PROCESSES, ProcessInputs, check_inputs, run_process
 from geobase.errors import (Forbidden, GeobaseError, InvalidInput, NotFound, PayloadTooLarge,
                             ServiceUnavailable)
 from geobase.geometry_input import decode_json_body, parse_geojson, parse_upload
 from geobase.limits import set_local_timeout
-from geobase.security import Principal, get_principal, layer_accesses, require_fields, visible_layers
+from geobase.security import Principal, get_principal, layer_accesses, visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -61,134 +62,6 @@ async def analysis_principal(request: Request, principal: Principal = Depends(ge
     return principal
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SiteCheckIn(_Body):
-    """The site: ``{"geometry": <GeoJSON>, ...options}``, or a bare GeoJSON Polygon, Feature or
-    FeatureCollection posted as it is (what `curl -d @site.geojson` sends)."""
-
-    geometry: dict = Field(description="GeoJSON Polygon/MultiPolygon, Feature or FeatureCollection")
-    crs: str | None = Field(default=None, description="CRS84 (default), EPSG:4490, 4326, 3857, 4491-4554")
-    project_type: str = Field(default="construction", pattern=r"^[a-z_]{1,40}$")
-    layers: list[str] | None = None
-    repair: bool = False
-    sliver_m2: float | None = Field(default=None, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_geojson(cls, data):
-        if isinstance(data, dict) and "geometry" not in data and data.get("type") in (
-                "Polygon", "MultiPolygon", "Feature", "FeatureCollection"):
-            return {"geometry": data}
-        if isinstance(data, dict) and data.get("type") == "Feature" and "geometry" in data:
-            return {"geometry": data}
-        return data
-
-
-class TabulateIn(_Body):
-    layer_a: str = "land_use"
-    layer_b: str = "planning_zones"
-    class_a: str | None = None
-    class_b: str | None = None
-    aoi: str | None = Field(default=None, description="division code (6/9/12 digits) of the area of interest")
-    geometry: dict | None = None
-    crs: str | None = None
-
-
-class ConflictsIn(_Body):
-    rules: list[str] | None = None
-    geometry: dict | None = None
-    crs: str | None = None
-    sliver_m2: float | None = Field(default=None, ge=0)
-
-
-class SteepIn(_Body):
-    threshold_deg: float = 25.0
-    min_share: float | None = Field(default=None, ge=0, le=1)
-    geometry: dict | None = None
-    crs: str | None = None
-
-
-class ChangeIn(_Body):
-    layer: str = "land_use"
-    v1: int
-    v2: int
-    class_field: str | None = None
-    sliver_m2: float | None = Field(default=None, ge=0)
-
-
-class BufferIn(_Body):
-    layer: str = "land_use"
-    distance_m: float
-    water_layers: list[str] | None = None
-    filter: dict | None = None
-    geometry: dict | None = None
-    crs: str | None = None
-
-
-PROCESSES: dict[str, tuple[type[_Body], str]] = {
-    "site-check": (SiteCheckIn, "Site compliance check of a project red line against every visible layer"),
-    "tabulate": (TabulateIn, "Areas by class of layer A x class of layer B within an area of interest"),
-    "conflicts": (ConflictsIn, "Plan conflicts (多规合一) of the declared rules, county-wide"),
-    "steep-farmland": (SteepIn, "Farmland on slopes steeper than a threshold (DEM slope, zonal statistics)"),
-    "change": (ChangeIn, "Transition matrix of areas between classes of two versions of a layer"),
-    "buffer": (BufferIn, "Features within a distance of rivers and water areas (ellipsoidal distance)"),
-}
-
-
-async def check_inputs(process: str, body: _Body, conn: psycopg.AsyncConnection, registry: Registry,
-                       principal: Principal) -> None:
-    """What a job's inputs name, checked at submission (the job would fail on it later): every
-    field name goes through security.require_fields, the check items use, so a masked field is
-    refused (400 naming it) before a job exists."""
-    vis = {s.name: s for s in await visible_layers(conn, principal, registry)}
-    named: list[tuple[str, str | None, list[str]]] = []
-    if process == "tabulate":
-        named = [(body.layer_a, "class_a", [body.class_a] if body.class_a else []),
-                 (body.layer_b, "class_b", [body.class_b] if body.class_b else [])]
-    elif process == "change":
-        named = [(body.layer, "class_field", [body.class_field] if body.class_field else [])]
-    elif process == "buffer":
-        named = [(body.layer, "filter", list(body.filter or {}))]
-    for layer, parameter, fields in named:
-        if fields and layer in vis:  # an unknown or hidden layer is refused by the analysis itself
-            require_fields(principal, vis[layer], fields, parameter)
-
-
-async def run_process(process: str, body: _Body, conn: psycopg.AsyncConnection, settings: Settings,
-                      registry: Registry, principal: Principal, progress=None) -> dict:
-    """Run one analysis: the same code for the endpoints, the jobs and the CLI."""
-    visible = await visible_layers(conn, principal, registry)
-    sliver = getattr(body, "sliver_m2", None)
-    sliver = settings.analysis_sliver_m2 if sliver is None else sliver
-    geom = None
-    if getattr(body, "geometry", None) is not None:
-        geom = parse_geojson(body.geometry, settings, crs=body.crs, repair=getattr(body, "repair", False))
-    if process == "site-check":
-        return await overlay.site_check(conn, registry, visible, geom, sliver_m2=sliver,
-                                        project_type=body.project_type, layers=body.layers, principal=principal)
-    if process == "tabulate":
-        return await overlay.tabulate(conn, registry, visible, body.layer_a, body.layer_b, class_a=body.class_a,
-                                      class_b=body.class_b, aoi=geom, aoi_code=body.aoi, principal=principal)
-    if process == "conflicts":
-        return await overlay.conflicts(conn, registry, visible, sliver_m2=sliver, rule_ids=body.rules, aoi=geom,
-                                       progress=progress, principal=principal)
-    if process == "steep-farmland":
-        from geobase.analysis_slope import steep_farmland
-
-        return await steep_farmland(conn, settings, visible, threshold_deg=body.threshold_deg,
-                                    min_share=body.min_share, aoi=geom)
-    if process == "change":
-        return await overlay.change(conn, registry, visible, body.layer, body.v1, body.v2,
-                                    class_field=body.class_field, sliver_m2=sliver, principal=principal)
-    if process == "buffer":
-        return await overlay.buffer(conn, registry, visible, layer=body.layer, distance_m=body.distance_m,
-                                    water_layers=body.water_layers, aoi=geom, filter=body.filter, principal=principal)
-    raise NotFound(f"process {process!r} not found", parameter="processId")
-
-
 def render(result: dict, f: str) -> Response:
     if f == "html":
         return HTMLResponse(out.to_html(result))
@@ -208,7 +81,7 @@ async def utf8_json_body(request: Request) -> None:
         decode_json_body(await request.body())
 
 
-async def run_sync(process: str, body: _Body, conn: psycopg.AsyncConnection, settings: Settings,
+async def run_sync(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
                    registry: Registry, principal: Principal) -> dict:
     """A synchronous analysis under ``analysis_statement_timeout_ms`` (the pooled connection's
     own timeout is the ordinary request's 30 s): one read-only snapshot whose local settings
@@ -240,7 +113,7 @@ async def analysis_slot(request: Request):
         sem.release()
 
 
-def _endpoint(process: str, model: type[_Body]):
+def _endpoint(process: str, model: type[ProcessInputs]):
     async def handler(request: Request, body: model,  # type: ignore[valid-type]
                       f: Format = Query("json", description="json, geojson, html or csv"),
                       settings: Settings = Depends(get_settings_dep),
@@ -406,7 +279,7 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
     return render(result, "json")
 
 
-async def _submit(request: Request, process_id: str, inputs: dict, body: _Body, conn: psycopg.AsyncConnection,
+async def _submit(request: Request, process_id: str, inputs: dict, body: ProcessInputs, conn: psycopg.AsyncConnection,
                   principal: Principal) -> JSONResponse:
     """Admit and record a job, start it (it waits for a run slot), answer 201 with its URL."""
     sched = _scheduler(request.app)
@@ -436,7 +309,7 @@ async def _set_status(app, job_id: str, sql_text: str, params: tuple) -> None:
         await c.execute(sql_text, params)
 
 
-async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Principal) -> None:
+async def _run_job(app, job_id: str, process_id: str, body: ProcessInputs, principal: Principal) -> None:
     """Run a job on one pooled connection (the scheduler bounds how many at once, so jobs stay
     within the pool) in a read-only transaction under the job statement timeout, tagged with
     an application_name that dismissal uses to cancel its SQL. Outputs are written atomically
@@ -451,7 +324,7 @@ async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Pr
         async def progress(frac: float, msg: str) -> None:
             try:
                 await _set_status(app, job_id, "UPDATE catalog.jobs SET progress = %s, message = %s "
-                                  "WHERE id = %s AND status = 'running'", (round(frac * 100, 1), msg, job_id))
+                                  "WHERE id = %s AND status = 'running'", (job_progress.percent(frac, 1), msg, job_id))
             except Exception:  # progress is best effort; the job goes on
                 log.debug("progress of job %s not recorded", job_id)
 
@@ -465,9 +338,9 @@ async def _run_job(app, job_id: str, process_id: str, body: _Body, principal: Pr
         used = _layers_used(result, visible)
         files = await asyncio.to_thread(out.write_outputs, result, _jobs_dir(settings) / job_id, process_id)
         await _set_status(app, job_id,
-                          "UPDATE catalog.jobs SET status = 'successful', progress = 100, finished_at = now(), "
+                          "UPDATE catalog.jobs SET status = 'successful', progress = %s, finished_at = now(), "
                           "message = %s, result = %s WHERE id = %s AND status = 'running'",
-                          ("done", json.dumps({"files": [p.name for p in files], "main": f"{process_id}.json",
+                          (job_progress.DONE, "done", json.dumps({"files": [p.name for p in files], "main": f"{process_id}.json",
                                                "view": view_of(principal, registry, used)}), job_id))
     except asyncio.CancelledError:  # dismissed (DELETE /jobs/{id} set that status already) or the server stops
         await asyncio.shield(_finish_failed(app, job_id, "failed", "stopped: the server shut down"))
@@ -538,7 +411,7 @@ async def _job_doc(conn, request: Request, job_id: str, principal: Principal) ->
     base = base_url(request)
     ext = r["ext_id"]
     doc = {"jobID": ext, "processID": r["kind"].removeprefix("analysis:"), "type": "process",
-           "status": r["status"], "progress": int(r["progress"] or 0), "message": r["message"],
+           "status": r["status"], "progress": job_progress.reported(r["progress"]), "message": r["message"],
            "created": r["created"].isoformat() if r["created"] else None,
            "started": r["started"].isoformat() if r["started"] else None,
            "finished": r["finished"].isoformat() if r["finished"] else None,

@@ -24,6 +24,7 @@ from geobase.ingest import jobs
 from geobase.ingest.sources import RASTER_SUFFIXES, VECTOR_SUFFIXES, check_zip
 from geobase.uploads import ZipLimits, save_upload
 
+from geobase import job_progress
 from geobase.errors import Forbidden, InvalidInput, NotFound
 from geobase.security import Principal, get_principal, require_role
 from geobase.settings import Settings
@@ -140,7 +141,7 @@ async def get_job(
     result = job["result"] or {}
     return {
         "jobID": str(job["id"]), "type": job["kind"], "layer": job["layer"], "status": job["status"],
-        "progress": round(float(job["progress"]) * 100), "message": job["message"],
+        "progress": job_progress.reported(job["progress"]), "message": job["message"],
         "created": job["created_at"], "started": job["started_at"], "finished": job["finished_at"],
         "version": result.get("version"), "result": result or None,
         "links": [{"href": f"{base_url(request)}/admin/jobs/{job_id}", "rel": "self", "type": "application/json"}],

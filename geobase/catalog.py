@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from geobase.errors import InvalidInput, NotFound
 from geobase.settings import Settings, get_settings
 from geobase.specs import LayerSpec, Registry, get_registry
 from geobase.storage import ensure_layer_table
@@ -112,3 +113,27 @@ def list_layers(conn: psycopg.Connection, registry: Registry | None = None) -> l
                       r["rows_total"], list(r["extent"]) if r["extent"] else None)
         )
     return out
+
+
+def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with: list[str]) -> dict:
+    """Change a layer's sharing (kept across catalog syncs, see :func:`sync_catalog`).
+
+    The one home of this write: the admin router (``PUT /admin/layers/{layer}/sharing``) and
+    the CLI (``geobase layers share``) both call it, so the rules cannot drift apart."""
+    if sharing not in ("public", "internal", "restricted", "private"):
+        raise InvalidInput("sharing must be public, internal, restricted or private", parameter="sharing")
+    shared_with = sorted(set(shared_with))
+    if sharing == "restricted" and not shared_with:
+        raise InvalidInput("restricted sharing needs at least one department (--with)", parameter="shared_with")
+    if sharing != "restricted" and shared_with:
+        raise InvalidInput("departments (--with) apply only to restricted sharing", parameter="shared_with")
+    known = {r[0] for r in conn.execute("SELECT code FROM catalog.departments").fetchall()}
+    unknown = [d for d in shared_with if d not in known]
+    if unknown:
+        raise InvalidInput(f"unknown department(s): {', '.join(unknown)}", parameter="shared_with")
+    row = conn.execute(
+        "UPDATE catalog.layers SET sharing = %s, shared_with = %s, updated_at = now() WHERE name = %s "
+        "RETURNING name, department", (sharing, shared_with, layer)).fetchone()
+    if row is None or layer not in registry.layers:
+        raise NotFound(f"layer {layer!r} not found", parameter="layer")
+    return {"layer": row[0], "department": row[1], "sharing": sharing, "shared_with": shared_with}

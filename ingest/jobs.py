@@ -1,4 +1,4 @@
-"""Background ingest jobs recorded in ``catalog.jobs`` (status, progress, report).
+"""Background ingest jobs recorded in ``catalog.jobs`` (status, progress in percent, report).
 
 An upload is saved to ``<data dir>/uploads/<job id>/`` and ingested in a worker thread of the
 server process; the row in ``catalog.jobs`` is what clients poll. The upload folder is removed
@@ -16,6 +16,7 @@ import traceback
 import uuid
 from pathlib import Path
 
+from geobase import job_progress
 from geobase.db import connect
 from geobase.errors import GeobaseError
 from geobase.settings import Settings
@@ -125,13 +126,12 @@ def run_job(settings: Settings, job_id: str, layer: str, path: Path, options: di
         if now - last[0] < PROGRESS_INTERVAL_S:
             return
         last[0] = now
-        frac = min(done / total, 0.99) if total else 0.0
-        _update(settings, job_id, progress=frac, message=f"{done} features read")
+        _update(settings, job_id, progress=job_progress.percent(done, total), message=f"{done} features read")
 
     try:
         _update(settings, job_id, status="running", started_at=True)
         res = ingest(settings, layer, path, user=user, progress=progress, job_id=job_id.replace("-", ""), **options)
-        _update(settings, job_id, status="successful", progress=1.0, finished_at=True,
+        _update(settings, job_id, status="successful", progress=job_progress.DONE, finished_at=True,
                 message=(f"version {res.version}" if res.version else
                          f"dry run: nothing written; would be +{res.added} -{res.removed} ~{res.changed}"
                          if res.dry_run else "skipped: same file as the current version"),

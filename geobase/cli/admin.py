@@ -130,7 +130,7 @@ def layers_share(layer: str = typer.Argument(..., help="Layer name"),
                  with_: Optional[List[str]] = typer.Option(None, "--with", help="Department (restricted; repeat)")) -> None:
     """Change a layer's sharing level (kept across catalog syncs)."""
     from geobase import audit
-    from geobase.api.admin import set_sharing
+    from geobase.catalog import set_sharing
     from geobase.db import connect
     from geobase.specs import get_registry
 

@@ -32,7 +32,7 @@ def _geometry_arg(path: str | None) -> dict | None:
 
 def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> None:
     from geobase import analysis_output
-    from geobase.api.analysis import PROCESSES, run_process
+    from geobase.analysis_processes import PROCESSES, run_process
     from geobase.db import database_url
     from geobase.security import Principal
     from geobase.specs import get_registry

@@ -1,0 +1,147 @@
+"""The analysis processes: their input models, their registry and the one function that runs
+them. Why in the core: the HTTP endpoints and jobs (``api/analysis.py``) and the CLI
+(``geobase analysis``) run the same code, and an adapter must call the core, never another
+adapter (the CLI imported the router before). Nothing here knows HTTP: the models are plain
+pydantic, errors are the typed ones of :mod:`geobase.errors`."""
+
+from __future__ import annotations
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from geobase import overlay
+from geobase.errors import NotFound
+from geobase.geometry_input import parse_geojson
+from geobase.security import Principal, require_fields, visible_layers
+from geobase.settings import Settings
+from geobase.specs import Registry
+
+
+class ProcessInputs(BaseModel):
+    """What every process's inputs share: unknown members are refused (400), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteCheckIn(ProcessInputs):
+    """The site: ``{"geometry": <GeoJSON>, ...options}``, or a bare GeoJSON Polygon, Feature or
+    FeatureCollection posted as it is (what `curl -d @site.geojson` sends)."""
+
+    geometry: dict = Field(description="GeoJSON Polygon/MultiPolygon, Feature or FeatureCollection")
+    crs: str | None = Field(default=None, description="CRS84 (default), EPSG:4490, 4326, 3857, 4491-4554")
+    project_type: str = Field(default="construction", pattern=r"^[a-z_]{1,40}$")
+    layers: list[str] | None = None
+    repair: bool = False
+    sliver_m2: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_geojson(cls, data):
+        if isinstance(data, dict) and "geometry" not in data and data.get("type") in (
+                "Polygon", "MultiPolygon", "Feature", "FeatureCollection"):
+            return {"geometry": data}
+        if isinstance(data, dict) and data.get("type") == "Feature" and "geometry" in data:
+            return {"geometry": data}
+        return data
+
+
+class TabulateIn(ProcessInputs):
+    layer_a: str = "land_use"
+    layer_b: str = "planning_zones"
+    class_a: str | None = None
+    class_b: str | None = None
+    aoi: str | None = Field(default=None, description="division code (6/9/12 digits) of the area of interest")
+    geometry: dict | None = None
+    crs: str | None = None
+
+
+class ConflictsIn(ProcessInputs):
+    rules: list[str] | None = None
+    geometry: dict | None = None
+    crs: str | None = None
+    sliver_m2: float | None = Field(default=None, ge=0)
+
+
+class SteepIn(ProcessInputs):
+    threshold_deg: float = 25.0
+    min_share: float | None = Field(default=None, ge=0, le=1)
+    geometry: dict | None = None
+    crs: str | None = None
+
+
+class ChangeIn(ProcessInputs):
+    layer: str = "land_use"
+    v1: int
+    v2: int
+    class_field: str | None = None
+    sliver_m2: float | None = Field(default=None, ge=0)
+
+
+class BufferIn(ProcessInputs):
+    layer: str = "land_use"
+    distance_m: float
+    water_layers: list[str] | None = None
+    filter: dict | None = None
+    geometry: dict | None = None
+    crs: str | None = None
+
+
+PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {
+    "site-check": (SiteCheckIn, "Site compliance check of a project red line against every visible layer"),
+    "tabulate": (TabulateIn, "Areas by class of layer A x class of layer B within an area of interest"),
+    "conflicts": (ConflictsIn, "Plan conflicts (多规合一) of the declared rules, county-wide"),
+    "steep-farmland": (SteepIn, "Farmland on slopes steeper than a threshold (DEM slope, zonal statistics)"),
+    "change": (ChangeIn, "Transition matrix of areas between classes of two versions of a layer"),
+    "buffer": (BufferIn, "Features within a distance of rivers and water areas (ellipsoidal distance)"),
+}
+
+
+async def check_inputs(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, registry: Registry,
+                       principal: Principal) -> None:
+    """What a job's inputs name, checked at submission (the job would fail on it later): every
+    field name goes through security.require_fields, the check items use, so a masked field is
+    refused (400 naming it) before a job exists."""
+    vis = {s.name: s for s in await visible_layers(conn, principal, registry)}
+    named: list[tuple[str, str | None, list[str]]] = []
+    if process == "tabulate":
+        named = [(body.layer_a, "class_a", [body.class_a] if body.class_a else []),
+                 (body.layer_b, "class_b", [body.class_b] if body.class_b else [])]
+    elif process == "change":
+        named = [(body.layer, "class_field", [body.class_field] if body.class_field else [])]
+    elif process == "buffer":
+        named = [(body.layer, "filter", list(body.filter or {}))]
+    for layer, parameter, fields in named:
+        if fields and layer in vis:  # an unknown or hidden layer is refused by the analysis itself
+            require_fields(principal, vis[layer], fields, parameter)
+
+
+async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
+                      registry: Registry, principal: Principal, progress=None) -> dict:
+    """Run one analysis: the same code for the endpoints, the jobs and the CLI."""
+    visible = await visible_layers(conn, principal, registry)
+    sliver = getattr(body, "sliver_m2", None)
+    sliver = settings.analysis_sliver_m2 if sliver is None else sliver
+    geom = None
+    if getattr(body, "geometry", None) is not None:
+        geom = parse_geojson(body.geometry, settings, crs=body.crs, repair=getattr(body, "repair", False))
+    if process == "site-check":
+        return await overlay.site_check(conn, registry, visible, geom, sliver_m2=sliver,
+                                        project_type=body.project_type, layers=body.layers, principal=principal)
+    if process == "tabulate":
+        return await overlay.tabulate(conn, registry, visible, body.layer_a, body.layer_b, class_a=body.class_a,
+                                      class_b=body.class_b, aoi=geom, aoi_code=body.aoi, principal=principal)
+    if process == "conflicts":
+        return await overlay.conflicts(conn, registry, visible, sliver_m2=sliver, rule_ids=body.rules, aoi=geom,
+                                       progress=progress, principal=principal)
+    if process == "steep-farmland":
+        from geobase.analysis_slope import steep_farmland
+
+        return await steep_farmland(conn, settings, visible, threshold_deg=body.threshold_deg,
+                                    min_share=body.min_share, aoi=geom)
+    if process == "change":
+        return await overlay.change(conn, registry, visible, body.layer, body.v1, body.v2,
+                                    class_field=body.class_field, sliver_m2=sliver, principal=principal)
+    if process == "buffer":
+        return await overlay.buffer(conn, registry, visible, layer=body.layer, distance_m=body.distance_m,
+                                    water_layers=body.water_layers, aoi=geom, filter=body.filter, principal=principal)
+    raise NotFound(f"process {process!r} not found", parameter="processId")

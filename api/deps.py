@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import psycopg
 from fastapi import Request
 
+from geobase.security import Principal
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -48,3 +49,20 @@ def base_url(request: Request) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
     return str(request.base_url).rstrip("/")
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether the request's If-None-Match names ``etag`` (weak or strong) or is ``*``: the
+    caller already holds this representation, so the answer is a 304."""
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+    return etag in tags or "*" in tags
+
+
+def caller_cache_headers(principal: Principal, etag: str) -> dict[str, str]:
+    """Caching of a representation that depends on the caller's view: shared caches may keep
+    the public's, only the caller's own cache a key holder's; revalidated after a minute."""
+    return {"ETag": etag, "Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60",
+            "Vary": "Accept, Authorization, X-API-Key"}

@@ -20,7 +20,14 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
-from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
+from geobase.api.deps import (
+    base_url,
+    caller_cache_headers,
+    get_conn,
+    get_registry_dep,
+    not_modified,
+    request_connection,
+)
 from geobase.api.schema import schema_links
 from geobase.api.params import allows_property_filters, extra_query_parameters
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -119,19 +126,6 @@ def _url(request: Request, path: str, **params) -> str:
         else:
             q[k] = v
     return f"{base_url(request)}{path}" + (("?" + urlencode(q)) if q else "")
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    inm = request.headers.get("if-none-match")
-    if not inm:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-    return etag in tags or "*" in tags
-
-
-def _cache_headers(principal: Principal, etag: str) -> dict[str, str]:
-    return {"ETag": etag, "Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60",
-            "Vary": "Accept, Authorization, X-API-Key"}
 
 
 async def _layer(conn, principal, registry, cid) -> tuple[LayerSpec, LayerState, set[str]]:
@@ -389,9 +383,9 @@ class _Items:
         gz = formats.accepts_gzip(self.request.headers.get("accept-encoding"))
         etag = etag_for(self.spec.name, q.version, self.state.current_version, sorted(self.request.query_params.multi_items()),
                         sorted(self.hidden), fmt, gz, *extra_etag)
-        headers = _cache_headers(self.principal, etag)
+        headers = caller_cache_headers(self.principal, etag)
         headers["Content-Crs"] = f"<{q.out_crs.uri}>"
-        if _not_modified(self.request, etag):
+        if not_modified(self.request, etag):
             return Response(status_code=304, headers=headers)
         if fmt in DOWNLOADS or download:
             return await self._download(q, fmt, headers)
@@ -684,9 +678,9 @@ async def item(request: Request, collectionId: str, featureId: str,
     q.where.append(sql.SQL("_key = {}").format(sql.Literal(featureId)))
     etag = etag_for(spec.name, q.version, state.current_version, featureId, sorted(request.query_params.multi_items()),
                     sorted(hidden), fmt)
-    headers = _cache_headers(principal, etag)
+    headers = caller_cache_headers(principal, etag)
     headers["Content-Crs"] = f"<{q.out_crs.uri}>"
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     cur = await conn.execute(q.page_sql())
     row = await cur.fetchone()

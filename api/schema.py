@@ -11,17 +11,18 @@ Both are in the caller's view: masked attributes are left out, as in the items.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.api.deps import base_url, caller_cache_headers, get_conn, get_registry_dep, not_modified
 
 from geobase import schema
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import Principal, get_principal, hidden_attributes, require_layer
-from geobase.specs import LayerSpec, Registry
+from geobase.specs import Registry
 
 router = APIRouter(tags=["Schemas"])
 
@@ -50,24 +51,21 @@ def schema_links(root: str, cid: str) -> list[dict]:
     ]
 
 
-async def _vector_layer(conn, principal: Principal, registry: Registry, cid: str, f: str | None
-                        ) -> tuple[LayerSpec, set[str]]:
+async def _schema_response(request: Request, conn, principal: Principal, registry: Registry, cid: str,
+                           f: str | None, path: str, build: Callable[..., dict]) -> Response:
+    """One schema of a vector collection in the caller's view (masked attributes left out),
+    with an ETag of its bytes (304 on If-None-Match) and per-caller caching."""
     if f is not None and f.strip().lower() not in _FORMATS:
         raise InvalidInput(f"f: {f!r} is not json (a schema is JSON Schema)", parameter="f")
     spec = await require_layer(conn, principal, registry, cid)
     if spec.kind != "vector":
         raise NotFound(f"collection {spec.name!r} is a raster coverage: it has no features and no feature "
                        f"schema; see /collections/{spec.name}/coverage", parameter="collectionId")
-    return spec, hidden_attributes(principal, spec)
-
-
-def _answer(request: Request, principal: Principal, doc: dict) -> Response:
-    body = orjson.dumps(doc)
+    url = f"{base_url(request)}/collections/{spec.name}/{path}"
+    body = orjson.dumps(build(spec, hidden_attributes(principal, spec), registry, url))
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Vary": "Accept, Authorization, X-API-Key",
-               "Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60"}
-    inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip().removeprefix("W/") for t in inm.split(",")]:
+    headers = caller_cache_headers(principal, etag)
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=schema.MEDIA_TYPE, headers=headers)
 
@@ -79,10 +77,8 @@ async def feature_schema(request: Request, collectionId: str,
                          conn: psycopg.AsyncConnection = Depends(get_conn),
                          principal: Principal = Depends(get_principal),
                          registry: Registry = Depends(get_registry_dep)):
-    spec, hidden = await _vector_layer(conn, principal, registry, collectionId, f)
-    url = f"{base_url(request)}/collections/{spec.name}/schema"
-    doc = schema.feature_schema(spec, hidden, registry, url)
-    return _answer(request, principal, doc)
+    return await _schema_response(request, conn, principal, registry, collectionId, f, "schema",
+                                  schema.feature_schema)
 
 
 @router.get("/collections/{collectionId}/schema/geojson",
@@ -93,7 +89,5 @@ async def geojson_schema(request: Request, collectionId: str,
                          conn: psycopg.AsyncConnection = Depends(get_conn),
                          principal: Principal = Depends(get_principal),
                          registry: Registry = Depends(get_registry_dep)):
-    spec, hidden = await _vector_layer(conn, principal, registry, collectionId, f)
-    url = f"{base_url(request)}/collections/{spec.name}/schema/geojson"
-    doc = schema.geojson_feature_schema(spec, hidden, registry, url)
-    return _answer(request, principal, doc)
+    return await _schema_response(request, conn, principal, registry, collectionId, f, "schema/geojson",
+                                  schema.geojson_feature_schema)

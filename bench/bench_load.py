@@ -27,6 +27,7 @@ import httpx
 import psycopg
 
 from common import REPO, Context, Result, percentile
+from common import web_mercator_tile as _tile
 
 CLIENTS = int(os.environ.get("GEOBASE_BENCH_LOAD_CLIENTS", "32"))
 DURATION_S = float(os.environ.get("GEOBASE_BENCH_LOAD_SECONDS", "20"))
@@ -38,15 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    import math
-
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
 
 
 def _requests(extent: list[float]):

@@ -170,3 +170,13 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
 
 
 PY = sys.executable
+
+
+def web_mercator_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
+    """(x, y) of the WebMercatorQuad / XYZ tile holding a lon/lat point at zoom ``z``."""
+    import math
+
+    n = 2 ** z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y

@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import functools
 import json
-import math
 import os
 import random
 import signal
@@ -56,6 +55,9 @@ from pathlib import Path
 import httpx
 import psycopg
 from psycopg import sql as pgsql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run on its own or from bench/run.py
+from common import web_mercator_tile as _tile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".geobase-soak"
@@ -182,13 +184,6 @@ class Run:
     ingests: list[dict] = field(default_factory=list)
     stop: bool = False
     t0: float = 0.0
-
-
-def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
 
 
 def _request(rnd: random.Random, extent: list[float]) -> tuple[str, str, str, dict | None]:

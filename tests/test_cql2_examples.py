@@ -36,10 +36,7 @@ import cql2
 import psycopg
 import pytest
 import shapely
-from conftest import SAMPLE
 from shapely.geometry import mapping
-
-pytestmark = pytest.mark.skipif(not (SAMPLE / "DLTB.zip").exists(), reason="sample county not generated")
 
 EXAMPLES = json.loads((Path(__file__).parent / "data" / "cql2_examples.json").read_text())
 PARCEL = "339901000000000101"

@@ -12,10 +12,7 @@ import re
 import time
 
 import psycopg
-import pytest
 from conftest import SAMPLE, LiveServer
-
-pytestmark = pytest.mark.skipif(not (SAMPLE / "DLTB.zip").exists(), reason="sample county not generated")
 
 BOX = [118.1, 29.05, 118.15, 29.1]
 EPSG4527 = "http://www.opengis.net/def/crs/EPSG/0/4527"

@@ -1,0 +1,1 @@
+"""Analyses over the layers: site checks, overlays, slope, rules, their inputs, outputs and processes."""

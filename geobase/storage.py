@@ -47,14 +47,34 @@ def measure_column(spec: LayerSpec) -> str | None:
     return None
 
 
-def current_filter() -> sql.SQL:
-    return sql.SQL("_vto IS NULL")
+def _col(alias: str | None, column: str) -> sql.Composable:
+    return sql.Identifier(alias, column) if alias else sql.Identifier(column)
 
 
-def as_of_filter(version: int) -> sql.Composed:
+def current_filter(alias: str | None = None) -> sql.Composed:
+    """Rows of the current version (``alias``: the table's alias in the query, if any)."""
+    return sql.SQL("{} IS NULL").format(_col(alias, "_vto"))
+
+
+def as_of_filter(version: int, alias: str | None = None) -> sql.Composed:
     """Rows that were current in ``version`` (bound as a literal int, never user text)."""
     v = sql.Literal(int(version))
-    return sql.SQL("(_vfrom <= {v} AND (_vto IS NULL OR _vto > {v}))").format(v=v)
+    return sql.SQL("({f} <= {v} AND ({t} IS NULL OR {t} > {v}))").format(
+        f=_col(alias, "_vfrom"), t=_col(alias, "_vto"), v=v)
+
+
+def added_between(v1: int, v2: int, alias: str | None = None) -> sql.Composed:
+    """Rows added after ``v1`` and still current in ``v2`` (the "new" side of a diff)."""
+    a, b = sql.Literal(int(v1)), sql.Literal(int(v2))
+    return sql.SQL("({f} > {a} AND {f} <= {b} AND ({t} IS NULL OR {t} > {b}))").format(
+        f=_col(alias, "_vfrom"), t=_col(alias, "_vto"), a=a, b=b)
+
+
+def removed_between(v1: int, v2: int, alias: str | None = None) -> sql.Composed:
+    """Rows current in ``v1`` and retired by ``v2`` (the "old" side of a diff)."""
+    a, b = sql.Literal(int(v1)), sql.Literal(int(v2))
+    return sql.SQL("({f} <= {a} AND {t} IS NOT NULL AND {t} > {a} AND {t} <= {b})").format(
+        f=_col(alias, "_vfrom"), t=_col(alias, "_vto"), a=a, b=b)
 
 
 def key_collation(conn: psycopg.Connection, spec: LayerSpec) -> str | None:

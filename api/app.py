@@ -9,15 +9,13 @@ limits) and the audit writer — and refuses to build or start an app that lacks
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-import time
 from contextlib import asynccontextmanager
 
-import psycopg
 from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from psycopg_pool import AsyncConnectionPool
 
 from geobase import __version__, audit, keys
 from geobase.api import admin, analysis, docs, features, ingest, landing, schema, tiles
@@ -27,10 +25,14 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
+from geobase.analysis_jobs import JobScheduler
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.limits import GateMiddleware
+from geobase.pool import ConnectionCheck, server_pool
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
+from geobase.tiles.cache import TileCache
+from geobase.tiles.service import StatesHint
 
 log = logging.getLogger("geobase.api")
 
@@ -38,72 +40,6 @@ log = logging.getLogger("geobase.api")
 ROUTER_MODULES = (landing, features, schema, tiles, analysis, ingest, admin, map_, docs)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
-
-
-class ConnectionCheck:
-    """The pool's check on checkout, without a round trip for a connection in steady use.
-
-    ``AsyncConnectionPool.check_connection`` sends an empty query on every checkout: a round
-    trip on every request. A connection given back less than :attr:`idle_s` ago, with no
-    database failure seen since, is handed out as it is; any other is checked. A database
-    restart is still survived: the first request on a dead connection fails cleanly (503) and
-    records the failure (:meth:`failed`), after which every older connection is checked again."""
-
-    def __init__(self, idle_s: float = 2.0):
-        import weakref
-
-        self.idle_s = idle_s
-        self._returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._failure_at = 0.0
-
-    def failed(self) -> None:
-        self._failure_at = time.monotonic()
-
-    async def check(self, conn) -> None:
-        last = self._returned.pop(conn, None)
-        now = time.monotonic()
-        if last is not None and last > self._failure_at and now - last < self.idle_s:
-            return
-        try:
-            await AsyncConnectionPool.check_connection(conn)
-        except Exception:
-            self.failed()
-            raise
-
-    async def reset(self, conn) -> None:
-        self._returned[conn] = time.monotonic()
-
-
-WARM_UP_SQL = ("SELECT ST_Area(g::geography), ST_Transform(g, 3857) "
-               "FROM (SELECT 'SRID=4490;POLYGON((118 29,118.01 29,118.01 29.01,118 29))'::geometry AS g) x")
-
-
-def _pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
-    timeout = int(settings.statement_timeout_ms)
-
-    async def configure(conn):
-        await conn.execute("SET application_name = 'geobase-api'")
-        # a new backend loads PostGIS, PROJ and the CGCS2000 spheroid on first use (~200 ms):
-        # pay it here, when the pool opens the connection, not in a user's first request
-        # (before the statement timeout applies; a failure only means no warm-up)
-        try:
-            await conn.execute(WARM_UP_SQL)
-        except psycopg.Error as exc:
-            log.debug("connection warm-up skipped: %s", exc)
-        await conn.execute(f"SET statement_timeout = {timeout}")
-        await conn.commit()
-
-    return AsyncConnectionPool(
-        database_url(settings),
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.pool_timeout_s,
-        configure=configure,
-        check=checker.check,
-        reset=checker.reset,
-        open=False,
-        kwargs={"autocommit": True, "connect_timeout": 5},
-    )
 
 
 def install_key_checking(app: FastAPI) -> None:
@@ -151,6 +87,53 @@ def require_security(app: FastAPI) -> None:
         raise RuntimeError("refusing to start: security component(s) not installed: " + "; ".join(missing))
 
 
+def build_state(app: FastAPI, settings: Settings, owner_settings: Settings) -> None:
+    """The state the app is built with (the security check and the routers' OpenAPI need it
+    before any request): settings and the spec registry. The security components are added by
+    the ``install_*`` functions below; everything with a lifetime by :func:`lifespan`."""
+    app.state.settings = settings
+    app.state.owner_settings = owner_settings
+    app.state.registry = get_registry(settings)
+
+
+def open_services(app: FastAPI) -> None:
+    """Every per-process service, created in this one place when the server starts (routers
+    read ``app.state``, they never create it): the connection pool and its checker, the
+    bounds on whole downloads and site checks, the job scheduler, the tile cache."""
+    settings: Settings = app.state.settings
+    app.state.connection_check = ConnectionCheck()
+    app.state.pool = server_pool(settings, app.state.connection_check)
+    # whole downloads (csv/gpkg/fgb) and site checks at once: bounded, 503 past the pool timeout
+    app.state.export_semaphore = asyncio.Semaphore(settings.export_concurrency)
+    app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_concurrency))
+    app.state.job_scheduler = JobScheduler(settings)
+    app.state.tile_cache = TileCache(settings.data_path / "tiles", settings.tile_cache_max_bytes)
+    app.state.tile_states_hint = StatesHint()
+    app.state.tiles_db_url = database_url(settings)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Start: check security again, create the services and open the pool; stop: close the
+    pool, flush the audit writer."""
+    require_security(app)  # checked again: nothing may have removed a component since
+    open_services(app)
+    await app.state.pool.open(wait=False)
+    # everything imported and built at start-up lives as long as the process: move it out of
+    # the collector's sight, so that collections triggered by a request's allocations (a
+    # site check builds thousands of dicts) do not traverse the whole heap each time
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        try:
+            await app.state.pool.close()
+        finally:
+            # flush what is queued (SIGTERM included: uvicorn runs this)
+            await app.state.audit_writer.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
     cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
@@ -160,26 +143,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "
                     "GEOBASE_DATABASE_URL; give it a login role in geobase_app (see README, 'The database role')")
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        require_security(app)  # checked again: nothing may have removed a component since
-        app.state.pool = _pool(settings, app.state.connection_check)
-        await app.state.pool.open(wait=False)
-        # everything imported and built at start-up lives as long as the process: move it out of
-        # the collector's sight, so that collections triggered by a request's allocations (a
-        # site check builds thousands of dicts) do not traverse the whole heap each time
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
-        finally:
-            try:
-                await app.state.pool.close()
-            finally:
-                # flush what is queued (SIGTERM included: uvicorn runs this)
-                await app.state.audit_writer.close()
-
     app = FastAPI(
         title="geobase",
         version=__version__,
@@ -191,10 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Accept / f= negotiation and 406, once for every route (api/negotiation.py)
         dependencies=[Depends(negotiate)],
     )
-    app.state.settings = settings
-    app.state.owner_settings = owner_settings
-    app.state.connection_check = ConnectionCheck()
-    app.state.registry = get_registry(settings)
+    build_state(app, settings, owner_settings)
     install_error_handlers(app)
     install_param_checks(app)
     # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to

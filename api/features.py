@@ -29,6 +29,7 @@ from geobase.api.deps import (
     request_connection,
 )
 from geobase.api.schema import schema_links
+from geobase.api.streaming import ClosingStreamingResponse, streamed
 from geobase.api.params import allows_property_filters, extra_query_parameters
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
@@ -355,17 +356,6 @@ _ITEM_PARAMS = dict(
 )
 
 
-def _streaming(request: Request, body, media_type: str, headers: dict) -> formats.ClosingStreamingResponse:
-    """A streamed response, gzipped here (fast level, off the event loop) when the client
-    accepts it."""
-    if formats.accepts_gzip(request.headers.get("accept-encoding")):
-        headers = dict(headers, **{"Content-Encoding": "gzip"})
-        headers.pop("Content-Length", None)
-        body = formats.gzipped(body)
-    headers["Vary"] = headers.get("Vary", "Accept") + ", Accept-Encoding"
-    return formats.ClosingStreamingResponse(body, media_type=media_type, headers=headers)
-
-
 class _Items:
     """The shared flow of /items and /changes: parse, ETag, run, stream in the asked format."""
 
@@ -469,7 +459,7 @@ class _Items:
                 doc["version"] = q.version
             return b"]," + orjson.dumps(doc)[1:]
 
-        return _streaming(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(), tail),
+        return streamed(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(), tail),
                           GEOJSON, headers)
 
     async def _download(self, q, fmt: str, headers: dict):
@@ -518,7 +508,7 @@ class _Items:
                     audit.note(count=count["n"])
                     return b'],"numberReturned":' + str(count["n"]).encode() + b"}"
 
-                return _streaming(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(),
+                return streamed(self.request, formats.geojson_body(b'{"type":"FeatureCollection","features":[', rows(),
                                                                      tail), GEOJSON, headers)
             if fmt == "csv":
                 async def body():
@@ -533,7 +523,7 @@ class _Items:
                         finally:
                             release()
 
-                return _streaming(self.request, body(), formats.MEDIA["csv"], headers)
+                return streamed(self.request, body(), formats.MEDIA["csv"], headers)
             driver = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}[fmt]
             path = formats.temp_path(settings.data_path / "exports", ext)
             try:
@@ -560,7 +550,7 @@ class _Items:
                     finally:
                         release()
 
-            return formats.ClosingStreamingResponse(filebody(), media_type=formats.MEDIA[fmt], headers=headers)
+            return ClosingStreamingResponse(filebody(), media_type=formats.MEDIA[fmt], headers=headers)
         except BaseException:
             release()
             raise

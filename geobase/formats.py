@@ -9,7 +9,8 @@
   ``pyogrio.write_arrow`` into a temporary file, which is then streamed and deleted.
 
 The database connection of a stream is held by the stream and given back to the pool when
-the body ends or the client goes away.
+the body ends or the client goes away. This module makes bytes and async iterators of bytes;
+the API wraps them in HTTP responses (``api/streaming.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 import anyio
 import psycopg
 from psycopg import sql
-from starlette.responses import StreamingResponse
 
 from geobase.errors import InvalidInput
 
@@ -50,21 +50,6 @@ def client_error(exc: Exception, parameter: str = "filter") -> InvalidInput:
     diag = getattr(exc, "diag", None)
     msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
     return InvalidInput(f"{parameter}: the database refused a value: {msg}", parameter=parameter)
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that always closes its body iterator, also when the client hangs
-    up while the body generator is suspended: each generator of the chain closes the one it
-    reads from, which gives the pooled connection and the export slot back at once instead
-    of whenever the garbage collector finalizes the generators."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 async def give_back(pool, conn: psycopg.AsyncConnection) -> None:

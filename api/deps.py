@@ -1,16 +1,33 @@
-"""Request dependencies shared by routers: settings, the spec registry, the connection pool."""
+"""Request dependencies shared by routers, in parameter families (the tipg model).
+
+* the app's own services: settings, the spec registry, a pooled connection;
+* the collection (:class:`Collection`): ``collectionId`` resolved to the layer's spec, its
+  catalog state and the attributes masked for the caller, with the access check and the 404 in
+  one place (:func:`resolve_collection`); :func:`feature_collection` adds the one check that the
+  collection has features (a raster coverage has no items, queryables or feature schema: 404);
+* the representation (:func:`representation`): ``f=`` validated, else the ``Accept`` choice
+  made app-wide by :func:`geobase.api.negotiation.negotiate` from its ``OFFERS`` table;
+* conditional responses: :func:`not_modified` and :func:`caller_cache_headers`.
+
+The items parameters (``limit``, ``bbox``, ``filter`` ...) are a family of their own in
+:mod:`geobase.api.item_params`, declared once and parsed once into :class:`ItemsParams`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import psycopg
-from fastapi import Request
+from fastapi import Depends, Path, Query, Request
 
-from geobase.security import Principal
+from geobase.api import negotiation
+from geobase.errors import InvalidInput, NotFound
+from geobase.features import LayerState, layer_state
+from geobase.security import Principal, get_principal, hidden_attributes, require_layer
 from geobase.settings import Settings
-from geobase.specs import Registry
+from geobase.specs import LayerSpec, Registry
 
 
 # Dependencies are ``async def`` even when they do no I/O: FastAPI runs a plain ``def``
@@ -66,3 +83,99 @@ def caller_cache_headers(principal: Principal, etag: str) -> dict[str, str]:
     the public's, only the caller's own cache a key holder's; revalidated after a minute."""
     return {"ETag": etag, "Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60",
             "Vary": "Accept, Authorization, X-API-Key"}
+
+
+# ------------------------------------------------------------------------------------------
+# the collection
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Collection:
+    """A collection as this caller may see it: the layer's spec, what the catalog says about it
+    now (versions, current version) and the attributes masked for the caller."""
+
+    spec: LayerSpec
+    state: LayerState
+    hidden: frozenset[str]
+
+
+async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
+                             collection_id: str) -> Collection:
+    """The collection if the caller may see it; otherwise NotFound (never Forbidden: a layer
+    the caller may not see is answered like one that does not exist)."""
+    spec = await require_layer(conn, principal, registry, collection_id)
+    state = await layer_state(conn, spec)
+    return Collection(spec, state, frozenset(hidden_attributes(principal, spec)))
+
+
+def require_features(collection: Collection) -> Collection:
+    """The one check that a collection has features. A raster coverage has no items, no
+    queryables and no feature schema: those resources do not exist for it, so 404 (as for an
+    unknown collection), never 400 — the request is well formed, the resource is absent."""
+    spec = collection.spec
+    if spec.kind != "vector":
+        raise NotFound(f"collection {spec.name!r} is a raster coverage, not a feature collection: it has no "
+                       f"items, queryables or feature schema; read it at /collections/{spec.name}/coverage "
+                       f"or /collections/{spec.name}/tiles", parameter="collectionId")
+    return collection
+
+
+_COLLECTION_ID = Path(description="Local identifier of a collection (a layer name)")
+
+
+async def collection(collectionId: str = _COLLECTION_ID, conn: psycopg.AsyncConnection = Depends(get_conn),
+                     principal: Principal = Depends(get_principal),
+                     registry: Registry = Depends(get_registry_dep)) -> Collection:
+    """Dependency: the path's collection, resolved on the request's connection."""
+    return await resolve_collection(conn, principal, registry, collectionId)
+
+
+async def feature_collection(c: Collection = Depends(collection)) -> Collection:
+    """Dependency: the path's collection, which must have features (404 for a coverage)."""
+    return require_features(c)
+
+
+async def streamed_feature_collection(request: Request, collectionId: str = _COLLECTION_ID,
+                                      principal: Principal = Depends(get_principal),
+                                      registry: Registry = Depends(get_registry_dep)) -> Collection:
+    """Dependency for the routes that stream rows (items, changes): the collection is resolved
+    on a connection given back at once, before the stream takes its own (see
+    :func:`request_connection`)."""
+    async with request_connection(request) as conn:
+        resolved = await resolve_collection(conn, principal, registry, collectionId)
+    return require_features(resolved)
+
+
+# ------------------------------------------------------------------------------------------
+# the representation
+# ------------------------------------------------------------------------------------------
+#: other names ``f`` may give a representation by (media types, long names)
+F_ALIASES: dict[str, str] = {"application/geo+json": "geojson", "application/json": "json", "text/html": "html",
+                             "text/csv": "csv", "flatgeobuf": "fgb", "geopackage": "gpkg"}
+
+
+def choose_representation(request: Request, f: str | None, allowed: frozenset[str],
+                          aliases: Mapping[str, str] = F_ALIASES) -> str:
+    """``f=`` when given (400 naming ``f`` if the route does not serve it); otherwise what the
+    app-wide negotiation chose from ``Accept`` (``json`` when it chose nothing this route
+    serves)."""
+    if f:
+        v = f.lower().strip()
+        v = aliases.get(v, v)
+        if v not in allowed:
+            raise InvalidInput(f"f: {f!r} is not one of {', '.join(sorted(allowed))}", parameter="f")
+        return v
+    # Accept, with q-values, was weighed once for every route (api/negotiation.py)
+    v = negotiation.chosen(request, "json")
+    return v if v in allowed else "json"
+
+
+def representation(allowed: tuple[str, ...], description: str,
+                   aliases: Mapping[str, str] = F_ALIASES) -> Callable[..., object]:
+    """A dependency declaring the route's ``f`` query parameter and answering the handler key
+    of the representation to send (see :func:`choose_representation`)."""
+    allowed_set = frozenset(allowed)
+
+    async def dependency(request: Request, f: str | None = Query(None, description=description)) -> str:
+        return choose_representation(request, f, allowed_set, aliases)
+
+    return dependency

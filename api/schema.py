@@ -14,20 +14,23 @@ import hashlib
 from collections.abc import Callable
 
 import orjson
-import psycopg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from geobase.api.deps import base_url, caller_cache_headers, get_conn, get_registry_dep, not_modified
 
 from geobase import schema
-from geobase.errors import InvalidInput, NotFound
-from geobase.security import Principal, get_principal, hidden_attributes, require_layer
+from geobase.api.deps import (
+    Collection,
+    base_url,
+    caller_cache_headers,
+    feature_collection,
+    get_registry_dep,
+    not_modified,
+    representation,
+)
+from geobase.security import Principal, get_principal
 from geobase.specs import Registry
 
 router = APIRouter(tags=["Schemas"])
-
-#: ``f`` values answered (JSON Schema is JSON: both name the one representation)
-_FORMATS = {"json": "json", "application/json": "json", "application/schema+json": "json"}
 
 
 def schema_links(root: str, cid: str) -> list[dict]:
@@ -51,18 +54,18 @@ def schema_links(root: str, cid: str) -> list[dict]:
     ]
 
 
-async def _schema_response(request: Request, conn, principal: Principal, registry: Registry, cid: str,
-                           f: str | None, path: str, build: Callable[..., dict]) -> Response:
+#: ``f`` values answered (JSON Schema is JSON: both name the one representation)
+schema_format = representation(("json",), "json (the only representation)",
+                               aliases={"application/json": "json", "application/schema+json": "json"})
+
+
+def _schema_response(request: Request, principal: Principal, registry: Registry, coll: Collection,
+                     path: str, build: Callable[..., dict]) -> Response:
     """One schema of a vector collection in the caller's view (masked attributes left out),
     with an ETag of its bytes (304 on If-None-Match) and per-caller caching."""
-    if f is not None and f.strip().lower() not in _FORMATS:
-        raise InvalidInput(f"f: {f!r} is not json (a schema is JSON Schema)", parameter="f")
-    spec = await require_layer(conn, principal, registry, cid)
-    if spec.kind != "vector":
-        raise NotFound(f"collection {spec.name!r} is a raster coverage: it has no features and no feature "
-                       f"schema; see /collections/{spec.name}/coverage", parameter="collectionId")
+    spec = coll.spec
     url = f"{base_url(request)}/collections/{spec.name}/{path}"
-    body = orjson.dumps(build(spec, hidden_attributes(principal, spec), registry, url))
+    body = orjson.dumps(build(spec, set(coll.hidden), registry, url))
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     headers = caller_cache_headers(principal, etag)
     if not_modified(request, etag):
@@ -72,22 +75,18 @@ async def _schema_response(request: Request, conn, principal: Principal, registr
 
 @router.get("/collections/{collectionId}/schema", summary="Schema of the collection's features (JSON Schema, Part 5)",
             responses={200: {"content": {schema.MEDIA_TYPE: {}}}})
-async def feature_schema(request: Request, collectionId: str,
-                         f: str | None = Query(None, description="json (the only representation)"),
-                         conn: psycopg.AsyncConnection = Depends(get_conn),
+async def feature_schema(request: Request, fmt: str = Depends(schema_format),
+                         coll: Collection = Depends(feature_collection),
                          principal: Principal = Depends(get_principal),
                          registry: Registry = Depends(get_registry_dep)):
-    return await _schema_response(request, conn, principal, registry, collectionId, f, "schema",
-                                  schema.feature_schema)
+    return _schema_response(request, principal, registry, coll, "schema", schema.feature_schema)
 
 
 @router.get("/collections/{collectionId}/schema/geojson",
             summary="JSON Schema of one feature of the collection as GeoJSON (describedby)",
             responses={200: {"content": {schema.MEDIA_TYPE: {}}}})
-async def geojson_schema(request: Request, collectionId: str,
-                         f: str | None = Query(None, description="json (the only representation)"),
-                         conn: psycopg.AsyncConnection = Depends(get_conn),
+async def geojson_schema(request: Request, fmt: str = Depends(schema_format),
+                         coll: Collection = Depends(feature_collection),
                          principal: Principal = Depends(get_principal),
                          registry: Registry = Depends(get_registry_dep)):
-    return await _schema_response(request, conn, principal, registry, collectionId, f, "schema/geojson",
-                                  schema.geojson_feature_schema)
+    return _schema_response(request, principal, registry, coll, "schema/geojson", schema.geojson_feature_schema)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -27,6 +28,7 @@ from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
 from geobase.analysis_jobs import JobScheduler
 from geobase.db import database_url, server_runs_as_owner, server_settings
+from geobase.ingest.jobs import fail_orphaned_jobs
 from geobase.limits import GateMiddleware
 from geobase.pool import ConnectionCheck, server_pool
 from geobase.settings import Settings, get_settings
@@ -99,7 +101,8 @@ def build_state(app: FastAPI, settings: Settings, owner_settings: Settings) -> N
 def open_services(app: FastAPI) -> None:
     """Every per-process service, created in this one place when the server starts (routers
     read ``app.state``, they never create it): the connection pool and its checker, the
-    bounds on whole downloads and site checks, the job scheduler, the tile cache."""
+    bounds on whole downloads and site checks, the job scheduler, the tile cache, and the sweep
+    of jobs left behind by a dead server."""
     settings: Settings = app.state.settings
     app.state.connection_check = ConnectionCheck()
     app.state.pool = server_pool(settings, app.state.connection_check)
@@ -110,6 +113,22 @@ def open_services(app: FastAPI) -> None:
     app.state.tile_cache = TileCache(settings.data_path / "tiles", settings.tile_cache_max_bytes)
     app.state.tile_states_hint = StatesHint()
     app.state.tiles_db_url = database_url(settings)
+    app.state.orphan_sweep = _sweep_orphaned_jobs(settings)
+
+
+def _sweep_orphaned_jobs(settings: Settings) -> threading.Thread:
+    """Mark the ingest and analysis jobs of a dead server process failed, once per start, in the
+    background (the start does not wait for the database)."""
+
+    def sweep() -> None:
+        try:
+            fail_orphaned_jobs(settings)
+        except Exception as exc:  # the database may not be up yet; the next start retries
+            log.warning("orphaned jobs not checked: %s", exc)
+
+    thread = threading.Thread(target=sweep, name="orphaned-jobs", daemon=True)
+    thread.start()
+    return thread
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path as FsPath
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from geobase.api.deps import base_url, get_registry_dep, get_settings_dep
@@ -34,21 +34,6 @@ router = APIRouter(tags=["Ingest"])
 
 UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 ACCEPTED_SUFFIXES = set(VECTOR_SUFFIXES) | RASTER_SUFFIXES | {".zip"}
-
-
-def setup(app: FastAPI) -> None:
-    """Mark jobs of a previous (dead) server as failed, once, in the background at app creation."""
-    import threading
-
-    settings: Settings = app.state.settings
-
-    def _orphans() -> None:
-        try:
-            jobs.fail_orphaned_jobs(settings)
-        except Exception:  # the database may not be up yet; the next start retries
-            pass
-
-    threading.Thread(target=_orphans, name="ingest-orphans", daemon=True).start()
 
 
 def steward_for(principal: Principal, department: str) -> None:

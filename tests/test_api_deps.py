@@ -113,3 +113,26 @@ def test_f_by_media_type_name_and_accept_agree(http, path, accepted):
     by_accept = http.get(path, headers={"Accept": accepted})
     assert by_f.status_code == by_accept.status_code == 200, (by_f.text, by_accept.text)
     assert by_f.headers["content-type"].split(";")[0] == by_accept.headers["content-type"].split(";")[0]
+
+
+def test_a_server_start_marks_the_jobs_of_a_dead_server_failed(db_settings, live_server):
+    """The app's lifespan sweeps jobs left 'accepted' by a server process that is gone (the
+    sweep was lost when the routers' import-time ``setup`` hooks were dropped from the factory)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from geobase.ingest import jobs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = jobs.new_job_id()
+    jobs.create_job(db_settings, orphan, "land_use", {"host": socket.gethostname(), "pid": dead.pid}, "t")
+    assert jobs.get_job(db_settings, orphan)["status"] == "accepted"
+    live_server(db_settings)
+    deadline = time.monotonic() + 60  # the sweep runs beside the start, not before it
+    while jobs.get_job(db_settings, orphan)["status"] == "accepted" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job = jobs.get_job(db_settings, orphan)
+    assert job["status"] == "failed" and "submit the file again" in job["message"]

@@ -178,4 +178,5 @@ def representation(allowed: tuple[str, ...], description: str,
     async def dependency(request: Request, f: str | None = Query(None, description=description)) -> str:
         return choose_representation(request, f, allowed_set, aliases)
 
+    dependency.allowed = allowed_set  # type: ignore[attr-defined]  # read by tests against OFFERS
     return dependency

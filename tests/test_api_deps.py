@@ -11,7 +11,9 @@ import uuid
 import pytest
 from conftest import LiveServer, create_database, drop_database, settings_for
 from geobase.api.app import create_app
+from geobase.api.negotiation import OFFERS
 from geobase.api.openapi import api_routes
+from geobase.settings import Settings
 
 # values for the other path parameters of the routes that take a collection id
 PATH_VALUES = {"featureId": "x", "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "0", "tileRow": "0",
@@ -63,6 +65,36 @@ def test_unknown_collection_is_the_same_404_on_every_route(server, http):
         bodies[path] = r.json()
     assert {b["description"] for b in bodies.values()} == {"collection 'no_such_layer' not found"}, bodies
     assert {b["code"] for b in bodies.values()} == {"NotFound"}, bodies
+
+
+def _representations(dependant) -> set[str] | None:
+    """The ``f`` keys of the route's representation dependency (api/deps.py), if it has one."""
+    for sub in dependant.dependencies:
+        allowed = getattr(sub.call, "allowed", None)
+        if allowed is not None:
+            return set(allowed)
+        found = _representations(sub)
+        if found is not None:
+            return found
+    return None
+
+
+def test_f_offers_what_accept_offers():
+    """Each route's ``f`` values name the representations api/negotiation.py's OFFERS gives
+    Accept for that route (``geojson`` being the GeoJSON ``json`` under its own name), so the
+    two ways of choosing cannot drift apart."""
+    app = create_app(Settings(database_url="postgresql://unused@127.0.0.1:1/unused", data_dir="/tmp"))
+    checked = {}
+    for path, methods, rc in api_routes(app):
+        dependant = getattr(rc.route, "dependant", None)  # starlette routes (docs, static) have none
+        allowed = _representations(dependant) if dependant is not None and "GET" in methods else None
+        if allowed is None:
+            continue
+        checked[path] = allowed
+        assert allowed - {"geojson"} == set(OFFERS[path].media), (path, allowed, OFFERS[path].media)
+    assert {"/conformance", "/collections", "/collections/{collectionId}/items",
+            "/collections/{collectionId}/items/{featureId}", "/collections/{collectionId}/changes",
+            "/collections/{collectionId}/schema"} <= set(checked), checked
 
 
 FEATURE_ROUTES = ["/collections/{collectionId}/items", "/collections/{collectionId}/items/{featureId}",

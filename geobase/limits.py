@@ -36,6 +36,7 @@ from psycopg_pool import PoolTimeout
 from geobase import audit, uploads
 from geobase.errors import GeobaseError, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from geobase.settings import Settings
+from geobase.vocab import NAME_BODY
 
 log = logging.getLogger("geobase.limits")
 
@@ -43,7 +44,7 @@ TILE_RE = re.compile(r"/tiles/.*\d+/\d+/\d+(\.[A-Za-z0-9]+)?$")
 EXPORT_RE = re.compile(r"/(download|downloads|export|exports)(/|$)")
 UPLOAD_RE = re.compile(r"/(ingest|upload|uploads)(/|$)")
 ANALYSIS_RE = re.compile(r"^/(analysis|analyses|processes)(/|$)")
-LAYER_IN_PATH_RE = re.compile(r"^/(?:collections|admin/layers)/([a-z][a-z0-9_]{0,62})(?:/|$)")
+LAYER_IN_PATH_RE = re.compile(rf"^/(?:collections|admin/layers)/({NAME_BODY})(?:/|$)")
 
 
 def request_class(path: str) -> str:

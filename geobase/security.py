@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
-
 import psycopg
 from fastapi import Request
 
 from geobase.errors import Forbidden, InvalidInput, NotFound
 from geobase.specs import LayerSpec, Registry
+from geobase.vocab import ROLE_RANK, Role
 
-Role = Literal["viewer", "analyst", "steward", "admin"]
-ROLE_RANK = {"viewer": 0, "analyst": 1, "steward": 2, "admin": 3}
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,9 @@ from geobase.db import connect
 from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.settings import Settings
 from geobase.specs import get_registry
+from geobase.vocab import INGEST_MODES
 
-MODES = ("replace", "append", "upsert", "delete")
+MODES = INGEST_MODES
 POLICIES = ("reject", "skip", "keep")
 BATCH_SIZE = 20_000
 #: Files with at least this many features load straight into an empty layer table (DirectLoad).

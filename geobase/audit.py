@@ -44,7 +44,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from geobase.errors import InvalidInput
-from geobase.security import PUBLIC, Principal
+from geobase.principal import PUBLIC, Principal
 
 log = logging.getLogger("geobase.audit")
 

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from geobase.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from geobase.security import Principal
+from geobase.principal import Principal
 from geobase.vocab import ROLE_RANK, is_name
 
 KEY_RE = re.compile(r"^gb_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
@@ -225,7 +225,7 @@ class KeyResolver:
         authenticate (the gate audits it with the key's id and holder when known)."""
         import time
 
-        from geobase.security import PUBLIC
+        from geobase.principal import PUBLIC
 
         if token is None:
             return PUBLIC

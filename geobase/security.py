@@ -21,37 +21,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
 import psycopg
 from fastapi import Request
 
-from geobase.errors import Forbidden, InvalidInput, NotFound
+from geobase import audit
+from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
-from geobase.vocab import ROLE_RANK, Role
+from geobase.vocab import Role
 
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: the public (no key) or the holder of an API key of a department and role."""
-
-    name: str = "public"
-    department: str | None = None
-    role: Role | None = None
-    key_id: str | None = None
-
-    @property
-    def is_public(self) -> bool:
-        return self.key_id is None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def has_role(self, role: Role) -> bool:
-        return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-PUBLIC = Principal()
+__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "get_principal", "hidden_attributes",
+           "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
+           "require_role", "view_signature", "visible_attributes", "visible_layers"]
 
 
 @dataclass(frozen=True)
@@ -178,16 +160,12 @@ def note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> Non
 def note_denied(name: str) -> None:
     """A read refused because the caller may not see layer ``name`` (answered 404, as if it did
     not exist): always audited, as ``read.denied`` with the layer, whoever the caller is."""
-    from geobase import audit
-
     audit.note(action="read.denied", force=True, layer=name)
 
 
 def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
     """Tell the request's audit context that this layer is read and whether that is non-public
     data (a non-public layer, or attributes masked from the public that this caller sees)."""
-    from geobase import audit
-
     sensitive = access.sharing != "public" or (
         not principal.is_public and any("public" in a.hidden_from for a in spec.attributes))
     audit.note_layer(access.name, sensitive=sensitive)
@@ -222,8 +200,6 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
 
 def require_role(principal: Principal, role: Role) -> None:
     if principal.is_public:
-        from geobase.errors import Unauthorized
-
         raise Unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
     if not principal.has_role(role):
         raise Forbidden(f"this needs the {role!r} role; your key has {principal.role!r}")

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from geobase import __version__, audit, keys
+from geobase import __version__, keys
 from geobase.api import admin, analysis, docs, features, ingest, landing, schema, tiles
 from geobase.api import map as map_
 from geobase.api.errors import install_error_handlers
@@ -27,6 +27,7 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
+from geobase.audit_writer import AuditWriter
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.limits import GateMiddleware
 from geobase.settings import Settings, get_settings
@@ -117,7 +118,7 @@ def install_key_checking(app: FastAPI) -> None:
 def install_audit_writer(app: FastAPI) -> None:
     """The audit writer (``app.state.audit_writer``): the gate hands it one row per audited
     request; the lifespan flushes it when the server stops."""
-    app.state.audit_writer = audit.AuditWriter(database_url(app.state.settings))
+    app.state.audit_writer = AuditWriter(database_url(app.state.settings))
 
 
 def install_gate(app: FastAPI) -> None:
@@ -143,7 +144,7 @@ def require_security(app: FastAPI) -> None:
     if not gates:
         missing.append("the request gate (geobase.limits.GateMiddleware)")
     writer = getattr(app.state, "audit_writer", None)
-    if not isinstance(writer, audit.AuditWriter):
+    if not isinstance(writer, AuditWriter):
         missing.append("the audit writer (app.state.audit_writer)")
     elif any(m.kwargs.get("audit_writer") is not writer for m in gates):
         missing.append("the audit writer in the request gate")

@@ -12,9 +12,10 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from geobase import audit, keys
+from geobase import keys
 from geobase.api import app as app_module
 from geobase.api.app import ROUTER_MODULES, create_app, require_security
+from geobase.audit_writer import AuditWriter
 from geobase.limits import GateMiddleware
 from geobase.security import Principal, get_principal
 
@@ -67,7 +68,7 @@ def test_normal_app_has_all_three(db_settings):
     app = create_app(db_settings)
     require_security(app)  # does not raise
     assert isinstance(app.state.principal_resolver, keys.KeyResolver)
-    assert isinstance(app.state.audit_writer, audit.AuditWriter)
+    assert isinstance(app.state.audit_writer, AuditWriter)
     gates = [m for m in app.user_middleware if m.cls is GateMiddleware]
     assert len(gates) == 1
     assert gates[0].kwargs["resolver"] is app.state.principal_resolver

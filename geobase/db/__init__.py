@@ -11,6 +11,7 @@ from typing import Iterator
 
 import psycopg
 
+from geobase import audit
 from geobase.errors import SetupError
 from geobase.settings import Settings, get_settings
 
@@ -80,7 +81,7 @@ def ensure_app_role(conn: psycopg.Connection) -> bool:
             stmts += [f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} FROM geobase_app",
                       f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE INSERT, UPDATE, DELETE, TRUNCATE "
                       "ON TABLES FROM geobase_app"]
-    stmts += ["REVOKE UPDATE, DELETE, TRUNCATE ON catalog.audit_log FROM geobase_app"]
+    stmts += list(audit.APP_ROLE_STATEMENTS)  # the audit log is append-only for the app
     for stmt in stmts:
         conn.execute(stmt)
     if can and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_LOGIN,)).fetchone():

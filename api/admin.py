@@ -15,7 +15,8 @@ from geobase import audit, keys
 from geobase.api.deps import get_registry_dep, get_settings_dep
 from geobase.db import connect
 from geobase.catalog import set_sharing
-from geobase.security import Principal, get_principal, require_role
+from geobase.api.gate import get_principal
+from geobase.security import Principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import NAME_PATTERN, Role, SharingLevel

@@ -3,7 +3,7 @@
 Each feature area contributes a router module, imported here by name: :data:`ROUTER_MODULES`
 lists them in mount order (a missing module is an import error, never a silently absent
 feature). The factory itself installs the security components — key checking (the principal
-resolver), the request gate (:class:`geobase.limits.GateMiddleware`: rate, body and concurrency
+resolver), the request gate (:class:`geobase.api.gate.GateMiddleware`: rate, body and concurrency
 limits) and the audit writer — and refuses to build or start an app that lacks any of them
 (:func:`require_security`): security fails closed, not open."""
 
@@ -23,13 +23,13 @@ from geobase import __version__, keys
 from geobase.api import admin, analysis, docs, features, ingest, landing, schema, tiles
 from geobase.api import map as map_
 from geobase.api.errors import install_error_handlers
+from geobase.api.gate import GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
 from geobase.audit_writer import AuditWriter
 from geobase.db import database_url, server_runs_as_owner, server_settings
-from geobase.limits import GateMiddleware
 from geobase.settings import Settings, get_settings
 from geobase.specs import get_registry
 
@@ -122,7 +122,7 @@ def install_audit_writer(app: FastAPI) -> None:
 
 
 def install_gate(app: FastAPI) -> None:
-    """The request gate (:mod:`geobase.limits`): authentication, rate, body and concurrency
+    """The request gate (:mod:`geobase.api.gate`): authentication, rate, body and concurrency
     limits and auditing for every route of every router. Needs key checking and the audit
     writer installed first."""
     resolver = getattr(app.state, "principal_resolver", None)
@@ -142,7 +142,7 @@ def require_security(app: FastAPI) -> None:
         missing.append("key checking (app.state.principal_resolver)")
     gates = [m for m in app.user_middleware if m.cls is GateMiddleware]
     if not gates:
-        missing.append("the request gate (geobase.limits.GateMiddleware)")
+        missing.append("the request gate (geobase.api.gate.GateMiddleware)")
     writer = getattr(app.state, "audit_writer", None)
     if not isinstance(writer, AuditWriter):
         missing.append("the audit writer (app.state.audit_writer)")

@@ -47,7 +47,8 @@ from geobase.features import (
     layer_state,
     queryable_types,
 )
-from geobase.security import Principal, get_principal, hidden_attributes, require_layer, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import Principal, hidden_attributes, require_layer, visible_layers
 from geobase.specs import LayerSpec, Registry
 
 router = APIRouter(tags=["Features"])

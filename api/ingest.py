@@ -26,7 +26,8 @@ from geobase.uploads import ZipLimits, save_upload
 
 from geobase import job_progress
 from geobase.errors import Forbidden, InvalidInput, NotFound
-from geobase.security import Principal, get_principal, require_role
+from geobase.api.gate import get_principal
+from geobase.security import Principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import IngestMode

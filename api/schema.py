@@ -21,7 +21,8 @@ from geobase.api.deps import base_url, caller_cache_headers, get_conn, get_regis
 
 from geobase import schema
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import Principal, get_principal, hidden_attributes, require_layer
+from geobase.api.gate import get_principal
+from geobase.security import Principal, hidden_attributes, require_layer
 from geobase.specs import Registry
 
 router = APIRouter(tags=["Schemas"])

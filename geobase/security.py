@@ -12,9 +12,9 @@ Sharing levels (per layer, from its spec, changeable by an admin):
 Admins see everything.
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
-the app factory, ``geobase.api.app``; without it :func:`get_principal` refuses, never
-answering as for the public); every layer these checks let through is noted in the request's
-audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
+the app factory, ``geobase.api.app``; without it the routes' dependency
+:func:`geobase.api.gate.get_principal` refuses, never answering as for the public); every
+layer these checks let through is noted in the request's audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import hashlib
 from dataclasses import dataclass, field
 
 import psycopg
-from fastapi import Request
 
 from geobase import audit
 from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -31,7 +30,7 @@ from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
 from geobase.vocab import Role
 
-__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "get_principal", "hidden_attributes",
+__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "hidden_attributes",
            "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
            "require_role", "view_signature", "visible_attributes", "visible_layers"]
 
@@ -128,22 +127,6 @@ class _Viewer:
     is_admin: bool
     is_public: bool
     department: str | None
-
-
-async def get_principal(request: Request) -> Principal:
-    """FastAPI dependency: resolve ``Authorization: Bearer <key>`` or ``X-API-Key``.
-
-    Every route whose answer depends on the caller gets the caller here, and only here; so this
-    is also where the response is marked caller-dependent, and the request gate
-    (:mod:`geobase.limits`) then sends ``Vary: Authorization, X-API-Key`` and, for a keyed
-    caller, ``Cache-Control: private`` — no route has to remember to."""
-    request.scope["geobase.caller_dependent"] = True
-    resolver = getattr(request.app.state, "principal_resolver", None)
-    if resolver is None:
-        # fail closed: without key checking every caller would silently be treated as public
-        raise RuntimeError("key checking is not installed (app.state.principal_resolver): "
-                           "refusing to treat the caller as public")
-    return await resolver(request)
 
 
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:

@@ -492,7 +492,7 @@ def caller_dependent_get_routes() -> set[str]:
     from fastapi.routing import APIRoute
 
     from geobase.api.app import ROUTERS
-    from geobase.security import get_principal
+    from geobase.api.gate import get_principal
 
     def uses(dep) -> bool:
         return any(d.call is get_principal or uses(d) for d in dep.dependencies)

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from geobase import keys
 from geobase.api import app as app_module
 from geobase.api.app import ROUTER_MODULES, create_app, require_security
+from geobase.api.gate import GateMiddleware
 from geobase.audit_writer import AuditWriter
-from geobase.limits import GateMiddleware
-from geobase.security import Principal, get_principal
+from geobase.api.gate import get_principal
+from geobase.security import Principal
 
 INSTALLERS = {
     "install_key_checking": "key checking",

@@ -25,7 +25,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
-from geobase.ingest import crs as crsmod
+from geobase import crs as crsmod
 from geobase.ingest import dbf
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.area import AREA_TOLERANCE

@@ -30,7 +30,7 @@ from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
 from geobase.audit_writer import AuditWriter
 from geobase.db import database_url, server_runs_as_owner, server_settings
-from geobase.settings import Settings, get_settings
+from geobase.settings import Settings, check_settings, get_settings
 from geobase.specs import get_registry
 
 log = logging.getLogger("geobase.api")
@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
     cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
     settings (``app.state.owner_settings``)."""
-    owner_settings = settings or get_settings()
+    owner_settings = check_settings(settings or get_settings())  # a bad value stops the start
     settings = server_settings(owner_settings)
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "

@@ -7,7 +7,6 @@ factory (api/app.py), which refuses to start without them. (Ingest endpoints und
 
 from __future__ import annotations
 
-from typing import Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,13 +15,15 @@ from geobase import audit, keys
 from geobase.api.deps import get_registry_dep, get_settings_dep
 from geobase.db import connect
 from geobase.catalog import set_sharing
-from geobase.security import Principal, get_principal, require_role
+from geobase.api.gate import get_principal
+from geobase.security import Principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
+from geobase.vocab import NAME_PATTERN, Role, SharingLevel
 
 router = APIRouter(prefix="/admin", tags=["Administration"])
 
-NAME = r"^[a-z][a-z0-9_]{1,62}$"
+NAME = NAME_PATTERN
 
 
 async def admin_principal(principal: Principal = Depends(get_principal)) -> Principal:
@@ -41,14 +42,14 @@ class DepartmentIn(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="who or what holds the key")
-    role: Literal["viewer", "analyst", "steward", "admin"]
+    role: Role
     department: str | None = Field(default=None, pattern=NAME, description="required except for admin")
     expires_days: float | None = Field(default=None, gt=0, le=3650)
 
 
 class SharingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sharing: Literal["public", "internal", "restricted", "private"]
+    sharing: SharingLevel
     shared_with: list[str] = Field(default_factory=list, max_length=100)
 
 

@@ -40,7 +40,8 @@ from geobase.errors import (Forbidden, GeobaseError, InvalidInput, NotFound, Pay
                             ServiceUnavailable)
 from geobase.geometry_input import decode_json_body, parse_geojson, parse_upload
 from geobase.limits import set_local_timeout
-from geobase.security import Principal, get_principal, layer_accesses, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import Principal, layer_accesses, visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
 

@@ -3,7 +3,7 @@
 Each feature area contributes a router module, imported here by name: :data:`ROUTER_MODULES`
 lists them in mount order (a missing module is an import error, never a silently absent
 feature). The factory itself installs the security components — key checking (the principal
-resolver), the request gate (:class:`geobase.limits.GateMiddleware`: rate, body and concurrency
+resolver), the request gate (:class:`geobase.api.gate.GateMiddleware`: rate, body and concurrency
 limits) and the audit writer — and refuses to build or start an app that lacks any of them
 (:func:`require_security`): security fails closed, not open."""
 
@@ -18,10 +18,11 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
-from geobase import __version__, audit, keys
+from geobase import __version__, keys
 from geobase.api import admin, analysis, docs, features, ingest, items, landing, schema, tiles
 from geobase.api import map as map_
 from geobase.api.errors import install_error_handlers
+from geobase.api.gate import GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
@@ -29,9 +30,9 @@ from geobase.api.params import install as install_param_checks
 from geobase.analysis_jobs import JobScheduler
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.ingest.jobs import fail_orphaned_jobs
-from geobase.limits import GateMiddleware
 from geobase.pool import ConnectionCheck, server_pool
-from geobase.settings import Settings, get_settings
+from geobase.audit_writer import AuditWriter
+from geobase.settings import Settings, check_settings, get_settings
 from geobase.specs import get_registry
 from geobase.tiles.cache import TileCache
 from geobase.tiles.service import StatesHint
@@ -55,11 +56,11 @@ def install_key_checking(app: FastAPI) -> None:
 def install_audit_writer(app: FastAPI) -> None:
     """The audit writer (``app.state.audit_writer``): the gate hands it one row per audited
     request; the lifespan flushes it when the server stops."""
-    app.state.audit_writer = audit.AuditWriter(database_url(app.state.settings))
+    app.state.audit_writer = AuditWriter(database_url(app.state.settings))
 
 
 def install_gate(app: FastAPI) -> None:
-    """The request gate (:mod:`geobase.limits`): authentication, rate, body and concurrency
+    """The request gate (:mod:`geobase.api.gate`): authentication, rate, body and concurrency
     limits and auditing for every route of every router. Needs key checking and the audit
     writer installed first."""
     resolver = getattr(app.state, "principal_resolver", None)
@@ -79,9 +80,9 @@ def require_security(app: FastAPI) -> None:
         missing.append("key checking (app.state.principal_resolver)")
     gates = [m for m in app.user_middleware if m.cls is GateMiddleware]
     if not gates:
-        missing.append("the request gate (geobase.limits.GateMiddleware)")
+        missing.append("the request gate (geobase.api.gate.GateMiddleware)")
     writer = getattr(app.state, "audit_writer", None)
-    if not isinstance(writer, audit.AuditWriter):
+    if not isinstance(writer, AuditWriter):
         missing.append("the audit writer (app.state.audit_writer)")
     elif any(m.kwargs.get("audit_writer") is not writer for m in gates):
         missing.append("the audit writer in the request gate")
@@ -157,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
     cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
     settings (``app.state.owner_settings``)."""
-    owner_settings = settings or get_settings()
+    owner_settings = check_settings(settings or get_settings())  # a bad value stops the start
     settings = server_settings(owner_settings)
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "

@@ -30,7 +30,8 @@ from geobase.api.pages import render
 from geobase.api.schema import schema_links
 from geobase.crs import CRS84, STORAGE_CRS
 from geobase.features import LayerState, layer_state, queryable_types
-from geobase.security import Principal, get_principal, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import Principal, visible_layers
 from geobase.specs import LayerSpec, Registry
 
 router = APIRouter(tags=["Features"])

@@ -26,9 +26,11 @@ from geobase.uploads import ZipLimits, save_upload
 
 from geobase import job_progress
 from geobase.errors import Forbidden, InvalidInput, NotFound
-from geobase.security import Principal, get_principal, require_role
+from geobase.api.gate import get_principal
+from geobase.security import Principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
+from geobase.vocab import IngestMode
 
 router = APIRouter(tags=["Ingest"])
 
@@ -68,7 +70,7 @@ async def post_ingest(
     request: Request,
     layer: str = Path(..., max_length=63),
     file: UploadFile = File(..., description="The delivery: .zip (Shapefile/FileGDB), .gpkg, .geojson, .fgb, .csv, .tif"),
-    mode: Literal["replace", "append", "upsert", "delete"] = Form("replace"),
+    mode: IngestMode = Form("replace"),
     on_error: Literal["reject", "skip", "keep"] = Form("reject"),
     crs: str | None = Form(None, max_length=200),
     encoding: str | None = Form(None, max_length=40),

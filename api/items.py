@@ -40,7 +40,8 @@ from geobase.api.pages import page_url, render, script_json
 from geobase.api.params import allows_property_filters
 from geobase.errors import InvalidInput, NotFound
 from geobase.features import ItemsParams, LayerState, build_query, changes_source, etag_for
-from geobase.security import Principal, get_principal
+from geobase.api.gate import get_principal
+from geobase.security import Principal
 
 router = APIRouter(tags=["Features"])
 

@@ -11,7 +11,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from geobase import __version__
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
-from geobase.security import Principal, get_principal, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import Principal, visible_layers
 from geobase.specs import Registry
 
 router = APIRouter()

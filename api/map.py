@@ -11,7 +11,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from geobase.api.deps import base_url, get_conn, get_registry_dep
 
 from geobase.errors import NotFound, SetupError
-from geobase.security import get_principal, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
 

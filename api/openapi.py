@@ -26,7 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from geobase.api import negotiation
 
-from geobase.security import get_principal
+from geobase.api.gate import get_principal
 
 OAS_VERSION = "3.0.3"
 

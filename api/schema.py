@@ -27,7 +27,8 @@ from geobase.api.deps import (
     not_modified,
     representation,
 )
-from geobase.security import Principal, get_principal
+from geobase.api.gate import get_principal
+from geobase.security import Principal
 from geobase.specs import Registry
 
 router = APIRouter(tags=["Schemas"])

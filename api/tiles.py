@@ -39,7 +39,8 @@ from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import Principal, get_principal, require_layer, visible_layers
+from geobase.api.gate import get_principal
+from geobase.security import Principal, require_layer, visible_layers
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geobase.errors import InvalidInput, SpecError
 from geobase.specs import Registry, read_yaml
+from geobase.vocab import NAME_PATTERN
 
 VERDICT_ORDER = {"ok": 0, "not-evaluated": 0, "warning": 1, "needs-approval": 2, "prohibited": 3}
 CODE_RE = re.compile(r"^[0-9A-Za-z_\-.]{1,40}$")
@@ -35,7 +36,7 @@ class Title(_Strict):
 
 
 class SiteRule(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    id: str = Field(pattern=NAME_PATTERN)
     title: Title
     layer: str
     filter: dict[str, Any] = Field(default_factory=dict)
@@ -52,7 +53,7 @@ class Side(_Strict):
 
 
 class ConflictRule(_Strict):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    id: str = Field(pattern=NAME_PATTERN)
     title: Title
     a: Side
     b: Side

@@ -1,7 +1,7 @@
 """The audit log: who read which non-public data and who changed anything, append-only.
 
-One row per request, queued by the request gate (:class:`geobase.limits.GateMiddleware`) when
-the reply is complete and committed (in batches, by :class:`AuditWriter`) before the reply's last
+One row per request, queued by the request gate (:class:`geobase.api.gate.GateMiddleware`) when
+the reply is complete and committed (in batches, by :class:`geobase.audit_writer.AuditWriter`) before the reply's last
 bytes are sent: a reply a client has received has its row, even if the server is killed right
 after; a slow or absent database delays a reply by at most ``AUDIT_WAIT_S`` (1 s), then the row
 stays queued and the reply goes out. During the request, the access
@@ -22,7 +22,7 @@ revoked, wrong secret) and the reason.
 Everything stored is first made safe (:func:`clean_text`, :func:`clean_params`): the request's
 path, query, headers and body fields are the caller's bytes, and one value PostgreSQL refuses
 (a NUL, a lone surrogate) must never cost the log its other rows. The writer
-(:class:`AuditWriter`) additionally writes row by row when a batch fails, bounds its queue with
+(:class:`geobase.audit_writer.AuditWriter`) additionally writes row by row when a batch fails, bounds its queue with
 an alarm, and flushes at shutdown.
 """
 
@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import re
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +43,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from geobase.errors import InvalidInput
-from geobase.security import PUBLIC, Principal
+from geobase.principal import PUBLIC, Principal
 
 log = logging.getLogger("geobase.audit")
 
@@ -219,7 +218,7 @@ INSERT = """INSERT INTO catalog.audit_log (principal, key_id, department, role, 
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s)"""
 
 
-def _row(ctx: AuditContext, status: int | None, duration_ms: float | None) -> tuple:
+def make_row(ctx: AuditContext, status: int | None, duration_ms: float | None) -> tuple:
     """The INSERT parameters of one row, every text made safe (see :func:`clean_text`)."""
     p = ctx.principal
     action = ctx.action or ("read" if ctx.method in READ_METHODS else "write")
@@ -229,7 +228,7 @@ def _row(ctx: AuditContext, status: int | None, duration_ms: float | None) -> tu
             clean_text(ctx.client_ip, 100), duration_ms)
 
 
-def _fallback_row(row: tuple, exc: BaseException) -> tuple:
+def fallback_row(row: tuple, exc: BaseException) -> tuple:
     """The minimal record written instead of a row the database still refused on its own:
     who, what and the error, nothing else the caller chose (so it cannot fail the same way)."""
     principal, key_id, dept, role, action, method, path = row[:7]
@@ -244,7 +243,22 @@ def _fallback_row(row: tuple, exc: BaseException) -> tuple:
 
 async def write(conn: psycopg.AsyncConnection, ctx: AuditContext, status: int | None,
                 duration_ms: float | None = None) -> None:
-    await conn.execute(INSERT, _row(ctx, status, duration_ms))
+    await conn.execute(INSERT, make_row(ctx, status, duration_ms))
+
+
+async def insert_rows(conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
+    """Write rows made by :func:`make_row` in one transaction (the writer's batches)."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(INSERT, rows)
+
+
+async def insert_row(conn: psycopg.AsyncConnection, row: tuple) -> None:
+    """Write one row made by :func:`make_row` or :func:`fallback_row`."""
+    await conn.execute(INSERT, row)
+
+
+#: the application role (``geobase.db.ensure_app_role``) may only add and read audit rows
+APP_ROLE_STATEMENTS = ("REVOKE UPDATE, DELETE, TRUNCATE ON catalog.audit_log FROM geobase_app",)
 
 
 def record(conn: psycopg.Connection, *, principal: Principal, action: str, layers: list[str] | None = None,
@@ -252,7 +266,7 @@ def record(conn: psycopg.Connection, *, principal: Principal, action: str, layer
     """Write one row synchronously (CLI actions: key creation, sharing changes, ingests)."""
     ctx = AuditContext(principal=principal, method="CLI", path=action, client_ip=client,
                        layers=set(layers or ()), action=action, count=count, params=params or {})
-    conn.execute(INSERT, _row(ctx, None, None))
+    conn.execute(INSERT, make_row(ctx, None, None))
 
 
 def query(conn: psycopg.Connection, *, layer: str | None = None, who: str | None = None,
@@ -293,229 +307,3 @@ def _parse_time(value, name: str) -> datetime | None:
 
         dt = dt.replace(tzinfo=timezone.utc)
     return dt
-
-
-class AuditWriter:
-    """Writes audit rows from a queue on its own database connection, in batches.
-
-    Requests never wait for the audit log and never compete with data queries for pooled
-    connections; a burst of requests costs one multi-row INSERT. No single row can stop it:
-
-    - rows are made safe when queued (:func:`_row`);
-    - when a batch fails for anything but a lost connection, it is written row by row, and a
-      row the database still refuses is replaced by a minimal record saying so
-      (``audit.unwritable``, counted in :attr:`replaced`) — never dropped silently;
-    - while the database is down (or refuses even that minimal record), rows are kept and
-      retried with back-off; the queue is bounded by ``max_pending`` and every row refused
-      beyond it is counted (:attr:`dropped`) and logged as an error — the alarm an admin sees in
-      ``/admin/audit/stats`` and ``/health``;
-    - at shutdown (the app's lifespan) the queue is flushed (:meth:`close`)."""
-
-    def __init__(self, conninfo: str, *, batch: int = 500, max_pending: int = 20_000):
-        self.conninfo = conninfo
-        self.batch = batch
-        self.max_pending = max_pending
-        self._pending: list[tuple] = []
-        self._submitted = 0  # sequence numbers: rows queued so far ...
-        self._done = 0       # ... and rows off the queue (written or replaced), in order
-        self._waiters: list[tuple[int, Any]] = []
-        self._event = None
-        self._task = None
-        self._conn = None
-        self._closing = False
-        self.written = 0
-        self.replaced = 0
-        self.dropped = 0
-        self.retries = 0
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
-        self.last_drop_at: float | None = None
-
-    def stats(self) -> dict:
-        """Counters for admins: rows written, pending, replaced by a minimal record, dropped
-        because the queue was full (anything but 0 there means audit rows were lost)."""
-        return {"written": self.written, "pending": len(self._pending), "max_pending": self.max_pending,
-                "replaced": self.replaced, "dropped": self.dropped, "retries": self.retries,
-                "last_error": self.last_error,
-                "last_error_at": _iso(self.last_error_at), "last_drop_at": _iso(self.last_drop_at),
-                "status": "ok" if not self.dropped and len(self._pending) < self.max_pending // 2 else "alarm"}
-
-    def submit(self, ctx: AuditContext, status: int | None, duration_ms: float | None) -> int | None:
-        return self.submit_row(_row(ctx, status, duration_ms))
-
-    def submit_row(self, row: tuple) -> int | None:
-        """Queue one INSERT parameter tuple (as :func:`_row` makes it); its sequence number for
-        :meth:`wait_written`, None when the queue was full (the row is dropped and counted)."""
-        import asyncio
-
-        if len(self._pending) >= self.max_pending:
-            self.dropped += 1
-            self.last_drop_at = time.time()
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.error("AUDIT QUEUE FULL: %d rows pending, %d audit rows dropped so far (last: %s %s); "
-                          "the database is not accepting audit rows: %s", len(self._pending), self.dropped,
-                          row[5], row[6], self.last_error)
-            return None
-        self._pending.append(row)
-        seq = self._submitted
-        self._submitted += 1
-        if self._task is None or self._task.done():
-            self._event = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        self._event.set()
-        return seq
-
-    async def wait_written(self, seq: int | None, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until row ``seq`` is in the database. The gate waits so
-        before it sends the last byte of an audited reply: a reply the client has received has
-        its audit row committed, even if the process is killed right after — unless the
-        database did not answer within the timeout (then the row stays queued; replies are never
-        held hostage by an absent database)."""
-        import asyncio
-
-        if seq is None or seq < self._done:
-            return seq is not None
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((seq, fut))
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            if not fut.done():
-                fut.cancel()
-
-    def _advance(self, n: int) -> None:
-        """``n`` more rows left the head of the queue: wake whoever waits for them."""
-        self._done += n
-        if self._waiters:
-            keep = []
-            for seq, fut in self._waiters:
-                if seq < self._done:
-                    if not fut.done():
-                        fut.set_result(True)
-                elif not fut.done():
-                    keep.append((seq, fut))
-            self._waiters = keep
-
-    async def _connect(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5,
-                                                               application_name="geobase-audit")
-        return self._conn
-
-    async def _flush_once(self) -> None:
-        rows = self._pending[: self.batch]
-        conn = await self._connect()
-        try:
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    await cur.executemany(INSERT, rows)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            raise  # the connection, not the rows: keep them and retry
-        except Exception as exc:
-            log.warning("audit batch of %d rows refused (%s); writing them one by one", len(rows), exc)
-            await self._flush_one_by_one(conn, len(rows))
-            return
-        del self._pending[: len(rows)]
-        self.written += len(rows)
-        self._advance(len(rows))
-
-    async def _flush_one_by_one(self, conn, n: int) -> None:
-        """Write the first ``n`` pending rows one at a time; replace a refused row by its minimal
-        record. If even that is refused, the fault is not the row: raise, keep the rest."""
-        for _ in range(n):
-            row = self._pending[0]
-            try:
-                await conn.execute(INSERT, row)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except Exception as exc:
-                log.error("audit row refused by the database, writing a minimal record instead (%s %s): %s",
-                          row[5], row[6], exc)
-                await conn.execute(INSERT, _fallback_row(row, exc))  # raises if the fault is elsewhere
-                self.replaced += 1
-            del self._pending[0]
-            self.written += 1
-            self._advance(1)
-
-    async def _run(self) -> None:
-        import asyncio
-
-        backoff = 0.5
-        while True:
-            if not self._pending:
-                if self._closing:
-                    return
-                self._event.clear()
-                try:
-                    await asyncio.wait_for(self._event.wait(), timeout=30)
-                except asyncio.TimeoutError:
-                    if not self._pending:
-                        return  # idle: the next submit starts a new task
-                continue
-            try:
-                await self._flush_once()
-                backoff = 0.5
-            except Exception as exc:  # database down (or refusing every row): keep the rows, retry
-                self.retries += 1
-                self.last_error = clean_text(f"{type(exc).__name__}: {exc}", 300)
-                self.last_error_at = time.time()
-                log.warning("audit rows not yet written (%d pending): %s", len(self._pending), exc)
-                if self._conn is not None:
-                    try:
-                        await self._conn.close()
-                    except Exception:
-                        pass
-                    self._conn = None
-                if self._closing:
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-
-    async def close(self, timeout: float = 15) -> None:
-        """Flush what is pending (bounded by ``timeout``, retrying while the database is briefly
-        away) and close the connection; rows still unwritten then are reported as an error."""
-        import asyncio
-
-        deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
-            if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._run())
-                self._event = self._event or asyncio.Event()
-            self._event.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), max(0.1, min(1.0, deadline - time.monotonic())))
-            except asyncio.TimeoutError:
-                pass
-            except Exception:
-                pass
-        self._closing = True
-        if self._event is not None:
-            self._event.set()
-        if self._task is not None and not self._task.done():
-            try:
-                await asyncio.wait_for(self._task, 1.0)
-            except (asyncio.TimeoutError, Exception):
-                self._task.cancel()
-        if self._pending:
-            log.error("AUDIT: %d rows could not be written at shutdown (last error: %s)",
-                      len(self._pending), self.last_error)
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def drain(self) -> None:
-        """Wait until everything submitted so far is written (tests, shutdown)."""
-        import asyncio
-
-        while self._pending and self._task is not None and not self._task.done():
-            await asyncio.sleep(0.02)
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import timezone
-
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()

@@ -97,3 +97,11 @@ class SetupError(GeobaseError):
 
     code = "SetupError"
     exit_code = 8
+
+
+class ConfigError(GeobaseError):
+    """A setting (a ``GEOBASE_*`` environment variable) has a value geobase refuses; the message
+    names the variable. Raised when the settings are made, so nothing starts on it."""
+
+    code = "ConfigError"
+    exit_code = 9

@@ -19,10 +19,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from geobase.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from geobase.security import ROLE_RANK, Principal
+from geobase.principal import Principal
+from geobase.vocab import ROLE_RANK, is_name
 
 KEY_RE = re.compile(r"^gb_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
-DEPT_RE = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 
 
 _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
@@ -114,8 +114,8 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> None:
 
 def add_department(conn: psycopg.Connection, code: str, name_zh: str, name_en: str,
                    contact: str | None = None) -> None:
-    if not DEPT_RE.match(code or ""):
-        raise InvalidInput("code: lowercase letters, digits and _ (2-63 chars), starting with a letter",
+    if not is_name(code):
+        raise InvalidInput("code: lowercase letters, digits and _ (1-63 chars), starting with a letter",
                            parameter="code")
     if not name_zh or not name_en or len(name_zh) > 200 or len(name_en) > 200:
         raise InvalidInput("name_zh and name_en: 1-200 characters", parameter="name")
@@ -225,7 +225,7 @@ class KeyResolver:
         authenticate (the gate audits it with the key's id and holder when known)."""
         import time
 
-        from geobase.security import PUBLIC
+        from geobase.principal import PUBLIC
 
         if token is None:
             return PUBLIC

@@ -12,49 +12,27 @@ Sharing levels (per layer, from its spec, changeable by an admin):
 Admins see everything.
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
-the app factory, ``geobase.api.app``; without it :func:`get_principal` refuses, never
-answering as for the public); every layer these checks let through is noted in the request's
-audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
+the app factory, ``geobase.api.app``; without it the routes' dependency
+:func:`geobase.api.gate.get_principal` refuses, never answering as for the public); every
+layer these checks let through is noted in the request's audit context (:mod:`geobase.audit`), so routers get audit rows without extra code.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
 
 import psycopg
-from fastapi import Request
 
-from geobase.errors import Forbidden, InvalidInput, NotFound
+from geobase import audit
+from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
+from geobase.vocab import Role
 
-Role = Literal["viewer", "analyst", "steward", "admin"]
-ROLE_RANK = {"viewer": 0, "analyst": 1, "steward": 2, "admin": 3}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: the public (no key) or the holder of an API key of a department and role."""
-
-    name: str = "public"
-    department: str | None = None
-    role: Role | None = None
-    key_id: str | None = None
-
-    @property
-    def is_public(self) -> bool:
-        return self.key_id is None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-    def has_role(self, role: Role) -> bool:
-        return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-PUBLIC = Principal()
+__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "hidden_attributes",
+           "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
+           "require_role", "view_signature", "visible_attributes", "visible_layers"]
 
 
 @dataclass(frozen=True)
@@ -151,22 +129,6 @@ class _Viewer:
     department: str | None
 
 
-async def get_principal(request: Request) -> Principal:
-    """FastAPI dependency: resolve ``Authorization: Bearer <key>`` or ``X-API-Key``.
-
-    Every route whose answer depends on the caller gets the caller here, and only here; so this
-    is also where the response is marked caller-dependent, and the request gate
-    (:mod:`geobase.limits`) then sends ``Vary: Authorization, X-API-Key`` and, for a keyed
-    caller, ``Cache-Control: private`` — no route has to remember to."""
-    request.scope["geobase.caller_dependent"] = True
-    resolver = getattr(request.app.state, "principal_resolver", None)
-    if resolver is None:
-        # fail closed: without key checking every caller would silently be treated as public
-        raise RuntimeError("key checking is not installed (app.state.principal_resolver): "
-                           "refusing to treat the caller as public")
-    return await resolver(request)
-
-
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
     cur = await conn.execute("SELECT name, department, sharing, shared_with FROM catalog.layers ORDER BY name")
     return [LayerAccess(n, d, s, tuple(w or ())) for n, d, s, w in await cur.fetchall()]
@@ -181,16 +143,12 @@ def note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> Non
 def note_denied(name: str) -> None:
     """A read refused because the caller may not see layer ``name`` (answered 404, as if it did
     not exist): always audited, as ``read.denied`` with the layer, whoever the caller is."""
-    from geobase import audit
-
     audit.note(action="read.denied", force=True, layer=name)
 
 
 def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
     """Tell the request's audit context that this layer is read and whether that is non-public
     data (a non-public layer, or attributes masked from the public that this caller sees)."""
-    from geobase import audit
-
     sensitive = access.sharing != "public" or (
         not principal.is_public and any("public" in a.hidden_from for a in spec.attributes))
     audit.note_layer(access.name, sensitive=sensitive)
@@ -225,8 +183,6 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
 
 def require_role(principal: Principal, role: Role) -> None:
     if principal.is_public:
-        from geobase.errors import Unauthorized
-
         raise Unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
     if not principal.has_role(role):
         raise Forbidden(f"this needs the {role!r} role; your key has {principal.role!r}")

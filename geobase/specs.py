@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geobase.errors import SpecError
+from geobase.vocab import NAME_PATTERN, Audience, SharingLevel
 
-NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
-SHARING_LEVELS = ("public", "internal", "restricted", "private")
 AttrType = Literal["text", "integer", "number", "boolean", "date", "datetime"]
 GeometryType = Literal["MultiPolygon", "MultiLineString", "MultiPoint"]
 
@@ -58,7 +56,7 @@ class Code(_Strict):
 
 
 class CodeList(_Strict):
-    name: str = Field(pattern=NAME_RE)
+    name: str = Field(pattern=NAME_PATTERN)
     scheme: str
     title: LocalText
     codes: list[Code]
@@ -77,20 +75,20 @@ class CodeList(_Strict):
 
 
 class Department(_Strict):
-    code: str = Field(pattern=NAME_RE)
+    code: str = Field(pattern=NAME_PATTERN)
     name: LocalText
     contact: str | None = None
 
 
 class Attribute(_Strict):
-    name: str = Field(pattern=NAME_RE)
+    name: str = Field(pattern=NAME_PATTERN)
     type: AttrType = "text"
     title: LocalText | None = None
     required: bool = False
     source: list[str] = Field(default_factory=list, description="field names seen in real deliveries")
     code_list: str | None = None
     unit: str | None = None
-    hidden_from: list[Literal["public", "internal"]] = Field(
+    hidden_from: list[Audience] = Field(
         default_factory=list, description="audiences that must not see this attribute (masked)"
     )
     description: str | None = None
@@ -131,11 +129,11 @@ class RasterSpec(_Strict):
 
 
 class LayerSpec(_Strict):
-    name: str = Field(pattern=NAME_RE)
+    name: str = Field(pattern=NAME_PATTERN)
     title: LocalText
     description: str
     department: str
-    sharing: Literal["public", "internal", "restricted", "private"] = "internal"
+    sharing: SharingLevel = "internal"
     shared_with: list[str] = Field(default_factory=list, description="departments for sharing=restricted")
     licence: str
     contact: str
@@ -344,6 +342,3 @@ def get_registry(settings=None) -> Registry:
     root = settings.layers_dir or default_layers_dir()
     return _cached(str(Path(root).resolve()))
 
-
-def slug_ok(name: str) -> bool:
-    return re.fullmatch(NAME_RE, name) is not None

@@ -25,7 +25,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
-from geobase.ingest import crs as crsmod
+from geobase import crs as crsmod
 from geobase.ingest import dbf
 from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_encoding, dbf_ldid
 from geobase.ingest.area import AREA_TOLERANCE
@@ -49,8 +49,9 @@ from geobase.db import connect
 from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.settings import Settings
 from geobase.specs import get_registry
+from geobase.vocab import INGEST_MODES
 
-MODES = ("replace", "append", "upsert", "delete")
+MODES = INGEST_MODES
 POLICIES = ("reject", "skip", "keep")
 BATCH_SIZE = 20_000
 #: Files with at least this many features load straight into an empty layer table (DirectLoad).

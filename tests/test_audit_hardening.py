@@ -243,12 +243,12 @@ def _insert_row(**kw) -> tuple:
 def test_writer_writes_row_by_row_and_replaces_a_refused_row(db_settings):
     """13.1: a batch holding a row PostgreSQL refuses (bypassing the sanitiser: defence in depth)
     is written row by row; the refused row becomes a minimal 'audit.unwritable' record."""
-    from geobase import audit
+    from geobase.audit_writer import AuditWriter
 
     url = db_settings.database_url
 
     async def go():
-        w = audit.AuditWriter(url)
+        w = AuditWriter(url)
         for i in range(3):
             w.submit_row(_insert_row(path=f"/good-before-{i}"))
         w.submit_row(_insert_row(path="/bad\x00path", principal="evil\x00", params='{"a": "\\u0000"}'))
@@ -274,12 +274,12 @@ def test_writer_writes_row_by_row_and_replaces_a_refused_row(db_settings):
 def test_writer_queue_is_bounded_with_an_alarm(db_settings, caplog):
     """13.1: while the database refuses connections the queue is bounded; rows beyond are counted
     and logged as errors (never silently), and the status says 'alarm'."""
-    from geobase import audit
+    from geobase.audit_writer import AuditWriter
 
     down = f"postgresql://nobody@127.0.0.1:{_closed_port()}/x"
 
     async def go():
-        w = audit.AuditWriter(down, max_pending=5)
+        w = AuditWriter(down, max_pending=5)
         for i in range(8):
             w.submit_row(_insert_row(path=f"/p{i}"))
         await asyncio.sleep(0.3)
@@ -492,7 +492,7 @@ def caller_dependent_get_routes() -> set[str]:
     from fastapi.routing import APIRoute
 
     from geobase.api.app import ROUTERS
-    from geobase.security import get_principal
+    from geobase.api.gate import get_principal
 
     def uses(dep) -> bool:
         return any(d.call is get_principal or uses(d) for d in dep.dependencies)

@@ -12,11 +12,13 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from geobase import audit, keys
+from geobase import keys
 from geobase.api import app as app_module
 from geobase.api.app import ROUTER_MODULES, create_app, require_security
-from geobase.limits import GateMiddleware
-from geobase.security import Principal, get_principal
+from geobase.api.gate import GateMiddleware
+from geobase.audit_writer import AuditWriter
+from geobase.api.gate import get_principal
+from geobase.security import Principal
 
 INSTALLERS = {
     "install_key_checking": "key checking",
@@ -67,7 +69,7 @@ def test_normal_app_has_all_three(db_settings):
     app = create_app(db_settings)
     require_security(app)  # does not raise
     assert isinstance(app.state.principal_resolver, keys.KeyResolver)
-    assert isinstance(app.state.audit_writer, audit.AuditWriter)
+    assert isinstance(app.state.audit_writer, AuditWriter)
     gates = [m for m in app.user_middleware if m.cls is GateMiddleware]
     assert len(gates) == 1
     assert gates[0].kwargs["resolver"] is app.state.principal_resolver

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from geobase.errors import InvalidInput, NotFound
 from geobase.settings import Settings, get_settings
 from geobase.specs import LayerSpec, Registry, get_registry
+from geobase.vocab import SHARING_LEVELS
 from geobase.storage import ensure_layer_table
 
 
@@ -120,7 +121,7 @@ def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with:
 
     The one home of this write: the admin router (``PUT /admin/layers/{layer}/sharing``) and
     the CLI (``geobase layers share``) both call it, so the rules cannot drift apart."""
-    if sharing not in ("public", "internal", "restricted", "private"):
+    if sharing not in SHARING_LEVELS:
         raise InvalidInput("sharing must be public, internal, restricted or private", parameter="sharing")
     shared_with = sorted(set(shared_with))
     if sharing == "restricted" and not shared_with:

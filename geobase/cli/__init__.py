@@ -38,7 +38,12 @@ _register()
 
 
 def main() -> None:
+    """The ``geobase`` command: settings are checked first, so a bad ``GEOBASE_*`` value stops
+    every command with a message naming the variable (:class:`geobase.errors.ConfigError`)."""
+    from geobase.settings import get_settings
+
     try:
+        get_settings()
         app()
     except GeobaseError as exc:
         typer.secho(f"geobase: error: {exc.message}", err=True, fg=typer.colors.RED)

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from geobase.settings import get_settings
+from geobase.vocab import ROLES, SHARING_LEVELS
 
 departments_app = typer.Typer(help="Departments that own layers and hold keys.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create (secret shown once), list, revoke.", no_args_is_help=True)
@@ -71,7 +72,7 @@ def departments_add(code: str = typer.Argument(..., help="Short code, e.g. agric
 
 @keys_app.command("create")
 def keys_create(name: str = typer.Option(..., help="Who or what holds the key"),
-                role: str = typer.Option("viewer", help="viewer | analyst | steward | admin"),
+                role: str = typer.Option("viewer", help=" | ".join(ROLES)),
                 department: Optional[str] = typer.Option(None, "--department", "-d",
                                                          help="Owning department (required except admin)"),
                 expires_days: Optional[float] = typer.Option(None, help="Days until the key expires"),
@@ -126,7 +127,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (12 hex digit
 
 
 def layers_share(layer: str = typer.Argument(..., help="Layer name"),
-                 level: str = typer.Argument(..., help="public | internal | restricted | private"),
+                 level: str = typer.Argument(..., help=" | ".join(SHARING_LEVELS)),
                  with_: Optional[List[str]] = typer.Option(None, "--with", help="Department (restricted; repeat)")) -> None:
     """Change a layer's sharing level (kept across catalog syncs)."""
     from geobase import audit

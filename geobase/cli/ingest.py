@@ -13,6 +13,7 @@ import typer
 
 from geobase.cli.layers import layers_app
 from geobase.settings import get_settings
+from geobase.vocab import INGEST_MODES
 
 sample_app = typer.Typer(help="The synthetic sample county.", no_args_is_help=True)
 
@@ -86,7 +87,7 @@ def print_report(result: dict, console=None) -> None:
 def ingest_cmd(
     layer: str = typer.Argument(..., help="Target layer (see `geobase layers list`)."),
     path: Path = typer.Argument(..., help="File, folder, .zip or .gdb to load."),
-    mode: str = typer.Option("replace", "--mode", help="replace | append | upsert | delete"),
+    mode: str = typer.Option("replace", "--mode", help=" | ".join(INGEST_MODES)),
     crs: str = typer.Option(None, "--crs", help="CRS of the file when it states none (e.g. EPSG:4527)."),
     encoding: str = typer.Option(None, "--encoding", help="Text encoding of a .dbf (overrides .cpg / detection)."),
     source_layer: str = typer.Option(None, "--layer", help="Layer inside a GeoPackage/FileGDB/zip."),

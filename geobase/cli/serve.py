@@ -27,7 +27,8 @@ def serve(
     uvicorn.run("geobase.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level=settings.log_level, timeout_graceful_shutdown=20,
                 # forwarded headers are judged by the request gate alone (GEOBASE_TRUSTED_PROXIES,
-                # geobase.limits): uvicorn would otherwise believe any loopback client's X-Forwarded-For
+                # geobase.limits.client_ip): uvicorn would otherwise believe any loopback client's
+                # X-Forwarded-For
                 proxy_headers=False)
 
 

@@ -1,57 +1,23 @@
 """Database access: where the database is, connections, and bringing the schema up to date.
 
-Everything that needs a database asks :func:`database_url`; with ``GEOBASE_DATABASE_URL`` unset
-that is the project's private cluster (:mod:`geobase.db.cluster`).
+Everything that needs a database asks :func:`database_url` or :func:`connect`
+(:mod:`geobase.db.connection`); with ``GEOBASE_DATABASE_URL`` unset that is the project's
+private cluster (:mod:`geobase.db.cluster`). :func:`prepare_database` starts it if needed,
+enables PostGIS, migrates (:mod:`geobase.db.migrate`) and gives the app role its privileges.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import psycopg
 
+from geobase import audit
+from geobase.db.connection import (APP_LOGIN, app_database_url, connect, database_url, server_runs_as_owner,
+                                   server_settings, sqlalchemy_url)
 from geobase.errors import SetupError
 from geobase.settings import Settings, get_settings
 
-
-def database_url(settings: Settings | None = None) -> str:
-    settings = settings or get_settings()
-    if settings.database_url:
-        return settings.database_url
-    from geobase.db.cluster import LocalCluster
-
-    return LocalCluster(settings).url
-
-
-#: the login role the HTTP server uses (member of geobase_app); made by :func:`ensure_app_role`
-APP_LOGIN = "geobase_web"
-
-
-def app_database_url(settings: Settings | None = None) -> str:
-    """The URL the HTTP server connects with: least privilege, not the owner.
-
-    ``GEOBASE_APP_DATABASE_URL`` when set; else the local cluster's :data:`APP_LOGIN` role
-    (loopback, no password). With an external ``GEOBASE_DATABASE_URL`` and no app URL the
-    server can only connect as that role: :func:`server_runs_as_owner` says so at start."""
-    settings = settings or get_settings()
-    if settings.app_database_url:
-        return settings.app_database_url
-    if settings.uses_local_cluster:
-        s = settings
-        return f"postgresql://{APP_LOGIN}@127.0.0.1:{s.pg_port}/{s.pg_database}"
-    return database_url(settings)
-
-
-def server_runs_as_owner(settings: Settings) -> bool:
-    return not settings.app_database_url and not settings.uses_local_cluster
-
-
-def server_settings(settings: Settings) -> Settings:
-    """The settings of the HTTP server's own connections (pool, audit writer, exports, tiles):
-    ``database_url`` is the application role's. Ingest started through the API uses the owner's
-    settings instead (it creates and alters layer tables)."""
-    return settings.model_copy(update={"database_url": app_database_url(settings)})
+__all__ = ["APP_LOGIN", "app_database_url", "connect", "database_url", "ensure_app_role", "ensure_postgis",
+           "prepare_database", "server_runs_as_owner", "server_settings", "sqlalchemy_url"]
 
 
 def ensure_app_role(conn: psycopg.Connection) -> bool:
@@ -80,27 +46,12 @@ def ensure_app_role(conn: psycopg.Connection) -> bool:
             stmts += [f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} FROM geobase_app",
                       f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE INSERT, UPDATE, DELETE, TRUNCATE "
                       "ON TABLES FROM geobase_app"]
-    stmts += ["REVOKE UPDATE, DELETE, TRUNCATE ON catalog.audit_log FROM geobase_app"]
+    stmts += list(audit.APP_ROLE_STATEMENTS)  # the audit log is append-only for the app
     for stmt in stmts:
         conn.execute(stmt)
     if can and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_LOGIN,)).fetchone():
         conn.execute(f"CREATE ROLE {APP_LOGIN} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE geobase_app")
     return True
-
-
-def sqlalchemy_url(url: str) -> str:
-    """The same URL for SQLAlchemy/Alembic, pinned to the psycopg 3 driver."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-@contextmanager
-def connect(settings: Settings | None = None, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-    """A short-lived synchronous connection (CLI, ingest, migrations)."""
-    with psycopg.connect(database_url(settings), autocommit=autocommit, connect_timeout=10) as conn:
-        yield conn
 
 
 def ensure_postgis(conn: psycopg.Connection) -> str:

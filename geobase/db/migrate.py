@@ -9,14 +9,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
+from geobase.db.connection import database_url, sqlalchemy_url
 from geobase.settings import Settings, get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config(settings: Settings | None = None) -> Config:
-    from geobase.db import database_url, sqlalchemy_url
-
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url(settings or get_settings())))

@@ -1,0 +1,37 @@
+"""The caller of a request or a command: the public, or the holder of an API key.
+
+Its own module so that everything that records or checks who acts (the audit log, key
+checking, the access rules of :mod:`geobase.security`) depends on it, and none of them on each
+other. The roles are those of :mod:`geobase.vocab`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geobase.vocab import ROLE_RANK, Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: the public (no key) or the holder of an API key of a department and role."""
+
+    name: str = "public"
+    department: str | None = None
+    role: Role | None = None
+    key_id: str | None = None
+
+    @property
+    def is_public(self) -> bool:
+        return self.key_id is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def has_role(self, role: Role) -> bool:
+        return self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+#: the caller without a key
+PUBLIC = Principal()

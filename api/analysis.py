@@ -8,7 +8,7 @@ analysis needs a role is decided in :func:`analysis_principal` — today the pub
 
 Load: synchronous analyses run in ``analysis_concurrency`` slots under
 ``analysis_statement_timeout_ms``; jobs are admitted, queued and run by
-:class:`geobase.analysis_jobs.JobScheduler` (per-caller and total bounds, 429/503 with
+:class:`geobase.analysis.jobs.JobScheduler` (per-caller and total bounds, 429/503 with
 Retry-After), each on one pooled connection under ``job_statement_timeout_ms`` and
 ``job_max_seconds``, and the owner or an admin dismisses one with ``DELETE /jobs/{jobID}``.
 An anonymous caller's jobID carries its owner token (``<uuid>.<token>``).
@@ -31,14 +31,15 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 from geobase.ingest import jobs
 
-from geobase import analysis_output as out
 from geobase import job_progress
-from geobase import overlay
-from geobase.analysis_jobs import JobScheduler, may_read, new_owner_token, owner_of, still_visible, view_of
-from geobase.analysis_processes import PROCESSES, ProcessInputs, check_inputs, run_process
+from geobase.analysis import output as out
+from geobase.analysis import site_check
+from geobase.analysis.common import check_inputs as check_run_inputs
+from geobase.analysis.jobs import JobScheduler, may_read, new_owner_token, owner_of, still_visible, view_of
+from geobase.analysis.processes import PROCESSES, ProcessInputs, check_inputs, run_process
 from geobase.errors import (Forbidden, GeobaseError, InvalidInput, NotFound, PayloadTooLarge,
                             ServiceUnavailable)
-from geobase.geometry_input import decode_json_body, parse_geojson, parse_upload
+from geobase.analysis.input import decode_json_body, parse_geojson, parse_upload
 from geobase.limits import set_local_timeout
 from geobase.security import Principal, get_principal, layer_accesses, visible_layers
 from geobase.settings import Settings
@@ -76,7 +77,7 @@ def render(result: dict, f: str) -> Response:
 
 async def utf8_json_body(request: Request) -> None:
     """Refuse a JSON body that is not UTF-8 before FastAPI's parser guesses UTF-16/32 for it
-    (geometry_input.decode_json_body names the problem)."""
+    (geobase.analysis.input.decode_json_body names the problem)."""
     if "json" in (request.headers.get("content-type") or "json"):
         decode_json_body(await request.body())
 
@@ -138,7 +139,7 @@ async def list_rules(conn=Depends(get_conn), registry: Registry = Depends(get_re
                      principal: Principal = Depends(analysis_principal)) -> JSONResponse:
     """Rules over layers the caller may see in full; a rule over a hidden layer keeps only its id
     and title (site checks report it as not evaluated) so the layer's existence does not leak."""
-    from geobase.analysis_rules import load_conflict_rules, load_site_rules
+    from geobase.analysis.rules import load_conflict_rules, load_site_rules
 
     may_see = {s.name for s in await visible_layers(conn, principal, registry)}
 
@@ -168,7 +169,7 @@ async def site_check_upload(request: Request, file: UploadFile = File(...), proj
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         await set_local_timeout(conn, settings.analysis_statement_timeout_ms)
         visible = await visible_layers(conn, principal, registry)
-        result = await overlay.site_check(conn, registry, visible, site, sliver_m2=settings.analysis_sliver_m2,
+        result = await site_check(conn, registry, visible, site, sliver_m2=settings.analysis_sliver_m2,
                                           project_type=project_type, principal=principal)
     return render(result, f)
 
@@ -274,7 +275,7 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
             result = await run_sync(process_id, body, conn, settings, registry, principal)
         else:
             # every input is checked now, by the run's own checks: a bad one is a 400, never a 201 job
-            await overlay.check_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
+            await check_run_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
             return await _submit(request, process_id, inputs, body, conn, principal)
     return render(result, "json")
 
@@ -321,10 +322,10 @@ async def _run_job(app, job_id: str, process_id: str, body: ProcessInputs, princ
         await _set_status(app, job_id, "UPDATE catalog.jobs SET status = 'running', started_at = now(), "
                           "message = 'running' WHERE id = %s AND status = 'accepted'", (job_id,))
 
-        async def progress(frac: float, msg: str) -> None:
+        async def progress(done: float, total: float | None, msg: str) -> None:
             try:
                 await _set_status(app, job_id, "UPDATE catalog.jobs SET progress = %s, message = %s "
-                                  "WHERE id = %s AND status = 'running'", (job_progress.percent(frac, 1), msg, job_id))
+                                  "WHERE id = %s AND status = 'running'", (job_progress.percent(done, total), msg, job_id))
             except Exception:  # progress is best effort; the job goes on
                 log.debug("progress of job %s not recorded", job_id)
 

@@ -1,5 +1,6 @@
-"""Admission and lifetime of analysis jobs (OGC API - Processes async execution): how many run
-at once, how many may wait, how long one may take, who may read or dismiss it.
+"""Analysis jobs (OGC API - Processes async execution): admission, run, owners, reading and
+dismissal, on the one job manager :mod:`geobase.jobs` (which holds their rows and progress).
+How many run at once, how many may wait, how long one may take, who may read or dismiss it.
 
 Why here and not in each router: an anonymous caller can submit as many jobs as the rate
 limit lets through; without one bound 40 of them ran at once (89 database connections). The
@@ -18,17 +19,40 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
+import shutil
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from geobase.errors import ServiceUnavailable, TooManyRequests
-from geobase.security import LayerAccess, Principal, can_see, hidden_attributes
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from geobase import jobs
+from geobase.analysis import output
+from geobase.analysis.common import check_inputs as check_run_inputs
+from geobase.analysis.processes import ProcessInputs, run_process
+from geobase.errors import Forbidden, GeobaseError, NotFound, ServiceUnavailable, TooManyRequests
+from geobase.limits import set_local_timeout
+from geobase.security import (
+    LayerAccess,
+    Principal,
+    can_see,
+    hidden_attributes,
+    layer_accesses,
+    visible_layers,
+)
 from geobase.settings import Settings
 from geobase.specs import Registry
 
+log = logging.getLogger("geobase.analysis")
+
 ANON_PREFIX = "anon:"
+#: the kind of an analysis job is this prefix and the process id
+KIND_PREFIX = "analysis:"
 
 
 def new_owner_token() -> str:
@@ -143,3 +167,161 @@ class JobScheduler:
             return False
         task.cancel()
         return True
+
+
+def split_job_id(job_id: str) -> tuple[str, str | None]:
+    """(the job's uuid, the owner token or None) of a jobID as given to the caller: an anonymous
+    caller's jobID carries its owner token (``<uuid>.<token>``), so every OGC API - Processes
+    client, whether it follows links or builds ``/jobs/{jobID}/results`` itself, keeps it."""
+    uid, _, token = job_id.partition(".")
+    try:
+        uuid.UUID(uid)
+    except ValueError:
+        raise NotFound(f"job {job_id[:100]!r} not found", parameter="jobId") from None
+    return uid, token or None
+
+
+def external_id(uid: str, token: str | None) -> str:
+    return f"{uid}.{token}" if token else str(uid)
+
+
+def layers_used(result: dict, visible: set[str]) -> list[str]:
+    """The layers a result was computed from (its report's versions, or its layer(s)); all the
+    caller's layers when the report does not say (reading it then needs all of them)."""
+    names = set(result.get("versions") or {})
+    for k in ("layer", "layer_a", "layer_b"):
+        v = result.get(k)
+        names.add(v["name"] if isinstance(v, dict) else v)
+    names = {n for n in names if isinstance(n, str)} & visible
+    return sorted(names or visible)
+
+
+def failure(exc: BaseException, settings: Settings) -> tuple[str, dict | None]:
+    """What a failed job says (message, stored result): why it failed, whatever the cause; a
+    refusal of the input (4xx) is kept with its parameter, so the results answer it as such."""
+    if isinstance(exc, asyncio.TimeoutError):
+        msg = f"the job ran longer than its limit of {settings.job_max_seconds:.0f} s and was stopped"
+    elif isinstance(exc, psycopg.errors.QueryCanceled):
+        msg = (f"a query ran longer than the job statement timeout "
+               f"({settings.job_statement_timeout_ms} ms) and was cancelled")
+    else:
+        msg = exc.message if isinstance(exc, GeobaseError) else f"{type(exc).__name__}: {exc}"
+    error = ({"status": exc.status_code, "code": exc.code, "parameter": exc.parameter}
+             if isinstance(exc, GeobaseError) and 400 <= exc.status_code < 500 else None)
+    return msg[:2000], ({"error": error} if error else None)
+
+
+@dataclass(frozen=True)
+class AnalysisJob:
+    """A job as its owner (or an admin) reads it: the manager's row and the jobID given out."""
+
+    job: jobs.Job
+    ext_id: str
+
+    @property
+    def process_id(self) -> str:
+        return self.job.kind.removeprefix(KIND_PREFIX)
+
+
+class AnalysisJobs:
+    """The analysis jobs of one server process: they run on pooled connections (the scheduler
+    bounds how many at once, so jobs stay within the pool); their rows are the job manager's."""
+
+    def __init__(self, settings: Settings, registry: Registry, pool: AsyncConnectionPool) -> None:
+        self.settings, self.registry, self.pool = settings, registry, pool
+        self.scheduler = JobScheduler(settings)
+
+    def folder(self, job_id: str) -> Path:
+        """Where a job's outputs are: ``<data_dir>/jobs/<id>/``."""
+        return self.settings.data_path / "jobs" / job_id
+
+    async def submit(self, conn: psycopg.AsyncConnection, process_id: str, inputs: dict, body: ProcessInputs,
+                     principal: Principal, caller: str) -> str:
+        """Check every input by the run's own checks (a bad one is a 400, never a 201 job), admit
+        the job (429/503 before anything is written), record it and start it (it waits for a
+        run slot); its jobID is returned."""
+        settings, registry = self.settings, self.registry
+        await check_run_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
+        self.scheduler.admit(caller)
+        try:
+            token = None if principal.key_id else new_owner_token()
+            job_id = jobs.new_job_id()
+            await jobs.create(conn, job_id, KIND_PREFIX + process_id, params={**inputs, **jobs.process_tag()},
+                              created_by=owner_of(principal, token), message="queued")
+        except BaseException:
+            self.scheduler.waiting[caller] -= 1
+            raise
+        self.scheduler.start(job_id, self.scheduler.run(
+            job_id, caller, lambda: self._run(job_id, process_id, body, principal)))
+        return external_id(job_id, token)
+
+    async def _update(self, step: Callable[[psycopg.AsyncConnection], Awaitable[object]]) -> None:
+        """A short update of the job's row on a pooled connection of its own (never the job's busy one)."""
+        async with self.pool.connection(timeout=self.settings.pool_timeout_s) as c:
+            await step(c)
+
+    async def _run(self, job_id: str, process_id: str, body: ProcessInputs, principal: Principal) -> None:
+        """Run a job in a read-only transaction under the job statement timeout, on a connection
+        tagged for cancellation. Outputs are written atomically to :meth:`folder` and only then
+        is the job marked successful; the layers it read (and the attributes masked then) are
+        stored, so results re-check access."""
+        settings, registry = self.settings, self.registry
+        try:
+            await self._update(lambda c: jobs.mark(c, job_id, "running", message="running"))
+
+            async def progress(done: float, total: float | None, msg: str) -> None:
+                try:
+                    await self._update(lambda c: jobs.progress(c, job_id, done, total, msg))
+                except Exception:  # noqa: BLE001  progress is best effort; the job goes on
+                    log.debug("progress of job %s not recorded", job_id)
+
+            async with asyncio.timeout(settings.job_max_seconds), \
+                    self.pool.connection(timeout=settings.pool_timeout_s) as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                await set_local_timeout(conn, settings.job_statement_timeout_ms)
+                await jobs.tag_connection(conn, job_id)
+                result = await run_process(process_id, body, conn, settings, registry, principal, progress)
+                visible = {s.name for s in await visible_layers(conn, principal, registry)}
+            used = layers_used(result, visible)
+            files = await asyncio.to_thread(output.write_outputs, result, self.folder(job_id), process_id)
+            stored = {"files": [p.name for p in files], "main": f"{process_id}.json",
+                      "view": view_of(principal, registry, used)}
+            await self._update(lambda c: jobs.mark(c, job_id, "successful", message="done", result=stored))
+        except asyncio.CancelledError:  # dismissed (its status says so already) or the server stops
+            await asyncio.shield(self._failed(job_id, "stopped: the server shut down", None))
+            raise
+        except Exception as exc:  # noqa: BLE001  the job must say why it failed, whatever the cause
+            if not isinstance(exc, (GeobaseError, asyncio.TimeoutError, psycopg.errors.QueryCanceled)):
+                log.exception("job %s failed", job_id)
+            await self._failed(job_id, *failure(exc, settings))
+
+    async def _failed(self, job_id: str, message: str, result: dict | None) -> None:
+        try:
+            await self._update(lambda c: jobs.mark(c, job_id, "failed", message=message, result=result))
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the end of job %s", job_id)
+
+    async def read(self, conn: psycopg.AsyncConnection, ext_id: str, principal: Principal) -> AnalysisJob:
+        """The caller's job (404 for anyone else's, or without the owner token of an anonymous one)."""
+        job_id, token = split_job_id(ext_id)
+        job = await jobs.get(conn, job_id, KIND_PREFIX)
+        if job is None or not may_read(principal, job.created_by or "", token):
+            raise NotFound(f"job {ext_id[:100]!r} not found", parameter="jobId")
+        return AnalysisJob(job, ext_id)
+
+    async def dismiss(self, conn: psycopg.AsyncConnection, ext_id: str, principal: Principal) -> None:
+        """OGC API - Processes dismiss: the owner (or an admin) stops a queued or running job (its
+        SQL is cancelled) or removes a finished job's results; the job then reads ``dismissed``."""
+        job_id = (await self.read(conn, ext_id, principal)).job.id
+        self.scheduler.cancel(job_id)
+        await jobs.cancel_queries(conn, job_id)
+        await jobs.mark(conn, job_id, "dismissed", message="dismissed")
+        await asyncio.to_thread(shutil.rmtree, self.folder(job_id), True)
+
+    async def require_view(self, conn: psycopg.AsyncConnection, principal: Principal, job: AnalysisJob) -> None:
+        """Results re-check access: the caller must still see what the job read (403 otherwise)."""
+        view = (job.job.result or {}).get("view")
+        if view is None:  # a job of an older server: only admins may read it
+            view = {n: [] for n in self.registry.layers} if not principal.is_admin else {}
+        if not still_visible(principal, self.registry, await layer_accesses(conn), view):
+            raise Forbidden("the data this job read is no longer visible to you; run the analysis again")

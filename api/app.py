@@ -27,7 +27,7 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
-from geobase.analysis_jobs import JobScheduler
+from geobase.analysis.jobs import AnalysisJobs
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.ingest.jobs import fail_orphaned_jobs
 from geobase.pool import ConnectionCheck, server_pool
@@ -102,7 +102,7 @@ def build_state(app: FastAPI, settings: Settings, owner_settings: Settings) -> N
 def open_services(app: FastAPI) -> None:
     """Every per-process service, created in this one place when the server starts (routers
     read ``app.state``, they never create it): the connection pool and its checker, the
-    bounds on whole downloads and site checks, the job scheduler, the tile cache, and the sweep
+    bounds on whole downloads and site checks, the analysis jobs and their scheduler, the tile cache, and the sweep
     of jobs left behind by a dead server."""
     settings: Settings = app.state.settings
     app.state.connection_check = ConnectionCheck()
@@ -110,7 +110,7 @@ def open_services(app: FastAPI) -> None:
     # whole downloads (csv/gpkg/fgb) and site checks at once: bounded, 503 past the pool timeout
     app.state.export_semaphore = asyncio.Semaphore(settings.export_concurrency)
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_concurrency))
-    app.state.job_scheduler = JobScheduler(settings)
+    app.state.analysis_jobs = AnalysisJobs(settings, app.state.registry, app.state.pool)
     app.state.tile_cache = TileCache(settings.data_path / "tiles", settings.tile_cache_max_bytes)
     app.state.tile_states_hint = StatesHint()
     app.state.tiles_db_url = database_url(settings)

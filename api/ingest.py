@@ -24,7 +24,7 @@ from geobase.ingest import jobs
 from geobase.ingest.sources import RASTER_SUFFIXES, VECTOR_SUFFIXES, check_zip
 from geobase.uploads import ZipLimits, save_upload
 
-from geobase import job_progress
+from geobase import jobs as job_progress
 from geobase.errors import Forbidden, InvalidInput, NotFound
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_role

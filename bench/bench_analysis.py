@@ -8,7 +8,7 @@ Data (loaded with SQL into its own database on the bench cluster, storage layout
   * control_lines: red line, basic farmland and urban boundary patches.
 
 Measured in the same run on the same data:
-  (a) whole-county tabulation: ours (``overlay.tabulate``: ST_CoveredBy shortcut to the stored
+  (a) whole-county tabulation: ours (``analysis.tabulate``: ST_CoveredBy shortcut to the stored
       area, two connections over halves of the parcels) vs the plain single query
       (ST_Intersection joined on ST_Intersects, GROUP BY) and vs geopandas.overlay + Geod(GRS80)
       areas of the pieces (data already in memory; reading it is not timed). Totals agree.
@@ -135,7 +135,7 @@ def _geopandas(url: str) -> tuple[float, float]:
 
 
 def run(ctx: Context) -> None:
-    from geobase import overlay
+    from geobase import analysis
     from geobase.specs import get_registry
 
     url = _database(ctx)
@@ -147,7 +147,7 @@ def run(ctx: Context) -> None:
     async def ours() -> tuple[float, dict]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             t0 = time.perf_counter()
-            res = await overlay.tabulate(conn, reg, vis, "land_use", "planning_zones", conninfo=url, workers=2)
+            res = await analysis.tabulate(conn, reg, vis, "land_use", "planning_zones", conninfo=url, workers=2)
             return time.perf_counter() - t0, res
 
     parts = set(os.environ.get("GEOBASE_BENCH_ANALYSIS_PARTS", "tabulate,site").split(","))
@@ -177,8 +177,8 @@ def _tabulate(ctx: Context, url: str, reg, vis, ours) -> None:
 
 def _site_checks(ctx: Context, url: str, settings, reg, vis, extent) -> None:
     """(b) site check of a 5 km² site against all layers."""
-    from geobase import overlay
-    from geobase.geometry_input import parse_geojson
+    from geobase import analysis
+    from geobase.analysis.input import parse_geojson
 
     rng = random.Random(ctx.seed)
     lat_side = math.sqrt(5e6) / 110_900
@@ -195,11 +195,11 @@ def _site_checks(ctx: Context, url: str, settings, reg, vis, extent) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             # untimed: a new backend's first PostGIS/PROJ use (the server's pool pays it when it
             # opens a connection, see api/app.py WARM_UP_SQL)
-            await overlay.site_check(conn, reg, vis, parse_geojson(sites[-1], settings))
+            await analysis.site_check(conn, reg, vis, parse_geojson(sites[-1], settings))
             for i, g in enumerate(sites):
                 t0 = time.perf_counter()
                 site = parse_geojson(g, settings)
-                r = await overlay.site_check(conn, reg, vis, site)
+                r = await analysis.site_check(conn, reg, vis, site)
                 times.append(time.perf_counter() - t0)
                 if i == 0:
                     print(f"bench analysis: site check {site.area_m2 / 1e6:.2f} km², "

@@ -293,3 +293,37 @@ def describe(crs: ProjCRS) -> str:
     """``EPSG:n (name)`` for the quality report, or the CRS's name when it has no EPSG code."""
     epsg = crs.to_epsg(min_confidence=70)
     return f"EPSG:{epsg} ({crs.name})" if epsg else crs.name
+# --- the CRS an input geometry is declared in (analysis bodies and uploads) ---------------------
+
+#: CGCS2000 Gauss-Kruger zone CRSs whose easting carries the zone number -> that number
+#: (6° zones 13-23: EPSG:4491-4501; 3° zones 25-45: EPSG:4513-4533)
+GK_ZONE_PREFIX = {**{4491 + i: 13 + i for i in range(11)}, **{4513 + i: 25 + i for i in range(21)}}
+#: the same zones without the prefix (false easting 500000 only): EPSG:4502-4512, 4534-4554
+GK_UNPREFIXED = frozenset(range(4502, 4513)) | frozenset(range(4534, 4555))
+_INPUT_CRS84 = {n.upper() for n in (CRS84, "CRS84", "OGC:CRS84", "urn:ogc:def:crs:OGC:1.3:CRS84")}
+_INPUT_SHORT = re.compile(r"(?i)(?:urn:ogc:def:crs:EPSG::|http://www\.opengis\.net/def/crs/EPSG/0/)?(\d{4,5})")
+SUPPORTED_HINT = "use CRS84, EPSG:4490, 4326, 3857 or a CGCS2000 Gauss-Kruger zone (EPSG:4491-4554)"
+
+
+def is_supported(srid: int | None) -> bool:
+    """Whether geobase reads and writes coordinates in this CRS: the base CRSs and every
+    CGCS2000 Gauss-Kruger zone (the same list :func:`parse_crs` accepts without ``allowed``)."""
+    return srid is not None and (EPSG_URI.format(srid) in BASE_CRS or srid in GK_ZONE_PREFIX or srid in GK_UNPREFIXED)
+
+
+def parse_input_crs(value: str | int | None, parameter: str = "crs") -> int | None:
+    """The EPSG code of the CRS an input geometry is declared in (None: CRS84, lon/lat), read by
+    :func:`parse_crs` after the short forms a request body or a CLI option carries (``4527``,
+    ``EPSG:4527``, ``urn:ogc:def:crs:EPSG::4527``, any case) are brought to its form. An input
+    geometry's coordinates are x/y (GeoJSON order) whatever the CRS's axis order."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if text.upper() in _INPUT_CRS84:
+        return None
+    short = _INPUT_SHORT.fullmatch(text)
+    try:
+        crs = parse_crs(f"EPSG:{short.group(1)}" if short else text, parameter)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.message}; {SUPPORTED_HINT}", parameter=parameter) from None
+    return None if crs.uri == CRS84 else crs.srid

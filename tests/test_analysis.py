@@ -13,9 +13,9 @@ from pyproj import Transformer
 from shapely.geometry import box, mapping
 from shapely.ops import transform as shp_transform
 
-from geobase import overlay
+from geobase import analysis
 from geobase.errors import InvalidInput
-from geobase.geometry_input import parse_geojson
+from geobase.analysis.input import parse_geojson
 from geobase.specs import get_registry
 from tests.analysis_data import LAND, X0, Y0, D, cell, geod_area, insert, load_small_county, register_version, run
 
@@ -90,7 +90,7 @@ def test_site_check_pieces_areas_rules_and_versions(small):
     settings, reg, vis = small
     site = parse_geojson(mapping(box(X0 + 0.005, Y0 + 0.005, X0 + 0.025, Y0 + 0.035)), settings)
     site_geom = site.geom  # densified to ~50 m edges: the site every consumer sees
-    r = run(settings, lambda c: overlay.site_check(c, reg, vis, site))
+    r = run(settings, lambda c: analysis.site_check(c, reg, vis, site))
     assert r["site"]["area"]["m2"] == pytest.approx(geod_area(site_geom), rel=1e-6)
     lu = r["layers"]["land_use"]
     # every piece's area equals the Geod area of the shapely intersection
@@ -125,7 +125,7 @@ def test_site_check_over_public_layers_only_reports_rules_it_could_not_evaluate(
     settings, reg, vis = small
     public = [s for s in vis if s.sharing == "public"]
     site = parse_geojson(mapping(box(X0 + 0.005, Y0 + 0.005, X0 + 0.015, Y0 + 0.015)), settings)
-    r = run(settings, lambda c: overlay.site_check(c, reg, public, site))
+    r = run(settings, lambda c: analysis.site_check(c, reg, public, site))
     assert "control_lines" not in r["layers"]
     assert set(r["not_evaluated"]) == {"ecological_red_line", "permanent_basic_farmland",
                                        "outside_urban_development_boundary"}
@@ -147,12 +147,12 @@ def test_site_check_reads_one_snapshot_and_leaves_no_setting_behind(small):
     async def go():
         async with await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True) as conn:
             before = await (await conn.execute("SHOW max_parallel_workers_per_gather")).fetchone()
-            a = await overlay.site_check(conn, reg, vis, site)
+            a = await analysis.site_check(conn, reg, vis, site)
             after = await (await conn.execute("SHOW max_parallel_workers_per_gather")).fetchone()
             assert before == after and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:  # a caller's transaction
             await conn.execute("SELECT 1")
-            b = await overlay.site_check(conn, reg, vis, site)
+            b = await analysis.site_check(conn, reg, vis, site)
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         return a, b
 
@@ -192,7 +192,7 @@ def test_tabulation_matches_geopandas_and_covers_the_aoi(small, aoi):
     else:
         g = box(X0, Y0, X0 + 4 * D, Y0 + 4 * D)
         kw = {}
-    t = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones", **kw))
+    t = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", **kw))
     expected = _expected_tabulation(g)
     got = {(c["a"], c["b"]): c["m2"] for c in t["cells"]}
     assert set(got) == set(expected)
@@ -204,8 +204,8 @@ def test_tabulation_matches_geopandas_and_covers_the_aoi(small, aoi):
 
 def test_tabulation_split_over_two_connections_gives_the_same_cells(small):
     settings, reg, vis = small
-    one = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones"))
-    two = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones",
+    one = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones"))
+    two = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones",
                                                    conninfo=settings.database_url, workers=2))
     assert [(c["a"], c["b"]) for c in two["cells"]] == [(c["a"], c["b"]) for c in one["cells"]]
     assert [c["m2"] for c in two["cells"]] == pytest.approx([c["m2"] for c in one["cells"]], rel=1e-12)
@@ -214,29 +214,29 @@ def test_tabulation_split_over_two_connections_gives_the_same_cells(small):
 def test_tabulation_rejects_unknown_layers_and_fields(small):
     settings, reg, vis = small
     with pytest.raises(InvalidInput, match="layer_b"):
-        run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "nope"))
+        run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "nope"))
     with pytest.raises(InvalidInput, match="class_a"):
-        run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones", class_a="zzz"))
+        run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", class_a="zzz"))
     with pytest.raises(InvalidInput, match="no administrative division"):
-        run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones", aoi_code="339901999"))
+        run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", aoi_code="339901999"))
 
 
 # -- conflicts -------------------------------------------------------------------------------------
 
 def test_conflicts_find_the_planted_conflict_and_nothing_else(small):
     settings, reg, vis = small
-    r = run(settings, lambda c: overlay.conflicts(c, reg, vis))
+    r = run(settings, lambda c: analysis.conflicts(c, reg, vis))
     assert [(p["rule"], p["a"]["key"], p["b"]["key"]) for p in r["patches"]] == [
         ("construction_in_ecological_red_line", "LU32", "HX1")]
     assert r["patches"][0]["area"]["m2"] == pytest.approx(geod_area(cell(3, 2)), rel=1e-6)
-    again = run(settings, lambda c: overlay.conflicts(c, reg, vis))
+    again = run(settings, lambda c: analysis.conflicts(c, reg, vis))
     assert again["patches"][0]["id"] == r["patches"][0]["id"]  # change-safe id
     # edge contacts are reported as dropped slivers, not as conflicts
     rules = {x["id"]: x for x in r["rules"]}
     assert rules["forest_in_planned_construction_zone"]["patches"] == 0
     assert rules["forest_in_planned_construction_zone"]["slivers_dropped"]["count"] > 0
     with pytest.raises(InvalidInput, match="unknown conflict rules"):
-        run(settings, lambda c: overlay.conflicts(c, reg, vis, rule_ids=["nope"]))
+        run(settings, lambda c: analysis.conflicts(c, reg, vis, rule_ids=["nope"]))
 
 
 def test_conflict_between_two_control_lines(small):
@@ -245,7 +245,7 @@ def test_conflict_between_two_control_lines(small):
         insert(conn, "control_lines", [("NT2", {"bsm": "NT2", "kind": "YJJBNT"},
                                         box(X0 + 3.5 * D, Y0, X0 + 4 * D, Y0 + D))], register=False)
         conn.commit()
-    r = run(settings, lambda c: overlay.conflicts(c, reg, vis, rule_ids=["urban_boundary_overlaps_basic_farmland"]))
+    r = run(settings, lambda c: analysis.conflicts(c, reg, vis, rule_ids=["urban_boundary_overlaps_basic_farmland"]))
     assert [(p["a"]["key"], p["b"]["key"]) for p in r["patches"]] == [("KF1", "NT2")]
     assert r["total"]["m2"] == pytest.approx(geod_area(box(X0 + 3.5 * D, Y0, X0 + 4 * D, Y0 + D)), rel=1e-6)
 
@@ -261,19 +261,19 @@ def test_change_transition_matrix(small):
             ("LU00b", {"bsm": "LU00b", "dlbm": "0101"}, box(X0 + D / 2, Y0, X0 + D, Y0 + D)),
         ], version=2)
         conn.commit()
-    r = run(settings, lambda c: overlay.change(c, reg, vis, "land_use", 1, 2))
+    r = run(settings, lambda c: analysis.change(c, reg, vis, "land_use", 1, 2))
     m = {(t["from"], t["to"]): t["m2"] for t in r["transitions"]}
     assert m[("0101", "0601")] == pytest.approx(geod_area(box(X0, Y0, X0 + D / 2, Y0 + D)), rel=1e-6)
     assert ("0101", "0101") in m
     assert [(p["from"]["class"], p["to"]["class"]) for p in r["changed_patches"]] == [("0101", "0601")]
     assert {(t["from"], t["to"]) for t in r["transitions_by_group"]} >= {("01", "06")}
     with pytest.raises(InvalidInput, match="no version 7"):
-        run(settings, lambda c: overlay.change(c, reg, vis, "land_use", 1, 7))
+        run(settings, lambda c: analysis.change(c, reg, vis, "land_use", 1, 7))
 
 
 def test_buffer_uses_ellipsoidal_distance(small):
     settings, reg, vis = small
-    r = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=100, water_layers=["rivers"]))
+    r = run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=100, water_layers=["rivers"]))
     keys = sorted(f["key"] for f in r["features"])
     assert keys == sorted(f"LU{r}{c}" for r in (1, 2) for c in range(4))  # the river runs between rows 1 and 2
     band = box(X0, Y0 + 2 * D - 100 / 111_000, X0 + D, Y0 + 2 * D)
@@ -283,9 +283,9 @@ def test_buffer_uses_ellipsoidal_distance(small):
     assert lu10["distance_m"] < 1.0
     assert lu10["area_in_band"]["m2"] == pytest.approx(geod_area(band), rel=0.02)
     # a parcel 0.01° (~1.1 km) away is not within 1 km, but within 1.2 km
-    far = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=1000, water_layers=["rivers"]))
+    far = run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=1000, water_layers=["rivers"]))
     assert "LU00" not in {f["key"] for f in far["features"]}
-    near = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=1200, water_layers=["rivers"]))
+    near = run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=1200, water_layers=["rivers"]))
     assert "LU00" in {f["key"] for f in near["features"]}
 
 
@@ -314,7 +314,7 @@ def _write_dem(path, slope_deg: float):
 
 
 def test_steep_farmland_from_the_dem(small, tmp_path):
-    from geobase.analysis_slope import steep_farmland
+    from geobase.analysis.slope import steep_farmland
 
     settings, reg, vis = small
     dem = tmp_path / "dem.tif"
@@ -353,7 +353,7 @@ def _zip_shapefile(tmp_path, geom, crs, *, drop_prj=False) -> bytes:
 
 
 def test_uploaded_zipped_shapefile_in_a_gk_zone(tmp_path):
-    from geobase.geometry_input import parse_upload
+    from geobase.analysis.input import parse_upload
     from geobase.settings import Settings
 
     settings = Settings(data_dir=tmp_path)
@@ -374,12 +374,12 @@ def test_uploaded_zipped_shapefile_in_a_gk_zone(tmp_path):
 def test_filters_name_unknown_attributes_and_codes(small):
     settings, reg, vis = small
     with pytest.raises(InvalidInput, match="unknown code '9999'"):
-        run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
+        run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
                                                filter={"dlbm": ["9999"]}))
     with pytest.raises(InvalidInput, match="no attribute 'colour'"):
-        run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
+        run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=50, water_layers=["rivers"],
                                                filter={"colour": ["red"]}))
-    farmland = run(settings, lambda c: overlay.buffer(c, reg, vis, layer="land_use", distance_m=50,
+    farmland = run(settings, lambda c: analysis.buffer(c, reg, vis, layer="land_use", distance_m=50,
                                                       water_layers=["rivers"], filter={"dlbm": {"prefix": ["01"]}}))
     assert sorted(f["key"] for f in farmland["features"]) == ["LU10", "LU20"]
 
@@ -389,7 +389,7 @@ def test_piece_geometries_are_written_verbatim_and_parsed_on_demand():
     consumers that measure it (shapely) or draw it (the HTML report) see a geometry."""
     from shapely.geometry import shape
 
-    from geobase import analysis_output as out
+    from geobase.analysis import output as out
     from geobase.geojson_text import GeoJSONText
 
     text = '{"type":"Polygon","coordinates":[[[117.1,31.1],[117.2,31.1],[117.2,31.2],[117.1,31.1]]]}'

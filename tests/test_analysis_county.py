@@ -11,8 +11,8 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from geobase import overlay
-from geobase.geometry_input import parse_geojson
+from geobase import analysis
+from geobase.analysis.input import parse_geojson
 from geobase.specs import get_registry
 from tests.analysis_data import geod_area, run
 from tests.conftest import SAMPLE
@@ -30,7 +30,7 @@ def county(county_shared):
 @pytest.fixture(scope="module")
 def conflicts_result(county):
     settings, reg, vis = county
-    return run(settings, lambda c: overlay.conflicts(c, reg, vis, sliver_m2=1.0))
+    return run(settings, lambda c: analysis.conflicts(c, reg, vis, sliver_m2=1.0))
 
 
 def _by_rule(result) -> dict[str, list[dict]]:
@@ -68,7 +68,7 @@ def test_all_planted_conflicts_are_found_and_nothing_else(conflicts_result):
 
 
 def test_steep_farmland_matches_the_planted_parcels(county):
-    from geobase.analysis_slope import steep_farmland
+    from geobase.analysis.slope import steep_farmland
 
     settings, reg, vis = county
     r = run(settings, lambda c: steep_farmland(c, settings, vis))
@@ -86,10 +86,10 @@ def test_demo_site_check_pieces_sum_to_the_site(county):
     feat = json.loads((SAMPLE / "demo_site.geojson").read_text(encoding="utf-8"))
     site = parse_geojson(feat, settings)
     site_geom = shape(feat["features"][0]["geometry"] if feat["type"] == "FeatureCollection" else feat["geometry"])
-    # the input is densified to ~50 m edges (see geometry_input): compare like with like
+    # the input is densified to ~50 m edges (see geobase.analysis.input): compare like with like
     assert site.area_m2 == pytest.approx(geod_area(shapely.segmentize(site_geom, 5e-4)), rel=1e-9)
     assert site.area_m2 == pytest.approx(MANIFEST["demo_site"]["feature"]["properties"]["area_m2"], rel=5e-5)
-    r = run(settings, lambda c: overlay.site_check(c, reg, vis, site))
+    r = run(settings, lambda c: analysis.site_check(c, reg, vis, site))
     lu = r["layers"]["land_use"]
     pz = r["layers"]["planning_zones"]
     dropped = r["slivers_dropped"]["m2"]
@@ -109,10 +109,10 @@ def test_demo_site_check_pieces_sum_to_the_site(county):
 
 def test_tabulation_of_a_township_equals_its_area_and_geopandas(county):
     settings, reg, vis = county
-    t = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones", aoi_code="339901003"))
+    t = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", aoi_code="339901003"))
     assert t["total"]["m2"] == pytest.approx(t["aoi"]["area"]["m2"], rel=1e-4)  # 0.01 %
     # whole county: totals equal the county area stated in the manifest
-    whole = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones"))
+    whole = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones"))
     assert whole["total"]["m2"] == pytest.approx(MANIFEST["county"]["area_m2_ellipsoidal"], rel=1e-4)
     zones = {r["b"]: r["m2"] for r in whole["totals_b"]}
     for code, m2 in MANIFEST["planning"]["zone_area_m2"].items():
@@ -123,7 +123,7 @@ def test_tabulation_on_a_small_area_matches_geopandas_overlay(county):
     settings, reg, vis = county
     feat = json.loads((SAMPLE / "demo_site.geojson").read_text(encoding="utf-8"))
     site = parse_geojson(feat, settings)
-    t = run(settings, lambda c: overlay.tabulate(c, reg, vis, "land_use", "planning_zones", aoi=site))
+    t = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", aoi=site))
 
     async def frames(conn):
         out = []

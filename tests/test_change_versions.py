@@ -11,7 +11,7 @@ import psycopg
 from conftest import SAMPLE
 from shapely import affinity
 
-from geobase import overlay
+from geobase import analysis
 from geobase.db import database_url
 from geobase.specs import get_registry
 from tests.analysis_data import run
@@ -71,7 +71,7 @@ def test_change_between_real_versions_balances_every_class(county_db, tmp_path):
     res = ingest(county_db, "land_use", path, coverage=False, on_error="skip")
     assert res.version == 2 and res.removed == 6 and res.added == 3 and res.changed == 15, res.as_dict()
     reg = get_registry(county_db)
-    r = run(county_db, lambda c: overlay.change(c, reg, list(reg.layers.values()), "land_use", 1, 2))
+    r = run(county_db, lambda c: analysis.change(c, reg, list(reg.layers.values()), "land_use", 1, 2))
     with psycopg.connect(database_url(county_db)) as conn:
         before, after = _class_areas(conn, 1), _class_areas(conn, 2)
         deleted_area = conn.execute(

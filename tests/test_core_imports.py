@@ -39,10 +39,10 @@ def test_the_cli_never_imports_the_http_api():
 
 
 def test_the_services_the_cli_uses_live_in_the_core():
-    from geobase.analysis_processes import PROCESSES, run_process
+    from geobase.analysis.processes import PROCESSES, run_process
     from geobase.catalog import set_sharing
 
     assert callable(set_sharing) and callable(run_process) and "tabulate" in PROCESSES
-    for name in ("analysis_processes.py", "catalog.py", "job_progress.py"):
+    for name in ("analysis/processes.py", "catalog.py", "jobs.py"):
         mods = _imports(CORE / name)
         assert not [m for m in mods if _adapter(m)], (name, mods)

@@ -8,7 +8,7 @@ import pytest
 from test_ingest import land_use_gdf, query, write_shp, zip_folder
 from test_ingest_jobs import _key, _wait
 
-from geobase import job_progress
+from geobase import jobs as job_progress
 
 
 def test_percent_is_capped_below_done_until_the_outcome_is_recorded():

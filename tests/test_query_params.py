@@ -214,7 +214,7 @@ def test_inputs_that_gave_500_are_4xx_naming_the_parameter(county_server):
 
 def test_bad_job_input_is_refused_at_submission(county_server, county_shared):
     """Inputs that only the run can check (versions, rules, layers, division codes) are checked
-    at submission by the run's own checks (overlay.check_inputs): 400, and no job is made."""
+    at submission by the run's own checks (analysis.common.check_inputs): 400, and no job is made."""
     bad = [("change", {"layer": "land_use", "v1": 1, "v2": 99}, "v2"),
            ("change", {"layer": "forest", "v1": 1, "v2": 2}, "layer"),
            ("tabulate", {"aoi": "999999"}, "aoi"),
@@ -242,7 +242,7 @@ def test_bad_job_input_is_refused_at_submission(county_server, county_shared):
 def test_results_of_a_job_that_refused_its_input_are_that_4xx(county_db):
     """A job can still fail on its input after submission (the data changed in between): its
     results answer the refusal (400 naming the input), not a 500."""
-    from geobase.analysis_jobs import owner_of
+    from geobase.analysis.jobs import owner_of
     from geobase.security import PUBLIC
 
     token = "t0ken-of-the-anonymous-caller"

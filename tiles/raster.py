@@ -78,7 +78,7 @@ def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
         from affine import Affine
         from rasterio.crs import CRS
 
-        from geobase.analysis_slope import pixel_size_m
+        from geobase.analysis.slope import pixel_size_m
 
         xmin, ymin, xmax, ymax = tms.bounds(z, y, x)
         px = (xmax - xmin) / 256

@@ -31,8 +31,8 @@ def _geometry_arg(path: str | None) -> dict | None:
 
 
 def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> None:
-    from geobase import analysis_output
-    from geobase.analysis_processes import PROCESSES, run_process
+    from geobase.analysis import output as analysis_output
+    from geobase.analysis.processes import PROCESSES, run_process
     from geobase.db import database_url
     from geobase.security import Principal
     from geobase.specs import get_registry
@@ -47,13 +47,13 @@ def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> N
 
         async with await psycopg.AsyncConnection.connect(database_url(settings), autocommit=True) as conn:
             if upload is not None:
-                from geobase import overlay
-                from geobase.geometry_input import parse_upload
+                from geobase.analysis import site_check
+                from geobase.analysis.input import parse_upload
                 from geobase.security import visible_layers
 
                 site = parse_upload(upload.read_bytes(), upload.name, settings, repair=inputs.get("repair", False))
                 vis = await visible_layers(conn, operator, registry)
-                return await overlay.site_check(conn, registry, vis, site, sliver_m2=settings.analysis_sliver_m2,
+                return await site_check(conn, registry, vis, site, sliver_m2=settings.analysis_sliver_m2,
                                                 project_type=inputs.get("project_type", "construction"),
                                                 principal=operator)
             body = model.model_validate({k: v for k, v in inputs.items() if v is not None})

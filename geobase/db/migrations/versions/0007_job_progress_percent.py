@@ -4,7 +4,7 @@ Revision ID: 0007_job_progress_percent
 Revises: 0006_security
 
 Ingest jobs stored a fraction (0-1) while analysis jobs stored a percentage; see
-:mod:`geobase.job_progress`. The stored ingest rows are converted, and a CHECK refuses a
+:mod:`geobase.jobs`. The stored ingest rows are converted, and a CHECK refuses a
 value outside 0-100 so a writer in the wrong unit above 1 fails loudly.
 """
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pyproj import CRS, Geod, Transformer
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from geobase.crs import GK_UNPREFIXED, GK_ZONE_PREFIX, is_supported, parse_input_crs
 from geobase.errors import InvalidInput
 from geobase.settings import Settings
 
@@ -38,10 +38,6 @@ CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China 
 # i.e. ~1e-5 of a 1.6 km² site, and the pieces cut along it would not sum to the site.
 DENSIFY_DEG = 0.0005  # ~50 m: the bulge error left is ~(50/1500)² of the above, < 1e-7
 DENSIFY_M = 50.0  # the same for inputs in a projected CRS, before the inverse projection
-CRS84_NAMES = {"CRS84", "OGC:CRS84", "HTTP://WWW.OPENGIS.NET/DEF/CRS/OGC/1.3/CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84"}
-GK_PREFIXED = set(range(4491, 4502)) | set(range(4513, 4534))  # zone number in the easting
-GK_PLAIN = set(range(4502, 4513)) | set(range(4534, 4555))
-SUPPORTED_EPSG = {4490, 4326, 3857} | GK_PREFIXED | GK_PLAIN
 
 
 @dataclass(frozen=True)
@@ -61,25 +57,6 @@ class InputGeometry:
     @property
     def geojson(self) -> dict:
         return mapping(self.geom)
-
-
-def parse_crs(value: str | int | None, parameter: str = "crs") -> int | None:
-    """EPSG code of a supported CRS name (``None`` for CRS84, lon/lat)."""
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    if text.upper() in CRS84_NAMES:
-        return None
-    m = re.fullmatch(r"(?i)(?:EPSG:|http://www\.opengis\.net/def/crs/EPSG/0/|urn:ogc:def:crs:EPSG::)?(\d{4,5})", text)
-    if not m:
-        raise InvalidInput(f"{parameter}: {text!r} is not a CRS name (use CRS84, EPSG:4490, EPSG:4527, ...)",
-                           parameter=parameter)
-    code = int(m.group(1))
-    if code not in SUPPORTED_EPSG:
-        raise InvalidInput(
-            f"{parameter}: EPSG:{code} is not supported; use CRS84, EPSG:4490, 4326, 3857 or a CGCS2000 "
-            "Gauss-Kruger zone (EPSG:4491-4554)", parameter=parameter)
-    return code
 
 
 def decode_json_body(data: bytes, parameter: str = "body") -> Any:
@@ -201,21 +178,21 @@ def _geometries_of(obj: Any, parameter: str) -> list[BaseGeometry]:
 def _check_projected_numbers(geom: BaseGeometry, epsg: int, parameter: str) -> None:
     """Catch lon/lat numbers declared as a projected CRS, and GK zone-prefix mismatches."""
     minx, miny, maxx, maxy = geom.bounds
-    if epsg == 3857 or epsg in GK_PREFIXED or epsg in GK_PLAIN:
+    if epsg == 3857 or epsg in GK_ZONE_PREFIX or epsg in GK_UNPREFIXED:
         if max(abs(minx), abs(maxx)) <= 360 and max(abs(miny), abs(maxy)) <= 90:
             raise InvalidInput(
                 f"{parameter}: coordinates look like longitude/latitude degrees (x {minx:.4f}..{maxx:.4f}) "
                 f"but crs is EPSG:{epsg}, a projected CRS in metres; declare crs=CRS84 or EPSG:4490",
                 parameter="crs")
-    if epsg in GK_PREFIXED:
-        zone = (epsg - 4491 + 13) if epsg <= 4501 else (epsg - 4513 + 25)
+    if epsg in GK_ZONE_PREFIX:
+        zone = GK_ZONE_PREFIX[epsg]
         for x in (minx, maxx):
             if int(x // 1_000_000) != zone:
                 raise InvalidInput(
                     f"{parameter}: easting {x:.1f} does not carry the zone prefix {zone} of EPSG:{epsg} "
                     f"(expected {zone}xxxxxx.x); use the unprefixed zone CRS or fix the coordinates",
                     parameter="crs")
-    if epsg in GK_PLAIN:
+    if epsg in GK_UNPREFIXED:
         for x in (minx, maxx):
             if not 0 < x < 1_000_000:
                 raise InvalidInput(
@@ -309,7 +286,7 @@ def _polygonal_part(g: BaseGeometry) -> BaseGeometry:
 def parse_geojson(obj: Any, settings: Settings, *, crs: str | int | None = None, parameter: str = "geometry",
                   polygonal: bool = True, repair: bool = False) -> InputGeometry:
     """A checked geometry from GeoJSON text/object declared in ``crs`` (default CRS84)."""
-    epsg = parse_crs(crs)
+    epsg = parse_input_crs(crs)
     label = "CRS84" if epsg is None else f"EPSG:{epsg}"
     return check_geometry(_geometries_of(obj, parameter), settings, epsg=epsg, crs_label=label,
                           parameter=parameter, polygonal=polygonal, repair=repair)
@@ -356,7 +333,7 @@ def parse_upload(data: bytes, filename: str, settings: Settings, *, parameter: s
             raise InvalidInput(f"{parameter}: {name} is in a legacy datum (EPSG:{epsg}); transform it to CGCS2000 "
                                "with published parameters first", parameter=parameter)
         epsg = 4490 if epsg is None else epsg
-    if epsg is None or epsg not in SUPPORTED_EPSG:
+    if not is_supported(epsg):
         raise InvalidInput(f"{parameter}: the CRS of {name} ({df.crs.name}) is not supported; use CGCS2000 "
                            "(EPSG:4490 or a Gauss-Kruger zone), WGS 84 or Web Mercator", parameter=parameter)
     return check_geometry(list(df.geometry.values), settings, epsg=epsg, crs_label=f"EPSG:{epsg}",

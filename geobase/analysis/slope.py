@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import shapely
+from psycopg import sql
 
+from geobase.analysis.common import inputs_checked, layer_versions, units
+from geobase.analysis.input import InputGeometry
+from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput, NotFound
-from geobase.geometry_input import InputGeometry
-from geobase.overlay import inputs_checked, layer_versions, units
 from geobase.settings import Settings
 from geobase.specs import LayerSpec
+from geobase.storage import current_filter, table_ident
 
 A = 6_378_137.0
 E2 = 0.006694380022900787  # GRS80 first eccentricity squared
@@ -51,24 +54,16 @@ def slope_degrees(dem: np.ndarray, transform, geographic: bool) -> np.ndarray:
 
 
 async def dem_path(conn: psycopg.AsyncConnection, settings: Settings, layer: str = "dem") -> tuple[Path, int]:
-    """The COG of the DEM's current version, from ``catalog.layer_versions.metadata``."""
-    cur = await conn.execute(
-        """SELECT v.version, v.metadata FROM catalog.layers l JOIN catalog.layer_versions v
-             ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s""", (layer,))
-    row = await cur.fetchone()
-    if row is None:
+    """The COG of the DEM's current version (the catalog's one reader of raster metadata,
+    :func:`geobase.catalog.layers.raster_file`), and that version."""
+    current = (await layer_reads.current_layers(conn, [layer])).get(layer)
+    if current is None or current.version is None:
         raise NotFound(f"raster layer {layer!r} has no loaded version", parameter="dem")
-    version, meta = row
-    meta = meta or {}
-    for key in ("path", "cog", "cog_path", "file", "href"):
-        if meta.get(key):
-            p = Path(meta[key])
-            if not p.is_absolute():
-                p = settings.data_path / p
-            if p.exists():
-                return p, version
-    raise NotFound(f"the COG of raster layer {layer!r} version {version} is missing (metadata {meta})",
-                   parameter="dem")
+    path = layer_reads.raster_file(current, settings.data_path, parameter="dem")
+    if not path.exists():
+        raise NotFound(f"the COG of raster layer {layer!r} version {current.version} is missing "
+                       f"(metadata {current.metadata})", parameter="dem")
+    return path, current.version
 
 
 async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visible: list[LayerSpec], *,
@@ -87,10 +82,11 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
         raise InvalidInput("threshold_deg: must be between 0 and 90", parameter="threshold_deg")
     path, dem_version = await dem_path(conn, settings, dem_layer)
     inputs_checked()
-    aoi_sql = "AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else ""
-    cur = await conn.execute(
-        f"""SELECT _key, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)
-            FROM data.land_use WHERE _vto IS NULL AND dlbm = ANY(%(codes)s) {aoi_sql} ORDER BY _key""",
+    aoi_sql = sql.SQL("AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else "")
+    cur = await conn.execute(sql.SQL(
+        """SELECT _key, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)
+           FROM {tbl} WHERE {cur} AND dlbm = ANY(%(codes)s) {aoi} ORDER BY _key""").format(
+            tbl=table_ident(vis[layer]), cur=current_filter(), aoi=aoi_sql),
         {"codes": list(codes), "aoi": aoi.wkb if aoi else None})
     rows = await cur.fetchall()
     stats = await asyncio.to_thread(_zonal, path, [r[5] for r in rows], threshold_deg)

@@ -1,5 +1,5 @@
 """The analysis processes: their input models, their registry and the one function that runs
-them. Why in the core: the HTTP endpoints and jobs (``api/analysis.py``) and the CLI
+them. Why in the core: the HTTP endpoints, the jobs (:mod:`geobase.analysis.jobs`) and the CLI
 (``geobase analysis``) run the same code, and an adapter must call the core, never another
 adapter (the CLI imported the router before). Nothing here knows HTTP: the models are plain
 pydantic, errors are the typed ones of :mod:`geobase.errors`."""
@@ -9,9 +9,15 @@ from __future__ import annotations
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geobase import overlay
+from geobase.analysis.change import change
+from geobase.analysis.common import Progress
+from geobase.analysis.conflicts import conflicts
+from geobase.analysis.input import parse_geojson
+from geobase.analysis.proximity import buffer
+from geobase.analysis.site_check import site_check
+from geobase.analysis.slope import steep_farmland
+from geobase.analysis.tabulate import tabulate
 from geobase.errors import NotFound
-from geobase.geometry_input import parse_geojson
 from geobase.security import Principal, require_fields, visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -116,7 +122,7 @@ async def check_inputs(process: str, body: ProcessInputs, conn: psycopg.AsyncCon
 
 
 async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
-                      registry: Registry, principal: Principal, progress=None) -> dict:
+                      registry: Registry, principal: Principal, progress: Progress | None = None) -> dict:
     """Run one analysis: the same code for the endpoints, the jobs and the CLI."""
     visible = await visible_layers(conn, principal, registry)
     sliver = getattr(body, "sliver_m2", None)
@@ -125,23 +131,21 @@ async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConn
     if getattr(body, "geometry", None) is not None:
         geom = parse_geojson(body.geometry, settings, crs=body.crs, repair=getattr(body, "repair", False))
     if process == "site-check":
-        return await overlay.site_check(conn, registry, visible, geom, sliver_m2=sliver,
-                                        project_type=body.project_type, layers=body.layers, principal=principal)
+        return await site_check(conn, registry, visible, geom, sliver_m2=sliver,
+                                project_type=body.project_type, layers=body.layers, principal=principal)
     if process == "tabulate":
-        return await overlay.tabulate(conn, registry, visible, body.layer_a, body.layer_b, class_a=body.class_a,
-                                      class_b=body.class_b, aoi=geom, aoi_code=body.aoi, principal=principal)
+        return await tabulate(conn, registry, visible, body.layer_a, body.layer_b, class_a=body.class_a,
+                              class_b=body.class_b, aoi=geom, aoi_code=body.aoi, principal=principal)
     if process == "conflicts":
-        return await overlay.conflicts(conn, registry, visible, sliver_m2=sliver, rule_ids=body.rules, aoi=geom,
-                                       progress=progress, principal=principal)
+        return await conflicts(conn, registry, visible, sliver_m2=sliver, rule_ids=body.rules, aoi=geom,
+                               progress=progress, principal=principal)
     if process == "steep-farmland":
-        from geobase.analysis_slope import steep_farmland
-
         return await steep_farmland(conn, settings, visible, threshold_deg=body.threshold_deg,
                                     min_share=body.min_share, aoi=geom)
     if process == "change":
-        return await overlay.change(conn, registry, visible, body.layer, body.v1, body.v2,
-                                    class_field=body.class_field, sliver_m2=sliver, principal=principal)
+        return await change(conn, registry, visible, body.layer, body.v1, body.v2,
+                            class_field=body.class_field, sliver_m2=sliver, principal=principal)
     if process == "buffer":
-        return await overlay.buffer(conn, registry, visible, layer=body.layer, distance_m=body.distance_m,
-                                    water_layers=body.water_layers, aoi=geom, filter=body.filter, principal=principal)
+        return await buffer(conn, registry, visible, layer=body.layer, distance_m=body.distance_m,
+                            water_layers=body.water_layers, aoi=geom, filter=body.filter, principal=principal)
     raise NotFound(f"process {process!r} not found", parameter="processId")

@@ -183,16 +183,17 @@ def test_no_function_over_80_lines() -> None:
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
 
 
-# where each piece of storage knowledge lives
+# where each piece of storage knowledge lives (a table name in SQL: ``geobase.catalog.layers``, the
+# module, and ``x_catalog.layer_versions(...)``, an attribute, are not SQL)
 SQL_HOMES = {
     # the current-row and as-of conditions of versioned rows
     r"\b_vto\b": ("geobase/storage.py", "geobase/catalog/"),
     # catalog tables about layers, versions and departments
-    r"catalog\.(layers|layer_versions|departments)\b": ("geobase/catalog/", "geobase/storage.py"),
+    r"(?<![\w.])catalog\.(layers|layer_versions|departments)\b": ("geobase/catalog/", "geobase/storage.py"),
     # jobs of every kind: one job manager
-    r"catalog\.jobs\b": ("geobase/jobs.py",),
-    r"catalog\.api_keys\b": ("geobase/keys.py",),
-    r"catalog\.audit_log\b": ("geobase/audit.py",),
+    r"(?<![\w.])catalog\.jobs\b": ("geobase/jobs.py",),
+    r"(?<![\w.])catalog\.api_keys\b": ("geobase/keys.py",),
+    r"(?<![\w.])catalog\.audit_log\b": ("geobase/audit.py",),
 }
 SQL_HOME_EXEMPT = ("geobase/db/migrations/",)
 

@@ -14,7 +14,9 @@ import shapely.geometry
 from geobase.sample_data.codes import EPSG_GEO, GHFQ_CODES, KZX_CODES, XZQDM, XZQMC
 from geobase.sample_data.geo import GEOD, geo_geoms, geod_area
 from geobase.sample_data.world import World
-from geobase.sample_data.writers import geojson_geom, round_coords, write_geojson, write_gpkg, zip_deterministic
+from geobase.sample_data.writers import (
+    geojson_geom, round_coords, write_geojson, write_gpkg, zip_deterministic,
+)
 
 WATER_DLBM = {"river": "1101", "lake": "1102", "reservoir": "1103", "pond": "1104", "canal": "1107"}
 
@@ -67,8 +69,8 @@ def write_admin(w: World, out_dir: Path) -> list[dict]:
 def write_demo_site(w: World, out_dir: Path) -> dict:
     """demo_site.geojson: the proposed project of the site-check demo; returns its feature."""
     demo_ll = geo_geoms(w.demo_site)
-    demo_feat = {"type": "Feature", "properties": {"name": "示范县城北物流园（拟建）", "area_m2": round(geod_area(demo_ll), 2)},
-                 "geometry": geojson_geom(demo_ll, multi=False)}
+    props = {"name": "示范县城北物流园（拟建）", "area_m2": round(geod_area(demo_ll), 2)}
+    demo_feat = {"type": "Feature", "properties": props, "geometry": geojson_geom(demo_ll, multi=False)}
     write_geojson(out_dir / "demo_site.geojson", "demo_site", [demo_feat])
     return demo_feat
 
@@ -97,15 +99,16 @@ def write_planning(w: World, out_dir: Path) -> dict:
         for p in _parts_north_to_south(geom):
             n += 1
             gl = geo_geoms(p)
-            kzx_recs.append(dict(BSM=f"{XZQDM}3{n:011d}", KZXLX=kind, KZXMC=XZQMC + KZX_CODES[kind], XZQDM=XZQDM,
-                                 MJ=round(geod_area(gl), 2)))
+            kzx_recs.append(dict(BSM=f"{XZQDM}3{n:011d}", KZXLX=kind, KZXMC=XZQMC + KZX_CODES[kind],
+                                 XZQDM=XZQDM, MJ=round(geod_area(gl), 2)))
             kzx_geoms.append(gl)
             kzx_local.append(p)
     _write_gdb(out_dir, [("GHFQ", ghfq_recs, ghfq_geoms), ("KZX", kzx_recs, kzx_geoms)])
     facts = _planted_planning_facts(w, kzx_recs, kzx_local)
     manifest = dict(planning=dict(
         GHFQ_rule="GHFQ is an exact coverage of the county; codes in code_lists.GHFQDM (our own list).",
-        KZX_rule="STBHHX = GHFQ 010 plus the C4 patch; YJJBNT = GHFQ 030; CZKFBJ = GHFQ 041+042+043 plus the C2 patch.",
+        KZX_rule="STBHHX = GHFQ 010 plus the C4 patch; YJJBNT = GHFQ 030; "
+                 "CZKFBJ = GHFQ 041+042+043 plus the C2 patch.",
         zone_area_m2={c: round(geod_area(geo_geoms(w.zones[c])), 2) for c in sorted(w.zones)},
     ))
     return dict(n_ghfq=len(ghfq_recs), n_kzx=len(kzx_recs), **facts,
@@ -136,7 +139,7 @@ def _planted_planning_facts(w: World, kzx_recs: list[dict], kzx_local: list) -> 
     def bsm_hit(kind, geom):
         out = []
         for r, g in zip(kzx_recs, kzx_local):
-            if (kind is None or r.get("KZXLX") == kind) and g.intersects(geom) and g.intersection(geom).area > 1.0:
+            if r["KZXLX"] == kind and g.intersects(geom) and g.intersection(geom).area > 1.0:
                 out.append(r["BSM"])
         return out
 

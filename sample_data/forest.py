@@ -73,8 +73,9 @@ def _numbering(w: World, stands: list) -> tuple[list[int], list[tuple], dict]:
     for t, ny_, nx_ in lb_keys:
         per_t[t] = per_t.get(t, 0) + 1
         lb_num[(t, -ny_, nx_)] = per_t[t]
-    order = sorted(range(len(stands)), key=lambda i: (info[i][0], lb_num[(info[i][0], info[i][2], info[i][1])],
-                                                       info[i][3], info[i][4]))
+    order = sorted(range(len(stands)),
+                   key=lambda i: (info[i][0], lb_num[(info[i][0], info[i][2], info[i][1])],
+                                  info[i][3], info[i][4]))
     return order, info, lb_num
 
 
@@ -89,7 +90,8 @@ def _inventory(dl: str, e: float, red: bool, r: np.ndarray, ha: float) -> dict:
         di_lei, sp = "0160", ("220000" if r[0] < 0.6 else "150000")
     else:
         di_lei = "0111"
-        sp = "420000" if (e > 450 or r[0] < 0.25) else ("220000" if r[0] < 0.65 else ("150000" if r[0] < 0.9 else "230000"))
+        sp = "420000" if (e > 450 or r[0] < 0.25) else (
+            "220000" if r[0] < 0.65 else ("150000" if r[0] < 0.9 else "230000"))
     if red:
         lb_, lz_, bh = "11", ("111" if r[1] < 0.7 else "121"), "1"
     elif e > 300:
@@ -108,6 +110,7 @@ def _inventory(dl: str, e: float, red: bool, r: np.ndarray, ha: float) -> dict:
     ybd = round(0.20 + 0.75 * r[5] if di_lei not in ("0160",) else 0.10 + 0.15 * r[5], 2)
     ybd = min(0.95, max(0.20, ybd)) if di_lei != "0160" else ybd
     mgq = round(15 + age * (2.2 + 2.5 * r[6]) * ybd, 1) if di_lei == "0111" else 0.0
-    return dict(DI_LEI=di_lei, LIN_ZHONG=lz_, SEN_LIN_LB=lb_, QI_YUAN=("11" if (red or sp == "420000") else "21"),
-                YOU_SHI_SZ=sp, YOU_SHI_SZ_MC=SPECIES[sp], LING_ZU=lzu, YU_BI_DU=ybd, PINGJUN_NL=age,
-                MEI_GQ_XJ=mgq, XIAOBAN_XJ=round(mgq * ha, 1), MIAN_JI=ha, BH_DJ=bh)
+    return dict(DI_LEI=di_lei, LIN_ZHONG=lz_, SEN_LIN_LB=lb_,
+                QI_YUAN=("11" if (red or sp == "420000") else "21"), YOU_SHI_SZ=sp,
+                YOU_SHI_SZ_MC=SPECIES[sp], LING_ZU=lzu, YU_BI_DU=ybd, PINGJUN_NL=age, MEI_GQ_XJ=mgq,
+                XIAOBAN_XJ=round(mgq * ha, 1), MIAN_JI=ha, BH_DJ=bh)

@@ -38,7 +38,9 @@ from pathlib import Path
 
 from geobase.sample_data.admin import build_admin
 from geobase.sample_data.codes import DLTB_FIELDS, EPSG_GEO, EPSG_GK
-from geobase.sample_data.deliveries import write_admin, write_demo_site, write_planning, write_rivers, write_water
+from geobase.sample_data.deliveries import (
+    write_admin, write_demo_site, write_planning, write_rivers, write_water,
+)
 from geobase.sample_data.forest import write_forest
 from geobase.sample_data.manifest import write_manifest
 from geobase.sample_data.parcels import ParcelGenerator
@@ -47,6 +49,7 @@ from geobase.sample_data.water import build_water_and_roads
 from geobase.sample_data.world import World
 from geobase.sample_data.writers import ShapefileWriter, gdal_config, write_dem, zip_deterministic
 
+CRS84, GEOJSON = "OGC:CRS84", "GeoJSON (RFC 7946)"
 DLTB_PARTS = [f"DLTB{s}" for s in (".shp", ".shx", ".dbf", ".prj", ".cpg")]
 
 
@@ -62,7 +65,7 @@ def build_world(seed: int) -> World:
 
 def generate(out_dir: Path, *, parcels: int = 8000, seed: int = 20261122,
              progress: Callable[[int, int], None] | None = None, zip_dltb: bool = True) -> dict:
-    """Generate the synthetic county into ``out_dir`` and return the manifest (also written as manifest.json)."""
+    """Generate the synthetic county into ``out_dir``; returns the manifest (also manifest.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     old_cfg = gdal_config()
@@ -73,19 +76,21 @@ def generate(out_dir: Path, *, parcels: int = 8000, seed: int = 20261122,
         n_stands = write_forest(w, pg, out_dir / "forest.gpkg", seed)
         files["forest.gpkg"] = dict(crs=f"EPSG:{EPSG_GEO}", format="GPKG", layers={"XB": n_stands})
         n_water = write_water(w, out_dir)
-        files["water.geojson"] = dict(crs="OGC:CRS84", format="GeoJSON (RFC 7946)", layers={"water": n_water})
+        files["water.geojson"] = dict(crs=CRS84, format=GEOJSON, layers={"water": n_water})
         n_rivers = write_rivers(w, out_dir)
-        files["rivers.geojson"] = dict(crs="OGC:CRS84", format="GeoJSON (RFC 7946)", layers={"rivers": n_rivers})
+        files["rivers.geojson"] = dict(crs=CRS84, format=GEOJSON, layers={"rivers": n_rivers})
         plan_info = write_planning(w, out_dir)
         files["planning.gdb.zip"] = dict(crs=f"EPSG:{EPSG_GEO}", format="OpenFileGDB (zipped)",
                                          layers={"GHFQ": plan_info["n_ghfq"], "KZX": plan_info["n_kzx"]})
         recs = write_admin(w, out_dir)
         files["admin.gpkg"] = dict(crs=f"EPSG:{EPSG_GEO}", format="GPKG", layers={"XZQ": len(recs)})
         dem_info = write_dem(w, out_dir / "dem.tif")
-        files["dem.tif"] = dict(crs=f"EPSG:{EPSG_GEO}", format="GeoTIFF float32 DEFLATE predictor 3, 256x256 tiles",
-                                size=[dem_info["width"], dem_info["height"]], pixel_deg=1 / 3600, nodata=-9999.0)
+        files["dem.tif"] = dict(crs=f"EPSG:{EPSG_GEO}",
+                                format="GeoTIFF float32 DEFLATE predictor 3, 256x256 tiles",
+                                size=[dem_info["width"], dem_info["height"]], pixel_deg=1 / 3600,
+                                nodata=-9999.0)
         demo_feat = write_demo_site(w, out_dir)
-        files["demo_site.geojson"] = dict(crs="OGC:CRS84", format="GeoJSON (RFC 7946)", layers={"demo_site": 1})
+        files["demo_site.geojson"] = dict(crs=CRS84, format=GEOJSON, layers={"demo_site": 1})
         counts = dict(DLTB=pg.bsm, XB=n_stands, water=n_water, rivers=n_rivers, GHFQ=plan_info["n_ghfq"],
                       KZX=plan_info["n_kzx"], XZQ=len(recs))
         manifest = write_manifest(out_dir, w, pg, seed=seed, parcels=parcels, files=files, counts=counts,
@@ -111,9 +116,11 @@ def _write_dltb(w: World, out_dir: Path, parcels: int, seed: int, progress, zip_
     if zip_dltb:
         zip_deterministic(out_dir / "DLTB.zip", tmp, DLTB_PARTS)
         shutil.rmtree(tmp)
-        files["DLTB.zip"] = dict(crs=f"EPSG:{EPSG_GK}", format="ESRI Shapefile (zipped), GBK", layers={"DLTB": pg.bsm})
+        files["DLTB.zip"] = dict(crs=f"EPSG:{EPSG_GK}", format="ESRI Shapefile (zipped), GBK",
+                                 layers={"DLTB": pg.bsm})
     else:
-        files["DLTB/DLTB.shp"] = dict(crs=f"EPSG:{EPSG_GK}", format="ESRI Shapefile, GBK", layers={"DLTB": pg.bsm})
+        files["DLTB/DLTB.shp"] = dict(crs=f"EPSG:{EPSG_GK}", format="ESRI Shapefile, GBK",
+                                      layers={"DLTB": pg.bsm})
     return pg, files
 
 

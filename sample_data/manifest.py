@@ -19,8 +19,9 @@ from geobase.sample_data.world import World
 from geobase.sample_data.writers import sha256
 
 NOTES = dict(
-    DLTB="TBMJ = ellipsoidal area (pyproj Geod GRS80) of the parcel in lon/lat, 0.01 m2; KCMJ = round(TBMJ*KCXS,2); "
-         "TBDLMJ = TBMJ-KCMJ. Parcels form an exact coverage of the county outline (XZQ JB=county). "
+    DLTB="TBMJ = ellipsoidal area (pyproj Geod GRS80) of the parcel in lon/lat, 0.01 m2; "
+         "KCMJ = round(TBMJ*KCXS,2); TBDLMJ = TBMJ-KCMJ. "
+         "Parcels form an exact coverage of the county outline (XZQ JB=county). "
          "Coordinates rounded to 1 mm in EPSG:4527.",
     slope="GDPDJB from the mean slope of the parcel (4x4 sample grid + representative point) of the same "
           "elevation function that dem.tif samples; grades 1 <=2, 2 2-6, 3 6-15, 4 15-25, 5 >25 degrees.",
@@ -43,7 +44,8 @@ def write_manifest(out_dir: Path, w: World, pg: ParcelGenerator, *, seed: int, p
                    counts: dict, admin_recs: list[dict], plan_info: dict, demo_feat: dict) -> dict:
     """Assemble the manifest, checksum every file in ``files`` and write manifest.json; returns it."""
     manifest = dict(
-        name="示范县 synthetic county", generator="geobase.sample_data.generate", generator_version=GENERATOR_VERSION,
+        name="示范县 synthetic county", generator="geobase.sample_data.generate",
+        generator_version=GENERATOR_VERSION,
         parameters=dict(seed=seed, parcels=parcels),
         county=dict(XZQDM=XZQDM, XZQMC=XZQMC, area_m2_ellipsoidal=admin_recs[0]["MJ"],
                     area_m2_planar_epsg4527=round(shapely.area(w.county), 3),
@@ -100,8 +102,8 @@ def _conflicts(pg: ParcelGenerator, plan_info: dict) -> list[dict]:
     """The planted conflicts C1-C4: the rule each breaks and exactly the features that break it."""
     return [
         dict(id="C1", rule="construction_in_ecological_red_line",
-             description="DLTB parcels with DLBM in code_lists.construction_dlbm whose intersection with a KZX "
-                         "feature KZXLX='STBHHX' has area > 1 m2",
+             description="DLTB parcels with DLBM in code_lists.construction_dlbm whose intersection "
+                         "with a KZX feature KZXLX='STBHHX' has area > 1 m2",
              dltb_bsm=sorted(pg.planted["a"]), kzx_bsm=plan_info["c1_kzx_bsm"]),
         dict(id="C2", rule="urban_boundary_overlaps_basic_farmland",
              description="intersection of KZX KZXLX='CZKFBJ' and KZX KZXLX='YJJBNT' with area > 1 m2",

@@ -50,7 +50,8 @@ def build_planning(w: World) -> None:
     czkfbj = union([u041, u042, u043])
     w.patch_b = _patch_b(czkfbj, zone030)
     forestz = union([w.zones["010"], w.zones["020"], w.zones["053"]])
-    bnd = czkfbj.exterior if czkfbj.geom_type == "Polygon" else max(shapely.get_parts(czkfbj), key=lambda g: g.area).exterior
+    main = czkfbj if czkfbj.geom_type == "Polygon" else max(shapely.get_parts(czkfbj), key=lambda g: g.area)
+    bnd = main.exterior
     w.patch_d = _patch_d(w, bnd, zone030, forestz)
     w.stbhhx = union([w.zones["010"], w.patch_d])
     w.yjjbnt = zone030
@@ -118,8 +119,8 @@ def _terrain_zones(w: World, rng: np.random.Generator, rest) -> dict[str, shapel
         p = (float(rng.uniform(minx, maxx)), float(rng.uniform(miny, maxy)))
         if shapely.contains_xy(county, *p):
             pts.append(p)
-    vor = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts), extend_to=county.envelope.buffer(5000),
-                                                     ordered=True))
+    vor = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(pts),
+                                                     extend_to=county.envelope.buffer(5000), ordered=True))
     units = shapely.intersection(vor, rest, grid_size=G)
     zone_units: dict[str, list] = {c: [] for c in ("010", "020", "030", "052", "053")}
     plant_disks = union([shapely.Point(cx, cy).buffer(1500) for cx, cy, *_ in w.plant_hills])
@@ -171,8 +172,8 @@ def _patch_d(w: World, bnd, zone030, forestz):
     best = None
     for f in np.linspace(0, 1, 400, endpoint=False):
         p = bnd.interpolate(f, normalized=True)
-        d = min(p.distance(zone030), p.distance(w.zones["041"]), p.distance(w.zones["051"]), p.distance(w.roads),
-                p.distance(w.water_all), 400.0)
+        d = min(p.distance(zone030), p.distance(w.zones["041"]), p.distance(w.zones["051"]),
+                p.distance(w.roads), p.distance(w.water_all), 400.0)
         if p.distance(forestz) <= 1.0:
             d += 1000.0  # prefer a spot next to forest zones
         if p.distance(w.patch_b) < 800:

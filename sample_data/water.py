@@ -40,7 +40,8 @@ def build_water_and_roads(w: World) -> None:
                                reservoir.buffer(300)])
     ponds = _ponds(w, rng, avoid)
     # disjoint cut-outs by priority; each: (DLBM, geometry, water feature dict or None)
-    raw = [("1103", reservoir, dict(HYDC="AFD1A1R1", NAME="青龙水库", TYPE="reservoir", GRADE=None, BAS="AFD1")),
+    raw = [("1103", reservoir, dict(HYDC="AFD1A1R1", NAME="青龙水库", TYPE="reservoir", GRADE=None,
+                                    BAS="AFD1")),
            ("1102", lake, dict(HYDC="L33990100001", NAME="月亮湖", TYPE="lake", GRADE=None, BAS="AFD1"))]
     for rl, ln in zip(w.river_lines, [main] + tribs):
         raw.append(("1101", ln.buffer(rl["width"] / 2, cap_style="flat"),
@@ -116,7 +117,7 @@ def _ponds(w: World, rng: np.random.Generator, avoid) -> list[shapely.Polygon]:
         p = (float(gx[k]), float(gy[k]))
         if shapely.contains_xy(avoid, *p):
             continue
-        if any(math.hypot(p[0] - a, p[1] - b) < 350 for a, b in ((q.centroid.x, q.centroid.y) for q in ponds)):
+        if any(math.hypot(p[0] - q.centroid.x, p[1] - q.centroid.y) < 350 for q in ponds):
             continue
         r = float(rng.uniform(30, 75))
         ponds.append(blob(p[0], p[1], r, r * rng.uniform(0.6, 1.0), rng, n=14, amp=0.2,

@@ -45,7 +45,8 @@ class World:
         self.out_amp = [(k, rng.uniform(0.025, 0.07) / (1 + 0.3 * k), rng.uniform(0, 2 * np.pi))
                         for k in (2, 3, 4, 5, 7)]
         self.v_par = [rng.uniform(-1500, 500), rng.uniform(1200, 2200), rng.uniform(9000, 14000),
-                      rng.uniform(0, 6.3), rng.uniform(400, 900), rng.uniform(3000, 5000), rng.uniform(0, 6.3)]
+                      rng.uniform(0, 6.3), rng.uniform(400, 900), rng.uniform(3000, 5000),
+                      rng.uniform(0, 6.3)]
         self.noise_a = Noise(rng)
         self.noise_b = Noise(rng)
         self.noise_c = Noise(rng, lmin=800, lmax=3000)

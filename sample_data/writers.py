@@ -49,7 +49,7 @@ class ShapefileWriter:
 
     def write(self, geoms, cols: dict):
         geoms = shapely.orient_polygons(np.asarray(geoms, dtype=object), exterior_cw=True)
-        gtype, coords, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
+        _, coords, (ring_off, poly_off) = shapely.to_ragged_array(geoms)
         shp_parts, shx_parts = [], []
         cstart = ring_off[poly_off[:-1]]
         bxmin = np.minimum.reduceat(coords[:, 0], cstart)
@@ -90,7 +90,8 @@ class ShapefileWriter:
                     out.append(b)
             else:
                 arr = np.round(np.asarray(vals, dtype=np.float64), dec)
-                txt = np.char.mod(f"%{ln}.{dec}f", arr) if dec else np.char.mod(f"%{ln}d", arr.astype(np.int64))
+                txt = (np.char.mod(f"%{ln}.{dec}f", arr) if dec
+                       else np.char.mod(f"%{ln}d", arr.astype(np.int64)))
                 out = [t.encode("ascii") for t in txt.tolist()]
                 if any(len(o) != ln for o in out):
                     raise ValueError(f"numeric overflow in field {name}")
@@ -111,7 +112,8 @@ class ShapefileWriter:
         hdr = struct.pack("<B3BIHH", 3, *DBF_DATE, self.n, self.hlen, self.reclen)
         hdr += b"\0" * 17 + bytes([self.ldid]) + b"\0\0"
         for name, typ, ln, dec in self.fields:
-            hdr += name.encode("ascii").ljust(11, b"\0") + typ.encode() + b"\0" * 4 + bytes([ln, dec]) + b"\0" * 14
+            hdr += (name.encode("ascii").ljust(11, b"\0") + typ.encode() + b"\0" * 4 + bytes([ln, dec])
+                    + b"\0" * 14)
         hdr += b"\x0d"
         assert len(hdr) == self.hlen
         self.dbf.write(hdr)
@@ -148,7 +150,9 @@ def round_coords(obj, nd=8):
 
 def geojson_geom(g_lonlat, multi=True):
     """RFC 7946 geometry: counter-clockwise exteriors, polygons as MultiPolygon when ``multi``"""
-    g = shapely.orient_polygons(g_lonlat, exterior_cw=False) if g_lonlat.geom_type in ("Polygon", "MultiPolygon") else g_lonlat
+    g = g_lonlat
+    if g.geom_type in ("Polygon", "MultiPolygon"):
+        g = shapely.orient_polygons(g, exterior_cw=False)
     if multi and g.geom_type == "Polygon":
         g = shapely.MultiPolygon([g])
     m = shapely.geometry.mapping(g)
@@ -203,9 +207,9 @@ def write_dem(world: World, path: Path):
         dem[j0:j0 + 128] = (np.round(e * 32) / 32).astype(np.float32)
     outside = geometry_mask([county_ll.buffer(0.001)], out_shape=(ny, nx), transform=tr)
     dem[outside] = -9999.0
-    prof = dict(driver="GTiff", width=nx, height=ny, count=1, dtype="float32", crs=CRS.from_epsg(EPSG_GEO).to_wkt(),
-                transform=tr, nodata=-9999.0, compress="deflate", predictor=3, tiled=True, blockxsize=256,
-                blockysize=256, zlevel=6)
+    prof = dict(driver="GTiff", width=nx, height=ny, count=1, dtype="float32",
+                crs=CRS.from_epsg(EPSG_GEO).to_wkt(), transform=tr, nodata=-9999.0, compress="deflate",
+                predictor=3, tiled=True, blockxsize=256, blockysize=256, zlevel=6)
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(dem, 1)
     return dict(width=nx, height=ny, transform=list(tr)[:6])
@@ -218,4 +222,5 @@ def write_gpkg(path: Path, layer: str, records: list[dict], geoms_ll):
     gdf = gpd.GeoDataFrame(records, geometry=list(geoms_ll), crs=f"EPSG:{EPSG_GEO}")
     if path.exists():
         path.unlink()
-    write_dataframe(gdf, path, layer=layer, driver="GPKG", promote_to_multi=True, geometry_type="MultiPolygon")
+    write_dataframe(gdf, path, layer=layer, driver="GPKG", promote_to_multi=True,
+                    geometry_type="MultiPolygon")

@@ -10,6 +10,7 @@ Environment:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -114,13 +115,27 @@ def db_settings(new_db) -> Settings:
     return new_db()
 
 
+def assert_sample_county_complete() -> None:
+    """Fail (never skip) when the committed sample county is missing or incomplete."""
+    manifest = SAMPLE / "manifest.json"
+    if not manifest.is_file():
+        pytest.fail(f"the committed sample county is missing: no {manifest}")
+    listed = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    missing = sorted(name for name in listed if not (SAMPLE / name).is_file())
+    if missing:
+        pytest.fail(f"the committed sample county is incomplete: {', '.join(missing)} missing in {SAMPLE}")
+
+
 @pytest.fixture(scope="session")
 def county_template(pg_server: str, template_db: str, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A database with the whole committed sample county ingested (built once per session).
 
-    Returns (database name, data dir holding its rasters); clone it with ``county_db``."""
+    Returns (database name, data dir holding its rasters); clone it with ``county_db``.
+    The county is committed: a missing file fails here (the sample ingest itself skips missing
+    files, which is right for a demo and would leave a test a partial county)."""
     from geobase.ingest.sample import ingest_sample_county
 
+    assert_sample_county_complete()
     name = f"gb_county_{os.getpid()}"
     url = create_database(pg_server, name, template_db)
     data_dir = tmp_path_factory.mktemp("county")

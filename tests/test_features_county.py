@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pyogrio
-import pytest
 from conftest import SAMPLE
-
-pytestmark = pytest.mark.skipif(not (SAMPLE / "DLTB.zip").exists(), reason="sample county not generated")
 
 
 def _count(settings, sql: str) -> int:

@@ -6,7 +6,6 @@ rasterio), the determinism tests run the generator with a small parcel count.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -21,12 +20,8 @@ from pyproj import CRS, Geod
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "county"
 
-try:  # packaged
-    from geobase.sample_data import generate as gen
-except ImportError:  # plain checkout: load the module from its file
-    _spec = importlib.util.spec_from_file_location("_sample_data_generate", REPO / "sample_data" / "generate.py")
-    gen = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(gen)
+from geobase.sample_data import codes
+from geobase.sample_data import generate as gen
 
 SMALL = 1500
 SEED = 20261122
@@ -125,7 +120,7 @@ def test_dltb_zip_layout_and_prj():
     for i in range(nf):
         d = dbf[32 + 32 * i: 64 + 32 * i]
         got.append((d[:11].rstrip(b"\0").decode(), chr(d[11]), d[16], d[17]))
-    assert got == [tuple(f) for f in gen.DLTB_FIELDS]
+    assert got == [tuple(f) for f in codes.DLTB_FIELDS]
     assert dbf[1:4] == bytes([126, 1, 1])  # fixed "last update" date
     assert dbf[29] == 0x4D  # LDID = code page 936 (GBK)
 
@@ -135,9 +130,9 @@ def test_dltb_content(dltb, manifest):
     assert len(dltb) == manifest["counts"]["DLTB"]
     assert dltb.BSM.is_unique
     assert dltb.BSM.str.match(r"^339901\d{12}$").all()
-    assert set(dltb.DLBM) <= set(gen.GB21010)
-    assert len(gen.GB21010) == 73
-    assert (dltb.DLMC == dltb.DLBM.map(gen.GB21010)).all()
+    assert set(dltb.DLBM) <= set(codes.GB21010)
+    assert len(codes.GB21010) == 73
+    assert (dltb.DLMC == dltb.DLBM.map(codes.GB21010)).all()
     assert "水田" in set(dltb.DLMC) and "乔木林地" in set(dltb.DLMC)
     assert dltb.ZLDWMC.str.endswith(("村", "社区")).all()
     assert (dltb.ZLDWDM.str[:6] == "339901").all() and (dltb.ZLDWDM.str.len() == 19).all()

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from geobase.catalog.departments import department_codes
 from geobase.errors import InvalidInput, NotFound
 from geobase.settings import Settings, get_settings
 from geobase.specs import LayerSpec, Registry, get_registry
@@ -127,7 +128,7 @@ def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with:
         raise InvalidInput("restricted sharing needs at least one department (--with)", parameter="shared_with")
     if sharing != "restricted" and shared_with:
         raise InvalidInput("departments (--with) apply only to restricted sharing", parameter="shared_with")
-    known = {r[0] for r in conn.execute("SELECT code FROM catalog.departments").fetchall()}
+    known = department_codes(conn)
     unknown = [d for d in shared_with if d not in known]
     if unknown:
         raise InvalidInput(f"unknown department(s): {', '.join(unknown)}", parameter="shared_with")

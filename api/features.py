@@ -37,6 +37,7 @@ from geobase import audit, formats
 from geobase.crs import CRS84, STORAGE_CRS
 from geobase.db import database_url
 from geobase.errors import InvalidInput, NotFound, ServiceUnavailable
+from geobase.catalog import layers as catalog_layers
 from geobase.features import (
     ItemsParams,
     LayerState,
@@ -237,8 +238,7 @@ async def collections(request: Request, f: str | None = Query(None, description=
                       registry: Registry = Depends(get_registry_dep)):
     fmt = _format(request, f, {"json", "html"})
     specs = await visible_layers(conn, principal, registry)
-    cur = await conn.execute("SELECT layer, min(created_at) FROM catalog.layer_versions GROUP BY layer")
-    first = dict(await cur.fetchall())
+    first = await catalog_layers.first_created(conn)
     docs = [collection_doc(request, s, await layer_state(conn, s), first.get(s.name), registry) for s in specs]
     root = base_url(request)
     body = {

@@ -27,6 +27,11 @@ CURRENT_SQL = """
 _ALL = CURRENT_SQL + " ORDER BY l.name"
 _NAMED = CURRENT_SQL + " WHERE l.name = ANY(%s) ORDER BY l.name"
 
+#: a layer's access facts (owner, sharing), what every visibility decision reads
+ACCESS_SQL = "SELECT name, department, sharing, shared_with FROM catalog.layers"
+_ACCESS_ALL = ACCESS_SQL + " ORDER BY name"
+_ACCESS_ONE = ACCESS_SQL + " WHERE name = %s"
+
 VERSIONS_SQL = ("SELECT version, created_at, rows_total, extent FROM catalog.layer_versions "
                 "WHERE layer = %s ORDER BY version")
 FIRST_CREATED_SQL = "SELECT layer, min(created_at) FROM catalog.layer_versions GROUP BY layer"
@@ -96,6 +101,21 @@ async def first_created(conn: psycopg.AsyncConnection) -> dict[str, dt.datetime]
     """When each layer's first version was loaded (the start of its temporal extent)."""
     cur = await conn.execute(FIRST_CREATED_SQL)
     return {name: created for name, created in await cur.fetchall()}
+
+
+AccessRow = tuple[str, str, str, tuple[str, ...]]
+
+
+def _access(rows) -> list[AccessRow]:
+    return [(n, d, s, tuple(w or ())) for n, d, s, w in rows]
+
+
+async def access_rows(conn: psycopg.AsyncConnection, name: str | None = None) -> list[AccessRow]:
+    """(name, department, sharing, shared_with) of every layer in name order, or of the one named
+    (an empty list when it is not in the catalog): the facts :mod:`geobase.security` decides
+    visibility from. Reads ``catalog.layers`` alone, no version join: it runs on every request."""
+    cur = await conn.execute(*((_ACCESS_ALL, ()) if name is None else (_ACCESS_ONE, (name,))))
+    return _access(await cur.fetchall())
 
 
 def union_extent(layers: list[CurrentLayer]) -> list[float] | None:

@@ -49,6 +49,7 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
     import psycopg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from geobase.catalog.layers import current_layers, union_extent
     from geobase.db import database_url
     from geobase.security import PUBLIC
     from geobase.settings import get_settings
@@ -64,14 +65,10 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
         states = await layer_states(conn)
         specs = resolve_layers(layers, states, PUBLIC, registry)
         if bbox is None:
-            cur = await conn.execute(
-                "SELECT min(v.extent[1]), min(v.extent[2]), max(v.extent[3]), max(v.extent[4]) FROM catalog.layers l "
-                "JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version "
-                "WHERE l.name = ANY(%s)", ([s.name for s in specs],))
-            row = await cur.fetchone()
-            if not row or row[0] is None:
+            extent = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
+            if extent is None:
                 raise InvalidInput("the layers have no loaded version with an extent; give --bbox", parameter="bbox")
-            bbox = tuple(row)
+            bbox = tuple(extent)
         zooms = [z for z in zooms if tms.minzoom <= z <= tms.maxzoom]
         url = database_url(settings)
         if tms.srid == 3857:  # low zooms of coverage layers read the version's generalisation pyramid

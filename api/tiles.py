@@ -21,7 +21,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
@@ -299,8 +299,7 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
     key = cache_key({spec.name: current.version}, tms.id, z, y, x, f"png:{style}", "raster")
     etag = etag_for(key)
     headers = {"Cache-Control": _cache_control(principal, v, raster_tag(spec.name, current.version)), "ETag": etag}
-    inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip() for t in inm.split(",")]:
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     cache = _cache(request)
     body = cache.get(key)

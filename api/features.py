@@ -34,18 +34,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from psycopg import sql
 
 from geobase import audit, formats
+from geobase.catalog import layers as catalog_layers
+from geobase.catalog.state import LayerState, layer_state
 from geobase.crs import CRS84, STORAGE_CRS
 from geobase.db import database_url
 from geobase.errors import InvalidInput, NotFound, ServiceUnavailable
-from geobase.catalog import layers as catalog_layers
 from geobase.features import (
     ItemsParams,
-    LayerState,
     build_query,
     changes_source,
     encode_cursor,
     etag_for,
-    layer_state,
     queryable_types,
 )
 from geobase.security import Principal, get_principal, hidden_attributes, require_layer, visible_layers

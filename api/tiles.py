@@ -28,7 +28,6 @@ from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import (
     ONEMAP,
     StatesHint,
-    layer_states,
     layers_tag,
     raster_tag,
     resolve_layers,
@@ -39,6 +38,7 @@ from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
 from geobase.catalog.layers import CurrentLayer, current_layers, raster_file, union_extent
+from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import Principal, get_principal, require_layer, visible_layers
 from geobase.settings import Settings
@@ -244,7 +244,7 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
     root = base_url(request)
     if layers in registry.layers and registry.layers[layers].kind == "raster":
         spec = await require_layer(conn, principal, registry, layers)
-        tag = raster_tag(spec.name, states[spec.name].version)
+        tag = raster_tag(spec.name, states[spec.name].current_version)
         return {"tilejson": "3.0.0", "name": spec.name, "scheme": "xyz", "minzoom": spec.tiles.minzoom,
                 "maxzoom": spec.tiles.maxzoom,
                 "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png?v={tag}"]}
@@ -260,7 +260,7 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
             "id": s.name, "description": s.title.en, "minzoom": s.tiles.minzoom, "maxzoom": s.tiles.maxzoom,
             "fields": {a: s.attribute(a).type for a in dict.fromkeys(s.tiles.attributes + s.tiles.detail_attributes)},
         } for s in specs],
-        "version": ",".join(f"{s.name}@{states[s.name].version}" for s in specs),
+        "version": ",".join(f"{s.name}@{states[s.name].current_version}" for s in specs),
     }
     if extents:
         doc["bounds"] = extents
@@ -330,7 +330,7 @@ async def _style(request: Request, conn, registry: Registry, principal: Principa
     tags = {"onemap": layers_tag(principal, states, registry,
                                  resolve_layers(ONEMAP, states, principal, registry, note=False))}
     if dem is not None:
-        tags["dem"] = raster_tag(dem.name, states[dem.name].version)
+        tags["dem"] = raster_tag(dem.name, states[dem.name].current_version)
     return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds,
                         tags=tags)
 

@@ -25,11 +25,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from geobase import cql2
-from geobase.crs import CRS84, Crs, parse_crs, supported_uris, to_storage
+from geobase.catalog.state import LayerState
+from geobase.crs import CRS84, Crs, parse_crs, to_storage
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import require_field
 from geobase.specs import LayerSpec
@@ -41,34 +41,6 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+
 # ------------------------------------------------------------------------------------------
 # layer facts
 # ------------------------------------------------------------------------------------------
-@dataclass
-class LayerState:
-    """What the catalog says about a layer now: its versions (number -> created_at, rows_total,
-    extent) and the current version."""
-
-    spec: LayerSpec
-    current_version: int | None
-    versions: dict[int, dict] = field(default_factory=dict)
-
-    @property
-    def extent(self) -> list[float] | None:
-        v = self.versions.get(self.current_version or -1)
-        return list(v["extent"]) if v and v.get("extent") else None
-
-    def crs_uris(self) -> list[str]:
-        return supported_uris(self.extent)
-
-
-async def layer_state(conn: psycopg.AsyncConnection, spec: LayerSpec) -> LayerState:
-    cur = await conn.execute("SELECT current_version FROM catalog.layers WHERE name = %s", (spec.name,))
-    row = await cur.fetchone()
-    cur = await conn.execute(
-        "SELECT version, created_at, rows_total, extent FROM catalog.layer_versions WHERE layer = %s ORDER BY version",
-        (spec.name,))
-    versions = {r[0]: {"created_at": r[1], "rows_total": r[2], "extent": r[3]} for r in await cur.fetchall()}
-    return LayerState(spec, row[0] if row else None, versions)
-
-
 def queryable_types(spec: LayerSpec, hidden: set[str]) -> dict[str, str]:
     """Property name -> spec type of what this caller may filter and sort on (the attributes
     not masked for the caller, plus the stored ellipsoidal area/length)."""
@@ -599,14 +571,12 @@ __all__ = [
     "CRS84",
     "FeatureQuery",
     "ItemsParams",
-    "LayerState",
     "NotFound",
     "build_query",
     "changes_source",
     "decode_cursor",
     "encode_cursor",
     "etag_for",
-    "layer_state",
     "queryable_types",
     "resolve_datetime",
 ]

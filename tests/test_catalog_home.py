@@ -80,3 +80,33 @@ def test_style_of_a_catalog_without_extents(new_db, live_server):
         r = c.get("/styles/onemap.json")
         assert r.status_code == 200, r.text
         assert r.json()["center"] == [105.0, 35.0] and r.json()["zoom"] == 3.0
+
+
+def test_one_layer_state_for_features_and_tiles(new_db):
+    """Features and tiles read the same LayerState from the catalog: the tiles' one query of
+    every layer and the features' read of one layer with its versions agree on the access facts
+    and the current version, and the features query is built from it."""
+    import asyncio
+
+    from geobase.catalog.state import LayerState, layer_state, layer_states
+    from geobase.features import ItemsParams, build_query
+    from geobase.security import LayerAccess
+    from geobase.specs import get_registry
+    from geobase.tiles import service
+
+    s = new_db()
+    load_test_county(s, dem=False)
+    reg = get_registry(s)
+
+    async def read():
+        async with await psycopg.AsyncConnection.connect(database_url(s), autocommit=True) as conn:
+            return await layer_states(conn), await layer_state(conn, reg.layers["land_use"])
+
+    tiles, one = asyncio.run(read())
+    assert type(tiles["land_use"]) is LayerState and type(one) is LayerState
+    assert not hasattr(service, "LayerState") or service.LayerState is LayerState
+    assert one.access == tiles["land_use"].access and isinstance(one.access, LayerAccess)
+    assert one.current_version == tiles["land_use"].current_version == max(one.versions)
+    assert one.spec is reg.layers["land_use"] and one.extent and tiles["land_use"].versions == {}
+    q = build_query(one, set(), ItemsParams(), default_limit=10, max_limit=100)
+    assert q.version == one.current_version and q.is_current

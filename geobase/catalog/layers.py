@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from geobase.errors import NotFound
 
@@ -101,6 +102,14 @@ async def first_created(conn: psycopg.AsyncConnection) -> dict[str, dt.datetime]
     """When each layer's first version was loaded (the start of its temporal extent)."""
     cur = await conn.execute(FIRST_CREATED_SQL)
     return {name: created for name, created in await cur.fetchall()}
+
+
+def current_versions_sql(names: list[str]) -> sql.Composed:
+    """A scalar sub-select: {name: current version} of the layers ``names`` as jsonb, for a
+    statement that must read the versions in the same snapshot as the rows it returns (a
+    tile's content and the versions it is cached under, one round trip)."""
+    return sql.SQL("(SELECT jsonb_object_agg(name, current_version) FROM catalog.layers "
+                   "WHERE name = ANY({}))").format(sql.Literal(list(names)))
 
 
 AccessRow = tuple[str, str, str, tuple[str, ...]]

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from geobase import __version__
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
-from geobase.catalog.layers import current_layers
+from geobase.catalog import current_layers
 from geobase.security import Principal, get_principal, visible_layers
 from geobase.specs import Registry
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from geobase.api.deps import base_url, get_conn, get_registry_dep
-from geobase.catalog.layers import current_layers
+from geobase.catalog import current_layers
 
 from geobase.errors import NotFound, SetupError
 from geobase.security import get_principal, visible_layers

@@ -37,7 +37,7 @@ from geobase.tiles.service import (
 from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
-from geobase.catalog.layers import CurrentLayer, current_layers, raster_file, union_extent
+from geobase.catalog import CurrentLayer, current_layers, raster_file, union_extent
 from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput, NotFound
 from geobase.security import Principal, get_principal, require_layer, visible_layers

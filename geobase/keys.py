@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg.rows import dict_row
 
-from geobase.catalog.departments import check_display_text, department_exists
+from geobase.catalog import check_display_text, department_exists
 from geobase.errors import InvalidInput, NotFound, Unauthorized
 from geobase.security import ROLE_RANK, Principal
 

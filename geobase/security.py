@@ -168,7 +168,7 @@ async def get_principal(request: Request) -> Principal:
 
 
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
-    from geobase.catalog.layers import access_rows
+    from geobase.catalog import access_rows
 
     return [LayerAccess(*r) for r in await access_rows(conn)]
 
@@ -212,7 +212,7 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     """The layer's spec if the caller may see it; otherwise NotFound (never Forbidden)."""
     if not isinstance(name, str) or name not in registry.layers:  # also keeps junk (NUL, huge) off the DB
         raise NotFound(f"collection {str(name)[:100]!r} not found", parameter="collectionId")
-    from geobase.catalog.layers import access_rows
+    from geobase.catalog import access_rows
 
     rows = await access_rows(conn, name)
     access = LayerAccess(*rows[0]) if rows else None

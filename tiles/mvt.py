@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
 
-from geobase.catalog.layers import current_versions_sql
+from geobase.catalog import current_versions_sql
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import current_filter, table_ident
 

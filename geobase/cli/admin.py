@@ -45,7 +45,7 @@ def _print(rows: list[dict], as_json: bool, columns: list[str], title: str) -> N
 @departments_app.command("list")
 def departments_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON.")) -> None:
     """List departments."""
-    from geobase.catalog.departments import list_departments
+    from geobase.catalog import list_departments
     from geobase.db import connect
 
     with connect(get_settings()) as conn:
@@ -60,7 +60,7 @@ def departments_add(code: str = typer.Argument(..., help="Short code, e.g. agric
                     contact: Optional[str] = typer.Option(None, help="Contact e-mail")) -> None:
     """Add a department (departments in layers/departments.yaml are added by every catalog sync)."""
     from geobase import audit
-    from geobase.catalog.departments import add_department
+    from geobase.catalog import add_department
     from geobase.db import connect
 
     with connect(get_settings()) as conn:

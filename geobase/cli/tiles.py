@@ -49,7 +49,7 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
     import psycopg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from geobase.catalog.layers import current_layers, union_extent
+    from geobase.catalog import current_layers, union_extent
     from geobase.catalog.state import layer_states
     from geobase.db import database_url
     from geobase.security import PUBLIC

@@ -1,6 +1,8 @@
-"""Reads of the layer catalog: each layer's current version, its version list, and where a
-raster version's file is. The one place that joins ``catalog.layers`` to the row of its current
-version in ``catalog.layer_versions``; every service asks here instead of writing the join.
+"""Reads of the layer catalog: each layer's current version, its version list, its access facts
+(owner, sharing) and where a raster version's file is. The one place that joins
+``catalog.layers`` to the row of its current version in ``catalog.layer_versions``; every
+service asks here instead of writing the join. A statement that must read current versions in
+its own snapshot embeds :func:`current_versions_sql` (tiles).
 
 Both psycopg flavours are served (the API is async, ingest and the CLI are sync); they share the
 SQL text and the row mapping, so the two cannot drift apart.

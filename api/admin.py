@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from geobase import audit, keys
+from geobase.catalog import departments
 from geobase.api.deps import get_registry_dep, get_settings_dep
 from geobase.db import connect
 from geobase.catalog import set_sharing
@@ -56,7 +57,7 @@ class SharingIn(BaseModel):
 @router.get("/departments", summary="List departments")
 def departments_list(_: Principal = Depends(admin_principal), settings: Settings = Depends(get_settings_dep)):
     with connect(settings) as conn:
-        return {"departments": keys.list_departments(conn)}
+        return {"departments": departments.list_departments(conn)}
 
 
 @router.post("/departments", status_code=201, summary="Add a department")
@@ -64,7 +65,7 @@ def departments_add(body: DepartmentIn, _: Principal = Depends(admin_principal),
                     settings: Settings = Depends(get_settings_dep)):
     audit.note(action="department.add", department=body.code, name_zh=body.name_zh, name_en=body.name_en)
     with connect(settings) as conn:
-        keys.add_department(conn, body.code, body.name_zh, body.name_en, body.contact)
+        departments.add_department(conn, body.code, body.name_zh, body.name_en, body.contact)
         conn.commit()
     return body.model_dump()
 

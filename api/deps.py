@@ -24,7 +24,7 @@ from fastapi import Depends, Path, Query, Request
 
 from geobase.api import negotiation
 from geobase.errors import InvalidInput, NotFound
-from geobase.features import LayerState, layer_state
+from geobase.catalog.state import LayerState, layer_state
 from geobase.api.gate import get_principal
 from geobase.security import Principal, hidden_attributes, require_layer
 from geobase.settings import Settings

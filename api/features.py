@@ -29,7 +29,9 @@ from geobase.api.negotiation import GEOJSON
 from geobase.api.pages import render
 from geobase.api.schema import schema_links
 from geobase.crs import CRS84, STORAGE_CRS
-from geobase.features import LayerState, layer_state, queryable_types
+from geobase.catalog import layers as catalog_layers
+from geobase.catalog.state import LayerState, layer_state
+from geobase.features import queryable_types
 from geobase.api.gate import get_principal
 from geobase.security import Principal, visible_layers
 from geobase.specs import LayerSpec, Registry
@@ -165,8 +167,7 @@ async def collections(request: Request, fmt: str = Depends(json_or_html),
                       principal: Principal = Depends(get_principal),
                       registry: Registry = Depends(get_registry_dep)):
     specs = await visible_layers(conn, principal, registry)
-    cur = await conn.execute("SELECT layer, min(created_at) FROM catalog.layer_versions GROUP BY layer")
-    first = dict(await cur.fetchall())
+    first = await catalog_layers.first_created(conn)
     docs = [collection_doc(request, s, await layer_state(conn, s), first.get(s.name), registry) for s in specs]
     root = base_url(request)
     body = {

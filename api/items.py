@@ -39,7 +39,8 @@ from geobase.api.negotiation import GEOJSON
 from geobase.api.pages import page_url, render, script_json
 from geobase.api.params import allows_property_filters
 from geobase.errors import InvalidInput, NotFound
-from geobase.features import ItemsParams, LayerState, build_query, changes_source, etag_for
+from geobase.catalog.state import LayerState
+from geobase.features import ItemsParams, build_query, changes_source, etag_for
 from geobase.api.gate import get_principal
 from geobase.security import Principal
 

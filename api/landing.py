@@ -12,6 +12,7 @@ from geobase import __version__
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
 from geobase.api.gate import get_principal
+from geobase.catalog import current_layers
 from geobase.security import Principal, visible_layers
 from geobase.specs import Registry
 
@@ -79,18 +80,13 @@ async def health(request: Request, conn: psycopg.AsyncConnection = Depends(get_c
 async def layers(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn),
                  registry: Registry = Depends(get_registry_dep), principal: Principal = Depends(get_principal)):
     visible = {s.name for s in await visible_layers(conn, principal, registry)}
-    cur = await conn.execute(
-        """SELECT l.name, l.sharing, l.current_version, v.rows_total, v.created_at
-           FROM catalog.layers l LEFT JOIN catalog.layer_versions v
-             ON v.layer = l.name AND v.version = l.current_version ORDER BY l.name"""
-    )
     out = []
-    for name, sharing, version, rows, created in await cur.fetchall():
+    for name, c in (await current_layers(conn)).items():  # in name order
         spec = registry.layers.get(name)
         if spec is None or name not in visible:
             continue
         out.append({"name": name, "title": spec.title.model_dump(), "department": spec.department,
-                    "sharing": sharing, "kind": spec.kind, "geometry": spec.geometry,
-                    "current_version": version, "feature_count": rows,
-                    "updated": created.isoformat() if created else None})
+                    "sharing": c.sharing, "kind": spec.kind, "geometry": spec.geometry,
+                    "current_version": c.version, "feature_count": c.rows_total,
+                    "updated": c.created_at.isoformat() if c.created_at else None})
     return {"layers": out}

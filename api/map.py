@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.catalog import current_layers
 
 from geobase.errors import NotFound, SetupError
 from geobase.api.gate import get_principal
@@ -84,10 +85,7 @@ async def map_page(request: Request):
 async def map_config(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                      principal=Depends(get_principal)):
     specs = await visible_layers(conn, principal, registry)
-    cur = await conn.execute(
-        "SELECT l.name, l.current_version, v.created_at, v.extent FROM catalog.layers l "
-        "LEFT JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version")
-    info = {n: (ver, created, ext) for n, ver, created, ext in await cur.fetchall()}
+    info = {n: (c.version, c.created_at, c.extent) for n, c in (await current_layers(conn)).items()}
     departments: dict[str, dict] = {}
     for s in sorted(specs, key=lambda s: (s.department, -s.style.order)):
         ver, created, ext = info.get(s.name, (None, None, None))

@@ -21,14 +21,13 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import (
     ONEMAP,
     StatesHint,
-    layer_states,
     layers_tag,
     raster_tag,
     resolve_layers,
@@ -38,6 +37,8 @@ from geobase.tiles.service import (
 from geobase.tiles.style import legend, onemap_style
 from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
+from geobase.catalog import CurrentLayer, current_layers, raster_file, union_extent
+from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput, NotFound
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_layer, visible_layers
@@ -244,12 +245,12 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
     root = base_url(request)
     if layers in registry.layers and registry.layers[layers].kind == "raster":
         spec = await require_layer(conn, principal, registry, layers)
-        tag = raster_tag(spec.name, states[spec.name].version)
+        tag = raster_tag(spec.name, states[spec.name].current_version)
         return {"tilejson": "3.0.0", "name": spec.name, "scheme": "xyz", "minzoom": spec.tiles.minzoom,
                 "maxzoom": spec.tiles.maxzoom,
                 "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png?v={tag}"]}
     specs = resolve_layers(layers, states, principal, registry)
-    extents = await _extents(conn, [s.name for s in specs])
+    extents = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
     tag = layers_tag(principal, states, registry, specs)
     doc = {
         "tilejson": "3.0.0", "name": layers, "scheme": "xyz", "format": "pbf",
@@ -260,21 +261,12 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
             "id": s.name, "description": s.title.en, "minzoom": s.tiles.minzoom, "maxzoom": s.tiles.maxzoom,
             "fields": {a: s.attribute(a).type for a in dict.fromkeys(s.tiles.attributes + s.tiles.detail_attributes)},
         } for s in specs],
-        "version": ",".join(f"{s.name}@{states[s.name].version}" for s in specs),
+        "version": ",".join(f"{s.name}@{states[s.name].current_version}" for s in specs),
     }
     if extents:
         doc["bounds"] = extents
         doc["center"] = [(extents[0] + extents[2]) / 2, (extents[1] + extents[3]) / 2, max(doc["minzoom"], 10)]
     return doc
-
-
-async def _extents(conn: psycopg.AsyncConnection, names: list[str]) -> list[float] | None:
-    cur = await conn.execute(
-        "SELECT min(v.extent[1]), min(v.extent[2]), max(v.extent[3]), max(v.extent[4]) FROM catalog.layers l "
-        "JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version "
-        "WHERE l.name = ANY(%s) AND v.extent IS NOT NULL", (names,))
-    row = await cur.fetchone()
-    return list(row) if row and row[0] is not None else None
 
 
 # ---- raster DEM ----------------------------------------------------------------------------
@@ -290,15 +282,12 @@ async def raster_tile(request: Request, layer: str, style: str, z: int, x: int, 
     return await _raster(request, conn, settings, spec, style, "WebMercatorQuad", z, x, y, principal, v)
 
 
-async def _current_raster(conn, spec: LayerSpec, parameter: str) -> tuple[int, dict | None]:
-    """The raster layer's current version and its metadata (where ingest put the COG)."""
-    cur = await conn.execute(
-        "SELECT l.current_version, v.metadata FROM catalog.layers l LEFT JOIN catalog.layer_versions v "
-        "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (spec.name,))
-    row = await cur.fetchone()
-    if row is None or row[0] is None:
+async def _current_raster(conn, spec: LayerSpec, parameter: str) -> CurrentLayer:
+    """The raster layer's current version (its metadata says where ingest put the COG)."""
+    current = (await current_layers(conn, [spec.name])).get(spec.name)
+    if current is None or current.version is None:
         raise NotFound(f"layer {spec.name!r} has no loaded version yet", parameter=parameter)
-    return row[0], row[1]
+    return current
 
 
 async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, style: str, tms_id: str,
@@ -307,18 +296,17 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
     if style not in raster_tiles.STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(raster_tiles.STYLES)}", parameter="style")
     tms.validate(z, y, x)
-    version, metadata = await _current_raster(conn, spec, "layer")
-    key = cache_key({spec.name: version}, tms.id, z, y, x, f"png:{style}", "raster")
+    current = await _current_raster(conn, spec, "layer")
+    key = cache_key({spec.name: current.version}, tms.id, z, y, x, f"png:{style}", "raster")
     etag = etag_for(key)
-    headers = {"Cache-Control": _cache_control(principal, v, raster_tag(spec.name, version)), "ETag": etag}
-    inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip() for t in inm.split(",")]:
+    headers = {"Cache-Control": _cache_control(principal, v, raster_tag(spec.name, current.version)), "ETag": etag}
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     cache = _cache(request)
     body = cache.get(key)
     headers["X-Tile-Cache"] = "hit" if body is not None else "miss"
     if body is None:
-        path = raster_tiles.cog_path(metadata, settings.data_path)
+        path = raster_file(current, settings.data_path)
         nodata = spec.raster.nodata if spec.raster else None
         png = await asyncio.to_thread(raster_tiles.render_dem_tile, path, style, tms, z, x, y, nodata)
         body = png or raster_tiles.transparent_png()
@@ -329,23 +317,21 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
 # ---- style and legend ----------------------------------------------------------------------
 async def _style(request: Request, conn, registry: Registry, principal: Principal) -> dict:
     specs = await visible_layers(conn, principal, registry)
+    current = await current_layers(conn, [s.name for s in specs])
     dem = next((s for s in specs if s.kind == "raster" and s.name == "dem"), None)
-    if dem is not None:
-        cur = await conn.execute("SELECT current_version FROM catalog.layers WHERE name = 'dem'")
-        row = await cur.fetchone()
-        if not row or row[0] is None:
-            dem = None
-    extent = await _extents(conn, [s.name for s in specs])
-    dem_bounds = await _extents(conn, [dem.name]) if dem is not None else None
-    center, zoom = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), 10.0
-    if not extent:
-        center, zoom = (105.0, 35.0), 3.0
+    if dem is not None and (dem.name not in current or current[dem.name].version is None):
+        dem = None
+    extent = union_extent([current[s.name] for s in specs if s.name in current])
+    dem_bounds = union_extent([current[dem.name]]) if dem is not None else None
+    center, zoom = (105.0, 35.0), 3.0  # no layer has an extent yet: all of China
+    if extent:
+        center, zoom = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2), 10.0
     states = await layer_states(conn)
     # the very layers and versions the onemap tile route resolves and keys its tiles by
     tags = {"onemap": layers_tag(principal, states, registry,
                                  resolve_layers(ONEMAP, states, principal, registry, note=False))}
     if dem is not None:
-        tags["dem"] = raster_tag(dem.name, states[dem.name].version)
+        tags["dem"] = raster_tag(dem.name, states[dem.name].current_version)
     return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds,
                         tags=tags)
 
@@ -395,8 +381,9 @@ async def coverage(collection_id: str, request: Request, conn: psycopg.AsyncConn
     spec = await require_layer(conn, principal, registry, collection_id)
     if spec.kind != "raster":
         raise InvalidInput(f"collection {collection_id!r} is a vector layer: use /items", parameter="collectionId")
-    version, metadata = await _current_raster(conn, spec, "collectionId")
-    path = raster_tiles.cog_path(metadata, settings.data_path)
+    current = await _current_raster(conn, spec, "collectionId")
+    version = current.version
+    path = raster_file(current, settings.data_path, "collectionId")
     if not path.exists():
         raise NotFound(f"the raster file of {spec.name!r} version {version} is missing on the server")
     return FileResponse(path, media_type="image/tiff; application=geotiff; profile=cloud-optimized",

@@ -18,23 +18,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg.rows import dict_row
 
-from geobase.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from geobase.catalog import check_display_text, department_exists
+from geobase.errors import InvalidInput, NotFound, Unauthorized
 from geobase.principal import Principal
-from geobase.vocab import ROLE_RANK, is_name
+from geobase.vocab import ROLE_RANK
 
 KEY_RE = re.compile(r"^gb_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
-
-
-_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
-
-
-def _check_text(value: str | None, parameter: str) -> None:
-    """Names shown to admins (key names, department names) are plain text: control characters
-    (NUL is refused by PostgreSQL anyway), lone surrogates and bidirectional overrides are
-    refused with a 400 instead of failing the INSERT or spoofing a listing."""
-    if value is not None and _BAD_TEXT.search(value):
-        raise InvalidInput(f"{parameter}: control characters, lone surrogates and bidirectional overrides "
-                           "are not allowed", parameter=parameter)
 
 
 def hash_secret(secret: str) -> str:
@@ -68,7 +57,7 @@ def _check_role_dept(conn: psycopg.Connection, role: str, department: str | None
         if role != "admin":
             raise InvalidInput("a department is required for every role but admin", parameter="department")
         return
-    if not conn.execute("SELECT 1 FROM catalog.departments WHERE code = %s", (department,)).fetchone():
+    if not department_exists(conn, department):
         raise InvalidInput(f"unknown department {department!r}", parameter="department")
 
 
@@ -77,7 +66,7 @@ def create_key(conn: psycopg.Connection, *, name: str, role: str, department: st
     """Create a key and return it with its secret (shown once)."""
     if not name or len(name) > 200:
         raise InvalidInput("name: 1-200 characters", parameter="name")
-    _check_text(name, "name")
+    check_display_text(name, "name")
     _check_role_dept(conn, role, department)
     if expires_days is not None and not (0 < expires_days <= 3650):
         raise InvalidInput("expires_days must be in (0, 3650]", parameter="expires_days")
@@ -110,28 +99,6 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> None:
     ).fetchone()
     if row is None:
         raise NotFound(f"key {key_id!r} not found", parameter="key_id")
-
-
-def add_department(conn: psycopg.Connection, code: str, name_zh: str, name_en: str,
-                   contact: str | None = None) -> None:
-    if not is_name(code):
-        raise InvalidInput("code: lowercase letters, digits and _ (1-63 chars), starting with a letter",
-                           parameter="code")
-    if not name_zh or not name_en or len(name_zh) > 200 or len(name_en) > 200:
-        raise InvalidInput("name_zh and name_en: 1-200 characters", parameter="name")
-    for value, parameter in ((name_zh, "name_zh"), (name_en, "name_en"), (contact, "contact")):
-        _check_text(value, parameter)
-    try:
-        conn.execute("INSERT INTO catalog.departments (code, name_zh, name_en, contact) VALUES (%s,%s,%s,%s)",
-                     (code, name_zh, name_en, contact))
-    except psycopg.errors.UniqueViolation as exc:
-        raise Conflict(f"department {code!r} exists") from exc
-
-
-def list_departments(conn: psycopg.Connection) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT code, name_zh, name_en, contact FROM catalog.departments ORDER BY code").fetchall()
-    return rows
 
 
 class KeyRefused(Unauthorized):

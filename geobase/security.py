@@ -130,8 +130,9 @@ class _Viewer:
 
 
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
-    cur = await conn.execute("SELECT name, department, sharing, shared_with FROM catalog.layers ORDER BY name")
-    return [LayerAccess(n, d, s, tuple(w or ())) for n, d, s, w in await cur.fetchall()]
+    from geobase.catalog import access_rows
+
+    return [LayerAccess(*r) for r in await access_rows(conn)]
 
 
 def note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> None:
@@ -169,10 +170,10 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     """The layer's spec if the caller may see it; otherwise NotFound (never Forbidden)."""
     if not isinstance(name, str) or name not in registry.layers:  # also keeps junk (NUL, huge) off the DB
         raise NotFound(f"collection {str(name)[:100]!r} not found", parameter="collectionId")
-    cur = await conn.execute(
-        "SELECT name, department, sharing, shared_with FROM catalog.layers WHERE name = %s", (name,))
-    row = await cur.fetchone()
-    access = LayerAccess(row[0], row[1], row[2], tuple(row[3] or ())) if row else None
+    from geobase.catalog import access_rows
+
+    rows = await access_rows(conn, name)
+    access = LayerAccess(*rows[0]) if rows else None
     if access is None or name not in registry.layers or not can_see(principal, access):
         if access is not None:
             note_denied(name)

@@ -43,6 +43,7 @@ def test_the_services_the_cli_uses_live_in_the_core():
     from geobase.catalog import set_sharing
 
     assert callable(set_sharing) and callable(run_process) and "tabulate" in PROCESSES
-    for name in ("analysis/processes.py", "catalog.py", "jobs.py"):
+    for name in ("analysis/processes.py", "catalog/__init__.py", "catalog/layers.py", "catalog/state.py",
+                 "catalog/departments.py", "jobs.py"):
         mods = _imports(CORE / name)
         assert not [m for m in mods if _adapter(m)], (name, mods)

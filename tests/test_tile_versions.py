@@ -20,6 +20,7 @@ from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 from test_tiles import tile_xy
 from test_tiles_data import LAND_CODES, LAT0, LON0, commit_version, land_use_rows, load_test_county
 
+from geobase.catalog.state import layer_states
 from geobase.db import database_url
 from geobase.keys import create_key
 from geobase.security import PUBLIC
@@ -54,7 +55,7 @@ def test_pyramid_tile_rendered_across_an_ingest_is_not_cached_under_the_new_vers
 
     async def scenario():
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            states = await tile_service.layer_states(conn)
+            states = await layer_states(conn)
             specs = tile_service.resolve_layers("land_use", states, PUBLIC, reg)
             tile_service.render_hook = ingest_now  # planned on v1's pyramid, the ingest commits, then render
             try:
@@ -62,8 +63,8 @@ def test_pyramid_tile_rendered_across_an_ingest_is_not_cached_under_the_new_vers
                                                        pyramid_url=url)
             finally:
                 tile_service.render_hook = None
-            fresh = await tile_service.layer_states(conn)
-            assert fresh["land_use"].version == v1 + 1
+            fresh = await layer_states(conn)
+            assert fresh["land_use"].current_version == v1 + 1
             specs = tile_service.resolve_layers("land_use", fresh, PUBLIC, reg)
             after = await tile_service.vector_tile(conn, cache, reg, PUBLIC, fresh, specs, W, z, row, col,
                                                    pyramid_url=url)

@@ -330,8 +330,9 @@ def test_pyramid_tiles_equal_on_the_fly_tiles(new_db):
     import asyncio
 
     from geobase.tiles import pyramid
-    from geobase.tiles.service import layer_states, resolve_layers, vector_tile
+    from geobase.tiles.service import resolve_layers, vector_tile
 
+    from geobase.catalog.state import layer_states
     from geobase.security import PUBLIC
     from geobase.specs import get_registry
 
@@ -378,8 +379,9 @@ def test_states_hint_never_serves_a_stale_guess(new_db):
     the public is a 404 at once, although the hint still holds the old states."""
     import asyncio
 
-    from geobase.tiles.service import StatesHint, layer_states, resolve_layers, tile_for, vector_tile
+    from geobase.tiles.service import StatesHint, resolve_layers, tile_for, vector_tile
 
+    from geobase.catalog.state import layer_states
     from geobase.errors import NotFound
     from geobase.security import PUBLIC
     from geobase.specs import get_registry

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
 
+from geobase.catalog import current_versions_sql
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import table_ident
+from geobase.storage import current_filter, table_ident
 
 EXTENT = 4096
 BUFFER = 64
@@ -93,7 +94,7 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
     geom = col
     if z < SIMPLIFY_BELOW:
         geom = sql.SQL("ST_Simplify({}, {}, true)").format(col, sql.Literal(px / 2))
-    where = [sql.SQL("_vto IS NULL"), sql.SQL("geom && {}").format(filter_buffered)]
+    where = [current_filter(), sql.SQL("geom && {}").format(filter_buffered)]
     if spec.geometry == "MultiPolygon" and spec.tiles.min_area_px > 0:
         where.append(sql.SQL("ST_Area({}) >= {}").format(col, sql.Literal(spec.tiles.min_area_px * px * px)))
     cf = _class_field(spec)
@@ -117,7 +118,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
     cell = (xmax - xmin) / CELLS_PER_TILE
     big = cell * cell  # parcels with a bbox of at least one cell are drawn as themselves
     px = tms.tile_span(z) / 256
-    filters = [sql.SQL("_vto IS NULL")]
+    filters = [current_filter()]
     if plan.hidden_classes:
         filters.append(sql.SQL("COALESCE({} <> ALL({}), true)").format(cf, sql.Literal(list(plan.hidden_classes))))
     flt = sql.SQL(" AND ").join(filters)
@@ -223,7 +224,5 @@ def tile_sql(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: in
     """One statement: the concatenated MVT of every plan, and the current versions of ``names``
     (all layers that make up the tile's cache key), read in the same snapshot."""
     parts = [layer_mvt_sql(p, tms, z, row, col) for p in plans] or [sql.SQL("''::bytea")]
-    return sql.SQL(
-        "SELECT {tile} AS tile, (SELECT jsonb_object_agg(name, current_version) FROM catalog.layers "
-        "WHERE name = ANY({names})) AS versions"
-    ).format(tile=sql.SQL(" || ").join(parts), names=sql.Literal(list(names)))
+    return sql.SQL("SELECT {tile} AS tile, {versions} AS versions").format(
+        tile=sql.SQL(" || ").join(parts), versions=current_versions_sql(names))

@@ -22,23 +22,12 @@ from rio_tiler.utils import render
 from geobase.errors import InvalidInput, NotFound
 
 STYLES = ("hillshade", "elevation", "slope")
-PATH_KEYS = ("path", "cog", "cog_path", "file", "uri")
 
 # elevation ramp (metres -> RGB), hypsometric tints
 ELEVATION_RAMP = [(0, (44, 123, 182)), (50, (171, 217, 233)), (200, (166, 217, 106)), (500, (255, 255, 191)),
                   (1000, (253, 174, 97)), (2000, (215, 25, 28)), (4000, (255, 255, 255))]
 SLOPE_RAMP = [(0, (255, 255, 255)), (2, (255, 255, 178)), (6, (254, 204, 92)), (15, (253, 141, 60)),
               (25, (240, 59, 32)), (45, (189, 0, 38))]
-
-
-def cog_path(metadata: dict | None, data_path: Path) -> Path:
-    """Where the ingest put the layer's COG (its version metadata), absolute."""
-    metadata = metadata or {}
-    for k in PATH_KEYS:
-        if metadata.get(k):
-            p = Path(metadata[k])
-            return p if p.is_absolute() else data_path / p
-    raise NotFound("the DEM has no loaded version with a raster file", parameter="layer")
 
 
 def _ramp(values: np.ndarray, ramp) -> np.ndarray:

@@ -21,9 +21,9 @@ from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
+from geobase.catalog.state import STATES_SQL, LayerState, layer_states, states_from_rows
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import (LayerAccess, Principal, can_see, hidden_attributes, note_denied, note_read,
-                              view_signature)
+from geobase.security import Principal, can_see, hidden_attributes, note_denied, note_read, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -38,15 +38,6 @@ def gzip_tile(raw: bytes) -> bytes:
     from isal import igzip
 
     return igzip.compress(raw, compresslevel=1, mtime=0)
-
-
-STATE_SQL = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers ORDER BY name"
-
-
-@dataclass
-class LayerState:
-    access: LayerAccess
-    version: int | None
 
 
 @dataclass
@@ -72,7 +63,7 @@ def version_tag(versions: dict[str, int | None], view_signature: str) -> str:
 def layers_tag(principal: Principal, states: dict[str, LayerState], registry: Registry,
                specs: list[LayerSpec]) -> str:
     """:func:`version_tag` of the current versions of ``specs`` (what TileJSON and the style use)."""
-    return version_tag({s.name: states[s.name].version for s in specs}, signature(principal, states, registry))
+    return version_tag({s.name: states[s.name].current_version for s in specs}, signature(principal, states, registry))
 
 
 def raster_tag(layer: str, version: int | None) -> str:
@@ -83,15 +74,6 @@ def raster_tag(layer: str, version: int | None) -> str:
 #: For tests only: awaited between planning a tile (which fixes the pyramid version it reads)
 #: and rendering it, to force an ingest to commit in between (a race that is otherwise rare).
 render_hook: Callable[[], Awaitable[None]] | None = None
-
-
-async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
-    cur = await conn.execute(STATE_SQL)
-    return _states(await cur.fetchall())
-
-
-def _states(rows) -> dict[str, LayerState]:
-    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ())), v) for n, d, s, w, v in rows}
 
 
 def resolve_layers(layers: str, states: dict[str, LayerState], principal: Principal,
@@ -144,7 +126,7 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
     names = [s.name for s in specs]
-    versions = {n: states[n].version for n in names}
+    versions = {n: states[n].current_version for n in names}
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
@@ -172,9 +154,9 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
     # a layer without a current version has nothing to draw: its table is not even read (during
     # a layer's first load the table is locked until the version commits)
     plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs
-                         if states[s.name].version is not None) if p]
+                         if states[s.name].current_version is not None) if p]
     if pyramid_url and tms.srid == 3857:
-        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].version) for p in plans]
+        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
     return plans
 
 
@@ -191,7 +173,7 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
     if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
         parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout_ms)}ms")))
     if with_states:
-        parts.append(sql.SQL(STATE_SQL))
+        parts.append(STATES_SQL)
     parts += [tile_sql(plans, names, tms, z, row, col), sql.SQL("COMMIT")]
     try:
         cur = await conn.execute(sql.SQL("; ").join(parts))
@@ -205,7 +187,7 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
             results.append(await cur.fetchall())
         if not cur.nextset():
             break
-    states = _states(results[0]) if with_states else None
+    states = states_from_rows(results[0]) if with_states else None
     raw, versions = results[-1][0]
     raw = bytes(raw or b"")
     body = gzip_tile(raw) if raw else b""
@@ -249,7 +231,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
         if specs:
             names = [s.name for s in specs]
             sig = signature(principal, guess, registry)
-            key = cache_key({n: guess[n].version for n in names}, tms.id, z, row, col, "mvt", sig)
+            key = cache_key({n: guess[n].current_version for n in names}, tms.id, z, row, col, "mvt", sig)
             etag = etag_for(key)
             revalidating = bool(if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
             cached = None if revalidating or cache is None else cache.get(key)
@@ -259,7 +241,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                 hint.states = fresh
                 if fresh == guess:
                     _note_reads(principal, fresh, specs)
-                    tag = version_tag({n: guess[n].version for n in names}, sig)
+                    tag = version_tag({n: guess[n].current_version for n in names}, sig)
                     return (TileResult(b"", etag, True, tag, not_modified=True) if revalidating
                             else TileResult(cached, etag, True, tag))
             else:

@@ -2,7 +2,14 @@
 read back with their current version, counts and extents for listings.
 
 The specs are the source of truth for what a layer *is*; the database holds what it *has*
-(versions, rows) and what admins changed at run time (the sharing level)."""
+(versions, rows) and what admins changed at run time (the sharing level).
+
+The one home of the catalog tables outside ingest: the reads of layers and their versions
+(:mod:`geobase.catalog.layers`, re-exported here), the departments
+(:mod:`geobase.catalog.departments`, re-exported here), the per-request
+:class:`~geobase.catalog.state.LayerState` of the serving side (:mod:`geobase.catalog.state`,
+imported from there: it builds on :mod:`geobase.security`'s access facts), the sync of the
+specs and the sharing changes (below)."""
 
 from __future__ import annotations
 
@@ -11,8 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
+from geobase.catalog.departments import (add_department, check_display_text, department_codes, department_exists,
+                                         list_departments)
+from geobase.catalog.layers import (RASTER_PATH_KEYS, CurrentLayer, VersionInfo, access_rows, current_layers,
+                                    current_layers_sync, current_versions_sql, first_created, layer_versions,
+                                    layer_versions_sync, raster_file, union_extent)
 from geobase.errors import InvalidInput, NotFound
 from geobase.settings import Settings, get_settings
 from geobase.specs import LayerSpec, Registry, get_registry
@@ -93,26 +104,14 @@ class LayerInfo:
 
 
 def list_layers(conn: psycopg.Connection, registry: Registry | None = None) -> list[LayerInfo]:
+    """Every served layer (its spec file exists) with its current version, in name order."""
     registry = registry or get_registry()
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            """
-            SELECT l.name, l.sharing, l.shared_with, l.current_version,
-                   v.created_at, v.rows_total, v.extent
-            FROM catalog.layers l
-            LEFT JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version
-            ORDER BY l.name
-            """
-        ).fetchall()
     out = []
-    for r in rows:
-        spec = registry.layers.get(r["name"])
+    for name, c in current_layers_sync(conn).items():
+        spec = registry.layers.get(name)
         if spec is None:  # a layer whose spec file was removed stays in the DB but is not served
             continue
-        out.append(
-            LayerInfo(spec, r["sharing"], list(r["shared_with"] or []), r["current_version"], r["created_at"],
-                      r["rows_total"], list(r["extent"]) if r["extent"] else None)
-        )
+        out.append(LayerInfo(spec, c.sharing, list(c.shared_with), c.version, c.created_at, c.rows_total, c.extent))
     return out
 
 
@@ -128,7 +127,7 @@ def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with:
         raise InvalidInput("restricted sharing needs at least one department (--with)", parameter="shared_with")
     if sharing != "restricted" and shared_with:
         raise InvalidInput("departments (--with) apply only to restricted sharing", parameter="shared_with")
-    known = {r[0] for r in conn.execute("SELECT code FROM catalog.departments").fetchall()}
+    known = department_codes(conn)
     unknown = [d for d in shared_with if d not in known]
     if unknown:
         raise InvalidInput(f"unknown department(s): {', '.join(unknown)}", parameter="shared_with")
@@ -138,3 +137,11 @@ def set_sharing(conn, registry: Registry, layer: str, sharing: str, shared_with:
     if row is None or layer not in registry.layers:
         raise NotFound(f"layer {layer!r} not found", parameter="layer")
     return {"layer": row[0], "department": row[1], "sharing": sharing, "shared_with": shared_with}
+
+
+__all__ = [
+    "RASTER_PATH_KEYS", "CurrentLayer", "LayerInfo", "VersionInfo", "access_rows", "add_department",
+    "check_display_text", "current_layers", "current_layers_sync", "current_versions_sql", "department_codes",
+    "department_exists", "first_created", "layer_versions", "layer_versions_sync", "list_departments",
+    "list_layers", "raster_file", "set_sharing", "sync_catalog", "union_extent",
+]

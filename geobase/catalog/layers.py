@@ -1,6 +1,8 @@
-"""Reads of the layer catalog: each layer's current version, its version list, and where a
-raster version's file is. The one place that joins ``catalog.layers`` to the row of its current
-version in ``catalog.layer_versions``; every service asks here instead of writing the join.
+"""Reads of the layer catalog: each layer's current version, its version list, its access facts
+(owner, sharing) and where a raster version's file is. The one place that joins
+``catalog.layers`` to the row of its current version in ``catalog.layer_versions``; every
+service asks here instead of writing the join. A statement that must read current versions in
+its own snapshot embeds :func:`current_versions_sql` (tiles).
 
 Both psycopg flavours are served (the API is async, ingest and the CLI are sync); they share the
 SQL text and the row mapping, so the two cannot drift apart.
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from geobase.errors import NotFound
 
@@ -26,6 +29,11 @@ CURRENT_SQL = """
 """
 _ALL = CURRENT_SQL + " ORDER BY l.name"
 _NAMED = CURRENT_SQL + " WHERE l.name = ANY(%s) ORDER BY l.name"
+
+#: a layer's access facts (owner, sharing), what every visibility decision reads
+ACCESS_SQL = "SELECT name, department, sharing, shared_with FROM catalog.layers"
+_ACCESS_ALL = ACCESS_SQL + " ORDER BY name"
+_ACCESS_ONE = ACCESS_SQL + " WHERE name = %s"
 
 VERSIONS_SQL = ("SELECT version, created_at, rows_total, extent FROM catalog.layer_versions "
                 "WHERE layer = %s ORDER BY version")
@@ -96,6 +104,29 @@ async def first_created(conn: psycopg.AsyncConnection) -> dict[str, dt.datetime]
     """When each layer's first version was loaded (the start of its temporal extent)."""
     cur = await conn.execute(FIRST_CREATED_SQL)
     return {name: created for name, created in await cur.fetchall()}
+
+
+def current_versions_sql(names: list[str]) -> sql.Composed:
+    """A scalar sub-select: {name: current version} of the layers ``names`` as jsonb, for a
+    statement that must read the versions in the same snapshot as the rows it returns (a
+    tile's content and the versions it is cached under, one round trip)."""
+    return sql.SQL("(SELECT jsonb_object_agg(name, current_version) FROM catalog.layers "
+                   "WHERE name = ANY({}))").format(sql.Literal(list(names)))
+
+
+AccessRow = tuple[str, str, str, tuple[str, ...]]
+
+
+def _access(rows) -> list[AccessRow]:
+    return [(n, d, s, tuple(w or ())) for n, d, s, w in rows]
+
+
+async def access_rows(conn: psycopg.AsyncConnection, name: str | None = None) -> list[AccessRow]:
+    """(name, department, sharing, shared_with) of every layer in name order, or of the one named
+    (an empty list when it is not in the catalog): the facts :mod:`geobase.security` decides
+    visibility from. Reads ``catalog.layers`` alone, no version join: it runs on every request."""
+    cur = await conn.execute(*((_ACCESS_ALL, ()) if name is None else (_ACCESS_ONE, (name,))))
+    return _access(await cur.fetchall())
 
 
 def union_extent(layers: list[CurrentLayer]) -> list[float] | None:

@@ -46,11 +46,11 @@ def _print(rows: list[dict], as_json: bool, columns: list[str], title: str) -> N
 @departments_app.command("list")
 def departments_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON.")) -> None:
     """List departments."""
-    from geobase import keys
+    from geobase.catalog import list_departments
     from geobase.db import connect
 
     with connect(get_settings()) as conn:
-        rows = keys.list_departments(conn)
+        rows = list_departments(conn)
     _print(rows, as_json, ["code", "name_zh", "name_en", "contact"], "departments")
 
 
@@ -60,11 +60,12 @@ def departments_add(code: str = typer.Argument(..., help="Short code, e.g. agric
                     name_en: str = typer.Option(..., "--en", help="English name"),
                     contact: Optional[str] = typer.Option(None, help="Contact e-mail")) -> None:
     """Add a department (departments in layers/departments.yaml are added by every catalog sync)."""
-    from geobase import audit, keys
+    from geobase import audit
+    from geobase.catalog import add_department
     from geobase.db import connect
 
     with connect(get_settings()) as conn:
-        keys.add_department(conn, code, name_zh, name_en, contact)
+        add_department(conn, code, name_zh, name_en, contact)
         audit.record(conn, principal=_operator(), action="department.add", params={"code": code})
         conn.commit()
     typer.echo(f"department {code} added")

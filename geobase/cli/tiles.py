@@ -49,11 +49,13 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
     import psycopg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from geobase.catalog import current_layers, union_extent
+    from geobase.catalog.state import layer_states
     from geobase.db import database_url
     from geobase.security import PUBLIC
     from geobase.settings import get_settings
     from geobase.specs import get_registry
-    from geobase.tiles.service import cache_for, layer_states, resolve_layers, vector_tile
+    from geobase.tiles.service import cache_for, resolve_layers, vector_tile
     from geobase.tiles.tms import get_tms
 
     settings = get_settings()
@@ -64,14 +66,10 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
         states = await layer_states(conn)
         specs = resolve_layers(layers, states, PUBLIC, registry)
         if bbox is None:
-            cur = await conn.execute(
-                "SELECT min(v.extent[1]), min(v.extent[2]), max(v.extent[3]), max(v.extent[4]) FROM catalog.layers l "
-                "JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version "
-                "WHERE l.name = ANY(%s)", ([s.name for s in specs],))
-            row = await cur.fetchone()
-            if not row or row[0] is None:
+            extent = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
+            if extent is None:
                 raise InvalidInput("the layers have no loaded version with an extent; give --bbox", parameter="bbox")
-            bbox = tuple(row)
+            bbox = tuple(extent)
         zooms = [z for z in zooms if tms.minzoom <= z <= tms.maxzoom]
         url = database_url(settings)
         if tms.srid == 3857:  # low zooms of coverage layers read the version's generalisation pyramid
@@ -80,11 +78,11 @@ async def _seed(layers: str, zooms: list[int], bbox, tms_id: str, echo) -> dict:
 
             for s in specs:
                 cf = s.style.class_field or s.class_field
-                if s.coverage and cf and states[s.name].version is not None:
+                if s.coverage and cf and states[s.name].current_version is not None:
                     dz = s.tiles.detail_zoom if s.tiles.detail_zoom is not None else AGGREGATE_BELOW
                     t1 = time.perf_counter()
-                    if await asyncio.to_thread(pyramid.build, url, s, states[s.name].version, cf, dz):
-                        echo(f"built the generalisation pyramid of {s.name} v{states[s.name].version} "
+                    if await asyncio.to_thread(pyramid.build, url, s, states[s.name].current_version, cf, dz):
+                        echo(f"built the generalisation pyramid of {s.name} v{states[s.name].current_version} "
                              f"in {time.perf_counter() - t1:.1f} s")
         jobs = [(z, r, c) for z in zooms for r, c in tms.tiles_covering(z, bbox)]
         stats = {"tiles": len(jobs), "rendered": 0, "cached": 0, "empty": 0, "bytes": 0, "largest": 0}

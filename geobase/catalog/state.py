@@ -1,0 +1,77 @@
+"""The one ``LayerState``: what the catalog says about a layer for the request at hand.
+
+The serving side reads it per request, never caches it across requests, so an ingest or a
+sharing change is visible on the very next request with no restart and no notification. Tiles
+read every layer's state in one query (:func:`layer_states`, also embeddable in the tile's own
+round trip as :data:`STATES_SQL`); the features service reads one layer's state together with
+the versions it has had (:func:`layer_state`), to map ``datetime`` to a version and to keep a
+cursor on the version it started on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from geobase.catalog.layers import layer_versions
+from geobase.crs import supported_uris
+from geobase.errors import NotFound
+from geobase.security import LayerAccess
+from geobase.specs import LayerSpec
+
+_STATE = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers"
+#: every layer's state in name order (tiles embed it in the statement that renders a tile)
+STATES_SQL = sql.SQL(_STATE + " ORDER BY name")
+_ONE = _STATE + " WHERE name = %s"
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """A layer's access facts (owner, sharing: what :mod:`geobase.security` decides visibility
+    from), its current version (None until the first load) and, when read by
+    :func:`layer_state`, its spec and every version it has had (number -> created_at,
+    rows_total, extent)."""
+
+    access: LayerAccess
+    current_version: int | None
+    spec: LayerSpec | None = None
+    versions: dict[int, dict] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.access.name
+
+    @property
+    def extent(self) -> list[float] | None:
+        """The current version's extent (CRS84 lon/lat box), None before the first load."""
+        v = self.versions.get(self.current_version or -1)
+        return list(v["extent"]) if v and v.get("extent") else None
+
+    def crs_uris(self) -> list[str]:
+        """The output CRSs offered for this layer (those covering its extent)."""
+        return supported_uris(self.extent)
+
+
+def states_from_rows(rows) -> dict[str, LayerState]:
+    """Rows of :data:`STATES_SQL` -> {name: LayerState}, in name order."""
+    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ())), v) for n, d, s, w, v in rows}
+
+
+async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
+    """Every layer's access facts and current version, in one query (no versions, no spec)."""
+    cur = await conn.execute(STATES_SQL)
+    return states_from_rows(await cur.fetchall())
+
+
+async def layer_state(conn: psycopg.AsyncConnection, spec: LayerSpec) -> LayerState:
+    """One layer's state with its spec and its versions (NotFound: not in the catalog)."""
+    cur = await conn.execute(_ONE, (spec.name,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"collection {spec.name!r} not found", parameter="collectionId")
+    versions = {v: {"created_at": i.created_at, "rows_total": i.rows_total, "extent": i.extent}
+                for v, i in (await layer_versions(conn, spec.name)).items()}
+    (state,) = states_from_rows([row]).values()
+    return LayerState(state.access, state.current_version, spec, versions)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from geobase import keys, vocab
+from geobase import vocab
+from geobase.catalog import departments
 from geobase.api.admin import DepartmentIn, KeyIn, SharingIn
 from geobase.errors import InvalidInput
 from geobase.limits import LAYER_IN_PATH_RE
@@ -38,7 +39,7 @@ def test_a_bad_name_is_refused_everywhere(name: str) -> None:
     with pytest.raises(ValidationError):
         DepartmentIn(code=name, name_zh="部门", name_en="dept")
     with pytest.raises(InvalidInput):
-        keys.add_department(None, name, "部门", "dept")  # refused before the database is asked
+        departments.add_department(None, name, "部门", "dept")  # refused before the database is asked
     m = LAYER_IN_PATH_RE.match(f"/collections/{name}/items")
     assert m is None or m.group(1) != name
 

@@ -35,7 +35,6 @@ from geobase.ingest.loader import (
     RedoWithStaging,
     Staging,
     area_deviation,
-    commit_version,
     drop_leftover_staging,
     staging_name,
 )
@@ -45,6 +44,7 @@ from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
 from pyproj import CRS
 
 from geobase.catalog import sync_catalog
+from geobase.catalog.versions import write_version
 from geobase.db import connect
 from geobase.errors import GeobaseError, InvalidInput, NotFound
 from geobase.settings import Settings
@@ -359,7 +359,8 @@ def _ingest(settings: Settings, layer: str, path: str | Path, *, mode: str = "re
                 committed = dl.finish(report.rows_loaded, mode=mode, version_row=version_row, after_insert=after_insert,
                                       extent=norm.extent if spec.geometry != "MultiPoint" else None)
             else:
-                committed = commit_version(stg, mode=mode, after_insert=after_insert, version_row=version_row)
+                committed = write_version(conn, spec, stg.ident, mode=mode, after_insert=after_insert,
+                                          version_row=version_row)
         finally:
             if dl is not None:
                 dl.abort()

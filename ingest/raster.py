@@ -16,11 +16,11 @@ import numpy as np
 import rasterio
 import rasterio.crs
 import rasterio.shutil
-from geobase.ingest.loader import insert_version_row, lock_layer, next_version
 from geobase.ingest.sources import sha256_files
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 
+from geobase.catalog.versions import add_version
 from geobase.db import connect
 from geobase.errors import InvalidInput
 from geobase.settings import Settings
@@ -118,11 +118,9 @@ def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str |
         meta["sample"] = provenance
     meta["stats"] = _stats(final, nodata)
     with connect(settings) as conn, conn.transaction():
-        lock_layer(conn, spec.name)
-        v = next_version(conn, spec.name)
-        insert_version_row(conn, spec.name, v, mode="replace", rows_total=1, added=1, removed=0, changed=0,
-                           extent=meta["bounds_lonlat"], source_name=path.name, source_checksum=checksum,
-                           source_format="GTiff", created_by=user, report=report, metadata=meta)
+        v = add_version(conn, spec.name, mode="replace", rows_total=1, added=1, removed=0, changed=0,
+                        extent=meta["bounds_lonlat"], source_name=path.name, source_checksum=checksum,
+                        source_format="GTiff", created_by=user, report=report, metadata=meta)
     return IngestResult(spec.name, v, "replace", path.name, checksum, rows_total=1, added=1,
                         extent=meta["bounds_lonlat"], seconds=round(time.monotonic() - t0, 3), report=report,
                         metadata=meta)

@@ -44,6 +44,7 @@ from geobase.ingest.sources import RASTER_SUFFIXES, resolve, sha256_files
 from pyproj import CRS
 
 from geobase.catalog import sync_catalog
+from geobase.catalog.layers import current_layers_sync
 from geobase.catalog.versions import write_version
 from geobase.db import connect
 from geobase.errors import GeobaseError, InvalidInput, NotFound
@@ -83,16 +84,8 @@ class IngestResult:
             "extent", "dry_run", "skipped", "seconds", "report", "metadata")}
 
 
-def current_checksum(settings: Settings, layer: str) -> str | None:
-    with connect(settings) as conn:
-        row = conn.execute(
-            "SELECT v.source_checksum FROM catalog.layers l JOIN catalog.layer_versions v "
-            "ON v.layer = l.name AND v.version = l.current_version WHERE l.name = %s", (layer,)).fetchone()
-    return row[0] if row else None
-
-
 def _ensure_catalog(conn, settings: Settings, layer: str) -> None:
-    if conn.execute("SELECT 1 FROM catalog.layers WHERE name = %s", (layer,)).fetchone() is None:
+    if layer not in current_layers_sync(conn, [layer]):
         sync_catalog(conn, settings)
         conn.commit()
 

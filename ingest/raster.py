@@ -20,6 +20,7 @@ from geobase.ingest.sources import sha256_files
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 
+from geobase.catalog.deliveries import recorded_cog_checksums
 from geobase.catalog.versions import add_version
 from geobase.db import connect
 from geobase.errors import InvalidInput
@@ -36,9 +37,7 @@ def raster_dir(settings: Settings) -> Path:
 def _known_cog(settings: Settings, layer: str, path: Path) -> bool:
     """True when a version of ``layer`` names ``path`` with the checksum the file has now."""
     with connect(settings) as conn:
-        rows = conn.execute("SELECT metadata->>'cog_sha256' FROM catalog.layer_versions "
-                            "WHERE layer = %s AND metadata->>'path' = %s", (layer, str(path))).fetchall()
-    expected = {r[0] for r in rows if r[0]}
+        expected = recorded_cog_checksums(conn, layer, str(path))
     return bool(expected) and sha256_files([path]) in expected
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 import rasterio.crs
 import rasterio.shutil
+from geobase.ingest.options import IngestResult
 from geobase.ingest.sources import sha256_files
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
@@ -61,8 +62,6 @@ def _stats(path: Path, nodata) -> dict:
 
 def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str | None = None,
                   dry_run: bool = False, user: str = "cli", provenance: dict | None = None):
-    from geobase.ingest.pipeline import IngestResult
-
     t0 = time.monotonic()
     path = Path(path)
     if not path.exists():

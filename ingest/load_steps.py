@@ -23,7 +23,7 @@ from geobase.ingest.threads import prefetch
 from psycopg import sql
 
 from geobase.catalog import sync_catalog
-from geobase.catalog.layers import current_layers_sync
+from geobase.catalog import layers as layer_catalog
 from geobase.catalog.versions import CommitResult, write_version
 from geobase.errors import InvalidInput
 from geobase.storage import table_ident
@@ -35,7 +35,7 @@ def open_target(ctx: IngestContext, conn: psycopg.Connection, job: str, direct: 
     """Register the layer if it is new, drop staging tables of interrupted ingests, and open
     where the rows go: the layer table when ``direct`` and it has never held a row, else staging."""
     conn.execute("SET application_name = 'geobase-ingest'")
-    if ctx.opts.layer not in current_layers_sync(conn, [ctx.opts.layer]):
+    if ctx.opts.layer not in layer_catalog.current_layers_sync(conn, [ctx.opts.layer]):
         sync_catalog(conn, ctx.settings)
         conn.commit()
     conn.commit()

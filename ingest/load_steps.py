@@ -22,8 +22,8 @@ from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_s
 from geobase.ingest.threads import prefetch
 from psycopg import sql
 
-from geobase.catalog import sync_catalog
 from geobase.catalog import layers as layer_catalog
+from geobase.catalog import sync_catalog
 from geobase.catalog.versions import CommitResult, write_version
 from geobase.errors import InvalidInput
 from geobase.storage import table_ident

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from psycopg import sql
-
 from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
+from psycopg import sql
 
 from geobase.catalog.versions import (
     CommitResult,
@@ -49,9 +48,8 @@ def binary_copy(conn: psycopg.Connection, table: sql.Composable, columns: list[s
     own thread, so the next batch is normalised meanwhile."""
     from contextlib import contextmanager
 
-    from psycopg.copy import QueuedLibpqWriter
-
     from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
+    from psycopg.copy import QueuedLibpqWriter
 
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
@@ -139,7 +137,6 @@ class DirectLoad:
         :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the staging row
         number is replaced by the version the rows start in."""
         import pyarrow as pa
-
         from geobase.ingest.copybin import encode_field
 
         version = self.version

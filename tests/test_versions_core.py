@@ -11,14 +11,14 @@ from __future__ import annotations
 import geopandas as gpd
 import psycopg
 import pytest
+from geobase.ingest.options import IngestOptions
+from geobase.ingest.pipeline import ingest
 from psycopg import sql
 from shapely.geometry import box
 from test_ingest import X0, Y0, db_state, land_use_gdf, query, write_shp
 
 from geobase.catalog.versions import preview_version, rollback, write_version
 from geobase.errors import InvalidInput
-from geobase.ingest.options import IngestOptions
-from geobase.ingest.pipeline import ingest
 from geobase.specs import get_registry
 from geobase.storage import as_of_filter, current_filter
 

@@ -1,227 +1,35 @@
-"""Staging and the one-transaction commit of a new layer version.
+"""How rows reach the database: a binary COPY fed a batch at a time, and the first load of a
+layer straight into its table (:class:`DirectLoad`). Staging tables (ingest/staging.py) use the
+same COPY.
 
-Rows are COPYed into an unlogged table in schema ``staging`` named per job. The staging
-connection holds a session advisory lock on that name for its lifetime, so a later ingest can
-tell a leftover of a killed/crashed ingest (lock free -> drop it) from a live one (lock held).
-
-The commit is ONE transaction under a per-layer transaction advisory lock: retire changed and
-removed rows (``_vto = v``), insert new rows (``_vfrom = v``), insert the ``layer_versions`` row and
-set ``catalog.layers.current_version``. Readers see the old version or the new one, never a mix;
-a failure or a kill before COMMIT leaves the previous version exactly as it was.
+The new version itself is written by the core's one version writer
+(:func:`geobase.catalog.versions.write_version`): retire, insert, the ``layer_versions`` row and
+the current-version switch in one transaction. A direct first load records its version with
+the core's :func:`~geobase.catalog.versions.insert_version_row` in the transaction that holds
+its rows.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
 import psycopg
+from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
 from psycopg import sql
 
-from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
-
+from geobase.catalog.versions import (
+    CommitResult,
+    current_extent,
+    drop_secondary_indexes,
+    insert_version_row,
+    lock_layer,
+    next_version,
+)
 from geobase.specs import LayerSpec
-from geobase.storage import DATA_SCHEMA, ensure_layer_table, key_collation, measure_column, table_ident
+from geobase.storage import ensure_layer_table, measure_column, table_ident
 
 STAGING = "staging"
-#: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
-COVERAGE_FULL_LIMIT = 200_000
-#: Without --coverage/--no-coverage the coverage check runs up to this many rows.
-COVERAGE_AUTO_LIMIT = 20_000
-OVERLAP_MIN_M2 = 1.0
-GAP_MIN_M2 = 1.0
-
-
-def lock_key(text: str) -> sql.Composed:
-    return sql.SQL("hashtextextended({}, 0)").format(sql.Literal(text))
-
-
-def staging_name(layer: str, job: str | None = None) -> str:
-    return f"{layer[:40]}__{(job or uuid.uuid4().hex)[:12]}"
-
-
-def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
-    """Drop staging tables whose ingest is gone (its session lock is free). Returns their names."""
-    dropped = []
-    names = [r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGING,)).fetchall()]
-    for name in names:
-        got = conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(lock_key("staging:" + name))).fetchone()[0]
-        if not got:
-            continue  # a live ingest owns it
-        try:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING, name)))
-            conn.commit()
-            dropped.append(name)
-        finally:
-            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(lock_key("staging:" + name)))
-            conn.commit()
-    return dropped
-
-
-@dataclass
-class Staging:
-    conn: psycopg.Connection
-    spec: LayerSpec
-    name: str
-
-    @property
-    def ident(self) -> sql.Composed:
-        return sql.Identifier(STAGING, self.name)
-
-    @property
-    def columns(self) -> list[str]:
-        return ["_row", "_key", "_hash", *self.spec.attribute_names, "geom", "geom_3857", *loaded_measure(self.spec)]
-
-    def create(self) -> None:
-        self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
-        # keys in the layer table's collation (byte order unless an old table could not convert),
-        # so joins with it can use its key index
-        coll = key_collation(self.conn, self.spec) or "C"
-        cols = [sql.SQL("_row bigint"), sql.SQL("_key text COLLATE {}").format(sql.Identifier(coll)), sql.SQL("_hash text")]
-        for a in self.spec.attributes:
-            cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
-        cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
-        cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
-        measure = measure_column(self.spec)
-        if measure in loaded_measure(self.spec):  # areas come with the rows (the normaliser computes them)
-            cols.append(sql.SQL("{} double precision").format(sql.Identifier(measure)))
-        elif measure:  # lengths: computed by the COPY backend while Python reads the next batch
-            cols.append(sql.SQL("{} double precision GENERATED ALWAYS AS (ST_Length(geom::geography)) STORED").format(
-                sql.Identifier(measure)))
-        self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
-        self.conn.commit()
-
-    def copy(self):
-        """A binary COPY fed a batch at a time (see :func:`binary_copy`)."""
-        return binary_copy(self.conn, self.ident, self.columns)
-
-    def fill_missing_areas(self) -> None:
-        """Areas of the staged rows the normaliser left to the database (long edges, see
-        :mod:`geobase.ingest.area`)."""
-        if loaded_measure(self.spec):
-            self.conn.execute(sql.SQL("UPDATE {} SET _area_m2 = ST_Area(geom::geography) WHERE _area_m2 IS NULL")
-                              .format(self.ident))
-
-    def drop(self) -> None:
-        try:
-            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                self.conn.rollback()
-            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.ident))
-            self.conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(lock_key("staging:" + self.name)))
-            self.conn.commit()
-        except psycopg.Error:
-            pass  # a dead connection: the next ingest drops the leftover
-
-    # -- checks in SQL -----------------------------------------------------------------------
-    def analyze(self) -> None:
-        """Statistics, and a key index when the staged keys will be joined with current rows."""
-        has_current = self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE _vto IS NULL)").format(
-            table_ident(self.spec))).fetchone()[0]
-        if has_current:  # first loads scan staging once: neither index nor statistics pay off
-            self.conn.execute(sql.SQL("CREATE INDEX ON {} (_key)").format(self.ident))
-            self.conn.execute(sql.SQL("ANALYZE {}").format(self.ident))
-        self.conn.commit()
-
-    def duplicate_keys(self, limit: int = 20) -> tuple[int, list[tuple[str, int, list[int]]]]:
-        rows = self.conn.execute(sql.SQL(
-            "SELECT _key, count(*), (array_agg(_row ORDER BY _row))[1:5] FROM {} GROUP BY _key HAVING count(*) > 1 "
-            "ORDER BY min(_row)").format(self.ident)).fetchall()
-        total = sum(r[1] - 1 for r in rows)
-        return total, [(r[0], r[1], list(r[2])) for r in rows[:limit]]
-
-    def drop_duplicates(self) -> int:
-        cur = self.conn.execute(sql.SQL(
-            "DELETE FROM {t} s USING {t} f WHERE s._key = f._key AND s._row > f._row").format(t=self.ident))
-        self.conn.commit()
-        return cur.rowcount
-
-    def area_deviation(self, tolerance: float = AREA_TOLERANCE, limit: int = 20) -> tuple[int, list[dict]]:
-        """Stated vs ellipsoidal area on the staged rows: every row of the file, in a dry run and a
-        real run alike, so the same file always gets the same report."""
-        return area_deviation(self.conn, self.spec, self.ident, sql.SQL("true"), sql.SQL("_area_m2"),
-                              tolerance, limit)
-
-    def coverage(self, limit: int = 20) -> dict:
-        """Overlaps (pairs whose interiors share > OVERLAP_MIN_M2) and gaps (holes of the union)."""
-        n = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self.ident)).fetchone()[0]
-        if n > COVERAGE_FULL_LIMIT:
-            return {"skipped": True, "rows": n,
-                    "note": f"coverage check runs up to {COVERAGE_FULL_LIMIT} rows; run `geobase` coverage analysis separately"}
-        self.conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (geom)").format(self.ident))
-        overlaps = self.conn.execute(sql.SQL("""
-            SELECT a._key, b._key, ST_Area(i::geography) AS m2, ST_X(ST_PointOnSurface(i)), ST_Y(ST_PointOnSurface(i))
-            FROM {t} a JOIN {t} b ON a._row < b._row AND a.geom && b.geom
-                 AND ST_Relate(a.geom, b.geom, '2********')
-            CROSS JOIN LATERAL ST_CollectionExtract(ST_Intersection(a.geom, b.geom), 3) AS i
-            WHERE NOT ST_IsEmpty(i) AND ST_Area(i::geography) > {minarea}
-            ORDER BY m2 DESC
-        """).format(t=self.ident, minarea=sql.Literal(OVERLAP_MIN_M2))).fetchall()
-        gaps = self.conn.execute(sql.SQL("""
-            WITH u AS (SELECT ST_Union(geom) AS g FROM {t}),
-                 polys AS (SELECT (ST_Dump(g)).geom AS p FROM u),
-                 holes AS (SELECT ST_MakePolygon(ST_InteriorRingN(p, n)) AS h
-                           FROM polys CROSS JOIN LATERAL generate_series(1, ST_NumInteriorRings(p)) AS n)
-            SELECT ST_Area(h::geography) AS m2, ST_X(ST_PointOnSurface(h)), ST_Y(ST_PointOnSurface(h))
-            FROM holes WHERE ST_Area(h::geography) > {minarea} ORDER BY m2 DESC
-        """).format(t=self.ident, minarea=sql.Literal(GAP_MIN_M2))).fetchall()
-        self.conn.commit()
-        return {
-            "rows": n,
-            "overlaps": len(overlaps),
-            "overlap_area_m2": round(sum(r[2] for r in overlaps), 2),
-            "overlap_samples": [{"keys": [r[0], r[1]], "area_m2": round(r[2], 2), "at": [round(r[3], 7), round(r[4], 7)]}
-                                for r in overlaps[:limit]],
-            "gaps": len(gaps),
-            "gap_area_m2": round(sum(r[0] for r in gaps), 2),
-            "gap_samples": [{"area_m2": round(r[0], 2), "at": [round(r[1], 7), round(r[2], 7)]} for r in gaps[:limit]],
-        }
-
-    def existing_keys(self) -> tuple[int, list[str]]:
-        """Keys in the file (append mode) that are already current features."""
-        rows = self.conn.execute(sql.SQL(
-            "SELECT s._key FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
-        ).format(s=self.ident, d=table_ident(self.spec))).fetchall()
-        self.conn.commit()
-        return len(rows), [r[0] for r in rows[:20]]
-
-    def drop_keys_existing(self) -> int:
-        cur = self.conn.execute(sql.SQL(
-            "DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
-        ).format(s=self.ident, d=table_ident(self.spec)))
-        self.conn.commit()
-        return cur.rowcount
-
-    def diff(self, mode: str) -> tuple[int, int, int, int]:
-        """``(rows_total, added, removed, changed)`` that :func:`commit_version` would report for
-        the staged rows in ``mode``, computed without writing (what a dry run shows)."""
-        d = table_ident(self.spec)
-        same = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = c._key AND s._hash = c._hash)").format(s=self.ident)
-        in_file = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = c._key)").format(s=self.ident)
-        retire = {"replace": sql.SQL("NOT {}").format(same),
-                  "upsert": sql.SQL("{} AND NOT {}").format(in_file, same),
-                  "delete": in_file, "append": sql.SQL("false")}[mode]
-        old, retired, retired_replaced = self.conn.execute(sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE {r}), count(*) FILTER (WHERE ({r}) AND {f}) "
-            "FROM {d} c WHERE c._vto IS NULL").format(r=retire, f=in_file, d=d)).fetchone()
-        inserted = 0
-        if mode != "delete":  # staged rows with no current row of the same key and content
-            inserted = self.conn.execute(sql.SQL(
-                "SELECT count(*) FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} c WHERE c._vto IS NULL "
-                "AND c._key = s._key AND c._hash = s._hash)").format(s=self.ident, d=d)).fetchone()[0]
-        self.conn.commit()
-        changed = retired_replaced if mode in ("replace", "upsert") else 0
-        return old - retired + inserted, inserted - changed, retired - changed, changed
-
-    def unknown_keys(self) -> tuple[int, list[str]]:
-        """Keys in the file (delete mode) that are not current features."""
-        rows = self.conn.execute(sql.SQL(
-            "SELECT s._key FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)"
-        ).format(s=self.ident, d=table_ident(self.spec))).fetchall()
-        self.conn.commit()
-        return len(rows), [r[0] for r in rows[:20]]
 
 
 def loaded_measure(spec: LayerSpec) -> list[str]:
@@ -240,9 +48,8 @@ def binary_copy(conn: psycopg.Connection, table: sql.Composable, columns: list[s
     own thread, so the next batch is normalised meanwhile."""
     from contextlib import contextmanager
 
-    from psycopg.copy import QueuedLibpqWriter
-
     from geobase.ingest.copybin import SIGNATURE, TRAILER, rows_payload
+    from psycopg.copy import QueuedLibpqWriter
 
     stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         table, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
@@ -313,7 +120,7 @@ class DirectLoad:
             conn.rollback()
             return False
         self.version = next_version(conn, spec.name)
-        _drop_secondary_indexes(conn, spec)
+        drop_secondary_indexes(conn, spec)
         measure = measure_column(spec)
         if measure:  # rows that come without their measure get it from the database
             fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
@@ -330,7 +137,6 @@ class DirectLoad:
         :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the staging row
         number is replaced by the version the rows start in."""
         import pyarrow as pa
-
         from geobase.ingest.copybin import encode_field
 
         version = self.version
@@ -352,7 +158,7 @@ class DirectLoad:
             conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(table_ident(spec)))
             conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
         ensure_layer_table(conn, spec)
-        extent = [float(v) for v in extent] if extent is not None and rows else _current_extent(conn, spec)
+        extent = [float(v) for v in extent] if extent is not None and rows else current_extent(conn, spec)
         if after_insert is not None:
             version_row = {**version_row, "report": after_insert(conn, self.version)}
         insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=rows, added=rows,
@@ -369,24 +175,6 @@ class DirectLoad:
             self.conn.rollback()
         except psycopg.Error:
             pass  # a dead connection: the server rolled back already
-
-
-def _drop_secondary_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
-    """Bulk loads into an empty table build the indexes once, after the rows. An index of
-    retired rows only (``WHERE _vto IS NOT NULL``) stays: no loaded row enters it, and
-    rebuilding it would scan the whole table for nothing."""
-    for (idx,) in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
-            "AND indexname NOT LIKE %s AND indexdef NOT LIKE %s",
-            (DATA_SCHEMA, spec.name, "%_pkey", "%WHERE (_vto IS NOT NULL)")).fetchall():
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
-
-
-def _current_extent(conn: psycopg.Connection, spec: LayerSpec) -> list[float] | None:
-    ext = conn.execute(sql.SQL(
-        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) AS e FROM {} "
-        "WHERE _vto IS NULL) x").format(table_ident(spec))).fetchone()
-    return [float(x) for x in ext] if ext and ext[0] is not None else None
 
 
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
@@ -410,104 +198,3 @@ def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composa
     return total, [{"key": r[0], "stated_m2": round(r[1], 2), "ellipsoidal_m2": round(r[2], 2),
                     "deviation": round((r[2] - r[1]) / r[1], 4)} for r in rows]
 
-
-@dataclass
-class CommitResult:
-    version: int
-    rows_total: int
-    added: int
-    removed: int
-    changed: int
-    extent: list[float] | None
-
-
-def next_version(conn: psycopg.Connection, layer: str) -> int:
-    return conn.execute("SELECT coalesce(max(version), 0) + 1 FROM catalog.layer_versions WHERE layer = %s",
-                        (layer,)).fetchone()[0]
-
-
-def lock_layer(conn: psycopg.Connection, layer: str) -> None:
-    """Serialise writers of one layer (transaction-scoped: released at COMMIT/ROLLBACK)."""
-    conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(lock_key("ingest:" + layer)))
-
-
-def commit_version(stg: Staging, *, mode: str, version_row: dict, after_insert=None) -> CommitResult:
-    """Apply the staged rows as a new version of the layer, in one transaction."""
-    conn, spec = stg.conn, stg.spec
-    data = table_ident(spec)
-    s = stg.ident
-    attrs = spec.attribute_names
-    measure = measure_column(spec)
-    conn.commit()  # end the checks' read transaction: the block below must be a real transaction, not a savepoint
-    with conn.transaction():
-        lock_layer(conn, spec.name)
-        v = next_version(conn, spec.name)
-        vlit = sql.Literal(v)
-        old_keys = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _vto IS NULL").format(data)).fetchone()[0]
-        # 1. retire rows
-        if mode == "replace":
-            retire_where = sql.SQL("NOT EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key AND s._hash = d._hash)")
-        elif mode == "upsert":
-            retire_where = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key AND s._hash <> d._hash)")
-        elif mode == "delete":
-            retire_where = sql.SQL("EXISTS (SELECT 1 FROM {s} s WHERE s._key = d._key)")
-        else:  # append
-            retire_where = sql.SQL("false")
-        retired = conn.execute(sql.SQL("""
-            WITH r AS (UPDATE {d} d SET _vto = {v} WHERE d._vto IS NULL AND ({w}) RETURNING d._key)
-            SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {s} s WHERE s._key = r._key)) FROM r
-        """).format(d=data, v=vlit, w=retire_where.format(s=s), s=s)).fetchone()
-        retired_total, retired_replaced = retired
-        # 2. insert new rows (keys with no current row of the same content)
-        inserted = 0
-        first_load = mode != "delete" and conn.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]
-        if first_load:  # bulk load into an empty table: build the indexes once, after the rows
-            _drop_secondary_indexes(conn, spec)
-        if mode != "delete":
-            measure_expr = sql.SQL("")
-            measure_col = sql.SQL("")
-            if measure:  # staged with the rows (a generated column of the staging table)
-                measure_col = sql.SQL(", {}").format(sql.Identifier(measure))
-                measure_expr = sql.SQL(", s.{}").format(sql.Identifier(measure))
-            attr_cols = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(a)) for a in attrs)
-            attr_sel = sql.SQL("").join(sql.SQL(", s.{}").format(sql.Identifier(a)) for a in attrs)
-            cur = conn.execute(sql.SQL("""
-                INSERT INTO {d} (_key, _hash, _vfrom{cols}{mcol}, geom, geom_3857)
-                SELECT s._key, s._hash, {v}{sel}{mexpr}, s.geom, s.geom_3857 FROM {s} s
-                WHERE {cond}
-            """).format(d=data, cols=attr_cols, mcol=measure_col, v=vlit, sel=attr_sel, mexpr=measure_expr, s=s,
-                        cond=sql.SQL("true") if first_load else sql.SQL(
-                            "NOT EXISTS (SELECT 1 FROM {d} d WHERE d._vto IS NULL AND d._key = s._key)").format(d=data)))
-            inserted = cur.rowcount
-        if first_load:
-            ensure_layer_table(conn, spec)  # recreates the indexes (CREATE INDEX IF NOT EXISTS)
-        changed = retired_replaced if mode in ("replace", "upsert") else 0
-        removed = retired_total - changed
-        added = inserted - changed
-        total = old_keys - retired_total + inserted
-        extent = _current_extent(conn, spec)
-        if after_insert is not None:  # checks on the rows just inserted (areas are computed once)
-            version_row = {**version_row, "report": after_insert(conn, v)}
-        insert_version_row(conn, spec.name, v, mode=mode, rows_total=total, added=added, removed=removed,
-                           changed=changed, extent=extent, **version_row)
-    return CommitResult(v, total, added, removed, changed, extent)
-
-
-def insert_version_row(conn: psycopg.Connection, layer: str, version: int, *, mode: str, rows_total: int,
-                       added: int, removed: int, changed: int, extent: list[float] | None, source_name: str | None,
-                       source_checksum: str | None, source_format: str | None, created_by: str, report: dict,
-                       metadata: dict | None = None, restored_from: int | None = None) -> None:
-    """The catalog half of a commit; the caller's transaction makes it atomic with the rows."""
-    conn.execute(
-        """
-        INSERT INTO catalog.layer_versions (layer, version, mode, source_name, source_checksum, source_format,
-            created_by, rows_total, rows_added, rows_removed, rows_changed, extent, restored_from, report, metadata)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        """,
-        (layer, version, mode, source_name, source_checksum, source_format, created_by, rows_total, added, removed,
-         changed, extent, restored_from, json.dumps(report, ensure_ascii=False, default=str),
-         json.dumps(metadata or {}, ensure_ascii=False, default=str)),
-    )
-    conn.execute("UPDATE catalog.layers SET current_version = %s, updated_at = now() WHERE name = %s",
-                 (version, layer))

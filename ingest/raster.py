@@ -16,11 +16,13 @@ import numpy as np
 import rasterio
 import rasterio.crs
 import rasterio.shutil
-from geobase.ingest.loader import insert_version_row, lock_layer, next_version
+from geobase.ingest.options import IngestResult
 from geobase.ingest.sources import sha256_files
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 
+from geobase.catalog.deliveries import recorded_cog_checksums
+from geobase.catalog.versions import add_version
 from geobase.db import connect
 from geobase.errors import InvalidInput
 from geobase.settings import Settings
@@ -36,9 +38,7 @@ def raster_dir(settings: Settings) -> Path:
 def _known_cog(settings: Settings, layer: str, path: Path) -> bool:
     """True when a version of ``layer`` names ``path`` with the checksum the file has now."""
     with connect(settings) as conn:
-        rows = conn.execute("SELECT metadata->>'cog_sha256' FROM catalog.layer_versions "
-                            "WHERE layer = %s AND metadata->>'path' = %s", (layer, str(path))).fetchall()
-    expected = {r[0] for r in rows if r[0]}
+        expected = recorded_cog_checksums(conn, layer, str(path))
     return bool(expected) and sha256_files([path]) in expected
 
 
@@ -62,8 +62,6 @@ def _stats(path: Path, nodata) -> dict:
 
 def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str | None = None,
                   dry_run: bool = False, user: str = "cli", provenance: dict | None = None):
-    from geobase.ingest.pipeline import IngestResult
-
     t0 = time.monotonic()
     path = Path(path)
     if not path.exists():
@@ -118,11 +116,9 @@ def ingest_raster(settings: Settings, spec: LayerSpec, path: Path, *, crs: str |
         meta["sample"] = provenance
     meta["stats"] = _stats(final, nodata)
     with connect(settings) as conn, conn.transaction():
-        lock_layer(conn, spec.name)
-        v = next_version(conn, spec.name)
-        insert_version_row(conn, spec.name, v, mode="replace", rows_total=1, added=1, removed=0, changed=0,
-                           extent=meta["bounds_lonlat"], source_name=path.name, source_checksum=checksum,
-                           source_format="GTiff", created_by=user, report=report, metadata=meta)
+        v = add_version(conn, spec.name, mode="replace", rows_total=1, added=1, removed=0, changed=0,
+                        extent=meta["bounds_lonlat"], source_name=path.name, source_checksum=checksum,
+                        source_format="GTiff", created_by=user, report=report, metadata=meta)
     return IngestResult(spec.name, v, "replace", path.name, checksum, rows_total=1, added=1,
                         extent=meta["bounds_lonlat"], seconds=round(time.monotonic() - t0, 3), report=report,
                         metadata=meta)

@@ -76,16 +76,16 @@ def current_origin(settings: Settings, layer: str) -> dict | None:
 
     Versions written by demos before the provenance was recorded (created by ``sample`` with
     no metadata) count as sample versions of the file they name."""
+    from geobase.catalog.deliveries import current_origin_row
     from geobase.db import connect
 
     with connect(settings) as conn:
-        row = conn.execute(
-            "SELECT v.version, v.source_name, v.source_checksum, v.created_by, v.restored_from, v.metadata "
-            "FROM catalog.layers l JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version "
-            "WHERE l.name = %s", (layer,)).fetchone()
+        row = current_origin_row(conn, layer)
     if row is None:
         return None
-    version, source_name, source_checksum, created_by, restored_from, metadata = row
+    version, source_name, source_checksum, created_by, restored_from, metadata = (
+        row["version"], row["source_name"], row["source_checksum"], row["created_by"], row["restored_from"],
+        row["metadata"])
     metadata = metadata or {}
     sample = metadata.get("sample")
     if sample is None and created_by == "sample" and restored_from is None and "sample" not in metadata:

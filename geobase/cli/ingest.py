@@ -144,7 +144,7 @@ def versions_cmd(layer: str = typer.Argument(...),
     """List the versions of LAYER (source file, checksum, counts, who, when)."""
     from rich.table import Table
 
-    from geobase.versions import dumps, list_versions
+    from geobase.catalog.versions import dumps, list_versions
 
     rows = list_versions(get_settings(), layer)
     if as_json:
@@ -167,7 +167,7 @@ def diff_cmd(layer: str = typer.Argument(...), v1: int = typer.Argument(...), v2
     """Compare two versions: added/removed/changed features and area moving between classes."""
     from rich.table import Table
 
-    from geobase.versions import diff, dumps
+    from geobase.catalog.versions import diff, dumps
 
     d = diff(get_settings(), layer, v1, v2)
     if as_json:
@@ -189,7 +189,7 @@ def rollback_cmd(layer: str = typer.Argument(...), version: int = typer.Argument
     """Create a new version of LAYER whose content equals VERSION."""
     import getpass
 
-    from geobase.versions import dumps, rollback
+    from geobase.catalog.versions import dumps, rollback
 
     r = rollback(get_settings(), layer, version, user=getpass.getuser())
     if as_json:

@@ -1,0 +1,255 @@
+"""The steps of an ingest that load the rows and decide on them: COPY every batch into staging
+(or, for a big first load, into the layer table), run the SQL checks (duplicate keys, the keys a
+delete or an append refers to, coverage, stated areas), then either report what a dry run would
+do or have the core write the version (:func:`geobase.catalog.versions.write_version`).
+
+Each step reads and fills the :class:`~geobase.ingest.context.IngestContext` and works on the
+:class:`~geobase.ingest.context.LoadTarget`.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from geobase import crs as crsmod
+from geobase.ingest import dbf
+from geobase.ingest.context import IngestContext, LoadTarget
+from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation
+from geobase.ingest.normalize import FID_COLUMN
+from geobase.ingest.options import IngestResult
+from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_staging, staging_name
+from geobase.ingest.threads import prefetch
+from psycopg import sql
+
+from geobase.catalog import layers as layer_catalog
+from geobase.catalog import sync_catalog
+from geobase.catalog.versions import CommitResult, write_version
+from geobase.errors import InvalidInput
+from geobase.storage import table_ident
+
+BATCH_SIZE = 20_000
+
+
+def open_target(ctx: IngestContext, conn: psycopg.Connection, job: str, direct: bool) -> LoadTarget:
+    """Register the layer if it is new, drop staging tables of interrupted ingests, and open
+    where the rows go: the layer table when ``direct`` and it has never held a row, else staging."""
+    conn.execute("SET application_name = 'geobase-ingest'")
+    if ctx.opts.layer not in layer_catalog.current_layers_sync(conn, [ctx.opts.layer]):
+        sync_catalog(conn, ctx.settings)
+        conn.commit()
+    conn.commit()
+    dropped = drop_leftover_staging(conn)
+    if dropped:
+        ctx.report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
+    dl: DirectLoad | None = None
+    if direct:
+        dl = DirectLoad(conn, ctx.spec, job)
+        if not dl.begin():
+            dl = None
+    target = LoadTarget(conn, Staging(conn, ctx.spec, staging_name(ctx.opts.layer, job)), dl)
+    if target.staging:
+        target.stg.create()
+    return target
+
+
+def _read_failure(ctx: IngestContext, exc: Exception, done: int) -> InvalidInput:
+    """What a failure while reading the file means for the person who delivered it."""
+    report = ctx.report
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidInput(
+            f"{ctx.name}: text is not valid {ctx.gdal_encoding or report.encoding} "
+            f"(as {report.encoding_how or 'stated'}): {exc.reason} at byte {exc.start} of {exc.object[:20]!r}; "
+            "pass --encoding (e.g. --encoding GBK)", parameter="encoding", details={"report": report.as_dict()})
+    return InvalidInput(f"{ctx.name}: reading failed after {done} features: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                        parameter="path", details={"report": report.as_dict()})
+
+
+def _copy_batches(ctx: IngestContext, target: LoadTarget, cp) -> None:
+    """Read, normalise and COPY every batch, counting in ``target.features_read``. Under
+    ``--on-error reject`` the writing stops at the first problem: the file is refused anyway,
+    the rest is read for the report only."""
+    src, plan, norm, report, opts = ctx.src, ctx.plan, ctx.norm, ctx.report, ctx.opts
+    writing = True
+    with dbf.open_arrow(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding, columns=ctx.source_cols,
+                        batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
+                        is_shapefile=src.is_shapefile and ctx.sniffer is None,
+                        expected_records=ctx.total_features, open_options=src.open_options) as (meta, reader):
+        geom_col = meta.get("geometry_name") or "wkb_geometry"
+        fid_col = meta.get("fid_column") or "OGC_FID"
+        for batch, parsed in prefetch(reader, lambda b: norm.parse_geometry(b.column(geom_col))):
+            cols = {c: batch.column(c) for c in ctx.source_cols}
+            if plan.uses_fid:
+                cols[FID_COLUMN] = batch.column(fid_col)
+            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col), parsed)
+            report.rows_read += batch.num_rows
+            if opts.on_error == "reject" and report.error_count:
+                writing = False
+            if writing:
+                cp.write(fields)
+                report.rows_loaded += n_rows
+                target.staged_keys.append(norm.last_keys)
+            target.features_read += batch.num_rows
+            if opts.progress:
+                opts.progress(target.features_read, ctx.total_features)
+
+
+def copy_rows(ctx: IngestContext, target: LoadTarget) -> None:
+    """Stream the file into the target, batch by batch (memory bounded by the batch size)."""
+    with target.copy() as cp:
+        try:
+            _copy_batches(ctx, target, cp)
+        except (InvalidInput, psycopg.Error):
+            raise
+        except Exception as exc:
+            raise _read_failure(ctx, exc, target.features_read) from None
+    if target.staging:
+        target.stg.fill_missing_areas()
+        target.conn.commit()
+
+
+def check_whole_file(ctx: IngestContext, target: LoadTarget) -> None:
+    """What only the whole file tells: its encoding (detected), its geometry types, whether any
+    coordinate lies where the stated CRS is used; refuse it if rows failed under reject."""
+    report, norm = ctx.report, ctx.norm
+    if ctx.sniffer is not None:
+        report.encoding = ctx.sniffer.encoding or "ASCII"
+    report.checks["geometry_types"] = norm.type_counts
+    if norm.rows_with_geom and norm.rows_outside >= norm.rows_with_geom:
+        info = ctx.info
+        hint = crsmod.suggest_from_bounds(info.get("total_bounds"))
+        raise InvalidInput(
+            f"{ctx.name}: no coordinate lies inside the area of use of the stated CRS {report.crs} "
+            f"(file bounds {tuple(round(b, 3) for b in info.get('total_bounds') or ())}); the CRS is wrong: {hint}",
+            parameter="crs", details={"report": report.as_dict()})
+    if report.error_count and ctx.opts.on_error == "reject":
+        ctx.refuse()
+    if target.staging:
+        target.stg.analyze()
+
+
+def keys_unique(keys: list[pa.Array], rows: int) -> bool:
+    """True when the staged keys are all distinct (arrow hash table, ~50 ms for a million keys)."""
+    if not keys:
+        return rows == 0
+    chunked = pa.chunked_array(keys, pa.string())
+    return len(chunked) == rows and len(pc.unique(chunked)) == rows
+
+
+def check_duplicate_keys(ctx: IngestContext, target: LoadTarget) -> None:
+    """A key twice in the file: refused under reject, else the first of each is kept."""
+    report = ctx.report
+    if keys_unique(target.staged_keys, report.rows_loaded):
+        dups, examples = 0, []  # the common case, decided in memory without a GROUP BY in SQL
+    elif not target.staging:
+        raise RedoWithStaging()
+    else:
+        dups, examples = target.stg.duplicate_keys()
+    for key, count, rows_ in examples:
+        report.add("duplicate_key", rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
+    if dups > len(examples):
+        report.add_count("duplicate_key", dups - len(examples))
+    if dups:
+        if ctx.opts.on_error == "reject":
+            ctx.refuse()
+        report.notes.append(f"kept the first of each duplicated key, dropped {target.stg.drop_duplicates()} rows")
+
+
+def check_mode_keys(ctx: IngestContext, target: LoadTarget) -> None:
+    """A delete names keys that must be current features; an append, keys that must not be."""
+    report, mode, stg = ctx.report, ctx.opts.mode, target.stg
+    if mode == "delete":
+        n_unknown, unk = stg.unknown_keys()
+        for k in unk:
+            report.add("unknown_key", None, k, f"no current feature has key {k!r}")
+        if n_unknown > len(unk):
+            report.add_count("unknown_key", n_unknown - len(unk))
+        if n_unknown and ctx.opts.on_error == "reject":
+            ctx.refuse()
+    if mode == "append" and target.staging:  # a direct load is a first load: no key exists yet
+        n_exist, ex = stg.existing_keys()
+        for k in ex:
+            report.add("existing_key", None, k, f"key {k!r} is already a current feature")
+        if n_exist > len(ex):
+            report.add_count("existing_key", n_exist - len(ex))
+        if n_exist:
+            if ctx.opts.on_error == "reject":
+                ctx.refuse()
+            report.notes.append(f"append: dropped {stg.drop_keys_existing()} rows whose key already exists")
+
+
+def check_coverage(ctx: IngestContext, target: LoadTarget) -> None:
+    """Overlaps and gaps of a coverage layer's replacement (automatic up to COVERAGE_AUTO_LIMIT rows)."""
+    report, spec, opts = ctx.report, ctx.spec, ctx.opts
+    run = spec.coverage and opts.mode == "replace" and (
+        opts.coverage if opts.coverage is not None else report.rows_loaded <= COVERAGE_AUTO_LIMIT)
+    if run and not target.staging:
+        raise RedoWithStaging()
+    if run:
+        cov = target.stg.coverage()
+        report.checks["coverage"] = cov
+        report.add_count("coverage_overlap", cov.get("overlaps", 0))
+        report.add_count("coverage_gap", cov.get("gaps", 0))
+    elif spec.coverage and opts.mode == "replace":
+        report.checks["coverage"] = {"skipped": True, "rows": report.rows_loaded}
+        report.notes.append(f"coverage check (overlaps/gaps) skipped for {report.rows_loaded} rows "
+                            f"(automatic up to {COVERAGE_AUTO_LIMIT}); pass --coverage to run it")
+
+
+def check_areas(ctx: IngestContext, target: LoadTarget) -> None:
+    """Stated vs ellipsoidal areas of every staged row, dry run or not: the same file, the same
+    report (a direct load checks them as it commits, see :func:`_after_insert`)."""
+    ctx.report.rows_skipped = ctx.report.rows_read - ctx.report.rows_loaded
+    if target.staging:
+        ctx.record_area(*target.stg.area_deviation())
+
+
+#: in order, after the rows are in: each may refuse the file or ask for a RedoWithStaging
+CHECK_STEPS = (check_whole_file, check_duplicate_keys, check_mode_keys, check_coverage, check_areas)
+
+
+def dry_run_result(ctx: IngestContext, target: LoadTarget) -> IngestResult:
+    """What the version would be, computed from staging without writing."""
+    opts = ctx.opts
+    total, added, removed, changed = target.stg.diff(opts.mode)
+    return IngestResult(opts.layer, None, opts.mode, ctx.name, ctx.checksum(), rows_total=total, added=added,
+                        removed=removed, changed=changed, dry_run=True, seconds=ctx.seconds(),
+                        report=ctx.report.as_dict())
+
+
+def _after_insert(ctx: IngestContext, target: LoadTarget):
+    """The report stored with the version, completed once the rows are in: a first load's
+    areas were checked by the normaliser, except those it left to the database."""
+    spec = ctx.spec
+
+    def after_insert(conn: psycopg.Connection, v: int) -> dict:
+        check = ctx.norm.area_check
+        if not target.staging:  # a first load: every row is new, the normaliser saw them all
+            if check is not None and check.pending_keys:  # but left these areas to the database
+                check.merge(*area_deviation(conn, spec, table_ident(spec), sql.SQL("_key = ANY({})").format(
+                    sql.Literal(check.pending_keys)), sql.SQL("_area_m2")))
+            ctx.record_area(*(check.result() if check is not None else (0, [])))  # (0, []): no stated area
+        return ctx.report.as_dict()
+    return after_insert
+
+
+def commit(ctx: IngestContext, target: LoadTarget) -> IngestResult:
+    """Write the version: the core's writer for staged rows, the direct load's own commit else."""
+    opts, spec = ctx.opts, ctx.spec
+    checksum = ctx.checksum()
+    version_row = {"source_name": ctx.name, "source_checksum": checksum, "source_format": ctx.src.driver,
+                   "created_by": opts.user, "report": ctx.report.as_dict(),
+                   "metadata": {"sample": opts.provenance} if opts.provenance else None}
+    after_insert = _after_insert(ctx, target)
+    committed: CommitResult
+    if target.direct is not None:
+        committed = target.direct.finish(ctx.report.rows_loaded, mode=opts.mode, version_row=version_row,
+                                         after_insert=after_insert,
+                                         extent=ctx.norm.extent if spec.geometry != "MultiPoint" else None)
+    else:
+        committed = write_version(target.conn, spec, target.stg.ident, mode=opts.mode, version_row=version_row,
+                                  after_insert=after_insert)
+    return IngestResult(opts.layer, committed.version, opts.mode, ctx.name, checksum, committed.rows_total,
+                        committed.added, committed.removed, committed.changed, committed.extent,
+                        seconds=ctx.seconds(), report=ctx.report.as_dict())

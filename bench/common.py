@@ -62,6 +62,10 @@ class Result:
 
     @property
     def ratio(self) -> float | None:
+        """ours / baseline; for interleaved rounds the median of the per-round ratios."""
+        spread = self.ratio_spread
+        if spread:
+            return spread[1]
         if not self.baseline:
             return None
         return self.ours / self.baseline
@@ -71,8 +75,7 @@ class Result:
         s = f"{self.name}: ours {fmt(self.ours)} {self.unit}"
         if self.baseline is not None:
             s += f", baseline ({self.baseline_name}) {fmt(self.baseline)} {self.unit}, ratio {self.ratio:.2f}"
-            spread = self.ratio_spread
-            if spread:
+            if spread := self.ratio_spread:
                 s += f" [per-round ratio min/median/max {spread[0]:.2f}/{spread[1]:.2f}/{spread[2]:.2f}" \
                      f" over {len(self.rounds_ours)} interleaved rounds]"
             else:

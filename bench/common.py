@@ -210,7 +210,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
     import resource
 
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env)
+    proc = subprocess.run(cmd, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed with exit {proc.returncode}")

@@ -53,7 +53,7 @@ def _database(ctx: Context) -> str:
 
 
 def _load(url: str, parcels: int) -> tuple[float, float, float, float]:
-    side = int(math.ceil(math.sqrt(parcels)))
+    side = math.ceil(math.sqrt(parcels))
     extent = (LON0, LAT0, LON0 + side * CELL, LAT0 + side * CELL)
     with psycopg.connect(url, autocommit=True) as conn:
         have = conn.execute("SELECT rows_total FROM catalog.layer_versions WHERE layer = 'land_use' AND version = 1").fetchone()

@@ -12,6 +12,7 @@ geobase is imported here only through its stable entry points: ``geobase.setting
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -169,7 +170,7 @@ class Context:
         doc = {"parcels": self.parcels, "seed": self.seed, "rounds": self.rounds, "quick": self.quick,
                "started_utc": self.started, "finished_utc": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                "results": [r.__dict__ | {"ratio": r.ratio, "ratio_spread": r.ratio_spread} for r in self.results]}
-        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        text = json.dumps(_no_nan(doc), indent=2, ensure_ascii=False, allow_nan=False)
         path = out / f"{self.started}.json"
         path.write_text(text)
         (RESULTS / f"latest-{self.parcels}.json").write_text(text)
@@ -247,3 +248,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _no_nan(v):
+    """NaN (a percentile of no samples) as null: results files are strict JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_no_nan(x) for x in v]
+    return v

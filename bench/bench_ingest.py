@@ -7,19 +7,22 @@ ours:     ``geobase ingest land_use DLTB`` in a subprocess, into a fresh databas
           commits a version and builds the indexes of the versioned table (one GiST, three btree).
 baselines (same file, same database server, same run, no checks, no reprojection, no versions):
   * ogr2ogr tuned — what a competent user runs for a bulk load: ``--config PG_USE_COPY YES``
-    (COPY instead of INSERTs), ``-gt unlimited`` (one transaction for the whole load; the default is 100,000 rows),
+    (COPY instead of INSERTs), ``-gt unlimited`` (one transaction for the whole load; the
+    default is 100,000 rows),
     ``-lco SPATIAL_INDEX=NONE`` and then ``CREATE INDEX ... USING GIST (geom)`` run by us right
     after it and timed as part of it (GDAL 3.6 creates its GiST index before the COPY and
     maintains it row by row; building it once over the loaded table is the usual bulk practice);
   * ogr2ogr default — ``ogr2ogr -f PostgreSQL PG:... -nlt PROMOTE_TO_MULTI`` and nothing else
     (GDAL >= 2 already uses COPY for a new table and groups 100,000 rows per transaction; the
     GiST index is created before the load), what the manual's first example does.
-  Both write ``-lco GEOMETRY_NAME=geom`` into their own schema (``-overwrite``; the previous
-  round's table is dropped untimed before each run).
+  Both also get ``-nlt PROMOTE_TO_MULTI`` (a DLTB mixes Polygon and MultiPolygon) and
+  ``-lco GEOMETRY_NAME=geom``, and write into a database of their own on the same server
+  (``geobase_bench_ingest_ogr_<parcels>``; the previous round's table is dropped untimed).
 
 They run interleaved (ours, tuned, ours, default) for ``ctx.rounds`` rounds, so each ratio has
-its own measurements of ours; each is printed with the min/median/max of its per-round ratios. Also prints our peak RSS
-(target < 1 GiB at 2M parcels) and the row counts of all three (they must agree).
+its own measurements of ours; each is printed with the min/median/max of its per-round
+ratios. Also prints our peak RSS (target < 1 GiB at 2M parcels) and the row counts of all
+three (they must agree; a warning is printed when they do not).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import psycopg
 from common import REPO, Context, Result, free_port, percentile
 from common import web_mercator_tile as _tile
 
+DB = "geobase_bench_load"  # not bench_features' database: load writes keys and audit rows
 CLIENTS = int(os.environ.get("GEOBASE_BENCH_LOAD_CLIENTS", "32"))
 DURATION_S = float(os.environ.get("GEOBASE_BENCH_LOAD_SECONDS", "15"))
 
@@ -113,14 +114,10 @@ def _summary(samples: list, wall: float) -> dict:
 
 
 def run(ctx: Context) -> None:
-    import bench_features  # the land-use bench data, in a database of our own
+    from bench_features import _load as load_parcels  # the land-use bench data, in a database of our own
     from bench_tiles import _tipg_tiles
 
-    bench_features.DB = "geobase_bench_load"
-    from bench_features import _database
-    from bench_features import _load as load_parcels
-
-    url = _database(ctx)
+    url = ctx.named_database(DB)
     load_parcels(url, ctx.parcels)
     data_dir = REPO / ".geobase-bench" / f"load-{ctx.parcels}"
     data_dir.mkdir(parents=True, exist_ok=True)

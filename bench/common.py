@@ -2,16 +2,23 @@
 print results (``name: ours X, baseline Y, ratio Z``) measured in the same run.
 
 Benchmarks run on their own cluster (``.geobase-bench``, port 55434 or ``GEOBASE_BENCH_PG_PORT``)
-so that they never touch the demo's or the tests' data."""
+so that they never touch the demo's or the tests' data; each area at each scale has its own
+database there (``<area>_<parcels>``).
+
+geobase is imported here only through its stable entry points: ``geobase.settings.Settings``,
+``geobase.db.prepare_database`` / ``database_url`` and the sample generator
+``geobase.sample_data.generate.generate``; the servers run as ``python -m geobase.cli ...``."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +37,36 @@ class Result:
     unit: str
     higher_is_better: bool = False
     extra: dict = field(default_factory=dict)
+    # per-round figures of an interleaved measurement: ``ours`` and ``baseline`` are then their
+    # medians and the printed spread is that of the per-round ratios (one round = ours and the
+    # baseline measured right after each other, so a busy machine slows both sides alike)
+    rounds_ours: list[float] | None = None
+    rounds_baseline: list[float] | None = None
+
+    @classmethod
+    def rounds(cls, name: str, ours: list[float], baseline: list[float] | None, baseline_name: str | None,
+               unit: str, **kw) -> Result:
+        """A figure measured in interleaved rounds (at least 3 for a ratio a reader can trust)."""
+        if baseline is not None and len(baseline) != len(ours):
+            raise ValueError(f"{name}: {len(ours)} rounds of ours against {len(baseline)} of the baseline")
+        return cls(name, statistics.median(ours), statistics.median(baseline) if baseline else None,
+                   baseline_name, unit, rounds_ours=list(ours), rounds_baseline=list(baseline) if baseline else None,
+                   **kw)
+
+    @property
+    def ratio_spread(self) -> tuple[float, float, float] | None:
+        """(min, median, max) of the per-round ratios ours/baseline."""
+        if not self.rounds_ours or not self.rounds_baseline:
+            return None
+        r = sorted(o / b for o, b in zip(self.rounds_ours, self.rounds_baseline) if b)
+        return (r[0], statistics.median(r), r[-1]) if r else None
 
     @property
     def ratio(self) -> float | None:
+        """ours / baseline; for interleaved rounds the median of the per-round ratios."""
+        spread = self.ratio_spread
+        if spread:
+            return spread[1]
         if not self.baseline:
             return None
         return self.ours / self.baseline
@@ -42,6 +76,11 @@ class Result:
         s = f"{self.name}: ours {fmt(self.ours)} {self.unit}"
         if self.baseline is not None:
             s += f", baseline ({self.baseline_name}) {fmt(self.baseline)} {self.unit}, ratio {self.ratio:.2f}"
+            if spread := self.ratio_spread:
+                s += f" [per-round ratio min/median/max {spread[0]:.2f}/{spread[1]:.2f}/{spread[2]:.2f}" \
+                     f" over {len(self.rounds_ours)} interleaved rounds]"
+            else:
+                s += " [single measurement, no spread]"
             s += " (higher is better)" if self.higher_is_better else " (lower is better)"
         if self.extra:
             s += "  " + json.dumps(self.extra, ensure_ascii=False)
@@ -51,9 +90,12 @@ class Result:
 class Context:
     """What every benchmark gets: parameters, the scaled county files, a database, a report."""
 
-    def __init__(self, parcels: int, seed: int = 20261122):
+    def __init__(self, parcels: int, seed: int = 20261122, rounds: int = 3, quick: bool = False):
         self.parcels = parcels
         self.seed = seed
+        self.rounds = max(3, rounds)  # every printed ratio: spread over at least 3 interleaved rounds
+        self.quick = quick  # shorter load phases and fewer tiles: a check that every area runs end to end
+        self.started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.results: list[Result] = []
         self.settings = self._settings()
 
@@ -90,9 +132,17 @@ class Context:
         prepare_database(self.settings)
         return self.settings
 
+    def db_name(self, name: str) -> str:
+        """The database of benchmark area ``name`` at this scale: one database per (area, parcels),
+        so nothing built from the data of one scale (a tile pyramid keyed by layer version, which
+        the bench loaders always write as version 1) is ever read at another scale."""
+        return f"{name}_{self.parcels}"
+
     def named_database(self, name: str) -> str:
-        """URL of the benchmark database ``name`` on the bench server, created, migrated and
-        catalog-synced on first use (each benchmark area keeps its data in its own database)."""
+        """URL of the benchmark database ``name`` (at this scale, see :meth:`db_name`) on the
+        bench server, created, migrated and catalog-synced on first use (each benchmark area keeps
+        its data in its own database)."""
+        name = self.db_name(name)
         import psycopg
         from psycopg import sql
 
@@ -112,18 +162,18 @@ class Context:
         print(result.line(), flush=True)
 
     def save(self) -> Path:
-        """Merge this run's results into results/latest.json by name (areas run separately)."""
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / "latest.json"
-        merged: dict[str, dict] = {}
-        if path.exists():
-            try:
-                merged = {r["name"]: r for r in json.loads(path.read_text())}
-            except (ValueError, KeyError, TypeError):
-                merged = {}
-        for r in self.results:
-            merged[r.name] = r.__dict__ | {"ratio": r.ratio, "parcels": self.parcels}
-        path.write_text(json.dumps(list(merged.values()), indent=2, ensure_ascii=False))
+        """Write this run's results to ``results/<parcels>/<UTC start>.json`` and copy them to
+        ``results/latest-<parcels>.json``: one file per scale and run, never merged with another
+        run (a figure at 20,000 parcels must not sit beside one at 1M as if measured together)."""
+        out = RESULTS / str(self.parcels)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = {"parcels": self.parcels, "seed": self.seed, "rounds": self.rounds, "quick": self.quick,
+               "started_utc": self.started, "finished_utc": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+               "results": [r.__dict__ | {"ratio": r.ratio, "ratio_spread": r.ratio_spread} for r in self.results]}
+        text = json.dumps(_no_nan(doc), indent=2, ensure_ascii=False, allow_nan=False)
+        path = out / f"{self.started}.json"
+        path.write_text(text)
+        (RESULTS / f"latest-{self.parcels}.json").write_text(text)
         return path
 
 
@@ -161,7 +211,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
     import resource
 
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env)
+    proc = subprocess.run(cmd, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed with exit {proc.returncode}")
@@ -180,3 +230,32 @@ def web_mercator_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
     x = int((lon + 180) / 360 * n)
     y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
     return x, y
+
+
+def interleaved(rounds: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run each side once per round, in the given order, round after round (A, B, C, A, B, C,
+    ...) and return each side's list of seconds: never one side in a block before the other."""
+    out: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            out[name].append(fn())
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_nan(v):
+    """NaN (a percentile of no samples) as null: results files are strict JSON."""
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_no_nan(x) for x in v]
+    return v

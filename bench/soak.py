@@ -57,7 +57,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run on its own or from bench/run.py
-from common import web_mercator_tile as _tile  # noqa: E402
+from common import web_mercator_tile as _tile
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".geobase-soak"
@@ -84,9 +84,10 @@ def _settings():
 
 def prepare() -> tuple[object, str, str, str, list[float]]:
     """Start the soak cluster, load the sample county once; a fresh admin and analyst key."""
+    from geobase.ingest.sample import ingest_sample_county
+
     from geobase import keys
     from geobase.db import database_url
-    from geobase.ingest.sample import ingest_sample_county
 
     settings = _settings()
     ingest_sample_county(settings, echo=lambda *a, **k: None)  # starts the cluster; idempotent
@@ -125,7 +126,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.lives: list[int] = []
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        self.log = open(DATA_DIR / "soak-server.log", "a")
+        self.log = open(DATA_DIR / "soak-server.log", "a")  # noqa: SIM115 — closed when the server stops
 
     def start(self) -> None:
         env = dict(os.environ, GEOBASE_DATABASE_URL=self.url, GEOBASE_DATA_DIR=str(DATA_DIR),

@@ -18,7 +18,8 @@ case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
   # python3-qgis: Debian's QGIS 3.22, driven headless by tests/test_qgis_style.py (~20 s)
   --test|--interop) APT_PKGS+=(gdal-bin fonts-wqy-microhei libatomic1 python3-qgis); command -v chromium >/dev/null || APT_PKGS+=(chromium) ;;
-  --bench) APT_PKGS+=(gdal-bin) ;;
+  # nginx-light: bench_tiles serves the cached tile files with it, the physical ceiling of a tile cache
+  --bench) APT_PKGS+=(gdal-bin nginx-light) ;;
 esac
 
 missing=()

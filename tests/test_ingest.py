@@ -283,13 +283,8 @@ def test_coverage_overlaps_and_gaps_are_located(db_settings, tmp_path):
 def test_sample_county_ingests_and_skips_unchanged(db_settings, tmp_path):
     from geobase.ingest.sample import ingest_sample_county
 
-    if (SAMPLE / "DLTB.zip").exists():
-        county = SAMPLE
-    else:  # the committed county has not landed yet: generate a small one
-        from geobase.sample_data.generate import generate
-
-        county = tmp_path / "county"
-        generate(county, parcels=800)
+    county = SAMPLE  # committed: a missing delivery is a failure, never a generated stand-in
+    assert (county / "DLTB.zip").exists(), f"the committed sample county lacks {county / 'DLTB.zip'}"
     lines: list[str] = []
     ingest_sample_county(db_settings, echo=lines.append, directory=county)
     manifest = json.loads((county / "manifest.json").read_text())

@@ -29,11 +29,11 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 
 from geobase.analysis import output as out
 from geobase.analysis import site_check
+from geobase.analysis.common import analysis_transaction
 from geobase.analysis.jobs import AnalysisJob, AnalysisJobs
 from geobase.analysis.processes import PROCESSES, ProcessInputs, check_inputs, run_process
 from geobase.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
 from geobase.analysis.input import decode_json_body, parse_geojson, parse_upload
-from geobase.limits import set_local_timeout
 from geobase.api.gate import get_principal
 from geobase.security import Principal, visible_layers
 from geobase.settings import Settings
@@ -81,9 +81,7 @@ async def run_sync(process: str, body: ProcessInputs, conn: psycopg.AsyncConnect
     """A synchronous analysis under ``analysis_statement_timeout_ms`` (the pooled connection's
     own timeout is the ordinary request's 30 s): one read-only snapshot whose local settings
     end with it, so nothing leaks to the connection's next user."""
-    async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        await set_local_timeout(conn, settings.analysis_statement_timeout_ms)
+    async with analysis_transaction(conn, settings.analysis_statement_timeout_ms):
         return await run_process(process, body, conn, settings, registry, principal)
 
 
@@ -159,9 +157,7 @@ async def site_check_upload(request: Request, file: UploadFile = File(...), proj
     if len(data) > limit:
         raise PayloadTooLarge(f"file: larger than the upload limit of {limit} bytes", parameter="file")
     site = await asyncio.to_thread(parse_upload, data, file.filename or "upload", settings, repair=repair)
-    async with analysis_slot(request) as conn, conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        await set_local_timeout(conn, settings.analysis_statement_timeout_ms)
+    async with analysis_slot(request) as conn, analysis_transaction(conn, settings.analysis_statement_timeout_ms):
         visible = await visible_layers(conn, principal, registry)
         result = await site_check(conn, registry, visible, site, sliver_m2=settings.analysis_sliver_m2,
                                           project_type=project_type, principal=principal)

@@ -64,8 +64,7 @@ class ItemsAnswer:
         if want_count:
             try:
                 async with self.request.app.state.pool.connection(timeout=settings.pool_timeout_s) as conn:
-                    cur = await conn.execute(q.count_sql())
-                    return (await cur.fetchone())[0]
+                    return await q.count(conn)
             except formats.CLIENT_ERRORS as exc:
                 raise formats.client_error(exc) from None
         if not q.has_spatial_or_filter and q.source is None and q.cursor_values is None:

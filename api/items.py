@@ -10,7 +10,6 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from psycopg import sql
 
 from geobase import formats
 from geobase.api.deps import (
@@ -82,15 +81,14 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
                principal: Principal = Depends(get_principal)):
     spec = c.spec
     q = build_query(c.state, set(c.hidden), p, default_limit=1, max_limit=1)
-    q.where.append(sql.SQL("_key = {}").format(sql.Literal(featureId)))
+    q.only_feature(featureId)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
                     sorted(request.query_params.multi_items()), sorted(c.hidden), fmt)
     headers = caller_cache_headers(principal, etag)
     headers["Content-Crs"] = f"<{q.out_crs.uri}>"
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
-    cur = await conn.execute(q.page_sql())
-    row = await cur.fetchone()
+    row = await q.first_row(conn)
     if row is None:
         raise NotFound(f"feature {featureId!r} not found in {spec.name!r}"
                        + (f" (version {q.version})" if q.version is not None else ""), parameter="featureId")

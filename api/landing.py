@@ -13,6 +13,7 @@ from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
 from geobase.api.gate import get_principal
 from geobase.catalog import current_layers
+from geobase.pool import database_versions
 from geobase.security import Principal, visible_layers
 from geobase.specs import Registry
 
@@ -63,12 +64,7 @@ async def landing(request: Request, f: str | None = Query(None, description="jso
 
 @router.get("/health", summary="Health: database and PostGIS versions", tags=["Capabilities"])
 async def health(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn)):
-    cur = await conn.execute(
-        "SELECT current_setting('server_version'), postgis_lib_version(), postgis_full_version()"
-    )
-    pg, postgis, full = await cur.fetchone()
-    doc = {"status": "ok", "version": __version__, "database": {"postgresql": pg, "postgis": postgis,
-                                                                "postgis_full": full}}
+    doc = {"status": "ok", "version": __version__, "database": await database_versions(conn)}
     writer = getattr(request.app.state, "audit_writer", None)
     if writer is not None:  # the audit alarm for monitoring: "alarm" once rows were dropped (details: /admin/audit/stats)
         st = writer.stats()

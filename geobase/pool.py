@@ -89,3 +89,10 @@ def server_pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnection
         open=False,
         kwargs={"autocommit": True, "connect_timeout": 5},
     )
+
+
+async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
+    """The PostgreSQL and PostGIS versions the server talks to (``/health``)."""
+    cur = await conn.execute("SELECT current_setting('server_version'), postgis_lib_version(), postgis_full_version()")
+    pg, postgis, full = await cur.fetchone()
+    return {"postgresql": pg, "postgis": postgis, "postgis_full": full}

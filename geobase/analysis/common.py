@@ -25,6 +25,7 @@ from psycopg import sql
 
 from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput
+from geobase.limits import set_local_timeout
 from geobase.security import PUBLIC, hidden_attributes, require_field
 from geobase.specs import LayerSpec, Registry
 
@@ -109,6 +110,17 @@ async def read_only_snapshot(conn: psycopg.AsyncConnection) -> AsyncIterator[Non
     async with conn.transaction():
         if own:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+@asynccontextmanager
+async def analysis_transaction(conn: psycopg.AsyncConnection, timeout_ms: int) -> AsyncIterator[None]:
+    """A synchronous analysis's own transaction: one read-only snapshot under the analysis
+    statement timeout (the pooled connection's own is the ordinary request's), whose local
+    settings end with it, so nothing leaks to the connection's next user."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await set_local_timeout(conn, timeout_ms)
         yield
 
 

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from geobase.crs import Crs
@@ -181,6 +182,21 @@ class FeatureQuery:
 
     def count_sql(self) -> sql.Composable:
         return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self.from_sql(), self.where_sql(with_cursor=False))
+
+    def only_feature(self, key: str) -> None:
+        """Narrow the query to one feature (``/items/{featureId}``); the key is bound, never
+        formatted into the SQL text."""
+        self.where.append(sql.SQL("_key = {}").format(sql.Literal(key)))
+
+    async def first_row(self, conn: psycopg.AsyncConnection) -> tuple | None:
+        """The first row of the page (sort values..., feature text), None when nothing matches."""
+        cur = await conn.execute(self.page_sql())
+        return await cur.fetchone()
+
+    async def count(self, conn: psycopg.AsyncConnection) -> int:
+        """numberMatched: the rows the filters select, whatever the page."""
+        cur = await conn.execute(self.count_sql())
+        return (await cur.fetchone())[0]
 
     def export_columns(self) -> list[tuple[str, str]]:
         """(property, spec type) of the output columns of downloads."""

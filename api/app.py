@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from geobase import __version__, audit, keys
 from geobase.api import admin, analysis, docs, features, ingest, landing, schema, tiles
 from geobase.api import map as map_
+from geobase.api import search as search_
 from geobase.api.errors import install_error_handlers
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
@@ -35,7 +36,7 @@ from geobase.specs import get_registry
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, features, schema, tiles, analysis, ingest, admin, map_, docs)
+ROUTER_MODULES = (landing, features, schema, tiles, analysis, ingest, admin, map_, search_, docs)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 

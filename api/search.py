@@ -27,3 +27,9 @@ async def search(
     principal: Principal = Depends(get_principal),
 ) -> dict:
     return await search_service.search(conn, principal, registry, q, limit)
+
+
+@router.get("/search/labels", summary="Place names to write on the map (townships, villages, lakes) as GeoJSON points")
+async def labels(conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                 principal: Principal = Depends(get_principal)) -> dict:
+    return await search_service.label_points(conn, principal, registry)

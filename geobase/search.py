@@ -297,3 +297,57 @@ async def search(conn: psycopg.AsyncConnection, principal: Principal, registry: 
                 results.append(hit)
     return {"q": q, "results": results[:limit], "numberReturned": min(len(results), limit),
             "limited": len(results) > limit}
+
+
+# ------------------------------------------------------------------------------------------
+# label points for the map
+# ------------------------------------------------------------------------------------------
+#: layer -> (name field, kind of place, optional filter column and value, how to place)
+LABELS: dict[str, tuple[str, str, tuple[str, str] | None, str]] = {
+    "admin_divisions": ("xzqmc", "township", ("level", "township"), "inside"),
+    "land_use": ("zldwmc", "village", None, "group"),
+    "water_areas": ("name", "water", None, "inside"),
+}
+
+
+def _label_query(spec: LayerSpec, field: str, where: tuple[str, str] | None, how: str) -> tuple[sql.Composed, tuple]:
+    """One point per name: the centre of the largest inscribed circle of a feature (a township,
+    a lake), or, for a name shared by many features (a village's parcels), the parcel point
+    nearest the middle of them all, so the label always sits on the village itself."""
+    cond, params = sql.SQL("{} IS NOT NULL").format(sql.Identifier(field)), ()
+    if where:
+        cond = sql.SQL("{} AND {} = %s").format(cond, sql.Identifier(where[0]))
+        params = (where[1],)
+    if how == "inside":
+        point = sql.SQL("(ST_MaximumInscribedCircle(geom)).center")
+        query = sql.SQL("SELECT {f}, ST_X(p), ST_Y(p) FROM (SELECT {f}, {point} AS p FROM {t} WHERE {cur} AND {cond}) x "
+                        "ORDER BY {f}")
+    else:
+        point = sql.SQL("ST_ClosestPoint(ST_Collect(ST_PointOnSurface(geom)), ST_Centroid(ST_Collect(ST_PointOnSurface(geom))))")
+        query = sql.SQL("SELECT {f}, ST_X(p), ST_Y(p) FROM (SELECT {f}, {point} AS p FROM {t} WHERE {cur} AND {cond} "
+                        "GROUP BY {f}) x ORDER BY {f}")
+    return query.format(f=sql.Identifier(field), point=point, t=table_ident(spec), cur=current_filter(),
+                        cond=cond), params
+
+
+async def label_points(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> dict:
+    """Named places to write on the map (townships, villages, lakes) as a GeoJSON point
+    collection, from the layers this caller may see and fields it may read: the map's own base,
+    with no external basemap."""
+    features = []
+    specs = [s for s in await visible_layers(conn, principal, registry) if s.name in LABELS]
+    loaded = await catalog_layers.current_layers(conn, [s.name for s in specs])
+    for spec in specs:
+        field, kind, where, how = LABELS[spec.name]
+        hidden = hidden_attributes(principal, spec)
+        needed = [field] + ([where[0]] if where else [])
+        if any(f in hidden or f not in spec.attribute_names for f in needed):
+            continue
+        if loaded.get(spec.name) is None or loaded[spec.name].version is None:
+            continue
+        cur = await conn.execute(*_label_query(spec, field, where, how))
+        for name, x, y in await cur.fetchall():
+            if x is not None:
+                features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [x, y]},
+                                 "properties": {"name": name, "kind": kind, "layer": spec.name}})
+    return {"type": "FeatureCollection", "features": features}

@@ -485,6 +485,7 @@ SAMPLES = {
     "/admin/audit/stats": "/admin/audit/stats",
     "/map/config": "/map/config",
     "/search": "/search?q=339901",
+    "/search/labels": "/search/labels",
 }
 
 

@@ -23,7 +23,7 @@ def browser_page():
     """A Chromium page whose requests may reach the server under test only; yields (page,
     seen) where seen lists requests to other hosts and every error the page met."""
     playwright = pytest.importorskip("playwright.sync_api")
-    seen: dict = {"outside": [], "problems": []}
+    seen: dict = {"outside": [], "problems": [], "requests": []}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1100, "height": 800})
@@ -31,6 +31,7 @@ def browser_page():
 
         def route(r):
             u = urlparse(r.request.url)
+            seen["requests"].append(r.request.url)
             if u.scheme in ("http", "https", "ws", "wss") and u.netloc != host.get("netloc"):
                 seen["outside"].append(r.request.url)
                 return r.abort()
@@ -189,4 +190,35 @@ def test_a_shared_link_reproduces_view_layers_and_opacity(county_server):
         assert page.input_value("#opacity-planning_zones") == "40" and page.input_value("#opacity-land_use") == "30"
         after = shot(page, "map-shared-after.png")
         assert np.abs(after - before).mean() < 2.0  # the same picture
+        assert not seen["outside"] and not seen["problems"], seen
+
+
+def test_place_names_from_our_own_layers_without_glyph_files(county_server, county_shared):
+    """Township and lake names are drawn (placed symbols of the label layers), in Chinese, with
+    the browser's CJK font: no glyph file is requested, nothing leaves the server."""
+    with psycopg.connect(county_shared.database_url) as conn:
+        townships = {r[0] for r in conn.execute("SELECT xzqmc FROM data.admin_divisions WHERE _vto IS NULL "
+                                                "AND level = 'township'")}
+        lake = conn.execute("SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_PointOnSurface(geom) c FROM data.water_areas "
+                            "WHERE _vto IS NULL AND name = '月亮湖') x").fetchone()
+    with browser_page() as (page, seen):
+        open_map(page, f"{county_server.url}/map#map=10.6/29.1/118.15")
+        page.wait_for_function("window.geobaseLabels.state.loaded", timeout=30_000)
+        settle(page)
+        shot(page, "map-labels-county.png")
+        drawn = page.evaluate("window.geobaseMap.queryRenderedFeatures({layers: ['label-township']})"
+                              ".map((f) => f.properties.name)")
+        assert sorted(drawn) == sorted(townships), (drawn, townships)  # each township named once
+        page.evaluate(f"window.geobaseMap.jumpTo({{center: [{lake[0]}, {lake[1]}], zoom: 13}})")
+        settle(page)
+        shot(page, "map-labels-lake.png")
+        names = page.evaluate("window.geobaseMap.queryRenderedFeatures({layers: ['label-water']}).map((f) => f.properties.name)")
+        assert names == ["月亮湖"], names
+        villages = page.evaluate("window.geobaseMap.queryRenderedFeatures({layers: ['label-village']}).map((f) => f.properties.name)")
+        assert villages and len(villages) == len(set(villages)), villages  # villages named, each once
+        page.uncheck("#toggle-admin_divisions")  # a layer switched off takes its names along
+        page.evaluate("window.geobaseMap.jumpTo({center: [118.15, 29.1], zoom: 10.6})")
+        settle(page)
+        assert page.evaluate("window.geobaseMap.queryRenderedFeatures({layers: ['label-township']}).length") == 0
+        assert not [u for u in seen["requests"] if "/glyphs/" in u], seen["requests"]
         assert not seen["outside"] and not seen["problems"], seen

@@ -145,3 +145,26 @@ def test_masked_owner_names_are_never_searched_nor_shown(county_db, live_server)
         assert [(h["layer"], h["field"], h["value"], h["count"]) for h in hits] == [("land_use", "qsdwmc", planted, 1)]
         assert hits[0]["id"] == bsm
         assert any(h["layer"] == "forest" and h["id"] == xbh for h in _find(http, xbh, headers=auth))
+
+
+def test_label_points_sit_inside_their_places(county_server, county_shared):
+    """/search/labels: one point per township, village and named lake, each inside its place."""
+    with county_server.client() as http:
+        r = http.get("/search/labels")
+        assert r.status_code == 200, r.text
+        features = r.json()["features"]
+    by_kind: dict[str, list] = {}
+    for f in features:
+        by_kind.setdefault(f["properties"]["kind"], []).append(f)
+    townships = _one(county_shared, "SELECT count(*) FROM data.admin_divisions WHERE _vto IS NULL AND level = 'township'")[0]
+    villages = _one(county_shared, "SELECT count(DISTINCT zldwmc) FROM data.land_use WHERE _vto IS NULL")[0]
+    assert len(by_kind["township"]) == townships and len(by_kind["village"]) == villages
+    assert "月亮湖" in {f["properties"]["name"] for f in by_kind["water"]}
+    checks = {"township": "SELECT bool_or(ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4490))) FROM "
+                          "data.admin_divisions WHERE _vto IS NULL AND xzqmc = %s",
+              "village": "SELECT bool_or(ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4490))) FROM "
+                         "data.land_use WHERE _vto IS NULL AND zldwmc = %s"}
+    for kind, query in checks.items():
+        for f in by_kind[kind]:
+            x, y = f["geometry"]["coordinates"]
+            assert _one(county_shared, query, (x, y, f["properties"]["name"]))[0], f

@@ -169,7 +169,7 @@
     const start = window.geobaseUrlState.parse(location.hash);
     const view = start.view ? {center: start.view.center, zoom: start.view.zoom, bearing: start.view.bearing, pitch: start.view.pitch} : {};
     const map = new maplibregl.Map(Object.assign({container: "map", style: config.style, attributionControl: false,
-                                     doubleClickZoom: false,
+                                     doubleClickZoom: false, localIdeographFontFamily: window.geobaseLabels.CJK_FONTS,
                                      transformRequest: (url) => (apiKey() && sameOrigin(url) ? {url, headers: authHeaders({})} : {url})}, view));
     window.geobaseMap = map;
     map.addControl(new maplibregl.NavigationControl(), "top-right");
@@ -185,6 +185,7 @@
     };
     map.on("moveend", writeUrl);
     map.on("load", () => {
+      window.geobaseLabels.attach(map, {getJSON, status});
       switcher = buildSwitcher(map, config, writeUrl);
       switcher.apply(start);
       buildLegend(legend);
@@ -213,7 +214,8 @@
         $("finish-btn").disabled = draw.coords.length < 3;
         return;
       }
-      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"]);
+      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"] &&
+                                                                 !f.layer.metadata["geobase:label"]);
       if (!feats.length) return;
       const seen = new Set();
       let html = "";

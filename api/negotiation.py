@@ -92,6 +92,8 @@ OFFERS: dict[str, Offer] = {
     "/legend": J_HTML,
     "/map": Offer({"html": HTML}),
     "/map/config": J,
+    "/search": J,
+    "/search/labels": J,
     "/vendor/maplibre-gl/{name}": Offer({"js": "text/javascript", "css": "text/css"}, negotiated=False),
     "/vendor/swagger-ui/{name}": Offer({"js": "text/javascript", "css": "text/css", "png": "image/png"},
                                        negotiated=False),

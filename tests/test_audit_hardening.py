@@ -484,6 +484,8 @@ SAMPLES = {
     "/admin/audit": "/admin/audit",
     "/admin/audit/stats": "/admin/audit/stats",
     "/map/config": "/map/config",
+    "/search": "/search?q=339901",
+    "/search/labels": "/search/labels",
 }
 
 

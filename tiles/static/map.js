@@ -24,9 +24,14 @@
     return map.getStyle().layers.filter((l) => l.metadata && l.metadata["geobase:layer"] === name).map((l) => l.id);
   }
 
-  function buildSwitcher(map, config) {
+  const OPACITY_PROP = {fill: "fill-opacity", line: "line-opacity", circle: "circle-opacity", raster: "raster-opacity"};
+
+  function buildSwitcher(map, config, onChange) {
+    /* The layer list: a checkbox (visible) and an opacity slider per layer. Returns what the
+       URL state needs: the layers switched on, the changed opacities, and setters for both. */
     const box = $("layer-list");
     box.innerHTML = "";
+    const rows = {};
     for (const dept of config.departments) {
       const h = document.createElement("h3");
       h.textContent = dept.name.zh + " · " + dept.name.en;
@@ -35,12 +40,20 @@
         const row = document.createElement("div");
         row.className = "layer";
         const ids = styleLayersOf(map, layer.name);
+        const base = {};  // each style layer's own opacity, which the slider scales
+        for (const id of ids) {
+          const prop = OPACITY_PROP[map.getLayer(id).type];
+          const v = prop && map.getPaintProperty(id, prop);
+          if (prop) base[id] = [prop, typeof v === "number" ? v : 1];
+        }
         const cb = document.createElement("input");
         cb.type = "checkbox"; cb.checked = ids.length > 0; cb.disabled = ids.length === 0;
         cb.id = "toggle-" + layer.name;
-        cb.addEventListener("change", () => {
-          for (const id of ids) map.setLayoutProperty(id, "visibility", cb.checked ? "visible" : "none");
-        });
+        const setVisible = (on) => {
+          cb.checked = on;
+          for (const id of ids) map.setLayoutProperty(id, "visibility", on ? "visible" : "none");
+        };
+        cb.addEventListener("change", () => { setVisible(cb.checked); onChange(); });
         const label = document.createElement("label");
         label.htmlFor = cb.id;
         const updated = layer.updated ? layer.updated.slice(0, 10) : "—";
@@ -49,13 +62,33 @@
         row.appendChild(cb); row.appendChild(label);
         if (layer.extent) {
           const zb = document.createElement("button");
-          zb.type = "button"; zb.textContent = "⤢"; zb.title = "Zoom to layer extent";
+          zb.type = "button"; zb.textContent = "⤢"; zb.title = "缩放至图层 Zoom to layer extent";
+          zb.setAttribute("aria-label", zb.title + ": " + layer.title.zh);
           zb.addEventListener("click", () => map.fitBounds([[layer.extent[0], layer.extent[1]], [layer.extent[2], layer.extent[3]]], {padding: 20}));
           row.appendChild(zb);
         }
+        const slider = document.createElement("input");
+        slider.type = "range"; slider.min = "0"; slider.max = "100"; slider.value = "100";
+        slider.id = "opacity-" + layer.name; slider.className = "opacity"; slider.disabled = ids.length === 0;
+        slider.title = "透明度 Opacity"; slider.setAttribute("aria-label", "透明度 Opacity: " + layer.title.zh);
+        const setOpacity = (x) => {
+          slider.value = String(Math.round(x * 100));
+          for (const [id, [prop, v]] of Object.entries(base)) map.setPaintProperty(id, prop, v * x);
+        };
+        slider.addEventListener("input", () => { setOpacity(Number(slider.value) / 100); onChange(); });
         box.appendChild(row);
+        box.appendChild(slider);
+        if (ids.length) rows[layer.name] = {cb, slider, setVisible, setOpacity};
       }
     }
+    return {
+      visible: () => Object.keys(rows).filter((n) => rows[n].cb.checked),
+      opacity: () => Object.fromEntries(Object.entries(rows).filter(([, r]) => r.slider.value !== "100").map(([n, r]) => [n, Number(r.slider.value) / 100])),
+      apply(state) {
+        if (state.layers) for (const [n, r] of Object.entries(rows)) r.setVisible(state.layers.includes(n));
+        for (const [n, x] of Object.entries(state.opacity || {})) if (rows[n]) rows[n].setOpacity(x);
+      },
+    };
   }
 
   function buildLegend(legend) {
@@ -133,39 +166,56 @@
     status("loading…");
     setupKeyForm();
     const [config, legend] = await Promise.all([getJSON("/map/config"), getJSON("/legend")]);
-    const startHash = location.hash;
-    const map = new maplibregl.Map({container: "map", style: config.style, hash: true, attributionControl: false,
-                                     doubleClickZoom: false,
-                                     transformRequest: (url) => (apiKey() && sameOrigin(url) ? {url, headers: authHeaders({})} : {url})});
+    const start = window.geobaseUrlState.parse(location.hash);
+    const view = start.view ? {center: start.view.center, zoom: start.view.zoom, bearing: start.view.bearing, pitch: start.view.pitch} : {};
+    const map = new maplibregl.Map(Object.assign({container: "map", style: config.style, attributionControl: false,
+                                     doubleClickZoom: false, localIdeographFontFamily: window.geobaseLabels.CJK_FONTS,
+                                     transformRequest: (url) => (apiKey() && sameOrigin(url) ? {url, headers: authHeaders({})} : {url})}, view));
     window.geobaseMap = map;
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");
     map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("tile error: " + (e && e.error && e.error.message)); });
+    let switcher = null;
+    const writeUrl = () => {  // the view, the layers on and their opacity: a link reproduces the map
+      if (!switcher) return;
+      const c = map.getCenter();
+      const hash = window.geobaseUrlState.serialize({view: {zoom: map.getZoom(), center: [c.lng, c.lat], bearing: map.getBearing(), pitch: map.getPitch()},
+                                                     layers: switcher.visible(), opacity: switcher.opacity()});
+      history.replaceState(null, "", location.pathname + location.search + hash);
+    };
+    map.on("moveend", writeUrl);
     map.on("load", () => {
-      buildSwitcher(map, config);
+      window.geobaseLabels.attach(map, {getJSON, status});
+      switcher = buildSwitcher(map, config, writeUrl);
+      switcher.apply(start);
       buildLegend(legend);
+      window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
+      window.geobaseMeasureUI.attach(map);
       map.addSource("draw", {type: "geojson", data: drawData()});
       map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
       map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
       map.addLayer({id: "draw-pts", type: "circle", source: "draw", filter: ["==", "$type", "Point"], paint: {"circle-color": "#ff00ff", "circle-radius": 4}});
       // start at the data when the URL does not say where
-      if (!startHash) {
+      if (!start.view) {
         const exts = config.departments.flatMap((d) => d.layers).filter((l) => l.extent && l.kind === "vector").map((l) => l.extent);
         if (exts.length) {
           const b = [Math.min(...exts.map((e) => e[0])), Math.min(...exts.map((e) => e[1])), Math.max(...exts.map((e) => e[2])), Math.max(...exts.map((e) => e[3]))];
           map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: 20, duration: 0});
         }
       }
+      writeUrl();
       map.once("idle", () => { window.geobaseReady = true; status("ready"); });
     });
     map.on("click", (e) => {
+      if (window.geobaseMeasureUI.active()) return;  // measuring takes the clicks
       if (draw.active) {
         draw.coords.push([e.lngLat.lng, e.lngLat.lat]);
         map.getSource("draw").setData(drawData());
         $("finish-btn").disabled = draw.coords.length < 3;
         return;
       }
-      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"]);
+      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"] &&
+                                                                 !f.layer.metadata["geobase:label"]);
       if (!feats.length) return;
       const seen = new Set();
       let html = "";

@@ -1,0 +1,65 @@
+"""The map page's JavaScript modules with logic of their own, run under node as the browser runs
+them (plain scripts that also export for node): geodesic lengths and areas against pyproj's
+GeographicLib (Karney) on GRS80, and the URL state's parse/serialize."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import REPO
+from pyproj import Geod
+
+STATIC = REPO / "tiles" / "static"
+
+
+@pytest.fixture(autouse=True)
+def _node_installed() -> None:
+    """node comes with npm, which setup installs for the map's assets: missing = broken setup."""
+    if shutil.which("node") is None:
+        pytest.fail("needs node (scripts/setup.sh installs nodejs/npm)")
+
+LINE = [[118.05, 29.02], [118.13, 29.08], [118.21, 29.03], [118.30, 29.15]]
+POLYGON = [[118.05, 29.02], [118.25, 29.01], [118.27, 29.18], [118.10, 29.21], [118.07, 29.12]]
+PLOT = [[118.1, 29.1], [118.1003, 29.1], [118.1003, 29.1002], [118.1, 29.1002]]  # ~650 m², a house plot
+PROVINCE = [[110, 20], [125, 21], [124, 40], [111, 41]]  # continental: the densified edges still agree
+
+
+def node(module: str, expression: str):
+    script = f"const m = require({json.dumps(str(STATIC / module))}); console.log(JSON.stringify({expression}));"
+    return json.loads(subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True,
+                                     timeout=60).stdout)
+
+
+def test_geodesic_length_and_area_match_pyproj_grs80():
+    geod = Geod(ellps="GRS80")
+    got = node("geodesic.js", f"[m.length({LINE}), m.area({POLYGON}), m.area({PLOT}), m.area({PROVINCE}), "
+                              f"m.area({list(reversed(POLYGON))}), m.area({POLYGON + [POLYGON[0]]})]")
+    assert got[0] == pytest.approx(geod.line_length(*zip(*LINE)), rel=1e-6)
+    for area, ring in zip(got[1:4], (POLYGON, PLOT, PROVINCE)):
+        assert area == pytest.approx(abs(geod.polygon_area_perimeter(*zip(*ring))[0]), rel=1e-6)
+    assert got[4] == pytest.approx(got[1], rel=1e-9) and got[5] == pytest.approx(got[1], rel=1e-9)  # orientation, closed ring
+
+
+def test_units_as_planners_read_them():
+    got = node("geodesic.js", "[m.formatLength(812.345), m.formatLength(35731.6), m.formatArea(66666.67), m.MU_M2]")
+    assert got[0] == "812.35 m" and got[1] == "35.732 km"
+    assert got[2] == "66,666.67 m² · 6.6667 ha · 100.00 亩", got[2]  # 1 亩 = 10000/15 m² (docs/domain.md)
+    assert got[3] == pytest.approx(10000 / 15)
+
+
+def test_url_state_round_trip_and_garbage():
+    state = {"view": {"zoom": 12.345, "center": [118.1234567, 29.7654321], "bearing": 15, "pitch": 0},
+             "layers": ["land_use", "rivers"], "opacity": {"land_use": 0.5, "rivers": 0}}
+    h, back = node("urlstate.js", f"(() => {{ const h = m.serialize({json.dumps(state)}); return [h, m.parse(h)]; }})()")
+    assert h == "#map=12.35/29.765432/118.123457/15&layers=land_use,rivers&opacity=land_use:0.5,rivers:0"
+    assert back == {"view": {"zoom": 12.35, "center": [118.123457, 29.765432], "bearing": 15, "pitch": 0},
+                    "layers": ["land_use", "rivers"], "opacity": {"land_use": 0.5, "rivers": 0}}
+    old, junk, empty = node("urlstate.js", "[m.parse('#12/29.1/118.2'), "
+                                           "m.parse('#map=99/29/118&layers=a,%3Cb%3E&opacity=x:2,y:0.3,z:&foo=1'), "
+                                           "m.parse('')]")
+    assert old["view"] == {"zoom": 12, "center": [118.2, 29.1], "bearing": 0, "pitch": 0}  # MapLibre's own links
+    assert junk == {"view": None, "layers": ["a"], "opacity": {"y": 0.3}}
+    assert empty == {"view": None, "layers": None, "opacity": {}}

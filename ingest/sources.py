@@ -14,7 +14,6 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import pyogrio
 
 from geobase.errors import InvalidInput
 
@@ -108,6 +107,10 @@ def _pick_layer(available: list[str], wanted: str | None, preferred: list[str], 
 
 
 def _list_layers(gdal_path: str, where: str) -> list[str]:
+    # pyogrio (and with it geopandas, pandas and pyarrow, ~0.3 s) is imported by the first
+    # file read, not by the server's start: the API imports this module for its zip checks
+    import pyogrio
+
     try:
         return [str(row[0]) for row in pyogrio.list_layers(gdal_path)]
     except Exception as exc:  # GDAL says why (truncated file, unknown format)

@@ -9,15 +9,12 @@ whatever the grid, zoom or latitude."""
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from geobase.tiles.tms import TileMatrixSet
-
-# imported at module load: a lazy import from several tile threads at once races in rio_tiler
-from rio_tiler.errors import TileOutsideBounds
-from rio_tiler.io import Reader
-from rio_tiler.utils import render
 
 from geobase.errors import InvalidInput, NotFound
 
@@ -28,6 +25,26 @@ ELEVATION_RAMP = [(0, (44, 123, 182)), (50, (171, 217, 233)), (200, (166, 217, 1
                   (1000, (253, 174, 97)), (2000, (215, 25, 28)), (4000, (255, 255, 255))]
 SLOPE_RAMP = [(0, (255, 255, 255)), (2, (255, 255, 178)), (6, (254, 204, 92)), (15, (253, 141, 60)),
               (25, (240, 59, 32)), (45, (189, 0, 38))]
+
+
+_RIO_LOCK = threading.Lock()
+_rio: SimpleNamespace | None = None
+
+
+def _rio_tiler() -> SimpleNamespace:
+    """rio-tiler (and with it rasterio and GDAL), imported on the first DEM tile rather than at
+    server start: it costs ~0.2 s and tens of MiB that a server without a DEM never needs.
+    Imported under a lock, once: concurrent first imports from several tile threads race inside
+    rio_tiler (half-initialised modules)."""
+    global _rio
+    with _RIO_LOCK:
+        if _rio is None:
+            from rio_tiler.errors import TileOutsideBounds
+            from rio_tiler.io import Reader
+            from rio_tiler.utils import render
+
+            _rio = SimpleNamespace(Reader=Reader, render=render, TileOutsideBounds=TileOutsideBounds)
+        return _rio
 
 
 def _ramp(values: np.ndarray, ramp) -> np.ndarray:
@@ -44,13 +61,15 @@ def transparent_png() -> bytes:
 
 
 def _png(rgba: np.ndarray) -> bytes:
-    return render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
+    return _rio_tiler().render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
 
 
 def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
     """The tile's elevations with a one-pixel ring (258 x 258, in the tile's own grid), their
     validity mask and the *ground* size in metres of the pixels of each row (east-west,
     north-south), so that gradients are metres per metre in either tile matrix set."""
+    rio = _rio_tiler()
+    Reader, TileOutsideBounds = rio.Reader, rio.TileOutsideBounds
     if tms.srid == 3857:
         with Reader(str(path)) as src:
             img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
@@ -94,9 +113,10 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
     tms.validate(z, y, x)
     if not path.exists():
         raise NotFound(f"the DEM file of the current version is missing ({path.name})", parameter="layer")
+    outside = _rio_tiler().TileOutsideBounds
     try:
         elev, valid, dx, dy = _read_buffered(path, tms, z, x, y)
-    except TileOutsideBounds:
+    except outside:
         return None
     if nodata is not None:
         valid &= elev != nodata

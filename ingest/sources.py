@@ -14,7 +14,6 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-
 from geobase.errors import InvalidInput
 
 #: Refuse archives whose members expand to more than this (bytes) in total.

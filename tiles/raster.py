@@ -9,14 +9,17 @@ whatever the grid, zoom or latitude."""
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-import numpy as np
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.errors import InvalidInput, NotFound
+from geobase.lazy_import import load
+
+if TYPE_CHECKING:  # numpy is imported by the first DEM tile (with rio-tiler), not at server start
+    import numpy as np
 
 STYLES = ("hillshade", "elevation", "slope")
 
@@ -27,27 +30,17 @@ SLOPE_RAMP = [(0, (255, 255, 255)), (2, (255, 255, 178)), (6, (254, 204, 92)), (
               (25, (240, 59, 32)), (45, (189, 0, 38))]
 
 
-_RIO_LOCK = threading.Lock()
-_rio: SimpleNamespace | None = None
-
-
 def _rio_tiler() -> SimpleNamespace:
-    """rio-tiler (and with it rasterio and GDAL), imported on the first DEM tile rather than at
-    server start: it costs ~0.2 s and tens of MiB that a server without a DEM never needs.
-    Imported under a lock, once: concurrent first imports from several tile threads race inside
-    rio_tiler (half-initialised modules)."""
-    global _rio
-    with _RIO_LOCK:
-        if _rio is None:
-            from rio_tiler.errors import TileOutsideBounds
-            from rio_tiler.io import Reader
-            from rio_tiler.utils import render
-
-            _rio = SimpleNamespace(Reader=Reader, render=render, TileOutsideBounds=TileOutsideBounds)
-        return _rio
+    """rio-tiler (and with it numpy, rasterio and GDAL), imported on the first DEM tile rather
+    than at server start: ~0.3 s and tens of MiB that a server without a DEM never needs
+    (:mod:`geobase.lazy_import`: one thread imports, the others wait)."""
+    errors, io, utils = load("numpy", "rio_tiler.errors", "rio_tiler.io", "rio_tiler.utils")[1:]
+    return SimpleNamespace(Reader=io.Reader, render=utils.render, TileOutsideBounds=errors.TileOutsideBounds)
 
 
 def _ramp(values: np.ndarray, ramp) -> np.ndarray:
+    import numpy as np
+
     stops = np.array([s for s, _ in ramp], dtype="float64")
     out = np.zeros(values.shape + (3,), dtype="uint8")
     for i in range(3):
@@ -57,10 +50,15 @@ def _ramp(values: np.ndarray, ramp) -> np.ndarray:
 
 def transparent_png() -> bytes:
     """An empty 256x256 tile: browsers draw it without the error a 204 image would raise."""
+    _rio_tiler()  # numpy and rio-tiler imported once, one thread at a time
+    import numpy as np
+
     return _png(np.zeros((256, 256, 4), dtype="uint8"))
 
 
 def _png(rgba: np.ndarray) -> bytes:
+    import numpy as np
+
     return _rio_tiler().render(np.moveaxis(rgba[..., :3], -1, 0), mask=rgba[..., 3], img_format="PNG")
 
 
@@ -68,6 +66,8 @@ def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
     """The tile's elevations with a one-pixel ring (258 x 258, in the tile's own grid), their
     validity mask and the *ground* size in metres of the pixels of each row (east-west,
     north-south), so that gradients are metres per metre in either tile matrix set."""
+    import numpy as np
+
     rio = _rio_tiler()
     Reader, TileOutsideBounds = rio.Reader, rio.TileOutsideBounds
     if tms.srid == 3857:
@@ -108,12 +108,14 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
                     nodata: float | None = None) -> bytes | None:
     """PNG bytes of one DEM tile (WebMercatorQuad or CGCS2000Quad), or None when the tile lies
     outside the raster."""
+    outside = _rio_tiler().TileOutsideBounds  # numpy and rio-tiler imported once, one thread at a time
+    import numpy as np
+
     if style not in STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(STYLES)}", parameter="style")
     tms.validate(z, y, x)
     if not path.exists():
         raise NotFound(f"the DEM file of the current version is missing ({path.name})", parameter="layer")
-    outside = _rio_tiler().TileOutsideBounds
     try:
         elev, valid, dx, dy = _read_buffered(path, tms, z, x, y)
     except outside:
@@ -146,6 +148,9 @@ def render_dem_tile(path: Path, style: str, tms: TileMatrixSet, z: int, x: int, 
 
 def slope_degrees(path: Path, z: int, x: int, y: int, tms: TileMatrixSet) -> np.ndarray:
     """Slope in degrees on the tile grid (exposed for tests and analyses)."""
+    _rio_tiler()  # numpy and rio-tiler imported once, one thread at a time
+    import numpy as np
+
     elev, _, dx, dy = _read_buffered(path, tms, z, x, y)
     dzdy, dzdx = np.gradient(elev)
     return np.degrees(np.arctan(np.hypot(dzdx / dx, dzdy / dy)))[1:-1, 1:-1]

@@ -20,16 +20,17 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import shapely
 from pyproj import CRS, Geod, Transformer
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
-from shapely.geometry.base import BaseGeometry
 
 from geobase.crs import GK_UNPREFIXED, GK_ZONE_PREFIX, is_supported, parse_input_crs
 from geobase.errors import InvalidInput
+from geobase.lazy_import import load
 from geobase.settings import Settings
+
+if TYPE_CHECKING:  # shapely (with numpy, ~0.1 s) is imported by the first analysis, not at server start
+    from shapely.geometry.base import BaseGeometry
 
 GEOD = Geod(ellps="GRS80")  # CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101
 CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China Sea islands
@@ -52,10 +53,14 @@ class InputGeometry:
 
     @property
     def wkb(self) -> bytes:
+        import shapely
+
         return shapely.to_wkb(self.geom, output_dimension=2)
 
     @property
     def geojson(self) -> dict:
+        from shapely.geometry import mapping
+
         return mapping(self.geom)
 
 
@@ -169,6 +174,9 @@ def _geometries_of(obj: Any, parameter: str) -> list[BaseGeometry]:
             raise InvalidInput(f"{parameter}: the Feature has no geometry (empty)", parameter=parameter)
         return _geometries_of(obj["geometry"], parameter)
     check_geojson_coordinates(obj, parameter)
+    load("shapely", "shapely.geometry")  # the first analysis imports it, one thread at a time
+    from shapely.geometry import shape
+
     try:
         return [shape(obj)]
     except Exception as exc:  # shapely raises several types for malformed coordinates
@@ -203,6 +211,8 @@ def _check_projected_numbers(geom: BaseGeometry, epsg: int, parameter: str) -> N
 def _to_4490(geom: BaseGeometry, epsg: int | None) -> BaseGeometry:
     if epsg in (None, 4490, 4326):  # CGCS2000 vs WGS 84: below survey accuracy for this purpose
         return geom
+    import shapely
+
     geom = shapely.segmentize(geom, DENSIFY_M)  # straight lines of the projected input stay straight
     tr = Transformer.from_crs(CRS.from_epsg(epsg), CRS.from_epsg(4490), always_xy=True)
     return shapely.transform(geom, lambda xy: _stack(tr.transform(xy[:, 0], xy[:, 1])))
@@ -222,6 +232,9 @@ def ellipsoidal_area(geom: BaseGeometry) -> float:
 def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int | None, crs_label: str,
                    parameter: str = "geometry", polygonal: bool = True, repair: bool = False) -> InputGeometry:
     """Validate and reproject parsed geometries; the union of all parts is the input."""
+    load("shapely", "shapely.geometry")
+    import shapely
+
     geoms = [g for g in geoms if g is not None and not g.is_empty]
     if not geoms:
         raise InvalidInput(f"{parameter}: the geometry is empty", parameter=parameter)
@@ -272,6 +285,8 @@ def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int |
 
 
 def _polygonal_part(g: BaseGeometry) -> BaseGeometry:
+    from shapely.geometry import MultiPolygon, Polygon
+
     if isinstance(g, (Polygon, MultiPolygon)):
         return MultiPolygon([g]) if isinstance(g, Polygon) else g
     polys: list[Polygon] = []
@@ -295,6 +310,7 @@ def parse_geojson(obj: Any, settings: Settings, *, crs: str | int | None = None,
 def parse_upload(data: bytes, filename: str, settings: Settings, *, parameter: str = "file",
                  polygonal: bool = True, repair: bool = False) -> InputGeometry:
     """A checked geometry from an uploaded file (zip of a shapefile, .gpkg, .geojson/.json)."""
+    load("pyogrio", "shapely")  # pyogrio brings geopandas, pandas and pyarrow: first upload only
     import pyogrio
 
     from geobase.errors import PayloadTooLarge

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import psycopg
-import shapely
 from psycopg import sql
 
 from geobase.analysis.common import inputs_checked, layer_versions, units
 from geobase.analysis.input import InputGeometry
 from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput, NotFound
+from geobase.lazy_import import load
 from geobase.settings import Settings
 from geobase.specs import LayerSpec
 from geobase.storage import current_filter, table_ident
+
+if TYPE_CHECKING:  # numpy and rasterio are imported by the first slope analysis or DEM tile, not at start
+    import numpy as np
 
 A = 6_378_137.0
 E2 = 0.006694380022900787  # GRS80 first eccentricity squared
@@ -37,6 +40,8 @@ FARMLAND_CODES = ("0101", "0102", "0103")
 
 def pixel_size_m(transform, rows: int, geographic: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-row pixel width (east-west) and height (north-south) in metres."""
+    import numpy as np
+
     if not geographic:
         return np.full(rows, abs(transform.a)), np.full(rows, abs(transform.e))
     lat = np.radians(transform.f + (np.arange(rows) + 0.5) * transform.e)
@@ -48,6 +53,8 @@ def pixel_size_m(transform, rows: int, geographic: bool) -> tuple[np.ndarray, np
 
 def slope_degrees(dem: np.ndarray, transform, geographic: bool) -> np.ndarray:
     """Slope in degrees (central differences; NaN where the DEM is NaN)."""
+    import numpy as np
+
     dx, dy = pixel_size_m(transform, dem.shape[0], geographic)
     gy, gx = np.gradient(dem.astype("float64"))
     return np.degrees(np.arctan(np.hypot(gx / dx[:, None], gy / dy[:, None])))
@@ -121,7 +128,10 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
 
 def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, float, float]]:
     """(cells, mean slope, share of cells > threshold) per geometry, in input order."""
+    load("numpy", "rasterio", "rasterio.features", "rasterio.windows", "shapely", "affine")  # once, one thread
+    import numpy as np
     import rasterio
+    import shapely
     from affine import Affine
     from rasterio.features import rasterize
     from rasterio.windows import Window

@@ -1,9 +1,9 @@
 """The server starts without the heavy libraries that only some requests need (issue #15: start
 to first answer under a second, idle memory under 150 MiB).
 
-numpy, shapely, rasterio/rio-tiler (DEM tiles, slope) and pyogrio with geopandas, pandas and
-pyarrow (uploads, ingest, downloads) cost ~0.6 s and ~150 MiB when imported at app creation; they
-are imported on first use through ``geobase.lazy_import``. These tests fail as soon as a
+numpy, shapely, pyproj (analyses, CRSs other than CRS84), rasterio/rio-tiler (DEM tiles,
+slope) and pyogrio with geopandas, pandas and pyarrow (uploads, ingest, downloads) cost ~0.7 s
+and ~170 MiB when imported at app creation; they are imported on first use through ``geobase.lazy_import``. These tests fail as soon as a
 module-level import brings one of them back into the start path. That each feature still works
 after its lazy import is what the tile, analysis, ingest and features tests show."""
 
@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("numpy", "shapely", "rasterio", "rio_tiler", "pyogrio", "geopandas", "pandas", "pyarrow", "osgeo")
+HEAVY = ("numpy", "shapely", "pyproj", "rasterio", "rio_tiler", "pyogrio", "geopandas", "pandas", "pyarrow", "osgeo")
 
 # shared objects each heavy library maps into a process when imported
-HEAVY_LIBRARY_FILES = ("/numpy/", "/shapely/", "/rasterio/", "/rasterio.libs/", "/rio_tiler/", "/pyogrio/",
+HEAVY_LIBRARY_FILES = ("/numpy/", "/shapely/", "/pyproj/", "/rasterio/", "/rasterio.libs/", "/rio_tiler/", "/pyogrio/",
                        "/pyogrio.libs/", "/pandas/", "/pyarrow/", "libgdal", "libarrow")
 
 

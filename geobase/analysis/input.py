@@ -19,10 +19,9 @@ import json
 import math
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from pyproj import CRS, Geod, Transformer
 
 from geobase.crs import GK_UNPREFIXED, GK_ZONE_PREFIX, is_supported, parse_input_crs
 from geobase.errors import InvalidInput
@@ -32,7 +31,6 @@ from geobase.settings import Settings
 if TYPE_CHECKING:  # shapely (with numpy, ~0.1 s) is imported by the first analysis, not at server start
     from shapely.geometry.base import BaseGeometry
 
-GEOD = Geod(ellps="GRS80")  # CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101
 CHINA_EXTENT = (73.0, 3.0, 136.0, 54.0)  # lon/lat bounds incl. the South China Sea islands
 # Edges are densified so that every consumer (PostGIS geography, pyproj Geod, the pieces cut
 # along the edge) sees the same line: a 1.5 km lon/lat edge read as a geodesic bulges ~2 cm,
@@ -211,7 +209,9 @@ def _check_projected_numbers(geom: BaseGeometry, epsg: int, parameter: str) -> N
 def _to_4490(geom: BaseGeometry, epsg: int | None) -> BaseGeometry:
     if epsg in (None, 4490, 4326):  # CGCS2000 vs WGS 84: below survey accuracy for this purpose
         return geom
+    load("pyproj")
     import shapely
+    from pyproj import CRS, Transformer
 
     geom = shapely.segmentize(geom, DENSIFY_M)  # straight lines of the projected input stay straight
     tr = Transformer.from_crs(CRS.from_epsg(epsg), CRS.from_epsg(4490), always_xy=True)
@@ -224,9 +224,15 @@ def _stack(xy):
     return np.column_stack(xy)
 
 
+@lru_cache(maxsize=1)
+def _geod():
+    """The GRS80 ellipsoid: CGCS2000 and GRS80 share a = 6378137, 1/f = 298.257222101."""
+    return load("pyproj")[0].Geod(ellps="GRS80")
+
+
 def ellipsoidal_area(geom: BaseGeometry) -> float:
     """Area on the GRS80 (= CGCS2000) ellipsoid in m² of a lon/lat polygon."""
-    return abs(GEOD.geometry_area_perimeter(geom)[0])
+    return abs(_geod().geometry_area_perimeter(geom)[0])
 
 
 def check_geometry(geoms: list[BaseGeometry], settings: Settings, *, epsg: int | None, crs_label: str,

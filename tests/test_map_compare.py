@@ -5,14 +5,13 @@ rural homesteads, one parcel is split)."""
 
 from __future__ import annotations
 
-import gzip
 import uuid
 from collections.abc import Iterator
 
 import mapbox_vector_tile
+import numpy as np
 import psycopg
 import pytest
-import numpy as np
 from conftest import ARTIFACTS, LiveServer, create_database, drop_database, settings_for
 from test_map_tools import browser_page, open_map, settle
 from test_tiles_county import tile_at
@@ -83,6 +82,14 @@ def test_a_tile_of_an_earlier_version_draws_the_rows_of_that_version(compare_ser
         assert r.status_code == 400 and "version" in r.text
         r = c.get(f"/tiles/onemap/{Z}/{x}/{y}.mvt", params={"version": 1})
         assert r.status_code == 400 and "version" in r.text
+        # datetime: the version current at that instant, as the features API picks it
+        t1 = c.get("/collections/land_use").json()["extent"]["temporal"]["interval"][0][0]
+        at = c.get(url, params={"datetime": t1})
+        assert at.status_code == 200 and classes_of(at.content, p["key"]) == [p["v1"]]
+        assert c.get(url, params={"datetime": "2000-01-01T00:00:00Z"}).status_code == 204  # no version yet then
+        for bad in ({"datetime": "yesterday"}, {"datetime": t1, "version": 1}):
+            r = c.get(url, params=bad)
+            assert r.status_code == 400 and "datetime" in r.text, (bad, r.status_code, r.text)
         r = c.get(url, params={"versoin": 1})  # unknown parameters are still refused
         assert r.status_code == 400 and "versoin" in r.text
 
@@ -130,7 +137,7 @@ def colour_at(page, lon: float, lat: float, name: str) -> np.ndarray:
     """The median colour of a 5x5 pixel square at (lon, lat) on a screenshot of the page."""
     x, y = page.evaluate(f"(() => {{ const p = window.geobaseMap.project([{lon}, {lat}]); return [p.x, p.y]; }})()")
     img = screenshot(page, name)
-    c, r = int(round(x + map_left(page))), int(round(y))
+    c, r = round(x + map_left(page)), round(y)
     return np.median(img[r - 2:r + 3, c - 2:c + 3].reshape(-1, 3), axis=0)
 
 
@@ -223,5 +230,15 @@ def test_time_slider_and_swipe_show_a_changed_parcel_as_it_was_and_as_it_is(comp
         off = differing(v1, v2) & ~mask
         off[:, :map_left(page)] = False
         assert off.sum() < 50, (off.sum(), np.argwhere(off)[:10])
+
+        # the divider itself can be dragged
+        b = page.locator("#compare-divider").bounding_box()
+        page.mouse.move(b["x"] + b["width"] / 2, b["y"] + 200)
+        page.mouse.down()
+        page.mouse.move(b["x"] + 200, b["y"] + 200, steps=5)
+        page.mouse.up()
+        moved = page.evaluate("window.geobaseCompareState.position")
+        assert moved == pytest.approx((b["x"] + 200 - map_left(page)) / width, abs=0.01)
+        assert page.input_value("#compare-position") == str(round(moved * 100))
 
         assert not seen["outside"] and not seen["problems"], (seen, compare_server.logs()[-2000:])

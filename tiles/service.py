@@ -22,8 +22,9 @@ from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.catalog import layer_versions
-from geobase.catalog.state import STATES_SQL, LayerState, layer_states, states_from_rows
+from geobase.catalog.state import STATES_SQL, LayerState, layer_state, layer_states, states_from_rows
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.params import resolve_datetime
 from geobase.security import Principal, can_see, hidden_attributes, note_denied, note_read, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
@@ -268,9 +269,10 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
 
 async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                           principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
-                          version: int, *, if_none_match: str | None = None, timeout_ms: int | None = None,
-                          pyramid_url: str | None = None) -> TileResult:
-    """One layer's tile as it was in ``version`` (the map's time slider and swipe).
+                          version: int | None, *, at: str | None = None, if_none_match: str | None = None,
+                          timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult:
+    """One layer's tile as it was in ``version``, or at the instant ``at`` (``datetime``: the
+    version current then, as the features API picks it) — the map's time slider and swipe.
 
     The current version is the ordinary tile (same bytes, same cache entry). An earlier one is
     drawn from the rows current in it (:func:`geobase.storage.as_of_filter`) and cached under
@@ -279,16 +281,23 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     tms.validate(z, row, col)
     states = await layer_states(conn)
     specs = resolve_layers(layers, states, principal, registry)
+    param = "version" if at is None else "datetime"
     if len(specs) != 1:
-        raise InvalidInput("version: name one layer (a version belongs to one layer), not a list or onemap",
-                           parameter="version")
+        raise InvalidInput(f"{param}: name one layer (a version belongs to one layer), not a list or onemap",
+                           parameter=param)
     spec = specs[0]
+    sig = signature(principal, states, registry)
+    if at is not None:
+        if version is not None:
+            raise InvalidInput("datetime: give version or datetime, not both", parameter="datetime")
+        version = resolve_datetime(await layer_state(conn, spec), at)
+        if version is None:  # the layer had no version yet then: an empty map, never today's
+            return TileResult(b"", etag_for(cache_key({spec.name: 0}, tms.id, z, row, col, "mvt:as-of", sig)), True)
     if version == states[spec.name].current_version:
         return await vector_tile(conn, cache, registry, principal, states, specs, tms, z, row, col,
                                  if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
     if version not in await layer_versions(conn, spec.name):
         raise InvalidInput(f"version: layer {spec.name!r} never had version {version}", parameter="version")
-    sig = signature(principal, states, registry)
     key = cache_key({spec.name: version}, tms.id, z, row, col, "mvt:as-of", sig)
     etag, tag = etag_for(key), version_tag({spec.name: version}, sig)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:

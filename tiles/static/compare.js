@@ -77,7 +77,21 @@
     div.style.cssText = "position:absolute;pointer-events:none;left:" + cs.left + ";right:" + cs.right + ";top:" + cs.top + ";bottom:" + cs.bottom;
     const line = document.createElement("div");
     line.id = "compare-divider";
-    line.style.cssText = "position:absolute;top:0;bottom:0;width:3px;background:#fff;box-shadow:0 0 3px #000;z-index:5";
+    line.style.cssText = "position:absolute;top:0;bottom:0;width:3px;background:#fff;box-shadow:0 0 3px #000;z-index:5;" +
+      "pointer-events:auto;cursor:ew-resize;touch-action:none";
+    line.title = "拖动卷帘 Drag the swipe";
+    line.addEventListener("pointerdown", (e) => {  // drag the divider itself (mouse, pen or finger)
+      line.setPointerCapture(e.pointerId);
+      const move = (ev) => {
+        const r = box.getBoundingClientRect();
+        state.position = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+        $("compare-position").value = String(Math.round(state.position * 100));
+        placeDivider();
+      };
+      const up = () => { line.removeEventListener("pointermove", move); line.removeEventListener("pointerup", up); };
+      line.addEventListener("pointermove", move);
+      line.addEventListener("pointerup", up);
+    });
     box.parentNode.insertBefore(div, box.nextSibling);
     const c = main.getCenter();
     overlay = new maplibregl.Map({container: div, style: cleanStyle(main), interactive: false, attributionControl: false,

@@ -141,7 +141,8 @@
       if (overlay) showChanges(overlay, data);
       const label = (v) => { const i = (versions[name] || []).find((x) => x.version === v); return "v" + v + (i && i.created ? " · " + i.created.slice(0, 10) : ""); };
       $("compare-info").textContent = (state.swipe ? "左 Left " + label(left) + " | 右 Right " + label(right) : label(left) +
-        (left === now ? " (当前 current)" : "")) + " · " + state.changes + " 处变化 changes";
+        (left === now ? " (当前 current)" : "")) + " · " + state.changes + " 处变化 changes" +
+        (data.numberMatched > state.changes ? " (of " + data.numberMatched + ", the first outlined)" : "");
       state.error = null;
     } catch (err) {
       state.error = String(err.message || err);

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from geobase.api.deps import base_url, get_conn, get_registry_dep
-from geobase.catalog import current_layers
+from geobase.catalog import current_layers, layer_versions
 
 from geobase.errors import NotFound, SetupError
 from geobase.api.gate import get_principal
@@ -81,6 +81,13 @@ async def map_page(request: Request):
     return HTMLResponse(TEMPLATE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
 
 
+async def _versions(conn, name: str, current: int | None) -> list[dict]:
+    """Every version the layer has had, oldest first (the map's time slider and swipe)."""
+    if current is None:
+        return []
+    return [{"version": v, "created": i.created_at.isoformat()} for v, i in (await layer_versions(conn, name)).items()]
+
+
 @router.get("/map/config", summary="Layers of the one map for this caller: departments, versions, extents")
 async def map_config(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                      principal=Depends(get_principal)):
@@ -97,6 +104,7 @@ async def map_config(request: Request, conn=Depends(get_conn), registry: Registr
             "name": s.name, "title": s.title.model_dump(), "kind": s.kind, "style": s.style.kind,
             "version": ver, "updated": created.isoformat() if created else None,
             "extent": list(ext) if ext else None, "minzoom": s.tiles.minzoom,
+            "versions": await _versions(conn, s.name, ver),
         })
     return {"departments": list(departments.values()), "style": f"{base_url(request)}/map/style.json",
             "site_check": f"{base_url(request)}/analysis/site-check"}

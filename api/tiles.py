@@ -32,6 +32,7 @@ from geobase.tiles.service import (
     raster_tag,
     resolve_layers,
     signature,
+    tile_at_version,
     tile_for,
 )
 from geobase.tiles.style import legend, onemap_style
@@ -106,15 +107,19 @@ def _mvt_response(request: Request, result, principal: Principal, v: str | None 
 
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
-                  v: str | None = None) -> Response:
+                  v: str | None = None, version: int | None = None, at: str | None = None) -> Response:
     t0 = time.perf_counter()
     tms = get_tms(tms_id)
     if per_layer:
         await require_layer(conn, principal, registry, layers)
-    result = await tile_for(conn, _cache(request), registry, principal, layers, tms, z, row, col,
-                            hint=_states_hint(request), if_none_match=request.headers.get("if-none-match"),
-                            timeout_ms=request.app.state.settings.tile_statement_timeout_ms,
-                            pyramid_url=_db_url(request))
+    opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": _db_url(request),
+            "timeout_ms": request.app.state.settings.tile_statement_timeout_ms}
+    if version is None and at is None:  # today's map: the one-round-trip path (StatesHint)
+        result = await tile_for(conn, _cache(request), registry, principal, layers, tms, z, row, col,
+                                hint=_states_hint(request), **opts)
+    else:
+        result = await tile_at_version(conn, _cache(request), registry, principal, layers, tms, z, row, col,
+                                       version, at=at, **opts)
     response = _mvt_response(request, result, principal, v)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
     response.headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"
@@ -233,9 +238,13 @@ async def map_tile(request: Request, tileMatrixSetId: str, tileMatrix: int, tile
 async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
                    tms: str = Query("WebMercatorQuad", description="tile matrix set id"),
                    v: str | None = VERSION_PARAM,
+                   version: int | None = Query(None, ge=1, description="draw the layer as it was in this "
+                                               "version (one layer only; 400 for a version it never had)"),
+                   at: str | None = Query(None, alias="datetime", description="draw the layer as it was at this "
+                                          "instant (RFC 3339): the version current then, as for its features"),
                    conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal=Depends(get_principal)):
-    return await _render(request, conn, registry, principal, layers, tms, z, y, x, v=v)
+    return await _render(request, conn, registry, principal, layers, tms, z, y, x, v=v, version=version, at=at)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from geobase.catalog import current_versions_sql
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import current_filter, table_ident
+from geobase.storage import as_of_filter, current_filter, table_ident
 
 EXTENT = 4096
 BUFFER = 64
@@ -57,6 +57,8 @@ class LayerPlan:
     hidden_classes: tuple[str, ...]
     aggregate: bool
     pyramid_version: int | None = None  # read low zooms from tiles.cells/tiles.big of this version
+    #: draw the rows current in this earlier version (the map as it was) instead of today's rows
+    as_of: int | None = None
 
     @property
     def name(self) -> str:
@@ -82,6 +84,11 @@ def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[st
     return LayerPlan(spec, tuple(attrs), tuple(hidden_classes), aggregate)
 
 
+def rows_filter(plan: LayerPlan) -> sql.Composed:
+    """The rows a plan draws: today's, or those current in its ``as_of`` version."""
+    return current_filter() if plan.as_of is None else as_of_filter(plan.as_of)
+
+
 def _class_field(spec: LayerSpec) -> str | None:
     return spec.style.class_field or spec.class_field
 
@@ -94,7 +101,7 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
     geom = col
     if z < SIMPLIFY_BELOW:
         geom = sql.SQL("ST_Simplify({}, {}, true)").format(col, sql.Literal(px / 2))
-    where = [current_filter(), sql.SQL("geom && {}").format(filter_buffered)]
+    where = [rows_filter(plan), sql.SQL("geom && {}").format(filter_buffered)]
     if spec.geometry == "MultiPolygon" and spec.tiles.min_area_px > 0:
         where.append(sql.SQL("ST_Area({}) >= {}").format(col, sql.Literal(spec.tiles.min_area_px * px * px)))
     cf = _class_field(spec)
@@ -118,7 +125,7 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
     cell = (xmax - xmin) / CELLS_PER_TILE
     big = cell * cell  # parcels with a bbox of at least one cell are drawn as themselves
     px = tms.tile_span(z) / 256
-    filters = [current_filter()]
+    filters = [rows_filter(plan)]
     if plan.hidden_classes:
         filters.append(sql.SQL("COALESCE({} <> ALL({}), true)").format(cf, sql.Literal(list(plan.hidden_classes))))
     flt = sql.SQL(" AND ").join(filters)

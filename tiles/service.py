@@ -21,8 +21,10 @@ from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
 from geobase.tiles.tms import TileMatrixSet
 
-from geobase.catalog.state import STATES_SQL, LayerState, layer_states, states_from_rows
+from geobase.catalog import layer_versions
+from geobase.catalog.state import STATES_SQL, LayerState, layer_state, layer_states, states_from_rows
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.params import resolve_datetime
 from geobase.security import Principal, can_see, hidden_attributes, note_denied, note_read, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
@@ -263,6 +265,53 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
     specs = resolve_layers(layers, fresh, principal, registry)
     return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+
+
+async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
+                          principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
+                          version: int | None, *, at: str | None = None, if_none_match: str | None = None,
+                          timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult:
+    """One layer's tile as it was in ``version``, or at the instant ``at`` (``datetime``: the
+    version current then, as the features API picks it) — the map's time slider and swipe.
+
+    The current version is the ordinary tile (same bytes, same cache entry). An earlier one is
+    drawn from the rows current in it (:func:`geobase.storage.as_of_filter`) and cached under
+    that version: its rows never change again, so the key needs no current version. A version
+    the layer never had is refused (400 naming ``version``), never answered with today's map."""
+    tms.validate(z, row, col)
+    states = await layer_states(conn)
+    specs = resolve_layers(layers, states, principal, registry)
+    param = "version" if at is None else "datetime"
+    if len(specs) != 1:
+        raise InvalidInput(f"{param}: name one layer (a version belongs to one layer), not a list or onemap",
+                           parameter=param)
+    spec = specs[0]
+    sig = signature(principal, states, registry)
+    if at is not None:
+        if version is not None:
+            raise InvalidInput("datetime: give version or datetime, not both", parameter="datetime")
+        version = resolve_datetime(await layer_state(conn, spec), at)
+        if version is None:  # the layer had no version yet then: an empty map, never today's
+            return TileResult(b"", etag_for(cache_key({spec.name: 0}, tms.id, z, row, col, "mvt:as-of", sig)), True)
+    if version == states[spec.name].current_version:
+        return await vector_tile(conn, cache, registry, principal, states, specs, tms, z, row, col,
+                                 if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+    if version not in await layer_versions(conn, spec.name):
+        raise InvalidInput(f"version: layer {spec.name!r} never had version {version}", parameter="version")
+    key = cache_key({spec.name: version}, tms.id, z, row, col, "mvt:as-of", sig)
+    etag, tag = etag_for(key), version_tag({spec.name: version}, sig)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return TileResult(b"", etag, True, tag, not_modified=True)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return TileResult(hit, etag, True, tag)
+    plan = plan_layer(spec, registry, z, hidden_attributes(principal, spec))
+    body = b""
+    if plan is not None:
+        body, _, _ = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col, timeout_ms)
+    if cache is not None:
+        cache.put(key, body)
+    return TileResult(body, etag, False, tag)
 
 
 def _note_reads(principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec]) -> None:

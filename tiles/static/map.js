@@ -191,6 +191,7 @@
       buildLegend(legend);
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseMeasureUI.attach(map);
+      window.geobaseCompare.attach(map, config, {getJSON, authHeaders});  // time slider and swipe over a layer's versions
       map.addSource("draw", {type: "geojson", data: drawData()});
       map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
       map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});

@@ -44,7 +44,8 @@
     const b = bboxOf(f.geometry);
     if (!isFinite(b[0])) return;
     if (b[0] === b[2] && b[1] === b[3]) map.jumpTo({center: [b[0], b[1]], zoom: Math.max(map.getZoom(), 15)});
-    else map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: 60, maxZoom: 17, duration: 0});
+    else map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: {top: 40, left: 40, right: 40, bottom: 40 + $("table-panel").offsetHeight},
+                                                   maxZoom: 17, duration: 0});  // clear of the table over the map
   }
 
   function render(map, cols) {
@@ -83,7 +84,7 @@
 
   async function load(map, url) {
     /* One page: the first of the query when url is null, else the API's own next link. */
-    if (url == null) { state.pages = []; url = itemsUrl({limit: String(PAGE)}); }
+    if (url == null) { state.pages = []; url = itemsUrl({limit: String(PAGE), numberMatched: "true"}); }
     const A = window.geobaseAttributes;
     const [doc, body] = await Promise.all([A.schema(state.layer, ctx.getJSON), ctx.getJSON(url)]);
     const cols = A.columns(doc);

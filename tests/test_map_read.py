@@ -146,3 +146,50 @@ def test_attribute_table_of_a_filter_in_view_matches_the_items_api(county_server
         g = httpx.get(page.evaluate("document.getElementById('table-gpkg').href"), timeout=60)
         assert g.status_code == 200 and g.content[:16] == b"SQLite format 3\x00"
         assert not seen["outside"] and not seen["problems"], seen
+
+
+def test_with_a_department_key_identify_shows_owner_names_and_the_export_carries_the_key(county_db, live_server, tmp_path):
+    """A department user's key rides on identify, table and export requests alike: the owner
+    name masked from the public is listed, and the CSV export (a link cannot send the key)
+    downloads with it. A filter the API refuses shows the API's reason, not an empty table."""
+    from geobase import keys
+    from geobase.db import database_url
+
+    with psycopg.connect(database_url(county_db)) as conn:
+        token = keys.create_key(conn, name="planner", role="viewer", department="planning").token
+        conn.commit()
+    bsm, lon, lat, _ = parcel_0101(county_db)
+    srv = live_server(county_db)
+    with browser_page() as (page, seen):
+        page.add_init_script(f"sessionStorage.setItem('geobase.apiKey', {token!r})")
+        open_map(page, f"{srv.url}/map#map=16/{lat}/{lon}")
+        click_centre(page)
+        page.wait_for_function("window.geobaseIdentifyState.done >= 1", timeout=30_000)
+        parcel = [r for r in page.evaluate("window.geobaseIdentifyState.results") if r["layer"] == "land_use"]
+        attrs = {a["key"]: a for a in parcel[0]["attributes"]}
+        assert [r["id"] for r in parcel] == [bsm] and attrs["qsdwmc"]["title"] == "权属单位名称", attrs
+        assert "权属单位名称" in page.inner_text("#identify-list")
+
+        page.select_option("#table-layer", "land_use")
+        page.uncheck("#table-inview")
+        page.fill("#table-filter", f"bsm = '{bsm}'")
+        page.press("#table-filter", "Enter")
+        page.wait_for_function("window.geobaseTableState.done >= 1", timeout=30_000)
+        assert [r["id"] for r in page.evaluate("window.geobaseTableState.rows")] == [bsm]
+        headers = page.eval_on_selector_all("#table-grid th", "(ths) => ths.map((t) => t.textContent)")
+        assert "权属单位名称" in headers, headers
+        with page.expect_download() as dl:
+            page.click("#table-csv")
+        path = tmp_path / "export.csv"
+        dl.value.save_as(path)
+        rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8-sig"))))
+        assert [r["id"] for r in rows] == [bsm] and rows[0]["qsdwmc"] == attrs["qsdwmc"]["value"], rows
+        assert not seen["outside"] and not seen["problems"], seen
+
+        page.fill("#table-filter", "dlbm = ")  # a typo: the API's reason is shown
+        page.press("#table-filter", "Enter")
+        page.wait_for_function("window.geobaseTableState.done >= 2", timeout=30_000)
+        error = page.evaluate("window.geobaseTableState.error")
+        assert error and "filter" in error.lower() and error in page.inner_text("#table-info"), error
+        assert page.evaluate("window.geobaseTableState.rows") == []
+        assert [p for p in seen["problems"] if "400" not in p] == [], seen["problems"]

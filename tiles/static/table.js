@@ -82,11 +82,20 @@
     $("table-gpkg").href = state.exports.gpkg;
   }
 
+  async function page(url) {
+    /* One answer of the items API; a refusal (a CQL2 typo, an attribute not queryable) is
+       thrown with the API's own description, which the planner needs to correct the filter. */
+    const r = await fetch(url, {headers: ctx.authHeaders({Accept: "application/geo+json"})});
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.description || "HTTP " + r.status);
+    return body;
+  }
+
   async function load(map, url) {
     /* One page: the first of the query when url is null, else the API's own next link. */
     if (url == null) { state.pages = []; url = itemsUrl({limit: String(PAGE), numberMatched: "true"}); }
     const A = window.geobaseAttributes;
-    const [doc, body] = await Promise.all([A.schema(state.layer, ctx.getJSON), ctx.getJSON(url)]);
+    const [doc, body] = await Promise.all([A.schema(state.layer, ctx.getJSON), page(url)]);
     const cols = A.columns(doc);
     state.url = url;
     state.error = null;
@@ -104,6 +113,8 @@
 
   function fail(err) {
     state.error = err.message;
+    state.rows = []; state.features = [];
+    $("table-grid").innerHTML = "";
     $("table-panel").hidden = false;
     $("table-info").textContent = "查询失败 Query failed: " + err.message;
     state.done += 1;

@@ -45,5 +45,7 @@
     return String(value);
   }
 
-  window.geobaseAttributes = {schema, columns, display, titleOf};
+  const api = {schema, columns, display, titleOf};
+  if (typeof module !== "undefined" && module.exports) module.exports = api;  // node: tested there
+  else window.geobaseAttributes = api;
 })();

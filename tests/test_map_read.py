@@ -81,7 +81,7 @@ def table_rows(page) -> list[tuple]:
 
 
 def test_attribute_table_of_a_filter_in_view_matches_the_items_api(county_server, county_shared):
-    bsm, lon, lat, _ = parcel_0101(county_shared)
+    _, lon, lat, _ = parcel_0101(county_shared)
     items = f"{county_server.url}/collections/land_use/items"
     with browser_page() as (page, seen):
         open_map(page, f"{county_server.url}/map#map=11/{lat}/{lon}")

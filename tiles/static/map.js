@@ -192,6 +192,9 @@
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseMeasureUI.attach(map);
       window.geobaseCompare.attach(map, config, {getJSON, authHeaders});  // time slider and swipe over a layer's versions
+      const tools = {getJSON, authHeaders, status, config, hasKey: () => !!apiKey(), visible: () => switcher.visible()};
+      window.geobaseIdentify.attach(map, tools);
+      window.geobaseTable.attach(map, tools);
       map.addSource("draw", {type: "geojson", data: drawData()});
       map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
       map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
@@ -215,18 +218,7 @@
         $("finish-btn").disabled = draw.coords.length < 3;
         return;
       }
-      const feats = map.queryRenderedFeatures(e.point).filter((f) => f.layer.metadata && f.layer.metadata["geobase:layer"] &&
-                                                                 !f.layer.metadata["geobase:label"]);
-      if (!feats.length) return;
-      const seen = new Set();
-      let html = "";
-      for (const f of feats) {
-        const name = f.layer.metadata["geobase:layer"];
-        if (seen.has(name)) continue;
-        seen.add(name);
-        html += "<b>" + esc(name) + "</b><table>" + Object.entries(f.properties).map(([k, v]) => "<tr><td>" + esc(k) + "</td><td>" + esc(v) + "</td></tr>").join("") + "</table>";
-      }
-      new maplibregl.Popup({maxWidth: "320px"}).setLngLat(e.lngLat).setHTML(html).addTo(map);
+      window.geobaseIdentify.at(map, e).catch((err) => status("identify failed: " + err.message));
     });
     map.on("dblclick", (e) => { if (draw.active && draw.coords.length >= 3) { e.preventDefault(); finish(); } });
     const finish = () => { draw.active = false; $("draw-btn").disabled = false; $("finish-btn").disabled = true; map.getCanvas().style.cursor = ""; sendSiteCheck(config.site_check); };

@@ -1,0 +1,164 @@
+/* The attribute table: the features of one layer in the view or matching a CQL2 filter typed
+   by the planner, asked of the items API (filter=, bbox=, sortby=, paged with the answer's
+   next link, with the caller's key); code-list names instead of raw codes; a click on a column
+   sorts on the server, a click on a row highlights the feature and zooms to it; CSV and
+   GeoPackage links export the same query through the API.
+   window.geobaseTable.attach(map, ctx) after the map's style has loaded. */
+(function () {
+  "use strict";
+  const PAGE = 50;
+  const HIT = "table-hit";
+  const state = {layer: null, query: null, sortby: null, url: null, rows: [], features: [], pages: [], next: null,
+                 matched: null, selected: null, exports: {}, error: null, done: 0};
+  window.geobaseTableState = state;
+  let ctx = null;
+  const $ = (id) => document.getElementById(id);
+
+  function params(extra) {
+    /* The query (filter, view, order) as URL parameters; the same for a page and an export. */
+    const q = new URLSearchParams();
+    if (state.query.filter) q.set("filter", state.query.filter);
+    if (state.query.bbox) q.set("bbox", state.query.bbox.map((v) => v.toFixed(8)).join(","));
+    if (state.sortby) q.set("sortby", state.sortby);
+    for (const [k, v] of Object.entries(extra)) q.set(k, v);
+    return q.toString();
+  }
+
+  const itemsUrl = (extra) => "/collections/" + encodeURIComponent(state.layer) + "/items?" + params(extra);
+
+  function bboxOf(geometry) {
+    const b = [Infinity, Infinity, -Infinity, -Infinity];
+    const walk = (c) => {
+      if (typeof c[0] === "number") { b[0] = Math.min(b[0], c[0]); b[1] = Math.min(b[1], c[1]); b[2] = Math.max(b[2], c[0]); b[3] = Math.max(b[3], c[1]); }
+      else for (const x of c) walk(x);
+    };
+    if (geometry && geometry.coordinates) walk(geometry.coordinates);
+    return b;
+  }
+
+  function select(map, i) {
+    const f = state.features[i];
+    state.selected = f.id;
+    for (const tr of $("table-grid").querySelectorAll("tr[data-i]")) tr.classList.toggle("selected", tr.dataset.i === String(i));
+    map.getSource(HIT).setData({type: "FeatureCollection", features: f.geometry ? [f] : []});
+    const b = bboxOf(f.geometry);
+    if (!isFinite(b[0])) return;
+    if (b[0] === b[2] && b[1] === b[3]) map.jumpTo({center: [b[0], b[1]], zoom: Math.max(map.getZoom(), 15)});
+    else map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: {top: 40, left: 40, right: 40, bottom: 40 + $("table-panel").offsetHeight},
+                                                   maxZoom: 17, duration: 0});  // clear of the table over the map
+  }
+
+  function render(map, cols) {
+    const grid = $("table-grid");
+    grid.innerHTML = "";
+    const head = grid.createTHead().insertRow();
+    for (const c of [{key: "id", title: "标识 id"}].concat(cols)) {
+      const th = document.createElement("th");
+      const arrow = state.sortby === c.key ? " ▲" : state.sortby === "-" + c.key ? " ▼" : "";
+      th.textContent = c.title + arrow;
+      th.dataset.key = c.key;
+      th.tabIndex = 0;
+      th.title = "排序 Sort by " + c.key;
+      const sort = () => { state.sortby = state.sortby === c.key ? "-" + c.key : c.key; load(map, null).catch(fail); };
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", (e) => { if (e.key === "Enter") sort(); });
+      head.appendChild(th);
+    }
+    const body = grid.createTBody();
+    state.rows.forEach((row, i) => {
+      const tr = body.insertRow();
+      tr.dataset.i = String(i);
+      tr.tabIndex = 0;
+      for (const v of row.shown) tr.insertCell().textContent = v;
+      tr.addEventListener("click", () => select(map, i));
+      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") select(map, i); });
+    });
+    const from = state.pages.length * PAGE;
+    $("table-info").textContent = (state.matched == null ? "" : "共 " + state.matched + " 条 · ") +
+      (state.rows.length ? (from + 1) + "–" + (from + state.rows.length) : "无结果 No rows");
+    $("table-prev").disabled = !state.pages.length;
+    $("table-next").disabled = !state.next;
+    $("table-csv").href = state.exports.csv;
+    $("table-gpkg").href = state.exports.gpkg;
+  }
+
+  async function page(url) {
+    /* One answer of the items API; a refusal (a CQL2 typo, an attribute not queryable) is
+       thrown with the API's own description, which the planner needs to correct the filter. */
+    const r = await fetch(url, {headers: ctx.authHeaders({Accept: "application/geo+json"})});
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.description || "HTTP " + r.status);
+    return body;
+  }
+
+  async function load(map, url) {
+    /* One page: the first of the query when url is null, else the API's own next link. */
+    if (url == null) { state.pages = []; url = itemsUrl({limit: String(PAGE), numberMatched: "true"}); }
+    const A = window.geobaseAttributes;
+    const [doc, body] = await Promise.all([A.schema(state.layer, ctx.getJSON), page(url)]);
+    const cols = A.columns(doc);
+    state.url = url;
+    state.error = null;
+    state.features = body.features || [];
+    state.matched = body.numberMatched == null ? null : body.numberMatched;
+    state.rows = state.features.map((f) => ({id: f.id, values: f.properties,
+      shown: [String(f.id)].concat(cols.map((c) => A.display(c.prop, (f.properties || {})[c.key])))}));
+    const next = (body.links || []).find((l) => l.rel === "next");
+    state.next = next ? next.href : null;
+    state.exports = {csv: itemsUrl({f: "csv", bom: "true"}), gpkg: itemsUrl({f: "gpkg"})};
+    $("table-panel").hidden = false;
+    render(map, cols);
+    state.done += 1;
+  }
+
+  function fail(err) {
+    state.error = err.message;
+    state.rows = []; state.features = [];
+    $("table-grid").innerHTML = "";
+    $("table-panel").hidden = false;
+    $("table-info").textContent = "查询失败 Query failed: " + err.message;
+    state.done += 1;
+  }
+
+  async function download(e) {
+    /* An export with the caller's key: a plain link cannot send the Authorization header, so
+       with a key the file is fetched here and handed to the browser. */
+    const a = e.currentTarget;
+    if (!ctx.hasKey()) return;  // public: the link itself is the download
+    e.preventDefault();
+    const r = await fetch(a.href, {headers: ctx.authHeaders({})});
+    if (!r.ok) { fail(new Error("export: HTTP " + r.status)); return; }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await r.blob());
+    link.download = state.layer + (a.id === "table-csv" ? ".csv" : ".gpkg");
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  }
+
+  function attach(map, context) {
+    ctx = context;
+    map.addSource(HIT, {type: "geojson", data: {type: "FeatureCollection", features: []}});
+    map.addLayer({id: HIT + "-fill", type: "fill", source: HIT, filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ffd600", "fill-opacity": 0.4}});
+    map.addLayer({id: HIT + "-line", type: "line", source: HIT, filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff6d00", "line-width": 3}});
+    map.addLayer({id: HIT + "-point", type: "circle", source: HIT, filter: ["==", "$type", "Point"], paint: {"circle-color": "#ffd600", "circle-radius": 7}});
+    const pick = $("table-layer");
+    for (const l of ctx.config.departments.flatMap((d) => d.layers).filter((l) => l.kind === "vector")) {
+      const o = document.createElement("option");
+      o.value = l.name; o.textContent = l.title.zh;
+      pick.appendChild(o);
+    }
+    $("table-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const b = map.getBounds();
+      state.layer = pick.value; state.sortby = null; state.selected = null;
+      state.query = {filter: $("table-filter").value.trim(), bbox: $("table-inview").checked ? [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()] : null};
+      load(map, null).catch(fail);
+    });
+    $("table-next").addEventListener("click", () => { state.pages.push(state.url); load(map, state.next).catch(fail); });
+    $("table-prev").addEventListener("click", () => { if (state.pages.length) load(map, state.pages.pop()).catch(fail); });
+    $("table-close").addEventListener("click", () => { $("table-panel").hidden = true; map.getSource(HIT).setData({type: "FeatureCollection", features: []}); });
+    for (const id of ["table-csv", "table-gpkg"]) $(id).addEventListener("click", (e) => { download(e).catch(fail); });
+  }
+
+  window.geobaseTable = {attach};
+})();

@@ -76,3 +76,10 @@ def test_url_state_keeps_layer_order_and_language():
     assert zh == "#"  # Chinese is the default and an empty order is the style's own: neither is written
     assert junk == {"view": None, "layers": None, "opacity": {}, "order": ["a", "c"]}  # bad names, repeats, unknown language dropped
     assert "order" not in plain and "lang" not in plain
+
+
+def test_interface_dictionary_has_both_languages_for_every_key():
+    words, targets, t = node("i18n.js", "[m.WORDS, m.TARGETS, [m.t('layers'), m.t('layers', 'en'), m.t('no.such.key')]]")
+    assert all(len(w) == 2 and all(isinstance(x, str) and x.strip() for x in w) for w in words.values()), words
+    assert {key for _, key, _ in targets} <= set(words)  # every element the page names has its words
+    assert t == ["图层", "Layers", "no.such.key"]  # Chinese by default; an unknown key shows itself, not blank

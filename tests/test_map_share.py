@@ -81,6 +81,11 @@ def test_english_interface_kept_across_reload(county_server):
         assert page.inner_text(f'label[for="toggle-{layer["name"]}"]').startswith(layer["title"]["en"])
         assert config["departments"][0]["name"]["en"] in page.inner_text("#layer-list")
         assert hash_part(page, "lang") == "en"
+        legend = page.evaluate("fetch('/legend').then((r) => r.json())")
+        entry = next(e for e in legend["layers"] if e["classes"])
+        shown = page.inner_text("#legend-list")
+        assert entry["title"]["en"] in shown and f'{entry["classes"][0]["code"]} {entry["classes"][0]["en"]}' in shown
+        assert entry["title"]["zh"] not in shown
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "map-english.png"))
         page.reload()

@@ -15,7 +15,7 @@
   // key: [zh, en]; the keys also name the page's elements in TARGETS.
   const WORDS = {
     "title": ["一张图 · geobase", "One map · geobase"],
-    "heading": ["自然资源一张图", "Natural resources one map"],
+    "heading": ["自然资源一张图", "Natural resources ·"],
     "find": ["查找", "Find"],
     "find.placeholder": ["图斑编号、行政区、村名、地名或坐标", "Parcel number, division, village, place or coordinates"],
     "find.go": ["查找", "Find"],
@@ -110,14 +110,32 @@
     }
   }
 
-  function attach(config, lang, onChange) {
+  function applyLegend(doc, legend) {
+    /* The legend's layer titles and class names (GET /legend carries both languages). */
+    const boxes = doc.querySelectorAll("#legend-list .legend-layer");
+    legend.layers.forEach((e, i) => {
+      const box = boxes[i];
+      if (!box) return;
+      const h = box.querySelector("h3");
+      if (h) h.textContent = e.title[current] || e.title.zh;
+      const items = box.querySelectorAll("li");
+      e.classes.slice(0, items.length).forEach((c, k) => {
+        const last = items[k].lastChild;
+        if (last && last.nodeType === 3) last.nodeValue = c.code + " " + (c[current] || c.zh);
+      });
+    });
+  }
+
+  function attach(config, lang, onChange, legend) {
     /* Apply ``lang`` (default Chinese) to the page and wire the switch button; returns
-       {lang(), set(lang)}; onChange() after every switch (the URL state writes lang=). */
+       {lang(), set(lang)}; onChange() after every switch (the URL state writes lang=).
+       ``legend`` (GET /legend, optional): its titles and class names follow the language. */
     const doc = document;
     const set = (l) => {
       current = LANGS.includes(l) ? l : "zh";
       applyPage(doc);
       applyLayers(doc, config);
+      if (legend) applyLegend(doc, legend);
     };
     set(lang);
     const btn = doc.getElementById("lang-switch");
@@ -125,5 +143,5 @@
     return {lang: () => current, set: (l) => { set(l); onChange(); }};
   }
 
-  return {attach, t, LANGS, WORDS, lang: () => current};
+  return {attach, t, LANGS, WORDS, TARGETS, lang: () => current};
 });

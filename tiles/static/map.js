@@ -191,9 +191,9 @@
       switcher.apply(start);
       order = window.geobaseLayerOrder.attach(map, config, writeUrl);
       order.apply(start.order);
-      i18n = window.geobaseI18n.attach(config, start.lang, writeUrl);
-      window.geobaseExport.attach(map, {status});
       buildLegend(legend);
+      i18n = window.geobaseI18n.attach(config, start.lang, writeUrl, legend);
+      window.geobaseExport.attach(map, {status});
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseMeasureUI.attach(map);
       map.addSource("draw", {type: "geojson", data: drawData()});

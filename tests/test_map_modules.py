@@ -63,3 +63,23 @@ def test_url_state_round_trip_and_garbage():
     assert old["view"] == {"zoom": 12, "center": [118.2, 29.1], "bearing": 0, "pitch": 0}  # MapLibre's own links
     assert junk == {"view": None, "layers": ["a"], "opacity": {"y": 0.3}}
     assert empty == {"view": None, "layers": None, "opacity": {}}
+
+
+def test_url_state_keeps_layer_order_and_language():
+    state = {"view": {"zoom": 12, "center": [118.1, 29.1], "bearing": 0, "pitch": 0}, "layers": ["rivers", "land_use"],
+             "opacity": {}, "order": ["rivers", "land_use", "admin_divisions"], "lang": "en"}
+    h, back = node("urlstate.js", f"(() => {{ const h = m.serialize({json.dumps(state)}); return [h, m.parse(h)]; }})()")
+    assert h == "#map=12/29.1/118.1&layers=rivers,land_use&order=rivers,land_use,admin_divisions&lang=en"
+    assert back == state
+    zh, junk, plain = node("urlstate.js", "[m.serialize({view: null, layers: null, order: [], lang: 'zh'}), "
+                                          "m.parse('#order=a,%3Cb%3E,a,c&lang=fr'), m.parse('#layers=a')]")
+    assert zh == "#"  # Chinese is the default and an empty order is the style's own: neither is written
+    assert junk == {"view": None, "layers": None, "opacity": {}, "order": ["a", "c"]}  # bad names, repeats, unknown language dropped
+    assert "order" not in plain and "lang" not in plain
+
+
+def test_interface_dictionary_has_both_languages_for_every_key():
+    words, targets, t = node("i18n.js", "[m.WORDS, m.TARGETS, [m.t('layers'), m.t('layers', 'en'), m.t('no.such.key')]]")
+    assert all(len(w) == 2 and all(isinstance(x, str) and x.strip() for x in w) for w in words.values()), words
+    assert {key for _, key, _ in targets} <= set(words)  # every element the page names has its words
+    assert t == ["图层", "Layers", "no.such.key"]  # Chinese by default; an unknown key shows itself, not blank

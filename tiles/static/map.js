@@ -175,12 +175,13 @@
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");
     map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("tile error: " + (e && e.error && e.error.message)); });
-    let switcher = null;
+    let switcher = null, order = null, i18n = null;
     const writeUrl = () => {  // the view, the layers on and their opacity: a link reproduces the map
       if (!switcher) return;
       const c = map.getCenter();
       const hash = window.geobaseUrlState.serialize({view: {zoom: map.getZoom(), center: [c.lng, c.lat], bearing: map.getBearing(), pitch: map.getPitch()},
-                                                     layers: switcher.visible(), opacity: switcher.opacity()});
+                                                     layers: switcher.visible(), opacity: switcher.opacity(),
+                                                     order: order && order.order(), lang: i18n && i18n.lang()});
       history.replaceState(null, "", location.pathname + location.search + hash);
     };
     map.on("moveend", writeUrl);
@@ -188,7 +189,11 @@
       window.geobaseLabels.attach(map, {getJSON, status});
       switcher = buildSwitcher(map, config, writeUrl);
       switcher.apply(start);
+      order = window.geobaseLayerOrder.attach(map, config, writeUrl);
+      order.apply(start.order);
       buildLegend(legend);
+      i18n = window.geobaseI18n.attach(config, start.lang, writeUrl, legend);
+      window.geobaseExport.attach(map, {status});
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseMeasureUI.attach(map);
       window.geobaseCompare.attach(map, config, {getJSON, authHeaders});  // time slider and swipe over a layer's versions

@@ -1,0 +1,147 @@
+/* The map page in Chinese (the default) or English: one dictionary for the panel's headings,
+   buttons, hints and the messages of the modules that ask t(key); layer and department names
+   come from the layer specs (title.zh / title.en, name.zh / name.en in /map/config). The choice
+   lives in the URL state (lang=en), so a shared link opens in the sender's language.
+
+   Plain script: window.geobaseI18n in the page, module.exports under node.
+   In the page: geobaseI18n.attach(config, lang, onChange) once the layer panel is built. */
+(function (root, factory) {
+  if (typeof module === "object" && module.exports) module.exports = factory();
+  else root.geobaseI18n = factory();
+})(typeof self !== "undefined" ? self : this, function () {
+  "use strict";
+  const LANGS = ["zh", "en"];
+
+  // key: [zh, en]; the keys also name the page's elements in TARGETS.
+  const WORDS = {
+    "title": ["一张图 · geobase", "One map · geobase"],
+    "heading": ["自然资源一张图", "Natural resources ·"],
+    "find": ["查找", "Find"],
+    "find.placeholder": ["图斑编号、行政区、村名、地名或坐标", "Parcel number, division, village, place or coordinates"],
+    "find.go": ["查找", "Find"],
+    "layers": ["图层", "Layers"],
+    "legend": ["图例", "Legend"],
+    "access": ["访问", "Access"],
+    "access.key": ["API 密钥（部门）", "API key (department)"],
+    "access.use": ["使用", "Use"],
+    "access.public": ["公开", "Public"],
+    "access.viewing": ["当前身份：", "Viewing as: "],
+    "measure": ["量测", "Measure"],
+    "measure.line": ["测距", "Distance"],
+    "measure.area": ["测面", "Area"],
+    "finish": ["完成", "Finish"],
+    "clear": ["清除", "Clear"],
+    "measure.hint": ["CGCS2000 椭球面 · 1 亩 = 10000/15 m²", "CGCS2000 ellipsoid · 1 mu = 10000/15 m²"],
+    "site": ["选址分析", "Site check"],
+    "site.draw": ["绘制红线", "Draw polygon"],
+    "site.finish": ["完成并分析", "Finish & check"],
+    "site.hint": ["单击地图添加顶点，双击或点“完成并分析”闭合并提交。", "Click to add vertices, double-click or “Finish & check” to close and send."],
+    "lang.switch": ["English", "中文"],
+    "lang.label": ["切换为英文界面", "Switch to the Chinese interface"],
+    "export": ["导出 PNG", "Export PNG"],
+    "export.label": ["将当前地图导出为 PNG 图片", "Export the current map view as a PNG image"],
+    "export.done": ["已导出 PNG", "PNG exported"],
+    "export.failed": ["导出失败", "Export failed"],
+    "order.up": ["上移（绘于上层）", "Move up (draw above)"],
+    "order.down": ["下移（绘于下层）", "Move down (draw below)"],
+    "zoom.layer": ["缩放至图层", "Zoom to layer extent"],
+    "opacity": ["透明度", "Opacity"],
+  };
+
+  // [CSS selector, key, what to set: "text" | "placeholder" | "aria" | "title" | "lead" (first text node)]
+  const TARGETS = [
+    ["h1", "heading", "lead"], ["#find h2", "find", "text"], ["#search-input", "find.placeholder", "placeholder"],
+    ["#search-input", "find", "aria"], ["#search-form button[type=submit]", "find.go", "text"],
+    ["#layers h2", "layers", "text"], ["#legend h2", "legend", "text"], ["#access h2", "access", "text"],
+    ["#key-input", "access.key", "placeholder"], ["#key-form button[type=submit]", "access.use", "text"],
+    ["#key-clear", "access.public", "text"], ["#access .hint", "access.viewing", "lead"],
+    ["#measure h2", "measure", "text"], ["#measure-line", "measure.line", "text"], ["#measure-area", "measure.area", "text"],
+    ["#measure-finish", "finish", "text"], ["#measure-clear", "clear", "text"], ["#measure .hint", "measure.hint", "text"],
+    ["#tools h2", "site", "text"], ["#draw-btn", "site.draw", "text"], ["#finish-btn", "site.finish", "text"],
+    ["#clear-btn", "clear", "text"], ["#tools .hint", "site.hint", "text"],
+    ["#lang-switch", "lang.switch", "text"], ["#lang-switch", "lang.label", "aria"],
+    ["#export-png", "export", "text"], ["#export-png", "export.label", "title"],
+  ];
+
+  let current = "zh";
+  const t = (key, lang) => { const w = WORDS[key]; return w ? w[LANGS.indexOf(lang || current)] : key; };
+
+  function setLead(el, text) {
+    const first = el.firstChild;
+    if (first && first.nodeType === 3) first.nodeValue = text + (el.childNodes.length > 1 ? " " : "");
+    else el.insertBefore(el.ownerDocument.createTextNode(text + " "), first);
+  }
+
+  function applyPage(doc) {
+    doc.documentElement.lang = current;
+    doc.title = t("title");
+    for (const [sel, key, what] of TARGETS) {
+      const el = doc.querySelector(sel);
+      if (!el) continue;
+      if (what === "text") el.textContent = t(key);
+      else if (what === "placeholder") el.placeholder = t(key);
+      else if (what === "aria") el.setAttribute("aria-label", t(key));
+      else if (what === "title") el.title = t(key);
+      else setLead(el, t(key));
+    }
+    for (const el of doc.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  }
+
+  function applyLayers(doc, config) {
+    /* Department headings, layer titles and the per-layer controls' names in the chosen language. */
+    const heads = doc.querySelectorAll("#layer-list h3");
+    config.departments.forEach((d, i) => { if (heads[i]) heads[i].textContent = d.name[current] || d.name.zh; });
+    for (const d of config.departments) {
+      for (const l of d.layers) {
+        const title = l.title[current] || l.title.zh;
+        const label = doc.querySelector('label[for="toggle-' + l.name + '"]');
+        if (label) setLead(label, title);
+        const slider = doc.getElementById("opacity-" + l.name);
+        if (slider) { slider.title = t("opacity"); slider.setAttribute("aria-label", t("opacity") + ": " + title); }
+        const row = label && label.parentElement;
+        for (const b of row ? row.querySelectorAll("button:not(.order)") : []) {
+          b.title = t("zoom.layer"); b.setAttribute("aria-label", t("zoom.layer") + ": " + title);
+        }
+        for (const dir of ["up", "down"]) {
+          const b = doc.getElementById(dir + "-" + l.name);
+          if (b) b.setAttribute("aria-label", t("order." + dir) + ": " + title);
+        }
+      }
+    }
+  }
+
+  function applyLegend(doc, legend) {
+    /* The legend's layer titles and class names (GET /legend carries both languages). */
+    const boxes = doc.querySelectorAll("#legend-list .legend-layer");
+    legend.layers.forEach((e, i) => {
+      const box = boxes[i];
+      if (!box) return;
+      const h = box.querySelector("h3");
+      if (h) h.textContent = e.title[current] || e.title.zh;
+      const items = box.querySelectorAll("li");
+      e.classes.slice(0, items.length).forEach((c, k) => {
+        const last = items[k].lastChild;
+        if (last && last.nodeType === 3) last.nodeValue = c.code + " " + (c[current] || c.zh);
+      });
+    });
+  }
+
+  function attach(config, lang, onChange, legend) {
+    /* Apply ``lang`` (default Chinese) to the page and wire the switch button; returns
+       {lang(), set(lang)}; onChange() after every switch (the URL state writes lang=).
+       ``legend`` (GET /legend, optional): its titles and class names follow the language. */
+    const doc = document;
+    const set = (l) => {
+      current = LANGS.includes(l) ? l : "zh";
+      applyPage(doc);
+      applyLayers(doc, config);
+      if (legend) applyLegend(doc, legend);
+    };
+    set(lang);
+    const btn = doc.getElementById("lang-switch");
+    if (btn) btn.addEventListener("click", () => { set(current === "zh" ? "en" : "zh"); onChange(); });
+    return {lang: () => current, set: (l) => { set(l); onChange(); }};
+  }
+
+  return {attach, t, LANGS, WORDS, TARGETS, lang: () => current};
+});

@@ -146,10 +146,8 @@ def check_duplicate_keys(ctx: IngestContext, target: LoadTarget) -> None:
         raise RedoWithStaging()
     else:
         dups, examples = target.stg.duplicate_keys()
-    for key, count, rows_ in examples:
-        report.add("duplicate_key", rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
-    if dups > len(examples):
-        report.add_count("duplicate_key", dups - len(examples))
+    report.add_sampled("duplicate_key", dups, [(rows_[0], key, f"key {key!r} occurs {count} times (rows {rows_})")
+                                               for key, count, rows_ in examples])
     if dups:
         if ctx.opts.on_error == "reject":
             ctx.refuse()
@@ -161,18 +159,12 @@ def check_mode_keys(ctx: IngestContext, target: LoadTarget) -> None:
     report, mode, stg = ctx.report, ctx.opts.mode, target.stg
     if mode == "delete":
         n_unknown, unk = stg.unknown_keys()
-        for k in unk:
-            report.add("unknown_key", None, k, f"no current feature has key {k!r}")
-        if n_unknown > len(unk):
-            report.add_count("unknown_key", n_unknown - len(unk))
+        report.add_sampled("unknown_key", n_unknown, [(None, k, f"no current feature has key {k!r}") for k in unk])
         if n_unknown and ctx.opts.on_error == "reject":
             ctx.refuse()
     if mode == "append" and target.staging:  # a direct load is a first load: no key exists yet
         n_exist, ex = stg.existing_keys()
-        for k in ex:
-            report.add("existing_key", None, k, f"key {k!r} is already a current feature")
-        if n_exist > len(ex):
-            report.add_count("existing_key", n_exist - len(ex))
+        report.add_sampled("existing_key", n_exist, [(None, k, f"key {k!r} is already a current feature") for k in ex])
         if n_exist:
             if ctx.opts.on_error == "reject":
                 ctx.refuse()

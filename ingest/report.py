@@ -71,6 +71,14 @@ class QualityReport:
         if n:
             self.counts[category] = self.counts.get(category, 0) + n
 
+    def add_sampled(self, category: str, total: int, examples: list[tuple[int | None, str, str]]) -> None:
+        """A check that counted ``total`` findings in SQL and fetched a few ``(row, key, message)``
+        examples: each example as a sample, the rest as a count, so the total stays exact."""
+        for row, key, message in examples:
+            self.add(category, row, key, message)
+        if total > len(examples):
+            self.add_count(category, total - len(examples))
+
     @property
     def error_count(self) -> int:
         return sum(n for c, n in self.counts.items() if c in ERROR_CATEGORIES)

@@ -33,7 +33,7 @@ import time
 
 import httpx
 import psycopg
-from common import REPO, Context, Result, free_port, percentile
+from common import REPO, Context, Result, free_port, percentile, tipg_tile_view
 from common import web_mercator_tile as _tile
 
 DB = "geobase_bench_load"  # not bench_features' database: load writes keys and audit rows
@@ -131,12 +131,7 @@ def run(ctx: Context) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         extent = conn.execute("SELECT extent FROM catalog.layer_versions WHERE layer='land_use' "
                               "ORDER BY version DESC LIMIT 1").fetchone()[0]
-        conn.execute("CREATE SCHEMA IF NOT EXISTS bench_tipg")
-        conn.execute("""CREATE OR REPLACE VIEW bench_tipg.land_use_tiles AS
-                        SELECT _key AS id, bsm, dlbm, dlmc, zldwmc, tbmj, geom_3857 AS geom
-                        FROM data.land_use WHERE _vto IS NULL""")
-        conn.execute("CREATE INDEX IF NOT EXISTS bench_tipg_geom3857 ON data.land_use USING gist (geom_3857) "
-                     "WHERE _vto IS NULL")
+        tipg_tile_view(conn)
     seconds = 4.0 if ctx.quick else DURATION_S
     port = free_port()
     log = open(data_dir / "server.log", "w")  # noqa: SIM115 — closed in finally

@@ -58,7 +58,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from bench_features import CELL, LAT0, LON0, Server, _database, _load, _tipg
-from common import Context, Result, free_port, median, percentile, web_mercator_tile
+from common import Context, Result, free_port, median, percentile, tipg_tile_view, web_mercator_tile
 
 COMPARED = (13, 14, 15, 16)  # zooms where we and tipg draw the same parcels
 PYRAMID = (10, 12)  # zooms where we serve the class pyramid (no tipg ratio)
@@ -166,14 +166,7 @@ class _Direct:
 def _prepare(ctx: Context, url: str, data_dir: Path) -> int:
     """The tipg view, and a fresh pyramid whose build time is reported; returns the version."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS bench_tipg")
-        conn.execute("""CREATE OR REPLACE VIEW bench_tipg.land_use_tiles AS
-                        SELECT _key AS id, bsm, dlbm, dlmc, zldwmc, tbmj, geom_3857 AS geom
-                        FROM data.land_use WHERE _vto IS NULL""")
-        # tipg filters the view's geom (our geom_3857): give it the index it needs (ours read through
-        # the geom index, see tiles.mvt.filter_envelope, and have no use for this one)
-        conn.execute("CREATE INDEX IF NOT EXISTS bench_tipg_geom3857 ON data.land_use USING gist (geom_3857) "
-                     "WHERE _vto IS NULL")
+        tipg_tile_view(conn)
         conn.execute("ANALYZE data.land_use")
         version = conn.execute("SELECT current_version FROM catalog.layers WHERE name = 'land_use'").fetchone()[0]
         # a fresh load builds the pyramid: drop it, so its build is always measured here

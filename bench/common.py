@@ -259,3 +259,16 @@ def _no_nan(v):
     if isinstance(v, (list, tuple)):
         return [_no_nan(x) for x in v]
     return v
+
+
+def tipg_tile_view(conn) -> None:
+    """The view tipg serves land-use tiles from, the same for the tiles and the load benchmark:
+    our stored Web Mercator geometry and the attributes our tile carries. tipg filters the
+    view's geom (our geom_3857), so it gets the GiST index it needs (ours read through the geom
+    index, see tiles.mvt.filter_envelope, and have no use for this one)."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench_tipg")
+    conn.execute("""CREATE OR REPLACE VIEW bench_tipg.land_use_tiles AS
+                    SELECT _key AS id, bsm, dlbm, dlmc, zldwmc, tbmj, geom_3857 AS geom
+                    FROM data.land_use WHERE _vto IS NULL""")
+    conn.execute("CREATE INDEX IF NOT EXISTS bench_tipg_geom3857 ON data.land_use USING gist (geom_3857) "
+                 "WHERE _vto IS NULL")

@@ -11,26 +11,95 @@ Columns:
   _hash      XXH3-128 of attributes + geometry, to diff a new snapshot against the current rows
   _vfrom     version that introduced this row
   _vto       version that retired it (NULL = current)
+  division   the 6-digit county code (行政区划代码) the row belongs to: the partition key
   <attrs>    one column per spec attribute, typed
   _area_m2   ellipsoidal area on CGCS2000 (polygon layers) / _length_m (line layers)
   geom       geometry in EPSG:4490 (storage CRS)
   geom_3857  the same geometry in Web Mercator for tiles
+
+Partitions: ``data.<layer>`` is LIST-partitioned by ``division``; county D's rows live in
+``data."<layer>__D"`` (:mod:`geobase.partitions` makes, attaches and migrates them). A row's county
+is the first 6 digits of the layer's division attribute (:data:`DIVISION_FIELDS`: ``zldwdm``,
+``xzqdm``, ``xian``) or the ingest's ``--division``; a delivery that names no county at all (a
+layer without such an attribute, e.g. rivers) goes to :data:`UNASSIGNED` (``000000``, not a
+county code: GB/T 2260 codes start at 11). Every read that names a county gets
+:func:`division_filter`, a literal, so the planner prunes the other partitions and never opens
+(nor waits for) them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 
 import psycopg
 from psycopg import sql
 
+from geobase.errors import InvalidInput
 from geobase.specs import LayerSpec
 
 log = logging.getLogger(__name__)
 
 DATA_SCHEMA = "data"
 STORAGE_SRID = 4490
-SYSTEM_COLUMNS = ("_rid", "_key", "_hash", "_vfrom", "_vto")
+SYSTEM_COLUMNS = ("_rid", "_key", "_hash", "_vfrom", "_vto", "division")
+#: the partition key column: the 6-digit county code (行政区划代码) of the row
+DIVISION = "division"
+#: the partition of rows whose delivery names no county (not a GB/T 2260 code)
+UNASSIGNED = "000000"
+#: spec attributes a row's county is read from (first 6 characters), the first one a layer has
+DIVISION_FIELDS = ("zldwdm", "xzqdm", "xian")
+_DIVISION_RE = re.compile(r"^[0-9]{6}$")
+
+
+def check_division(value: str, parameter: str = "division") -> str:
+    """A county code as given by a caller (``--division``, ``division=``): 6 digits, else refused."""
+    text = str(value).strip()
+    if not _DIVISION_RE.match(text):
+        raise InvalidInput(f"{parameter}: {value!r} is not a 6-digit county code (行政区划代码, e.g. 339901)",
+                           parameter=parameter)
+    return text
+
+
+def division_field(spec: LayerSpec) -> str | None:
+    """The attribute a row's county is derived from (None: the layer has none)."""
+    names = set(spec.attribute_names)
+    return next((f for f in DIVISION_FIELDS if f in names), None)
+
+
+def division_expr(spec: LayerSpec, division: str | None, malformed: str = "") -> sql.Composable:
+    """SQL of a row's county from its attributes: the first 6 characters of the division field
+    when they are digits; ``division`` (the ingest's ``--division``, else :data:`UNASSIGNED`)
+    when the field is empty or absent; ``malformed`` (``''``: refused by the ingest's check)
+    when the field holds something else."""
+    fallback = sql.Literal(division or UNASSIGNED)
+    field = division_field(spec)
+    if field is None:
+        return fallback
+    f = sql.Identifier(field)
+    return sql.SQL("(CASE WHEN {f} IS NULL OR btrim({f}) = '' THEN {fb}::text "
+                   "WHEN {f} ~ '^[0-9]{{6}}' THEN left({f}, 6) ELSE {bad}::text END)").format(
+        f=f, fb=fallback, bad=sql.Literal(malformed))
+
+
+def division_filter(divisions: str | Iterable[str], alias: str | None = None) -> sql.Composed:
+    """Rows of the county (or counties) named, as literals checked to be 6 digits: the planner
+    prunes every other partition at plan time (a bound parameter would leave it to run time,
+    after every partition of a generic plan was locked)."""
+    divs = [divisions] if isinstance(divisions, str) else list(divisions)
+    lits = sql.SQL(", ").join(sql.Literal(check_division(d)) for d in divs)
+    return sql.SQL("{} IN ({})").format(_col(alias, DIVISION), lits) if divs else sql.SQL("FALSE")
+
+
+def partition_name(spec: LayerSpec | str, division: str) -> str:
+    """The table of one county's rows: ``<layer>__<division>``."""
+    name = spec if isinstance(spec, str) else spec.name
+    return f"{name}__{check_division(division)}"
+
+
+def partition_ident(spec: LayerSpec | str, division: str) -> sql.Composed:
+    return sql.Identifier(DATA_SCHEMA, partition_name(spec, division))
 
 
 def table_ident(spec: LayerSpec | str) -> sql.Composed:
@@ -85,7 +154,7 @@ def key_collation(conn: psycopg.Connection, spec: LayerSpec) -> str | None:
     return row[0] if row else None
 
 
-def _key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
+def key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
     """Feature keys compare bytewise (``COLLATE "C"``): the same order as the cluster's C.UTF-8
     for UTF-8 text, but PostgreSQL sorts "C" with abbreviated keys and memcmp instead of
     strcoll, which halves the key index builds of a bulk load. Tables made before get their
@@ -105,8 +174,9 @@ def _key_collation_c(conn: psycopg.Connection, spec: LayerSpec) -> None:
 
 def layer_columns(spec: LayerSpec) -> list[tuple[str, str, str]]:
     """The columns of a layer table: (name, type, constraints), in table order."""
-    cols = [("_rid", "bigint", "GENERATED ALWAYS AS IDENTITY PRIMARY KEY"), ("_key", 'text COLLATE "C"', "NOT NULL"),
-            ("_hash", "text", "NOT NULL"), ("_vfrom", "integer", "NOT NULL"), ("_vto", "integer", "")]
+    cols = [("_rid", "bigint", "GENERATED ALWAYS AS IDENTITY"), ("_key", 'text COLLATE "C"', "NOT NULL"),
+            ("_hash", "text", "NOT NULL"), ("_vfrom", "integer", "NOT NULL"), ("_vto", "integer", ""),
+            (DIVISION, "text", "NOT NULL")]
     cols += [(a.name, a.pg_type, "") for a in spec.attributes]
     measure = measure_column(spec)
     if measure:
@@ -116,6 +186,21 @@ def layer_columns(spec: LayerSpec) -> list[tuple[str, str, str]]:
     return cols
 
 
+def layer_indexes(spec: LayerSpec) -> list[tuple[str, sql.Composable, bool]]:
+    """(name, definition, unique) of a layer table's indexes, made on the partitioned table and so
+    on every county's partition. A feature key is unique among the current rows of its county
+    (a unique index of a partitioned table must hold the partition key; ``_key`` leads, so a
+    lookup by key alone still uses it)."""
+    name = spec.name
+    return [
+        (f"{name}_cur_key", sql.SQL("(_key, division) WHERE _vto IS NULL"), True),
+        (f"{name}_cur_geom", sql.SQL("USING gist (geom) WHERE _vto IS NULL"), False),
+        (f"{name}_key_hist", sql.SQL("(_key, _vfrom)"), False),
+        (f"{name}_vto", sql.SQL("(_vto) WHERE _vto IS NOT NULL"), False),
+        (f"{name}_vfrom", sql.SQL("(_vfrom)"), False),
+    ]
+
+
 def empty_rows(spec: LayerSpec) -> sql.Composed:
     """A row source with the layer table's columns and no rows, which names neither the table nor
     its row type: a reader of a layer without a version need not wait for the table lock a
@@ -123,37 +208,3 @@ def empty_rows(spec: LayerSpec) -> sql.Composed:
     return sql.SQL("(SELECT {} LIMIT 0)").format(sql.SQL(", ").join(
         sql.SQL("NULL::{} AS {}").format(sql.SQL(typ), sql.Identifier(name))
         for name, typ, _ in layer_columns(spec)))
-
-
-def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
-    """Create the layer's table and indexes, or add columns for attributes new in the spec."""
-    if spec.kind != "vector":
-        return
-    tbl = table_ident(spec)
-    cols = [sql.SQL("{} {} {}").format(sql.Identifier(name), sql.SQL(typ), sql.SQL(cons))
-            for name, typ, cons in layer_columns(spec)]
-    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tbl, sql.SQL(", ").join(cols)))
-    for a in spec.attributes:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)
-            )
-        )
-    _key_collation_c(conn, spec)
-    name = spec.name
-    indexes = [
-        (f"{name}_cur_key", sql.SQL("(_key) WHERE _vto IS NULL"), True),
-        (f"{name}_cur_geom", sql.SQL("USING gist (geom) WHERE _vto IS NULL"), False),
-        (f"{name}_key_hist", sql.SQL("(_key, _vfrom)"), False),
-        (f"{name}_vto", sql.SQL("(_vto) WHERE _vto IS NOT NULL"), False),
-        (f"{name}_vfrom", sql.SQL("(_vfrom)"), False),
-    ]
-    # tiles find their rows through the geom index (tiles.mvt.filter_envelope): the geom_3857
-    # index of earlier versions is one GiST to maintain and build for nothing
-    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, f"{name}_cur_geom3857")))
-    for idx, body, unique in indexes:
-        conn.execute(
-            sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
-                unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(idx), tbl=tbl, body=body
-            )
-        )

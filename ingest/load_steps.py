@@ -26,7 +26,7 @@ from geobase.catalog import layers as layer_catalog
 from geobase.catalog import sync_catalog
 from geobase.catalog.versions import CommitResult, write_version
 from geobase.errors import InvalidInput
-from geobase.storage import table_ident
+from geobase.storage import UNASSIGNED, division_field, table_ident
 
 BATCH_SIZE = 20_000
 
@@ -44,10 +44,10 @@ def open_target(ctx: IngestContext, conn: psycopg.Connection, job: str, direct: 
         ctx.report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
     dl: DirectLoad | None = None
     if direct:
-        dl = DirectLoad(conn, ctx.spec, job)
+        dl = DirectLoad(conn, ctx.spec, job, ctx.opts.division)
         if not dl.begin():
             dl = None
-    target = LoadTarget(conn, Staging(conn, ctx.spec, staging_name(ctx.opts.layer, job)), dl)
+    target = LoadTarget(conn, Staging(conn, ctx.spec, staging_name(ctx.opts.layer, job), ctx.opts.division), dl)
     if target.staging:
         target.stg.create()
     return target
@@ -137,6 +137,45 @@ def keys_unique(keys: list[pa.Array], rows: int) -> bool:
     return len(chunked) == rows and len(pc.unique(chunked)) == rows
 
 
+def _division_findings(ctx: IngestContext, stg: Staging, counts: dict[str, int]) -> list[tuple[str, str]]:
+    """(division, why) of every staged county whose rows cannot be placed."""
+    field = division_field(ctx.spec) or "division"
+    named = ctx.opts.division
+    bad = []
+    if counts.get(""):
+        bad.append(("", f"{field} does not begin with a 6-digit county code (行政区划代码)"))
+    if named:
+        bad += [(d, f"{field} names county {d}, not --division {named}") for d in counts if d and d != named]
+    elif UNASSIGNED in counts and len(counts) > 1:
+        bad.append((UNASSIGNED, f"{field} is empty while other rows name their county: fill it or pass --division"))
+    return bad
+
+
+def check_divisions(ctx: IngestContext, target: LoadTarget) -> None:
+    """Every row must belong to a county: its division field's first 6 digits, else
+    ``--division``; a delivery whose rows name no county at all goes to the unassigned partition
+    (000000, e.g. a layer without a division field). A row whose field names no county, names
+    another county than ``--division``, or is empty while other rows name theirs is refused
+    under reject (the field named), dropped under skip or keep: a row cannot be placed in no
+    county. A direct load checks the same when it attaches its table (RedoWithStaging else)."""
+    if not target.staging:
+        return
+    stg, report = target.stg, ctx.report
+    counts = stg.division_counts()
+    report.checks["divisions"] = {d or "(none)": n for d, n in sorted(counts.items())}
+    findings = _division_findings(ctx, stg, counts)
+    for division, why in findings:
+        examples = [(row, key, f"{why} (value {value!r})") for row, key, value in stg.rows_of_division(division)]
+        report.add_sampled("division", counts[division], examples)
+    if findings and ctx.opts.on_error == "reject":
+        ctx.refuse()
+    for division, _why in findings:
+        report.notes.append(f"dropped {stg.drop_division(division)} rows that belong to no county of this delivery")
+    if UNASSIGNED in counts and len(counts) == 1 and not ctx.opts.division:
+        report.notes.append(f"no row names its county ({division_field(ctx.spec) or 'the layer has no division field'}):"
+                            f" loaded as unassigned ({UNASSIGNED}); pass --division to place the delivery in a county")
+
+
 def check_duplicate_keys(ctx: IngestContext, target: LoadTarget) -> None:
     """A key twice in the file: refused under reject, else the first of each is kept."""
     report = ctx.report
@@ -198,7 +237,7 @@ def check_areas(ctx: IngestContext, target: LoadTarget) -> None:
 
 
 #: in order, after the rows are in: each may refuse the file or ask for a RedoWithStaging
-CHECK_STEPS = (check_whole_file, check_duplicate_keys, check_mode_keys, check_coverage, check_areas)
+CHECK_STEPS = (check_whole_file, check_divisions, check_duplicate_keys, check_mode_keys, check_coverage, check_areas)
 
 
 def dry_run_result(ctx: IngestContext, target: LoadTarget) -> IngestResult:
@@ -207,7 +246,7 @@ def dry_run_result(ctx: IngestContext, target: LoadTarget) -> IngestResult:
     total, added, removed, changed = target.stg.diff(opts.mode)
     return IngestResult(opts.layer, None, opts.mode, ctx.name, ctx.checksum(), rows_total=total, added=added,
                         removed=removed, changed=changed, dry_run=True, seconds=ctx.seconds(),
-                        report=ctx.report.as_dict())
+                        report=ctx.report.as_dict(), divisions=target.stg.scope())
 
 
 def _after_insert(ctx: IngestContext, target: LoadTarget):
@@ -239,9 +278,11 @@ def commit(ctx: IngestContext, target: LoadTarget) -> IngestResult:
         committed = target.direct.finish(ctx.report.rows_loaded, mode=opts.mode, version_row=version_row,
                                          after_insert=after_insert,
                                          extent=ctx.norm.extent if spec.geometry != "MultiPoint" else None)
+        scope = [target.direct.division]
     else:
+        scope = target.stg.scope()
         committed = write_version(target.conn, spec, target.stg.ident, mode=opts.mode, version_row=version_row,
-                                  after_insert=after_insert)
+                                  after_insert=after_insert, divisions=scope)
     return IngestResult(opts.layer, committed.version, opts.mode, ctx.name, checksum, committed.rows_total,
                         committed.added, committed.removed, committed.changed, committed.extent,
-                        seconds=ctx.seconds(), report=ctx.report.as_dict())
+                        seconds=ctx.seconds(), report=ctx.report.as_dict(), divisions=scope)

@@ -18,16 +18,11 @@ import psycopg
 from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
 from psycopg import sql
 
-from geobase.catalog.versions import (
-    CommitResult,
-    current_extent,
-    drop_secondary_indexes,
-    insert_version_row,
-    lock_layer,
-    next_version,
-)
+from geobase.catalog.divisions import carry_forward, division_stats, totals
+from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
+from geobase.partitions import attach, create_beside, partition_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import ensure_layer_table, measure_column, table_ident
+from geobase.storage import UNASSIGNED, division_expr, measure_column, partition_name
 
 STAGING = "staging"
 
@@ -83,21 +78,27 @@ class RedoWithStaging(Exception):
 
 @dataclass
 class DirectLoad:
-    """The first load of a layer (its table has never held a row), COPYed straight into the
-    versioned table inside the transaction that commits the version.
+    """The first load of a county (its partition does not exist yet), COPYed straight into a
+    table of its own beside the layer table, which the version's transaction attaches as the
+    county's partition.
 
     Why: staging + ``INSERT ... SELECT`` writes every row twice; for a first load there is
-    nothing to diff against, so the rows can go where they end up. Atomicity is the
-    transaction's: the layer's advisory lock is taken first, the table's secondary indexes are
-    dropped (rebuilt once at the end) and a kill, a refusal or a lost connection rolls all of it
-    back. Areas come with the rows (:func:`loaded_measure`); a trigger that lives only inside
-    the transaction fills in those the normaliser leaves to the database and a line layer's
-    lengths, with the same ``ST_Area/ST_Length(geom::geography)`` as the staging path. Readers of the (empty)
-    layer wait for the commit instead of seeing an empty table for the duration of the load."""
+    nothing to diff against, so the rows can go where they end up. The table has no index
+    while the rows arrive; the ATTACH builds the layer's indexes once and checks every row is
+    of the county. Atomicity is the transaction's: the layer's advisory lock is taken first (the
+    layer's other writers wait; its readers, of every county, do not: the new table is not part
+    of the layer until the commit), and a kill, a refusal or a lost connection rolls all of it
+    back. Taken when ``--division`` names a county without a partition, or when the layer has
+    no partition at all (its first load: the county is read from the first row, and a row of
+    another county makes the ATTACH fail, which sends the load to staging). Areas come with the
+    rows (:func:`loaded_measure`); a trigger that lives only inside the transaction fills in
+    those the normaliser leaves to the database and a line layer's lengths, with the same
+    ``ST_Area/ST_Length(geom::geography)`` as the staging path."""
 
     conn: psycopg.Connection
     spec: LayerSpec
     job: str
+    division: str | None = None
     version: int = 0
     finished: bool = False
 
@@ -109,18 +110,30 @@ class DirectLoad:
     def _trigger_fn(self) -> sql.Identifier:
         return sql.Identifier(STAGING, f"measure_{self.job[:12]}")
 
+    @property
+    def table_name(self) -> str:
+        """The table the rows go to: the county's partition-to-be, or a load table renamed at attach."""
+        if self.division:
+            return partition_name(self.spec, self.division)
+        return f"{self.spec.name[:40]}__load_{self.job[:12]}"
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier("data", self.table_name)
+
     def begin(self) -> bool:
-        """Open the version's transaction on an empty layer table; False (nothing held, nothing
-        changed) when the table has rows, so the caller uses staging."""
+        """Open the version's transaction and the county's new table; False (nothing held,
+        nothing changed) when the county already has a partition (or, without ``--division``,
+        the layer has any), so the caller uses staging."""
         conn, spec = self.conn, self.spec
         conn.commit()
         lock_layer(conn, spec.name)
-        data = table_ident(spec)
-        if not conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(data)).fetchone()[0]:
+        have = partition_divisions(conn, spec)
+        if (self.division in have) if self.division else bool(have):
             conn.rollback()
             return False
         self.version = next_version(conn, spec.name)
-        drop_secondary_indexes(conn, spec)
+        create_beside(conn, spec, self.table_name, division_expr(spec, self.division))
         measure = measure_column(spec)
         if measure:  # rows that come without their measure get it from the database
             fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
@@ -129,13 +142,13 @@ class DirectLoad:
                 "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
                 "$$BEGIN NEW.{m} := {fn}(NEW.geom::geography); RETURN NEW; END$$").format(f=self._trigger_fn, m=m, fn=fn))
             conn.execute(sql.SQL("CREATE TRIGGER geobase_measure BEFORE INSERT ON {} FOR EACH ROW "
-                                 "WHEN (NEW.{} IS NULL) EXECUTE FUNCTION {}()").format(data, m, self._trigger_fn))
+                                 "WHEN (NEW.{} IS NULL) EXECUTE FUNCTION {}()").format(self.table, m, self._trigger_fn))
         return True
 
     def copy(self):
-        """Binary COPY into the layer table; ``write(fields)`` takes the staging-order fields of
-        :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the staging row
-        number is replaced by the version the rows start in."""
+        """Binary COPY into the county's new table; ``write(fields)`` takes the staging-order
+        fields of :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the
+        staging row number is replaced by the version the rows start in."""
         import pyarrow as pa
         from geobase.ingest.copybin import encode_field
 
@@ -145,27 +158,48 @@ class DirectLoad:
             _row, key, hsh, *rest = fields
             return [key, hsh, encode_field(pa.array(np.full(len(key), version, dtype=np.int32))), *rest]
 
-        return binary_copy(self.conn, table_ident(self.spec), self.columns, layer_fields)
+        return binary_copy(self.conn, self.table, self.columns, layer_fields)
+
+    def _attach(self, rows: int) -> str:
+        """Attach the loaded table as its county's partition; RedoWithStaging when its rows are not
+        all of one county (staging reports which and why). Returns the county."""
+        conn = self.conn
+        division = self.division
+        if division is None:
+            first = conn.execute(sql.SQL("SELECT division FROM {} LIMIT 1").format(self.table)).fetchone()
+            division = first[0] if first else UNASSIGNED
+        if not division:  # the first row's division field names no county
+            raise RedoWithStaging()
+        try:
+            attach(conn, self.spec, self.table_name, division)
+        except psycopg.errors.CheckViolation:  # rows of several counties: the transaction is rolled back
+            raise RedoWithStaging() from None
+        return division
 
     def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None,
                extent: list[float] | None = None) -> CommitResult:
-        """Rebuild the indexes and commit the version (the rows are in place already).
+        """Attach the county's partition (building its indexes) and commit the version.
 
         ``extent``: the loaded rows' bounds as the normaliser computed them from the very
         coordinates it wrote (what ``ST_Extent`` over the table returns), saving a table scan."""
         conn, spec = self.conn, self.spec
         if measure_column(spec):
-            conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(table_ident(spec)))
+            conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(self.table))
             conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
-        ensure_layer_table(conn, spec)
-        extent = [float(v) for v in extent] if extent is not None and rows else current_extent(conn, spec)
+        division = self._attach(rows)
+        fresh = ({division: {"rows": rows, "extent": [float(v) for v in extent]}} if extent is not None and rows
+                 else division_stats(conn, spec, [division]))
+        divs = carry_forward(conn, spec, [division], fresh)
+        total, layer_extent = totals(divs)
         if after_insert is not None:
             version_row = {**version_row, "report": after_insert(conn, self.version)}
-        insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=rows, added=rows,
-                           removed=0, changed=0, extent=extent, **version_row)
+        insert_version_row(conn, spec.name, self.version, mode=mode, rows_total=total, added=rows,
+                           removed=0, changed=0, extent=layer_extent, touched=[division], divisions=divs,
+                           **version_row)
         conn.commit()
         self.finished = True
-        return CommitResult(self.version, rows, rows, 0, 0, extent)
+        self.division = division
+        return CommitResult(self.version, total, rows, 0, 0, layer_extent)
 
     def abort(self) -> None:
         """Roll back everything of this load (a no-op after :meth:`finish`)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from geobase.vocab import INGEST_MODES
 from geobase.errors import InvalidInput
+from geobase.storage import check_division
 
 #: what a new version does with the delivered rows (the version writer defines them)
 MODES = INGEST_MODES
@@ -31,7 +32,9 @@ class IngestOptions:
     ``provenance`` (only the sample loader sets it) is stored in the version's metadata under
     ``sample``: the demo replaces nothing but the versions it made itself (ingest/sample.py).
     ``direct`` False forbids the straight-into-the-table first load (the retry after a
-    :class:`~geobase.ingest.loader.RedoWithStaging`)."""
+    :class:`~geobase.ingest.loader.RedoWithStaging`). ``division``: the county (6-digit code) the
+    delivery is for: rows whose own division field is empty, or all rows of a layer without one,
+    belong to it, and a row whose field names another county is refused (geobase/storage.py)."""
 
     layer: str
     path: Path
@@ -48,9 +51,12 @@ class IngestOptions:
     coverage: bool | None = None
     direct: bool = True
     provenance: dict | None = None
+    division: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        if self.division is not None:
+            object.__setattr__(self, "division", check_division(self.division, "division"))
         if self.mode not in MODES:
             raise InvalidInput(f"--mode: {self.mode!r} is not one of {', '.join(MODES)}", parameter="mode")
         if self.on_error not in POLICIES:
@@ -75,8 +81,9 @@ class IngestResult:
     seconds: float = 0.0
     report: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    divisions: list[str] = field(default_factory=list)  # the counties the version is for
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
             "layer", "version", "mode", "source_name", "checksum", "rows_total", "added", "removed", "changed",
-            "extent", "dry_run", "skipped", "seconds", "report", "metadata")}
+            "extent", "dry_run", "skipped", "seconds", "report", "metadata", "divisions")}

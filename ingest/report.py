@@ -27,6 +27,7 @@ ERROR_CATEGORIES = {
     "unknown_key": "key to delete is not a current feature",
     "coordinates_impossible": "coordinates are not valid longitude/latitude after transformation (wrong CRS?)",
     "existing_key": "append: key is already a current feature (use --mode upsert)",
+    "division": "row belongs to no county of the delivery (division field, --division)",
 }
 #: Categories reported but not refused.
 WARNING_CATEGORIES = {

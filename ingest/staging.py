@@ -17,9 +17,10 @@ from geobase.ingest.area import AREA_TOLERANCE
 from geobase.ingest.loader import STAGING, area_deviation, binary_copy, loaded_measure
 from psycopg import sql
 
-from geobase.catalog.versions import has_current_rows, lock_key, preview_version
+from geobase.catalog.versions import has_current_rows, lock_key, preview_version, staged_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import current_filter, key_collation, measure_column, table_ident
+from geobase.storage import (DIVISION, current_filter, division_expr, division_field, key_collation, measure_column,
+                             table_ident)
 
 #: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
 COVERAGE_FULL_LIMIT = 200_000
@@ -54,9 +55,14 @@ def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
 
 @dataclass
 class Staging:
+    """One ingest's staging table. Its ``division`` column is computed from each row's division
+    field as the rows are COPYed (``division``: the ingest's ``--division``), see
+    :func:`geobase.storage.division_expr`; ``''`` marks a field that names no county."""
+
     conn: psycopg.Connection
     spec: LayerSpec
     name: str
+    division: str | None = None
 
     @property
     def ident(self) -> sql.Composed:
@@ -74,6 +80,8 @@ class Staging:
         cols = [sql.SQL("_row bigint"), sql.SQL("_key text COLLATE {}").format(sql.Identifier(coll)), sql.SQL("_hash text")]
         for a in self.spec.attributes:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
+        cols.append(sql.SQL("{} text NOT NULL GENERATED ALWAYS AS ({}) STORED").format(
+            sql.Identifier(DIVISION), division_expr(self.spec, self.division)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
         cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
         measure = measure_column(self.spec)
@@ -116,14 +124,15 @@ class Staging:
 
     def duplicate_keys(self, limit: int = 20) -> tuple[int, list[tuple[str, int, list[int]]]]:
         rows = self.conn.execute(sql.SQL(
-            "SELECT _key, count(*), (array_agg(_row ORDER BY _row))[1:5] FROM {} GROUP BY _key HAVING count(*) > 1 "
+            "SELECT _key, count(*), (array_agg(_row ORDER BY _row))[1:5] FROM {} GROUP BY _key, division "
+            "HAVING count(*) > 1 "
             "ORDER BY min(_row)").format(self.ident)).fetchall()
         total = sum(r[1] - 1 for r in rows)
         return total, [(r[0], r[1], list(r[2])) for r in rows[:limit]]
 
     def drop_duplicates(self) -> int:
         cur = self.conn.execute(sql.SQL(
-            "DELETE FROM {t} s USING {t} f WHERE s._key = f._key AND s._row > f._row").format(t=self.ident))
+            "DELETE FROM {t} s USING {t} f WHERE s._key = f._key AND s.division = f.division AND s._row > f._row").format(t=self.ident))
         self.conn.commit()
         return cur.rowcount
 
@@ -171,14 +180,16 @@ class Staging:
     def existing_keys(self) -> tuple[int, list[str]]:
         """Keys in the file (append mode) that are already current features."""
         rows = self.conn.execute(sql.SQL(
-            "SELECT s._key FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} AND d._key = s._key)"
+            "SELECT s._key FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
+            "AND d._key = s._key AND d.division = s.division)"
         ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"))).fetchall()
         self.conn.commit()
         return len(rows), [r[0] for r in rows[:20]]
 
     def drop_keys_existing(self) -> int:
         cur = self.conn.execute(sql.SQL(
-            "DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} AND d._key = s._key)"
+            "DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
+            "AND d._key = s._key AND d.division = s.division)"
         ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d")))
         self.conn.commit()
         return cur.rowcount
@@ -186,12 +197,37 @@ class Staging:
     def diff(self, mode: str) -> tuple[int, int, int, int]:
         """``(rows_total, added, removed, changed)`` that committing the staged rows in ``mode``
         would report, computed without writing (what a dry run shows)."""
-        return preview_version(self.conn, self.spec, self.ident, mode)
+        return preview_version(self.conn, self.spec, self.ident, mode, self.scope())
+
+    def scope(self) -> list[str]:
+        """The counties of the staged rows, and the ``--division`` named."""
+        return sorted(set(staged_divisions(self.conn, self.ident)) | ({self.division} if self.division else set()))
+
+    def division_counts(self) -> dict[str, int]:
+        """Staged rows per county (``''``: the division field names no county)."""
+        rows = self.conn.execute(sql.SQL("SELECT division, count(*) FROM {} GROUP BY 1").format(self.ident)).fetchall()
+        self.conn.commit()
+        return {r[0]: r[1] for r in rows}
+
+    def rows_of_division(self, division: str, limit: int = 20) -> list[tuple[int, str, str | None]]:
+        """``(row, key, value of the division field)`` of the first staged rows of ``division``."""
+        field = division_field(self.spec)
+        value = sql.Identifier(field) if field else sql.SQL("NULL")
+        rows = self.conn.execute(sql.SQL("SELECT _row, _key, {} FROM {} WHERE division = {} ORDER BY _row LIMIT {}")
+                                 .format(value, self.ident, sql.Literal(division), sql.Literal(limit))).fetchall()
+        self.conn.commit()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def drop_division(self, division: str) -> int:
+        cur = self.conn.execute(sql.SQL("DELETE FROM {} WHERE division = {}").format(self.ident, sql.Literal(division)))
+        self.conn.commit()
+        return cur.rowcount
 
     def unknown_keys(self) -> tuple[int, list[str]]:
         """Keys in the file (delete mode) that are not current features."""
         rows = self.conn.execute(sql.SQL(
-            "SELECT s._key FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE {cur} AND d._key = s._key)"
+            "SELECT s._key FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
+            "AND d._key = s._key AND d.division = s.division)"
         ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"))).fetchall()
         self.conn.commit()
         return len(rows), [r[0] for r in rows[:20]]

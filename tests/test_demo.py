@@ -82,7 +82,7 @@ def test_demo_loads_the_change_delivery_once_then_nothing(county_db):
     out = run_demo_ingest(county_db)
     v2 = current(county_db, "land_use")
     assert v2[0] == v1[0] + 1 and v2[3]["sample"]["file"] == "DLTB_2026_change.gpkg", out
-    from geobase.catalog.versions import diff
+    from geobase.catalog.history import diff
 
     d = diff(county_db, "land_use", v1[0], v2[0])
     assert d["added"] == 1 and d["changed"] == 13 and d["removed"] == 0, d

@@ -189,7 +189,7 @@ def test_csv_wkt_and_lonlat(spec_db, tmp_path):
 
 def test_time_travel_diff_and_rollback(db_settings, tmp_path):
     from geobase.storage import as_of_filter
-    from geobase.catalog.versions import diff, list_versions, rollback
+    from geobase.catalog.history import diff, list_versions, rollback
 
     v1 = land_use_gdf(30)
     ingest(db_settings, "land_use", write_shp(v1, tmp_path / "v1"))

@@ -17,7 +17,8 @@ from psycopg import sql
 from shapely.geometry import box
 from test_ingest import X0, Y0, db_state, land_use_gdf, query, write_shp
 
-from geobase.catalog.versions import preview_version, rollback, write_version
+from geobase.catalog.history import rollback
+from geobase.catalog.versions import preview_version, write_version
 from geobase.errors import InvalidInput
 from geobase.specs import get_registry
 from geobase.storage import as_of_filter, current_filter

@@ -28,7 +28,7 @@ from geobase.errors import InvalidInput, NotFound
 from geobase.settings import Settings, get_settings
 from geobase.specs import LayerSpec, Registry, get_registry
 from geobase.vocab import SHARING_LEVELS
-from geobase.storage import ensure_layer_table
+from geobase.partitions import ensure_layer_table
 
 
 def sync_catalog(conn: psycopg.Connection, settings: Settings | None = None, registry: Registry | None = None) -> int:

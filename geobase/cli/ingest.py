@@ -96,6 +96,9 @@ def ingest_cmd(
     coverage: bool = typer.Option(None, "--coverage/--no-coverage",
                                   help="Check overlaps/gaps of coverage layers (default: automatic up to 20,000 rows)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+    division: str = typer.Option(None, "--division",
+                                 help="County code (6 digits) of the delivery, for rows whose own division field "
+                                      "(ZLDWDM, XZQDM, XIAN) is empty or a layer without one."),
 ) -> None:
     """Load a department's delivery as a new version of LAYER, with checks and a quality report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -110,7 +113,7 @@ def ingest_cmd(
     if as_json:
         try:
             res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
-                         on_error=on_error, dry_run=dry_run, user=user, coverage=coverage)
+                         on_error=on_error, dry_run=dry_run, user=user, coverage=coverage, division=division)
         except GeobaseError as exc:
             typer.echo(json.dumps({"error": exc.code, "message": exc.message, "parameter": exc.parameter,
                                    "report": exc.details.get("report")}, ensure_ascii=False, default=str))
@@ -129,7 +132,8 @@ def ingest_cmd(
 
         try:
             res = ingest(settings, layer, path, mode=mode, crs=crs, encoding=encoding, source_layer=source_layer,
-                         on_error=on_error, dry_run=dry_run, user=user, progress=progress, coverage=coverage)
+                         on_error=on_error, dry_run=dry_run, user=user, progress=progress, coverage=coverage,
+                         division=division)
         except GeobaseError as exc:
             rep = exc.details.get("report")
             prog.stop()
@@ -140,36 +144,40 @@ def ingest_cmd(
 
 
 def versions_cmd(layer: str = typer.Argument(...),
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the versions of LAYER (source file, checksum, counts, who, when)."""
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                 division: str = typer.Option(None, "--division", help="Only the versions that changed this county.")
+                 ) -> None:
+    """List the versions of LAYER (source file, checksum, counts, counties, who, when)."""
     from rich.table import Table
 
-    from geobase.catalog.versions import dumps, list_versions
+    from geobase.catalog.history import dumps, list_versions
 
-    rows = list_versions(get_settings(), layer)
+    rows = list_versions(get_settings(), layer, division)
     if as_json:
         typer.echo(dumps(rows))
         return
     t = Table(title=f"versions of {layer}")
-    for c in ("version", "mode", "source", "checksum", "rows", "+", "-", "~", "by", "created", "problems"):
+    for c in ("version", "mode", "source", "checksum", "rows", "+", "-", "~", "counties", "by", "created", "problems"):
         t.add_column(c)
     for r in rows:
         probs = sum((r.get("errors") or {}).values()) + sum((r.get("warnings") or {}).values())
         t.add_row(f"{r['version']}{' *' if r['current'] else ''}", r["mode"] + (f" of {r['restored_from']}" if r["restored_from"] else ""),
                   r["source_name"] or "", (r["source_checksum"] or "")[:12], str(r["rows_total"]), str(r["rows_added"]),
-                  str(r["rows_removed"]), str(r["rows_changed"]), r["created_by"], r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                  str(r["rows_removed"]), str(r["rows_changed"]), ",".join(r.get("touched") or []) or "-", r["created_by"],
+                  r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
                   str(probs))
     _console().print(t)
 
 
 def diff_cmd(layer: str = typer.Argument(...), v1: int = typer.Argument(...), v2: int = typer.Argument(...),
-             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+             as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+             division: str = typer.Option(None, "--division", help="Compare one county's rows only.")) -> None:
     """Compare two versions: added/removed/changed features and area moving between classes."""
     from rich.table import Table
 
-    from geobase.catalog.versions import diff, dumps
+    from geobase.catalog.history import diff, dumps
 
-    d = diff(get_settings(), layer, v1, v2)
+    d = diff(get_settings(), layer, v1, v2, division)
     if as_json:
         typer.echo(dumps(d))
         return
@@ -185,13 +193,16 @@ def diff_cmd(layer: str = typer.Argument(...), v1: int = typer.Argument(...), v2
 
 
 def rollback_cmd(layer: str = typer.Argument(...), version: int = typer.Argument(...),
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Create a new version of LAYER whose content equals VERSION."""
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                 division: str = typer.Option(None, "--division",
+                                              help="Restore this county only; the other counties stay as they are.")
+                 ) -> None:
+    """Create a new version of LAYER whose content equals VERSION (of every county, or of one)."""
     import getpass
 
-    from geobase.catalog.versions import dumps, rollback
+    from geobase.catalog.history import dumps, rollback
 
-    r = rollback(get_settings(), layer, version, user=getpass.getuser())
+    r = rollback(get_settings(), layer, version, user=getpass.getuser(), division=division)
     if as_json:
         typer.echo(dumps(r))
         return

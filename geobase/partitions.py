@@ -72,14 +72,19 @@ def _columns(spec: LayerSpec, *, rid_default: str | None = None,
             c = sql.SQL("NOT NULL DEFAULT nextval({})").format(sql.Literal(rid_default))
         elif division_generated is not None and name == DIVISION:
             c = sql.SQL("NOT NULL GENERATED ALWAYS AS ({}) STORED").format(division_generated)
+        elif name == DIVISION:  # a writer that names no county (a script, a test) writes unassigned rows
+            c = sql.SQL("NOT NULL DEFAULT {}").format(sql.Literal(UNASSIGNED))
         out.append(sql.SQL("{} {} {}").format(sql.Identifier(name), sql.SQL(typ), c))
     return out
 
 
 def _create_parent(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """The partitioned layer table and its (empty) unassigned partition, which is always there:
+    rows written without a county land in it."""
     cols = _columns(spec) + [sql.SQL("PRIMARY KEY (_rid, {})").format(sql.Identifier(DIVISION))]
     conn.execute(sql.SQL("CREATE TABLE {} ({}) PARTITION BY LIST ({})").format(
         table_ident(spec), sql.SQL(", ").join(cols), sql.Identifier(DIVISION)))
+    ensure_partition(conn, spec, UNASSIGNED)
 
 
 def create_beside(conn: psycopg.Connection, spec: LayerSpec, name: str,
@@ -93,11 +98,17 @@ def create_beside(conn: psycopg.Connection, spec: LayerSpec, name: str,
     return ident
 
 
-def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str) -> None:
+def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, *, replace_empty: bool = False
+           ) -> None:
     """Attach the table ``data.<name>`` as county ``division``'s partition, in the caller's
     transaction: the layer's indexes are built on it, and every row is checked to be of that
-    county (psycopg.errors.CheckViolation else, which aborts the transaction)."""
+    county (psycopg.errors.CheckViolation else, which aborts the transaction).
+    ``replace_empty``: drop the county's existing partition first; only for a first load into an
+    empty layer table (the DROP takes the layer table's ACCESS EXCLUSIVE lock until the commit:
+    readers of the empty layer wait for its first version instead of seeing it empty)."""
     final = partition_name(spec, division)
+    if replace_empty and division in partition_divisions(conn, spec):
+        conn.execute(sql.SQL("DROP TABLE {}").format(partition_ident(spec, division)))
     ident = sql.Identifier(DATA_SCHEMA, name)
     if conn.execute("SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
                     (f'{DATA_SCHEMA}."{name}"', DIVISION)).fetchone()[0]:
@@ -143,6 +154,7 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
             tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)))
     key_collation_c(conn, spec)
     _make_indexes(conn, spec)
+    ensure_partition(conn, spec, UNASSIGNED)
 
 
 def _legacy_extra_columns(conn: psycopg.Connection, spec: LayerSpec, legacy: str) -> list[tuple[str, str]]:

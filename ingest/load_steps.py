@@ -257,6 +257,7 @@ def _after_insert(ctx: IngestContext, target: LoadTarget):
     def after_insert(conn: psycopg.Connection, v: int) -> dict:
         check = ctx.norm.area_check
         if not target.staging:  # a first load: every row is new, the normaliser saw them all
+            ctx.report.checks["divisions"] = {target.direct.division: ctx.report.rows_loaded}
             if check is not None and check.pending_keys:  # but left these areas to the database
                 check.merge(*area_deviation(conn, spec, table_ident(spec), sql.SQL("_key = ANY({})").format(
                     sql.Literal(check.pending_keys)), sql.SQL("_area_m2")))

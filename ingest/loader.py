@@ -22,7 +22,7 @@ from geobase.catalog.divisions import carry_forward, division_stats, totals
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.partitions import attach, create_beside, partition_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import UNASSIGNED, division_expr, measure_column, partition_name
+from geobase.storage import UNASSIGNED, division_expr, measure_column, table_ident
 
 STAGING = "staging"
 
@@ -88,9 +88,10 @@ class DirectLoad:
     of the county. Atomicity is the transaction's: the layer's advisory lock is taken first (the
     layer's other writers wait; its readers, of every county, do not: the new table is not part
     of the layer until the commit), and a kill, a refusal or a lost connection rolls all of it
-    back. Taken when ``--division`` names a county without a partition, or when the layer has
-    no partition at all (its first load: the county is read from the first row, and a row of
-    another county makes the ATTACH fail, which sends the load to staging). Areas come with the
+    back. Taken when ``--division`` names a county without a partition, or when the layer table
+    is empty (its first load: the county is read from the first row, and a row of another
+    county makes the ATTACH fail, which sends the load to staging; the county's empty partition
+    is dropped for the loaded one, see :func:`geobase.partitions.attach`). Areas come with the
     rows (:func:`loaded_measure`); a trigger that lives only inside the transaction fills in
     those the normaliser leaves to the database and a line layer's lengths, with the same
     ``ST_Area/ST_Length(geom::geography)`` as the staging path."""
@@ -101,6 +102,7 @@ class DirectLoad:
     division: str | None = None
     version: int = 0
     finished: bool = False
+    layer_empty: bool = False
 
     @property
     def columns(self) -> list[str]:
@@ -112,9 +114,7 @@ class DirectLoad:
 
     @property
     def table_name(self) -> str:
-        """The table the rows go to: the county's partition-to-be, or a load table renamed at attach."""
-        if self.division:
-            return partition_name(self.spec, self.division)
+        """The table the rows go to, renamed to the county's partition when it is attached."""
         return f"{self.spec.name[:40]}__load_{self.job[:12]}"
 
     @property
@@ -128,8 +128,9 @@ class DirectLoad:
         conn, spec = self.conn, self.spec
         conn.commit()
         lock_layer(conn, spec.name)
-        have = partition_divisions(conn, spec)
-        if (self.division in have) if self.division else bool(have):
+        self.layer_empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+            table_ident(spec))).fetchone()[0]
+        if not self.layer_empty and (self.division is None or self.division in partition_divisions(conn, spec)):
             conn.rollback()
             return False
         self.version = next_version(conn, spec.name)
@@ -171,7 +172,7 @@ class DirectLoad:
         if not division:  # the first row's division field names no county
             raise RedoWithStaging()
         try:
-            attach(conn, self.spec, self.table_name, division)
+            attach(conn, self.spec, self.table_name, division, replace_empty=self.layer_empty)
         except psycopg.errors.CheckViolation:  # rows of several counties: the transaction is rolled back
             raise RedoWithStaging() from None
         return division
@@ -186,7 +187,7 @@ class DirectLoad:
         if measure_column(spec):
             conn.execute(sql.SQL("DROP TRIGGER geobase_measure ON {}").format(self.table))
             conn.execute(sql.SQL("DROP FUNCTION {}()").format(self._trigger_fn))
-        division = self._attach(rows)
+        division = self.division = self._attach(rows)
         fresh = ({division: {"rows": rows, "extent": [float(v) for v in extent]}} if extent is not None and rows
                  else division_stats(conn, spec, [division]))
         divs = carry_forward(conn, spec, [division], fresh)
@@ -198,7 +199,6 @@ class DirectLoad:
                            **version_row)
         conn.commit()
         self.finished = True
-        self.division = division
         return CommitResult(self.version, total, rows, 0, 0, layer_extent)
 
     def abort(self) -> None:

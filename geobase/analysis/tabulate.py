@@ -15,7 +15,7 @@ from geobase.analysis.common import class_column, inputs_checked, layer_versions
 from geobase.analysis.input import InputGeometry
 from geobase.errors import InvalidInput
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import DATA_SCHEMA, current_filter, table_ident
+from geobase.storage import DATA_SCHEMA, UNASSIGNED, current_filter, division_filter, table_ident
 
 #: the layer of administrative divisions an area of interest is named from, and its code and name fields
 DIVISIONS_LAYER, DIVISION_CODE, DIVISION_NAME = "admin_divisions", "xzqdm", "xzqmc"
@@ -27,17 +27,24 @@ async def aoi_from_code(conn: psycopg.AsyncConnection, code: str) -> tuple[bytes
         raise InvalidInput(f"aoi: {code!r} is not a 6/9/12-digit division code", parameter="aoi")
     cur = await conn.execute(sql.SQL(
         "SELECT ST_AsBinary(ST_Union(geom)), ST_Area(ST_Union(geom)::geography), min({name}) "
-        "FROM {tbl} WHERE {cur} AND {code} = %s").format(
+        "FROM {tbl} WHERE {cur} AND {code} = %s AND {county}").format(
             name=sql.Identifier(DIVISION_NAME), tbl=table_ident(DIVISIONS_LAYER), cur=current_filter(),
-            code=sql.Identifier(DIVISION_CODE)), (code,))
+            code=sql.Identifier(DIVISION_CODE), county=division_filter(aoi_divisions(code))), (code,))
     wkb, area, name = await cur.fetchone()
     if wkb is None:
         raise InvalidInput(f"aoi: no administrative division with code {code!r}", parameter="aoi")
     return bytes(wkb), float(area), name
 
 
+def aoi_divisions(aoi_code: str | None) -> list[str] | None:
+    """The partitions an area of interest named by a division code reads: its county's and the
+    unassigned one (rows no county claims); None (every county) for a polygon or the whole layer."""
+    return [aoi_code[:6], UNASSIGNED] if aoi_code else None
+
+
 def tabulate_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, with_aoi: bool,
-                 part: tuple[int, int] | None = None, part_on: str = "b") -> sql.Composed:
+                 part: tuple[int, int] | None = None, part_on: str = "b",
+                 divisions: list[str] | None = None) -> sql.Composed:
     """Areas by class of A x class of B.
 
     Speed comes from three things: (1) a feature wholly covered by the other skips
@@ -50,6 +57,9 @@ def tabulate_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, with_aoi: bool
     alias = sql.Identifier(part_on)
     part_sql = sql.SQL("AND mod({}._rid, {n}) = {k}").format(alias, n=sql.Literal(part[1]), k=sql.Literal(part[0])) \
         if part else sql.SQL("")
+    if divisions:  # a county's area of interest: the planner reads that county's partitions only
+        part_sql = sql.SQL("{} AND {} AND {}").format(part_sql, division_filter(divisions, "a"),
+                                                      division_filter(divisions, "b"))
     if not with_aoi:
         return sql.SQL("""
             SELECT a.{fa}::text, b.{fb}::text, sum(
@@ -96,7 +106,7 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
     fb = class_column(registry, b, class_b, "class_b", principal)
     wkb, aoi_m2, aoi_info = await _area_of_interest(conn, aoi, aoi_code)
     inputs_checked()
-    rows = await _tabulate_rows(conn, a, fa, b, fb, wkb, conninfo, workers)
+    rows = await _tabulate_rows(conn, a, fa, b, fb, wkb, conninfo, workers, aoi_divisions(aoi_code))
     cells: dict[tuple[str, str], list[float]] = {}
     for ca, cb, m2, n in rows:
         if float(m2 or 0) <= 1e-6:  # features that only touch along an edge
@@ -142,18 +152,20 @@ async def _area_of_interest(conn: psycopg.AsyncConnection, aoi: InputGeometry | 
 
 
 async def _tabulate_rows(conn: psycopg.AsyncConnection, a: LayerSpec, fa: str, b: LayerSpec, fb: str,
-                         wkb: bytes | None, conninfo: str | None, workers: int) -> list[tuple]:
+                         wkb: bytes | None, conninfo: str | None, workers: int,
+                         divisions: list[str] | None = None) -> list[tuple]:
     """(class a, class b, m², pieces) rows, split over ``workers`` connections when given."""
     params = {"aoi": wkb} if wkb is not None else None
     if not (workers > 1 and conninfo):
-        cur = await conn.execute(tabulate_sql(a, fa, b, fb, with_aoi=wkb is not None), params)
+        cur = await conn.execute(tabulate_sql(a, fa, b, fb, with_aoi=wkb is not None, divisions=divisions), params)
         return await cur.fetchall()
     part_on = "b" if await _row_estimate(conn, b) <= await _row_estimate(conn, a) else "a"
 
     async def run_part(k: int) -> list[tuple]:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as c2:
             await c2.execute("SET max_parallel_workers_per_gather = 0")
-            q = tabulate_sql(a, fa, b, fb, with_aoi=wkb is not None, part=(k, workers), part_on=part_on)
+            q = tabulate_sql(a, fa, b, fb, with_aoi=wkb is not None, part=(k, workers), part_on=part_on,
+                             divisions=divisions)
             cur = await c2.execute(q, params)
             return await cur.fetchall()
 

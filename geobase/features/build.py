@@ -21,6 +21,7 @@ from geobase.features.params import ItemsParams, parse_bbox, parse_list, parse_p
 from geobase.features.query import FeatureQuery, SortKey, queryable_types
 from geobase.security import require_field
 from geobase.specs import LayerSpec
+from geobase.storage import DIVISION, division_filter
 
 
 def _wkb_sql(geom) -> sql.Composable:
@@ -162,12 +163,15 @@ def _filters(spec: LayerSpec, qtypes: dict[str, str], p: ItemsParams, bbox_crs: 
     box = parse_bbox(p.bbox, bbox_crs)
     if box:
         where.append(sql.SQL("ST_Intersects(geom, {})").format(_envelope_sql(box, bbox_crs)))
-    if p.filter:
-        where.append(cql2.to_sql(p.filter, p.filter_lang, qtypes, _geometry_literal(filter_crs)))
+    if p.filter:  # the county (partition key) is a text property of every layer in CQL2
+        where.append(cql2.to_sql(p.filter, p.filter_lang, {**qtypes, DIVISION: "text"}, _geometry_literal(filter_crs)))
     elif p.filter_lang or p.filter_crs:
         which = "filter-lang" if p.filter_lang else "filter-crs"
         raise InvalidInput(f"{which}: given without filter", parameter=which)
     for name, value in p.extra.items():
+        if name == DIVISION and name not in qtypes:  # division=339901,339902: the counties' partitions only
+            where.append(division_filter(parse_list(value) or [value], None))
+            continue
         if name not in qtypes:
             raise InvalidInput(f"{name}: unknown query parameter; neither a parameter of this endpoint nor a "
                                f"queryable of {spec.name!r} (queryables: {', '.join(qtypes)})", parameter=name)

@@ -231,7 +231,7 @@ def changes_source(spec: LayerSpec, v_from: int, v_to: int) -> tuple[sql.Composa
 
     Rows current at ``v_to`` that appeared after ``v_from`` (n), FULL JOINed on ``_key`` with
     rows current at ``v_from`` retired by ``v_to`` (o): both -> changed, n only -> added,
-    o only -> removed (the old row is output)."""
+    o only -> removed (the old row is output). A feature is its key in its county."""
     cols = ["_rid", "_hash", *spec.attribute_names]
     m = measure_column(spec)
     if m:
@@ -240,10 +240,10 @@ def changes_source(spec: LayerSpec, v_from: int, v_to: int) -> tuple[sql.Composa
     pick = sql.SQL(", ").join(
         sql.SQL("CASE WHEN n._key IS NULL THEN o.{c} ELSE n.{c} END AS {c}").format(c=sql.Identifier(c)) for c in cols)
     src = sql.SQL(
-        "(SELECT COALESCE(n._key, o._key) AS _key, {pick}, "
+        "(SELECT COALESCE(n._key, o._key) AS _key, COALESCE(n.division, o.division) AS division, {pick}, "
         "CASE WHEN o._key IS NULL THEN 'added' WHEN n._key IS NULL THEN 'removed' ELSE 'changed' END AS change "
         "FROM (SELECT * FROM {tbl} WHERE {added}) n "
-        "FULL JOIN (SELECT * FROM {tbl} WHERE {removed}) o USING (_key) "
+        "FULL JOIN (SELECT * FROM {tbl} WHERE {removed}) o USING (_key, division) "
         "WHERE n._hash IS DISTINCT FROM o._hash) AS t").format(
         pick=pick, tbl=table_ident(spec), added=added_between(v_from, v_to),
         removed=removed_between(v_from, v_to))

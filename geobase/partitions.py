@@ -94,6 +94,7 @@ def create_beside(conn: psycopg.Connection, spec: LayerSpec, name: str,
     row's attributes while COPYing (made a plain column again by :func:`attach`)."""
     ident = sql.Identifier(DATA_SCHEMA, name)
     cols = _columns(spec, rid_default=_rid_sequence(conn, spec), division_generated=division_generated)
+    cols += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in _extra_columns(conn, spec, spec.name)]
     conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
     return ident
 
@@ -157,12 +158,13 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     ensure_partition(conn, spec, UNASSIGNED)
 
 
-def _legacy_extra_columns(conn: psycopg.Connection, spec: LayerSpec, legacy: str) -> list[tuple[str, str]]:
-    """Columns of an old table that today's spec no longer has (kept: nothing is lost)."""
+def _extra_columns(conn: psycopg.Connection, spec: LayerSpec, table: str) -> list[tuple[str, str]]:
+    """Columns of ``data.<table>`` that today's spec no longer has (kept: nothing is lost), with
+    their types."""
     known = {name for name, _, _ in layer_columns(spec)}
     rows = conn.execute(
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f'{DATA_SCHEMA}."{legacy}"',)).fetchall()
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f'{DATA_SCHEMA}."{table}"',)).fetchall()
     return [(n, t) for n, t in rows if n not in known]
 
 
@@ -182,7 +184,7 @@ def migrate_unpartitioned(conn: psycopg.Connection, spec: LayerSpec) -> int:
                                    (DATA_SCHEMA, legacy)).fetchall():
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(DATA_SCHEMA, idx)))
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN _rid DROP IDENTITY IF EXISTS").format(old))
-        extra = _legacy_extra_columns(conn, spec, legacy)
+        extra = _extra_columns(conn, spec, legacy)
         _create_parent(conn, spec)
         for name, typ in extra:
             conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(

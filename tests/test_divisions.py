@@ -353,3 +353,23 @@ def test_cli_ingest_and_versions_take_a_division(db_settings, tmp_path):
     assert [v["touched"] for v in json.loads(out.stdout)] == [[C]]
     out = cli("ingest", "land_use", str(shp), "--division", "12")
     assert out.returncode == 2 and "6-digit county code" in out.stderr + out.stdout
+
+
+def test_county_states_name_each_countys_last_version_and_extent(db_settings, tmp_path):
+    from geobase.catalog.divisions import county_states
+
+    s = db_settings
+    load(s, tmp_path, A)
+    load(s, tmp_path, B)
+    ga = county_gdf(A)
+    ga.loc[0, "DLBM"] = "0702"
+    load(s, tmp_path, A, ga, "v3")
+
+    async def read():
+        async with await psycopg.AsyncConnection.connect(s.database_url) as aconn:
+            return await county_states(aconn, "land_use")
+    states = asyncio.run(read())
+    assert {d: v for d, (v, _e) in states.items()} == {A: 3, B: 2}
+    assert states[A][1][2] < states[B][1][0]  # A lies west of B
+    with pytest.raises(InvalidInput, match="already county 339902's current version"):
+        rollback(s, "land_use", 2, division=B)

@@ -82,3 +82,23 @@ def county_versions(conn: psycopg.Connection, layer: str, division: str) -> list
     return [r[0] for r in conn.execute(
         "SELECT version FROM catalog.layer_versions WHERE layer = %s AND (touched IS NULL OR %s = ANY(touched)) "
         "ORDER BY version", (layer, division)).fetchall()]
+
+
+#: every county of a layer's current version with its extent and the last version that changed it
+COUNTY_STATES_SQL = """
+    SELECT d.key, d.value->'extent',
+           (SELECT max(o.version) FROM catalog.layer_versions o WHERE o.layer = l.name
+              AND o.version <= l.current_version AND (o.touched IS NULL OR d.key = ANY(o.touched)))
+    FROM catalog.layers l
+    JOIN catalog.layer_versions v ON v.layer = l.name AND v.version = l.current_version
+    CROSS JOIN LATERAL jsonb_each(coalesce(v.divisions, '{}'::jsonb)) d
+    WHERE l.name = %s ORDER BY d.key
+"""
+
+
+async def county_states(conn: psycopg.AsyncConnection, layer: str) -> dict[str, tuple[int, list[float] | None]]:
+    """``{division: (the last version that changed it, its extent)}`` of the layer's current
+    version: what a cache keyed per county needs (a tile wholly inside county B need not change
+    when county A gets a new version). Empty for a version made before the per-county map."""
+    cur = await conn.execute(COUNTY_STATES_SQL, (layer,))
+    return {d: (v, list(e) if e else None) for d, e, v in await cur.fetchall()}

@@ -169,6 +169,9 @@ def rollback(settings: Settings, layer: str, version: int, *, user: str = "cli",
         scope = [division] if division is not None else partition_divisions(conn, spec)
         if division is not None and division not in partition_divisions(conn, spec):
             raise NotFound(f"layer {layer!r} has no rows of county {division}", parameter="division")
+        if division is not None and (county_versions(conn, layer, division) or [None])[-1] == version:
+            raise InvalidInput(f"version {version} of {layer!r} is already county {division}'s current version",
+                               parameter="version")
         added, removed, changed = _restore_rows(conn, spec, version, v, scope)
         divs = carry_forward(conn, spec, scope)
         total, extent = totals(divs)

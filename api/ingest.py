@@ -30,6 +30,7 @@ from geobase.api.gate import get_principal
 from geobase.security import Principal, require_role
 from geobase.settings import Settings
 from geobase.specs import Registry
+from geobase.storage import check_division
 from geobase.vocab import IngestMode
 
 router = APIRouter(tags=["Ingest"])
@@ -76,6 +77,7 @@ async def post_ingest(
     encoding: str | None = Form(None, max_length=40),
     source_layer: str | None = Form(None, alias="layer_name", max_length=200),
     dry_run: bool = Form(False),
+    division: str | None = Form(None, max_length=6, description="County code of the delivery (like --division)"),
     principal: Principal = Depends(get_principal),
     settings: Settings = Depends(get_settings_dep),
     registry: Registry = Depends(get_registry_dep),
@@ -84,6 +86,7 @@ async def post_ingest(
         raise NotFound(f"unknown layer {layer[:100]!r}", parameter="layer")
     spec = registry.layers[layer]
     steward_for(principal, spec.department)
+    division = check_division(division) if division is not None else None  # a 400 now, not a failed job later
     name = _safe_name(file.filename)
     job_id = jobs.new_job_id()
     folder = jobs.uploads_dir(settings) / job_id
@@ -94,7 +97,7 @@ async def post_ingest(
         if name.lower().endswith(".zip"):
             await run_in_threadpool(lambda: check_zip(dest, ZipLimits.for_ingest(settings)).close())
         options = {"mode": mode, "on_error": on_error, "crs": crs, "encoding": encoding,
-                   "source_layer": source_layer, "dry_run": dry_run}
+                   "source_layer": source_layer, "dry_run": dry_run, "division": division}
         user = principal.name or principal.key_id or "api"
         await run_in_threadpool(jobs.create_job, settings, job_id, layer,
                                 {**options, "file": name, "bytes": size, **jobs.process_tag(),

@@ -373,3 +373,31 @@ def test_county_states_name_each_countys_last_version_and_extent(db_settings, tm
     assert states[A][1][2] < states[B][1][0]  # A lies west of B
     with pytest.raises(InvalidInput, match="already county 339902's current version"):
         rollback(s, "land_use", 2, division=B)
+
+
+def test_http_ingest_takes_a_division(db_settings, live_server, tmp_path):
+    import zipfile
+
+    from test_ingest_jobs import _key, _wait
+
+    s = db_settings
+    shp = write_shp(land_use_gdf(4), tmp_path / "d")  # no ZLDWDM: the form's division places it
+    z = tmp_path / "DLTB.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for ext in ("shp", "shx", "dbf", "prj"):
+            zf.write(shp.with_suffix(f".{ext}"), f"DLTB.{ext}")
+    steward = {"X-API-Key": _key(s, "steward", "natural_resources")}
+    srv = live_server(s)
+    with srv.client() as c:
+        def post(division: str):
+            with open(z, "rb") as fh:
+                return c.post("/admin/layers/land_use/ingest", headers=steward, files={"file": ("DLTB.zip", fh)},
+                              data={"division": division})
+        r = post("12345x")  # refused before the upload is kept
+        assert r.status_code == 400 and "6-digit county code" in r.text
+        assert partitions(s) == ["land_use__000000"]
+        r = post(C)
+        assert r.status_code == 202, r.text
+        job = _wait(c, r.headers["Location"], steward)
+    assert job["status"] == "successful", job
+    assert partitions(s) == ["land_use__000000", f"land_use__{C}"]

@@ -47,7 +47,6 @@ REASON = Query(None, max_length=service.MAX_MESSAGE,
 SESSION = Header(None, alias="Edit-Session", description="The edit session this change belongs to")
 IF_MATCH = Header(None, alias="If-Match", description="The ETag of the feature as last read")
 CONTENT_CRS = Header(None, alias="Content-Crs", description="CRS of the body's coordinates (default CRS84)")
-EDIT_RESPONSES = {400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 412: {}, 415: {}, 422: {}, 428: {}}
 
 
 def _actor(principal: Principal) -> service.Actor:
@@ -104,8 +103,7 @@ def _new_row(c: Collection, registry: Registry, body: Any, crs: Crs, key: str | 
     return row
 
 
-@router.post("/collections/{collectionId}/items", status_code=201, responses=EDIT_RESPONSES,
-             summary="Add a feature (OGC API - Features Part 4)")
+@router.post("/collections/{collectionId}/items", status_code=201, summary="Add a feature (OGC API - Features Part 4)")
 async def create_item(request: Request, c: Collection = Depends(streamed_feature_collection),
                       reason: str | None = REASON, session: str | None = SESSION,
                       content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
@@ -117,7 +115,7 @@ async def create_item(request: Request, c: Collection = Depends(streamed_feature
     return _answer(request, c, "feature.create", result, reason, 201)
 
 
-@router.put("/collections/{collectionId}/items/{featureId}", responses=EDIT_RESPONSES,
+@router.put("/collections/{collectionId}/items/{featureId}",
             summary="Replace a feature (If-Match required)")
 async def replace_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
                        reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
@@ -147,7 +145,7 @@ def _patched(c: Collection, registry: Registry, patch: Any, crs: Crs):
     return build
 
 
-@router.patch("/collections/{collectionId}/items/{featureId}", responses=EDIT_RESPONSES,
+@router.patch("/collections/{collectionId}/items/{featureId}",
               summary="Update a feature's properties and/or geometry (JSON merge patch, If-Match required)")
 async def update_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
@@ -160,7 +158,7 @@ async def update_item(request: Request, featureId: str, c: Collection = Depends(
     return _answer(request, c, "feature.update", result, reason)
 
 
-@router.delete("/collections/{collectionId}/items/{featureId}", responses=EDIT_RESPONSES,
+@router.delete("/collections/{collectionId}/items/{featureId}",
                summary="Delete a feature (If-Match required)")
 async def delete_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
@@ -171,8 +169,7 @@ async def delete_item(request: Request, featureId: str, c: Collection = Depends(
     return _answer(request, c, "feature.delete", result, reason)
 
 
-@router.post("/collections/{collectionId}/sessions", status_code=201, responses=EDIT_RESPONSES,
-             summary="Open an edit session (its changes commit as one version)")
+@router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")
 async def open_session(request: Request, c: Collection = Depends(streamed_feature_collection),
                        principal: Principal = Depends(get_principal)):
     actor = _editable(c, principal)
@@ -183,7 +180,7 @@ async def open_session(request: Request, c: Collection = Depends(streamed_featur
                         headers={"Location": url})
 
 
-@router.get("/collections/{collectionId}/sessions/{sessionId}", responses=EDIT_RESPONSES,
+@router.get("/collections/{collectionId}/sessions/{sessionId}",
             summary="An edit session and its staged changes")
 async def get_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
                       principal: Principal = Depends(get_principal)):
@@ -193,8 +190,7 @@ async def get_session(request: Request, sessionId: str, c: Collection = Depends(
     return Response(orjson.dumps(info), media_type="application/json")
 
 
-@router.post("/collections/{collectionId}/sessions/{sessionId}/commit", responses=EDIT_RESPONSES,
-             summary="Commit an edit session as one new version of the layer")
+@router.post("/collections/{collectionId}/sessions/{sessionId}/commit", summary="Commit an edit session as one new version of the layer")
 async def commit_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
                          principal: Principal = Depends(get_principal)):
     actor = _editable(c, principal)
@@ -207,7 +203,7 @@ async def commit_session(request: Request, sessionId: str, c: Collection = Depen
             "removed": res.removed, "changed": res.changed, "rows_total": res.rows_total}
 
 
-@router.delete("/collections/{collectionId}/sessions/{sessionId}", responses=EDIT_RESPONSES,
+@router.delete("/collections/{collectionId}/sessions/{sessionId}",
                summary="Discard an edit session (its changes are dropped)")
 async def discard_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
                           principal: Principal = Depends(get_principal)):

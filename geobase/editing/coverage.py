@@ -3,7 +3,7 @@ or overlaps through every committed edit.
 
 The layer was a coverage before the session; the session replaces the features it touched. So
 the coverage stays exact when (1) no staged feature overlaps another staged feature or an
-untouched current one, and (2) the staged features cover exactly the area the touched features
+untouched current one (more than the two overlapped before: delivered data has slivers), and (2) the staged features cover exactly the area the touched features
 covered before (their symmetric difference has no area): a boundary moved between two parcels
 in one session passes, the same move of one parcel alone leaves a gap or an overlap and is
 refused with the check, the features involved and a point inside the problem (422).
@@ -33,19 +33,26 @@ def _where(geom_sql: str) -> str:
 
 
 def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | None:
-    """The first pair (staged key, other key, m², point) whose interiors overlap, if any."""
+    """The first pair (staged key, other key, m², point) whose overlap the session grows, if any.
+    An overlap the two features already had (imperfect delivered data) is not the edit's doing:
+    only the growth beyond it counts, so an attribute edit never fails on old slivers."""
     t = table_ident(spec)
     q = sql.SQL(f"""
         WITH s AS ({_STAGED}),
+        o AS (SELECT d._key AS key, d.geom FROM {{t}} d WHERE {{cur}} AND d._key IN ({_TOUCHED})),
         pairs AS (
-            SELECT a.key AS k1, b.key AS k2, ST_Intersection(a.geom, b.geom) AS i FROM s a JOIN s b
-              ON a.key < b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
+            SELECT a.key AS k1, b.key AS k2, a.geom AS g1, b.geom AS g2, (SELECT geom FROM o WHERE o.key = b.key) AS og2
+              FROM s a JOIN s b ON a.key < b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
             UNION ALL
-            SELECT a.key, d._key, ST_Intersection(a.geom, d.geom) FROM s a JOIN {{t}} d
+            SELECT a.key, d._key, a.geom, d.geom, d.geom FROM s a JOIN {{t}} d
               ON {{cur}} AND d.geom && a.geom AND ST_Relate(a.geom, d.geom, '2********')
-             AND d._key NOT IN ({_TOUCHED}))
-        SELECT k1, k2, ST_Area(i::geography), {_where("i")} FROM pairs
-        WHERE ST_Area(i::geography) > %(tol)s ORDER BY 3 DESC LIMIT 1
+             AND d._key NOT IN ({_TOUCHED})),
+        grown AS (
+            SELECT k1, k2, ST_Intersection(g1, g2) AS i,
+                   ST_Area(ST_Intersection(g1, g2)::geography) - coalesce(
+                       (SELECT ST_Area(ST_Intersection(o.geom, og2)::geography) FROM o WHERE o.key = k1), 0) AS m2
+            FROM pairs)
+        SELECT k1, k2, m2, {_where("i")} FROM grown WHERE m2 > %(tol)s ORDER BY m2 DESC LIMIT 1
     """).format(t=t, cur=current_filter("d"))
     return conn.execute(q, {"sid": sid, "tol": TOLERANCE_M2}).fetchone()
 

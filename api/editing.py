@@ -29,7 +29,7 @@ from geobase import audit
 from geobase.api.deps import Collection, base_url, get_registry_dep, streamed_feature_collection
 from geobase.api.gate import get_principal
 from geobase.crs import Crs, parse_crs
-from geobase.editing import service
+from geobase.editing import service, topology
 from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
 from geobase.errors import InvalidInput, UnsupportedMediaType
 from geobase.security import Principal, require_editor
@@ -167,6 +167,37 @@ async def delete_item(request: Request, featureId: str, c: Collection = Depends(
     result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: None, actor=actor,
                                      if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     return _answer(request, c, "feature.delete", result, reason)
+
+
+@router.post("/collections/{collectionId}/items/{featureId}/split",
+             summary="Split a parcel by a line into pieces with new ids (If-Match of the parcel)")
+async def split_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                     reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                     content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
+                     registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    body, crs = await _body(request), _crs(content_crs)
+    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, featureId, body, crs,
+                                  actor=actor, if_match=service.if_match_hashes(if_match), session=session,
+                                  reason=reason)
+    audit.note(action="feature.split", layer=c.spec.name, count=len(out["pieces"]), feature=featureId,
+               pieces=[p["featureId"] for p in out["pieces"]], session=out["session"], version=out["version"],
+               reason=reason)
+    return out
+
+
+@router.post("/collections/{collectionId}/items/{featureId}/merge",
+             summary="Merge adjacent parcels into this one (If-Match lists the ETag of each)")
+async def merge_items(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                      reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                      principal: Principal = Depends(get_principal), registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    body = await _body(request)
+    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, featureId, body, actor=actor,
+                                  if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    audit.note(action="feature.merge", layer=c.spec.name, count=1 + len(out["merged"]), feature=featureId,
+               merged=out["merged"], session=out["session"], version=out["version"], reason=reason)
+    return out
 
 
 @router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")

@@ -79,6 +79,8 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("PUT", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 415, 422, 428),
     ("PATCH", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 415, 422, 428),
     ("DELETE", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 422, 428),
+    ("POST", "/collections/{collectionId}/items/{featureId}/split"): (403, 409, 412, 415, 422, 428),
+    ("POST", "/collections/{collectionId}/items/{featureId}/merge"): (403, 409, 412, 415, 422, 428),
     ("POST", "/collections/{collectionId}/sessions"): (403,),
     ("GET", "/collections/{collectionId}/sessions/{sessionId}"): (403,),
     ("POST", "/collections/{collectionId}/sessions/{sessionId}/commit"): (403, 409, 412, 415, 422),

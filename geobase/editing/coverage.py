@@ -8,8 +8,8 @@ covered before (their symmetric difference has no area): a boundary moved betwee
 in one session passes, the same move of one parcel alone leaves a gap or an overlap and is
 refused with the check, the features involved and a point inside the problem (422).
 
-Areas are ellipsoidal (``geography`` on CGCS2000); a difference below ``TOLERANCE_M2`` (or
-1e-9 of the touched area) is floating-point noise of the overlay, not a gap.
+Gaps and overlaps are measured as planar areas (see :func:`_m2`); a difference below
+``TOLERANCE_M2`` (or 1e-9 of the touched area) is floating-point noise of the overlay, not a gap.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ def _where(geom_sql: str) -> str:
     return f"ST_AsText(ST_PointOnSurface({geom_sql}), 7)"
 
 
+def _m2(geom_sql: str) -> str:
+    """The planar area of a gap or overlap in m² (Web Mercator scaled by cos² of the latitude: exact
+    enough to tell a real gap from noise). Not geodesic on purpose: a piece whose edges run where
+    the neighbour's straight edge ran has no planar area, while geodesic areas differ between an
+    edge and the same edge with a vertex added on it (the edge is then two geodesics)."""
+    return (f"coalesce(ST_Area(ST_Transform({geom_sql}, 3857)) * cos(radians(ST_Y(ST_PointOnSurface({geom_sql}))))"
+            f" ^ 2, 0)")
+
+
 def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | None:
     """The first pair (staged key, other key, m², point) whose overlap the session grows, if any.
     An overlap the two features already had (imperfect delivered data) is not the edit's doing:
@@ -49,8 +58,8 @@ def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | Non
              AND d._key NOT IN ({_TOUCHED})),
         grown AS (
             SELECT k1, k2, ST_Intersection(g1, g2) AS i,
-                   ST_Area(ST_Intersection(g1, g2)::geography) - coalesce(
-                       (SELECT ST_Area(ST_Intersection(o.geom, og2)::geography) FROM o WHERE o.key = k1), 0) AS m2
+                   {_m2("ST_Intersection(g1, g2)")} - coalesce(
+                       (SELECT {_m2("ST_Intersection(o.geom, og2)")} FROM o WHERE o.key = k1), 0) AS m2
             FROM pairs)
         SELECT k1, k2, m2, {_where("i")} FROM grown WHERE m2 > %(tol)s ORDER BY m2 DESC LIMIT 1
     """).format(t=t, cur=current_filter("d"))
@@ -66,7 +75,7 @@ def _difference(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple:
              n AS (SELECT coalesce(ST_Union(geom), 'SRID=4490;POLYGON EMPTY'::geometry) AS g FROM ({_STAGED}) s),
              gap AS (SELECT ST_Difference(o.g, n.g) AS g FROM o, n),
              extra AS (SELECT ST_Difference(n.g, o.g) AS g FROM o, n)
-        SELECT ST_Area(gap.g::geography), ST_Area(extra.g::geography), ST_Area(o.g::geography),
+        SELECT {_m2("gap.g")}, {_m2("extra.g")}, ST_Area(o.g::geography),
                CASE WHEN ST_IsEmpty(gap.g) THEN NULL ELSE {_where("gap.g")} END,
                CASE WHEN ST_IsEmpty(extra.g) THEN NULL ELSE {_where("extra.g")} END
         FROM gap, extra, o

@@ -23,6 +23,7 @@ from typing import Any
 from geobase.crs import Crs, to_storage
 from geobase.errors import CheckFailed, InvalidInput
 from geobase.specs import Attribute, LayerSpec, Registry
+from geobase.storage import measure_column
 
 STORAGE_SRID = 4490
 _PG_EPOCH = dt.date(2000, 1, 1)
@@ -102,8 +103,10 @@ def _convert(a: Attribute, value: Any) -> Any:
 
 
 def check_attributes(spec: LayerSpec, registry: Registry, properties: dict[str, Any]) -> dict[str, Any]:
-    """The spec's attributes typed and checked (unknown, type, required, code list)."""
-    names = set(spec.attribute_names)
+    """The spec's attributes typed and checked (unknown, type, required, code list). The stored
+    measure a read returns (``_area_m2`` / ``_length_m``) may come back in a body read before: it
+    is recomputed from the geometry on the ellipsoid, whatever it says."""
+    names = set(spec.attribute_names) | {measure_column(spec)} - {None}
     unknown = [k for k in properties if k not in names]
     if unknown:
         raise CheckFailed("unknown_field", f"properties: layer {spec.name!r} has no attribute {unknown[0][:100]!r}",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 from dataclasses import dataclass
 
 import psycopg
@@ -53,6 +54,8 @@ class WriteResult:
     session: str
     version: int | None = None
 
+
+T = TypeVar("T")
 
 #: builds the new row from the feature's current one (None: it does not exist); None = delete
 Build = Callable[[Row | None], Row | None]
@@ -115,7 +118,7 @@ def _session_for(conn: psycopg.Connection, spec: LayerSpec, sid: str, actor: Act
     return row
 
 
-def _seen(conn: psycopg.Connection, spec: LayerSpec, sid: str | None, key: str) -> tuple[Row | None, str | None,
+def seen(conn: psycopg.Connection, spec: LayerSpec, sid: str | None, key: str) -> tuple[Row | None, str | None,
                                                                                           str | None]:
     """(the feature as the session sees it, its hash, the base hash a new staging records)."""
     staged = edits.staged_change(conn, sid, key) if sid else None
@@ -128,9 +131,11 @@ def _seen(conn: psycopg.Connection, spec: LayerSpec, sid: str | None, key: str) 
     return stored_row(spec, current), current["_hash"], current["_hash"]
 
 
-def write(settings: Settings, spec: LayerSpec, key: str | None, build: Build, *, actor: Actor,
-          if_match: list[str] | None, session: str | None, reason: str | None, create: bool = False) -> WriteResult:
-    """One change of feature ``key`` (``create``: a new feature, its key from the built row)."""
+def run_edit(settings: Settings, spec: LayerSpec, actor: Actor, *, session: str | None, reason: str | None,
+             stage: Callable[[psycopg.Connection, str], T]) -> tuple[str, int | None, T]:
+    """Run ``stage(conn, session id)`` in the named open session, or in a new session of its own
+    committed at once with ``reason`` (one transaction: all of it or nothing).
+    Returns (session id, the committed version or None, what ``stage`` returned)."""
     if session is None:
         reason = check_message(reason, "reason")
     with connect(settings) as conn, conn.transaction():
@@ -141,25 +146,47 @@ def write(settings: Settings, spec: LayerSpec, key: str | None, build: Build, *,
             sid = str(uuid.uuid4())
             edits.open_session(conn, sid, spec.name, created_by=actor.name, key_id=actor.key_id,
                                department=actor.department)
+        out = stage(conn, sid)
+        version = _commit(conn, spec, sid, actor, reason).version if session is None else None
+    return sid, version, out
+
+
+def stage_row(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, new: Row | None,
+              base: str | None) -> str | None:
+    """Stage ``new`` (None: a delete) as feature ``key``'s state; returns its content hash."""
+    new_hash = new.hash(spec) if new is not None else None
+    edits.stage_change(conn, sid, key, op="upsert" if new is not None else "delete", base_hash=base,
+                       new_hash=new_hash, attributes=new.as_json() if new is not None else None,
+                       ewkb=new.ewkb if new is not None else None)
+    return new_hash
+
+
+def checked(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, if_match: list[str] | None
+            ) -> tuple[Row, str]:
+    """Feature ``key`` as the session sees it, after its precondition: (row, base hash to record)."""
+    row, row_hash, base = seen(conn, spec, sid, key)
+    _precondition(if_match, row, row_hash, key)
+    return row, base
+
+
+def write(settings: Settings, spec: LayerSpec, key: str | None, build: Build, *, actor: Actor,
+          if_match: list[str] | None, session: str | None, reason: str | None, create: bool = False) -> WriteResult:
+    """One change of feature ``key`` (``create``: a new feature, its key from the built row)."""
+
+    def stage(conn: psycopg.Connection, sid: str) -> tuple[str, str | None]:
         if create:
             new = build(None)
-            key = new.key(spec)
-            if _seen(conn, spec, sid, key)[0] is not None:
-                raise Conflict(f"feature {key!r} exists already in {spec.name!r}: replace it with PUT "
-                               f"/collections/{spec.name}/items/{key}", parameter="body")
-            base = _seen(conn, spec, sid, key)[2]
-        else:
-            row, row_hash, base = _seen(conn, spec, sid, key)
-            _precondition(if_match, row, row_hash, key)
-            new = build(row)
-        new_hash = new.hash(spec) if new is not None else None
-        edits.stage_change(conn, sid, key, op="upsert" if new is not None else "delete", base_hash=base,
-                           new_hash=new_hash, attributes=new.as_json() if new is not None else None,
-                           ewkb=new.ewkb if new is not None else None)
-        version = None
-        if session is None:
-            version = _commit(conn, spec, sid, actor, reason).version
-    return WriteResult(key, strong_etag(new_hash) if new_hash else None, sid, version)
+            k = new.key(spec)
+            existing, _, base = seen(conn, spec, sid, k)
+            if existing is not None:
+                raise Conflict(f"feature {k!r} exists already in {spec.name!r}: replace it with PUT "
+                               f"/collections/{spec.name}/items/{k}", parameter="body")
+            return k, stage_row(conn, spec, sid, k, new, base)
+        row, base = checked(conn, spec, sid, key, if_match)
+        return key, stage_row(conn, spec, sid, key, build(row), base)
+
+    sid, version, (k, new_hash) = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
+    return WriteResult(k, strong_etag(new_hash) if new_hash else None, sid, version)
 
 
 def _commit(conn: psycopg.Connection, spec: LayerSpec, sid: str, actor: Actor, message: str) -> CommitResult:

@@ -21,17 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from geobase import audit
-from geobase.api.deps import Collection, base_url, get_registry_dep, streamed_feature_collection
+from geobase.api.deps import (Collection, base_url, feature_collection, get_conn, get_registry_dep,
+                              streamed_feature_collection)
 from geobase.api.gate import get_principal
+from geobase.catalog import edits
 from geobase.crs import Crs, parse_crs
 from geobase.editing import service, topology
 from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
-from geobase.errors import InvalidInput, UnsupportedMediaType
+from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
 from geobase.security import Principal, require_editor
 from geobase.specs import Registry
 
@@ -198,6 +201,20 @@ async def merge_items(request: Request, featureId: str, c: Collection = Depends(
     audit.note(action="feature.merge", layer=c.spec.name, count=1 + len(out["merged"]), feature=featureId,
                merged=out["merged"], session=out["session"], version=out["version"], reason=reason)
     return out
+
+
+@router.get("/collections/{collectionId}/items/{featureId}/history",
+            summary="Every state a feature has had: version, when, by whom, why (masked attributes left out)")
+async def item_history(featureId: str, c: Collection = Depends(feature_collection),
+                       conn: psycopg.AsyncConnection = Depends(get_conn)):
+    visible = [a for a in c.spec.attribute_names if a not in c.hidden]
+    states = await edits.feature_history(conn, c.spec, featureId, visible)
+    if not states:
+        raise NotFound(f"feature {featureId!r} never existed in {c.spec.name!r}", parameter="featureId")
+    audit.note(count=len(states))
+    return Response(orjson.dumps({"featureId": featureId, "collection": c.spec.name, "states": states}),
+                    media_type="application/json", headers={"Cache-Control": "no-store",
+                                                            "Vary": "Accept, Authorization, X-API-Key"})
 
 
 @router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")

@@ -76,6 +76,7 @@ OFFERS: dict[str, Offer] = {
     "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}, also=(304,)),
     "/collections/{collectionId}/changes": FEATURES,
     "/collections/{collectionId}/sessions/{sessionId}": J,
+    "/collections/{collectionId}/items/{featureId}/history": J,
     "/collections/{collection_id}/coverage": Offer({"tiff": TIFF}, also=(206, 304)),
     "/tileMatrixSets": J,
     "/tileMatrixSets/{tileMatrixSetId}": J,

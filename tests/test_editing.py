@@ -55,6 +55,16 @@ def test_create_replace_update_delete_each_a_version_with_its_reason(ed):
                      headers={**h, "If-Match": etag3})
         assert r.status_code == 200, r.text
         assert c.get("/collections/forest/items/EDIT-0001", headers=h).status_code == 404
+        hist = c.get("/collections/forest/items/EDIT-0001/history", headers=h).json()["states"]
+        assert [(s["version"], s["reason"], s.get("deleted", False)) for s in hist] == [
+            (v0 + 1, "新造林小班 field survey", False), (v0 + 2, "corrected origin", False),
+            (v0 + 3, "canopy measured", False), (v0 + 4, "duplicate", True)]
+        assert all(s["by"] == "forestry-editor" for s in hist) and hist[2]["properties"]["yu_bi_du"] == 0.65
+        assert c.get("/collections/forest/items/NEVER-WAS/history", headers=h).status_code == 404
+        assert c.get("/collections/forest/items/EDIT-0001/history").status_code == 404  # forest is internal
+        land = some_key(settings, "land_use")
+        public = c.get(f"/collections/land_use/items/{land}/history").json()["states"]
+        assert public and "qsdwmc" not in public[0]["properties"] and "dlbm" in public[0]["properties"]
     versions = q(settings, "SELECT version, mode, created_by, metadata->>'message', rows_added, rows_changed, "
                  "rows_removed FROM catalog.layer_versions WHERE layer = 'forest' AND version > %s ORDER BY version",
                  (v0,))

@@ -171,3 +171,28 @@ def _extent(conn: psycopg.Connection, sid: str, previous: list[float] | None) ->
     if not parts:
         return None
     return [min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts)]
+
+
+async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: str,
+                          columns: list[str]) -> list[dict]:
+    """Every stored state of feature ``key``, oldest first: the version that made it (when, by
+    whom, why) and the one that ended it, its content hash and the attributes in ``columns``."""
+    props = sql.SQL(", ").join(sql.SQL("{}, r.{}").format(sql.Literal(c), sql.Identifier(c)) for c in columns)
+    q = sql.SQL("""
+        SELECT r._vfrom, r._vto, r._hash, jsonb_build_object({props}),
+               f.created_at, f.created_by, f.mode, coalesce(f.metadata->>'message', f.source_name),
+               t.created_at, t.created_by, t.mode, coalesce(t.metadata->>'message', t.source_name),
+               EXISTS (SELECT 1 FROM {t} n WHERE n._key = r._key AND n._vfrom = r._vto)
+        FROM {t} r JOIN catalog.layer_versions f ON f.layer = %(layer)s AND f.version = r._vfrom
+        LEFT JOIN catalog.layer_versions t ON t.layer = %(layer)s AND t.version = r._vto
+        WHERE r._key = %(key)s ORDER BY r._vfrom LIMIT 1000""").format(
+        props=props if columns else sql.SQL(""), t=table_ident(spec))
+    cur = await conn.execute(q, {"layer": spec.name, "key": key})
+    out = []
+    for vfrom, vto, h, attrs, at, by, mode, why, t_at, t_by, t_mode, t_why, replaced in await cur.fetchall():
+        out.append({"version": vfrom, "until": vto, "etag": f'"{h}"', "at": at, "by": by, "mode": mode,
+                    "reason": why, "properties": attrs})
+        if vto is not None and not replaced:
+            out.append({"version": vto, "until": None, "deleted": True, "at": t_at, "by": t_by, "mode": t_mode,
+                        "reason": t_why})
+    return out

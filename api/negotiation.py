@@ -77,6 +77,7 @@ OFFERS: dict[str, Offer] = {
     "/collections/{collectionId}/changes": FEATURES,
     "/collections/{collectionId}/sessions/{sessionId}": J,
     "/collections/{collectionId}/items/{featureId}/history": J,
+    "/collections/{collectionId}/changes/stream": Offer({"event-stream": "text/event-stream"}),
     "/collections/{collection_id}/coverage": Offer({"tiff": TIFF}, also=(206, 304)),
     "/tileMatrixSets": J,
     "/tileMatrixSets/{tileMatrixSetId}": J,

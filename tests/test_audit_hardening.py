@@ -460,6 +460,7 @@ SAMPLES = {
     "/collections/{collectionId}/items": "/collections/land_use/items",
     "/collections/{collectionId}/items/{featureId}": "/collections/land_use/items/f1",
     "/collections/{collectionId}/changes": "/collections/land_use/changes?from=1&to=1",
+    "/collections/{collectionId}/changes/stream": "/collections/land_use/changes/stream?until=0",
     "/collections/{collectionId}/items/{featureId}/history": "/collections/land_use/items/f1/history",
     "/collections/{collectionId}/sessions/{sessionId}":
         "/collections/land_use/sessions/00000000-0000-0000-0000-000000000000",

@@ -82,6 +82,8 @@ def _url(path: str, samples: dict[str, str]) -> str:
     url = re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path)
     if path == "/vendor/maplibre-gl/{name}":
         url = "/vendor/maplibre-gl/maplibre-gl.js"
+    if path.endswith("/changes/stream"):
+        url += "?until=0"  # the stream ends at once (it otherwise stays open for its subscriber)
     if path.endswith(("/items", "/changes")):
         url += "?limit=3" + ("&from=0" if path.endswith("/changes") else "")
     return url

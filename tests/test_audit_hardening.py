@@ -313,7 +313,7 @@ def test_sigterm_flushes_queued_audit_rows(db_settings, live_server):
                                 body=b"{}")
         assert status in (400, 404, 422)
         for i in range(20):
-            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/items",
+            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/queryables",
                                     [(b"User-Agent", f"sig-{i}".encode())], body=b"{}")
             assert status == 405
         srv.proc.send_signal(signal.SIGTERM)

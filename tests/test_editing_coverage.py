@@ -134,3 +134,8 @@ def test_split_and_merge_keep_the_coverage_area_exact(ed):
         assert r.status_code == 422 and r.json()["details"]["check"] == "merge_adjacent"
     end = q(settings, TOTAL)[0][0]
     assert abs(end - total) / total < 1e-9
+    for action, feat, reason in (("feature.split", key, "parcel divided by a new road"),
+                                 ("feature.merge", ids[0], "road plan withdrawn")):
+        rows = q(settings, "SELECT status, params->>'reason', role FROM catalog.audit_log WHERE action = %s "
+                 "AND params->>'feature' = %s AND status = 200", (action, feat))
+        assert rows == [(200, reason, "editor")], (action, rows)

@@ -56,6 +56,11 @@ def test_a_session_of_several_changes_commits_as_one_version(ed):
         assert c.post(f"/collections/forest/sessions/{sid}/commit", json={"message": "again"},
                       headers=h).status_code == 409
         assert feature(c, "forest", a, h)[0]["properties"]["yu_bi_du"] == 0.14
+        audited = q(settings, "SELECT action, status, params->>'reason', (params->>'version')::int FROM "
+                    "catalog.audit_log WHERE params->>'session' = %s ORDER BY id", (sid,))
+        assert [a[0] for a in audited] == ["edit.session.open", "feature.update", "feature.update", "feature.delete",
+                                           "feature.create", "edit.session.read", "edit.session.commit"]
+        assert audited[-1][1:] == (200, "2026 年度小班更新", v)
         # the change feed and the diff see one version with three changes
         feed = c.get("/collections/forest/changes", params={"from": v0, "to": v}, headers=h).json()
         changes = {f["properties"].get("xbh") or f["id"]: f["properties"]["change"] for f in feed["features"]}

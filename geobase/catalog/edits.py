@@ -87,11 +87,19 @@ def current_feature(conn: psycopg.Connection, spec: LayerSpec, key: str) -> dict
                            .format(c=cols, t=table_ident(spec), cur=current_filter()), (key,)).fetchone()
 
 
+#: the columns an edit computes itself (the others are carried, see the module docstring)
+_COMPUTED = ("_key", "_hash", "_vfrom", "_vto", "geom", "geom_3857", "_area_m2", "_length_m")
+
+
 def _table_columns(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
-    """The layer table's insertable columns, in table order (no identity or generated column)."""
-    return [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped "
-        "AND attidentity = '' AND attgenerated = '' ORDER BY attnum", (f'data."{spec.name}"',)).fetchall()]
+    """The layer table's columns an edit writes, in table order: not identity or generated ones,
+    nor one with a default (a row id from a sequence) unless the edit computes it."""
+    rows = conn.execute(
+        "SELECT attname, atthasdef FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped AND attidentity = '' AND attgenerated = '' ORDER BY attnum",
+        (f'data."{spec.name}"',)).fetchall()
+    known = set(_COMPUTED) | set(spec.attribute_names)
+    return [name for name, has_default in rows if name in known or (not has_default and name != "_rid")]
 
 
 def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:

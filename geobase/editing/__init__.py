@@ -4,7 +4,7 @@ that commit as one layer version, with no lost update and the ingest's checks on
 Home of the editing logic (no web framework here; the HTTP adapter is ``api/editing.py``):
 :mod:`geobase.editing.rows` (a GeoJSON feature -> a checked row, its content hash),
 :mod:`geobase.editing.service` (sessions, preconditions, commits), :mod:`geobase.editing.coverage`
-(coverage layers stay without gaps or overlaps). The SQL of sessions and of the committed
+(coverage layers stay without gaps or overlaps), :mod:`geobase.editing.topology` (split, merge). The SQL of sessions and of the committed
 version lives in :mod:`geobase.catalog.edits`; who may edit in :func:`geobase.security.require_editor`.
 """
 

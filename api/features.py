@@ -70,6 +70,12 @@ def _declared_conformance() -> list[str]:
     except ImportError:  # pragma: no cover - tiles not installed
         pass
     try:
+        from geobase.api.editing import EDITING_CONFORMANCE
+
+        classes += EDITING_CONFORMANCE
+    except ImportError:  # pragma: no cover - editing not mounted
+        pass
+    try:
         from geobase.api.analysis import PROCESSES_CONFORMANCE  # type: ignore[attr-defined]
 
         classes += PROCESSES_CONFORMANCE

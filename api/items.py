@@ -39,6 +39,7 @@ from geobase.api.pages import page_url, render, script_json
 from geobase.api.params import allows_property_filters
 from geobase.errors import InvalidInput, NotFound
 from geobase.catalog.state import LayerState
+from geobase.editing import feature_hash
 from geobase.features import ItemsParams, build_query, changes_source, etag_for
 from geobase.api.gate import get_principal
 from geobase.security import Principal
@@ -84,6 +85,9 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
     q.only_feature(featureId)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
                     sorted(request.query_params.multi_items()), sorted(c.hidden), fmt)
+    content = await feature_hash(conn, spec, featureId, q.version)
+    if content is not None:  # strong: the content's hash (what If-Match of an edit names), then the representation
+        etag = f'"{content}-{etag[1:17]}"'
     headers = caller_cache_headers(principal, etag)
     headers["Content-Crs"] = f"<{q.out_crs.uri}>"
     if not_modified(request, etag):

@@ -50,6 +50,11 @@ ERRORS: dict[int, str] = {
     404: "Not found (or not visible to this caller)",
     406: "None of the types the Accept header admits is served here (choose one with f=)",
     409: "Conflicts with existing state",
+    412: "If-Match names a state the feature no longer has: nothing was changed (reload and edit again)",
+    415: "The request body's Content-Type is not one this operation reads",
+    422: "An edit fails a check of the layer's data (details name the check and the field); not a request "
+         "validation error (those are 400)",
+    428: "If-Match is required for this write",
     413: "The request body is too large",
     429: "Rate limit exceeded (see Retry-After)",
     503: "Busy or the database is unavailable; retry (see Retry-After)",
@@ -69,6 +74,17 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     # role checked in the handler (the steward's department against the layer's)
     ("POST", "/admin/layers/{layer}/ingest"): (403,),
     ("GET", "/admin/jobs/{job_id}"): (403,),
+    # editing (OGC API - Features Part 4): who may edit is checked in the handler
+    ("POST", "/collections/{collectionId}/items"): (403, 409, 415, 422),
+    ("PUT", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 415, 422, 428),
+    ("PATCH", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 415, 422, 428),
+    ("DELETE", "/collections/{collectionId}/items/{featureId}"): (403, 409, 412, 422, 428),
+    ("POST", "/collections/{collectionId}/items/{featureId}/split"): (403, 409, 412, 415, 422, 428),
+    ("POST", "/collections/{collectionId}/items/{featureId}/merge"): (403, 409, 412, 415, 422, 428),
+    ("POST", "/collections/{collectionId}/sessions"): (403,),
+    ("GET", "/collections/{collectionId}/sessions/{sessionId}"): (403,),
+    ("POST", "/collections/{collectionId}/sessions/{sessionId}/commit"): (403, 409, 412, 415, 422),
+    ("DELETE", "/collections/{collectionId}/sessions/{sessionId}"): (403, 409),
 }
 
 _TEXT = {"type": "string"}

@@ -50,6 +50,37 @@ class Conflict(GeobaseError):
     exit_code = 5
 
 
+class PreconditionFailed(GeobaseError):
+    """A write's ``If-Match`` names a state the feature no longer has (someone else changed it):
+    nothing was changed, the caller reloads and decides again (no lost update)."""
+
+    status_code = 412
+    code = "PreconditionFailed"
+    exit_code = 5
+
+
+class PreconditionRequired(GeobaseError):
+    """A write that could overwrite someone else's change came without ``If-Match``."""
+
+    status_code = 428
+    code = "PreconditionRequired"
+    exit_code = 2
+
+
+class CheckFailed(GeobaseError):
+    """An edit breaks a rule the layer's data must keep (a required field, a code list, a valid
+    geometry, a coverage without gaps or overlaps): ``details`` names the check and where."""
+
+    status_code = 422
+    code = "CheckFailed"
+    exit_code = 2
+
+    def __init__(self, check: str, message: str, *, field: str | None = None, feature: str | None = None):
+        details = {"check": check, **({"field": field} if field else {}), **({"feature": feature} if feature else {})}
+        super().__init__(message, parameter=field, details=details)
+        self.check = check
+
+
 class PayloadTooLarge(GeobaseError):
     status_code = 413
     code = "PayloadTooLarge"
@@ -105,3 +136,11 @@ class ConfigError(GeobaseError):
 
     code = "ConfigError"
     exit_code = 9
+
+
+class UnsupportedMediaType(GeobaseError):
+    """A request body in a media type the endpoint does not read."""
+
+    status_code = 415
+    code = "UnsupportedMediaType"
+    exit_code = 2

@@ -32,7 +32,7 @@ from geobase.vocab import Role
 
 __all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "hidden_attributes",
            "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
-           "require_role", "view_signature", "visible_attributes", "visible_layers"]
+           "require_editor", "require_role", "view_signature", "visible_attributes", "visible_layers"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +187,18 @@ def require_role(principal: Principal, role: Role) -> None:
         raise Unauthorized("an API key is required (Authorization: Bearer <key> or X-API-Key)")
     if not principal.has_role(role):
         raise Forbidden(f"this needs the {role!r} role; your key has {principal.role!r}")
+
+
+def require_editor(principal: Principal, access: LayerAccess) -> None:
+    """Who may change a layer's features (OGC API - Features Part 4): the editors of the
+    department that owns it (and its stewards, whose role includes editing), and admins. Anyone
+    else is refused before anything is read or written: 401 without a key, 403 with one."""
+    if principal.is_public:
+        raise Unauthorized("editing needs an API key of an editor of the layer's department")
+    if principal.is_admin:
+        return
+    if not principal.has_role("editor"):
+        raise Forbidden(f"editing needs the 'editor' role; your key has {principal.role!r}")
+    if principal.department != access.department:
+        raise Forbidden(f"layer {access.name!r} belongs to department {access.department!r}; editors of "
+                        f"{principal.department!r} may not change it")

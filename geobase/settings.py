@@ -193,7 +193,7 @@ class AnalysisSettings(BaseModel):
 
     analysis_role: str = Field(
         default="", description="Role needed to run analyses: '' = anyone incl. the public (web map), or "
-        "viewer/analyst/steward/admin.")
+        "viewer/analyst/editor/steward/admin.")
     analysis_concurrency: int = Field(
         ge=1, default=4, description="Synchronous analyses at once (each holds a pooled connection); more wait, then 503.")
     analysis_statement_timeout_ms: int = Field(

@@ -18,9 +18,10 @@ SHARING_LEVELS: tuple[str, ...] = ("public", "internal", "restricted", "private"
 Audience = Literal["public", "internal"]
 AUDIENCES: tuple[str, ...] = ("public", "internal")
 
-#: the role of an API key; each role may do what the roles before it may
-Role = Literal["viewer", "analyst", "steward", "admin"]
-ROLES: tuple[str, ...] = ("viewer", "analyst", "steward", "admin")
+#: the role of an API key; each role may do what the roles before it may (an editor changes
+#: features of its department's layers, a steward also ingests whole deliveries)
+Role = Literal["viewer", "analyst", "editor", "steward", "admin"]
+ROLES: tuple[str, ...] = ("viewer", "analyst", "editor", "steward", "admin")
 ROLE_RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}
 
 #: how an ingest changes a layer's rows (see ``ingest.pipeline``)

@@ -17,7 +17,7 @@ from geobase.settings import Settings
 
 # values for the other path parameters of the routes that take a collection id
 PATH_VALUES = {"featureId": "x", "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "0", "tileRow": "0",
-               "tileCol": "0"}
+               "tileCol": "0", "sessionId": "00000000-0000-4000-8000-000000000000"}
 # required query parameters of those routes
 QUERY = {"/collections/{collectionId}/changes": {"from": "0"}}
 

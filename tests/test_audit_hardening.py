@@ -313,7 +313,7 @@ def test_sigterm_flushes_queued_audit_rows(db_settings, live_server):
                                 body=b"{}")
         assert status in (400, 404, 422)
         for i in range(20):
-            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/items",
+            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/queryables",
                                     [(b"User-Agent", f"sig-{i}".encode())], body=b"{}")
             assert status == 405
         srv.proc.send_signal(signal.SIGTERM)
@@ -460,6 +460,10 @@ SAMPLES = {
     "/collections/{collectionId}/items": "/collections/land_use/items",
     "/collections/{collectionId}/items/{featureId}": "/collections/land_use/items/f1",
     "/collections/{collectionId}/changes": "/collections/land_use/changes?from=1&to=1",
+    "/collections/{collectionId}/changes/stream": "/collections/land_use/changes/stream?until=0",
+    "/collections/{collectionId}/items/{featureId}/history": "/collections/land_use/items/f1/history",
+    "/collections/{collectionId}/sessions/{sessionId}":
+        "/collections/land_use/sessions/00000000-0000-0000-0000-000000000000",
     "/collections/{collectionId}/tiles": "/collections/land_use/tiles",
     "/collections/{collectionId}/tiles/{tileMatrixSetId}": "/collections/land_use/tiles/WebMercatorQuad",
     "/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}":

@@ -24,6 +24,7 @@ OGC = "http://www.opengis.net/spec"
 F1, F2, F3 = f"{OGC}/ogcapi-features-1/1.0/conf", f"{OGC}/ogcapi-features-2/1.0/conf", f"{OGC}/ogcapi-features-3/1.0/conf"
 CQL2, TILES, TMS = f"{OGC}/cql2/1.0/conf", f"{OGC}/ogcapi-tiles-1/1.0/conf", f"{OGC}/tms/2.0/conf"
 PROC = f"{OGC}/ogcapi-processes-1/1.0/conf"
+F4 = f"{OGC}/ogcapi-features-4/1.0/conf"
 
 _CQL2 = ["test_cql2_examples.py::test_official_cql2_example",
          "test_cql2_examples.py::test_examples_cover_every_declared_cql2_class",
@@ -77,6 +78,13 @@ EXERCISED_BY: dict[str, list[str]] = {
     f"{PROC}/core": ["test_conformance.py::test_owslib_lists_describes_and_executes_processes",
                      "test_analysis_county.py::test_site_check_http_and_async_job"],
     f"{PROC}/json": ["test_conformance.py::test_owslib_lists_describes_and_executes_processes"],
+    # OGC API - Features Part 4: every operation and refusal over real HTTP
+    f"{F4}/create-replace-delete": ["test_editing.py::test_create_replace_update_delete_each_a_version_with_its_reason",
+                                    "test_editing.py::test_if_match_missing_is_428_and_stale_is_412_and_nothing_changes"],
+    f"{F4}/update": ["test_editing.py::test_create_replace_update_delete_each_a_version_with_its_reason",
+                     "test_editing.py::test_content_crs_gauss_kruger_body_lands_in_storage_crs"],
+    f"{F4}/features": ["test_editing.py::test_create_replace_update_delete_each_a_version_with_its_reason",
+                       "test_editing.py::test_unknown_parameters_media_types_and_bad_bodies_are_refused"],
 }
 
 

@@ -11,6 +11,7 @@ OSGeo/gdal#8522), so no server document changes its paging."""
 from __future__ import annotations
 
 import pytest
+from geobase.api.openapi import EXTRA_ERRORS
 from openapi_spec_validator.validation import OpenAPIV30SpecValidator
 
 
@@ -65,7 +66,10 @@ def test_limit_declares_its_bounds(api_doc, county_server):
 def test_validation_errors_are_documented_as_400_not_422(api_doc):
     for path, item in api_doc["paths"].items():
         for method, op in item.items():
-            assert "422" not in op["responses"], f"{method} {path}"
+            # 422 is never a request validation error; only an edit's failed data check (Part 4) answers it
+            if "422" in op["responses"]:
+                assert (method.upper(), path) in EXTRA_ERRORS and 422 in EXTRA_ERRORS[(method.upper(), path)]
+                assert op["responses"]["422"]["description"].startswith("An edit fails a check"), f"{method} {path}"
             assert "400" in op["responses"], f"{method} {path}"
             ref = op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
             assert ref == "#/components/schemas/Exception"

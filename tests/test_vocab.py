@@ -46,8 +46,8 @@ def test_a_bad_name_is_refused_everywhere(name: str) -> None:
 
 def test_the_words_are_the_ones_the_api_accepts() -> None:
     assert vocab.SHARING_LEVELS == ("public", "internal", "restricted", "private")
-    assert vocab.ROLES == ("viewer", "analyst", "steward", "admin")
-    assert [vocab.ROLE_RANK[r] for r in vocab.ROLES] == [0, 1, 2, 3]
+    assert vocab.ROLES == ("viewer", "analyst", "editor", "steward", "admin")
+    assert [vocab.ROLE_RANK[r] for r in vocab.ROLES] == [0, 1, 2, 3, 4]
     assert vocab.INGEST_MODES == ("replace", "append", "upsert", "delete")
     for level in vocab.SHARING_LEVELS:
         assert SharingIn(sharing=level).sharing == level

@@ -1,0 +1,307 @@
+"""Editing over HTTP (OGC API - Features Part 4): thin router over :mod:`geobase.editing`.
+
+    POST   /collections/{id}/items                       create (201 + Location + ETag)
+    PUT    /collections/{id}/items/{featureId}           replace         (If-Match required)
+    PATCH  /collections/{id}/items/{featureId}           update (merge patch of properties, geometry)
+    DELETE /collections/{id}/items/{featureId}           delete          (If-Match required)
+    POST   /collections/{id}/sessions                    open an edit session (201)
+    GET    /collections/{id}/sessions/{sessionId}        the session and its staged changes
+    POST   /collections/{id}/sessions/{sessionId}/commit {"message": ...} -> one new version
+    DELETE /collections/{id}/sessions/{sessionId}        discard
+
+A write names its session with the ``Edit-Session`` header; without it the write is committed at
+once as a version of its own and needs ``?reason=``. Bodies are GeoJSON in CRS84 or in the CRS
+of ``Content-Crs`` (``<http://www.opengis.net/def/crs/EPSG/0/4527>``). The collection is resolved
+as for reading (a layer the caller may not see is a 404), then :func:`geobase.security.require_editor`
+decides (401/403) before anything is read or written; every write is audited with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import psycopg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from geobase import audit
+from geobase.api.deps import (Collection, base_url, feature_collection, get_conn, get_registry_dep,
+                              request_connection, streamed_feature_collection)
+from geobase.api.streaming import ClosingStreamingResponse
+from geobase.api.gate import get_principal
+from geobase.catalog import edits
+from geobase.crs import Crs, parse_crs
+from geobase.editing import service, topology
+from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
+from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
+from geobase.security import Principal, require_editor
+from geobase.specs import Registry
+
+router = APIRouter(tags=["Editing"])
+
+_PART4 = "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf"
+#: OGC API - Features Part 4 classes this router passes (tests/test_conformance.py names their tests)
+EDITING_CONFORMANCE = [f"{_PART4}/create-replace-delete", f"{_PART4}/update", f"{_PART4}/features"]
+
+JSON_TYPES = ("application/geo+json", "application/json", "application/merge-patch+json")
+REASON = Query(None, max_length=service.MAX_MESSAGE,
+               description="Why (kept with the version and in the audit log); required without Edit-Session")
+SESSION = Header(None, alias="Edit-Session", description="The edit session this change belongs to")
+IF_MATCH = Header(None, alias="If-Match", description="The ETag of the feature as last read")
+CONTENT_CRS = Header(None, alias="Content-Crs", description="CRS of the body's coordinates (default CRS84)")
+
+
+def _actor(principal: Principal) -> service.Actor:
+    return service.Actor(principal.name or principal.key_id or "api", principal.key_id, principal.department,
+                         principal.is_admin)
+
+
+def _editable(c: Collection, principal: Principal) -> service.Actor:
+    require_editor(principal, c.state.access)
+    return _actor(principal)
+
+
+async def _body(request: Request) -> Any:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in JSON_TYPES:
+        raise UnsupportedMediaType(f"Content-Type: send {', '.join(JSON_TYPES)}, not {ctype[:60] or '(none)'!r}",
+                                   parameter="Content-Type")
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body: not JSON ({exc})", parameter="body") from None
+
+
+def _crs(value: str | None) -> Crs:
+    return parse_crs(value.strip().removeprefix("<").removesuffix(">") if value else None, "Content-Crs")
+
+
+def _owner(request: Request):
+    return request.app.state.owner_settings
+
+
+def _answer(request: Request, c: Collection, action: str, result: service.WriteResult, reason: str | None,
+            status: int = 200) -> JSONResponse:
+    audit.note(action=action, layer=c.spec.name, count=1, feature=result.key, session=result.session,
+               version=result.version, reason=reason)
+    url = f"{base_url(request)}/collections/{c.spec.name}/items/{result.key}"
+    headers = {"Location": url} if status == 201 else {}
+    if result.etag:
+        headers["ETag"] = result.etag
+    body = {"featureId": result.key, "etag": result.etag, "session": result.session, "version": result.version,
+            "committed": result.version is not None,
+            "links": [{"rel": "self", "type": "application/geo+json", "href": url}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _new_row(c: Collection, registry: Registry, body: Any, crs: Crs, key: str | None) -> Row:
+    props, geometry = feature_parts(body)
+    if key is not None and len(c.spec.source_key) == 1:
+        props = {c.spec.source_key[0]: key, **props}
+    row = Row(check_attributes(c.spec, registry, props), check_geometry(c.spec, geometry, crs))
+    if key is not None and row.key(c.spec) != key:
+        raise InvalidInput(f"body: the feature's key attributes ({', '.join(c.spec.source_key)}) make "
+                           f"{row.key(c.spec)!r}, not the featureId {key!r}", parameter="body")
+    return row
+
+
+@router.post("/collections/{collectionId}/items", status_code=201, summary="Add a feature (OGC API - Features Part 4)")
+async def create_item(request: Request, c: Collection = Depends(streamed_feature_collection),
+                      reason: str | None = REASON, session: str | None = SESSION,
+                      content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
+                      registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    row = _new_row(c, registry, await _body(request), _crs(content_crs), None)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, None, lambda _: row, actor=actor,
+                                     if_match=None, session=session, reason=reason, create=True)
+    return _answer(request, c, "feature.create", result, reason, 201)
+
+
+@router.put("/collections/{collectionId}/items/{featureId}",
+            summary="Replace a feature (If-Match required)")
+async def replace_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                       content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
+                       registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    row = _new_row(c, registry, await _body(request), _crs(content_crs), featureId)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: row, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    return _answer(request, c, "feature.replace", result, reason)
+
+
+def _patched(c: Collection, registry: Registry, patch: Any, crs: Crs):
+    if not isinstance(patch, dict):
+        raise InvalidInput("body: a JSON merge patch object is expected", parameter="body")
+    props = patch.get("properties") or {}
+    if not isinstance(props, dict):
+        raise InvalidInput("body: properties must be an object", parameter="properties")
+    keys = [k for k in props if k in c.spec.source_key]
+    ewkb = check_geometry(c.spec, patch["geometry"], crs) if "geometry" in patch else None
+
+    def build(current: Row | None) -> Row:
+        if any(props[k] != current.attributes.get(k) for k in keys):
+            raise InvalidInput(f"properties: {keys[0]} is part of the feature id; it cannot change", parameter=keys[0])
+        merged = {**current.as_json(), **props}
+        return Row(check_attributes(c.spec, registry, merged), ewkb if ewkb is not None else current.ewkb)
+    return build
+
+
+@router.patch("/collections/{collectionId}/items/{featureId}",
+              summary="Update a feature's properties and/or geometry (JSON merge patch, If-Match required)")
+async def update_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                      reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                      content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
+                      registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    build = _patched(c, registry, await _body(request), _crs(content_crs))
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, build, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    return _answer(request, c, "feature.update", result, reason)
+
+
+@router.delete("/collections/{collectionId}/items/{featureId}",
+               summary="Delete a feature (If-Match required)")
+async def delete_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                      reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                      principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: None, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    return _answer(request, c, "feature.delete", result, reason)
+
+
+@router.post("/collections/{collectionId}/items/{featureId}/split",
+             summary="Split a parcel by a line into pieces with new ids (If-Match of the parcel)")
+async def split_item(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                     reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                     content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
+                     registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    body, crs = await _body(request), _crs(content_crs)
+    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, featureId, body, crs,
+                                  actor=actor, if_match=service.if_match_hashes(if_match), session=session,
+                                  reason=reason)
+    audit.note(action="feature.split", layer=c.spec.name, count=len(out["pieces"]), feature=featureId,
+               pieces=[p["featureId"] for p in out["pieces"]], session=out["session"], version=out["version"],
+               reason=reason)
+    return out
+
+
+@router.post("/collections/{collectionId}/items/{featureId}/merge",
+             summary="Merge adjacent parcels into this one (If-Match lists the ETag of each)")
+async def merge_items(request: Request, featureId: str, c: Collection = Depends(streamed_feature_collection),
+                      reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
+                      principal: Principal = Depends(get_principal), registry: Registry = Depends(get_registry_dep)):
+    actor = _editable(c, principal)
+    body = await _body(request)
+    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, featureId, body, actor=actor,
+                                  if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    audit.note(action="feature.merge", layer=c.spec.name, count=1 + len(out["merged"]), feature=featureId,
+               merged=out["merged"], session=out["session"], version=out["version"], reason=reason)
+    return out
+
+
+@router.get("/collections/{collectionId}/items/{featureId}/history",
+            summary="Every state a feature has had: version, when, by whom, why (masked attributes left out)")
+async def item_history(featureId: str, c: Collection = Depends(feature_collection),
+                       conn: psycopg.AsyncConnection = Depends(get_conn)):
+    visible = [a for a in c.spec.attribute_names if a not in c.hidden]
+    states = await edits.feature_history(conn, c.spec, featureId, visible)
+    if not states:
+        raise NotFound(f"feature {featureId!r} never existed in {c.spec.name!r}", parameter="featureId")
+    audit.note(count=len(states))
+    return Response(orjson.dumps({"featureId": featureId, "collection": c.spec.name, "states": states}),
+                    media_type="application/json", headers={"Cache-Control": "no-store",
+                                                            "Vary": "Accept, Authorization, X-API-Key"})
+
+
+#: a change stream ends after this long (EventSource reconnects at once with Last-Event-ID and
+#: misses nothing); bounds what one idle subscriber holds and keeps clients with a timeout happy
+STREAM_SECONDS = 50.0
+POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 15.0
+
+
+def _event(layer: str, root: str, v: dict) -> bytes:
+    data = {**v, "layer": layer,
+            "changes": f"{root}/collections/{layer}/changes?from={v['version'] - 1}&to={v['version']}"}
+    return f"id: {v['version']}\nevent: version\ndata: {orjson.dumps(data).decode()}\n\n".encode()
+
+
+@router.get("/collections/{collectionId}/changes/stream",
+            summary="Server-Sent Events: one event per new version of the layer (resume with Last-Event-ID)")
+async def changes_stream(request: Request, c: Collection = Depends(streamed_feature_collection),
+                         until: int | None = Query(None, ge=0, le=2**31 - 1, description="Close the stream once "
+                                                   "this version was sent (default: stay open ~50 s; reconnect)"),
+                         last_event_id: str | None = Header(None, alias="Last-Event-ID")):
+    if last_event_id is not None and not last_event_id.strip().isdigit():
+        raise InvalidInput("Last-Event-ID: the version number of the last event received", parameter="Last-Event-ID")
+    start = int(last_event_id) if last_event_id is not None else (c.state.current_version or 0)
+    layer, root = c.spec.name, base_url(request)
+
+    async def events():
+        yield b"retry: 1000\n\n"
+        last, loop = start, asyncio.get_running_loop()
+        deadline, beat = loop.time() + STREAM_SECONDS, loop.time() + HEARTBEAT_SECONDS
+        while (until is None or last < until) and loop.time() < deadline:
+            async with request_connection(request) as conn:  # held only for the query, not between polls
+                for v in await edits.versions_since(conn, layer, last):
+                    last = v["version"]
+                    yield _event(layer, root, v)
+            if (until is not None and last >= until) or await request.is_disconnected():
+                break
+            if loop.time() > beat:
+                beat = loop.time() + HEARTBEAT_SECONDS
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(POLL_SECONDS)
+
+    return ClosingStreamingResponse(events(), media_type="text/event-stream", headers={
+        "Cache-Control": "no-store", "Vary": "Accept, Authorization, X-API-Key", "X-Accel-Buffering": "no"})
+
+
+@router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")
+async def open_session(request: Request, c: Collection = Depends(streamed_feature_collection),
+                       principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    sid = await run_in_threadpool(service.open_session, _owner(request), c.spec, actor)
+    audit.note(action="edit.session.open", layer=c.spec.name, session=sid)
+    url = f"{base_url(request)}/collections/{c.spec.name}/sessions/{sid}"
+    return JSONResponse({"id": sid, "status": "open", "links": [{"rel": "self", "href": url}]}, status_code=201,
+                        headers={"Location": url})
+
+
+@router.get("/collections/{collectionId}/sessions/{sessionId}",
+            summary="An edit session and its staged changes")
+async def get_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
+                      principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    info = await run_in_threadpool(service.session_info, _owner(request), c.spec, sessionId, actor)
+    audit.note(action="edit.session.read", layer=c.spec.name, session=sessionId, force=True)
+    return Response(orjson.dumps(info), media_type="application/json")
+
+
+@router.post("/collections/{collectionId}/sessions/{sessionId}/commit", summary="Commit an edit session as one new version of the layer")
+async def commit_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
+                         principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    body = await _body(request)
+    message = body.get("message") if isinstance(body, dict) else None
+    res = await run_in_threadpool(service.commit_session, _owner(request), c.spec, sessionId, actor, message)
+    audit.note(action="edit.session.commit", layer=c.spec.name, session=sessionId, version=res.version,
+               reason=message, count=res.added + res.removed + res.changed)
+    return {"id": sessionId, "status": "committed", "version": res.version, "added": res.added,
+            "removed": res.removed, "changed": res.changed, "rows_total": res.rows_total}
+
+
+@router.delete("/collections/{collectionId}/sessions/{sessionId}",
+               summary="Discard an edit session (its changes are dropped)")
+async def discard_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
+                          principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    n = await run_in_threadpool(service.discard_session, _owner(request), c.spec, sessionId, actor)
+    audit.note(action="edit.session.discard", layer=c.spec.name, session=sessionId, count=n)
+    return {"id": sessionId, "status": "discarded", "changes": n}

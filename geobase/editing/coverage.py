@@ -1,0 +1,101 @@
+"""Coverage layers (land use, planning zones: ``coverage: true`` in the spec) stay without gaps
+or overlaps through every committed edit.
+
+The layer was a coverage before the session; the session replaces the features it touched. So
+the coverage stays exact when (1) no staged feature overlaps another staged feature or an
+untouched current one (more than the two overlapped before: delivered data has slivers), and (2) the staged features cover exactly the area the touched features
+covered before (their symmetric difference has no area): a boundary moved between two parcels
+in one session passes, the same move of one parcel alone leaves a gap or an overlap and is
+refused with the check, the features involved and a point inside the problem (422).
+
+Gaps and overlaps are measured as planar areas (see :func:`_m2`); a difference below
+``TOLERANCE_M2`` (or 1e-9 of the touched area) is floating-point noise of the overlay, not a gap.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from geobase.errors import CheckFailed
+from geobase.specs import LayerSpec
+from geobase.storage import current_filter, table_ident
+
+TOLERANCE_M2 = 0.01
+RELATIVE_TOLERANCE = 1e-9
+
+_STAGED = "SELECT key, geom FROM catalog.edit_changes WHERE session_id = %(sid)s AND op = 'upsert'"
+_TOUCHED = "SELECT key FROM catalog.edit_changes WHERE session_id = %(sid)s"
+
+
+def _where(geom_sql: str) -> str:
+    return f"ST_AsText(ST_PointOnSurface({geom_sql}), 7)"
+
+
+def _m2(geom_sql: str) -> str:
+    """The planar area of a gap or overlap in m² (Web Mercator scaled by cos² of the latitude: exact
+    enough to tell a real gap from noise). Not geodesic on purpose: a piece whose edges run where
+    the neighbour's straight edge ran has no planar area, while geodesic areas differ between an
+    edge and the same edge with a vertex added on it (the edge is then two geodesics)."""
+    return (f"coalesce(ST_Area(ST_Transform({geom_sql}, 3857)) * cos(radians(ST_Y(ST_PointOnSurface({geom_sql}))))"
+            f" ^ 2, 0)")
+
+
+def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | None:
+    """The first pair (staged key, other key, m², point) whose overlap the session grows, if any.
+    An overlap the two features already had (imperfect delivered data) is not the edit's doing:
+    only the growth beyond it counts, so an attribute edit never fails on old slivers."""
+    t = table_ident(spec)
+    q = sql.SQL(f"""
+        WITH s AS ({_STAGED}),
+        o AS (SELECT d._key AS key, d.geom FROM {{t}} d WHERE {{cur}} AND d._key IN ({_TOUCHED})),
+        pairs AS (
+            SELECT a.key AS k1, b.key AS k2, a.geom AS g1, b.geom AS g2, (SELECT geom FROM o WHERE o.key = b.key) AS og2
+              FROM s a JOIN s b ON a.key < b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
+            UNION ALL
+            SELECT a.key, d._key, a.geom, d.geom, d.geom FROM s a JOIN {{t}} d
+              ON {{cur}} AND d.geom && a.geom AND ST_Relate(a.geom, d.geom, '2********')
+             AND d._key NOT IN ({_TOUCHED})),
+        grown AS (
+            SELECT k1, k2, ST_Intersection(g1, g2) AS i,
+                   {_m2("ST_Intersection(g1, g2)")} - coalesce(
+                       (SELECT {_m2("ST_Intersection(o.geom, og2)")} FROM o WHERE o.key = k1), 0) AS m2
+            FROM pairs)
+        SELECT k1, k2, m2, {_where("i")} FROM grown WHERE m2 > %(tol)s ORDER BY m2 DESC LIMIT 1
+    """).format(t=t, cur=current_filter("d"))
+    return conn.execute(q, {"sid": sid, "tol": TOLERANCE_M2}).fetchone()
+
+
+def _difference(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple:
+    """(m² covered before and not now, m² covered now and not before, touched m², a point of the larger)."""
+    t = table_ident(spec)
+    q = sql.SQL(f"""
+        WITH o AS (SELECT coalesce(ST_Union(d.geom), 'SRID=4490;POLYGON EMPTY'::geometry) AS g FROM {{t}} d
+                   WHERE {{cur}} AND d._key IN ({_TOUCHED})),
+             n AS (SELECT coalesce(ST_Union(geom), 'SRID=4490;POLYGON EMPTY'::geometry) AS g FROM ({_STAGED}) s),
+             gap AS (SELECT ST_Difference(o.g, n.g) AS g FROM o, n),
+             extra AS (SELECT ST_Difference(n.g, o.g) AS g FROM o, n)
+        SELECT {_m2("gap.g")}, {_m2("extra.g")}, ST_Area(o.g::geography),
+               CASE WHEN ST_IsEmpty(gap.g) THEN NULL ELSE {_where("gap.g")} END,
+               CASE WHEN ST_IsEmpty(extra.g) THEN NULL ELSE {_where("extra.g")} END
+        FROM gap, extra, o
+    """).format(t=t, cur=current_filter("d"))
+    return conn.execute(q, {"sid": sid}).fetchone()
+
+
+def check_session(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
+    """422 (check ``coverage_overlap`` / ``coverage_gap``) unless the session keeps the coverage."""
+    hit = _overlap(conn, spec, sid)
+    if hit:
+        raise CheckFailed("coverage_overlap", f"coverage of {spec.name!r}: feature {hit[0]!r} would overlap "
+                          f"{hit[1]!r} by {hit[2]:.2f} m² (at {hit[3]}); move the neighbour's boundary in the same "
+                          "edit session", field="geometry", feature=hit[0])
+    gap, extra, touched, gap_at, extra_at = _difference(conn, spec, sid)
+    tol = max(TOLERANCE_M2, RELATIVE_TOLERANCE * (touched or 0.0))
+    if gap > tol:
+        raise CheckFailed("coverage_gap", f"coverage of {spec.name!r}: the edit leaves {gap:.2f} m² uncovered "
+                          f"(at {gap_at}); give that area to a neighbour in the same edit session", field="geometry")
+    if extra > tol:
+        raise CheckFailed("coverage_extent", f"coverage of {spec.name!r}: the edit covers {extra:.2f} m² the layer did "
+                          f"not cover (at {extra_at}); a coverage edit redistributes the area it touches",
+                          field="geometry")

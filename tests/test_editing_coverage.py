@@ -1,0 +1,141 @@
+"""Coverage layers stay without gaps or overlaps through edits (land use of the sample county):
+a boundary moved for one parcel alone is refused (422 naming the check), moved for both parcels in
+one session it commits; split by a line and merge of adjacent parcels keep the coverage's total
+ellipsoidal area to 1e-9 relative."""
+
+from __future__ import annotations
+
+import json
+
+from editing_common import GEOJSON, auth, ed, feature, layer_state, q  # noqa: F401
+
+TOTAL = "SELECT sum(ST_Area(geom::geography)) FROM data.land_use WHERE _vto IS NULL"
+
+
+def _neighbours(settings) -> tuple[str, str]:
+    """Two current parcels sharing a boundary line."""
+    return q(settings, "SELECT a._key, b._key FROM data.land_use a JOIN data.land_use b ON a._key < b._key "
+             "AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, 'F***1****') WHERE a._vto IS NULL AND b._vto IS NULL "
+             "AND ST_Area(a.geom::geography) > 2000 AND ST_Area(b.geom::geography) > 2000 ORDER BY a._key LIMIT 1")[0]
+
+
+def _moved_boundary(settings, a: str, b: str) -> tuple[dict, dict]:
+    """A grown by a 3 m strip of B along their boundary, and B without it (GeoJSON, full precision)."""
+    row = q(settings, """
+        WITH a AS (SELECT geom FROM data.land_use WHERE _vto IS NULL AND _key = %s),
+             b AS (SELECT geom FROM data.land_use WHERE _vto IS NULL AND _key = %s),
+             x AS (SELECT ST_Intersection(b.geom, ST_Buffer(a.geom, 0.00003)) AS g FROM a, b)
+        SELECT ST_AsGeoJSON(ST_Union(a.geom, x.g), 15), ST_AsGeoJSON(ST_Difference(b.geom, x.g), 15) FROM a, b, x
+    """, (a, b))[0]
+    return json.loads(row[0]), json.loads(row[1])
+
+
+def _patch(c, h, key, geometry, etag, session=None, **params):
+    headers = {**h, "Content-Type": GEOJSON, "If-Match": etag, **({"Edit-Session": session} if session else {})}
+    return c.patch(f"/collections/land_use/items/{key}", params=params, content=json.dumps({"geometry": geometry}),
+                   headers=headers)
+
+
+def test_a_boundary_moves_only_for_both_parcels_at_once(ed):
+    srv, tokens, settings = ed
+    h = auth(tokens, "nr:editor")
+    a, b = _neighbours(settings)
+    ga, gb = _moved_boundary(settings, a, b)
+    total = q(settings, TOTAL)[0][0]
+    with srv.client() as c:
+        fa, ea = feature(c, "land_use", a, h)
+        _, eb = feature(c, "land_use", b, h)
+        before = layer_state(settings, "land_use")
+        r = _patch(c, h, a, ga, ea, reason="grow a")
+        assert r.status_code == 422 and r.json()["details"]["check"] == "coverage_overlap", r.text
+        assert r.json()["details"]["feature"] == a and b in r.json()["description"]
+        r = _patch(c, h, b, gb, eb, reason="shrink b")
+        assert r.status_code == 422 and r.json()["details"]["check"] == "coverage_gap", r.text
+        far = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[100.0, 20.0], [100.001, 20.0],
+                                                                                  [100.001, 20.001], [100.0, 20.0]]]},
+               "properties": {**fa["properties"], "bsm": "OUTSIDE-1"}}
+        r = c.post("/collections/land_use/items", params={"reason": "x"}, content=json.dumps(far),
+                   headers={**h, "Content-Type": GEOJSON})
+        assert r.status_code == 422 and r.json()["details"]["check"] == "coverage_extent", r.text
+        assert layer_state(settings, "land_use") == before
+        sid = c.post("/collections/land_use/sessions", headers=h).json()["id"]
+        assert _patch(c, h, a, ga, ea, sid).status_code == 200
+        assert _patch(c, h, b, gb, eb, sid).status_code == 200
+        r = c.post(f"/collections/land_use/sessions/{sid}/commit", json={"message": "boundary resurveyed"}, headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["changed"] == 2
+    after = q(settings, TOTAL)[0][0]
+    assert abs(after - total) / total < 1e-9
+    grew = q(settings, "SELECT n._area_m2 - o._area_m2 FROM data.land_use n JOIN data.land_use o ON o._key = n._key "
+             "AND o._vto = n._vfrom WHERE n._vto IS NULL AND n._key = %s", (a,))[0][0]
+    assert grew > 1.0  # the stored area is recomputed (the strip is several m²)
+
+
+def _line_across(settings, key: str) -> dict:
+    """A west-east line through the parcel's point on surface, reaching past its bounding box."""
+    return json.loads(q(settings, """
+        SELECT ST_AsGeoJSON(ST_MakeLine(ST_MakePoint(ST_XMin(g) - 0.001, ST_Y(p)), ST_MakePoint(ST_XMax(g) + 0.001,
+               ST_Y(p))), 15)
+        FROM (SELECT geom AS g, ST_PointOnSurface(geom) AS p FROM data.land_use WHERE _vto IS NULL AND _key = %s) x
+    """, (key,))[0][0])
+
+
+def test_split_and_merge_keep_the_coverage_area_exact(ed):
+    srv, tokens, settings = ed
+    h = auth(tokens, "nr:editor")
+    key, area = q(settings, "SELECT _key, _area_m2 FROM data.land_use WHERE _vto IS NULL ORDER BY _area_m2 DESC "
+                  "OFFSET 5 LIMIT 1")[0]
+    line = _line_across(settings, key)
+    n = q(settings, "SELECT count(*) FROM ST_Dump(ST_Split((SELECT geom FROM data.land_use WHERE _vto IS NULL AND "
+          "_key = %s), ST_SetSRID(ST_GeomFromGeoJSON(%s), 4490)))", (key, json.dumps(line)))[0][0]
+    assert n >= 2
+    ids = [f"{key}-S{i}" for i in range(n)]
+    total = q(settings, TOTAL)[0][0]
+    with srv.client() as c:
+        _, etag = feature(c, "land_use", key, h)
+        r = c.post(f"/collections/land_use/items/{key}/split", params={"reason": "x"},
+                   json={"line": line, "ids": ids[:1]}, headers={**h, "If-Match": etag})
+        assert r.status_code == 422 and r.json()["details"]["check"] == "split_pieces"
+        miss = {"type": "LineString", "coordinates": [[100.0, 20.0], [100.1, 20.1]]}
+        r = c.post(f"/collections/land_use/items/{key}/split", params={"reason": "x"},
+                   json={"line": miss, "ids": ids}, headers={**h, "If-Match": etag})
+        assert r.status_code == 422 and r.json()["details"]["check"] == "split_line"
+        r = c.post(f"/collections/land_use/items/{key}/split", params={"reason": "x"}, json={"line": line, "ids": ids},
+                   headers=h)
+        assert r.status_code == 428
+        r = c.post(f"/collections/land_use/items/{key}/split", params={"reason": "parcel divided by a new road"},
+                   json={"line": line, "ids": ids}, headers={**h, "If-Match": etag})
+        assert r.status_code == 200, r.text
+        pieces = r.json()["pieces"]
+        assert [p["featureId"] for p in pieces] == ids and r.json()["version"]
+        # the pieces alone differ from the parcel on the ellipsoid (the cut's vertices split geodesic edges),
+        # the neighbours got the same vertices: the coverage as a whole keeps its area
+        assert abs(sum(p["area_m2"] for p in pieces) - area) / area < 1e-4
+        assert c.get(f"/collections/land_use/items/{key}", headers=h).status_code == 404
+        got = feature(c, "land_use", ids[0], h)[0]["properties"]
+        assert abs(got["tbmj"] - pieces[0]["area_m2"]) < 1e-6  # the stated area follows the piece
+        mid = q(settings, TOTAL)[0][0]
+        assert abs(mid - total) / total < 1e-9
+        # merge them back into the first piece
+        etags = ", ".join(feature(c, "land_use", i, h)[1] for i in ids)
+        r = c.post(f"/collections/land_use/items/{ids[0]}/merge", params={"reason": "x"}, json={"with": ids[1:]},
+                   headers={**h, "If-Match": feature(c, "land_use", ids[0], h)[1]})
+        assert r.status_code == 412  # every merged parcel's ETag is needed
+        r = c.post(f"/collections/land_use/items/{ids[0]}/merge", params={"reason": "road plan withdrawn"},
+                   json={"with": ids[1:]}, headers={**h, "If-Match": etags})
+        assert r.status_code == 200, r.text
+        assert abs(r.json()["area_m2"] - sum(p["area_m2"] for p in pieces)) / area < 1e-9
+        # parcels that do not touch do not merge
+        far = q(settings, "SELECT b._key FROM data.land_use a, data.land_use b WHERE a._vto IS NULL AND b._vto IS NULL "
+                "AND a._key = %s AND NOT ST_Intersects(a.geom, ST_Buffer(b.geom, 0.001)) LIMIT 1", (ids[0],))[0][0]
+        tags = f"{feature(c, 'land_use', ids[0], h)[1]}, {feature(c, 'land_use', far, h)[1]}"
+        r = c.post(f"/collections/land_use/items/{ids[0]}/merge", params={"reason": "x"}, json={"with": [far]},
+                   headers={**h, "If-Match": tags})
+        assert r.status_code == 422 and r.json()["details"]["check"] == "merge_adjacent"
+    end = q(settings, TOTAL)[0][0]
+    assert abs(end - total) / total < 1e-9
+    for action, feat, reason in (("feature.split", key, "parcel divided by a new road"),
+                                 ("feature.merge", ids[0], "road plan withdrawn")):
+        rows = q(settings, "SELECT status, params->>'reason', role FROM catalog.audit_log WHERE action = %s "
+                 "AND params->>'feature' = %s AND status = 200", (action, feat))
+        assert rows == [(200, reason, "editor")], (action, rows)

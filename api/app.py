@@ -28,6 +28,7 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
+from geobase.api.tile_fast import install_tile_fast_path
 from geobase.analysis.jobs import AnalysisJobs
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.ingest.jobs import fail_orphaned_jobs
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # security: who is calling, the audit trail, then the gate that uses both (it sits outside
     # GZip and inside HEAD handling, so its own answers are neither compressed twice nor given
     # a body for HEAD)
+    install_tile_fast_path(app)  # cached tiles answered inside the gate, before FastAPI (api/tile_fast.py)
     install_key_checking(app)
     install_audit_writer(app)
     install_gate(app)

@@ -267,6 +267,35 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
 
 
+def cached_tile(cache: TileCache | None, registry: Registry, principal: Principal, states: dict[str, LayerState],
+                layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
+                if_none_match: str | None = None) -> TileResult | None:
+    """Today's tile of ``layers`` if it is certainly a cache hit or a 304 for this caller, given
+    fresh ``states`` (read after the request arrived); None otherwise — a miss, a layer the
+    caller may not see, any invalid input — and the caller then takes the ordinary path
+    (:func:`tile_for`), which renders, refuses and audits. The layers read are noted for the
+    audit exactly as :func:`tile_for` notes them."""
+    try:
+        tms.validate(z, row, col)
+        specs = resolve_layers(layers, states, principal, registry, note=False)
+    except (NotFound, InvalidInput):
+        return None
+    if not specs:
+        return None
+    sig = signature(principal, states, registry)
+    versions = {s.name: states[s.name].current_version for s in specs}
+    key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
+    etag = etag_for(key)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        _note_reads(principal, states, specs)
+        return TileResult(b"", etag, True, version_tag(versions, sig), not_modified=True)
+    body = cache.get(key) if cache is not None else None
+    if body is None:
+        return None
+    _note_reads(principal, states, specs)
+    return TileResult(body, etag, True, version_tag(versions, sig))
+
+
 async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                           principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
                           version: int | None, *, at: str | None = None, if_none_match: str | None = None,

@@ -1,0 +1,153 @@
+"""The fast path of cached XYZ vector tiles: a plain ASGI layer between the request gate and
+FastAPI that answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]`` when the tile is certainly a
+cache hit (or a 304) for this caller, and hands every other request on, untouched.
+
+Why: a map asks for dozens of tiles per view, nearly all cached. Through FastAPI a hit spent
+most of its time in routing, dependency resolution, the generic middlewares and one catalog
+query of its own; here it costs a regular expression, the access decision and a dictionary
+look-up, and one catalog query serves every tile request in flight (:mod:`geobase.tiles.fresh`).
+
+What stays exactly as on the ordinary path:
+  * the gate runs first (it sits outside): key checking (401), rate limits (429), the tile
+    concurrency bound, the audit row and the caller-dependent ``Vary``/``Cache-Control``;
+  * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
+    decides with :mod:`geobase.security` (``can_see``, the view signature of masked
+    attributes) from states read after the request arrived, and notes the layers read for the
+    audit as the ordinary path does;
+  * the answer: the same status, body and headers (tests/test_tiles_fast.py compares the two).
+
+It answers nothing it is not sure of: any other path, method, query parameter or value, an
+``Accept`` the tile is not offered for, a missing principal, a layer the caller may not see, a
+miss, a database error — all go on to FastAPI, which renders, refuses (400 naming the
+parameter, 404, 406) and audits as always. ``GEOBASE_TILE_FAST_PATH=false`` switches it off.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+
+from geobase.api.gate import CALLER_DEPENDENT
+from geobase.api.negotiation import TILE, best
+from geobase.catalog.state import layer_states
+from geobase.principal import Principal
+from geobase.tiles.fresh import StatesFeed
+from geobase.tiles.ogc import MVT_TYPE
+from geobase.tiles.service import TileResult, cached_tile
+from geobase.tiles.tms import WEB_MERCATOR_QUAD
+
+_NUMBER = r"(0|[1-9][0-9]{0,9})"
+PATH_RE = re.compile(rf"/tiles/([A-Za-z0-9_,]{{1,1000}})/{_NUMBER}/{_NUMBER}/{_NUMBER}\.mvt")
+#: the one query the fast path takes: none, or the version tag TileJSON and the style write
+QUERY_RE = re.compile(rb"(?:v=([A-Za-z0-9_-]{1,64}))?")
+
+
+def install_tile_fast_path(app) -> None:
+    """Add the fast path inside the request gate (call before installing the gate), unless
+    ``GEOBASE_TILE_FAST_PATH`` is false."""
+    if app.state.settings.tile_fast_path:
+        app.add_middleware(TileFastPath)
+
+
+class TileFastPath:
+    """See the module docstring."""
+
+    def __init__(self, app):
+        self.app = app
+        self._feed: StatesFeed | None = None
+        self._state = None
+
+    def _states_feed(self, state) -> StatesFeed:
+        if self._feed is None or self._state is not state:
+            async def read():
+                async with state.pool.connection() as conn:
+                    return await layer_states(conn)
+
+            self._feed, self._state = StatesFeed(read), state
+        return self._feed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        answer = await self._answer(scope)
+        if answer is None:
+            return await self.app(scope, receive, send)
+        status, headers, body = answer
+        headers.append((b"server-timing", f"tile;dur={(time.perf_counter() - t0) * 1000:.2f};desc=fast".encode()))
+        scope[CALLER_DEPENDENT] = True  # as get_principal marks it: the gate adds Vary / private
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """(status, headers, body) of a certain hit or 304; None to let FastAPI answer."""
+        m = PATH_RE.fullmatch(scope["path"])
+        q = QUERY_RE.fullmatch(scope.get("query_string", b""))
+        principal = scope.get("geobase.principal")
+        if m is None or q is None or not isinstance(principal, Principal):
+            return None
+        accept = encoding = inm = None
+        for k, val in scope["headers"]:
+            if k == b"accept":
+                accept = val.decode("latin-1")
+            elif k == b"accept-encoding":
+                encoding = val
+            elif k == b"if-none-match":
+                inm = val.decode("latin-1")
+        if best(accept, TILE) != "mvt":
+            return None  # 406 is FastAPI's to answer
+        app = scope.get("app")
+        state = getattr(app, "state", None)
+        registry, cache = getattr(state, "registry", None), getattr(state, "tile_cache", None)
+        if registry is None or cache is None or getattr(state, "pool", None) is None:
+            return None
+        try:
+            states = await self._states_feed(state).states()
+        except Exception:
+            return None  # the ordinary path meets the same error and answers it (503)
+        hint = getattr(state, "tile_states_hint", None)
+        if hint is not None:
+            hint.states = states  # fresher than its guess: a miss after this renders in one round trip
+        layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        result = cached_tile(cache, registry, principal, states, layers, WEB_MERCATOR_QUAD, z, y, x, inm)
+        if result is None:
+            return None
+        v = q.group(1).decode() if q.group(1) else None
+        status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1") if encoding else "")
+        headers = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in head.items()]
+        if status not in (204, 304):  # as Starlette's Response writes them
+            headers.append((b"content-length", str(len(body)).encode()))
+        if media is not None:
+            headers.append((b"content-type", media.encode()))
+        return status, headers, body
+
+
+def cache_control(principal: Principal, v: str | None, tag: str | None) -> str:
+    """Tile caching: a URL whose ``v`` is the current version tag of its content names bytes
+    that never change (immutable, a year); any other URL revalidates every time (``no-cache``
+    with the ETag, a 304 when nothing changed), so a browser never shows pre-ingest tiles. A
+    stale ``v`` (a style fetched before an ingest) is answered with the current content, but
+    never as immutable. ``private`` when the response depends on the caller."""
+    scope = "public" if principal.is_public else "private"
+    if v is not None and tag is not None and v == tag:
+        return f"{scope}, max-age=31536000, immutable"
+    return f"{scope}, no-cache"
+
+
+def tile_answer(result: TileResult, principal: Principal, v: str | None, accept_encoding: str
+                ) -> tuple[int, dict[str, str], bytes, str | None]:
+    """(status, headers, body, media type) of a vector tile result — the one way both paths
+    answer: 304 with the ETag, 204 for an empty tile, the stored gzip bytes to a client that
+    accepts gzip, else the same bytes decompressed."""
+    headers = {"Cache-Control": cache_control(principal, v, result.tag),
+               "Vary": "Accept-Encoding, Authorization, X-API-Key", "ETag": result.etag}
+    if result.not_modified:
+        return 304, headers, b"", None
+    headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
+    if not result.body:
+        return 204, headers, b"", MVT_TYPE
+    if "gzip" in accept_encoding:
+        headers["Content-Encoding"] = "gzip"
+        return 200, headers, result.body, MVT_TYPE
+    return 200, headers, gzip.decompress(result.body), MVT_TYPE

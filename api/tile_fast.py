@@ -17,7 +17,7 @@ What stays exactly as on the ordinary path:
   * the answer: the same status, body and headers (tests/test_tiles_fast.py compares the two).
 
 It answers nothing it is not sure of: any other path, method, query parameter or value, an
-``Accept`` the tile is not offered for, a missing principal, a layer the caller may not see, a
+``Accept`` the tile is not offered for, a client that does not accept gzip, a missing principal, a layer the caller may not see, a
 miss, a database error — all go on to FastAPI, which renders, refuses (400 naming the
 parameter, 404, 406) and audits as always. ``GEOBASE_TILE_FAST_PATH=false`` switches it off.
 """
@@ -95,8 +95,10 @@ class TileFastPath:
                 encoding = val
             elif k == b"if-none-match":
                 inm = val.decode("latin-1")
-        if best(accept, TILE) != "mvt":
-            return None  # 406 is FastAPI's to answer
+        if best(accept, TILE) != "mvt" or encoding is None or b"gzip" not in encoding:
+            # 406 is FastAPI's to answer; a client without gzip (rare: every browser has it) gets
+            # the decompressed tile there, with the generic middleware's headers
+            return None
         app = scope.get("app")
         state = getattr(app, "state", None)
         registry, cache = getattr(state, "registry", None), getattr(state, "tile_cache", None)
@@ -114,7 +116,7 @@ class TileFastPath:
         if result is None:
             return None
         v = q.group(1).decode() if q.group(1) else None
-        status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1") if encoding else "")
+        status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1"))
         headers = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in head.items()]
         if status not in (204, 304):  # as Starlette's Response writes them
             headers.append((b"content-length", str(len(body)).encode()))

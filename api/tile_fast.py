@@ -30,11 +30,11 @@ import time
 
 from geobase.api.gate import CALLER_DEPENDENT
 from geobase.api.negotiation import TILE, best
-from geobase.catalog.state import layer_states
+from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
-from geobase.tiles.service import TileResult, cached_tile
+from geobase.tiles.service import TileResult, TileView, cached_tile, tile_view
 from geobase.tiles.tms import WEB_MERCATOR_QUAD
 
 _NUMBER = r"(0|[1-9][0-9]{0,9})"
@@ -56,16 +56,35 @@ class TileFastPath:
     def __init__(self, app):
         self.app = app
         self._feed: StatesFeed | None = None
-        self._state = None
+        self._rows: list | None = None  # the rows of the last states read, and their states
+        self._states: dict[str, LayerState] | None = None
+        #: (caller, layers segment) -> TileView | None, for the states object ``self._states``
+        self._views: dict[tuple[Principal, str], TileView | None] = {}
 
     def _states_feed(self, state) -> StatesFeed:
-        if self._feed is None or self._state is not state:
-            async def read():
+        if self._feed is None:
+            async def read() -> dict[str, LayerState]:
                 async with state.pool.connection() as conn:
-                    return await layer_states(conn)
+                    rows = await (await conn.execute(STATES_SQL)).fetchall()
+                if rows != self._rows:  # a new version or a sharing change: new states, no views
+                    self._rows, self._states, self._views = rows, states_from_rows(rows), {}
+                return self._states
 
-            self._feed, self._state = StatesFeed(read), state
+            self._feed = StatesFeed(read)
         return self._feed
+
+    def _view(self, registry, principal: Principal, states: dict[str, LayerState], layers: str) -> TileView | None:
+        """:func:`tile_view`, kept while the states read are the same (it depends on nothing else)."""
+        if states is not self._states:  # (a read that has since been replaced)
+            return tile_view(registry, principal, states, layers)
+        key = (principal, layers)
+        try:
+            return self._views[key]
+        except KeyError:
+            if len(self._views) > 10_000:
+                self._views.clear()
+            view = self._views[key] = tile_view(registry, principal, states, layers)
+            return view
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
@@ -111,8 +130,11 @@ class TileFastPath:
         hint = getattr(state, "tile_states_hint", None)
         if hint is not None:
             hint.states = states  # fresher than its guess: a miss after this renders in one round trip
-        layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
-        result = cached_tile(cache, registry, principal, states, layers, WEB_MERCATOR_QUAD, z, y, x, inm)
+        view = self._view(registry, principal, states, m.group(1))
+        if view is None:
+            return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
+        z, x, y = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
         if result is None:
             return None
         v = q.group(1).decode() if q.group(1) else None
@@ -152,4 +174,4 @@ def tile_answer(result: TileResult, principal: Principal, v: str | None, accept_
     if "gzip" in accept_encoding:
         headers["Content-Encoding"] = "gzip"
         return 200, headers, result.body, MVT_TYPE
-    return 200, headers, gzip.decompress(result.body), MVT_TYPE
+    return 200, headers, result.raw if result.raw is not None else gzip.decompress(result.body), MVT_TYPE

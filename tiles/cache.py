@@ -76,6 +76,8 @@ class TileCache:
         self._total = sum(s for _, _, s in entries)
 
     def get(self, key: str) -> bytes | None:
+        if self.max_bytes <= 0:  # disabled (GEOBASE_TILE_CACHE_MAX_BYTES=0): files left from before are not served
+            return None
         with self._lock:
             data = self._mem.get(key)
             if data is not None:

@@ -51,6 +51,9 @@ class TileResult:
     #: carrying this tag as ``?v=`` may be cached for good (see api/tiles.py)
     tag: str | None = None
     not_modified: bool = False  # ``if_none_match`` matched: answer 304 (body is empty)
+    #: the uncompressed MVT of a tile rendered just now: a client without gzip gets it as it
+    #: is, without decompressing ``body`` again (None for a cached tile)
+    raw: bytes | None = None
 
 
 def version_tag(versions: dict[str, int | None], view_signature: str) -> str:
@@ -140,14 +143,15 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
     plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url)
     if render_hook is not None:
         await render_hook()
+    raw = None
     if plans:
-        body, versions, _ = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
+        body, versions, _, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
     else:
         body = b""
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     if cache is not None:
         cache.put(key, body)
-    return TileResult(body, etag_for(key), False, version_tag(versions, sig))
+    return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
 
 
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
@@ -164,9 +168,9 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
 
 async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str], tms: TileMatrixSet,
                   z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
-                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None]:
-    """The gzip-compressed tile, the versions its rows came from and (``with_states``) every
-    layer's state, all in one network round trip.
+                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None, bytes]:
+    """The gzip-compressed tile, the versions its rows came from, (``with_states``) every
+    layer's state and the uncompressed tile, all in one network round trip.
 
     One simple-protocol query string ``BEGIN; SET LOCAL statement_timeout; [states;] tile;
     COMMIT`` (every value in it is a composed literal, no parameters): the server parses it
@@ -200,7 +204,7 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
     for p in plans:
         if p.pyramid_version is not None:
             versions[p.name] = p.pyramid_version
-    return body, versions, states
+    return body, versions, states, raw
 
 
 class StatesHint:
@@ -249,15 +253,15 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             else:
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
                 if plans:
-                    body, versions, fresh = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
-                                                          with_states=True)
+                    body, versions, fresh, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
+                                                               with_states=True)
                     hint.states = fresh
                     if fresh == guess:
                         _note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
                         key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)
-                        return TileResult(body, etag_for(key), False, version_tag(versions, sig))
+                        return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
     if fresh is None:
         fresh = await layer_states(conn)
         if hint is not None:
@@ -267,16 +271,24 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
 
 
-def cached_tile(cache: TileCache | None, registry: Registry, principal: Principal, states: dict[str, LayerState],
-                layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
-                if_none_match: str | None = None) -> TileResult | None:
-    """Today's tile of ``layers`` if it is certainly a cache hit or a 304 for this caller, given
-    fresh ``states`` (read after the request arrived); None otherwise — a miss, a layer the
-    caller may not see, any invalid input — and the caller then takes the ordinary path
-    (:func:`tile_for`), which renders, refuses and audits. The layers read are noted for the
-    audit exactly as :func:`tile_for` notes them."""
+@dataclass(frozen=True)
+class TileView:
+    """Today's tile of a ``{layers}`` segment for one caller and one set of layer states: the
+    layers drawn (each one the caller may see), the view signature, the versions and their tag.
+    A pure function of (states, caller, segment): :mod:`geobase.api.tile_fast` keeps it while the
+    states it read are unchanged, instead of resolving the segment again for every tile."""
+
+    specs: tuple[LayerSpec, ...]
+    sig: str
+    versions: dict[str, int | None]
+    tag: str
+
+
+def tile_view(registry: Registry, principal: Principal, states: dict[str, LayerState], layers: str) -> TileView | None:
+    """The :class:`TileView`, or None when the segment is not answerable from the cache for this
+    caller (unknown or hidden layers, a raster, bad syntax, nothing to draw): the ordinary path
+    (:func:`tile_for`) then refuses and audits."""
     try:
-        tms.validate(z, row, col)
         specs = resolve_layers(layers, states, principal, registry, note=False)
     except (NotFound, InvalidInput):
         return None
@@ -284,16 +296,29 @@ def cached_tile(cache: TileCache | None, registry: Registry, principal: Principa
         return None
     sig = signature(principal, states, registry)
     versions = {s.name: states[s.name].current_version for s in specs}
-    key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
+    return TileView(tuple(specs), sig, versions, version_tag(versions, sig))
+
+
+def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str, LayerState], view: TileView,
+                tms: TileMatrixSet, z: int, row: int, col: int, if_none_match: str | None = None) -> TileResult | None:
+    """Today's tile if it is certainly a cache hit or a 304, given fresh ``states`` (read after
+    the request arrived) and their ``view`` (:func:`tile_view`) for this caller; None otherwise
+    (a miss, a tile outside the matrix), and the caller takes the ordinary path. The layers read
+    are noted for the audit exactly as :func:`tile_for` notes them."""
+    try:
+        tms.validate(z, row, col)
+    except InvalidInput:
+        return None
+    key = cache_key(view.versions, tms.id, z, row, col, "mvt", view.sig)
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        _note_reads(principal, states, specs)
-        return TileResult(b"", etag, True, version_tag(versions, sig), not_modified=True)
+        _note_reads(principal, states, view.specs)
+        return TileResult(b"", etag, True, view.tag, not_modified=True)
     body = cache.get(key) if cache is not None else None
     if body is None:
         return None
-    _note_reads(principal, states, specs)
-    return TileResult(body, etag, True, version_tag(versions, sig))
+    _note_reads(principal, states, view.specs)
+    return TileResult(body, etag, True, view.tag)
 
 
 async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
@@ -335,15 +360,16 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     if hit is not None:
         return TileResult(hit, etag, True, tag)
     plan = plan_layer(spec, registry, z, hidden_attributes(principal, spec))
-    body = b""
+    body, raw = b"", None
     if plan is not None:
-        body, _, _ = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col, timeout_ms)
+        body, _, _, raw = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,
+                                        timeout_ms)
     if cache is not None:
         cache.put(key, body)
-    return TileResult(body, etag, False, tag)
+    return TileResult(body, etag, False, tag, raw=raw)
 
 
-def _note_reads(principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec]) -> None:
+def _note_reads(principal: Principal, states: dict[str, LayerState], specs) -> None:
     for spec in specs:  # audit: reads of non-public layers (security.note_read decides)
         note_read(principal, states[spec.name].access, spec)
 

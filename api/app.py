@@ -70,7 +70,8 @@ def install_gate(app: FastAPI) -> None:
     if resolver is None or writer is None:
         raise RuntimeError("the request gate needs key checking and the audit writer installed first")
     app.add_middleware(GateMiddleware, settings=app.state.settings, resolver=resolver,
-                       pool_getter=lambda: app.state.pool, audit_writer=writer)
+                       pool_getter=lambda: app.state.pool, audit_writer=writer,
+                       cached=getattr(app.state, "tile_fast_path", None))
 
 
 def require_security(app: FastAPI) -> None:
@@ -188,7 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # security: who is calling, the audit trail, then the gate that uses both (it sits outside
     # GZip and inside HEAD handling, so its own answers are neither compressed twice nor given
     # a body for HEAD)
-    install_tile_fast_path(app)  # cached tiles answered inside the gate, before FastAPI (api/tile_fast.py)
+    install_tile_fast_path(app)  # cached tiles answered by the gate, before FastAPI (api/tile_fast.py)
     install_key_checking(app)
     install_audit_writer(app)
     install_gate(app)

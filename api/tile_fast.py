@@ -1,6 +1,7 @@
-"""The fast path of cached XYZ vector tiles: a plain ASGI layer between the request gate and
-FastAPI that answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]`` when the tile is certainly a
-cache hit (or a 304) for this caller, and hands every other request on, untouched.
+"""The fast path of cached XYZ vector tiles: the request gate asks it first (``cached=`` of
+:class:`geobase.api.gate.GateMiddleware`), and it answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]``
+when the tile is certainly a cache hit (or a 304) for this caller; every other request goes on
+to FastAPI, untouched.
 
 Why: a map asks for dozens of tiles per view, nearly all cached. Through FastAPI a hit spent
 most of its time in routing, dependency resolution, the generic middlewares and one catalog
@@ -8,8 +9,10 @@ query of its own; here it costs a regular expression, the access decision and a 
 look-up, and one catalog query serves every tile request in flight (:mod:`geobase.tiles.fresh`).
 
 What stays exactly as on the ordinary path:
-  * the gate runs first (it sits outside): key checking (401), rate limits (429), the tile
-    concurrency bound, the audit row and the caller-dependent ``Vary``/``Cache-Control``;
+  * the gate runs first: key checking (401), rate limits (429), the audit row and the
+    caller-dependent ``Vary``/``Cache-Control``. Only the tile concurrency bound is not taken
+    by a cached answer (it bounds renders; the fast path renders nothing and its one catalog
+    read is shared); a request it does not answer takes a slot before FastAPI sees it;
   * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
     decides with :mod:`geobase.security` (``can_see``, the view signature of masked
     attributes) from states read after the request arrived, and notes the layers read for the
@@ -44,17 +47,15 @@ QUERY_RE = re.compile(rb"(?:v=([A-Za-z0-9_-]{1,64}))?")
 
 
 def install_tile_fast_path(app) -> None:
-    """Add the fast path inside the request gate (call before installing the gate), unless
-    ``GEOBASE_TILE_FAST_PATH`` is false."""
-    if app.state.settings.tile_fast_path:
-        app.add_middleware(TileFastPath)
+    """``app.state.tile_fast_path`` for the request gate (call before installing the gate),
+    unless ``GEOBASE_TILE_FAST_PATH`` is false."""
+    app.state.tile_fast_path = TileFastPath() if app.state.settings.tile_fast_path else None
 
 
 class TileFastPath:
     """See the module docstring."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self):
         self._feed: StatesFeed | None = None
         self._rows: list | None = None  # the rows of the last states read, and their states
         self._states: dict[str, LayerState] | None = None
@@ -86,18 +87,20 @@ class TileFastPath:
             view = self._views[key] = tile_view(registry, principal, states, layers)
             return view
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope, send) -> bool:
+        """Answer the request if it is a certain cache hit or 304 (True); False: not answered."""
         if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
-            return await self.app(scope, receive, send)
+            return False
         t0 = time.perf_counter()
         answer = await self._answer(scope)
         if answer is None:
-            return await self.app(scope, receive, send)
+            return False
         status, headers, body = answer
         headers.append((b"server-timing", f"tile;dur={(time.perf_counter() - t0) * 1000:.2f};desc=fast".encode()))
         scope[CALLER_DEPENDENT] = True  # as get_principal marks it: the gate adds Vary / private
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return True
 
     async def _answer(self, scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) of a certain hit or 304; None to let FastAPI answer."""

@@ -10,6 +10,7 @@ an impossible tile. Audit rows and a sharing change are checked on the fast serv
 from __future__ import annotations
 
 import math
+import time
 
 import psycopg
 import pytest
@@ -169,3 +170,44 @@ def test_fast_answers_are_audited_and_follow_a_sharing_change_at_once(pair):
         with psycopg.connect(settings.database_url) as conn:
             conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'land_use'")
     assert _get(fast, tile, gz).status_code == 200
+
+
+def test_renders_keep_their_concurrency_bound_while_cached_tiles_are_answered(pair, tmp_path):
+    """One render slot: a render blocked on a locked table holds it, a second render waits and
+    gets 503, and a cached tile is answered meanwhile (it renders nothing, so takes no slot)."""
+    import threading
+
+    _, _, _, settings = pair
+    srv = LiveServer(settings, env={"GEOBASE_TILE_CONCURRENCY": "1", "GEOBASE_POOL_TIMEOUT_S": "1",
+                                    "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "10000",
+                                    "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "10000"})
+    gz = {"Accept-Encoding": "gzip"}
+    cached = f"/tiles/land_use/{Z}/{X}/{Y}.mvt"
+    try:
+        for _ in range(2):
+            r = _get(srv, cached, gz)
+        assert r.status_code == 200 and r.headers["x-tile-cache"] == "hit"
+        lock = psycopg.connect(settings.database_url)
+        lock.execute("LOCK TABLE data.land_use IN ACCESS EXCLUSIVE MODE")
+        blocked: list = []
+        t = threading.Thread(target=lambda: blocked.append(_get(srv, f"/tiles/land_use/{Z}/{X + 1}/{Y}.mvt", gz)))
+        t.start()
+        try:
+            with psycopg.connect(settings.database_url, autocommit=True) as watch:
+                deadline = time.monotonic() + 60  # until the first render holds the slot, waiting for the lock
+                while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                        "AND application_name = 'geobase-api'").fetchone()[0]:
+                    assert time.monotonic() < deadline, "the first render never reached the lock"
+                    time.sleep(0.05)
+            r = _get(srv, cached, gz)
+            assert r.status_code == 200 and "fast" in r.headers["server-timing"]
+            r = _get(srv, f"/tiles/land_use/{Z}/{X + 2}/{Y}.mvt", gz)
+            assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text
+            assert "too many tile requests" in r.json()["description"]
+        finally:
+            lock.rollback()
+            lock.close()
+            t.join(60)
+        assert blocked and blocked[0].status_code in (200, 204)
+    finally:
+        srv.stop()

@@ -110,12 +110,12 @@ class TileFastPath:
         if m is None or q is None or not isinstance(principal, Principal):
             return None
         accept = encoding = inm = None
-        for k, val in scope["headers"]:
-            if k == b"accept":
+        for k, val in scope["headers"]:  # the first of each, as Starlette's Headers.get reads them
+            if k == b"accept" and accept is None:
                 accept = val.decode("latin-1")
-            elif k == b"accept-encoding":
+            elif k == b"accept-encoding" and encoding is None:
                 encoding = val
-            elif k == b"if-none-match":
+            elif k == b"if-none-match" and inm is None:
                 inm = val.decode("latin-1")
         if best(accept, TILE) != "mvt" or encoding is None or b"gzip" not in encoding:
             # 406 is FastAPI's to answer; a client without gzip (rare: every browser has it) gets
@@ -126,6 +126,15 @@ class TileFastPath:
         registry, cache = getattr(state, "registry", None), getattr(state, "tile_cache", None)
         if registry is None or cache is None or getattr(state, "pool", None) is None:
             return None
+        layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        guess = self._states
+        if guess is not None:
+            # with the states read last as a guess: a probable miss or refusal goes on at once,
+            # without waiting for a read of its own (the ordinary path reads and renders in one)
+            view = self._view(registry, principal, guess, layers)
+            if view is None or cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD, z, y, x, inm,
+                                           note=False) is None:
+                return None
         try:
             states = await self._states_feed(state).states()
         except Exception:
@@ -133,10 +142,9 @@ class TileFastPath:
         hint = getattr(state, "tile_states_hint", None)
         if hint is not None:
             hint.states = states  # fresher than its guess: a miss after this renders in one round trip
-        view = self._view(registry, principal, states, m.group(1))
+        view = self._view(registry, principal, states, layers)
         if view is None:
             return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
-        z, x, y = int(m.group(2)), int(m.group(3)), int(m.group(4))
         result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
         if result is None:
             return None

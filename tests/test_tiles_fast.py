@@ -87,6 +87,9 @@ def test_cached_tiles_are_answered_by_the_fast_path_exactly_as_by_the_routers(pa
     r = _same(fast, plain, tile, {"Accept-Encoding": "identity"})  # left to the routers (decompressed there)
     assert r.status_code == 200 and "content-encoding" not in r.headers and _mvt_layers(r.content)
     assert _same(fast, plain, tile, {**gz, "If-None-Match": r.headers["etag"]}).status_code == 304
+    # a header given twice: the first counts, on both paths
+    twice = _same(fast, plain, tile, [("Accept-Encoding", "identity"), ("Accept-Encoding", "gzip")])
+    assert "content-encoding" not in twice.headers
     tag = _get(fast, "/tiles/land_use.json", {}).json()["tiles"][0].split("?v=")[1]
     r = _same(fast, plain, f"{tile}?v={tag}", gz)
     assert r.headers["cache-control"] == "public, max-age=31536000, immutable" and "fast" in r.headers["server-timing"]

@@ -6,7 +6,10 @@ ingest is visible on the very next request, no restart, no notification needed);
 cache is looked up under the key built from those versions; on a miss one statement renders
 the tile and returns the versions it read, under which the tile is stored. A tile that is
 probably not cached is rendered in the same round trip as the states query
-(:class:`StatesHint`, :func:`tile_for`)."""
+(:class:`StatesHint`, :func:`tile_for`). A cached tile is answered by :func:`cached_tile` from
+states shared by the requests in flight (:mod:`geobase.tiles.fresh`) and the caller's
+:class:`TileView` of them, before FastAPI (:mod:`geobase.api.tile_fast`); anything it is not
+sure of takes the path above."""
 
 from __future__ import annotations
 
@@ -300,11 +303,13 @@ def tile_view(registry: Registry, principal: Principal, states: dict[str, LayerS
 
 
 def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str, LayerState], view: TileView,
-                tms: TileMatrixSet, z: int, row: int, col: int, if_none_match: str | None = None) -> TileResult | None:
+                tms: TileMatrixSet, z: int, row: int, col: int, if_none_match: str | None = None, *,
+                note: bool = True) -> TileResult | None:
     """Today's tile if it is certainly a cache hit or a 304, given fresh ``states`` (read after
     the request arrived) and their ``view`` (:func:`tile_view`) for this caller; None otherwise
     (a miss, a tile outside the matrix), and the caller takes the ordinary path. The layers read
-    are noted for the audit exactly as :func:`tile_for` notes them."""
+    are noted for the audit exactly as :func:`tile_for` notes them (not with ``note=False``: a
+    probe with states that are only a guess, whose answer is never sent)."""
     try:
         tms.validate(z, row, col)
     except InvalidInput:
@@ -312,12 +317,14 @@ def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str,
     key = cache_key(view.versions, tms.id, z, row, col, "mvt", view.sig)
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        _note_reads(principal, states, view.specs)
+        if note:
+            _note_reads(principal, states, view.specs)
         return TileResult(b"", etag, True, view.tag, not_modified=True)
     body = cache.get(key) if cache is not None else None
     if body is None:
         return None
-    _note_reads(principal, states, view.specs)
+    if note:
+        _note_reads(principal, states, view.specs)
     return TileResult(body, etag, True, view.tag)
 
 

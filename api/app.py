@@ -28,6 +28,7 @@ from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
+from geobase.api.tile_fast import install_tile_fast_path
 from geobase.analysis.jobs import AnalysisJobs
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.ingest.jobs import fail_orphaned_jobs
@@ -69,7 +70,8 @@ def install_gate(app: FastAPI) -> None:
     if resolver is None or writer is None:
         raise RuntimeError("the request gate needs key checking and the audit writer installed first")
     app.add_middleware(GateMiddleware, settings=app.state.settings, resolver=resolver,
-                       pool_getter=lambda: app.state.pool, audit_writer=writer)
+                       pool_getter=lambda: app.state.pool, audit_writer=writer,
+                       cached=getattr(app.state, "tile_fast_path", None))
 
 
 def require_security(app: FastAPI) -> None:
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # security: who is calling, the audit trail, then the gate that uses both (it sits outside
     # GZip and inside HEAD handling, so its own answers are neither compressed twice nor given
     # a body for HEAD)
+    install_tile_fast_path(app)  # cached tiles answered by the gate, before FastAPI (api/tile_fast.py)
     install_key_checking(app)
     install_audit_writer(app)
     install_gate(app)

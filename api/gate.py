@@ -98,13 +98,16 @@ class _Request:
 class GateMiddleware:
     """See the module docstring."""
 
-    def __init__(self, app, *, settings: Settings, resolver, pool_getter, audit_writer=None):
+    def __init__(self, app, *, settings: Settings, resolver, pool_getter, audit_writer=None, cached=None):
         self.app = app
         self.settings = settings
         self.resolver = resolver
         self.pool_getter = pool_getter
         self.audit_writer = audit_writer
         self.limits = policy.Limits.from_settings(settings)
+        #: ``async (scope, send) -> bool``: answers a request from a cache (True) before it takes
+        #: a concurrency slot, which bounds renders (cached tiles: geobase.api.tile_fast)
+        self.cached = cached
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -120,6 +123,9 @@ class GateMiddleware:
         if refusal is not None:
             return await _send_error(send, refusal)
         sem = self.limits.semaphore(cls)
+        if sem is not None and self.cached is not None:
+            # inside the audit context and the reply's header handling, like any app
+            return await self._pass(req, principal, max_body, None, receive, send, app=self._slotted(sem, cls))
         if sem is not None:
             try:
                 await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
@@ -127,6 +133,22 @@ class GateMiddleware:
                 return await _send_error(send, ServiceUnavailable(
                     f"too many {cls} requests at once; retry shortly", retry_after=2))
         await self._pass(req, principal, max_body, sem, receive, send)
+
+    def _slotted(self, sem: asyncio.Semaphore, cls: str):
+        """The app behind a cache answer: a request the cache does not answer waits for a slot."""
+        async def app(scope, receive, send):
+            if await self.cached(scope, send):
+                return
+            try:
+                await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
+            except asyncio.TimeoutError:
+                return await _send_error(send, ServiceUnavailable(
+                    f"too many {cls} requests at once; retry shortly", retry_after=2))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                sem.release()
+        return app
 
     def _arrive(self, scope) -> _Request:
         """The client's address (from a trusted proxy's X-Forwarded-For, also for the app) and
@@ -171,7 +193,7 @@ class GateMiddleware:
         return principal
 
     async def _pass(self, req: _Request, principal: Principal, max_body: int, sem: asyncio.Semaphore | None,
-                    receive, send) -> None:
+                    receive, send, app=None) -> None:
         """Run the app with the body counted against ``max_body`` and the reply's headers and
         audit row seen to; answer 413 itself when a streamed body grew too large. Releases the
         concurrency slot ``sem`` (taken by the caller) when the app is done."""
@@ -214,7 +236,7 @@ class GateMiddleware:
         token = audit.begin(req.ctx)
         try:
             try:
-                await self.app(req.scope, limited_receive, capture_send)
+                await (app or self.app)(req.scope, limited_receive, capture_send)
             except Exception:
                 if not (too_large and not status):
                     raise

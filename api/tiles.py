@@ -14,7 +14,6 @@ Routes (z/row/col in the OGC tree, z/x/y in XYZ URLs — the same numbers for We
 from __future__ import annotations
 
 import asyncio
-import gzip
 import time
 
 import psycopg
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
+from geobase.api.tile_fast import cache_control, tile_answer
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.ogc import MVT_TYPE
@@ -79,30 +79,9 @@ VERSION_PARAM = Query(None, max_length=64, description="version tag of the layer
                       "and the style into tile URLs: a tile answered for the current tag is cached for good")
 
 
-def _cache_control(principal: Principal, v: str | None, tag: str | None) -> str:
-    """Tile caching: a URL whose ``v`` is the current version tag of its content names bytes
-    that never change (immutable, a year); any other URL revalidates every time (``no-cache``
-    with the ETag, a 304 when nothing changed), so a browser never shows pre-ingest tiles. A
-    stale ``v`` (a style fetched before an ingest) is answered with the current content, but
-    never as immutable. ``private`` when the response depends on the caller."""
-    scope = "public" if principal.is_public else "private"
-    if v is not None and tag is not None and v == tag:
-        return f"{scope}, max-age=31536000, immutable"
-    return f"{scope}, no-cache"
-
-
 def _mvt_response(request: Request, result, principal: Principal, v: str | None = None) -> Response:
-    headers = {"Cache-Control": _cache_control(principal, v, result.tag),
-               "Vary": "Accept-Encoding, Authorization, X-API-Key", "ETag": result.etag}
-    if result.not_modified:
-        return Response(status_code=304, headers=headers)
-    headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
-    if not result.body:
-        return Response(status_code=204, headers=headers, media_type=MVT_TYPE)
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(result.body, headers=headers, media_type=MVT_TYPE)
-    return Response(gzip.decompress(result.body), headers=headers, media_type=MVT_TYPE)
+    status, headers, body, media = tile_answer(result, principal, v, request.headers.get("accept-encoding", ""))
+    return Response(body, status_code=status, headers=headers, media_type=media)
 
 
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
@@ -308,7 +287,7 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
     current = await _current_raster(conn, spec, "layer")
     key = cache_key({spec.name: current.version}, tms.id, z, y, x, f"png:{style}", "raster")
     etag = etag_for(key)
-    headers = {"Cache-Control": _cache_control(principal, v, raster_tag(spec.name, current.version)), "ETag": etag}
+    headers = {"Cache-Control": cache_control(principal, v, raster_tag(spec.name, current.version)), "ETag": etag}
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     cache = _cache(request)

@@ -238,6 +238,8 @@ class TileSettings(BaseModel):
     tile_cache_max_bytes: int = Field(
         ge=0, default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
     )
+    tile_fast_path: bool = Field(default=True, description="Answer cached XYZ vector tiles before FastAPI "
+                                 "(same access checks, audit and answers; false: every tile through the routers).")
 
 
 #: every concern's settings class, in the order ``geobase config`` lists them

@@ -8,6 +8,12 @@ Old entries simply stop being asked for and age out under the size bound.
 
 Vector tiles are stored gzip-compressed (served as-is to clients that accept gzip). The
 ETag is derived from the key, so a 304 needs neither the file nor the database rows.
+
+The most recently used tiles are also kept in memory (:data:`MEMORY_BYTES`, a subset of the
+entries the file index knows, evicted with them): a hit of the tiles a map shows right now
+costs a dictionary look-up instead of an open/read/close. The key names the tile's content
+(versions, view), so a tile in memory is never stale, only possibly evicted on disk by another
+process — which is harmless for a cache.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+#: bound of the in-memory tier (bytes; never more than the cache's own bound): the hot tiles
+#: of the maps being looked at, a few MB, with room to spare
+MEMORY_BYTES = 32 * 1024**2
 
 
 def cache_key(layers: dict[str, int | None], tms: str, z: int, row: int, col: int, fmt: str,
@@ -36,12 +46,15 @@ class TileCache:
     share the directory (each evicts by file access order it knows, which is good enough for
     a cache: a missing file is just a miss)."""
 
-    def __init__(self, root: Path, max_bytes: int):
+    def __init__(self, root: Path, max_bytes: int, memory_bytes: int = MEMORY_BYTES):
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.memory_bytes = min(memory_bytes, max_bytes)
         self._lock = threading.Lock()
         self._index: OrderedDict[str, int] | None = None
         self._total = 0
+        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._mem_total = 0
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -63,6 +76,15 @@ class TileCache:
         self._total = sum(s for _, _, s in entries)
 
     def get(self, key: str) -> bytes | None:
+        if self.max_bytes <= 0:  # disabled (GEOBASE_TILE_CACHE_MAX_BYTES=0): files left from before are not served
+            return None
+        with self._lock:
+            data = self._mem.get(key)
+            if data is not None:
+                self._mem.move_to_end(key)
+                if self._index is not None and key in self._index:
+                    self._index.move_to_end(key)
+                return data
         try:
             data = self._path(key).read_bytes()
         except FileNotFoundError:
@@ -71,7 +93,26 @@ class TileCache:
             self._load_index()
             if key in self._index:
                 self._index.move_to_end(key)
+                self._remember(key, data)
         return data
+
+    def _remember(self, key: str, data: bytes) -> None:
+        """Keep ``data`` in the memory tier (lock held; ``key`` is in the file index)."""
+        if len(data) > self.memory_bytes:
+            return
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._mem_total -= len(old)
+        self._mem[key] = data
+        self._mem_total += len(data)
+        while self._mem_total > self.memory_bytes:
+            _, dropped = self._mem.popitem(last=False)
+            self._mem_total -= len(dropped)
+
+    def _forget(self, key: str) -> None:
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._mem_total -= len(old)
 
     def put(self, key: str, data: bytes) -> None:
         if self.max_bytes <= 0:
@@ -88,12 +129,14 @@ class TileCache:
                 self._total -= old
             self._index[key] = len(data)
             self._total += len(data)
+            self._remember(key, data)
             self._evict()
 
     def _evict(self) -> None:
         while self._total > self.max_bytes and self._index:
             key, size = self._index.popitem(last=False)
             self._total -= size
+            self._forget(key)
             try:
                 self._path(key).unlink()
             except FileNotFoundError:
@@ -117,4 +160,6 @@ class TileCache:
                     pass
             self._index.clear()
             self._total = 0
+            self._mem.clear()
+            self._mem_total = 0
             return n

@@ -6,7 +6,10 @@ ingest is visible on the very next request, no restart, no notification needed);
 cache is looked up under the key built from those versions; on a miss one statement renders
 the tile and returns the versions it read, under which the tile is stored. A tile that is
 probably not cached is rendered in the same round trip as the states query
-(:class:`StatesHint`, :func:`tile_for`)."""
+(:class:`StatesHint`, :func:`tile_for`). A cached tile is answered by :func:`cached_tile` from
+states shared by the requests in flight (:mod:`geobase.tiles.fresh`) and the caller's
+:class:`TileView` of them, before FastAPI (:mod:`geobase.api.tile_fast`); anything it is not
+sure of takes the path above."""
 
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ class TileResult:
     #: carrying this tag as ``?v=`` may be cached for good (see api/tiles.py)
     tag: str | None = None
     not_modified: bool = False  # ``if_none_match`` matched: answer 304 (body is empty)
+    #: the uncompressed MVT of a tile rendered just now: a client without gzip gets it as it
+    #: is, without decompressing ``body`` again (None for a cached tile)
+    raw: bytes | None = None
 
 
 def version_tag(versions: dict[str, int | None], view_signature: str) -> str:
@@ -140,14 +146,15 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
     plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url)
     if render_hook is not None:
         await render_hook()
+    raw = None
     if plans:
-        body, versions, _ = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
+        body, versions, _, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
     else:
         body = b""
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
     if cache is not None:
         cache.put(key, body)
-    return TileResult(body, etag_for(key), False, version_tag(versions, sig))
+    return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
 
 
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
@@ -164,9 +171,9 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
 
 async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str], tms: TileMatrixSet,
                   z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
-                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None]:
-    """The gzip-compressed tile, the versions its rows came from and (``with_states``) every
-    layer's state, all in one network round trip.
+                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None, bytes]:
+    """The gzip-compressed tile, the versions its rows came from, (``with_states``) every
+    layer's state and the uncompressed tile, all in one network round trip.
 
     One simple-protocol query string ``BEGIN; SET LOCAL statement_timeout; [states;] tile;
     COMMIT`` (every value in it is a composed literal, no parameters): the server parses it
@@ -200,7 +207,7 @@ async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: 
     for p in plans:
         if p.pyramid_version is not None:
             versions[p.name] = p.pyramid_version
-    return body, versions, states
+    return body, versions, states, raw
 
 
 class StatesHint:
@@ -249,15 +256,15 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             else:
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
                 if plans:
-                    body, versions, fresh = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
-                                                          with_states=True)
+                    body, versions, fresh, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
+                                                               with_states=True)
                     hint.states = fresh
                     if fresh == guess:
                         _note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
                         key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)
-                        return TileResult(body, etag_for(key), False, version_tag(versions, sig))
+                        return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
     if fresh is None:
         fresh = await layer_states(conn)
         if hint is not None:
@@ -265,6 +272,60 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
     specs = resolve_layers(layers, fresh, principal, registry)
     return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+
+
+@dataclass(frozen=True)
+class TileView:
+    """Today's tile of a ``{layers}`` segment for one caller and one set of layer states: the
+    layers drawn (each one the caller may see), the view signature, the versions and their tag.
+    A pure function of (states, caller, segment): :mod:`geobase.api.tile_fast` keeps it while the
+    states it read are unchanged, instead of resolving the segment again for every tile."""
+
+    specs: tuple[LayerSpec, ...]
+    sig: str
+    versions: dict[str, int | None]
+    tag: str
+
+
+def tile_view(registry: Registry, principal: Principal, states: dict[str, LayerState], layers: str) -> TileView | None:
+    """The :class:`TileView`, or None when the segment is not answerable from the cache for this
+    caller (unknown or hidden layers, a raster, bad syntax, nothing to draw): the ordinary path
+    (:func:`tile_for`) then refuses and audits."""
+    try:
+        specs = resolve_layers(layers, states, principal, registry, note=False)
+    except (NotFound, InvalidInput):
+        return None
+    if not specs:
+        return None
+    sig = signature(principal, states, registry)
+    versions = {s.name: states[s.name].current_version for s in specs}
+    return TileView(tuple(specs), sig, versions, version_tag(versions, sig))
+
+
+def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str, LayerState], view: TileView,
+                tms: TileMatrixSet, z: int, row: int, col: int, if_none_match: str | None = None, *,
+                note: bool = True) -> TileResult | None:
+    """Today's tile if it is certainly a cache hit or a 304, given fresh ``states`` (read after
+    the request arrived) and their ``view`` (:func:`tile_view`) for this caller; None otherwise
+    (a miss, a tile outside the matrix), and the caller takes the ordinary path. The layers read
+    are noted for the audit exactly as :func:`tile_for` notes them (not with ``note=False``: a
+    probe with states that are only a guess, whose answer is never sent)."""
+    try:
+        tms.validate(z, row, col)
+    except InvalidInput:
+        return None
+    key = cache_key(view.versions, tms.id, z, row, col, "mvt", view.sig)
+    etag = etag_for(key)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        if note:
+            _note_reads(principal, states, view.specs)
+        return TileResult(b"", etag, True, view.tag, not_modified=True)
+    body = cache.get(key) if cache is not None else None
+    if body is None:
+        return None
+    if note:
+        _note_reads(principal, states, view.specs)
+    return TileResult(body, etag, True, view.tag)
 
 
 async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
@@ -306,15 +367,16 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     if hit is not None:
         return TileResult(hit, etag, True, tag)
     plan = plan_layer(spec, registry, z, hidden_attributes(principal, spec))
-    body = b""
+    body, raw = b"", None
     if plan is not None:
-        body, _, _ = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col, timeout_ms)
+        body, _, _, raw = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,
+                                        timeout_ms)
     if cache is not None:
         cache.put(key, body)
-    return TileResult(body, etag, False, tag)
+    return TileResult(body, etag, False, tag, raw=raw)
 
 
-def _note_reads(principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec]) -> None:
+def _note_reads(principal: Principal, states: dict[str, LayerState], specs) -> None:
     for spec in specs:  # audit: reads of non-public layers (security.note_read decides)
         note_read(principal, states[spec.name].access, spec)
 

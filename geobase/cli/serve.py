@@ -26,6 +26,8 @@ def serve(
     typer.echo(f"geobase serving on http://{host}:{port}/  (web map: http://{host}:{port}/map)")
     uvicorn.run("geobase.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level=settings.log_level, timeout_graceful_shutdown=20,
+                # uvicorn formats each request's access line before its logger drops it: only when shown
+                access_log=settings.log_level in ("trace", "debug", "info"),
                 # forwarded headers are judged by the request gate alone (GEOBASE_TRUSTED_PROXIES,
                 # geobase.limits.client_ip): uvicorn would otherwise believe any loopback client's
                 # X-Forwarded-For

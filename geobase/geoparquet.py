@@ -206,3 +206,30 @@ async def parquet_body(batches: AsyncIterator[list[tuple]], columns: list[tuple[
         if not finished:
             enc.abort()
         await batches.aclose()
+
+
+def write_geoparquet_file(conninfo: str, query, columns: list[tuple[str, str]], geometry: bool, srid: int | None,
+                          path, timeout_ms: int, batch: int = 5000) -> int:
+    """The same GeoParquet as :func:`parquet_body`, written to ``path`` from a query run on a
+    connection of its own (batch engines read these exports); returns the row count."""
+    import psycopg
+    from psycopg import sql
+
+    enc = GeoParquetEncoder(columns, geometry, srid)
+    pending: list[tuple] = []
+    with psycopg.connect(conninfo) as conn, open(path, "wb") as out:
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+        cur = conn.cursor(name="gb_parquet")
+        cur.itersize = batch
+        cur.execute(query)
+        while True:
+            rows = cur.fetchmany(batch)
+            pending.extend(rows)
+            if len(pending) >= ROW_GROUP_ROWS or (not rows and pending):
+                out.write(enc.write(pending))
+                pending = []
+            if not rows:
+                break
+        out.write(enc.finish())
+    return enc.count

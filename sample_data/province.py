@@ -44,6 +44,7 @@ from geobase.sample_data.writers import (
 
 DLTB_PARTS = [f"DLTB{s}" for s in (".shp", ".shx", ".dbf", ".prj", ".cpg")]
 LIN_BAN = 1600.0
+BATCH = 20_000  # forest rows per GeoPackage append
 
 
 def generate_province(out_dir: Path, *, counties: int = 10, parcels_per_county: int = 20000, seed: int = 20261206,
@@ -135,6 +136,8 @@ class _ForestWriter:
         self.pv, self.c, self.path = pv, c, path
         self.rng = make_rng(seed, 121, c)
         self.numbers: dict[tuple, int] = {}
+        self.recs: list[dict] = []
+        self.geoms: list = []
         self.n = 0
         if path.exists():
             path.unlink()
@@ -143,7 +146,6 @@ class _ForestWriter:
         idx = np.flatnonzero(is_forest(dl))
         if not len(idx):
             return
-        recs, geoms = [], []
         rp = shapely.get_coordinates(shapely.point_on_surface(ll[idx]))
         x, y = self.pv.local_from_lonlat(rp[:, 0], rp[:, 1])
         for j, i in enumerate(idx):
@@ -156,20 +158,25 @@ class _ForestWriter:
             rec = dict(XIAN=self.pv.codes[self.c], XIANG=v["tcode"], CUN=v["code"], LIN_BAN=lb, XIAO_BAN=xb,
                        XBH=f"{v['tcode']}{lb}{xb}", DLBM=dl[i], BSM_DLTB=bsm[i])
             rec.update(_inventory(dl[i], float(elev[i]), False, self.rng.random(8), ha))
-            recs.append(rec)
-            geoms.append(ll[i])
-        self._append(recs, geoms)
+            self.recs.append(rec)
+            self.geoms.append(ll[i])
+        if len(self.recs) >= BATCH:
+            self._append()
 
-    def _append(self, recs: list[dict], geoms: list) -> None:
+    def _append(self) -> None:
+        """Write the records gathered so far (a batch: GDAL's per-call cost is high)."""
         import geopandas as gpd
         from pyogrio import write_dataframe
 
-        gdf = gpd.GeoDataFrame(recs, geometry=geoms, crs=f"EPSG:{EPSG_GEO}")
+        gdf = gpd.GeoDataFrame(self.recs, geometry=self.geoms, crs=f"EPSG:{EPSG_GEO}")
         write_dataframe(gdf, self.path, layer="XB", driver="GPKG", promote_to_multi=True,
                         geometry_type="MultiPolygon", append=self.n > 0)
-        self.n += len(recs)
+        self.n += len(self.recs)
+        self.recs, self.geoms = [], []
 
     def close(self) -> int:
+        if self.recs:
+            self._append()
         if self.n == 0:
             write_gpkg(self.path, "XB", [], [])
         return self.n

@@ -130,8 +130,9 @@ class ProvinceParcels:
         empty = (np.array([], dtype=object), np.zeros(0, np.int64), np.zeros(0), np.array([], dtype=object))
         x0, y0 = self.x0 + bi * self.B, self.y0 + bj * self.B
         block = shapely.box(x0, y0, x0 + self.B, y0 + self.B)
-        if not pv.counties[c].intersects(block.buffer(4 * self.B)):
-            return empty
+        near = pv.v_tree.query(block.buffer(0.5 * self.B), predicate="intersects")
+        if not any(pv.villages[k]["county"] == c for k in near):
+            return empty  # no cell of this block reaches the county: skip the diagram
         cells, u = self.block_cells(bi, bj)
         reach = shapely.box(*shapely.total_bounds(cells)) if len(cells) else block
         vi = np.array([k for k in np.sort(pv.v_tree.query(shapely.union(reach, block), predicate="intersects"))
@@ -141,7 +142,9 @@ class ProvinceParcels:
         ci, vj = shapely.STRtree(pv.v_geoms[vi]).query(cells, predicate="intersects")
         o = np.lexsort((vj, ci))
         ci, vj = ci[o], vj[o]
-        land = shapely.difference(shapely.intersection(cells[ci], pv.v_geoms[vi[vj]]), pv.water_union)
+        land = shapely.intersection(cells[ci], pv.v_geoms[vi[vj]])
+        wet = shapely.intersects(pv.water_union, land)  # prepared: only these need the difference
+        land[wet] = shapely.difference(land[wet], pv.water_union)
         wat = shapely.intersection(shapely.intersection(pv.v_geoms[vi], block), pv.water_union)
         lake = shapely.intersects(pv.lakes, shapely.point_on_surface(wat))
         geoms = np.concatenate([land, wat])

@@ -4,10 +4,11 @@ Why here and not through GDAL like GeoPackage: GDAL's Parquet driver needs Arrow
 which neither Debian 12's GDAL nor the pyogrio wheel carries; pyarrow (already a dependency)
 writes Parquet itself. And unlike a GeoPackage, a Parquet file can be sent while it is being
 written: row groups come first, the footer (schema, the ``geo`` metadata) last. So rows are
-read from a server-side cursor, gathered into row groups of at most :data:`ROW_GROUP_ROWS`
-rows / :data:`ROW_GROUP_BYTES` bytes of geometry, each row group is encoded in a worker thread
-into an in-memory sink that is emptied into the response at once: memory is bounded by one row
-group, whatever the size of the export.
+read from a server-side cursor a batch at a time, each batch turned into Arrow columns at once
+(compact, unlike rows of Python objects) and gathered into row groups of about
+:data:`ROW_GROUP_ROWS` rows or :data:`ROW_GROUP_BYTES` bytes; a row group is encoded in a worker
+thread into an in-memory sink that is emptied into the response at once: memory is bounded by
+one row group, whatever the size of the export.
 
 The ``geo`` metadata (GeoParquet 1.1.0) is written into the footer when the last row is known:
 the primary column ``geometry`` (WKB), the CRS of the output as PROJJSON (omitted for
@@ -28,8 +29,8 @@ from typing import Any
 
 MEDIA_TYPE = "application/vnd.apache.parquet"
 GEOPARQUET_VERSION = "1.1.0"
-ROW_GROUP_ROWS = 50_000
-ROW_GROUP_BYTES = 32 * 1024 * 1024
+ROW_GROUP_ROWS = 20_000
+ROW_GROUP_BYTES = 16 * 1024 * 1024
 _TYPE_NAMES = {1: "Point", 2: "LineString", 3: "Polygon", 4: "MultiPoint", 5: "MultiLineString",
                6: "MultiPolygon", 7: "GeometryCollection"}
 
@@ -100,6 +101,9 @@ class GeoParquetEncoder:
         self.sink = _Sink()
         self.writer = pq.ParquetWriter(pa.PythonFile(self.sink, mode="w"), self.schema, compression="zstd",
                                        write_statistics=True, store_schema=False)
+        self.pending: list = []
+        self.pending_rows = 0
+        self.pending_bytes = 0
         self.types: set[str] = set()
         self.bbox: list[float] | None = None
         self.count = 0
@@ -141,14 +145,29 @@ class GeoParquetEncoder:
             self.bbox = b if self.bbox is None else [min(self.bbox[0], b[0]), min(self.bbox[1], b[1]),
                                                      max(self.bbox[2], b[2]), max(self.bbox[3], b[3])]
 
-    def write(self, rows: list[tuple]) -> bytes:
-        """One row group of ``rows``; returns the bytes it produced."""
+    def add(self, rows: list[tuple]) -> bytes:
+        """Take a batch of rows (as Arrow columns); returns the bytes of a row group when the
+        rows gathered reach :data:`ROW_GROUP_ROWS` or :data:`ROW_GROUP_BYTES`, else nothing."""
         import pyarrow as pa
 
         if rows:
-            self.count += len(rows)
-            self.writer.write_table(pa.Table.from_arrays(self._arrays(rows), schema=self.schema),
-                                    row_group_size=len(rows))
+            batch = pa.RecordBatch.from_arrays(self._arrays(rows), schema=self.schema)
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
+            self.pending_bytes += batch.nbytes
+            self.count += batch.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS or self.pending_bytes >= ROW_GROUP_BYTES:
+            return self.flush()
+        return b""
+
+    def flush(self) -> bytes:
+        """The rows gathered so far as one row group; returns the bytes it produced."""
+        import pyarrow as pa
+
+        if self.pending:
+            table = pa.Table.from_batches(self.pending, schema=self.schema)
+            self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+            self.writer.write_table(table, row_group_size=table.num_rows)
         return self.sink.drain()
 
     def geo_metadata(self) -> dict:
@@ -161,15 +180,16 @@ class GeoParquetEncoder:
         return {"version": GEOPARQUET_VERSION, "primary_column": "geometry", "columns": {"geometry": col}}
 
     def finish(self) -> bytes:
-        """The footer (with the ``geo`` metadata); returns the last bytes of the file.
+        """The last row group and the footer (with the ``geo`` metadata); returns the last bytes.
 
         The writer does not store the serialized Arrow schema (``store_schema=False``): readers
         then take the schema's metadata from the footer's key-value pairs, which is where
         ``geo`` is added once the bounding box and the geometry types are known."""
+        out = self.flush()
         if self.geometry:
             self.writer.add_key_value_metadata({"geo": json.dumps(self.geo_metadata())})
         self.writer.close()
-        return self.sink.drain()
+        return out + self.sink.drain()
 
     def abort(self) -> None:
         try:
@@ -183,25 +203,15 @@ async def parquet_body(batches: AsyncIterator[list[tuple]], columns: list[tuple[
     """GeoParquet bytes of the rows of ``batches`` (each a list of (id, properties..., WKB)),
     streamed row group by row group; closes ``batches`` when done or abandoned."""
     enc = await asyncio.to_thread(GeoParquetEncoder, columns, geometry, srid)
-    pending: list[tuple] = []
-    size = 0
     finished = False
     try:
         async for batch in batches:
-            pending.extend(batch)
-            if geometry:
-                size += sum(len(r[-1]) for r in batch if r[-1] is not None)
-            if len(pending) >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
-                rows, pending, size = pending, [], 0
-                out = await asyncio.to_thread(enc.write, rows)
-                if out:
-                    yield out
-        out = await asyncio.to_thread(enc.write, pending)
-        pending = []
+            out = await asyncio.to_thread(enc.add, batch)
+            if out:
+                yield out
         tail = await asyncio.to_thread(enc.finish)
         finished = True
-        if out or tail:
-            yield out + tail
+        yield tail
     finally:
         if not finished:
             enc.abort()
@@ -216,20 +226,13 @@ def write_geoparquet_file(conninfo: str, query, columns: list[tuple[str, str]], 
     from psycopg import sql
 
     enc = GeoParquetEncoder(columns, geometry, srid)
-    pending: list[tuple] = []
     with psycopg.connect(conninfo) as conn, open(path, "wb") as out:
         conn.execute("SET TRANSACTION READ ONLY")
         conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
         cur = conn.cursor(name="gb_parquet")
         cur.itersize = batch
         cur.execute(query)
-        while True:
-            rows = cur.fetchmany(batch)
-            pending.extend(rows)
-            if len(pending) >= ROW_GROUP_ROWS or (not rows and pending):
-                out.write(enc.write(pending))
-                pending = []
-            if not rows:
-                break
+        while rows := cur.fetchmany(batch):
+            out.write(enc.add(rows))
         out.write(enc.finish())
     return enc.count

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import shapely
 import shapely.geometry
-
 from geobase.sample_data.codes import DLTB_FIELDS, EPSG_GEO, EPSG_GK, GENERATOR_VERSION, GHFQ_CODES, KZX_CODES
 from geobase.sample_data.deliveries import _write_gdb
 from geobase.sample_data.forest import _inventory
@@ -38,7 +37,14 @@ from geobase.sample_data.geo import GEOD, explode_polygons, geod_area, make_rng
 from geobase.sample_data.province_parcels import ProvinceParcels, classify, dltb_columns, is_forest
 from geobase.sample_data.province_world import Province
 from geobase.sample_data.writers import (
-    ShapefileWriter, gdal_config, geojson_geom, round_coords, sha256, write_dem_of, write_geojson, write_gpkg,
+    ShapefileWriter,
+    gdal_config,
+    geojson_geom,
+    round_coords,
+    sha256,
+    write_dem_of,
+    write_geojson,
+    write_gpkg,
     zip_deterministic,
 )
 
@@ -147,7 +153,7 @@ class _ForestWriter:
         if not len(idx):
             return
         rp = shapely.get_coordinates(shapely.point_on_surface(ll[idx]))
-        x, y = self.pv.local_from_lonlat(rp[:, 0], rp[:, 1])
+        x, _ = self.pv.local_from_lonlat(rp[:, 0], rp[:, 1])
         for j, i in enumerate(idx):
             v = self.pv.villages[vill[i]]
             lb = f"{int(x[j] // LIN_BAN) % 1000:03d}"

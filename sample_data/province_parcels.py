@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import shapely
-
 from geobase.sample_data.codes import CONSTRUCTION, DLTB_FIELDS, FARMLAND, FOREST, GB21010, SJNF
 from geobase.sample_data.geo import explode_polygons, geod_areas, make_rng
 from geobase.sample_data.province_world import Province

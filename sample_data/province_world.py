@@ -17,10 +17,9 @@ import math
 import numpy as np
 import shapely
 import shapely.geometry
-from pyproj import Transformer
-
 from geobase.sample_data.codes import EPSG_GEO, EPSG_GK, NAME_SYLLABLES_1, NAME_SYLLABLES_2
 from geobase.sample_data.geo import Noise, make_rng
+from pyproj import Transformer
 
 CENTER = (117.50, 29.45)
 COUNTY_M = 24_000.0   # grid spacing of the county seats

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 
 import geopandas as gpd
+import pandas as pd
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
@@ -61,7 +62,7 @@ def _same_values(gdf, items: dict) -> None:
         for k, v in props.items():
             got = row[k]
             if v is None:
-                assert got is None or got != got, (fid, k, got)  # None or NaN
+                assert got is None or pd.isna(got), (fid, k, got)
             elif isinstance(v, float):
                 assert got == pytest.approx(v, rel=1e-12), (fid, k)
             else:
@@ -126,7 +127,7 @@ def _gdal_parquet() -> list[str] | None:
     if "Parquet" in pyogrio.list_drivers():
         return []
     if shutil.which("ogrinfo"):
-        out = subprocess.run(["ogrinfo", "--formats"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ogrinfo", "--formats"], capture_output=True, text=True, check=True).stdout
         if "Parquet" in out:
             return ["ogr2ogr"]
     return None

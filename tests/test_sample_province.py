@@ -12,10 +12,10 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
+from geobase.sample_data.province import generate_province
 from typer.testing import CliRunner
 
 from geobase.cli import app
-from geobase.sample_data.province import generate_province
 
 N, PPC, SEED = 3, 1500, 11
 LAYERS = [("admin_divisions", "admin.gpkg", "XZQ"), ("land_use", "DLTB.zip", None), ("forest", "forest.gpkg", "XB"),
@@ -48,7 +48,7 @@ def test_same_arguments_same_bytes_from_the_cli_too(province, tmp_path):
     assert r.exit_code == 0, r.output
     assert _files(tmp_path / "again") == _files(out)
     codes = [c["code"] for c in manifest["counties"]]
-    assert codes == ["339901", "339902", "339903"] and len(set(c["name"] for c in manifest["counties"])) == N
+    assert codes == ["339901", "339902", "339903"] and len({c["name"] for c in manifest["counties"]}) == N
     assert sorted(p.name for p in out.iterdir()) == sorted(codes + ["manifest.json"])
     for c in manifest["counties"]:
         assert sorted(Path(k).name for k in c["sha256"]) == sorted(

@@ -3,9 +3,11 @@
 Which Sedona: SedonaDB (PyPI ``sedonadb``, Apache Sedona's single-node engine), because Sedona
 for Spark cannot be installed from the registries this project may use: its JVM jars
 (``sedona-spark-shaded``, ``geotools-wrapper``) are published on Maven Central only, and the
-``apache-sedona`` wheel carries just the Python bindings. The join below is plain Sedona SQL
-(``ST_Intersects`` join, ``ST_Covers``, ``ST_Intersection``) and reads the same GeoParquet, so
-the statement is the one a Spark job would run with ``sedona.read.format("geoparquet")``.
+``apache-sedona`` wheel carries just the Python bindings. The join below is written in the
+Sedona SQL that Sedona for Spark shares (``ST_Intersects`` join, ``ST_Covers``,
+``ST_Intersection``, ``ST_AsBinary``) over the same GeoParquet, so a Spark job would load the
+exports with ``sedona.read.format("geoparquet")``, register the views ``a`` and ``b``, run the
+same statement and measure the pieces in a pandas UDF; that path is not run here (no jars).
 
 Areas: PostGIS measures ``ST_Area(geom::geography)`` on the geography's ellipsoid (CGCS2000 =
 GRS80) with GeographicLib's geodesic polygon area, and uses the stored ``_area_m2`` where one

@@ -2,7 +2,8 @@
 #   make demo   set everything up, ingest the sample county, serve the web map on :8000
 #   make test   set everything up and run the test suite (what CI runs)
 #   make interop  also install QGIS 3.22 and run the real-client tests that need it (tests/interop)
-.PHONY: demo test interop setup bench lint clean
+#   make interop-sedona  install the Sedona engine and check it against PostGIS (tests/interop_sedona)
+.PHONY: demo test interop interop-sedona setup bench lint clean
 
 demo:
 	scripts/setup.sh
@@ -15,6 +16,10 @@ test:
 interop:
 	scripts/setup.sh --interop
 	.venv/bin/python -m pytest tests/interop -m interop $(PYTEST_ARGS)
+
+interop-sedona:
+	scripts/setup.sh --sedona
+	.venv/bin/python -m pytest tests/interop_sedona -m interop $(PYTEST_ARGS)
 
 bench:
 	scripts/setup.sh --bench

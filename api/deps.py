@@ -151,7 +151,8 @@ async def streamed_feature_collection(request: Request, collectionId: str = _COL
 # ------------------------------------------------------------------------------------------
 #: other names ``f`` may give a representation by (media types, long names)
 F_ALIASES: dict[str, str] = {"application/geo+json": "geojson", "application/json": "json", "text/html": "html",
-                             "text/csv": "csv", "flatgeobuf": "fgb", "geopackage": "gpkg"}
+                             "text/csv": "csv", "flatgeobuf": "fgb", "geopackage": "gpkg",
+                             "geoparquet": "parquet"}
 
 
 def choose_representation(request: Request, f: str | None, allowed: frozenset[str],

@@ -138,6 +138,8 @@ def collection_doc(request: Request, spec: LayerSpec, state: LayerState, first_c
              "href": f"{root}/collections/{cid}/items?f=gpkg"},
             {"rel": "items", "type": formats.MEDIA["fgb"], "title": "Download FlatGeobuf",
              "href": f"{root}/collections/{cid}/items?f=fgb"},
+            {"rel": "items", "type": formats.MEDIA["parquet"], "title": "Download GeoParquet",
+             "href": f"{root}/collections/{cid}/items?f=parquet"},
             {"rel": "items", "type": "text/csv", "title": "Download CSV for Excel (UTF-8 with BOM)",
              "href": f"{root}/collections/{cid}/items?f=csv&bom=true"},
             {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "type": "application/schema+json",

@@ -22,11 +22,13 @@ from geobase.api.pages import page_url, render, script_json
 from geobase.api.streaming import ClosingStreamingResponse, streamed
 from geobase.db import database_url
 from geobase.errors import ServiceUnavailable
+from geobase.crs import CRS84
 from geobase.features import FeatureQuery, encode_cursor, etag_for
+from geobase.geoparquet import parquet_body
 from geobase.security import Principal
 
 #: representations that are whole files (attachments), never paged
-DOWNLOADS = frozenset({"csv", "gpkg", "fgb"})
+DOWNLOADS = frozenset({"csv", "gpkg", "fgb", "parquet"})
 _HEAD = b'{"type":"FeatureCollection","features":['
 
 
@@ -121,6 +123,8 @@ class ItemsAnswer:
                                          timeout_ms=settings.analysis_statement_timeout_ms,
                                          pool_timeout=settings.pool_timeout_s, bom=self.bom)
                 return streamed(self.request, _releasing(inner, release), formats.MEDIA["csv"], headers)
+            if fmt == "parquet":
+                return await self._parquet_download(q, headers, release)
             return await self._file_download(q, fmt, ext, headers, release)
         except BaseException:
             release()
@@ -153,6 +157,16 @@ class ItemsAnswer:
             return b'],"numberReturned":' + str(count["n"]).encode() + b"}"
 
         return streamed(self.request, formats.geojson_body(_HEAD, rows(), tail), GEOJSON, headers)
+
+    async def _parquet_download(self, q: FeatureQuery, headers: dict, release: Callable[[], None]) -> Response:
+        """GeoParquet, streamed row group by row group as the cursor is read."""
+        settings = self.request.app.state.settings
+        stream = await formats.RowStream(self.request.app.state.pool, q.rows_sql("wkb"),
+                                         timeout_ms=settings.analysis_statement_timeout_ms,
+                                         pool_timeout=settings.pool_timeout_s).open()
+        body = parquet_body(stream.batches(), q.export_columns(), not q.skip_geometry, crs_srid(q.out_crs))
+        return ClosingStreamingResponse(_releasing(body, release), media_type=formats.MEDIA["parquet"],
+                                        headers=headers)
 
     async def _file_download(self, q: FeatureQuery, fmt: str, ext: str, headers: dict,
                              release: Callable[[], None]) -> Response:
@@ -239,6 +253,11 @@ class _Page:
             out.append({"rel": "prev", "type": GEOJSON, "title": "Previous page", "href": page_url(
                 request, path, cursor=encode_cursor(q.version, "p", q.sort_sig, self.first))})
         return out
+
+
+def crs_srid(crs) -> int | None:
+    """The SRID a file's CRS metadata names; None for OGC:CRS84 (GeoParquet's default)."""
+    return None if crs.uri == CRS84 else crs.srid
 
 
 def _once(release: Callable[[], None]) -> Callable[[], None]:

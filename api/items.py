@@ -46,11 +46,11 @@ from geobase.security import Principal
 
 router = APIRouter(tags=["Features"])
 
-items_format = representation(("json", "geojson", "html", "csv", "gpkg", "fgb"),
-                              "geojson (default), html, csv (WKT geometry), gpkg, fgb")
+items_format = representation(("json", "geojson", "html", "csv", "gpkg", "fgb", "parquet"),
+                              "geojson (default), html, csv (WKT geometry), gpkg, fgb, parquet (GeoParquet 1.1)")
 item_format = representation(("json", "geojson", "html"), "geojson (default) or html")
-changes_format = representation(("json", "geojson", "csv", "gpkg", "fgb", "html"),
-                                "geojson (default), csv, gpkg, fgb")
+changes_format = representation(("json", "geojson", "csv", "gpkg", "fgb", "parquet", "html"),
+                                "geojson (default), csv, gpkg, fgb, parquet (GeoParquet 1.1)")
 
 
 def _limits(request: Request, download: bool) -> dict[str, int | None]:
@@ -61,7 +61,8 @@ def _limits(request: Request, download: bool) -> dict[str, int | None]:
 
 @router.get("/collections/{collectionId}/items", summary="Features of a collection (paged, filtered, any CRS)",
             responses={200: {"content": {GEOJSON: {}, "text/html": {}, "text/csv": {},
-                                         formats.MEDIA["gpkg"]: {}, formats.MEDIA["fgb"]: {}}}})
+                                         formats.MEDIA["gpkg"]: {}, formats.MEDIA["fgb"]: {},
+                                         formats.MEDIA["parquet"]: {}}}})
 @allows_property_filters
 async def items(request: Request, fmt: str = Depends(items_format),
                 c: Collection = Depends(streamed_feature_collection),

@@ -28,6 +28,7 @@ HTML = "text/html; charset=utf-8"
 CSV = "text/csv; charset=utf-8"
 GPKG = "application/geopackage+sqlite3"
 FGB = "application/flatgeobuf"
+PARQUET = "application/vnd.apache.parquet"
 MVT = "application/vnd.mapbox-vector-tile"
 PNG = "image/png"
 TIFF = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -39,6 +40,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     MVT: ("application/x-protobuf", "application/vnd.mapbox-vector-tile"),
     GPKG: ("application/geopackage+vnd.sqlite3", "application/x-sqlite3"),
     FGB: ("application/x-flatgeobuf",),
+    PARQUET: ("application/x-parquet", "application/parquet"),
 }
 
 
@@ -58,7 +60,8 @@ class Offer:
 
 J = Offer({"json": JSON})
 J_HTML = Offer({"json": JSON, "html": HTML})
-FEATURES = Offer({"json": GEOJSON, "html": HTML, "csv": CSV, "gpkg": GPKG, "fgb": FGB}, also=(304,))
+FEATURES = Offer({"json": GEOJSON, "html": HTML, "csv": CSV, "gpkg": GPKG, "fgb": FGB, "parquet": PARQUET},
+                 also=(304,))
 TILE = Offer({"mvt": MVT}, also=(204, 304))
 
 #: GET routes (path templates as mounted) -> what they serve

@@ -37,9 +37,10 @@ MEDIA = {
     "csv": "text/csv; charset=utf-8",
     "gpkg": "application/geopackage+sqlite3",
     "fgb": "application/flatgeobuf",
+    "parquet": "application/vnd.apache.parquet",
     "html": "text/html; charset=utf-8",
 }
-EXTENSIONS = {"geojson": "geojson", "json": "geojson", "csv": "csv", "gpkg": "gpkg", "fgb": "fgb"}
+EXTENSIONS = {"geojson": "geojson", "json": "geojson", "csv": "csv", "gpkg": "gpkg", "fgb": "fgb", "parquet": "parquet"}
 
 #: PostgreSQL errors caused by what the client sent (a bad literal, a bad geometry)
 CLIENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.InvalidParameterValue,

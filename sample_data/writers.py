@@ -185,11 +185,16 @@ def gdal_config():
 
 def write_dem(world: World, path: Path):
     """1 arc-second float32 DEM of the world's terrain over the county (+ margin), nodata outside."""
+    return write_dem_of(geo_geoms(world.county), lambda lon, lat: world.elev(*local_from_lonlat(lon, lat)), path)
+
+
+def write_dem_of(area_ll, elev_lonlat, path: Path):
+    """1 arc-second float32 DEM of ``elev_lonlat(lon, lat)`` over ``area_ll`` (+ margin), nodata
+    outside; elevations rounded to 1/32 m."""
     import rasterio
     from rasterio.features import geometry_mask
     from rasterio.transform import Affine
-    county_ll = geo_geoms(world.county)
-    minx, miny, maxx, maxy = county_ll.bounds
+    minx, miny, maxx, maxy = area_ll.bounds
     res = 1 / 3600
     m = 0.003
     x0 = math.floor((minx - m) * 3600) / 3600
@@ -202,10 +207,9 @@ def write_dem(world: World, path: Path):
     dem = np.empty((ny, nx), dtype=np.float32)
     for j0 in range(0, ny, 128):
         LON, LAT = np.meshgrid(lon, lat[j0:j0 + 128])
-        x, y = local_from_lonlat(LON, LAT)
-        e = world.elev(x, y)
+        e = elev_lonlat(LON, LAT)
         dem[j0:j0 + 128] = (np.round(e * 32) / 32).astype(np.float32)
-    outside = geometry_mask([county_ll.buffer(0.001)], out_shape=(ny, nx), transform=tr)
+    outside = geometry_mask([area_ll.buffer(0.001)], out_shape=(ny, nx), transform=tr)
     dem[outside] = -9999.0
     prof = dict(driver="GTiff", width=nx, height=ny, count=1, dtype="float32",
                 crs=CRS.from_epsg(EPSG_GEO).to_wkt(), transform=tr, nodata=-9999.0, compress="deflate",

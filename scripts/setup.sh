@@ -6,6 +6,8 @@
 #                             QGIS 3.22 (python3-qgis), the MapLibre style validator, dev extras
 #   scripts/setup.sh --bench  also: bench extras (tipg, ...)
 #   scripts/setup.sh --interop  the same as --test (for `make interop`)
+#   scripts/setup.sh --sedona   also: the Sedona engine of the batch analyses (extra `sedona`,
+#                               for `make interop-sedona` and `geobase analysis ... --engine sedona`)
 # A second run does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +46,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 EXTRAS="dev"
 [ "$MODE" = "--bench" ] && EXTRAS="dev,bench"
+[ "$MODE" = "--sedona" ] && EXTRAS="dev,sedona"
 STAMP=".venv/.geobase-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS/,/-}"
 if [ ! -f "$STAMP" ]; then
   echo "setup: installing geobase[$EXTRAS] into .venv"

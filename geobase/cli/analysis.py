@@ -17,6 +17,16 @@ analysis_app = typer.Typer(help="Overlay analyses: site check, tabulation, confl
                            no_args_is_help=True)
 
 OUT = typer.Option(..., "--out", help="Directory for the outputs (created; files replaced atomically).")
+ENGINE = typer.Option("postgis", "--engine", help="postgis (default) or sedona: Apache Sedona over GeoParquet "
+                                                  "exports of the layers (optional: scripts/setup.sh --sedona)")
+
+
+def _engine(name: str) -> str:
+    if name not in ("postgis", "sedona"):
+        from geobase.errors import InvalidInput
+
+        raise InvalidInput(f"--engine: {name!r} is not postgis or sedona", parameter="engine")
+    return name
 
 
 def _geometry_arg(path: str | None) -> dict | None:
@@ -30,7 +40,7 @@ def _geometry_arg(path: str | None) -> dict | None:
     return json.loads(p.read_text(encoding="utf-8")) if p.suffix.lower() in (".geojson", ".json") else None
 
 
-def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> None:
+def _run(process: str, inputs: dict, out: Path, upload: Path | None = None, engine: str = "postgis") -> None:
     from geobase.analysis import output as analysis_output
     from geobase.analysis.processes import PROCESSES, run_process
     from geobase.db import database_url
@@ -57,6 +67,8 @@ def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> N
                                                 project_type=inputs.get("project_type", "construction"),
                                                 principal=operator)
             body = model.model_validate({k: v for k, v in inputs.items() if v is not None})
+            if engine == "sedona":
+                return await _run_sedona(process, body, conn, settings, registry, operator)
             return await run_process(process, body, conn, settings, registry, operator)
 
     result = asyncio.run(go())
@@ -65,6 +77,33 @@ def _run(process: str, inputs: dict, out: Path, upload: Path | None = None) -> N
     typer.echo(f"{process}: {summary}")
     for f in files:
         typer.echo(f"  wrote {f}")
+
+
+async def _run_sedona(process: str, body, conn, settings, registry, operator) -> dict:
+    """The tabulation or steep farmland on the Sedona engine (geobase.analysis.engines)."""
+    from geobase.analysis.input import parse_geojson
+    from geobase.errors import InvalidInput
+    from geobase.security import visible_layers
+
+    vis = await visible_layers(conn, operator, registry)
+    work = settings.data_path / "exports"
+    work.mkdir(parents=True, exist_ok=True)
+    if process == "tabulate":
+        from geobase.analysis.engines import sedona
+
+        if body.class_a or body.class_b:
+            raise InvalidInput("--engine sedona tabulates by the layers' class fields", parameter="engine")
+        aoi = parse_geojson(body.geometry, settings, crs=body.crs) if body.geometry else None
+        return await sedona.tabulate(conn, settings, registry, vis, body.layer_a, body.layer_b, aoi=aoi,
+                                     aoi_code=body.aoi, principal=operator, workdir=work)
+    if process == "steep-farmland":
+        from geobase.analysis.engines import sedona_steep
+
+        if body.geometry is not None:
+            raise InvalidInput("--engine sedona: steep farmland runs on the whole layer", parameter="engine")
+        return await sedona_steep.steep_farmland(conn, settings, registry, vis, threshold_deg=body.threshold_deg,
+                                                 min_share=body.min_share, principal=operator, workdir=work)
+    raise InvalidInput(f"--engine sedona: {process} runs on PostGIS only", parameter="engine")
 
 
 @analysis_app.command("site-check")
@@ -85,10 +124,10 @@ def site_check(site: Path = typer.Argument(..., help="Site: .geojson, zipped sha
 def tabulate(layer_a: str = typer.Argument("land_use"), layer_b: str = typer.Argument("planning_zones"),
              aoi: str = typer.Option(None, help="Division code of the area of interest (default: whole county)"),
              geometry: str = typer.Option(None, help="GeoJSON file of the area of interest"),
-             crs: str = typer.Option(None), out: Path = OUT) -> None:
+             crs: str = typer.Option(None), engine: str = ENGINE, out: Path = OUT) -> None:
     """Areas by class of layer A x class of layer B."""
     _run("tabulate", {"layer_a": layer_a, "layer_b": layer_b, "aoi": aoi, "geometry": _geometry_arg(geometry),
-                      "crs": crs}, out)
+                      "crs": crs}, out, engine=_engine(engine))
 
 
 @analysis_app.command("conflicts")
@@ -102,9 +141,9 @@ def conflicts(rule: list[str] = typer.Option(None, "--rule", help="Only these ru
 def steep_farmland(threshold: float = typer.Option(25.0, help="Slope threshold in degrees"),
                    min_share: float = typer.Option(None, help="Steep if this share of cells exceeds the threshold "
                                                               "(default: mean slope)"),
-                   out: Path = OUT) -> None:
+                   engine: str = ENGINE, out: Path = OUT) -> None:
     """Farmland (DLBM 0101-0103) on slopes steeper than the threshold, from the DEM."""
-    _run("steep-farmland", {"threshold_deg": threshold, "min_share": min_share}, out)
+    _run("steep-farmland", {"threshold_deg": threshold, "min_share": min_share}, out, engine=_engine(engine))
 
 
 @analysis_app.command("change")

@@ -15,7 +15,7 @@ from geobase.cli.layers import layers_app
 from geobase.settings import get_settings
 from geobase.vocab import INGEST_MODES
 
-sample_app = typer.Typer(help="The synthetic sample county.", no_args_is_help=True)
+sample_app = typer.Typer(help="The synthetic sample county (or province).", no_args_is_help=True)
 
 
 def _console():
@@ -212,15 +212,35 @@ def rollback_cmd(layer: str = typer.Argument(...), version: int = typer.Argument
 
 @sample_app.command("generate")
 def sample_generate(
-    parcels: int = typer.Option(8000, "--parcels", help="Number of land-use parcels."),
-    seed: int = typer.Option(20261122, "--seed", help="Random seed (same seed, same files)."),
+    parcels: int = typer.Option(8000, "--parcels", help="Number of land-use parcels (one county)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (same seed, same files); default 20261122 for "
+                                                  "the county, 20261206 for a province."),
     out: Path = typer.Option(Path("sample_data/county"), "--out", help="Output directory."),
+    counties: int = typer.Option(None, "--counties", min=1, max=99,
+                                 help="Make a province of this many adjacent counties (one folder each, "
+                                      "named by its 6-digit code) instead of the one sample county."),
+    parcels_per_county: int = typer.Option(20000, "--parcels-per-county", min=100,
+                                           help="About this many parcels per county (with --counties)."),
+    first_code: int = typer.Option(339901, "--first-code", help="Code of the first county (with --counties)."),
 ) -> None:
-    """Generate the synthetic sample county (deterministic)."""
-    from geobase.sample_data.generate import generate
+    """Generate the synthetic sample county, or with ``--counties N`` a province (deterministic)."""
+    if counties is None:
+        from geobase.sample_data.generate import generate
 
-    m = generate(out, parcels=parcels, seed=seed)
-    typer.echo(f"sample county written to {out} ({json.dumps(m.get('counts'), ensure_ascii=False)})")
+        m = generate(out, parcels=parcels, seed=20261122 if seed is None else seed)
+        typer.echo(f"sample county written to {out} ({json.dumps(m.get('counts'), ensure_ascii=False)})")
+        return
+    from geobase.sample_data.province import generate_province
+
+    def progress(code: str, i: int, n: int) -> None:
+        if i == n:
+            typer.echo(f"  county {code}: {n} blocks", err=True)
+
+    m = generate_province(out, counties=counties, parcels_per_county=parcels_per_county,
+                          seed=20261206 if seed is None else seed, first_code=first_code, progress=progress)
+    total = sum(c["counts"]["DLTB"] for c in m["counties"])
+    typer.echo(f"province of {counties} counties written to {out}: "
+               f"{', '.join(c['code'] for c in m['counties'])}; {total} parcels")
 
 
 @sample_app.command("ingest")

@@ -125,7 +125,23 @@ def test_side_by_side_versions_differ_at_the_changed_parcels_only_and_move_toget
         assert a == pytest.approx(b, abs=1e-9)
         assert hash_part(page, "divider") == "0.3"
 
-        page.check("#compare-none")  # back to one map: the second map and its pane are gone
+        # the layer panel works on both panes: a layer switched off, another faded
+        page.uncheck("#toggle-rivers")
+        page.fill("#opacity-land_use", "40")
+        wait_compared(page)
+        for js in ("window.geobaseMap", "window.geobaseCompareMap"):
+            assert page.evaluate(f"{js}.getLayoutProperty('rivers-line', 'visibility')") == "none", js
+            assert page.evaluate(f"{js}.getPaintProperty('compare:land_use-fill', 'fill-opacity')") == pytest.approx(0.75 * 0.4), js
+        assert page.evaluate("window.geobaseCompareState.changes") > 0
+        page.uncheck("#toggle-land_use")  # the compared layer itself: off in both versions, and on again
+        wait_compared(page)
+        shown = "[window.geobaseMap, window.geobaseCompareMap].map((m) => m.getLayoutProperty('compare:land_use-fill', 'visibility'))"
+        assert page.evaluate(shown) == ["none", "none"]
+        page.check("#toggle-land_use")
+        wait_compared(page)
+        assert page.evaluate(shown) == ["visible", "visible"]
+
+        page.uncheck("#compare-side")  # back to one map: the second map and its pane are gone
         wait_compared(page)
         assert page.evaluate("window.geobaseCompareMap") is None and page.locator("#compare-map").count() == 0
         assert page.locator("#map").bounding_box()["width"] == pytest.approx(m["width"] * 2, abs=2)
@@ -149,6 +165,7 @@ def test_plan_against_current_land_use_side_by_side_and_swiped(compare_server):
         assert hash_part(page, "compare") == "side/plan"
 
         page.check("#compare-swipe")  # the same comparison as a swipe over one map
+        assert not page.is_checked("#compare-side")
         wait_compared(page)
         plan2, current2 = page.evaluate(f"[window.geobaseMap, window.geobaseCompareMap].map({VISIBLE_DATA})")
         assert (plan2, current2) == (plan, current)
@@ -170,7 +187,7 @@ def test_plan_against_current_land_use_side_by_side_and_swiped(compare_server):
         assert hash_part(page, "compare") == "swipe/plan"
 
         page.select_option("#compare-what", "versions")  # back to versions: every layer as the user had it
-        page.check("#compare-none")
+        page.uncheck("#compare-swipe")
         wait_compared(page)
         assert page.evaluate(f"({VISIBLE_DATA})(window.geobaseMap)") == sorted(set(plan) | {"land_use"})
         assert hash_part(page, "compare") is None

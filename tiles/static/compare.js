@@ -102,6 +102,20 @@
     });
   }
 
+  function mirror() {
+    /* The layer panel changed (a layer switched, its opacity, the order): the drawing follows.
+       A layer this module hides keeps the panel's choice for when it is shown again; the second
+       map takes the first's style by setStyle's diff; then this module's parts are drawn again. */
+    const hidden = main.__compareHidden || {};
+    for (const id of Object.keys(hidden)) {
+      const l = main.getLayer(id), box = l && l.metadata && $("toggle-" + l.metadata["geobase:layer"]);
+      if (box) hidden[id] = box.checked ? "visible" : "none";
+    }
+    const second = view().map();
+    if (second) { second.setStyle(cleanStyle(main), {diff: true}); second.__compareHidden = {}; }
+    update();
+  }
+
   const label = (v) => { const i = (versions[state.layer] || []).find((x) => x.version === v); return "v" + v + (i && i.created ? " · " + i.created.slice(0, 10) : ""); };
 
   async function draw() {
@@ -111,6 +125,7 @@
     const second = view().map();
     let data = NO_CHANGES;
     if (state.what === "plan") {
+      if (!second) { reset(main); $("compare-info").textContent = "选择卷帘或并排 Choose swipe or side by side"; return; }
       showSide(main, "plan");
       showSide(second, "current");
       $("compare-info").textContent = "左 Left 规划 plan (" + state.plan.join(", ") + ") | 右 Right 现状 current (" + state.current.join(", ") + ")";
@@ -148,10 +163,8 @@
     '<label>对比 Compare <select id="compare-what"></select></label>' +
     '<div><label>图层 Layer <select id="compare-layer"></select></label></div>' +
     '<div><label for="compare-slider">时间 Version</label> <input id="compare-slider" type="range" step="1"></div>' +
-    '<div role="radiogroup" aria-label="对比方式 Compare view">' +
-    '<label><input type="radio" name="compare-mode" id="compare-none" value="none" checked> 单图 One map</label> ' +
-    '<label><input type="radio" name="compare-mode" id="compare-swipe" value="swipe"> 卷帘 Swipe</label> ' +
-    '<label><input type="radio" name="compare-mode" id="compare-side" value="side"> 并排 Side by side</label></div>' +
+    '<div><label><input type="checkbox" id="compare-swipe"> 卷帘 Swipe</label> ' +  // neither ticked: one map
+    '<label><input type="checkbox" id="compare-side"> 并排 Side by side</label></div>' +
     '<div><label>右侧 Right <select id="compare-right"></select></label></div>' +
     '<div><label for="compare-position">位置 Position</label> <input id="compare-position" type="range" min="0" max="100" value="50" disabled></div>' +
     '<p class="hint" id="compare-info" aria-live="polite"></p>';
@@ -164,8 +177,7 @@
     if (state.layer) $("compare-layer").value = state.layer;
     $("compare-slider").value = String(Math.max(0, vs.findIndex((v) => v.version === state.version)));
     $("compare-right").value = String(rightVersion());
-    for (const m of ["none", "swipe", "side"]) $("compare-" + m).checked = state.mode === m;
-    $("compare-none").disabled = !byVersions;  // plan vs current needs its two maps
+    for (const m of ["swipe", "side"]) $("compare-" + m).checked = state.mode === m;
     for (const id of ["compare-layer", "compare-slider"]) $(id).disabled = !byVersions || !state.layer;
     $("compare-right").disabled = !byVersions || !state.layer || !twin();
     $("compare-position").disabled = !twin();
@@ -184,7 +196,7 @@
 
   function urlState() {
     /* What the link keeps: compare= (mode and what) and divider= (urlstate.js parses them). */
-    if (state.what === "plan") return {compare: {mode: state.mode, plan: true}, divider: state.position};
+    if (state.what === "plan") return twin() ? {compare: {mode: state.mode, plan: true}, divider: state.position} : {};
     if (!state.layer) return {};
     if (!twin()) return state.version === current(state.layer) ? {} : {compare: {mode: "slider", layer: state.layer, left: state.version}};
     return {compare: {mode: state.mode, layer: state.layer, left: state.version, right: rightVersion()}, divider: state.position};
@@ -233,7 +245,10 @@
     $("compare-layer").addEventListener("change", (e) => { reset(main); chooseLayer(e.target.value); syncControls(); update(); });
     $("compare-slider").addEventListener("input", (e) => { state.version = versions[state.layer][Number(e.target.value)].version; update(); });
     $("compare-right").addEventListener("change", (e) => { state.right = Number(e.target.value); update(); });
-    for (const m of ["none", "swipe", "side"]) $("compare-" + m).addEventListener("change", () => { state.mode = m; syncControls(); update(); });
+    for (const m of ["swipe", "side"]) $("compare-" + m).addEventListener("change", (e) => { state.mode = e.target.checked ? m : "none"; syncControls(); update(); });
+    const panel = $("layer-list");  // its own handlers run first: the events bubble up to here
+    const which = {change: "input[type=checkbox]", input: "input[type=range]", click: "button"};  // as the panel's own handlers listen
+    if (panel) for (const [ev, sel] of Object.entries(which)) panel.addEventListener(ev, (e) => { if (e.target.matches(sel)) mirror(); });
     $("compare-position").addEventListener("input", (e) => { state.position = Number(e.target.value) / 100; view().place(state.position); ctx.onChange(); });
     syncControls();
     return {urlState, apply};

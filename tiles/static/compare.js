@@ -1,7 +1,6 @@
 /* Compare (issue 21 item 4): two versions of a layer, or the plan against current land use.
    - Time slider: the chosen layer drawn as it was in a version, from the server's versioned
-     vector tiles (/tiles/{layer}/{z}/{x}/{y}.mvt?version=N: the rows current in version N).
-     The layer's own style layers are copied onto that source; today's are hidden meanwhile.
+     vector tiles (comparelayers.js draws them).
    - Swipe (卷帘) or side by side (并排): a second map (comparemap.js) beside or over the first:
      left the slider's version, right the version picked for the right side.
    - Plan vs current (规划与现状): left the plan layers (those of the planning department: the
@@ -14,8 +13,6 @@
    window.geobaseCompareState tells tests what is shown and when it is drawn. */
 (function () {
   "use strict";
-  const SRC = "compare-version", CHANGES = "compare-changes", PREFIX = "compare:";
-  const HIGHLIGHT = "#ff00aa";
   const PLAN_DEPARTMENT = "planning", CURRENT_LAYERS = ["land_use"];
   const NO_CHANGES = {type: "FeatureCollection", features: []};
   const state = {what: "versions", mode: "none", layer: null, version: null, right: null, position: 0.5,
@@ -26,72 +23,14 @@
   const view = () => window.geobaseCompareView;
   const twin = () => state.mode === "swipe" || state.mode === "side";
 
-  const tileUrl = (name, v) => location.origin + "/tiles/" + encodeURIComponent(name) + "/{z}/{x}/{y}.mvt?version=" + v;
-  const dataLayers = (map, name) => map.getStyle().layers.filter((l) => l.source === "onemap" && l.metadata &&
-    l.metadata["geobase:layer"] === name && !l.metadata["geobase:label"]);
   const current = (name) => { const vs = versions[name] || []; return vs.length ? vs[vs.length - 1].version : null; };
   const rightVersion = () => (state.right == null ? current(state.layer) : state.right);
-
-  function setVisibility(map, id, vis) {
-    /* Show or hide a style layer for the comparison, remembering what the user had. */
-    if (!(id in map.__compareHidden)) map.__compareHidden[id] = map.getLayoutProperty(id, "visibility") || "visible";
-    map.setLayoutProperty(id, "visibility", vis);
-  }
-
-  function reset(map) {
-    /* The map as the user set it: no version source, every layer's own visibility back. */
-    for (const l of map.getStyle().layers) if (l.id.startsWith(PREFIX)) map.removeLayer(l.id);
-    if (map.getSource(SRC)) map.removeSource(SRC);
-    for (const [id, vis] of Object.entries(map.__compareHidden || {})) if (map.getLayer(id)) map.setLayoutProperty(id, "visibility", vis);
-    map.__compareHidden = {};
-  }
-
-  function showVersion(map, name, version) {
-    /* Draw `name` from `version`'s tiles (null: today's layer again). */
-    reset(map);
-    if (version == null) return;
-    const one = map.getStyle().sources.onemap || {};
-    map.addSource(SRC, {type: "vector", tiles: [tileUrl(name, version)], minzoom: one.minzoom || 0, maxzoom: one.maxzoom || 22});
-    for (const l of dataLayers(map, name)) {
-      const vis = map.getLayoutProperty(l.id, "visibility") || "visible";
-      map.addLayer(Object.assign({}, l, {id: PREFIX + l.id, source: SRC, layout: Object.assign({}, l.layout, {visibility: vis})}), l.id);
-      setVisibility(map, l.id, "none");
-    }
-  }
-
-  function showSide(map, side) {
-    /* One side of plan vs current: its layers shown, the other side's hidden. */
-    reset(map);
-    const [on, off] = side === "plan" ? [state.plan, state.current] : [state.current, state.plan];
-    for (const n of on) for (const l of dataLayers(map, n)) setVisibility(map, l.id, "visible");
-    for (const n of off) for (const l of dataLayers(map, n)) setVisibility(map, l.id, "none");
-  }
-
-  function showChanges(map, data) {
-    if (!map.getSource(CHANGES)) {
-      map.addSource(CHANGES, {type: "geojson", data});
-      map.addLayer({id: CHANGES, type: "line", source: CHANGES, paint: {"line-color": HIGHLIGHT, "line-width": 2.5}});
-    } else {
-      map.getSource(CHANGES).setData(data);
-      map.moveLayer(CHANGES);
-    }
-  }
+  const {reset, showVersion, showSide, showChanges, cleanStyle} = window.geobaseCompareLayers;
 
   async function changesBetween(name, a, b) {
     const lo = Math.min(a, b), hi = Math.max(a, b);
     if (lo === hi) return NO_CHANGES;
     return ctx.getJSON("/collections/" + encodeURIComponent(name) + "/changes?from=" + lo + "&to=" + hi + "&limit=1000");
-  }
-
-  function cleanStyle(map) {
-    /* The main map's style as the user set it (layers switched, opacity), without this module's parts. */
-    const style = JSON.parse(JSON.stringify(map.getStyle()));
-    const hidden = map.__compareHidden || {};
-    style.layers = style.layers.filter((l) => !l.id.startsWith(PREFIX) && l.id !== CHANGES);
-    for (const l of style.layers) if (hidden[l.id]) l.layout = Object.assign({}, l.layout, {visibility: hidden[l.id]});
-    delete style.sources[SRC];
-    delete style.sources[CHANGES];
-    return style;
   }
 
   function openSecond() {
@@ -126,8 +65,8 @@
     let data = NO_CHANGES;
     if (state.what === "plan") {
       if (!second) { reset(main); $("compare-info").textContent = "选择卷帘或并排 Choose swipe or side by side"; return; }
-      showSide(main, "plan");
-      showSide(second, "current");
+      showSide(main, state.plan, state.current);
+      showSide(second, state.current, state.plan);
       $("compare-info").textContent = "左 Left 规划 plan (" + state.plan.join(", ") + ") | 右 Right 现状 current (" + state.current.join(", ") + ")";
     } else if (state.layer) {
       const name = state.layer, now = current(name), left = state.version, right = rightVersion();
@@ -189,7 +128,7 @@
     const vs = versions[name] || [];
     const right = $("compare-right");
     right.innerHTML = "";
-    for (const v of vs) option(right, String(v.version), "v" + v.version + (v.created ? " · " + v.created.slice(0, 10) : ""));
+    for (const v of vs) option(right, String(v.version), label(v.version));
     $("compare-slider").min = "0"; $("compare-slider").max = String(Math.max(0, vs.length - 1));
     state.version = current(name); state.right = state.version;
   }

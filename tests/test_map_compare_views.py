@@ -246,8 +246,18 @@ def test_a_shared_link_reopens_the_compare_view_and_the_filtered_table(compare_s
         assert hash_part(page, "table") is None and hash_part(page, "filter") is None
 
 
-def test_a_link_with_a_garbled_table_query_opens_no_table(compare_server):
-    with browser_page() as (page, seen):
+def test_links_with_the_time_slider_or_a_garbled_table_query(compare_server):
+    with browser_page() as (page, seen):  # the time slider at version 1: one map, the layer as it was
+        open_map(page, f"{compare_server.url}/map#map=13/29.1/118.15&compare=slider/land_use/1")
+        wait_compared(page)
+        state = page.evaluate("window.geobaseCompareState")
+        assert (state["mode"], state["layer"], state["version"]) == ("none", "land_use", 1) and state["changes"] > 0
+        assert page.input_value("#compare-slider") == "0" and page.evaluate("window.geobaseCompareMap") is None
+        assert page.evaluate("window.geobaseMap.getSource('compare-version').tiles[0]").endswith("?version=1")
+        assert hash_part(page, "compare") == "slider/land_use/1"
+        assert not seen["outside"] and not seen["problems"], seen
+
+    with browser_page() as (page, seen):  # plan against current as a swipe; the table's query garbled: no table
         open_map(page, f"{compare_server.url}/map#map=13/29.1/118.15&compare=swipe/plan&table=land_use&bbox=1,2,3")
         wait_compared(page)
         assert page.evaluate("window.geobaseCompareState.what") == "plan" and page.is_checked("#compare-swipe")

@@ -187,7 +187,12 @@
     for (const m of ["swipe", "side"]) $("compare-" + m).addEventListener("change", (e) => { state.mode = e.target.checked ? m : "none"; syncControls(); update(); });
     const panel = $("layer-list");  // its own handlers run first: the events bubble up to here
     const which = {change: "input[type=checkbox]", input: "input[type=range]", click: "button"};  // as the panel's own handlers listen
-    if (panel) for (const [ev, sel] of Object.entries(which)) panel.addEventListener(ev, (e) => { if (e.target.matches(sel)) mirror(); });
+    let timer = null;  // a dragged opacity slider redraws once it rests, not at every step
+    const later = () => {
+      if (timer) clearTimeout(timer); else state.busy += 1;  // busy while a redraw is pending
+      timer = setTimeout(() => { timer = null; state.busy -= 1; mirror(); }, 150);
+    };
+    if (panel) for (const [ev, sel] of Object.entries(which)) panel.addEventListener(ev, (e) => { if (e.target.matches(sel)) later(); });
     $("compare-position").addEventListener("input", (e) => { state.position = Number(e.target.value) / 100; view().place(state.position); ctx.onChange(); });
     syncControls();
     return {urlState, apply};

@@ -263,3 +263,27 @@ def test_links_with_the_time_slider_or_a_garbled_table_query(compare_server):
         assert page.evaluate("window.geobaseCompareState.what") == "plan" and page.is_checked("#compare-swipe")
         assert page.locator("#table-panel").is_hidden() and hash_part(page, "table") is None
         assert not seen["outside"] and not seen["problems"], seen
+
+
+def test_plan_side_holds_the_control_lines_for_a_department(compare_server, changed_county):
+    """With a department's key the three control lines are a plan layer too: drawn on the plan
+    side (the ecological red line in its red), hidden on the current side."""
+    import psycopg
+
+    from geobase import keys
+
+    with psycopg.connect(changed_county.database_url) as conn:
+        token = keys.create_key(conn, name="planner", role="viewer", department="planning").token
+        conn.commit()
+    with browser_page() as (page, seen):
+        page.add_init_script(f"sessionStorage.setItem('geobase.apiKey', {token!r})")
+        open_map(page, f"{compare_server.url}/map#map=11.5/29.1/118.15&compare=side/plan")
+        wait_compared(page)
+        plan, current = page.evaluate(f"[window.geobaseMap, window.geobaseCompareMap].map({VISIBLE_DATA})")
+        assert {"planning_zones", "control_lines"} <= set(plan) and "land_use" not in plan, plan
+        assert "land_use" in current and not {"planning_zones", "control_lines"} & set(current), current
+        left, right, _ = panes(page, screenshot(page, "compare-side-plan-key.png"))
+        red = hex_rgb("#d7191c")  # the ecological protection red line
+        n_left, n_right = count_near(left, red, 40), count_near(right, red, 40)
+        assert n_left > 300 and n_right * 10 < n_left, (n_left, n_right)  # (a few land-use classes are reddish)
+        assert not seen["outside"] and not seen["problems"], seen

@@ -83,3 +83,47 @@ def test_interface_dictionary_has_both_languages_for_every_key():
     assert all(len(w) == 2 and all(isinstance(x, str) and x.strip() for x in w) for w in words.values()), words
     assert {key for _, key, _ in targets} <= set(words)  # every element the page names has its words
     assert t == ["图层", "Layers", "no.such.key"]  # Chinese by default; an unknown key shows itself, not blank
+
+
+def test_url_state_keeps_the_compare_view_and_the_attribute_table():
+    state = {"view": {"zoom": 15, "center": [118.1, 29.1], "bearing": 0, "pitch": 0}, "layers": None, "opacity": {},
+             "compare": {"mode": "side", "layer": "land_use", "left": 1, "right": 2}, "divider": 0.35,
+             "table": {"layer": "land_use", "filter": "dlbm IN ('0101','0103') AND tbmj > 100.5 & 'a=b'",
+                       "bbox": [118.01234567, 29.1, 118.2, 29.30000001], "sortby": "-tbmj"}}
+    h, back = node("urlstate.js", f"(() => {{ const h = m.serialize({json.dumps(state)}); return [h, m.parse(h)]; }})()")
+    assert h == ("#map=15/29.1/118.1&compare=side/land_use/1/2&divider=0.35&table=land_use"
+                 "&filter=dlbm%20IN%20('0101'%2C'0103')%20AND%20tbmj%20%3E%20100.5%20%26%20'a%3Db'"
+                 "&bbox=118.01234567,29.1,118.2,29.30000001&sortby=-tbmj")
+    assert back == state  # the filter comes back character for character, '&' and '=' included
+    cases = node("urlstate.js", "[m.serialize({compare: {mode: 'swipe', plan: true}, divider: 0.5}), "
+                                "m.serialize({compare: {mode: 'slider', layer: 'land_use', left: 1}, divider: 0.2}), "
+                                "m.serialize({compare: {mode: 'side', layer: 'land_use', left: 1}}), "
+                                "m.serialize({table: {layer: 'rivers', filter: '', bbox: null, sortby: null}}), "
+                                "m.parse('#compare=swipe/plan&divider=0.7'), m.parse('#compare=slider/land_use/2')]")
+    assert cases[0] == "#compare=swipe/plan"  # the divider in the middle is the default: not written
+    assert cases[1] == "#compare=slider/land_use/1"  # one map: no divider
+    assert cases[2] == "#"  # side by side needs its right version: nothing half-written
+    assert cases[3] == "#table=rivers"  # the whole layer, in its own order
+    assert cases[4] == {"view": None, "layers": None, "opacity": {}, "compare": {"mode": "swipe", "plan": True}, "divider": 0.7}
+    assert cases[5]["compare"] == {"mode": "slider", "layer": "land_use", "left": 2}
+
+
+@pytest.mark.parametrize("hash_", [
+    "#compare=slider/plan", "#compare=zoom/land_use/1/2", "#compare=side/land_use/1", "#compare=side/%3Cx%3E/1/2",
+    "#compare=swipe/land_use/0/2", "#compare=swipe/land_use/1/2/3", "#compare=swipe/land_use/1.5/2",
+    "#compare=swipe/plan/1", "#divider=2", "#divider=-0.1", "#divider=", "#divider=x", "#filter=a%3D1",
+    "#bbox=1,2,3,4&sortby=x", "#table=%3Cx%3E&filter=a", "#%E0%A4%A", "#compare=%E0%A4%A",
+])
+def test_url_state_drops_a_garbled_compare_or_table_part(hash_):
+    """A garbled or incomplete part is dropped (never half-applied), and parse never throws."""
+    assert node("urlstate.js", f"m.parse({json.dumps(hash_)})") == {"view": None, "layers": None, "opacity": {}}
+
+
+def test_url_state_opens_no_table_on_another_query_than_the_link_says():
+    """A garbled filter, bbox or sortby drops the table: a table of other rows than the sender's
+    would be wrong data without an error."""
+    got = node("urlstate.js", "['#table=land_use&bbox=1,2,3', '#table=land_use&sortby=a%20b', '#table=land_use&filter=%E0%A4%A', "
+                              "'#table=land_use&bbox=118,29.2,118.1,29.1', '#table=land_use&filter=' + 'x'.repeat(4001), "
+                              "'#table=land_use&filter='].map(m.parse)")
+    assert got[:5] == [{"view": None, "layers": None, "opacity": {}}] * 5  # south > north too
+    assert got[5]["table"] == {"layer": "land_use", "filter": "", "bbox": None, "sortby": None}  # an empty filter is no filter

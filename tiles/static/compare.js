@@ -1,203 +1,201 @@
-/* Compare versions of a layer (issue 21 item 4).
+/* Compare (issue 21 item 4): two versions of a layer, or the plan against current land use.
    - Time slider: the chosen layer drawn as it was in a version, from the server's versioned
-     vector tiles (/tiles/{layer}/{z}/{x}/{y}.mvt?version=N: the rows current in version N).
-     The layer's own style layers are copied onto that source; today's are hidden meanwhile.
-   - Swipe (卷帘): a second map over the first, camera-locked, clipped to the right of a divider:
+     vector tiles (comparelayers.js draws them).
+   - Swipe (卷帘) or side by side (并排): a second map (comparemap.js) beside or over the first:
      left the slider's version, right the version picked for the right side.
+   - Plan vs current (规划与现状): left the plan layers (those of the planning department: the
+     planning zones, and the three control lines for those who may see them), right the current
+     land use (the 地类图斑 survey); each side hides the other side's layers.
    - The parcels the change feed (/collections/{id}/changes?from=&to=) lists between the two
      versions shown are outlined on both maps.
-   window.geobaseCompare.attach(map, config, {getJSON, authHeaders}) once the style has loaded;
+   window.geobaseCompare.attach(map, config, {getJSON, authHeaders, onChange}) once the style has
+   loaded returns {urlState(), apply(urlState)} for the link (urlstate.js: compare=, divider=);
    window.geobaseCompareState tells tests what is shown and when it is drawn. */
 (function () {
   "use strict";
-  const SRC = "compare-version", CHANGES = "compare-changes", PREFIX = "compare:";
-  const HIGHLIGHT = "#ff00aa";
-  const state = {layer: null, version: null, right: null, swipe: false, position: 0.5, changes: 0, busy: 0, error: null};
+  const PLAN_DEPARTMENT = "planning", CURRENT_LAYERS = ["land_use"];
+  const NO_CHANGES = {type: "FeatureCollection", features: []};
+  const state = {what: "versions", mode: "none", layer: null, version: null, right: null, position: 0.5,
+                 plan: [], current: [], changes: 0, busy: 0, error: null};
   window.geobaseCompareState = state;
-  let main = null, overlay = null, ctx = null, versions = {};
+  let main = null, ctx = null, versions = {}, queue = Promise.resolve();
   const $ = (id) => document.getElementById(id);
+  const view = () => window.geobaseCompareView;
+  const twin = () => state.mode === "swipe" || state.mode === "side";
 
-  const tileUrl = (name, v) => location.origin + "/tiles/" + encodeURIComponent(name) + "/{z}/{x}/{y}.mvt?version=" + v;
-  const dataLayers = (map, name) => map.getStyle().layers.filter((l) => l.source === "onemap" && l.metadata &&
-    l.metadata["geobase:layer"] === name && !l.metadata["geobase:label"]);
   const current = (name) => { const vs = versions[name] || []; return vs.length ? vs[vs.length - 1].version : null; };
-
-  function showVersion(map, name, version) {
-    /* Draw `name` from `version`'s tiles (null: today's layer again). */
-    for (const l of map.getStyle().layers) if (l.id.startsWith(PREFIX)) map.removeLayer(l.id);
-    if (map.getSource(SRC)) map.removeSource(SRC);
-    const originals = dataLayers(map, name);
-    map.__compareHidden = map.__compareHidden || {};
-    for (const [id, vis] of Object.entries(map.__compareHidden)) if (map.getLayer(id)) map.setLayoutProperty(id, "visibility", vis);
-    map.__compareHidden = {};
-    if (version == null) return;
-    const one = map.getStyle().sources.onemap || {};
-    map.addSource(SRC, {type: "vector", tiles: [tileUrl(name, version)], minzoom: one.minzoom || 0, maxzoom: one.maxzoom || 22});
-    for (const l of originals) {
-      const vis = map.getLayoutProperty(l.id, "visibility") || "visible";
-      const copy = Object.assign({}, l, {id: PREFIX + l.id, source: SRC, layout: Object.assign({}, l.layout, {visibility: vis})});
-      map.addLayer(copy, l.id);
-      map.__compareHidden[l.id] = vis;
-      map.setLayoutProperty(l.id, "visibility", "none");
-    }
-  }
-
-  function showChanges(map, data) {
-    if (!map.getSource(CHANGES)) {
-      map.addSource(CHANGES, {type: "geojson", data});
-      map.addLayer({id: CHANGES, type: "line", source: CHANGES, paint: {"line-color": HIGHLIGHT, "line-width": 2.5}});
-    } else {
-      map.getSource(CHANGES).setData(data);
-      map.moveLayer(CHANGES);
-    }
-  }
+  const rightVersion = () => (state.right == null ? current(state.layer) : state.right);
+  const {reset, showVersion, showSide, showChanges, cleanStyle} = window.geobaseCompareLayers;
 
   async function changesBetween(name, a, b) {
     const lo = Math.min(a, b), hi = Math.max(a, b);
-    if (lo === hi) return {type: "FeatureCollection", features: []};
+    if (lo === hi) return NO_CHANGES;
     return ctx.getJSON("/collections/" + encodeURIComponent(name) + "/changes?from=" + lo + "&to=" + hi + "&limit=1000");
   }
 
-  function cleanStyle(map) {
-    /* The main map's style as the user set it (layers switched, opacity), without this module's parts. */
-    const style = JSON.parse(JSON.stringify(map.getStyle()));
-    const hidden = map.__compareHidden || {};
-    style.layers = style.layers.filter((l) => !l.id.startsWith(PREFIX) && l.id !== CHANGES);
-    for (const l of style.layers) if (hidden[l.id]) l.layout = Object.assign({}, l.layout, {visibility: hidden[l.id]});
-    delete style.sources[SRC];
-    delete style.sources[CHANGES];
-    return style;
-  }
-
-  function openOverlay() {
-    const box = main.getContainer();
-    const div = document.createElement("div");
-    div.id = "compare-map";
-    const cs = getComputedStyle(box);
-    div.style.cssText = "position:absolute;pointer-events:none;left:" + cs.left + ";right:" + cs.right + ";top:" + cs.top + ";bottom:" + cs.bottom;
-    const line = document.createElement("div");
-    line.id = "compare-divider";
-    line.style.cssText = "position:absolute;top:0;bottom:0;width:3px;background:#fff;box-shadow:0 0 3px #000;z-index:5;" +
-      "pointer-events:auto;cursor:ew-resize;touch-action:none";
-    line.title = "拖动卷帘 Drag the swipe";
-    line.addEventListener("pointerdown", (e) => {  // drag the divider itself (mouse, pen or finger)
-      line.setPointerCapture(e.pointerId);
-      const move = (ev) => {
-        const r = box.getBoundingClientRect();
-        state.position = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
-        $("compare-position").value = String(Math.round(state.position * 100));
-        placeDivider();
-      };
-      const up = () => { line.removeEventListener("pointermove", move); line.removeEventListener("pointerup", up); };
-      line.addEventListener("pointermove", move);
-      line.addEventListener("pointerup", up);
+  function openSecond() {
+    return view().open(main, state.mode, cleanStyle(main), {
+      position: state.position, localIdeographFontFamily: window.geobaseLabels && window.geobaseLabels.CJK_FONTS,
+      transformRequest: (url) => (url.startsWith(location.origin) ? {url, headers: ctx.authHeaders({})} : {url}),
+      onDivider: (p, done) => { state.position = p; $("compare-position").value = String(Math.round(p * 100)); if (done) ctx.onChange(); },
     });
-    box.parentNode.insertBefore(div, box.nextSibling);
-    const c = main.getCenter();
-    overlay = new maplibregl.Map({container: div, style: cleanStyle(main), interactive: false, attributionControl: false,
-                                  localIdeographFontFamily: window.geobaseLabels && window.geobaseLabels.CJK_FONTS,
-                                  center: c, zoom: main.getZoom(), bearing: main.getBearing(), pitch: main.getPitch(),
-                                  transformRequest: (url) => (url.startsWith(location.origin) ? {url, headers: ctx.authHeaders({})} : {url})});
-    div.appendChild(line);
-    window.geobaseCompareMap = overlay;
-    const sync = () => overlay && overlay.jumpTo({center: main.getCenter(), zoom: main.getZoom(), bearing: main.getBearing(), pitch: main.getPitch()});
-    main.on("move", sync);
-    main.on("resize", () => overlay && overlay.resize());
-    return new Promise((resolve) => overlay.once("load", resolve));
   }
 
-  function closeOverlay() {
-    if (!overlay) return;
-    overlay.remove();
-    overlay = null;
-    window.geobaseCompareMap = null;
-    const div = $("compare-map");
-    if (div) div.remove();
+  function mirror() {
+    /* The layer panel changed (a layer switched, its opacity, the order): the drawing follows.
+       A layer this module hides keeps the panel's choice for when it is shown again; the second
+       map takes the first's style by setStyle's diff; then this module's parts are drawn again. */
+    const hidden = main.__compareHidden || {};
+    for (const id of Object.keys(hidden)) {
+      const l = main.getLayer(id), box = l && l.metadata && $("toggle-" + l.metadata["geobase:layer"]);
+      if (box) hidden[id] = box.checked ? "visible" : "none";
+    }
+    const second = view().map();
+    if (second) { second.setStyle(cleanStyle(main), {diff: true}); second.__compareHidden = {}; }
+    update();
   }
 
-  function placeDivider() {
-    if (!overlay) return;
-    const pct = (state.position * 100).toFixed(2) + "%";
-    $("compare-map").style.clipPath = "inset(0 0 0 " + pct + ")";
-    $("compare-divider").style.left = pct;
+  const label = (v) => { const i = (versions[state.layer] || []).find((x) => x.version === v); return "v" + v + (i && i.created ? " · " + i.created.slice(0, 10) : ""); };
+
+  async function draw() {
+    /* Bring both maps in line with the controls: which comparison, versions, layout, changes. */
+    if (view().mode() !== (twin() ? state.mode : null)) view().close();
+    if (twin() && !view().map()) await openSecond();
+    const second = view().map();
+    let data = NO_CHANGES;
+    if (state.what === "plan") {
+      if (!second) { reset(main); $("compare-info").textContent = "选择卷帘或并排 Choose swipe or side by side"; return; }
+      showSide(main, state.plan, state.current);
+      showSide(second, state.current, state.plan);
+      $("compare-info").textContent = "左 Left 规划 plan (" + state.plan.join(", ") + ") | 右 Right 现状 current (" + state.current.join(", ") + ")";
+    } else if (state.layer) {
+      const name = state.layer, now = current(name), left = state.version, right = rightVersion();
+      showVersion(main, name, left === now && !second ? null : left);
+      if (second) showVersion(second, name, right);
+      data = await changesBetween(name, left, second ? right : now);
+      $("compare-info").textContent = (second ? "左 Left " + label(left) + " | 右 Right " + label(right) : label(left) +
+        (left === now ? " (当前 current)" : "")) + " · " + data.features.length + " 处变化 changes" +
+        (data.numberMatched > data.features.length ? " (of " + data.numberMatched + ", the first outlined)" : "");
+    }
+    state.changes = data.features.length;
+    showChanges(main, data);
+    if (second) { showChanges(second, data); view().place(state.position); }
   }
 
-  async function update() {
-    /* Bring both maps in line with the controls: left/main version, swipe, right version, changes. */
-    const name = state.layer;
-    if (!name) return;
+  function update() {
+    /* Queue a redraw: one at a time, each reading the controls' state when its turn comes. */
     state.busy += 1;
-    try {
-      const now = current(name);
-      const left = state.version, right = state.right == null ? now : state.right;
-      showVersion(main, name, left === now && !state.swipe ? null : left);
-      if (state.swipe && !overlay) await openOverlay();
-      if (!state.swipe) closeOverlay();
-      if (overlay) { showVersion(overlay, name, right); placeDivider(); }
-      const other = state.swipe ? right : now;
-      const data = await changesBetween(name, left, other);
-      state.changes = data.features.length;
-      showChanges(main, data);
-      if (overlay) showChanges(overlay, data);
-      const label = (v) => { const i = (versions[name] || []).find((x) => x.version === v); return "v" + v + (i && i.created ? " · " + i.created.slice(0, 10) : ""); };
-      $("compare-info").textContent = (state.swipe ? "左 Left " + label(left) + " | 右 Right " + label(right) : label(left) +
-        (left === now ? " (当前 current)" : "")) + " · " + state.changes + " 处变化 changes" +
-        (data.numberMatched > state.changes ? " (of " + data.numberMatched + ", the first outlined)" : "");
-      state.error = null;
-    } catch (err) {
+    queue = queue.then(draw).then(() => { state.error = null; }, (err) => {
       state.error = String(err.message || err);
       $("compare-info").textContent = "对比失败 compare failed: " + state.error;
-    } finally {
-      state.busy -= 1;
-    }
+    }).finally(() => { state.busy -= 1; if (ctx.onChange) ctx.onChange(); });
+    return queue;
   }
 
-  function fill(select, name) {
-    select.innerHTML = "";
-    for (const v of versions[name] || []) {
-      const o = document.createElement("option");
-      o.value = String(v.version);
-      o.textContent = "v" + v.version + (v.created ? " · " + v.created.slice(0, 10) : "");
-      select.appendChild(o);
+  function option(select, value, text, disabled) {
+    const o = document.createElement("option");
+    o.value = value; o.textContent = text; o.disabled = !!disabled;
+    select.appendChild(o);
+  }
+
+  const CONTROLS =
+    '<label>对比 Compare <select id="compare-what"></select></label>' +
+    '<div><label>图层 Layer <select id="compare-layer"></select></label></div>' +
+    '<div><label for="compare-slider">时间 Version</label> <input id="compare-slider" type="range" step="1"></div>' +
+    '<div><label><input type="checkbox" id="compare-swipe"> 卷帘 Swipe</label> ' +  // neither ticked: one map
+    '<label><input type="checkbox" id="compare-side"> 并排 Side by side</label></div>' +
+    '<div><label>右侧 Right <select id="compare-right"></select></label></div>' +
+    '<div><label for="compare-position">位置 Position</label> <input id="compare-position" type="range" min="0" max="100" value="50" disabled></div>' +
+    '<p class="hint" id="compare-info" aria-live="polite"></p>';
+
+  function syncControls() {
+    /* The controls as the state says (after a choice, or a link's state applied). */
+    const vs = versions[state.layer] || [];
+    const byVersions = state.what === "versions";
+    $("compare-what").value = state.what;
+    if (state.layer) $("compare-layer").value = state.layer;
+    $("compare-slider").value = String(Math.max(0, vs.findIndex((v) => v.version === state.version)));
+    $("compare-right").value = String(rightVersion());
+    for (const m of ["swipe", "side"]) $("compare-" + m).checked = state.mode === m;
+    for (const id of ["compare-layer", "compare-slider"]) $(id).disabled = !byVersions || !state.layer;
+    $("compare-right").disabled = !byVersions || !state.layer || !twin();
+    $("compare-position").disabled = !twin();
+    $("compare-position").value = String(Math.round(state.position * 100));
+  }
+
+  function chooseLayer(name) {
+    state.layer = name;
+    const vs = versions[name] || [];
+    const right = $("compare-right");
+    right.innerHTML = "";
+    for (const v of vs) option(right, String(v.version), label(v.version));
+    $("compare-slider").min = "0"; $("compare-slider").max = String(Math.max(0, vs.length - 1));
+    state.version = current(name); state.right = state.version;
+  }
+
+  function urlState() {
+    /* What the link keeps: compare= (mode and what) and divider= (urlstate.js parses them). */
+    if (state.what === "plan") return twin() ? {compare: {mode: state.mode, plan: true}, divider: state.position} : {};
+    if (!state.layer) return {};
+    if (!twin()) return state.version === current(state.layer) ? {} : {compare: {mode: "slider", layer: state.layer, left: state.version}};
+    return {compare: {mode: state.mode, layer: state.layer, left: state.version, right: rightVersion()}, divider: state.position};
+  }
+
+  function apply(url) {
+    /* A link's compare state; what the page cannot show (a layer or version unknown here) is left as it is. */
+    const c = url && url.compare;
+    if (url && url.divider != null) state.position = url.divider;
+    if (c && c.plan && state.plan.length && state.current.length) { state.what = "plan"; state.mode = c.mode; }
+    else if (c && versions[c.layer]) {
+      const has = (v) => versions[c.layer].some((x) => x.version === v);
+      state.what = "versions";
+      chooseLayer(c.layer);
+      if (has(c.left)) state.version = c.left;
+      if (c.right != null && has(c.right)) state.right = c.right;
+      state.mode = c.mode === "slider" ? "none" : c.mode;
     }
+    syncControls();
+    return update();
   }
 
   function attach(map, config, context) {
-    main = map; ctx = context;
-    const layers = config.departments.flatMap((d) => d.layers).filter((l) => l.kind === "vector" && (l.versions || []).length > 1);
+    main = map; ctx = Object.assign({onChange: () => {}}, context);
+    const all = config.departments.flatMap((d) => d.layers.map((l) => Object.assign({department: d.code}, l))).filter((l) => l.kind === "vector");
+    const layers = all.filter((l) => (l.versions || []).length > 1);
+    state.plan = all.filter((l) => l.department === PLAN_DEPARTMENT).map((l) => l.name);
+    state.current = all.filter((l) => CURRENT_LAYERS.includes(l.name)).map((l) => l.name);
+    const planOk = state.plan.length > 0 && state.current.length > 0;
     const box = $("compare");
-    if (!box) return;
-    if (!layers.length) { box.insertAdjacentHTML("beforeend", '<p class="hint">没有多版本的图层 No layer with more than one version.</p>'); return; }
+    const none = {urlState: () => ({}), apply: () => Promise.resolve()};
+    if (!box) return none;
+    if (!layers.length && !planOk) { box.insertAdjacentHTML("beforeend", '<p class="hint">没有可对比的图层 Nothing to compare: no layer with more than one version, no plan layers.</p>'); return none; }
     for (const l of layers) versions[l.name] = l.versions;
-    box.insertAdjacentHTML("beforeend",
-      '<label>图层 Layer <select id="compare-layer"></select></label>' +
-      '<div><label for="compare-slider">时间 Version</label> <input id="compare-slider" type="range" step="1"></div>' +
-      '<div><label><input id="compare-swipe" type="checkbox"> 卷帘 Swipe</label> ' +
-      '<label>右侧 Right <select id="compare-right"></select></label></div>' +
-      '<div><label for="compare-position">位置 Position</label> <input id="compare-position" type="range" min="0" max="100" value="50" disabled></div>' +
-      '<p class="hint" id="compare-info" aria-live="polite"></p>');
-    const sel = $("compare-layer"), slider = $("compare-slider"), right = $("compare-right"), swipe = $("compare-swipe"), pos = $("compare-position");
-    for (const l of layers) {
-      const o = document.createElement("option");
-      o.value = l.name; o.textContent = l.title.zh + " " + l.name;
-      sel.appendChild(o);
-    }
-    const chooseLayer = () => {
-      if (state.layer && state.layer !== sel.value) { showVersion(main, state.layer, null); if (overlay) showVersion(overlay, state.layer, null); }
-      state.layer = sel.value;
-      const vs = versions[state.layer];
-      slider.min = "0"; slider.max = String(vs.length - 1); slider.value = slider.max;
-      state.version = vs[vs.length - 1].version;
-      fill(right, state.layer); right.value = String(state.version); state.right = state.version;
-      return update();
+    box.insertAdjacentHTML("beforeend", CONTROLS);
+    option($("compare-what"), "versions", "两个版本 Two versions", !layers.length);
+    option($("compare-what"), "plan", "规划与现状 Plan vs current", !planOk);
+    for (const l of layers) option($("compare-layer"), l.name, l.title.zh + " " + l.name);
+    if (!layers.length) state.what = "plan";
+    if (layers.length) chooseLayer(layers[0].name);
+    $("compare-what").addEventListener("change", (e) => {
+      state.what = e.target.value;
+      if (state.what === "plan" && !twin()) state.mode = "side";
+      syncControls(); update();
+    });
+    $("compare-layer").addEventListener("change", (e) => { reset(main); chooseLayer(e.target.value); syncControls(); update(); });
+    $("compare-slider").addEventListener("input", (e) => { state.version = versions[state.layer][Number(e.target.value)].version; update(); });
+    $("compare-right").addEventListener("change", (e) => { state.right = Number(e.target.value); update(); });
+    for (const m of ["swipe", "side"]) $("compare-" + m).addEventListener("change", (e) => { state.mode = e.target.checked ? m : "none"; syncControls(); update(); });
+    const panel = $("layer-list");  // its own handlers run first: the events bubble up to here
+    const which = {change: "input[type=checkbox]", input: "input[type=range]", click: "button"};  // as the panel's own handlers listen
+    let timer = null;  // a dragged opacity slider redraws once it rests, not at every step
+    const later = () => {
+      if (timer) clearTimeout(timer); else state.busy += 1;  // busy while a redraw is pending
+      timer = setTimeout(() => { timer = null; state.busy -= 1; mirror(); }, 150);
     };
-    sel.addEventListener("change", chooseLayer);
-    slider.addEventListener("input", () => { state.version = versions[state.layer][Number(slider.value)].version; update(); });
-    right.addEventListener("change", () => { state.right = Number(right.value); update(); });
-    swipe.addEventListener("change", () => { state.swipe = swipe.checked; pos.disabled = !swipe.checked; update(); });
-    pos.addEventListener("input", () => { state.position = Number(pos.value) / 100; placeDivider(); });
-    state.layer = null;
-    chooseLayer();
+    if (panel) for (const [ev, sel] of Object.entries(which)) panel.addEventListener(ev, (e) => { if (e.target.matches(sel)) later(); });
+    $("compare-position").addEventListener("input", (e) => { state.position = Number(e.target.value) / 100; view().place(state.position); ctx.onChange(); });
+    syncControls();
+    return {urlState, apply};
   }
 
   window.geobaseCompare = {attach};

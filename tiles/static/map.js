@@ -175,13 +175,14 @@
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");
     map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("tile error: " + (e && e.error && e.error.message)); });
-    let switcher = null, order = null, i18n = null;
+    let switcher = null, order = null, i18n = null, compare = null, table = null;
     const writeUrl = () => {  // the view, the layers on and their opacity: a link reproduces the map
       if (!switcher) return;
       const c = map.getCenter();
-      const hash = window.geobaseUrlState.serialize({view: {zoom: map.getZoom(), center: [c.lng, c.lat], bearing: map.getBearing(), pitch: map.getPitch()},
+      const hash = window.geobaseUrlState.serialize(Object.assign({view: {zoom: map.getZoom(), center: [c.lng, c.lat], bearing: map.getBearing(), pitch: map.getPitch()},
                                                      layers: switcher.visible(), opacity: switcher.opacity(),
-                                                     order: order && order.order(), lang: i18n && i18n.lang()});
+                                                     order: order && order.order(), lang: i18n && i18n.lang()},
+                                                     compare ? compare.urlState() : {}, {table: table && table.urlState()}));
       history.replaceState(null, "", location.pathname + location.search + hash);
     };
     map.on("moveend", writeUrl);
@@ -196,10 +197,10 @@
       window.geobaseExport.attach(map, {status});
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseMeasureUI.attach(map);
-      window.geobaseCompare.attach(map, config, {getJSON, authHeaders});  // time slider and swipe over a layer's versions
+      compare = window.geobaseCompare.attach(map, config, {getJSON, authHeaders, onChange: writeUrl});  // time slider, swipe, side by side
       const tools = {getJSON, authHeaders, status, config, hasKey: () => !!apiKey(), visible: () => switcher.visible()};
       window.geobaseIdentify.attach(map, tools);
-      window.geobaseTable.attach(map, tools);
+      table = window.geobaseTable.attach(map, Object.assign({onChange: writeUrl}, tools));
       map.addSource("draw", {type: "geojson", data: drawData()});
       map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
       map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
@@ -212,6 +213,8 @@
           map.fitBounds([[b[0], b[1]], [b[2], b[3]]], {padding: 20, duration: 0});
         }
       }
+      compare.apply(start);
+      table.apply(start.table);
       writeUrl();
       map.once("idle", () => { window.geobaseReady = true; status("ready"); });
     });

@@ -2,8 +2,10 @@
    by the planner, asked of the items API (filter=, bbox=, sortby=, paged with the answer's
    next link, with the caller's key); code-list names instead of raw codes; a click on a column
    sorts on the server, a click on a row highlights the feature and zooms to it; CSV and
-   GeoPackage links export the same query through the API.
-   window.geobaseTable.attach(map, ctx) after the map's style has loaded. */
+   GeoPackage links export the same query through the API. The open table and its query live in
+   the link (urlstate.js: table=, filter=, bbox=, sortby=), so a shared link opens the same rows.
+   window.geobaseTable.attach(map, ctx) after the map's style has loaded returns
+   {urlState(), apply(urlState.table)}; ctx.onChange() after the table opens, sorts or closes. */
 (function () {
   "use strict";
   const PAGE = 50;
@@ -109,6 +111,7 @@
     $("table-panel").hidden = false;
     render(map, cols);
     state.done += 1;
+    ctx.onChange();
   }
 
   function fail(err) {
@@ -118,6 +121,7 @@
     $("table-panel").hidden = false;
     $("table-info").textContent = "查询失败 Query failed: " + err.message;
     state.done += 1;
+    ctx.onChange();
   }
 
   async function download(e) {
@@ -135,8 +139,24 @@
     setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   }
 
+  function urlState() {
+    /* The open table's query for the link, null when the table is closed. */
+    if ($("table-panel").hidden || !state.layer || !state.query) return null;
+    return {layer: state.layer, filter: state.query.filter, bbox: state.query.bbox, sortby: state.sortby};
+  }
+
+  function open(map, query) {
+    /* Ask the items API for a layer's rows: {layer, filter, bbox | null, sortby | null}. */
+    state.layer = query.layer; state.sortby = query.sortby || null; state.selected = null;
+    state.query = {filter: query.filter || "", bbox: query.bbox};
+    $("table-layer").value = query.layer;
+    $("table-filter").value = state.query.filter;
+    $("table-inview").checked = !!query.bbox;
+    return load(map, null).catch(fail);
+  }
+
   function attach(map, context) {
-    ctx = context;
+    ctx = Object.assign({onChange: () => {}}, context);
     map.addSource(HIT, {type: "geojson", data: {type: "FeatureCollection", features: []}});
     map.addLayer({id: HIT + "-fill", type: "fill", source: HIT, filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ffd600", "fill-opacity": 0.4}});
     map.addLayer({id: HIT + "-line", type: "line", source: HIT, filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff6d00", "line-width": 3}});
@@ -150,14 +170,19 @@
     $("table-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const b = map.getBounds();
-      state.layer = pick.value; state.sortby = null; state.selected = null;
-      state.query = {filter: $("table-filter").value.trim(), bbox: $("table-inview").checked ? [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()] : null};
-      load(map, null).catch(fail);
+      const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => Number(v.toFixed(8)));  // as the query sends it
+      open(map, {layer: pick.value, filter: $("table-filter").value.trim(), bbox: $("table-inview").checked ? bbox : null});
     });
     $("table-next").addEventListener("click", () => { state.pages.push(state.url); load(map, state.next).catch(fail); });
     $("table-prev").addEventListener("click", () => { if (state.pages.length) load(map, state.pages.pop()).catch(fail); });
-    $("table-close").addEventListener("click", () => { $("table-panel").hidden = true; map.getSource(HIT).setData({type: "FeatureCollection", features: []}); });
+    $("table-close").addEventListener("click", () => {
+      $("table-panel").hidden = true;
+      map.getSource(HIT).setData({type: "FeatureCollection", features: []});
+      ctx.onChange();
+    });
     for (const id of ["table-csv", "table-gpkg"]) $(id).addEventListener("click", (e) => { download(e).catch(fail); });
+    const known = (name) => [...pick.options].some((o) => o.value === name);
+    return {urlState, apply: (t) => (t && known(t.layer) ? open(map, t) : Promise.resolve())};
   }
 
   window.geobaseTable = {attach};

@@ -79,12 +79,12 @@ def _columns(spec: LayerSpec, *, rid_default: str | None = None,
 
 
 def _create_parent(conn: psycopg.Connection, spec: LayerSpec) -> None:
-    """The partitioned layer table and its (empty) unassigned partition, which is always there:
-    rows written without a county land in it."""
+    """The partitioned layer table and its indexes (:func:`ensure_layer_table` adds the empty
+    unassigned partition, which is always there: rows written without a county land in it)."""
     cols = _columns(spec) + [sql.SQL("PRIMARY KEY (_rid, {})").format(sql.Identifier(DIVISION))]
     conn.execute(sql.SQL("CREATE TABLE {} ({}) PARTITION BY LIST ({})").format(
         table_ident(spec), sql.SQL(", ").join(cols), sql.Identifier(DIVISION)))
-    ensure_partition(conn, spec, UNASSIGNED)
+    _make_indexes(conn, spec)
 
 
 def create_beside(conn: psycopg.Connection, spec: LayerSpec, name: str,
@@ -103,7 +103,9 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
            ) -> None:
     """Attach the table ``data.<name>`` as county ``division``'s partition, in the caller's
     transaction: the layer's indexes are built on it, and every row is checked to be of that
-    county (psycopg.errors.CheckViolation else, which aborts the transaction).
+    county (psycopg.errors.CheckViolation else, which aborts the transaction). Its indexes are
+    built first, after its rows, under the layer's index names with the county appended
+    (``land_use_cur_geom__339901``), and the ATTACH adopts them.
     ``replace_empty``: drop the county's existing partition first; only for a first load into an
     empty layer table (the DROP takes the layer table's ACCESS EXCLUSIVE lock until the commit:
     readers of the empty layer wait for its first version instead of seeing it empty)."""
@@ -114,6 +116,9 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
     if conn.execute("SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
                     (f'{DATA_SCHEMA}."{name}"', DIVISION)).fetchone()[0]:
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP EXPRESSION").format(ident, sql.Identifier(DIVISION)))
+    for idx, body, unique in layer_indexes(spec):  # named after the layer's: plans read e.g. land_use_cur_geom__339901
+        conn.execute(sql.SQL("CREATE {unique} INDEX {idx} ON {tbl} {body}").format(
+            unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=ident, body=body))
     if name != final:
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(final)))
     conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
@@ -193,12 +198,15 @@ def migrate_unpartitioned(conn: psycopg.Connection, spec: LayerSpec) -> int:
             "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
             (f'{DATA_SCHEMA}."{legacy}"',)).fetchall()}
         expr = division_expr(spec, None, malformed=UNASSIGNED)
-        for (division,) in conn.execute(sql.SQL("SELECT DISTINCT {} FROM {}").format(expr, old)).fetchall():
-            ensure_partition(conn, spec, division)
         cols = [n for n, _, _ in layer_columns(spec) if n in have and n != DIVISION] + [n for n, _ in extra]
         names = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-        moved = conn.execute(sql.SQL("INSERT INTO {t} ({c}, {d}) OVERRIDING SYSTEM VALUE SELECT {c}, {e} FROM {o}").format(
-            t=table_ident(spec), c=names, d=sql.Identifier(DIVISION), e=expr, o=old)).rowcount
+        moved = 0
+        for (division,) in conn.execute(sql.SQL("SELECT DISTINCT {} FROM {}").format(expr, old)).fetchall():
+            name = partition_name(spec, division)  # each county's rows beside, then indexed and attached
+            moved += conn.execute(sql.SQL("INSERT INTO {t} ({c}, {d}) SELECT {c}, {e} FROM {o} WHERE {e} = {v}").format(
+                t=create_beside(conn, spec, name), c=names, d=sql.Identifier(DIVISION), e=expr, o=old,
+                v=sql.Literal(division))).rowcount
+            attach(conn, spec, name, division)
         conn.execute(sql.SQL("SELECT setval({}, (SELECT coalesce(max(_rid), 0) + 1 FROM {}), false)").format(
             sql.Literal(_rid_sequence(conn, spec)), table_ident(spec)))
         try:

@@ -1,4 +1,4 @@
-"""Layer versions: the one version writer, and listing, diffing and rolling back versions.
+"""Layer versions: the one version writer (listing, diffing and rolling back: geobase/catalog/history.py).
 
 Every ingest is a version (``catalog.layer_versions``); a row of ``data.<layer>`` is part of
 version v when ``_vfrom <= v AND (_vto IS NULL OR _vto > v)`` (geobase/storage.py). Writing a
@@ -12,8 +12,12 @@ loader all write versions; each used to do part of it itself, and the core impor
 package upward to roll back. The writer takes the new rows as a table (the ingest's staging
 table), so it knows nothing about files.
 
-A diff is a comparison of two row sets by feature key and content hash, and a rollback is a new
-version whose rows equal an old version's rows: history only grows, nothing is rewritten.
+Counties: a version changes the partitions of the counties it is for (:func:`version_scope`)
+and no other county's rows; a county new to the layer gets its partition built beside the layer
+table and attached (geobase/partitions.py), an existing county's partition is written in place,
+its rows selected by a literal county filter so that the statement opens that partition only.
+The version row names the counties (``touched``) and carries every county's rows and extent
+forward (geobase/catalog/divisions.py).
 """
 
 from __future__ import annotations

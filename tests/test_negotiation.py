@@ -74,13 +74,16 @@ def samples(county_server) -> dict[str, str]:
     return {"collectionId": "land_use", "collection_id": "dem", "featureId": str(fid),
             "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "13", "tileRow": str(row), "tileCol": str(col),
             "z": "13", "x": str(col), "y": str(row), "layers": "land_use", "layer": "dem", "style": "hillshade",
-            "process_id": "tabulate", "job_id": "00000000-0000-4000-8000-000000000000", "name": "map.js"}
+            "process_id": "tabulate", "job_id": "00000000-0000-4000-8000-000000000000", "name": "map.js",
+            "fontstack": "DejaVu Sans Book"}
 
 
 def _url(path: str, samples: dict[str, str]) -> str:
     url = re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path)
     if path == "/vendor/maplibre-gl/{name}":
         url = "/vendor/maplibre-gl/maplibre-gl.js"
+    if path == "/map/glyphs/{fontstack}/{name}":
+        url = "/map/glyphs/DejaVu%20Sans%20Book/0-255.pbf"
     if path.endswith(("/items", "/changes")):
         url += "?limit=3" + ("&from=0" if path.endswith("/changes") else "")
     return url

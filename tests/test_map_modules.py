@@ -83,3 +83,24 @@ def test_interface_dictionary_has_both_languages_for_every_key():
     assert all(len(w) == 2 and all(isinstance(x, str) and x.strip() for x in w) for w in words.values()), words
     assert {key for _, key, _ in targets} <= set(words)  # every element the page names has its words
     assert t == ["图层", "Layers", "no.such.key"]  # Chinese by default; an unknown key shows itself, not blank
+
+
+def test_typed_coordinates_are_read_as_lon_lat_or_refused():
+    got = node("drawkeys.js", "['118.1 29.1', ' 118.1, 29.1 ', '118.1，29.1', '-75.5;40', '118.1', '118.1 29.1 5', "
+                              "'abc def', '200 29', '118 95', '1e2 3', ''].map((s) => m.parseLonLat(s))")
+    assert got == [[118.1, 29.1], [118.1, 29.1], [118.1, 29.1], [-75.5, 40], None, None, None, None, None, None, None]
+
+
+def test_every_message_key_the_modules_use_has_both_languages():
+    """say(el, key) and status(key) in the map's modules name keys of the dictionary: a typo would
+    show the key itself to the user."""
+    import re
+
+    words = node("i18n.js", "Object.keys(m.WORDS)")
+    used = set()
+    for name in ("map.js", "measure.js", "search.js", "labels.js", "sitecheck.js", "drawkeys.js", "panel.js"):
+        text = (STATIC / name).read_text(encoding="utf-8")
+        used |= set(re.findall(r"""(?:say\([^,]+,|status\(|message\("\w+",|\.t\(|data-i18n(?:-\w+)?=\\?")\s*"([a-z_]+\.[a-z0-9_.]+)""", text))
+    html = (REPO / "tiles" / "templates" / "map.html").read_text(encoding="utf-8")
+    used |= set(re.findall(r'data-i18n(?:-\w+)?="([\w.]+)"', html))
+    assert len(used) >= 20 and used <= set(words), sorted(used - set(words))

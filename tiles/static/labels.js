@@ -51,7 +51,7 @@
       map.getSource(POINTS).setData(fc);
       state.count = fc.features.length;
       state.loaded = true;
-    }).catch((err) => ctx.status("labels failed: " + err.message));
+    }).catch((err) => ctx.status("status.labels_failed", err.message));
   }
 
   window.geobaseLabels = {attach, state, CJK_FONTS};

@@ -116,3 +116,20 @@ def test_parcel_numbers_are_written_at_high_zoom(county_server, county_shared):
     ink = np.array([0x3a, 0x3a, 0x3a], dtype=float)  # the codes' text colour, drawn by the glyphs
     dark = lambda img: int((np.abs(img - ink).max(axis=-1) <= 40).sum())
     assert dark(with_codes) > dark(without) + 300, (dark(with_codes), dark(without))
+
+
+def test_a_canal_is_named_along_its_banks(county_server, county_shared):
+    """A canal has no centre line in the rivers layer and one label point cannot name a ditch
+    many kilometres long: looking at any stretch of it from zoom 13 its name is written along it."""
+    with psycopg.connect(county_shared.database_url) as conn:
+        name, lon, lat = conn.execute(
+            "SELECT name, ST_X(p), ST_Y(p) FROM (SELECT name, ST_PointOnSurface(geom) p FROM data.water_areas "
+            "WHERE _vto IS NULL AND kind = 'canal' AND name IS NOT NULL ORDER BY _area_m2 DESC LIMIT 1) x").fetchone()
+    with browser_page() as (page, seen):
+        open_map(page, f"{county_server.url}/map#map=15/{lat}/{lon}")
+        page.wait_for_function("window.geobaseLabels.state.loaded", timeout=30_000)
+        settle(page)
+        shot(page, "map-canal-name.png")
+        names = page.evaluate("window.geobaseMap.queryRenderedFeatures({layers: ['label-canal']}).map((f) => f.properties.name)")
+        assert names and set(names) == {name}, names
+        assert not seen["outside"] and not seen["problems"], seen

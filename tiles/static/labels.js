@@ -1,7 +1,7 @@
 /* Place names and parcel codes on the map from our own layers (no external basemap: the map
    works on an offline intranet): township, village and lake names at one point each, from
    GET /search/labels (the layers and fields this caller may read), river names along the rivers'
-   own tiles, and from zoom 16 each land-use parcel's number (TBBH where the tiles carry it, else
+   own tiles, canal names along the canals' banks, and from zoom 16 each land-use parcel's number (TBBH where the tiles carry it, else
    its BSM) from the parcels' own tiles. Chinese is drawn by the browser's own CJK font through
    MapLibre's localIdeographFontFamily, so no CJK glyph file is fetched; digits and Latin letters
    come from this server's glyph set (GET /map/glyphs/..., built at setup by
@@ -19,15 +19,20 @@
   const POINTS = "labels";
   const state = {loaded: false, count: 0};
 
-  // [style layer id, data layer, kind or null (vector tiles), minzoom, text size, paint, extra layout, text]
+  // [style layer id, data layer, kind or null (vector tiles), minzoom, text size, paint, extra layout,
+  //  {text, filter} for a tile layer (default: its "name")]
   // Added bottom up: a later (higher) layer is placed first, so names win over parcel codes;
   // among parcels the larger is placed first.
   const LABELS = [
-    ["label-parcel", "land_use", null, 16, 11, PARCEL, {"symbol-sort-key": ["-", 0, ["coalesce", ["get", "tbmj"], 0]]}, PARCEL_CODE],
+    ["label-parcel", "land_use", null, 16, 11, PARCEL, {"symbol-sort-key": ["-", 0, ["coalesce", ["get", "tbmj"], 0]]},
+     {text: PARCEL_CODE, filter: ["any", ["has", "tbbh"], ["has", "bsm"]]}],
     ["label-township", "admin_divisions", "township", 8, 15, HALO, {"symbol-sort-key": 0}],
     ["label-village", "land_use", "village", 12, 12, HALO, {}],
     ["label-water", "water_areas", "water", 11, 12, WATER, {}],
     ["label-river", "rivers", null, 11, 12, WATER, {"symbol-placement": "line", "symbol-spacing": 400}],
+    // a canal has no centre line of its own: its name runs along its banks, where the reader is
+    ["label-canal", "water_areas", null, 13, 11, WATER, {"symbol-placement": "line", "symbol-spacing": 300},
+     {filter: ["all", ["has", "name"], ["==", ["get", "kind"], "canal"]]}],
   ];
 
   function attach(map, ctx) {
@@ -35,12 +40,13 @@
     const dataLayer = (name) => style.layers.find((x) => x.metadata && x.metadata["geobase:layer"] === name && x.source);
     map.setGlyphs(location.origin + "/map/glyphs/{fontstack}/{range}.pbf");
     map.addSource(POINTS, {type: "geojson", data: {type: "FeatureCollection", features: []}});
-    for (const [id, name, kind, minzoom, size, paint, extra, text] of LABELS) {
+    for (const [id, name, kind, minzoom, size, paint, extra, opts] of LABELS) {
+      const {text, filter} = opts || {};
       const data = dataLayer(name);
       if (!data) continue;  // the caller does not see this layer
       const source = kind ? {source: POINTS, filter: ["==", ["get", "kind"], kind]}
                           : {source: data.source, "source-layer": data["source-layer"],
-                             filter: text ? ["any", ["has", "tbbh"], ["has", "bsm"]] : ["has", "name"]};
+                             filter: filter || ["has", "name"]};
       map.addLayer(Object.assign(source, {
         id, type: "symbol", minzoom,
         layout: Object.assign({"text-field": text || ["get", "name"], "text-font": FONT, "text-size": size}, extra),

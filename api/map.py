@@ -4,6 +4,7 @@ the map works on a machine with no internet."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -32,17 +33,19 @@ VENDOR_FILES = {"maplibre-gl.js", "maplibre-gl.css", "maplibre-gl.js.map", "LICE
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
 
 
+def _vendor_roots(settings: Settings) -> list[Path]:
+    """Where setup's ``.vendor/`` may be: GEOBASE_VENDOR_DIR, else beside the source tree."""
+    roots = [Path(settings.vendor_dir)] if settings.vendor_dir else []
+    here = Path(__file__).resolve()
+    return roots + [p / ".vendor" for p in here.parents][:4] + [Path.cwd() / ".vendor"]
+
+
 def vendored(settings: Settings, package_path: str, marker: str) -> Path:
     """``<vendor>/node_modules/<package_path>`` holding ``marker``; a clear SetupError when missing.
 
     Front-end packages come from npm at setup time (scripts/setup.sh) and are served by this
     app: no page of the server loads anything from the internet."""
-    candidates = []
-    if settings.vendor_dir:
-        candidates.append(Path(settings.vendor_dir))
-    here = Path(__file__).resolve()
-    candidates += [p / ".vendor" for p in here.parents][:4] + [Path.cwd() / ".vendor"]
-    for c in candidates:
+    for c in _vendor_roots(settings):
         d = c / "node_modules" / package_path
         if (d / marker).exists():
             return d
@@ -65,6 +68,24 @@ async def vendor_file(request: Request, name: str):
         raise NotFound(f"no vendored file {name!r}")
     media = "text/javascript" if name.endswith(".js") else "text/css" if name.endswith(".css") else None
     return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
+
+
+GLYPH_RANGE = re.compile(r"(\d{1,5})-(\d{1,5})\.pbf")
+
+
+@router.get("/map/glyphs/{fontstack}/{name}", include_in_schema=False)
+async def glyphs(request: Request, fontstack: str, name: str):
+    """The map's SDF glyph ranges (digits and Latin of parcel codes), built at setup by
+    scripts/build_glyphs.py into ``.vendor/glyphs/<fontstack>/``; Chinese is drawn by the
+    browser's CJK font. Only the built font stacks exist: anything else is a 404."""
+    if not GLYPH_RANGE.fullmatch(name) or "/" in fontstack or fontstack.startswith("."):
+        raise NotFound(f"no glyph range {fontstack}/{name}")
+    for root in _vendor_roots(request.app.state.settings):
+        path = root / "glyphs" / fontstack / name
+        if path.is_file():
+            return FileResponse(path, media_type="application/x-protobuf",
+                                headers={"Cache-Control": "public, max-age=86400"})
+    raise NotFound(f"no glyph range {fontstack}/{name} (scripts/setup.sh builds the glyphs into .vendor/glyphs/)")
 
 
 @router.get("/map/static/{name}", include_in_schema=False)

@@ -103,6 +103,7 @@ OFFERS: dict[str, Offer] = {
     "/vendor/maplibre-gl/{name}": Offer({"js": "text/javascript", "css": "text/css"}, negotiated=False),
     "/vendor/swagger-ui/{name}": Offer({"js": "text/javascript", "css": "text/css", "png": "image/png"},
                                        negotiated=False),
+    "/map/glyphs/{fontstack}/{name}": Offer({"pbf": "application/x-protobuf"}, negotiated=False),
     "/map/static/{name}": Offer({"js": "text/javascript", "css": "text/css", "html": HTML}, negotiated=False),
     "/analysis/rules": J,
     "/processes": J,

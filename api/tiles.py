@@ -321,7 +321,7 @@ async def _style(request: Request, conn, registry: Registry, principal: Principa
     if dem is not None:
         tags["dem"] = raster_tag(dem.name, states[dem.name].current_version)
     return onemap_style(base_url(request), specs, registry, dem=dem, center=center, zoom=zoom, dem_bounds=dem_bounds,
-                        tags=tags)
+                        tags=tags, basemap=request.app.state.settings.map_basemap_url)
 
 
 @router.get("/styles/onemap.json", summary="MapLibre style of the one map")

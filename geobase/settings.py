@@ -242,14 +242,42 @@ class TileSettings(BaseModel):
                                  "(same access checks, audit and answers; false: every tile through the routers).")
 
 
+class MapSettings(BaseModel):
+    """The web map: an optional external basemap under our own layers (off by default, so the
+    map works on an offline intranet and every request of the page goes to this server)."""
+
+    map_basemap_url: str | None = Field(
+        default=None, description="XYZ tile URL template of an external raster basemap drawn under every layer, "
+        "e.g. a Tianditu template with its key (tk=...); must be http(s) with {z}, {x} and {y}. Unset: none.")
+
+    @field_validator("map_basemap_url")
+    @classmethod
+    def _basemap_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("not an http(s) URL template (e.g. https://t0.tianditu.gov.cn/...&TILEMATRIX={z}&"
+                             "TILEROW={y}&TILECOL={x}&tk=KEY)")
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in value]
+        if missing:
+            raise ValueError(f"not a tile URL template: {', '.join(missing)} missing")  # "not a": the key is not echoed
+        return value
+
+
 #: every concern's settings class, in the order ``geobase config`` lists them
 CONCERNS: dict[str, type[BaseModel]] = {
     "database": DatabaseSettings, "paths": PathSettings, "server": ServerSettings, "limits": LimitSettings,
     "uploads": UploadSettings, "analysis": AnalysisSettings, "jobs": JobSettings, "tiles": TileSettings,
+    "map": MapSettings,
 }
 
 
-class Settings(TileSettings, JobSettings, AnalysisSettings, UploadSettings, LimitSettings, ServerSettings,
+class Settings(MapSettings, TileSettings, JobSettings, AnalysisSettings, UploadSettings, LimitSettings, ServerSettings,
                PathSettings, DatabaseSettings, BaseSettings):
     """Runtime configuration, documented in the README's configuration table."""
 

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 MODE=${1:-run}
 
-APT_PKGS=(postgresql-15-postgis-3)
+# python3-freetype + fonts-dejavu-core: the map's glyph set (digits, Latin) is built from them below
+APT_PKGS=(postgresql-15-postgis-3 python3-freetype fonts-dejavu-core)
 command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian's or NodeSource's)
 case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes
@@ -70,4 +71,7 @@ if [ ${#NPM_PKGS[@]} -gt 0 ]; then
   (cd .vendor && [ -f package.json ] || echo '{"name":"geobase-vendor","private":true}' > package.json)
   npm install --prefix .vendor --no-audit --no-fund --loglevel=error "${NPM_PKGS[@]}" >/dev/null
 fi
+# The map's SDF glyph ranges (parcel codes' digits and letters; Chinese uses the browser's font),
+# built once from Debian's DejaVu Sans with Debian's python3 and its FreeType (~1 min)
+[ -f ".vendor/glyphs/DejaVu Sans Book/0-255.pbf" ] || /usr/bin/python3 scripts/build_glyphs.py .vendor/glyphs
 echo "setup: ok"

@@ -101,8 +101,7 @@ def open_map(srv, shot: Path, *, init_script: str | None = None, draw_site: bool
             for dx, dy in ((-60, -60), (60, -60), (60, 60), (-60, 60)):
                 page.mouse.click(cx + dx, cy + dy)
             page.click("#finish-btn")
-            page.wait_for_function("!['', 'checking…'].includes(document.getElementById('site-result').textContent)",
-                                   timeout=60_000)
+            page.wait_for_function("window.geobaseSiteCheck.state.done > 0", timeout=60_000)
             seen["site"] = page.inner_text("#site-result")
         browser.close()
     import rasterio
@@ -138,7 +137,7 @@ def test_map_page_draws_the_one_map(county_db, live_server):
     red = count_near(img, hex_rgb("#d7191c"), 40)  # ecological red line
     purple = count_near(img, hex_rgb("#7b3294"), 40)  # urban development boundary
     assert red > 300 and purple > 100, (red, purple)
-    assert site.strip() and ("Site check" in site or "not available" in site), site
+    assert site.strip() and ("选址分析完成" in site or "未提供选址分析" in site), site  # Chinese: the default
 
 
 def test_map_page_with_a_department_key_shows_internal_layers(county_db, live_server):
@@ -161,7 +160,7 @@ def test_map_page_with_a_department_key_shows_internal_layers(county_db, live_se
     seen = open_map(srv, ARTIFACTS / "map-with-key.png",
                     init_script=f"sessionStorage.setItem('geobase.apiKey', {token!r})")
     assert not seen["outside"] and not seen["problems"], (seen["outside"], seen["problems"], srv.logs()[-3000:])
-    assert "三区三线" in seen["switcher"] and seen["access"].startswith("key set"), (seen["switcher"], seen["access"])
+    assert "三区三线" in seen["switcher"] and seen["access"].startswith("已设置密钥"), (seen["switcher"], seen["access"])
     assert token.split("_")[2] not in seen["access"]  # the secret is never shown
     red = count_near(seen["map_pixels"], hex_rgb("#d7191c"), 40)  # ecological red line
     assert red > 300, red

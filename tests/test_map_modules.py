@@ -127,3 +127,22 @@ def test_url_state_opens_no_table_on_another_query_than_the_link_says():
                               "'#table=land_use&filter='].map(m.parse)")
     assert got[:5] == [{"view": None, "layers": None, "opacity": {}}] * 5  # south > north too
     assert got[5]["table"] == {"layer": "land_use", "filter": "", "bbox": None, "sortby": None}  # an empty filter is no filter
+def test_typed_coordinates_are_read_as_lon_lat_or_refused():
+    got = node("drawkeys.js", "['118.1 29.1', ' 118.1, 29.1 ', '118.1，29.1', '-75.5;40', '118.1', '118.1 29.1 5', "
+                              "'abc def', '200 29', '118 95', '1e2 3', ''].map((s) => m.parseLonLat(s))")
+    assert got == [[118.1, 29.1], [118.1, 29.1], [118.1, 29.1], [-75.5, 40], None, None, None, None, None, None, None]
+
+
+def test_every_message_key_the_modules_use_has_both_languages():
+    """say(el, key) and status(key) in the map's modules name keys of the dictionary: a typo would
+    show the key itself to the user."""
+    import re
+
+    words = node("i18n.js", "Object.keys(m.WORDS)")
+    used = set()
+    for name in ("map.js", "measure.js", "search.js", "labels.js", "sitecheck.js", "drawkeys.js", "panel.js"):
+        text = (STATIC / name).read_text(encoding="utf-8")
+        used |= set(re.findall(r"""(?:say\([^,]+,|status\(|message\("\w+",|\.t\(|data-i18n(?:-\w+)?=\\?")\s*"([a-z_]+\.[a-z0-9_.]+)""", text))
+    html = (REPO / "tiles" / "templates" / "map.html").read_text(encoding="utf-8")
+    used |= set(re.findall(r'data-i18n(?:-\w+)?="([\w.]+)"', html))
+    assert len(used) >= 20 and used <= set(words), sorted(used - set(words))

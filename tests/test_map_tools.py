@@ -19,20 +19,22 @@ pytestmark = pytest.mark.browser
 
 
 @contextmanager
-def browser_page():
-    """A Chromium page whose requests may reach the server under test only; yields (page,
-    seen) where seen lists requests to other hosts and every error the page met."""
+def browser_page(also: tuple[str, ...] = (), viewport: dict | None = None, touch: bool = False):
+    """A Chromium page whose requests may reach the server under test only (and the hosts
+    ``also`` names, host:port); yields (page, seen) where seen lists requests to other hosts and
+    every error the page met. ``viewport`` and ``touch``: a tablet instead of a desktop."""
     import playwright.sync_api as playwright  # a declared dev dependency: missing = broken setup
     seen: dict = {"outside": [], "problems": [], "requests": []}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page = browser.new_page(viewport=viewport or {"width": 1100, "height": 800}, has_touch=touch,
+                                is_mobile=touch)
         host = {}
 
         def route(r):
             u = urlparse(r.request.url)
             seen["requests"].append(r.request.url)
-            if u.scheme in ("http", "https", "ws", "wss") and u.netloc != host.get("netloc"):
+            if u.scheme in ("http", "https", "ws", "wss") and u.netloc != host.get("netloc") and u.netloc not in also:
                 seen["outside"].append(r.request.url)
                 return r.abort()
             return r.continue_()

@@ -75,7 +75,7 @@ def samples(county_server) -> dict[str, str]:
             "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "13", "tileRow": str(row), "tileCol": str(col),
             "z": "13", "x": str(col), "y": str(row), "layers": "land_use", "layer": "dem", "style": "hillshade",
             "process_id": "tabulate", "job_id": "00000000-0000-4000-8000-000000000000", "name": "map.js",
-            "sessionId": "00000000-0000-4000-8000-000000000000"}
+            "sessionId": "00000000-0000-4000-8000-000000000000", "fontstack": "DejaVu Sans Book"}
 
 
 def _url(path: str, samples: dict[str, str]) -> str:
@@ -84,6 +84,8 @@ def _url(path: str, samples: dict[str, str]) -> str:
         url = "/vendor/maplibre-gl/maplibre-gl.js"
     if path.endswith("/changes/stream"):
         url += "?until=0"  # the stream ends at once (it otherwise stays open for its subscriber)
+    if path == "/map/glyphs/{fontstack}/{name}":
+        url = "/map/glyphs/DejaVu%20Sans%20Book/0-255.pbf"
     if path.endswith(("/items", "/changes")):
         url += "?limit=3" + ("&from=0" if path.endswith("/changes") else "")
     return url

@@ -3,13 +3,16 @@
 Colours come from the code lists (GB/T 21010 colour per land-use code via a ``match`` on
 ``dlbm``, planning zones, control-line kinds, water kinds...), draw order from
 ``style.order``. Only layers the caller may see appear. The style references this server
-only: no glyphs or sprites (no text labels), no external URL."""
+only: no glyphs or sprites (the map page's labels.js adds the labels and names this server's
+glyph set for them), no external URL, unless the settings name an external basemap
+(``GEOBASE_MAP_BASEMAP_URL``): then that raster is the bottom layer."""
 
 from __future__ import annotations
 
 from geobase.specs import LayerSpec, Registry
 
 HILLSHADE_ID = "dem-hillshade"
+BASEMAP_ID = "basemap"
 
 
 def _class_colours(spec: LayerSpec, registry: Registry) -> list[tuple[str, str, str, str]]:
@@ -67,11 +70,13 @@ def map_layers(spec: LayerSpec, registry: Registry, source: str) -> list[dict]:
 
 def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: LayerSpec | None = None,
                  center: tuple[float, float] = (105.0, 35.0), zoom: float = 4.0,
-                 dem_bounds: list[float] | None = None, tags: dict[str, str] | None = None) -> dict:
+                 dem_bounds: list[float] | None = None, tags: dict[str, str] | None = None,
+                 basemap: str | None = None) -> dict:
     """The style document; ``root`` is this server's absolute base URL (MapLibre needs absolute
     tile URLs). ``tags``: the version tag per source (``onemap``, ``dem``) written into its tile
     URLs as ``?v=``, so a browser may keep tiles for good and still sees an ingest at once (the
-    style itself is revalidated on every load)."""
+    style itself is revalidated on every load). ``basemap``: an XYZ raster URL template drawn
+    under everything (the settings' map_basemap_url), else none."""
     tags = tags or {}
 
     def q(source: str) -> str:
@@ -79,6 +84,9 @@ def onemap_style(root: str, specs: list[LayerSpec], registry: Registry, *, dem: 
     vector = sorted((s for s in specs if s.kind == "vector"), key=lambda s: (s.style.order, s.name))
     sources: dict = {}
     layers: list[dict] = [{"id": "background", "type": "background", "paint": {"background-color": "#f4f3ef"}}]
+    if basemap:
+        sources[BASEMAP_ID] = {"type": "raster", "tiles": [basemap], "tileSize": 256}
+        layers.append({"id": BASEMAP_ID, "type": "raster", "source": BASEMAP_ID})
     if dem is not None:
         sources["dem"] = {"type": "raster", "tiles": [f"{root}/tiles/dem/hillshade/{{z}}/{{x}}/{{y}}.png{q('dem')}"],
                           "tileSize": 256, "minzoom": dem.tiles.minzoom, "maxzoom": dem.tiles.maxzoom}

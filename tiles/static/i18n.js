@@ -46,6 +46,43 @@
     "order.down": ["下移（绘于下层）", "Move down (draw below)"],
     "zoom.layer": ["缩放至图层", "Zoom to layer extent"],
     "opacity": ["透明度", "Opacity"],
+    // ---- messages of map.js, search.js, measure.js, labels.js (status line, results, hints) ----
+    "compare": ["对比", "Compare"],
+    "table": ["属性表", "Attribute table"],
+    "status.loading": ["加载中…", "Loading…"],
+    "status.ready": ["就绪", "Ready"],
+    "status.failed": ["加载失败：", "Failed: "],
+    "status.tile_error": ["瓦片错误：", "Tile error: "],
+    "status.labels_failed": ["注记加载失败：", "Labels failed: "],
+    "status.identify_failed": ["查询失败：", "Identify failed: "],
+    "status.highlight_failed": ["高亮失败：", "Highlight failed: "],
+    "legend.more": ["… 另有 {n} 类", "… {n} more"],
+    "access.key_set": ["已设置密钥：", "Key set: "],
+    "access.public_state": ["公开（无密钥）", "public (no key)"],
+    "find.none": ["无结果", "No results"],
+    "find.hit": ["结果", "Result"],
+    "measure.distance": ["距离：", "Distance: "],
+    "measure.area_is": ["面积：", "Area: "],
+    "measure.perimeter": ["周长", "perimeter"],
+    "measure.click": ["在地图上单击添加点（键盘：方向键平移地图，空格在中心十字处添加点，退格撤销，回车完成，Esc 取消）",
+                      "Click on the map to add points (keyboard: arrow keys pan the map, Space adds a point at the centre cross, Backspace undoes, Enter finishes, Esc cancels)"],
+    "site.click": ["在地图上单击添加顶点（键盘：方向键平移地图，空格在中心十字处添加顶点，退格撤销，回车完成并分析，Esc 取消）",
+                   "Click on the map to add vertices (keyboard: arrow keys pan the map, Space adds a vertex at the centre cross, Backspace undoes, Enter finishes and checks, Esc cancels)"],
+    "site.need3": ["请至少绘制三个顶点。", "Draw at least three vertices."],
+    "site.checking": ["分析中…", "Checking…"],
+    "site.unavailable": ["本服务器未提供选址分析（404）。", "The site-check analysis is not available on this server (404)."],
+    "site.failed": ["选址分析失败：", "Site check failed: "],
+    "site.done": ["选址分析完成。", "Site check done."],
+    "coords": ["坐标", "Coordinates"],
+    "coords.placeholder": ["经度 纬度，如 118.1 29.1", "lon lat, e.g. 118.1 29.1"],
+    "coords.add": ["添加点", "Add point"],
+    "coords.bad": ["请输入“经度 纬度”两个数", "Enter two numbers: lon lat"],
+    "panel.toggle": ["图层与工具", "Layers & tools"],
+    "panel.show": ["显示面板", "Show the panel"],
+    "panel.hide": ["隐藏面板", "Hide the panel"],
+    "dept.up": ["部门上移", "Move department up"],
+    "dept.down": ["部门下移", "Move department down"],
+    "brand": ["geobase", "one map"],
   };
 
   // [CSS selector, key, what to set: "text" | "placeholder" | "aria" | "title" | "lead" (first text node)]
@@ -61,6 +98,7 @@
     ["#clear-btn", "clear", "text"], ["#tools .hint", "site.hint", "text"],
     ["#lang-switch", "lang.switch", "text"], ["#lang-switch", "lang.label", "aria"],
     ["#export-png", "export", "text"], ["#export-png", "export.label", "title"],
+    ["#compare h2", "compare", "text"], ["#attr-table h2", "table", "text"], ["h1 small", "brand", "text"],
   ];
 
   let current = "zh";
@@ -85,6 +123,23 @@
       else setLead(el, t(key));
     }
     for (const el of doc.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+    // texts the modules wrote with say() or marked in the page: data-i18n (text), -placeholder, -aria
+    for (const el of doc.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n).replace("{n}", el.dataset.n || "");
+    for (const el of doc.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+    for (const el of doc.querySelectorAll("[data-i18n-aria]")) el.setAttribute("aria-label", t(el.dataset.i18nAria));
+  }
+
+  function say(el, key, tail, n) {
+    /* el's text: the words of ``key`` (kept in the chosen language on every switch) and a
+       ``tail`` that is data, not words (a number, a name, a server's message). */
+    const span = el.ownerDocument.createElement("span");
+    span.dataset.i18n = key;
+    if (n != null) span.dataset.n = String(n);
+    span.textContent = t(key).replace("{n}", n == null ? "" : String(n));
+    el.textContent = "";
+    el.appendChild(span);
+    if (tail) el.appendChild(el.ownerDocument.createTextNode(tail));
+    return el;
   }
 
   function applyLayers(doc, config) {
@@ -121,7 +176,7 @@
       const items = box.querySelectorAll("li");
       e.classes.slice(0, items.length).forEach((c, k) => {
         const last = items[k].lastChild;
-        if (last && last.nodeType === 3) last.nodeValue = c.code + " " + (c[current] || c.zh);
+        if (last && last.nodeType === 3) last.nodeValue = (last.previousSibling && last.previousSibling.className === "code" ? " " : c.code + " ") + (c[current] || c.zh);
       });
     });
   }
@@ -136,6 +191,7 @@
       applyPage(doc);
       applyLayers(doc, config);
       if (legend) applyLegend(doc, legend);
+      doc.dispatchEvent(new CustomEvent("geobase:lang", {detail: current}));  // modules redraw their own texts
     };
     set(lang);
     const btn = doc.getElementById("lang-switch");
@@ -143,5 +199,5 @@
     return {lang: () => current, set: (l) => { set(l); onChange(); }};
   }
 
-  return {attach, t, LANGS, WORDS, TARGETS, lang: () => current};
+  return {attach, t, say, LANGS, WORDS, TARGETS, lang: () => current};
 });

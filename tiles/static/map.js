@@ -3,7 +3,12 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const status = (msg) => { $("status").textContent = msg; };
+  // the status line: a key of the interface's words (kept in the chosen language) and data, or
+  // a message another module already put in words
+  const status = (msg, tail) => {
+    const I = window.geobaseI18n;
+    if (I.WORDS[msg]) I.say($("status"), msg, tail); else $("status").textContent = msg + (tail ? " " + tail : "");
+  };
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
   window.geobaseReady = false;
 
@@ -101,58 +106,18 @@
       const classes = e.classes.length ? e.classes : [{code: "", color: e.color, zh: "", en: ""}];
       for (const c of classes.slice(0, 40)) {
         const border = e.kind === "outline" || e.kind === "line" ? "border:2px solid " + esc(c.color) + ";background:none" : "background:" + esc(c.color);
-        html += '<li><span class="swatch" style="' + border + '"></span>' + esc(c.code) + " " + esc(c.zh) + "</li>";
+        html += '<li><span class="swatch" style="' + border + '"></span>' + '<span class="code">' + esc(c.code) + "</span> " + esc(c.zh) + "</li>";
       }
-      if (classes.length > 40) html += "<li>… " + (classes.length - 40) + " more</li>";
+      if (classes.length > 40) html += '<li class="more"><span data-i18n="legend.more" data-n="' + (classes.length - 40) + '"></span></li>';
       div.innerHTML = html + "</ul>";
       box.appendChild(div);
     }
   }
 
-  // ---- site-check drawing ------------------------------------------------------------
-  const draw = {active: false, coords: []};
-  function drawData() {
-    const c = draw.coords;
-    const features = c.map((p) => ({type: "Feature", geometry: {type: "Point", coordinates: p}, properties: {}}));
-    if (c.length >= 3) features.push({type: "Feature", properties: {}, geometry: {type: "Polygon", coordinates: [c.concat([c[0]])]}});
-    else if (c.length === 2) features.push({type: "Feature", properties: {}, geometry: {type: "LineString", coordinates: c}});
-    return {type: "FeatureCollection", features};
-  }
-  function renderResult(data) {
-    const parts = [];
-    const table = (rows) => {
-      if (!rows.length || typeof rows[0] !== "object") return "<p>" + esc(JSON.stringify(rows)) + "</p>";
-      const cols = Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== "object").slice(0, 6);
-      return "<table><tr>" + cols.map((c) => "<th>" + esc(c) + "</th>").join("") + "</tr>" +
-        rows.slice(0, 30).map((r) => "<tr>" + cols.map((c) => "<td>" + esc(typeof r[c] === "number" ? Math.round(r[c] * 100) / 100 : r[c]) + "</td>").join("") + "</tr>").join("") + "</table>";
-    };
-    for (const [k, v] of Object.entries(data)) {
-      if (Array.isArray(v)) parts.push("<h3>" + esc(k) + "</h3>" + table(v));
-      else if (v && typeof v === "object") parts.push("<h3>" + esc(k) + "</h3><pre>" + esc(JSON.stringify(v, null, 1).slice(0, 1500)) + "</pre>");
-      else parts.push("<div><b>" + esc(k) + "</b>: " + esc(v) + "</div>");
-    }
-    return parts.join("");
-  }
-  async function sendSiteCheck(url) {
-    const out = $("site-result");
-    const c = draw.coords;
-    if (c.length < 3) { out.innerHTML = '<p class="error">Draw at least three vertices.</p>'; return; }
-    out.textContent = "checking…";
-    const geometry = {type: "Polygon", coordinates: [c.concat([c[0]])]};
-    try {
-      const r = await fetch(url, {method: "POST", headers: authHeaders({"Content-Type": "application/json", Accept: "application/json"}),
-                                  body: JSON.stringify({geometry})});
-      if (r.status === 404) { out.innerHTML = '<p class="error">The site-check analysis is not available on this server (404).</p>'; return; }
-      const body = await r.json().catch(() => ({}));
-      if (!r.ok) { out.innerHTML = '<p class="error">Site check failed (HTTP ' + r.status + "): " + esc(body.description || "") + "</p>"; return; }
-      out.innerHTML = '<p class="ok">Site check done.</p>' + renderResult(body);
-    } catch (err) {
-      out.innerHTML = '<p class="error">Site check failed: ' + esc(err.message) + "</p>";
-    }
-  }
-
   function setupKeyForm() {
-    $("key-state").textContent = apiKey() ? "key set: " + apiKey().split("_").slice(0, 2).join("_") + "…" : "public";
+    const I = window.geobaseI18n;
+    if (apiKey()) I.say($("key-state"), "access.key_set", apiKey().split("_").slice(0, 2).join("_") + "…");
+    else I.say($("key-state"), "access.public_state");
     $("key-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const v = $("key-input").value.trim();
@@ -163,7 +128,8 @@
   }
 
   async function main() {
-    status("loading…");
+    status("status.loading");
+    window.geobasePanel.attach();  // on a tablet: the panel behind a toggle, the map full screen
     setupKeyForm();
     const [config, legend] = await Promise.all([getJSON("/map/config"), getJSON("/legend")]);
     const start = window.geobaseUrlState.parse(location.hash);
@@ -174,7 +140,7 @@
     window.geobaseMap = map;
     map.addControl(new maplibregl.NavigationControl(), "top-right");
     map.addControl(new maplibregl.ScaleControl({unit: "metric"}), "bottom-left");
-    map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("tile error: " + (e && e.error && e.error.message)); });
+    map.on("error", (e) => { console.warn("map error", e && e.error && e.error.message); status("status.tile_error", e && e.error && e.error.message); });
     let switcher = null, order = null, i18n = null, compare = null, table = null;
     const writeUrl = () => {  // the view, the layers on and their opacity: a link reproduces the map
       if (!switcher) return;
@@ -196,15 +162,13 @@
       i18n = window.geobaseI18n.attach(config, start.lang, writeUrl, legend);
       window.geobaseExport.attach(map, {status});
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
+      window.geobaseDrawKeys.attach(map);  // keyboard points for the measure and site-check tools
       window.geobaseMeasureUI.attach(map);
       compare = window.geobaseCompare.attach(map, config, {getJSON, authHeaders, onChange: writeUrl});  // time slider, swipe, side by side
       const tools = {getJSON, authHeaders, status, config, hasKey: () => !!apiKey(), visible: () => switcher.visible()};
       window.geobaseIdentify.attach(map, tools);
       table = window.geobaseTable.attach(map, Object.assign({onChange: writeUrl}, tools));
-      map.addSource("draw", {type: "geojson", data: drawData()});
-      map.addLayer({id: "draw-fill", type: "fill", source: "draw", filter: ["==", "$type", "Polygon"], paint: {"fill-color": "#ff00ff", "fill-opacity": 0.15}});
-      map.addLayer({id: "draw-line", type: "line", source: "draw", filter: ["!=", "$type", "Point"], paint: {"line-color": "#ff00ff", "line-width": 2}});
-      map.addLayer({id: "draw-pts", type: "circle", source: "draw", filter: ["==", "$type", "Point"], paint: {"circle-color": "#ff00ff", "circle-radius": 4}});
+      window.geobaseSiteCheck.attach(map, tools);
       // start at the data when the URL does not say where
       if (!start.view) {
         const exts = config.departments.flatMap((d) => d.layers).filter((l) => l.extent && l.kind === "vector").map((l) => l.extent);
@@ -216,23 +180,12 @@
       compare.apply(start);
       table.apply(start.table);
       writeUrl();
-      map.once("idle", () => { window.geobaseReady = true; status("ready"); });
+      map.once("idle", () => { window.geobaseReady = true; status("status.ready"); });
     });
     map.on("click", (e) => {
-      if (window.geobaseMeasureUI.active()) return;  // measuring takes the clicks
-      if (draw.active) {
-        draw.coords.push([e.lngLat.lng, e.lngLat.lat]);
-        map.getSource("draw").setData(drawData());
-        $("finish-btn").disabled = draw.coords.length < 3;
-        return;
-      }
-      window.geobaseIdentify.at(map, e).catch((err) => status("identify failed: " + err.message));
+      if (window.geobaseMeasureUI.active() || window.geobaseSiteCheck.active()) return;  // the tools take the clicks
+      window.geobaseIdentify.at(map, e).catch((err) => status("status.identify_failed", err.message));
     });
-    map.on("dblclick", (e) => { if (draw.active && draw.coords.length >= 3) { e.preventDefault(); finish(); } });
-    const finish = () => { draw.active = false; $("draw-btn").disabled = false; $("finish-btn").disabled = true; map.getCanvas().style.cursor = ""; sendSiteCheck(config.site_check); };
-    $("draw-btn").addEventListener("click", () => { draw.active = true; draw.coords = []; map.getSource("draw").setData(drawData()); $("draw-btn").disabled = true; map.getCanvas().style.cursor = "crosshair"; $("site-result").textContent = "click on the map to add vertices"; });
-    $("finish-btn").addEventListener("click", finish);
-    $("clear-btn").addEventListener("click", () => { draw.active = false; draw.coords = []; map.getSource("draw").setData(drawData()); $("draw-btn").disabled = false; $("finish-btn").disabled = true; $("site-result").textContent = ""; });
   }
-  main().catch((err) => { status("failed: " + err.message); console.error(err); });
+  main().catch((err) => { status("status.failed", err.message); console.error(err); });
 })();

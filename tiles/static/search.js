@@ -1,11 +1,13 @@
 /* The map's search box: asks GET /search (parcel numbers, divisions, villages, places,
    coordinates), lists the results, and on a click zooms to one and highlights it — the
-   feature(s) read from the items API of this server, with the caller's key.
+   feature(s) read from the items API of this server, with the caller's key. Results are named
+   in the interface's language (layer titles from the hits; values are data and stay as they are).
    window.geobaseSearchUI.attach(map, ctx) after the map's style has loaded. */
 (function () {
   "use strict";
   const HIT = "search-hit";
   const state = {results: [], selected: null, highlighted: 0, error: null};
+  const I = () => window.geobaseI18n;
   window.geobaseSearchState = state;
 
   function addLayers(map) {
@@ -38,8 +40,16 @@
       state.highlighted = features.length;
     } catch (err) {
       state.error = err.message;
-      ctx.status("highlight failed: " + err.message);
+      ctx.status("status.highlight_failed", err.message);
     }
+  }
+
+  function label(hit) {
+    /* The server's label is Chinese; in English the layer's English title and the hit's data. */
+    if (I().lang() === "zh" || hit.kind === "position" || !hit.title) return hit.label;
+    if (hit.kind === "group") return hit.value + " · " + hit.title.en + " (" + hit.count + ")";
+    const extra = String(hit.label).split(" · ").slice(1).join(" · ");
+    return hit.title.en + " " + hit.value + (extra ? " · " + extra : "");
   }
 
   function render(map, ctx) {
@@ -48,7 +58,8 @@
     if (!state.results.length) {
       const li = document.createElement("li");
       li.className = "hint";
-      li.textContent = state.error ? state.error : "无结果 No results";
+      if (state.error) li.textContent = state.error;  // the server's own words (its API speaks English)
+      else I().say(li, "find.none");
       list.appendChild(li);
       return;
     }
@@ -58,7 +69,7 @@
       btn.type = "button";
       btn.className = "search-hit";
       btn.id = "search-hit-" + i;
-      btn.textContent = hit.label;
+      btn.textContent = label(hit);
       btn.addEventListener("click", () => {
         for (const b of list.querySelectorAll("button")) b.classList.toggle("selected", b === btn);
         select(map, ctx, hit);
@@ -86,6 +97,10 @@
       const q = input.value.trim();
       if (q) run(map, ctx, q).catch((err) => { state.error = err.message; render(map, ctx); });
     });
+    document.addEventListener("geobase:lang", () => state.results.forEach((hit, i) => {
+      const b = document.getElementById("search-hit-" + i);
+      if (b) b.textContent = label(hit);
+    }));
   }
 
   window.geobaseSearchUI = {attach};

@@ -1,7 +1,7 @@
 """Editing (OGC API - Features Part 4): edit sessions, their staged changes, and the editor role.
 
-Revision ID: 0008_editing
-Revises: 0007_job_progress_percent
+Revision ID: 0009_editing
+Revises: 0008_divisions
 
 An edit session collects changes to one layer (``catalog.edit_changes``: the staged state of
 each feature it touched, and the content hash the feature had when the session first touched
@@ -12,8 +12,8 @@ edit the layers its department owns.
 
 from alembic import op
 
-revision = "0008_editing"
-down_revision = "0007_job_progress_percent"
+revision = "0009_editing"
+down_revision = "0008_divisions"
 branch_labels = None
 depends_on = None
 

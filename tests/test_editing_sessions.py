@@ -23,7 +23,7 @@ def _patch(c, h, key, props, etag, session=None, layer="forest", **params):
 
 
 def test_a_session_of_several_changes_commits_as_one_version(ed):
-    from geobase.catalog.versions import diff, rollback
+    from geobase.catalog.history import diff, rollback
 
     srv, tokens, settings = ed
     h = auth(tokens, "forestry:editor")

@@ -24,10 +24,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from geobase.catalog.divisions import carry_forward
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
-from geobase.storage import current_filter, measure_column, table_ident
+from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, measure_column, table_ident
 
 _SESSION_COLS = "id::text AS id, layer, status, created_by, key_id, department, created_at, finished_at, message, version"
 
@@ -98,7 +99,7 @@ def _table_columns(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
         "SELECT attname, atthasdef FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
         "AND NOT attisdropped AND attidentity = '' AND attgenerated = '' ORDER BY attnum",
         (f'data."{spec.name}"',)).fetchall()
-    known = set(_COMPUTED) | set(spec.attribute_names)
+    known = set(_COMPUTED) | set(spec.attribute_names) | {DIVISION}
     return [name for name, has_default in rows if name in known or (not has_default and name != "_rid")]
 
 
@@ -115,6 +116,15 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
     if column in attrs:
         return sql.SQL("(c.attributes ->> {})::{}").format(sql.Literal(column), sql.SQL(attrs[column]))
     col = sql.Identifier(column)
+    if column == DIVISION:  # the county partition: from the row's own division field as an ingest
+        # derives it, else the county of the row it replaces, else of the feature it lies in
+        field = division_field(spec)
+        own = sql.SQL("CASE WHEN left(c.attributes ->> {f}, 6) ~ '^[0-9]{{6}}$' THEN left(c.attributes ->> {f}, 6) END, ").format(
+            f=sql.Literal(field)) if field else sql.SQL("")
+        return sql.SQL("coalesce({own}(SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o._vto = {v} LIMIT 1), "
+                       "(SELECT n.{col} FROM {t} n WHERE {cur} AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
+                       "LIMIT 1), {u})").format(own=own, col=col, t=t, v=sql.Literal(v), cur=current_filter("n"),
+                                                 u=sql.Literal(UNASSIGNED))
     return sql.SQL("coalesce((SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o._vto = {v} LIMIT 1), "
                    "(SELECT n.{col} FROM {t} n WHERE {cur} AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
                    "LIMIT 1))").format(col=col, t=t, v=sql.Literal(v), cur=current_filter("n"))
@@ -140,16 +150,22 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
     _check_bases(conn, spec, sid)
     t = table_ident(spec)
     v = next_version(conn, spec.name)
-    retired = conn.execute(sql.SQL(
+    retired_in = conn.execute(sql.SQL(
         "WITH r AS (UPDATE {t} d SET _vto = {v} WHERE {cur} AND d._key IN "
-        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s) RETURNING d._key) SELECT count(*) FROM r").format(
-        t=t, v=sql.Literal(v), cur=current_filter("d")), (sid,)).fetchone()[0]
+        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s) RETURNING d.division) "
+        "SELECT division, count(*) FROM r GROUP BY division").format(
+        t=t, v=sql.Literal(v), cur=current_filter("d")), (sid,)).fetchall()
+    retired = sum(n for _, n in retired_in)
     cols = _table_columns(conn, spec)
-    inserted = conn.execute(sql.SQL(
-        "INSERT INTO {t} ({cols}) SELECT {vals} FROM catalog.edit_changes c WHERE c.session_id = %s "
-        "AND c.op = 'upsert' ORDER BY c.seq").format(
+    inserted_in = conn.execute(sql.SQL(
+        "WITH i AS (INSERT INTO {t} ({cols}) SELECT {vals} FROM catalog.edit_changes c WHERE c.session_id = %s "
+        "AND c.op = 'upsert' ORDER BY c.seq RETURNING division) SELECT division, count(*) FROM i GROUP BY division").format(
         t=t, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
-        vals=sql.SQL(", ").join(_value_of(c, spec, v) for c in cols)), (sid,)).rowcount
+        vals=sql.SQL(", ").join(_value_of(c, spec, v) for c in cols)), (sid,)).fetchall()
+    inserted = sum(n for _, n in inserted_in)
+    # the counties this version changed, and every county's rows and extent carried forward
+    # (geobase/catalog/divisions.py), as an ingest's version records them
+    touched = sorted({d for d, _ in retired_in} | {d for d, _ in inserted_in})
     changed = conn.execute(sql.SQL(
         "SELECT count(*) FROM catalog.edit_changes WHERE session_id = %s AND op = 'upsert' AND base_hash IS NOT NULL"),
         (sid,)).fetchone()[0]
@@ -163,7 +179,8 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
                        changed=changed, extent=extent, source_name=None, source_checksum=None, source_format="edit",
                        created_by=created_by, report={"session": sid, "message": message, "errors": {},
                                                       "warnings": {}},
-                       metadata={"edit_session": sid, "message": message})
+                       metadata={"edit_session": sid, "message": message},
+                       touched=touched, divisions=carry_forward(conn, spec, touched))
     finish_session(conn, sid, "committed", message=message, version=v)
     return CommitResult(v, total, added, removed, changed, extent)
 

@@ -14,6 +14,7 @@ import uuid
 import geopandas as gpd
 import pandas as pd
 import pyarrow.parquet as pq
+import psycopg
 import pyogrio
 import pytest
 import shapely
@@ -21,20 +22,28 @@ from conftest import LiveServer, create_database, drop_database, settings_for
 from test_features import _load
 
 from geobase import geoparquet
+from geobase.keys import create_key
 
 GK = "http://www.opengis.net/def/crs/EPSG/0/4527"
 
 
 @pytest.fixture(scope="module")
-def http(pg_server, template_db, tmp_path_factory):
+def server(pg_server, template_db, tmp_path_factory):
     name = f"gb_gpq_{uuid.uuid4().hex[:8]}"
     url = create_database(pg_server, name, template_db)
     _load(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        token = create_key(conn, name="gpq-admin", role="admin", department=None).token
     srv = LiveServer(settings_for(url, tmp_path_factory.mktemp("gpq")))
-    with srv.client() as c:
-        yield c
+    yield srv, token
     srv.stop()
     drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with server[0].client() as c:
+        yield c
 
 
 def _parquet(http, tmp_path, **params):
@@ -109,6 +118,14 @@ def test_geoparquet_masked_fields_stay_masked_for_the_public(http, tmp_path):
     assert r.status_code == 400 and "qsdwmc" in r.text
     gdf = gpd.read_parquet(_parquet(http, tmp_path, properties="bsm,dlbm"))
     assert [c for c in gdf.columns if c != "geometry"] == ["id", "bsm", "dlbm"]
+
+
+def test_geoparquet_shows_a_masked_field_to_a_caller_who_may_read_it(server, tmp_path):
+    srv, token = server
+    with srv.client(headers={"Authorization": f"Bearer {token}"}) as c:
+        gdf = gpd.read_parquet(_parquet(c, tmp_path))
+        assert "qsdwmc" in gdf.columns and len(gdf) == 2500
+        _same_values(gdf, _items(c))
 
 
 def test_geoparquet_changes_and_negotiation(http, tmp_path):

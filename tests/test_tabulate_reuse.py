@@ -31,6 +31,9 @@ def _same(got: dict, want: dict) -> None:
         assert got["cells_by_key"][k][1] == n, k
         assert got["cells_by_key"][k][0] == pytest.approx(m2, rel=1e-9, abs=1e-6), k
     assert got["total"]["m2"] == pytest.approx(want["total"]["m2"], rel=1e-12)
+    # the whole county's area (sum of the land-use areas) is kept and corrected like the table
+    assert got["aoi"]["area"]["m2"] == pytest.approx(want["aoi"]["area"]["m2"], rel=1e-12)
+    assert got["coverage_of_aoi"] == pytest.approx(want["coverage_of_aoi"], rel=1e-9)
 
 
 def _tab(settings, reg, vis, **kw) -> dict:

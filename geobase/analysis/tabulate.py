@@ -107,7 +107,7 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
                        CASE WHEN ST_CoveredBy({s}.geom, p.g) THEN coalesce({s}._area_m2, ST_Area({s}.geom::geography))
                             ELSE ST_Area(ST_Intersection({s}.geom, p.g)::geography) END AS m2
                 FROM p JOIN {tl} {l} ON {l}._rid = p.rid
-                       JOIN {ts} {s} ON ST_Intersects({s}.geom, p.g) AND {rows}
+                       JOIN {ts} {s} ON {s}.geom && p.g AND ST_Intersects({s}.geom, p.g) AND {rows}
                 OFFSET 0) pairs
             GROUP BY srid, lrid, ca, cb) cells
         GROUP BY 1, 2 ORDER BY 1, 2
@@ -183,14 +183,25 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
 
 
 async def _layer_area(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None) -> float:
-    """Sum of the ellipsoidal areas of a layer's current features (kept per layer state)."""
+    """Sum of the ellipsoidal areas of a layer's current features (kept per layer state; the
+    sum of an earlier version corrected by the areas of the rows added and retired since)."""
     m2 = RESULTS.get(("area", state)) if state is not None else None
+    if m2 is not None:
+        return m2
+    total = sql.SQL("SELECT sum(coalesce(_area_m2, ST_Area(geom::geography))) FROM {} WHERE {}")
+    for (_, old), kept in RESULTS.find(lambda k: k[0] == "area" and state is not None and state.same_history(k[1])):
+        if await version_still_there(conn, old):
+            m2 = kept
+            for rows, sign in ((removed_between(old.version, state.version), -1),
+                               (added_between(old.version, state.version), 1)):
+                cur = await conn.execute(total.format(table_ident(spec), rows))
+                m2 += sign * float((await cur.fetchone())[0] or 0)
+            break
     if m2 is None:
-        cur = await conn.execute(sql.SQL("SELECT sum(coalesce(_area_m2, ST_Area(geom::geography))) FROM {} "
-                                         "WHERE {}").format(table_ident(spec), current_filter()))
+        cur = await conn.execute(total.format(table_ident(spec), current_filter()))
         m2 = float((await cur.fetchone())[0] or 0)
-        if state is not None:
-            RESULTS.put(("area", state), m2)
+    if state is not None:
+        RESULTS.put(("area", state), m2)
     return m2
 
 

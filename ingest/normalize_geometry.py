@@ -6,6 +6,7 @@ its coordinate arrays (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS wor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import shapely
 from geobase.ingest.area import polygon_areas
 from geobase.ingest.report import QualityReport
+from geobase.ingest.threads import in_thread
 from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from pyproj import CRS, Transformer
 
@@ -100,8 +102,11 @@ class GeometryNormalizer:
 
     def __init__(self, spec: LayerSpec, src_crs: CRS, report: QualityReport):
         self.report = report
-        self.to_4490 = None if src_crs.to_epsg() == 4490 else Transformer.from_crs(src_crs, 4490, always_xy=True)
-        self.to_3857 = Transformer.from_crs(4490, 3857, always_xy=True)
+        # building a transformer searches PROJ's database (~0.3 s each): the one to EPSG:4490 is
+        # built in a thread while the load is being set up, the one to 3857 only if the general
+        # path needs it (the fast path computes Web Mercator itself, see web_mercator)
+        self._to_4490 = None if src_crs.to_epsg() == 4490 else in_thread(
+            functools.partial(Transformer.from_crs, src_crs, 4490, always_xy=True), name="ingest-transformer")
         aou = src_crs.area_of_use
         self.aou = None
         if aou is not None:
@@ -114,6 +119,15 @@ class GeometryNormalizer:
         self.rows_with_geom = 0
         #: polygon layers: the ellipsoidal area is computed here and loaded as ``_area_m2``
         self.computes_area = spec.geometry == "MultiPolygon"
+
+    @property
+    def to_4490(self) -> Transformer | None:
+        """Source CRS -> EPSG:4490 (None: the source is EPSG:4490)."""
+        return self._to_4490() if self._to_4490 is not None else None
+
+    @functools.cached_property
+    def to_3857(self) -> Transformer:
+        return Transformer.from_crs(4490, 3857, always_xy=True)
 
     def process(self, wkb: pa.Array | list, parsed: ParsedGeometry, key_of: KeyOf, bad: np.ndarray,
                 row_numbers: np.ndarray) -> GeometryBatch:

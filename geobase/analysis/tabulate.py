@@ -1,6 +1,23 @@
 """Tabulation: areas by class of layer A x class of layer B within an area of interest (a
 division code, a polygon, or the whole county).
 
+Where the time goes and what is done about it (bench/bench_analysis.py measures each case):
+
+* computed ("cold"): over the whole county, the layer of few large features (zones) is cut
+  into pieces of at most 128 vertices (:func:`pieces_sql`); a parcel covered by a piece takes
+  its stored ellipsoidal area, the others are intersected with the small pieces. These are the
+  two tricks of the best hand-written SQL the benchmark compares against, so the cold figure
+  is about even with it: no trick is hidden from the baseline. The pieces of a zone version
+  are kept, so a later tabulation against other land-use versions does not cut them again;
+* kept ("warm"): the table of the same layer versions, class fields and area of interest is
+  answered from memory (:mod:`geobase.analysis.reuse`): a version's rows never change;
+* corrected: when one layer got a new version since a kept table, the table is the kept one
+  minus the pairs of the rows the new version retired plus those of the rows it added
+  (``_vfrom``/``_vto``, indexed), so a 1 % change costs about 1 % of the overlay.
+
+Every table says which of the three it is (``"reuse"``); areas, classes and piece counts
+are the same whichever way it was obtained (tests/test_tabulate_reuse.py).
+
 Conventions: see :mod:`geobase.analysis.common`."""
 
 from __future__ import annotations

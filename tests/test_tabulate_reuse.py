@@ -105,3 +105,22 @@ def test_a_reloaded_database_reusing_version_numbers_is_computed_again(small):
     after = _tab(settings, reg, vis)
     assert after["reuse"] == "computed"
     assert set(after["cells_by_key"]) == {("0101", "030"), ("0101", "041")} != set(before["cells_by_key"])
+
+
+def test_outside_a_repeatable_read_snapshot_nothing_is_kept_or_reused(small):
+    """In a read-committed transaction the layers' states and the rows could come from two
+    moments (an ingest committing in between): such a table is computed, never filed."""
+    import asyncio
+
+    settings, reg, vis = small
+
+    async def twice() -> list[str]:
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:  # read committed
+            out = []
+            for _ in range(2):
+                t = await analysis.tabulate(conn, reg, vis, "land_use", "planning_zones")
+                out.append(t["reuse"])
+            return out
+
+    assert asyncio.run(twice()) == ["computed", "computed"]
+    assert _tab(settings, reg, vis)["reuse"] == "computed"  # nothing was filed by the two above

@@ -23,6 +23,7 @@ Conventions: see :mod:`geobase.analysis.common`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import class_column, inputs_checked, layer_versions, units
+from geobase.analysis.common import class_column, inputs_checked, layer_versions, read_only_snapshot, units
 from geobase.analysis.input import InputGeometry
 from geobase.analysis.reuse import PIECES, RESULTS, VersionState, layer_states, version_still_there
 from geobase.errors import InvalidInput
@@ -160,11 +161,8 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
     fb = class_column(registry, b, class_b, "class_b", principal)
     wkb, aoi_m2, aoi_info = await _area_of_interest(conn, aoi, aoi_code)
     inputs_checked()
-    states = await layer_states(conn, [a, b]) if reuse and not (workers > 1 and conninfo) else {}
-    if workers > 1 and conninfo:
-        rows, how = await _split_rows(conn, a, fa, b, fb, wkb, conninfo, workers), "computed"
-    else:
-        rows, how = await _rows(conn, _Job(a, fa, b, fb, wkb, states.get(a.name), states.get(b.name)))
+    rows, how, layer_m2, versions = await _read(conn, _Job(a, fa, b, fb, wkb, None, None), conninfo, workers,
+                                                reuse, whole=aoi_m2 is None)
     cells: dict[tuple[str, str], list[float]] = {}
     for ca, cb, m2, n in rows:
         if float(m2 or 0) <= 1e-6:  # features that only touch along an edge
@@ -174,7 +172,7 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
         acc[1] += int(n)
     total = sum(v[0] for v in cells.values())
     if aoi_m2 is None:
-        aoi_m2 = await _layer_area(conn, a, states.get(a.name))
+        aoi_m2 = layer_m2
         aoi_info["area"] = units(aoi_m2)
         aoi_info["area_source"] = f"sum of {layer_a} areas"
     row_tot: dict[str, float] = {}
@@ -182,7 +180,6 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
     for (ca, cb), (m2, _) in cells.items():
         row_tot[ca] = row_tot.get(ca, 0.0) + m2
         col_tot[cb] = col_tot.get(cb, 0.0) + m2
-    versions = await layer_versions(conn, [layer_a, layer_b])
     return {
         "analysis": "tabulate",
         "layer_a": {"name": layer_a, "class_field": fa}, "layer_b": {"name": layer_b, "class_field": fb},
@@ -197,6 +194,33 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
         # tabulated before) or "corrected" (a kept table of an earlier version corrected by the change)
         "reuse": how,
     }
+
+
+async def _read(conn: psycopg.AsyncConnection, job: _Job, conninfo: str | None, workers: int, reuse: bool, *,
+                whole: bool) -> tuple[list[tuple], str, float | None, dict]:
+    """The rows of the table, how they were obtained, the sum of layer A's areas (``whole``:
+    the county is the area of interest) and the layers' versions, all read in one snapshot.
+    Kept tables are used and filed only in a repeatable-read snapshot: there the layers'
+    states and the rows they name are read at the same instant (in read committed, an ingest
+    committing between two statements would file one version's rows under another's state)."""
+    async with read_only_snapshot(conn):
+        split = workers > 1 and conninfo
+        states = {}
+        if reuse and not split and await _one_snapshot(conn):
+            states = await layer_states(conn, [job.a, job.b])
+        if split:
+            rows, how = await _split_rows(conn, job.a, job.fa, job.b, job.fb, job.wkb, conninfo, workers), "computed"
+        else:
+            job = dataclasses.replace(job, state_a=states.get(job.a.name), state_b=states.get(job.b.name))
+            rows, how = await _rows(conn, job)
+        m2 = await _layer_area(conn, job.a, states.get(job.a.name)) if whole else None
+        versions = await layer_versions(conn, [job.a.name, job.b.name])
+    return rows, how, m2, versions
+
+
+async def _one_snapshot(conn: psycopg.AsyncConnection) -> bool:
+    cur = await conn.execute("SELECT current_setting('transaction_isolation')")
+    return (await cur.fetchone())[0] in ("repeatable read", "serializable")
 
 
 async def _layer_area(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None) -> float:

@@ -147,6 +147,7 @@ async def lifespan(app: FastAPI):
     # site check builds thousands of dicts) do not traverse the whole heap each time
     gc.collect()
     gc.freeze()
+    gc.enable()  # `geobase serve` starts with the collector off (geobase/cli/serve.py)
     try:
         yield
     finally:

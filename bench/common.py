@@ -75,9 +75,9 @@ class Result:
         fmt = lambda v: f"{v:,.3f}" if v < 100 else f"{v:,.0f}"
         s = f"{self.name}: ours {fmt(self.ours)} {self.unit}"
         if self.baseline is not None:
-            s += f", baseline ({self.baseline_name}) {fmt(self.baseline)} {self.unit}, ratio {self.ratio:.2f}"
+            s += f", baseline ({self.baseline_name}) {fmt(self.baseline)} {self.unit}, ratio {_ratio(self.ratio)}"
             if spread := self.ratio_spread:
-                s += f" [per-round ratio min/median/max {spread[0]:.2f}/{spread[1]:.2f}/{spread[2]:.2f}" \
+                s += f" [per-round ratio min/median/max {'/'.join(_ratio(v) for v in spread)}" \
                      f" over {len(self.rounds_ours)} interleaved rounds]"
             else:
                 s += " [single measurement, no spread]"
@@ -85,6 +85,12 @@ class Result:
         if self.extra:
             s += "  " + json.dumps(self.extra, ensure_ascii=False)
         return s
+
+
+def _ratio(v: float) -> str:
+    """A ratio with two decimals, or two significant digits below 0.1 (a kept answer's 0.003
+    must not print as 0.00)."""
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
 
 
 class Context:

@@ -24,7 +24,7 @@ from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
 from geobase.ingest.copybin import arrow_type, content_hash, encode_field, join_fields
 from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.normalize_attributes import AttributeNormalizer, as_list
-from geobase.ingest.normalize_geometry import GeometryNormalizer, ParsedGeometry, parse_geometry
+from geobase.ingest.normalize_geometry import GeometryNormalizer, ParsedGeometry
 from geobase.ingest.report import QualityReport
 from pyproj import CRS
 
@@ -108,10 +108,10 @@ class BatchNormalizer:
     def rows_outside(self) -> int:
         return self.geometries.rows_outside
 
-    @staticmethod
-    def parse_geometry(wkb: pa.Array | list) -> ParsedGeometry:
-        """See :func:`geobase.ingest.normalize_geometry.parse_geometry` (run by the reader thread)."""
-        return parse_geometry(wkb)
+    def parse_geometry(self, wkb: pa.Array | list) -> ParsedGeometry:
+        """See :meth:`geobase.ingest.normalize_geometry.GeometryNormalizer.prepare` (run by the
+        reader thread for the next batch)."""
+        return self.geometries.prepare(wkb)
 
     def process(self, columns: dict[str, pa.Array], wkb: pa.Array, parsed: ParsedGeometry | None = None
                 ) -> tuple[list[pa.Array], int, int]:
@@ -161,14 +161,19 @@ class BatchNormalizer:
             self.last_keys = pa.array([], pa.string())
             return [], 0, int(bad.sum())
         ridx = pa.array(rows_idx)
-        attr_fields = [encode_field(v.take(ridx)) for v in values_arrow]
+        every_row = m == n and bool((rows_idx == np.arange(n)).all())  # a clean batch: no copy to take
+
+        def rows_of(arr: pa.Array) -> pa.Array:
+            return arr if every_row else arr.take(ridx)
+
+        attr_fields = [encode_field(rows_of(v)) for v in values_arrow]
         attrs_joined = join_fields(attr_fields)
         tk = pa.array(take)
         g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
         g3857 = ewkb3857.take(tk) if len(take) != len(ewkb3857) else ewkb3857
         geom_field = encode_field(g4490)
         hashes = content_hash(join_fields([attrs_joined, geom_field]))
-        self.last_keys = keys_arrow.take(ridx)
+        self.last_keys = rows_of(keys_arrow)
         bt = bounds[take]
         if len(bt):
             lo, hi = bt[:, :2].min(axis=0), bt[:, 2:].max(axis=0)
@@ -180,7 +185,7 @@ class BatchNormalizer:
             area = areas[take] if len(take) != len(areas) else areas
             fields.append(encode_field(pa.array(area, pa.float64(), from_pandas=True)))  # NaN: the database computes it
             if self.area_check is not None:
-                self.area_check.add(self.last_keys, values_arrow[self.area_check.index].take(ridx), area)
+                self.area_check.add(self.last_keys, rows_of(values_arrow[self.area_check.index]), area)
         return fields, m, int(bad.sum())
 
 

@@ -6,6 +6,7 @@ its coordinate arrays (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS wor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import shapely
 from geobase.ingest.area import polygon_areas
 from geobase.ingest.report import QualityReport
+from geobase.ingest.threads import in_thread
 from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from pyproj import CRS, Transformer
 
@@ -40,11 +42,14 @@ GeometryBatch = tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray, np
 
 @dataclass
 class ParsedGeometry:
-    """A batch's geometries as GEOS objects (2D), with their validity."""
+    """A batch's geometries as GEOS objects (2D), with their validity; for a clean batch of
+    polygons, also their coordinates already in EPSG:4490 (:meth:`GeometryNormalizer.prepare`)."""
 
     geoms: np.ndarray
     has_z: np.ndarray
     valid: np.ndarray
+    #: (x, y in EPSG:4490, ring offsets, polygon offsets, geometry offsets) or None
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def parse_geometry(wkb: pa.Array | list) -> ParsedGeometry:
@@ -100,8 +105,11 @@ class GeometryNormalizer:
 
     def __init__(self, spec: LayerSpec, src_crs: CRS, report: QualityReport):
         self.report = report
-        self.to_4490 = None if src_crs.to_epsg() == 4490 else Transformer.from_crs(src_crs, 4490, always_xy=True)
-        self.to_3857 = Transformer.from_crs(4490, 3857, always_xy=True)
+        # building a transformer searches PROJ's database (~0.3 s each): the one to EPSG:4490 is
+        # built in a thread while the load is being set up, the one to 3857 only if the general
+        # path needs it (the fast path computes Web Mercator itself, see web_mercator)
+        self._to_4490 = None if src_crs.to_epsg() == 4490 else in_thread(
+            functools.partial(Transformer.from_crs, src_crs, 4490, always_xy=True), name="ingest-transformer")
         aou = src_crs.area_of_use
         self.aou = None
         if aou is not None:
@@ -115,6 +123,56 @@ class GeometryNormalizer:
         #: polygon layers: the ellipsoidal area is computed here and loaded as ``_area_m2``
         self.computes_area = spec.geometry == "MultiPolygon"
 
+    @property
+    def to_4490(self) -> Transformer | None:
+        """Source CRS -> EPSG:4490 (None: the source is EPSG:4490)."""
+        return self._to_4490() if self._to_4490 is not None else None
+
+    @functools.cached_property
+    def to_3857(self) -> Transformer:
+        return Transformer.from_crs(4490, 3857, always_xy=True)
+
+    def prepare(self, wkb: pa.Array | list) -> ParsedGeometry:
+        """:func:`parse_geometry`, and for a clean batch of polygons (the usual one) their
+        coordinates reprojected to EPSG:4490: the reader thread does it for the next batch while
+        this one is normalised (PROJ releases the GIL). Reprojection was the largest single cost
+        of the batch on the normalising thread. Reports nothing: :meth:`process` does."""
+        parsed = parse_geometry(wkb)
+        if self._fast_candidate(parsed):
+            parsed.coords = self._fast_coords(parsed.geoms, wkb if isinstance(wkb, pa.Array) else None)
+        return parsed
+
+    def _fast_candidate(self, parsed: ParsedGeometry, missing: np.ndarray | None = None,
+                        types: np.ndarray | None = None) -> bool:
+        """A batch of valid, non-empty 2D Polygons/MultiPolygons for a polygon layer."""
+        if self.geometry != "MultiPolygon" or parsed.has_z.any() or not parsed.valid.all():
+            return False
+        geoms = parsed.geoms
+        missing = shapely.is_missing(geoms) | shapely.is_empty(geoms) if missing is None else missing
+        types = shapely.get_type_id(geoms) if types is None else types
+        return not missing.any() and bool(np.isin(types, (POLY, MPOLY)).all())
+
+    def _fast_coords(self, geoms: np.ndarray, raw: pa.Array | None):
+        """(x, y in EPSG:4490, ring, polygon and geometry offsets) of a batch of polygons."""
+        n = len(geoms)
+        simple = single_ring_polygons(raw) if raw is not None else None
+        if simple is not None:  # the delivered WKB itself: no need to walk the GEOS objects
+            coords, ring_off = simple
+            gtype, offs = shapely.GeometryType.POLYGON, (ring_off, np.arange(n + 1))
+        else:
+            gtype, coords, offs = shapely.to_ragged_array(geoms)
+        if gtype == shapely.GeometryType.POLYGON:
+            ring_off, poly_off, geom_off = offs[0], offs[1], np.arange(n + 1)
+        elif gtype == shapely.GeometryType.MULTIPOLYGON:
+            ring_off, poly_off, geom_off = offs
+        else:  # pragma: no cover - the caller checked the types
+            return None
+        x, y = coords[:, 0], coords[:, 1]
+        if self.to_4490 is not None:
+            x, y = self.to_4490.transform(x, y)
+            x, y = np.asarray(x), np.asarray(y)
+        return x, y, ring_off, poly_off, geom_off
+
     def process(self, wkb: pa.Array | list, parsed: ParsedGeometry, key_of: KeyOf, bad: np.ndarray,
                 row_numbers: np.ndarray) -> GeometryBatch:
         """Check, repair, promote and reproject the batch's geometries (see :data:`GeometryBatch`);
@@ -125,9 +183,8 @@ class GeometryNormalizer:
         geom_bad = missing.copy()
         types = self._count(geoms, missing, key_of, bad, row_numbers)
         invalid = ~missing & ~parsed.valid
-        if (self.geometry == "MultiPolygon" and not missing.any() and not invalid.any() and not has_z.any()
-                and np.isin(types, (POLY, MPOLY)).all()):
-            fast = self._polygons_fast(geoms, key_of, row_numbers, raw)
+        if self._fast_candidate(parsed, missing, types):
+            fast = self._polygons_fast(parsed, key_of, row_numbers, raw)
             if fast is not None:
                 return fast
         if invalid.any():
@@ -231,31 +288,20 @@ class GeometryNormalizer:
             areas = polygon_areas(coords[:, 0], coords[:, 1], ring_off, poly_off, geom_off)
         return idx, geom_bad, ewkb4490, ewkb3857, shapely.bounds(g).reshape(-1, 4), areas
 
-    def _polygons_fast(self, geoms: np.ndarray, key_of: KeyOf, row_numbers: np.ndarray,
+    def _polygons_fast(self, parsed: ParsedGeometry, key_of: KeyOf, row_numbers: np.ndarray,
                        raw: pa.Array | None = None) -> GeometryBatch | None:
-        """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays and
-        write both WKBs from them (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work.
-        None (before reporting anything) when a coordinate is unusable: the general path reports it."""
-        n = len(geoms)
-        simple = single_ring_polygons(raw) if raw is not None else None
-        if simple is not None:  # the delivered WKB itself: no need to walk the GEOS objects
-            coords, ring_off = simple
-            gtype, offs = shapely.GeometryType.POLYGON, (ring_off, np.arange(n + 1))
-        else:
-            gtype, coords, offs = shapely.to_ragged_array(geoms)
-        if gtype == shapely.GeometryType.POLYGON:
-            ring_off, poly_off, geom_off = offs[0], offs[1], np.arange(n + 1)
-        elif gtype == shapely.GeometryType.MULTIPOLYGON:
-            ring_off, poly_off, geom_off = offs
-        else:  # pragma: no cover - the caller checked the types
+        """A batch of valid, non-empty 2D (Multi)Polygons: reproject the coordinate arrays (done
+        by :meth:`prepare` in the reader thread, if it ran) and write both WKBs from them
+        (:mod:`geobase.ingest.wkb`), with no per-geometry GEOS work. None (before reporting
+        anything) when a coordinate is unusable: the general path reports it."""
+        got = parsed.coords if parsed.coords is not None else self._fast_coords(parsed.geoms, raw)
+        if got is None:
             return None
+        x, y, ring_off, poly_off, geom_off = got
+        n = len(parsed.geoms)
         layout = multipolygon_layout(ring_off, poly_off, geom_off)
         if layout is None:
             return None
-        x, y = coords[:, 0], coords[:, 1]
-        if self.to_4490 is not None:
-            x, y = self.to_4490.transform(x, y)
-            x, y = np.asarray(x), np.asarray(y)
         starts = ring_off[poly_off[geom_off[:-1]]]
         b = np.column_stack([np.minimum.reduceat(x, starts), np.minimum.reduceat(y, starts),
                              np.maximum.reduceat(x, starts), np.maximum.reduceat(y, starts)])

@@ -1,6 +1,6 @@
-"""Two threads beside the pipeline's own: the checksum of the delivered files is hashed while
-the rows load, and the next arrow batch is read (and its geometries parsed) while this one is
-normalised and COPYed. GDAL, arrow, hashlib and shapely release the GIL, so two cores work.
+"""Threads beside the pipeline's own: the checksum of the delivered files is hashed while
+the rows load, the source CRS's transformer is built while the load is set up, and the next
+arrow batch is read (and its geometries parsed) while this one is normalised and COPYed. GDAL, arrow, hashlib and shapely release the GIL, so two cores work.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 
-def in_thread(fn, *args):
+def in_thread(fn, *args, name: str = "ingest-checksum"):
     """Start ``fn(*args)`` in a daemon thread; returns a function that waits for its result."""
     box: dict = {}
 
@@ -20,7 +20,7 @@ def in_thread(fn, *args):
         except BaseException as exc:  # handed to the caller of the result
             box["error"] = exc
 
-    t = threading.Thread(target=run, name="ingest-checksum", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
 
     def result():

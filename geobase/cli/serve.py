@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from geobase.settings import get_settings
@@ -23,6 +25,10 @@ def serve(
         prepare_database(settings)
     host = host or settings.host
     port = port or settings.port
+    # the collector off while the server imports its modules and builds the app: those objects
+    # live as long as the process, and collecting them again and again as they are created cost
+    # ~8 % of the start's CPU; the app's lifespan collects once, freezes them and turns it back on
+    gc.disable()
     typer.echo(f"geobase serving on http://{host}:{port}/  (web map: http://{host}:{port}/map)")
     uvicorn.run("geobase.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level=settings.log_level, timeout_graceful_shutdown=20,

@@ -178,7 +178,7 @@ class GeometryNormalizer:
         """Check, repair, promote and reproject the batch's geometries (see :data:`GeometryBatch`);
         ``bad`` (per row) is set for the rows whose geometry is unusable."""
         raw = wkb if isinstance(wkb, pa.Array) else None
-        geoms, has_z = parsed.geoms, parsed.has_z
+        geoms, _has_z = parsed.geoms, parsed.has_z
         missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geom_bad = missing.copy()
         types = self._count(geoms, missing, key_of, bad, row_numbers)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
 from editing_common import GEOJSON, audit_rows, auth, body_of, ed, feature, layer_state, q, some_key  # noqa: F401
 

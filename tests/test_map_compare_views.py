@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_map_browser import count_near, hex_rgb
 from test_map_compare import changed_county, changed_parcel, changed_mask, compare_server, differing, parcel_box  # noqa: F401
-from test_map_compare import read_png, screenshot, wait_compared
+from test_map_compare import screenshot, wait_compared
 from test_map_tools import browser_page, open_map, settle
 
 pytestmark = pytest.mark.browser

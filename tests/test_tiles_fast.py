@@ -128,7 +128,7 @@ def test_the_fast_path_refuses_what_the_routers_refuse(pair):
         r = _same(fast, plain, path, gz)
         assert r.status_code == 400 and r.json()["parameter"] == parameter, (path, r.text)
     for path in (f"/tiles/land%00use/{Z}/{X}/{Y}.mvt", f"{tile}?v=%00", f"/tiles/land_use/{Z}/{X}/{Y}%00.mvt",
-                 f"/tiles/land_use/25/0/0.mvt", f"/tiles/land_use/{Z}/-1/{Y}.mvt", f"/tiles/land_use/{Z}/0{X}/{Y}.mvt",
+                 "/tiles/land_use/25/0/0.mvt", f"/tiles/land_use/{Z}/-1/{Y}.mvt", f"/tiles/land_use/{Z}/0{X}/{Y}.mvt",
                  f"/tiles/dem/{Z}/{X}/{Y}.mvt", f"/tiles/nope/{Z}/{X}/{Y}.mvt", f"/tiles/land_use,land_use/{Z}/{X}/{Y}.mvt",
                  f"{tile}?version=1", f"{tile}?datetime=2020-01-01T00:00:00Z", f"{tile}?tms=WebMercatorQuad"):
         r = _same(fast, plain, path, gz)

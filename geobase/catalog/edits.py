@@ -28,7 +28,7 @@ from geobase.catalog.divisions import carry_forward
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
-from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, measure_column, table_ident
+from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, table_ident
 
 _SESSION_COLS = "id::text AS id, layer, status, created_by, key_id, department, created_at, finished_at, message, version"
 

@@ -10,22 +10,25 @@ import re
 
 import pytest
 from pyproj import Geod
+from test_map_compare import changed_county, compare_server, wait_compared  # noqa: F401
 from test_map_tools import browser_page, open_map, search, settle
 
 pytestmark = pytest.mark.browser
 
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
-#: Latin words that belong in the Chinese interface: names, units, standards, the language switch
-LATIN_OK = {"geobase", "CGCS", "PNG", "API", "CQL", "English", "km", "m", "ha", "v", "HTTP", "Esc"}
+#: Latin words that belong in the Chinese interface: names, units, standards, the language switch,
+#: export formats and the attribute code in the filter's example
+LATIN_OK = {"geobase", "CGCS", "PNG", "API", "CQL", "English", "km", "m", "ha", "v", "HTTP", "Esc", "CSV", "GeoPackage", "dlbm"}
 
 # The interface's own words in the panel, the toggle and the status line: text nodes and the
-# placeholder / aria-label / title attributes. Left out: data (search hits, the compare and
-# attribute-table sections' contents, which compare.js and table.js fill, the legend's class codes
-# such as "lake") and the language switch, which names the other language on purpose.
+# placeholder / aria-label / title attributes, with the compare section and the attribute table's
+# bar. Left out: data (search hits, the table's grid: the schema's column titles and the rows, the
+# legend's class codes such as "lake") and the language switch, which names the other language on
+# purpose.
 PANEL_TEXTS = """() => {
-  const skip = (el) => el.closest('.search-hit, #lang-switch, #compare > :not(h2), #attr-table > :not(h2), [hidden], .code');
+  const skip = (el) => el.closest('.search-hit, #lang-switch, #table-grid, [hidden], .code');
   const out = [];
-  for (const root of [document.getElementById('panel'), document.getElementById('panel-toggle'), document.getElementById('status')]) {
+  for (const root of ['panel', 'panel-toggle', 'status', 'table-panel'].map((id) => document.getElementById(id))) {
     const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
     for (let n = walk.nextNode(); n; n = walk.nextNode()) if (n.nodeValue.trim() && !skip(n.parentElement)) out.push(n.nodeValue.trim());
     for (const el of [root, ...root.querySelectorAll('*')]) {
@@ -52,25 +55,56 @@ def _exercise(page, cx: float, cy: float) -> None:
     page.mouse.click(cx, cy + 80)
 
 
-def test_chinese_and_english_interface_leave_no_word_of_the_other(county_server):
+def _sort_hint(page) -> list[str]:
+    """The table's id heading and a heading's sort hint: words, in the grid the check leaves out."""
+    return page.evaluate("[document.querySelector('#table-grid th[data-key=id]').textContent, "
+                         "document.querySelector('#table-grid th[data-key=tbmj]').title]")
+
+
+def test_chinese_and_english_interface_leave_no_word_of_the_other(compare_server):
     with browser_page() as (page, seen):
-        open_map(page, f"{county_server.url}/map")
+        open_map(page, f"{compare_server.url}/map")
         box = page.locator("#map").bounding_box()
         _exercise(page, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.fill("#compare-slider", "0")  # two versions side by side: v1 left, the current right
+        page.check("#compare-side")
+        wait_compared(page)
+        page.select_option("#table-layer", "land_use")
+        page.uncheck("#table-inview")
+        page.click("#table-form button[type=submit]")
+        page.wait_for_function("window.geobaseTableState.done >= 1", timeout=30_000)
+        assert page.evaluate("window.geobaseTableState.rows.length") > 0
         zh = page.evaluate(PANEL_TEXTS)
         assert not _latin_words(zh), sorted(_latin_words(zh))
         assert any("距离" in t for t in zh) and any("无结果" in t for t in zh) and any("顶点" in t for t in zh), zh
+        assert any("处变化" in t and "右：" in t for t in zh) and "并排" in zh and any(t.startswith("共 ") for t in zh), zh
+        assert _sort_hint(page) == ["标识", "排序：tbmj"]
 
         page.click("#lang-switch")
         en = page.evaluate(PANEL_TEXTS)
         assert not [t for t in en if CJK.search(t)], [t for t in en if CJK.search(t)]
         assert any("Distance" in t for t in en) and "No results" in en and any("vertices" in t for t in en), en
+        assert any("changes" in t and "Right: " in t for t in en) and "Side by side" in en and any(" rows · " in t for t in en), en
+        assert _sort_hint(page) == ["id", "Sort by tbmj"]
         assert page.inner_text("#status") == "Ready" and page.inner_text("#key-state") == "public (no key)"
         assert page.evaluate("document.documentElement.lang") == "en" and "lang=en" in page.evaluate("location.hash")
 
         page.click("#lang-switch")  # and back: every message the switch touched is Chinese again
         back = page.evaluate(PANEL_TEXTS)
         assert not _latin_words(back), sorted(_latin_words(back))
+        assert sorted(back) == sorted(zh)
+
+        page.select_option("#compare-what", "plan")  # the plan against the current land use, in both languages
+        wait_compared(page)
+        zh = page.evaluate(PANEL_TEXTS)
+        assert not _latin_words(zh), sorted(_latin_words(zh))
+        assert any("规划" in t and "现状" in t and "|" in t for t in zh), zh
+        page.click("#lang-switch")
+        en = page.evaluate(PANEL_TEXTS)
+        assert not [t for t in en if CJK.search(t)], [t for t in en if CJK.search(t)]
+        assert any(t.startswith("Left: plan (") and "Right: current (" in t for t in en) and "Plan vs current" in en, en
+        page.click("#lang-switch")
+        back = page.evaluate(PANEL_TEXTS)
         assert sorted(back) == sorted(zh)
         assert not seen["outside"] and not seen["problems"], seen
 

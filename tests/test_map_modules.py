@@ -140,9 +140,11 @@ def test_every_message_key_the_modules_use_has_both_languages():
 
     words = node("i18n.js", "Object.keys(m.WORDS)")
     used = set()
-    for name in ("map.js", "measure.js", "search.js", "labels.js", "sitecheck.js", "drawkeys.js", "panel.js"):
+    for name in ("map.js", "measure.js", "search.js", "labels.js", "sitecheck.js", "drawkeys.js", "panel.js",
+                 "compare.js", "comparemap.js", "table.js"):
         text = (STATIC / name).read_text(encoding="utf-8")
         used |= set(re.findall(r"""(?:say\([^,]+,|status\(|message\("\w+",|\.t\(|data-i18n(?:-\w+)?=\\?")\s*"([a-z_]+\.[a-z0-9_.]+)""", text))
+        used |= set(re.findall(r'"((?:compare|table)\.[a-z_]+)"', text))  # the compare and table words, wherever named
     html = (REPO / "tiles" / "templates" / "map.html").read_text(encoding="utf-8")
     used |= set(re.findall(r'data-i18n(?:-\w+)?="([\w.]+)"', html))
     assert len(used) >= 20 and used <= set(words), sorted(used - set(words))

@@ -18,8 +18,12 @@
   const state = {what: "versions", mode: "none", layer: null, version: null, right: null, position: 0.5,
                  plan: [], current: [], changes: 0, busy: 0, error: null};
   window.geobaseCompareState = state;
-  let main = null, ctx = null, versions = {}, queue = Promise.resolve();
+  let main = null, ctx = null, versions = {}, titles = {}, queue = Promise.resolve();
+  let info = () => "";  // the info line's words, written again on every language switch
   const $ = (id) => document.getElementById(id);
+  const t = (key) => window.geobaseI18n.t(key);
+  const title = (name) => { const ti = titles[name] || {}; return ti[window.geobaseI18n.lang()] || ti.zh || name; };
+  const say = (fn) => { info = fn; $("compare-info").textContent = fn(); };
   const view = () => window.geobaseCompareView;
   const twin = () => state.mode === "swipe" || state.mode === "side";
 
@@ -64,18 +68,21 @@
     const second = view().map();
     let data = NO_CHANGES;
     if (state.what === "plan") {
-      if (!second) { reset(main); $("compare-info").textContent = "选择卷帘或并排 Choose swipe or side by side"; return; }
+      if (!second) { reset(main); say(() => t("compare.choose")); return; }
       showSide(main, state.plan, state.current);
       showSide(second, state.current, state.plan);
-      $("compare-info").textContent = "左 Left 规划 plan (" + state.plan.join(", ") + ") | 右 Right 现状 current (" + state.current.join(", ") + ")";
+      const names = (list) => list.map(title).join(", ");
+      say(() => t("compare.left_is") + t("compare.plan_side") + " (" + names(state.plan) + ") | " +
+        t("compare.right_is") + t("compare.current_side") + " (" + names(state.current) + ")");
     } else if (state.layer) {
       const name = state.layer, now = current(name), left = state.version, right = rightVersion();
       showVersion(main, name, left === now && !second ? null : left);
       if (second) showVersion(second, name, right);
       data = await changesBetween(name, left, second ? right : now);
-      $("compare-info").textContent = (second ? "左 Left " + label(left) + " | 右 Right " + label(right) : label(left) +
-        (left === now ? " (当前 current)" : "")) + " · " + data.features.length + " 处变化 changes" +
-        (data.numberMatched > data.features.length ? " (of " + data.numberMatched + ", the first outlined)" : "");
+      const shown = data.features.length, matched = data.numberMatched;
+      say(() => (second ? t("compare.left_is") + label(left) + " | " + t("compare.right_is") + label(right) :
+        label(left) + (left === now ? t("compare.now") : "")) + " · " + t("compare.changes").replace("{n}", String(shown)) +
+        (matched > shown ? t("compare.first").replace("{n}", String(matched)) : ""));
     }
     state.changes = data.features.length;
     showChanges(main, data);
@@ -87,25 +94,30 @@
     state.busy += 1;
     queue = queue.then(draw).then(() => { state.error = null; }, (err) => {
       state.error = String(err.message || err);
-      $("compare-info").textContent = "对比失败 compare failed: " + state.error;
+      const error = state.error;
+      say(() => t("compare.failed") + error);
     }).finally(() => { state.busy -= 1; if (ctx.onChange) ctx.onChange(); });
     return queue;
   }
 
-  function option(select, value, text, disabled) {
+  function option(select, value, text, disabled, key) {
+    /* An option; with `key` its text is that word, kept in the chosen language (data-i18n). */
     const o = document.createElement("option");
-    o.value = value; o.textContent = text; o.disabled = !!disabled;
+    o.value = value; o.textContent = key ? t(key) : text; o.disabled = !!disabled;
+    if (key) o.dataset.i18n = key;
     select.appendChild(o);
   }
 
-  const CONTROLS =
-    '<label>对比 Compare <select id="compare-what"></select></label>' +
-    '<div><label>图层 Layer <select id="compare-layer"></select></label></div>' +
-    '<div><label for="compare-slider">时间 Version</label> <input id="compare-slider" type="range" step="1"></div>' +
-    '<div><label><input type="checkbox" id="compare-swipe"> 卷帘 Swipe</label> ' +  // neither ticked: one map
-    '<label><input type="checkbox" id="compare-side"> 并排 Side by side</label></div>' +
-    '<div><label>右侧 Right <select id="compare-right"></select></label></div>' +
-    '<div><label for="compare-position">位置 Position</label> <input id="compare-position" type="range" min="0" max="100" value="50" disabled></div>' +
+  // The words are marked data-i18n: the language switch writes them again (i18n.js).
+  const word = (key) => '<span data-i18n="' + key + '">' + t(key) + '</span>';
+  const controls = () =>
+    '<label>' + word("compare") + ' <select id="compare-what"></select></label>' +
+    '<div><label>' + word("compare.layer") + ' <select id="compare-layer"></select></label></div>' +
+    '<div><label for="compare-slider">' + word("compare.version") + '</label> <input id="compare-slider" type="range" step="1"></div>' +
+    '<div><label><input type="checkbox" id="compare-swipe"> ' + word("compare.swipe") + '</label> ' +  // neither ticked: one map
+    '<label><input type="checkbox" id="compare-side"> ' + word("compare.side") + '</label></div>' +
+    '<div><label>' + word("compare.right") + ' <select id="compare-right"></select></label></div>' +
+    '<div><label for="compare-position">' + word("compare.position") + '</label> <input id="compare-position" type="range" min="0" max="100" value="50" disabled></div>' +
     '<p class="hint" id="compare-info" aria-live="polite"></p>';
 
   function syncControls() {
@@ -168,12 +180,17 @@
     const box = $("compare");
     const none = {urlState: () => ({}), apply: () => Promise.resolve()};
     if (!box) return none;
-    if (!layers.length && !planOk) { box.insertAdjacentHTML("beforeend", '<p class="hint">没有可对比的图层 Nothing to compare: no layer with more than one version, no plan layers.</p>'); return none; }
+    if (!layers.length && !planOk) { box.insertAdjacentHTML("beforeend", '<p class="hint">' + word("compare.nothing") + '</p>'); return none; }
     for (const l of layers) versions[l.name] = l.versions;
-    box.insertAdjacentHTML("beforeend", CONTROLS);
-    option($("compare-what"), "versions", "两个版本 Two versions", !layers.length);
-    option($("compare-what"), "plan", "规划与现状 Plan vs current", !planOk);
-    for (const l of layers) option($("compare-layer"), l.name, l.title.zh + " " + l.name);
+    for (const l of all) titles[l.name] = l.title;
+    box.insertAdjacentHTML("beforeend", controls());
+    option($("compare-what"), "versions", null, !layers.length, "compare.versions");
+    option($("compare-what"), "plan", null, !planOk, "compare.plan");
+    for (const l of layers) option($("compare-layer"), l.name, title(l.name));
+    document.addEventListener("geobase:lang", () => {  // the layers' titles and the info line in the new language
+      for (const o of $("compare-layer").options) o.textContent = title(o.value);
+      $("compare-info").textContent = info();
+    });
     if (!layers.length) state.what = "plan";
     if (layers.length) chooseLayer(layers[0].name);
     $("compare-what").addEventListener("change", (e) => {

@@ -44,7 +44,8 @@
     line.id = "compare-divider";
     line.style.cssText = "position:absolute;width:3px;background:#fff;box-shadow:0 0 3px #000;z-index:5;" +
       "pointer-events:auto;cursor:ew-resize;touch-action:none;top:" + frame.top + ";bottom:" + frame.bottom;
-    line.title = mode === "swipe" ? "拖动卷帘 Drag the swipe" : "拖动分隔线 Drag the divider";
+    line.dataset.i18nTitle = mode === "swipe" ? "compare.drag_swipe" : "compare.drag_divider";  // i18n.js rewrites it on a switch
+    line.title = window.geobaseI18n.t(line.dataset.i18nTitle);
     line.addEventListener("pointerdown", (e) => {
       line.setPointerCapture(e.pointerId);
       const move = (ev) => {

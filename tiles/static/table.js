@@ -15,6 +15,7 @@
   window.geobaseTableState = state;
   let ctx = null;
   const $ = (id) => document.getElementById(id);
+  const I = () => window.geobaseI18n;
 
   function params(extra) {
     /* The query (filter, view, order) as URL parameters; the same for a page and an export. */
@@ -54,13 +55,13 @@
     const grid = $("table-grid");
     grid.innerHTML = "";
     const head = grid.createTHead().insertRow();
-    for (const c of [{key: "id", title: "标识 id"}].concat(cols)) {
+    for (const c of [{key: "id", title: null}].concat(cols)) {  // the id's heading is a word: words() writes it
       const th = document.createElement("th");
       const arrow = state.sortby === c.key ? " ▲" : state.sortby === "-" + c.key ? " ▼" : "";
-      th.textContent = c.title + arrow;
+      th.textContent = c.title == null ? "" : c.title + arrow;
       th.dataset.key = c.key;
+      th.dataset.arrow = arrow;
       th.tabIndex = 0;
-      th.title = "排序 Sort by " + c.key;
       const sort = () => { state.sortby = state.sortby === c.key ? "-" + c.key : c.key; load(map, null).catch(fail); };
       th.addEventListener("click", sort);
       th.addEventListener("keydown", (e) => { if (e.key === "Enter") sort(); });
@@ -75,13 +76,24 @@
       tr.addEventListener("click", () => select(map, i));
       tr.addEventListener("keydown", (e) => { if (e.key === "Enter") select(map, i); });
     });
-    const from = state.pages.length * PAGE;
-    $("table-info").textContent = (state.matched == null ? "" : "共 " + state.matched + " 条 · ") +
-      (state.rows.length ? (from + 1) + "–" + (from + state.rows.length) : "无结果 No rows");
+    words();
     $("table-prev").disabled = !state.pages.length;
     $("table-next").disabled = !state.next;
     $("table-csv").href = state.exports.csv;
     $("table-gpkg").href = state.exports.gpkg;
+  }
+
+  function words() {
+    /* The table's own words in the chosen language (again on every switch): the count line or
+       the failure, the id column's heading and the headings' sort hint; the rows are data. */
+    const t = I().t, from = state.pages.length * PAGE;
+    $("table-info").textContent = state.error != null ? t("table.failed") + state.error :
+      (state.matched == null ? "" : t("table.total").replace("{n}", String(state.matched))) +
+      (state.rows.length ? (from + 1) + "–" + (from + state.rows.length) : t("table.none"));
+    for (const th of $("table-grid").querySelectorAll("th")) {
+      th.title = t("table.sort") + th.dataset.key;
+      if (th.dataset.key === "id" && th.cellIndex === 0) th.textContent = t("table.id") + th.dataset.arrow;
+    }
   }
 
   async function page(url) {
@@ -119,7 +131,7 @@
     state.rows = []; state.features = [];
     $("table-grid").innerHTML = "";
     $("table-panel").hidden = false;
-    $("table-info").textContent = "查询失败 Query failed: " + err.message;
+    words();
     state.done += 1;
     ctx.onChange();
   }
@@ -164,9 +176,14 @@
     const pick = $("table-layer");
     for (const l of ctx.config.departments.flatMap((d) => d.layers).filter((l) => l.kind === "vector")) {
       const o = document.createElement("option");
-      o.value = l.name; o.textContent = l.title.zh;
+      o.value = l.name; o.dataset.zh = l.title.zh; o.dataset.en = l.title.en || l.title.zh;
+      o.textContent = o.dataset[I().lang()];
       pick.appendChild(o);
     }
+    document.addEventListener("geobase:lang", () => {
+      for (const o of pick.options) o.textContent = o.dataset[I().lang()];
+      if (!$("table-panel").hidden) words();
+    });
     $("table-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const b = map.getBounds();

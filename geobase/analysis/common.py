@@ -133,3 +133,33 @@ async def interactive_snapshot(conn: psycopg.AsyncConnection) -> AsyncIterator[N
     async with read_only_snapshot(conn):
         await conn.execute("SELECT set_config('max_parallel_workers_per_gather', '0', true)")
         yield
+
+
+def table_report(layer_a: str, fa: str, layer_b: str, fb: str, rows: list[tuple], aoi_m2: float | None,
+                 aoi_info: dict, versions: dict) -> dict[str, Any]:
+    """The tabulation report from (class a, class b, m², pieces) rows, whichever engine computed
+    them (PostGIS in tabulate.py, Sedona in engines/sedona.py): one shape and rounding."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for ca, cb, m2, n in rows:
+        if float(m2 or 0) <= 1e-6:  # features that only touch along an edge
+            continue
+        acc = cells.setdefault((ca, cb), [0.0, 0])
+        acc[0] += float(m2 or 0)
+        acc[1] += int(n)
+    total = sum(v[0] for v in cells.values())
+    row_tot: dict[str, float] = {}
+    col_tot: dict[str, float] = {}
+    for (ca, cb), (m2, _) in cells.items():
+        row_tot[ca] = row_tot.get(ca, 0.0) + m2
+        col_tot[cb] = col_tot.get(cb, 0.0) + m2
+    return {
+        "analysis": "tabulate",
+        "layer_a": {"name": layer_a, "class_field": fa}, "layer_b": {"name": layer_b, "class_field": fb},
+        "aoi": aoi_info,
+        "cells": [{"a": ca, "b": cb, **units(v[0]), "pieces": v[1]} for (ca, cb), v in sorted(cells.items())],
+        "totals_a": [{"a": k, **units(v)} for k, v in sorted(row_tot.items())],
+        "totals_b": [{"b": k, **units(v)} for k, v in sorted(col_tot.items())],
+        "total": units(total),
+        "coverage_of_aoi": round(total / aoi_m2, 8) if aoi_m2 else None,
+        "versions": versions,
+    }

@@ -31,7 +31,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import class_column, inputs_checked, layer_versions, read_only_snapshot, units
+from geobase.analysis.common import (class_column, inputs_checked, layer_versions, read_only_snapshot,
+                                     table_report, units)
 from geobase.analysis.input import InputGeometry
 from geobase.analysis.reuse import PIECES, RESULTS, VersionState, layer_states, version_still_there
 from geobase.errors import InvalidInput
@@ -175,37 +176,15 @@ async def tabulate(conn: psycopg.AsyncConnection, registry: Registry, visible: l
     job = _Job(a, fa, b, fb, wkb, None, None, aoi_divisions(aoi_code))
     rows, how, layer_m2, versions = await _read(conn, job, conninfo, workers,
                                                 reuse, whole=aoi_m2 is None)
-    cells: dict[tuple[str, str], list[float]] = {}
-    for ca, cb, m2, n in rows:
-        if float(m2 or 0) <= 1e-6:  # features that only touch along an edge
-            continue
-        acc = cells.setdefault((ca, cb), [0.0, 0])
-        acc[0] += float(m2 or 0)
-        acc[1] += int(n)
-    total = sum(v[0] for v in cells.values())
     if aoi_m2 is None:
         aoi_m2 = layer_m2
         aoi_info["area"] = units(aoi_m2)
         aoi_info["area_source"] = f"sum of {layer_a} areas"
-    row_tot: dict[str, float] = {}
-    col_tot: dict[str, float] = {}
-    for (ca, cb), (m2, _) in cells.items():
-        row_tot[ca] = row_tot.get(ca, 0.0) + m2
-        col_tot[cb] = col_tot.get(cb, 0.0) + m2
-    return {
-        "analysis": "tabulate",
-        "layer_a": {"name": layer_a, "class_field": fa}, "layer_b": {"name": layer_b, "class_field": fb},
-        "aoi": aoi_info,
-        "cells": [{"a": ca, "b": cb, **units(v[0]), "pieces": v[1]} for (ca, cb), v in sorted(cells.items())],
-        "totals_a": [{"a": k, **units(v)} for k, v in sorted(row_tot.items())],
-        "totals_b": [{"b": k, **units(v)} for k, v in sorted(col_tot.items())],
-        "total": units(total),
-        "coverage_of_aoi": round(total / aoi_m2, 8) if aoi_m2 else None,
-        "versions": versions,
-        # how the table was obtained: "computed" from the rows, "kept" (the same versions were
-        # tabulated before) or "corrected" (a kept table of an earlier version corrected by the change)
-        "reuse": how,
-    }
+    report = table_report(layer_a, fa, layer_b, fb, rows, aoi_m2, aoi_info, versions)
+    # how the table was obtained: "computed" from the rows, "kept" (the same versions were
+    # tabulated before) or "corrected" (a kept table of an earlier version corrected by the change)
+    report["reuse"] = how
+    return report
 
 
 async def _read(conn: psycopg.AsyncConnection, job: _Job, conninfo: str | None, workers: int, reuse: bool, *,

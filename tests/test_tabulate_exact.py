@@ -30,6 +30,7 @@ from geobase.specs import get_registry
 OPERATOR = Principal(name="test", role="admin", key_id="test")
 TOWNSHIP = "339901002"
 tab = importlib.import_module("geobase.analysis.tabulate")
+pieces = importlib.import_module("geobase.analysis.pieces")
 
 REFERENCE = """
     SELECT a.dlbm::text, b.ghfqdm::text,
@@ -87,15 +88,15 @@ def pieces_counted(monkeypatch):
     """Small pieces (more cut lines through parcels), and a count of the subdivisions made: the
     county-wide tabulations below must take the pieces path."""
     calls = []
-    real = tab._pieces
+    real = pieces.load_pieces
 
     async def counted(conn, spec, state):
         calls.append(spec.name)
         return await real(conn, spec, state)
 
-    monkeypatch.setattr(tab, "SUBDIVIDE_VERTICES", 24)
-    monkeypatch.setattr(tab, "PIECES_MAX_FEATURES", 1000)  # the 56 zones, not the 7,029 parcels
-    monkeypatch.setattr(tab, "_pieces", counted)
+    monkeypatch.setattr(pieces, "SUBDIVIDE_VERTICES", 24)
+    monkeypatch.setattr(pieces, "PIECES_MAX_FEATURES", 1000)  # the 56 zones, not the 7,029 parcels
+    monkeypatch.setattr(pieces, "load_pieces", counted)
     return calls
 
 
@@ -107,6 +108,6 @@ def test_county_on_pieces_equals_whole_geometries(county_shared, pieces_counted,
 
 
 def test_county_without_pieces_and_township_equal_whole_geometries(county_shared, monkeypatch):
-    monkeypatch.setattr(tab, "PIECES_MAX_FEATURES", 0)
+    monkeypatch.setattr(pieces, "PIECES_MAX_FEATURES", 0)
     _assert_equal(_tabulate(county_shared, None, False), _reference(county_shared, None))
     _assert_equal(_tabulate(county_shared, TOWNSHIP, False), _reference(county_shared, TOWNSHIP))

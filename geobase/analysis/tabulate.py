@@ -4,9 +4,9 @@ division code, a polygon, or the whole county).
 Where the time goes and what is done about it (bench/bench_analysis.py measures each case):
 
 * computed ("cold"): over the whole county, the layer of few large features (zones) is cut
-  into pieces of at most 128 vertices (:func:`pieces_sql`) that find the pairs; a parcel
-  covered by a piece takes its stored ellipsoidal area, every other pair is measured on the
-  whole geometries, so the table is the whole-geometry table (tests/test_tabulate_exact.py);
+  into pieces of at most 128 vertices that find the pairs (:mod:`geobase.analysis.pieces`); a
+  parcel covered by a piece takes its stored ellipsoidal area, every other pair is measured as
+  on the whole geometries: the whole-geometry table, cell for cell (tests/test_tabulate_exact.py);
 * kept ("warm"): the table of the same layer versions, class fields and area of interest is
   answered from memory (:mod:`geobase.analysis.reuse`): a version's rows never change;
 * corrected: when one layer got a new version since a kept table, the table is the kept one
@@ -29,39 +29,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import (
-    class_column,
-    inputs_checked,
-    layer_versions,
-    read_only_snapshot,
-    table_report,
-    units,
-)
+from geobase.analysis import pieces
+from geobase.analysis.common import (class_column, inputs_checked, layer_versions, read_only_snapshot,
+                                     table_report, units)
 from geobase.analysis.input import InputGeometry
-from geobase.analysis.reuse import PIECES, RESULTS, VersionState, layer_states, version_still_there
+from geobase.analysis.pieces import PAIR_AREA
+from geobase.analysis.reuse import RESULTS, VersionState, layer_states, version_still_there
 from geobase.errors import InvalidInput
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import (
-    DATA_SCHEMA,
-    UNASSIGNED,
-    added_between,
-    current_filter,
-    division_filter,
-    removed_between,
-    table_ident,
-)
-
-#: largest piece a layer is cut into for a county-wide tabulation (vertices, ST_Subdivide)
-SUBDIVIDE_VERTICES = 128
-#: a layer with more features than this is not subdivided (its pieces are held in memory)
-PIECES_MAX_FEATURES = 100_000
-
-#: the area of the pair a x b (whole geometries): a feature covered by the other takes its stored
-#: ellipsoidal ``_area_m2``, the others the ellipsoidal area of their intersection. One expression
-#: for every path (whole geometries, pieces, corrections), so they give the same table
-PAIR_AREA = sql.SQL("""CASE WHEN ST_Covers(b.geom, a.geom) THEN coalesce(a._area_m2, ST_Area(a.geom::geography))
-                     WHEN ST_Covers(a.geom, b.geom) THEN coalesce(b._area_m2, ST_Area(b.geom::geography))
-                     ELSE ST_Area(ST_Intersection(a.geom, b.geom)::geography) END""")
+from geobase.storage import (DATA_SCHEMA, UNASSIGNED, added_between, current_filter, division_filter,
+                             removed_between, table_ident)
 
 #: the layer of administrative divisions an area of interest is named from, and its code and name fields
 DIVISIONS_LAYER, DIVISION_CODE, DIVISION_NAME = "admin_divisions", "xzqdm", "xzqmc"
@@ -93,7 +70,7 @@ def tabulate_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, with_aoi: bool
                  rows_a: sql.Composable | None = None, rows_b: sql.Composable | None = None,
                  divisions: list[str] | None = None) -> sql.Composed:
     """Areas by class of A x class of B, on the layers' whole geometries (an area of interest,
-    a split over connections, or a layer too large to subdivide; see :func:`pieces_sql`).
+    a split over connections, or a layer too large to subdivide; see :mod:`geobase.analysis.pieces`).
 
     A feature wholly covered by the other skips ST_Intersection and uses its precomputed
     ``_area_m2``; ``part`` = (k, n) splits the work by ``mod(<part_on>._rid, n)`` over several
@@ -126,58 +103,6 @@ def tabulate_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, with_aoi: bool
         WHERE {cur_a} AND ST_Intersects(a.geom, aoi.g) AND ST_Intersects(b.geom, aoi.g) {part}
         GROUP BY 1, 2 ORDER BY 1, 2
     """).format(**names)
-
-
-def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
-               rows_small: sql.Composable | None = None) -> sql.Composed:
-    """Areas by class of A x class of B over the whole county, the layer ``cut`` ("a" or "b",
-    the one of few large features, e.g. zones of ~1,500 vertices) found through its subdivided
-    pieces (``%(rids)s``, ``%(wkbs)s``: row id and WKB of each piece, see :func:`_pieces`).
-
-    Why pieces: a zone of 1,500 vertices is detoasted and scanned for every parcel; a piece of
-    at most 128 vertices is cheap to test and its box is tight. The pieces drive the join
-    (few rows) and find the many small features through their GiST index. A small feature covered by a piece is covered by its zone: it
-    takes its stored ``_area_m2`` without reading the zone, as :func:`tabulate_sql` does.
-
-    Why only as a filter: a piece's cut lines add vertices on the edges they cross, and an
-    edge between two vertices is a geodesic in ``ST_Area(geography)``, so a parcel measured in
-    two halves is not the parcel measured whole (up to 4e-7 of a cell's area, some m², on the
-    sample county). Every other pair (a parcel across a cut line or a zone's edge) is measured
-    against the whole zone with :data:`PAIR_AREA`, the very expression of
-    :func:`tabulate_sql`: the table is the whole-geometry table, cell for cell, and the pair is
-    counted once (ordered by zone: PostGIS's prepared-zone cache serves consecutive pairs).
-    ``cut`` = "a": a feature in a piece with its zone's box may equal the zone, where
-    :data:`PAIR_AREA` takes the zone's area first: such pairs go the whole way too."""
-    small, large = ("a", "b") if cut == "b" else ("b", "a")
-    ts, tl = (table_ident(a), table_ident(b)) if cut == "b" else (table_ident(b), table_ident(a))
-    s_ = sql.Identifier(small)
-    equal = sql.SQL("AND NOT bool_or({}.geom ~= l.lbox::geometry)").format(s_) if cut == "a" else sql.SQL("")
-    return sql.SQL("""
-        WITH p AS MATERIALIZED (
-            SELECT t.rid, ST_GeomFromWKB(t.w, 4490) AS g
-            FROM unnest(%(rids)s::bigint[], %(wkbs)s::bytea[]) AS t(rid, w)),
-        l AS MATERIALIZED (
-            SELECT {l}._rid, {l}.{fl}::text AS cl, {l}.geom::box2d AS lbox FROM {tl} {l}
-            WHERE {l}._rid IN (SELECT rid FROM p)),
-        pr AS MATERIALIZED (
-            SELECT {s}._rid AS srid, l._rid AS lrid, bool_or(ST_CoveredBy({s}.geom, p.g)) {equal} AS inside
-            FROM p JOIN l ON l._rid = p.rid
-                   JOIN {ts} {s} ON {s}.geom && p.g AND ST_Intersects({s}.geom, p.g) AND {rows}
-            GROUP BY 1, 2),
-        cells AS (
-            SELECT {s}.{fs}::text AS cs, l.cl, coalesce({s}._area_m2, ST_Area({s}.geom::geography)) AS m2
-            FROM pr JOIN l ON l._rid = pr.lrid JOIN {ts} {s} ON {s}._rid = pr.srid
-            WHERE pr.inside
-            UNION ALL
-            SELECT {s}.{fs}::text, {l}.{fl}::text, {area}
-            FROM (SELECT srid, lrid FROM pr WHERE NOT pr.inside ORDER BY lrid OFFSET 0) e
-                 JOIN {tl} {l} ON {l}._rid = e.lrid JOIN {ts} {s} ON {s}._rid = e.srid)
-        SELECT {ca}, {cb}, sum(m2), count(*) FROM cells
-        GROUP BY 1, 2 ORDER BY 1, 2
-    """).format(s=s_, l=sql.Identifier(large), ts=ts, tl=tl, equal=equal,
-                fs=sql.Identifier(fa if small == "a" else fb), fl=sql.Identifier(fb if small == "a" else fa),
-                rows=rows_small or current_filter(small), area=PAIR_AREA,
-                ca=sql.SQL("cs" if small == "a" else "cl"), cb=sql.SQL("cl" if small == "a" else "cs"))
 
 
 async def _row_estimate(conn: psycopg.AsyncConnection, spec: LayerSpec) -> float:
@@ -334,29 +259,16 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
         est_a, est_b = await _row_estimate(conn, a), await _row_estimate(conn, b)
         cut = "b" if est_b <= est_a else "a"
         changed_cut = (rows_b if cut == "b" else rows_a) is not None
-        if min(est_a, est_b) <= PIECES_MAX_FEATURES and not changed_cut:
+        if min(est_a, est_b) <= pieces.PIECES_MAX_FEATURES and not changed_cut:
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
-            rids, wkbs = await _pieces(conn, spec, state)
-            q = pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_a if cut == "b" else rows_b)
-            cur = await conn.execute(q, {"rids": rids, "wkbs": wkbs})
+            params = await pieces.load_pieces(conn, spec, state)
+            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_a if cut == "b" else rows_b)
+            cur = await conn.execute(q, params)
             return await cur.fetchall()
     q = tabulate_sql(a, job.fa, b, job.fb, with_aoi=job.wkb is not None, rows_a=rows_a, rows_b=rows_b,
                      divisions=job.divisions)
     cur = await conn.execute(q, {"aoi": job.wkb} if job.wkb is not None else None)
     return await cur.fetchall()
-
-
-async def _pieces(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None) -> tuple[list, list]:
-    """Row ids and WKB of the subdivided current features of ``spec`` (kept per layer state)."""
-    got = PIECES.get(state) if state is not None else None
-    if got is None:
-        cur = await conn.execute(sql.SQL("SELECT _rid, ST_AsBinary(ST_Subdivide(geom, {n})) FROM {t} WHERE {cur}").format(
-            n=sql.Literal(SUBDIVIDE_VERTICES), t=table_ident(spec), cur=current_filter()))
-        rows = await cur.fetchall()
-        got = ([r[0] for r in rows], [bytes(r[1]) for r in rows])
-        if state is not None:
-            PIECES.put(state, got)
-    return got
 
 
 async def _incremental(conn: psycopg.AsyncConnection, job: _Job) -> list[tuple] | None:

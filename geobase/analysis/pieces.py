@@ -11,15 +11,18 @@ not the parcel measured whole (cells were off by up to 4e-7, some m², on the sa
 So the pieces only *find* pairs, and each pair is measured as on whole geometries
 (:data:`PAIR_AREA`, the expression :func:`geobase.analysis.tabulate.tabulate_sql` uses):
 
-* a parcel covered by a piece is covered by its zone: its stored ``_area_m2``;
-* a parcel that crosses a cut line or a zone's edge is measured against the piece's *halo*:
-  its zone clipped to the piece's box grown by :data:`HALO_SHARE` of its size. The parcel's
-  box lies well inside the halo's box, so the halo's own cut edges lie outside the parcel and
-  never reach the intersection: ``parcel ∩ halo`` has the vertices of ``parcel ∩ zone`` (the
-  zone's own vertices, kept as they are by the clip, and the same edge crossings; GEOS clips
-  the whole zone to an envelope around the parcel the same way), and the zone covers the
-  parcel exactly when the halo does. About 200 vertices instead of the zone's 1,600;
-* the rest (a parcel too large for any halo, or whose box holds its zone's: it may cover or
+* a parcel covered by a piece is covered by its zone: its stored ``_area_m2``. A piece that
+  is its own box (the inside of a zone) decides this by comparing boxes in double precision;
+* a parcel that crosses a cut line or a zone's edge is measured against a *halo*: its zone
+  clipped to the cell of a grid (side: :data:`HALO_FEATURES` parcels) that holds the parcel's
+  centre, grown by a quarter cell. The parcel's box lies within an eighth of a cell of it, so
+  the halo's own cut edges lie outside the parcel and never reach the intersection: ``parcel
+  ∩ halo`` has the vertices of ``parcel ∩ zone`` (the zone's own vertices, kept as they are by
+  the clip, and the same edge crossings; GEOS clips the whole zone to an envelope around the
+  parcel the same way), and the zone covers the parcel exactly when the halo does. Pieces
+  cannot serve as halos: ST_Subdivide drops a zone's collinear vertices, so its pieces are
+  few and large, and their halos would hold most of the zone;
+* the rest (a parcel too large for its halo, or whose box holds its zone's: it may cover or
   equal the zone, which only the whole zone can say) is measured on the whole geometries.
 
 Pairs are counted once per (parcel, zone), as on whole geometries."""
@@ -37,9 +40,8 @@ from geobase.storage import current_filter, table_ident
 SUBDIVIDE_VERTICES = 128
 #: a layer with more features than this is not subdivided (its pieces are held in memory)
 PIECES_MAX_FEATURES = 100_000
-#: a halo is its piece's box grown by this share of the box's larger side on every side; a
-#: parcel is measured against it when the parcel's box lies within half that growth
-HALO_SHARE = 0.25
+#: the side of a halo cell, in extents of the other layer's features (see :data:`CELL_SQL`)
+HALO_FEATURES = 8
 
 #: the area of the pair a x b (whole geometries): a feature covered by the other takes its
 #: stored ellipsoidal ``_area_m2``, the others the ellipsoidal area of their intersection. One
@@ -64,41 +66,54 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
     s = sql.Identifier(small)
     # on the halo, PAIR_AREA in the argument order of the pair: the zone covers the parcel
     # exactly when the halo does; the parcel covering the zone was sent the whole way
-    halo_inter = "ST_Intersection(s.geom, p.h)" if cut == "b" else "ST_Intersection(p.h, s.geom)"
+    halo_inter = "ST_Intersection(s.geom, h.h)" if cut == "b" else "ST_Intersection(h.h, s.geom)"
     return sql.SQL("""
         WITH p AS MATERIALIZED (
-            SELECT t.k, t.rid, ST_GeomFromWKB(t.w, 4490) AS g, ST_GeomFromWKB(t.h, 4490) AS h,
-                   ST_GeomFromWKB(t.f, 4490) AS fit, t.rect, t.x0, t.y0, t.x1, t.y1
-            FROM unnest(%(rids)s::bigint[], %(wkbs)s::bytea[], %(halos)s::bytea[], %(fits)s::bytea[],
-                        %(rects)s::boolean[], %(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[], %(y1)s::float8[])
-                 WITH ORDINALITY AS t(rid, w, h, f, rect, x0, y0, x1, y1, k)),
+            SELECT t.rid, ST_GeomFromWKB(t.w, 4490) AS g, t.rect, t.x0, t.y0, t.x1, t.y1
+            FROM unnest(%(rids)s::bigint[], %(wkbs)s::bytea[], %(rects)s::boolean[],
+                        %(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[], %(y1)s::float8[])
+                 AS t(rid, w, rect, x0, y0, x1, y1)),
         l AS MATERIALIZED (
             SELECT {l}._rid, {l}.{fl}::text AS cl, ST_SetSRID({l}.geom::box2d::geometry, 4490) AS lbox
             FROM {tl} {l} WHERE {l}._rid IN (SELECT rid FROM p)),
         pr AS MATERIALIZED (
-            SELECT srid, lrid, cs, sm2, bool_or(inside) AS inside, bool_or(whole) AS whole,
-                   min(k) FILTER (WHERE fits) AS k
-            FROM (SELECT srid, lrid, cs, sm2, rin OR ST_CoveredBy(geom, g) AS inside, fits, whole, k
-                  FROM (SELECT {s}._rid AS srid, l._rid AS lrid, {s}.{fs}::text AS cs, {s}.geom, p.g, p.k,
+            SELECT srid, lrid, cs, sm2, bool_or(inside) AS inside, bool_or(whole) AS whole
+            FROM (SELECT srid, lrid, cs, sm2, rin OR ST_CoveredBy(geom, g) AS inside, whole
+                  FROM (SELECT {s}._rid AS srid, l._rid AS lrid, {s}.{fs}::text AS cs, {s}.geom, p.g,
                                coalesce({s}._area_m2, ST_Area({s}.geom::geography)) AS sm2,
                                p.rect AND ST_XMin({s}.geom) >= p.x0 AND ST_XMax({s}.geom) <= p.x1
                                       AND ST_YMin({s}.geom) >= p.y0 AND ST_YMax({s}.geom) <= p.y1 AS rin,
-                               {s}.geom @ p.fit AS fits, {s}.geom ~ l.lbox AS whole
+                               {s}.geom ~ l.lbox AS whole
                         FROM p JOIN l ON l._rid = p.rid JOIN {ts} {s} ON {s}.geom && p.g AND {rows}
                         OFFSET 0) y
-                  WHERE rin OR ST_Intersects(geom, g)) x
+                  WHERE rin OR ST_Intersects(geom, g) OFFSET 0) x
             GROUP BY 1, 2, 3, 4),
+        e AS MATERIALIZED (
+            SELECT pr.srid, pr.lrid, pr.cs, pr.sm2,
+                   floor((ST_XMin(s.geom) + ST_XMax(s.geom)) / 2 / %(cell)s)::bigint AS i,
+                   floor((ST_YMin(s.geom) + ST_YMax(s.geom)) / 2 / %(cell)s)::bigint AS j
+            FROM pr JOIN {ts} s ON s._rid = pr.srid WHERE NOT pr.inside AND NOT pr.whole),
+        h AS MATERIALIZED (
+            SELECT d.lrid, d.i, d.j,
+                   ST_Intersection(z.geom, ST_MakeEnvelope((d.i - 0.25) * %(cell)s, (d.j - 0.25) * %(cell)s,
+                                                           (d.i + 1.25) * %(cell)s, (d.j + 1.25) * %(cell)s, 4490)) AS h,
+                   ST_MakeEnvelope((d.i - 0.125) * %(cell)s, (d.j - 0.125) * %(cell)s,
+                                   (d.i + 1.125) * %(cell)s, (d.j + 1.125) * %(cell)s, 4490) AS fit
+            FROM (SELECT DISTINCT lrid, i, j FROM e) d JOIN {tl} z ON z._rid = d.lrid),
+        he AS MATERIALIZED (
+            SELECT e.*, s.geom @ h.fit AS fits FROM e JOIN h USING (lrid, i, j) JOIN {ts} s ON s._rid = e.srid),
         cells AS (
             SELECT pr.cs, l.cl, pr.sm2 AS m2 FROM pr JOIN l ON l._rid = pr.lrid
             WHERE pr.inside AND NOT pr.whole
             UNION ALL
-            SELECT e.cs, l.cl, CASE WHEN ST_Covers(p.h, s.geom) THEN e.sm2
+            SELECT e.cs, l.cl, CASE WHEN ST_Covers(h.h, s.geom) THEN e.sm2
                                     ELSE ST_Area({halo_inter}::geography) END
-            FROM (SELECT * FROM pr WHERE NOT inside AND NOT whole AND k IS NOT NULL ORDER BY k OFFSET 0) e
-                 JOIN p ON p.k = e.k JOIN l ON l._rid = e.lrid JOIN {ts} s ON s._rid = e.srid
+            FROM (SELECT * FROM he WHERE fits ORDER BY lrid, i, j OFFSET 0) e
+                 JOIN h USING (lrid, i, j) JOIN l ON l._rid = e.lrid JOIN {ts} s ON s._rid = e.srid
             UNION ALL
             SELECT {s}.{fs}::text, {l}.{fl}::text, {area}
-            FROM (SELECT srid, lrid FROM pr WHERE whole OR (NOT inside AND k IS NULL) ORDER BY lrid OFFSET 0) e
+            FROM (SELECT srid, lrid FROM pr WHERE whole UNION ALL SELECT srid, lrid FROM he WHERE NOT fits
+                  ORDER BY lrid OFFSET 0) e
                  JOIN {tl} {l} ON {l}._rid = e.lrid JOIN {ts} {s} ON {s}._rid = e.srid)
         SELECT {ca}, {cb}, sum(m2), count(*) FROM cells
         GROUP BY 1, 2 ORDER BY 1, 2
@@ -108,39 +123,46 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
                 ca=sql.SQL("cs" if small == "a" else "cl"), cb=sql.SQL("cl" if small == "a" else "cs"))
 
 
-#: the pieces of a layer's current features, with their halos and fit boxes (see the module
-#: docstring), smallest halo first (a pair takes the first halo it fits: the cheapest); ``rect``:
-#: the piece is its own box (one ring, valid, every vertex on the box's edges, the four corners
-#: among them), so a feature lies in it exactly when its box does, compared in double precision
+#: the pieces of a layer's current features; ``rect``: the piece is its own box (one ring,
+#: valid, every vertex on the box's edges, the four corners among them), so a feature lies in
+#: it exactly when its box does, compared in double precision (``x0``..``y1``: the box)
 PIECES_SQL = sql.SQL("""
-    SELECT _rid, ST_AsBinary(piece), ST_AsBinary(halo), ST_AsBinary(ST_SetSRID(ST_Expand(box, grow / 2), 4490)),
+    SELECT _rid, ST_AsBinary(piece),
            ST_NumGeometries(piece) = 1 AND ST_NRings(piece) = 1 AND ST_IsValid(piece)
            AND (SELECT bool_and(ST_X(d.geom) IN (x0, x1) OR ST_Y(d.geom) IN (y0, y1))
                        AND count(DISTINCT (ST_X(d.geom), ST_Y(d.geom)))
                            FILTER (WHERE ST_X(d.geom) IN (x0, x1) AND ST_Y(d.geom) IN (y0, y1)) = 4
                 FROM ST_DumpPoints(piece) d),
            x0, y0, x1, y1
-    FROM (SELECT *, ST_Intersection(geom, ST_Expand(box, grow)) AS halo
-          FROM (SELECT _rid, geom, piece, ST_SetSRID(piece::box2d::geometry, 4490) AS box,
-                       ST_XMin(piece) AS x0, ST_YMin(piece) AS y0, ST_XMax(piece) AS x1, ST_YMax(piece) AS y1,
-                       {share} * greatest(ST_XMax(piece) - ST_XMin(piece), ST_YMax(piece) - ST_YMin(piece)) AS grow
-                FROM {t}, LATERAL ST_Subdivide(geom, {n}) AS piece WHERE {cur}) x) y
-    ORDER BY ST_NPoints(halo), _rid
+    FROM (SELECT _rid, piece, ST_XMin(piece) AS x0, ST_YMin(piece) AS y0, ST_XMax(piece) AS x1, ST_YMax(piece) AS y1
+          FROM {t}, LATERAL ST_Subdivide(geom, {n}) AS piece WHERE {cur}) x
+""")
+
+#: the side of the halo grid: :data:`HALO_FEATURES` times the 90th percentile of the extent of
+#: the other layer's features (a sample), so that nearly all of them fit the halo of their cell
+CELL_SQL = sql.SQL("""
+    SELECT {k} * percentile_cont(0.9) WITHIN GROUP (ORDER BY
+                     greatest(ST_XMax(geom) - ST_XMin(geom), ST_YMax(geom) - ST_YMin(geom)))
+    FROM (SELECT geom FROM {small} WHERE {cur} LIMIT 20000) s
 """)
 
 
-async def load_pieces(conn: psycopg.AsyncConnection, spec: LayerSpec,
-                      state: VersionState | None) -> dict[str, list]:
+async def load_pieces(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None,
+                      other: LayerSpec) -> dict:
     """The parameters of :func:`pieces_sql` for the current features of ``spec``: each piece's
-    row id, WKB, halo and fit box (kept per layer state: a later tabulation against another
-    version of the other layer does not cut the zones again)."""
+    row id, WKB, whether it is its box and the box (kept per layer state: a later tabulation
+    against another version of the other layer does not cut the zones again), and the side of
+    the halo grid, from the features of ``other`` (it only affects speed)."""
     got = PIECES.get(state) if state is not None else None
     if got is None:
-        cur = await conn.execute(PIECES_SQL.format(share=sql.Literal(HALO_SHARE), n=sql.Literal(SUBDIVIDE_VERTICES),
-                                                   t=table_ident(spec), cur=current_filter()))
+        cur = await conn.execute(PIECES_SQL.format(n=sql.Literal(SUBDIVIDE_VERTICES), t=table_ident(spec),
+                                                   cur=current_filter()))
         rows = await cur.fetchall()
         got = {name: [bytes(r[i]) if isinstance(r[i], (bytes, memoryview)) else r[i] for r in rows]
-               for i, name in enumerate(("rids", "wkbs", "halos", "fits", "rects", "x0", "y0", "x1", "y1"))}
+               for i, name in enumerate(("rids", "wkbs", "rects", "x0", "y0", "x1", "y1"))}
         if state is not None:
             PIECES.put(state, got)
-    return got
+    cur = await conn.execute(CELL_SQL.format(k=sql.Literal(HALO_FEATURES), small=table_ident(other),
+                                             cur=current_filter()))
+    cell = (await cur.fetchone())[0]
+    return got | {"cell": float(cell) if cell else 1.0}

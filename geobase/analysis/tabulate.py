@@ -261,7 +261,7 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
         changed_cut = (rows_b if cut == "b" else rows_a) is not None
         if min(est_a, est_b) <= pieces.PIECES_MAX_FEATURES and not changed_cut:
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
-            params = await pieces.load_pieces(conn, spec, state)
+            params = await pieces.load_pieces(conn, spec, state, a if cut == "b" else b)
             q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_a if cut == "b" else rows_b)
             cur = await conn.execute(q, params)
             return await cur.fetchall()

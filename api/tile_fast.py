@@ -37,7 +37,7 @@ from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
-from geobase.tiles.service import TileResult, TileView, cached_tile, tile_view
+from geobase.tiles.service import TileResult, TileView, cached_tile, note_reads, tile_view
 from geobase.tiles.tms import WEB_MERCATOR_QUAD
 
 _NUMBER = r"(0|[1-9][0-9]{0,9})"
@@ -127,13 +127,14 @@ class TileFastPath:
         if registry is None or cache is None or getattr(state, "pool", None) is None:
             return None
         layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
-        guess = self._states
+        guess, probe = self._states, None
         if guess is not None:
             # with the states read last as a guess: a probable miss or refusal goes on at once,
             # without waiting for a read of its own (the ordinary path reads and renders in one)
             view = self._view(registry, principal, guess, layers)
-            if view is None or cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD, z, y, x, inm,
-                                           note=False) is None:
+            probe = None if view is None else cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD,
+                                                          z, y, x, inm, note=False)
+            if probe is None:
                 return None
         try:
             states = await self._states_feed(state).states()
@@ -142,12 +143,18 @@ class TileFastPath:
         hint = getattr(state, "tile_states_hint", None)
         if hint is not None:
             hint.states = states  # fresher than its guess: a miss after this renders in one round trip
-        view = self._view(registry, principal, states, layers)
-        if view is None:
-            return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
-        result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
-        if result is None:
-            return None
+        if states is guess:
+            # the fresh read found every row as the guess had it (the feed keeps the very object
+            # then): same view, same key, and the probe's bytes are today's tile
+            note_reads(principal, states, view.specs)
+            result = probe
+        else:
+            view = self._view(registry, principal, states, layers)
+            if view is None:
+                return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
+            result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
+            if result is None:
+                return None
         v = q.group(1).decode() if q.group(1) else None
         status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1"))
         headers = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in head.items()]

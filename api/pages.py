@@ -3,10 +3,9 @@ keep a request's query parameters (self/alternate/next/prev)."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlencode
-
-from functools import cache
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse

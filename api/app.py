@@ -178,6 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Accept / f= negotiation and 406, once for every route (api/negotiation.py)
         dependencies=[Depends(negotiate)],
+        # FastAPI's native OpenTelemetry bridge looked up the global providers (environment
+        # reads) on every request to find none configured: ~14 % of a cached tile's CPU
+        # (interleaved A/B, issue #15). geobase configures no OpenTelemetry
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     build_state(app, settings, owner_settings)
     install_error_handlers(app)

@@ -21,6 +21,8 @@ import time
 from array import array
 from dataclasses import dataclass
 
+BROWSER = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate, br, zstd"}
+
 
 @dataclass
 class HammerResult:
@@ -144,7 +146,8 @@ def hammer(port: int, paths: list[str], clients: int, total: int, processes: int
            headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,)) -> HammerResult:
     """``total`` GETs of ``paths`` (cycled) over ``clients`` keep-alive connections spread over
     ``processes`` client processes; every answer's status must be in ``ok``."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Accept-Encoding": "gzip"}).items())
+    # what a browser's fetch of a tile sends (MapLibre): any type, the usual encodings
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or BROWSER).items())
     requests = [f"GET {p} HTTP/1.1\r\nHost: bench\r\n{extra}\r\n".encode() for p in paths]
     processes = max(1, min(processes, clients))
     per_conn = max(1, total // clients)

@@ -3,21 +3,28 @@ keep a request's query parameters (self/alternate/next/prev)."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from geobase.api.deps import base_url
 
-TEMPLATES = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
-                        autoescape=select_autoescape(["html"]))
+
+@cache
+def templates():
+    """The Jinja environment, built by the first HTML page: jinja2 is not imported at server
+    start (~30 ms of it, issue #15; tests/test_lazy_imports.py)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+                       autoescape=select_autoescape(["html"]))
 
 
 def render(name: str, **ctx) -> HTMLResponse:
-    return HTMLResponse(TEMPLATES.get_template(name).render(**ctx))
+    return HTMLResponse(templates().get_template(name).render(**ctx))
 
 
 def page_url(request: Request, path: str, **params) -> str:

@@ -9,8 +9,9 @@ query of its own; here it costs a regular expression, the access decision and a 
 look-up, and one catalog query serves every tile request in flight (:mod:`geobase.tiles.fresh`).
 
 What stays exactly as on the ordinary path:
-  * the gate runs first: key checking (401), rate limits (429), the audit row and the
-    caller-dependent ``Vary``/``Cache-Control``. Only the tile concurrency bound is not taken
+  * the gate runs first: key checking (401), rate limits (429), the audit row; the
+    caller-dependent ``Vary``/``Cache-Control`` are the gate's rule too (its
+    ``caller_dependent_headers``, applied here once per combination). Only the tile concurrency bound is not taken
     by a cached answer (it bounds renders; the fast path renders nothing and its one catalog
     read is shared); a request it does not answer takes a slot before FastAPI sees it;
   * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
@@ -30,14 +31,15 @@ from __future__ import annotations
 import gzip
 import re
 import time
+from functools import lru_cache
 
-from geobase.api.gate import CALLER_DEPENDENT
+from geobase.api.gate import caller_dependent_headers
 from geobase.api.negotiation import TILE, best
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
-from geobase.tiles.service import TileResult, TileView, cached_tile, tile_view
+from geobase.tiles.service import TileResult, TileView, cached_tile, note_reads, tile_view
 from geobase.tiles.tms import WEB_MERCATOR_QUAD
 
 _NUMBER = r"(0|[1-9][0-9]{0,9})"
@@ -97,7 +99,6 @@ class TileFastPath:
             return False
         status, headers, body = answer
         headers.append((b"server-timing", f"tile;dur={(time.perf_counter() - t0) * 1000:.2f};desc=fast".encode()))
-        scope[CALLER_DEPENDENT] = True  # as get_principal marks it: the gate adds Vary / private
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return True
@@ -127,13 +128,14 @@ class TileFastPath:
         if registry is None or cache is None or getattr(state, "pool", None) is None:
             return None
         layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
-        guess = self._states
+        guess, probe = self._states, None
         if guess is not None:
             # with the states read last as a guess: a probable miss or refusal goes on at once,
             # without waiting for a read of its own (the ordinary path reads and renders in one)
             view = self._view(registry, principal, guess, layers)
-            if view is None or cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD, z, y, x, inm,
-                                           note=False) is None:
+            probe = None if view is None else cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD,
+                                                          z, y, x, inm, note=False)
+            if probe is None:
                 return None
         try:
             states = await self._states_feed(state).states()
@@ -142,20 +144,42 @@ class TileFastPath:
         hint = getattr(state, "tile_states_hint", None)
         if hint is not None:
             hint.states = states  # fresher than its guess: a miss after this renders in one round trip
-        view = self._view(registry, principal, states, layers)
-        if view is None:
-            return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
-        result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
-        if result is None:
-            return None
+        if states is guess:
+            # the fresh read found every row as the guess had it (the feed keeps the very object
+            # then): same view, same key, and the probe's bytes are today's tile
+            note_reads(principal, states, view.specs)
+            result = probe
+        else:
+            view = self._view(registry, principal, states, layers)
+            if view is None:
+                return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
+            result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
+            if result is None:
+                return None
         v = q.group(1).decode() if q.group(1) else None
         status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1"))
+        vary, cc = head.pop("Vary"), head.pop("Cache-Control")
         headers = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in head.items()]
         if status not in (204, 304):  # as Starlette's Response writes them
             headers.append((b"content-length", str(len(body)).encode()))
         if media is not None:
             headers.append((b"content-type", media.encode()))
+        # the caller-dependent headers as the gate writes them for a route that consulted the
+        # principal (CALLER_DEPENDENT), computed by the gate's own function once per combination
+        headers += caller_headers(vary, cc, not principal.is_public)
         return status, headers, body
+
+
+@lru_cache(maxsize=64)
+def caller_headers(vary: str, cache_control: str, keyed: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """``Vary`` and ``Cache-Control`` of a tile answer as :func:`caller_dependent_headers` turns
+    them for the gate (key headers in ``Vary``, ``private`` for a keyed caller), last in the list
+    as there. The fast path writes them itself instead of marking the scope
+    ``CALLER_DEPENDENT`` for the gate to rewrite every answer's header list: the same rule, the
+    same bytes (tests/test_tiles_fast.py compares the paths), once per combination — there are a
+    handful (public/private, revalidated/immutable)."""
+    return tuple(caller_dependent_headers([(b"vary", vary.encode("latin-1")),
+                                           (b"cache-control", cache_control.encode("latin-1"))], keyed))
 
 
 def cache_control(principal: Principal, v: str | None, tag: str | None) -> str:

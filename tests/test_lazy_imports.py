@@ -15,7 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("numpy", "shapely", "pyproj", "rasterio", "rio_tiler", "pyogrio", "geopandas", "pandas", "pyarrow", "osgeo")
+HEAVY = ("numpy", "shapely", "pyproj", "rasterio", "rio_tiler", "pyogrio", "geopandas", "pandas", "pyarrow", "osgeo",
+         # lighter, but only some requests need them: Jinja (HTML pages, ~30 ms), the vector tile
+         # decoder (tests and benchmarks only), GDAL's Python bindings, the migration tools
+         "jinja2", "mapbox_vector_tile", "alembic", "sqlalchemy")
 
 # shared objects each heavy library maps into a process when imported
 HEAVY_LIBRARY_FILES = ("/numpy/", "/shapely/", "/pyproj/", "/rasterio/", "/rasterio.libs/", "/rio_tiler/", "/pyogrio/",
@@ -49,6 +52,19 @@ def test_a_served_server_answers_without_mapping_heavy_libraries(db_settings, li
     mapped = sorted({line.split()[-1] for line in maps.splitlines()
                      if any(part in line for part in HEAVY_LIBRARY_FILES)})
     assert mapped == [], f"the idle server mapped heavy libraries: {mapped[:10]}"
+
+
+def test_the_first_html_page_imports_jinja(tmp_path: Path) -> None:
+    """Jinja is imported by the first HTML page, not at start, and the page still renders."""
+    code = (
+        "import sys\n"
+        "from geobase.api.pages import render\n"
+        "assert 'jinja2' not in sys.modules\n"
+        "page = render('conformance.html', classes=['http://x/conf'], root='http://x')\n"
+        "assert 'jinja2' in sys.modules and page.status_code == 200 and b'http://x/conf' in page.body\n"
+    )
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(tmp_path), GEOBASE_LOG_LEVEL="warning")
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
 
 
 def test_the_first_dem_tile_and_upload_paths_import_what_they_need_in_a_fresh_process(tmp_path: Path) -> None:

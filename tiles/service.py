@@ -98,7 +98,7 @@ def resolve_layers(layers: str, states: dict[str, LayerState], principal: Princi
     if layers == ONEMAP:
         out = [registry.layers[n] for n in sorted(states) if visible(n) and registry.layers[n].kind == "vector"]
         if note:
-            _note_reads(principal, states, out)
+            note_reads(principal, states, out)
         return out
     names = [n.strip() for n in layers.split(",") if n.strip()]
     if not names:
@@ -249,7 +249,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                 fresh = await layer_states(conn)
                 hint.states = fresh
                 if fresh == guess:
-                    _note_reads(principal, fresh, specs)
+                    note_reads(principal, fresh, specs)
                     tag = version_tag({n: guess[n].current_version for n in names}, sig)
                     return (TileResult(b"", etag, True, tag, not_modified=True) if revalidating
                             else TileResult(cached, etag, True, tag))
@@ -260,7 +260,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                                                                with_states=True)
                     hint.states = fresh
                     if fresh == guess:
-                        _note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
+                        note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
                         key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
                         if cache is not None:
                             cache.put(key, body)
@@ -318,13 +318,13 @@ def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str,
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         if note:
-            _note_reads(principal, states, view.specs)
+            note_reads(principal, states, view.specs)
         return TileResult(b"", etag, True, view.tag, not_modified=True)
     body = cache.get(key) if cache is not None else None
     if body is None:
         return None
     if note:
-        _note_reads(principal, states, view.specs)
+        note_reads(principal, states, view.specs)
     return TileResult(body, etag, True, view.tag)
 
 
@@ -376,7 +376,7 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     return TileResult(body, etag, False, tag, raw=raw)
 
 
-def _note_reads(principal: Principal, states: dict[str, LayerState], specs) -> None:
+def note_reads(principal: Principal, states: dict[str, LayerState], specs) -> None:
     for spec in specs:  # audit: reads of non-public layers (security.note_read decides)
         note_read(principal, states[spec.name].access, spec)
 

@@ -106,4 +106,7 @@ def migrate() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from geobase.cli.db_replica import replica_app
+
+    db_app.add_typer(replica_app, name="replica")
     app.add_typer(db_app, name="db")

@@ -200,11 +200,15 @@ def _parts(features: list[dict], full: bool) -> list[tuple[str, list[dict]]]:
     return [(mode, rows) for mode, rows in (("upsert", upsert), ("delete", delete)) if rows]
 
 
-def run_follow(settings: Settings, follow: Follow, *, page_size: int = PAGE_SIZE,
-               echo: Callable[[str], None] = lambda _m: None) -> dict:
-    """One pass: bring the mirror to the source's current version. Returns what it did."""
-    from geobase.ingest.pipeline import ingest
+#: how a part is committed: ``apply(path, mode=, division=, on_error=, user=)`` -> its version
+#: number (None: nothing changed); the ingest, given by the adapter (the core does not import it)
+Apply = Callable[..., "int | None"]
 
+
+def run_follow(settings: Settings, follow: Follow, apply: Apply, *, page_size: int = PAGE_SIZE,
+               echo: Callable[[str], None] = lambda _m: None) -> dict:
+    """One pass: bring the mirror to the source's current version, each part committed by
+    ``apply`` as one version of the county. Returns what it did."""
     a = applied_version(settings, follow)
     with _client(follow) as client:
         b = source_version(client, follow)
@@ -224,8 +228,8 @@ def run_follow(settings: Settings, follow: Follow, *, page_size: int = PAGE_SIZE
             path = Path(tmp) / follow.delivery(a, b, k, len(parts))
             path.write_text(json.dumps({"type": "FeatureCollection", "features": rows}, ensure_ascii=False),
                             encoding="utf-8")
-            res = ingest(settings, follow.collection, path, mode=mode, division=follow.division,
-                         on_error="skip" if mode == "delete" else "reject", user=f"follow:{follow.name}")
-            applied.append({"mode": mode, "features": len(rows), "version": res.version})
-            echo(f"applied part {k}/{len(parts)}: {mode} of {len(rows)} features -> version {res.version}")
+            version = apply(path, mode=mode, division=follow.division,
+                            on_error="skip" if mode == "delete" else "reject", user=f"follow:{follow.name}")
+            applied.append({"mode": mode, "features": len(rows), "version": version})
+            echo(f"applied part {k}/{len(parts)}: {mode} of {len(rows)} features -> version {version}")
     return {"follow": follow.name, "from": a, "at": b, "applied": applied}

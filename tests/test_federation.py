@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from geobase.cli.follow import run_pass
 from tests.conftest import REPO
 
 DIVISION = "339901"
@@ -79,9 +80,10 @@ def _kill_at(follower, line_start: str) -> list[str]:
 
 
 def test_follower_mirrors_and_resumes_after_killed_passes(new_db, live_server, tmp_path):
+    from geobase.ingest.pipeline import ingest
+
     from geobase import federation, keys
     from geobase.db import connect
-    from geobase.ingest.pipeline import ingest
 
     source, follower = new_db(), new_db()
     rng = random.Random(16)
@@ -93,7 +95,7 @@ def test_follower_mirrors_and_resumes_after_killed_passes(new_db, live_server, t
     srv = live_server(source)
 
     follow = federation.add_follow(follower, srv.url, LAYER, DIVISION, key=key)
-    assert federation.run_follow(follower, follow)["at"] == 1
+    assert run_pass(follower, follow)["at"] == 1
     assert _divergent(source, follower) == 0
 
     # N updates on the source: attributes changed, geometries moved, features removed and added
@@ -128,9 +130,9 @@ def test_follower_mirrors_and_resumes_after_killed_passes(new_db, live_server, t
     for f in rng.sample(features, 3):
         features.remove(f)
     ingest(source, LAYER, _write(tmp_path / "u-last.geojson", features))
-    assert federation.run_follow(follower, follow)["at"] == 2 + N_UPDATES
+    assert run_pass(follower, follow)["at"] == 2 + N_UPDATES
     assert _divergent(source, follower) == 0
-    assert federation.run_follow(follower, follow)["applied"] == []  # up to date: nothing to do
+    assert run_pass(follower, follow)["applied"] == []  # up to date: nothing to do
 
 
 def test_follow_refuses_a_key_that_hides_attributes(county_db, new_db, live_server):
@@ -143,5 +145,5 @@ def test_follow_refuses_a_key_that_hides_attributes(county_db, new_db, live_serv
     srv = live_server(source)
     follow = federation.add_follow(follower, srv.url, "land_use", "339901")  # no key: the public's view
     with pytest.raises(InvalidInput, match="hides"):
-        federation.run_follow(follower, follow, page_size=50)
+        run_pass(follower, follow, page_size=50)
     assert federation.applied_version(follower, follow) == 0

@@ -60,10 +60,11 @@ def _wait_for(what: str, predicate, timeout: float = 60.0, every: float = 0.2):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """(settings, replica, admin key): a private primary with rivers loaded, and one replica."""
+    from geobase.ingest.pipeline import ingest
+
     from geobase import keys
     from geobase.db import connect, prepare_database, replicas
     from geobase.db.cluster import LocalCluster
-    from geobase.ingest.pipeline import ingest
 
     data = tmp_path_factory.mktemp("replicas")
     primary_port, replica_port = _free_ports(2)
@@ -147,7 +148,7 @@ def test_reads_go_to_the_replica_and_writes_are_read_back(cluster, tmp_path):
                         r = client.post("/admin/layers/rivers/ingest", files={"file": (path.name, fh)})
                     assert r.status_code == 202, r.text
                     job = r.json()["jobID"]
-                    status = _wait_for("the ingest job", lambda: (s := client.get(f"/admin/jobs/{job}").json())
+                    status = _wait_for("the ingest job", lambda job=job: (s := client.get(f"/admin/jobs/{job}").json())
                                        ["status"] in ("successful", "failed") and s)
                     assert status["version"], status
                     names = [f["properties"]["name"] for f in

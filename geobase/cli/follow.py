@@ -12,6 +12,17 @@ follow_app = typer.Typer(help="Follow a layer of another geobase instance (its c
                               "partition of this one.", no_args_is_help=True)
 
 
+def run_pass(settings, follow, **kw) -> dict:
+    """One pass of ``follow``, its parts committed by the ordinary ingest (geobase/federation.py)."""
+    from geobase import federation
+    from geobase.ingest.pipeline import ingest
+
+    def apply(path, **options) -> int | None:
+        return ingest(settings, follow.collection, path, **options).version
+
+    return federation.run_follow(settings, follow, apply, **kw)
+
+
 @follow_app.command("add")
 def add(url: str = typer.Argument(..., help="Base URL of the source instance, e.g. http://county:8000"),
         collection: str = typer.Argument(..., help="The layer to follow (the same layer exists here)."),
@@ -53,7 +64,7 @@ def run(name: str = typer.Argument(None, help="One follow (default: every follow
     settings = get_settings()
     follows = [federation.get_follow(settings, name)] if name else federation.load_follows(settings)
     for f in follows:
-        res = federation.run_follow(settings, f, page_size=page_size, echo=lambda m, n=f.name: typer.echo(
+        res = run_pass(settings, f, page_size=page_size, echo=lambda m, n=f.name: typer.echo(
             f"{n}: {m}"))
         typer.echo(f"{f.name}: at source version {res['at']}" + (f" ({len(res['applied'])} part(s) applied)"
                                                                  if res["applied"] else " (up to date)"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -28,7 +29,7 @@ from geobase.settings import Settings
 from tests.conftest import SAMPLE, LiveServer
 
 #: the ports this file may use (a client connection's TIME_WAIT on one blocks a bind: take free ones)
-PORTS = range(55620, 55630)
+PORTS = range(55620, 55626)  # 55626-55629: bench/bench_replicas.py
 BOUND_S = 20  # every request must answer within this (the client's timeout)
 
 
@@ -57,38 +58,60 @@ def _wait_for(what: str, predicate, timeout: float = 60.0, every: float = 0.2):
     pytest.fail(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """(settings, replica, admin key): a private primary with rivers loaded, and one replica."""
+def _start_primary_and_replica(data: Path):
+    """A primary with rivers loaded and one replica, on ports free a moment ago (a client
+    connection's TIME_WAIT may take one meanwhile: then everything is removed and None returned)."""
     from geobase.ingest.pipeline import ingest
 
     from geobase import keys
     from geobase.db import connect, prepare_database, replicas
-    from geobase.db.cluster import LocalCluster
+    from geobase.errors import SetupError
 
-    data = tmp_path_factory.mktemp("replicas")
     primary_port, replica_port = _free_ports(2)
     settings = Settings(data_dir=data, pg_port=primary_port, database_url=None, pool_min_size=1)
-    primary = LocalCluster(settings)
-    primary.remove()  # a leftover of an interrupted run
-    for old in primary.pgdata.parent.glob("replica-*"):
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
     try:
         prepare_database(settings)
         ingest(settings, "rivers", SAMPLE / "rivers.geojson")
         with connect(settings) as conn:
             admin = keys.create_key(conn, name="replica-test", role="admin", department=None).token
             conn.commit()
-        replica = replicas.add_local(settings, replica_port, "r1")
-        yield settings, replica, admin
+        return settings, replicas.add_local(settings, replica_port, "r1"), admin
+    except SetupError as exc:
+        if "could not start server" not in str(exc):
+            raise
+        _remove_all(settings)
+        (settings.data_path / "pg.location").unlink(missing_ok=True)
+        return None
+
+
+def _remove_all(settings: Settings) -> None:
+    from geobase.db import replicas
+    from geobase.db.cluster import LocalCluster
+
+    for r in replicas.load(settings):
+        replicas.remove(settings, r.name)
+    primary = LocalCluster(settings)
+    for old in primary.pgdata.parent.glob("replica-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    primary.remove()
+    with contextlib.suppress(OSError):
+        primary.pgdata.parent.rmdir()  # the per-test directory under /var/lib/geobase when run as root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(settings, replica, admin key): a private primary with rivers loaded, and one replica."""
+    data = tmp_path_factory.mktemp("replicas")
+    made = None
+    for _ in range(3):
+        made = _start_primary_and_replica(data)
+        if made:
+            break
+    assert made, "no free ports for a primary and a replica in three tries"
+    try:
+        yield made
     finally:
-        for r in replicas.load(settings):
-            replicas.remove(settings, r.name)
-        primary.remove()
-        with contextlib.suppress(OSError):
-            primary.pgdata.parent.rmdir()  # the per-test directory under /var/lib/geobase when run as root
+        _remove_all(made[0])
 
 
 def _server(settings: Settings, **env) -> LiveServer:

@@ -135,15 +135,24 @@ def test_follower_mirrors_and_resumes_after_killed_passes(new_db, live_server, t
     assert run_pass(follower, follow)["applied"] == []  # up to date: nothing to do
 
 
-def test_follow_refuses_a_key_that_hides_attributes(county_db, new_db, live_server):
+def test_follow_refuses_a_key_that_hides_attributes(new_db, live_server, tmp_path):
     """A source that hides attributes from the follow's caller would make a mirror that lost
     them without an error: refused, and nothing is applied."""
+    from geobase.ingest.pipeline import ingest
+
     from geobase import federation
     from geobase.errors import InvalidInput
 
-    source, follower = county_db, new_db()
+    source, follower = new_db(), new_db()
+    parcels = [{"type": "Feature", "properties": {"BSM": f"P{i}", "DLBM": "0101", "ZLDWDM": "339901001001",
+                                                  "QSDWDM": "339901001001", "QSDWMC": "某村"},
+                "geometry": {"type": "MultiPolygon", "coordinates": [[[[118 + i * 0.01, 29], [118.01 + i * 0.01, 29],
+                                                                      [118.01 + i * 0.01, 29.01],
+                                                                      [118 + i * 0.01, 29.01], [118 + i * 0.01, 29]]]]}}
+               for i in range(3)]
+    ingest(source, "land_use", _write(tmp_path / "dltb.geojson", parcels), coverage=False)
     srv = live_server(source)
     follow = federation.add_follow(follower, srv.url, "land_use", "339901")  # no key: the public's view
     with pytest.raises(InvalidInput, match="hides"):
-        run_pass(follower, follow, page_size=50)
+        run_pass(follower, follow)
     assert federation.applied_version(follower, follow) == 0

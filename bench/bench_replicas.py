@@ -2,8 +2,8 @@
 primary, and read-your-writes in every trial meanwhile.
 
 Setup (its own primary and replica, so that the bench cluster's other databases are not copied):
-a private primary on ``GEOBASE_BENCH_PG_PORT + 1`` with the scaled county's land use loaded, a
-streaming replica made by ``geobase.db.replicas.add_local`` on ``+ 2``, and two servers on the
+a private primary on a port of ``GEOBASE_BENCH_REPLICA_PORTS`` (55626-55629) with the scaled county's land use loaded, a
+streaming replica made by ``geobase.db.replicas.add_local`` on the next port, and two servers on the
 same primary: *replicated* (reads routed to the replica) and *primary only* (no replica).
 
 Per round (interleaved, ``ctx.rounds``): the county is ingested again on the primary (two CLI
@@ -34,19 +34,46 @@ READERS = 32
 RYW_TRIALS = 20
 
 
-def _primary(ctx: Context):
+def _primary(ctx: Context, port: int):
     from geobase.db import prepare_database
     from geobase.db.cluster import LocalCluster
     from geobase.settings import Settings
 
-    base = int(os.environ.get("GEOBASE_BENCH_PG_PORT", "55434"))
-    settings = Settings(data_dir=REPO / ".geobase-bench-replicas", pg_port=base + 1, database_url=None)
+    settings = Settings(data_dir=REPO / ".geobase-bench" / "replicas", pg_port=port, database_url=None)
     cluster = LocalCluster(settings)
     cluster.remove()
     shutil.rmtree(cluster.pgdata.parent / "replica-bench", ignore_errors=True)
     (settings.data_path / "replicas.json").unlink(missing_ok=True)
     prepare_database(settings)
     return settings, cluster
+
+
+def _primary_and_replica(ctx: Context, dltb: Path):
+    """The primary (county loaded) and its replica, on ports of GEOBASE_BENCH_REPLICA_PORTS
+    (default 55626-55629); a port taken meanwhile by a client connection's TIME_WAIT: the next."""
+    from geobase.db import replicas
+    from geobase.errors import SetupError
+
+    lo, _, hi = os.environ.get("GEOBASE_BENCH_REPLICA_PORTS", "55626-55629").partition("-")
+    ports = list(range(int(lo), int(hi) + 1))
+    for i in range(len(ports) - 1):
+        settings = cluster = None
+        try:
+            settings, cluster = _primary(ctx, ports[i])
+            env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+                       GEOBASE_DATABASE_URL="")
+            subprocess.run([PY, "-m", "geobase.cli", "ingest", "land_use", str(dltb)],
+                           env=env, cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
+            return settings, cluster, replicas.add_local(settings, ports[i + 1], "bench")
+        except SetupError as exc:
+            if "could not start server" not in str(exc):
+                raise
+            print(f"  ports {ports[i]}/{ports[i + 1]} taken, next", flush=True)
+            if settings is not None:
+                for r in replicas.load(settings):
+                    replicas.remove(settings, r.name)
+                cluster.remove()
+    raise RuntimeError(f"no two free ports in {ports}")
 
 
 def _server(settings, env: dict) -> tuple[subprocess.Popen, str]:
@@ -148,18 +175,13 @@ def run(ctx: Context) -> None:
 
     county = ctx.county()
     dltb = next(p for p in (county / "DLTB" / "DLTB.shp", county / "DLTB.shp", county / "DLTB.zip") if p.exists())
-    settings, cluster = _primary(ctx)
+    settings, cluster, replica = _primary_and_replica(ctx, dltb)
     try:
-        env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
-                   GEOBASE_DATABASE_URL="")
-        subprocess.run([PY, "-m", "geobase.cli", "ingest", "land_use", str(dltb)],
-                       env=env, cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
         with connect(settings) as conn:
             admin = keys.create_key(conn, name="bench", role="admin", department=None).token
             bbox = list(conn.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
                                      "(SELECT ST_Extent(geom) e FROM data.land_use) x").fetchone())
             conn.commit()
-        replica = replicas.add_local(settings, settings.pg_port + 1, "bench")
         replicated = _server(settings, {"GEOBASE_REPLICA_MAX_LAG_MS": "10000"})
         (settings.data_path / "replicas.json").rename(settings.data_path / "replicas.off")
         primary_only = _server(settings, {})

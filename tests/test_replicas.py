@@ -189,6 +189,24 @@ def test_reads_go_to_the_replica_and_writes_are_read_back(cluster, tmp_path):
         srv.stop()
 
 
+def test_replica_list_command(cluster):
+    """`geobase db replica list` reports the recorded replica: up, replaying, its lag in bytes."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    settings, replica, _ = cluster
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_dir), GEOBASE_PG_PORT=str(settings.pg_port),
+               GEOBASE_DATABASE_URL="")
+    out = subprocess.run([sys.executable, "-m", "geobase.cli", "db", "replica", "list", "--json"], env=env,
+                         cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["name"] == "r1" and row["port"] == replica.port and row["up"] and row["running"]
+    assert isinstance(row["lag_bytes"], int) and row["replay_lsn"]
+
+
 def test_killed_replica_reads_answer_from_the_primary(cluster):
     from geobase.db import replicas
 

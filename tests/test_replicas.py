@@ -189,22 +189,34 @@ def test_reads_go_to_the_replica_and_writes_are_read_back(cluster, tmp_path):
         srv.stop()
 
 
-def test_replica_list_command(cluster):
-    """`geobase db replica list` reports the recorded replica: up, replaying, its lag in bytes."""
+def _cli(settings: Settings, *args: str) -> str:
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    settings, replica, _ = cluster
     env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_dir), GEOBASE_PG_PORT=str(settings.pg_port),
                GEOBASE_DATABASE_URL="")
-    out = subprocess.run([sys.executable, "-m", "geobase.cli", "db", "replica", "list", "--json"], env=env,
-                         cwd=str(REPO), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    (row,) = json.loads(out.stdout)
+    out = subprocess.run([sys.executable, "-m", "geobase.cli", *args], env=env, cwd=str(REPO),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_replica_list_command_and_db_stop_start(cluster):
+    """`geobase db replica list` reports the recorded replica: up, replaying, its lag in bytes;
+    `geobase db stop` / `start` stop and start the managed replica with the primary."""
+    from geobase.db import replicas
+
+    settings, replica, _ = cluster
+    (row,) = json.loads(_cli(settings, "db", "replica", "list", "--json"))
     assert row["name"] == "r1" and row["port"] == replica.port and row["up"] and row["running"]
     assert isinstance(row["lag_bytes"], int) and row["replay_lsn"]
+    assert "stopped replica r1" in _cli(settings, "db", "stop")
+    assert not replicas.running(replica)
+    assert "started replica r1" in _cli(settings, "db", "start")
+    assert replicas.running(replica)
+    _wait_for("the replica answering", lambda: _replica(replica, "SELECT pg_is_in_recovery()")[0][0])
 
 
 def test_killed_replica_reads_answer_from_the_primary(cluster):

@@ -165,6 +165,16 @@ def stop(settings: Settings, replica: Replica) -> bool:
     return True
 
 
+def start_all(settings: Settings) -> list[str]:
+    """Start every managed replica (with the primary: `geobase db start`); their names."""
+    return [r.name for r in load(settings) if start(settings, r)]
+
+
+def stop_all(settings: Settings) -> list[str]:
+    """Stop every managed replica (with the primary: `geobase db stop`); their names."""
+    return [r.name for r in load(settings) if stop(settings, r)]
+
+
 def remove(settings: Settings, name: str) -> Replica:
     """Unregister a replica; a managed one is stopped and its directory deleted."""
     replicas = load(settings)

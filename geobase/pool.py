@@ -252,7 +252,7 @@ class RoutedPool:
 
     async def primary_position(self) -> int:
         """The primary's WAL position now (a read-your-writes token covering every commit so far)."""
-        async with self.primary.connection(timeout=REPLICA_CHECKOUT_S) as conn:
+        async with self.primary.connection(timeout=self.settings.pool_timeout_s) as conn:
             cur = await conn.execute(PRIMARY_POSITION_SQL)
             return wal_position(int((await cur.fetchone())[0]))
 
@@ -321,11 +321,12 @@ class RoutedPool:
 
     async def check_health(self) -> None:
         """Sample the primary's position, then each replica's replay position and lag."""
-        now = time.monotonic()
         try:
-            self._samples.append((now, await self.primary_position()))
+            position = await self.primary_position()
+            self._samples.append((time.monotonic(), position))  # the time it was read, not asked
         except Exception as exc:
             log.debug("primary position not sampled: %s", exc)
+        now = time.monotonic()
         horizon = now - 2 * self.settings.replica_max_lag_ms / 1000 - 10 * self.settings.replica_check_s
         while len(self._samples) > 2 and self._samples[1][0] < horizon:
             self._samples.popleft()

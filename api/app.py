@@ -22,6 +22,7 @@ from geobase import __version__, keys
 from geobase.api import admin, analysis, docs, editing, features, ingest, items, landing, schema, tiles
 from geobase.api import map as map_
 from geobase.api import search as search_
+from geobase.api.deps import ReadRoutingMiddleware
 from geobase.api.errors import install_error_handlers
 from geobase.api.gate import GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # level 4, not Starlette's default 9: a site check's JSON of a few MB took longer to
     # compress at 9 than to compute (tiles and item streams arrive compressed and are skipped)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
+    app.add_middleware(ReadRoutingMiddleware)  # GET to replicas, the rest to the primary (geobase/pool.py)
     for module in ROUTER_MODULES:
         # every route refuses query parameters it does not declare (api/params.py)
         app.include_router(module.router, dependencies=[Depends(check_query_parameters)])

@@ -14,9 +14,11 @@ The items parameters (``limit``, ``bbox``, ``filter`` ...) are a family of their
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from typing import AsyncIterator
 
 import psycopg
@@ -25,6 +27,7 @@ from fastapi import Depends, Path, Query, Request
 from geobase.api import negotiation
 from geobase.errors import InvalidInput, NotFound
 from geobase.catalog.state import LayerState, layer_state
+from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
 from geobase.api.gate import get_principal
 from geobase.security import Principal, hidden_attributes, require_layer
 from geobase.settings import Settings
@@ -182,3 +185,78 @@ def representation(allowed: tuple[str, ...], description: str,
 
     dependency.allowed = allowed_set  # type: ignore[attr-defined]  # read by tests against OFFERS
     return dependency
+
+
+# ------------------------------------------------------------------------------------------
+# read/write routing (the pool decides: geobase/pool.py; this only tells it what the request is)
+# ------------------------------------------------------------------------------------------
+#: the read-your-writes token: the primary's WAL position after the caller's last write
+LSN_HEADER = "Geobase-LSN"
+LSN_COOKIE = "geobase_lsn"
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _request_token(headers: dict[bytes, bytes]) -> tuple[int | None, int | None]:
+    """(token, expiry) from the ``Geobase-LSN`` header or the cookie (``<lsn>~<expiry>``)."""
+    token = parse_lsn(headers.get(LSN_HEADER.lower().encode(), b"").decode("latin-1"))
+    expiry = None
+    cookie = SimpleCookie()
+    try:
+        cookie.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except CookieError:
+        pass
+    if LSN_COOKIE in cookie:
+        lsn, _, exp = cookie[LSN_COOKIE].value.partition("~")
+        cookie_token = parse_lsn(lsn)
+        if cookie_token is not None and exp.isdigit() and int(exp) > time.time():
+            token, expiry = max(token or 0, cookie_token), int(exp)
+    return token, expiry
+
+
+class ReadRoutingMiddleware:
+    """Marks each request read (GET/HEAD) or write for :class:`geobase.pool.RoutedPool`, and
+    gives the caller its read-your-writes token. A write's response carries the primary's WAL
+    position after it (header ``Geobase-LSN`` and cookie ``geobase_lsn``, for
+    ``GEOBASE_READ_YOUR_WRITES_S``); a read carrying it is served by a replica only once that
+    replica has replayed it (else the primary). A token holder's read that was not served wholly
+    by replicas (e.g. an ingest job's status, read on the primary) refreshes the token, so that
+    what it saw there (the job done) is what its next reads see. With no replica: nothing."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        pool = getattr(scope.get("app").state, "pool", None) if scope["type"] == "http" else None
+        if not getattr(pool, "replicas", None):
+            await self.app(scope, receive, send)
+            return
+        write = scope["method"] not in _READS
+        token, expiry = _request_token(dict(scope["headers"]))
+        route = Route(read=not write, token=token)
+        reset = ROUTE.set(route)
+        settings: Settings = scope["app"].state.settings
+
+        async def send_with_token(message):
+            if message["type"] == "http.response.start" and (write or (token and route.replica_conns == 0)
+                                                            or (token and route.primary_conns)):
+                message = await self._with_token(message, pool, settings, token, None if write else expiry)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_token)
+        finally:
+            ROUTE.reset(reset)
+
+    @staticmethod
+    async def _with_token(message, pool, settings: Settings, token: int | None, expiry: int | None):
+        try:
+            position = max(await pool.primary_position(), token or 0)
+        except Exception:  # the primary cannot say: the caller keeps the token it had
+            return message
+        expiry = expiry or int(time.time()) + settings.read_your_writes_s
+        value = f"{lsn_text(position)}~{expiry}"
+        headers = list(message.get("headers", []))
+        headers.append((LSN_HEADER.lower().encode(), lsn_text(position).encode()))
+        headers.append((b"set-cookie", f"{LSN_COOKIE}={value}; Max-Age={max(0, expiry - int(time.time()))}; "
+                                       f"Path=/; HttpOnly; SameSite=Lax".encode()))
+        return {**message, "headers": headers}

@@ -6,9 +6,15 @@ lives here, in the core, next to the pool that runs it, not in the app wiring.""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import contextvars
 import logging
 import time
 import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -25,6 +31,8 @@ WARM_UP_SQL = ("SELECT ST_Area(g::geography), ST_Transform(g, 3857) "
                "FROM (SELECT 'SRID=4490;POLYGON((118 29,118.01 29,118.01 29.01,118 29))'::geometry AS g) x")
 
 APPLICATION_NAME = "geobase-api"
+#: the name of the health checks' own connections to the replicas (not serving requests)
+HEALTH_APPLICATION_NAME = "geobase-replica-check"
 
 
 class ConnectionCheck:
@@ -71,24 +79,24 @@ async def configure_connection(conn: psycopg.AsyncConnection, statement_timeout_
     await conn.commit()
 
 
-def server_pool(settings: Settings, checker: ConnectionCheck) -> AsyncConnectionPool:
-    """The (unopened) pool of the API server, sized and timed by ``settings``."""
+def server_pool(settings: Settings, checker: ConnectionCheck) -> RoutedPool:
+    """The (unopened) pool of the API server, sized and timed by ``settings``: the primary's,
+    with a read pool per replica recorded by ``geobase db replica`` (:mod:`geobase.db.replicas`)."""
+    from geobase.db import replicas as replica_registry
+
     timeout = int(settings.statement_timeout_ms)
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         await configure_connection(conn, timeout)
 
-    return AsyncConnectionPool(
-        database_url(settings),
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.pool_timeout_s,
-        configure=configure,
-        check=checker.check,
-        reset=checker.reset,
-        open=False,
-        kwargs={"autocommit": True, "connect_timeout": 5},
-    )
+    def make(url: str, **kw) -> AsyncConnectionPool:
+        return AsyncConnectionPool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+                                   timeout=settings.pool_timeout_s, configure=configure, open=False,
+                                   kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
+
+    primary = make(database_url(settings), check=checker.check, reset=checker.reset)
+    states = [ReplicaState(r.name, r.url) for r in replica_registry.load(settings)]
+    return RoutedPool(primary, states, settings, make)
 
 
 async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
@@ -96,3 +104,264 @@ async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
     cur = await conn.execute("SELECT current_setting('server_version'), postgis_lib_version(), postgis_full_version()")
     pg, postgis, full = await cur.fetchone()
     return {"postgresql": pg, "postgis": postgis, "postgis_full": full}
+
+
+# ------------------------------------------------------------------------------------------
+# read replicas: the one place where a request's connection is chosen
+# ------------------------------------------------------------------------------------------
+#: how long a read waits for a replica's pool before it is served by the primary instead
+REPLICA_CHECKOUT_S = 1.0
+#: how often a read that waits for its own write polls the replica's replay position
+_POLL_S = 0.01
+_SEGMENT = 16 * 1024 * 1024
+
+
+def wal_position(lsn: int) -> int:
+    """A WAL insert position as the end of the last record, comparable with a standby's
+    ``pg_last_wal_replay_lsn()``: at the very start of a page the insert position is reported
+    after the page header (24 bytes, 40 at a segment's start), where no record can end; the
+    replay position of a record that ends at the page boundary is the boundary itself."""
+    if lsn % _SEGMENT == 40:
+        return lsn - 40
+    if lsn % 8192 == 24:
+        return lsn - 24
+    return lsn
+
+
+def lsn_text(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """``'16/B374D848'`` -> its integer; None for anything else (a token is never trusted blindly)."""
+    if not text or "/" not in text or len(text) > 20:
+        return None
+    hi, _, lo = text.strip().partition("/")
+    try:
+        return (int(hi, 16) << 32) | int(lo, 16)
+    except ValueError:
+        return None
+
+
+PRIMARY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
+REPLAY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint"
+
+
+@dataclass
+class Route:
+    """What the current request asks of the pool (set per request by the HTTP adapter):
+    ``read`` — it may be served by a replica; ``token`` — the WAL position of the caller's
+    own last write, which a replica must have replayed before it serves the caller."""
+
+    read: bool
+    token: int | None = None
+    replica_conns: int = 0
+    primary_conns: int = 0
+
+
+#: the request's route; unset (background work, the CLI, the gate): the primary
+ROUTE: contextvars.ContextVar[Route | None] = contextvars.ContextVar("geobase_route", default=None)
+
+
+@dataclass
+class ReplicaState:
+    """A replica as the router sees it: its pool, and whether it is in the read rotation."""
+
+    name: str
+    url: str
+    pool: AsyncConnectionPool | None = None
+    up: bool = False
+    lag_ms: float = 0.0
+    replay: int | None = None
+    reason: str = "not checked yet"
+    served: int = 0
+
+    def describe(self) -> dict:
+        return {"name": self.name, "in_rotation": self.up, "lag_ms": round(self.lag_ms),
+                "replay_lsn": lsn_text(self.replay) if self.replay is not None else None,
+                "reason": self.reason, "reads_served": self.served}
+
+
+class RoutedPool:
+    """The server's pool: the primary's pool plus a read pool per replica.
+
+    A connection taken while the request's :data:`ROUTE` says *read* comes from a replica in
+    the rotation (round robin), after one query that both proves the connection alive and reads
+    the replica's replay position; when the caller's token is ahead of it, the query is repeated
+    for up to ``replica_wait_ms`` and then the primary serves. Every failure on the way (no
+    replica, a replica down, its pool exhausted, lagging) falls back to the primary: a replica
+    never turns a read into an error. Everything else (writes, ingests, edits, the gate, jobs)
+    gets the primary. A health check every ``replica_check_s`` measures each replica's lag
+    (time since the primary was at a position the replica has not replayed) and takes it out of
+    the rotation beyond ``replica_max_lag_ms``, or when it does not answer; it re-admits it
+    when it is back within the bound."""
+
+    def __init__(self, primary: AsyncConnectionPool, replicas: list[ReplicaState], settings: Settings,
+                 make_pool: Callable[[str], AsyncConnectionPool]):
+        self.primary = primary
+        self.replicas = replicas
+        self.settings = settings
+        self._make_pool = make_pool
+        self._owner: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._next = 0
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._health: asyncio.Task | None = None
+        self._checking: dict[str, psycopg.AsyncConnection] = {}
+
+    # -- life ----------------------------------------------------------------------------------
+    async def open(self, wait: bool = False) -> None:
+        await self.primary.open(wait=wait)
+        if self.replicas:
+            self._health = asyncio.create_task(self._health_loop(), name="replica-health")
+
+    async def close(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(BaseException):
+                await self._health
+        for rs in self.replicas:
+            await self._drop_pool(rs)
+        for conn in self._checking.values():
+            with contextlib.suppress(Exception):
+                await conn.close()
+        await self.primary.close()
+
+    # -- connections -----------------------------------------------------------------------------
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection:
+        route = ROUTE.get()
+        if route is not None and route.read and self.replicas:
+            conn = await self._replica_conn(route)
+            if conn is not None:
+                route.replica_conns += 1
+                return conn
+        if route is not None:
+            route.primary_conns += 1
+        return await self.primary.getconn(timeout=timeout)
+
+    async def putconn(self, conn: psycopg.AsyncConnection) -> None:
+        owner = self._owner.pop(conn, None)
+        await (owner or self.primary).putconn(conn)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await self.getconn(timeout=timeout)
+        try:
+            yield conn
+        finally:
+            await self.putconn(conn)
+
+    async def primary_position(self) -> int:
+        """The primary's WAL position now (a read-your-writes token covering every commit so far)."""
+        async with self.primary.connection(timeout=self.settings.pool_timeout_s) as conn:
+            cur = await conn.execute(PRIMARY_POSITION_SQL)
+            return wal_position(int((await cur.fetchone())[0]))
+
+    def describe(self) -> list[dict]:
+        return [rs.describe() for rs in self.replicas]
+
+    async def _replica_conn(self, route: Route) -> psycopg.AsyncConnection | None:
+        live = [rs for rs in self.replicas if rs.up and rs.pool is not None]
+        if not live:
+            return None
+        self._next = (self._next + 1) % len(live)
+        deadline = time.monotonic() + self.settings.replica_wait_ms / 1000
+        for rs in live[self._next:] + live[:self._next]:
+            pool = rs.pool
+            try:
+                conn = await pool.getconn(timeout=REPLICA_CHECKOUT_S)
+            except Exception as exc:  # pool closed, timed out, replica unreachable
+                self._out(rs, f"no connection: {type(exc).__name__}")
+                continue
+            try:
+                ok = await self._caught_up(conn, route.token, deadline)
+            except Exception as exc:  # the connection died with the replica
+                await pool.putconn(conn)
+                self._out(rs, f"check failed: {type(exc).__name__}")
+                continue
+            if ok:
+                self._owner[conn] = pool
+                rs.served += 1
+                return conn
+            await pool.putconn(conn)
+        return None
+
+    async def _caught_up(self, conn: psycopg.AsyncConnection, token: int | None, deadline: float) -> bool:
+        while True:
+            cur = await conn.execute(REPLAY_POSITION_SQL)
+            replay = (await cur.fetchone())[0]
+            if replay is None:  # promoted or not a standby: not a replica any more
+                raise psycopg.OperationalError("not in recovery")
+            if token is None or int(replay) >= token:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_S)
+
+    def _out(self, rs: ReplicaState, reason: str) -> None:
+        if rs.up:
+            log.warning("replica %s out of the read rotation: %s", rs.name, reason)
+        rs.up, rs.reason = False, reason
+
+    async def _drop_pool(self, rs: ReplicaState) -> None:
+        pool, rs.pool = rs.pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close(timeout=1.0)
+
+    # -- health ----------------------------------------------------------------------------------
+    async def _health_loop(self) -> None:
+        while True:
+            try:
+                await self.check_health()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the loop die
+                log.warning("replica health check failed: %s", exc)
+            await asyncio.sleep(self.settings.replica_check_s)
+
+    async def check_health(self) -> None:
+        """Sample the primary's position, then each replica's replay position and lag."""
+        try:
+            position = await self.primary_position()
+            self._samples.append((time.monotonic(), position))  # the time it was read, not asked
+        except Exception as exc:
+            log.debug("primary position not sampled: %s", exc)
+        now = time.monotonic()
+        horizon = now - 2 * self.settings.replica_max_lag_ms / 1000 - 10 * self.settings.replica_check_s
+        while len(self._samples) > 2 and self._samples[1][0] < horizon:
+            self._samples.popleft()
+        for rs in self.replicas:
+            await self._check_replica(rs, now)
+
+    async def _check_replica(self, rs: ReplicaState, now: float) -> None:
+        try:
+            conn = self._checking.get(rs.name)
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(rs.url, autocommit=True, connect_timeout=2,
+                                                             application_name=HEALTH_APPLICATION_NAME)
+                self._checking[rs.name] = conn
+            cur = await asyncio.wait_for(conn.execute(REPLAY_POSITION_SQL), timeout=2)
+            replay = (await cur.fetchone())[0]
+        except Exception as exc:
+            conn = self._checking.pop(rs.name, None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            self._out(rs, f"down: {type(exc).__name__}")
+            await self._drop_pool(rs)
+            return
+        if replay is None:
+            self._out(rs, "not a standby (pg_last_wal_replay_lsn() is null)")
+            return
+        rs.replay = int(replay)
+        behind = [t for t, lsn in self._samples if lsn > rs.replay]
+        rs.lag_ms = (now - behind[0]) * 1000 if behind else 0.0
+        if rs.lag_ms > self.settings.replica_max_lag_ms:
+            self._out(rs, f"lagging {rs.lag_ms:.0f} ms > {self.settings.replica_max_lag_ms} ms")
+            return
+        if not rs.up:
+            if rs.pool is None:
+                rs.pool = self._make_pool(rs.url)
+                await rs.pool.open(wait=False)
+            log.info("replica %s in the read rotation (lag %.0f ms)", rs.name, rs.lag_ms)
+            rs.up, rs.reason = True, "ok"

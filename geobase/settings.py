@@ -65,6 +65,13 @@ class DatabaseSettings(BaseModel):
     statement_timeout_ms: int = Field(
         ge=0, default=30_000, description="Statement timeout for ordinary requests (ms)."
     )
+    replica_max_lag_ms: int = Field(ge=0, default=5_000, description="A read replica further behind the primary "
+                                    "than this (ms) leaves the read rotation until it catches up (reads go to the primary).")
+    replica_wait_ms: int = Field(ge=0, default=500, description="How long a read after the caller's own write waits "
+                                 "for a replica to replay that write before it is served by the primary instead (ms).")
+    replica_check_s: float = Field(gt=0, default=1.0, description="Seconds between health checks of the read replicas.")
+    read_your_writes_s: int = Field(ge=0, default=300, description="Seconds after a write during which the caller's "
+                                    "reads see it (the geobase_lsn cookie's lifetime).")
 
     _urls = field_validator("database_url", "app_database_url")(_check_pg_url)
 

@@ -33,6 +33,10 @@ def start() -> None:
     info = prepare_database(settings)
     if settings.uses_local_cluster:
         typer.echo("started" if info.get("started") else "already running")
+        from geobase.db.replicas import start_all
+
+        for name in start_all(settings):  # the managed read replicas with it
+            typer.echo(f"started replica {name}")
     typer.echo(f"PostGIS {info['postgis']}, schema {','.join(info['revision'])}, {info['layers']} layers in catalog")
 
 
@@ -40,6 +44,10 @@ def start() -> None:
 def stop() -> None:
     """Stop the local cluster (fast shutdown); says which cluster it looked at."""
     cluster = _cluster()
+    from geobase.db.replicas import stop_all
+
+    for name in stop_all(cluster.settings):  # the managed read replicas first
+        typer.echo(f"stopped replica {name}")
     typer.echo(f"{'stopped' if cluster.stop() else 'not running'}: cluster {cluster.pgdata} "
                f"(port {cluster.settings.pg_port})")
 
@@ -54,6 +62,10 @@ def remove(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirm
     if not yes:
         typer.confirm("Delete the local geobase database and all its data?", abort=True)
     cluster = _cluster()
+    from geobase.db import replicas
+
+    for r in replicas.load(cluster.settings):  # a replica of a deleted primary is of no use
+        replicas.remove(cluster.settings, r.name)
     removed = cluster.remove()
     typer.echo(f"removed cluster {cluster.pgdata}" if removed else f"no cluster at {cluster.pgdata}")
 
@@ -106,4 +118,7 @@ def migrate() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from geobase.cli.db_replica import replica_app
+
+    db_app.add_typer(replica_app, name="replica")
     app.add_typer(db_app, name="db")

@@ -1,0 +1,218 @@
+"""Read replicas: the replica's lag under a 32-client read load while a county is ingested on the
+primary, and read-your-writes in every trial meanwhile.
+
+Setup (its own primary and replica, so that the bench cluster's other databases are not copied):
+a private primary on a port of ``GEOBASE_BENCH_REPLICA_PORTS`` (55626-55629) with the scaled county's land use loaded, a
+streaming replica made by ``geobase.db.replicas.add_local`` on the next port, and two servers on the
+same primary: *replicated* (reads routed to the replica) and *primary only* (no replica).
+
+Per round (interleaved, ``ctx.rounds``): the county is ingested again on the primary (two CLI
+ingests of the county's delivery: ``--mode delete``, every parcel retired, then ``replace``) while
+32 threads read items by bbox from one server; meanwhile a writer changes a layer's sharing
+through the same server and reads it back at once with its token, 20 times: a read that did
+not see its own write is a violation (must be 0). Reported: the replica's lag (time behind the
+primary, sampled every 0.1 s: p95 and max), the reads' p95 on both servers and their ratio, and
+the violations.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from common import PY, REPO, Context, Result, free_port, percentile
+
+READERS = 32
+RYW_TRIALS = 20
+
+
+def _primary(ctx: Context, port: int):
+    from geobase.db import prepare_database
+    from geobase.db.cluster import LocalCluster
+    from geobase.settings import Settings
+
+    settings = Settings(data_dir=REPO / ".geobase-bench" / "replicas", pg_port=port, database_url=None)
+    cluster = LocalCluster(settings)
+    cluster.remove()
+    shutil.rmtree(cluster.pgdata.parent / "replica-bench", ignore_errors=True)
+    (settings.data_path / "replicas.json").unlink(missing_ok=True)
+    prepare_database(settings)
+    return settings, cluster
+
+
+def _primary_and_replica(ctx: Context, dltb: Path):
+    """The primary (county loaded) and its replica, on ports of GEOBASE_BENCH_REPLICA_PORTS
+    (default 55626-55629); a port taken meanwhile by a client connection's TIME_WAIT: the next."""
+    from geobase.db import replicas
+    from geobase.errors import SetupError
+
+    lo, _, hi = os.environ.get("GEOBASE_BENCH_REPLICA_PORTS", "55626-55629").partition("-")
+    ports = list(range(int(lo), int(hi) + 1))
+    for i in range(len(ports) - 1):
+        settings = cluster = None
+        try:
+            settings, cluster = _primary(ctx, ports[i])
+            env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+                       GEOBASE_DATABASE_URL="")
+            subprocess.run([PY, "-m", "geobase.cli", "ingest", "land_use", str(dltb)],
+                           env=env, cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
+            return settings, cluster, replicas.add_local(settings, ports[i + 1], "bench")
+        except SetupError as exc:
+            if "could not start server" not in str(exc):
+                raise
+            print(f"  ports {ports[i]}/{ports[i + 1]} taken, next", flush=True)
+            if settings is not None:
+                for r in replicas.load(settings):
+                    replicas.remove(settings, r.name)
+                cluster.remove()
+    raise RuntimeError(f"no two free ports in {ports}")
+
+
+def _server(settings, env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    full = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+                GEOBASE_DATABASE_URL="", GEOBASE_LOG_LEVEL="warning", GEOBASE_POOL_MAX_SIZE="20",
+                GEOBASE_RATE_LIMIT_PUBLIC_PER_S="100000", GEOBASE_RATE_LIMIT_PUBLIC_BURST="100000",
+                GEOBASE_RATE_LIMIT_PER_S="100000", GEOBASE_RATE_LIMIT_BURST="100000", **env)
+    proc = subprocess.Popen([PY, "-m", "geobase.cli", "serve", "--no-prepare", "--port", str(port)], env=full,
+                            cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def _lag_sampler(primary_url: str, replica_url: str, stop: threading.Event, out: list[float]) -> None:
+    """Time lag samples (s): now minus when the primary was at the position the replica replayed."""
+    history: list[tuple[float, int]] = []
+    with psycopg.connect(primary_url, autocommit=True) as p, psycopg.connect(replica_url, autocommit=True) as r:
+        while not stop.is_set():
+            now = time.monotonic()
+            history.append((now, p.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint")
+                            .fetchone()[0]))
+            replay = r.execute("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint").fetchone()[0]
+            behind = [t for t, lsn in history if lsn > replay]
+            out.append(now - behind[0] if behind else 0.0)
+            time.sleep(0.1)
+
+
+def _readers(url: str, bbox: list[float], stop: threading.Event, lat: list[float], errors: list[int]) -> None:
+    def one(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            while not stop.is_set():
+                x = rng.uniform(bbox[0], bbox[2] - 0.01)
+                y = rng.uniform(bbox[1], bbox[3] - 0.01)
+                t0 = time.perf_counter()
+                r = c.get("/collections/land_use/items", params={"bbox": f"{x},{y},{x + 0.01},{y + 0.01}",
+                                                                  "limit": 50})
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(READERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _ryw(url: str, admin: str, stop: threading.Event, result: dict) -> None:
+    """The writer: change a layer's sharing, read it back at once with the token."""
+    with httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": admin}) as c:
+        for i in range(RYW_TRIALS):
+            if stop.is_set():
+                break
+            level = "private" if i % 2 == 0 else "public"
+            c.put("/admin/layers/water_areas/sharing", json={"sharing": level}).raise_for_status()
+            seen = httpx.get(f"{url}/collections/water_areas", cookies=dict(c.cookies), timeout=60).status_code
+            result["trials"] += 1
+            result["violations"] += seen != (404 if level == "private" else 200)
+            time.sleep(0.2)
+
+
+def _round(url, settings, dltb: Path, admin: str, bbox, lag_urls=None) -> dict:
+    stop = threading.Event()
+    lat: list[float] = []
+    errors: list[int] = []
+    lags: list[float] = []
+    ryw = {"trials": 0, "violations": 0}
+    workers = [threading.Thread(target=_readers, args=(url, bbox, stop, lat, errors)),
+               threading.Thread(target=_ryw, args=(url, admin, stop, ryw))]
+    if lag_urls:
+        workers.append(threading.Thread(target=_lag_sampler, args=(*lag_urls, stop, lags)))
+    for w in workers:
+        w.start()
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+               GEOBASE_DATABASE_URL="")
+    for mode in ("delete", "replace"):  # the county's every parcel retired, then delivered again
+        subprocess.run([PY, "-m", "geobase.cli", "ingest", "land_use", str(dltb), "--mode", mode],
+                       env=env, cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
+    stop.set()
+    for w in workers:
+        w.join()
+    return {"p95": percentile(lat, 95), "lags": lags, "errors": errors, **ryw}
+
+
+def run(ctx: Context) -> None:
+    from geobase import keys
+    from geobase.db import connect, replicas
+
+    county = ctx.county()
+    dltb = next(p for p in (county / "DLTB" / "DLTB.shp", county / "DLTB.shp", county / "DLTB.zip") if p.exists())
+    settings, cluster, replica = _primary_and_replica(ctx, dltb)
+    try:
+        with connect(settings) as conn:
+            admin = keys.create_key(conn, name="bench", role="admin", department=None).token
+            bbox = list(conn.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                                     "(SELECT ST_Extent(geom) e FROM data.land_use) x").fetchone())
+            conn.commit()
+        replicated = _server(settings, {"GEOBASE_REPLICA_MAX_LAG_MS": "10000"})
+        (settings.data_path / "replicas.json").rename(settings.data_path / "replicas.off")
+        primary_only = _server(settings, {})
+        (settings.data_path / "replicas.off").rename(settings.data_path / "replicas.json")
+        lag_urls = (cluster.url, f"postgresql://{settings.pg_user}@127.0.0.1:{replica.port}/{settings.pg_database}")
+        rounds: dict[str, list[dict]] = {"replicated": [], "primary": []}
+        for i in range(ctx.rounds):
+            print(f"  round {i + 1}/{ctx.rounds}", flush=True)
+            rounds["replicated"].append(_round(replicated[1], settings, dltb, admin, bbox, lag_urls))
+            rounds["primary"].append(_round(primary_only[1], settings, dltb, admin, bbox))
+        for proc, _ in (replicated, primary_only):
+            proc.terminate()
+            proc.wait(30)
+        lags = [v for r in rounds["replicated"] for v in r["lags"]]
+        trials = sum(r["trials"] for side in rounds.values() for r in side)
+        violations = sum(r["violations"] for side in rounds.values() for r in side)
+        errors = sum(len(r["errors"]) for side in rounds.values() for r in side)
+        ctx.report(Result.rounds("items by bbox p95 under 32 readers during a county ingest: replica vs primary only",
+                                 [r["p95"] * 1000 for r in rounds["replicated"]],
+                                 [r["p95"] * 1000 for r in rounds["primary"]], "primary only", "ms",
+                                 extra={"non_200": errors}))
+        ctx.report(Result("replica lag during the ingest under the read load (p95; max in extra)",
+                          percentile(lags, 95) * 1000 if lags else float("nan"), None, None, "ms",
+                          extra={"max_ms": max(lags) * 1000 if lags else None, "samples": len(lags)}))
+        ctx.report(Result("read-your-writes violations (sharing change, then the writer's read)", violations,
+                          None, None, f"of {trials} trials", extra={"trials": trials}))
+    finally:
+        for r in replicas.load(settings):
+            replicas.remove(settings, r.name)
+        cluster.remove()
+
+
+if __name__ == "__main__":
+    sys.exit("run through bench/run.py --only replicas")

@@ -130,7 +130,7 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
                    "LIMIT 1))").format(col=col, t=t, v=sql.Literal(v), cur=current_filter("n"))
 
 
-def _check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
+def check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
     """412 when a staged feature changed since the session first touched it (a lost update)."""
     stale = conn.execute(sql.SQL(
         "SELECT c.key FROM catalog.edit_changes c LEFT JOIN {t} d ON d._key = c.key AND {cur} "
@@ -147,7 +147,7 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
                        message: str) -> CommitResult:
     """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction."""
     lock_layer(conn, spec.name)
-    _check_bases(conn, spec, sid)
+    check_bases(conn, spec, sid)
     t = table_ident(spec)
     v = next_version(conn, spec.name)
     retired_in = conn.execute(sql.SQL(

@@ -233,3 +233,15 @@ def discard_session(settings: Settings, spec: LayerSpec, sid: str, actor: Actor)
         row = _session_for(conn, spec, sid, actor)
         edits.finish_session(conn, sid, "discarded")
         return row["changes"]
+
+
+def check_session(settings: Settings, spec: LayerSpec, sid: str, actor: Actor) -> dict:
+    """What committing the session would check, without committing (the map shows it before the
+    steward commits): the coverage and the lost-update check answer 422 / 412 as the commit
+    would; otherwise ``{"ok": true}``. Nothing is written."""
+    with connect(settings) as conn, conn.transaction():
+        row = _session_for(conn, spec, sid, actor)
+        if spec.coverage:
+            coverage.check_session(conn, spec, sid)
+        edits.check_bases(conn, spec, sid)
+    return {"id": sid, "ok": True, "changes": row["changes"]}

@@ -85,7 +85,7 @@ def parcel(settings, offset: int = 40) -> tuple:
 
 def frame(page, box: list[float]) -> None:
     page.evaluate(f"window.geobaseMap.fitBounds([[{box[0]}, {box[1]}], [{box[2]}, {box[3]}]], "
-                  "{padding: 120, duration: 0})")
+                  "{padding: {top: 120, bottom: 120, left: 450, right: 120}, duration: 0})")  # clear of the panel
     page.wait_for_function("window.geobaseMap.loaded() && window.geobaseMap.areTilesLoaded()", timeout=60_000)
 
 
@@ -220,3 +220,80 @@ def test_two_editors_on_one_parcel_the_second_sees_the_conflict_and_reloads(edma
         assert not seen["outside"], seen
     with srv.client() as c:
         assert c.get(f"/collections/land_use/items/{bsm}", headers=auth(tokens, "nr:editor")).json()["properties"]["dlbm"] == theirs
+
+
+def test_merge_two_parcels_and_see_a_moved_vertex_refused_before_commit(edmap):
+    srv, tokens, settings = edmap
+    total = "SELECT sum(ST_Area(geom::geography)) FROM data.land_use WHERE _vto IS NULL"
+    a, b, pa, pb, box = q(settings, """
+        SELECT a.bsm, b.bsm, ARRAY[ST_X(ST_PointOnSurface(a.geom)), ST_Y(ST_PointOnSurface(a.geom))],
+               ARRAY[ST_X(ST_PointOnSurface(b.geom)), ST_Y(ST_PointOnSurface(b.geom))],
+               ARRAY[ST_XMin(ST_Union(a.geom, b.geom)), ST_YMin(ST_Union(a.geom, b.geom)),
+                     ST_XMax(ST_Union(a.geom, b.geom)), ST_YMax(ST_Union(a.geom, b.geom))]
+        FROM data.land_use a JOIN data.land_use b ON a._key < b._key AND a.geom && b.geom
+         AND ST_Relate(a.geom, b.geom, 'F***1****')
+        WHERE a._vto IS NULL AND b._vto IS NULL AND ST_NumGeometries(a.geom) = 1 AND ST_NumGeometries(b.geom) = 1
+          AND ST_Area(a.geom::geography) > 3000 AND ST_Area(b.geom::geography) > 3000
+          AND ST_NumGeometries(ST_Union(a.geom, b.geom)) = 1 AND a.bsm NOT LIKE '%%-%%' AND b.bsm NOT LIKE '%%-%%'
+        ORDER BY a._key DESC LIMIT 1""")[0]
+    covered = q(settings, total)[0][0]
+    with browser() as ([page], seen):
+        open_editor(page, srv, tokens["nr:editor"])
+        frame(page, box)
+        click_at(page, *pa)
+        page.wait_for_function("window.geobaseEditState.selected.length > 0 || window.geobaseEditState.error",
+                               timeout=30_000)
+        assert page.evaluate("window.geobaseEditState.selected.map((s) => s.id)") == [a], page.inner_text("#edit-result")
+        # a moved vertex: staged, and the check before the commit shows the coverage refusal
+        page.click("#edit-vertices")
+        page.wait_for_timeout(500)
+        v = page.evaluate("window.geobaseEditState.selected[0].geometry.coordinates[0][0][1]")
+        start = page.evaluate(f"window.geobaseMap.project({v})")
+        centre = page.evaluate(f"window.geobaseMap.project({pa})")
+        mb = page.locator("#map").bounding_box()
+        dx, dy = start["x"] - centre["x"], start["y"] - centre["y"]
+        norm = max(1.0, (dx * dx + dy * dy) ** 0.5)
+        page.mouse.move(mb["x"] + start["x"], mb["y"] + start["y"])
+        page.mouse.down()
+        page.mouse.move(mb["x"] + start["x"] + 25 * dx / norm, mb["y"] + start["y"] + 25 * dy / norm, steps=5)
+        page.mouse.up()
+        page.click("#edit-apply")
+        page.wait_for_function("document.querySelector('#edit-changes').textContent.includes('1')", timeout=30_000)
+        page.click("#edit-check")
+        page.wait_for_function("window.geobaseEditState.check && window.geobaseEditState.check.details", timeout=30_000)
+        shown = page.inner_text("#edit-result")
+        assert "检查未通过" in shown and "coverage_" in shown and a in shown, shown
+        page.click("#edit-discard")
+        page.wait_for_function("document.querySelector('#edit-changes').textContent.includes('0')", timeout=30_000)
+        # merge: select both (Shift+click adds), merge, check, commit
+        click_at(page, *pa)
+        page.wait_for_function(f"window.geobaseEditState.selected.some((s) => s.id === {a!r})", timeout=30_000)
+        page.keyboard.down("Shift")
+        click_at(page, *pb)
+        page.keyboard.up("Shift")
+        page.wait_for_function("window.geobaseEditState.selected.length === 2", timeout=30_000)
+        page.click("#edit-merge")
+        page.wait_for_function("window.geobaseEditState.selected.length === 1 && "
+                               "document.querySelector('#edit-changes').textContent.includes('2')", timeout=30_000)
+        done = commit(page, "merged: one owner")
+        # the section speaks English on the switch
+        page.click("#lang-switch")
+        assert page.inner_text("#edit h2") == "Edit" and page.inner_text("#edit-start") == "Start editing"
+        assert "Committed as version" in page.inner_text("#edit-result")
+        assert not seen["outside"] and not seen["problems"], seen
+    assert done["removed"] == 1 and done["changed"] == 1
+    assert q(settings, "SELECT count(*) FROM data.land_use WHERE _vto IS NULL AND bsm = ANY(%s)", ([a, b],))[0][0] == 1
+    assert q(settings, total)[0][0] == pytest.approx(covered, rel=1e-9)
+
+
+def test_every_word_the_editor_says_has_both_languages():
+    import re
+
+    from test_map_modules import STATIC
+
+    words = node("i18n.js", "Object.keys(m.WORDS)")
+    used = set()
+    for name in ("edit.js", "editapi.js", "editvertex.js"):
+        text = (STATIC / name).read_text(encoding="utf-8")
+        used |= set(re.findall(r'"(edit\.[a-z_0-9]+)"', text)) | set(re.findall(r'data-i18n(?:-\w+)?="([\w.]+)"', text))
+    assert len(used) > 20 and used <= set(words), sorted(used - set(words))

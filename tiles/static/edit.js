@@ -146,15 +146,21 @@
     const r = await api.patch(sel.id, sel.etag, body);
     if (await afterChange(r)) {
       sel.etag = r.etag; Object.assign(sel.properties, body.properties);
-      if (movedGeometry) { sel.geometry = movedGeometry; movedGeometry = null; if (vertices) { vertices.stop(); vertices = null; } }
+      if (movedGeometry) { sel.geometry = movedGeometry; movedGeometry = null; stopVertices(); }
       drawSelection();
       result("edit.staged", " " + sel.id);
     }
   }
 
+  function stopVertices() {
+    if (vertices) vertices.stop();
+    vertices = null; movedGeometry = null;
+    if (state.mode === "vertices") state.mode = null;
+  }
+
   function toggleVertices() {
     const sel = state.selected[0];
-    if (vertices) { vertices.stop(); vertices = null; state.mode = null; return; }
+    if (vertices) return stopVertices();
     if (!sel) return;
     state.mode = "vertices";
     vertices = window.geobaseVertexEdit.start(map, sel.geometry, (g) => { movedGeometry = g; result("edit.moved"); });
@@ -229,6 +235,7 @@
 
   async function discard() {
     await api.discard();
+    stopVertices();
     state.selected = []; drawSelection(); $("edit-form").innerHTML = "";
     result("edit.discarded");
     await showCount();
@@ -245,6 +252,7 @@
   function start() {
     state.layer = $("edit-layer").value;
     state.on = true;
+    map.boxZoom.disable();  // Shift+click adds a parcel to the selection while editing, not a box zoom
     $("edit").classList.add("editing");
     api = window.geobaseEditApi.client(state.layer, ctx.authHeaders);
     if (feed) feed.stop();

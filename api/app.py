@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geobase import __version__, keys
-from geobase.api import admin, analysis, docs, editing, features, ingest, items, landing, schema, tiles
+from geobase.api import admin, analysis, docs, editing, features, ingest, items, landing, schema, tiles, webhooks
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
@@ -39,11 +39,13 @@ from geobase.settings import Settings, check_settings, get_settings
 from geobase.specs import get_registry
 from geobase.tiles.cache import TileCache
 from geobase.tiles.service import StatesHint
+from geobase.webhooks import DeliveryWorker
 
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, features, items, editing, schema, tiles, analysis, ingest, admin, map_, search_, docs)
+ROUTER_MODULES = (landing, features, items, editing, webhooks, schema, tiles, analysis, ingest, admin, map_, search_,
+                  docs)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 
@@ -119,6 +121,7 @@ def open_services(app: FastAPI) -> None:
     app.state.tile_states_hint = StatesHint()
     app.state.tiles_db_url = database_url(settings)
     app.state.orphan_sweep = _sweep_orphaned_jobs(settings)
+    app.state.webhook_worker = DeliveryWorker(settings).start()  # the outbox of signed webhooks
 
 
 def _sweep_orphaned_jobs(settings: Settings) -> threading.Thread:
@@ -153,6 +156,7 @@ async def lifespan(app: FastAPI):
     try:
         yield
     finally:
+        app.state.webhook_worker.stop()
         try:
             await app.state.pool.close()
         finally:

@@ -7,6 +7,7 @@
     POST   /collections/{id}/sessions                    open an edit session (201)
     GET    /collections/{id}/sessions/{sessionId}        the session and its staged changes
     POST   /collections/{id}/sessions/{sessionId}/commit {"message": ...} -> one new version
+    POST   /collections/{id}/sessions/{sessionId}/check  what the commit would check (422/412), nothing written
     DELETE /collections/{id}/sessions/{sessionId}        discard
 
 A write names its session with the ``Edit-Session`` header; without it the write is committed at
@@ -295,6 +296,16 @@ async def commit_session(request: Request, sessionId: str, c: Collection = Depen
                reason=message, count=res.added + res.removed + res.changed)
     return {"id": sessionId, "status": "committed", "version": res.version, "added": res.added,
             "removed": res.removed, "changed": res.changed, "rows_total": res.rows_total}
+
+
+@router.post("/collections/{collectionId}/sessions/{sessionId}/check",
+             summary="Check an edit session as its commit would (coverage, conflicts): 200, 422 or 412; nothing written")
+async def check_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
+                        principal: Principal = Depends(get_principal)):
+    actor = _editable(c, principal)
+    out = await run_in_threadpool(service.check_session, _owner(request), c.spec, sessionId, actor)
+    audit.note(action="edit.session.check", layer=c.spec.name, session=sessionId, force=True)
+    return out
 
 
 @router.delete("/collections/{collectionId}/sessions/{sessionId}",

@@ -117,6 +117,9 @@ OFFERS: dict[str, Offer] = {
     "/admin/keys": J,
     "/admin/audit": J,
     "/admin/audit/stats": J,
+    "/admin/webhooks": J,
+    "/admin/webhooks/deliveries": J,
+    "/collections/{collectionId}/webhooks": J,
     # FastAPI's own: the API definition and its documentation page
     "/api": Offer({"json": JSON, "openapi": OPENAPI}, negotiated=False),
     "/docs": Offer({"html": HTML}, negotiated=False),

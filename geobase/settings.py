@@ -276,15 +276,28 @@ class MapSettings(BaseModel):
         return value
 
 
+class WebhookSettings(BaseModel):
+    """Signed webhooks (geobase/webhooks.py): how hard the delivery worker tries before a
+    delivery goes to the dead-letter list."""
+
+    webhook_max_attempts: int = Field(ge=1, le=100, default=8,
+                                      description="Failed attempts after which a webhook delivery is dead-lettered.")
+    webhook_backoff_s: float = Field(gt=0, le=3600, default=10.0, description="Seconds before the first retry of a "
+                                     "webhook delivery; doubled after each failure (capped at 1 h).")
+    webhook_timeout_s: float = Field(gt=0, le=300, default=10.0, description="Timeout of one webhook POST (s).")
+    webhook_poll_s: float = Field(gt=0, le=60, default=0.5, description="How often the delivery worker looks "
+                                  "for due webhook deliveries when idle (s).")
+
+
 #: every concern's settings class, in the order ``geobase config`` lists them
 CONCERNS: dict[str, type[BaseModel]] = {
     "database": DatabaseSettings, "paths": PathSettings, "server": ServerSettings, "limits": LimitSettings,
     "uploads": UploadSettings, "analysis": AnalysisSettings, "jobs": JobSettings, "tiles": TileSettings,
-    "map": MapSettings,
+    "map": MapSettings, "webhooks": WebhookSettings,
 }
 
 
-class Settings(MapSettings, TileSettings, JobSettings, AnalysisSettings, UploadSettings, LimitSettings, ServerSettings,
+class Settings(WebhookSettings, MapSettings, TileSettings, JobSettings, AnalysisSettings, UploadSettings, LimitSettings, ServerSettings,
                PathSettings, DatabaseSettings, BaseSettings):
     """Runtime configuration, documented in the README's configuration table."""
 

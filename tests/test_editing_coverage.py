@@ -139,3 +139,38 @@ def test_split_and_merge_keep_the_coverage_area_exact(ed):
         rows = q(settings, "SELECT status, params->>'reason', role FROM catalog.audit_log WHERE action = %s "
                  "AND params->>'feature' = %s AND status = 200", (action, feat))
         assert rows == [(200, reason, "editor")], (action, rows)
+
+
+def test_a_session_is_checked_before_its_commit_without_writing(ed):
+    """POST /sessions/{id}/check answers what the commit would (422 with the check and the
+    feature, 412 for a conflict, 200 when it would pass) and writes nothing: the map shows it."""
+    srv, tokens, settings = ed
+    h = auth(tokens, "nr:editor")
+    a, b = q(settings, "SELECT a._key, b._key FROM data.land_use a JOIN data.land_use b ON a._key < b._key "
+             "AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, 'F***1****') WHERE a._vto IS NULL AND b._vto IS NULL "
+             "AND ST_Area(a.geom::geography) > 2000 AND ST_Area(b.geom::geography) > 2000 ORDER BY a._key DESC LIMIT 1")[0]
+    ga, gb = _moved_boundary(settings, a, b)
+    with srv.client() as c:
+        _, ea = feature(c, "land_use", a, h)
+        fb, eb = feature(c, "land_use", b, h)
+        before = layer_state(settings, "land_use")
+        sid = c.post("/collections/land_use/sessions", headers=h).json()["id"]
+        assert _patch(c, h, a, ga, ea, sid).status_code == 200
+        r = c.post(f"/collections/land_use/sessions/{sid}/check", headers=h)
+        assert r.status_code == 422 and r.json()["details"] == {"check": "coverage_overlap", "field": "geometry", "feature": a}, r.text
+        assert c.post(f"/collections/land_use/sessions/{sid}/check",
+                      headers=auth(tokens, "forestry:editor")).status_code == 403
+        assert c.post(f"/collections/land_use/sessions/{sid}/check").status_code in (401, 404)
+        assert _patch(c, h, b, gb, eb, sid).status_code == 200
+        r = c.post(f"/collections/land_use/sessions/{sid}/check", headers=h)
+        assert r.status_code == 200 and r.json() == {"id": sid, "ok": True, "changes": 2}, r.text
+        assert layer_state(settings, "land_use") == before  # checking wrote nothing
+        # someone else changes b meanwhile: the check says conflict, as the commit would
+        other = {"properties": {"bz": "changed meanwhile"}}
+        assert c.patch(f"/collections/land_use/items/{b}", params={"reason": "x"}, content=json.dumps(other),
+                       headers={**h, "Content-Type": GEOJSON, "If-Match": eb}).status_code == 200
+        r = c.post(f"/collections/land_use/sessions/{sid}/check", headers=h)
+        assert r.status_code == 412 and b in r.json()["details"]["features"], r.text
+        assert c.delete(f"/collections/land_use/sessions/{sid}", headers=h).status_code == 200
+        assert c.post(f"/collections/land_use/sessions/{sid}/check", headers=h).status_code == 409
+    assert fb["properties"]["bz"] != "changed meanwhile"

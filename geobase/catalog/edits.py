@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from geobase.catalog.divisions import carry_forward
+from geobase.catalog.divisions import Divisions, carry_forward, current_divisions
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
@@ -130,7 +130,7 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
                    "LIMIT 1))").format(col=col, t=t, v=sql.Literal(v), cur=current_filter("n"))
 
 
-def _check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
+def check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
     """412 when a staged feature changed since the session first touched it (a lost update)."""
     stale = conn.execute(sql.SQL(
         "SELECT c.key FROM catalog.edit_changes c LEFT JOIN {t} d ON d._key = c.key AND {cur} "
@@ -147,7 +147,7 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
                        message: str) -> CommitResult:
     """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction."""
     lock_layer(conn, spec.name)
-    _check_bases(conn, spec, sid)
+    check_bases(conn, spec, sid)
     t = table_ident(spec)
     v = next_version(conn, spec.name)
     retired_in = conn.execute(sql.SQL(
@@ -159,13 +159,15 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
     cols = _table_columns(conn, spec)
     inserted_in = conn.execute(sql.SQL(
         "WITH i AS (INSERT INTO {t} ({cols}) SELECT {vals} FROM catalog.edit_changes c WHERE c.session_id = %s "
-        "AND c.op = 'upsert' ORDER BY c.seq RETURNING division) SELECT division, count(*) FROM i GROUP BY division").format(
+        "AND c.op = 'upsert' ORDER BY c.seq RETURNING division, geom) SELECT division, n, ST_XMin(e), ST_YMin(e), "
+        "ST_XMax(e), ST_YMax(e) FROM (SELECT division, count(*) AS n, ST_Extent(geom) AS e FROM i GROUP BY division) x").format(
         t=t, cols=sql.SQL(", ").join(sql.Identifier(c) for c in cols),
         vals=sql.SQL(", ").join(_value_of(c, spec, v) for c in cols)), (sid,)).fetchall()
-    inserted = sum(n for _, n in inserted_in)
+    inserted = sum(n for _, n, *_ in inserted_in)
     # the counties this version changed, and every county's rows and extent carried forward
     # (geobase/catalog/divisions.py), as an ingest's version records them
-    touched = sorted({d for d, _ in retired_in} | {d for d, _ in inserted_in})
+    touched = sorted({d for d, _ in retired_in} | {d for d, *_ in inserted_in})
+    fresh = _grown_divisions(conn, spec, retired_in, inserted_in)
     changed = conn.execute(sql.SQL(
         "SELECT count(*) FROM catalog.edit_changes WHERE session_id = %s AND op = 'upsert' AND base_hash IS NOT NULL"),
         (sid,)).fetchone()[0]
@@ -180,9 +182,32 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
                        created_by=created_by, report={"session": sid, "message": message, "errors": {},
                                                       "warnings": {}},
                        metadata={"edit_session": sid, "message": message},
-                       touched=touched, divisions=carry_forward(conn, spec, touched))
+                       touched=touched, divisions=carry_forward(conn, spec, touched, fresh))
     finish_session(conn, sid, "committed", message=message, version=v)
     return CommitResult(v, total, added, removed, changed, extent)
+
+
+def _grown_divisions(conn: psycopg.Connection, spec: LayerSpec, retired_in: list, inserted_in: list) -> Divisions | None:
+    """The touched counties' rows and extents: the current version's, changed by what this version
+    retired and inserted (an extent grows, never shrinks, as the layer's does) instead of counting
+    the county's partition again: a one-parcel edit must not read a million rows. None (count
+    them) when the current version has no per-county map."""
+    prev = current_divisions(conn, spec.name)
+    if not prev:
+        return None
+    fresh: Divisions = {}
+    for d in {d for d, _ in retired_in} | {d for d, *_ in inserted_in}:
+        p = prev.get(d) or {"rows": 0, "extent": None}
+        fresh[d] = {"rows": int(p["rows"]), "extent": list(p["extent"]) if p.get("extent") else None}
+    for d, n in retired_in:
+        fresh[d]["rows"] -= n
+    for d, n, *box in inserted_in:
+        fresh[d]["rows"] += n
+        e = fresh[d]["extent"]
+        if box[0] is not None:
+            fresh[d]["extent"] = [float(x) for x in box] if e is None else [
+                min(e[0], box[0]), min(e[1], box[1]), max(e[2], box[2]), max(e[3], box[3])]
+    return None if any(v["rows"] < 0 for v in fresh.values()) else fresh
 
 
 def _extent(conn: psycopg.Connection, sid: str, previous: list[float] | None) -> list[float] | None:

@@ -24,8 +24,20 @@ from geobase.storage import current_filter, table_ident
 TOLERANCE_M2 = 0.01
 RELATIVE_TOLERANCE = 1e-9
 
-_STAGED = "SELECT key, geom FROM catalog.edit_changes WHERE session_id = %(sid)s AND op = 'upsert'"
-_TOUCHED = "SELECT key FROM catalog.edit_changes WHERE session_id = %(sid)s"
+#: the staged changes whose geometry differs from the current one (moved, new, deleted): only they
+#: can open a gap or an overlap; a change of attributes alone stages the same EWKB it read
+_MOVED = """SELECT c.key, c.geom AS ng, d.geom AS og FROM catalog.edit_changes c
+    LEFT JOIN {t} d ON d._key = c.key AND {cur}
+    WHERE c.session_id = %(sid)s AND (c.op = 'delete' OR d._key IS NULL OR ST_AsEWKB(c.geom) <> ST_AsEWKB(d.geom))"""
+#: the changes that matter to the coverage: the moved ones and the unmoved ones whose box meets a
+#: moved geometry (old or new); the others cover the same area before and after and touch none of
+#: the moved ones, so leaving them out of both sides of the difference changes nothing
+_RELEVANT = f"""WITH m AS ({_MOVED})
+    SELECT c.key FROM catalog.edit_changes c WHERE c.session_id = %(sid)s AND (c.key IN (SELECT key FROM m)
+        OR EXISTS (SELECT 1 FROM m WHERE m.ng && c.geom OR m.og && c.geom))"""
+_STAGED = f"""SELECT key, geom FROM catalog.edit_changes WHERE session_id = %(sid)s AND op = 'upsert'
+    AND key IN ({_RELEVANT})"""
+_TOUCHED = _RELEVANT
 
 
 def _where(geom_sql: str) -> str:
@@ -47,15 +59,16 @@ def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | Non
     only the growth beyond it counts, so an attribute edit never fails on old slivers."""
     t = table_ident(spec)
     q = sql.SQL(f"""
-        WITH s AS ({_STAGED}),
+        WITH mv AS ({_MOVED}), s AS ({_STAGED}),
         o AS (SELECT d._key AS key, d.geom FROM {{t}} d WHERE {{cur}} AND d._key IN ({_TOUCHED})),
         pairs AS (
             SELECT a.key AS k1, b.key AS k2, a.geom AS g1, b.geom AS g2, (SELECT geom FROM o WHERE o.key = b.key) AS og2
-              FROM s a JOIN s b ON a.key < b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
+              FROM s a JOIN s b ON a.key <> b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
+             WHERE a.key IN (SELECT key FROM mv)
             UNION ALL
             SELECT a.key, d._key, a.geom, d.geom, d.geom FROM s a JOIN {{t}} d
               ON {{cur}} AND d.geom && a.geom AND ST_Relate(a.geom, d.geom, '2********')
-             AND d._key NOT IN ({_TOUCHED})),
+             AND d._key NOT IN ({_TOUCHED}) WHERE a.key IN (SELECT key FROM mv)),
         grown AS (
             SELECT k1, k2, ST_Intersection(g1, g2) AS i,
                    {_m2("ST_Intersection(g1, g2)")} - coalesce(
@@ -84,7 +97,11 @@ def _difference(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple:
 
 
 def check_session(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
-    """422 (check ``coverage_overlap`` / ``coverage_gap``) unless the session keeps the coverage."""
+    """422 (check ``coverage_overlap`` / ``coverage_gap``) unless the session keeps the coverage.
+    A session that moves no geometry (attributes only) keeps it by construction: nothing to check."""
+    moved = sql.SQL(f"SELECT EXISTS ({_MOVED})").format(t=table_ident(spec), cur=current_filter("d"))
+    if not conn.execute(moved, {"sid": sid}).fetchone()[0]:
+        return
     hit = _overlap(conn, spec, sid)
     if hit:
         raise CheckFailed("coverage_overlap", f"coverage of {spec.name!r}: feature {hit[0]!r} would overlap "

@@ -13,6 +13,7 @@ area in the spec's unit. Each is one change set: in a session, or alone with a r
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -28,7 +29,7 @@ from geobase.storage import current_filter, table_ident
 
 _SPLIT = """
     WITH p AS (SELECT (ST_Dump(ST_Split(ST_GeomFromEWKB(%(g)s), ST_GeomFromEWKB(%(line)s)))).geom AS g)
-    SELECT ST_AsEWKB(ST_Multi(g)), ST_Area(g::geography) FROM p WHERE ST_Area(g) > 0
+    SELECT ST_AsEWKB(ST_Multi(g)), ST_Area(g::geography), ST_AsGeoJSON(ST_Multi(g), 9) FROM p WHERE ST_Area(g) > 0
     ORDER BY ST_X(ST_PointOnSurface(g)), ST_Y(ST_PointOnSurface(g))
 """
 #: the current features (other than the split one and those the session touched) that get the cut's new
@@ -115,13 +116,13 @@ def split(settings: Settings, spec: LayerSpec, registry: Registry, key: str, bod
         stage_row(conn, spec, sid, key, None, base)
         _adjust_neighbours(conn, spec, sid, key, row.ewkb, [p[0] for p in pieces])
         out = []
-        for new_key, (ewkb, area) in zip(ids, pieces):
+        for new_key, (ewkb, area, geojson) in zip(ids, pieces):
             existing, _, piece_base = seen(conn, spec, sid, new_key)
             if existing is not None:
                 raise Conflict(f"ids: feature {new_key!r} exists already", parameter="ids")
             attrs = _stated(spec, {**row.as_json(), spec.source_key[0]: new_key}, area)
             piece = Row(check_attributes(spec, registry, attrs), bytes(ewkb))
-            out.append({"featureId": new_key, "area_m2": area,
+            out.append({"featureId": new_key, "area_m2": area, "geometry": json.loads(geojson),  # CRS84, as staged
                         "etag": strong_etag(stage_row(conn, spec, sid, new_key, piece, piece_base))})
         return out
 

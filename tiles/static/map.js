@@ -169,6 +169,7 @@
       window.geobaseIdentify.attach(map, tools);
       table = window.geobaseTable.attach(map, Object.assign({onChange: writeUrl}, tools));
       window.geobaseSiteCheck.attach(map, tools);
+      window.geobaseEdit.attach(map, tools);  // an editor's key: select, change, split, merge, commit
       // start at the data when the URL does not say where
       if (!start.view) {
         const exts = config.departments.flatMap((d) => d.layers).filter((l) => l.extent && l.kind === "vector").map((l) => l.extent);
@@ -183,7 +184,7 @@
       map.once("idle", () => { window.geobaseReady = true; status("status.ready"); });
     });
     map.on("click", (e) => {
-      if (window.geobaseMeasureUI.active() || window.geobaseSiteCheck.active()) return;  // the tools take the clicks
+      if (window.geobaseMeasureUI.active() || window.geobaseSiteCheck.active() || window.geobaseEdit.active()) return;  // the tools take the clicks
       window.geobaseIdentify.at(map, e).catch((err) => status("status.identify_failed", err.message));
     });
   }

@@ -57,6 +57,63 @@ def partition_divisions(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
     return sorted(r[0][len(prefix):] for r in rows if r[0].startswith(prefix))
 
 
+def foreign_partitions(conn: psycopg.Connection, spec: LayerSpec | str) -> dict[str, str]:
+    """``{division: foreign server}`` of the layer's counties placed on a shard (foreign
+    partitions, geobase/db/shards.py); the other counties' partitions are local tables."""
+    name = spec if isinstance(spec, str) else spec.name
+    rows = conn.execute(
+        "SELECT c.relname, s.srvname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_foreign_table f ON f.ftrelid = c.oid JOIN pg_foreign_server s ON s.oid = f.ftserver "
+        "WHERE i.inhparent = to_regclass(%s)", (f'{DATA_SCHEMA}."{name}"',)).fetchall()
+    prefix = name + "__"
+    return {r[0][len(prefix):]: r[1] for r in rows if r[0].startswith(prefix)}
+
+
+def has_unique_indexes(conn: psycopg.Connection, spec: LayerSpec) -> bool:
+    """Whether the layer table itself carries its unique indexes (the primary key, the current
+    key), as made; False once :func:`split_unique_indexes` gave each partition its own."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisunique)",
+                        (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()[0]
+
+
+def partition_unique_indexes(spec: LayerSpec) -> list[tuple[str, sql.Composable]]:
+    """The unique indexes each partition carries itself when the layer table has none: the row
+    id (the primary key's role) and the current key. Both hold the partition key, so unique in
+    each county's partition is unique in the layer."""
+    return [(f"{spec.name}_rid", sql.SQL("(_rid, division)"))] + [
+        (idx, body) for idx, body, unique in layer_indexes(spec) if unique]
+
+
+def split_unique_indexes(conn: psycopg.Connection, spec: LayerSpec) -> bool:
+    """Move the layer table's unique indexes down to its partitions, in the caller's
+    transaction; True when it did. PostgreSQL attaches no foreign table (a county on a shard)
+    to a partitioned table with a unique index, because it cannot enforce it across servers;
+    the indexes here hold the partition key, so each partition's own (and the shard's own,
+    made by geobase/db/shards.py) enforce the same rule. Takes the layer table's ACCESS
+    EXCLUSIVE lock and rebuilds these indexes once (first placement of a county of the layer)."""
+    if not has_unique_indexes(conn, spec):
+        return False
+    tbl = table_ident(spec)
+    for (con,) in conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+                               (f'{DATA_SCHEMA}."{spec.name}"',)).fetchall():
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(tbl, sql.Identifier(con)))
+    for idx, _, unique in layer_indexes(spec):
+        if unique:
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+    foreign = foreign_partitions(conn, spec)
+    for division in partition_divisions(conn, spec):
+        if division not in foreign:
+            make_unique_indexes(conn, spec, partition_ident(spec, division), division)
+    return True
+
+
+def make_unique_indexes(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, division: str) -> None:
+    """:func:`partition_unique_indexes` on one county's table (local, or on its shard)."""
+    for idx, body in partition_unique_indexes(spec):
+        conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} {}").format(
+            sql.Identifier(f"{idx}__{division}"), table, body))
+
+
 def _rid_sequence(conn: psycopg.Connection, spec: LayerSpec) -> str:
     return conn.execute("SELECT pg_get_serial_sequence(%s, '_rid')", (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()[0]
 
@@ -110,6 +167,7 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
     empty layer table (the DROP takes the layer table's ACCESS EXCLUSIVE lock until the commit:
     readers of the empty layer wait for its first version instead of seeing it empty)."""
     final = partition_name(spec, division)
+    split = not has_unique_indexes(conn, spec)
     if replace_empty and division in partition_divisions(conn, spec):
         conn.execute(sql.SQL("DROP TABLE {}").format(partition_ident(spec, division)))
     ident = sql.Identifier(DATA_SCHEMA, name)
@@ -119,6 +177,8 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
     for idx, body, unique in layer_indexes(spec):  # named after the layer's: plans read e.g. land_use_cur_geom__339901
         conn.execute(sql.SQL("CREATE {unique} INDEX {idx} ON {tbl} {body}").format(
             unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=ident, body=body))
+    if split:  # the layer table has no unique index to adopt these: the partition keeps its own
+        make_unique_indexes(conn, spec, ident, division)
     if name != final:
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(final)))
     conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
@@ -139,7 +199,10 @@ def _make_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
     # tiles find their rows through the geom index (tiles.mvt.filter_envelope): the geom_3857
     # index of earlier versions is one GiST to maintain and build for nothing
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, f"{spec.name}_cur_geom3857")))
+    split = not has_unique_indexes(conn, spec)
     for idx, body, unique in layer_indexes(spec):
+        if unique and split:  # each partition has its own (split_unique_indexes): counties on shards
+            continue
         conn.execute(sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
             unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(idx), tbl=table_ident(spec), body=body))
 

@@ -106,4 +106,7 @@ def migrate() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from geobase.cli.db_shard import shard_app
+
+    db_app.add_typer(shard_app, name="shard")
     app.add_typer(db_app, name="db")

@@ -218,12 +218,31 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     elif kind is None:
         _create_parent(conn, spec)
     tbl = table_ident(spec)
+    _refuse_new_columns_on_shards(conn, spec)
     for a in spec.attributes:  # on the partitioned table: every partition gets it
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
             tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)))
     key_collation_c(conn, spec)
     _make_indexes(conn, spec)
     ensure_partition(conn, spec, UNASSIGNED)
+
+
+def _refuse_new_columns_on_shards(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """A new attribute of a layer with counties on shards would be added to the coordinator's
+    foreign tables but not to the shards' tables, and every read of those counties would then
+    fail: stop with what to do instead (move the counties back, migrate, place them again)."""
+    foreign = foreign_partitions(conn, spec)
+    if not foreign:
+        return
+    have = {r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                                       "AND attnum > 0 AND NOT attisdropped", (f'{DATA_SCHEMA}."{spec.name}"',))}
+    new = [a.name for a in spec.attributes if a.name not in have]
+    if new:
+        where = ", ".join(f"{d} on {srv}" for d, srv in sorted(foreign.items()))
+        raise SetupError(
+            f"layer {spec.name}: new attributes {', '.join(new)} cannot be added while counties are on shards "
+            f"({where}); move them back (geobase db shard unplace --division D --layer {spec.name}), run "
+            "`geobase db migrate`, then place them again")
 
 
 def _extra_columns(conn: psycopg.Connection, spec: LayerSpec, table: str) -> list[tuple[str, str]]:

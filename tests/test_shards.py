@@ -283,6 +283,14 @@ def test_shard_list_unplace_and_remove_move_the_rows_back(province):
     assert shards["b"]["partitions"] == [{"layer": "land_use", "division": C}]
     out = _ok(_cli(s, "unplace", "--division", C))  # its 16 rows, a changed one and the rollback's 2 (history)
     assert f"land_use {C}: local (19 rows moved back)" in out and f"admin_divisions {C}: not on a shard" in out
+    # a new attribute cannot reach the shard's table by itself: refused, naming the shard, nothing changed
+    from geobase.partitions import ensure_layer_table
+    from geobase.specs import Attribute, get_registry
+
+    spec = get_registry(s).layer("land_use")
+    extra = spec.model_copy(update={"attributes": [*spec.attributes, Attribute(name="extra_note")]})
+    with psycopg.connect(s.database_url) as conn, pytest.raises(SetupError, match=f"{B} on geobase_shard_a"):
+        ensure_layer_table(conn, extra)
     out = _ok(_cli(s, "remove", "a", "--yes"))
     assert f"land_use {B}: local" in out and "removed shard a" in out
     with psycopg.connect(s.database_url) as conn:

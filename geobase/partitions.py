@@ -174,15 +174,25 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
     if conn.execute("SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
                     (f'{DATA_SCHEMA}."{name}"', DIVISION)).fetchone()[0]:
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP EXPRESSION").format(ident, sql.Identifier(DIVISION)))
-    for idx, body, unique in layer_indexes(spec):  # named after the layer's: plans read e.g. land_use_cur_geom__339901
-        conn.execute(sql.SQL("CREATE {unique} INDEX {idx} ON {tbl} {body}").format(
-            unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=ident, body=body))
-    if split:  # the layer table has no unique index to adopt these: the partition keeps its own
-        make_unique_indexes(conn, spec, ident, division)
+    build_indexes(conn, spec, ident, division, split=split)
     if name != final:
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(final)))
     conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
         table_ident(spec), partition_ident(spec, division), sql.Literal(check_division(division))))
+
+
+def build_indexes(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, division: str, *,
+                  split: bool) -> None:
+    """The layer's indexes on county ``division``'s table ``table`` (one not yet attached, or
+    its table on a shard), named after the layer's: plans read e.g. ``land_use_cur_geom__339901``.
+    ``split``: the layer table has no unique index to adopt the unique ones, so the table keeps
+    its own (:func:`split_unique_indexes`). Indexes already there are kept (a caller that built
+    them before taking a lock readers wait for)."""
+    for idx, body, unique in layer_indexes(spec):
+        conn.execute(sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
+            unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=table, body=body))
+    if split:
+        make_unique_indexes(conn, spec, table, division)
 
 
 def ensure_partition(conn: psycopg.Connection, spec: LayerSpec, division: str) -> bool:

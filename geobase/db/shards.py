@@ -47,10 +47,11 @@ from geobase.catalog.versions import lock_layer
 from geobase.errors import Conflict, InvalidInput, NotFound, ShardUnavailable
 from geobase.partitions import (
     attach,
+    build_indexes,
     create_beside,
     ensure_partition,
     foreign_partitions,
-    make_unique_indexes,
+    has_unique_indexes,
     split_unique_indexes,
 )
 from geobase.specs import LayerSpec
@@ -58,7 +59,6 @@ from geobase.storage import (
     DATA_SCHEMA,
     DIVISION,
     check_division,
-    layer_indexes,
     partition_ident,
     partition_name,
     table_ident,
@@ -239,13 +239,11 @@ def _make_remote(remote: psycopg.Connection, spec: LayerSpec, division: str, col
 
 
 def _index_remote(remote: psycopg.Connection, spec: LayerSpec, division: str) -> None:
-    """The layer's indexes on the shard's table, after its rows: the spatial one (GiST on the
-    current rows' ``geom``) is what a pushed-down ``&&`` uses there."""
+    """The layer's indexes on the shard's table, after its rows, the unique ones included (the
+    shard enforces them for its county): the spatial one (GiST on the current rows' ``geom``)
+    is what a pushed-down ``ST_Intersects``/``&&`` uses there."""
     ident = partition_ident(spec, division)
-    for idx, body, unique in layer_indexes(spec):
-        if not unique:
-            remote.execute(sql.SQL("CREATE INDEX {} ON {} {}").format(sql.Identifier(f"{idx}__{division}"), ident, body))
-    make_unique_indexes(remote, spec, ident, division)
+    build_indexes(remote, spec, ident, division, split=True)
     remote.execute(sql.SQL("ANALYZE {}").format(ident))
 
 
@@ -266,11 +264,13 @@ def place(conn: psycopg.Connection, spec: LayerSpec, shard: str, division: str) 
     conn.commit()
     name = partition_name(spec, division)
     local = partition_ident(spec, division)
-    with conn.transaction():
+    with conn.transaction():  # once per layer, its first placement: unique indexes move to the partitions
         lock_layer(conn, spec.name)
         ensure_partition(conn, spec, division)
-        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(local))
         split_unique_indexes(conn, spec)
+    with conn.transaction():  # readers of every county go on while the rows are copied
+        lock_layer(conn, spec.name)
+        conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(local))
         cols = _columns(conn, name)
         names = [c[0] for c in cols]
         with psycopg.connect(url) as remote:
@@ -286,6 +286,8 @@ def place(conn: psycopg.Connection, spec: LayerSpec, shard: str, division: str) 
         staged = sql.Identifier(DATA_SCHEMA, f"{name[:50]}__fdw")
         conn.execute(sql.SQL("CREATE FOREIGN TABLE {} ({}) SERVER {} OPTIONS (schema_name {}, table_name {})").format(
             staged, _column_defs(cols), sql.Identifier(server), sql.Literal(DATA_SCHEMA), sql.Literal(name)))
+        # the swap: DETACH takes the layer table's ACCESS EXCLUSIVE lock, held until the commit
+        # (statements, no row is read or written): readers wait for milliseconds, not for the copy
         conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table_ident(spec), local))
         conn.execute(sql.SQL("DROP TABLE {}").format(local))
         conn.execute(sql.SQL("ALTER FOREIGN TABLE {} RENAME TO {}").format(staged, sql.Identifier(name)))
@@ -324,6 +326,11 @@ def unplace(conn: psycopg.Connection, spec: LayerSpec, division: str) -> int | N
                                    f"{str(exc).strip().splitlines()[0]}", shard=server[len(SERVER_PREFIX):]) from None
         if _count(conn, local) != expected:
             raise Conflict(f"county {division} of {spec.name}: the copy back holds another row count than the shard")
+        # indexes and a CHECK of the county before the swap: the ATTACH then neither builds nor scans
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} = {})").format(
+            local, sql.Identifier(f"{back}_division"), sql.Identifier(DIVISION), sql.Literal(division)))
+        build_indexes(conn, spec, local, division, split=not has_unique_indexes(conn, spec))
+        conn.execute(sql.SQL("ANALYZE {}").format(local))
         conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(table_ident(spec), foreign))
         conn.execute(sql.SQL("DROP FOREIGN TABLE {}").format(foreign))
         attach(conn, spec, back, division)

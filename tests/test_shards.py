@@ -30,7 +30,7 @@ from conftest import REPO, LiveServer, create_database, drop_database, settings_
 from psycopg import sql
 from pyproj import Transformer
 from shapely.geometry import box
-from test_divisions import A, B, C, _items_sql, county_gdf, load
+from test_divisions import KILLER, A, B, C, _items_sql, county_gdf, load
 from test_ingest import X0, Y0, query, write_shp
 from test_tiles_county import tile_at
 
@@ -246,6 +246,28 @@ def test_an_ingest_of_a_sharded_county_writes_its_version_on_the_shard(province)
     assert back["version"] == r.version + 1
     with province["server"].client() as http:
         assert _features(http, "land_use", {"division": C}) == province["before"][json.dumps(["land_use", {"division": C}])]
+
+
+def test_a_killed_ingest_of_a_sharded_county_leaves_its_previous_version_on_the_shard(province, tmp_path):
+    """The writer process SIGKILLed inside the version's transaction, after its rows went through
+    the foreign partition: the shard's remote transaction dies with the coordinator's."""
+    s = province["settings"]
+
+    def shard_rows() -> list:
+        with psycopg.connect(_cluster("a", PORT_A).url) as remote:
+            return remote.execute(f"SELECT _rid, xmin::text, _key, _hash, _vfrom, _vto FROM data.land_use__{B} "
+                                  "ORDER BY _rid").fetchall()
+    before = shard_rows()
+    versions = query(s, "SELECT count(*) FROM catalog.layer_versions")[0][0]
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    proc = subprocess.run([sys.executable, str(script), s.database_url, str(s.data_dir), "inside_write", B],
+                          cwd=str(REPO), capture_output=True, check=False, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert shard_rows() == before and len(before) == 16
+    assert query(s, "SELECT count(*) FROM catalog.layer_versions")[0][0] == versions
+    with province["server"].client() as http:
+        assert _features(http, "land_use", {"division": B}) == province["before"][json.dumps(["land_use", {"division": B}])]
 
 
 def test_a_killed_shard_gives_503_naming_it_and_other_counties_keep_answering(province):

@@ -303,6 +303,21 @@ def test_shard_list_unplace_and_remove_move_the_rows_back(province):
     assert shards["a"]["options"]["extensions"] == "postgis" and "connect_timeout" in shards["a"]["options"]
     assert {(p["layer"], p["division"]) for p in shards["a"]["partitions"]} == {("land_use", B), ("admin_divisions", B)}
     assert shards["b"]["partitions"] == [{"layer": "land_use", "division": C}]
+    # a version the shard committed and the coordinator did not (it died between the two commits)
+    last = query(s, "SELECT max(version) FROM catalog.layer_versions WHERE layer = 'land_use'")[0][0]
+    with psycopg.connect(_cluster("a", PORT_A).url) as remote:
+        remote.execute(f"UPDATE data.land_use__{B} SET _vto = %s WHERE _vto IS NULL AND _key = '00000001'",
+                       (last + 1,))
+        remote.execute(f"INSERT INTO data.land_use__{B} (_rid, _key, _hash, _vfrom, division, geom, geom_3857) "
+                       f"SELECT _rid + 100000, _key, 'x', _vto, division, geom, geom_3857 FROM data.land_use__{B} "
+                       "WHERE _vto = %s", (last + 1,))
+    p = _cli(s, "check")
+    assert p.returncode == 1 and f"a land_use {B}: in doubt: rows of version {last + 1}" in p.stdout, p.stdout + p.stderr
+    assert f"b land_use {C}: ok" in p.stdout
+    assert f"a land_use {B}: repaired" in _ok(_cli(s, "check", "--repair"))
+    _ok(_cli(s, "check"))
+    with province["server"].client() as http:
+        assert _features(http, "land_use", {"division": B}) == province["before"][json.dumps(["land_use", {"division": B}])]
     out = _ok(_cli(s, "unplace", "--division", C))  # its 16 rows, a changed one and the rollback's 2 (history)
     assert f"land_use {C}: local (19 rows moved back)" in out and f"admin_divisions {C}: not on a shard" in out
     # a new attribute cannot reach the shard's table by itself: refused, naming the shard, nothing changed

@@ -129,6 +129,45 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Print machine-read
 
 
 @shard_app.command()
+def check(repair: bool = typer.Option(False, "--repair", help="Undo versions the coordinator never committed.")
+          ) -> None:
+    """Each county on a shard: reachable, and no rows of a version the coordinator did not commit
+    (a coordinator that died between the shard's commit and its own). Exit 1 on a problem left."""
+    import psycopg
+
+    from geobase.db import connect
+    from geobase.db.shards import in_doubt, list_shards
+    from geobase.db.shards import repair as repair_county
+    from geobase.specs import get_registry
+
+    settings = get_settings()
+    layers = get_registry(settings).layers
+    bad = 0
+    with connect(settings) as conn:
+        for shard in list_shards(conn):
+            for layer, d in shard.partitions:
+                try:
+                    top = in_doubt(conn, layers[layer], d)
+                except psycopg.OperationalError as exc:
+                    conn.rollback()
+                    bad += 1
+                    typer.echo(f"{shard.name} {layer} {d}: unavailable ({str(exc).strip().splitlines()[0]})")
+                    continue
+                if top is None:
+                    typer.echo(f"{shard.name} {layer} {d}: ok")
+                elif repair:
+                    deleted, reopened = repair_county(conn, layers[layer], d)
+                    typer.echo(f"{shard.name} {layer} {d}: repaired (versions up to {top} the coordinator never "
+                               f"committed: {deleted} rows deleted, {reopened} current again)")
+                else:
+                    bad += 1
+                    typer.echo(f"{shard.name} {layer} {d}: in doubt: rows of version {top}, which the coordinator "
+                               "never committed; run `geobase db shard check --repair`")
+    if bad:
+        raise typer.Exit(1)
+
+
+@shard_app.command()
 def remove(name: str = typer.Argument(...),
            yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
     """Move every county on the shard back, drop its server; a --local shard's cluster is stopped."""

@@ -3,7 +3,7 @@
 A shard is a ``postgres_fdw`` foreign server named ``geobase_shard_<name>`` (``async_capable``,
 ``extensions 'postgis'``, ``fetch_size``, ``connect_timeout`` and the shard's own
 ``statement_timeout``) with a user mapping FOR PUBLIC; the server and the mapping are the whole
-registry, so ``pg_dump`` of the coordinator carries it and nothing else must be kept in step.
+registry (``pg_dump`` of the coordinator carries it).
 Placing county D of a layer on a shard makes ``data."<layer>__D"`` on the shard (same columns,
 a CHECK that every row is of D, the layer's indexes, the spatial one included, built after the
 rows), copies the rows there, and then, in ONE coordinator transaction, DETACHes the local
@@ -12,20 +12,19 @@ partition and ATTACHes a foreign table ``FOR VALUES IN ('D')`` under the same na
 Why this way: the routing is PostgreSQL's. The layer table stays the one table every query
 names; ``division IN ('D')`` (geobase/storage.py ``division_filter``) prunes every other
 partition at plan time, so a county-scoped query makes exactly one Foreign Scan on D's shard,
-the filters (ST_ operators included, through ``extensions 'postgis'``) run there against its
-GiST index, and a province query appends local scans and one ``Async Foreign Scan`` per
-shard, which run concurrently. No Python scatter-gather, no second SQL dialect.
+the filters (ST_ functions included: ``extensions 'postgis'``) run there on its GiST index;
+a province scan (a count, a tile, a tabulation) appends the local partitions and one ``Async
+Foreign Scan`` per shard, run concurrently (a page in key order is a Merge Append, which
+PostgreSQL runs in turn). No Python scatter-gather, no second SQL dialect.
 
 Writes: every writer (ingest's version writer, rollback, editing) writes through the layer
-table, so a sharded county's new version is written through its foreign partition on the shard,
-in a remote transaction that postgres_fdw opens inside the coordinator's and commits just
-before it: readers see the county's previous version or the new one. postgres_fdw on
-PostgreSQL 15 has no two-phase commit: a coordinator that dies between the shard's commit and
-its own leaves on the shard the rows of a version its catalog does not list (``_vfrom``
-above the layer's current version); the next version of the county retires them like any
-other current rows, and the catalog keeps no version that points at them. Unique indexes move from the layer table to each partition on the
-first placement (geobase/partitions.py ``split_unique_indexes``): they hold the county code,
-so per partition is the same rule.
+table, so a sharded county's new version is written through its foreign partition, in a remote
+transaction that postgres_fdw opens inside the coordinator's and commits just before it (a
+killed writer leaves both as they were). PostgreSQL 15's postgres_fdw has no two-phase commit:
+a coordinator dying between the two commits leaves on the shard the rows of a version the
+catalog does not list; :func:`in_doubt` finds them and :func:`repair` undoes them
+(``geobase db shard check [--repair]``). The first placement of a layer moves its unique
+indexes to the partitions (geobase/partitions.py ``split_unique_indexes``).
 
 A shard that is down answers the coordinator's connection attempt with an error (08001, "could
 not connect to server geobase_shard_<name>") within ``connect_timeout``; :func:`shard_unavailable`
@@ -43,7 +42,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from geobase.catalog.versions import lock_layer
+from geobase.catalog.versions import lock_layer, next_version
 from geobase.errors import Conflict, InvalidInput, NotFound, ShardUnavailable
 from geobase.partitions import (
     attach,
@@ -118,9 +117,7 @@ def _check_shard(conn: psycopg.Connection, url: str) -> None:
 
 
 def _safe(url: str) -> str:
-    d = conninfo_to_dict(url)
-    d.pop("password", None)
-    return make_conninfo(**d)
+    return make_conninfo(**{k: v for k, v in conninfo_to_dict(url).items() if k != "password"})
 
 
 def add_shard(conn: psycopg.Connection, name: str, url: str, *, fetch_size: int = 10000, connect_timeout_s: int = 3,
@@ -352,6 +349,31 @@ def remove_shard(conn: psycopg.Connection, name: str, specs: dict[str, LayerSpec
     conn.execute(sql.SQL("DROP SERVER {} CASCADE").format(sql.Identifier(shard.server)))
     conn.commit()
     return moved
+
+
+def in_doubt(conn: psycopg.Connection, spec: LayerSpec, division: str) -> int | None:
+    """The highest layer version that county ``division``'s rows on its shard name beyond the
+    catalog's last version (None: nothing in doubt). Such rows are a version the shard committed
+    and the coordinator did not (it died between the two commits, see the module's docstring)."""
+    last = next_version(conn, spec.name) - 1
+    top = conn.execute(sql.SQL("SELECT greatest(max(_vfrom), max(_vto)) FROM {}").format(
+        partition_ident(spec, division))).fetchone()[0]
+    conn.commit()
+    return top if top is not None and top > last else None
+
+
+def repair(conn: psycopg.Connection, spec: LayerSpec, division: str) -> tuple[int, int]:
+    """Undo on the shard a version the coordinator never committed: its new rows deleted, the
+    rows it retired current again; one transaction under the layer's writer lock. Returns
+    (rows deleted, rows made current again)."""
+    conn.commit()
+    part = partition_ident(spec, division)
+    with conn.transaction():
+        lock_layer(conn, spec.name)
+        last = sql.Literal(next_version(conn, spec.name) - 1)
+        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE _vfrom > {}").format(part, last)).rowcount
+        reopened = conn.execute(sql.SQL("UPDATE {} SET _vto = NULL WHERE _vto > {}").format(part, last)).rowcount
+    return deleted, reopened
 
 
 _SERVER_RE = re.compile(r'server "' + SERVER_PREFIX + r'([a-z0-9_]+)"')

@@ -42,6 +42,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from geobase.catalog.divisions import undo_versions_beyond, versions_beyond
 from geobase.catalog.versions import lock_layer, next_version
 from geobase.errors import Conflict, InvalidInput, NotFound, ShardUnavailable
 from geobase.partitions import (
@@ -353,27 +354,20 @@ def remove_shard(conn: psycopg.Connection, name: str, specs: dict[str, LayerSpec
 
 def in_doubt(conn: psycopg.Connection, spec: LayerSpec, division: str) -> int | None:
     """The highest layer version that county ``division``'s rows on its shard name beyond the
-    catalog's last version (None: nothing in doubt). Such rows are a version the shard committed
-    and the coordinator did not (it died between the two commits, see the module's docstring)."""
-    last = next_version(conn, spec.name) - 1
-    top = conn.execute(sql.SQL("SELECT greatest(max(_vfrom), max(_vto)) FROM {}").format(
-        partition_ident(spec, division))).fetchone()[0]
+    catalog's last version (None: nothing in doubt): a version the shard committed and the
+    coordinator did not (it died between the two commits, see the module's docstring)."""
+    top = versions_beyond(conn, spec, division, next_version(conn, spec.name) - 1)
     conn.commit()
-    return top if top is not None and top > last else None
+    return top
 
 
 def repair(conn: psycopg.Connection, spec: LayerSpec, division: str) -> tuple[int, int]:
-    """Undo on the shard a version the coordinator never committed: its new rows deleted, the
-    rows it retired current again; one transaction under the layer's writer lock. Returns
-    (rows deleted, rows made current again)."""
+    """Undo on the shard a version the coordinator never committed, in one transaction under
+    the layer's writer lock: (rows deleted, rows made current again)."""
     conn.commit()
-    part = partition_ident(spec, division)
     with conn.transaction():
         lock_layer(conn, spec.name)
-        last = sql.Literal(next_version(conn, spec.name) - 1)
-        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE _vfrom > {}").format(part, last)).rowcount
-        reopened = conn.execute(sql.SQL("UPDATE {} SET _vto = NULL WHERE _vto > {}").format(part, last)).rowcount
-    return deleted, reopened
+        return undo_versions_beyond(conn, spec, division, next_version(conn, spec.name) - 1)
 
 
 _SERVER_RE = re.compile(r'server "' + SERVER_PREFIX + r'([a-z0-9_]+)"')

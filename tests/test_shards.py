@@ -36,7 +36,7 @@ from test_tiles_county import tile_at
 
 from geobase.catalog.history import rollback
 from geobase.db.cluster import LocalCluster
-from geobase.errors import SetupError
+from geobase.errors import SetupError, ShardUnavailable
 from geobase.partitions import foreign_partitions
 from geobase.settings import Settings
 
@@ -288,7 +288,9 @@ def test_a_killed_shard_gives_503_naming_it_and_other_counties_keep_answering(pr
             x, y = _tile(C)
             r = http.get(f"/tiles/land_use/15/{x}/{y}.mvt")  # it needs the shard
             assert r.status_code == 503 and "shard b" in r.text, r.text
-        # an ingest of a local county does not need the shard either
+        # an ingest of the county is refused naming the shard; one of a local county does not need it
+        with pytest.raises(ShardUnavailable, match="shard b is unavailable"):
+            load(s, s.data_dir, C, tag="down")
         assert load(s, s.data_dir, "339904").divisions == ["339904"]
     finally:
         _start(cluster)

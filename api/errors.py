@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from geobase.db.shards import shard_unavailable
 from geobase.errors import GeobaseError, InvalidInput, ServiceUnavailable
 
 log = logging.getLogger("geobase.api")
@@ -86,6 +87,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(request: Request, exc: psycopg.OperationalError):
+        shard = shard_unavailable(exc)  # the coordinator answered: one of its shards did not
+        if shard is not None:
+            log.warning("shard unavailable on %s: %s", request.url.path, exc)
+            return _response(shard)
         log.warning("database unavailable: %s", exc)
         check = getattr(request.app.state, "connection_check", None)
         if check is not None:  # pooled connections older than this failure get checked again

@@ -117,6 +117,17 @@ class ServiceUnavailable(GeobaseError):
         self.retry_after = retry_after
 
 
+class ShardUnavailable(ServiceUnavailable):
+    """A query needed a county placed on a shard (geobase/db/shards.py) that does not answer;
+    ``details.shard`` names it. Queries of other counties do not touch it and keep working."""
+
+    code = "ShardUnavailable"
+
+    def __init__(self, message: str, *, shard: str | None = None, retry_after: int = 5, **kw):
+        super().__init__(message, retry_after=retry_after, details={"shard": shard} if shard else None, **kw)
+        self.shard = shard
+
+
 class SpecError(InvalidInput):
     """A layer spec or rules file is malformed; the message names the file and the key."""
 

@@ -57,6 +57,63 @@ def partition_divisions(conn: psycopg.Connection, spec: LayerSpec) -> list[str]:
     return sorted(r[0][len(prefix):] for r in rows if r[0].startswith(prefix))
 
 
+def foreign_partitions(conn: psycopg.Connection, spec: LayerSpec | str) -> dict[str, str]:
+    """``{division: foreign server}`` of the layer's counties placed on a shard (foreign
+    partitions, geobase/db/shards.py); the other counties' partitions are local tables."""
+    name = spec if isinstance(spec, str) else spec.name
+    rows = conn.execute(
+        "SELECT c.relname, s.srvname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_foreign_table f ON f.ftrelid = c.oid JOIN pg_foreign_server s ON s.oid = f.ftserver "
+        "WHERE i.inhparent = to_regclass(%s)", (f'{DATA_SCHEMA}."{name}"',)).fetchall()
+    prefix = name + "__"
+    return {r[0][len(prefix):]: r[1] for r in rows if r[0].startswith(prefix)}
+
+
+def has_unique_indexes(conn: psycopg.Connection, spec: LayerSpec) -> bool:
+    """Whether the layer table itself carries its unique indexes (the primary key, the current
+    key), as made; False once :func:`split_unique_indexes` gave each partition its own."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisunique)",
+                        (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()[0]
+
+
+def partition_unique_indexes(spec: LayerSpec) -> list[tuple[str, sql.Composable]]:
+    """The unique indexes each partition carries itself when the layer table has none: the row
+    id (the primary key's role) and the current key. Both hold the partition key, so unique in
+    each county's partition is unique in the layer."""
+    return [(f"{spec.name}_rid", sql.SQL("(_rid, division)"))] + [
+        (idx, body) for idx, body, unique in layer_indexes(spec) if unique]
+
+
+def split_unique_indexes(conn: psycopg.Connection, spec: LayerSpec) -> bool:
+    """Move the layer table's unique indexes down to its partitions, in the caller's
+    transaction; True when it did. PostgreSQL attaches no foreign table (a county on a shard)
+    to a partitioned table with a unique index, because it cannot enforce it across servers;
+    the indexes here hold the partition key, so each partition's own (and the shard's own,
+    made by geobase/db/shards.py) enforce the same rule. Takes the layer table's ACCESS
+    EXCLUSIVE lock and rebuilds these indexes once (first placement of a county of the layer)."""
+    if not has_unique_indexes(conn, spec):
+        return False
+    tbl = table_ident(spec)
+    for (con,) in conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+                               (f'{DATA_SCHEMA}."{spec.name}"',)).fetchall():
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(tbl, sql.Identifier(con)))
+    for idx, _, unique in layer_indexes(spec):
+        if unique:
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, idx)))
+    foreign = foreign_partitions(conn, spec)
+    for division in partition_divisions(conn, spec):
+        if division not in foreign:
+            make_unique_indexes(conn, spec, partition_ident(spec, division), division)
+    return True
+
+
+def make_unique_indexes(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, division: str) -> None:
+    """:func:`partition_unique_indexes` on one county's table (local, or on its shard)."""
+    for idx, body in partition_unique_indexes(spec):
+        conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} {}").format(
+            sql.Identifier(f"{idx}__{division}"), table, body))
+
+
 def _rid_sequence(conn: psycopg.Connection, spec: LayerSpec) -> str:
     return conn.execute("SELECT pg_get_serial_sequence(%s, '_rid')", (f'{DATA_SCHEMA}."{spec.name}"',)).fetchone()[0]
 
@@ -110,19 +167,32 @@ def attach(conn: psycopg.Connection, spec: LayerSpec, name: str, division: str, 
     empty layer table (the DROP takes the layer table's ACCESS EXCLUSIVE lock until the commit:
     readers of the empty layer wait for its first version instead of seeing it empty)."""
     final = partition_name(spec, division)
+    split = not has_unique_indexes(conn, spec)
     if replace_empty and division in partition_divisions(conn, spec):
         conn.execute(sql.SQL("DROP TABLE {}").format(partition_ident(spec, division)))
     ident = sql.Identifier(DATA_SCHEMA, name)
     if conn.execute("SELECT attgenerated <> '' FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s",
                     (f'{DATA_SCHEMA}."{name}"', DIVISION)).fetchone()[0]:
         conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP EXPRESSION").format(ident, sql.Identifier(DIVISION)))
-    for idx, body, unique in layer_indexes(spec):  # named after the layer's: plans read e.g. land_use_cur_geom__339901
-        conn.execute(sql.SQL("CREATE {unique} INDEX {idx} ON {tbl} {body}").format(
-            unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=ident, body=body))
+    build_indexes(conn, spec, ident, division, split=split)
     if name != final:
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(ident, sql.Identifier(final)))
     conn.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
         table_ident(spec), partition_ident(spec, division), sql.Literal(check_division(division))))
+
+
+def build_indexes(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, division: str, *,
+                  split: bool) -> None:
+    """The layer's indexes on county ``division``'s table ``table`` (one not yet attached, or
+    its table on a shard), named after the layer's: plans read e.g. ``land_use_cur_geom__339901``.
+    ``split``: the layer table has no unique index to adopt the unique ones, so the table keeps
+    its own (:func:`split_unique_indexes`). Indexes already there are kept (a caller that built
+    them before taking a lock readers wait for)."""
+    for idx, body, unique in layer_indexes(spec):
+        conn.execute(sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
+            unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(f"{idx}__{division}"), tbl=table, body=body))
+    if split:
+        make_unique_indexes(conn, spec, table, division)
 
 
 def ensure_partition(conn: psycopg.Connection, spec: LayerSpec, division: str) -> bool:
@@ -139,7 +209,10 @@ def _make_indexes(conn: psycopg.Connection, spec: LayerSpec) -> None:
     # tiles find their rows through the geom index (tiles.mvt.filter_envelope): the geom_3857
     # index of earlier versions is one GiST to maintain and build for nothing
     conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(DATA_SCHEMA, f"{spec.name}_cur_geom3857")))
+    split = not has_unique_indexes(conn, spec)
     for idx, body, unique in layer_indexes(spec):
+        if unique and split:  # each partition has its own (split_unique_indexes): counties on shards
+            continue
         conn.execute(sql.SQL("CREATE {unique} INDEX IF NOT EXISTS {idx} ON {tbl} {body}").format(
             unique=sql.SQL("UNIQUE" if unique else ""), idx=sql.Identifier(idx), tbl=table_ident(spec), body=body))
 
@@ -155,12 +228,31 @@ def ensure_layer_table(conn: psycopg.Connection, spec: LayerSpec) -> None:
     elif kind is None:
         _create_parent(conn, spec)
     tbl = table_ident(spec)
+    _refuse_new_columns_on_shards(conn, spec)
     for a in spec.attributes:  # on the partitioned table: every partition gets it
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
             tbl, sql.Identifier(a.name), sql.SQL(a.pg_type)))
     key_collation_c(conn, spec)
     _make_indexes(conn, spec)
     ensure_partition(conn, spec, UNASSIGNED)
+
+
+def _refuse_new_columns_on_shards(conn: psycopg.Connection, spec: LayerSpec) -> None:
+    """A new attribute of a layer with counties on shards would be added to the coordinator's
+    foreign tables but not to the shards' tables, and every read of those counties would then
+    fail: stop with what to do instead (move the counties back, migrate, place them again)."""
+    foreign = foreign_partitions(conn, spec)
+    if not foreign:
+        return
+    have = {r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                                       "AND attnum > 0 AND NOT attisdropped", (f'{DATA_SCHEMA}."{spec.name}"',))}
+    new = [a.name for a in spec.attributes if a.name not in have]
+    if new:
+        where = ", ".join(f"{d} on {srv}" for d, srv in sorted(foreign.items()))
+        raise SetupError(
+            f"layer {spec.name}: new attributes {', '.join(new)} cannot be added while counties are on shards "
+            f"({where}); move them back (geobase db shard unplace --division D --layer {spec.name}), run "
+            "`geobase db migrate`, then place them again")
 
 
 def _extra_columns(conn: psycopg.Connection, spec: LayerSpec, table: str) -> list[tuple[str, str]]:

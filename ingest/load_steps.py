@@ -12,7 +12,6 @@ from __future__ import annotations
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
-from geobase import crs as crsmod
 from geobase.ingest import dbf
 from geobase.ingest.context import IngestContext, LoadTarget
 from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation
@@ -22,11 +21,12 @@ from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_s
 from geobase.ingest.threads import prefetch
 from psycopg import sql
 
+from geobase import crs as crsmod
 from geobase.catalog import layers as layer_catalog
 from geobase.catalog import sync_catalog
 from geobase.catalog.versions import CommitResult, write_version
 from geobase.errors import InvalidInput
-from geobase.storage import UNASSIGNED, division_field, table_ident
+from geobase.storage import UNASSIGNED, division_field, division_filter, table_ident
 
 BATCH_SIZE = 20_000
 
@@ -259,8 +259,8 @@ def _after_insert(ctx: IngestContext, target: LoadTarget):
         if not target.staging:  # a first load: every row is new, the normaliser saw them all
             ctx.report.checks["divisions"] = {target.direct.division: ctx.report.rows_loaded}
             if check is not None and check.pending_keys:  # but left these areas to the database
-                check.merge(*area_deviation(conn, spec, table_ident(spec), sql.SQL("_key = ANY({})").format(
-                    sql.Literal(check.pending_keys)), sql.SQL("_area_m2")))
+                check.merge(*area_deviation(conn, spec, table_ident(spec), sql.SQL("{} AND _key = ANY({})").format(
+                    division_filter(target.direct.division), sql.Literal(check.pending_keys)), sql.SQL("_area_m2")))
             ctx.record_area(*(check.result() if check is not None else (0, [])))  # (0, []): no stated area
         return ctx.report.as_dict()
     return after_insert

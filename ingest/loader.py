@@ -20,7 +20,7 @@ from psycopg import sql
 
 from geobase.catalog.divisions import carry_forward, division_stats, totals
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
-from geobase.partitions import attach, create_beside, partition_divisions
+from geobase.partitions import attach, create_beside, foreign_partitions, partition_divisions
 from geobase.specs import LayerSpec
 from geobase.storage import UNASSIGNED, division_expr, measure_column, table_ident
 
@@ -128,8 +128,8 @@ class DirectLoad:
         conn, spec = self.conn, self.spec
         conn.commit()
         lock_layer(conn, spec.name)
-        self.layer_empty = not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-            table_ident(spec))).fetchone()[0]
+        self.layer_empty = not foreign_partitions(conn, spec) and not conn.execute(sql.SQL(  # shards: never "empty"
+            "SELECT EXISTS (SELECT 1 FROM {})").format(table_ident(spec))).fetchone()[0]
         if not self.layer_empty and (self.division is None or self.division in partition_divisions(conn, spec)):
             conn.rollback()
             return False

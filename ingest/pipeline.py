@@ -40,7 +40,8 @@ from geobase.ingest.sources import RASTER_SUFFIXES
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT
 
 from geobase.db import connect
-from geobase.errors import GeobaseError, InvalidInput
+from geobase.db.shards import shard_unavailable
+from geobase.errors import GeobaseError, InvalidInput, ShardUnavailable
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, get_registry
 
@@ -63,6 +64,10 @@ def ingest(settings: Settings, layer: str, path: str | Path, **options) -> Inges
         except RedoWithStaging:  # rolled back: the staging path reports what the direct load cannot
             return run(settings, dataclasses.replace(opts, direct=False))
     except psycopg.OperationalError as exc:
+        shard = shard_unavailable(exc)  # the county's partition is on a shard that does not answer
+        if shard is not None:
+            raise ShardUnavailable(f"ingest of {opts.path.name} into {layer!r} failed: {shard.message}; nothing was "
+                                   "committed, the previous version is unchanged", shard=shard.shard) from None
         raise GeobaseError(f"ingest of {opts.path.name} into {layer!r} failed: the database connection was lost "
                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); nothing was "
                            "committed, the previous version is unchanged: run the same command again") from None

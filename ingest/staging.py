@@ -19,8 +19,16 @@ from psycopg import sql
 
 from geobase.catalog.versions import has_current_rows, lock_key, preview_version, staged_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import (DIVISION, current_filter, division_expr, division_field, key_collation, measure_column,
-                             table_ident)
+from geobase.storage import (
+    DIVISION,
+    current_filter,
+    division_expr,
+    division_field,
+    division_filter,
+    key_collation,
+    measure_column,
+    table_ident,
+)
 
 #: Coverage checks (overlaps/gaps) run in full up to this many rows; above, per grid cell sample.
 COVERAGE_FULL_LIMIT = 200_000
@@ -181,16 +189,18 @@ class Staging:
         """Keys in the file (append mode) that are already current features."""
         rows = self.conn.execute(sql.SQL(
             "SELECT s._key FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
-            "AND d._key = s._key AND d.division = s.division)"
-        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"))).fetchall()
+            "AND {scope} AND d._key = s._key AND d.division = s.division)"
+        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"),
+                   scope=self._scope_filter())).fetchall()
         self.conn.commit()
         return len(rows), [r[0] for r in rows[:20]]
 
     def drop_keys_existing(self) -> int:
         cur = self.conn.execute(sql.SQL(
             "DELETE FROM {s} s WHERE EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
-            "AND d._key = s._key AND d.division = s.division)"
-        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d")))
+            "AND {scope} AND d._key = s._key AND d.division = s.division)"
+        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"),
+                   scope=self._scope_filter()))
         self.conn.commit()
         return cur.rowcount
 
@@ -198,6 +208,11 @@ class Staging:
         """``(rows_total, added, removed, changed)`` that committing the staged rows in ``mode``
         would report, computed without writing (what a dry run shows)."""
         return preview_version(self.conn, self.spec, self.ident, mode, self.scope())
+
+    def _scope_filter(self) -> sql.Composable:
+        """The staged counties' current rows only (literal codes: partitions of other counties,
+        on shards too, are pruned and never opened)."""
+        return division_filter([d for d in self.scope() if len(d) == 6 and d.isdigit()], "d")
 
     def scope(self) -> list[str]:
         """The counties of the staged rows, and the ``--division`` named."""
@@ -227,7 +242,8 @@ class Staging:
         """Keys in the file (delete mode) that are not current features."""
         rows = self.conn.execute(sql.SQL(
             "SELECT s._key FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {d} d WHERE {cur} "
-            "AND d._key = s._key AND d.division = s.division)"
-        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"))).fetchall()
+            "AND {scope} AND d._key = s._key AND d.division = s.division)"
+        ).format(s=self.ident, d=table_ident(self.spec), cur=current_filter("d"),
+                   scope=self._scope_filter())).fetchall()
         self.conn.commit()
         return len(rows), [r[0] for r in rows[:20]]

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from geobase.partitions import partition_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import current_filter, division_filter, table_ident
+from geobase.storage import current_filter, division_filter, partition_ident, table_ident
 
 Divisions = dict[str, dict]
 
@@ -102,3 +102,22 @@ async def county_states(conn: psycopg.AsyncConnection, layer: str) -> dict[str, 
     when county A gets a new version). Empty for a version made before the per-county map."""
     cur = await conn.execute(COUNTY_STATES_SQL, (layer,))
     return {d: (v, list(e) if e else None) for d, e, v in await cur.fetchall()}
+
+
+def versions_beyond(conn: psycopg.Connection, spec: LayerSpec, division: str, last: int) -> int | None:
+    """The highest version that county ``division``'s rows name beyond ``last`` (the layer's
+    last version in the catalog), None when none does: rows a writer committed on a shard and
+    the catalog never recorded (geobase/db/shards.py)."""
+    top = conn.execute(sql.SQL("SELECT greatest(max(_vfrom), max(_vto)) FROM {}").format(
+        partition_ident(spec, division))).fetchone()[0]
+    return top if top is not None and top > last else None
+
+
+def undo_versions_beyond(conn: psycopg.Connection, spec: LayerSpec, division: str, last: int) -> tuple[int, int]:
+    """Undo in county ``division``'s partition what versions after ``last`` did (their rows
+    deleted, the rows they retired current again), in the caller's transaction, which holds the
+    layer's writer lock. Returns (rows deleted, rows made current again)."""
+    part, v = partition_ident(spec, division), sql.Literal(int(last))
+    deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE _vfrom > {}").format(part, v)).rowcount
+    reopened = conn.execute(sql.SQL("UPDATE {} SET _vto = NULL WHERE _vto > {}").format(part, v)).rowcount
+    return deleted, reopened

@@ -119,6 +119,8 @@ def migrate() -> None:
 
 def register(app: typer.Typer) -> None:
     from geobase.cli.db_replica import replica_app
+    from geobase.cli.db_shard import shard_app
 
     db_app.add_typer(replica_app, name="replica")
+    db_app.add_typer(shard_app, name="shard")
     app.add_typer(db_app, name="db")

@@ -117,6 +117,11 @@ OFFERS: dict[str, Offer] = {
     "/admin/keys": J,
     "/admin/audit": J,
     "/admin/audit/stats": J,
+    "/indicators": J,
+    "/indicators/{indicatorId}": Offer({"json": JSON, "csv": CSV}),
+    "/warnings": J,
+    "/warnings/stream": Offer({"event-stream": "text/event-stream"}),
+    "/dashboard": Offer({"html": HTML}),
     # FastAPI's own: the API definition and its documentation page
     "/api": Offer({"json": JSON, "openapi": OPENAPI}, negotiated=False),
     "/docs": Offer({"html": HTML}, negotiated=False),

@@ -125,8 +125,10 @@ def term_sql(ctx: Context, term: Term, change: Change | None, sign: int) -> sql.
         ctes.append(sql.SQL("x AS MATERIALIZED (SELECT x.geom, x._area_m2 FROM {t} x WHERE {rows} AND {w})").format(
             t=ctx.table(term.layer), rows=xrows, w=ctx.where(term.layer, term.filter(), "x")))
         source = sql.SQL("x JOIN {p} p ON p.g && x.geom AND ST_Intersects(x.geom, p.g)").format(p=pieces)
-    else:  # the pieces drive and find the features through the layer's spatial index
-        source = sql.SQL("{p} p JOIN {t} x ON x.geom && p.g AND ST_Intersects(x.geom, p.g) AND {rows} AND {w}").format(
+    else:  # each township (piece) drives and finds its features through the layer's spatial index
+        # (LATERAL ... OFFSET 0 keeps it the outer side: PostGIS then prepares it once for all its features)
+        source = sql.SQL("{p} p CROSS JOIN LATERAL (SELECT x.geom, x._area_m2 FROM {t} x WHERE x.geom && p.g "
+                         "AND ST_Intersects(x.geom, p.g) AND {rows} AND {w} OFFSET 0) x").format(
             p=pieces, t=ctx.table(term.layer), rows=xrows, w=ctx.where(term.layer, term.filter(), "x"))
     with_ = sql.SQL("WITH {} ").format(sql.SQL(", ").join(ctes)) if ctes else sql.SQL("")
     if term.min_slope is not None:

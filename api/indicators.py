@@ -145,7 +145,11 @@ async def import_targets(request: Request, conn=Depends(get_conn), registry: Reg
 
 
 @router.get("/dashboard", response_class=HTMLResponse, summary="The indicator dashboard (web page)")
-async def dashboard_page(request: Request):
+async def dashboard_page(request: Request,
+                         indicator: str | None = Query(None, max_length=64, description="The indicator shown first"),
+                         division: str | None = Query(None, pattern=r"^\d{6,12}$", description="The division charted"),
+                         lang: str | None = Query(None, pattern="^(zh|en)$", description="zh (default) or en")):
+    """The page reads its choices from the URL itself (a shared link opens the same view)."""
     from geobase.api.map import TILES_DIR, maplibre_dir
 
     maplibre_dir(request.app.state.settings)  # fail clearly, not with a blank page

@@ -60,8 +60,11 @@ async def indicator_detail(request: Request, indicatorId: str = Path(max_length=
                            f: str | None = Query(None, description="json (default) or csv (UTF-8 with BOM, for Excel)"),
                            conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                            principal: Principal = Depends(get_principal)):
+    fmt = f or chosen(request, "json")  # f= wins over Accept (api/negotiation.py)
+    if fmt not in ("json", "csv"):
+        raise InvalidInput(f"f: {fmt[:20]!r} is not one of json, csv", parameter="f")
     doc = await service.detail(conn, registry, await _mine(request, conn, principal, registry), indicatorId, division)
-    if chosen(request, "json") == "csv":
+    if fmt == "csv":
         return Response(service.detail_csv(doc), media_type="text/csv; charset=utf-8", headers={
             **_cache(principal), "Content-Disposition": f'attachment; filename="{indicatorId}.csv"'})
     return _json(doc, principal)

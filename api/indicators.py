@@ -9,12 +9,12 @@ import asyncio
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-
-from geobase import audit
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from geobase.api.gate import get_principal
 from geobase.api.negotiation import chosen
 from geobase.api.streaming import ClosingStreamingResponse
+
+from geobase import audit
 from geobase.catalog import indicators as cat
 from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
 from geobase.indicators import service, targets

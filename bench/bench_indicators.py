@@ -99,7 +99,8 @@ def run(ctx: Context) -> None:
 
 async def _measure(ctx: Context, settings, registry, indicators, versions: dict, v1: int, v2: int) -> None:
     from geobase.indicators import engine
-    from geobase.indicators.compute import Change, Context as Ctx, term_m2, township_pieces
+    from geobase.indicators.compute import Change, term_m2, township_pieces
+    from geobase.indicators.compute import Context as Ctx
 
     change = Change("land_use", v1, v2)
     after = {**versions, "land_use": v2}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 import pytest
-
 from indicators_common import latest, process
 from test_map_browser import ARTIFACTS, count_near, hex_rgb
 from test_map_tools import browser_page

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from indicators_common import (
+    area_in,
+    category_codes,
+    frame,
+    group_codes,
+    in_codes,
+    latest,
+    process,
+    townships,
+    value_rows,
+)
 
 from geobase.errors import SpecError
 from geobase.indicators.spec import get_indicators, load_indicators
 from geobase.specs import get_registry, load_registry
-from indicators_common import (area_in, category_codes, frame, group_codes, in_codes, latest, process, townships,
-                               value_rows)
 
 REL = 1e-6  # PostGIS's geography areas of cut pieces against Geod's: ~1e-7 apart
 
@@ -126,7 +135,6 @@ def test_steep_farmland_equals_the_slope_analysis(computed):
     keys = [p["key"] for p in report["parcels"]]
     got = latest(settings)
     towns = townships(settings)
-    lu = frame(settings, "land_use", ["_key"]) if False else None  # noqa: F841 (keys read below)
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT _key, ST_AsBinary(geom) FROM data.land_use WHERE _vto IS NULL "
                             "AND _key = ANY(%s)", (keys,)).fetchall()

@@ -12,7 +12,6 @@ import time
 import httpx
 import psycopg
 import pytest
-
 from editing_common import FAST, GEOJSON, auth, feature, make_editing_keys
 from indicators_common import latest, process
 
@@ -45,7 +44,7 @@ def _events(resp: httpx.Response, connected: threading.Event) -> list[dict]:
 def test_an_edit_through_the_api_raises_a_warning_pushed_to_subscribers(served):
     srv, settings, tokens = served
     with psycopg.connect(settings.database_url) as conn:
-        key, dlbm = conn.execute("""
+        key, _ = conn.execute("""
             SELECT x._key, x.dlbm FROM data.land_use x JOIN data.admin_divisions t ON t._vto IS NULL AND t.xzqdm = %s
             WHERE x._vto IS NULL AND x.dlbm IN ('0101', '0102', '0103') AND ST_CoveredBy(x.geom, t.geom)
             ORDER BY x._area_m2 DESC LIMIT 1""", (TOWN,)).fetchone()

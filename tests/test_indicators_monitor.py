@@ -11,13 +11,13 @@ import sys
 
 import psycopg
 import pytest
+from indicators_common import latest, process, value_rows
 
 from geobase.editing.service import Actor
 from geobase.errors import InvalidInput
 from geobase.indicators import targets
 from geobase.indicators.spec import get_indicators
 from geobase.specs import get_registry
-from indicators_common import latest, process, value_rows
 
 TOWN = "339901003"
 
@@ -84,7 +84,7 @@ def test_a_planted_change_raises_a_warning_and_the_next_version_clears_it(county
     w = _q(settings, "SELECT id, level, status, value, target, cause_layer, cause_version, parcels "
                      "FROM catalog.indicator_warnings WHERE indicator = 'farmland_area' AND division = %s", (TOWN,))
     assert len(w) == 1
-    wid, level, status, value, target, layer, version, parcels = w[0]  # noqa: F841
+    wid, level, status, value, target, layer, version, parcels = w[0]
     expected = "red" if after[("farmland_area", TOWN)] < farmland / 1.01 else "yellow"
     assert (level, status, layer, version) == (expected, "open", "land_use", v1)
     assert value == pytest.approx(after[("farmland_area", TOWN)]) and target == pytest.approx(farmland / 1.01)
@@ -147,7 +147,7 @@ def test_the_cli_imports_targets_and_recomputes(county_db, tmp_path):
     settings = county_db
     env = {"GEOBASE_DATABASE_URL": settings.database_url, "GEOBASE_DATA_DIR": str(settings.data_dir),
            "PATH": "/usr/bin:/bin"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "geobase.cli", "indicators", *a], env=env,  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "geobase.cli", "indicators", *a], env=env,
                                     capture_output=True, text=True, timeout=300)
     r = run("recompute")
     assert r.returncode == 0 and "full" in r.stdout, r.stderr

@@ -123,7 +123,7 @@ async def _measure(ctx: Context, settings, registry, indicators, versions: dict,
 
     async def one_township(c):
         towns = await township_pieces(c, change)
-        return {t.key: await term_m2(c, t) for t in engine._terms(indicators)}, towns
+        return {t.key: await term_m2(c, t) for t in engine.distinct_terms(indicators)}, towns
 
     rounds = {"full": [], "incremental": [], "township": []}
     for _ in range(ctx.rounds):  # interleaved: a busy machine slows all three alike

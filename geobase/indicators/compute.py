@@ -87,8 +87,9 @@ async def township_pieces(ctx: Context, change: Change | None) -> list[str]:
     retired. Returns the townships those pieces belong to (all, or those the change touches)."""
     near = sql.SQL("")
     if change is not None:
-        near = sql.SQL("AND EXISTS (SELECT 1 FROM {t} x WHERE {ch} AND x.geom && p.g AND ST_Intersects(x.geom, p.g))"
-                       ).format(t=ctx.table(change.layer), ch=change.either("x"))
+        # a row that only touches a township's border (a shared edge) changes nothing there
+        near = sql.SQL("AND EXISTS (SELECT 1 FROM {t} x WHERE {ch} AND x.geom && p.g AND ST_Intersects(x.geom, p.g) "
+                       "AND NOT ST_Touches(x.geom, p.g))").format(t=ctx.table(change.layer), ch=change.either("x"))
     await ctx.conn.execute(sql.SQL("DROP TABLE IF EXISTS {p}").format(p=PIECES))
     await ctx.conn.execute(sql.SQL(
         "CREATE TEMP TABLE {p} ON COMMIT DROP AS SELECT * FROM (SELECT d.xzqdm::text AS code, d.geom AS g "

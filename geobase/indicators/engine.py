@@ -35,7 +35,8 @@ def dependencies(indicators: dict[str, Indicator]) -> set[str]:
     return {layer for ind in indicators.values() for layer in ind.layers}
 
 
-def _terms(indicators: dict[str, Indicator], layer: str | None = None) -> list[Term]:
+def distinct_terms(indicators: dict[str, Indicator], layer: str | None = None) -> list[Term]:
+    """Each term once (indicators share terms: farmland is in three), of ``layer`` when given."""
     seen: dict[str, Term] = {}
     for ind in indicators.values():
         for t in ind.terms:
@@ -74,7 +75,7 @@ async def full(ctx: Context, indicators: dict[str, Indicator], cause: tuple[str,
     divs = await divisions(ctx)
     towns = await township_pieces(ctx, None)
     parts: dict[str, dict[str, float]] = {code: {} for code in towns}
-    for term in _terms(indicators):
+    for term in distinct_terms(indicators):
         for code, m2 in (await term_m2(ctx, term)).items():
             parts.setdefault(code, {})[term.key] = m2
     rows = _rows(indicators, parts, divs)
@@ -93,7 +94,7 @@ async def incremental(ctx: Context, indicators: dict[str, Indicator], change: Ch
     latest = await cat.latest_values(ctx.conn, towns + counties)
     affected = {i for i, ind in indicators.items() if change.layer in ind.layers}
     delta: dict[str, dict[str, float]] = {code: {} for code in towns}
-    for term in _terms(indicators, change.layer):
+    for term in distinct_terms(indicators, change.layer):
         plus, minus = await term_m2(ctx, term, change, 1), await term_m2(ctx, term, change, -1)
         for code in towns:
             delta[code][term.key] = plus.get(code, 0.0) - minus.get(code, 0.0)

@@ -24,6 +24,9 @@ from geobase.specs import Registry
 
 log = logging.getLogger("geobase.indicators")
 KIND = "indicators"
+#: after failures the monitor waits longer, up to this (s): a lasting failure (a missing DEM file)
+#: leaves a failed job every few minutes, not every poll
+MAX_BACKOFF_S = 300.0
 
 
 async def run_job(settings: Settings, registry: Registry, created_by: str = "server") -> dict:
@@ -73,15 +76,17 @@ class IndicatorMonitor:
             return await cat.has_pending(conn) or await cat.state(conn) is None
 
     async def _loop(self) -> None:
+        delay = self.settings.indicator_poll_s
         while True:
-            await asyncio.sleep(self.settings.indicator_poll_s)
+            await asyncio.sleep(delay)
             try:
                 if await self.due():
                     await run_job(self.settings, self.registry)
-                self._failed = False
+                self._failed, delay = False, self.settings.indicator_poll_s
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database may be down: say so once, try again next time
+            except Exception as exc:  # the database may be down: say so once, back off, try again
                 if not self._failed:
                     log.warning("indicator recompute failed: %s", exc)
                 self._failed = True
+                delay = min(max(delay, self.settings.indicator_poll_s) * 2, MAX_BACKOFF_S)

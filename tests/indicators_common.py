@@ -8,6 +8,7 @@ import asyncio
 
 import geopandas as gpd
 import psycopg
+import pytest
 import shapely
 from pyproj import Geod
 
@@ -86,3 +87,24 @@ def category_codes(registry, category: str) -> set[str]:
 
 def in_codes(df: gpd.GeoDataFrame, field: str, codes: set[str]) -> gpd.GeoDataFrame:
     return df[df[field].isin(codes) | df[field].str[:4].isin(codes)]
+
+
+@pytest.fixture(scope="session")
+def computed_template(pg_server, county_template):
+    """The sample county with every indicator computed once (a template database): tests clone
+    it instead of computing the county again."""
+    from conftest import create_database, drop_database, settings_for
+
+    name, data_dir = county_template
+    db = f"{name}_indicators"
+    settings = settings_for(create_database(pg_server, db, name), data_dir)
+    steps = process(settings)
+    yield db, data_dir, steps
+    drop_database(pg_server, db)
+
+
+@pytest.fixture
+def computed_db(new_db, computed_template):
+    """A private copy of the county with its indicators computed (nothing queued)."""
+    name, data_dir, _ = computed_template
+    return new_db(template=name).model_copy(update={"data_dir": data_dir})

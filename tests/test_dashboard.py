@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import psycopg
 import pytest
-from indicators_common import latest, process
+from indicators_common import computed_db, computed_template, latest  # noqa: F401 (fixtures)
 from test_map_browser import ARTIFACTS, count_near, hex_rgb
 from test_map_tools import browser_page
 
@@ -18,7 +18,7 @@ RAMP = ["#fff5eb", "#fdd0a2", "#fd8d3c", "#d94801", "#7f2704"]
 
 
 @pytest.fixture
-def board(county_db, live_server):
+def board(computed_db, live_server):
     """A county with its indicators computed, a target its farmland misses (a red warning), an
     analyst's key and a running server."""
     import asyncio
@@ -28,8 +28,7 @@ def board(county_db, live_server):
     from geobase.indicators.spec import get_indicators
     from geobase.specs import get_registry
 
-    settings = county_db
-    process(settings)
+    settings = computed_db
     target = latest(settings)[("farmland_area", TOWN)] * 1.2
     reg = get_registry(settings)
 

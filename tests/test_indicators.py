@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from indicators_common import (
+from indicators_common import (  # noqa: F401 (computed_template: a fixture)
     area_in,
     category_codes,
+    computed_template,
     frame,
     group_codes,
     in_codes,
     latest,
-    process,
     townships,
     value_rows,
 )
@@ -26,15 +26,13 @@ REL = 1e-6  # PostGIS's geography areas of cut pieces against Geod's: ~1e-7 apar
 
 
 @pytest.fixture(scope="module")
-def computed(pg_server, county_template):
+def computed(pg_server, computed_template):
     """A private copy of the sample county with every indicator computed once."""
     from conftest import create_database, drop_database, settings_for
 
-    name, data_dir = county_template
-    db = f"{name}_ind"
-    settings = settings_for(create_database(pg_server, db, name), data_dir)
-    steps = process(settings)
-    yield settings, steps
+    name, data_dir, steps = computed_template
+    db = f"{name}_read"
+    yield settings_for(create_database(pg_server, db, name), data_dir), steps
     drop_database(pg_server, db)
 
 

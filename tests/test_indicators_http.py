@@ -13,15 +13,14 @@ import httpx
 import psycopg
 import pytest
 from editing_common import FAST, GEOJSON, auth, feature, make_editing_keys
-from indicators_common import latest, process
+from indicators_common import computed_db, computed_template, latest  # noqa: F401 (fixtures)
 
 TOWN = "339901003"
 
 
 @pytest.fixture
-def served(county_db, live_server):
-    settings = county_db
-    process(settings)
+def served(computed_db, live_server):
+    settings = computed_db
     tokens = make_editing_keys(settings)
     return live_server(settings, env={**FAST, "GEOBASE_INDICATOR_POLL_S": "0.5"}), settings, tokens
 

@@ -11,7 +11,7 @@ import sys
 
 import psycopg
 import pytest
-from indicators_common import latest, process, value_rows
+from indicators_common import computed_db, computed_template, latest, process, value_rows  # noqa: F401
 
 from geobase.editing.service import Actor
 from geobase.errors import InvalidInput
@@ -56,9 +56,9 @@ def _import(settings, text: str) -> dict:
     return asyncio.run(go())
 
 
-def test_a_planted_change_raises_a_warning_and_the_next_version_clears_it(county_db):
-    settings = county_db
-    assert process(settings)["steps"][0]["kind"] == "full"
+def test_a_planted_change_raises_a_warning_and_the_next_version_clears_it(computed_db):
+    settings = computed_db
+    assert process(settings)["steps"] == []  # computed, nothing queued
     before = latest(settings)
     farmland = before[("farmland_area", TOWN)]
     # the target: today's farmland is exactly at the yellow margin (1.01 x target): a loss of any
@@ -100,9 +100,8 @@ def test_a_planted_change_raises_a_warning_and_the_next_version_clears_it(county
     assert [e[0] for e in events] == ["raised", "cleared"]
 
 
-def test_the_incremental_values_equal_a_full_recompute(county_db):
-    settings = county_db
-    process(settings)
+def test_the_incremental_values_equal_a_full_recompute(computed_db):
+    settings = computed_db
     key, _ = _inside_parcel(settings)
     _edit(settings, key, "0301", "farmland to forest")
     # a control line moved too: the zone side of the terms changes
@@ -134,8 +133,8 @@ def test_the_incremental_values_equal_a_full_recompute(county_db):
     ("farmland_area,339901001,many", "row 3: target 'many' is not a number"),
     ("farmland_area,339901002,1", "row 3: farmland_area of 339901002 is given twice"),
 ])
-def test_a_bad_target_row_is_named_and_nothing_is_imported(county_db, line, problem):
-    settings = county_db
+def test_a_bad_target_row_is_named_and_nothing_is_imported(computed_db, line, problem):
+    settings = computed_db
     text = f"indicator,division,target\nfarmland_area,339901002,5\n{line}\n"
     with pytest.raises(InvalidInput) as exc:
         _import(settings, text)

@@ -19,7 +19,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geobase import __version__, keys
-from geobase.api import admin, analysis, docs, editing, features, ingest, items, landing, schema, tiles, webhooks
+from geobase.api import (admin, analysis, docs, editing, features, indicators, ingest, items, landing, schema, tiles,
+                         webhooks)
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
@@ -32,6 +33,8 @@ from geobase.api.params import install as install_param_checks
 from geobase.api.tile_fast import install_tile_fast_path
 from geobase.analysis.jobs import AnalysisJobs
 from geobase.db import database_url, server_runs_as_owner, server_settings
+from geobase.indicators.monitor import IndicatorMonitor
+from geobase.indicators.spec import get_indicators
 from geobase.ingest.jobs import fail_orphaned_jobs
 from geobase.pool import ConnectionCheck, server_pool
 from geobase.audit_writer import AuditWriter
@@ -45,7 +48,7 @@ log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
 ROUTER_MODULES = (landing, features, items, editing, webhooks, schema, tiles, analysis, ingest, admin, map_, search_,
-                  docs)
+                  docs, indicators)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 
@@ -103,6 +106,7 @@ def build_state(app: FastAPI, settings: Settings, owner_settings: Settings) -> N
     app.state.settings = settings
     app.state.owner_settings = owner_settings
     app.state.registry = get_registry(settings)
+    app.state.indicators = get_indicators(app.state.registry)  # layers/indicators/*.yaml: a bad one stops the start
 
 
 def open_services(app: FastAPI) -> None:
@@ -122,6 +126,7 @@ def open_services(app: FastAPI) -> None:
     app.state.tiles_db_url = database_url(settings)
     app.state.orphan_sweep = _sweep_orphaned_jobs(settings)
     app.state.webhook_worker = DeliveryWorker(settings).start()  # the outbox of signed webhooks
+    app.state.indicator_monitor = IndicatorMonitor(settings, app.state.registry, app.state.pool)
 
 
 def _sweep_orphaned_jobs(settings: Settings) -> threading.Thread:
@@ -146,6 +151,7 @@ async def lifespan(app: FastAPI):
     require_security(app)  # checked again: nothing may have removed a component since
     open_services(app)
     await app.state.pool.open(wait=False)
+    app.state.indicator_monitor.start()  # recomputes the indicators of new versions, as jobs
     # everything imported and built at start-up lives as long as the process: move it out of
     # the collector's sight, so that collections triggered by a request's allocations (a
     # site check builds thousands of dicts) do not traverse the whole heap each time. No
@@ -158,6 +164,7 @@ async def lifespan(app: FastAPI):
     finally:
         app.state.webhook_worker.stop()
         try:
+            await app.state.indicator_monitor.stop()
             await app.state.pool.close()
         finally:
             # flush what is queued (SIGTERM included: uvicorn runs this)

@@ -120,6 +120,11 @@ OFFERS: dict[str, Offer] = {
     "/admin/webhooks": J,
     "/admin/webhooks/deliveries": J,
     "/collections/{collectionId}/webhooks": J,
+    "/indicators": J,
+    "/indicators/{indicatorId}": Offer({"json": JSON, "csv": CSV}),
+    "/warnings": J,
+    "/warnings/stream": Offer({"event-stream": "text/event-stream"}),
+    "/dashboard": Offer({"html": HTML}),
     # FastAPI's own: the API definition and its documentation page
     "/api": Offer({"json": JSON, "openapi": OPENAPI}, negotiated=False),
     "/docs": Offer({"html": HTML}, negotiated=False),

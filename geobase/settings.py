@@ -236,6 +236,9 @@ class JobSettings(BaseModel):
         ge=0, default=3, description="Analysis jobs of one caller waiting in the queue; more: 429 with Retry-After.")
     job_statement_timeout_ms: int = Field(ge=0, default=600_000, description="Statement timeout of an analysis job (ms).")
     job_max_seconds: float = Field(gt=0, default=1800.0, description="Wall-clock limit of an analysis job (s); then failed.")
+    indicator_poll_s: float = Field(
+        ge=0, default=2.0, description="How often the server looks for new layer versions to recompute the indicators "
+        "for (s, a job per batch); 0: never (then `geobase indicators recompute`).")
 
 
 class TileSettings(BaseModel):

@@ -77,7 +77,9 @@ def drop_database(pg_server: str, name: str) -> None:
 
 
 def settings_for(url: str, tmp: Path, **overrides) -> Settings:
-    return Settings(database_url=url, data_dir=tmp, **overrides)
+    # the indicator monitor off in test servers (each would recompute its county at start);
+    # the indicator tests turn it on (GEOBASE_INDICATOR_POLL_S) or run the job themselves
+    return Settings(database_url=url, data_dir=tmp, **{"indicator_poll_s": 0, **overrides})
 
 
 @pytest.fixture(scope="session")

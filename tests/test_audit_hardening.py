@@ -493,6 +493,10 @@ SAMPLES = {
     "/map/config": "/map/config",
     "/search": "/search?q=339901",
     "/search/labels": "/search/labels",
+    "/indicators": "/indicators",
+    "/indicators/{indicatorId}": "/indicators/farmland_area",
+    "/warnings": "/warnings",
+    "/warnings/stream": "/warnings/stream?until=0",
 }
 
 

@@ -75,14 +75,15 @@ def samples(county_server) -> dict[str, str]:
             "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "13", "tileRow": str(row), "tileCol": str(col),
             "z": "13", "x": str(col), "y": str(row), "layers": "land_use", "layer": "dem", "style": "hillshade",
             "process_id": "tabulate", "job_id": "00000000-0000-4000-8000-000000000000", "name": "map.js",
-            "sessionId": "00000000-0000-4000-8000-000000000000", "fontstack": "DejaVu Sans Book"}
+            "sessionId": "00000000-0000-4000-8000-000000000000", "fontstack": "DejaVu Sans Book",
+            "indicatorId": "farmland_area"}
 
 
 def _url(path: str, samples: dict[str, str]) -> str:
     url = re.sub(r"\{(\w+)\}", lambda m: samples[m.group(1)], path)
     if path == "/vendor/maplibre-gl/{name}":
         url = "/vendor/maplibre-gl/maplibre-gl.js"
-    if path.endswith("/changes/stream"):
+    if path.endswith(("/changes/stream", "/warnings/stream")):
         url += "?until=0"  # the stream ends at once (it otherwise stays open for its subscriber)
     if path == "/map/glyphs/{fontstack}/{name}":
         url = "/map/glyphs/DejaVu%20Sans%20Book/0-255.pbf"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from geobase.catalog import indicators as indicator_queue
 from geobase.catalog.divisions import Divisions, carry_forward, current_divisions, dumps, totals
 from geobase.errors import InvalidInput
 from geobase.partitions import attach, create_beside, partition_divisions
@@ -93,6 +94,7 @@ def insert_version_row(conn: psycopg.Connection, layer: str, version: int, *, mo
     )
     conn.execute("UPDATE catalog.layers SET current_version = %s, updated_at = now() WHERE name = %s",
                  (version, layer))
+    indicator_queue.version_published(conn, layer, version)  # the indicators recompute it (a job, later)
 
 
 def add_version(conn: psycopg.Connection, layer: str, **version_row) -> int:

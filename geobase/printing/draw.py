@@ -1,0 +1,175 @@
+"""Drawing layers with matplotlib, styled from the layer specs: the one drawing code of map
+sheets (:mod:`geobase.printing.sheet`) and WMTS picture tiles (:mod:`geobase.tiles.raster_render`).
+
+Colours are the ones the web map uses (:mod:`geobase.tiles.style`): the class colour of the
+code list (GB/T 21010 for land use, planning zones, control-line kinds), else the layer's
+style colour; opacity and line width from the spec's style. Geometries become matplotlib
+paths (polygons with their holes as one compound path), one collection per layer, so a sheet
+of tens of thousands of parcels is one draw call per layer."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from geobase.errors import ServiceUnavailable
+from geobase.lazy_import import load
+from geobase.printing.data import LayerData
+from geobase.specs import LayerSpec, Registry
+
+#: CJK fonts from Debian packages, in order of preference (scripts/setup.sh installs fonts-wqy-zenhei)
+CJK_FONTS = (
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+)
+EDGE = "#6b6b6b"
+_LOCK = threading.Lock()
+_FONT: list = []
+
+
+def matplotlib_modules():
+    """matplotlib (Agg, PDF backends; imported on the first sheet or picture tile, not at server
+    start), with TrueType (Type 42) font embedding in PDFs so Chinese text stays text."""
+    mpl = load("matplotlib")[0]
+    with _LOCK:
+        if not _FONT:
+            mpl.rcParams["pdf.fonttype"] = 42
+            mpl.rcParams["svg.fonttype"] = "none"
+            _FONT.append(None)
+    return load("matplotlib.figure", "matplotlib.path", "matplotlib.collections", "matplotlib.patches",
+                "matplotlib.font_manager", "numpy")
+
+
+def cjk_font():
+    """FontProperties of the packaged CJK font; a server without one refuses to print (boxes
+    instead of Chinese would be a wrong sheet, not a degraded one)."""
+    fm = matplotlib_modules()[4]
+    for path in CJK_FONTS:
+        if Path(path).is_file():
+            return fm.FontProperties(fname=path)
+    raise ServiceUnavailable("no CJK font installed for map sheets: install Debian's fonts-wqy-zenhei "
+                             "(scripts/setup.sh does)")
+
+
+@dataclass(frozen=True)
+class ClassStyle:
+    code: str
+    color: str
+    zh: str
+    en: str
+
+
+def class_styles(spec: LayerSpec, registry: Registry) -> dict[str, ClassStyle]:
+    """Code -> colour and names of the layer's colour field (as :func:`geobase.tiles.style.legend`)."""
+    cf = spec.style.class_field or spec.class_field
+    codes = (registry.codes_for(spec, cf) or {}) if cf else {}
+    return {c.code: ClassStyle(c.code, c.color, c.zh, c.en) for c in codes.values() if c.color}
+
+
+def colours_of(data: LayerData, registry: Registry) -> list[str]:
+    styles = class_styles(data.spec, registry) if data.classes is not None else {}
+    fallback = data.spec.style.color
+    if data.classes is None:
+        return [fallback] * len(data.geoms)
+    return [styles[c].color if c in styles else fallback for c in data.classes]
+
+
+def _parts(geom):
+    """Polygons, lines and points of any geometry (collections flattened)."""
+    t = geom.geom_type
+    if t.startswith("Multi") or t == "GeometryCollection":
+        for g in geom.geoms:
+            yield from _parts(g)
+    elif not geom.is_empty:
+        yield geom
+
+
+def _ring_path(coords, Path, np):
+    c = np.asarray(coords, dtype="float64")[:, :2]
+    codes = np.full(len(c), Path.LINETO, dtype=Path.code_type)
+    codes[0] = Path.MOVETO
+    codes[-1] = Path.CLOSEPOLY
+    return c, codes
+
+
+def polygon_path(geom, Path, np):
+    """One compound path of every polygon ring in ``geom`` (holes drawn as holes), or None."""
+    verts, codes = [], []
+    for p in _parts(geom):
+        if p.geom_type != "Polygon":
+            continue
+        for ring in (p.exterior, *p.interiors):
+            if len(ring.coords) >= 4:
+                v, c = _ring_path(ring.coords, Path, np)
+                verts.append(v)
+                codes.append(c)
+    if not verts:
+        return None
+    return Path(np.concatenate(verts), np.concatenate(codes))
+
+
+def _lines(geom, np) -> list:
+    out = []
+    for p in _parts(geom):
+        if p.geom_type == "LineString":
+            out.append(np.asarray(p.coords)[:, :2])
+        elif p.geom_type == "Polygon":
+            out += [np.asarray(r.coords)[:, :2] for r in (p.exterior, *p.interiors)]
+    return out
+
+
+def draw_layer(ax, data: LayerData, registry: Registry, *, points_per_unit: float = 1.0,
+               edges: bool = True) -> None:
+    """Add one layer to ``ax`` in its spec's style. ``points_per_unit`` scales line widths
+    (1 on a sheet; tiles use thinner lines); ``edges``: thin grey parcel edges on fills."""
+    _, mpath, coll, _, _, np = matplotlib_modules()
+    st = data.spec.style
+    alpha = data.opacity if data.opacity is not None else st.opacity
+    colours = colours_of(data, registry)
+    if st.kind == "fill" and data.spec.geometry == "MultiPolygon":
+        paths, fc = [], []
+        for g, c in zip(data.geoms, colours):
+            p = polygon_path(g, mpath.Path, np)
+            if p is not None:
+                paths.append(p)
+                fc.append(c)
+        if paths:
+            ax.add_collection(coll.PathCollection(
+                paths, facecolors=fc, alpha=alpha, edgecolors=EDGE if edges else "none",
+                linewidths=0.15 * points_per_unit if edges else 0, antialiaseds=True))
+    elif st.kind == "circle":
+        pts = [(p.x, p.y, c) for g, c in zip(data.geoms, colours) for p in _parts(g) if p.geom_type == "Point"]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=6 * points_per_unit, c=[p[2] for p in pts],
+                       alpha=alpha, linewidths=0)
+    else:  # outline of polygons, or lines
+        segs, ec = [], []
+        for g, c in zip(data.geoms, colours):
+            for line in _lines(g, np):
+                segs.append(line)
+                ec.append(c)
+        if segs:
+            ax.add_collection(coll.LineCollection(segs, colors=ec, alpha=alpha,
+                                                  linewidths=max(st.line_width, 0.5) * 0.6 * points_per_unit))
+
+
+def draw_labels(ax, data: LayerData, font, size: float = 5.0, most: int = 400) -> None:
+    """The label field at each feature's representative point (at most ``most`` labels)."""
+    if not data.labels:
+        return
+    for g, text in list(zip(data.geoms, data.labels))[:most]:
+        if text:
+            p = g.representative_point()
+            ax.text(p.x, p.y, text, fontproperties=font, fontsize=size, ha="center", va="center",
+                    color="#222222", clip_on=True)
+
+
+def draw_outline(ax, geom, *, color: str = "#000000", width: float = 1.6, dashes=(4, 2)) -> None:
+    """A highlighted outline (the site of a site check, the area of interest)."""
+    _, _, coll, _, _, np = matplotlib_modules()
+    segs = _lines(geom, np)
+    if segs:
+        ax.add_collection(coll.LineCollection(segs, colors=color, linewidths=width,
+                                              linestyles=[(0, dashes)] if dashes else "solid", zorder=20))

@@ -85,9 +85,29 @@ async def _tile(request: Request, conn, registry: Registry, principal: Principal
     return Response(result.body, media_type="image/png", headers=headers)
 
 
+def _kvp(request: Request, known: tuple[str, ...]) -> dict[str, str]:
+    """The query's KVP parameters by lower-case name; an unknown or repeated one is a 400 naming it."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        key = name.lower()
+        if key not in known:
+            raise InvalidInput(f"{name[:40]}: not a WMTS 1.0.0 parameter here (known: {', '.join(k.upper() for k in known)})",
+                               parameter=name[:40])
+        if key in params:
+            raise InvalidInput(f"{name[:40]}: given twice", parameter=name[:40])
+        params[key] = value
+    if params.get("service", "WMTS").upper() != "WMTS":
+        raise InvalidInput("SERVICE: must be WMTS", parameter="SERVICE")
+    return params
+
+
+@allows_property_filters  # clients (OWSLib) add SERVICE/REQUEST/VERSION to this URL too: checked here
 @router.get("/wmts/1.0.0/WMTSCapabilities.xml", summary="WMTS 1.0.0 capabilities (RESTful)")
 async def wmts_capabilities(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                             principal: Principal = Depends(get_principal)) -> Response:
+    params = _kvp(request, KVP[:7])
+    if params.get("request", "GetCapabilities").lower() != "getcapabilities":
+        raise InvalidInput("REQUEST: this URL answers GetCapabilities only", parameter="REQUEST")
     return await _capabilities(request, conn, registry, principal)
 
 
@@ -107,17 +127,7 @@ async def wmts_rest_tile(request: Request, layer: str, style: str, tileMatrixSet
 async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal: Principal = Depends(get_principal),
                    settings: Settings = Depends(get_settings_dep)) -> Response:
-    params: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        key = name.lower()
-        if key not in KVP:
-            raise InvalidInput(f"{name[:40]}: not a WMTS 1.0.0 KVP parameter (known: {', '.join(k.upper() for k in KVP)})",
-                               parameter=name[:40])
-        if key in params:
-            raise InvalidInput(f"{name[:40]}: given twice", parameter=name[:40])
-        params[key] = value
-    if params.get("service", "WMTS").upper() != "WMTS":
-        raise InvalidInput("SERVICE: must be WMTS", parameter="SERVICE")
+    params = _kvp(request, KVP)
     req = params.get("request", "")
     if req.lower() == "getcapabilities":
         return await _capabilities(request, conn, registry, principal)

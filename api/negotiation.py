@@ -96,7 +96,7 @@ OFFERS: dict[str, Offer] = {
     "/styles/onemap.json": J,
     "/wmts": Offer({"xml": "application/xml; charset=utf-8", "png": PNG}, negotiated=False, also=(304,)),
     "/wmts/1.0.0/WMTSCapabilities.xml": Offer({"xml": "application/xml; charset=utf-8"}, negotiated=False),
-    "/wmts/1.0.0/{layer}/{style}/{tileMatrixSet}/{tileMatrix}/{tileRow}/{tileCol}.png":
+    "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png":
         Offer({"png": PNG}, negotiated=False, also=(304,)),
     "/map/style.json": J,
     "/legend": J_HTML,

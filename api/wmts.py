@@ -4,7 +4,7 @@
   /wmts?SERVICE=WMTS&REQUEST=GetCapabilities | GetTile&LAYER=..&STYLE=..&TILEMATRIXSET=..
         &TILEMATRIX=..&TILEROW=..&TILECOL=..&FORMAT=image/png          (KVP, names in any case)
   /wmts/1.0.0/WMTSCapabilities.xml
-  /wmts/1.0.0/{layer}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png
+  /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png
 
 Layers are the vector layers the caller may see plus ``onemap`` (all of them); a hidden or
 unknown layer is 404 as for vector tiles. KVP names are case-insensitive (OGC 06-121r9 11.5.2),
@@ -111,14 +111,14 @@ async def wmts_capabilities(request: Request, conn=Depends(get_conn), registry: 
     return await _capabilities(request, conn, registry, principal)
 
 
-@router.get("/wmts/1.0.0/{layer}/{style}/{tileMatrixSet}/{tileMatrix}/{tileRow}/{tileCol}.png",
+@router.get("/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png",
             summary="A WMTS tile (RESTful; PNG drawn server-side in the layers' styles)")
-async def wmts_rest_tile(request: Request, layer: str, style: str, tileMatrixSet: str, tileMatrix: str, tileRow: str,
-                         tileCol: str, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+async def wmts_rest_tile(request: Request, layers: str, style: str, tileMatrixSetId: str, tileMatrix: str,
+                         tileRow: str, tileCol: str, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                          principal: Principal = Depends(get_principal),
                          settings: Settings = Depends(get_settings_dep)) -> Response:
-    names = {"style": "style", "tms": "tileMatrixSet", "matrix": "tileMatrix", "row": "tileRow", "col": "tileCol"}
-    return await _tile(request, conn, registry, principal, settings, layer, style, tileMatrixSet, tileMatrix,
+    names = {"style": "style", "tms": "tileMatrixSetId", "matrix": "tileMatrix", "row": "tileRow", "col": "tileCol"}
+    return await _tile(request, conn, registry, principal, settings, layers, style, tileMatrixSetId, tileMatrix,
                        tileRow, tileCol, names)
 
 

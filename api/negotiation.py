@@ -127,11 +127,12 @@ OFFERS: dict[str, Offer] = {
 }
 
 #: POST routes -> what they can answer (chosen by their ``f`` parameter, not by Accept)
-ANALYSIS = Offer({"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV}, negotiated=False)
+ANALYSIS = Offer({"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV, "pdf": "application/pdf"},
+                 negotiated=False)
 POST_OFFERS: dict[str, Offer] = {
     "/analysis/site-check/upload": ANALYSIS,
     "/processes/{process_id}/execution": ANALYSIS,
-    "/maps/print": Offer({"pdf": "application/pdf", "png": PNG}, negotiated=False),
+    "/maps/print": Offer({"pdf": "application/pdf", "png": PNG, "svg": "image/svg+xml"}, negotiated=False),
 }
 
 

@@ -31,13 +31,13 @@ EXAMPLE = {"title": "示范县土地利用现状图", "layers": ["planning_zones
 
 @router.post("/maps/print", summary="A thematic map sheet (PDF or PNG) from a declarative layout",
              response_class=Response,
-             responses={200: {"content": {"application/pdf": {}, "image/png": {}}}})
+             responses={200: {"content": {"application/pdf": {}, "image/png": {}, "image/svg+xml": {}}}})
 async def print_map(request: Request, layout: dict = Body(..., examples=[EXAMPLE]),
                     settings: Settings = Depends(get_settings_dep), registry: Registry = Depends(get_registry_dep),
                     principal: Principal = Depends(get_principal)) -> Response:
     async with analysis_slot(request) as conn:
         body, media, info = await print_sheet(conn, registry, principal, settings, layout)
-    ext = "pdf" if media == "application/pdf" else "png"
+    ext = {"application/pdf": "pdf", "image/png": "png"}.get(media, "svg")
     return Response(body, media_type=media, headers={
         "Content-Disposition": f'inline; filename="sheet.{ext}"',
         "X-Geobase-Sheet": json.dumps(info, separators=(",", ":")),

@@ -36,7 +36,6 @@ def matplotlib_modules():
     with _LOCK:
         if not _FONT:
             mpl.rcParams["pdf.fonttype"] = 42
-            mpl.rcParams["svg.fonttype"] = "none"
             _FONT.append(None)
     return load("matplotlib.figure", "matplotlib.path", "matplotlib.collections", "matplotlib.patches",
                 "matplotlib.font_manager", "numpy")

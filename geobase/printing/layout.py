@@ -66,7 +66,7 @@ class Layout(_Strict):
     paper: Literal["A4", "A3"] = "A4"
     orientation: Literal["portrait", "landscape"] = "landscape"
     dpi: int = Field(default=150, ge=72)
-    format: Literal["pdf", "png"] = "pdf"
+    format: Literal["pdf", "png", "svg"] = "pdf"
     legend: bool = True
     scale_bar: bool = True
     north_arrow: bool = True

@@ -19,7 +19,7 @@ from geobase.security import Principal, can_see, hidden_attributes, note_denied,
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
-MEDIA = {"pdf": "application/pdf", "png": "image/png"}
+MEDIA = {"pdf": "application/pdf", "png": "image/png", "svg": "image/svg+xml"}
 
 
 def _resolve(layout: Layout, states, principal: Principal, registry: Registry) -> list[tuple[LayerSpec, object]]:
@@ -80,7 +80,7 @@ async def print_sheet(conn: psycopg.AsyncConnection, registry: Registry, princip
     return body, MEDIA[layout.format], info
 
 
-def site_check_sheet(result: dict, registry: Registry, *, fmt: str = "png", dpi: int = 110) -> bytes:
+def site_check_sheet(result: dict, registry: Registry, *, fmt: str = "svg", dpi: int = 110) -> bytes:
     """The site-check report's map sheet: the site outline over the land use in its class
     colours, the planning zones, the control lines and the other layers the check read (only
     the pieces inside the site, as the check returned them), with a legend; the layer pieces

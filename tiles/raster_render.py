@@ -44,6 +44,15 @@ def filter_box(tms: TileMatrixSet, bounds: tuple[float, float, float, float]) ->
     return b
 
 
+def _key(principal: Principal, registry: Registry, states, specs, tms: TileMatrixSet, z: int, row: int,
+         col: int) -> tuple[str, str, str]:
+    """(cache key, ETag, version tag) of a picture tile of ``specs`` for this caller."""
+    sig = signature(principal, states, registry)
+    versions = {s.name: states[s.name].current_version for s in specs}
+    key = cache_key(versions, tms.id, z, row, col, f"wmts-png:{STYLE}", sig)
+    return key, etag_for(key), version_tag(versions, sig)
+
+
 def draw_tile(layers: list[LayerData], registry: Registry, bounds: tuple[float, float, float, float],
               z: int) -> bytes:
     """A 256 x 256 transparent PNG of ``layers`` (already in the tile's CRS) over ``bounds``."""
@@ -68,18 +77,22 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
     same access rules as vector tiles (:func:`geobase.tiles.service.resolve_layers`: hidden and
     unknown layers 404), cached under the layers' versions and the caller's view."""
     tms.validate(z, row, col)
+    # a hit or a 304 needs only today's states (one round trip); a miss reads them again with
+    # the rows, in one snapshot, so the tile is stored under the versions it was drawn from
+    states = await layer_states(conn)
+    specs = resolve_layers(layers, states, principal, registry)
+    key, etag, tag = _key(principal, registry, states, specs, tms, z, row, col)
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return TileResult(b"", etag, True, tag, not_modified=True)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return TileResult(hit, etag, True, tag)
     async with interactive_snapshot(conn):
-        states = await layer_states(conn)
-        specs = resolve_layers(layers, states, principal, registry)
-        sig = signature(principal, states, registry)
-        versions = {s.name: states[s.name].current_version for s in specs}
-        key = cache_key(versions, tms.id, z, row, col, f"wmts-png:{STYLE}", sig)
-        etag, tag = etag_for(key), version_tag(versions, sig)
-        if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-            return TileResult(b"", etag, True, tag, not_modified=True)
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            return TileResult(hit, etag, True, tag)
+        fresh = await layer_states(conn)
+        if fresh != states:  # an ingest or a sharing change in between: decide again on the fresh facts
+            specs = resolve_layers(layers, fresh, principal, registry, note=False)
+            key, etag, tag = _key(principal, registry, fresh, specs, tms, z, row, col)
+        versions = {s.name: fresh[s.name].current_version for s in specs}
         bounds = tms.bounds(z, row, col)
         fbox = filter_box(tms, bounds)
         pad = (bounds[2] - bounds[0]) / 256

@@ -9,6 +9,7 @@ of tens of thousands of parcels is one draw call per layer."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ CJK_FONTS = (
 EDGE = "#6b6b6b"
 _LOCK = threading.Lock()
 _FONT: list = []
+_SUBSETS: dict[str, tuple[str, frozenset[str]] | None] = {}
 
 
 def matplotlib_modules():
@@ -41,12 +43,64 @@ def matplotlib_modules():
                 "matplotlib.font_manager", "numpy")
 
 
-def cjk_font():
-    """FontProperties of the packaged CJK font; a server without one refuses to print (boxes
-    instead of Chinese would be a wrong sheet, not a degraded one)."""
+def _common_chars() -> set[str]:
+    """ASCII, the CJK and full-width punctuation and the 7,445 characters of GB 2312 (every
+    hanzi of everyday Chinese text and of nearly every place name)."""
+    chars = {chr(c) for c in range(0x20, 0x7F)} | {chr(c) for c in range(0xFF01, 0xFF5F)}
+    chars |= set("，。、；：？！“”‘’（）《》【】〔〕—…·°′″²³×±≤≥～")
+    for b1 in list(range(0xA1, 0xAA)) + list(range(0xB0, 0xF8)):
+        for b2 in range(0xA1, 0xFF):
+            try:
+                chars.add(bytes([b1, b2]).decode("gb2312"))
+            except UnicodeDecodeError:
+                pass
+    return chars
+
+
+def _subset_font(full: str) -> tuple[str, frozenset[str]] | None:
+    """A copy of the CJK font cut to :func:`_common_chars` without bitmaps and hinting, built once
+    per data directory (``fonts/``): a PDF embeds a subset of the font it is given, and cutting
+    that subset out of the 17 MB, 41,000-glyph WenQuanYi Zen Hei takes fontTools seconds per
+    sheet; out of this ~2 MB copy a fraction of it. None when it cannot be built (the full font
+    is then used: slower, same sheet)."""
+    from geobase.settings import get_settings
+
+    try:
+        out = get_settings().data_path / "fonts" / f"{Path(full).stem}-gb2312-v1.ttf"
+        chars = frozenset(_common_chars())
+        if not out.is_file():
+            from fontTools import subset
+            from fontTools.ttLib import TTFont
+
+            font = TTFont(full, fontNumber=0)
+            opts = subset.Options()
+            opts.name_IDs, opts.notdef_outline, opts.layout_features, opts.hinting = ["*"], True, [], False
+            opts.drop_tables += ["EBDT", "EBLC", "EBSC", "BDF ", "FFTM"]
+            sub = subset.Subsetter(opts)
+            sub.populate(unicodes=[ord(c) for c in chars])
+            sub.subset(font)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            font.save(str(tmp))
+            os.replace(tmp, out)
+        return str(out), chars
+    except Exception:  # noqa: BLE001 - a cache: any failure leaves the full font in use
+        return None
+
+
+def cjk_font(text: str = ""):
+    """FontProperties of the packaged CJK font for a sheet whose strings are ``text``: its cut
+    copy (:func:`_subset_font`) when every character is in it, else the whole font. A server
+    without a CJK font refuses to print (boxes instead of Chinese would be a wrong sheet)."""
     fm = matplotlib_modules()[4]
     for path in CJK_FONTS:
         if Path(path).is_file():
+            with _LOCK:
+                if path not in _SUBSETS:
+                    _SUBSETS[path] = _subset_font(path)
+                cut = _SUBSETS[path]
+            if cut is not None and set(text) <= cut[1]:
+                return fm.FontProperties(fname=cut[0])
             return fm.FontProperties(fname=path)
     raise ServiceUnavailable("no CJK font installed for map sheets: install Debian's fonts-wqy-zenhei "
                              "(scripts/setup.sh does)")
@@ -85,28 +139,25 @@ def _parts(geom):
         yield geom
 
 
-def _ring_path(coords, Path, np):
-    c = np.asarray(coords, dtype="float64")[:, :2]
-    codes = np.full(len(c), Path.LINETO, dtype=Path.code_type)
-    codes[0] = Path.MOVETO
-    codes[-1] = Path.CLOSEPOLY
-    return c, codes
-
-
-def polygon_path(geom, Path, np):
-    """One compound path of every polygon ring in ``geom`` (holes drawn as holes), or None."""
-    verts, codes = [], []
-    for p in _parts(geom):
-        if p.geom_type != "Polygon":
-            continue
-        for ring in (p.exterior, *p.interiors):
-            if len(ring.coords) >= 4:
-                v, c = _ring_path(ring.coords, Path, np)
-                verts.append(v)
-                codes.append(c)
-    if not verts:
+def polygons_path(geoms: list, Path, np):
+    """One compound path of every polygon of ``geoms`` (one per class colour: a sheet of
+    thousands of parcels is then a handful of paths, which the PDF backend writes in one go
+    instead of one graphics state per parcel). Rings are oriented (exteriors counter-clockwise,
+    holes clockwise) so the non-zero fill rule leaves holes empty."""
+    shapely = load("shapely")[0]
+    parts = shapely.get_parts(np.asarray(geoms, dtype=object))
+    polys = parts[shapely.get_type_id(parts) == 3]
+    if polys.size == 0:
         return None
-    return Path(np.concatenate(verts), np.concatenate(codes))
+    rings = shapely.get_rings(shapely.orient_polygons(polys))
+    coords, idx = shapely.get_coordinates(rings, return_index=True)
+    if len(coords) == 0:
+        return None
+    codes = np.full(len(coords), Path.LINETO, dtype=Path.code_type)
+    starts = np.r_[0, np.nonzero(np.diff(idx))[0] + 1]
+    codes[starts] = Path.MOVETO
+    codes[np.r_[starts[1:] - 1, len(coords) - 1]] = Path.CLOSEPOLY
+    return Path(coords, codes)
 
 
 def _lines(geom, np) -> list:
@@ -129,8 +180,8 @@ def draw_layer(ax, data: LayerData, registry: Registry, *, points_per_unit: floa
     colours = colours_of(data, registry)
     if st.kind == "fill" and data.spec.geometry == "MultiPolygon":
         paths, fc = [], []
-        for g, c in zip(data.geoms, colours):
-            p = polygon_path(g, mpath.Path, np)
+        for c in sorted(set(colours)):
+            p = polygons_path([g for g, k in zip(data.geoms, colours) if k == c], mpath.Path, np)
             if p is not None:
                 paths.append(p)
                 fc.append(c)

@@ -228,7 +228,11 @@ def render_sheet(layout: Layout, layers: list[LayerData], registry: Registry, fr
     """The sheet's bytes (``layout.format``) and facts about it (scale, extent, frame, scale bar
     in millimetres) for the response headers and tests."""
     figure_mod = matplotlib_modules()[0]
-    font = cjk_font()
+    extra = [("line", "#000000", outline_label)] if outline is not None and outline_label else []
+    rows = _legend_rows(layers, registry, extra)
+    texts = [layout.title, layout.subtitle or "", layout.source or "", layout.approval_number or "",
+             *(t for _, _, t in rows), *(str(x) for d in layers for x in (d.labels or []) if x)]
+    font = cjk_font("".join(texts))
     pw, ph = frame.paper
     fig = figure_mod.Figure(figsize=(pw / 25.4, ph / 25.4), dpi=layout.dpi, facecolor="#ffffff")
     ax = fig.add_axes(_mm(frame.paper, *frame.box))
@@ -253,8 +257,7 @@ def render_sheet(layout: Layout, layers: list[LayerData], registry: Registry, fr
     if layout.scale_bar:
         _scale_bar(fig, frame, font)
     if layout.legend:
-        extra = [("line", "#000000", outline_label)] if outline is not None and outline_label else []
-        _legend(fig, frame, font, _legend_rows(layers, registry, extra))
+        _legend(fig, frame, font, rows)
     _furniture(fig, layout, frame, font, versions or {})
     buf = io.BytesIO()
     fig.savefig(buf, format=layout.format, dpi=layout.dpi,

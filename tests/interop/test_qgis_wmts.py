@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from interop.clients import QGIS_PYTHON, qgis_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from print_common import LAND_COLOURS, class_of_column, close, county_small, parcel_centre, rgb  # noqa: E402
+from print_common import LAND_COLOURS, class_of_column, close, county_small, parcel_centre, rgb
 
 pytestmark = pytest.mark.interop
 __all__ = ["county_small"]  # fixture

@@ -61,10 +61,10 @@ def render(result: dict, f: str) -> Response:
     if f == "pdf":  # the site check's map sheet (geobase.printing); other analyses have no sheet
         if result.get("analysis") != "site-check":
             raise InvalidInput("f: pdf is the site check's map sheet; use json, geojson, html or csv", parameter="f")
-        from geobase.printing.service import site_check_sheet
+        from geobase.printing.report import site_check_pdf
         from geobase.specs import get_registry
 
-        return Response(site_check_sheet(result, get_registry(), fmt="pdf", dpi=150), media_type="application/pdf")
+        return Response(site_check_pdf(result, get_registry()), media_type="application/pdf")
     if f == "html":
         return HTMLResponse(out.to_html(result))
     if f == "geojson":

@@ -60,6 +60,11 @@ def test_site_check_pdf_is_the_sheet(server):
     doc = pymupdf.open(stream=r.content, filetype="pdf")
     text = doc[0].get_text()
     assert "建设项目用地合规性审查图" in text and "项目用地范围" in text and "0101 水田" in text
+    # page 2: the verdict and the tables, areas rounded for the reader, long lists collapsed
+    assert doc.page_count == 2
+    tables = doc[1].get_text()
+    assert "公顷" in tables and "cultivated_land" in tables and "共 9 个" in tables
+    assert re.search(r"\b\d+\.\d{4}\b", tables) and not re.search(r"\b\d+\.\d{5,}\b", tables)
     assert any("WenQuanYi" in f[3] for f in doc[0].get_fonts(full=True))
     # the land use inside the site shows its class colour: find the parcel's pixel from the frame
     pix = doc[0].get_pixmap(dpi=100, alpha=False)

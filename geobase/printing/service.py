@@ -85,6 +85,14 @@ def site_check_sheet(result: dict, registry: Registry, *, fmt: str = "svg", dpi:
     colours, the planning zones, the control lines and the other layers the check read (only
     the pieces inside the site, as the check returned them), with a legend; the layer pieces
     are those of the caller's own result, so nothing the caller may not see is drawn."""
+    layout, layers, frame, site, versions = site_check_parts(result, registry, fmt=fmt, dpi=dpi)
+    body, _ = render_sheet(layout, layers, registry, frame, outline=site, outline_label="项目用地范围",
+                           versions=versions)
+    return body
+
+
+def site_check_parts(result: dict, registry: Registry, *, fmt: str, dpi: int):
+    """(layout, layers, frame, site geometry, versions) of a site check's sheet."""
     shapely = load("shapely", "shapely.geometry")[0]
     from geobase.geojson_text import plain
 
@@ -106,9 +114,7 @@ def site_check_sheet(result: dict, registry: Registry, *, fmt: str = "svg", dpi:
                     extent={"bbox": _padded(site.bounds)}, paper="A4", orientation="landscape", dpi=dpi,
                     format=fmt, source="geobase 一张图 site check")
     frame = frame_for(layout, _padded(site.bounds))
-    body, _ = render_sheet(layout, layers, registry, frame, outline=site, outline_label="项目用地范围",
-                           versions={n: (v or {}).get("version") for n, v in result.get("versions", {}).items()})
-    return body
+    return layout, layers, frame, site, {n: (v or {}).get("version") for n, v in result.get("versions", {}).items()}
 
 
 def _padded(b) -> tuple[float, float, float, float]:

@@ -227,6 +227,17 @@ def render_sheet(layout: Layout, layers: list[LayerData], registry: Registry, fr
                  outline=None, outline_label: str | None = None, versions: dict | None = None) -> tuple[bytes, dict]:
     """The sheet's bytes (``layout.format``) and facts about it (scale, extent, frame, scale bar
     in millimetres) for the response headers and tests."""
+    fig, _ = compose_sheet(layout, layers, registry, frame, outline=outline, outline_label=outline_label,
+                           versions=versions)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=layout.format, dpi=layout.dpi,
+                metadata={"Title": layout.title, "Creator": "geobase"} if layout.format == "pdf" else None)
+    return buf.getvalue(), frame.info
+
+
+def compose_sheet(layout: Layout, layers: list[LayerData], registry: Registry, frame: Frame, *,
+                  outline=None, outline_label: str | None = None, versions: dict | None = None):
+    """The sheet as a matplotlib Figure (not yet written) and the CJK font it uses."""
     figure_mod = matplotlib_modules()[0]
     extra = [("line", "#000000", outline_label)] if outline is not None and outline_label else []
     rows = _legend_rows(layers, registry, extra)
@@ -259,10 +270,7 @@ def render_sheet(layout: Layout, layers: list[LayerData], registry: Registry, fr
     if layout.legend:
         _legend(fig, frame, font, rows)
     _furniture(fig, layout, frame, font, versions or {})
-    buf = io.BytesIO()
-    fig.savefig(buf, format=layout.format, dpi=layout.dpi,
-                metadata={"Title": layout.title, "Creator": "geobase"} if layout.format == "pdf" else None)
     frame.info.update({"scale": frame.scale, "extent": list(frame.extent), "frame_mm": list(frame.box),
                        "paper_mm": [pw, ph], "dpi": layout.dpi,
                        "features": {d.spec.name: len(d.geoms) for d in layers}})
-    return buf.getvalue(), frame.info
+    return fig, font

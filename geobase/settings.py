@@ -248,7 +248,7 @@ class PrintSettings(BaseModel):
     print_max_dpi: int = Field(ge=72, le=1200, default=300, description="Largest `dpi` of a map sheet (POST /maps/print); "
                                "more: 400 naming dpi.")
     print_max_features: int = Field(ge=1, default=200_000, description="Most features one map sheet or WMTS tile "
-                                    "draws; more: 400 naming extent (a sheet) or the tile is drawn from fewer.")
+                                    "draws; more: 400 naming extent (a sheet) or tileMatrix (a tile).")
 
 
 class MapSettings(BaseModel):

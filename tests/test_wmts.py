@@ -147,3 +147,19 @@ def test_access_refusals_and_unknown_parameters(server, admin_token):
         r = client.get("/wmts/1.0.0/land_use/default/c/14/99999/0.png")
         assert r.status_code == 400 and r.json()["parameter"] == "tileRow"
         assert client.get("/wmts/1.0.0/land_use/default/nope/14/0/0.png").status_code == 404
+
+
+def test_a_tile_with_more_features_than_the_limit_is_refused_not_cut(server):
+    from conftest import LiveServer
+
+    small = LiveServer(server.settings, env={"GEOBASE_PRINT_MAX_FEATURES": "50"})
+    try:
+        lon, lat = parcel_centre(10, 10)
+        with small.client() as client:
+            row, col, _, _ = c_tile_of(12, lon, lat)  # the whole county (400 parcels) in one tile
+            r = client.get(f"/wmts/1.0.0/land_use/default/c/12/{row}/{col}.png")
+            assert r.status_code == 400 and r.json()["parameter"] == "tileMatrix", r.text
+            row, col, _, _ = c_tile_of(17, lon, lat)  # a few parcels
+            assert client.get(f"/wmts/1.0.0/land_use/default/c/17/{row}/{col}.png").status_code == 200
+    finally:
+        small.stop()

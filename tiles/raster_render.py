@@ -19,6 +19,7 @@ from geobase.tiles.tms import WEB_MERCATOR_HALF, TileMatrixSet
 
 from geobase.analysis.common import interactive_snapshot
 from geobase.catalog.state import layer_states
+from geobase.errors import InvalidInput
 from geobase.printing.data import LayerData, fetch_layer
 from geobase.printing.draw import draw_layer, matplotlib_modules
 from geobase.security import Principal, hidden_attributes
@@ -101,9 +102,14 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
         for spec in sorted(specs, key=lambda s: (s.style.order, s.name)):
             if versions[spec.name] is None or not spec.tiles.minzoom <= z <= spec.tiles.maxzoom:
                 continue
-            drawn.append(await fetch_layer(conn, spec, fbox, draw_box, srid=tms.srid, tolerance=pad / 2,
-                                           hidden=hidden_attributes(principal, spec),
-                                           limit=settings.print_max_features, truncate=True))
+            try:
+                drawn.append(await fetch_layer(conn, spec, fbox, draw_box, srid=tms.srid, tolerance=pad / 2,
+                                               hidden=hidden_attributes(principal, spec),
+                                               limit=settings.print_max_features))
+            except InvalidInput:  # never a picture of part of the rows: refused, naming the level
+                raise InvalidInput(f"tileMatrix: more than {settings.print_max_features} features of {spec.name!r} "
+                                   f"in this tile (GEOBASE_PRINT_MAX_FEATURES); ask a deeper level",
+                                   parameter="tileMatrix") from None
     body = await asyncio.to_thread(draw_tile, drawn, registry, bounds, z)
     if cache is not None:
         cache.put(key, body)

@@ -31,7 +31,6 @@ class LayerData:
     classes: list[str | None] | None = None  # None: the class field is masked or absent (one colour)
     labels: list[str | None] | None = None
     opacity: float | None = None
-    truncated: bool = False  # more features than the limit met the frame (tiles: drawn from the first)
 
 
 def class_field_for(spec: LayerSpec, hidden: set[str]) -> str | None:
@@ -41,12 +40,12 @@ def class_field_for(spec: LayerSpec, hidden: set[str]) -> str | None:
 
 
 async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box: Box, draw_box: Box, *,
-                      srid: int, tolerance: float, hidden: set[str], limit: int, label: str | None = None,
-                      truncate: bool = False) -> LayerData:
+                      srid: int, tolerance: float, hidden: set[str], limit: int, label: str | None = None
+                      ) -> LayerData:
     """Today's features of ``spec`` meeting ``filter_box`` (CGCS2000 lon/lat), in the drawing
     CRS ``srid`` (4490: ``geom``; 3857: ``geom_3857``) simplified by ``tolerance`` and clipped to
-    ``draw_box`` (in ``srid``). More than ``limit`` features: InvalidInput naming ``extent``, or
-    (``truncate``, picture tiles) the first ``limit`` drawn and the layer marked truncated."""
+    ``draw_box`` (in ``srid``). More than ``limit`` features: InvalidInput naming ``extent`` (a
+    part of the rows is never drawn as if it were all of them)."""
     shapely = load("shapely")[0]
     cf = class_field_for(spec, hidden)
     col = sql.Identifier("geom_3857" if srid == 3857 else "geom")
@@ -66,11 +65,9 @@ async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box
     rows = await cur.fetchall()
     out = LayerData(spec, classes=[] if cf else None, labels=[] if label else None)
     if len(rows) > limit:
-        if not truncate:
-            raise InvalidInput(f"extent: more than {limit} features of {spec.name!r} meet the sheet's frame "
-                               "(GEOBASE_PRINT_MAX_FEATURES); choose a smaller extent or fewer layers",
-                               parameter="extent")
-        rows, out.truncated = rows[:limit], True
+        raise InvalidInput(f"extent: more than {limit} features of {spec.name!r} meet the sheet's frame "
+                           "(GEOBASE_PRINT_MAX_FEATURES); choose a smaller extent or fewer layers",
+                           parameter="extent")
     wkbs = [bytes(r[0]) if r[0] is not None else None for r in rows]
     geoms = shapely.from_wkb(wkbs) if wkbs else []
     for g, r in zip(geoms, rows):

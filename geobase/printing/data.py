@@ -84,15 +84,18 @@ async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box
 def layer_from_geojson(spec: LayerSpec, features: list[tuple[dict, str | None]]) -> LayerData:
     """A layer's pieces already at hand (a site check's result: GeoJSON geometry and class code),
     drawn like fetched features."""
-    shapely = load("shapely")[0]
-    from geobase.geojson_text import plain
+    import orjson
 
+    shapely = load("shapely")[0]
+    from geobase.geojson_text import GeoJSONText
+
+    kept = [(g, code) for g, code in features if g]
+    # the pieces' GeoJSON as PostGIS wrote it, read by GEOS in one vectorised call
+    texts = [g.text if isinstance(g, GeoJSONText) else orjson.dumps(g) for g, _ in kept]
+    texts = [t.decode() if isinstance(t, bytes) else t for t in texts]
     out = LayerData(spec, classes=[])
-    for geom, code in features:
-        if not geom:
-            continue
-        g = shapely.geometry.shape(plain(geom))
-        if not g.is_empty:
+    for g, (_, code) in zip(shapely.from_geojson(texts) if texts else [], kept):
+        if g is not None and not g.is_empty:
             out.geoms.append(g)
             out.classes.append(code)
     return out

@@ -29,6 +29,7 @@ EDGE = "#6b6b6b"
 _LOCK = threading.Lock()
 _FONT: list = []
 _SUBSETS: dict[str, tuple[str, frozenset[str]] | None] = {}
+_FIXED: list[frozenset[str]] = []
 
 
 def matplotlib_modules():
@@ -88,6 +89,53 @@ def _subset_font(full: str) -> tuple[str, frozenset[str]] | None:
         return None
 
 
+def _fixed_chars() -> frozenset[str]:
+    """Every character the sheet and report modules draw themselves (their source text's
+    non-ASCII characters: 图例, 比例尺, °′″ ...) and printable ASCII."""
+    if not _FIXED:
+        here = Path(__file__).parent
+        text = "".join((here / n).read_text(encoding="utf-8") for n in ("sheet.py", "report.py", "service.py"))
+        _FIXED.append(frozenset(c for c in text if ord(c) > 127 and c.isprintable())
+                      | {chr(c) for c in range(0x20, 0x7F)})
+    return _FIXED[0]
+
+
+def _sheet_font(source: str, chars: frozenset[str]) -> str | None:
+    """A font file holding just ``chars``, cut from ``source`` and kept by the character set in
+    ``fonts/`` of the data directory (the newest 256): the PDF backend then embeds a font of a
+    few hundred glyphs, in milliseconds, instead of cutting thousands again for every sheet."""
+    import hashlib
+
+    from geobase.settings import get_settings
+
+    try:
+        key = hashlib.sha1((source + "\0" + "".join(sorted(chars))).encode()).hexdigest()[:20]
+        folder = get_settings().data_path / "fonts"
+        out = folder / f"sheet-{key}.ttf"
+        if out.is_file():
+            return str(out)
+        from fontTools import subset
+        from fontTools.ttLib import TTFont
+
+        font = TTFont(source, fontNumber=0)
+        opts = subset.Options()
+        opts.name_IDs, opts.notdef_outline, opts.layout_features, opts.hinting = ["*"], True, [], False
+        opts.drop_tables += ["EBDT", "EBLC", "EBSC", "BDF ", "FFTM"]
+        cutter = subset.Subsetter(opts)
+        cutter.populate(unicodes=[ord(c) for c in chars])
+        cutter.subset(font)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        font.save(str(tmp))
+        os.replace(tmp, out)
+        kept = sorted(folder.glob("sheet-*.ttf"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-256]:
+            old.unlink(missing_ok=True)
+        return str(out)
+    except Exception:  # noqa: BLE001 - a cache: any failure leaves the larger font in use
+        return None
+
+
 def cjk_font(text: str = ""):
     """FontProperties of the packaged CJK font for a sheet whose strings are ``text``: its cut
     copy (:func:`_subset_font`) when every character is in it, else the whole font. A server
@@ -99,9 +147,9 @@ def cjk_font(text: str = ""):
                 if path not in _SUBSETS:
                     _SUBSETS[path] = _subset_font(path)
                 cut = _SUBSETS[path]
-            if cut is not None and set(text) <= cut[1]:
-                return fm.FontProperties(fname=cut[0])
-            return fm.FontProperties(fname=path)
+            chars = frozenset(text) | _fixed_chars()
+            source = cut[0] if cut is not None and chars <= cut[1] else path
+            return fm.FontProperties(fname=_sheet_font(source, chars) or source)
     raise ServiceUnavailable("no CJK font installed for map sheets: install Debian's fonts-wqy-zenhei "
                              "(scripts/setup.sh does)")
 

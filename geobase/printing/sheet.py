@@ -241,8 +241,11 @@ def compose_sheet(layout: Layout, layers: list[LayerData], registry: Registry, f
     figure_mod = matplotlib_modules()[0]
     extra = [("line", "#000000", outline_label)] if outline is not None and outline_label else []
     rows = _legend_rows(layers, registry, extra)
+    # every class name of the layers drawn, not only those present: the same characters sheet
+    # after sheet, so the font cut for them is reused (geobase.printing.draw._sheet_font)
     texts = [layout.title, layout.subtitle or "", layout.source or "", layout.approval_number or "",
-             *(t for _, _, t in rows), *(str(x) for d in layers for x in (d.labels or []) if x)]
+             *(t for _, _, t in rows), *(str(x) for d in layers for x in (d.labels or []) if x),
+             *(f"{s.zh}{d.spec.title.zh}" for d in layers for s in class_styles(d.spec, registry).values())]
     font = cjk_font("".join(texts))
     pw, ph = frame.paper
     fig = figure_mod.Figure(figsize=(pw / 25.4, ph / 25.4), dpi=layout.dpi, facecolor="#ffffff")

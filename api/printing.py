@@ -25,7 +25,7 @@ from geobase.specs import Registry
 router = APIRouter(tags=["maps"])
 
 EXAMPLE = {"title": "示范县土地利用现状图", "layers": ["planning_zones", "land_use", "control_lines"],
-           "extent": {"bbox": [119.50, 29.95, 119.62, 30.03]}, "paper": "A4", "orientation": "landscape",
+           "extent": {"bbox": [118.10, 29.05, 118.15, 29.10]}, "paper": "A4", "orientation": "landscape",
            "dpi": 150, "format": "pdf", "source": "示范县自然资源局", "approval_number": ""}
 
 

@@ -9,7 +9,7 @@ fields the caller may print is decided later, against the catalog (:mod:`geobase
 Example::
 
     {"title": "示范县土地利用现状图", "layers": ["planning_zones", {"name": "land_use", "opacity": 0.8}],
-     "extent": {"bbox": [119.50, 29.95, 119.62, 30.03]}, "paper": "A4", "orientation": "landscape",
+     "extent": {"bbox": [118.10, 29.05, 118.15, 29.10]}, "paper": "A4", "orientation": "landscape",
      "dpi": 150, "source": "示范县自然资源局", "approval_number": "浙S(2026)001号"}
 """
 

@@ -41,7 +41,7 @@ from geobase.specs import Registry
 
 log = logging.getLogger("geobase.analysis")
 router = APIRouter(tags=["analysis"])
-Format = Literal["json", "geojson", "html", "csv"]
+Format = Literal["json", "geojson", "html", "csv", "pdf"]
 #: responses that differ per caller (rules, job documents and results) must not be shared by caches
 PER_CALLER = {"Cache-Control": "private, no-store", "Vary": "Authorization, X-API-Key"}
 
@@ -58,6 +58,13 @@ async def analysis_principal(request: Request, principal: Principal = Depends(ge
 
 
 def render(result: dict, f: str) -> Response:
+    if f == "pdf":  # the site check's map sheet (geobase.printing); other analyses have no sheet
+        if result.get("analysis") != "site-check":
+            raise InvalidInput("f: pdf is the site check's map sheet; use json, geojson, html or csv", parameter="f")
+        from geobase.printing.report import site_check_pdf
+        from geobase.specs import get_registry
+
+        return Response(site_check_pdf(result, get_registry()), media_type="application/pdf")
     if f == "html":
         return HTMLResponse(out.to_html(result))
     if f == "geojson":
@@ -108,10 +115,12 @@ async def analysis_slot(request: Request):
 
 def _endpoint(process: str, model: type[ProcessInputs]):
     async def handler(request: Request, body: model,  # type: ignore[valid-type]
-                      f: Format = Query("json", description="json, geojson, html or csv"),
+                      f: Format = Query("json", description="json, geojson, html, csv or pdf (site check: its map sheet)"),
                       settings: Settings = Depends(get_settings_dep),
                       registry: Registry = Depends(get_registry_dep),
                       principal: Principal = Depends(analysis_principal)) -> Response:
+        if f == "pdf" and process != "site-check":  # refused before the analysis runs
+            raise InvalidInput("f: pdf is the site check's map sheet; use json, geojson, html or csv", parameter="f")
         async with analysis_slot(request) as conn:
             result = await run_sync(process, body, conn, settings, registry, principal)
         return render(result, f)

@@ -19,8 +19,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geobase import __version__, keys
-from geobase.api import (admin, analysis, docs, editing, features, indicators, ingest, items, landing, schema, tiles,
-                         webhooks)
+from geobase.api import (admin, analysis, docs, editing, features, indicators, ingest, items, landing, printing, schema,
+                         tiles, webhooks, wmts)
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
@@ -47,8 +47,8 @@ from geobase.webhooks import DeliveryWorker
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, features, items, editing, webhooks, schema, tiles, analysis, ingest, admin, map_, search_,
-                  docs, indicators)
+ROUTER_MODULES = (landing, features, items, editing, webhooks, schema, tiles, wmts, analysis, printing, ingest, admin,
+                  map_, search_, docs, indicators)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 

@@ -94,6 +94,10 @@ OFFERS: dict[str, Offer] = {
     "/tiles/{layers}.json": J,
     "/tiles/{layer}/{style}/{z}/{x}/{y}.png": Offer({"png": PNG}, also=(304,)),
     "/styles/onemap.json": J,
+    "/wmts": Offer({"xml": "application/xml; charset=utf-8", "png": PNG}, negotiated=False, also=(304,)),
+    "/wmts/1.0.0/WMTSCapabilities.xml": Offer({"xml": "application/xml; charset=utf-8"}, negotiated=False),
+    "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png":
+        Offer({"png": PNG}, negotiated=False, also=(304,)),
     "/map/style.json": J,
     "/legend": J_HTML,
     "/map": Offer({"html": HTML}),
@@ -131,10 +135,12 @@ OFFERS: dict[str, Offer] = {
 }
 
 #: POST routes -> what they can answer (chosen by their ``f`` parameter, not by Accept)
-ANALYSIS = Offer({"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV}, negotiated=False)
+ANALYSIS = Offer({"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV, "pdf": "application/pdf"},
+                 negotiated=False)
 POST_OFFERS: dict[str, Offer] = {
     "/analysis/site-check/upload": ANALYSIS,
     "/processes/{process_id}/execution": ANALYSIS,
+    "/maps/print": Offer({"pdf": "application/pdf", "png": PNG, "svg": "image/svg+xml"}, negotiated=False),
 }
 
 

@@ -252,6 +252,15 @@ class TileSettings(BaseModel):
                                  "(same access checks, audit and answers; false: every tile through the routers).")
 
 
+class PrintSettings(BaseModel):
+    """Map sheets and WMTS picture tiles (matplotlib): how big a sheet one request may ask for."""
+
+    print_max_dpi: int = Field(ge=72, le=1200, default=300, description="Largest `dpi` of a map sheet (POST /maps/print); "
+                               "more: 400 naming dpi.")
+    print_max_features: int = Field(ge=1, default=200_000, description="Most features one map sheet or WMTS tile "
+                                    "draws; more: 400 naming extent (a sheet) or tileMatrix (a tile).")
+
+
 class MapSettings(BaseModel):
     """The web map: an optional external basemap under our own layers (off by default, so the
     map works on an offline intranet and every request of the page goes to this server)."""
@@ -296,12 +305,12 @@ class WebhookSettings(BaseModel):
 CONCERNS: dict[str, type[BaseModel]] = {
     "database": DatabaseSettings, "paths": PathSettings, "server": ServerSettings, "limits": LimitSettings,
     "uploads": UploadSettings, "analysis": AnalysisSettings, "jobs": JobSettings, "tiles": TileSettings,
-    "map": MapSettings, "webhooks": WebhookSettings,
+    "print": PrintSettings, "map": MapSettings, "webhooks": WebhookSettings,
 }
 
 
-class Settings(WebhookSettings, MapSettings, TileSettings, JobSettings, AnalysisSettings, UploadSettings, LimitSettings, ServerSettings,
-               PathSettings, DatabaseSettings, BaseSettings):
+class Settings(WebhookSettings, MapSettings, PrintSettings, TileSettings, JobSettings, AnalysisSettings, UploadSettings,
+               LimitSettings, ServerSettings, PathSettings, DatabaseSettings, BaseSettings):
     """Runtime configuration, documented in the README's configuration table."""
 
     model_config = SettingsConfigDict(env_prefix="GEOBASE_", env_file=".env", extra="ignore")

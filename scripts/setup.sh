@@ -15,7 +15,8 @@ ROOT=$(pwd)
 MODE=${1:-run}
 
 # python3-freetype + fonts-dejavu-core: the map's glyph set (digits, Latin) is built from them below
-APT_PKGS=(postgresql-15-postgis-3 python3-freetype fonts-dejavu-core)
+# fonts-wqy-zenhei: the CJK font map sheets (POST /maps/print) embed for their Chinese text
+APT_PKGS=(postgresql-15-postgis-3 python3-freetype fonts-dejavu-core fonts-wqy-zenhei)
 command -v npm >/dev/null || APT_PKGS+=(npm)   # any working npm will do (Debian's or NodeSource's)
 case "$MODE" in
   # a CJK font so that the browser test's screenshots show the Chinese layer names, not boxes

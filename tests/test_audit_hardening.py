@@ -475,6 +475,10 @@ SAMPLES = {
     "/tiles/{layers}.json": "/tiles/onemap.json",
     "/tiles/{layer}/{style}/{z}/{x}/{y}.png": f"/tiles/dem/hillshade/12/{_X}/{_Y}.png",
     "/styles/onemap.json": "/styles/onemap.json",
+    "/wmts": "/wmts?SERVICE=WMTS&REQUEST=GetCapabilities",
+    "/wmts/1.0.0/WMTSCapabilities.xml": "/wmts/1.0.0/WMTSCapabilities.xml",
+    "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png":
+        f"/wmts/1.0.0/land_use/default/WebMercatorQuad/12/{_Y}/{_X}.png",
     "/map/style.json": "/map/style.json",
     "/legend": "/legend",
     "/collections/{collection_id}/coverage": "/collections/dem/coverage",

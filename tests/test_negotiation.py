@@ -85,6 +85,8 @@ def _url(path: str, samples: dict[str, str]) -> str:
         url = "/vendor/maplibre-gl/maplibre-gl.js"
     if path.endswith(("/changes/stream", "/warnings/stream")):
         url += "?until=0"  # the stream ends at once (it otherwise stays open for its subscriber)
+    if path.startswith("/wmts/1.0.0/{layers}/{style}/"):
+        url = url.replace("/hillshade/", "/default/")  # a WMTS layer's one style
     if path == "/map/glyphs/{fontstack}/{name}":
         url = "/map/glyphs/DejaVu%20Sans%20Book/0-255.pbf"
     if path.endswith(("/items", "/changes")):

@@ -215,8 +215,77 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;margin:.5em 0 1.5em}"
        "td,th{border:1px solid #bbb;padding:2px 6px;font-size:90%;text-align:left}"
        ".prohibited{color:#b00}.needs-approval{color:#c60}.warning{color:#a80}.ok{color:#070}"
-       ".incomplete{color:#b00;border:2px solid #b00;padding:4px}"
+       ".incomplete{color:#b00;border:2px solid #b00;padding:4px}.sheet svg{max-width:100%;height:auto;border:1px solid #ccc}"
        "@media print{body{margin:0}}")
+
+
+def _ha_mu(area: dict | None) -> dict:
+    """An exact area ({m2, ha, mu}) as a planner reads it: ha to 4 decimals, 亩 to 2, m² whole;
+    only the report shows this, the JSON keeps the exact values."""
+    if not area or area.get("m2") is None:
+        return {"m²": "", "ha": "", "亩": ""}
+    return {"m²": f"{area['m2']:,.0f}", "ha": f"{area['ha']:,.4f}", "亩": f"{area['mu']:,.2f}"}
+
+
+def _share(v: float | None) -> str:
+    return "" if v is None else f"{v * 100:.2f}%"
+
+
+def _collapsed(keys: list[str] | None, shown: int = 5) -> str:
+    """A feature list as a reader takes it in: the first few keys and how many there are."""
+    keys = list(keys or [])
+    if len(keys) <= shown:
+        return " ".join(keys)
+    return " ".join(keys[:shown]) + f" … 共 {len(keys)} 个"
+
+
+def _site_map(result: dict) -> str:
+    """The site check's map sheet (site outline, land use in its class colours, planning zones,
+    control lines, legend; :func:`geobase.printing.service.site_check_sheet`) as inline SVG,
+    its text drawn as glyph outlines of the packaged CJK font (the page needs no font)."""
+    from geobase.printing.service import site_check_sheet
+    from geobase.specs import get_registry
+
+    svg = site_check_sheet(result, get_registry(), fmt="svg").decode("utf-8")
+    return f"<div class='sheet'>{svg[svg.index('<svg'):]}</div>"
+
+
+def _site_check_html(result: dict) -> list[str]:
+    v = result["verdict"]
+    a = _ha_mu(result["site"]["area"])
+    parts = ["<h1>建设项目用地合规性审查 / Site compliance check</h1>"
+             + (f"<p class='incomplete'><b>{html.escape(result['summary'])}</b></p>"
+                if not result.get("complete", True) else "")
+             + f"<p>Overall verdict: <b class='{v}'>{html.escape(v)}</b> — site area {a['m²']} m² "
+             f"({a['ha']} ha, {a['亩']} 亩); project type {html.escape(result['project_type'])}</p>"]
+    parts.append(_site_map(result))
+    parts.append("<h2>Rules</h2>")
+    parts.append(_table([{"rule": f"{r['id']} {r['title']['zh']}", "verdict": r["verdict"],
+                          **{k: x for k, x in _ha_mu(r.get("area")).items() if k != "m²"},
+                          "share": _share(r.get("share")), "features": _collapsed(r.get("features")),
+                          "note": r.get("note") or r.get("reason")}
+                         for r in result["rules"]], ["rule", "verdict", "ha", "亩", "share", "features", "note"]))
+    for name, info in result["layers"].items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        for level in ("by_category", "by_group", "by_class"):
+            rows = info.get(level)
+            if not rows:
+                continue
+            if "m2" in rows[0]:
+                shown = [{"code": r["code"], "name": r.get("name"), **_ha_mu(r), "share": _share(r.get("share"))}
+                         for r in rows]
+                parts.append(f"<h3>{level.replace('_', ' ')}</h3>"
+                             + _table(shown, ["code", "name", "ha", "亩", "m²", "share"]))
+            else:
+                shown = [{"code": r["code"], "name": r.get("name"), "length_m": f"{r['length_m']:,.1f}"} for r in rows]
+                parts.append(f"<h3>{level.replace('_', ' ')}</h3>" + _table(shown, ["code", "name", "length_m"]))
+    parts.append("<h2>Layer versions</h2>" + _table(
+        [{"layer": k, **v} for k, v in result["versions"].items()], ["layer", "version", "created_at", "source"]))
+    sd = result["slivers_dropped"]
+    parts.append(f"<p>Slivers below {sd['threshold_m2']} m² dropped: {sd['count']} ({sd['m2']:,.2f} m²). "
+                 "Areas are ellipsoidal on CGCS2000; 1 亩 = 10000/15 m²; the tables round them "
+                 "(ha to 4 decimals, 亩 to 2), the JSON and CSV keep the exact values.</p>")
+    return parts
 
 
 def to_html(result: dict) -> str:
@@ -224,34 +293,7 @@ def to_html(result: dict) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>geobase {html.escape(kind)}</title>"
              f"<style>{CSS}</style></head><body>"]
     if kind == "site-check":
-        v = result["verdict"]
-        a = result["site"]["area"]
-        parts.append("<h1>建设项目用地合规性审查 / Site compliance check</h1>"
-                     + (f"<p class='incomplete'><b>{html.escape(result['summary'])}</b></p>"
-                        if not result.get("complete", True) else "")
-                     + f"<p>Overall verdict: <b class='{v}'>{html.escape(v)}</b> — site area {a['m2']:,.2f} m² "
-                     f"({a['ha']:,.4f} ha, {a['mu']:,.2f} 亩); project type {html.escape(result['project_type'])}</p>")
-        layers = [(name, [p["geometry"] for p in info["pieces"] if p.get("geometry")])
-                  for name, info in result["layers"].items() if name != "admin_divisions"]
-        parts.append(svg_map(result["site"]["geometry"], layers))
-        parts.append("<p>" + " ".join(f"<span style='color:{PALETTE[i % len(PALETTE)]}'>■ {html.escape(n)}</span>"
-                                      for i, (n, _) in enumerate(layers)) + " ┅ site</p>")
-        parts.append("<h2>Rules</h2>")
-        parts.append(_table([{"rule": f"{r['id']} {r['title']['zh']}", "verdict": r["verdict"],
-                              "area_m2": (r.get("area") or {}).get("m2"), "share": r.get("share"),
-                              "features": " ".join(r.get("features") or []), "note": r.get("note") or r.get("reason")}
-                             for r in result["rules"]], ["rule", "verdict", "area_m2", "share", "features", "note"]))
-        for name, info in result["layers"].items():
-            parts.append(f"<h2>{html.escape(name)}</h2>")
-            for level in ("by_category", "by_group", "by_class"):
-                if info.get(level):
-                    cols = ["code", "name", "m2", "ha", "mu", "share"] if "m2" in info[level][0] else ["code", "name", "length_m"]
-                    parts.append(f"<h3>{level.replace('_', ' ')}</h3>" + _table(info[level], cols))
-        parts.append("<h2>Layer versions</h2>" + _table(
-            [{"layer": k, **v} for k, v in result["versions"].items()], ["layer", "version", "created_at", "source"]))
-        sd = result["slivers_dropped"]
-        parts.append(f"<p>Slivers below {sd['threshold_m2']} m² dropped: {sd['count']} ({sd['m2']} m²). "
-                     "Areas are ellipsoidal on CGCS2000; 1 亩 = 10000/15 m².</p>")
+        parts += _site_check_html(result)
     else:
         parts.append(f"<h1>{html.escape(kind)}</h1>")
         feats = features_of(result)

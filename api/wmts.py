@@ -1,0 +1,143 @@
+"""OGC WMTS 1.0.0 over HTTP, KVP and RESTful (capabilities: :mod:`geobase.tiles.wmts`; tiles:
+:mod:`geobase.tiles.raster_render`).
+
+  /wmts?SERVICE=WMTS&REQUEST=GetCapabilities | GetTile&LAYER=..&STYLE=..&TILEMATRIXSET=..
+        &TILEMATRIX=..&TILEROW=..&TILECOL=..&FORMAT=image/png          (KVP, names in any case)
+  /wmts/1.0.0/WMTSCapabilities.xml
+  /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png
+
+Layers are the vector layers the caller may see plus ``onemap`` (all of them); a hidden or
+unknown layer is 404 as for vector tiles. KVP names are case-insensitive (OGC 06-121r9 11.5.2),
+so this route checks its own parameters: an unknown one is a 400 naming it, as everywhere."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
+from geobase.api.gate import get_principal
+from geobase.api.params import allows_property_filters
+from geobase.api.tile_fast import cache_control
+from geobase.tiles.cache import TileCache
+from geobase.tiles.raster_render import STYLE, png_tile
+from geobase.tiles.service import ONEMAP, resolve_layers
+from geobase.tiles.wmts import FORMAT, WmtsLayer, capabilities, get_set, tile_matrix
+
+from geobase.catalog import current_layers
+from geobase.catalog.state import layer_states
+from geobase.errors import InvalidInput
+from geobase.security import Principal
+from geobase.settings import Settings
+from geobase.specs import Registry
+
+router = APIRouter(tags=["WMTS"])
+XML = "application/xml; charset=utf-8"
+KVP = ("service", "request", "version", "acceptversions", "sections", "updatesequence", "acceptformats",
+       "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format")
+
+
+def _cache(request: Request) -> TileCache:
+    """The app's one tile cache (the vector tiles' own, :mod:`geobase.api.tiles`)."""
+    cache = getattr(request.app.state, "tile_cache", None)
+    if cache is None:
+        s: Settings = request.app.state.settings
+        cache = request.app.state.tile_cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
+    return cache
+
+
+async def _capabilities(request: Request, conn, registry: Registry, principal: Principal) -> Response:
+    states = await layer_states(conn)
+    specs = resolve_layers(ONEMAP, states, principal, registry)
+    current = await current_layers(conn, [s.name for s in specs])
+    specs = [s for s in specs if s.name in current and current[s.name].version is not None]
+    boxes = [current[s.name].extent for s in specs if current[s.name].extent]
+    union = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+             if boxes else None)
+    layers = [WmtsLayer(ONEMAP, "一张图 one map", "every layer the caller may see, in draw order", union)]
+    layers += [WmtsLayer(s.name, f"{s.title.zh} {s.title.en}", s.department, current[s.name].extent) for s in specs]
+    doc = capabilities(base_url(request), layers)
+    return Response(doc, media_type=XML, headers={"Cache-Control": cache_control(principal, None, None),
+                                                  "Vary": "Authorization, X-API-Key"})
+
+
+async def _tile(request: Request, conn, registry: Registry, principal: Principal, settings: Settings, layer: str,
+                style: str, tms_id: str, matrix: str, row: str, col: str, names: dict[str, str]) -> Response:
+    t0 = time.perf_counter()
+    if style not in (STYLE, ""):
+        raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
+                           parameter=names["style"])
+    s = get_set(tms_id, names["tms"])
+    z = tile_matrix(s, matrix, names["matrix"])
+    try:
+        r, c = int(row), int(col)
+    except ValueError:
+        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
+    result = await png_tile(conn, _cache(request), registry, principal, settings, layer, s.tms, z, r, c,
+                            if_none_match=request.headers.get("if-none-match"))
+    headers = {"Cache-Control": cache_control(principal, None, result.tag), "ETag": result.etag,
+               "Vary": "Authorization, X-API-Key"}
+    if result.not_modified or not_modified(request, result.etag):
+        return Response(status_code=304, headers=headers)
+    headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
+    headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"
+    return Response(result.body, media_type="image/png", headers=headers)
+
+
+def _kvp(request: Request, known: tuple[str, ...]) -> dict[str, str]:
+    """The query's KVP parameters by lower-case name; an unknown or repeated one is a 400 naming it."""
+    params: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        key = name.lower()
+        if key not in known:
+            raise InvalidInput(f"{name[:40]}: not a WMTS 1.0.0 parameter here (known: {', '.join(k.upper() for k in known)})",
+                               parameter=name[:40])
+        if key in params:
+            raise InvalidInput(f"{name[:40]}: given twice", parameter=name[:40])
+        params[key] = value
+    if params.get("service", "WMTS").upper() != "WMTS":
+        raise InvalidInput("SERVICE: must be WMTS", parameter="SERVICE")
+    return params
+
+
+@allows_property_filters  # clients (OWSLib) add SERVICE/REQUEST/VERSION to this URL too: checked here
+@router.get("/wmts/1.0.0/WMTSCapabilities.xml", summary="WMTS 1.0.0 capabilities (RESTful)")
+async def wmts_capabilities(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                            principal: Principal = Depends(get_principal)) -> Response:
+    params = _kvp(request, KVP[:7])
+    if params.get("request", "GetCapabilities").lower() != "getcapabilities":
+        raise InvalidInput("REQUEST: this URL answers GetCapabilities only", parameter="REQUEST")
+    return await _capabilities(request, conn, registry, principal)
+
+
+@router.get("/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png",
+            summary="A WMTS tile (RESTful; PNG drawn server-side in the layers' styles)")
+async def wmts_rest_tile(request: Request, layers: str, style: str, tileMatrixSetId: str, tileMatrix: str,
+                         tileRow: str, tileCol: str, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                         principal: Principal = Depends(get_principal),
+                         settings: Settings = Depends(get_settings_dep)) -> Response:
+    names = {"style": "style", "tms": "tileMatrixSetId", "matrix": "tileMatrix", "row": "tileRow", "col": "tileCol"}
+    return await _tile(request, conn, registry, principal, settings, layers, style, tileMatrixSetId, tileMatrix,
+                       tileRow, tileCol, names)
+
+
+@allows_property_filters  # WMTS KVP names are case-insensitive: checked here, unknown ones refused
+@router.get("/wmts", summary="WMTS 1.0.0 KVP: GetCapabilities, GetTile")
+async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                   principal: Principal = Depends(get_principal),
+                   settings: Settings = Depends(get_settings_dep)) -> Response:
+    params = _kvp(request, KVP)
+    req = params.get("request", "")
+    if req.lower() == "getcapabilities":
+        return await _capabilities(request, conn, registry, principal)
+    if req.lower() != "gettile":
+        raise InvalidInput(f"REQUEST: {req[:40]!r} is not supported (GetCapabilities, GetTile)", parameter="REQUEST")
+    missing = [k.upper() for k in ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol") if k not in params]
+    if missing:
+        raise InvalidInput(f"{missing[0]}: required by GetTile", parameter=missing[0])
+    if params.get("format", FORMAT) != FORMAT:
+        raise InvalidInput(f"FORMAT: only {FORMAT} is offered", parameter="FORMAT")
+    names = {"style": "STYLE", "tms": "TILEMATRIXSET", "matrix": "TILEMATRIX", "row": "TILEROW", "col": "TILECOL"}
+    return await _tile(request, conn, registry, principal, settings, params["layer"], params.get("style", STYLE),
+                       params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"], names)

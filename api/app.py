@@ -34,6 +34,7 @@ from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.ingest.jobs import fail_orphaned_jobs
 from geobase.pool import ConnectionCheck, server_pool
 from geobase.audit_writer import AuditWriter
+from geobase.security import set_network_zone
 from geobase.settings import Settings, check_settings, get_settings
 from geobase.specs import get_registry
 from geobase.tiles.cache import TileCache
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings (``app.state.owner_settings``)."""
     owner_settings = check_settings(settings or get_settings())  # a bad value stops the start
     settings = server_settings(owner_settings)
+    set_network_zone(owner_settings.network_zone)  # every visibility decision reads it (geobase.security)
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "
                     "GEOBASE_DATABASE_URL; give it a login role in geobase_app (see README, 'The database role')")

@@ -40,7 +40,7 @@ from geobase.specs import LayerSpec, Registry
 from geobase.vocab import Role
 
 __all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "catalog_lists", "hidden_attributes",
-           "network_zone", "set_network_zone",
+           "network_zone", "record_visible", "set_network_zone",
            "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
            "require_editor", "require_role", "view_signature", "visible_attributes", "visible_layers"]
 
@@ -82,6 +82,13 @@ def catalog_lists(access: LayerAccess) -> bool:
     """May the dataset's catalog record be listed here at all (its grade x openness allowed in
     this zone)? A conditional dataset is listed to everyone so it can be requested."""
     return zone_allows(network_zone(), access.grade, access.openness)
+
+
+def record_visible(principal: Principal, access: LayerAccess) -> bool:
+    """May this caller find the dataset's catalog record? Where the zone allows the dataset: when
+    the caller may read its data, or when it is conditional (有条件开放: listed so it can be
+    requested, its data reach only the keys of approved requests)."""
+    return catalog_lists(access) and (can_see(principal, access) or access.openness == "conditional")
 
 
 def can_see(principal: Principal, access: LayerAccess) -> bool:

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geobase import __version__, keys
-from geobase.api import admin, analysis, catalog, docs, editing, features, ingest, items, landing, schema, tiles
+from geobase.api import admin, analysis, catalog, docs, editing, features, ingest, items, landing, requests, schema, tiles
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.errors import install_error_handlers
@@ -43,7 +43,7 @@ from geobase.tiles.service import StatesHint
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, catalog, features, items, editing, schema, tiles, analysis, ingest, admin, map_, search_, docs)
+ROUTER_MODULES = (landing, catalog, requests, features, items, editing, schema, tiles, analysis, ingest, admin, map_, search_, docs)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 

@@ -83,6 +83,8 @@ OFFERS: dict[str, Offer] = {
     "/collections/catalog/items/{recordId}": Offer({"json": GEOJSON, "html": HTML}),
     "/catalog/dcat.jsonld": Offer({"jsonld": "application/ld+json"}),
     "/catalog/zones": J,
+    "/catalog/requests": J,
+    "/admin/requests": J,
     "/csw": Offer({"xml": "application/xml"}, negotiated=False),
     "/collections/{collectionId}/items": FEATURES,
     "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}, also=(304,)),

@@ -81,6 +81,24 @@ def create_key(conn: psycopg.Connection, *, name: str, role: str, department: st
     return CreatedKey(key_id, f"gb_{key_id}_{secret}", name, department, role, expires)
 
 
+def create_scoped_key(conn: psycopg.Connection, *, name: str, department: str, scope: dict,
+                      expires_days: float, created_by: str) -> CreatedKey:
+    """A viewer key limited to ``scope["datasets"]`` (also recording its formats and bbox) that
+    expires by itself: what an approved data request issues (:mod:`geobase.catalog.requests`).
+    It reads only those datasets, desensitised as for outside callers
+    (:func:`geobase.security.can_see`, :func:`geobase.security.hidden_attributes`)."""
+    from psycopg.types.json import Jsonb
+
+    if not scope.get("datasets"):
+        raise InvalidInput("a scoped key needs at least one dataset", parameter="datasets")
+    if not (0 < expires_days <= 366):
+        raise InvalidInput("expires_days must be in (0, 366]", parameter="days")
+    created = create_key(conn, name=name, role="viewer", department=department, expires_days=expires_days,
+                         created_by=created_by)
+    conn.execute("UPDATE catalog.api_keys SET scope = %s WHERE id = %s", (Jsonb(scope), created.id))
+    return created
+
+
 def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
@@ -132,14 +150,15 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> Principal:
     key_id, secret = parsed
     cur = await conn.execute(
         """SELECT name, department, role, secret_hash, revoked_at IS NOT NULL,
-                  expires_at IS NOT NULL AND expires_at <= now()
+                  expires_at IS NOT NULL AND expires_at <= now(), scope
            FROM catalog.api_keys WHERE id = %s""",
         (key_id,),
     )
     row = await cur.fetchone()
     if row is None:
         raise KeyRefused(REFUSED, key_id=key_id, reason="unknown key")
-    holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id)
+    scope = frozenset((row[6] or {}).get("datasets") or ()) if row[6] is not None else None
+    holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id, scope=scope)
     if not hmac.compare_digest(row[3], hash_secret(secret)):
         raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="wrong secret")
     if row[4]:

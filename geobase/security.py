@@ -114,7 +114,8 @@ def can_see(principal: Principal, access: LayerAccess) -> bool:
 
 def hidden_attributes(principal: Principal, spec: LayerSpec) -> set[str]:
     """Attributes masked for this caller (e.g. right-holder names hidden from the public)."""
-    if principal.is_admin or (principal.department and principal.department == spec.department):
+    if principal.is_admin or (principal.department and principal.department == spec.department
+                               and principal.scope is None):
         return set()
     audience = "public" if principal.is_public else "internal"
     hidden = {a.name for a in spec.attributes if audience in a.hidden_from}

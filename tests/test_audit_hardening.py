@@ -465,6 +465,8 @@ SAMPLES = {
     "/collections/catalog/items/{recordId}": "/collections/catalog/items/land_use",
     "/catalog/dcat.jsonld": "/catalog/dcat.jsonld",
     "/catalog/zones": "/catalog/zones",
+    "/catalog/requests": "/catalog/requests",
+    "/admin/requests": "/admin/requests",
     "/csw": "/csw?service=CSW&version=2.0.2&request=GetCapabilities",
     "/collections/{collectionId}/items": "/collections/land_use/items",
     "/collections/{collectionId}/items/{featureId}": "/collections/land_use/items/f1",

@@ -11,7 +11,10 @@ slip through, refused again by :mod:`geobase.security` (fail closed).
 ``catalog.record_meta``: the admin-editable part of each catalog record (titles, abstracts, the
 4x4 classification, themes, tags, ...) as one JSON document per dataset
 (:mod:`geobase.catalog.records`).
-``catalog.requesters`` / ``catalog.access_requests``: the request-and-approve path.
+``catalog.requesters`` / ``catalog.access_requests``: the request-and-approve path
+(:mod:`geobase.catalog.requests`); ``key_token`` holds an approved request's key until its
+requester has read it once. ``catalog.api_keys.scope``: what an approved request's key is limited
+to (datasets, formats, bbox).
 """
 
 from alembic import op
@@ -61,8 +64,11 @@ def upgrade() -> None:
             decided_at    timestamptz,
             reason        text,
             key_id        text,
+            key_token     text,
             created_at    timestamptz NOT NULL DEFAULT now()
         );
+        -- an approved request's key: limited to datasets (and formats, box), see geobase.keys
+        ALTER TABLE catalog.api_keys ADD COLUMN scope jsonb;
         CREATE INDEX access_requests_department ON catalog.access_requests (department, status);
         """
     )
@@ -71,6 +77,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        ALTER TABLE catalog.api_keys DROP COLUMN scope;
         DROP TABLE catalog.access_requests;
         DROP TABLE catalog.requesters;
         DROP TABLE catalog.record_meta;

@@ -99,6 +99,15 @@ def create_scoped_key(conn: psycopg.Connection, *, name: str, department: str, s
     return created
 
 
+def key_states(conn: psycopg.Connection, ids: list[str]) -> dict[str, str]:
+    """{key id: "active" | "expired" | "revoked"} of the keys ``ids`` (e.g. approved requests' keys)."""
+    rows = conn.execute(
+        """SELECT id, CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END
+           FROM catalog.api_keys WHERE id = ANY(%s)""", (list(ids),)).fetchall()
+    return {i: state for i, state in rows}
+
+
 def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(

@@ -89,17 +89,21 @@ def create_request(conn: psycopg.Connection, requester: dict, *, datasets: list[
 
 _SELECT = """SELECT r.id::text, r.datasets, r.formats, r.bbox, r.purpose, r.days, r.status, r.department,
                     r.decided_by, r.decided_at, r.reason, r.key_id, r.created_at, q.name AS requester_name,
-                    q.organisation, q.contact, r.requester::text AS requester,
-                    k.expires_at AS key_expires_at, k.revoked_at AS key_revoked_at
-             FROM catalog.access_requests r JOIN catalog.requesters q ON q.id = r.requester
-             LEFT JOIN catalog.api_keys k ON k.id = r.key_id"""
+                    q.organisation, q.contact, r.requester::text AS requester
+             FROM catalog.access_requests r JOIN catalog.requesters q ON q.id = r.requester"""
 
 
-def _out(row: dict) -> dict[str, Any]:
-    out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
-    if row.get("key_id"):
-        expired = row["key_expires_at"] is not None and row["key_expires_at"] <= dt.datetime.now(dt.timezone.utc)
-        out["key_state"] = "revoked" if row["key_revoked_at"] else "expired" if expired else "active"
+def _outs(conn: psycopg.Connection, rows: list[dict]) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts, with the state of each approved request's key."""
+    from geobase.keys import key_states
+
+    states = key_states(conn, [r["key_id"] for r in rows if r.get("key_id")])
+    out = []
+    for row in rows:
+        doc = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+        if row.get("key_id"):
+            doc["key_state"] = states.get(row["key_id"], "revoked")
+        out.append(doc)
     return out
 
 
@@ -112,7 +116,7 @@ def get_request(conn: psycopg.Connection, request_id: str) -> dict:
         row = cur.execute(_SELECT + " WHERE r.id = %s", (rid,)).fetchone()
     if row is None:
         raise NotFound(f"request {request_id[:40]!r} not found", parameter="requestId")
-    return _out(row)
+    return _outs(conn, [row])[0]
 
 
 def requests_of(conn: psycopg.Connection, requester: dict) -> list[dict]:
@@ -124,7 +128,7 @@ def requests_of(conn: psycopg.Connection, requester: dict) -> list[dict]:
             "catalog.access_requests WHERE requester = %s AND key_token IS NOT NULL FOR UPDATE) o "
             "WHERE r.id = o.id RETURNING r.id::text AS id, o.key_token", (requester["id"],)).fetchall()
     tokens = {h["id"]: h["key_token"] for h in handed}
-    return [_out(r) | ({"key": tokens[r["id"]]} if r["id"] in tokens else {}) for r in rows]
+    return [r | ({"key": tokens[r["id"]]} if r["id"] in tokens else {}) for r in _outs(conn, rows)]
 
 
 def department_requests(conn: psycopg.Connection, principal: Principal, status: str | None = None) -> list[dict]:
@@ -136,7 +140,8 @@ def department_requests(conn: psycopg.Connection, principal: Principal, status: 
     if status:
         sql_, args = sql_ + " AND r.status = %s", [*args, status]
     with conn.cursor(row_factory=dict_row) as cur:
-        return [_out(r) for r in cur.execute(sql_ + " ORDER BY r.created_at DESC LIMIT 1000", args).fetchall()]
+        rows = cur.execute(sql_ + " ORDER BY r.created_at DESC LIMIT 1000", args).fetchall()
+    return _outs(conn, rows)
 
 
 def _may_decide(principal: Principal, department: str | None) -> None:

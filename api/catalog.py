@@ -11,6 +11,7 @@ Routes only: the records are built in :mod:`geobase.catalog.records`, encoded in
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path as FsPath
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
@@ -204,3 +205,39 @@ def admin_grade(dataset: str = Path(pattern=NAME_PATTERN), body: dict = Body(...
         out = set_grade(conn, registry, dataset, grade, openness)
         conn.commit()
     return out
+
+
+_PREPARING: dict[str, asyncio.Lock] = {}
+
+
+@router.get("/catalog/items/{recordId}/download", summary="The whole dataset as one file (prepared once per "
+            "version; Range requests; SHA-256 in the headers)")
+async def catalog_download(request: Request, recordId: str = Path(max_length=63),
+                           f: str = Query("parquet", description="shp (zipped), parquet, gpkg, fgb or geojson"),
+                           conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+                           principal: Principal = Depends(get_principal)):
+    from fastapi.responses import FileResponse
+
+    from geobase.db import database_url
+    from geobase.opendata import bulk
+    from geobase.security import require_layer, visible_attributes
+
+    if f not in bulk.FORMATS:
+        raise InvalidInput(f"f: one of {', '.join(bulk.FORMATS)}", parameter="f")
+    spec = await require_layer(conn, principal, registry, recordId)   # zone, grade, openness, sharing, scope
+    if spec.kind != "vector":
+        raise InvalidInput(f"{recordId!r} is a raster: download it from /collections/{recordId}/coverage",
+                           parameter="recordId")
+    settings: Settings = request.app.state.settings
+    attributes = visible_attributes(principal, spec)
+    lock = _PREPARING.setdefault(bulk.cache_key(spec, attributes, f), asyncio.Lock())
+    async with lock:   # one preparation per file, the others wait for it
+        path = await asyncio.to_thread(bulk.prepare, database_url(settings), spec, attributes, f,
+                                       settings.data_path, settings.analysis_statement_timeout_ms)
+    digest = bulk.sha256_of(path)
+    audit.note(action="catalog.download", layer=spec.name, format=f)
+    ext, media = bulk.FORMATS[f]
+    version = path.parent.name
+    return FileResponse(path, media_type=media, filename=f"{spec.name}-{version}.{ext}",
+                        headers={"ETag": f'"{digest}"', "X-Checksum-SHA256": digest,
+                                 "Digest": "sha-256=" + base64.b64encode(bytes.fromhex(digest)).decode()})

@@ -83,6 +83,7 @@ OFFERS: dict[str, Offer] = {
     "/collections/catalog/items/{recordId}": Offer({"json": GEOJSON, "html": HTML}),
     "/catalog/dcat.jsonld": Offer({"jsonld": "application/ld+json"}),
     "/catalog/zones": J,
+    "/catalog/items/{recordId}/download": Offer({"file": "application/octet-stream"}, negotiated=False, also=(206,)),
     "/catalog/requests": J,
     "/admin/requests": J,
     "/csw": Offer({"xml": "application/xml"}, negotiated=False),

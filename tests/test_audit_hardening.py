@@ -465,6 +465,7 @@ SAMPLES = {
     "/collections/catalog/items/{recordId}": "/collections/catalog/items/land_use",
     "/catalog/dcat.jsonld": "/catalog/dcat.jsonld",
     "/catalog/zones": "/catalog/zones",
+    "/catalog/items/{recordId}/download": "/catalog/items/rivers/download?f=geojson",
     "/catalog/requests": "/catalog/requests",
     "/admin/requests": "/admin/requests",
     "/csw": "/csw?service=CSW&version=2.0.2&request=GetCapabilities",

@@ -16,12 +16,12 @@ from pathlib import Path as FsPath
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-
-from geobase import audit
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
+
+from geobase import audit
 from geobase.catalog.records import RecordCache, save_meta, set_grade
 from geobase.db import connect
 from geobase.errors import InvalidInput, NotFound

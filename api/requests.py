@@ -9,12 +9,12 @@ catalog lists as conditional in this zone (:func:`geobase.security.catalog_lists
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
-
-from geobase import audit
 from geobase.api.catalog import _CACHE
 from geobase.api.deps import get_conn, get_registry_dep, get_settings_dep
 from geobase.api.gate import get_principal
+from pydantic import BaseModel, ConfigDict, Field
+
+from geobase import audit
 from geobase.catalog import requests as req
 from geobase.db import connect
 from geobase.security import LayerAccess, Principal, catalog_lists

@@ -13,7 +13,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.rows import dict_row
@@ -72,7 +72,7 @@ def create_key(conn: psycopg.Connection, *, name: str, role: str, department: st
         raise InvalidInput("expires_days must be in (0, 3650]", parameter="expires_days")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    expires = datetime.now(timezone.utc) + timedelta(days=expires_days) if expires_days else None
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
     conn.execute(
         """INSERT INTO catalog.api_keys (id, name, department, role, secret_hash, created_by, expires_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s)""",

@@ -39,10 +39,29 @@ from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
 from geobase.vocab import Role
 
-__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "catalog_lists", "hidden_attributes",
-           "network_zone", "record_visible", "set_network_zone",
-           "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
-           "require_editor", "require_role", "view_signature", "visible_attributes", "visible_layers"]
+__all__ = [
+    "PUBLIC",
+    "LayerAccess",
+    "Principal",
+    "Role",
+    "can_see",
+    "catalog_lists",
+    "hidden_attributes",
+    "layer_accesses",
+    "network_zone",
+    "note_denied",
+    "note_read",
+    "record_visible",
+    "require_editor",
+    "require_field",
+    "require_fields",
+    "require_layer",
+    "require_role",
+    "set_network_zone",
+    "view_signature",
+    "visible_attributes",
+    "visible_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ def view_signature(principal: Principal, accesses: list[LayerAccess], registry: 
 _SIGNATURES: dict[int, tuple[Registry, dict]] = {}
 
 
-def _view_signature(principal: "_Viewer", accesses: tuple[LayerAccess, ...], registry: Registry) -> str:
+def _view_signature(principal: _Viewer, accesses: tuple[LayerAccess, ...], registry: Registry) -> str:
     parts = []
     for a in accesses:
         if can_see(principal, a) and a.name in registry.layers:

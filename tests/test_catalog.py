@@ -10,7 +10,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from conftest import LiveServer, create_database, drop_database, settings_for
 
 LIMITS = {"GEOBASE_RATE_LIMIT_PER_S": "10000", "GEOBASE_RATE_LIMIT_BURST": "10000",

@@ -7,7 +7,6 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 import pytest
-
 from test_map_browser import ARGS, CHROMIUM, _chromium_installed  # noqa: F401 (the harness)
 
 pytestmark = [pytest.mark.browser]

@@ -14,8 +14,8 @@ import httpx
 import mapbox_vector_tile
 import psycopg
 import pytest
-
 from conftest import LiveServer, create_database, drop_database, settings_for
+
 from geobase.opendata.grades import GRADES, OPENNESS, ZONES, open_to_anonymous, zone_allows
 
 LAYER = "planning_zones"   # sharing public: only the zone rules can hide it

@@ -73,3 +73,22 @@ def test_short_names_unique_and_at_most_ten():
     assert all(len(s) <= 10 for s in names.values())
     assert len({s.lower() for s in names.values()}) == len(names)
     assert names["you_shi_sz_mc"] == "you_shi_sz" and names["you_shi_sz"] == "you_shi__1"
+
+
+def test_shapefile_in_gbk(county_server, tmp_path):
+    """For desktop GIS that read only GBK: the same values, the .cpg naming the code page."""
+    with county_server.client() as c:
+        r = c.get("/catalog/items/land_use/download", params={"f": "shp-gbk"})
+        items = c.get("/collections/land_use/items", params={"limit": 10000}).json()
+    assert r.status_code == 200, r.text
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    cpg = z.read("land_use.cpg").decode().strip().upper()
+    assert cpg in ("GBK", "936", "CP936"), cpg
+    dbf = z.read("land_use.dbf")
+    names = [f["properties"]["dlmc"] for f in items["features"] if f["properties"].get("dlmc")]
+    assert names[0].encode("gbk") in dbf and names[0].encode("utf-8") not in dbf
+    path = tmp_path / "lu.zip"
+    path.write_bytes(r.content)
+    df = pyogrio.read_dataframe(f"/vsizip/{path}/land_use.shp")
+    by_id = {f["id"]: f["properties"] for f in items["features"]}
+    assert all((row["dlmc"] or None) == by_id[row["id"]]["dlmc"] for _, row in df.iterrows())

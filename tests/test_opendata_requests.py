@@ -11,7 +11,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from conftest import LiveServer, create_database, drop_database, settings_for
 
 ENV = {"GEOBASE_NETWORK_ZONE": "internet", "GEOBASE_KEY_CACHE_S": "0",

@@ -1,5 +1,6 @@
 """Full downloads of a dataset, prepared once per version and view, served from a file (so with
-range requests and a checksum): zipped Shapefile (UTF-8 with ``.cpg``, field names cut to 10
+range requests and a checksum): zipped Shapefile (UTF-8, or GBK with ``f=shp-gbk``, named in its
+``.cpg``; field names cut to 10
 characters with a mapping file), GeoParquet, GeoPackage, FlatGeobuf, GeoJSON.
 
 Why prepared and not streamed per request: a harvester downloading the whole 1M-parcel land use
@@ -30,11 +31,15 @@ from geobase.storage import STORAGE_SRID, current_filter, table_ident
 
 #: format -> (file extension, media type)
 FORMATS: dict[str, tuple[str, str]] = {
-    "shp": ("shp.zip", "application/zip"), "parquet": ("parquet", "application/vnd.apache.parquet"),
+    "shp": ("shp.zip", "application/zip"), "shp-gbk": ("gbk.shp.zip", "application/zip"),
+    "parquet": ("parquet", "application/vnd.apache.parquet"),
     "gpkg": ("gpkg", "application/geopackage+sqlite3"), "fgb": ("fgb", "application/flatgeobuf"),
     "geojson": ("geojson", "application/geo+json"),
 }
-_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf", "geojson": "GeoJSON", "shp": "ESRI Shapefile"}
+_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf", "geojson": "GeoJSON", "shp": "ESRI Shapefile",
+            "shp-gbk": "ESRI Shapefile"}
+#: the Shapefile's character set (written into its .cpg): UTF-8, or GBK for older desktop GIS
+_ENCODINGS = {"shp-gbk": "GBK"}
 
 
 def short_names(names: list[str], width: int = 10) -> dict[str, str]:
@@ -103,7 +108,8 @@ def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, roo
     from geobase.geoparquet import write_geoparquet_file
 
     types = {a.name: a.type for a in spec.attributes}
-    names = short_names(["id", *attributes]) if fmt == "shp" else {n: n for n in ["id", *attributes]}
+    shp = fmt.startswith("shp")
+    names = short_names(["id", *attributes]) if shp else {n: n for n in ["id", *attributes]}
     columns = [(names[a], types[a]) for a in attributes]
     for _ in range(3):
         version = _current_version(conninfo, spec.name)
@@ -113,16 +119,16 @@ def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, roo
         path.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=path.parent, prefix=".work-"))
         try:
-            out = work / f"{spec.name}.{FORMATS[fmt][0].split('.')[0]}"
+            out = work / f"{spec.name}.{FORMATS[fmt][0].split('.')[-2 if shp else -1]}"
             if fmt == "parquet":
                 write_geoparquet_file(conninfo, _query(spec, attributes), columns, True, STORAGE_SRID, out, timeout_ms)
             else:
                 write_file(conninfo, _query(spec, attributes), columns, True, _DRIVERS[fmt], out, spec.name,
-                           STORAGE_SRID, timeout_ms, spec.geometry)
+                           STORAGE_SRID, timeout_ms, spec.geometry, encoding=_ENCODINGS.get(fmt, "UTF-8"))
             if _current_version(conninfo, spec.name) != version:
                 continue   # an ingest committed while the rows were read: write again
             final = work / "final"
-            if fmt == "shp":
+            if shp:
                 _zip_shapefile(work, spec.name, names, final)
             else:
                 out.rename(final)

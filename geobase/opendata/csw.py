@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 _LOCK = threading.Lock()   # pycsw keeps module-level state (spatial ranking): one request at a time
-_TABLES: dict[str, "_Table"] = {}
+_TABLES: dict[str, _Table] = {}
 _MAX_TABLES = 16
 NS = {"csw": "http://www.opengis.net/cat/csw/2.0.2", "dc": "http://purl.org/dc/elements/1.1/",
       "dct": "http://purl.org/dc/terms/", "ows": "http://www.opengis.net/ows"}

@@ -40,10 +40,10 @@ def _time(text: str, parameter: str) -> dt.datetime | None:
     if text in ("", ".."):
         return None
     try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{parameter}: {text[:60]!r} is not an RFC 3339 date-time", parameter=parameter) from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def parse_query(q: str | None, bbox: str | None, datetime_: str | None, type_: str | None,

@@ -41,11 +41,9 @@ GEOJSON = "application/geo+json"
 async def visible_records(request: Request, conn, registry: Registry, principal: Principal) -> list[dict]:
     """The records this caller may find, in id order."""
     cache: RecordCache = getattr(request.app.state, "catalog_records", None) or _CACHE
-    out = []
-    for r in await cache.records(conn, registry):
-        if record_visible(principal, LayerAccess(*r["access"], r["grade"], r["openness"])):
-            out.append(r)
-    return out
+    view = (principal.is_admin, principal.is_public, principal.department, principal.scope, network_zone())
+    return await cache.view(conn, registry, view, lambda r: record_visible(
+        principal, LayerAccess(*r["access"], r["grade"], r["openness"])))
 
 
 def _collection(root: str) -> dict:

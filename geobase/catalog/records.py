@@ -189,12 +189,24 @@ class RecordCache:
     def __init__(self) -> None:
         self._stamp: tuple | None = None
         self._records: list[dict] = []
+        self._views: dict[tuple, list[dict]] = {}
 
     async def records(self, conn: psycopg.AsyncConnection, registry: Registry) -> list[dict]:
         stamp = tuple(await (await conn.execute(STAMP_SQL)).fetchone()) + (id(registry),)
         if stamp != self._stamp:
-            self._records, self._stamp = await build_records(conn, registry), stamp
+            self._records, self._stamp, self._views = await build_records(conn, registry), stamp, {}
         return self._records
+
+    async def view(self, conn: psycopg.AsyncConnection, registry: Registry, view: tuple, visible) -> list[dict]:
+        """The records ``visible(record)`` lets through, kept per ``view`` (what decides them:
+        the caller's role flags, department, scope and the zone) for this catalog state."""
+        records = await self.records(conn, registry)
+        got = self._views.get(view)
+        if got is None:
+            if len(self._views) > 256:
+                self._views.clear()
+            got = self._views[view] = [r for r in records if visible(r)]
+        return got
 
 
 def _check_dataset(conn: psycopg.Connection, dataset: str, registry: Registry, meta: RecordMeta) -> None:

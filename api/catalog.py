@@ -218,11 +218,12 @@ async def catalog_download(request: Request, recordId: str = Path(max_length=63)
 
     from geobase.db import database_url
     from geobase.opendata import bulk
-    from geobase.security import require_layer, visible_attributes
+    from geobase.security import require_format, require_layer, visible_attributes
 
     if f not in bulk.FORMATS:
         raise InvalidInput(f"f: one of {', '.join(bulk.FORMATS)}", parameter="f")
     spec = await require_layer(conn, principal, registry, recordId)   # zone, grade, openness, sharing, scope
+    require_format(principal, f)
     if spec.kind != "vector":
         raise InvalidInput(f"{recordId!r} is a raster: download it from /collections/{recordId}/coverage",
                            parameter="recordId")

@@ -23,6 +23,9 @@ class Principal:
     #: the datasets an approved request's key is limited to (:mod:`geobase.catalog.requests`);
     #: None: a department's or admin's key, limited by sharing levels only
     scope: frozenset[str] | None = None
+    #: the download formats such a key was granted (None or empty: any); see
+    #: :func:`geobase.security.require_format`
+    formats: frozenset[str] | None = None
 
     @property
     def is_public(self) -> bool:

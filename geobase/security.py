@@ -55,6 +55,7 @@ __all__ = [
     "require_editor",
     "require_field",
     "require_fields",
+    "require_format",
     "require_layer",
     "require_role",
     "set_network_zone",
@@ -263,6 +264,13 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
         raise NotFound(f"collection {name!r} not found", parameter="collectionId")
     _note_read(principal, access, registry.layers[name])
     return registry.layers[name]
+
+
+def require_format(principal: Principal, fmt: str) -> None:
+    """An approved request's key downloads only in the formats it was granted (403 otherwise).
+    Checked by the catalog's full downloads; items' ``f=`` does not ask it yet."""
+    if principal.formats and fmt not in principal.formats and fmt.split("-")[0] not in principal.formats:
+        raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats))}, not {fmt!r}")
 
 
 def require_role(principal: Principal, role: Role) -> None:

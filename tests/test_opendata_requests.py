@@ -80,6 +80,8 @@ def test_request_approve_use_expire(zone_internet):
         assert "di_lei" in props and "cun" not in props and "xiao_ban" not in props   # desensitised
         assert c.get("/collections/land_use/items?limit=1", headers=k).status_code == 404   # out of scope
         assert c.get("/collections/forest/items", headers=k, params={"f": "gpkg", "limit": 5}).status_code == 200
+        assert c.get("/catalog/items/forest/download", headers=k, params={"f": "parquet"}).status_code == 200
+        assert c.get("/catalog/items/forest/download", headers=k, params={"f": "shp"}).status_code == 403
 
         # the key expires by itself (time moved forward in the database)
         with psycopg.connect(url, autocommit=True) as conn:

@@ -79,6 +79,7 @@ def _outputs(c: httpx.Client, lon: float, lat: float) -> dict[str, bool]:
         "download parquet": c.get(f"/collections/{LAYER}/items", params={"f": "parquet", "limit": 5}).status_code,
         "tile": c.get(f"/tiles/{LAYER}/{Z}/{x}/{y}.mvt").status_code,
         "tilejson": c.get(f"/tiles/{LAYER}.json").status_code,
+        "full download": c.get(f"/catalog/items/{LAYER}/download", params={"f": "geojson"}).status_code,
     }
     for what, code in status.items():
         assert code in (200, 204, 404), (what, code)
@@ -90,6 +91,18 @@ def _outputs(c: httpx.Client, lon: float, lat: float) -> dict[str, bool]:
         "one map tile": LAYER in (mapbox_vector_tile.decode(onemap.content) if onemap.content else {}),
         "analysis input": LAYER in site.json()["layers"],
     }
+
+
+def _record(c: httpx.Client) -> dict[str, bool]:
+    """Is the layer's catalog record findable (Records item, search, DCAT, CSW)?"""
+    item = c.get(f"/catalog/items/{LAYER}")
+    assert item.status_code in (200, 404)
+    search = {f["id"] for f in c.get("/catalog/items", params={"limit": 1000}).json()["features"]}
+    csw = c.get("/csw", params={"service": "CSW", "version": "2.0.2", "request": "GetRecordById", "id": LAYER,
+                                "elementsetname": "brief"})
+    return {"record": item.status_code == 200, "search": LAYER in search,
+            "dcat": f"/collections/catalog/items/{LAYER}" in c.get("/catalog/dcat.jsonld").text,
+            "csw": f"<dc:identifier>{LAYER}</dc:identifier>" in csw.text}
 
 
 @pytest.mark.parametrize("zone", ZONES)
@@ -106,7 +119,11 @@ def test_visible_everywhere_or_nowhere(graded, zone, grade, openness):
         headers = {"X-API-Key": token} if token else {}
         with srv.client(headers=headers) as c:
             seen = _outputs(c, *point)
+            listed = _record(c)
         assert seen == {k: expected for k in seen}, (zone, grade, openness, caller, seen)
+        # the record is listed where the data are visible, and also where they may be requested
+        expected_record = allowed and (expected or openness == "conditional")
+        assert listed == {k: expected_record for k in listed}, (zone, grade, openness, caller, listed)
 
 
 def test_the_zone_table_as_documented():

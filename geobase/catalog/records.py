@@ -92,7 +92,12 @@ _LAYERS_SQL = """
 """
 _EXTRA_SQL = ("SELECT dataset, meta, updated_at FROM catalog.record_meta m "
               "WHERE NOT EXISTS (SELECT 1 FROM catalog.layers l WHERE l.name = m.dataset) ORDER BY dataset")
-STAMP_SQL = """SELECT (SELECT max(updated_at) FROM catalog.layers), (SELECT count(*) FROM catalog.layer_versions),
+#: the catalog state the kept records belong to: every access fact of every layer (owner,
+#: sharing, grade, openness, current version: however changed), the versions and the metadata
+STAMP_SQL = """SELECT (SELECT md5(string_agg(concat_ws('|', name, department, sharing, shared_with::text, grade,
+                                                        openness, spec_hash, current_version, updated_at), ','
+                                              ORDER BY name)) FROM catalog.layers),
+                      (SELECT count(*) FROM catalog.layer_versions),
                       (SELECT max(updated_at) FROM catalog.record_meta), (SELECT count(*) FROM catalog.record_meta)"""
 
 

@@ -19,8 +19,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
 from geobase import __version__, keys
-from geobase.api import (admin, analysis, docs, editing, features, indicators, ingest, items, landing, printing, schema,
-                         tiles, webhooks, wmts)
+from geobase.api import (admin, analysis, catalog, docs, editing, features, indicators, ingest, items, landing, printing,
+                         requests, schema, tiles, webhooks, wmts)
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
@@ -38,6 +38,7 @@ from geobase.indicators.spec import get_indicators
 from geobase.ingest.jobs import fail_orphaned_jobs
 from geobase.pool import ConnectionCheck, server_pool
 from geobase.audit_writer import AuditWriter
+from geobase.security import set_network_zone
 from geobase.settings import Settings, check_settings, get_settings
 from geobase.specs import get_registry
 from geobase.tiles.cache import TileCache
@@ -47,8 +48,8 @@ from geobase.webhooks import DeliveryWorker
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, features, items, editing, webhooks, schema, tiles, wmts, analysis, printing, ingest, admin,
-                  map_, search_, docs, indicators)
+ROUTER_MODULES = (landing, catalog, requests, features, items, editing, webhooks, schema, tiles, wmts, analysis, printing,
+                  ingest, admin, map_, search_, docs, indicators)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings (``app.state.owner_settings``)."""
     owner_settings = check_settings(settings or get_settings())  # a bad value stops the start
     settings = server_settings(owner_settings)
+    set_network_zone(owner_settings.network_zone)  # every visibility decision reads it (geobase.security)
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "
                     "GEOBASE_DATABASE_URL; give it a login role in geobase_app (see README, 'The database role')")

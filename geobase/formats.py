@@ -221,7 +221,8 @@ _ARROW_TYPES = {"text": "string", "integer": "int64", "number": "float64", "bool
 
 
 def write_file(conninfo: str, query: sql.Composable, columns: list[tuple[str, str]], geometry: bool,
-               driver: str, path: Path, layer: str, srid: int, timeout_ms: int, geometry_type: str | None) -> int:
+               driver: str, path: Path, layer: str, srid: int, timeout_ms: int, geometry_type: str | None,
+               encoding: str = "UTF-8") -> int:
     """Run ``query`` (id, columns..., geometry WKB) on its own connection and write the rows
     through GDAL batch by batch. Returns the feature count. Runs in a worker thread."""
     import pyarrow as pa
@@ -267,7 +268,7 @@ def write_file(conninfo: str, query: sql.Composable, columns: list[tuple[str, st
         pyogrio.write_arrow(reader, str(path), layer=layer, driver=driver,
                             geometry_name="geometry" if geometry else None,
                             geometry_type=(geometry_type or "Unknown") if geometry else None,
-                            crs=f"EPSG:{srid}" if geometry else None, encoding="UTF-8", **kwargs)
+                            crs=f"EPSG:{srid}" if geometry else None, encoding=encoding, **kwargs)
     return count
 
 

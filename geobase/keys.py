@@ -13,7 +13,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.rows import dict_row
@@ -72,13 +72,40 @@ def create_key(conn: psycopg.Connection, *, name: str, role: str, department: st
         raise InvalidInput("expires_days must be in (0, 3650]", parameter="expires_days")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    expires = datetime.now(timezone.utc) + timedelta(days=expires_days) if expires_days else None
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
     conn.execute(
         """INSERT INTO catalog.api_keys (id, name, department, role, secret_hash, created_by, expires_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s)""",
         (key_id, name, department, role, hash_secret(secret), created_by, expires),
     )
     return CreatedKey(key_id, f"gb_{key_id}_{secret}", name, department, role, expires)
+
+
+def create_scoped_key(conn: psycopg.Connection, *, name: str, department: str, scope: dict,
+                      expires_days: float, created_by: str) -> CreatedKey:
+    """A viewer key limited to ``scope["datasets"]`` (also recording its formats and bbox) that
+    expires by itself: what an approved data request issues (:mod:`geobase.catalog.requests`).
+    It reads only those datasets, desensitised as for outside callers
+    (:func:`geobase.security.can_see`, :func:`geobase.security.hidden_attributes`)."""
+    from psycopg.types.json import Jsonb
+
+    if not scope.get("datasets"):
+        raise InvalidInput("a scoped key needs at least one dataset", parameter="datasets")
+    if not (0 < expires_days <= 366):
+        raise InvalidInput("expires_days must be in (0, 366]", parameter="days")
+    created = create_key(conn, name=name, role="viewer", department=department, expires_days=expires_days,
+                         created_by=created_by)
+    conn.execute("UPDATE catalog.api_keys SET scope = %s WHERE id = %s", (Jsonb(scope), created.id))
+    return created
+
+
+def key_states(conn: psycopg.Connection, ids: list[str]) -> dict[str, str]:
+    """{key id: "active" | "expired" | "revoked"} of the keys ``ids`` (e.g. approved requests' keys)."""
+    rows = conn.execute(
+        """SELECT id, CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END
+           FROM catalog.api_keys WHERE id = ANY(%s)""", (list(ids),)).fetchall()
+    return {i: state for i, state in rows}
 
 
 def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[dict]:
@@ -132,14 +159,17 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> Principal:
     key_id, secret = parsed
     cur = await conn.execute(
         """SELECT name, department, role, secret_hash, revoked_at IS NOT NULL,
-                  expires_at IS NOT NULL AND expires_at <= now()
+                  expires_at IS NOT NULL AND expires_at <= now(), scope
            FROM catalog.api_keys WHERE id = %s""",
         (key_id,),
     )
     row = await cur.fetchone()
     if row is None:
         raise KeyRefused(REFUSED, key_id=key_id, reason="unknown key")
-    holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id)
+    scope = frozenset((row[6] or {}).get("datasets") or ()) if row[6] is not None else None
+    formats = frozenset((row[6] or {}).get("formats") or ()) if row[6] is not None else None
+    holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id, scope=scope,
+                       formats=formats or None)
     if not hmac.compare_digest(row[3], hash_secret(secret)):
         raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="wrong secret")
     if row[4]:

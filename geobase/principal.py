@@ -20,10 +20,22 @@ class Principal:
     department: str | None = None
     role: Role | None = None
     key_id: str | None = None
+    #: the datasets an approved request's key is limited to (:mod:`geobase.catalog.requests`);
+    #: None: a department's or admin's key, limited by sharing levels only
+    scope: frozenset[str] | None = None
+    #: the download formats such a key was granted (None or empty: any); see
+    #: :func:`geobase.security.require_format`
+    formats: frozenset[str] | None = None
 
     @property
     def is_public(self) -> bool:
         return self.key_id is None
+
+    @property
+    def is_outside(self) -> bool:
+        """A caller from outside the government: no key, or an approved request's key. Outside
+        callers get the desensitised data of an openness class (:func:`geobase.security.hidden_attributes`)."""
+        return self.key_id is None or self.scope is not None
 
     @property
     def is_admin(self) -> bool:

@@ -9,7 +9,15 @@ Sharing levels (per layer, from its spec, changeable by an admin):
   internal    every department's keys
   restricted  the owner department and the departments named in ``shared_with``
   private     the owner department only
-Admins see everything.
+Admins see everything — inside the network zone's limits.
+
+Grades, openness and zones (:mod:`geobase.opendata.grades`): the deployment runs in one network
+zone (``GEOBASE_NETWORK_ZONE``); a layer whose grade x openness that zone does not allow is
+invisible to everyone, admins included (:func:`can_see` asks it before anything else, so the
+catalog, items, tiles, downloads and analyses all obey it). In the internet zone a conditional
+layer's data reach keyed callers only. A key of an approved request (``Principal.scope``) sees
+only the datasets it was granted. Outside callers (no key, or a request's key) lose the
+attributes the layer's openness class drops (``desensitise`` in its spec).
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
 the app factory, ``geobase.api.app``; without it the routes' dependency
@@ -26,13 +34,35 @@ import psycopg
 
 from geobase import audit
 from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from geobase.opendata.grades import ZONES, open_to_anonymous, zone_allows
 from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
 from geobase.vocab import Role
 
-__all__ = ["PUBLIC", "LayerAccess", "Principal", "Role", "can_see", "hidden_attributes",
-           "layer_accesses", "note_denied", "note_read", "require_field", "require_fields", "require_layer",
-           "require_editor", "require_role", "view_signature", "visible_attributes", "visible_layers"]
+__all__ = [
+    "PUBLIC",
+    "LayerAccess",
+    "Principal",
+    "Role",
+    "can_see",
+    "catalog_lists",
+    "hidden_attributes",
+    "layer_accesses",
+    "network_zone",
+    "note_denied",
+    "note_read",
+    "record_visible",
+    "require_editor",
+    "require_field",
+    "require_fields",
+    "require_format",
+    "require_layer",
+    "require_role",
+    "set_network_zone",
+    "view_signature",
+    "visible_attributes",
+    "visible_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -43,9 +73,54 @@ class LayerAccess:
     department: str
     sharing: str
     shared_with: tuple[str, ...] = field(default_factory=tuple)
+    #: the effective data grade and openness class (an admin's override, else the spec's); None
+    #: (a caller that did not read them) is refused like any unknown value: fail closed
+    grade: str | None = None
+    openness: str | None = None
+
+
+_ZONE: list[str] = []
+
+
+def set_network_zone(zone: str) -> None:
+    """The app factory installs its settings' zone here (the CLI uses the process settings')."""
+    if zone not in ZONES:
+        raise ValueError(f"not a network zone: {zone!r}")
+    _ZONE[:] = [zone]
+
+
+def network_zone() -> str:
+    """The zone this process serves (``GEOBASE_NETWORK_ZONE``)."""
+    if _ZONE:
+        return _ZONE[0]
+    from geobase.settings import get_settings
+
+    return get_settings().network_zone
+
+
+def catalog_lists(access: LayerAccess) -> bool:
+    """May the dataset's catalog record be listed here at all (its grade x openness allowed in
+    this zone)? A conditional dataset is listed to everyone so it can be requested."""
+    return zone_allows(network_zone(), access.grade, access.openness)
+
+
+def record_visible(principal: Principal, access: LayerAccess) -> bool:
+    """May this caller find the dataset's catalog record? Where the zone allows the dataset: when
+    the caller may read its data, or when it is conditional (有条件开放: listed so it can be
+    requested, its data reach only the keys of approved requests)."""
+    return catalog_lists(access) and (can_see(principal, access) or access.openness == "conditional")
 
 
 def can_see(principal: Principal, access: LayerAccess) -> bool:
+    """May this caller read the layer's data? The zone first (for everyone), then an approved
+    request's scope, then the sharing level."""
+    zone = network_zone()
+    if not zone_allows(zone, access.grade, access.openness):
+        return False
+    if principal.scope is not None:
+        return access.name in principal.scope
+    if principal.is_public and not open_to_anonymous(zone, access.openness):
+        return False
     if principal.is_admin or access.sharing == "public":
         return True
     if principal.is_public:
@@ -59,10 +134,14 @@ def can_see(principal: Principal, access: LayerAccess) -> bool:
 
 def hidden_attributes(principal: Principal, spec: LayerSpec) -> set[str]:
     """Attributes masked for this caller (e.g. right-holder names hidden from the public)."""
-    if principal.is_admin or (principal.department and principal.department == spec.department):
+    if principal.is_admin or (principal.department and principal.department == spec.department
+                               and principal.scope is None):
         return set()
     audience = "public" if principal.is_public else "internal"
-    return {a.name for a in spec.attributes if audience in a.hidden_from}
+    hidden = {a.name for a in spec.attributes if audience in a.hidden_from}
+    if principal.is_outside:  # the openness class's desensitisation (drop rules)
+        hidden |= {r.attribute for r in spec.desensitise.get(spec.openness, ()) if r.action == "drop"}
+    return hidden
 
 
 def visible_attributes(principal: Principal, spec: LayerSpec) -> list[str]:
@@ -99,20 +178,20 @@ def view_signature(principal: Principal, accesses: list[LayerAccess], registry: 
     # change); the memo holds its registry, so the id in the key cannot be reused by another
     kept, memo = _SIGNATURES.setdefault(id(registry), (registry, {}))
     # what can_see and hidden_attributes read of the principal: its role flags and department
-    key = (principal.is_admin, principal.is_public, principal.department,
+    key = (principal.is_admin, principal.is_public, principal.department, principal.scope, network_zone(),
            tuple(sorted(accesses, key=lambda x: x.name)))
     sig = memo.get(key)
     if sig is None:
         if len(memo) > 4096:
             memo.clear()
-        sig = memo[key] = _view_signature(_Viewer(*key[:3]), key[3], kept)
+        sig = memo[key] = _view_signature(_Viewer(*key[:4]), key[5], kept)
     return sig
 
 
 _SIGNATURES: dict[int, tuple[Registry, dict]] = {}
 
 
-def _view_signature(principal: "_Viewer", accesses: tuple[LayerAccess, ...], registry: Registry) -> str:
+def _view_signature(principal: _Viewer, accesses: tuple[LayerAccess, ...], registry: Registry) -> str:
     parts = []
     for a in accesses:
         if can_see(principal, a) and a.name in registry.layers:
@@ -127,6 +206,11 @@ class _Viewer:
     is_admin: bool
     is_public: bool
     department: str | None
+    scope: frozenset[str] | None
+
+    @property
+    def is_outside(self) -> bool:
+        return self.is_public or self.scope is not None
 
 
 async def layer_accesses(conn: psycopg.AsyncConnection) -> list[LayerAccess]:
@@ -180,6 +264,13 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
         raise NotFound(f"collection {name!r} not found", parameter="collectionId")
     _note_read(principal, access, registry.layers[name])
     return registry.layers[name]
+
+
+def require_format(principal: Principal, fmt: str) -> None:
+    """An approved request's key downloads only in the formats it was granted (403 otherwise).
+    Checked by the catalog's full downloads; items' ``f=`` does not ask it yet."""
+    if principal.formats and fmt not in principal.formats and fmt.split("-")[0] not in principal.formats:
+        raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats))}, not {fmt!r}")
 
 
 def require_role(principal: Principal, role: Role) -> None:

@@ -112,6 +112,12 @@ class ServerSettings(BaseModel):
     key_cache_s: float = Field(
         ge=0, default=5.0, description="Seconds an API-key lookup is cached; a revocation is effective within this."
     )
+    network_zone: str = Field(
+        default="government",
+        description="The network zone this deployment runs in: classified (涉密内网), government (政务外网) or "
+        "internet (互联网). Datasets whose grade x openness the zone does not allow are invisible everywhere "
+        "(geobase/opendata/grades.py ZONE_TABLE).",
+    )
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed "
@@ -140,6 +146,15 @@ class ServerSettings(BaseModel):
         if value.strip().lower() not in LOG_LEVELS:
             raise ValueError(f"{value[:40]!r} is not a log level: use {', '.join(LOG_LEVELS)}")
         return value.strip().lower()
+
+    @field_validator("network_zone")
+    @classmethod
+    def _network_zone(cls, value: str) -> str:
+        from geobase.opendata.grades import ZONES
+
+        if value not in ZONES:
+            raise ValueError(f"{value[:40]!r} is not a network zone: use {', '.join(ZONES)}")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

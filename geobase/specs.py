@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geobase.errors import SpecError
+from geobase.opendata.grades import Grade, Openness
 from geobase.vocab import NAME_PATTERN, Audience, SharingLevel
 
 AttrType = Literal["text", "integer", "number", "boolean", "date", "datetime"]
@@ -128,6 +129,17 @@ class RasterSpec(_Strict):
     resampling: str = "bilinear"
 
 
+class DesensitiseRule(_Strict):
+    """One attribute-level desensitisation rule of an openness class (see LayerSpec.desensitise).
+    Only ``drop`` is implemented: the attribute is removed from every output (items, downloads,
+    tiles, analyses' field names) for callers outside the government (anonymous callers and the
+    keys of approved requests), through :func:`geobase.security.hidden_attributes`. Other
+    actions are refused when the spec is read rather than silently not applied."""
+
+    attribute: str
+    action: Literal["drop"] = "drop"
+
+
 class LayerSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     title: LocalText
@@ -135,6 +147,11 @@ class LayerSpec(_Strict):
     department: str
     sharing: SharingLevel = "internal"
     shared_with: list[str] = Field(default_factory=list, description="departments for sharing=restricted")
+    grade: Grade = Field(default="general", description="data grade: general (一般) / important (重要) / core (核心)")
+    openness: Openness = Field(default="open", description="openness class: open (无条件开放) / conditional (有条件开放) "
+                               "/ closed (不予开放); see geobase.opendata.grades for the zones each may exist in")
+    desensitise: dict[Openness, list[DesensitiseRule]] = Field(
+        default_factory=dict, description="per openness class: attribute rules applied to outside callers")
     licence: str
     contact: str
     update_frequency: Literal["continual", "daily", "weekly", "monthly", "quarterly", "annual", "irregular", "as-needed"]
@@ -183,6 +200,10 @@ class LayerSpec(_Strict):
                 raise ValueError(f"{key}: unknown attribute {value!r}")
         if self.sharing == "restricted" and not self.shared_with:
             raise ValueError("shared_with: required when sharing is 'restricted'")
+        for cls, rules in self.desensitise.items():
+            missing = [r.attribute for r in rules if r.attribute not in names]
+            if missing:
+                raise ValueError(f"desensitise.{cls}: unknown attributes {missing}")
         return self
 
     # -- helpers used across services ------------------------------------------------------

@@ -88,11 +88,12 @@ def test_one_layer_state_for_features_and_tiles(new_db):
     and the current version, and the features query is built from it."""
     import asyncio
 
+    from geobase.tiles import service
+
     from geobase.catalog.state import LayerState, layer_state, layer_states
     from geobase.features import ItemsParams, build_query
     from geobase.security import LayerAccess
     from geobase.specs import get_registry
-    from geobase.tiles import service
 
     s = new_db()
     load_test_county(s, dem=False)

@@ -30,8 +30,10 @@ CURRENT_SQL = """
 _ALL = CURRENT_SQL + " ORDER BY l.name"
 _NAMED = CURRENT_SQL + " WHERE l.name = ANY(%s) ORDER BY l.name"
 
-#: a layer's access facts (owner, sharing), what every visibility decision reads
-ACCESS_SQL = "SELECT name, department, sharing, shared_with FROM catalog.layers"
+#: a layer's access facts (owner, sharing, effective grade and openness: an admin's override,
+#: else the synced spec's), what every visibility decision reads
+GRADE_SQL = "coalesce(grade, spec->>'grade'), coalesce(openness, spec->>'openness')"
+ACCESS_SQL = "SELECT name, department, sharing, shared_with, " + GRADE_SQL + " FROM catalog.layers"
 _ACCESS_ALL = ACCESS_SQL + " ORDER BY name"
 _ACCESS_ONE = ACCESS_SQL + " WHERE name = %s"
 
@@ -114,15 +116,15 @@ def current_versions_sql(names: list[str]) -> sql.Composed:
                    "WHERE name = ANY({}))").format(sql.Literal(list(names)))
 
 
-AccessRow = tuple[str, str, str, tuple[str, ...]]
+AccessRow = tuple[str, str, str, tuple[str, ...], str | None, str | None]
 
 
 def _access(rows) -> list[AccessRow]:
-    return [(n, d, s, tuple(w or ())) for n, d, s, w in rows]
+    return [(n, d, s, tuple(w or ()), g, o) for n, d, s, w, g, o in rows]
 
 
 async def access_rows(conn: psycopg.AsyncConnection, name: str | None = None) -> list[AccessRow]:
-    """(name, department, sharing, shared_with) of every layer in name order, or of the one named
+    """(name, department, sharing, shared_with, grade, openness) of every layer in name order, or of the one named
     (an empty list when it is not in the catalog): the facts :mod:`geobase.security` decides
     visibility from. Reads ``catalog.layers`` alone, no version join: it runs on every request."""
     cur = await conn.execute(*((_ACCESS_ALL, ()) if name is None else (_ACCESS_ONE, (name,))))

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from geobase.catalog.layers import layer_versions
+from geobase.catalog.layers import GRADE_SQL, layer_versions
 from geobase.crs import supported_uris
 from geobase.errors import NotFound
 from geobase.security import LayerAccess
 from geobase.specs import LayerSpec
 
-_STATE = "SELECT name, department, sharing, shared_with, current_version FROM catalog.layers"
+_STATE = "SELECT name, department, sharing, shared_with, current_version, " + GRADE_SQL + " FROM catalog.layers"
 #: every layer's state in name order (tiles embed it in the statement that renders a tile)
 STATES_SQL = sql.SQL(_STATE + " ORDER BY name")
 _ONE = _STATE + " WHERE name = %s"
@@ -56,7 +56,7 @@ class LayerState:
 
 def states_from_rows(rows) -> dict[str, LayerState]:
     """Rows of :data:`STATES_SQL` -> {name: LayerState}, in name order."""
-    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ())), v) for n, d, s, w, v in rows}
+    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ()), g, o), v) for n, d, s, w, v, g, o in rows}
 
 
 async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:

@@ -2,7 +2,7 @@
 outside requesters and their requests for conditional data.
 
 Revision ID: 0010_s8cat
-Revises: 0009_editing
+Revises: 0010_s8ind
 
 ``catalog.layers.grade`` / ``openness``: an admin's override of the spec's data grade
 (一般/重要/核心) and openness class (无条件开放/有条件开放/不予开放); NULL means "the spec's"
@@ -20,7 +20,7 @@ to (datasets, formats, bbox).
 from alembic import op
 
 revision = "0010_s8cat"
-down_revision = "0009_editing"
+down_revision = "0010_s8ind"
 branch_labels = None
 depends_on = None
 

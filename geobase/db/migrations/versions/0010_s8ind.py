@@ -1,7 +1,7 @@
 """Indicator monitoring: values per division and layer versions, targets, warnings and their events.
 
 Revision ID: 0010_s8ind
-Revises: 0009_editing
+Revises: 0010_s8edit
 
 ``indicator_pending`` is the outbox the one version writer fills in the version's own
 transaction (geobase/catalog/versions.py ``insert_version_row``): a committed version is always
@@ -16,7 +16,7 @@ acknowledged), in order.
 from alembic import op
 
 revision = "0010_s8ind"
-down_revision = "0009_editing"
+down_revision = "0010_s8edit"
 branch_labels = None
 depends_on = None
 

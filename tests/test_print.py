@@ -190,11 +190,11 @@ def test_cli_prints_the_same_sheet_and_names_a_bad_key(county_small, tmp_path):
     spec.write_text(json.dumps({k: v for k, v in layout().items()}, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "sheet.png"
     proc = subprocess.run([sys.executable, "-m", "geobase.cli", "map", "print", str(spec), "-o", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the suffix chose PNG: the layout named no format
     spec.write_text(json.dumps({**layout(), "nort_arrow": True}), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "geobase.cli", "map", "print", str(spec), "-o", str(tmp_path / "x.pdf")],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 2 and "nort_arrow" in proc.stderr, proc.stderr
     assert not (tmp_path / "x.pdf").exists()

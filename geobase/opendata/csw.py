@@ -80,6 +80,7 @@ class _Table:
         self.conn = sqlite3.connect(":memory:", check_same_thread=False)
         create_custom_sql_functions(self.conn)
         self.conn.execute("CREATE TABLE records (" + ", ".join(f'"{c}" TEXT' for c in self.columns) + ")")
+        self.conn.execute("CREATE INDEX records_identifier ON records (identifier)")
         holder = type("Holder", (), {"dataset": _Record})()
         for r in records:
             for obj in metadata.parse_record(context, dc_record(r, root), holder):
@@ -181,12 +182,21 @@ def _config(url: str, key: str) -> dict:
 class CswEndpoint:
     """Answers one CSW request over a set of records (the caller's view)."""
 
+    def __init__(self) -> None:
+        #: the records list of the last request (kept, so its identity cannot be reused) and its table
+        self._last: tuple[list[dict], str, str] | None = None
+
     def handle(self, records: list[dict], url: str, method: str, query: str, body: bytes,
                content_type: str) -> tuple[int, dict[str, str], bytes]:
         from pycsw.server import Csw
 
         root = url.rsplit("/csw", 1)[0]
-        key = hashlib.sha256(("|".join(f"{r['id']}@{r['updated']}" for r in records) + root).encode()).hexdigest()
+        last = self._last
+        if last is not None and last[0] is records and last[1] == root:   # the same kept view: same table
+            key = last[2]
+        else:
+            key = hashlib.sha256(("|".join(f"{r['id']}@{r['updated']}" for r in records) + root).encode()).hexdigest()
+            self._last = (records, root, key)
         parts = urlsplit(url)
         environ = {"REQUEST_METHOD": method, "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body)),
                    "CONTENT_TYPE": content_type, "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": parts.scheme,

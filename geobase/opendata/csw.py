@@ -71,6 +71,7 @@ class _Table:
     """The records of one view in SQLite, with pycsw's columns and SQL functions."""
 
     def __init__(self, records: list[dict], root: str):
+        _import_pycsw()
         from pycsw.core import config, metadata
         from pycsw.core.repository import create_custom_sql_functions
 
@@ -179,6 +180,33 @@ def _config(url: str, key: str) -> dict:
     }
 
 
+def _import_pycsw() -> None:
+    """Import pycsw although its distribution pins OWSLib<0.29 (the 2.6 line, the only one the
+    index offers) while this project needs a newer OWSLib: ``pycsw/__init__`` asks pkg_resources
+    for its own version, which re-checks that pin and fails. Answer that one question (and only
+    while importing); pycsw's CSW 2.0.2 code runs with the newer OWSLib (tests/test_catalog.py)."""
+    import sys
+
+    if "pycsw" in sys.modules:
+        return
+    import pkg_resources
+
+    real = pkg_resources.require
+
+    def require(*requirements):
+        if requirements == ("pycsw",):
+            from importlib.metadata import version
+
+            return [type("Dist", (), {"version": version("pycsw")})()]
+        return real(*requirements)
+
+    pkg_resources.require = require
+    try:
+        import pycsw  # noqa: F401
+    finally:
+        pkg_resources.require = real
+
+
 class CswEndpoint:
     """Answers one CSW request over a set of records (the caller's view)."""
 
@@ -188,6 +216,7 @@ class CswEndpoint:
 
     def handle(self, records: list[dict], url: str, method: str, query: str, body: bytes,
                content_type: str) -> tuple[int, dict[str, str], bytes]:
+        _import_pycsw()
         from pycsw.server import Csw
 
         root = url.rsplit("/csw", 1)[0]

@@ -236,7 +236,7 @@ async def catalog_download(request: Request, recordId: str = Path(max_length=63)
     digest = bulk.sha256_of(path)
     audit.note(action="catalog.download", layer=spec.name, format=f)
     ext, media = bulk.FORMATS[f]
-    version = path.parent.name
+    version = path.parent.name.split("-")[0]
     return FileResponse(path, media_type=media, filename=f"{spec.name}-{version}.{ext}",
                         headers={"ETag": f'"{digest}"', "X-Checksum-SHA256": digest,
                                  "Digest": "sha-256=" + base64.b64encode(bytes.fromhex(digest)).decode()})

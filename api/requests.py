@@ -9,6 +9,7 @@ catalog lists as conditional in this zone (:func:`geobase.security.catalog_lists
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
 from geobase.api.catalog import _CACHE
 from geobase.api.deps import get_conn, get_registry_dep, get_settings_dep
 from geobase.api.gate import get_principal
@@ -86,7 +87,9 @@ def mine(x_requester_token: str | None = Header(None), settings: Settings = Depe
         conn.commit()
     audit.note(action="catalog.request.read", force=True, requester=str(who["id"]),
                keys_handed=[r["key_id"] for r in out if "key" in r])
-    return {"requests": out}
+    # one requester's answer (maybe holding a key): never kept by a shared cache
+    return JSONResponse({"requests": out}, headers={"Cache-Control": "private, no-store",
+                                                    "Vary": "X-Requester-Token"})
 
 
 @router.get("/admin/requests", summary="Requests for your department's datasets (steward or admin)")

@@ -64,8 +64,8 @@ def cache_key(spec: LayerSpec, attributes: list[str], fmt: str) -> str:
     return hashlib.sha256(f"{spec.name}|{spec.spec_hash()}|{','.join(attributes)}|{fmt}".encode()).hexdigest()[:20]
 
 
-def prepared_path(root: Path, spec: LayerSpec, version: int, attributes: list[str], fmt: str) -> Path:
-    return root / "downloads" / spec.name / f"v{version}" / f"{cache_key(spec, attributes, fmt)}.{FORMATS[fmt][0]}"
+def prepared_path(root: Path, spec: LayerSpec, version: str, attributes: list[str], fmt: str) -> Path:
+    return root / "downloads" / spec.name / version / f"{cache_key(spec, attributes, fmt)}.{FORMATS[fmt][0]}"
 
 
 def sha256_of(path: Path) -> str:
@@ -85,7 +85,9 @@ def _query(spec: LayerSpec, attributes: list[str]) -> sql.Composed:
         sql.SQL(", ").join(cols), table_ident(spec), current_filter())
 
 
-def _current_version(conninfo: str, layer: str) -> int:
+def _current_version(conninfo: str, layer: str) -> str:
+    """The current version as it names a prepared file: its number and when it was made (a
+    database reloaded from scratch has a version 1 again, never with the same time)."""
     from geobase.catalog import current_layers_sync
 
     with psycopg.connect(conninfo) as conn:
@@ -94,7 +96,8 @@ def _current_version(conninfo: str, layer: str) -> int:
         from geobase.errors import NotFound
 
         raise NotFound(f"layer {layer!r} has no loaded version", parameter="collectionId")
-    return int(cur.version)
+    made = cur.created_at.strftime("%Y%m%dT%H%M%S%f") if cur.created_at else "0"
+    return f"v{int(cur.version)}-{made}"
 
 
 def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, root: Path, timeout_ms: int) -> Path:

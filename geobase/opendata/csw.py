@@ -71,6 +71,7 @@ class _Table:
     """The records of one view in SQLite, with pycsw's columns and SQL functions."""
 
     def __init__(self, records: list[dict], root: str):
+        _import_pycsw()
         from pycsw.core import config, metadata
         from pycsw.core.repository import create_custom_sql_functions
 
@@ -80,6 +81,7 @@ class _Table:
         self.conn = sqlite3.connect(":memory:", check_same_thread=False)
         create_custom_sql_functions(self.conn)
         self.conn.execute("CREATE TABLE records (" + ", ".join(f'"{c}" TEXT' for c in self.columns) + ")")
+        self.conn.execute("CREATE INDEX records_identifier ON records (identifier)")
         holder = type("Holder", (), {"dataset": _Record})()
         for r in records:
             for obj in metadata.parse_record(context, dc_record(r, root), holder):
@@ -178,15 +180,52 @@ def _config(url: str, key: str) -> dict:
     }
 
 
+def _import_pycsw() -> None:
+    """Import pycsw although its distribution pins OWSLib<0.29 (the 2.6 line, the only one the
+    index offers) while this project needs a newer OWSLib: ``pycsw/__init__`` asks pkg_resources
+    for its own version, which re-checks that pin and fails. Answer that one question (and only
+    while importing); pycsw's CSW 2.0.2 code runs with the newer OWSLib (tests/test_catalog.py)."""
+    import sys
+
+    if "pycsw" in sys.modules:
+        return
+    import pkg_resources
+
+    real = pkg_resources.require
+
+    def require(*requirements):
+        if requirements == ("pycsw",):
+            from importlib.metadata import version
+
+            return [type("Dist", (), {"version": version("pycsw")})()]
+        return real(*requirements)
+
+    pkg_resources.require = require
+    try:
+        import pycsw  # noqa: F401
+    finally:
+        pkg_resources.require = real
+
+
 class CswEndpoint:
     """Answers one CSW request over a set of records (the caller's view)."""
 
+    def __init__(self) -> None:
+        #: the records list of the last request (kept, so its identity cannot be reused) and its table
+        self._last: tuple[list[dict], str, str] | None = None
+
     def handle(self, records: list[dict], url: str, method: str, query: str, body: bytes,
                content_type: str) -> tuple[int, dict[str, str], bytes]:
+        _import_pycsw()
         from pycsw.server import Csw
 
         root = url.rsplit("/csw", 1)[0]
-        key = hashlib.sha256(("|".join(f"{r['id']}@{r['updated']}" for r in records) + root).encode()).hexdigest()
+        last = self._last
+        if last is not None and last[0] is records and last[1] == root:   # the same kept view: same table
+            key = last[2]
+        else:
+            key = hashlib.sha256(("|".join(f"{r['id']}@{r['updated']}" for r in records) + root).encode()).hexdigest()
+            self._last = (records, root, key)
         parts = urlsplit(url)
         environ = {"REQUEST_METHOD": method, "QUERY_STRING": query, "CONTENT_LENGTH": str(len(body)),
                    "CONTENT_TYPE": content_type, "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": parts.scheme,

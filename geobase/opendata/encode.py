@@ -90,8 +90,12 @@ def _in_time(r: dict, interval) -> bool:
 
 
 def matches(r: dict, query: Query) -> bool:
-    if query.q and not all(t in r.setdefault("_text", _text(r)) for t in query.q):
-        return False
+    if query.q:
+        text = r.get("_text")
+        if text is None:   # kept in the (cached) record: built once per catalog state
+            text = r["_text"] = _text(r)
+        if not all(t in text for t in query.q):
+            return False
     if query.bbox:
         b = r.get("bbox")
         if not b or b[0] > query.bbox[2] or b[2] < query.bbox[0] or b[1] > query.bbox[3] or b[3] < query.bbox[1]:

@@ -160,7 +160,8 @@ async def catalog_zones():
     return {"zone": network_zone(), "table": zone_table_rows()}
 
 
-@router.api_route("/csw", methods=["GET", "POST"], summary="CSW 2.0.2 (pycsw) over the catalog records")
+@router.get("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: KVP", operation_id="csw_get")
+@router.post("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: XML", operation_id="csw_post")
 @allows_property_filters   # CSW's KVP parameters (case-insensitive, many) are pycsw's to check
 async def csw(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
               principal: Principal = Depends(get_principal)):

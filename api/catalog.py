@@ -160,13 +160,41 @@ async def catalog_zones():
     return {"zone": network_zone(), "table": zone_table_rows()}
 
 
-@router.get("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: KVP", operation_id="csw_get")
-@router.post("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: XML", operation_id="csw_post")
-@allows_property_filters   # CSW's KVP parameters (case-insensitive, many) are pycsw's to check
+#: the KVP parameter names of CSW 2.0.2 (OGC 07-006r1, tables 5-6 and 7.2-10.6; compared
+#: case-insensitively, as the standard says); pycsw ignores a name it does not know, so any other
+#: name is refused here with a 400 naming it (a misspelt ``constraint`` must not return everything)
+CSW_KVP = frozenset({
+    "service", "version", "request", "acceptversions", "sections", "updatesequence", "acceptformats",
+    "outputformat", "typename", "typenames", "namespace", "resulttype", "requestid", "outputschema",
+    "startposition", "maxrecords", "elementsetname", "elementname", "constraintlanguage", "constraint",
+    "constraint_language_version", "sortby", "distributedsearch", "hopcount", "responsehandler", "id",
+    "schemalanguage", "source", "resourcetype", "harvestinterval", "language",
+})
+CSW_RESPONSES = {200: {"content": {"application/xml": {}}, "description": "a CSW 2.0.2 document"},
+                 400: {"content": {"application/xml": {},
+                                   "application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}},
+                       "description": "a refused parameter (JSON) or a CSW ExceptionReport (XML)"}}
+
+
+def _csw_parameters_checked(request: Request) -> None:
+    """CSW KVP names only on GET; none on POST (the request is the XML body)."""
+    for name in request.query_params.keys():
+        if request.method == "POST" or name.lower() not in CSW_KVP:
+            where = "POST /csw takes its request as an XML body" if request.method == "POST" else \
+                "not a CSW 2.0.2 KVP parameter"
+            raise InvalidInput(f"unknown query parameter {name!r}: {where}", parameter=name)
+
+
+@router.get("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: KVP", operation_id="csw_get",
+            response_class=Response, responses=CSW_RESPONSES)
+@router.post("/csw", summary="CSW 2.0.2 (pycsw) over the catalog records: XML", operation_id="csw_post",
+             response_class=Response, responses=CSW_RESPONSES)
+@allows_property_filters   # CSW's KVP parameters (case-insensitive) are checked against CSW_KVP below
 async def csw(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
               principal: Principal = Depends(get_principal)):
     from geobase.opendata.csw import CswEndpoint
 
+    _csw_parameters_checked(request)
     records = await visible_records(request, conn, registry, principal)
     endpoint: CswEndpoint = getattr(request.app.state, "csw_endpoint", None) or CswEndpoint()
     request.app.state.csw_endpoint = endpoint

@@ -85,6 +85,8 @@ EXTRA_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/collections/{collectionId}/sessions/{sessionId}"): (403,),
     ("POST", "/collections/{collectionId}/sessions/{sessionId}/commit"): (403, 409, 412, 415, 422),
     ("DELETE", "/collections/{collectionId}/sessions/{sessionId}"): (403, 409),
+    # indicator targets: CSV only, admins only (checked in the handler)
+    ("POST", "/admin/indicators/targets"): (403, 415),
 }
 
 _TEXT = {"type": "string"}

@@ -125,6 +125,12 @@ def _replica(replica, sql: str, params=()):
         return conn.execute(sql, params).fetchall()
 
 
+def _primary(settings: Settings, sql: str, params=()):
+    owner = f"postgresql://geobase@127.0.0.1:{settings.pg_port}/geobase"
+    with psycopg.connect(owner, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def _served_by_replica(srv: LiveServer, replica, path: str, **kw) -> bool:
     """GET ``path`` (200) and say whether a server backend (geobase-api, not the health check)
     worked on the replica meanwhile."""
@@ -149,7 +155,16 @@ def test_reads_go_to_the_replica_and_writes_are_read_back(cluster, tmp_path):
         features = json.loads((SAMPLE / "rivers.geojson").read_text(encoding="utf-8"))
         with srv.client(headers={"X-API-Key": admin}) as client:
             for trial in range(3):
+                # the replica first replays everything the primary has (the previous trial's
+                # sharing change included), so that "stale" below means exactly this trial's change
+                primary_lsn = _primary(settings, "SELECT pg_current_wal_lsn()::text")[0][0]
+                _wait_for("the replica caught up", lambda: _replica(
+                    replica, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (primary_lsn,))[0][0])
                 _replica(replica, "SELECT pg_wal_replay_pause()")
+                # a pause is only requested until the startup process takes it: WAL arriving before
+                # that is still replayed, and the "stale" read below would see the change
+                _wait_for("the replica's replay paused",
+                          lambda: _replica(replica, "SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused")
                 try:
                     # a sharing change, then the caller's own read of it (anonymous: the layer's visibility)
                     level = "private" if trial % 2 == 0 else "public"
@@ -158,7 +173,12 @@ def test_reads_go_to_the_replica_and_writes_are_read_back(cluster, tmp_path):
                     assert "geobase_lsn" in client.cookies and r.headers["geobase-lsn"]
                     seen = httpx.get(f"{srv.url}/collections/water_areas", cookies=dict(client.cookies), timeout=BOUND_S)
                     assert seen.status_code == (404 if level == "private" else 200), (trial, level)
-                    # a caller without the token reads the replica, which has not replayed the change
+                    # the replica (in the read rotation, checked above) has not replayed the change:
+                    # without the token the caller's read above could have been stale
+                    old = "public" if level == "private" else "private"
+                    assert _replica(replica, "SELECT sharing FROM catalog.layers WHERE name = 'water_areas'") \
+                        == [(old,)], (trial, "the replica replayed the change: nothing proven")
+                    # and a caller without the token reads the replica: the old state
                     stale = httpx.get(f"{srv.url}/collections/water_areas", timeout=BOUND_S)
                     assert stale.status_code == (200 if level == "private" else 404), (
                         trial, "not the replica", srv.logs()[-3000:])

@@ -19,7 +19,6 @@ decides (401/403) before anything is read or written; every write is audited wit
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -30,8 +29,9 @@ from fastapi.responses import JSONResponse, Response
 
 from geobase import audit
 from geobase.api.deps import (Collection, base_url, feature_collection, get_conn, get_registry_dep,
-                              request_connection, streamed_feature_collection)
-from geobase.api.streaming import ClosingStreamingResponse
+                              streamed_feature_collection)
+from geobase.api.streaming import event_stream
+from geobase.api.streaming import last_event_id as last_event_id_checked
 from geobase.api.gate import get_principal
 from geobase.catalog import edits
 from geobase.crs import Crs, parse_crs
@@ -222,9 +222,6 @@ async def item_history(featureId: str, c: Collection = Depends(feature_collectio
 
 #: a change stream ends after this long (EventSource reconnects at once with Last-Event-ID and
 #: misses nothing); bounds what one idle subscriber holds and keeps clients with a timeout happy
-STREAM_SECONDS = 50.0
-POLL_SECONDS = 0.5
-HEARTBEAT_SECONDS = 15.0
 
 
 def _event(layer: str, root: str, v: dict) -> bytes:
@@ -239,29 +236,14 @@ async def changes_stream(request: Request, c: Collection = Depends(streamed_feat
                          until: int | None = Query(None, ge=0, le=2**31 - 1, description="Close the stream once "
                                                    "this version was sent (default: stay open ~50 s; reconnect)"),
                          last_event_id: str | None = Header(None, alias="Last-Event-ID")):
-    if last_event_id is not None and not last_event_id.strip().isdigit():
-        raise InvalidInput("Last-Event-ID: the version number of the last event received", parameter="Last-Event-ID")
-    start = int(last_event_id) if last_event_id is not None else (c.state.current_version or 0)
+    resumed = last_event_id_checked(last_event_id, "the version number of the last event received")
+    start = resumed if resumed is not None else (c.state.current_version or 0)
     layer, root = c.spec.name, base_url(request)
 
-    async def events():
-        yield b"retry: 1000\n\n"
-        last, loop = start, asyncio.get_running_loop()
-        deadline, beat = loop.time() + STREAM_SECONDS, loop.time() + HEARTBEAT_SECONDS
-        while (until is None or last < until) and loop.time() < deadline:
-            async with request_connection(request) as conn:  # held only for the query, not between polls
-                for v in await edits.versions_since(conn, layer, last):
-                    last = v["version"]
-                    yield _event(layer, root, v)
-            if (until is not None and last >= until) or await request.is_disconnected():
-                break
-            if loop.time() > beat:
-                beat = loop.time() + HEARTBEAT_SECONDS
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(POLL_SECONDS)
+    async def read_since(conn, last: int) -> list[tuple[int, bytes | None]]:
+        return [(v["version"], _event(layer, root, v)) for v in await edits.versions_since(conn, layer, last)]
 
-    return ClosingStreamingResponse(events(), media_type="text/event-stream", headers={
-        "Cache-Control": "no-store", "Vary": "Accept, Authorization, X-API-Key", "X-Accel-Buffering": "no"})
+    return event_stream(request, start, until, read_since, {"Vary": "Accept, Authorization, X-API-Key"})
 
 
 @router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")

@@ -4,7 +4,6 @@ target import, and the dashboard page. Routes only: the core is :mod:`geobase.in
 
 from __future__ import annotations
 
-import asyncio
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -12,7 +11,8 @@ from fastapi.responses import HTMLResponse, Response
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from geobase.api.gate import get_principal
 from geobase.api.negotiation import chosen
-from geobase.api.streaming import ClosingStreamingResponse
+from geobase.api.streaming import event_stream
+from geobase.api.streaming import last_event_id as last_event_id_checked
 
 from geobase import audit
 from geobase.catalog import indicators as cat
@@ -26,7 +26,6 @@ router = APIRouter(tags=["Indicators"])
 #: who may acknowledge a warning (a named person with a key: the acknowledgement is audited)
 ACK_ROLE = "analyst"
 VARY = {"Vary": "Accept, Authorization, X-API-Key"}
-STREAM_SECONDS, POLL_SECONDS, HEARTBEAT_SECONDS = 50.0, 0.5, 15.0
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 
 
@@ -102,31 +101,16 @@ async def warnings_stream(request: Request, until: int | None = Query(None, ge=0
                           last_event_id: str | None = Header(None, alias="Last-Event-ID"),
                           registry: Registry = Depends(get_registry_dep),
                           principal: Principal = Depends(get_principal)):
-    if last_event_id is not None and not last_event_id.strip().isdigit():
-        raise InvalidInput("Last-Event-ID: the id of the last event received", parameter="Last-Event-ID")
+    resumed = last_event_id_checked(last_event_id, "the id of the last event received")
     async with request_connection(request) as conn:
         mine = await _mine(request, conn, principal, registry)
-        start = int(last_event_id) if last_event_id is not None else await cat.last_event(conn)
+        start = resumed if resumed is not None else await cat.last_event(conn)
 
-    async def events():
-        yield b"retry: 1000\n\n"
-        last, loop = start, asyncio.get_running_loop()
-        deadline, beat = loop.time() + STREAM_SECONDS, loop.time() + HEARTBEAT_SECONDS
-        while (until is None or last < until) and loop.time() < deadline:
-            async with request_connection(request) as conn:
-                for e in await cat.events_since(conn, last):
-                    last = e["id"]
-                    if e["data"]["indicator"] in mine:
-                        yield _event(e)
-            if (until is not None and last >= until) or await request.is_disconnected():
-                break
-            if loop.time() > beat:
-                beat = loop.time() + HEARTBEAT_SECONDS
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(POLL_SECONDS)
+    async def read_since(conn, last: int) -> list[tuple[int, bytes | None]]:
+        return [(e["id"], _event(e) if e["data"]["indicator"] in mine else None)
+                for e in await cat.events_since(conn, last)]
 
-    return ClosingStreamingResponse(events(), media_type="text/event-stream", headers={
-        "Cache-Control": "no-store", **VARY, "X-Accel-Buffering": "no"})
+    return event_stream(request, start, until, read_since, VARY)
 
 
 @router.post("/admin/indicators/targets", summary="Import planning targets from CSV (indicator,division,target)")

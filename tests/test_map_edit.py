@@ -13,25 +13,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import LiveServer, create_database, drop_database, settings_for
-from editing_common import FAST, auth, make_editing_keys, q
+from editing_common import auth, ed, q  # noqa: F401  (ed: the module's private county and editing keys)
 from test_map_browser import ARGS, CHROMIUM
 from test_map_modules import node
-from test_security_common import unique_name
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def edmap(pg_server, county_template):
-    template, data_dir = county_template
-    name = unique_name("gb_edmap")
-    settings = settings_for(create_database(pg_server, name, template), data_dir)
-    tokens = make_editing_keys(settings)
-    srv = LiveServer(settings, env=FAST)
-    yield srv, tokens, settings
-    srv.stop()
-    drop_database(pg_server, name)
 
 
 @contextmanager
@@ -127,8 +113,8 @@ def test_vertex_handles_keep_rings_closed():
     assert moved == [[[[-1, -1], [1, 0], [1, 1], [0, 1], [-1, -1]]]]
 
 
-def test_edit_an_attribute_with_the_code_list_and_commit(edmap):
-    srv, tokens, settings = edmap
+def test_edit_an_attribute_with_the_code_list_and_commit(ed):
+    srv, tokens, settings = ed
     target = parcel(settings, 40)
     bsm = target[0]
     before = q(settings, "SELECT current_version FROM catalog.layers WHERE name = 'land_use'")[0][0]
@@ -154,8 +140,8 @@ def test_edit_an_attribute_with_the_code_list_and_commit(edmap):
         assert c.get("/tiles/onemap.json", headers=auth(tokens, "nr:editor")).json()["tiles"][0] == tiles
 
 
-def test_split_a_parcel_by_a_drawn_line(edmap):
-    srv, tokens, settings = edmap
+def test_split_a_parcel_by_a_drawn_line(ed):
+    srv, tokens, settings = ed
     target = parcel(settings, 55)
     bsm, point, box = target[:3]
     total = "SELECT sum(ST_Area(geom::geography)) FROM data.land_use WHERE _vto IS NULL"
@@ -186,8 +172,8 @@ def test_split_a_parcel_by_a_drawn_line(edmap):
     assert q(settings, "SELECT current_version FROM catalog.layers WHERE name = 'land_use'")[0][0] == done["version"]
 
 
-def test_two_editors_on_one_parcel_the_second_sees_the_conflict_and_reloads(edmap):
-    srv, tokens, settings = edmap
+def test_two_editors_on_one_parcel_the_second_sees_the_conflict_and_reloads(ed):
+    srv, tokens, settings = ed
     target = parcel(settings, 70)
     bsm = target[0]
     with browser(2) as ([first, second], seen):
@@ -222,8 +208,8 @@ def test_two_editors_on_one_parcel_the_second_sees_the_conflict_and_reloads(edma
         assert c.get(f"/collections/land_use/items/{bsm}", headers=auth(tokens, "nr:editor")).json()["properties"]["dlbm"] == theirs
 
 
-def test_merge_two_parcels_and_see_a_moved_vertex_refused_before_commit(edmap):
-    srv, tokens, settings = edmap
+def test_merge_two_parcels_and_see_a_moved_vertex_refused_before_commit(ed):
+    srv, tokens, settings = ed
     total = "SELECT sum(ST_Area(geom::geography)) FROM data.land_use WHERE _vto IS NULL"
     a, b, pa, pb, box = q(settings, """
         SELECT a.bsm, b.bsm, ARRAY[ST_X(ST_PointOnSurface(a.geom)), ST_Y(ST_PointOnSurface(a.geom))],

@@ -88,3 +88,14 @@ def body_of(feat: dict, **props) -> bytes:
 def audit_rows(settings, action: str, feature: str) -> list[tuple]:
     return q(settings, "SELECT principal, role, department, status, params, layers FROM catalog.audit_log "
              "WHERE action = %s AND params->>'feature' = %s ORDER BY id", (action, feature))
+
+
+def edit_forest(c, h, settings, offset: int, reason: str) -> int:
+    """PATCH one forest feature (the offset-th key) with its ETag, ``reason`` as the species and
+    the reason; the new layer version."""
+    key = some_key(settings, "forest", offset)
+    _, etag = feature(c, "forest", key, h)
+    r = c.patch(f"/collections/forest/items/{key}", params={"reason": reason},
+                json={"properties": {"lin_zhong": reason}}, headers={**h, "If-Match": etag, "Content-Type": GEOJSON})
+    assert r.status_code == 200, r.text
+    return r.json()["version"]

@@ -8,7 +8,7 @@ import threading
 
 import httpx
 
-from editing_common import GEOJSON, auth, ed, feature, layer_state, some_key  # noqa: F401
+from editing_common import GEOJSON, auth, ed, edit_forest, feature, layer_state, some_key  # noqa: F401
 
 
 def _events(resp: httpx.Response, connected: threading.Event | None = None) -> list[dict]:
@@ -24,15 +24,6 @@ def _events(resp: httpx.Response, connected: threading.Event | None = None) -> l
             out.append(current)
             current = {}
     return out
-
-
-def _edit(c, h, settings, offset: int, reason: str) -> int:
-    key = some_key(settings, "forest", offset)
-    _, etag = feature(c, "forest", key, h)
-    r = c.patch(f"/collections/forest/items/{key}", params={"reason": reason},
-                json={"properties": {"lin_zhong": reason}}, headers={**h, "If-Match": etag, "Content-Type": GEOJSON})
-    assert r.status_code == 200, r.text
-    return r.json()["version"]
 
 
 def test_a_subscriber_gets_each_new_version_and_resumes_with_last_event_id(ed):
@@ -52,7 +43,7 @@ def test_a_subscriber_gets_each_new_version_and_resumes_with_last_event_id(ed):
     t.start()
     assert connected.wait(120), "the stream never started"
     with srv.client() as c:
-        v1 = _edit(c, h, settings, 60, "live")
+        v1 = edit_forest(c, h, settings, 60, "live")
         t.join(120)
         assert not t.is_alive()
         assert got["status"] == 200 and got["type"].startswith("text/event-stream")
@@ -62,7 +53,7 @@ def test_a_subscriber_gets_each_new_version_and_resumes_with_last_event_id(ed):
         assert data["changes"].endswith(f"/collections/forest/changes?from={v1 - 1}&to={v1}")
         assert c.get(data["changes"], headers=h).json()["features"]
         # away for two more versions: resume from the last event seen
-        v2, v3 = _edit(c, h, settings, 61, "second"), _edit(c, h, settings, 62, "third")
+        v2, v3 = edit_forest(c, h, settings, 61, "second"), edit_forest(c, h, settings, 62, "third")
         with c.stream("GET", "/collections/forest/changes/stream", params={"until": v3},
                       headers={**h, "Last-Event-ID": str(v1)}) as resp:
             resumed = _events(resp)

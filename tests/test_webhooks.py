@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import REPO, LiveServer, create_database, drop_database, settings_for
-from editing_common import FAST, GEOJSON, auth, feature, make_editing_keys, q, some_key
+from editing_common import FAST, auth, edit_forest, make_editing_keys, q
 from test_security_common import unique_name
 
 HOOK_ENV = {**FAST, "GEOBASE_WEBHOOK_BACKOFF_S": "0.3", "GEOBASE_WEBHOOK_MAX_ATTEMPTS": "3",
@@ -82,15 +82,6 @@ def hooks(pg_server, county_template):
     drop_database(pg_server, name)
 
 
-def _edit(c, h, settings, offset: int, reason: str) -> int:
-    key = some_key(settings, "forest", offset)
-    _, etag = feature(c, "forest", key, h)
-    r = c.patch(f"/collections/forest/items/{key}", params={"reason": reason},
-                json={"properties": {"lin_zhong": reason}}, headers={**h, "If-Match": etag, "Content-Type": GEOJSON})
-    assert r.status_code == 200, r.text
-    return r.json()["version"]
-
-
 def _sig(secret: str, ts: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
 
@@ -144,7 +135,7 @@ def test_a_version_is_delivered_signed_and_retried_after_two_500s(hooks):
         r = c.post("/admin/webhooks", json={"layer": "forest", "url": receiver.url + "/flaky"}, headers=admin)
         assert r.status_code == 201, r.text
         secret, wid = r.json()["secret"], r.json()["id"]
-        v = _edit(c, ed, settings, 70, "survey 2026-12")
+        v = edit_forest(c, ed, settings, 70, "survey 2026-12")
         got = wait_for(lambda: len(receiver.requests("/flaky")) >= 3 and receiver.requests("/flaky"), "3 attempts")
         assert wait_for(lambda: _deliveries(settings, wid)[0][1] == "delivered" and _deliveries(settings, wid),
                         "delivered")[0][1:] == ("delivered", 3, 200)
@@ -174,7 +165,7 @@ def test_an_always_failing_receiver_ends_on_the_dead_letter_list_and_an_admin_re
     with srv.client() as c:
         wid = c.post("/admin/webhooks", json={"layer": "forest", "url": receiver.url + "/down"},
                      headers=admin).json()["id"]
-        _edit(c, ed, settings, 71, "always failing")
+        edit_forest(c, ed, settings, 71, "always failing")
         wait_for(lambda: _deliveries(settings, wid)[0][1] == "dead", "dead letter")
         assert len(receiver.requests("/down")) == 3
         dead = c.get("/admin/webhooks/deliveries", params={"status": "dead"}, headers=admin).json()["deliveries"]
@@ -232,7 +223,7 @@ def test_a_delivery_survives_a_restart_of_the_server_mid_retry(pg_server, county
     try:
         first = live_server(settings, env=slow)
         with first.client() as c:
-            v = _edit(c, ed, settings, 72, "before the webhook")
+            v = edit_forest(c, ed, settings, 72, "before the webhook")
             wid = c.post("/admin/webhooks", json={"layer": "forest", "url": receiver.url + "/restart"},
                          headers=admin).json()["id"]
         # a rollback makes a version too (every path that writes a version row is announced)

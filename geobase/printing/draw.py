@@ -70,23 +70,29 @@ def _subset_font(full: str) -> tuple[str, frozenset[str]] | None:
         out = get_settings().data_path / "fonts" / f"{Path(full).stem}-gb2312-v1.ttf"
         chars = frozenset(_common_chars())
         if not out.is_file():
-            from fontTools import subset
-            from fontTools.ttLib import TTFont
-
-            font = TTFont(full, fontNumber=0)
-            opts = subset.Options()
-            opts.name_IDs, opts.notdef_outline, opts.layout_features, opts.hinting = ["*"], True, [], False
-            opts.drop_tables += ["EBDT", "EBLC", "EBSC", "BDF ", "FFTM"]
-            sub = subset.Subsetter(opts)
-            sub.populate(unicodes=[ord(c) for c in chars])
-            sub.subset(font)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            font.save(str(tmp))
-            os.replace(tmp, out)
+            _cut_font(full, chars, out)
         return str(out), chars
     except Exception:  # noqa: BLE001 - a cache: any failure leaves the full font in use
         return None
+
+
+def _cut_font(source: str, chars, out: Path) -> None:
+    """Write the glyphs of ``chars`` from ``source`` (a TrueType file or collection's first
+    font) to ``out``, atomically (a temporary file renamed), for the PDF backend to embed."""
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(source, fontNumber=0)
+    opts = subset.Options()
+    opts.name_IDs, opts.notdef_outline, opts.layout_features, opts.hinting = ["*"], True, [], False
+    opts.drop_tables += ["EBDT", "EBLC", "EBSC", "BDF ", "FFTM"]
+    cutter = subset.Subsetter(opts)
+    cutter.populate(unicodes=[ord(c) for c in chars])
+    cutter.subset(font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    font.save(str(tmp))
+    os.replace(tmp, out)
 
 
 def _fixed_chars() -> frozenset[str]:
@@ -114,20 +120,7 @@ def _sheet_font(source: str, chars: frozenset[str]) -> str | None:
         out = folder / f"sheet-{key}.ttf"
         if out.is_file():
             return str(out)
-        from fontTools import subset
-        from fontTools.ttLib import TTFont
-
-        font = TTFont(source, fontNumber=0)
-        opts = subset.Options()
-        opts.name_IDs, opts.notdef_outline, opts.layout_features, opts.hinting = ["*"], True, [], False
-        opts.drop_tables += ["EBDT", "EBLC", "EBSC", "BDF ", "FFTM"]
-        cutter = subset.Subsetter(opts)
-        cutter.populate(unicodes=[ord(c) for c in chars])
-        cutter.subset(font)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        font.save(str(tmp))
-        os.replace(tmp, out)
+        _cut_font(source, chars, out)
         kept = sorted(folder.glob("sheet-*.ttf"), key=lambda p: p.stat().st_mtime)
         for old in kept[:-256]:
             old.unlink(missing_ok=True)

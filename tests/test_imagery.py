@@ -33,7 +33,7 @@ def offline_validator():
     return v
 
 
-def validate_item(d: dict) -> "object":
+def validate_item(d: dict) -> object:
     import pystac
 
     item = pystac.Item.from_dict(d)
@@ -115,7 +115,7 @@ def test_hostile_files_are_refused(db_settings, tmp_path):
 def test_a_failed_commit_registers_nothing_and_leaves_no_file(db_settings, monkeypatch):
     """The scene's row and its file go together: a failure after the COG is written (here the
     catalogue insert) leaves no row, no COG and no partial file."""
-    import geobase.imagery.ingest as ingest
+    from geobase.imagery import ingest
 
     def boom(*a, **k):
         raise RuntimeError("killed")

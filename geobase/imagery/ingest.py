@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -76,10 +76,10 @@ def parse_datetime(text: str | None) -> datetime:
         raise InvalidInput("--datetime: the acquisition date is required (not read from the file)",
                            parameter="datetime")
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"--datetime: {text!r} is not an ISO 8601 date or date-time", parameter="datetime") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _to_cog(src: Path, dst: Path, nodata: float | None) -> None:

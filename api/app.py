@@ -22,6 +22,7 @@ from geobase import __version__, keys
 from geobase.api import admin, analysis, docs, editing, features, ingest, items, landing, schema, tiles
 from geobase.api import map as map_
 from geobase.api import search as search_
+from geobase.api import imagery, stac
 from geobase.api.errors import install_error_handlers
 from geobase.api.gate import GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
@@ -42,7 +43,8 @@ from geobase.tiles.service import StatesHint
 log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
-ROUTER_MODULES = (landing, features, items, editing, schema, tiles, analysis, ingest, admin, map_, search_, docs)
+ROUTER_MODULES = (landing, features, items, editing, schema, tiles, analysis, ingest, admin, map_, search_, stac,
+                  imagery, docs)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 

@@ -4,7 +4,8 @@ point query and statistics over a polygon.
 A tile is the part of the mosaic inside the tile's bounds (in the tile grid's CRS, given by the
 caller, so any tile matrix set works), read with nearest-neighbour resampling: ``png``/``webp``
 after band selection or an expression, rescaling and an optional colour map; ``tif`` the raw
-values (no rescale, no colour map) for clients that compute. Polygon statistics are computed on
+values (no rescale, no colour map) for clients that compute, followed by one more band, the
+validity mask (255 valid, 0 nodata or outside every scene). Polygon statistics are computed on
 the scene's own pixels (no resampling): the pixels whose centres fall inside the polygon, so
 that they equal a numpy computation on the same pixels."""
 
@@ -145,7 +146,9 @@ def point_values(files: list[Path], lon: float, lat: float, req: BandRequest) ->
                 pt = src.point(lon, lat, **args)
             except PointOutsideBounds:
                 continue
-        valid = [bool(m) for m in pt.mask.reshape(-1)] if pt.mask is not None else [True] * len(pt.band_names)
-        values = [float(v) if ok else None for v, ok in zip(pt.data.tolist(), valid)]
+        import numpy as np
+
+        masked = np.ma.getmaskarray(pt.array).reshape(-1)  # True where nodata
+        values = [None if bad else float(v) for v, bad in zip(pt.array.data.reshape(-1).tolist(), masked)]
         return {"coordinates": [lon, lat], "file": path.name, "band_names": pt.band_names, "values": values}
     raise NotFound("no scene of this collection covers that point", parameter="lon")

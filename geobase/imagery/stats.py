@@ -9,6 +9,7 @@ across scenes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from geobase.errors import InvalidInput, NotFound
@@ -48,7 +49,9 @@ def _read(path: Path, geom: dict):
     with rasterio.open(path) as src:
         g = transform_geom("EPSG:4326", src.crs, geom)
         bounds = shapely.geometry.shape(g).bounds
-        win = from_bounds(*bounds, transform=src.transform).round_offsets("floor").round_lengths("ceil")
+        f = from_bounds(*bounds, transform=src.transform)  # whole pixels around the polygon
+        c0, r0 = math.floor(f.col_off), math.floor(f.row_off)
+        win = Window(c0, r0, math.ceil(f.col_off + f.width) - c0, math.ceil(f.row_off + f.height) - r0)
         try:
             win = win.intersection(Window(0, 0, src.width, src.height))
         except rasterio.errors.WindowError:

@@ -127,3 +127,21 @@ def test_a_failed_commit_registers_nothing_and_leaves_no_file(db_settings, monke
     assert list(folder.iterdir()) == []
     with psycopg.connect(db_settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM catalog.imagery_items").fetchone()[0] == 0
+
+
+def test_the_cli_adds_a_scene_and_refuses_with_a_message(db_settings):
+    """``geobase imagery add`` as an operator runs it: a real process, exit codes, one-line errors."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GEOBASE_DATABASE_URL=db_settings.database_url, GEOBASE_DATA_DIR=str(db_settings.data_dir))
+    cmd = [sys.executable, "-m", "geobase.cli", "imagery", "add", str(SCENE), "--collection", "landsat",
+           "--datetime", "2000-02-27", "--sensor", "etm+", "--cloud-cover", "0", "--bands", LANDSAT_BANDS]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["id"] == "l7_etms"
+    bad = subprocess.run(cmd[:-1] + ["b1=blue,b2=infrared"], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'infrared' is not an EO common name" in bad.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "already has an item 'l7_etms'" in again.stderr

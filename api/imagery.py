@@ -45,10 +45,13 @@ def _headers(principal: Principal) -> dict[str, str]:
 
 async def _files(conn, settings: Settings, collection: str, datetime: str | None) -> list[Path]:
     """The collection's scene files, latest first; 404 for an unknown collection."""
-    if not is_name(collection) or not await cat.collections(conn, collection):
+    if not is_name(collection):
         raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collectionId")
     start, end = parse_interval(datetime)
-    return [settings.data_path / f for f in await cat.mosaic_files(conn, collection, start, end)]
+    files = await cat.mosaic_files(conn, collection, start, end)
+    if not files and not await cat.collection_exists(conn, collection):
+        raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collectionId")
+    return [settings.data_path / f for f in files]
 
 
 @router.get("/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}",

@@ -10,8 +10,7 @@ import psycopg
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-
-from test_tiles_data import LAT0, LON0, N, STEP, load_test_county
+from test_tiles_data import LAT0, LON0, STEP, N, load_test_county
 
 from geobase.imagery.ingest import add_image
 

@@ -10,9 +10,8 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from rasterio.io import MemoryFile
-
 from conftest import LiveServer, create_database, drop_database, settings_for
+from rasterio.io import MemoryFile
 from test_imagery import LANDSAT_BANDS, SCENE
 
 from geobase.imagery.ingest import add_image
@@ -40,10 +39,9 @@ def img_server(pg_server, template_db, tmp_path_factory):
 def _expected(z: int, x: int, y: int, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """rasterio's own reading of the tile: the source reprojected to the tile grid, nearest;
     and which of the tile's pixels the source covers."""
+    from geobase.tiles.tms import get_tms
     from rasterio.transform import from_bounds
     from rasterio.warp import Resampling, reproject
-
-    from geobase.tiles.tms import get_tms
 
     tms = get_tms("WebMercatorQuad")
     bounds = tms.bounds(z, y, x)

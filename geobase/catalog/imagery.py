@@ -105,8 +105,15 @@ async def search_items(conn: psycopg.AsyncConnection, q: ItemQuery) -> tuple[lis
 
 
 async def mosaic_files(conn: psycopg.AsyncConnection, collection: str, start: datetime | None,
-                       end: datetime | None, bbox: tuple[float, float, float, float] | None = None) -> list[str]:
-    """The collection's scene files for a mosaic, latest first (latest on top)."""
-    rows, _ = await search_items(conn, ItemQuery(collections=(collection,), bbox=bbox, start=start, end=end,
-                                                 limit=10_000))
-    return [r["file"] for r in rows]
+                       end: datetime | None) -> list[str]:
+    """The collection's scene files for a mosaic, latest first (latest on top): one indexed
+    query per tile, no count and no extent (this runs on every imagery tile)."""
+    cur = await conn.execute(
+        "SELECT file FROM catalog.imagery_items WHERE collection = %s AND (%s::timestamptz IS NULL OR datetime >= %s)"
+        " AND (%s::timestamptz IS NULL OR datetime <= %s) ORDER BY datetime DESC, id", (collection, start, start, end, end))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def collection_exists(conn: psycopg.AsyncConnection, collection: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM catalog.imagery_collections WHERE id = %s", (collection,))
+    return await cur.fetchone() is not None

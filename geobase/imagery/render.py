@@ -112,11 +112,11 @@ def render_tile(files: list[Path], bounds: tuple[float, float, float, float], ep
         raise InvalidInput(f"format {fmt!r} is not one of {', '.join(FORMATS)}", parameter="format")
     if not files:
         return None
-    args = req.read_args(band_count(files[0]))
     crs = CRS.from_epsg(epsg)
 
     def reader(path: Path, *a, **kw):
         with Reader(str(path)) as src:
+            args = req.read_args(src.dataset.count)  # checked against each scene's own band count
             w, s, e, n = src.get_geographic_bounds(crs)
             if bounds[2] < w or bounds[0] > e or bounds[3] < s or bounds[1] > n:
                 raise TileOutsideBounds("outside")

@@ -19,6 +19,7 @@ MAX_PIXELS = 25_000_000
 
 
 def _geometry(geojson: dict):
+    import shapely.errors
     import shapely.geometry
 
     if not isinstance(geojson, dict):
@@ -28,7 +29,7 @@ def _geometry(geojson: dict):
         raise InvalidInput("body: a GeoJSON Polygon, MultiPolygon or a Feature with one", parameter="geometry")
     try:
         shape = shapely.geometry.shape(g)
-    except Exception:
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, shapely.errors.GEOSException):
         raise InvalidInput("geometry: not a readable GeoJSON polygon", parameter="geometry") from None
     if shape.is_empty or not shape.is_valid:
         raise InvalidInput("geometry: empty or invalid (self-intersecting) polygon", parameter="geometry")

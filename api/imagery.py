@@ -46,11 +46,11 @@ def _headers(principal: Principal) -> dict[str, str]:
 async def _files(conn, settings: Settings, collection: str, datetime: str | None) -> list[Path]:
     """The collection's scene files, latest first; 404 for an unknown collection."""
     if not is_name(collection):
-        raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collectionId")
+        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collectionId")
     start, end = parse_interval(datetime)
     files = await cat.mosaic_files(conn, collection, start, end)
     if not files and not await cat.collection_exists(conn, collection):
-        raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collectionId")
+        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collectionId")
     return [settings.data_path / f for f in files]
 
 
@@ -97,8 +97,10 @@ async def statistics(collectionId: str, body: dict = Body(..., description="a Ge
 @router.get("/imagery/{collectionId}/items/{itemId}/data.tif", summary="The scene's Cloud-Optimized GeoTIFF")
 async def data(request: Request, collectionId: str, itemId: str, conn=Depends(get_conn),
                settings: Settings = Depends(get_settings_dep), principal: Principal = Depends(imagery_caller)):
+    if not is_name(collectionId) or not await cat.collection_exists(conn, collectionId):
+        raise NotFound(f"collection {collectionId[:100]!r} not found", parameter="collectionId")
     rows, _ = await cat.search_items(conn, cat.ItemQuery(collections=(collectionId,), ids=(itemId,), limit=1)) \
-        if is_name(collectionId) and is_name(itemId) else ([], 0)
+        if is_name(itemId) else ([], 0)
     if not rows:
         raise NotFound(f"item {itemId[:100]!r} of imagery collection {collectionId[:100]!r} not found",
                        parameter="itemId")

@@ -137,6 +137,7 @@ ANALYSIS = Offer({"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV}, n
 POST_OFFERS: dict[str, Offer] = {
     "/analysis/site-check/upload": ANALYSIS,
     "/processes/{process_id}/execution": ANALYSIS,
+    "/stac/search": Offer({"geojson": GEOJSON}, negotiated=False),
 }
 
 

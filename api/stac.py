@@ -81,6 +81,7 @@ async def collection_items(
 @router.get("/stac/collections/{collectionId}/items/{itemId}", summary="One imagery item (STAC Item)")
 async def item(request: Request, collectionId: str, itemId: str, conn=Depends(get_conn),
                principal: Principal = Depends(imagery_caller)):
+    await stac.collection_doc(conn, collectionId, base_url(request))  # 404 for an unknown collection
     q = stac.item_query({"collections": collectionId, "ids": itemId})
     rows, _ = await cat.search_items(conn, q)
     if not rows:

@@ -31,7 +31,7 @@ NDVI = "(b4-b3)/(b4+b3)"
 
 async def _scenes(conn: psycopg.AsyncConnection, collection: str, when: str | None) -> list[dict]:
     if not is_name(collection) or not await cat.collections(conn, collection):
-        raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collection")
+        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collection")
     start, end = parse_interval(when)
     rows, _ = await cat.search_items(conn, cat.ItemQuery(collections=(collection,), start=start, end=end,
                                                          limit=10_000))
@@ -52,7 +52,7 @@ async def imagery_zonal(conn: psycopg.AsyncConnection, settings: Settings, visib
     or the one band)."""
     vis = {s.name: s for s in visible}
     if IMAGERY_RULE_LAYER not in vis:  # imagery follows the DEM layer's sharing rule
-        raise NotFound(f"imagery collection {collection[:100]!r} not found", parameter="collection")
+        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collection")
     if layer not in vis or vis[layer].kind == "raster":
         raise InvalidInput(f"layer {layer!r} is unknown, not visible or not a vector layer", parameter="layer")
     req = BandRequest(bands=bands, expression=None if bands else (expression or NDVI))

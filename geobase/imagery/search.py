@@ -152,7 +152,7 @@ async def collections_doc(conn: psycopg.AsyncConnection, base: str) -> dict:
 async def collection_doc(conn: psycopg.AsyncConnection, cid: str, base: str) -> dict:
     rows = await cat.collections(conn, cid) if is_name(cid) else []
     if not rows:
-        raise NotFound(f"imagery collection {cid[:100]!r} not found", parameter="collectionId")
+        raise NotFound(f"collection {cid[:100]!r} not found", parameter="collectionId")
     return _collection_doc(rows[0], base)
 
 

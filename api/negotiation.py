@@ -116,6 +116,16 @@ OFFERS: dict[str, Offer] = {
     "/map/config": J,
     "/search": J,
     "/search/labels": J,
+    "/stac": J,
+    "/stac/collections": J,
+    "/stac/collections/{collectionId}": J,
+    "/stac/collections/{collectionId}/items": Offer({"geojson": GEOJSON}),
+    "/stac/collections/{collectionId}/items/{itemId}": Offer({"geojson": GEOJSON}),
+    "/stac/search": Offer({"geojson": GEOJSON}),
+    "/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}": Offer(
+        {"png": PNG, "webp": "image/webp", "tif": "image/tiff; application=geotiff"}, negotiated=False, also=(204,)),
+    "/imagery/{collectionId}/point/{lon},{lat}": J,
+    "/imagery/{collectionId}/items/{itemId}/data.tif": Offer({"tiff": TIFF}, negotiated=False),
     "/vendor/maplibre-gl/{name}": Offer({"js": "text/javascript", "css": "text/css"}, negotiated=False),
     "/vendor/swagger-ui/{name}": Offer({"js": "text/javascript", "css": "text/css", "png": "image/png"},
                                        negotiated=False),
@@ -153,6 +163,7 @@ POST_OFFERS: dict[str, Offer] = {
     "/analysis/site-check/upload": ANALYSIS,
     "/processes/{process_id}/execution": ANALYSIS,
     "/maps/print": Offer({"pdf": "application/pdf", "png": PNG, "svg": "image/svg+xml"}, negotiated=False),
+    "/stac/search": Offer({"geojson": GEOJSON}, negotiated=False),
 }
 
 

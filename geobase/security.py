@@ -293,3 +293,16 @@ def require_editor(principal: Principal, access: LayerAccess) -> None:
     if principal.department != access.department:
         raise Forbidden(f"layer {access.name!r} belongs to department {access.department!r}; editors of "
                         f"{principal.department!r} may not change it")
+
+
+#: imagery collections have no sharing rule of their own yet: they are shown to exactly the
+#: callers who may see this layer (fail closed: without it in the registry nobody sees imagery)
+IMAGERY_RULE_LAYER = "dem"
+
+
+async def require_imagery(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> None:
+    """NotFound unless the caller may see imagery (the DEM layer's sharing rule)."""
+    try:
+        await require_layer(conn, principal, registry, IMAGERY_RULE_LAYER)
+    except NotFound:
+        raise NotFound("imagery collection not found", parameter="collectionId") from None

@@ -509,6 +509,16 @@ SAMPLES = {
     "/indicators/{indicatorId}": "/indicators/farmland_area",
     "/warnings": "/warnings",
     "/warnings/stream": "/warnings/stream?until=0",
+    "/stac": "/stac",
+    "/stac/collections": "/stac/collections",
+    "/stac/collections/{collectionId}": "/stac/collections/landsat",
+    "/stac/collections/{collectionId}/items": "/stac/collections/landsat/items",
+    "/stac/collections/{collectionId}/items/{itemId}": "/stac/collections/landsat/items/l7_etms",
+    "/stac/search": "/stac/search",
+    "/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}":
+        f"/imagery/landsat/tiles/WebMercatorQuad/12/{_X}/{_Y}.png",
+    "/imagery/{collectionId}/point/{lon},{lat}": "/imagery/landsat/point/120.1,30.2",
+    "/imagery/{collectionId}/items/{itemId}/data.tif": "/imagery/landsat/items/l7_etms/data.tif",
 }
 
 

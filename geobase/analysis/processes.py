@@ -92,6 +92,16 @@ class BufferIn(ProcessInputs):
     crs: str | None = None
 
 
+class ImageryZonalIn(ProcessInputs):
+    collection: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    expression: str | None = Field(default=None, description="band arithmetic (default NDVI (b4-b3)/(b4+b3))")
+    bands: str | None = Field(default=None, description="one band instead of an expression, e.g. b4")
+    layer: str = "land_use"
+    datetime: str | None = Field(default=None, description="scenes acquired in this instant or interval a/b")
+    geometry: dict | None = None
+    crs: str | None = None
+
+
 PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {
     "site-check": (SiteCheckIn, "Site compliance check of a project red line against every visible layer"),
     "tabulate": (TabulateIn, "Areas by class of layer A x class of layer B within an area of interest"),
@@ -99,6 +109,7 @@ PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {
     "steep-farmland": (SteepIn, "Farmland on slopes steeper than a threshold (DEM slope, zonal statistics)"),
     "change": (ChangeIn, "Transition matrix of areas between classes of two versions of a layer"),
     "buffer": (BufferIn, "Features within a distance of rivers and water areas (ellipsoidal distance)"),
+    "imagery-zonal": (ImageryZonalIn, "Zonal statistics of an imagery expression (NDVI) over every parcel of a layer"),
 }
 
 
@@ -148,4 +159,9 @@ async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConn
     if process == "buffer":
         return await buffer(conn, registry, visible, layer=body.layer, distance_m=body.distance_m,
                             water_layers=body.water_layers, aoi=geom, filter=body.filter, principal=principal)
+    if process == "imagery-zonal":
+        from geobase.imagery.parcels import imagery_zonal
+
+        return await imagery_zonal(conn, settings, visible, collection=body.collection, expression=body.expression,
+                                   bands=body.bands, layer=body.layer, when=body.datetime, aoi=geom)
     raise NotFound(f"process {process!r} not found", parameter="processId")

@@ -1,0 +1,119 @@
+"""The imagery catalogue's SQL (``catalog.imagery_collections``, ``catalog.imagery_items``):
+STAC Collections and Items of ingested scenes, written by :mod:`geobase.imagery.ingest` and read
+by the STAC API, the imagery tiles and the CLI. Writers use a synchronous connection (the CLI),
+readers an asynchronous one (the server)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from geobase.errors import Conflict
+
+
+@dataclass(frozen=True)
+class ItemQuery:
+    """A STAC item search: every part optional; ``bbox`` in EPSG:4326, datetimes aware."""
+
+    collections: tuple[str, ...] | None = None
+    ids: tuple[str, ...] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int = 10
+    offset: int = 0
+
+
+def ensure_collection(conn: psycopg.Connection, cid: str, title: str | None = None,
+                      description: str | None = None) -> None:
+    """Create the collection when it does not exist (its title is kept when it does)."""
+    conn.execute("INSERT INTO catalog.imagery_collections (id, title, description) VALUES (%s, %s, %s) "
+                 "ON CONFLICT (id) DO NOTHING", (cid, title, description))
+
+
+def insert_item(conn: psycopg.Connection, collection: str, item_id: str, when: datetime,
+                bbox: tuple[float, float, float, float], cloud_cover: float | None, file: str, item: dict) -> None:
+    """One scene's row; Conflict when the collection already has an item of that id."""
+    try:
+        conn.execute(
+            "INSERT INTO catalog.imagery_items (collection, id, datetime, footprint, cloud_cover, file, item) "
+            "VALUES (%s, %s, %s, ST_MakeEnvelope(%s, %s, %s, %s, 4326), %s, %s, %s::jsonb)",
+            (collection, item_id, when, *bbox, cloud_cover, file, json.dumps(item)))
+    except psycopg.errors.UniqueViolation as exc:
+        raise Conflict(f"collection {collection!r} already has an item {item_id!r}") from exc
+
+
+def item_exists(conn: psycopg.Connection, collection: str, item_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM catalog.imagery_items WHERE collection = %s AND id = %s",
+                        (collection, item_id)).fetchone() is not None
+
+
+_COLLECTIONS = """
+SELECT c.id, c.title, c.description, count(i.id) AS items,
+       ST_XMin(ST_Extent(i.footprint)) AS xmin, ST_YMin(ST_Extent(i.footprint)) AS ymin,
+       ST_XMax(ST_Extent(i.footprint)) AS xmax, ST_YMax(ST_Extent(i.footprint)) AS ymax,
+       min(i.datetime) AS start, max(i.datetime) AS end
+  FROM catalog.imagery_collections c LEFT JOIN catalog.imagery_items i ON i.collection = c.id
+"""
+
+
+async def collections(conn: psycopg.AsyncConnection, cid: str | None = None) -> list[dict]:
+    """Collections with their derived extent (bbox of their items' footprints, time span)."""
+    where = sql.SQL("WHERE c.id = %s ") if cid is not None else sql.SQL("")
+    query = sql.SQL(_COLLECTIONS) + where + sql.SQL("GROUP BY c.id ORDER BY c.id")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, (cid,) if cid is not None else ())
+        return await cur.fetchall()
+
+
+def _where(q: ItemQuery) -> tuple[sql.Composable, list]:
+    parts: list[sql.Composable] = [sql.SQL("TRUE")]
+    args: list = []
+    if q.collections is not None:
+        parts.append(sql.SQL("collection = ANY(%s)"))
+        args.append(list(q.collections))
+    if q.ids is not None:
+        parts.append(sql.SQL("id = ANY(%s)"))
+        args.append(list(q.ids))
+    if q.bbox is not None:
+        parts.append(sql.SQL("footprint && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"))
+        args += list(q.bbox)
+    if q.start is not None:
+        parts.append(sql.SQL("datetime >= %s"))
+        args.append(q.start)
+    if q.end is not None:
+        parts.append(sql.SQL("datetime <= %s"))
+        args.append(q.end)
+    return sql.SQL(" AND ").join(parts), args
+
+
+async def search_items(conn: psycopg.AsyncConnection, q: ItemQuery) -> tuple[list[dict], int]:
+    """(rows with ``collection, id, datetime, file, item``, number matched), newest first."""
+    where, args = _where(q)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.SQL("SELECT count(*) AS n FROM catalog.imagery_items WHERE ") + where, args)
+        matched = (await cur.fetchone())["n"]
+        await cur.execute(sql.SQL("SELECT collection, id, datetime, file, item FROM catalog.imagery_items WHERE ")
+                          + where + sql.SQL(" ORDER BY datetime DESC, collection, id LIMIT %s OFFSET %s"),
+                          [*args, q.limit, q.offset])
+        return await cur.fetchall(), matched
+
+
+async def mosaic_files(conn: psycopg.AsyncConnection, collection: str, start: datetime | None,
+                       end: datetime | None) -> list[str]:
+    """The collection's scene files for a mosaic, latest first (latest on top): one indexed
+    query per tile, no count and no extent (this runs on every imagery tile)."""
+    cur = await conn.execute(
+        "SELECT file FROM catalog.imagery_items WHERE collection = %s AND (%s::timestamptz IS NULL OR datetime >= %s)"
+        " AND (%s::timestamptz IS NULL OR datetime <= %s) ORDER BY datetime DESC, id", (collection, start, start, end, end))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def collection_exists(conn: psycopg.AsyncConnection, collection: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM catalog.imagery_collections WHERE id = %s", (collection,))
+    return await cur.fetchone() is not None

@@ -1,0 +1,117 @@
+"""STAC API over the imagery catalogue, read the way pystac / pystac-client read it: landing
+with conformsTo, collections, items that validate, search by bbox, datetime, collections and
+ids with next links (GET and POST), unknown parameters refused, imagery following the DEM
+layer's sharing rule."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import LiveServer, create_database, drop_database, settings_for
+from test_imagery import LANDSAT_BANDS, SCENE, validate_item
+
+from geobase.imagery.ingest import add_image
+
+
+@pytest.fixture(scope="module")
+def stac_server(pg_server, template_db, tmp_path_factory):
+    """Three scenes: the Landsat scene on two dates in ``landsat`` and once in ``other``."""
+    name = f"gb_stac_{id(tmp_path_factory) % 10**8}"
+    url = create_database(pg_server, name, template_db)
+    settings = settings_for(url, tmp_path_factory.mktemp("stac"))
+    for coll, iid, when in (("landsat", "l7_etms", "2000-02-27"), ("landsat", "l7_later", "2001-06-01T10:00:00Z"),
+                            ("other", "l7_other", "2002-01-01")):
+        add_image(settings, SCENE, coll, when=when, sensor="etm+", cloud_cover=5, bands=LANDSAT_BANDS, item_id=iid)
+    srv = LiveServer(settings)
+    yield srv, settings
+    srv.stop()
+    drop_database(pg_server, name)
+
+
+def test_landing_and_collections(stac_server):
+    import pystac
+
+    srv, _ = stac_server
+    with srv.client() as c:
+        land = c.get("/stac").json()
+        assert "https://api.stacspec.org/v1.0.0/item-search" in land["conformsTo"]
+        assert {l["rel"] for l in land["links"]} >= {"self", "root", "data", "search"}
+        colls = c.get("/stac/collections").json()["collections"]
+        assert [x["id"] for x in colls] == ["landsat", "other"]
+        coll = pystac.Collection.from_dict(c.get("/stac/collections/landsat").json())
+        coll.validate()  # core collection schema (bundled with pystac)
+        assert coll.extent.temporal.intervals[0][0].year == 2000 and coll.extent.temporal.intervals[0][1].year == 2001
+        w, s, e, n = coll.extent.spatial.bboxes[0]
+        assert -35.2 < w < e < -34.7 and -8.2 < s < n < -7.8
+        assert c.get("/stac/collections/nope").status_code == 404
+
+
+def test_items_validate_and_their_asset_is_the_cog(stac_server):
+    srv, settings = stac_server
+    with srv.client() as c:
+        page = c.get("/stac/collections/landsat/items").json()
+        assert page["numberMatched"] == 2 and [f["id"] for f in page["features"]] == ["l7_later", "l7_etms"]
+        for f in page["features"]:
+            item = validate_item(f)
+            assert item.get_self_href().startswith(srv.url)
+        one = c.get("/stac/collections/landsat/items/l7_etms")
+        assert one.status_code == 200 and one.headers["content-type"].startswith("application/geo+json")
+        cog = c.get(one.json()["assets"]["data"]["href"].removeprefix(srv.url))
+        assert cog.status_code == 200 and cog.content == (settings.data_path / "imagery/landsat/l7_etms.tif").read_bytes()
+        assert c.get("/stac/collections/landsat/items/nope").status_code == 404
+
+
+def test_search_get_and_post_with_next_links(stac_server):
+    srv, _ = stac_server
+    with srv.client() as c:
+        r = c.get("/stac/search", params={"limit": 2}).json()
+        assert r["numberMatched"] == 3 and len(r["features"]) == 2
+        nxt = next(l for l in r["links"] if l["rel"] == "next")
+        r2 = c.get(nxt["href"].removeprefix(srv.url)).json()
+        assert [f["id"] for f in r2["features"]] == ["l7_etms"] and not any(l["rel"] == "next" for l in r2["links"])
+        ids = lambda **p: [f["id"] for f in c.get("/stac/search", params=p).json()["features"]]
+        assert ids(collections="other") == ["l7_other"]
+        assert ids(datetime="2000-01-01/2001-12-31") == ["l7_later", "l7_etms"]
+        assert ids(datetime="2001-06-01T10:00:00Z") == ["l7_later"]
+        assert ids(datetime="../2000-12-31") == ["l7_etms"]
+        assert ids(bbox="-35,-8,-34.9,-7.9") == ["l7_other", "l7_later", "l7_etms"]
+        assert ids(bbox="100,20,110,30") == []
+        assert ids(ids="l7_etms,l7_other") == ["l7_other", "l7_etms"]
+        p = c.post("/stac/search", json={"collections": ["landsat"], "limit": 1}).json()
+        assert [f["id"] for f in p["features"]] == ["l7_later"]
+        nxt = next(l for l in p["links"] if l["rel"] == "next")
+        assert nxt["method"] == "POST"
+        p2 = c.post("/stac/search", json=nxt["body"]).json()
+        assert [f["id"] for f in p2["features"]] == ["l7_etms"]
+
+
+@pytest.mark.parametrize("how, params, parameter", [
+    ("get", {"colour": "red"}, "colour"),
+    ("get", {"bbox": "1,2,3"}, "bbox"),
+    ("get", {"datetime": "soon"}, "datetime"),
+    ("get", {"limit": "0"}, "limit"),
+    ("get", {"collections": "../x"}, "collections"),
+    ("post", {"query": {"eo:cloud_cover": {"lt": 10}}}, "query"),
+    ("post", {"limit": 5000}, "limit"),
+    ("post", {"datetime": "2001-01-01/2000-01-01"}, "datetime"),
+])
+def test_bad_search_parameters_are_refused_naming_them(stac_server, how, params, parameter):
+    srv, _ = stac_server
+    with srv.client() as c:
+        r = c.get("/stac/search", params=params) if how == "get" else c.post("/stac/search", json=params)
+    assert r.status_code == 400 and r.json()["parameter"] == parameter, r.text
+
+
+def test_imagery_follows_the_dem_layer_sharing_rule(stac_server):
+    """Fail closed: when the DEM is not public, the public sees no imagery at all (404)."""
+    srv, settings = stac_server
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("UPDATE catalog.layers SET sharing = 'internal' WHERE name = 'dem'")
+    try:
+        with srv.client() as c:
+            for url in ("/stac", "/stac/search", "/stac/collections/landsat/items",
+                        "/imagery/landsat/point/-34.9,-7.95", "/imagery/landsat/items/l7_etms/data.tif"):
+                assert c.get(url).status_code == 404, url
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'dem'")

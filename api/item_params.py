@@ -141,9 +141,12 @@ async def items_params(output: dict = Depends(output_params), version: dict = De
     return ItemsParams(**output, **version, **page, **filters)
 
 
-async def item_params(output: dict = Depends(output_params), version: dict = Depends(version_param)) -> ItemsParams:
-    """/collections/{id}/items/{featureId}: how the one feature is written, and its version."""
-    return ItemsParams(**output, **version)
+async def item_params(output: dict = Depends(output_params), version: dict = Depends(version_param),
+                      division: str | None = Query(None, description=(
+                          "6-digit county code: the county whose feature this key names (a key is unique "
+                          "per county; a key of two counties' features answers 409 without it)"))) -> ItemsParams:
+    """/collections/{id}/items/{featureId}: how the one feature is written, its version and county."""
+    return ItemsParams(**output, **version, extra={"division": division} if division is not None else {})
 
 
 async def changes_params(output: dict = Depends(output_params), page: dict = Depends(page_params)) -> ItemsParams:

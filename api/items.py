@@ -87,7 +87,8 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
                     sorted(request.query_params.multi_items()), sorted(c.hidden), fmt)
     # a layer without a version has no rows: its table is not named (a first load may hold its lock)
-    content = await feature_hash(conn, spec, featureId, q.version) if c.state.current_version is not None else None
+    content = (await feature_hash(conn, spec, featureId, q.version, p.extra.get("division"))
+               if c.state.current_version is not None else None)
     if content is not None:  # strong: the content's hash (what If-Match of an edit names), then the representation
         etag = f'"{content}-{etag[1:17]}"'
     headers = caller_cache_headers(principal, etag)

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
-from geobase.errors import InvalidInput
+from geobase.errors import Conflict, InvalidInput
 from geobase.specs import LayerSpec
 
 log = logging.getLogger(__name__)
@@ -208,3 +208,14 @@ def empty_rows(spec: LayerSpec) -> sql.Composed:
     return sql.SQL("(SELECT {} LIMIT 0)").format(sql.SQL(", ").join(
         sql.SQL("NULL::{} AS {}").format(sql.SQL(typ), sql.Identifier(name))
         for name, typ, _ in layer_columns(spec)))
+
+
+def shared_key_conflict(layer: str, key: str, divisions: Iterable[str]) -> Conflict:
+    """The refusal for a feature key that names a current feature in more than one county.
+
+    A key is unique per county only (two counties' deliveries may both hold BSM ``00000002``):
+    answering with either feature, or editing by the bare key, would silently pick one county's
+    feature (an edit would even retire the other's). The caller names the county instead."""
+    divs = sorted(set(divisions))
+    return Conflict(f"feature {key!r} of {layer!r} is a feature of {len(divs)} counties ({', '.join(divs)}); "
+                    f"name one with division=", parameter="featureId", details={"divisions": divs})

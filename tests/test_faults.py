@@ -10,11 +10,12 @@ import time
 import httpx
 import psycopg
 import pytest
+from conftest import TEST_PORT
 
 from geobase.db.cluster import LocalCluster
 from geobase.settings import Settings
 
-FAULT_PORT = 55447  # a throwaway cluster: never the session's shared one (55433)
+FAULT_PORT = TEST_PORT + 14  # a throwaway cluster (55447 by default): never the session's shared one
 
 
 def test_pool_exhaustion_answers_503_with_retry_after(new_db, live_server):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import TEST_PORT
 
 from geobase.db.cluster import LocalCluster
 from geobase.errors import SetupError, SpecError
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def lifecycle_cluster(tmp_path_factory):
     """A throwaway cluster (own port and data dir) so lifecycle tests don't disturb the session's."""
-    s = Settings(data_dir=tmp_path_factory.mktemp("lifecycle"), pg_port=55439, database_url=None)
+    s = Settings(data_dir=tmp_path_factory.mktemp("lifecycle"), pg_port=TEST_PORT + 6, database_url=None)
     c = LocalCluster(s)
     yield c
     c.stop(mode="immediate")
@@ -75,7 +76,7 @@ def test_stale_pid_file_after_crash_is_recovered(lifecycle_cluster):
 
 
 def test_cli_db_lifecycle_commands(tmp_path):
-    env = dict(os.environ, GEOBASE_DATA_DIR=str(tmp_path / "gb"), GEOBASE_PG_PORT="55438")
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(tmp_path / "gb"), GEOBASE_PG_PORT=str(TEST_PORT + 5))
     env.pop("GEOBASE_DATABASE_URL", None)
     run = lambda *a: subprocess.run([sys.executable, "-m", "geobase.cli", *a], env=env, capture_output=True, text=True)
     try:
@@ -84,7 +85,7 @@ def test_cli_db_lifecycle_commands(tmp_path):
         assert "started" in r.stdout and "PostGIS 3" in r.stdout
         r = run("db", "start")
         assert "already running" in r.stdout
-        assert run("db", "url").stdout.strip() == "postgresql://geobase@127.0.0.1:55438/geobase"
+        assert run("db", "url").stdout.strip() == f"postgresql://geobase@127.0.0.1:{TEST_PORT + 5}/geobase"
         assert "running: True" in run("db", "status").stdout
         r = run("layers", "list", "--json")
         assert r.returncode == 0 and '"land_use"' in r.stdout

@@ -26,7 +26,7 @@ import httpx
 import mapbox_vector_tile
 import psycopg
 import pytest
-from conftest import REPO, LiveServer, create_database, drop_database, settings_for
+from conftest import REPO, TEST_PORT, LiveServer, create_database, drop_database, settings_for
 from psycopg import sql
 from pyproj import Transformer
 from shapely.geometry import box
@@ -41,7 +41,9 @@ from geobase.partitions import foreign_partitions
 from geobase.settings import Settings
 
 TEST_DATA = REPO / ".geobase-test"
-PORT_A, PORT_B = 55631, 55632  # the test's extra clusters (shard a: made by the CLI; b: a database there)
+# the test's extra clusters, beside the session's (55631, 55632 by default) so that concurrent runs
+# with their own GEOBASE_TEST_PG_PORT do not collide
+PORT_A, PORT_B = TEST_PORT + 198, TEST_PORT + 199  # the test's extra clusters (shard a: made by the CLI; b: a database there)
 QUERIES = [("land_use", {"division": A}), ("land_use", {"division": B}), ("land_use", {"division": C}),
            ("land_use", {}), ("land_use", {"filter": f"division = '{C}' AND dlbm = '0101'"}),
            ("land_use", {"bbox": "117.01,29.7,117.2,29.9"}), ("admin_divisions", {})]

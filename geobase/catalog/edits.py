@@ -28,7 +28,7 @@ from geobase.catalog.divisions import Divisions, carry_forward, current_division
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
-from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, table_ident
+from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, shared_key_conflict, table_ident
 
 _SESSION_COLS = "id::text AS id, layer, status, created_by, key_id, department, created_at, finished_at, message, version"
 
@@ -81,11 +81,28 @@ def stage_change(conn: psycopg.Connection, sid: str, key: str, *, op: str, base_
 
 
 def current_feature(conn: psycopg.Connection, spec: LayerSpec, key: str) -> dict | None:
-    """The current row of feature ``key``: ``_hash``, the spec's attributes, ``geom`` as EWKB."""
+    """The current row of feature ``key``: ``_hash``, the spec's attributes, ``geom`` as EWKB.
+    A key current in two counties is refused: an edit by it would pick one county's feature."""
     cols = sql.SQL(", ").join(sql.Identifier(a) for a in spec.attribute_names)
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql.SQL("SELECT _hash, {c}, ST_AsEWKB(geom) AS geom FROM {t} WHERE {cur} AND _key = %s")
-                           .format(c=cols, t=table_ident(spec), cur=current_filter()), (key,)).fetchone()
+        rows = cur.execute(sql.SQL("SELECT _hash, {c}, ST_AsEWKB(geom) AS geom, division AS _division FROM {t} "
+                                   "WHERE {cur} AND _key = %s LIMIT 2")
+                           .format(c=cols, t=table_ident(spec), cur=current_filter()), (key,)).fetchall()
+    if len(rows) > 1:
+        raise shared_key_conflict(spec.name, key, [r["_division"] for r in rows])
+    return {k: v for k, v in rows[0].items() if k != "_division"} if rows else None
+
+
+def refuse_shared_keys(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
+    """At commit, no key of the session may be current in two counties (one may have arrived by
+    an ingest after the change was staged): retiring by key would end both counties' features."""
+    row = conn.execute(sql.SQL(
+        "SELECT d._key, array_agg(DISTINCT d.division) FROM {t} d WHERE {cur} AND d._key IN "
+        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s) GROUP BY d._key "
+        "HAVING count(DISTINCT d.division) > 1 LIMIT 1").format(t=table_ident(spec), cur=current_filter("d")),
+        (sid,)).fetchone()
+    if row is not None:
+        raise shared_key_conflict(spec.name, row[0], row[1])
 
 
 #: the columns an edit computes itself (the others are carried, see the module docstring)
@@ -148,6 +165,7 @@ def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, c
     """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction."""
     lock_layer(conn, spec.name)
     check_bases(conn, spec, sid)
+    refuse_shared_keys(conn, spec, sid)  # again here: the version is written by key
     t = table_ident(spec)
     v = next_version(conn, spec.name)
     retired_in = conn.execute(sql.SQL(
@@ -229,22 +247,22 @@ async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: s
     whom, why) and the one that ended it, its content hash and the attributes in ``columns``."""
     props = sql.SQL(", ").join(sql.SQL("{}, r.{}").format(sql.Literal(c), sql.Identifier(c)) for c in columns)
     q = sql.SQL("""
-        SELECT r._vfrom, r._vto, r._hash, jsonb_build_object({props}),
+        SELECT r._vfrom, r._vto, r._hash, jsonb_build_object({props}), r.division,
                f.created_at, f.created_by, f.mode, coalesce(f.metadata->>'message', f.source_name),
                t.created_at, t.created_by, t.mode, coalesce(t.metadata->>'message', t.source_name),
-               EXISTS (SELECT 1 FROM {t} n WHERE n._key = r._key AND n._vfrom = r._vto)
+               EXISTS (SELECT 1 FROM {t} n WHERE n._key = r._key AND n.division = r.division AND n._vfrom = r._vto)
         FROM {t} r JOIN catalog.layer_versions f ON f.layer = %(layer)s AND f.version = r._vfrom
         LEFT JOIN catalog.layer_versions t ON t.layer = %(layer)s AND t.version = r._vto
-        WHERE r._key = %(key)s ORDER BY r._vfrom LIMIT 1000""").format(
+        WHERE r._key = %(key)s ORDER BY r._vfrom, r.division LIMIT 1000""").format(
         props=props if columns else sql.SQL(""), t=table_ident(spec))
     cur = await conn.execute(q, {"layer": spec.name, "key": key})
     out = []
-    for vfrom, vto, h, attrs, at, by, mode, why, t_at, t_by, t_mode, t_why, replaced in await cur.fetchall():
+    for vfrom, vto, h, attrs, div, at, by, mode, why, t_at, t_by, t_mode, t_why, replaced in await cur.fetchall():
         out.append({"version": vfrom, "until": vto, "etag": f'"{h}"', "at": at, "by": by, "mode": mode,
-                    "reason": why, "properties": attrs})
+                    "reason": why, "division": div, "properties": attrs})
         if vto is not None and not replaced:
             out.append({"version": vto, "until": None, "deleted": True, "at": t_at, "by": t_by, "mode": t_mode,
-                        "reason": t_why})
+                        "reason": t_why, "division": div})
     return out
 
 

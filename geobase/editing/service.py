@@ -221,6 +221,7 @@ def write(settings: Settings, spec: LayerSpec, key: str | None, build: Build, *,
 
 def _commit(conn: psycopg.Connection, spec: LayerSpec, sid: str, actor: Actor, message: str) -> CommitResult:
     lock_layer(conn, spec.name)  # the coverage is checked against the rows the version will replace
+    edits.refuse_shared_keys(conn, spec, sid)  # first: the coverage check also finds rows by key
     if spec.coverage:
         coverage.check_session(conn, spec, sid)
     return edits.write_edit_version(conn, spec, sid, created_by=actor.name, message=message)

@@ -5,7 +5,6 @@ union fails on this outline; the generator then takes the full union)."""
 from __future__ import annotations
 
 import shapely
-
 from geobase.sample_data.province_world import Province
 
 

@@ -17,8 +17,13 @@ from geobase.ingest.area import AREA_TOLERANCE
 from geobase.ingest.loader import STAGING, area_deviation, binary_copy, loaded_measure
 from psycopg import sql
 
-from geobase.catalog.versions import (counties_have_current_rows, has_current_rows, lock_key, preview_version,
-                                      staged_divisions)
+from geobase.catalog.versions import (
+    counties_have_current_rows,
+    has_current_rows,
+    lock_key,
+    preview_version,
+    staged_divisions,
+)
 from geobase.specs import LayerSpec
 from geobase.storage import (
     DIVISION,

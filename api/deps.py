@@ -27,6 +27,7 @@ from fastapi import Depends, Path, Query, Request
 from geobase.api import negotiation
 from geobase.errors import InvalidInput, NotFound
 from geobase.catalog.state import LayerState, layer_state
+from geobase.partitions import known_divisions, partition_divisions_async
 from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
 from geobase.api.gate import get_principal
 from geobase.security import Principal, hidden_attributes, require_layer
@@ -147,6 +148,21 @@ async def streamed_feature_collection(request: Request, collectionId: str = _COL
     async with request_connection(request) as conn:
         resolved = await resolve_collection(conn, principal, registry, collectionId)
     return require_features(resolved)
+
+
+DIVISION = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
+                 "changes (the other counties' partitions are not read); a code the layer has no county of is a 400")
+
+
+async def divisions_param(request: Request, c: Collection = Depends(streamed_feature_collection),
+                          division: str | None = DIVISION) -> list[str] | None:
+    """Dependency: the counties of ``division=`` (None: every county), each checked to be a
+    county of the layer: a mistyped code must be an error, not an empty change feed."""
+    if division is None:
+        return None
+    async with request_connection(request) as conn:
+        known = await partition_divisions_async(conn, c.spec.name)
+    return known_divisions(division, known, c.spec.name)
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from geobase import audit
-from geobase.api.deps import (Collection, base_url, feature_collection, get_conn, get_registry_dep,
+from geobase.api.deps import (Collection, base_url, divisions_param, feature_collection, get_conn, get_registry_dep,
                               streamed_feature_collection)
 from geobase.api.streaming import event_stream
 from geobase.api.streaming import last_event_id as last_event_id_checked
@@ -224,10 +224,15 @@ async def item_history(featureId: str, c: Collection = Depends(feature_collectio
 #: misses nothing); bounds what one idle subscriber holds and keeps clients with a timeout happy
 
 
-def _event(layer: str, root: str, v: dict) -> bytes:
+def _event(layer: str, root: str, v: dict, divisions: list[str] | None = None) -> bytes:
+    county = f"&division={','.join(divisions)}" if divisions else ""
     data = {**v, "layer": layer,
-            "changes": f"{root}/collections/{layer}/changes?from={v['version'] - 1}&to={v['version']}"}
+            "changes": f"{root}/collections/{layer}/changes?from={v['version'] - 1}&to={v['version']}{county}"}
     return f"id: {v['version']}\nevent: version\ndata: {orjson.dumps(data).decode()}\n\n".encode()
+
+
+def _touches(v: dict, divisions: list[str] | None) -> bool:
+    return not divisions or v.get("touched") is None or bool(set(v["touched"]) & set(divisions))
 
 
 @router.get("/collections/{collectionId}/changes/stream",
@@ -235,13 +240,17 @@ def _event(layer: str, root: str, v: dict) -> bytes:
 async def changes_stream(request: Request, c: Collection = Depends(streamed_feature_collection),
                          until: int | None = Query(None, ge=0, le=2**31 - 1, description="Close the stream once "
                                                    "this version was sent (default: stay open ~50 s; reconnect)"),
+                         divisions: list[str] | None = Depends(divisions_param),
                          last_event_id: str | None = Header(None, alias="Last-Event-ID")):
     resumed = last_event_id_checked(last_event_id, "the version number of the last event received")
     start = resumed if resumed is not None else (c.state.current_version or 0)
     layer, root = c.spec.name, base_url(request)
 
     async def read_since(conn, last: int) -> list[tuple[int, bytes | None]]:
-        return [(v["version"], _event(layer, root, v)) for v in await edits.versions_since(conn, layer, last)]
+        # a version that touched none of the counties asked for advances the stream unsent (a
+        # version from before partitioning names none and may have touched any: it is sent)
+        return [(v["version"], _event(layer, root, v, divisions) if _touches(v, divisions) else None)
+                for v in await edits.versions_since(conn, layer, last)]
 
     return event_stream(request, start, until, read_since, {"Vary": "Accept, Authorization, X-API-Key"})
 

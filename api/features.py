@@ -32,6 +32,8 @@ from geobase.crs import CRS84, STORAGE_CRS
 from geobase.catalog import layers as catalog_layers
 from geobase.catalog.state import LayerState, layer_state
 from geobase.features import queryable_types
+from geobase.partitions import partition_divisions_async
+from geobase.storage import DIVISION
 from geobase.api.gate import get_principal
 from geobase.security import Principal, visible_layers
 from geobase.specs import LayerSpec, Registry
@@ -238,10 +240,24 @@ def _queryable(spec: LayerSpec, name: str, typ: str, registry: Registry) -> dict
     return schema
 
 
+def _division_queryable(counties: list[str]) -> dict:
+    """The county code every row carries (not a spec attribute: the partition key), with the
+    counties the layer has, so that a CQL2 client can discover the filter and its values."""
+    out = {"title": "County code (行政区划代码)", "type": "string", "pattern": "^[0-9]{6}$",
+           "description": "The 6-digit county code of the row (the partition key): filter with division=339901 or "
+                          "CQL2 division = '339901' / division IN ('339901','339902'); only that county's rows "
+                          "are read. The values listed are the layer's county partitions; 000000 holds the rows "
+                          "of deliveries that named no county"}
+    if counties:
+        out["enum"] = counties
+    return out
+
+
 @router.get("/collections/{collectionId}/queryables", summary="Queryable properties (JSON Schema)")
 async def queryables(request: Request, fmt: str = Depends(json_or_html),
                      coll: Collection = Depends(feature_collection),
-                     registry: Registry = Depends(get_registry_dep)):
+                     registry: Registry = Depends(get_registry_dep),
+                     conn: psycopg.AsyncConnection = Depends(get_conn)):
     spec = coll.spec
     props: dict[str, dict] = {
         "geometry": {"title": "Geometry", "format": f"geometry-{(spec.geometry or 'any').lower()}",
@@ -249,6 +265,8 @@ async def queryables(request: Request, fmt: str = Depends(json_or_html),
     }
     for name, typ in queryable_types(spec, set(coll.hidden)).items():
         props[name] = _queryable(spec, name, typ, registry)
+    if DIVISION not in props:  # the partition key: CQL2 and division= filter on it in every layer
+        props[DIVISION] = _division_queryable(await partition_divisions_async(conn, spec.name))
     root = base_url(request)
     doc = {
         "$schema": "https://json-schema.org/draft/2019-09/schema",

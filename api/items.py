@@ -16,6 +16,7 @@ from geobase.api.deps import (
     Collection,
     base_url,
     caller_cache_headers,
+    divisions_param,
     feature_collection,
     get_conn,
     not_modified,
@@ -136,13 +137,14 @@ async def changes(request: Request, fmt: str = Depends(changes_format),
                   from_: str = Query(..., alias="from", description="Version to compare from (0 = empty layer)"),
                   to: str | None = Query(None, description="Version to compare to (default: current)"),
                   p: ItemsParams = Depends(changes_params), bom: str | None = BOM,
+                  divisions: list[str] | None = Depends(divisions_param),
                   principal: Principal = Depends(get_principal)):
     v_from, v_to = _versions_compared(c.state, from_, to)
     q = build_query(c.state, set(c.hidden), p, **_limits(request, fmt in DOWNLOADS))
-    q.source, change = changes_source(c.spec, v_from, v_to)
+    q.source, change = changes_source(c.spec, v_from, v_to, divisions)
     q.extra_property = ("change", change)
     q.version = v_to
     q.has_spatial_or_filter = True
     answer = ItemsAnswer(request, principal, c, f"/collections/{c.spec.name}/changes")
     answer.bom = csv_bom(bom, fmt)
-    return await answer.respond(q, fmt, fmt in DOWNLOADS, False, extra_etag=(v_from, v_to))
+    return await answer.respond(q, fmt, fmt in DOWNLOADS, False, extra_etag=(v_from, v_to, divisions))

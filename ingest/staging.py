@@ -17,7 +17,13 @@ from geobase.ingest.area import AREA_TOLERANCE
 from geobase.ingest.loader import STAGING, area_deviation, binary_copy, loaded_measure
 from psycopg import sql
 
-from geobase.catalog.versions import has_current_rows, lock_key, preview_version, staged_divisions
+from geobase.catalog.versions import (
+    counties_have_current_rows,
+    has_current_rows,
+    lock_key,
+    preview_version,
+    staged_divisions,
+)
 from geobase.specs import LayerSpec
 from geobase.storage import (
     DIVISION,
@@ -125,7 +131,8 @@ class Staging:
     # -- checks in SQL -----------------------------------------------------------------------
     def analyze(self) -> None:
         """Statistics, and a key index when the staged keys will be joined with current rows."""
-        if has_current_rows(self.conn, self.spec):  # first loads scan staging once: neither index nor statistics pay off
+        # first loads (of the layer, or of the staged counties) scan staging once: neither index nor statistics pay off
+        if has_current_rows(self.conn, self.spec) and counties_have_current_rows(self.conn, self.spec, self.scope()):
             self.conn.execute(sql.SQL("CREATE INDEX ON {} (_key)").format(self.ident))
             self.conn.execute(sql.SQL("ANALYZE {}").format(self.ident))
         self.conn.commit()

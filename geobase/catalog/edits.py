@@ -267,10 +267,11 @@ async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: s
 
 
 async def versions_since(conn: psycopg.AsyncConnection, layer: str, after: int, limit: int = 100) -> list[dict]:
-    """The versions of ``layer`` after ``after``, oldest first (what a change stream sends)."""
+    """The versions of ``layer`` after ``after``, oldest first (what a change stream sends),
+    with the counties each touched (``touched``: None for a version from before partitioning)."""
     cur = await conn.execute(
         "SELECT version, mode, created_at, created_by, rows_added, rows_removed, rows_changed, rows_total, "
-        "coalesce(metadata->>'message', source_name) AS message FROM catalog.layer_versions "
+        "coalesce(metadata->>'message', source_name) AS message, touched FROM catalog.layer_versions "
         "WHERE layer = %s AND version > %s ORDER BY version LIMIT %s", (layer, after, limit))
     names = [d.name for d in cur.description]
     return [dict(zip(names, r)) for r in await cur.fetchall()]

@@ -113,6 +113,21 @@ def has_current_rows(conn: psycopg.Connection, spec: LayerSpec) -> bool:
         table_ident(spec), current_filter())).fetchone()[0]
 
 
+def counties_have_current_rows(conn: psycopg.Connection, spec: LayerSpec, divisions: list[str]) -> bool:
+    """Whether any of these counties has current rows: a county's first delivery into a province
+    is a first load (what its ingest does with the staged rows: no key index, no statistics)
+    however many other counties the layer holds. From the catalog's per-county counts; only the
+    counties' partitions are read when the current version predates them."""
+    divisions = [d for d in divisions if len(d) == 6 and d.isdigit()]
+    if not divisions:
+        return False
+    known = current_divisions(conn, spec.name)
+    if known is not None:
+        return any(known.get(d, {}).get("rows") for d in divisions)
+    return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} AND {})").format(
+        table_ident(spec), current_filter(), division_filter(divisions))).fetchone()[0]
+
+
 def staged_divisions(conn: psycopg.Connection, rows: sql.Composable) -> list[str]:
     """The counties of the new rows in table ``rows`` (its ``division`` column)."""
     return [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT division FROM {}").format(rows)).fetchall()]

@@ -17,8 +17,8 @@ from geobase.crs import Crs
 from geobase.errors import InvalidInput
 from geobase.features.cursors import check_cursor_value
 from geobase.specs import LayerSpec
-from geobase.storage import (added_between, as_of_filter, current_filter, empty_rows, measure_column,
-                             removed_between, table_ident)
+from geobase.storage import (added_between, as_of_filter, current_filter, division_filter, empty_rows,
+                             measure_column, removed_between, table_ident)
 
 
 def queryable_types(spec: LayerSpec, hidden: set[str]) -> dict[str, str]:
@@ -226,12 +226,15 @@ class FeatureQuery:
         return q
 
 
-def changes_source(spec: LayerSpec, v_from: int, v_to: int) -> tuple[sql.Composable, sql.Composable]:
+def changes_source(spec: LayerSpec, v_from: int, v_to: int,
+                   divisions: list[str] | None = None) -> tuple[sql.Composable, sql.Composable]:
     """FROM clause of the change feed between two versions and the ``change`` expression.
 
     Rows current at ``v_to`` that appeared after ``v_from`` (n), FULL JOINed on ``_key`` with
     rows current at ``v_from`` retired by ``v_to`` (o): both -> changed, n only -> added,
-    o only -> removed (the old row is output). A feature is its key in its county."""
+    o only -> removed (the old row is output). A feature is its key in its county.
+    ``divisions`` (``division=``) filters both sides inside the join, so the planner prunes the
+    other counties' partitions (a filter on the join's COALESCEd county would scan them all)."""
     cols = ["_rid", "_hash", *spec.attribute_names]
     m = measure_column(spec)
     if m:
@@ -245,9 +248,13 @@ def changes_source(spec: LayerSpec, v_from: int, v_to: int) -> tuple[sql.Composa
         "FROM (SELECT * FROM {tbl} WHERE {added}) n "
         "FULL JOIN (SELECT * FROM {tbl} WHERE {removed}) o USING (_key, division) "
         "WHERE n._hash IS DISTINCT FROM o._hash) AS t").format(
-        pick=pick, tbl=table_ident(spec), added=added_between(v_from, v_to),
-        removed=removed_between(v_from, v_to))
+        pick=pick, tbl=table_ident(spec), added=_in_counties(added_between(v_from, v_to), divisions),
+        removed=_in_counties(removed_between(v_from, v_to), divisions))
     return src, sql.Identifier("change")
+
+
+def _in_counties(cond: sql.Composable, divisions: list[str] | None) -> sql.Composable:
+    return sql.SQL("{} AND {}").format(cond, division_filter(divisions)) if divisions else cond
 
 
 def etag_for(*parts: Any) -> str:

@@ -1,0 +1,340 @@
+"""A county's delivery into a province (issue 16): what an ingest costs with nine other counties
+loaded, what it does to readers of the other counties, and the server's memory meanwhile.
+
+Data: the synthetic province of ``geobase sample generate --counties 10 --parcels-per-county P``
+(``P = ctx.parcels / 10``, so ``--parcels`` is the province's parcel count, as in
+bench_shards.py), generated once into ``bench/.cache``. Two template databases on the bench
+cluster: ``province_empty`` (migrated, no data) and ``province_nine`` (counties 339901-339909's
+land use ingested through the CLI); every measurement starts from a fresh copy of a template
+(``CREATE DATABASE ... TEMPLATE``, untimed), so every round starts from the same state.
+
+Per round (``ctx.rounds``, the order of the two sides alternating from round to round):
+  (b1) the CLI ingest of county 339910's DLTB.zip into a copy of ``province_empty`` and into a
+       copy of ``province_nine``: wall seconds, ratio province / empty (target <= 1.1);
+  (b2) on another copy of ``province_nine`` with a server: ``READERS`` threads read items of
+       county 339905 (bbox inside it, ``division=339905``) for ``QUIET_S`` seconds (no ingest),
+       then during the same ingest into a copy of ``province_empty`` on the same cluster (the
+       control: the same CPU and disk load, no table shared with the readers), then during the
+       ingest into their own database; a sampler polls ``pg_stat_activity`` every 20 ms for
+       backends waiting on a lock (``wait_event_type = 'Lock'``): the readers' (application
+       ``geobase-api``) must be 0; reported: p95 during the ingest / p95 during the control (what
+       the province adds: locks, invalidations), and / p95 with no ingest (what 2 shared cores
+       add);
+  (e)  on a copy of ``province_nine`` with a server: 32 readers of every county's items, and
+       the same delivery ingested *through that server* (POST /admin/layers/land_use/ingest:
+       the job runs in the server process); the resident memory (VmRSS) of the server process
+       and its children, sampled every 0.2 s: the maximum (target: no process above 400 MiB).
+
+``GEOBASE_BENCH_PROVINCE_PARTS=ingest,readers,memory`` (default all) runs some parts only;
+``GEOBASE_BENCH_PROVINCE_DELIVERY=<DLTB .zip or folder>`` delivers another county (e.g. the
+200,000-parcel ``bench/.cache/county-200000-20261122``) instead of county 339910.
+Full scale: ``python bench/run.py --only province,province_tabulate,shards,replicas --parcels 2000000``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from bench_features import Server
+from common import CACHE, PY, REPO, Context, Result, free_port, percentile
+from psycopg import sql
+
+FIRST, N_COUNTIES = 339901, 10
+DELIVERED = str(FIRST + N_COUNTIES - 1)  # the county whose delivery is measured
+READ = str(FIRST + 4)  # the county the readers read during it
+READERS = 8
+QUIET_S = 15.0
+SEED = 20261206
+
+
+def province(ctx: Context) -> Path:
+    """The generated province at this scale (cached by its parameters)."""
+    per = max(1000, ctx.parcels // N_COUNTIES)
+    out = CACHE / f"province-{N_COUNTIES}x{per}-{SEED}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "manifest.json").exists():
+            print(f"bench: generating a province of {N_COUNTIES} x {per:,} parcels into {out} ...", flush=True)
+            tmp = out.with_suffix(".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            subprocess.run([PY, "-m", "geobase.cli", "sample", "generate", "--counties", str(N_COUNTIES),
+                            "--parcels-per-county", str(per), "--seed", str(SEED), "--out", str(tmp)],
+                           cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
+            tmp.rename(out)
+    return out
+
+
+def cli_env(ctx: Context, url: str) -> dict:
+    return dict(os.environ, GEOBASE_DATABASE_URL=url, GEOBASE_DATA_DIR=str(ctx.settings.data_path),
+                GEOBASE_LOG_LEVEL="warning")
+
+
+def ingest(ctx: Context, url: str, layer: str, path: Path, source_layer: str | None = None) -> float:
+    """Wall seconds of one CLI ingest (``--mode replace``: the county's partition only)."""
+    cmd = [PY, "-m", "geobase.cli", "ingest", layer, str(path), "--on-error", "skip"]
+    if source_layer:
+        cmd += ["--layer", source_layer]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=cli_env(ctx, url), cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def template(ctx: Context, name: str, counties: list[str], layers: list[tuple[str, str, str | None]]) -> str:
+    """A database holding ``layers`` of ``counties`` (ingested once through the CLI)."""
+    url = ctx.named_database(name)
+    root = province(ctx)
+    with psycopg.connect(url) as conn:
+        have = {(r[0], d) for r in conn.execute("SELECT layer, touched FROM catalog.layer_versions").fetchall()
+                for d in (r[1] or [])}
+    for county in counties:
+        for layer, file, source_layer in layers:
+            if (layer, county) not in have:
+                print(f"bench: {name}: ingesting {layer} of {county} ...", flush=True)
+                ingest(ctx, url, layer, root / county / file, source_layer)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return url
+
+
+def copy_of(ctx: Context, template_url: str, name: str) -> str:
+    """A fresh database made from the template (its previous copy dropped)."""
+    root, tpl = template_url.rsplit("/", 1)
+    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(tpl)))
+    return f"{root}/{name}"
+
+
+def drop(url: str) -> None:
+    root, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def server(ctx: Context, url: str, name: str) -> Server:
+    port = free_port()
+    env = dict(os.environ, GEOBASE_DATABASE_URL=url, GEOBASE_DATA_DIR=str(ctx.settings.data_path),
+               GEOBASE_LOG_LEVEL="warning", GEOBASE_POOL_MAX_SIZE="20",
+               GEOBASE_RATE_LIMIT_PUBLIC_PER_S="1000000", GEOBASE_RATE_LIMIT_PUBLIC_BURST="1000000",
+               GEOBASE_RATE_LIMIT_PER_S="1000000", GEOBASE_RATE_LIMIT_BURST="1000000", PORT_FOR_BENCH=str(port))
+    return Server([PY, "-m", "geobase.cli", "serve", "--no-prepare", "--port", str(port)], env, "/health",
+                  ctx.settings.data_path / f"province-{name}.log")
+
+
+def county_box(url: str, county: str) -> list[float]:
+    with psycopg.connect(url) as conn:
+        return list(conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) e FROM data.land_use "
+            "WHERE division = %s AND _vto IS NULL) x", (county,)).fetchone())
+
+
+def readers(base: str, box: list[float], n: int, stop: threading.Event, lat: list, errors: list,
+            division: str | None) -> list[threading.Thread]:
+    """``n`` threads reading items by a random 0.01° bbox inside ``box`` until ``stop``."""
+    def one(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base, timeout=120) as c:
+            while not stop.is_set():
+                x, y = rng.uniform(box[0], box[2] - 0.01), rng.uniform(box[1], box[3] - 0.01)
+                params = {"bbox": f"{x},{y},{x + 0.01},{y + 0.01}", "limit": 50}
+                if division:
+                    params["division"] = division
+                t0 = time.perf_counter()
+                r = c.get("/collections/land_use/items", params=params)
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def lock_sampler(url: str, stop: threading.Event, waits: list) -> threading.Thread:
+    """Every 20 ms: the backends of the database waiting on a lock (application, query)."""
+    def run() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                waits.extend(conn.execute(
+                    "SELECT application_name, wait_event, left(query, 120) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+                    .fetchall())
+                time.sleep(0.02)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def tree_rss_mib(pid: int) -> dict[int, float]:
+    """VmRSS (MiB) of a process and its descendants."""
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            out[p] = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return out
+
+
+def _ingest_sides(ctx: Context, empty_tpl: str, nine_tpl: str, dltb: Path, first: str) -> dict[str, float]:
+    out = {}
+    for side in (("empty", "nine") if first == "empty" else ("nine", "empty")):
+        url = copy_of(ctx, empty_tpl if side == "empty" else nine_tpl, f"province_run_{side}")
+        out[side] = ingest(ctx, url, "land_use", dltb)
+        drop(url)
+    return out
+
+
+def _readers_round(ctx: Context, nine_tpl: str, empty_tpl: str, dltb: Path) -> dict:
+    url = copy_of(ctx, nine_tpl, "province_run_readers")
+    srv = server(ctx, url, "readers")
+    try:
+        box = county_box(url, READ)
+        got: dict = {}
+        for phase in ("quiet", "elsewhere", "ingest"):
+            other = copy_of(ctx, empty_tpl, "province_run_elsewhere") if phase == "elsewhere" else None
+            stop, lat, errors, waits = threading.Event(), [], [], []
+            threads = readers(srv.url, box, READERS, stop, lat, errors, READ)
+            sampler = lock_sampler(url, stop, waits)
+            if phase == "quiet":
+                time.sleep(QUIET_S / (3 if ctx.quick else 1))
+            else:  # the same ingest into another database (same CPU and disk, no shared table) or this one
+                ingest(ctx, other or url, "land_use", dltb)
+            stop.set()
+            for t in [*threads, sampler]:
+                t.join(120)
+            got[phase] = {"p95": percentile(lat, 95), "reads": len(lat), "errors": len(errors),
+                          "reader_waits": sum(1 for w in waits if w[0] == "geobase-api"), "waits": waits[:5]}
+            if other:
+                drop(other)
+        return got
+    finally:
+        srv.stop()
+        drop(url)
+
+
+def _memory_round(ctx: Context, nine_tpl: str, dltb: Path) -> dict:
+    from geobase import keys
+
+    url = copy_of(ctx, nine_tpl, "province_run_memory")
+    with psycopg.connect(url) as conn:
+        admin = keys.create_key(conn, name="bench", role="admin", department=None).token
+        conn.commit()
+    srv = server(ctx, url, "memory")
+    peak: dict[str, float] = {"reading": 0.0, "ingesting": 0.0}
+    try:
+        stop, lat, errors = threading.Event(), [], []
+        box = county_box(url, str(FIRST))
+        box[2] = county_box(url, str(FIRST + 8))[2]  # the whole province's span, every county read
+        threads = readers(srv.url, box, 32, stop, lat, errors, None)
+        phase = "reading"
+        t_end = time.monotonic() + 10
+        job = None
+        with httpx.Client(base_url=srv.url, timeout=600, headers={"X-API-Key": admin}) as c:
+            while True:
+                peak[phase] = max(peak[phase], max(tree_rss_mib(srv.proc.pid).values(), default=0.0))
+                if job is None and time.monotonic() > t_end:
+                    with open(dltb, "rb") as f:
+                        r = c.post("/admin/layers/land_use/ingest", files={"file": ("DLTB.zip", f)},
+                                   data={"on_error": "skip"})
+                    r.raise_for_status()
+                    job, phase = r.json()["links"][0]["href"], "ingesting"
+                elif job is not None:
+                    status = c.get(job).json()["status"]
+                    if status not in ("accepted", "running"):
+                        if status != "successful":
+                            raise RuntimeError(f"ingest job ended {status}")
+                        break
+                time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(120)
+        return {**peak, "reads": len(lat), "errors": len(errors)}
+    finally:
+        srv.stop()
+        drop(url)
+
+
+def _delivery(default: Path) -> Path:
+    """The county delivered: ``GEOBASE_BENCH_PROVINCE_DELIVERY`` (a .zip, or a folder holding
+    DLTB.shp, zipped here) to measure a larger county than the province's, else ``default``."""
+    given = os.environ.get("GEOBASE_BENCH_PROVINCE_DELIVERY")
+    if not given:
+        return default
+    path = Path(given)
+    if path.is_dir():
+        out = CACHE / f"delivery-{path.name}.zip"
+        if not out.exists():
+            shutil.make_archive(str(out.with_suffix("")), "zip", root_dir=next(path.rglob("DLTB.shp")).parent)
+        return out
+    return path
+
+
+def run(ctx: Context) -> None:
+    parts = set(os.environ.get("GEOBASE_BENCH_PROVINCE_PARTS", "ingest,readers,memory").split(","))
+    counties = [str(FIRST + i) for i in range(N_COUNTIES - 1)]
+    empty_tpl = template(ctx, "province_empty", [], [])
+    nine_tpl = template(ctx, "province_nine", counties, [("land_use", "DLTB.zip", None)])
+    dltb = _delivery(province(ctx) / DELIVERED / "DLTB.zip")
+    per = max(1000, ctx.parcels // N_COUNTIES)
+    rounds: dict[str, list] = {"ingest": [], "readers": [], "memory": []}
+    for i in range(ctx.rounds):
+        print(f"  round {i + 1}/{ctx.rounds}", flush=True)
+        if "ingest" in parts:
+            rounds["ingest"].append(_ingest_sides(ctx, empty_tpl, nine_tpl, dltb, "empty" if i % 2 == 0 else "nine"))
+        if "readers" in parts:
+            rounds["readers"].append(_readers_round(ctx, nine_tpl, empty_tpl, dltb))
+        if "memory" in parts:
+            rounds["memory"].append(_memory_round(ctx, nine_tpl, dltb))
+    _report(ctx, rounds, per)
+
+
+def _report(ctx: Context, rounds: dict[str, list], per: int) -> None:
+    scale = f"{per:,} parcels per county"
+    if rounds["ingest"]:
+        ctx.report(Result.rounds(f"province: ingest of county {DELIVERED} into 9 other counties vs into an empty "
+                                 f"database ({scale}; target ratio <= 1.1)",
+                                 [r["nine"] for r in rounds["ingest"]], [r["empty"] for r in rounds["ingest"]],
+                                 "empty database", "s"))
+    if rr := rounds["readers"]:
+        extra = {"non_200": sum(r[p]["errors"] for r in rr for p in r), "reads": sum(r[p]["reads"] for r in rr for p in r)}
+        ctx.report(Result.rounds(f"province: items p95 of county {READ} ({READERS} readers) during county "
+                                 f"{DELIVERED}'s ingest vs during the same ingest into another database on the "
+                                 f"same server (same CPU and disk load, no table shared; {scale}; target: within "
+                                 "noise)", [r["ingest"]["p95"] * 1000 for r in rr],
+                                 [r["elsewhere"]["p95"] * 1000 for r in rr], "ingest elsewhere", "ms", extra=extra))
+        ctx.report(Result.rounds(f"province: items p95 of county {READ} ({READERS} readers) during county "
+                                 f"{DELIVERED}'s ingest vs no ingest ({scale}; on 2 shared cores the ingest's CPU "
+                                 "slows every reader)", [r["ingest"]["p95"] * 1000 for r in rr],
+                                 [r["quiet"]["p95"] * 1000 for r in rr], "no ingest", "ms"))
+        waits = [w for r in rr for w in r["ingest"]["waits"]]
+        ctx.report(Result("province: readers' lock waits during the ingest (pg_stat_activity every 20 ms; "
+                          "target 0)", sum(r["ingest"]["reader_waits"] for r in rr), None, None,
+                          f"samples over {len(rr)} rounds", extra={"any_backend_waits_sampled": waits}))
+    if rm := rounds["memory"]:
+        given = os.environ.get("GEOBASE_BENCH_PROVINCE_DELIVERY")
+        what = f"the delivery {Path(given).name}" if given else f"county {DELIVERED} ({scale})"
+        ctx.report(Result(f"province: largest server process RSS, 32 readers + an HTTP ingest of {what} into the "
+                          "province (target <= 400 MiB)", max(r["ingesting"] for r in rm), None, None, "MiB",
+                          extra={"per_round_reading_MiB": [round(r["reading"]) for r in rm],
+                                 "per_round_ingesting_MiB": [round(r["ingesting"]) for r in rm],
+                                 "non_200": sum(r["errors"] for r in rm)}))
+
+
+if __name__ == "__main__":
+    sys.exit("run through bench/run.py --only province")

@@ -168,8 +168,9 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> Principal:
         raise KeyRefused(REFUSED, key_id=key_id, reason="unknown key")
     scope = frozenset((row[6] or {}).get("datasets") or ()) if row[6] is not None else None
     formats = frozenset((row[6] or {}).get("formats") or ()) if row[6] is not None else None
+    box = (row[6] or {}).get("bbox") if row[6] is not None else None
     holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id, scope=scope,
-                       formats=formats or None)
+                       formats=formats or None, bbox=tuple(float(v) for v in box) if box else None)
     if not hmac.compare_digest(row[3], hash_secret(secret)):
         raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="wrong secret")
     if row[4]:

@@ -70,7 +70,7 @@ async def items(request: Request, fmt: str = Depends(items_format),
                 numberMatched: str | None = NUMBER_MATCHED, download: str | None = DOWNLOAD,
                 bom: str | None = BOM, principal: Principal = Depends(get_principal)):
     dl = parse_bool(download, "download") or fmt in DOWNLOADS
-    require_format(principal, fmt)  # a request's key: only the formats it was granted
+    require_format(principal, fmt, dl)  # a request's key: only the file formats it was granted
     q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, dl))
     answer = ItemsAnswer(request, principal, c, f"/collections/{c.spec.name}/items")
     answer.bom = csv_bom(bom, fmt)
@@ -83,7 +83,7 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
                conn: psycopg.AsyncConnection = Depends(get_conn),
                principal: Principal = Depends(get_principal)):
     spec = c.spec
-    require_format(principal, fmt)
+    require_format(principal, fmt, download=False)
     q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, default_limit=1, max_limit=1)
     q.only_feature(featureId)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
@@ -140,7 +140,7 @@ async def changes(request: Request, fmt: str = Depends(changes_format),
                   p: ItemsParams = Depends(changes_params), bom: str | None = BOM,
                   principal: Principal = Depends(get_principal)):
     v_from, v_to = _versions_compared(c.state, from_, to)
-    require_format(principal, fmt)
+    require_format(principal, fmt, fmt in DOWNLOADS)
     q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, fmt in DOWNLOADS))
     q.source, change = changes_source(c.spec, v_from, v_to)
     q.extra_property = ("change", change)

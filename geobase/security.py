@@ -306,18 +306,22 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     return registry.layers[name]
 
 
-#: items' and the change feed's ``f=`` as the formats a request grants (a JSON page or HTML view
-#: of features is GeoJSON data)
-_GRANTED_AS = {"json": "geojson", "html": "geojson", "jsonfg": "geojson"}
+#: the API's own paged representations of features (JSON pages, HTML views): reading the
+#: granted data through the API is what a key is for; as a download (``download=true``) they are
+#: the GeoJSON format
+_PAGES = ("json", "geojson", "html")
 
 
-def require_format(principal: Principal, fmt: str) -> None:
-    """An approved request's key reads only in the formats it was granted (403 otherwise): the
-    catalog's full downloads and items / single features / the change feed (``f=``) alike.
-    Vector tiles are the map's view of the granted data, limited to the key's box."""
+def require_format(principal: Principal, fmt: str, download: bool = True) -> None:
+    """An approved request's key reads files only in the formats it was granted (403 otherwise):
+    the catalog's full downloads, and items / single features / the change feed as CSV,
+    GeoPackage, FlatGeobuf, GeoParquet or a GeoJSON download alike. Paged JSON and HTML and
+    vector tiles are the API's and the map's views of the granted data (within the key's box)."""
     if not principal.formats:
         return
-    asked = _GRANTED_AS.get(fmt, fmt)
+    if fmt in _PAGES and not download:
+        return
+    asked = "geojson" if fmt in _PAGES else fmt
     if asked not in principal.formats and asked.split("-")[0] not in principal.formats:
         raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats))}, not {fmt!r}")
 

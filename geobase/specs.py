@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geobase.errors import SpecError
+from geobase.opendata.classes import CatalogDefaults
 from geobase.opendata.desensitise import DesensitiseRule, check_rules
 from geobase.opendata.grades import Grade, Openness
 from geobase.vocab import NAME_PATTERN, Audience, SharingLevel
@@ -143,6 +144,7 @@ class LayerSpec(_Strict):
     desensitise: dict[Openness, list[DesensitiseRule]] = Field(
         default_factory=dict, description="per openness class: drop/mask/round/township rules applied to outside "
         "callers (geobase/opendata/desensitise.py)")
+    catalog: CatalogDefaults | None = Field(default=None, description="resource catalogue: data class, level, themes")
     licence: str
     contact: str
     update_frequency: Literal["continual", "daily", "weekly", "monthly", "quarterly", "annual", "irregular", "as-needed"]

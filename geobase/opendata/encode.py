@@ -15,7 +15,7 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 
-from geobase.catalog.records import CLASSES, LEVELS
+from geobase.opendata.classes import CLASSES, LEVELS
 from geobase.errors import InvalidInput
 from geobase.opendata.grades import LABELS_ZH
 

@@ -101,11 +101,17 @@ def create_scoped_key(conn: psycopg.Connection, *, name: str, department: str, s
 
 def key_states(conn: psycopg.Connection, ids: list[str]) -> dict[str, str]:
     """{key id: "active" | "expired" | "revoked"} of the keys ``ids`` (e.g. approved requests' keys)."""
+    return {i: state for i, (state, _) in key_facts(conn, ids).items()}
+
+
+def key_facts(conn: psycopg.Connection, ids: list[str]) -> dict[str, tuple[str, datetime | None]]:
+    """{key id: (state, expires_at)} of the keys ``ids``: what a request's page shows of its key."""
     rows = conn.execute(
         """SELECT id, CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END
+                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END,
+                  expires_at
            FROM catalog.api_keys WHERE id = ANY(%s)""", (list(ids),)).fetchall()
-    return {i: state for i, state in rows}
+    return {i: (state, expires) for i, state, expires in rows}
 
 
 def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[dict]:

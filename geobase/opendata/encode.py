@@ -15,8 +15,8 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 
-from geobase.opendata.classes import CLASSES, LEVELS
 from geobase.errors import InvalidInput
+from geobase.opendata.classes import CLASSES, LEVELS
 from geobase.opendata.grades import LABELS_ZH
 
 RECORD_CORE = "http://www.opengis.net/spec/ogcapi-records-1/1.0/req/record-core"

@@ -20,8 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 
 _NEG, _POS = float("-inf"), float("inf")
 

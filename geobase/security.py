@@ -16,8 +16,12 @@ zone (``GEOBASE_NETWORK_ZONE``); a layer whose grade x openness that zone does n
 invisible to everyone, admins included (:func:`can_see` asks it before anything else, so the
 catalog, items, tiles, downloads and analyses all obey it). In the internet zone a conditional
 layer's data reach keyed callers only. A key of an approved request (``Principal.scope``) sees
-only the datasets it was granted. Outside callers (no key, or a request's key) lose the
-attributes the layer's openness class drops (``desensitise`` in its spec).
+only the datasets it was granted, inside the box it was granted (:func:`scope_box`) and in its
+formats (:func:`require_format`). Outside callers (no key, or a request's key) get the layer as
+its openness class's ``desensitise`` rules say (:func:`desensitisation`: dropped and masked
+attributes, rounded or township-generalised geometry; the rules and their SQL in
+:mod:`geobase.opendata.desensitise`); masked attributes are among :func:`hidden_attributes`, so
+no filter, sort or analysis can name them.
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
 the app factory, ``geobase.api.app``; without it the routes' dependency

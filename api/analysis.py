@@ -142,7 +142,7 @@ async def list_rules(conn=Depends(get_conn), registry: Registry = Depends(get_re
     and title (site checks report it as not evaluated) so the layer's existence does not leak."""
     from geobase.analysis.rules import load_conflict_rules, load_site_rules
 
-    may_see = {s.name for s in await visible_layers(conn, principal, registry)}
+    may_see = {s.name for s in await visible_layers(conn, principal, registry, exact_geometry=True)}
 
     def shown(rule, layers: list[str]) -> dict:
         if all(n in may_see for n in layers):
@@ -167,7 +167,7 @@ async def site_check_upload(request: Request, file: UploadFile = File(...), proj
         raise PayloadTooLarge(f"file: larger than the upload limit of {limit} bytes", parameter="file")
     site = await asyncio.to_thread(parse_upload, data, file.filename or "upload", settings, repair=repair)
     async with analysis_slot(request) as conn, analysis_transaction(conn, settings.analysis_statement_timeout_ms):
-        visible = await visible_layers(conn, principal, registry)
+        visible = await visible_layers(conn, principal, registry, exact_geometry=True)
         result = await site_check(conn, registry, visible, site, sliver_m2=settings.analysis_sliver_m2,
                                           project_type=project_type, principal=principal)
     return render(result, f)

@@ -247,7 +247,7 @@ async def catalog_download(request: Request, recordId: str = Path(max_length=63)
 
     from geobase.db import database_url
     from geobase.opendata import bulk
-    from geobase.security import require_format, require_layer, visible_attributes
+    from geobase.security import desensitisation, hidden_attributes, require_format, require_layer, scope_box
 
     if f not in bulk.FORMATS:
         raise InvalidInput(f"f: one of {', '.join(bulk.FORMATS)}", parameter="f")
@@ -257,11 +257,15 @@ async def catalog_download(request: Request, recordId: str = Path(max_length=63)
         raise InvalidInput(f"{recordId!r} is a raster: download it from /collections/{recordId}/coverage",
                            parameter="recordId")
     settings: Settings = request.app.state.settings
-    attributes = visible_attributes(principal, spec)
-    lock = _PREPARING.setdefault(bulk.cache_key(spec, attributes, f), asyncio.Lock())
+    # the caller's view: readable attributes, masked ones (masked), the desensitised geometry, a key's box
+    d, box = desensitisation(principal, spec), scope_box(principal)
+    hidden = hidden_attributes(principal, spec) - set(d.shown_masked if d else ())
+    attributes = [a for a in spec.attribute_names if a not in hidden]
+    lock = _PREPARING.setdefault(bulk.cache_key(spec, attributes, f, d, box), asyncio.Lock())
     async with lock:   # one preparation per file, the others wait for it
         path = await asyncio.to_thread(bulk.prepare, database_url(settings), spec, attributes, f,
-                                       settings.data_path, settings.analysis_statement_timeout_ms)
+                                       settings.data_path, settings.analysis_statement_timeout_ms, d,
+                                       list(box) if box else None)
     digest = bulk.sha256_of(path)
     audit.note(action="catalog.download", layer=spec.name, format=f)
     ext, media = bulk.FORMATS[f]

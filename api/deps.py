@@ -30,7 +30,8 @@ from geobase.catalog.state import LayerState, layer_state
 from geobase.partitions import known_divisions, partition_divisions_async
 from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
 from geobase.api.gate import get_principal
-from geobase.security import Principal, hidden_attributes, require_layer
+from geobase.opendata.desensitise import Desensitisation
+from geobase.security import Principal, desensitisation, hidden_attributes, require_layer, scope_box
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -101,6 +102,8 @@ class Collection:
     spec: LayerSpec
     state: LayerState
     hidden: frozenset[str]
+    desensitise: Desensitisation | None = None  # the caller's (security.desensitisation)
+    within: tuple[float, float, float, float] | None = None  # a request key's box (security.scope_box)
 
 
 async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
@@ -109,7 +112,8 @@ async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal
     the caller may not see is answered like one that does not exist)."""
     spec = await require_layer(conn, principal, registry, collection_id)
     state = await layer_state(conn, spec)
-    return Collection(spec, state, frozenset(hidden_attributes(principal, spec)))
+    return Collection(spec, state, frozenset(hidden_attributes(principal, spec)), desensitisation(principal, spec),
+                      scope_box(principal))
 
 
 def require_features(collection: Collection) -> Collection:

@@ -43,7 +43,7 @@ from geobase.catalog.state import LayerState
 from geobase.editing import feature_hash
 from geobase.features import ItemsParams, build_query, changes_source, etag_for
 from geobase.api.gate import get_principal
-from geobase.security import Principal
+from geobase.security import Principal, require_format
 
 router = APIRouter(tags=["Features"])
 
@@ -71,7 +71,8 @@ async def items(request: Request, fmt: str = Depends(items_format),
                 numberMatched: str | None = NUMBER_MATCHED, download: str | None = DOWNLOAD,
                 bom: str | None = BOM, principal: Principal = Depends(get_principal)):
     dl = parse_bool(download, "download") or fmt in DOWNLOADS
-    q = build_query(c.state, set(c.hidden), p, **_limits(request, dl))
+    require_format(principal, fmt, dl)  # a request's key: only the file formats it was granted
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, dl))
     answer = ItemsAnswer(request, principal, c, f"/collections/{c.spec.name}/items")
     answer.bom = csv_bom(bom, fmt)
     return await answer.respond(q, fmt, dl, parse_bool(numberMatched, "numberMatched"))
@@ -83,13 +84,16 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
                conn: psycopg.AsyncConnection = Depends(get_conn),
                principal: Principal = Depends(get_principal)):
     spec = c.spec
-    q = build_query(c.state, set(c.hidden), p, default_limit=1, max_limit=1)
+    require_format(principal, fmt, download=False)
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, default_limit=1, max_limit=1)
     q.only_feature(featureId)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
                     sorted(request.query_params.multi_items()), sorted(c.hidden), fmt)
     # a layer without a version has no rows: its table is not named (a first load may hold its lock)
     content = (await feature_hash(conn, spec, featureId, q.version, p.extra.get("division"))
-               if c.state.current_version is not None else None)
+               if c.state.current_version is not None else None)  # also refuses a key of two counties
+    if c.desensitise is not None:
+        content = None  # not the clear content's hash when desensitised
     if content is not None:  # strong: the content's hash (what If-Match of an edit names), then the representation
         etag = f'"{content}-{etag[1:17]}"'
     headers = caller_cache_headers(principal, etag)
@@ -140,7 +144,8 @@ async def changes(request: Request, fmt: str = Depends(changes_format),
                   divisions: list[str] | None = Depends(divisions_param),
                   principal: Principal = Depends(get_principal)):
     v_from, v_to = _versions_compared(c.state, from_, to)
-    q = build_query(c.state, set(c.hidden), p, **_limits(request, fmt in DOWNLOADS))
+    require_format(principal, fmt, fmt in DOWNLOADS)
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, fmt in DOWNLOADS))
     q.source, change = changes_source(c.spec, v_from, v_to, divisions)
     q.extra_property = ("change", change)
     q.version = v_to

@@ -85,7 +85,7 @@ OFFERS: dict[str, Offer] = {
     "/catalog/zones": J,
     "/catalog/items/{recordId}/download": Offer({"file": "application/octet-stream"}, negotiated=False, also=(206,)),
     "/catalog/requests": J,
-    "/admin/requests": J,
+    "/admin/requests": J_HTML,
     "/csw": Offer({"xml": "application/xml"}, negotiated=False),
     "/collections/{collectionId}/items": FEATURES,
     "/collections/{collectionId}/items/{featureId}": Offer({"json": GEOJSON, "html": HTML}, also=(304,)),

@@ -8,8 +8,11 @@ catalog lists as conditional in this zone (:func:`geobase.security.catalog_lists
 
 from __future__ import annotations
 
+from pathlib import Path as FsPath
+
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from geobase.api import negotiation
 from geobase.api.catalog import _CACHE
 from geobase.api.deps import get_conn, get_registry_dep, get_settings_dep
 from geobase.api.gate import get_principal
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from geobase import audit
 from geobase.catalog import requests as req
 from geobase.db import connect
+from geobase.errors import InvalidInput
 from geobase.security import LayerAccess, Principal, catalog_lists
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -92,9 +96,19 @@ def mine(x_requester_token: str | None = Header(None), settings: Settings = Depe
                                                     "Vary": "X-Requester-Token"})
 
 
-@router.get("/admin/requests", summary="Requests for your department's datasets (steward or admin)")
-def department(status: str | None = Query(None, pattern="^(pending|approved|refused)$"),
+PAGE = FsPath(__file__).resolve().parent / "templates" / "requests.html"
+
+
+@router.get("/admin/requests", summary="Requests for your department's datasets (steward or admin); "
+            "f=html: the page to decide them")
+def department(request: Request, status: str | None = Query(None, pattern="^(pending|approved|refused)$"),
+               f: str | None = Query(None, description="json or html"),
                principal: Principal = Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
+    if (f or negotiation.chosen(request, "json")).lower() == "html":
+        # the page holds no data: it asks for a key and reads this route's JSON with it
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+    if f is not None and f.lower() != "json":
+        raise InvalidInput("f: one of json, html", parameter="f")
     with connect(settings) as conn:
         return {"requests": req.department_requests(conn, principal, status)}
 

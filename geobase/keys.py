@@ -101,11 +101,17 @@ def create_scoped_key(conn: psycopg.Connection, *, name: str, department: str, s
 
 def key_states(conn: psycopg.Connection, ids: list[str]) -> dict[str, str]:
     """{key id: "active" | "expired" | "revoked"} of the keys ``ids`` (e.g. approved requests' keys)."""
+    return {i: state for i, (state, _) in key_facts(conn, ids).items()}
+
+
+def key_facts(conn: psycopg.Connection, ids: list[str]) -> dict[str, tuple[str, datetime | None]]:
+    """{key id: (state, expires_at)} of the keys ``ids``: what a request's page shows of its key."""
     rows = conn.execute(
         """SELECT id, CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END
+                           WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' ELSE 'active' END,
+                  expires_at
            FROM catalog.api_keys WHERE id = ANY(%s)""", (list(ids),)).fetchall()
-    return {i: state for i, state in rows}
+    return {i: (state, expires) for i, state, expires in rows}
 
 
 def list_keys(conn: psycopg.Connection, *, include_revoked: bool = False) -> list[dict]:
@@ -168,8 +174,9 @@ async def authenticate(conn: psycopg.AsyncConnection, token: str) -> Principal:
         raise KeyRefused(REFUSED, key_id=key_id, reason="unknown key")
     scope = frozenset((row[6] or {}).get("datasets") or ()) if row[6] is not None else None
     formats = frozenset((row[6] or {}).get("formats") or ()) if row[6] is not None else None
+    box = (row[6] or {}).get("bbox") if row[6] is not None else None
     holder = Principal(name=row[0], department=row[1], role=row[2], key_id=key_id, scope=scope,
-                       formats=formats or None)
+                       formats=formats or None, bbox=tuple(float(v) for v in box) if box else None)
     if not hmac.compare_digest(row[3], hash_secret(secret)):
         raise KeyRefused(REFUSED, key=holder, key_id=key_id, reason="wrong secret")
     if row[4]:

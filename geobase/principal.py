@@ -26,6 +26,9 @@ class Principal:
     #: the download formats such a key was granted (None or empty: any); see
     #: :func:`geobase.security.require_format`
     formats: frozenset[str] | None = None
+    #: the box (minx, miny, maxx, maxy in CGCS2000/CRS84 degrees) such a key was granted: it reads
+    #: nothing outside it (:func:`geobase.security.scope_bbox`); None: no box
+    bbox: tuple[float, float, float, float] | None = None
 
     @property
     def is_public(self) -> bool:

@@ -281,7 +281,7 @@ async def search(conn: psycopg.AsyncConnection, principal: Principal, registry: 
     if position is not None:
         results.append(position_result(position))
     else:
-        specs = [s for s in await visible_layers(conn, principal, registry) if s.name in TARGETS]
+        specs = [s for s in await visible_layers(conn, principal, registry, exact_geometry=True) if s.name in TARGETS]
         loaded = await catalog_layers.current_layers(conn, [s.name for s in specs])
         order = list(TARGETS)
         hits = []
@@ -335,7 +335,7 @@ async def label_points(conn: psycopg.AsyncConnection, principal: Principal, regi
     collection, from the layers this caller may see and fields it may read: the map's own base,
     with no external basemap."""
     features = []
-    specs = [s for s in await visible_layers(conn, principal, registry) if s.name in LABELS]
+    specs = [s for s in await visible_layers(conn, principal, registry, exact_geometry=True) if s.name in LABELS]
     loaded = await catalog_layers.current_layers(conn, [s.name for s in specs])
     for spec in specs:
         field, kind, where, how = LABELS[spec.name]

@@ -16,8 +16,12 @@ zone (``GEOBASE_NETWORK_ZONE``); a layer whose grade x openness that zone does n
 invisible to everyone, admins included (:func:`can_see` asks it before anything else, so the
 catalog, items, tiles, downloads and analyses all obey it). In the internet zone a conditional
 layer's data reach keyed callers only. A key of an approved request (``Principal.scope``) sees
-only the datasets it was granted. Outside callers (no key, or a request's key) lose the
-attributes the layer's openness class drops (``desensitise`` in its spec).
+only the datasets it was granted, inside the box it was granted (:func:`scope_box`) and in its
+formats (:func:`require_format`). Outside callers (no key, or a request's key) get the layer as
+its openness class's ``desensitise`` rules say (:func:`desensitisation`: dropped and masked
+attributes, rounded or township-generalised geometry; the rules and their SQL in
+:mod:`geobase.opendata.desensitise`); masked attributes are among :func:`hidden_attributes`, so
+no filter, sort or analysis can name them.
 
 Keys are resolved by :mod:`geobase.keys` (installed as ``app.state.principal_resolver`` by
 the app factory, ``geobase.api.app``; without it the routes' dependency
@@ -34,6 +38,8 @@ import psycopg
 
 from geobase import audit
 from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from geobase.opendata.desensitise import Desensitisation
+from geobase.opendata.desensitise import plan as desensitise_plan
 from geobase.opendata.grades import ZONES, open_to_anonymous, zone_allows
 from geobase.principal import PUBLIC, Principal
 from geobase.specs import LayerSpec, Registry
@@ -44,8 +50,11 @@ __all__ = [
     "LayerAccess",
     "Principal",
     "Role",
+    "caller_view",
     "can_see",
     "catalog_lists",
+    "desensitisation",
+    "geometry_exact",
     "hidden_attributes",
     "layer_accesses",
     "network_zone",
@@ -58,6 +67,7 @@ __all__ = [
     "require_format",
     "require_layer",
     "require_role",
+    "scope_box",
     "set_network_zone",
     "view_signature",
     "visible_attributes",
@@ -139,9 +149,34 @@ def hidden_attributes(principal: Principal, spec: LayerSpec) -> set[str]:
         return set()
     audience = "public" if principal.is_public else "internal"
     hidden = {a.name for a in spec.attributes if audience in a.hidden_from}
-    if principal.is_outside:  # the openness class's desensitisation (drop rules)
-        hidden |= {r.attribute for r in spec.desensitise.get(spec.openness, ()) if r.action == "drop"}
+    d = desensitisation(principal, spec)
+    if d is not None:  # dropped and masked attributes: never readable (nor filterable) in the clear
+        hidden |= d.hidden
     return hidden
+
+
+def desensitisation(principal: Principal, spec: LayerSpec) -> Desensitisation | None:
+    """The openness class's desensitisation of ``spec`` for this caller: outside callers (no
+    key, or an approved request's key) get the rules of the layer's class
+    (:mod:`geobase.opendata.desensitise`), everyone else None (the data as stored). Every output
+    that shows masked values or a generalised geometry reads them from what this returns."""
+    if not principal.is_outside or principal.is_admin:
+        return None
+    return desensitise_plan(spec.name, spec.geometry, spec.desensitise.get(spec.openness, []))
+
+
+def caller_view(principal: Principal, spec: LayerSpec) -> tuple[set[str], Desensitisation | None, tuple | None]:
+    """(:func:`hidden_attributes`, :func:`desensitisation`, :func:`scope_box`) of the caller:
+    what a vector tile needs."""
+    return hidden_attributes(principal, spec), desensitisation(principal, spec), principal.bbox
+
+
+def geometry_exact(principal: Principal, spec: LayerSpec) -> bool:
+    """Does this caller read the layer's geometry as stored (no round/township rule) and
+    everywhere (a key without a box)? Analyses and searches use only such layers: their results
+    would give a generalised geometry back, or reach outside the box."""
+    d = desensitisation(principal, spec)
+    return (d is None or d.exact_geometry) and principal.bbox is None
 
 
 def visible_attributes(principal: Principal, spec: LayerSpec) -> list[str]:
@@ -179,12 +214,12 @@ def view_signature(principal: Principal, accesses: list[LayerAccess], registry: 
     kept, memo = _SIGNATURES.setdefault(id(registry), (registry, {}))
     # what can_see and hidden_attributes read of the principal: its role flags and department
     key = (principal.is_admin, principal.is_public, principal.department, principal.scope, network_zone(),
-           tuple(sorted(accesses, key=lambda x: x.name)))
+           tuple(sorted(accesses, key=lambda x: x.name)), principal.bbox)
     sig = memo.get(key)
     if sig is None:
         if len(memo) > 4096:
             memo.clear()
-        sig = memo[key] = _view_signature(_Viewer(*key[:4]), key[5], kept)
+        sig = memo[key] = _view_signature(_Viewer(*key[:4], bbox=key[6]), key[5], kept)
     return sig
 
 
@@ -195,7 +230,11 @@ def _view_signature(principal: _Viewer, accesses: tuple[LayerAccess, ...], regis
     parts = []
     for a in accesses:
         if can_see(principal, a) and a.name in registry.layers:
-            parts.append(a.name + ":" + ",".join(sorted(hidden_attributes(principal, registry.layers[a.name]))))
+            spec = registry.layers[a.name]
+            d = desensitisation(principal, spec)  # masks are among the hidden; a geometry rule is not
+            rule = d.geometry.model_dump_json() if d is not None and d.geometry is not None else ""
+            parts.append(a.name + ":" + ",".join(sorted(hidden_attributes(principal, spec))) + rule)
+    parts.append(repr(principal.bbox))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -207,6 +246,7 @@ class _Viewer:
     is_public: bool
     department: str | None
     scope: frozenset[str] | None
+    bbox: tuple[float, float, float, float] | None = None
 
     @property
     def is_outside(self) -> bool:
@@ -239,11 +279,15 @@ def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> No
     audit.note_layer(access.name, sensitive=sensitive)
 
 
-async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> list[LayerSpec]:
-    """Specs of the layers this caller may see, in name order."""
+async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry, *,
+                         exact_geometry: bool = False) -> list[LayerSpec]:
+    """Specs of the layers this caller may see, in name order. ``exact_geometry``: only those
+    whose geometry the caller reads as stored (the inputs of analyses and searches; see
+    :func:`geometry_exact`)."""
     out = []
     for a in await layer_accesses(conn):
-        if a.name in registry.layers and can_see(principal, a):
+        if a.name in registry.layers and can_see(principal, a) and (
+                not exact_geometry or geometry_exact(principal, registry.layers[a.name])):
             _note_read(principal, a, registry.layers[a.name])
             out.append(registry.layers[a.name])
     return out
@@ -266,11 +310,30 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     return registry.layers[name]
 
 
-def require_format(principal: Principal, fmt: str) -> None:
-    """An approved request's key downloads only in the formats it was granted (403 otherwise).
-    Checked by the catalog's full downloads; items' ``f=`` does not ask it yet."""
-    if principal.formats and fmt not in principal.formats and fmt.split("-")[0] not in principal.formats:
+#: the API's own paged representations of features (JSON pages, HTML views): reading the
+#: granted data through the API is what a key is for; as a download (``download=true``) they are
+#: the GeoJSON format
+_PAGES = ("json", "geojson", "html")
+
+
+def require_format(principal: Principal, fmt: str, download: bool = True) -> None:
+    """An approved request's key reads files only in the formats it was granted (403 otherwise):
+    the catalog's full downloads, and items / single features / the change feed as CSV,
+    GeoPackage, FlatGeobuf, GeoParquet or a GeoJSON download alike. Paged JSON and HTML and
+    vector tiles are the API's and the map's views of the granted data (within the key's box)."""
+    if not principal.formats:
+        return
+    if fmt in _PAGES and not download:
+        return
+    asked = "geojson" if fmt in _PAGES else fmt
+    if asked not in principal.formats and asked.split("-")[0] not in principal.formats:
         raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats))}, not {fmt!r}")
+
+
+def scope_box(principal: Principal) -> tuple[float, float, float, float] | None:
+    """The box (CGCS2000 degrees) a request's key was granted: features outside it are never
+    returned (items, the change feed), drawn (tiles) or downloaded (clipped to it)."""
+    return principal.bbox
 
 
 def require_role(principal: Principal, role: Role) -> None:

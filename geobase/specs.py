@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geobase.errors import SpecError
+from geobase.opendata.classes import CatalogDefaults
+from geobase.opendata.desensitise import DesensitiseRule, check_rules
 from geobase.opendata.grades import Grade, Openness
 from geobase.vocab import NAME_PATTERN, Audience, SharingLevel
 
@@ -129,17 +131,6 @@ class RasterSpec(_Strict):
     resampling: str = "bilinear"
 
 
-class DesensitiseRule(_Strict):
-    """One attribute-level desensitisation rule of an openness class (see LayerSpec.desensitise).
-    Only ``drop`` is implemented: the attribute is removed from every output (items, downloads,
-    tiles, analyses' field names) for callers outside the government (anonymous callers and the
-    keys of approved requests), through :func:`geobase.security.hidden_attributes`. Other
-    actions are refused when the spec is read rather than silently not applied."""
-
-    attribute: str
-    action: Literal["drop"] = "drop"
-
-
 class LayerSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     title: LocalText
@@ -151,7 +142,9 @@ class LayerSpec(_Strict):
     openness: Openness = Field(default="open", description="openness class: open (无条件开放) / conditional (有条件开放) "
                                "/ closed (不予开放); see geobase.opendata.grades for the zones each may exist in")
     desensitise: dict[Openness, list[DesensitiseRule]] = Field(
-        default_factory=dict, description="per openness class: attribute rules applied to outside callers")
+        default_factory=dict, description="per openness class: drop/mask/round/township rules applied to outside "
+        "callers (geobase/opendata/desensitise.py)")
+    catalog: CatalogDefaults | None = Field(default=None, description="resource catalogue: data class, level, themes")
     licence: str
     contact: str
     update_frequency: Literal["continual", "daily", "weekly", "monthly", "quarterly", "annual", "irregular", "as-needed"]
@@ -200,10 +193,8 @@ class LayerSpec(_Strict):
                 raise ValueError(f"{key}: unknown attribute {value!r}")
         if self.sharing == "restricted" and not self.shared_with:
             raise ValueError("shared_with: required when sharing is 'restricted'")
-        for cls, rules in self.desensitise.items():
-            missing = [r.attribute for r in rules if r.attribute not in names]
-            if missing:
-                raise ValueError(f"desensitise.{cls}: unknown attributes {missing}")
+        for cls, rules in self.desensitise.items():  # geobase/opendata/desensitise.py
+            check_rules(cls, rules, {a.name: a.type for a in self.attributes})
         return self
 
     # -- helpers used across services ------------------------------------------------------

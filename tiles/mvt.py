@@ -34,6 +34,7 @@ from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
 
 from geobase.catalog import current_versions_sql
+from geobase.opendata.desensitise import Desensitisation
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import as_of_filter, current_filter, table_ident
 
@@ -59,20 +60,29 @@ class LayerPlan:
     pyramid_version: int | None = None  # read low zooms from tiles.cells/tiles.big of this version
     #: draw the rows current in this earlier version (the map as it was) instead of today's rows
     as_of: int | None = None
+    #: an outside caller's desensitisation (geobase.opendata.desensitise): masked values, rounded geometry
+    desensitise: Desensitisation | None = None
+    #: a request key's box (CGCS2000 degrees): nothing outside it is drawn
+    within: tuple | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
 
 
-def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[str]) -> LayerPlan | None:
-    """The layer's plan at zoom z, or None when the layer is not drawn at that zoom."""
+def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[str],
+               desensitise: Desensitisation | None = None, within: tuple | None = None) -> LayerPlan | None:
+    """The layer's plan at zoom z, or None when the layer is not drawn at that zoom (or has no
+    geometry for this caller: generalised to the township)."""
     if spec.kind != "vector" or not spec.tiles.minzoom <= z <= spec.tiles.maxzoom:
         return None
+    if desensitise is not None and desensitise.no_geometry:
+        return None
+    masked = desensitise.shown_masked if desensitise is not None else []
     attrs = list(spec.tiles.attributes)
     if spec.tiles.detail_zoom is not None and z >= spec.tiles.detail_zoom:
         attrs += [a for a in spec.tiles.detail_attributes if a not in attrs]
-    attrs = [a for a in attrs if a not in hidden_attrs]
+    attrs = [a for a in attrs if a not in hidden_attrs or a in masked]
     class_field = spec.style.class_field or spec.class_field
     hidden_classes: list[str] = []
     if class_field:
@@ -80,8 +90,9 @@ def plan_layer(spec: LayerSpec, registry: Registry, z: int, hidden_attrs: set[st
         hidden_classes = sorted(c.code for c in codes.values() if c.minzoom is not None and c.minzoom > z)
     aggregate_below = spec.tiles.detail_zoom if spec.tiles.detail_zoom is not None else AGGREGATE_BELOW
     aggregate = bool(spec.coverage and z < aggregate_below and spec.geometry == "MultiPolygon"
-                     and class_field and class_field not in hidden_attrs)
-    return LayerPlan(spec, tuple(attrs), tuple(hidden_classes), aggregate)
+                     and class_field and class_field not in hidden_attrs
+                     and (desensitise is None or desensitise.exact_geometry) and within is None)
+    return LayerPlan(spec, tuple(attrs), tuple(hidden_classes), aggregate, desensitise=desensitise, within=within)
 
 
 def rows_filter(plan: LayerPlan) -> sql.Composed:
@@ -97,11 +108,20 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
                     env_buffered: sql.Composable, filter_buffered: sql.Composable) -> sql.Composed:
     spec = plan.spec
     col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
+    d = plan.desensitise
+    where = [rows_filter(plan), sql.SQL("geom && {}").format(filter_buffered)]
+    if d is not None and not d.exact_geometry:  # rows found and drawn by the rounded geometry only
+        col = d.geometry_sql(tms.srid)
+        where = [rows_filter(plan), sql.SQL("geom && ST_Expand({}, {})").format(
+            filter_buffered, sql.Literal(3 * float(d.geometry.metres or 0) / 110_574.0)),
+            sql.SQL("{} && {}").format(col, env_buffered)]
+    if plan.within is not None:
+        box = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*(sql.Literal(float(v)) for v in plan.within))
+        where.append(sql.SQL("geom && {b} AND ST_Intersects(geom, {b})").format(b=box))
     px = tms.tile_span(z) / 256
     geom = col
     if z < SIMPLIFY_BELOW:
         geom = sql.SQL("ST_Simplify({}, {}, true)").format(col, sql.Literal(px / 2))
-    where = [rows_filter(plan), sql.SQL("geom && {}").format(filter_buffered)]
     if spec.geometry == "MultiPolygon" and spec.tiles.min_area_px > 0:
         where.append(sql.SQL("ST_Area({}) >= {}").format(col, sql.Literal(spec.tiles.min_area_px * px * px)))
     cf = _class_field(spec)
@@ -110,7 +130,8 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
             sql.Identifier(cf), sql.Literal(list(plan.hidden_classes))))
     cols = [sql.SQL("ST_AsMVTGeom({}, {}, {}, {}, true) AS geom").format(
         geom, env, sql.Literal(EXTENT), sql.Literal(BUFFER)), sql.SQL("_key")]
-    cols += [sql.Identifier(a) for a in plan.attributes]
+    cols += [sql.SQL("{} AS {}").format(d.column_sql(a), sql.Identifier(a)) if d else sql.Identifier(a)
+             for a in plan.attributes]
     return sql.SQL("SELECT {cols} FROM {tbl} WHERE {where}").format(
         cols=sql.SQL(", ").join(cols), tbl=table_ident(spec), where=sql.SQL(" AND ").join(where))
 

@@ -22,7 +22,7 @@ from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput
 from geobase.printing.data import LayerData, fetch_layer
 from geobase.printing.draw import draw_layer, matplotlib_modules
-from geobase.security import Principal, hidden_attributes
+from geobase.security import Principal, geometry_exact, hidden_attributes
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -101,6 +101,8 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
         drawn = []
         for spec in sorted(specs, key=lambda s: (s.style.order, s.name)):
             if versions[spec.name] is None or not spec.tiles.minzoom <= z <= spec.tiles.maxzoom:
+                continue
+            if not geometry_exact(principal, spec):  # rounded/township/boxed for this caller: not drawn
                 continue
             try:
                 drawn.append(await fetch_layer(conn, spec, fbox, draw_box, srid=tms.srid, tolerance=pad / 2,

@@ -28,7 +28,7 @@ from geobase.catalog import layer_versions
 from geobase.catalog.state import STATES_SQL, LayerState, layer_state, layer_states, states_from_rows
 from geobase.errors import InvalidInput, NotFound
 from geobase.features.params import resolve_datetime
-from geobase.security import Principal, can_see, hidden_attributes, note_denied, note_read, view_signature
+from geobase.security import Principal, can_see, caller_view, note_denied, note_read, view_signature
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -162,7 +162,7 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
                  pyramid_url: str | None) -> list[LayerPlan]:
     # a layer without a current version has nothing to draw: its table is not even read (during
     # a layer's first load the table is locked until the version commits)
-    plans = [p for p in (plan_layer(s, registry, z, hidden_attributes(principal, s)) for s in specs
+    plans = [p for p in (plan_layer(s, registry, z, *caller_view(principal, s)) for s in specs
                          if states[s.name].current_version is not None) if p]
     if pyramid_url and tms.srid == 3857:
         plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
@@ -366,7 +366,7 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
         return TileResult(hit, etag, True, tag)
-    plan = plan_layer(spec, registry, z, hidden_attributes(principal, spec))
+    plan = plan_layer(spec, registry, z, *caller_view(principal, spec))
     body, raw = b"", None
     if plan is not None:
         body, _, _, raw = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,

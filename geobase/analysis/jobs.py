@@ -281,7 +281,7 @@ class AnalysisJobs:
                 await set_local_timeout(conn, settings.job_statement_timeout_ms)
                 await jobs.tag_connection(conn, job_id)
                 result = await run_process(process_id, body, conn, settings, registry, principal, progress)
-                visible = {s.name for s in await visible_layers(conn, principal, registry)}
+                visible = {s.name for s in await visible_layers(conn, principal, registry, exact_geometry=True)}
             used = layers_used(result, visible)
             files = await asyncio.to_thread(output.write_outputs, result, self.folder(job_id), process_id)
             stored = {"files": [p.name for p in files], "main": f"{process_id}.json",

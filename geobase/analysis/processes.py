@@ -118,7 +118,7 @@ async def check_inputs(process: str, body: ProcessInputs, conn: psycopg.AsyncCon
     """What a job's inputs name, checked at submission (the job would fail on it later): every
     field name goes through security.require_fields, the check items use, so a masked field is
     refused (400 naming it) before a job exists."""
-    vis = {s.name: s for s in await visible_layers(conn, principal, registry)}
+    vis = {s.name: s for s in await visible_layers(conn, principal, registry, exact_geometry=True)}
     named: list[tuple[str, str | None, list[str]]] = []
     if process == "tabulate":
         named = [(body.layer_a, "class_a", [body.class_a] if body.class_a else []),
@@ -135,7 +135,7 @@ async def check_inputs(process: str, body: ProcessInputs, conn: psycopg.AsyncCon
 async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
                       registry: Registry, principal: Principal, progress: Progress | None = None) -> dict:
     """Run one analysis: the same code for the endpoints, the jobs and the CLI."""
-    visible = await visible_layers(conn, principal, registry)
+    visible = await visible_layers(conn, principal, registry, exact_geometry=True)
     sliver = getattr(body, "sliver_m2", None)
     sliver = settings.analysis_sliver_m2 if sliver is None else sliver
     geom = None

@@ -26,15 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geobase.catalog.layers import GRADE_SQL
 from geobase.errors import InvalidInput, NotFound
+from geobase.opendata.classes import DataClass, Level
 from geobase.opendata.grades import GRADES, OPENNESS
 from geobase.specs import LayerSpec, Registry
 from geobase.vocab import NAME_PATTERN
-
-#: the 4x4 classification of the resource catalogue (资源目录): data class x administrative level
-CLASSES: dict[str, str] = {"status": "现状", "planning": "规划", "management": "管理", "socioeconomic": "社会经济"}
-LEVELS: dict[str, str] = {"national": "国家", "provincial": "省", "municipal": "市", "county": "县"}
-DataClass = Literal["status", "planning", "management", "socioeconomic"]
-Level = Literal["national", "provincial", "municipal", "county"]
 
 #: download formats of a vector layer (items' ``f=``) and their media types
 VECTOR_FORMATS: dict[str, str] = {
@@ -116,6 +111,7 @@ def _quality(report: dict | None) -> dict | None:
 def layer_record(spec: LayerSpec, row: dict, department: dict | None) -> dict:
     """A layer's record from its spec, its catalog row and its admin metadata."""
     meta = RecordMeta.model_validate(row.get("meta") or {})
+    cat = spec.catalog  # the spec's class, level and themes; the admin's metadata overrides them
     kind = spec.kind
     dists = []
     if kind == "vector":
@@ -133,8 +129,10 @@ def layer_record(spec: LayerSpec, row: dict, department: dict | None) -> dict:
         "id": spec.name, "type": "dataset", "kind": kind,
         "title": {"zh": meta.title_zh or spec.title.zh, "en": meta.title_en or spec.title.en},
         "abstract": {"zh": meta.abstract_zh or spec.description.strip(), "en": meta.abstract_en or spec.description.strip()},
-        "data_class": meta.data_class or "status", "level": meta.level or "county",
-        "themes": meta.themes, "tags": meta.tags, "keywords": list(dict.fromkeys(spec.keywords + meta.keywords)),
+        "data_class": meta.data_class or (cat.data_class if cat else "status"),
+        "level": meta.level or (cat.level if cat else "county"),
+        "themes": meta.themes or (list(cat.themes) if cat else []), "tags": meta.tags,
+        "keywords": list(dict.fromkeys(spec.keywords + meta.keywords)),
         "department": department or {"code": spec.department},
         "contact": meta.contact or spec.contact, "licence": meta.licence or spec.licence,
         "update_frequency": meta.update_frequency or spec.update_frequency,

@@ -95,14 +95,15 @@ _SELECT = """SELECT r.id::text, r.datasets, r.formats, r.bbox, r.purpose, r.days
 
 def _outs(conn: psycopg.Connection, rows: list[dict]) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts, with the state of each approved request's key."""
-    from geobase.keys import key_states
+    from geobase.keys import key_facts
 
-    states = key_states(conn, [r["key_id"] for r in rows if r.get("key_id")])
+    facts = key_facts(conn, [r["key_id"] for r in rows if r.get("key_id")])
     out = []
     for row in rows:
         doc = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
         if row.get("key_id"):
-            doc["key_state"] = states.get(row["key_id"], "revoked")
+            state, expires = facts.get(row["key_id"], ("revoked", None))
+            doc["key_state"], doc["key_expires_at"] = state, expires.isoformat() if expires else None
         out.append(doc)
     return out
 

@@ -66,8 +66,10 @@ def _distance_sql(geom: sql.Composable, metres: float, max_abs_lat: float) -> sq
 
 
 def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_limit: int | None,
-                max_limit: int | None) -> FeatureQuery:
-    """Validate every parameter against the spec and the caller's view; compose the query."""
+                max_limit: int | None, desensitise=None, within: tuple | None = None) -> FeatureQuery:
+    """Validate every parameter against the spec and the caller's view; compose the query.
+    ``desensitise``: the caller's :func:`geobase.security.desensitisation` of the layer;
+    ``within``: a request key's box (:func:`geobase.security.scope_box`): nothing outside it."""
     spec = _vector_spec(state)
     allowed = state.crs_uris()
     out_crs = parse_crs(p.crs, "crs", allowed)
@@ -76,7 +78,7 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     if p.bbox_crs and not p.bbox:
         raise InvalidInput("bbox-crs: given without bbox", parameter="bbox-crs")
     qtypes = queryable_types(spec, hidden)
-    props = _properties(spec, hidden, qtypes, p.properties)
+    props = _properties(spec, hidden, qtypes, p.properties, tuple(desensitise.shown_masked) if desensitise else ())
     limit = _limit(p.limit, default_limit, max_limit)
     if p.precision is not None and not (0 <= p.precision <= 15):
         raise InvalidInput("precision: must be 0..15 decimals", parameter="precision")
@@ -85,11 +87,14 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     sort_sig = _sort_signature(sort)
     version, cursor_dir, cursor_values = _version(state, p, sort_sig)
     where = _filters(spec, qtypes, p, bbox_crs, filter_crs)
+    if within is not None:
+        env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*(sql.Literal(float(v)) for v in within))
+        where.append(sql.SQL("(geom && {e} AND ST_Intersects(geom, {e}))").format(e=env))
     return FeatureQuery(
         spec=spec, version=version, is_current=version is not None and version == state.current_version,
         properties=props, out_crs=out_crs, precision=precision, skip_geometry=p.skip_geometry, where=where,
         sort=sort, sort_sig=sort_sig, limit=limit, cursor_dir=cursor_dir, cursor_values=cursor_values,
-        has_spatial_or_filter=bool(where))
+        has_spatial_or_filter=bool(where), desensitise=desensitise)
 
 
 def _vector_spec(state: LayerState) -> LayerSpec:
@@ -103,10 +108,12 @@ def _vector_spec(state: LayerState) -> LayerSpec:
     return spec
 
 
-def _properties(spec: LayerSpec, hidden: set[str], qtypes: dict[str, str], value: str | None) -> list[str]:
+def _properties(spec: LayerSpec, hidden: set[str], qtypes: dict[str, str], value: str | None,
+                masked: tuple[str, ...] = ()) -> list[str]:
     """The output properties: those asked for (each readable by the caller), else every visible one."""
-    if value is None:
-        return list(qtypes)
+    if value is None:  # masked attributes are output (masked) but never named by a caller
+        return [a for a in spec.attribute_names if a in qtypes or a in masked] + [q for q in qtypes if q not in
+                                                                                   spec.attribute_names]
     props = parse_list(value)
     for name in props:  # the one field check of items and analyses alike
         require_field(spec, name, "properties", hidden=hidden, extra=tuple(qtypes))

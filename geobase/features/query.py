@@ -81,6 +81,8 @@ class FeatureQuery:
     has_spatial_or_filter: bool = False
     extra_property: tuple[str, sql.Composable] | None = None  # change feeds: ("change", expr)
     source: sql.Composable | None = None  # FROM clause; default: the layer table
+    #: an outside caller's desensitisation (geobase.opendata.desensitise): wraps the row source
+    desensitise: Any = None
 
     # -- SQL pieces ----------------------------------------------------------------------------
     def geometry_sql(self, axis_order: bool = True) -> sql.Composable:
@@ -116,6 +118,14 @@ class FeatureQuery:
             geom, self.properties_sql())
 
     def from_sql(self) -> sql.Composable:
+        if self.desensitise is not None:  # filters and output see only the desensitised rows
+            extra = ["_key", "_rid", "division"] + ([self.extra_property[0]] if self.extra_property else [])
+            m = measure_column(self.spec)
+            return self.desensitise.source_sql(self._from_sql(), self._version_sql(),
+                                               self.spec.attribute_names + ([m] if m else []), extra)
+        return self._from_sql()
+
+    def _from_sql(self) -> sql.Composable:
         if self.source is not None:
             return self.source
         if self.version is None:
@@ -124,6 +134,9 @@ class FeatureQuery:
         return sql.SQL("{} AS t").format(table_ident(self.spec))
 
     def version_sql(self) -> sql.Composable:
+        return sql.SQL("TRUE") if self.desensitise is not None else self._version_sql()
+
+    def _version_sql(self) -> sql.Composable:
         if self.source is not None:
             return sql.SQL("TRUE")
         if self.version is None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from geobase.opendata.desensitise import Desensitisation
 from geobase.specs import LayerSpec
 from geobase.storage import STORAGE_SRID, current_filter, table_ident
 
@@ -59,13 +60,18 @@ def short_names(names: list[str], width: int = 10) -> dict[str, str]:
     return out
 
 
-def cache_key(spec: LayerSpec, attributes: list[str], fmt: str) -> str:
-    """What a prepared file depends on besides the version: the view and the format."""
-    return hashlib.sha256(f"{spec.name}|{spec.spec_hash()}|{','.join(attributes)}|{fmt}".encode()).hexdigest()[:20]
+def cache_key(spec: LayerSpec, attributes: list[str], fmt: str, desensitise: Desensitisation | None = None,
+              bbox: list[float] | None = None) -> str:
+    """What a prepared file depends on besides the version: the view (attributes, the caller's
+    desensitisation, a scoped key's box) and the format."""
+    view = f"{spec.name}|{spec.spec_hash()}|{','.join(attributes)}|{fmt}|{desensitise!r}|{bbox!r}"
+    return hashlib.sha256(view.encode()).hexdigest()[:20]
 
 
-def prepared_path(root: Path, spec: LayerSpec, version: str, attributes: list[str], fmt: str) -> Path:
-    return root / "downloads" / spec.name / version / f"{cache_key(spec, attributes, fmt)}.{FORMATS[fmt][0]}"
+def prepared_path(root: Path, spec: LayerSpec, version: str, attributes: list[str], fmt: str,
+                  desensitise: Desensitisation | None = None, bbox: list[float] | None = None) -> Path:
+    key = cache_key(spec, attributes, fmt, desensitise, bbox)
+    return root / "downloads" / spec.name / version / f"{key}.{FORMATS[fmt][0]}"
 
 
 def sha256_of(path: Path) -> str:
@@ -79,10 +85,28 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _query(spec: LayerSpec, attributes: list[str]) -> sql.Composed:
-    cols = [sql.SQL("_key AS id")] + [sql.Identifier(a) for a in attributes] + [sql.SQL("ST_AsBinary(geom)")]
+def _query(spec: LayerSpec, attributes: list[str], desensitise: Desensitisation | None = None,
+           bbox: list[float] | None = None) -> sql.Composed:
+    """The rows of the file: current, desensitised for an outside caller (masked values, the
+    rounded or no geometry), and for a key limited to a box only the features in it, clipped."""
+    geom = desensitise.geometry_sql() if desensitise is not None else sql.Identifier("geom")
+    where = [current_filter()]
+    if bbox is not None:
+        env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*(sql.Literal(float(v)) for v in bbox))
+        where.append(sql.SQL("geom && {e} AND ST_Intersects(geom, {e})").format(e=env))
+        geom = clipped_sql(geom, env, spec.geometry)
+    cols = [sql.SQL("_key AS id")]
+    cols += [desensitise.column_sql(a) if desensitise is not None else sql.Identifier(a) for a in attributes]
+    cols.append(sql.SQL("ST_AsBinary({})").format(geom))
     return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY _key").format(
-        sql.SQL(", ").join(cols), table_ident(spec), current_filter())
+        sql.SQL(", ").join(cols), table_ident(spec), sql.SQL(" AND ").join(where))
+
+
+def clipped_sql(geom: sql.Composable, env: sql.Composable, geometry_type: str | None) -> sql.Composable:
+    """``geom`` cut to the box ``env``, kept to the layer's geometry type."""
+    kind = {"MultiPoint": 1, "MultiLineString": 2, "MultiPolygon": 3}.get(geometry_type or "", 0)
+    cut = sql.SQL("ST_Intersection({}, {})").format(geom, env)
+    return sql.SQL("ST_Multi(ST_CollectionExtract({}, {}))").format(cut, sql.Literal(kind)) if kind else cut
 
 
 def _current_version(conninfo: str, layer: str) -> str:
@@ -100,7 +124,8 @@ def _current_version(conninfo: str, layer: str) -> str:
     return f"v{int(cur.version)}-{made}"
 
 
-def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, root: Path, timeout_ms: int) -> Path:
+def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, root: Path, timeout_ms: int,
+            desensitise: Desensitisation | None = None, bbox: list[float] | None = None) -> Path:
     """Write the full download of the layer's current version for this view (if not there yet)
     and return its path (with a ``.sha256`` beside it). Runs in a worker thread.
 
@@ -114,9 +139,10 @@ def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, roo
     shp = fmt.startswith("shp")
     names = short_names(["id", *attributes]) if shp else {n: n for n in ["id", *attributes]}
     columns = [(names[a], types[a]) for a in attributes]
+    query = _query(spec, attributes, desensitise, bbox)
     for _ in range(3):
         version = _current_version(conninfo, spec.name)
-        path = prepared_path(root, spec, version, attributes, fmt)
+        path = prepared_path(root, spec, version, attributes, fmt, desensitise, bbox)
         if path.exists():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,9 +150,9 @@ def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, roo
         try:
             out = work / f"{spec.name}.{FORMATS[fmt][0].split('.')[-2 if shp else -1]}"
             if fmt == "parquet":
-                write_geoparquet_file(conninfo, _query(spec, attributes), columns, True, STORAGE_SRID, out, timeout_ms)
+                write_geoparquet_file(conninfo, query, columns, True, STORAGE_SRID, out, timeout_ms)
             else:
-                write_file(conninfo, _query(spec, attributes), columns, True, _DRIVERS[fmt], out, spec.name,
+                write_file(conninfo, query, columns, True, _DRIVERS[fmt], out, spec.name,
                            STORAGE_SRID, timeout_ms, spec.geometry, encoding=_ENCODINGS.get(fmt, "UTF-8"))
             if _current_version(conninfo, spec.name) != version:
                 continue   # an ingest committed while the rows were read: write again

@@ -15,8 +15,8 @@ import datetime as dt
 import io
 from dataclasses import dataclass, field
 
-from geobase.catalog.records import CLASSES, LEVELS
 from geobase.errors import InvalidInput
+from geobase.opendata.classes import CLASSES, LEVELS
 from geobase.opendata.grades import LABELS_ZH
 
 RECORD_CORE = "http://www.opengis.net/spec/ogcapi-records-1/1.0/req/record-core"
@@ -111,7 +111,18 @@ def matches(r: dict, query: Query) -> bool:
 
 
 def search(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:
-    """The matching records and, over them, the count of each facet value."""
+    """The matching records and, over them, the count of each facet value: what
+    :func:`matches` says record by record, through the list's index (bit sets per facet value,
+    built once per list: :mod:`geobase.opendata.search_index`)."""
+    from geobase.opendata.search_index import index_for
+
+    idx = index_for(records, FACETS, _text, _facet_values)
+    mask = idx.select(query)
+    return idx.hits(mask), idx.counts(mask)
+
+
+def search_by_scan(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """:func:`search` record by record (the reference the index is tested against)."""
     hits = [r for r in records if matches(r, query)]
     facets: dict[str, dict[str, int]] = {name: {} for name in FACETS}
     for r in hits:

@@ -15,7 +15,7 @@ from geobase.lazy_import import load
 from geobase.printing.data import LayerData, fetch_layer, layer_from_geojson
 from geobase.printing.layout import Layout, parse_layout
 from geobase.printing.sheet import frame_for, metres_per_degree, render_sheet
-from geobase.security import Principal, can_see, hidden_attributes, note_denied, note_read, require_field
+from geobase.security import Principal, can_see, geometry_exact, hidden_attributes, note_denied, note_read, require_field
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -68,7 +68,7 @@ async def print_sheet(conn: psycopg.AsyncConnection, registry: Registry, princip
     tolerance = frame.scale * (25.4 / layout.dpi / 2) / 1000 / kx  # half an output pixel, in degrees
     layers: list[LayerData] = []
     budget = settings.print_max_features
-    for spec, choice in chosen:
+    for spec, choice in [(s, c) for s, c in chosen if geometry_exact(principal, s)]:  # desensitised: not drawn
         d = await fetch_layer(conn, spec, box, box, srid=4490, tolerance=tolerance,
                               hidden=hidden_attributes(principal, spec), limit=budget, label=choice.label)
         d.opacity = choice.opacity

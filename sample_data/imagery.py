@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from geobase.sample_data.codes import EPSG_GK
 
 PIXEL_M = 60.0
@@ -115,19 +114,19 @@ def write_imagery(out_dir: Path, dltb: Path, seed: int) -> tuple[dict, dict]:
         if d == 2:
             dn[((yy - cy) / (h * 0.06)) ** 2 + ((xx - cx) / (w * 0.08)) ** 2 < 1] = 0  # a cloud, masked
         name = f"imagery_{date.replace('-', '')}.tif"
-        prof = dict(driver="GTiff", width=w, height=h, count=len(BANDS), dtype="uint16", nodata=0,
-                    crs=f"EPSG:{EPSG_GK}", transform=transform, compress="deflate", predictor=2, tiled=True,
-                    blockxsize=256, blockysize=256, interleave="pixel")
+        prof = {"driver": "GTiff", "width": w, "height": h, "count": len(BANDS), "dtype": "uint16", "nodata": 0,
+                "crs": f"EPSG:{EPSG_GK}", "transform": transform, "compress": "deflate", "predictor": 2,
+                "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel"}
         with rasterio.open(out_dir / name, "w", **prof) as dst:
             dst.write(np.moveaxis(dn, 2, 0))
             for i, b in enumerate(BANDS, start=1):
                 dst.set_band_description(i, b)
-        files[name] = dict(crs=f"EPSG:{EPSG_GK}", format="GeoTIFF uint16 x10000 reflectance, DEFLATE",
-                           size=[w, h], pixel_m=PIXEL_M, nodata=0)
-        scenes.append(dict(file=name, datetime=date, bands=BANDS))
-    section = dict(collection="county_imagery", sensor="synthetic Landsat-like", scenes=scenes,
-                   bands={f"b{i}": b for i, b in enumerate(BANDS, start=1)},
-                   planted_idle=idle, planted_converted=conv,
-                   note="farmland parcels painted idle (bare soil all season) or converted (built-up signature); "
-                        "every other pixel has its parcel's class signature")
+        files[name] = {"crs": f"EPSG:{EPSG_GK}", "format": "GeoTIFF uint16 x10000 reflectance, DEFLATE",
+                       "size": [w, h], "pixel_m": PIXEL_M, "nodata": 0}
+        scenes.append({"file": name, "datetime": date, "bands": BANDS})
+    section = {"collection": "county_imagery", "sensor": "synthetic Landsat-like", "scenes": scenes,
+               "bands": {f"b{i}": b for i, b in enumerate(BANDS, start=1)},
+               "planted_idle": idle, "planted_converted": conv,
+               "note": "farmland parcels painted idle (bare soil all season) or converted (built-up signature); "
+                       "every other pixel has its parcel's class signature"}
     return files, section

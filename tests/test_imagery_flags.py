@@ -29,8 +29,13 @@ import pytest
 from conftest import SAMPLE, LiveServer, create_database, drop_database, settings_for
 from editing_common import FAST, layer_state, make_editing_keys, q
 
-NDVI = lambda d: (d[3] - d[2]) / (d[3] + d[2])  # noqa: E731 - b4 nir, b3 red
-NDBI = lambda d: (d[4] - d[3]) / (d[4] + d[3])  # noqa: E731 - b5 swir16, b4 nir
+
+def NDVI(d):
+    return (d[3] - d[2]) / (d[3] + d[2])
+
+
+def NDBI(d):
+    return (d[4] - d[3]) / (d[4] + d[3])
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,14 @@ def img(pg_server, county_template, tmp_path_factory):
     drop_database(pg_server, name)
 
 
+@pytest.fixture(scope="module")
+def srv(img):
+    """One server for the tests that do not kill it."""
+    server = LiveServer(img[0], env=FAST)
+    yield server
+    server.stop()
+
+
 def _tile(settings, layer: str, z: int) -> str:
     """``z/x/y`` of the Web Mercator tile holding the first current row of ``layer``."""
     import math
@@ -64,9 +77,9 @@ def _h(tokens, label):
     return {"Authorization": f"Bearer {tokens[label]}"}
 
 
-def _numpy_season_mean(settings, key: str, fn) -> float:
-    """The index's season mean of one parcel from the stored COGs, by numpy: per scene the mean
-    over the pixels whose centre is in the parcel and whose every band is valid."""
+def _numpy_season(settings, key: str, fn) -> tuple[float, dict]:
+    """The index's season mean of one parcel from the stored COGs by numpy, and per scene its
+    statistics: the pixels whose centre is in the parcel and whose every band is valid."""
     import rasterio
     import shapely
     from rasterio.features import geometry_mask
@@ -74,8 +87,8 @@ def _numpy_season_mean(settings, key: str, fn) -> float:
 
     wkt = q(settings, "SELECT ST_AsText(geom) FROM data.land_use WHERE _key = %s AND _vto IS NULL", (key,))[0][0]
     geom = shapely.geometry.mapping(shapely.from_wkt(wkt))
-    means = []
-    for (f,) in q(settings, "SELECT file FROM catalog.imagery_items WHERE collection = 'county_imagery'"):
+    per_scene = {}
+    for sid, f in q(settings, "SELECT id, file FROM catalog.imagery_items WHERE collection = 'county_imagery'"):
         with rasterio.open(settings.data_path / f) as src:
             inside = ~geometry_mask([transform_geom("EPSG:4490", src.crs, geom)], out_shape=(src.height, src.width),
                                     transform=src.transform)
@@ -83,39 +96,44 @@ def _numpy_season_mean(settings, key: str, fn) -> float:
             valid = inside & (src.read_masks() > 0).all(axis=0)
             if valid.sum() >= 4 and valid.sum() / inside.sum() >= 0.5:
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    means.append(float(fn(data)[valid].mean()))
-    return sum(means) / len(means)
+                    v = fn(data)[valid]
+                per_scene[sid] = {"mean": v.mean(), "median": np.median(v), "std": v.std(),
+                                  "valid_share": valid.sum() / inside.sum(), "count": int(valid.sum())}
+    return sum(s["mean"] for s in per_scene.values()) / len(per_scene), per_scene
 
 
-def test_the_rules_flag_exactly_the_planted_parcels_and_store_them(img):
+def test_the_rules_flag_exactly_the_planted_parcels_and_store_them(img, srv):
     settings, tokens, section = img
-    srv = LiveServer(settings, env=FAST)
-    try:
-        with srv.client() as c:
-            r = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
-                       headers=_h(tokens, "nr:editor"))
-            assert r.status_code == 200, r.text + srv.logs()[-3000:]
-            rep = r.json()
-            again = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
-                           headers=_h(tokens, "nr:editor")).json()
-            public = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True})
-            other = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
-                           headers=_h(tokens, "forestry:editor"))
-            items = c.get("/collections/imagery_flags/items", headers=_h(tokens, "nr:viewer")).json()
-            hidden = c.get("/collections/imagery_flags/items")
-            listed = [col["id"] for col in c.get("/collections", headers=_h(tokens, "nr:viewer")).json()["collections"]]
-            tile = c.get(f"/tiles/imagery_flags/{_tile(settings, 'imagery_flags', 14)}.mvt",
-                         headers=_h(tokens, "nr:viewer"))
-    finally:
-        srv.stop()
+    with srv.client() as c:
+        r = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
+                   headers=_h(tokens, "nr:editor"))
+        assert r.status_code == 200, r.text + srv.logs()[-3000:]
+        rep = r.json()
+        again = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
+                       headers=_h(tokens, "nr:editor")).json()
+        public = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True})
+        other = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
+                       headers=_h(tokens, "forestry:editor"))
+        items = c.get("/collections/imagery_flags/items", headers=_h(tokens, "nr:viewer")).json()
+        hidden = c.get("/collections/imagery_flags/items")
+        listed = [col["id"] for col in c.get("/collections", headers=_h(tokens, "nr:viewer")).json()["collections"]]
+        tile = c.get(f"/tiles/imagery_flags/{_tile(settings, 'imagery_flags', 14)}.mvt",
+                     headers=_h(tokens, "nr:viewer"))
     flagged = {f["key"]: f["flag"] for f in rep["flags"]}
     assert flagged == {**{k: "idle" for k in section["planted_idle"]},
                        **{k: "converted" for k in section["planted_converted"]}}
     assert rep["summary"] == {"converted": 3, "idle": 3} and len(rep["scenes"]) == 3
     assert rep["derived"]["written"] and rep["derived"]["rows_total"] == 6
     for f in rep["flags"]:  # the statistics behind each flag equal numpy on the same pixels
-        assert f["values"]["ndvi"]["mean"] == pytest.approx(_numpy_season_mean(settings, f["key"], NDVI), abs=1e-12)
-        assert f["values"]["ndbi"]["mean"] == pytest.approx(_numpy_season_mean(settings, f["key"], NDBI), abs=1e-12)
+        for name, fn in (("ndvi", NDVI), ("ndbi", NDBI)):
+            season, per_scene = _numpy_season(settings, f["key"], fn)
+            got = f["values"][name]
+            assert got["mean"] == pytest.approx(season, abs=1e-12)
+            assert sorted(got["scenes"]) == sorted(per_scene)
+            for sid, want in per_scene.items():
+                assert got["scenes"][sid]["count"] == want["count"]
+                for k in ("mean", "median", "std", "valid_share"):
+                    assert got["scenes"][sid][k] == pytest.approx(float(want[k]), abs=1e-12), (f["key"], sid, k)
     assert again["derived"] == {"layer": "imagery_flags", "version": rep["derived"]["version"], "written": False,
                                 "reason": "the current version was made from the same inputs"}
     assert public.status_code == 401 and other.status_code == 403
@@ -129,17 +147,13 @@ def test_the_rules_flag_exactly_the_planted_parcels_and_store_them(img):
     assert [s["datetime"][:10] for s in inputs["scenes"]] == ["2026-09-18", "2026-07-16", "2026-04-18"]
 
 
-def test_nothing_else_is_near_the_thresholds(img):
-    """Every other farmland parcel's season NDVI is well above the idle threshold (the rules'
+def test_nothing_else_is_near_the_thresholds(img, srv):
+    """Every other farmland parcel's July NDVI is well above the idle threshold (the rules'
     margin is real, not luck of the noise)."""
-    settings, tokens, section = img
-    srv = LiveServer(settings, env=FAST)
-    try:
-        with srv.client() as c:
-            r = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery",
-                                                        "datetime": "2026-07-01/2026-07-31"})
-    finally:
-        srv.stop()
+    settings, _, section = img
+    with srv.client() as c:
+        r = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery",
+                                                    "datetime": "2026-07-01/2026-07-31"})
     assert r.status_code == 200, r.text
     planted = set(section["planted_idle"]) | set(section["planted_converted"])
     farm = {k for (k,) in q(settings, "SELECT _key FROM data.land_use WHERE _vto IS NULL AND dlbm LIKE '01%%'")}
@@ -147,24 +161,20 @@ def test_nothing_else_is_near_the_thresholds(img):
     assert low == planted
 
 
-def test_zonal_statistics_stored_as_a_derived_layer(img):
+def test_zonal_statistics_stored_as_a_derived_layer(img, srv):
     settings, tokens, _ = img
-    srv = LiveServer(settings, env=FAST)
     h = _h(tokens, "nr:editor")
-    try:
-        with srv.client() as c:
-            a = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True}, headers=h)
-            assert a.status_code == 200, a.text
-            b = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True,
-                                                        "expression": "(b5-b4)/(b5+b4)", "name": "ndbi"}, headers=h)
-            assert b.status_code == 200, b.text
-            noname = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True,
-                                                             "expression": "b4"}, headers=h)
-            col = c.get("/collections/parcel_imagery").json()
-            page = c.get("/collections/parcel_imagery/items", params={"idx": "ndvi", "limit": 5}).json()
-            tile = c.get(f"/tiles/parcel_imagery/{_tile(settings, 'parcel_imagery', 14)}.mvt")
-    finally:
-        srv.stop()
+    with srv.client() as c:
+        a = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True}, headers=h)
+        assert a.status_code == 200, a.text
+        b = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True,
+                                                    "expression": "(b5-b4)/(b5+b4)", "name": "ndbi"}, headers=h)
+        assert b.status_code == 200, b.text
+        noname = c.post("/analysis/imagery-zonal", json={"collection": "county_imagery", "store": True,
+                                                         "expression": "b4"}, headers=h)
+        col = c.get("/collections/parcel_imagery").json()
+        page = c.get("/collections/parcel_imagery/items", params={"idx": "ndvi", "limit": 5}).json()
+        tile = c.get(f"/tiles/parcel_imagery/{_tile(settings, 'parcel_imagery', 14)}.mvt")
     va, vb = a.json()["derived"], b.json()["derived"]
     assert va["written"] and vb["written"] and vb["version"] == va["version"] + 1
     n = a.json()["parcels_checked"]

@@ -80,7 +80,7 @@ def load_flag_rules(registry: Registry, path: Path | None = None) -> FlagRules:
     except ValidationError as exc:
         raise SpecError(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                 for e in exc.errors())) from None
-    for name, expr in rs.indices.items():
+    for expr in rs.indices.values():
         check_expression(expr, 99)
     for r in rs.rules:
         unknown = [c.index for c in r.when if c.index not in rs.indices]

@@ -71,10 +71,16 @@ def _plant(df, labels: np.ndarray, rng: np.random.Generator) -> tuple[list[str],
     farm = df["DLBM"].astype(str).str.startswith("01").to_numpy()
     paddy = df.index[df["DLBM"] == "0101"]
     largest = set(df.loc[paddy].geometry.area.sort_values(ascending=False).index[:1])
+    need = PLANTED_IDLE + PLANTED_CONVERTED
     ok = [i for i in np.flatnonzero(farm & (counts >= MIN_PIXELS)) if i not in largest]
-    pick = rng.choice(np.array(ok), size=PLANTED_IDLE + PLANTED_CONVERTED, replace=False)
-    idle = sorted(str(df.loc[i, "BSM"]) for i in pick[:PLANTED_IDLE])
-    conv = sorted(str(df.loc[i, "BSM"]) for i in pick[PLANTED_IDLE:])
+    if len(ok) >= need:
+        pick = rng.choice(np.array(ok), size=need, replace=False)
+    else:  # a scaled county (parcels smaller than the pixels): the farmland parcels with most pixels
+        seen = [i for i in np.flatnonzero(farm & (counts > 0)) if i not in largest]
+        pick = np.array(sorted(seen, key=lambda i: (-counts[i], i))[:need], dtype="int64")
+    half = (len(pick) + 1) // 2
+    idle = sorted(str(df.loc[i, "BSM"]) for i in pick[:half])
+    conv = sorted(str(df.loc[i, "BSM"]) for i in pick[half:])
     return idle, conv
 
 

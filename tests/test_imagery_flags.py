@@ -7,7 +7,7 @@ only in the manifest, which the rules never read).
   its flag, and nothing else; every flag's season means equal numpy on the same pixels of the
   stored COGs (cell-centre rule, nodata out);
 * stored, the flags and the zonal statistics are versions of the derived layers
-  ``imagery_flags`` / ``parcel_imagery``: in the catalog, ``/collections`` and tiles, their
+  ``parcel_flags`` / ``parcel_imagery``: in the catalog, ``/collections`` and tiles, their
   version naming the parcel layer's version and the scenes; re-running on the same inputs writes
   nothing, a new index makes a new version carrying the others;
 * the flag layer is internal (a public caller gets 404) and only its department's editors may
@@ -114,10 +114,10 @@ def test_the_rules_flag_exactly_the_planted_parcels_and_store_them(img, srv):
         public = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True})
         other = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True},
                        headers=_h(tokens, "forestry:editor"))
-        items = c.get("/collections/imagery_flags/items", headers=_h(tokens, "nr:viewer")).json()
-        hidden = c.get("/collections/imagery_flags/items")
+        items = c.get("/collections/parcel_flags/items", headers=_h(tokens, "nr:viewer")).json()
+        hidden = c.get("/collections/parcel_flags/items")
         listed = [col["id"] for col in c.get("/collections", headers=_h(tokens, "nr:viewer")).json()["collections"]]
-        tile = c.get(f"/tiles/imagery_flags/{_tile(settings, 'imagery_flags', 14)}.mvt",
+        tile = c.get(f"/tiles/parcel_flags/{_tile(settings, 'parcel_flags', 14)}.mvt",
                      headers=_h(tokens, "nr:viewer"))
     flagged = {f["key"]: f["flag"] for f in rep["flags"]}
     assert flagged == {**{k: "idle" for k in section["planted_idle"]},
@@ -134,14 +134,14 @@ def test_the_rules_flag_exactly_the_planted_parcels_and_store_them(img, srv):
                 assert got["scenes"][sid]["count"] == want["count"]
                 for k in ("mean", "median", "std", "valid_share"):
                     assert got["scenes"][sid][k] == pytest.approx(float(want[k]), abs=1e-12), (f["key"], sid, k)
-    assert again["derived"] == {"layer": "imagery_flags", "version": rep["derived"]["version"], "written": False,
+    assert again["derived"] == {"layer": "parcel_flags", "version": rep["derived"]["version"], "written": False,
                                 "reason": "the current version was made from the same inputs"}
     assert public.status_code == 401 and other.status_code == 403
-    assert hidden.status_code == 404 and "imagery_flags" in listed
+    assert hidden.status_code == 404 and "parcel_flags" in listed
     assert tile.status_code == 200 and tile.content
     got = {f["properties"]["parcel"]: f["properties"] for f in items["features"]}
     assert {k: p["flag"] for k, p in got.items()} == flagged
-    (meta,) = q(settings, "SELECT metadata FROM catalog.layer_versions WHERE layer = 'imagery_flags'")[0]
+    (meta,) = q(settings, "SELECT metadata FROM catalog.layer_versions WHERE layer = 'parcel_flags'")[0]
     inputs = meta["derived"]["inputs"]
     assert inputs["layer"] == "land_use" and inputs["layer_version"] == rep["versions"]["land_use"]["version"]
     assert [s["datetime"][:10] for s in inputs["scenes"]] == ["2026-09-18", "2026-07-16", "2026-04-18"]
@@ -204,9 +204,9 @@ def test_sigkill_while_the_flag_job_writes_leaves_the_previous_version(img):
     with srv.client() as c:  # a previous flag version to keep serving (or the same one again)
         first = c.post("/analysis/imagery-flags", json={"collection": "county_imagery", "store": True}, headers=h)
         assert first.status_code == 200, first.text
-    before = layer_state(settings, "imagery_flags")
+    before = layer_state(settings, "parcel_flags")
     blocker = psycopg.connect(settings.database_url)
-    blocker.execute("SELECT 1 FROM catalog.layers WHERE name = 'imagery_flags' FOR UPDATE")
+    blocker.execute("SELECT 1 FROM catalog.layers WHERE name = 'parcel_flags' FOR UPDATE")
     outcome: dict = {}
 
     def run() -> None:
@@ -231,12 +231,12 @@ def test_sigkill_while_the_flag_job_writes_leaves_the_previous_version(img):
     blocker.close()
     srv.stop()
     assert "error" in outcome
-    after = layer_state(settings, "imagery_flags")
+    after = layer_state(settings, "parcel_flags")
     assert after == before  # same current version, same versions, same rows: no half version
     srv2 = LiveServer(settings, env=FAST)
     try:
         with srv2.client() as c:
-            items = c.get("/collections/imagery_flags/items", headers=h).json()
+            items = c.get("/collections/parcel_flags/items", headers=h).json()
             redo = c.post("/analysis/imagery-flags", headers=h, json={
                 "collection": "county_imagery", "store": True, "datetime": "2026-06-01/2026-12-31"})
     finally:

@@ -110,7 +110,7 @@ class ImageryFlagsIn(ProcessInputs):
     collection: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     datetime: str | None = Field(default=None, description="scenes acquired in this interval a/b (and in the "
                                  "rules' growing season)")
-    store: bool = Field(default=False, description="write the flags as a new version of the layer imagery_flags")
+    store: bool = Field(default=False, description="write the flags as a new version of the layer parcel_flags")
 
 
 PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {

@@ -1,5 +1,5 @@
 """Derived layers: what an imagery job computes per parcel, stored as a new version of a layer
-declared in ``layers/`` (``parcel_imagery``, ``imagery_flags``) through the one version writer
+declared in ``layers/`` (``parcel_imagery``, ``parcel_flags``) through the one version writer
 (:func:`geobase.catalog.versions.write_version`), so a derived layer is in the catalog,
 ``/collections``, tiles, time travel and diffs like any delivered layer.
 

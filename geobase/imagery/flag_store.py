@@ -1,4 +1,4 @@
-"""The flags of :mod:`geobase.imagery.flags` as rows of the derived layer ``imagery_flags``:
+"""The flags of :mod:`geobase.imagery.flags` as rows of the derived layer ``parcel_flags``:
 one row per flagged parcel (its geometry, county and area joined from the parcel layer by
 :mod:`geobase.imagery.derived`), with the rule, the season means of NDVI/NDBI when the rule set
 declares them under those names, the lowest valid-pixel share, the scenes used and every
@@ -14,7 +14,7 @@ from geobase.principal import Principal
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
-FLAG_LAYER = "imagery_flags"
+FLAG_LAYER = "parcel_flags"
 
 
 def _dates(scenes: list[dict], used: set[str]) -> tuple[str | None, str | None]:
@@ -37,7 +37,7 @@ def flag_row(flag: dict, source: str, collection: str, scenes: list[dict]) -> di
 
 def store_flags(settings: Settings, registry: Registry, rs, spec: LayerSpec, rows: list[tuple], flags: list[dict],
                 inputs: dict, principal: Principal) -> dict:
-    """Write the flags as a new version of ``imagery_flags`` (or nothing for the same inputs)."""
+    """Write the flags as a new version of ``parcel_flags`` (or nothing for the same inputs)."""
     out_rows = [flag_row(f, spec.name, inputs["collection"], inputs["scenes"]) for f in flags]
     d = Derived(job="imagery-flags", spec=registry.layer(FLAG_LAYER), source=spec, rows=out_rows, key=["parcel"],
                 inputs=inputs, report={"parcels_checked": len(rows), "flags": len(flags)})

@@ -2,8 +2,8 @@
 the parcels of a layer with a collection's growing-season scenes, e.g. farmland with a low
 season NDVI -> possibly idle (疑似撂荒), farmland with a built-up signature -> possibly converted
 (疑似非农化). Run as the analysis process ``imagery-flags``; with ``store`` the flagged parcels
-become a new version of the derived layer ``imagery_flags`` (:mod:`geobase.imagery.derived`),
-listed at ``/collections/imagery_flags/items`` under the layer's sharing rule.
+become a new version of the derived layer ``parcel_flags`` (:mod:`geobase.imagery.derived`),
+listed at ``/collections/parcel_flags/items`` under the layer's sharing rule.
 
 A parcel's value of an index is the mean, over the season's scenes in which the parcel has at
 least ``min_pixels`` valid pixels making at least ``min_valid_share`` of its pixels, of its pixel
@@ -35,7 +35,7 @@ from geobase.specs import LayerSpec, Registry, read_yaml
 from geobase.storage import current_filter, table_ident
 from geobase.vocab import NAME_PATTERN
 
-FLAG_LAYER = "imagery_flags"
+FLAG_LAYER = "parcel_flags"
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 

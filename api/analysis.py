@@ -84,12 +84,12 @@ async def utf8_json_body(request: Request) -> None:
 
 
 async def run_sync(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
-                   registry: Registry, principal: Principal) -> dict:
+                   registry: Registry, principal: Principal, writer: Settings | None = None) -> dict:
     """A synchronous analysis under ``analysis_statement_timeout_ms`` (the pooled connection's
     own timeout is the ordinary request's 30 s): one read-only snapshot whose local settings
     end with it, so nothing leaks to the connection's next user."""
     async with analysis_transaction(conn, settings.analysis_statement_timeout_ms):
-        return await run_process(process, body, conn, settings, registry, principal)
+        return await run_process(process, body, conn, settings, registry, principal, writer=writer)
 
 
 @asynccontextmanager
@@ -122,7 +122,7 @@ def _endpoint(process: str, model: type[ProcessInputs]):
         if f == "pdf" and process != "site-check":  # refused before the analysis runs
             raise InvalidInput("f: pdf is the site check's map sheet; use json, geojson, html or csv", parameter="f")
         async with analysis_slot(request) as conn:
-            result = await run_sync(process, body, conn, settings, registry, principal)
+            result = await run_sync(process, body, conn, settings, registry, principal, request.app.state.owner_settings)
         return render(result, f)
 
     handler.__name__ = f"analysis_{process.replace('-', '_')}"
@@ -249,7 +249,8 @@ async def execute(process_id: str, request: Request, prefer: str | None = Header
     async with analysis_slot(request) as conn:
         await check_inputs(process_id, body, conn, registry, principal)
         if not (prefer and "respond-async" in prefer):
-            result = await run_sync(process_id, body, conn, settings, registry, principal)
+            result = await run_sync(process_id, body, conn, settings, registry, principal,
+                                    request.app.state.owner_settings)
         else:
             ext = await _jobs(request.app).submit(conn, process_id, inputs, body, principal, _caller(request, principal))
             job = await _jobs(request.app).read(conn, ext, principal)

@@ -122,7 +122,8 @@ def open_services(app: FastAPI) -> None:
     # whole downloads (csv/gpkg/fgb) and site checks at once: bounded, 503 past the pool timeout
     app.state.export_semaphore = asyncio.Semaphore(settings.export_concurrency)
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_concurrency))
-    app.state.analysis_jobs = AnalysisJobs(settings, app.state.registry, app.state.pool)
+    app.state.analysis_jobs = AnalysisJobs(settings, app.state.registry, app.state.pool,
+                                           writer=app.state.owner_settings)
     app.state.tile_cache = TileCache(settings.data_path / "tiles", settings.tile_cache_max_bytes)
     app.state.tile_states_hint = StatesHint()
     app.state.tiles_db_url = database_url(settings)

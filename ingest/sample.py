@@ -184,6 +184,10 @@ def ingest_sample_county(settings: Settings, echo: Callable[..., None] = print, 
                 extra = "  [" + ", ".join(f"{k} {v}" for k, v in {**errs, **warn}.items()) + "]"
             echo(f"  {layer:16s} v{res.version}: {res.rows_total} rows from {step.file} in {res.seconds:.1f}s"
                  f" ({why}){extra}")
+    if with_changes:  # the demo: the imagery series as a STAC collection (missing scenes only)
+        from geobase.imagery.sample import ingest_sample_imagery
+
+        ingest_sample_imagery(settings, directory, echo)
     return results
 
 

@@ -9,6 +9,7 @@ Writes into ``out_dir``:
 * ``planning.gdb.zip`` zipped FileGDB with layers ``GHFQ`` (规划分区) and ``KZX`` (三区三线), EPSG:4490
 * ``admin.gpkg``     layer ``XZQ`` county + 6 townships, EPSG:4490
 * ``dem.tif``        1 arc-second float32 DEM, EPSG:4490
+* ``imagery_<date>.tif`` a three-date 6-band imagery series (``imagery``: planted idle/converted farmland)
 * ``demo_site.geojson`` the proposed-project polygon of the site-check demo
 * ``manifest.json``  parameters, checksums, counts, code lists, analysis rules and planted facts
 
@@ -42,6 +43,7 @@ from geobase.sample_data.deliveries import (
     write_admin, write_demo_site, write_planning, write_rivers, write_water,
 )
 from geobase.sample_data.forest import write_forest
+from geobase.sample_data.imagery import write_imagery
 from geobase.sample_data.manifest import write_manifest
 from geobase.sample_data.parcels import ParcelGenerator
 from geobase.sample_data.planning import build_planning
@@ -89,12 +91,15 @@ def generate(out_dir: Path, *, parcels: int = 8000, seed: int = 20261122,
                                 format="GeoTIFF float32 DEFLATE predictor 3, 256x256 tiles",
                                 size=[dem_info["width"], dem_info["height"]], pixel_deg=1 / 3600,
                                 nodata=-9999.0)
+        img_files, img_section = write_imagery(out_dir, out_dir / next(iter(files)), seed)
+        files.update(img_files)
         demo_feat = write_demo_site(w, out_dir)
         files["demo_site.geojson"] = dict(crs=CRS84, format=GEOJSON, layers={"demo_site": 1})
         counts = dict(DLTB=pg.bsm, XB=n_stands, water=n_water, rivers=n_rivers, GHFQ=plan_info["n_ghfq"],
                       KZX=plan_info["n_kzx"], XZQ=len(recs))
         manifest = write_manifest(out_dir, w, pg, seed=seed, parcels=parcels, files=files, counts=counts,
-                                  admin_recs=recs, plan_info=plan_info, demo_feat=demo_feat)
+                                  admin_recs=recs, plan_info=plan_info, demo_feat=demo_feat,
+                                  imagery=img_section)
         manifest["_elapsed_s"] = round(time.time() - t0, 2)
         return manifest
     finally:

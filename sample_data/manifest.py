@@ -41,7 +41,8 @@ ANALYSIS_GUARANTEES = [
 
 
 def write_manifest(out_dir: Path, w: World, pg: ParcelGenerator, *, seed: int, parcels: int, files: dict,
-                   counts: dict, admin_recs: list[dict], plan_info: dict, demo_feat: dict) -> dict:
+                   counts: dict, admin_recs: list[dict], plan_info: dict, demo_feat: dict,
+                   imagery: dict | None = None) -> dict:
     """Assemble the manifest, checksum every file in ``files`` and write manifest.json; returns it."""
     manifest = dict(
         name="示范县 synthetic county", generator="geobase.sample_data.generate",
@@ -64,6 +65,8 @@ def write_manifest(out_dir: Path, w: World, pg: ParcelGenerator, *, seed: int, p
     manifest["demo_site"] = dict(file="demo_site.geojson", feature=demo_feat,
                                  description="proposed project polygon touching farmland, forest, YJJBNT and "
                                              "partly outside CZKFBJ")
+    if imagery is not None:
+        manifest["imagery"] = imagery
     for name in sorted(files):
         p = out_dir / name
         entry = dict(files[name])

@@ -47,7 +47,8 @@ def test_generation_is_byte_identical(small_runs):
     a, b, _, calls = small_runs
     fa, fb = _files(a), _files(b)
     expected = {"DLTB.zip", "forest.gpkg", "water.geojson", "rivers.geojson", "planning.gdb.zip", "admin.gpkg",
-                "dem.tif", "demo_site.geojson", "manifest.json"}
+                "dem.tif", "demo_site.geojson", "manifest.json",
+                "imagery_20260418.tif", "imagery_20260716.tif", "imagery_20260918.tif"}
     assert set(fa) == expected
     assert set(fa) == set(fb)
     diff = [k for k in fa if fa[k] != fb[k]]

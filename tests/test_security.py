@@ -452,7 +452,7 @@ def test_composite_tiles_omit_hidden_layers_and_cache_never_leaks(sec, template)
     for label in order:
         r = _get(srv, path, label, tokens)
         expected = expected_for(label) & {"land_use", "forest", "rivers", "water_areas", "control_lines",
-                                          "planning_zones", "admin_divisions"}
+                                          "planning_zones", "admin_divisions", "parcel_imagery", "parcel_flags"}
         if "/tiles/land_use" in template:
             named = {"land_use", "forest", "rivers", "water_areas", "control_lines", "planning_zones"}
             if not named <= expected:  # naming a hidden layer is "not found", like any hidden layer

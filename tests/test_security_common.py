@@ -21,9 +21,11 @@ SHARING = {
     "planning_zones": ("public", []),
     "rivers": ("private", []),                    # owner water_resources only
     "water_areas": ("restricted", ["forestry"]),  # owner water_resources + forestry
+    "parcel_imagery": ("public", []),             # derived by the imagery-zonal job
+    "parcel_flags": ("internal", []),             # derived by the imagery-flags job
 }
-PUBLIC_LAYERS = {"admin_divisions", "dem", "land_use", "planning_zones"}
-INTERNAL = PUBLIC_LAYERS | {"control_lines", "forest"}
+PUBLIC_LAYERS = {"admin_divisions", "dem", "land_use", "planning_zones", "parcel_imagery"}
+INTERNAL = PUBLIC_LAYERS | {"control_lines", "forest", "parcel_flags"}
 EXPECTED_VISIBLE = {
     "public": PUBLIC_LAYERS,
     "natural_resources": INTERNAL,

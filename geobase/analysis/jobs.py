@@ -227,8 +227,9 @@ class AnalysisJobs:
     """The analysis jobs of one server process: they run on pooled connections (the scheduler
     bounds how many at once, so jobs stay within the pool); their rows are the job manager's."""
 
-    def __init__(self, settings: Settings, registry: Registry, pool: AsyncConnectionPool) -> None:
-        self.settings, self.registry, self.pool = settings, registry, pool
+    def __init__(self, settings: Settings, registry: Registry, pool: AsyncConnectionPool,
+                 writer: Settings | None = None) -> None:
+        self.settings, self.registry, self.pool, self.writer = settings, registry, pool, writer
         self.scheduler = JobScheduler(settings)
 
     def folder(self, job_id: str) -> Path:
@@ -241,7 +242,8 @@ class AnalysisJobs:
         the job (429/503 before anything is written), record it and start it (it waits for a
         run slot); its jobID is returned."""
         settings, registry = self.settings, self.registry
-        await check_run_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal))
+        await check_run_inputs(lambda: run_process(process_id, body, conn, settings, registry, principal,
+                                                      writer=self.writer))
         self.scheduler.admit(caller)
         try:
             token = None if principal.key_id else new_owner_token()
@@ -280,7 +282,8 @@ class AnalysisJobs:
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 await set_local_timeout(conn, settings.job_statement_timeout_ms)
                 await jobs.tag_connection(conn, job_id)
-                result = await run_process(process_id, body, conn, settings, registry, principal, progress)
+                result = await run_process(process_id, body, conn, settings, registry, principal, progress,
+                                           writer=self.writer)
                 visible = {s.name for s in await visible_layers(conn, principal, registry, exact_geometry=True)}
             used = layers_used(result, visible)
             files = await asyncio.to_thread(output.write_outputs, result, self.folder(job_id), process_id)

@@ -100,6 +100,17 @@ class ImageryZonalIn(ProcessInputs):
     datetime: str | None = Field(default=None, description="scenes acquired in this instant or interval a/b")
     geometry: dict | None = None
     crs: str | None = None
+    store: bool = Field(default=False, description="write the numbers as a new version of the derived layer "
+                        "parcel_imagery (editors of its department; every parcel, no geometry)")
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,29}$",
+                             description="the index name the numbers are stored under (default ndvi for NDVI)")
+
+
+class ImageryFlagsIn(ProcessInputs):
+    collection: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    datetime: str | None = Field(default=None, description="scenes acquired in this interval a/b (and in the "
+                                 "rules' growing season)")
+    store: bool = Field(default=False, description="write the flags as a new version of the layer parcel_flags")
 
 
 PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {
@@ -110,6 +121,7 @@ PROCESSES: dict[str, tuple[type[ProcessInputs], str]] = {
     "change": (ChangeIn, "Transition matrix of areas between classes of two versions of a layer"),
     "buffer": (BufferIn, "Features within a distance of rivers and water areas (ellipsoidal distance)"),
     "imagery-zonal": (ImageryZonalIn, "Zonal statistics of an imagery expression (NDVI) over every parcel of a layer"),
+    "imagery-flags": (ImageryFlagsIn, "Farmland flagged by the imagery rules (possibly idle, possibly converted)"),
 }
 
 
@@ -133,8 +145,11 @@ async def check_inputs(process: str, body: ProcessInputs, conn: psycopg.AsyncCon
 
 
 async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
-                      registry: Registry, principal: Principal, progress: Progress | None = None) -> dict:
-    """Run one analysis: the same code for the endpoints, the jobs and the CLI."""
+                      registry: Registry, principal: Principal, progress: Progress | None = None,
+                      writer: Settings | None = None) -> dict:
+    """Run one analysis: the same code for the endpoints, the jobs and the CLI. ``writer``: the
+    settings that may write layer versions (the server's owner settings; the CLI's own), for the
+    processes that store a derived layer (``store``)."""
     visible = await visible_layers(conn, principal, registry, exact_geometry=True)
     sliver = getattr(body, "sliver_m2", None)
     sliver = settings.analysis_sliver_m2 if sliver is None else sliver
@@ -163,5 +178,12 @@ async def run_process(process: str, body: ProcessInputs, conn: psycopg.AsyncConn
         from geobase.imagery.parcels import imagery_zonal
 
         return await imagery_zonal(conn, settings, visible, collection=body.collection, expression=body.expression,
-                                   bands=body.bands, layer=body.layer, when=body.datetime, aoi=geom)
+                                   bands=body.bands, layer=body.layer, when=body.datetime, aoi=geom,
+                                   store=body.store, name=body.name, principal=principal, registry=registry,
+                                   writer=writer or settings)
+    if process == "imagery-flags":
+        from geobase.imagery.flags import imagery_flags
+
+        return await imagery_flags(conn, settings, registry, visible, collection=body.collection, when=body.datetime,
+                                   store=body.store, principal=principal, writer=writer or settings)
     raise NotFound(f"process {process!r} not found", parameter="processId")

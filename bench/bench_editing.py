@@ -8,10 +8,11 @@ scale; every run puts it back to version 1 (untimed; bench/editing_sql.py).
 Baseline: the same versioned write as bare SQL over a kept psycopg connection
 (bench/editing_sql.py: one transaction locking the layer, comparing the row's hash as If-Match
 does, adding a version row, retiring the row and inserting its new state), interleaved with ours
-request by request in each of ``ctx.rounds`` rounds (quick: 1); ratios are ours / bare SQL with
-the spread of the per-round ratios. No other server edits through OGC API - Features Part 4 on
-PostGIS with versions (GeoServer and pg_featureserv do not; pygeoapi's PostgreSQL provider writes
-rows without preconditions, versions or authorisation), so the floor is the database's own.
+request by request in each of ``ctx.rounds`` rounds (quick: 1); ratios are ours / baseline with
+the spread of the per-round ratios. The single-feature write is also interleaved with pygeoapi's
+PostgreSQL provider (a PUT; bench/editing_pygeoapi.py, from its own virtualenv when present): the
+one open-source OGC API server that writes to PostGIS, without preconditions, versions or
+authorisation (GeoServer and pg_featureserv do not write), so a floor for an OGC API write.
   * a single-feature PATCH with If-Match, committed at once as a version: p50/p95 (ms);
   * an edit session of 1,000 PATCHes (staged one request each, then committed) against the same
     1,000 changes in one bare-SQL transaction; the commit alone is printed too;
@@ -33,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import psycopg
 from common import Context, Result, percentile
+import editing_pygeoapi
 from editing_race import concurrency
 from editing_sql import CODES, BareSql, key_of, load
 
@@ -83,24 +85,39 @@ def _one_sql(bare: BareSql, key: str, value: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def _round_trips(ctx: Context, c: httpx.Client, bare: BareSql, parcels: int, rounds: int) -> None:
-    """Ours and bare SQL alternate request by request (different parcels, same distribution)."""
+def _one_pga(pga: httpx.Client, i: int, side: int, value: str) -> float:
+    assert pga.get(f"/collections/parcels/items/{i:018d}", params={"f": "json"}).status_code == 200
+    t0 = time.perf_counter()
+    resp = editing_pygeoapi.put(pga, i, side, CODES[i % 10], value)
+    dt = (time.perf_counter() - t0) * 1000
+    assert resp.status_code in (200, 204), resp.text[:300]
+    return dt
+
+
+def _round_trips(ctx: Context, c: httpx.Client, bare: BareSql, pga: httpx.Client | None, side: int,
+                 parcels: int, rounds: int) -> None:
+    """Ours, bare SQL and pygeoapi (when installed) alternate request by request (different
+    parcels, same distribution); each writes after an untimed read of the feature."""
     n = 30 if ctx.quick else 200
-    ours: dict[int, list[float]] = {50: [], 95: []}
-    base: dict[int, list[float]] = {50: [], 95: []}
+    t: dict[str, dict[int, list[float]]] = {s: {50: [], 95: []} for s in ("ours", "sql", "pga")}
     for r in range(rounds):
-        t_ours, t_base = [], []
+        got: dict[str, list[float]] = {"ours": [], "sql": [], "pga": []}
         for i in range(n):
-            t_ours.append(_one_patch(c, key_of(random.randrange(parcels)), f"rtt {r}.{i}"))
-            t_base.append(_one_sql(bare, key_of(random.randrange(parcels)), f"sql {r}.{i}"))
-        for p in (50, 95):
-            ours[p].append(percentile(t_ours, p))
-            base[p].append(percentile(t_base, p))
+            got["ours"].append(_one_patch(c, key_of(random.randrange(parcels)), f"rtt {r}.{i}"))
+            got["sql"].append(_one_sql(bare, key_of(random.randrange(parcels)), f"sql {r}.{i}"))
+            if pga is not None:
+                got["pga"].append(_one_pga(pga, random.randrange(parcels), side, f"pga {r}.{i}"))
+        for side_name, times in got.items():
+            for p in (50, 95):
+                if times:
+                    t[side_name][p].append(percentile(times, p))
     for p in (50, 95):
-        res = Result.rounds(f"editing: single-feature PATCH with If-Match, committed as a version (p{p})",
-                            ours[p], base[p], BARE, "ms")
-        res.extra = {"n_per_round": n}
-        ctx.report(res)
+        name = f"editing: single-feature PATCH with If-Match, committed as a version (p{p})"
+        for other, label in (("sql", BARE), ("pga", editing_pygeoapi.NAME)):
+            if t[other][p]:
+                res = Result.rounds(name, t["ours"][p], t[other][p], label, "ms")
+                res.extra = {"n_per_round": n}
+                ctx.report(res)
 
 
 def _our_session(c: httpx.Client, keys: list[int], r: int) -> tuple[float, float]:
@@ -214,16 +231,28 @@ def run(ctx: Context) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = _ours(url, data_dir)
     bare = BareSql(url)
+    pga_server = pga = None
+    if editing_pygeoapi.venv() is not None:
+        from bench_features import Server, _free_port
+
+        editing_pygeoapi.prepare(url, ctx.parcels)
+        pga_server = editing_pygeoapi.start(url, data_dir, _free_port(), Server)
+        pga = httpx.Client(base_url=pga_server.url, timeout=600)
+    else:
+        print("bench editing: pygeoapi baseline left out (no virtualenv; see bench/editing_pygeoapi.py)", flush=True)
     rounds = 1 if ctx.quick else ctx.rounds
     random.seed(ctx.seed)
     print(f"bench editing: {ctx.parcels:,} parcels, {rounds} round(s); the machine is shared (loaded): "
           "only the ratios of one run mean anything", flush=True)
     try:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as c:
-            _round_trips(ctx, c, bare, ctx.parcels, rounds)
+            _round_trips(ctx, c, bare, pga, side, ctx.parcels, rounds)
             _session(ctx, c, bare, ctx.parcels, rounds)
             _notifications(ctx, c, server.url, token, ctx.parcels, rounds)
         concurrency(ctx, url, server.url, token, side)
     finally:
         bare.close()
         server.stop()
+        if pga_server is not None:
+            pga.close()
+            pga_server.stop()

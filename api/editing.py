@@ -19,7 +19,9 @@ decides (401/403) before anything is read or written; every write is audited wit
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -42,6 +44,7 @@ from geobase.security import Principal, require_editor
 from geobase.specs import Registry
 
 router = APIRouter(tags=["Editing"])
+T = TypeVar("T")
 
 _PART4 = "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf"
 #: OGC API - Features Part 4 classes this router passes (tests/test_conformance.py names their tests)
@@ -220,10 +223,6 @@ async def item_history(featureId: str, c: Collection = Depends(feature_collectio
                                                             "Vary": "Accept, Authorization, X-API-Key"})
 
 
-#: a change stream ends after this long (EventSource reconnects at once with Last-Event-ID and
-#: misses nothing); bounds what one idle subscriber holds and keeps clients with a timeout happy
-
-
 def _event(layer: str, root: str, v: dict, divisions: list[str] | None = None) -> bytes:
     county = f"&division={','.join(divisions)}" if divisions else ""
     data = {**v, "layer": layer,
@@ -255,55 +254,69 @@ async def changes_stream(request: Request, c: Collection = Depends(streamed_feat
     return event_stream(request, start, until, read_since, {"Vary": "Accept, Authorization, X-API-Key"})
 
 
+@dataclass
+class SessionCall:
+    """What every session route shares: the caller may edit this layer (401/403 before anything is
+    read or written), and the service runs off the event loop as the database owner, as that
+    caller; each route then only names its service call and what it audits."""
+
+    request: Request
+    c: Collection
+    actor: service.Actor
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return await run_in_threadpool(fn, _owner(self.request), self.c.spec, *args, actor=self.actor, **kw)
+
+    def audit(self, action: str, sid: str, **kw: Any) -> None:
+        audit.note(action=action, layer=self.c.spec.name, session=sid, **kw)
+
+    def url(self, sid: str) -> str:
+        return f"{base_url(self.request)}/collections/{self.c.spec.name}/sessions/{sid}"
+
+
+async def session_call(request: Request, c: Collection = Depends(streamed_feature_collection),
+                       principal: Principal = Depends(get_principal)) -> SessionCall:
+    return SessionCall(request, c, _editable(c, principal))
+
+
 @router.post("/collections/{collectionId}/sessions", status_code=201, summary="Open an edit session (its changes commit as one version)")
-async def open_session(request: Request, c: Collection = Depends(streamed_feature_collection),
-                       principal: Principal = Depends(get_principal)):
-    actor = _editable(c, principal)
-    sid = await run_in_threadpool(service.open_session, _owner(request), c.spec, actor)
-    audit.note(action="edit.session.open", layer=c.spec.name, session=sid)
-    url = f"{base_url(request)}/collections/{c.spec.name}/sessions/{sid}"
-    return JSONResponse({"id": sid, "status": "open", "links": [{"rel": "self", "href": url}]}, status_code=201,
-                        headers={"Location": url})
+async def open_session(s: SessionCall = Depends(session_call)):
+    sid = await s.run(service.open_session)
+    s.audit("edit.session.open", sid)
+    return JSONResponse({"id": sid, "status": "open", "links": [{"rel": "self", "href": s.url(sid)}]},
+                        status_code=201, headers={"Location": s.url(sid)})
 
 
 @router.get("/collections/{collectionId}/sessions/{sessionId}",
             summary="An edit session and its staged changes")
-async def get_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
-                      principal: Principal = Depends(get_principal)):
-    actor = _editable(c, principal)
-    info = await run_in_threadpool(service.session_info, _owner(request), c.spec, sessionId, actor)
-    audit.note(action="edit.session.read", layer=c.spec.name, session=sessionId, force=True)
+async def get_session(sessionId: str, s: SessionCall = Depends(session_call)):
+    info = await s.run(service.session_info, sessionId)
+    s.audit("edit.session.read", sessionId, force=True)
     return Response(orjson.dumps(info), media_type="application/json")
 
 
 @router.post("/collections/{collectionId}/sessions/{sessionId}/commit", summary="Commit an edit session as one new version of the layer")
-async def commit_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
-                         principal: Principal = Depends(get_principal)):
-    actor = _editable(c, principal)
-    body = await _body(request)
+async def commit_session(sessionId: str, s: SessionCall = Depends(session_call)):
+    body = await _body(s.request)
     message = body.get("message") if isinstance(body, dict) else None
-    res = await run_in_threadpool(service.commit_session, _owner(request), c.spec, sessionId, actor, message)
-    audit.note(action="edit.session.commit", layer=c.spec.name, session=sessionId, version=res.version,
-               reason=message, count=res.added + res.removed + res.changed)
+    res = await s.run(service.commit_session, sessionId, message=message)
+    s.audit("edit.session.commit", sessionId, version=res.version, reason=message,
+            count=res.added + res.removed + res.changed)
     return {"id": sessionId, "status": "committed", "version": res.version, "added": res.added,
             "removed": res.removed, "changed": res.changed, "rows_total": res.rows_total}
 
 
 @router.post("/collections/{collectionId}/sessions/{sessionId}/check",
              summary="Check an edit session as its commit would (coverage, conflicts): 200, 422 or 412; nothing written")
-async def check_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
-                        principal: Principal = Depends(get_principal)):
-    actor = _editable(c, principal)
-    out = await run_in_threadpool(service.check_session, _owner(request), c.spec, sessionId, actor)
-    audit.note(action="edit.session.check", layer=c.spec.name, session=sessionId, force=True)
+async def check_session(sessionId: str, s: SessionCall = Depends(session_call)):
+    out = await s.run(service.check_session, sessionId)
+    s.audit("edit.session.check", sessionId, force=True)
     return out
 
 
 @router.delete("/collections/{collectionId}/sessions/{sessionId}",
                summary="Discard an edit session (its changes are dropped)")
-async def discard_session(request: Request, sessionId: str, c: Collection = Depends(streamed_feature_collection),
-                          principal: Principal = Depends(get_principal)):
-    actor = _editable(c, principal)
-    n = await run_in_threadpool(service.discard_session, _owner(request), c.spec, sessionId, actor)
-    audit.note(action="edit.session.discard", layer=c.spec.name, session=sessionId, count=n)
+async def discard_session(sessionId: str, s: SessionCall = Depends(session_call)):
+    n = await s.run(service.discard_session, sessionId)
+    s.audit("edit.session.discard", sessionId, count=n)
     return {"id": sessionId, "status": "discarded", "changes": n}

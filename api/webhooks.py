@@ -61,8 +61,9 @@ def _shown_url(url: str) -> str:
 def _register(settings: Settings, layer: str, body: HookIn, who: Principal) -> dict:
     audit.note(action="webhook.add", layer=layer, url=_shown_url(body.url), events=body.events)
     with connect(settings) as conn:
-        row = webhooks.register(conn, layer=layer, url=body.url, events=body.events, description=body.description,
-                                department=who.department, created_by=who.name or who.key_id or "api")
+        row = webhooks.register(conn, settings, layer=layer, url=body.url, events=body.events,
+                                description=body.description, department=who.department,
+                                created_by=who.name or who.key_id or "api")
         conn.commit()
     audit.note(webhook=row["id"])
     return {**row, "note": SECRET_NOTE}

@@ -67,3 +67,7 @@ class WebhookSettings(BaseModel):
     webhook_timeout_s: float = Field(gt=0, le=300, default=10.0, description="Timeout of one webhook POST (s).")
     webhook_poll_s: float = Field(gt=0, le=60, default=0.5, description="How often the delivery worker looks "
                                   "for due webhook deliveries when idle (s).")
+    webhook_allow_private: bool | None = Field(
+        default=None, description="May webhook URLs reach private, loopback, link-local or other non-global addresses "
+        "(checked at registration and again at each delivery, against the address actually connected to)? Default: "
+        "no in the internet zone, yes in the government and classified zones (GEOBASE_NETWORK_ZONE).")

@@ -17,6 +17,14 @@ retried after ``backoff * 2^(failures-1)`` seconds, until ``webhook_max_attempts
 the delivery on the dead-letter list, where an admin sees it and may retry it. Deliveries are
 rows in PostgreSQL, so a restart loses none (at least once: a crash between sending and
 recording resends after the lease). Secrets are made here, shown once, never logged or audited.
+
+Private addresses: a webhook must not let a caller make the server POST into its own network
+(loopback, RFC 1918, link-local, cloud metadata at 169.254.169.254, ...) unless the deployment
+allows it (:func:`private_allowed`: ``GEOBASE_WEBHOOK_ALLOW_PRIVATE``; by default refused in the
+internet zone, allowed in the government and classified ones, whose receivers are internal). The
+check runs at registration (400) and again at every delivery on the addresses the name resolves
+to then, and the delivery connects to exactly the address it checked: a name that resolved to a
+public address at registration and to a private one later (DNS rebinding) is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +32,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import secrets
+import socket
+import ssl
 import threading
 import time
 from urllib.parse import urlsplit
@@ -74,6 +85,52 @@ def check_url(url: object) -> str:
     return url
 
 
+class PrivateAddress(OSError):
+    """A webhook host resolves to an address this deployment may not POST to."""
+
+
+def private_allowed(settings: Settings) -> bool:
+    """May webhooks reach non-global addresses? The setting, else: not in the internet zone."""
+    if settings.webhook_allow_private is not None:
+        return settings.webhook_allow_private
+    return settings.network_zone != "internet"
+
+
+def _non_global(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback
+    return not ip.is_global or ip.is_multicast
+
+
+def resolve(host: str, port: int, settings: Settings) -> list[str]:
+    """The addresses ``host`` resolves to now, each allowed (else :class:`PrivateAddress` naming
+    it); OSError when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OSError(f"{host!r} does not resolve ({exc})") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not private_allowed(settings):
+        refused = [a for a in addresses if _non_global(a)]
+        if refused:
+            raise PrivateAddress(f"{host!r} resolves to {refused[0]}, a private, loopback or otherwise non-global "
+                                 f"address: not allowed in the {settings.network_zone} zone "
+                                 "(GEOBASE_WEBHOOK_ALLOW_PRIVATE)")
+    return addresses
+
+
+def check_reachable(url: str, settings: Settings) -> None:
+    """At registration: refuse (400) a URL whose host may not be reached from this deployment."""
+    if private_allowed(settings):
+        return
+    parts = urlsplit(url)
+    try:
+        resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), settings)
+    except OSError as exc:
+        raise InvalidInput(f"url: {exc}", parameter="url") from None
+
+
 def check_events(events: object) -> list[str]:
     if events is None:
         return list(EVENTS)
@@ -89,12 +146,14 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-def register(conn: psycopg.Connection, *, layer: str, url: object, events: object, description: str | None,
-             department: str | None, created_by: str) -> dict:
-    """Register a webhook (checked URL and events) in the caller's transaction; the returned dict
-    holds the secret: the only time it is shown."""
+def register(conn: psycopg.Connection, settings: Settings, *, layer: str, url: object, events: object,
+             description: str | None, department: str | None, created_by: str) -> dict:
+    """Register a webhook (checked URL, reachable from this deployment, and events) in the caller's
+    transaction; the returned dict holds the secret: the only time it is shown."""
+    url = check_url(url)
+    check_reachable(url, settings)
     secret = new_secret()
-    row = outbox.add_webhook(conn, layer=layer, url=check_url(url), secret=secret, events=check_events(events),
+    row = outbox.add_webhook(conn, layer=layer, url=url, secret=secret, events=check_events(events),
                              description=description, department=department, created_by=created_by)
     return {**row, "secret": secret}
 
@@ -128,11 +187,47 @@ def render_body(payload: dict, root: str) -> str:
     return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST ``body``; the HTTP status (no redirect followed). Raises OSError on network failure."""
+def _pinned_socket(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    error: OSError = OSError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to the checked addresses only (the Host header still names the host)."""
+
+    def __init__(self, host: str, port: int | None, addresses: list[str], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _pinned_socket(self.addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to the checked addresses only; the certificate is verified against the host name."""
+
+    def __init__(self, host: str, port: int | None, addresses: list[str], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.addresses = addresses
+
+    def connect(self) -> None:
+        sock = _pinned_socket(self.addresses, self.port, self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float, settings: Settings) -> int:
+    """POST ``body`` to the addresses the URL's host resolves to now, checked (PrivateAddress);
+    the HTTP status (no redirect followed). Raises OSError on network failure."""
     parts = urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = resolve(parts.hostname or "", port, settings)
+    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = cls(parts.hostname or "", port, addresses, timeout)
     try:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request("POST", path, body=body, headers={**headers, "Content-Type": "application/json",
@@ -163,11 +258,14 @@ def deliver_one(conn: psycopg.Connection, settings: Settings, row: dict) -> str:
                SIGNATURE: signature(row["secret"], ts, raw)}
     status, error = None, ""
     try:
-        status = post(row["url"], raw, headers, settings.webhook_timeout_s)
+        status = post(row["url"], raw, headers, settings.webhook_timeout_s, settings)
         if 200 <= status < 300:
             outbox.record_success(conn, row["id"], status)
             return "delivered"
         error = f"HTTP {status}"
+    except PrivateAddress as exc:  # a policy refusal, not a failure a retry would cure: dead at once
+        outbox.record_failure(conn, row["id"], None, f"refused: {exc}"[:300], dead=True, retry_in_s=0.0)
+        return "dead"
     except (OSError, http.client.HTTPException) as exc:
         error = f"{type(exc).__name__}: {exc}"[:300]
     failures = row["attempts"] + 1

@@ -39,7 +39,7 @@ def add_cmd(layer: str = typer.Argument(..., help="The layer whose events are se
     settings = get_settings()
     get_registry(settings).layer(layer)
     with connect(settings) as conn:
-        row = webhooks.register(conn, layer=layer, url=url, events=list(event) if event else None,
+        row = webhooks.register(conn, settings, layer=layer, url=url, events=list(event) if event else None,
                                 description=description, department=None, created_by=_operator().name)
         _audit(conn, "webhook.add", layer, webhook=row["id"], url=url.split("?")[0])
         conn.commit()

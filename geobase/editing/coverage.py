@@ -54,9 +54,15 @@ def _m2(geom_sql: str) -> str:
 
 
 def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | None:
-    """The first pair (staged key, other key, m², point) whose overlap the session grows, if any.
-    An overlap the two features already had (imperfect delivered data) is not the edit's doing:
-    only the growth beyond it counts, so an attribute edit never fails on old slivers."""
+    """The first (staged key, other key, m², point) whose overlap the session grows, if any.
+
+    Measured per other feature: how much the staged features (other than it) overlap it now,
+    against how much the touched features overlapped it before. An overlap the features already
+    had (imperfect delivered data has slivers) is not the edit's doing, and it stays the same when
+    the edit only redistributes it: a split hands a parcel's sliver with a neighbour to its pieces,
+    a merge hands the pieces' slivers back to one parcel (counting, for each new feature, only its
+    own old overlap called such a sliver new: a split or merge of a parcel with a sliver above the
+    tolerance was refused). An attribute edit never fails on old slivers."""
     t = table_ident(spec)
     q = sql.SQL(f"""
         WITH mv AS ({_MOVED}), s AS ({_STAGED}),
@@ -69,11 +75,15 @@ def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | Non
             SELECT a.key, d._key, a.geom, d.geom, d.geom FROM s a JOIN {{t}} d
               ON {{cur}} AND d.geom && a.geom AND ST_Relate(a.geom, d.geom, '2********')
              AND d._key NOT IN ({_TOUCHED}) WHERE a.key IN (SELECT key FROM mv)),
+        k AS (SELECT DISTINCT ON (k2) k1, k2, g2, og2 FROM pairs
+              ORDER BY k2, ST_Area(ST_Intersection(g1, g2)) DESC, k1),
+        now AS (SELECT k1, k2, og2, ST_Intersection(
+                    (SELECT ST_Union(s.geom) FROM s WHERE s.key <> k.k2 AND s.geom && k.g2), g2) AS i FROM k),
         grown AS (
-            SELECT k1, k2, ST_Intersection(g1, g2) AS i,
-                   {_m2("ST_Intersection(g1, g2)")} - coalesce(
-                       (SELECT {_m2("ST_Intersection(o.geom, og2)")} FROM o WHERE o.key = k1), 0) AS m2
-            FROM pairs)
+            SELECT k1, k2, i, {_m2("i")} - coalesce(
+                (SELECT {_m2("ST_Intersection(ST_Union(o.geom), now.og2)")} FROM o
+                  WHERE o.key <> now.k2 AND o.geom && now.og2), 0) AS m2
+            FROM now)
         SELECT k1, k2, m2, {_where("i")} FROM grown WHERE m2 > %(tol)s ORDER BY m2 DESC LIMIT 1
     """).format(t=t, cur=current_filter("d"))
     return conn.execute(q, {"sid": sid, "tol": TOLERANCE_M2}).fetchone()

@@ -201,6 +201,14 @@ def layer_indexes(spec: LayerSpec) -> list[tuple[str, sql.Composable, bool]]:
     ]
 
 
+def retired_row_indexes(spec: LayerSpec) -> list[tuple[str, sql.Composable]]:
+    """(name, definition) of the layer indexes that hold only retired rows (``_vto IS NOT
+    NULL``): no row of a first load enters them, so a load builds them on its empty table before
+    the COPY (the predicate is false for every row, nothing is inserted) instead of scanning the
+    whole loaded table once more for an empty index."""
+    return [(idx, body) for idx, body, _unique in layer_indexes(spec) if idx == f"{spec.name}_vto"]
+
+
 def empty_rows(spec: LayerSpec) -> sql.Composed:
     """A row source with the layer table's columns and no rows, which names neither the table nor
     its row type: a reader of a layer without a version need not wait for the table lock a

@@ -22,7 +22,7 @@ from geobase.catalog.divisions import carry_forward, division_stats, totals
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.partitions import attach, create_beside, foreign_partitions, partition_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import UNASSIGNED, division_expr, measure_column, table_ident
+from geobase.storage import UNASSIGNED, division_expr, measure_column, retired_row_indexes, table_ident
 
 STAGING = "staging"
 
@@ -135,6 +135,9 @@ class DirectLoad:
             return False
         self.version = next_version(conn, spec.name)
         create_beside(conn, spec, self.table_name, division_expr(spec, self.division))
+        for idx, body in retired_row_indexes(spec):  # empty: built now, no scan of the loaded rows
+            conn.execute(sql.SQL("CREATE INDEX {} ON {} {}").format(sql.Identifier(self._early_index(idx)), self.table,
+                                                                    body))
         measure = measure_column(spec)
         if measure:  # rows that come without their measure get it from the database
             fn = sql.SQL("ST_Area" if measure == "_area_m2" else "ST_Length")
@@ -161,6 +164,10 @@ class DirectLoad:
 
         return binary_copy(self.conn, self.table, self.columns, layer_fields)
 
+    def _early_index(self, idx: str) -> str:
+        """The name of layer index ``idx`` made before the county is known (renamed at attach)."""
+        return f"{idx[:40]}__load_{self.job[:12]}"
+
     def _attach(self, rows: int) -> str:
         """Attach the loaded table as its county's partition; RedoWithStaging when its rows are not
         all of one county (staging reports which and why). Returns the county."""
@@ -171,6 +178,14 @@ class DirectLoad:
             division = first[0] if first else UNASSIGNED
         if not division:  # the first row's division field names no county
             raise RedoWithStaging()
+        for idx, _body in retired_row_indexes(self.spec):  # under the name partitions.attach gives it
+            final = f"{idx}__{division}"
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'data."{final}"',)).fetchone()[0]:
+                # the county's empty partition, which attach drops (replace_empty), holds the name
+                conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier("data", final), sql.Identifier(f"{final[:40]}__old_{self.job[:12]}")))
+            conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier("data", self._early_index(idx)), sql.Identifier(final)))
         try:
             attach(conn, self.spec, self.table_name, division, replace_empty=self.layer_empty)
         except psycopg.errors.CheckViolation:  # rows of several counties: the transaction is rolled back

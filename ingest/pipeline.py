@@ -34,7 +34,6 @@ from geobase.ingest.context import IngestContext
 from geobase.ingest.load_steps import CHECK_STEPS, commit, copy_rows, dry_run_result, open_target
 from geobase.ingest.loader import RedoWithStaging
 from geobase.ingest.options import IngestOptions, IngestResult
-from geobase.ingest.raster import ingest_raster
 from geobase.ingest.source_steps import SOURCE_STEPS, open_source
 from geobase.ingest.sources import RASTER_SUFFIXES
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT
@@ -82,6 +81,8 @@ def run(settings: Settings, opts: IngestOptions) -> IngestResult:
         if spec.kind != "raster":
             raise InvalidInput(f"{opts.path.name}: a raster cannot be loaded into vector layer {opts.layer!r}",
                                parameter="path")
+        from geobase.ingest.raster import ingest_raster  # rasterio (~0.1 s to import) only for rasters
+
         return ingest_raster(settings, spec, opts.path, crs=opts.crs, dry_run=opts.dry_run, user=opts.user,
                              provenance=opts.provenance)
     ctx = open_source(settings, opts, spec, registry)

@@ -123,8 +123,12 @@ OFFERS: dict[str, Offer] = {
     "/stac/collections/{collectionId}/items/{itemId}": Offer({"geojson": GEOJSON}),
     "/stac/search": Offer({"geojson": GEOJSON}),
     "/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}": Offer(
-        {"png": PNG, "webp": "image/webp", "tif": "image/tiff; application=geotiff"}, negotiated=False, also=(204,)),
+        {"png": PNG, "webp": "image/webp", "tif": "image/tiff; application=geotiff"}, negotiated=False, also=(204, 304)),
     "/imagery/{collectionId}/point/{lon},{lat}": J,
+    "/imagery/{collectionId}/tiles": J,
+    "/imagery/{collectionId}/tiles/{tileMatrixSetId}": J,
+    "/imagery/{collectionId}/wmts/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.{format}": Offer(
+        {"png": PNG, "webp": "image/webp"}, negotiated=False, also=(204, 304)),
     "/imagery/{collectionId}/items/{itemId}/data.tif": Offer({"tiff": TIFF}, negotiated=False),
     "/vendor/maplibre-gl/{name}": Offer({"js": "text/javascript", "css": "text/css"}, negotiated=False),
     "/vendor/swagger-ui/{name}": Offer({"js": "text/javascript", "css": "text/css", "png": "image/png"},

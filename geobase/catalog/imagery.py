@@ -104,16 +104,47 @@ async def search_items(conn: psycopg.AsyncConnection, q: ItemQuery) -> tuple[lis
         return await cur.fetchall(), matched
 
 
+#: mosaic orders: which scene is drawn on top where scenes overlap (first file on top)
+MOSAIC_ORDERS = {
+    "latest": sql.SQL("datetime DESC, id"),
+    # least cloudy on top; a scene of unknown cloud cover below every known one; ties: latest
+    "cloud": sql.SQL("cloud_cover ASC NULLS LAST, datetime DESC, id"),
+}
+
+
 async def mosaic_files(conn: psycopg.AsyncConnection, collection: str, start: datetime | None,
-                       end: datetime | None) -> list[str]:
-    """The collection's scene files for a mosaic, latest first (latest on top): one indexed
-    query per tile, no count and no extent (this runs on every imagery tile)."""
-    cur = await conn.execute(
+                       end: datetime | None, order: str = "latest") -> list[str]:
+    """The collection's scene files for a mosaic, topmost first (``order``: a key
+    of :data:`MOSAIC_ORDERS`): one indexed query per tile, no count and no extent (this runs on
+    every imagery tile)."""
+    query = sql.SQL(
         "SELECT file FROM catalog.imagery_items WHERE collection = %s AND (%s::timestamptz IS NULL OR datetime >= %s)"
-        " AND (%s::timestamptz IS NULL OR datetime <= %s) ORDER BY datetime DESC, id", (collection, start, start, end, end))
+        " AND (%s::timestamptz IS NULL OR datetime <= %s) ORDER BY ") + MOSAIC_ORDERS[order]
+    cur = await conn.execute(query, (collection, start, start, end, end))
     return [r[0] for r in await cur.fetchall()]
 
 
 async def collection_exists(conn: psycopg.AsyncConnection, collection: str) -> bool:
     cur = await conn.execute("SELECT 1 FROM catalog.imagery_collections WHERE id = %s", (collection,))
     return await cur.fetchone() is not None
+
+
+async def latest_item(conn: psycopg.AsyncConnection, collection: str) -> dict | None:
+    """The collection's latest scene (``file``, ``item``): its bands describe the collection's
+    drawing presets (a collection's scenes share a sensor)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT file, item FROM catalog.imagery_items WHERE collection = %s "
+                          "ORDER BY datetime DESC, id LIMIT 1", (collection,))
+        return await cur.fetchone()
+
+
+async def collection_ids(conn: psycopg.AsyncConnection) -> list[dict]:
+    """Every collection with at least one scene: ``id, title`` and its footprints' bbox (WMTS
+    layers, map layers)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT c.id, c.title, ST_XMin(e) AS xmin, ST_YMin(e) AS ymin, ST_XMax(e) AS xmax, ST_YMax(e) AS ymax,"
+            " start, \"end\" FROM catalog.imagery_collections c JOIN ("
+            "SELECT collection, ST_Extent(footprint) AS e, min(datetime) AS start, max(datetime) AS \"end\""
+            " FROM catalog.imagery_items GROUP BY collection) i ON i.collection = c.id ORDER BY c.id")
+        return await cur.fetchall()

@@ -118,6 +118,7 @@ OFFERS: dict[str, Offer] = {
     "/search/labels": J,
     "/stac": J,
     "/stac/collections": J,
+    "/stac/queryables": Offer({"json": "application/schema+json"}),
     "/stac/collections/{collectionId}": J,
     "/stac/collections/{collectionId}/items": Offer({"geojson": GEOJSON}),
     "/stac/collections/{collectionId}/items/{itemId}": Offer({"geojson": GEOJSON}),

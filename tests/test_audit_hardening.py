@@ -511,6 +511,7 @@ SAMPLES = {
     "/warnings/stream": "/warnings/stream?until=0",
     "/stac": "/stac",
     "/stac/collections": "/stac/collections",
+    "/stac/queryables": "/stac/queryables",
     "/stac/collections/{collectionId}": "/stac/collections/landsat",
     "/stac/collections/{collectionId}/items": "/stac/collections/landsat/items",
     "/stac/collections/{collectionId}/items/{itemId}": "/stac/collections/landsat/items/l7_etms",

@@ -27,6 +27,8 @@ class ItemQuery:
     end: datetime | None = None
     limit: int = 10
     offset: int = 0
+    #: a compiled CQL2 ``filter`` over :data:`STAC_QUERYABLES` (bound parameters only)
+    where: sql.Composable | None = None
 
 
 def ensure_collection(conn: psycopg.Connection, cid: str, title: str | None = None,
@@ -89,6 +91,8 @@ def _where(q: ItemQuery) -> tuple[sql.Composable, list]:
     if q.end is not None:
         parts.append(sql.SQL("datetime <= %s"))
         args.append(q.end)
+    if q.where is not None:  # its literals are quoted in the text: a '%' of a LIKE must not read as a placeholder
+        parts.append(sql.SQL("(" + q.where.as_string(None).replace("%", "%%") + ")"))
     return sql.SQL(" AND ").join(parts), args
 
 
@@ -148,3 +152,19 @@ async def collection_ids(conn: psycopg.AsyncConnection) -> list[dict]:
             "SELECT collection, ST_Extent(footprint) AS e, min(datetime) AS start, max(datetime) AS \"end\""
             " FROM catalog.imagery_items GROUP BY collection) i ON i.collection = c.id ORDER BY c.id")
         return await cur.fetchall()
+
+
+#: STAC item properties a search ``filter`` may name -> (spec type, the SQL reading it from
+#: ``catalog.imagery_items``): the columns the catalogue keeps, the rest from the stored Item
+STAC_QUERYABLES: dict[str, tuple[str, sql.Composable]] = {
+    "id": ("text", sql.Identifier("id")),
+    "collection": ("text", sql.Identifier("collection")),
+    "datetime": ("datetime", sql.Identifier("datetime")),
+    "eo:cloud_cover": ("number", sql.Identifier("cloud_cover")),
+    "platform": ("text", sql.SQL("(item->'properties'->>'platform')")),
+    "constellation": ("text", sql.SQL("(item->'properties'->>'constellation')")),
+    "instrument": ("text", sql.SQL("(item->'properties'->'instruments'->>0)")),
+    "gsd": ("number", sql.SQL("(item->'properties'->>'gsd')::double precision")),
+    "proj:epsg": ("number", sql.SQL("(item->'properties'->>'proj:epsg')::double precision")),
+}
+FOOTPRINT = sql.Identifier("footprint")

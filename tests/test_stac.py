@@ -145,3 +145,36 @@ def test_filter_on_item_properties_cql2_text_and_json(stac_server):
         assert r.status_code == 400 and "'cloud'" in r.json()["description"]
         r = c.get("/stac/search", params={"filter": "eo:cloud_cover <", "filter-lang": "cql2-text"})
         assert r.status_code == 400 and r.json()["parameter"] == "filter"
+
+
+def test_scenes_and_datasets_in_one_catalog_search(stac_server):
+    """The open catalog (OGC API - Records) lists every scene next to the datasets; q, bbox and
+    datetime find scenes; the scenes follow the DEM layer's sharing rule there too."""
+    srv, settings = stac_server
+    with srv.client() as c:
+        def ids(**p):
+            r = c.get("/collections/catalog/items", params={"limit": 100, **p})
+            assert r.status_code == 200, r.text
+            return [f["id"] for f in r.json()["features"]]
+
+        every = ids()
+        assert {"dem", "landsat.l7_etms", "landsat.l7_later", "other.l7_other"} <= set(every)
+        assert ids(q="l7_later") == ["landsat.l7_later"]
+        scenes = ids(q="imagery", bbox="-35,-8,-34.9,-7.9")
+        assert scenes == ["landsat.l7_etms", "landsat.l7_later", "other.l7_other"]
+        assert ids(q="imagery", datetime="2001-01-01/2001-12-31") == ["landsat.l7_later"]
+        assert ids(q="imagery", bbox="100,20,110,30") == []
+        rec = c.get("/collections/catalog/items/landsat.l7_later").json()
+        assert rec["properties"]["kind"] == "imagery"
+        stac_link = next(l for l in rec["links"] if l["type"] == "application/geo+json" and "/stac/" in l["href"])
+        assert c.get(stac_link["href"].removeprefix(srv.url)).json()["id"] == "l7_later"
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("UPDATE catalog.layers SET sharing = 'internal' WHERE name = 'dem'")
+    try:
+        with srv.client() as c:
+            found = [f["id"] for f in c.get("/collections/catalog/items", params={"limit": 100}).json()["features"]]
+            assert not [i for i in found if "." in i and i.split(".")[0] in ("landsat", "other")], found
+            assert c.get("/collections/catalog/items/landsat.l7_later").status_code == 404
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'dem'")

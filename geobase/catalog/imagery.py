@@ -15,6 +15,10 @@ from psycopg.rows import dict_row
 
 from geobase.errors import Conflict
 
+#: imagery has no sharing rule of its own yet: it is shown to exactly the callers who may see
+#: this layer, in every output (STAC, tiles, WMTS, catalog records); fail closed without it
+IMAGERY_RULE_LAYER = "dem"
+
 
 @dataclass(frozen=True)
 class ItemQuery:

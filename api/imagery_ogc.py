@@ -126,3 +126,18 @@ async def wmts_kvp_tile(request: Request, conn, registry: Registry, principal: P
     return await _wmts_tile(request, conn, settings, principal, collection, params.get("style", "default"),
                             params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"],
                             imagery_wmts.FORMATS[mime], names)
+
+
+async def map_imagery(request: Request, conn, registry: Registry, principal: Principal) -> list[dict]:
+    """Hook of ``/map/config``: the imagery collections the caller may see, as map layers drawn
+    under the parcels: per preset an XYZ tile template (``{datetime}`` filled by the map's date
+    picker, empty for the latest mosaic), the scenes' dates and the bbox."""
+    settings: Settings = request.app.state.settings
+    root = base_url(request)
+    out = []
+    for lay in await _visible_layers(conn, settings, registry, principal):
+        dates = sorted({d.date().isoformat() for d in await cat.scene_dates(conn, lay.collection)})
+        out.append({"collection": lay.collection, "title": lay.title, "bbox": list(lay.bbox), "dates": dates,
+                    "presets": {p: f"{root}/imagery/{lay.collection}/wmts/{p}/WebMercatorQuad/{{z}}/{{y}}/{{x}}.png"
+                                for p in lay.styles}})
+    return out

@@ -172,3 +172,10 @@ STAC_QUERYABLES: dict[str, tuple[str, sql.Composable]] = {
     "proj:epsg": ("number", sql.SQL("(item->'properties'->>'proj:epsg')::double precision")),
 }
 FOOTPRINT = sql.Identifier("footprint")
+
+
+async def scene_dates(conn: psycopg.AsyncConnection, collection: str) -> list[datetime]:
+    """The acquisition times of a collection's scenes (the map's date picker)."""
+    cur = await conn.execute("SELECT datetime FROM catalog.imagery_items WHERE collection = %s ORDER BY datetime",
+                             (collection,))
+    return [r[0] for r in await cur.fetchall()]

@@ -35,7 +35,7 @@ router = APIRouter(tags=["Imagery"])
 async def _collection(conn, collection: str) -> dict:
     rows = [r for r in await cat.collection_ids(conn) if r["id"] == collection]
     if not rows:
-        raise NotFound(f"collection {collection[:100]!r} not found (or it has no scene yet)", parameter="collectionId")
+        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collectionId")  # or no scene yet
     return rows[0]
 
 

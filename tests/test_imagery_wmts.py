@@ -233,24 +233,3 @@ def test_imagery_layers_follow_the_dem_sharing_rule(srv):
     finally:
         with psycopg.connect(settings.database_url) as conn:
             conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'dem'")
-
-
-def test_a_band_marked_alpha_is_not_taken_for_a_spectral_band(db_settings, tmp_path):
-    """GDAL writes a 4-band 8-bit GeoTIFF without PHOTOMETRIC as RGBA: its 4th band would mask
-    the scene wherever it is below 255. Named as nir, the ingest refuses it saying how to fix it."""
-    import rasterio
-    from rasterio.transform import from_bounds
-
-    from geobase.errors import InvalidInput
-
-    path = tmp_path / "rgba.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=50, height=50, count=4, dtype="uint8", crs="EPSG:4326",
-                       transform=from_bounds(118.0, 29.0, 118.1, 29.1, 50, 50)) as dst:
-        dst.write(np.full((4, 50, 50), 60, "uint8"))
-    with rasterio.open(path) as src:
-        assert src.colorinterp[3].name == "alpha"  # what GDAL made of it
-    with pytest.raises(InvalidInput) as err:
-        add_image(db_settings, path, "rgba", when="2024-05-01", bands=BANDS4)
-    assert err.value.parameter == "bands" and "PHOTOMETRIC=MINISBLACK" in err.value.message
-    with psycopg.connect(db_settings.database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM catalog.imagery_items").fetchone()[0] == 0

@@ -61,8 +61,7 @@ def read_scene(path: Path) -> dict:
                 raise InvalidInput(f"{path.name}: band type {', '.join(sorted(dtypes))} is not one of "
                                    f"{', '.join(DTYPES)}", parameter="file")
             return {"count": src.count, "dtype": src.dtypes[0], "nodata": src.nodata, "epsg": src.crs.to_epsg(),
-                    "wkt": src.crs.to_wkt(), "crs": src.crs, "bounds": tuple(src.bounds),
-                    "alpha": [i + 1 for i, c in enumerate(src.colorinterp) if c.name == "alpha"]}
+                    "wkt": src.crs.to_wkt(), "crs": src.crs, "bounds": tuple(src.bounds)}
     except RasterioIOError as exc:
         raise InvalidInput(f"{path.name}: not a readable GeoTIFF ({str(exc)[:200]})", parameter="file") from None
 
@@ -100,17 +99,6 @@ def _cog_facts(path: Path, scene: dict) -> dict:
         scene = dict(scene, shape=(cog.height, cog.width), transform=tuple(cog.transform)[:6], nodata=cog.nodata)
         scene["bbox"] = tuple(transform_bounds(cog.crs, "EPSG:4326", *cog.bounds, densify_pts=21))
     return scene
-
-
-def _check_alpha(path: Path, alpha: list[int], common: dict[str, str]) -> None:
-    """A band the file marks as alpha is read by every reader as a transparency mask, not as
-    data: a 4-band 8-bit GeoTIFF written without ``PHOTOMETRIC`` gets its 4th band (often the
-    near infrared) marked so. Named as a spectral band, it would silently mask the scene."""
-    named = [f"b{i}" for i in alpha if f"b{i}" in common]
-    if named:
-        raise InvalidInput(f"{path.name}: band {named[0]} is marked as an alpha (transparency) band in the file, "
-                           f"but --bands names it {common[named[0]]!r}; re-save it with PHOTOMETRIC=MINISBLACK "
-                           "(e.g. gdal_translate -co PHOTOMETRIC=MINISBLACK) so it is read as data", parameter="bands")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -151,7 +139,6 @@ def add_image(settings: Settings, file: Path, collection: str, *, when: str | No
         raise InvalidInput("--id: lowercase letters, digits and _ (1-63), starting with a letter", parameter="id")
     scene = read_scene(path)
     common = parse_band_map(bands, scene["count"])
-    _check_alpha(path, scene["alpha"], common)
     folder = settings.data_path / "imagery" / collection
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{iid}.tif"

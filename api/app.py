@@ -24,7 +24,7 @@ from geobase.api import (admin, analysis, catalog, docs, editing, features, indi
 from geobase.api import map as map_
 from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
-from geobase.api import imagery, stac
+from geobase.api import imagery, imagery_ogc, stac
 from geobase.api.errors import install_error_handlers
 from geobase.api.gate import GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
@@ -50,7 +50,8 @@ log = logging.getLogger("geobase.api")
 
 # every router module, in mount order; each has a module-level ``router``
 ROUTER_MODULES = (landing, catalog, requests, features, items, editing, webhooks, schema, tiles, wmts, analysis, printing,
-                  ingest, admin, map_, search_, stac, imagery, docs, indicators)
+                  ingest, admin, map_, search_, stac, imagery, imagery_ogc, docs,
+                  indicators)
 # their dotted names (tests enumerate the routes of every router from these)
 ROUTERS: list[str] = [m.__name__ for m in ROUTER_MODULES]
 

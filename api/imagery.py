@@ -5,7 +5,8 @@
   POST /imagery/{collectionId}/statistics                                 GeoJSON polygon body
   /imagery/{collectionId}/items/{itemId}/data.tif                         the scene's COG
 
-The mosaic is the collection's scenes, latest on top, optionally within ``datetime=``. Thin:
+The mosaic is the collection's scenes, latest on top (``order=cloud``: least cloudy on top),
+optionally within ``datetime=``; tiles go through the tile cache (:mod:`geobase.tiles.imagery`). Thin:
 reading and drawing are :mod:`geobase.imagery.render` and :mod:`geobase.imagery.stats`; who may
 see imagery is :func:`geobase.security.require_imagery` (the DEM layer's sharing rule)."""
 
@@ -18,12 +19,15 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from geobase.api.deps import get_conn, get_settings_dep
 from geobase.api.stac import imagery_caller
+from geobase.api.deps import not_modified
+from geobase.tiles import imagery as imagery_tiles
+from geobase.tiles.cache import TileCache
+from geobase.tiles.imagery import ORDER_HELP, ImageryTile
 from geobase.tiles.tms import get_tms
 
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
 from geobase.imagery import render, stats
-from geobase.imagery.search import parse_interval
 from geobase.security import Principal
 from geobase.settings import Settings
 from geobase.vocab import is_name
@@ -38,46 +42,61 @@ _CMAP = Query(None, description="a rio-tiler colour map for one band or an expre
 _DT = Query(None, description="scenes acquired in this instant or interval a/b (.. for open)")
 
 
+_ORDER = Query(None, description=ORDER_HELP)
+
+
 def _headers(principal: Principal) -> dict[str, str]:
     return {"Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60",
             "Vary": "Accept, Authorization, X-API-Key"}
 
 
-async def _files(conn, settings: Settings, collection: str, datetime: str | None) -> list[Path]:
-    """The collection's scene files, latest first; 404 for an unknown collection."""
-    if not is_name(collection):
-        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collectionId")
-    start, end = parse_interval(datetime)
-    files = await cat.mosaic_files(conn, collection, start, end)
-    if not files and not await cat.collection_exists(conn, collection):
-        raise NotFound(f"collection {collection[:100]!r} not found", parameter="collectionId")
-    return [settings.data_path / f for f in files]
+def tile_cache(request: Request) -> TileCache:
+    """The app's one tile cache (the vector tiles' own): imagery keys name the mosaic's content."""
+    cache = getattr(request.app.state, "tile_cache", None)
+    if cache is None:
+        s: Settings = request.app.state.settings
+        cache = request.app.state.tile_cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
+    return cache
+
+
+def tile_response(request: Request, result: ImageryTile, fmt: str, principal: Principal) -> Response:
+    """204 outside the mosaic, 304 for the caller's ETag, else the tile (``X-Tile-Cache``)."""
+    headers = {**_headers(principal), "ETag": result.etag, "X-Tile-Cache": "hit" if result.cached else "miss"}
+    if not_modified(request, result.etag):
+        return Response(status_code=304, headers=headers)
+    if result.body is None:
+        return Response(status_code=204, headers=headers)
+    return Response(result.body, media_type=MEDIA[fmt], headers=headers)
+
+
+async def _files(conn, settings: Settings, collection: str, datetime: str | None, order: str | None = None) -> list[Path]:
+    """The collection's scene files, topmost first; 404 for an unknown collection."""
+    return list((await imagery_tiles.mosaic(conn, settings, collection, datetime, order)).files)
 
 
 @router.get("/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}",
-            summary="A tile of the collection's mosaic (latest scene on top)")
-async def tile(collectionId: str, tileMatrixSetId: str, z: int, x: int, y: int, format: str,
+            summary="A tile of the collection's mosaic (latest scene on top, or least cloudy with order=cloud)")
+async def tile(request: Request, collectionId: str, tileMatrixSetId: str, z: int, x: int, y: int, format: str,
                bands: str | None = _BANDS, expression: str | None = _EXPR, rescale: str | None = _RESCALE,
-               colormap_name: str | None = _CMAP, datetime: str | None = _DT,
+               colormap_name: str | None = _CMAP, datetime: str | None = _DT, order: str | None = _ORDER,
                conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                principal: Principal = Depends(imagery_caller)):
     if format not in MEDIA:
         raise InvalidInput(f"format {format!r} is not one of {', '.join(MEDIA)}", parameter="format")
     tms = get_tms(tileMatrixSetId)
     tms.validate(z, y, x)
-    files = await _files(conn, settings, collectionId, datetime)
+    m = await imagery_tiles.mosaic(conn, settings, collectionId, datetime, order)
     req = render.BandRequest(bands, expression, rescale, colormap_name)
-    body = await asyncio.to_thread(render.render_tile, files, tms.bounds(z, y, x), tms.srid, req, format)
-    if body is None:
-        return Response(status_code=204, headers=_headers(principal))
-    return Response(body, media_type=MEDIA[format], headers=_headers(principal))
+    result = await imagery_tiles.imagery_tile(tile_cache(request), m, tms, z, y, x, format, req)
+    return tile_response(request, result, format, principal)
 
 
 @router.get("/imagery/{collectionId}/point/{lon},{lat}", summary="Band or expression values at a point")
 async def point(collectionId: str, lon: float, lat: float, bands: str | None = _BANDS,
-                expression: str | None = _EXPR, datetime: str | None = _DT, conn=Depends(get_conn),
+                expression: str | None = _EXPR, datetime: str | None = _DT, order: str | None = _ORDER,
+                conn=Depends(get_conn),
                 settings: Settings = Depends(get_settings_dep), principal: Principal = Depends(imagery_caller)):
-    files = await _files(conn, settings, collectionId, datetime)
+    files = await _files(conn, settings, collectionId, datetime, order)
     req = render.BandRequest(bands, expression)
     doc = await asyncio.to_thread(render.point_values, files, lon, lat, req)
     return JSONResponse(doc, headers=_headers(principal))
@@ -86,9 +105,9 @@ async def point(collectionId: str, lon: float, lat: float, bands: str | None = _
 @router.post("/imagery/{collectionId}/statistics", summary="Statistics of bands or an expression over a polygon")
 async def statistics(collectionId: str, body: dict = Body(..., description="a GeoJSON Polygon or Feature (EPSG:4326)"),
                      bands: str | None = _BANDS, expression: str | None = _EXPR, datetime: str | None = _DT,
-                     conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
+                     order: str | None = _ORDER, conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                      principal: Principal = Depends(imagery_caller)):
-    files = await _files(conn, settings, collectionId, datetime)
+    files = await _files(conn, settings, collectionId, datetime, order)
     req = render.BandRequest(bands, expression)
     doc = await asyncio.to_thread(stats.polygon_stats, files, body, req)
     return JSONResponse(doc, headers=_headers(principal))

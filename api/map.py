@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from geobase.api.deps import base_url, get_conn, get_registry_dep
+from geobase.api.imagery_ogc import map_imagery
 from geobase.catalog import current_layers, layer_versions
 
 from geobase.errors import NotFound, SetupError
@@ -128,4 +129,5 @@ async def map_config(request: Request, conn=Depends(get_conn), registry: Registr
             "versions": await _versions(conn, s.name, ver),
         })
     return {"departments": list(departments.values()), "style": f"{base_url(request)}/map/style.json",
-            "site_check": f"{base_url(request)}/analysis/site-check"}
+            "site_check": f"{base_url(request)}/analysis/site-check",
+            "imagery": await map_imagery(request, conn, registry, principal)}

@@ -1,6 +1,7 @@
 """STAC API over the imagery catalogue: ``/stac`` (landing, conformsTo), ``/stac/collections``,
 ``/stac/collections/{id}``, its ``/items`` and one item, and ``/stac/search`` (GET and POST:
-bbox, datetime, collections, ids, limit, with next links). Thin: documents and parameters are
+bbox, datetime, collections, ids, limit, CQL2 ``filter`` over ``/stac/queryables``, with next
+links). Thin: documents and parameters are
 :mod:`geobase.imagery.search`, the SQL :mod:`geobase.catalog.imagery`; who may see imagery is
 :func:`geobase.security.require_imagery`."""
 
@@ -41,6 +42,11 @@ def _reply(doc: dict, principal: Principal, media: str = "application/json") -> 
 @router.get("/stac", summary="STAC API landing page")
 async def landing(request: Request, principal: Principal = Depends(imagery_caller)):
     return _reply(stac.landing(base_url(request)), principal)
+
+
+@router.get("/stac/queryables", summary="Properties a STAC search filter may name (JSON Schema)")
+async def queryables(request: Request, principal: Principal = Depends(imagery_caller)):
+    return _reply(stac.queryables(base_url(request)), principal, "application/schema+json")
 
 
 @router.get("/stac/collections", summary="Imagery collections (STAC)")
@@ -99,10 +105,13 @@ async def search_get(
     ids: str | None = Query(None, description="item ids, comma-separated"),
     limit: int | None = Query(None, description=f"1..{stac.LIMIT_MAX} (default {stac.LIMIT_DEFAULT})"),
     token: int | None = Query(None, description="the next page's position (from a next link)"),
+    filter: str | None = Query(None, description="CQL2 over item properties (see /stac/queryables), e.g. "
+                               "\"eo:cloud_cover\" < 10 AND platform = 'landsat-7'"),
+    filter_lang: str | None = Query(None, alias="filter-lang", description="cql2-text (default) or cql2-json"),
     conn=Depends(get_conn), principal: Principal = Depends(imagery_caller),
 ):
     q = stac.item_query({"bbox": bbox, "datetime": datetime, "collections": collections, "ids": ids,
-                         "limit": limit, "token": token})
+                         "limit": limit, "token": token, "filter": filter, "filter-lang": filter_lang})
     return _reply(await stac.search(conn, q, base_url(request), _get_next(request)), principal, GEOJSON)
 
 

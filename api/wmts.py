@@ -16,6 +16,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from geobase.api import imagery_ogc
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
@@ -57,7 +58,7 @@ async def _capabilities(request: Request, conn, registry: Registry, principal: P
              if boxes else None)
     layers = [WmtsLayer(ONEMAP, "一张图 one map", "every layer the caller may see, in draw order", union)]
     layers += [WmtsLayer(s.name, f"{s.title.zh} {s.title.en}", s.department, current[s.name].extent) for s in specs]
-    doc = capabilities(base_url(request), layers)
+    doc = await imagery_ogc.wmts_layers(capabilities(base_url(request), layers), request, conn, registry, principal)
     return Response(doc, media_type=XML, headers={"Cache-Control": cache_control(principal, None, None),
                                                   "Vary": "Authorization, X-API-Key"})
 
@@ -136,6 +137,8 @@ async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry 
     missing = [k.upper() for k in ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol") if k not in params]
     if missing:
         raise InvalidInput(f"{missing[0]}: required by GetTile", parameter=missing[0])
+    if (imagery := await imagery_ogc.wmts_kvp_tile(request, conn, registry, principal, settings, params)) is not None:
+        return imagery
     if params.get("format", FORMAT) != FORMAT:
         raise InvalidInput(f"FORMAT: only {FORMAT} is offered", parameter="FORMAT")
     names = {"style": "STYLE", "tms": "TILEMATRIXSET", "matrix": "TILEMATRIX", "row": "TILEROW", "col": "TILECOL"}

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from geobase import audit
+from geobase.catalog.imagery import IMAGERY_RULE_LAYER  # imagery follows that layer's sharing rule
 from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from geobase.opendata.desensitise import Desensitisation
 from geobase.opendata.desensitise import plan as desensitise_plan
@@ -358,9 +359,6 @@ def require_editor(principal: Principal, access: LayerAccess) -> None:
                         f"{principal.department!r} may not change it")
 
 
-#: imagery collections have no sharing rule of their own yet: they are shown to exactly the
-#: callers who may see this layer (fail closed: without it in the registry nobody sees imagery)
-IMAGERY_RULE_LAYER = "dem"
 
 
 async def require_imagery(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry) -> None:

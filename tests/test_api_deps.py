@@ -18,7 +18,7 @@ from geobase.settings import Settings
 # values for the other path parameters of the routes that take a collection id
 PATH_VALUES = {"featureId": "x", "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "0", "tileRow": "0",
                "tileCol": "0", "sessionId": "00000000-0000-4000-8000-000000000000",
-               "itemId": "x", "z": "0", "x": "0", "y": "0", "format": "png", "lon": "0", "lat": "0"}
+               "itemId": "x", "z": "0", "x": "0", "y": "0", "format": "png", "lon": "0", "lat": "0", "style": "default"}
 # required query parameters of those routes
 QUERY = {"/collections/{collectionId}/changes": {"from": "0"}}
 

@@ -511,6 +511,7 @@ SAMPLES = {
     "/warnings/stream": "/warnings/stream?until=0",
     "/stac": "/stac",
     "/stac/collections": "/stac/collections",
+    "/stac/queryables": "/stac/queryables",
     "/stac/collections/{collectionId}": "/stac/collections/landsat",
     "/stac/collections/{collectionId}/items": "/stac/collections/landsat/items",
     "/stac/collections/{collectionId}/items/{itemId}": "/stac/collections/landsat/items/l7_etms",
@@ -518,6 +519,10 @@ SAMPLES = {
     "/imagery/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}":
         f"/imagery/landsat/tiles/WebMercatorQuad/12/{_X}/{_Y}.png",
     "/imagery/{collectionId}/point/{lon},{lat}": "/imagery/landsat/point/120.1,30.2",
+    "/imagery/{collectionId}/tiles": "/imagery/landsat/tiles",
+    "/imagery/{collectionId}/tiles/{tileMatrixSetId}": "/imagery/landsat/tiles/WebMercatorQuad",
+    "/imagery/{collectionId}/wmts/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.{format}":
+        f"/imagery/landsat/wmts/default/WebMercatorQuad/12/{_Y}/{_X}.png",
     "/imagery/{collectionId}/items/{itemId}/data.tif": "/imagery/landsat/items/l7_etms/data.tif",
 }
 

@@ -115,3 +115,66 @@ def test_imagery_follows_the_dem_layer_sharing_rule(stac_server):
     finally:
         with psycopg.connect(settings.database_url) as conn:
             conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'dem'")
+
+
+def test_filter_on_item_properties_cql2_text_and_json(stac_server):
+    srv, _ = stac_server
+    with srv.client() as c:
+        ids = lambda **p: [f["id"] for f in c.get("/stac/search", params=p).json()["features"]]
+        assert ids(filter='"eo:cloud_cover" < 10') == ["l7_other", "l7_later", "l7_etms"]
+        assert ids(filter="eo:cloud_cover > 10") == []
+        assert ids(filter="instrument = 'etm+' AND datetime > TIMESTAMP('2001-01-01T00:00:00Z')") == [
+            "l7_other", "l7_later"]
+        assert ids(filter="id LIKE 'l7_l%' OR platform = 'landsat-7'") == ["l7_later"]
+        assert ids(filter="S_INTERSECTS(geometry, BBOX(-35, -8, -34.9, -7.9)) AND collection = 'other'") == [
+            "l7_other"]
+        cql2_json = {"op": "and", "args": [{"op": "<=", "args": [{"property": "eo:cloud_cover"}, 5]},
+                                           {"op": "=", "args": [{"property": "collection"}, "landsat"]}]}
+        p = c.post("/stac/search", json={"filter": cql2_json, "filter-lang": "cql2-json", "limit": 1}).json()
+        assert p["numberMatched"] == 2 and [f["id"] for f in p["features"]] == ["l7_later"]
+        nxt = next(l for l in p["links"] if l["rel"] == "next")
+        assert [f["id"] for f in c.post("/stac/search", json=nxt["body"]).json()["features"]] == ["l7_etms"]
+        assert ids(collections="landsat", filter="datetime < DATE('2001-01-01')") == ["l7_etms"]
+        q = c.get("/stac/queryables").json()
+        assert {"eo:cloud_cover", "platform", "datetime", "geometry"} <= set(q["properties"])
+        for bad in ("colour = 'red'", "eo:cloud_cover < 10 AND sun_elevation > 3"):
+            r = c.get("/stac/search", params={"filter": bad})
+            assert r.status_code == 400 and r.json()["parameter"] == "filter", r.text
+            assert ("'colour'" if "colour" in bad else "'sun_elevation'") in r.json()["description"], r.json()
+        r = c.post("/stac/search", json={"filter": {"op": "=", "args": [{"property": "cloud"}, 1]}})
+        assert r.status_code == 400 and "'cloud'" in r.json()["description"]
+        r = c.get("/stac/search", params={"filter": "eo:cloud_cover <", "filter-lang": "cql2-text"})
+        assert r.status_code == 400 and r.json()["parameter"] == "filter"
+
+
+def test_scenes_and_datasets_in_one_catalog_search(stac_server):
+    """The open catalog (OGC API - Records) lists every scene next to the datasets; q, bbox and
+    datetime find scenes; the scenes follow the DEM layer's sharing rule there too."""
+    srv, settings = stac_server
+    with srv.client() as c:
+        def ids(**p):
+            r = c.get("/collections/catalog/items", params={"limit": 100, **p})
+            assert r.status_code == 200, r.text
+            return [f["id"] for f in r.json()["features"]]
+
+        every = ids()
+        assert {"dem", "landsat.l7_etms", "landsat.l7_later", "other.l7_other"} <= set(every)
+        assert ids(q="l7_later") == ["landsat.l7_later"]
+        scenes = ids(q="imagery", bbox="-35,-8,-34.9,-7.9")
+        assert scenes == ["landsat.l7_etms", "landsat.l7_later", "other.l7_other"]
+        assert ids(q="imagery", datetime="2001-01-01/2001-12-31") == ["landsat.l7_later"]
+        assert ids(q="imagery", bbox="100,20,110,30") == []
+        rec = c.get("/collections/catalog/items/landsat.l7_later").json()
+        assert rec["properties"]["kind"] == "imagery"
+        stac_link = next(l for l in rec["links"] if l["type"] == "application/geo+json" and "/stac/" in l["href"])
+        assert c.get(stac_link["href"].removeprefix(srv.url)).json()["id"] == "l7_later"
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("UPDATE catalog.layers SET sharing = 'internal' WHERE name = 'dem'")
+    try:
+        with srv.client() as c:
+            found = [f["id"] for f in c.get("/collections/catalog/items", params={"limit": 100}).json()["features"]]
+            assert not [i for i in found if "." in i and i.split(".")[0] in ("landsat", "other")], found
+            assert c.get("/collections/catalog/items/landsat.l7_later").status_code == 404
+    finally:
+        with psycopg.connect(settings.database_url) as conn:
+            conn.execute("UPDATE catalog.layers SET sharing = 'public' WHERE name = 'dem'")

@@ -24,6 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from geobase.catalog.imagery_records import STAMP_PART as IMAGERY_STAMP
+from geobase.catalog.imagery_records import imagery_records
 from geobase.catalog.layers import GRADE_SQL
 from geobase.errors import InvalidInput, NotFound
 from geobase.opendata.classes import DataClass, Level
@@ -93,7 +95,8 @@ STAMP_SQL = """SELECT (SELECT md5(string_agg(concat_ws('|', name, department, sh
                                                         openness, spec_hash, current_version, updated_at), ','
                                               ORDER BY name)) FROM catalog.layers),
                       (SELECT count(*) FROM catalog.layer_versions),
-                      (SELECT max(updated_at) FROM catalog.record_meta), (SELECT count(*) FROM catalog.record_meta)"""
+                      (SELECT max(updated_at) FROM catalog.record_meta), (SELECT count(*) FROM catalog.record_meta), """ \
+    + IMAGERY_STAMP
 
 
 def _iso(value: Any) -> str | None:
@@ -183,6 +186,7 @@ async def build_records(conn: psycopg.AsyncConnection, registry: Registry) -> li
             out.append(extra_record(e["dataset"], e["meta"], e["updated_at"], depts.get(e["meta"].get("department"))))
         except ValueError:
             continue  # a metadata document a newer release wrote: not listed (never half-listed)
+    out += await imagery_records(conn, out)  # scenes: one search finds them with the datasets
     return sorted(out, key=lambda r: r["id"])
 
 

@@ -9,7 +9,8 @@ stored path never leaves ``imagery/<collection>/``); band names are checked
 (:func:`geobase.imagery.bands.parse_band_map`). The COG is written to a ``.partial`` file, the
 catalogue rows are inserted in one transaction, the file is renamed into place before the
 commit and removed if the commit fails: a kill at any point leaves either nothing registered
-(an orphan ``.partial`` at worst, ignored by every reader) or the whole scene."""
+(an orphan ``.partial`` at worst, ignored by every reader and removed by the next ingest of
+that item once its process is gone) or the whole scene."""
 
 from __future__ import annotations
 
@@ -100,6 +101,26 @@ def _cog_facts(path: Path, scene: dict) -> dict:
     return scene
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _sweep_partials(folder: Path, iid: str) -> None:
+    """Remove the ``.partial`` files of earlier ingests of this item whose process is gone (a
+    killed ``geobase imagery add``): nothing registered them, nothing else will delete them. A
+    partial of a live process (a concurrent ingest) is left alone."""
+    for p in folder.glob(f".{iid}.*.partial"):
+        parts = p.name.split(".")  # "", iid, pid, uuid, "partial"
+        if len(parts) == 5 and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+            p.unlink(missing_ok=True)
+
+
 def add_image(settings: Settings, file: Path, collection: str, *, when: str | None, sensor: str | None = None,
               cloud_cover: float | None = None, bands: str | None = None, item_id: str | None = None,
               nodata: float | None = None) -> dict:
@@ -121,7 +142,8 @@ def add_image(settings: Settings, file: Path, collection: str, *, when: str | No
     folder = settings.data_path / "imagery" / collection
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{iid}.tif"
-    partial = folder / f".{iid}.{uuid.uuid4().hex}.partial"
+    _sweep_partials(folder, iid)
+    partial = folder / f".{iid}.{os.getpid()}.{uuid.uuid4().hex}.partial"
     rel = final.relative_to(settings.data_path).as_posix()
     from geobase.db import database_url
 

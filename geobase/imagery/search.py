@@ -6,20 +6,31 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
+import json
+
 import psycopg
+from psycopg import sql
 
 from geobase.catalog import imagery as cat
+from geobase.cql2 import GEOMETRY_NAMES, Translator
+from geobase.cql2_parse import parse
 from geobase.errors import InvalidInput, NotFound
 from geobase.imagery.stac import STAC_VERSION, build_collection
 from geobase.vocab import is_name
 
 LIMIT_DEFAULT, LIMIT_MAX = 10, 1000
-SEARCH_FIELDS = ("bbox", "datetime", "collections", "ids", "limit", "token")
+SEARCH_FIELDS = ("bbox", "datetime", "collections", "ids", "limit", "token", "filter", "filter-lang")
 CONFORMS = [
     "https://api.stacspec.org/v1.0.0/core",
     "https://api.stacspec.org/v1.0.0/collections",
     "https://api.stacspec.org/v1.0.0/ogcapi-features",
     "https://api.stacspec.org/v1.0.0/item-search",
+    "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
@@ -102,7 +113,8 @@ def item_query(params: dict) -> cat.ItemQuery:
     return cat.ItemQuery(collections=_names(params.get("collections"), "collections"),
                          ids=_names(params.get("ids"), "ids"), bbox=parse_bbox(params.get("bbox")), start=start,
                          end=end, limit=_int(params.get("limit"), "limit", 1, LIMIT_MAX, LIMIT_DEFAULT),
-                         offset=_int(params.get("token"), "token", 0, 10**9, 0))
+                         offset=_int(params.get("token"), "token", 0, 10**9, 0),
+                         where=compile_filter(params.get("filter"), params.get("filter-lang")))
 
 
 def item_document(row: dict, base: str) -> dict:
@@ -164,3 +176,48 @@ async def search(conn: psycopg.AsyncConnection, q: cat.ItemQuery, base: str, nex
         links.append(next_href(q.offset + q.limit))
     return {"type": "FeatureCollection", "features": [item_document(r, base) for r in rows], "links": links,
             "numberMatched": matched, "numberReturned": len(rows)}
+
+
+class _StacTranslator(Translator):
+    """CQL2 over STAC item properties (:data:`geobase.catalog.imagery.STAC_QUERYABLES`) and
+    ``geometry`` (the footprint, EPSG:4326)."""
+
+    def _prop(self, node: dict):
+        name = node.get("property")
+        if isinstance(name, str) and name not in GEOMETRY_NAMES:
+            if name not in cat.STAC_QUERYABLES:
+                raise InvalidInput(f"filter: unknown property {name!r}; queryables: "
+                                   f"{', '.join(sorted(cat.STAC_QUERYABLES))}", parameter="filter")
+            typ, expr = cat.STAC_QUERYABLES[name]
+            return expr, typ
+        return super()._prop(node)
+
+
+def _geometry_sql(geojson: dict) -> sql.Composable:
+    return sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON({}), 4326)").format(sql.Literal(json.dumps(geojson)))
+
+
+def compile_filter(value, lang) -> sql.Composable | None:
+    """A search ``filter`` (cql2-text, or cql2-json as text or a JSON object in a POST body) as
+    SQL over the catalogue; an unknown property is a 400 naming it."""
+    if value is None or value == "":
+        return None
+    if lang is not None and not isinstance(lang, str):
+        raise InvalidInput("filter-lang: cql2-text or cql2-json", parameter="filter-lang")
+    if isinstance(value, dict):
+        text, lang = json.dumps(value), lang or "cql2-json"
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise InvalidInput("filter: a CQL2 text string or a cql2-json object", parameter="filter")
+    return _StacTranslator({}, _geometry_sql, geom_column="footprint").translate(parse(text, lang))
+
+
+def queryables(base: str) -> dict:
+    """The JSON Schema of the properties ``filter`` may name (STAC API filter extension)."""
+    kinds = {"text": {"type": "string"}, "number": {"type": "number"},
+             "datetime": {"type": "string", "format": "date-time"}}
+    props = {name: dict(kinds[typ], title=name) for name, (typ, _) in cat.STAC_QUERYABLES.items()}
+    props["geometry"] = {"$ref": "https://geojson.org/schema/Geometry.json"}
+    return {"$schema": "https://json-schema.org/draft/2019-09/schema", "$id": f"{base}/stac/queryables",
+            "type": "object", "title": "STAC item queryables", "properties": props, "additionalProperties": False}

@@ -20,6 +20,7 @@
     "find.placeholder": ["图斑编号、行政区、村名、地名或坐标", "Parcel number, division, village, place or coordinates"],
     "find.go": ["查找", "Find"],
     "layers": ["图层", "Layers"],
+    "imagery": ["影像", "Imagery"],
     "legend": ["图例", "Legend"],
     "access": ["访问", "Access"],
     "access.key": ["API 密钥（部门）", "API key (department)"],
@@ -156,7 +157,7 @@
   const TARGETS = [
     ["h1", "heading", "lead"], ["#find h2", "find", "text"], ["#search-input", "find.placeholder", "placeholder"],
     ["#search-input", "find", "aria"], ["#search-form button[type=submit]", "find.go", "text"],
-    ["#layers h2", "layers", "text"], ["#legend h2", "legend", "text"], ["#access h2", "access", "text"],
+    ["#layers h2", "layers", "text"], ["#imagery h2", "imagery", "text"], ["#legend h2", "legend", "text"], ["#access h2", "access", "text"],
     ["#key-input", "access.key", "placeholder"], ["#key-form button[type=submit]", "access.use", "text"],
     ["#key-clear", "access.public", "text"], ["#access .hint", "access.viewing", "lead"],
     ["#measure h2", "measure", "text"], ["#measure-line", "measure.line", "text"], ["#measure-area", "measure.area", "text"],

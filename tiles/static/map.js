@@ -161,6 +161,7 @@
       buildLegend(legend);
       i18n = window.geobaseI18n.attach(config, start.lang, writeUrl, legend);
       window.geobaseExport.attach(map, {status});
+      window.geobaseImagery.attach(map, config);  // imagery under the parcels: true colour / NDVI, latest or a date
       window.geobaseSearchUI.attach(map, {getJSON, authHeaders, status});
       window.geobaseDrawKeys.attach(map);  // keyboard points for the measure and site-check tools
       window.geobaseMeasureUI.attach(map);

@@ -1,10 +1,13 @@
 """OGC WMTS 1.0.0 over HTTP, KVP and RESTful (capabilities: :mod:`geobase.tiles.wmts`; tiles:
-:mod:`geobase.tiles.raster_render`).
+:mod:`geobase.tiles.raster_render` and, below a coverage layer's detail zoom,
+:mod:`geobase.tiles.wmts_cells`; feature info: :mod:`geobase.tiles.wmts_info`).
 
   /wmts?SERVICE=WMTS&REQUEST=GetCapabilities | GetTile&LAYER=..&STYLE=..&TILEMATRIXSET=..
         &TILEMATRIX=..&TILEROW=..&TILECOL=..&FORMAT=image/png          (KVP, names in any case)
+        | GetFeatureInfo&...&TILECOL=..&I=..&J=..&INFOFORMAT=application/json|text/html
   /wmts/1.0.0/WMTSCapabilities.xml
   /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png
+  /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}/{J}/{I}.json|html
 
 Layers are the vector layers the caller may see plus ``onemap`` (all of them); a hidden or
 unknown layer is 404 as for vector tiles. KVP names are case-insensitive (OGC 06-121r9 11.5.2),

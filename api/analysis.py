@@ -123,7 +123,7 @@ def _endpoint(process: str, model: type[ProcessInputs]):
             raise InvalidInput("f: pdf is the site check's map sheet; use json, geojson, html or csv", parameter="f")
         async with analysis_slot(request) as conn:
             result = await run_sync(process, body, conn, settings, registry, principal, request.app.state.owner_settings)
-        return render(result, f)
+        return await asyncio.to_thread(render, result, f) if f == "pdf" else render(result, f)  # the sheet off the loop
 
     handler.__name__ = f"analysis_{process.replace('-', '_')}"
     handler.__annotations__["body"] = model  # a real class: string annotations cannot see this closure

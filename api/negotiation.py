@@ -106,10 +106,13 @@ OFFERS: dict[str, Offer] = {
     "/tiles/{layers}.json": J,
     "/tiles/{layer}/{style}/{z}/{x}/{y}.png": Offer({"png": PNG}, also=(304,)),
     "/styles/onemap.json": J,
-    "/wmts": Offer({"xml": "application/xml; charset=utf-8", "png": PNG}, negotiated=False, also=(304,)),
+    "/wmts": Offer({"xml": "application/xml; charset=utf-8", "png": PNG, "json": JSON, "html": HTML}, negotiated=False,
+                   also=(304,)),
     "/wmts/1.0.0/WMTSCapabilities.xml": Offer({"xml": "application/xml; charset=utf-8"}, negotiated=False),
     "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png":
         Offer({"png": PNG}, negotiated=False, also=(304,)),
+    "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}/{j}/{i}.{ext}":
+        Offer({"json": JSON, "html": HTML}, negotiated=False),
     "/map/style.json": J,
     "/legend": J_HTML,
     "/map": Offer({"html": HTML}),

@@ -1,10 +1,13 @@
 """OGC WMTS 1.0.0 over HTTP, KVP and RESTful (capabilities: :mod:`geobase.tiles.wmts`; tiles:
-:mod:`geobase.tiles.raster_render`).
+:mod:`geobase.tiles.raster_render` and, below a coverage layer's detail zoom,
+:mod:`geobase.tiles.wmts_cells`; feature info: :mod:`geobase.tiles.wmts_info`).
 
   /wmts?SERVICE=WMTS&REQUEST=GetCapabilities | GetTile&LAYER=..&STYLE=..&TILEMATRIXSET=..
         &TILEMATRIX=..&TILEROW=..&TILECOL=..&FORMAT=image/png          (KVP, names in any case)
+        | GetFeatureInfo&...&TILECOL=..&I=..&J=..&INFOFORMAT=application/json|text/html
   /wmts/1.0.0/WMTSCapabilities.xml
   /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.png
+  /wmts/1.0.0/{layers}/{style}/{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}/{J}/{I}.json|html
 
 Layers are the vector layers the caller may see plus ``onemap`` (all of them); a hidden or
 unknown layer is 404 as for vector tiles. KVP names are case-insensitive (OGC 06-121r9 11.5.2),
@@ -12,6 +15,7 @@ so this route checks its own parameters: an unknown one is a 400 naming it, as e
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -25,6 +29,7 @@ from geobase.tiles.cache import TileCache
 from geobase.tiles.raster_render import STYLE, png_tile
 from geobase.tiles.service import ONEMAP, resolve_layers
 from geobase.tiles.wmts import FORMAT, WmtsLayer, capabilities, get_set, tile_matrix
+from geobase.tiles.wmts_info import feature_info, info_format, info_html, pixel
 
 from geobase.catalog import current_layers
 from geobase.catalog.state import layer_states
@@ -36,7 +41,7 @@ from geobase.specs import Registry
 router = APIRouter(tags=["WMTS"])
 XML = "application/xml; charset=utf-8"
 KVP = ("service", "request", "version", "acceptversions", "sections", "updatesequence", "acceptformats",
-       "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format")
+       "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format", "i", "j", "infoformat")
 
 
 def _cache(request: Request) -> TileCache:
@@ -46,6 +51,16 @@ def _cache(request: Request) -> TileCache:
         s: Settings = request.app.state.settings
         cache = request.app.state.tile_cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
     return cache
+
+
+def _db_url(request: Request) -> str:
+    """The database whose tile pyramids low-zoom tiles read (and build), as for vector tiles."""
+    url = getattr(request.app.state, "tiles_db_url", None)
+    if url is None:
+        from geobase.db import database_url
+
+        url = request.app.state.tiles_db_url = database_url(request.app.state.settings)
+    return url
 
 
 async def _capabilities(request: Request, conn, registry: Registry, principal: Principal) -> Response:
@@ -76,7 +91,7 @@ async def _tile(request: Request, conn, registry: Registry, principal: Principal
     except ValueError:
         raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
     result = await png_tile(conn, _cache(request), registry, principal, settings, layer, s.tms, z, r, c,
-                            if_none_match=request.headers.get("if-none-match"))
+                            if_none_match=request.headers.get("if-none-match"), pyramid_url=_db_url(request))
     headers = {"Cache-Control": cache_control(principal, None, result.tag), "ETag": result.etag,
                "Vary": "Authorization, X-API-Key"}
     if result.not_modified or not_modified(request, result.etag):
@@ -84,6 +99,28 @@ async def _tile(request: Request, conn, registry: Registry, principal: Principal
     headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
     headers["Server-Timing"] = f"tile;dur={(time.perf_counter() - t0) * 1000:.2f}"
     return Response(result.body, media_type="image/png", headers=headers)
+
+
+async def _info(request: Request, conn, registry: Registry, principal: Principal, layer: str, style: str,
+                tms_id: str, matrix: str, row: str, col: str, j: str, i: str, fmt: str,
+                names: dict[str, str]) -> Response:
+    """GetFeatureInfo (KVP or RESTful): the features under pixel (i, j) of the tile, for this caller."""
+    if style not in (STYLE, ""):
+        raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
+                           parameter=names["style"])
+    s = get_set(tms_id, names["tms"])
+    z = tile_matrix(s, matrix, names["matrix"])
+    try:
+        r, c = int(row), int(col)
+    except ValueError:
+        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
+    doc = await feature_info(conn, registry, principal, layer, s.tms, z, r, c,
+                             pixel(i, "I" if names["tms"] == "TILEMATRIXSET" else "i"),
+                             pixel(j, "J" if names["tms"] == "TILEMATRIXSET" else "j"))
+    headers = {"Cache-Control": "private, no-store", "Vary": "Authorization, X-API-Key"}
+    if fmt == "html":
+        return Response(info_html(doc), media_type="text/html; charset=utf-8", headers=headers)
+    return Response(json.dumps(doc, ensure_ascii=False, default=str), media_type="application/json", headers=headers)
 
 
 def _kvp(request: Request, known: tuple[str, ...]) -> dict[str, str]:
@@ -124,7 +161,7 @@ async def wmts_rest_tile(request: Request, layers: str, style: str, tileMatrixSe
 
 
 @allows_property_filters  # WMTS KVP names are case-insensitive: checked here, unknown ones refused
-@router.get("/wmts", summary="WMTS 1.0.0 KVP: GetCapabilities, GetTile")
+@router.get("/wmts", summary="WMTS 1.0.0 KVP: GetCapabilities, GetTile, GetFeatureInfo")
 async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal: Principal = Depends(get_principal),
                    settings: Settings = Depends(get_settings_dep)) -> Response:
@@ -132,15 +169,40 @@ async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry 
     req = params.get("request", "")
     if req.lower() == "getcapabilities":
         return await _capabilities(request, conn, registry, principal)
-    if req.lower() != "gettile":
-        raise InvalidInput(f"REQUEST: {req[:40]!r} is not supported (GetCapabilities, GetTile)", parameter="REQUEST")
-    missing = [k.upper() for k in ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol") if k not in params]
+    if req.lower() not in ("gettile", "getfeatureinfo"):
+        raise InvalidInput(f"REQUEST: {req[:40]!r} is not supported (GetCapabilities, GetTile, GetFeatureInfo)",
+                           parameter="REQUEST")
+    info = req.lower() == "getfeatureinfo"
+    needed = ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol") + (("i", "j") if info else ())
+    missing = [k.upper() for k in needed if k not in params]
     if missing:
-        raise InvalidInput(f"{missing[0]}: required by GetTile", parameter=missing[0])
+        raise InvalidInput(f"{missing[0]}: required by {'GetFeatureInfo' if info else 'GetTile'}", parameter=missing[0])
+    names = {"style": "STYLE", "tms": "TILEMATRIXSET", "matrix": "TILEMATRIX", "row": "TILEROW", "col": "TILECOL"}
+    if info:
+        extra = [k.upper() for k in ("format",) if k in params]
+        if extra:
+            raise InvalidInput(f"{extra[0]}: not a GetFeatureInfo parameter (INFOFORMAT names the answer's format)",
+                               parameter=extra[0])
+        return await _info(request, conn, registry, principal, params["layer"], params.get("style", STYLE),
+                           params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"],
+                           params["j"], params["i"], info_format(params.get("infoformat")), names)
+    extra = [k.upper() for k in ("i", "j", "infoformat") if k in params]
+    if extra:
+        raise InvalidInput(f"{extra[0]}: not a GetTile parameter", parameter=extra[0])
     if (imagery := await imagery_ogc.wmts_kvp_tile(request, conn, registry, principal, settings, params)) is not None:
         return imagery
     if params.get("format", FORMAT) != FORMAT:
         raise InvalidInput(f"FORMAT: only {FORMAT} is offered", parameter="FORMAT")
-    names = {"style": "STYLE", "tms": "TILEMATRIXSET", "matrix": "TILEMATRIX", "row": "TILEROW", "col": "TILECOL"}
     return await _tile(request, conn, registry, principal, settings, params["layer"], params.get("style", STYLE),
                        params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"], names)
+
+
+@router.get("/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}/{j}/{i}.{ext}",
+            summary="WMTS GetFeatureInfo (RESTful): the features under pixel (i, j) of a tile, as json or html")
+async def wmts_rest_info(request: Request, layers: str, style: str, tileMatrixSetId: str, tileMatrix: str,
+                         tileRow: str, tileCol: str, j: str, i: str, ext: str, conn=Depends(get_conn),
+                         registry: Registry = Depends(get_registry_dep),
+                         principal: Principal = Depends(get_principal)) -> Response:
+    names = {"style": "style", "tms": "tileMatrixSetId", "matrix": "tileMatrix", "row": "tileRow", "col": "tileCol"}
+    return await _info(request, conn, registry, principal, layers, style, tileMatrixSetId, tileMatrix, tileRow,
+                       tileCol, j, i, info_format(ext, "ext"), names)

@@ -56,6 +56,7 @@ def get_job(settings: Settings, job_id: str) -> dict | None:
 ORPHAN_MESSAGES = {
     "ingest": "the server stopped while the job ran; nothing was committed, submit the file again",
     "analysis": "the server stopped while the job ran; no result was written, run the analysis again",
+    "indicators": "the server stopped while the recompute ran; versions done so far are kept, the next run does the rest",
 }
 
 

@@ -487,6 +487,8 @@ SAMPLES = {
     "/wmts/1.0.0/WMTSCapabilities.xml": "/wmts/1.0.0/WMTSCapabilities.xml",
     "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}.png":
         f"/wmts/1.0.0/land_use/default/WebMercatorQuad/12/{_Y}/{_X}.png",
+    "/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}/{j}/{i}.{ext}":
+        f"/wmts/1.0.0/land_use/default/WebMercatorQuad/12/{_Y}/{_X}/128/128.json",
     "/map/style.json": "/map/style.json",
     "/legend": "/legend",
     "/collections/{collection_id}/coverage": "/collections/dem/coverage",

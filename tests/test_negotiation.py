@@ -76,7 +76,7 @@ def samples(county_server) -> dict[str, str]:
             "z": "13", "x": str(col), "y": str(row), "layers": "land_use", "layer": "dem", "style": "hillshade",
             "process_id": "tabulate", "job_id": "00000000-0000-4000-8000-000000000000", "name": "map.js",
             "sessionId": "00000000-0000-4000-8000-000000000000", "fontstack": "DejaVu Sans Book",
-            "indicatorId": "farmland_area", "recordId": "land_use",
+            "indicatorId": "farmland_area", "recordId": "land_use", "i": "128", "j": "128", "ext": "json",
             "itemId": "l7_etms", "format": "png", "lon": "120.1", "lat": "30.2"}
 
 

@@ -16,6 +16,7 @@ import psycopg
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.service import TileResult, resolve_layers, signature, version_tag
 from geobase.tiles.tms import WEB_MERCATOR_HALF, TileMatrixSet
+from geobase.tiles.wmts_cells import CellLayer, cell_plan, cells_image, fetch_cells, with_pyramid
 
 from geobase.analysis.common import interactive_snapshot
 from geobase.catalog.state import layer_states
@@ -54,9 +55,11 @@ def _key(principal: Principal, registry: Registry, states, specs, tms: TileMatri
     return key, etag_for(key), version_tag(versions, sig)
 
 
-def draw_tile(layers: list[LayerData], registry: Registry, bounds: tuple[float, float, float, float],
+def draw_tile(layers: list[LayerData | CellLayer], registry: Registry, bounds: tuple[float, float, float, float],
               z: int) -> bytes:
-    """A 256 x 256 transparent PNG of ``layers`` (already in the tile's CRS) over ``bounds``."""
+    """A 256 x 256 transparent PNG of ``layers`` (already in the tile's CRS) over ``bounds``:
+    features as paths, a coverage layer's low-zoom cells as one image with its big parcels
+    over it (:mod:`geobase.tiles.wmts_cells`)."""
     figure_mod = matplotlib_modules()[0]
     fig = figure_mod.Figure(figsize=(1, 1), dpi=256)
     fig.patch.set_alpha(0)
@@ -65,6 +68,10 @@ def draw_tile(layers: list[LayerData], registry: Registry, bounds: tuple[float, 
     ax.set_xlim(bounds[0], bounds[2])
     ax.set_ylim(bounds[1], bounds[3])
     for d in layers:
+        if isinstance(d, CellLayer):
+            ax.imshow(cells_image(d, registry), extent=(bounds[0], bounds[2], bounds[1], bounds[3]), origin="upper",
+                      interpolation="nearest", resample=False, aspect="auto")
+            d = d.big
         draw_layer(ax, d, registry, points_per_unit=0.5, edges=z >= 15)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=256, transparent=True)
@@ -73,10 +80,12 @@ def draw_tile(layers: list[LayerData], registry: Registry, bounds: tuple[float, 
 
 async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry, principal: Principal,
                    settings: Settings, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
-                   if_none_match: str | None = None) -> TileResult:
+                   if_none_match: str | None = None, pyramid_url: str | None = None) -> TileResult:
     """The PNG tile of ``layers`` (a layer, a comma list or ``onemap``) for this caller: the
     same access rules as vector tiles (:func:`geobase.tiles.service.resolve_layers`: hidden and
-    unknown layers 404), cached under the layers' versions and the caller's view."""
+    unknown layers 404), cached under the layers' versions and the caller's view. Coverage
+    layers below their detail zoom are drawn from class cells (``pyramid_url``: the database
+    whose pyramid is read or built, :mod:`geobase.tiles.wmts_cells`)."""
     tms.validate(z, row, col)
     # a hit or a 304 needs only today's states (one round trip); a miss reads them again with
     # the rows, in one snapshot, so the tile is stored under the versions it was drawn from
@@ -103,6 +112,11 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             if versions[spec.name] is None or not spec.tiles.minzoom <= z <= spec.tiles.maxzoom:
                 continue
             if not geometry_exact(principal, spec):  # rounded/township/boxed for this caller: not drawn
+                continue
+            plan = cell_plan(spec, registry, tms, z, hidden_attributes(principal, spec))
+            if plan is not None:
+                plan = await with_pyramid(conn, pyramid_url, plan, versions[spec.name])
+                drawn.append(await fetch_cells(conn, plan, tms, z, row, col, draw_box))
                 continue
             try:
                 drawn.append(await fetch_layer(conn, spec, fbox, draw_box, srid=tms.srid, tolerance=pad / 2,

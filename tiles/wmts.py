@@ -25,6 +25,8 @@ from geobase.tiles.tms import CGCS2000_QUAD, WEB_MERCATOR_QUAD, TileMatrixSet
 from geobase.errors import NotFound
 
 FORMAT = "image/png"
+#: GetFeatureInfo formats and their RESTful extensions (geobase/tiles/wmts_info.py)
+INFO_FORMATS = {"application/json": "json", "text/html": "html"}
 
 
 @dataclass(frozen=True)
@@ -112,20 +114,23 @@ def capabilities(root: str, layers: list[WmtsLayer]) -> str:
               "<ows:ServiceType>OGC WMTS</ows:ServiceType><ows:ServiceTypeVersion>1.0.0</ows:ServiceTypeVersion>"
               "</ows:ServiceIdentification>"),
              "<ows:ServiceProvider><ows:ProviderName>geobase</ows:ProviderName></ows:ServiceProvider>",
-             "<ows:OperationsMetadata>" + "".join(_operation(n, root) for n in ("GetCapabilities", "GetTile"))
+             "<ows:OperationsMetadata>" + "".join(_operation(n, root) for n in ("GetCapabilities", "GetTile",
+                                                                                  "GetFeatureInfo"))
              + "</ows:OperationsMetadata>", "<Contents>"]
     for lay in layers:
         b = lay.bbox or [-180.0, -90.0, 180.0, 90.0]
         template = f"{root}/wmts/1.0.0/{lay.id}/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.png"
+        info = "".join(f'<ResourceURL format="{f}" resourceType="FeatureInfo" template='
+                       + quoteattr(f"{template[:-4]}/{{J}}/{{I}}.{ext}") + "/>" for f, ext in INFO_FORMATS.items())
         parts.append(
             f"<Layer><ows:Title>{escape(lay.title)}</ows:Title><ows:Abstract>{escape(lay.abstract)}</ows:Abstract>"
             f"<ows:WGS84BoundingBox><ows:LowerCorner>{b[0]!r} {b[1]!r}</ows:LowerCorner>"
             f"<ows:UpperCorner>{b[2]!r} {b[3]!r}</ows:UpperCorner></ows:WGS84BoundingBox>"
             f"<ows:Identifier>{escape(lay.id)}</ows:Identifier>"
             '<Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>'
-            f"<Format>{FORMAT}</Format>"
+            f"<Format>{FORMAT}</Format>" + "".join(f"<InfoFormat>{f}</InfoFormat>" for f in INFO_FORMATS)
             + "".join(f"<TileMatrixSetLink><TileMatrixSet>{s}</TileMatrixSet></TileMatrixSetLink>" for s in SETS)
-            + f'<ResourceURL format="{FORMAT}" resourceType="tile" template={quoteattr(template)}/></Layer>')
+            + f'<ResourceURL format="{FORMAT}" resourceType="tile" template={quoteattr(template)}/>{info}</Layer>')
     parts += [_matrix_set_xml(s) for s in SETS.values()]
     parts.append(f"</Contents><ServiceMetadataURL xlink:href={quoteattr(root + '/wmts/1.0.0/WMTSCapabilities.xml')}/>"
                  "</Capabilities>")

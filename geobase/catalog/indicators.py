@@ -49,6 +49,21 @@ async def current_versions(conn: psycopg.AsyncConnection, layers: list[str]) -> 
     return {n: int(v) for n, v in await cur.fetchall()}
 
 
+async def raster_version(conn: psycopg.AsyncConnection, layer: str, version: int):
+    """The catalog row of one version of a raster layer (as :class:`geobase.catalog.layers.
+    CurrentLayer`, for :func:`geobase.catalog.layers.raster_file`): values computed for the
+    versions recorded with them read that version's file, not whichever DEM is current now."""
+    from geobase.catalog.layers import CurrentLayer
+
+    cur = await conn.execute("SELECT created_at, rows_total, extent, source_name, metadata FROM catalog.layer_versions "
+                             "WHERE layer = %s AND version = %s", (layer, version))
+    row = await cur.fetchone()
+    if row is None:
+        return CurrentLayer(layer, None, "public", (), None, None, None, None, None, None)
+    return CurrentLayer(layer, None, "public", (), version, row[0], row[1], list(row[2]) if row[2] else None,
+                        row[3], row[4])
+
+
 # --- the state and the values -------------------------------------------------------------------
 
 async def state(conn: psycopg.AsyncConnection) -> tuple[dict[str, int], str] | None:

@@ -156,14 +156,18 @@ async def term_m2(ctx: Context, term: Term, change: Change | None = None, sign: 
 
 async def _steep(ctx: Context, term: Term, rows: list[tuple]) -> dict[str, float]:
     """Sum the pieces of the parcels whose mean DEM slope exceeds the term's angle (the slope
-    analysis's zonal statistics, geobase/analysis/slope.py, on the DEM version of the values)."""
+    analysis's zonal statistics, geobase/analysis/slope.py) on the DEM version the values are
+    computed for (``ctx.versions``, recorded with them), not the current one: a DEM version
+    queued behind a land-use edit must not leak into the edit's values, which say they came
+    from the previous DEM."""
     from geobase.analysis import slope
+    from geobase.catalog import indicators as cat
     from geobase.catalog import layers as layer_reads
 
     if not rows:
         return {}
-    current = (await layer_reads.current_layers(ctx.conn, [term.dem_layer]))[term.dem_layer]
-    path = layer_reads.raster_file(current, ctx.data_path, parameter="dem")  # the file of the current version
+    version = await cat.raster_version(ctx.conn, term.dem_layer, ctx.versions[term.dem_layer])
+    path = layer_reads.raster_file(version, ctx.data_path, parameter="dem")
     wkbs = sorted({bytes(r[1]) for r in rows})
     stats = await asyncio.to_thread(slope._zonal, path, wkbs, term.min_slope)
     steep = {w for w, (_, mean, _share) in zip(wkbs, stats) if mean > term.min_slope}

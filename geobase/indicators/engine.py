@@ -138,10 +138,26 @@ async def _apply(ctx: Context, indicators: dict[str, Indicator], item: tuple[int
     return {"layer": layer, "version": v, "kind": kind, "divisions": sorted({r["division"] for r in rows})}
 
 
+async def waiting_for(conn: psycopg.AsyncConnection, registry: Registry) -> str | None:
+    """Why nothing can be computed yet (None: it can): every indicator is a value per township,
+    so without a loaded township layer there is nothing to compute, which is a state to report
+    (``/indicators`` ``status``, the job's message), not a failure to log every poll."""
+    if DIVISIONS_LAYER not in registry.layers:
+        return f"waiting for a township layer: no layer {DIVISIONS_LAYER!r} is declared; nothing computed"
+    if not await cat.current_versions(conn, [DIVISIONS_LAYER]):
+        return f"waiting for a township layer: {DIVISIONS_LAYER!r} has no loaded version; nothing computed"
+    return None
+
+
 async def process(conn: psycopg.AsyncConnection, registry: Registry, indicators: dict[str, Indicator],
                   data_path=None) -> dict:
     """Process every queued version (``conn`` in autocommit); ``{"busy": True}`` when another
-    worker holds the lock. Returns what was done, version by version."""
+    worker holds the lock, ``{"waiting": why}`` when there are no townships to compute for (the
+    queue is left as it is: the first full run after the township layer arrives covers it).
+    Returns what was done, version by version."""
+    why = await waiting_for(conn, registry)
+    if why is not None:
+        return {"busy": False, "waiting": why, "steps": []}
     cur = await conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(LOCK))
     if not (await cur.fetchone())[0]:
         return {"busy": True, "steps": []}

@@ -43,7 +43,8 @@ async def run_job(settings: Settings, registry: Registry, created_by: str = "ser
             await jobs.mark(conn, job_id, "failed", message=f"{type(exc).__name__}: {exc}"[:500])
             raise
         steps = result["steps"]
-        message = "busy: another worker is recomputing" if result["busy"] else f"{len(steps)} step(s)"
+        message = ("busy: another worker is recomputing" if result["busy"] else result.get("waiting")
+                   or f"{len(steps)} step(s)")
         await jobs.mark(conn, job_id, "successful", message=message, result=result)
     return {"id": job_id, "status": "successful", "result": result}
 
@@ -57,6 +58,8 @@ class IndicatorMonitor:
         self.settings, self.registry, self.pool = settings, registry, pool
         self._task: asyncio.Task | None = None
         self._failed = False
+        #: why the monitor has nothing to do (no township layer yet), None when it computes
+        self.waiting: str | None = None
 
     def start(self) -> None:
         if self.settings.indicator_poll_s > 0 and self._task is None:
@@ -72,7 +75,16 @@ class IndicatorMonitor:
             self._task = None
 
     async def due(self) -> bool:
+        """A version is queued or nothing was ever computed, and there are townships to compute
+        for: without them (:func:`engine.waiting_for`) no job is started, and the reason is kept
+        in ``waiting`` and logged once at INFO, not as a failure every poll."""
         async with self.pool.connection() as conn:
+            why = await engine.waiting_for(conn, self.registry)
+            if why != self.waiting and why is not None:
+                log.info("indicators: %s", why)
+            self.waiting = why
+            if why is not None:
+                return False
             return await cat.has_pending(conn) or await cat.state(conn) is None
 
     async def _loop(self) -> None:

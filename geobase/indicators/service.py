@@ -75,7 +75,9 @@ async def overview(conn: psycopg.AsyncConnection, registry: Registry, indicators
                            "warning": (open_.get((ind.id, code)) or {}).get("id")})
         out.append({**ind.document(), "values": values})
     st = await cat.state(conn)
-    return {"indicators": out, "versions": st[0] if st else None,
+    # what a reader of an empty list needs to know: waiting for townships, or not yet computed
+    status = await engine.waiting_for(conn, registry) or ("computed" if st else "not computed yet")
+    return {"indicators": out, "versions": st[0] if st else None, "status": status,
             "divisions": [{"code": c, **i} for c, i in divs.items()]}
 
 

@@ -81,9 +81,11 @@ async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box
     return out
 
 
-def layer_from_geojson(spec: LayerSpec, features: list[tuple[dict, str | None]]) -> LayerData:
+def layer_from_geojson(spec: LayerSpec, features: list[tuple[dict, str | None]], *,
+                       tolerance: float = 0.0) -> LayerData:
     """A layer's pieces already at hand (a site check's result: GeoJSON geometry and class code),
-    drawn like fetched features."""
+    drawn like fetched features: simplified by ``tolerance`` (degrees; 0: as given) in one
+    vectorised GEOS call, as :func:`fetch_layer` asks PostGIS to."""
     import orjson
 
     shapely = load("shapely")[0]
@@ -94,7 +96,10 @@ def layer_from_geojson(spec: LayerSpec, features: list[tuple[dict, str | None]])
     texts = [g.text if isinstance(g, GeoJSONText) else orjson.dumps(g) for g, _ in kept]
     texts = [t.decode() if isinstance(t, bytes) else t for t in texts]
     out = LayerData(spec, classes=[])
-    for g, (_, code) in zip(shapely.from_geojson(texts) if texts else [], kept):
+    geoms = shapely.from_geojson(texts) if texts else []
+    if tolerance > 0 and len(geoms) and spec.geometry != "MultiPoint":
+        geoms = shapely.simplify(geoms, tolerance, preserve_topology=False)
+    for g, (_, code) in zip(geoms, kept):
         if g is not None and not g.is_empty:
             out.geoms.append(g)
             out.classes.append(code)

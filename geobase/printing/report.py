@@ -45,11 +45,17 @@ def table_rows(result: dict) -> list[list[str]]:
     return rows[:ROWS_PER_PAGE]
 
 
-def _table_page(result: dict, registry: Registry, figure_mod):
-    rows = table_rows(result)
+def _table_text(result: dict, registry: Registry, rows: list[list[str]]) -> str:
+    """Every string the table page draws (and the class names of every layer, so the font cut
+    for them is the same sheet after sheet)."""
     names = "".join(c.zh + s.title.zh for s in registry.layers.values() if s.kind == "vector"
                     for c in class_styles(s, registry).values())
-    font = cjk_font("".join(c for r in rows for c in r) + result.get("summary", "") + result["project_type"] + names)
+    return "".join(c for r in rows for c in r) + result.get("summary", "") + result["project_type"] + names
+
+
+def _table_page(result: dict, registry: Registry, figure_mod, font=None):
+    rows = table_rows(result)
+    font = font or cjk_font(_table_text(result, registry, rows))
     fig = figure_mod.Figure(figsize=A4_PORTRAIT, dpi=150, facecolor="#ffffff")
     a = result["site"]["area"]
     fig.text(0.08, 0.95, "建设项目用地合规性审查 — 结论与面积", fontproperties=font, fontsize=14)
@@ -76,10 +82,11 @@ def site_check_pdf(result: dict, registry: Registry, *, dpi: int = 150) -> bytes
     from matplotlib.backends.backend_pdf import PdfPages
 
     layout, layers, frame, site, versions = site_check_parts(result, registry, fmt="pdf", dpi=dpi)
-    sheet, _ = compose_sheet(layout, layers, registry, frame, outline=site, outline_label="项目用地范围",
-                                versions=versions)
+    # one font for both pages: the PDF embeds (and matplotlib subsets) it once, not twice
+    sheet, font = compose_sheet(layout, layers, registry, frame, outline=site, outline_label="项目用地范围",
+                                versions=versions, extra_text=_table_text(result, registry, table_rows(result)))
     buf = io.BytesIO()
     with PdfPages(buf, metadata={"Title": layout.title, "Creator": "geobase"}) as pdf:
         pdf.savefig(sheet)
-        pdf.savefig(_table_page(result, registry, figure_mod))
+        pdf.savefig(_table_page(result, registry, figure_mod, font))
     return buf.getvalue()

@@ -236,8 +236,11 @@ def render_sheet(layout: Layout, layers: list[LayerData], registry: Registry, fr
 
 
 def compose_sheet(layout: Layout, layers: list[LayerData], registry: Registry, frame: Frame, *,
-                  outline=None, outline_label: str | None = None, versions: dict | None = None):
-    """The sheet as a matplotlib Figure (not yet written) and the CJK font it uses."""
+                  outline=None, outline_label: str | None = None, versions: dict | None = None,
+                  extra_text: str = ""):
+    """The sheet as a matplotlib Figure (not yet written) and the CJK font it uses, cut for
+    the sheet's strings and ``extra_text`` (the other pages of the same PDF: one font embedded
+    for the whole document, not one per page)."""
     figure_mod = matplotlib_modules()[0]
     extra = [("line", "#000000", outline_label)] if outline is not None and outline_label else []
     rows = _legend_rows(layers, registry, extra)
@@ -245,7 +248,8 @@ def compose_sheet(layout: Layout, layers: list[LayerData], registry: Registry, f
     # after sheet, so the font cut for them is reused (geobase.printing.draw._sheet_font)
     texts = [layout.title, layout.subtitle or "", layout.source or "", layout.approval_number or "",
              *(t for _, _, t in rows), *(str(x) for d in layers for x in (d.labels or []) if x),
-             *(f"{s.zh}{d.spec.title.zh}" for d in layers for s in class_styles(d.spec, registry).values())]
+             *(f"{s.zh}{d.spec.title.zh}" for d in layers for s in class_styles(d.spec, registry).values()),
+             extra_text]
     font = cjk_font("".join(texts))
     pw, ph = frame.paper
     fig = figure_mod.Figure(figsize=(pw / 25.4, ph / 25.4), dpi=layout.dpi, facecolor="#ffffff")

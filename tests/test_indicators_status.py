@@ -18,7 +18,6 @@ import pytest
 from indicators_common import computed_db, computed_template, latest, process  # noqa: F401
 
 from geobase.catalog import indicators as cat
-from geobase.indicators import engine
 from geobase.indicators.compute import Context, term_m2, township_pieces
 from geobase.indicators.monitor import IndicatorMonitor, run_job
 from geobase.indicators.service import overview

@@ -39,8 +39,8 @@ class ImageryLayer:
 def layer_xml(root: str, lay: ImageryLayer) -> str:
     """One ``<Layer>``: styles, both formats, both grids, a RESTful template per format."""
     w, s, e, n = lay.bbox
-    styles = [f'<Style isDefault="true"><ows:Identifier>default</ows:Identifier>'
-              f"<ows:Title>true colour</ows:Title></Style>"]
+    styles = ['<Style isDefault="true"><ows:Identifier>default</ows:Identifier>'
+              "<ows:Title>true colour</ows:Title></Style>"]
     styles += [f"<Style><ows:Identifier>{escape(p)}</ows:Identifier><ows:Title>{escape(p)}</ows:Title></Style>"
                for p in lay.styles]
     urls = [f'<ResourceURL format="{mime}" resourceType="tile" template='

@@ -191,6 +191,40 @@ def test_zonal_statistics_stored_as_a_derived_layer(img, srv):
         assert p["mean"] == pytest.approx(rep[key]["mean"]) and p["valid_pixels"] == rep[key]["count"]
 
 
+def test_gdal_reads_the_derived_layers_with_the_databases_values(img, srv, tmp_path):
+    """The derived layers through a real client (the PyPI GDAL's OAPIF driver, as the interop
+    tests read every loaded layer): spec field types (means are reals, counts integers) and every
+    value equal to the database's. Runs after the tests above stored both layers."""
+    import pyogrio
+    from interop.clients import DERIVED_LAYERS, db_rows, spec_of
+    from interop.test_interop_gdal import OGR_TYPES, _check_gpkg
+    from interop.clients import output_types
+
+    settings, tokens, _ = img
+    assert sorted(DERIVED_LAYERS) == ["parcel_flags", "parcel_imagery"]
+    headers = tmp_path / "headers.txt"
+    headers.write_text(f"X-API-Key: {tokens['admin']}\n")
+    pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": str(headers)})
+    try:
+        for layer in DERIVED_LAYERS:
+            spec = spec_of(layer)
+            assert db_rows(settings.database_url, spec), layer  # stored by the tests above
+            src = f"OAPIF:{srv.url}"
+            info = pyogrio.read_info(src, layer=layer)
+            ogr_types = dict(zip(info["fields"], info["ogr_types"]))
+            wrong = {n: (t, ogr_types.get(n)) for n, t in output_types(spec).items()
+                     if ogr_types.get(n) not in OGR_TYPES[t]}
+            assert not wrong, (layer, wrong)
+            meta, table = pyogrio.read_arrow(src, layer=layer)
+            out = tmp_path / f"{layer}.gpkg"
+            pyogrio.write_arrow(table, out, layer=layer, driver="GPKG",
+                                geometry_name=meta["geometry_name"] or "wkb_geometry",
+                                geometry_type=info["geometry_type"], crs=meta["crs"])
+            _check_gpkg(out, layer, settings.database_url, "PyPI GDAL")
+    finally:
+        pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": None})
+
+
 def _blocked_by(settings, pid: int) -> list[str]:
     """The statements waiting for a lock the backend ``pid`` holds."""
     return [r[0] for r in q(settings, "SELECT query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",

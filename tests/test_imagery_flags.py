@@ -192,38 +192,51 @@ def test_zonal_statistics_stored_as_a_derived_layer(img, srv):
 
 
 def test_gdal_reads_the_derived_layers_with_the_databases_values(img, srv, tmp_path):
-    """The derived layers through a real client (the PyPI GDAL's OAPIF driver, as the interop
-    tests read every loaded layer): spec field types (means are reals, counts integers) and every
-    value equal to the database's. Runs after the tests above stored both layers."""
-    import pyogrio
-    from interop.clients import DERIVED_LAYERS, db_rows, output_types, spec_of
-    from interop.test_interop_gdal import OGR_TYPES, _check_gpkg
+    """The derived layers through real clients, as the interop tests read every loaded layer:
+    Debian 12's ogr2ogr (GDAL 3.6) copies each to a GeoPackage whose field types follow the spec
+    (means are reals, counts integers) and whose values equal the database's, a date-time as the
+    same instant with its time zone; the PyPI GDAL types the fields the same way. Runs after the
+    tests above stored both layers."""
+    import datetime as dt
 
-    types_ok = {**OGR_TYPES, "datetime": {"OFTDateTime"}, "date": {"OFTDate"}}
+    import pyogrio
+    from interop.clients import (DERIVED_LAYERS, OGR2OGR_36, GPKG_TYPES, assert_same_values, db_rows, gpkg_columns,
+                                 gpkg_rows, output_types, run_ogr2ogr, spec_of)
+    from interop.test_interop_gdal import OGR_TYPES
 
     settings, tokens, _ = img
+    types_ok = {**OGR_TYPES, "datetime": {"OFTDateTime"}, "date": {"OFTDate"}}
     assert sorted(DERIVED_LAYERS) == ["parcel_flags", "parcel_imagery"]
     headers = tmp_path / "headers.txt"
     headers.write_text(f"X-API-Key: {tokens['admin']}\n")
-    pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": str(headers)})
-    try:
-        for layer in DERIVED_LAYERS:
-            spec = spec_of(layer)
-            assert db_rows(settings.database_url, spec), layer  # stored by the tests above
-            src = f"OAPIF:{srv.url}"
-            info = pyogrio.read_info(src, layer=layer)
-            ogr_types = dict(zip(info["fields"], info["ogr_types"]))
-            wrong = {n: (t, ogr_types.get(n)) for n, t in output_types(spec).items()
-                     if ogr_types.get(n) not in types_ok[t]}
-            assert not wrong, (layer, wrong)
-            meta, table = pyogrio.read_arrow(src, layer=layer)
-            out = tmp_path / f"{layer}.gpkg"
-            pyogrio.write_arrow(table, out, layer=layer, driver="GPKG",
-                                geometry_name=meta["geometry_name"] or "wkb_geometry",
-                                geometry_type=info["geometry_type"], crs=meta["crs"])
-            _check_gpkg(out, layer, settings.database_url, "PyPI GDAL")
-    finally:
-        pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": None})
+    for layer in DERIVED_LAYERS:
+        spec = spec_of(layer)
+        types = output_types(spec)
+        want = db_rows(settings.database_url, spec)
+        assert want, layer  # stored by the tests above
+        out = tmp_path / f"{layer}.gpkg"
+        proc = run_ogr2ogr(OGR2OGR_36, ["-f", "GPKG", str(out), f"OAPIF:{srv.url}", layer], key=tokens["admin"])
+        assert proc.returncode == 0 and "ERROR" not in proc.stderr, proc.stderr
+        cols = gpkg_columns(out, layer)
+        wrong = {n: (t, cols.get(n)) for n, t in types.items() if cols.get(n) not in GPKG_TYPES[t]}
+        assert not wrong, (layer, wrong)
+        got = gpkg_rows(out, layer, list(types))
+        when = [n for n, t in types.items() if t == "datetime"]
+        for key, row in want.items():  # a date-time: the same instant, with a time zone
+            for n in when:
+                g = dt.datetime.fromisoformat(got[key][n]) if got[key][n] is not None else None
+                assert (g is None and row[n] is None) or (g.tzinfo is not None and g == row[n]), (layer, key, n, g)
+        assert_same_values({k: {n: v for n, v in r.items() if n not in when} for k, r in got.items()},
+                           {k: {n: v for n, v in r.items() if n not in when} for k, r in want.items()},
+                           f"GDAL 3.6 ogr2ogr: {layer}")
+        pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": str(headers)})
+        try:
+            info = pyogrio.read_info(f"OAPIF:{srv.url}", layer=layer)
+        finally:
+            pyogrio.set_gdal_config_options({"GDAL_HTTP_HEADER_FILE": None})
+        ogr_types = dict(zip(info["fields"], info["ogr_types"]))
+        wrong = {n: (t, ogr_types.get(n)) for n, t in types.items() if ogr_types.get(n) not in types_ok[t]}
+        assert not wrong, (layer, wrong)
 
 
 def _blocked_by(settings, pid: int) -> list[str]:

@@ -121,8 +121,8 @@
   async function refresh() {
     fillSelects();
     paintMap();
+    writeUrl();  // the link names the choice at once, not once the detail has arrived
     await loadDetail();
-    writeUrl();
   }
 
   function keyState() {

@@ -85,6 +85,9 @@ def test_dashboard_choropleth_chart_and_warning_acknowledged(board):
         # English on the switch
         page.click("#lang-switch")
         page.wait_for_function("document.querySelector('#top h1').textContent.includes('monitoring')")
+        # the warning list is fetched again in the new language: wait for it, then read it
+        page.wait_for_function("document.querySelector('#warnings').innerText.includes('Cultivated land retained')",
+                               timeout=30_000)
         assert "Cultivated land retained" in page.inner_text("#warnings")
         assert "lang=en" in page.url
     assert not seen["outside"], seen["outside"]

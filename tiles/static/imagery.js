@@ -29,10 +29,15 @@
     map.addLayer({id: LAYER, type: "raster", source: SOURCE, paint: {"raster-resampling": "nearest"}}, firstVectorLayer(map));
   }
 
-  function option(value, text) {
+  // the interface's words come from the one dictionary (i18n.js) and follow the language switch
+  // (data-i18n); a collection's title is data, shown as the label of its group of presets
+  const t = (key) => (window.geobaseI18n ? window.geobaseI18n.t(key) : key);
+
+  function option(value, key) {
     const o = document.createElement("option");
     o.value = value;
-    o.textContent = text;
+    o.dataset.i18n = key;
+    o.textContent = t(key);
     return o;
   }
 
@@ -46,18 +51,25 @@
     if (!entries.length) { box.textContent = "—"; return api; }
     select = document.createElement("select");
     select.id = "imagery-select";
-    select.appendChild(option("", "影像关闭 Imagery off"));
-    const names = {truecolor: "真彩色 true colour", ndvi: "植被指数 NDVI"};
+    select.appendChild(option("", "imagery.off"));
     for (const e of entries) {
-      for (const p of Object.keys(e.presets)) select.appendChild(option(e.collection + ":" + p, e.title + " · " + (names[p] || p)));
+      const group = document.createElement("optgroup");
+      group.label = e.title;
+      for (const p of Object.keys(e.presets)) group.appendChild(option(e.collection + ":" + p, "imagery." + p));
+      select.appendChild(group);
     }
     dates = document.createElement("select");
     dates.id = "imagery-date";
     const fillDates = () => {
       const e = entries.find((x) => select.value.startsWith(x.collection + ":"));
       dates.innerHTML = "";
-      dates.appendChild(option("", "最新 latest"));
-      for (const d of (e ? e.dates : []).slice().reverse()) dates.appendChild(option(d, d));
+      dates.appendChild(option("", "imagery.latest"));
+      for (const d of (e ? e.dates : []).slice().reverse()) {
+        const o = document.createElement("option");
+        o.value = d;
+        o.textContent = d;
+        dates.appendChild(o);
+      }
     };
     fillDates();
     select.addEventListener("change", () => { fillDates(); show(map, config, select.value, dates.value); });

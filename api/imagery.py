@@ -21,7 +21,7 @@ from geobase.api.deps import get_conn, get_settings_dep
 from geobase.api.stac import imagery_caller
 from geobase.api.deps import not_modified
 from geobase.tiles import imagery as imagery_tiles
-from geobase.tiles.cache import TileCache
+from geobase.api.tiles import tile_cache
 from geobase.tiles.imagery import ORDER_HELP, ImageryTile
 from geobase.tiles.tms import get_tms
 
@@ -48,15 +48,6 @@ _ORDER = Query(None, description=ORDER_HELP)
 def _headers(principal: Principal) -> dict[str, str]:
     return {"Cache-Control": ("public" if principal.is_public else "private") + ", max-age=60",
             "Vary": "Accept, Authorization, X-API-Key"}
-
-
-def tile_cache(request: Request) -> TileCache:
-    """The app's one tile cache (the vector tiles' own): imagery keys name the mosaic's content."""
-    cache = getattr(request.app.state, "tile_cache", None)
-    if cache is None:
-        s: Settings = request.app.state.settings
-        cache = request.app.state.tile_cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
-    return cache
 
 
 def tile_response(request: Request, result: ImageryTile, fmt: str, principal: Principal) -> Response:

@@ -16,12 +16,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from geobase.api.deps import base_url, get_conn, get_settings_dep
-from geobase.api.imagery import tile_cache, tile_response
+from geobase.api.imagery import tile_response
+from geobase.api.tiles import tile_cache
 from geobase.api.stac import imagery_caller
 from geobase.tiles import imagery as imagery_tiles
 from geobase.tiles import imagery_wmts
 from geobase.tiles.tms import get_tms
-from geobase.tiles.wmts import get_set, tile_matrix
+from geobase.tiles.wmts import tile_address
 
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
@@ -62,12 +63,7 @@ async def tileset(request: Request, collectionId: str, tileMatrixSetId: str, con
 async def _wmts_tile(request: Request, conn, settings: Settings, principal: Principal, collection: str, style: str,
                      tms_id: str, matrix: str, row: str, col: str, fmt: str, names: dict[str, str],
                      datetime: str | None = None, order: str | None = None) -> Response:
-    s = get_set(tms_id, names["tms"])
-    z = tile_matrix(s, matrix, names["matrix"])
-    try:
-        r, c = int(row), int(col)
-    except ValueError:
-        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
+    s, z, r, c = tile_address(tms_id, matrix, row, col, names)
     m = await imagery_tiles.mosaic(conn, settings, collection, datetime, order)
     bands = await imagery_tiles.collection_bands(conn, settings, collection)
     req = imagery_tiles.preset(bands, style or "default", names["style"])

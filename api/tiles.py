@@ -49,7 +49,8 @@ from geobase.specs import LayerSpec, Registry
 router = APIRouter(tags=["Tiles"])
 
 
-def _cache(request: Request) -> TileCache:
+def tile_cache(request: Request) -> TileCache:
+    """The app's one tile cache (vector tiles, WMTS pictures and imagery tiles share it)."""
     cache = getattr(request.app.state, "tile_cache", None)
     if cache is None:
         s: Settings = request.app.state.settings
@@ -65,7 +66,8 @@ def _states_hint(request: Request) -> StatesHint:
     return hint
 
 
-def _db_url(request: Request) -> str:
+def tiles_db_url(request: Request) -> str:
+    """The database whose tile pyramids low-zoom tiles read (and build)."""
     url = getattr(request.app.state, "tiles_db_url", None)
     if url is None:
         from geobase.db import database_url
@@ -91,13 +93,13 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     tms = get_tms(tms_id)
     if per_layer:
         await require_layer(conn, principal, registry, layers)
-    opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": _db_url(request),
+    opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": tiles_db_url(request),
             "timeout_ms": request.app.state.settings.tile_statement_timeout_ms}
     if version is None and at is None:  # today's map: the one-round-trip path (StatesHint)
-        result = await tile_for(conn, _cache(request), registry, principal, layers, tms, z, row, col,
+        result = await tile_for(conn, tile_cache(request), registry, principal, layers, tms, z, row, col,
                                 hint=_states_hint(request), **opts)
     else:
-        result = await tile_at_version(conn, _cache(request), registry, principal, layers, tms, z, row, col,
+        result = await tile_at_version(conn, tile_cache(request), registry, principal, layers, tms, z, row, col,
                                        version, at=at, **opts)
     response = _mvt_response(request, result, principal, v)
     # time spent in the tile handler (versions lookup, cache, render), for operators and the benchmark
@@ -290,7 +292,7 @@ async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, s
     headers = {"Cache-Control": cache_control(principal, v, raster_tag(spec.name, current.version)), "ETag": etag}
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
-    cache = _cache(request)
+    cache = tile_cache(request)
     body = cache.get(key)
     headers["X-Tile-Cache"] = "hit" if body is not None else "miss"
     if body is None:

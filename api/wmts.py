@@ -25,10 +25,10 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
 from geobase.api.tile_fast import cache_control
-from geobase.tiles.cache import TileCache
+from geobase.api.tiles import tile_cache, tiles_db_url
 from geobase.tiles.raster_render import STYLE, png_tile
 from geobase.tiles.service import ONEMAP, resolve_layers
-from geobase.tiles.wmts import FORMAT, WmtsLayer, capabilities, get_set, tile_matrix
+from geobase.tiles.wmts import FORMAT, WmtsLayer, capabilities, tile_address
 from geobase.tiles.wmts_info import feature_info, info_format, info_html, pixel
 
 from geobase.catalog import current_layers
@@ -42,25 +42,6 @@ router = APIRouter(tags=["WMTS"])
 XML = "application/xml; charset=utf-8"
 KVP = ("service", "request", "version", "acceptversions", "sections", "updatesequence", "acceptformats",
        "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format", "i", "j", "infoformat")
-
-
-def _cache(request: Request) -> TileCache:
-    """The app's one tile cache (the vector tiles' own, :mod:`geobase.api.tiles`)."""
-    cache = getattr(request.app.state, "tile_cache", None)
-    if cache is None:
-        s: Settings = request.app.state.settings
-        cache = request.app.state.tile_cache = TileCache(s.data_path / "tiles", s.tile_cache_max_bytes)
-    return cache
-
-
-def _db_url(request: Request) -> str:
-    """The database whose tile pyramids low-zoom tiles read (and build), as for vector tiles."""
-    url = getattr(request.app.state, "tiles_db_url", None)
-    if url is None:
-        from geobase.db import database_url
-
-        url = request.app.state.tiles_db_url = database_url(request.app.state.settings)
-    return url
 
 
 async def _capabilities(request: Request, conn, registry: Registry, principal: Principal) -> Response:
@@ -84,14 +65,9 @@ async def _tile(request: Request, conn, registry: Registry, principal: Principal
     if style not in (STYLE, ""):
         raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
                            parameter=names["style"])
-    s = get_set(tms_id, names["tms"])
-    z = tile_matrix(s, matrix, names["matrix"])
-    try:
-        r, c = int(row), int(col)
-    except ValueError:
-        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
-    result = await png_tile(conn, _cache(request), registry, principal, settings, layer, s.tms, z, r, c,
-                            if_none_match=request.headers.get("if-none-match"), pyramid_url=_db_url(request))
+    s, z, r, c = tile_address(tms_id, matrix, row, col, names)
+    result = await png_tile(conn, tile_cache(request), registry, principal, settings, layer, s.tms, z, r, c,
+                            if_none_match=request.headers.get("if-none-match"), pyramid_url=tiles_db_url(request))
     headers = {"Cache-Control": cache_control(principal, None, result.tag), "ETag": result.etag,
                "Vary": "Authorization, X-API-Key"}
     if result.not_modified or not_modified(request, result.etag):
@@ -108,12 +84,7 @@ async def _info(request: Request, conn, registry: Registry, principal: Principal
     if style not in (STYLE, ""):
         raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
                            parameter=names["style"])
-    s = get_set(tms_id, names["tms"])
-    z = tile_matrix(s, matrix, names["matrix"])
-    try:
-        r, c = int(row), int(col)
-    except ValueError:
-        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
+    s, z, r, c = tile_address(tms_id, matrix, row, col, names)
     doc = await feature_info(conn, registry, principal, layer, s.tms, z, r, c,
                              pixel(i, "I" if names["tms"] == "TILEMATRIXSET" else "i"),
                              pixel(j, "J" if names["tms"] == "TILEMATRIXSET" else "j"))

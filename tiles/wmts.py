@@ -72,6 +72,20 @@ def tile_matrix(s: WmtsSet, ident: str, parameter: str = "TileMatrix") -> int:
     return int(ident)
 
 
+def tile_address(tms_id: str, matrix: str, row: str, col: str, names: dict[str, str]) -> tuple[WmtsSet, int, int, int]:
+    """(set, level, row, column) of a WMTS tile as a request names it; ``names`` maps ``tms``,
+    ``matrix``, ``row`` and ``col`` to the parameter names of the request's binding (KVP or REST)
+    so that a refusal names the parameter the caller wrote."""
+    from geobase.errors import InvalidInput
+
+    s = get_set(tms_id, names["tms"])
+    z = tile_matrix(s, matrix, names["matrix"])
+    try:
+        return s, z, int(row), int(col)
+    except ValueError:
+        raise InvalidInput(f"{names['row']}/{names['col']}: not integers", parameter=names["row"]) from None
+
+
 def _matrix_set_xml(s: WmtsSet) -> str:
     out = [f"<TileMatrixSet><ows:Identifier>{s.id}</ows:Identifier>",
            f"<ows:SupportedCRS>{s.crs_urn}</ows:SupportedCRS>"]

@@ -4,6 +4,7 @@ an admin sees and can retry, and a delivery survives a restart of the server mid
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -68,18 +69,28 @@ def wait_for(check, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def hooks(pg_server, county_template):
+@contextlib.contextmanager
+def hook_server(pg_server, county_template, prefix: str, env: dict):
+    """(server, tokens, settings, receiver) over a private copy of the sample county, the server
+    started with ``env``; everything stopped and dropped afterwards."""
     template, data_dir = county_template
-    name = unique_name("gb_hook")
+    name = unique_name(prefix)
     settings = settings_for(create_database(pg_server, name, template), data_dir)
     tokens = make_editing_keys(settings)
     receiver = Receiver()
-    srv = LiveServer(settings, env=HOOK_ENV)
-    yield srv, tokens, settings, receiver
-    srv.stop()
-    receiver.close()
-    drop_database(pg_server, name)
+    srv = LiveServer(settings, env=env)
+    try:
+        yield srv, tokens, settings, receiver
+    finally:
+        srv.stop()
+        receiver.close()
+        drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+def hooks(pg_server, county_template):
+    with hook_server(pg_server, county_template, "gb_hook", HOOK_ENV) as h:
+        yield h
 
 
 def _sig(secret: str, ts: str, body: bytes) -> str:

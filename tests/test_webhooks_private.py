@@ -14,10 +14,9 @@ import sys
 import psycopg
 import pytest
 
-from conftest import REPO, LiveServer, create_database, drop_database, settings_for
-from editing_common import make_editing_keys, q
-from test_security_common import unique_name
-from test_webhooks import HOOK_ENV, Receiver, wait_for
+from conftest import REPO
+from editing_common import q
+from test_webhooks import HOOK_ENV, hook_server, wait_for
 
 from geobase import webhooks
 from geobase.catalog import webhooks as outbox
@@ -34,16 +33,8 @@ def _host(address: str) -> str:
 @pytest.fixture(scope="module")
 def internet(pg_server, county_template):
     """A server in the internet zone (private receivers refused by default) and a loopback receiver."""
-    template, data_dir = county_template
-    name = unique_name("gb_hookpriv")
-    settings = settings_for(create_database(pg_server, name, template), data_dir)
-    tokens = make_editing_keys(settings)
-    receiver = Receiver()
-    srv = LiveServer(settings, env={**HOOK_ENV, "GEOBASE_NETWORK_ZONE": "internet"})
-    yield srv, tokens, settings, receiver
-    srv.stop()
-    receiver.close()
-    drop_database(pg_server, name)
+    with hook_server(pg_server, county_template, "gb_hookpriv", {**HOOK_ENV, "GEOBASE_NETWORK_ZONE": "internet"}) as h:
+        yield h
 
 
 def test_the_default_follows_the_network_zone_and_the_setting_overrides_it(tmp_path):
@@ -116,14 +107,8 @@ def test_a_delivery_to_a_name_now_resolving_to_a_private_address_is_refused(inte
 
 def test_allowed_private_receivers_still_get_their_deliveries(pg_server, county_template):
     """GEOBASE_WEBHOOK_ALLOW_PRIVATE=true in the internet zone: registered and delivered to loopback."""
-    template, data_dir = county_template
-    name = unique_name("gb_hookok")
-    settings = settings_for(create_database(pg_server, name, template), data_dir)
-    tokens = make_editing_keys(settings)
-    receiver = Receiver()
-    srv = LiveServer(settings, env={**HOOK_ENV, "GEOBASE_NETWORK_ZONE": "internet",
-                                    "GEOBASE_WEBHOOK_ALLOW_PRIVATE": "true"})
-    try:
+    env = {**HOOK_ENV, "GEOBASE_NETWORK_ZONE": "internet", "GEOBASE_WEBHOOK_ALLOW_PRIVATE": "true"}
+    with hook_server(pg_server, county_template, "gb_hookok", env) as (srv, tokens, settings, receiver):
         with srv.client() as c:
             r = c.post("/admin/webhooks", json={"layer": "forest", "url": receiver.url + "/allowed"},
                        headers={"Authorization": f"Bearer {tokens['admin']}"})
@@ -133,7 +118,3 @@ def test_allowed_private_receivers_still_get_their_deliveries(pg_server, county_
             conn.commit()
         got = wait_for(lambda: receiver.requests("/allowed"), "the delivery")
         assert json.loads(got[0]["body"])["version"] == 7
-    finally:
-        srv.stop()
-        receiver.close()
-        drop_database(pg_server, name)

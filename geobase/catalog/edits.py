@@ -162,10 +162,12 @@ def check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
 
 def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, created_by: str,
                        message: str) -> CommitResult:
-    """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction."""
+    """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction, which
+    holds the layer's lock and has refused keys current in two counties
+    (:func:`refuse_shared_keys`, before the coverage check, which also finds rows by key): the
+    rows are retired by key."""
     lock_layer(conn, spec.name)
     check_bases(conn, spec, sid)
-    refuse_shared_keys(conn, spec, sid)  # again here: the version is written by key
     t = table_ident(spec)
     v = next_version(conn, spec.name)
     retired_in = conn.execute(sql.SQL(

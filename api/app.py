@@ -26,12 +26,12 @@ from geobase.api import search as search_
 from geobase.api.deps import ReadRoutingMiddleware
 from geobase.api import imagery, imagery_ogc, stac
 from geobase.api.errors import install_error_handlers
-from geobase.api.gate import GateMiddleware
+from geobase.api.gate import Admission, GateMiddleware
 from geobase.api.negotiation import HeadMiddleware, negotiate
 from geobase.api.openapi import install_openapi
 from geobase.api.params import check_query_parameters
 from geobase.api.params import install as install_param_checks
-from geobase.api.tile_fast import install_tile_fast_path
+from geobase.api.tile_fast import TileFastPath, install_tile_fast_path
 from geobase.analysis.jobs import AnalysisJobs
 from geobase.db import database_url, server_runs_as_owner, server_settings
 from geobase.indicators.monitor import IndicatorMonitor
@@ -72,15 +72,18 @@ def install_audit_writer(app: FastAPI) -> None:
 
 def install_gate(app: FastAPI) -> None:
     """The request gate (:mod:`geobase.api.gate`): authentication, rate, body and concurrency
-    limits and auditing for every route of every router. Needs key checking and the audit
-    writer installed first."""
+    limits and auditing for every route of every router, and the tile fast path in front of it
+    admitting with the same :class:`~geobase.api.gate.Admission` (one set of buckets). Needs
+    key checking and the audit writer installed first."""
     resolver = getattr(app.state, "principal_resolver", None)
     writer = getattr(app.state, "audit_writer", None)
     if resolver is None or writer is None:
         raise RuntimeError("the request gate needs key checking and the audit writer installed first")
+    admission = Admission(settings=app.state.settings, resolver=resolver, pool_getter=lambda: app.state.pool,
+                          audit_writer=writer)
     app.add_middleware(GateMiddleware, settings=app.state.settings, resolver=resolver,
-                       pool_getter=lambda: app.state.pool, audit_writer=writer,
-                       cached=getattr(app.state, "tile_fast_path", None))
+                       pool_getter=lambda: app.state.pool, audit_writer=writer, admission=admission)
+    install_tile_fast_path(app, admission)  # cached tiles answered before FastAPI (api/tile_fast.py)
 
 
 def require_security(app: FastAPI) -> None:
@@ -98,6 +101,10 @@ def require_security(app: FastAPI) -> None:
         missing.append("the audit writer (app.state.audit_writer)")
     elif any(m.kwargs.get("audit_writer") is not writer for m in gates):
         missing.append("the audit writer in the request gate")
+    fast = getattr(app.state, "tile_fast_path", None)
+    if fast is not None and not any(m.kwargs.get("admission") is fast.admission for m in gates):
+        # the fast path answers before the gate: it must admit with the gate's own buckets and keys
+        missing.append("the request gate's admission in the tile fast path")
     if missing:
         raise RuntimeError("refusing to start: security component(s) not installed: " + "; ".join(missing))
 
@@ -175,6 +182,24 @@ async def lifespan(app: FastAPI):
             await app.state.audit_writer.close()
 
 
+class GeobaseApp(FastAPI):
+    """FastAPI, with cached vector tiles answered before its middleware stack: the tile fast
+    path (``app.state.tile_fast_path``, :mod:`geobase.api.tile_fast`) is asked first and
+    admits with the request gate's own :class:`~geobase.api.gate.Admission`; whatever it does
+    not answer goes through the stack unchanged. In front of HEAD handling, ServerError and
+    FastAPI's own layers, a cached tile costs what the checks cost, not what the stack does
+    (bench/bench_tiles.py, issue #15)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            fast: TileFastPath | None = getattr(self.state, "tile_fast_path", None)
+            if fast is not None:
+                scope["app"] = self  # (as Starlette sets it; the gate's checks read the app's state)
+                if await fast(scope, receive, send):
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. It connects as the application role (:func:`geobase.db.server_settings`), which
     cannot alter tables or switch off the audit trigger; only ingest jobs get the owner's
@@ -185,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if server_runs_as_owner(owner_settings):
         log.warning("GEOBASE_APP_DATABASE_URL is not set: the server connects as the owner role of "
                     "GEOBASE_DATABASE_URL; give it a login role in geobase_app (see README, 'The database role')")
-    app = FastAPI(
+    app = GeobaseApp(
         title="geobase",
         version=__version__,
         description="Natural resources one map: OGC API - Features and Tiles over PostGIS, overlay analysis.",
@@ -213,7 +238,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # security: who is calling, the audit trail, then the gate that uses both (it sits outside
     # GZip and inside HEAD handling, so its own answers are neither compressed twice nor given
     # a body for HEAD)
-    install_tile_fast_path(app)  # cached tiles answered by the gate, before FastAPI (api/tile_fast.py)
     install_key_checking(app)
     install_audit_writer(app)
     install_gate(app)

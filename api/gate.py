@@ -16,6 +16,11 @@ What is decided — buckets, limits, which address is the client's, what is audi
 core's (:mod:`geobase.limits`); this module only speaks ASGI. It is a plain ASGI middleware (no
 BaseHTTPMiddleware) so streamed responses stay streamed. :func:`get_principal` is the FastAPI
 dependency through which every route learns who calls.
+
+Steps 1-2 and the audit writing are :class:`Admission`, which the tile fast path shares
+(``api/tile_fast.py``: cached tiles answered before FastAPI's stack, ``api/app.py``
+``GeobaseApp``): the same buckets, key resolver and audit writer for every request. A request it
+admitted and then leaves to the routers is marked :data:`ADMITTED` and not admitted again.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ class _Request:
     """What the gate knows of one HTTP request while it passes."""
 
     scope: dict
-    headers: Headers
+    headers: Headers | dict[str, str]  # anything with ``get(name)``: the first value of that header
     path: str
     ip: str | None
     ctx: audit.AuditContext
@@ -95,65 +100,28 @@ class _Request:
         return (time.perf_counter() - self.t0) * 1000
 
 
-class GateMiddleware:
-    """See the module docstring."""
+#: scope key of a request already admitted (caller resolved, rate token taken) by the tile fast
+#: path before FastAPI (:mod:`geobase.api.tile_fast`): ``(_Request, Principal)``. A request it
+#: then leaves to the routers is not admitted twice (no second token, no second key look-up).
+ADMITTED = "geobase.admitted"
 
-    def __init__(self, app, *, settings: Settings, resolver, pool_getter, audit_writer=None, cached=None):
-        self.app = app
+
+class Admission:
+    """Steps 1-2 of the gate (the caller, the rate) and its audit writing, shared by
+    :class:`GateMiddleware` and the tile fast path that answers cached tiles before FastAPI
+    (:mod:`geobase.api.tile_fast`): one set of token buckets, one key resolver, one audit
+    writer, so a cached tile is admitted by exactly the rules of every other request."""
+
+    def __init__(self, *, settings: Settings, resolver, pool_getter, audit_writer=None):
         self.settings = settings
         self.resolver = resolver
         self.pool_getter = pool_getter
         self.audit_writer = audit_writer
         self.limits = policy.Limits.from_settings(settings)
-        #: ``async (scope, send) -> bool``: answers a request from a cache (True) before it takes
-        #: a concurrency slot, which bounds renders (cached tiles: geobase.api.tile_fast)
-        self.cached = cached
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        req = self._arrive(scope)
-        principal = await self._authenticate(req, send)
-        if principal is None:
-            return  # refused, and answered
-        refusal = policy.rate_refusal(policy.rate_wait(self.limits, principal, req.ip))
-        cls = policy.request_class(req.path)
-        max_body = policy.body_limit(self.settings, req.path, cls)
-        refusal = refusal or policy.content_length_refusal(req.headers.get("content-length"), max_body)
-        if refusal is not None:
-            return await _send_error(send, refusal)
-        sem = self.limits.semaphore(cls)
-        if sem is not None and self.cached is not None:
-            # inside the audit context and the reply's header handling, like any app
-            return await self._pass(req, principal, max_body, None, receive, send, app=self._slotted(sem, cls))
-        if sem is not None:
-            try:
-                await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
-            except asyncio.TimeoutError:
-                return await _send_error(send, ServiceUnavailable(
-                    f"too many {cls} requests at once; retry shortly", retry_after=2))
-        await self._pass(req, principal, max_body, sem, receive, send)
-
-    def _slotted(self, sem: asyncio.Semaphore, cls: str):
-        """The app behind a cache answer: a request the cache does not answer waits for a slot."""
-        async def app(scope, receive, send):
-            if await self.cached(scope, send):
-                return
-            try:
-                await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
-            except asyncio.TimeoutError:
-                return await _send_error(send, ServiceUnavailable(
-                    f"too many {cls} requests at once; retry shortly", retry_after=2))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                sem.release()
-        return app
-
-    def _arrive(self, scope) -> _Request:
+    def arrive(self, scope, headers) -> _Request:
         """The client's address (from a trusted proxy's X-Forwarded-For, also for the app) and
-        the request's audit facts."""
-        headers = Headers(scope=scope)
+        the request's audit facts. ``headers``: the request's headers (``get`` gives the first)."""
         path = scope.get("path", "/")
         client = scope.get("client") or (None, 0)
         peer = client[0]
@@ -168,7 +136,7 @@ class GateMiddleware:
                                      headers.get("user-agent"), forwarded)
         return _Request(scope, headers, path, ip, ctx)
 
-    async def _authenticate(self, req: _Request, send) -> Principal | None:
+    async def authenticate(self, req: _Request, send) -> Principal | None:
         """Who is calling; None when the request was refused (and answered) instead."""
         try:
             principal = await self.resolver.resolve_token(presented_token(req.headers))
@@ -179,7 +147,7 @@ class GateMiddleware:
                 return None
             policy.note_auth_failure(req.ctx, exc)
             await _send_error(send, exc)
-            await self._write_audit(req.ctx, exc.status_code, req.elapsed_ms())
+            await self.write_audit(req.ctx, exc.status_code, req.elapsed_ms())
             return None
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("key lookup failed: %s", exc)
@@ -192,8 +160,70 @@ class GateMiddleware:
         req.ctx.principal = principal
         return principal
 
+    def rate_refusal(self, req: _Request, principal: Principal) -> GeobaseError | None:
+        """Take the caller's token (429 when its bucket is empty)."""
+        return policy.rate_refusal(policy.rate_wait(self.limits, principal, req.ip))
+
+    async def write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float,
+                          wait: bool = False) -> None:
+        if self.audit_writer is not None:
+            seq = self.audit_writer.submit(ctx, status, duration_ms)
+            if wait:
+                await self.audit_writer.wait_written(seq, policy.AUDIT_WAIT_S)
+            return
+        try:
+            async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
+                await audit.write(conn, ctx, status, duration_ms)
+        except Exception as exc:  # the reply is already sent; never turn it into an error
+            log.error("audit row not written (%s %s by %s): %s", ctx.method, ctx.path,
+                      ctx.principal.key_id or "public", exc)
+
+
+class GateMiddleware:
+    """See the module docstring."""
+
+    def __init__(self, app, *, settings: Settings, resolver, pool_getter, audit_writer=None,
+                 admission: Admission | None = None):
+        self.app = app
+        self.settings = settings
+        self.resolver = resolver
+        self.audit_writer = audit_writer
+        #: shared with the tile fast path when given (api/app.py install_gate)
+        self.admission = admission or Admission(settings=settings, resolver=resolver, pool_getter=pool_getter,
+                                                audit_writer=audit_writer)
+        if self.admission.resolver is not resolver or self.admission.audit_writer is not audit_writer:
+            raise RuntimeError("the gate's admission must use the gate's key checking and audit writer")
+        self.limits = self.admission.limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        admitted = scope.get(ADMITTED)
+        if admitted is not None:  # admitted by the tile fast path, which left the answer to the routers
+            req, principal = admitted
+            refusal = None
+        else:
+            req = self.admission.arrive(scope, Headers(scope=scope))
+            principal = await self.admission.authenticate(req, send)
+            if principal is None:
+                return  # refused, and answered
+            refusal = self.admission.rate_refusal(req, principal)
+        cls = policy.request_class(req.path)
+        max_body = policy.body_limit(self.settings, req.path, cls)
+        refusal = refusal or policy.content_length_refusal(req.headers.get("content-length"), max_body)
+        if refusal is not None:
+            return await _send_error(send, refusal)
+        sem = self.limits.semaphore(cls)
+        if sem is not None:
+            try:
+                await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
+            except asyncio.TimeoutError:
+                return await _send_error(send, ServiceUnavailable(
+                    f"too many {cls} requests at once; retry shortly", retry_after=2))
+        await self._pass(req, principal, max_body, sem, receive, send)
+
     async def _pass(self, req: _Request, principal: Principal, max_body: int, sem: asyncio.Semaphore | None,
-                    receive, send, app=None) -> None:
+                    receive, send) -> None:
         """Run the app with the body counted against ``max_body`` and the reply's headers and
         audit row seen to; answer 413 itself when a streamed body grew too large. Releases the
         concurrency slot ``sem`` (taken by the caller) when the app is done."""
@@ -230,13 +260,13 @@ class GateMiddleware:
                 # (bounded wait, see AuditWriter.wait_written), so no reply outlives its row
                 audited.append(True)
                 if policy.audit_decision(req.ctx, req.path, status[0]):
-                    await self._write_audit(req.ctx, status[0], req.elapsed_ms(), wait=True)
+                    await self.admission.write_audit(req.ctx, status[0], req.elapsed_ms(), wait=True)
             await send(message)
 
         token = audit.begin(req.ctx)
         try:
             try:
-                await (app or self.app)(req.scope, limited_receive, capture_send)
+                await self.app(req.scope, limited_receive, capture_send)
             except Exception:
                 if not (too_large and not status):
                     raise
@@ -249,21 +279,9 @@ class GateMiddleware:
             audit.end(token)
             final = status[0] if status else 500
             if not audited and policy.audit_decision(req.ctx, req.path, final):
-                await self._write_audit(req.ctx, final, req.elapsed_ms())
+                await self.admission.write_audit(req.ctx, final, req.elapsed_ms())
 
-    async def _write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float,
-                           wait: bool = False) -> None:
-        if self.audit_writer is not None:
-            seq = self.audit_writer.submit(ctx, status, duration_ms)
-            if wait:
-                await self.audit_writer.wait_written(seq, policy.AUDIT_WAIT_S)
-            return
-        try:
-            async with self.pool_getter().connection(timeout=max(1.0, self.settings.pool_timeout_s)) as conn:
-                await audit.write(conn, ctx, status, duration_ms)
-        except Exception as exc:  # the reply is already sent; never turn it into an error
-            log.error("audit row not written (%s %s by %s): %s", ctx.method, ctx.path,
-                      ctx.principal.key_id or "public", exc)
+
 def caller_dependent_headers(headers: list[tuple[bytes, bytes]], keyed: bool) -> list[tuple[bytes, bytes]]:
     """Response headers of a reply that depends on who asked (see the module docstring, 6).
 

@@ -1,39 +1,50 @@
-"""The fast path of cached XYZ vector tiles: the request gate asks it first (``cached=`` of
-:class:`geobase.api.gate.GateMiddleware`), and it answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]``
-when the tile is certainly a cache hit (or a 304) for this caller; every other request goes on
-to FastAPI, untouched.
+"""The fast path of cached XYZ vector tiles, in front of FastAPI: ``GeobaseApp`` (api/app.py)
+asks it first, before any middleware of the stack, and it answers
+``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]`` when the tile is certainly a cache hit (or a 304)
+for this caller; every other request goes on to FastAPI, untouched.
 
 Why: a map asks for dozens of tiles per view, nearly all cached. Through FastAPI a hit spent
 most of its time in routing, dependency resolution, the generic middlewares and one catalog
-query of its own; here it costs a regular expression, the access decision and a dictionary
-look-up, and one catalog query serves every tile request in flight (:mod:`geobase.tiles.fresh`).
+query of its own; here it costs a regular expression, the gate's admission, the access decision
+and a dictionary look-up, and one catalog query serves every tile request in flight
+(:mod:`geobase.tiles.fresh`).
 
 What stays exactly as on the ordinary path:
-  * the gate runs first: key checking (401), rate limits (429), the audit row; the
-    caller-dependent ``Vary``/``Cache-Control`` are the gate's rule too (its
-    ``caller_dependent_headers``, applied here once per combination). Only the tile concurrency bound is not taken
-    by a cached answer (it bounds renders; the fast path renders nothing and its one catalog
-    read is shared); a request it does not answer takes a slot before FastAPI sees it;
+  * the gate's admission, shared with it (:class:`geobase.api.gate.Admission`: one key
+    resolver, one set of token buckets, one audit writer): key checking (401, audited), rate
+    limits (429), a trusted proxy's client address; the audit row is committed before the
+    answer's body is sent, as the gate does. A request that declares a body (Content-Length,
+    Transfer-Encoding) is left to the gate (its body limit, 413). A request admitted here and
+    then left to the routers is marked (:data:`geobase.api.gate.ADMITTED`), so the gate neither
+    takes a second token nor resolves the key again. The tile concurrency bound is not taken by
+    a cached answer (it bounds renders; the fast path renders nothing and its one catalog read is
+    shared); a request it does not answer takes a slot in the gate as before;
+  * the caller-dependent ``Vary``/``Cache-Control`` are the gate's rule too (its
+    ``caller_dependent_headers``, applied here once per combination);
   * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
     decides with :mod:`geobase.security` (``can_see``, the view signature of masked
-    attributes) from states read after the request arrived, and notes the layers read for the
-    audit as the ordinary path does;
+    attributes, desensitisation, a key's box) from states read after the request arrived, and
+    notes the layers read for the audit as the ordinary path does;
   * the answer: the same status, body and headers (tests/test_tiles_fast.py compares the two).
 
-It answers nothing it is not sure of: any other path, method, query parameter or value, an
-``Accept`` the tile is not offered for, a client that does not accept gzip, a missing principal, a layer the caller may not see, a
-miss, a database error — all go on to FastAPI, which renders, refuses (400 naming the
-parameter, 404, 406) and audits as always. ``GEOBASE_TILE_FAST_PATH=false`` switches it off.
+It answers nothing it is not sure of: any other path, method (HEAD included), query parameter or
+value, an ``Accept`` the tile is not offered for, a client that does not accept gzip, a layer the
+caller may not see, a miss, a database error, an error of its own — all go on to FastAPI, which
+renders, refuses (400 naming the parameter, 404, 406) and audits as always.
+``GEOBASE_TILE_FAST_PATH=false`` switches it off.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import time
 from functools import lru_cache
 
-from geobase.api.gate import caller_dependent_headers
+from geobase import audit
+from geobase import limits as policy
+from geobase.api.gate import ADMITTED, Admission, _send_error, caller_dependent_headers
 from geobase.api.negotiation import TILE, best
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
@@ -47,17 +58,39 @@ PATH_RE = re.compile(rf"/tiles/([A-Za-z0-9_,]{{1,1000}})/{_NUMBER}/{_NUMBER}/{_N
 #: the one query the fast path takes: none, or the version tag TileJSON and the style write
 QUERY_RE = re.compile(rb"(?:v=([A-Za-z0-9_-]{1,64}))?")
 
+log = logging.getLogger("geobase.api")
 
-def install_tile_fast_path(app) -> None:
-    """``app.state.tile_fast_path`` for the request gate (call before installing the gate),
-    unless ``GEOBASE_TILE_FAST_PATH`` is false."""
-    app.state.tile_fast_path = TileFastPath() if app.state.settings.tile_fast_path else None
+
+def install_tile_fast_path(app, admission: Admission) -> None:
+    """``app.state.tile_fast_path``, asked first by ``GeobaseApp`` (api/app.py), admitting with
+    the gate's own ``admission``; None when ``GEOBASE_TILE_FAST_PATH`` is false."""
+    app.state.tile_fast_path = TileFastPath(app.state, admission) if app.state.settings.tile_fast_path else None
+
+
+@lru_cache(maxsize=256)
+def _offers_mvt(accept: str | None) -> bool:
+    """Whether content negotiation picks the tile for this ``Accept`` (a handful of distinct values)."""
+    return best(accept, TILE) == "mvt"
+
+
+def _first_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's headers by name, the first of each (as Starlette's ``Headers.get`` reads them)."""
+    out: dict[str, str] = {}
+    for k, v in raw:
+        name = k.decode("latin-1")
+        if name not in out:
+            out[name] = v.decode("latin-1")
+    return out
 
 
 class TileFastPath:
     """See the module docstring."""
 
-    def __init__(self):
+    def __init__(self, state, admission: Admission):
+        self.state = state  # the app's state: registry, tile cache, pool (opened by the lifespan)
+        self.admission = admission
+        #: (etag, status, Cache-Control, keyed, body length) -> the answer's head (prepared once)
+        self._heads: dict[tuple, list[tuple[bytes, bytes]]] = {}
         self._feed: StatesFeed | None = None
         self._rows: list | None = None  # the rows of the last states read, and their states
         self._states: dict[str, LayerState] | None = None
@@ -89,44 +122,59 @@ class TileFastPath:
             view = self._views[key] = tile_view(registry, principal, states, layers)
             return view
 
-    async def __call__(self, scope, send) -> bool:
-        """Answer the request if it is a certain cache hit or 304 (True); False: not answered."""
-        if scope["type"] != "http" or scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
+    async def __call__(self, scope, receive, send) -> bool:
+        """Answer the request if it is a certain cache hit or 304 (True), or refuse it as the gate
+        would (401, 429: True); False: not answered, FastAPI takes it."""
+        if scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
             return False
-        t0 = time.perf_counter()
-        answer = await self._answer(scope)
+        m = PATH_RE.fullmatch(scope["path"])
+        q = QUERY_RE.fullmatch(scope.get("query_string", b""))
+        if m is None or q is None:
+            return False
+        headers = _first_headers(scope["headers"])
+        encoding = headers.get("accept-encoding")
+        if ("content-length" in headers or "transfer-encoding" in headers or encoding is None
+                or "gzip" not in encoding or not _offers_mvt(headers.get("accept"))):
+            # a body is the gate's to limit; 406 is FastAPI's to answer; a client without gzip
+            # (rare: every browser has it) gets the decompressed tile there
+            return False
+        admission = self.admission
+        req = admission.arrive(scope, headers)
+        principal = await admission.authenticate(req, send)
+        if principal is None:
+            return True  # refused (401, 503) and audited as by the gate
+        refusal = admission.rate_refusal(req, principal)
+        if refusal is not None:
+            await _send_error(send, refusal)
+            return True
+        scope[ADMITTED] = (req, principal)  # the gate takes no second token if the routers answer
+        token = audit.begin(req.ctx)
+        try:
+            answer = await self._answer(m, q, principal, headers, encoding)
+        except Exception:  # never an error of its own: the ordinary path answers instead
+            log.exception("tile fast path failed on %s; answered by the routers", scope["path"])
+            answer = None
+        finally:
+            audit.end(token)
         if answer is None:
             return False
-        status, headers, body = answer
-        headers.append((b"server-timing", f"tile;dur={(time.perf_counter() - t0) * 1000:.2f};desc=fast".encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        status, head, body = answer
+        timing = (b"server-timing", b"tile;dur=%.2f;desc=fast" % req.elapsed_ms())
+        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
+        # as the gate: the audit row is committed before the reply's last bytes are sent
+        if policy.audit_decision(req.ctx, req.path, status):
+            await admission.write_audit(req.ctx, status, req.elapsed_ms(), wait=True)
         await send({"type": "http.response.body", "body": body})
         return True
 
-    async def _answer(self, scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    async def _answer(self, m: re.Match, q: re.Match, principal: Principal, headers: dict[str, str],
+                      encoding: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) of a certain hit or 304; None to let FastAPI answer."""
-        m = PATH_RE.fullmatch(scope["path"])
-        q = QUERY_RE.fullmatch(scope.get("query_string", b""))
-        principal = scope.get("geobase.principal")
-        if m is None or q is None or not isinstance(principal, Principal):
-            return None
-        accept = encoding = inm = None
-        for k, val in scope["headers"]:  # the first of each, as Starlette's Headers.get reads them
-            if k == b"accept" and accept is None:
-                accept = val.decode("latin-1")
-            elif k == b"accept-encoding" and encoding is None:
-                encoding = val
-            elif k == b"if-none-match" and inm is None:
-                inm = val.decode("latin-1")
-        if best(accept, TILE) != "mvt" or encoding is None or b"gzip" not in encoding:
-            # 406 is FastAPI's to answer; a client without gzip (rare: every browser has it) gets
-            # the decompressed tile there, with the generic middleware's headers
-            return None
-        app = scope.get("app")
-        state = getattr(app, "state", None)
+        state = self.state
         registry, cache = getattr(state, "registry", None), getattr(state, "tile_cache", None)
         if registry is None or cache is None or getattr(state, "pool", None) is None:
             return None
+        inm = headers.get("if-none-match")
         layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
         guess, probe = self._states, None
         if guess is not None:
@@ -157,17 +205,33 @@ class TileFastPath:
             if result is None:
                 return None
         v = q.group(1).decode() if q.group(1) else None
-        status, head, body, media = tile_answer(result, principal, v, encoding.decode("latin-1"))
-        vary, cc = head.pop("Vary"), head.pop("Cache-Control")
-        headers = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in head.items()]
+        return self._head(result, principal, v, encoding)
+
+    def _head(self, result: TileResult, principal: Principal, v: str | None, encoding: str
+              ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer of ``result``: its head built once per tile and kind of answer (the bytes
+        of every header but Server-Timing depend only on the key below)."""
+        cc = cache_control(principal, v, result.tag)
+        keyed = not principal.is_public
+        body_len = -1 if result.not_modified else len(result.body)
+        key = (result.etag, cc, keyed, body_len, result.cached)
+        head = self._heads.get(key)
+        if head is not None:
+            return (304 if result.not_modified else 204 if not body_len else 200), head, result.body
+        status, fields, body, media = tile_answer(result, principal, v, encoding)
+        vary, cc = fields.pop("Vary"), fields.pop("Cache-Control")
+        head = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in fields.items()]
         if status not in (204, 304):  # as Starlette's Response writes them
-            headers.append((b"content-length", str(len(body)).encode()))
+            head.append((b"content-length", str(len(body)).encode()))
         if media is not None:
-            headers.append((b"content-type", media.encode()))
+            head.append((b"content-type", media.encode()))
         # the caller-dependent headers as the gate writes them for a route that consulted the
         # principal (CALLER_DEPENDENT), computed by the gate's own function once per combination
-        headers += caller_headers(vary, cc, not principal.is_public)
-        return status, headers, body
+        head += caller_headers(vary, cc, keyed)
+        if len(self._heads) > 10_000:
+            self._heads.clear()
+        self._heads[key] = head
+        return status, head, body
 
 
 @lru_cache(maxsize=64)

@@ -106,7 +106,7 @@ class TileFastPath:
                     self._rows, self._states, self._views = rows, states_from_rows(rows), {}
                 return self._states
 
-            self._feed = StatesFeed(read)
+            self._feed = StatesFeed(read, state.settings.tile_states_max_age_ms / 1000)
         return self._feed
 
     def _view(self, registry, principal: Principal, states: dict[str, LayerState], layers: str) -> TileView | None:
@@ -184,6 +184,9 @@ class TileFastPath:
             probe = None if view is None else cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD,
                                                           z, y, x, inm, note=False)
             if probe is None:
+                # the guess may be what is stale (a layer visible again, a new version cached by
+                # the routers): read again in the background, so that it does not stay so
+                self._states_feed(state).prefetch()
                 return None
         try:
             states = await self._states_feed(state).states()

@@ -18,6 +18,11 @@ class TileSettings(BaseModel):
     )
     tile_fast_path: bool = Field(default=True, description="Answer cached XYZ vector tiles before FastAPI "
                                  "(same access checks, audit and answers; false: every tile through the routers).")
+    tile_states_max_age_ms: int = Field(
+        ge=0, le=60_000, default=0, description="How old the layer states (sharing, grades, versions) a cached tile "
+        "is answered from may be (ms): 0, every cached tile waits for a catalog read that started after it arrived "
+        "(a sharing change or an ingest holds from the very next request); N, a read started at most N ms earlier "
+        "serves it (a change holds within N ms, no database wait per tile).")
 
 
 class PrintSettings(BaseModel):

@@ -59,3 +59,31 @@ def test_a_request_arriving_during_a_read_waits_for_the_next_one() -> None:
     assert first == {"read": 1}
     assert second == third == {"read": 2}
     assert reads == 2
+
+
+def test_with_a_max_age_recent_states_are_answered_at_once_and_refreshed_in_the_background() -> None:
+    """``max_age_s`` (GEOBASE_TILE_STATES_MAX_AGE_MS): states of a read begun less than that ago
+    are answered without a read; past half of it a read starts in the background; past all of
+    it a request waits for a read of its own again."""
+    reads = 0
+
+    async def read() -> dict:
+        nonlocal reads
+        reads += 1
+        return {"read": reads}
+
+    async def main() -> list:
+        feed = StatesFeed(read, max_age_s=1.0)
+        out = [await feed.states(), await feed.states()]  # the second: no read of its own
+        reads_then = reads
+        await asyncio.sleep(0.6)  # past half the bound: answered, and a read starts behind it
+        out.append(await feed.states())
+        await asyncio.sleep(0.05)
+        out.append(await feed.states())
+        await asyncio.sleep(1.2)  # past the bound: waits for a new read
+        out.append(await feed.states())
+        return [reads_then, *out]
+
+    reads_then, *results = asyncio.run(main())
+    assert reads_then == 1
+    assert results == [{"read": 1}, {"read": 1}, {"read": 1}, {"read": 2}, {"read": 3}]

@@ -393,8 +393,43 @@ class _Floor:
         self.server.stop()
 
 
+#: the bounded-states variant timed beside the default (GEOBASE_TILE_STATES_MAX_AGE_MS, tiles/fresh.py)
+BOUNDED_MS = 100
+
+
+def _ours_bounded(url: str, data_dir: Path) -> Server:
+    """Our server with cached tiles answered from layer states up to BOUNDED_MS old (no catalog
+    round trip per tile); everything else as the default one."""
+    old = os.environ.get("GEOBASE_TILE_STATES_MAX_AGE_MS")
+    os.environ["GEOBASE_TILE_STATES_MAX_AGE_MS"] = str(BOUNDED_MS)
+    try:
+        return _ours(url, data_dir / "bounded", 2 * 1024**3)
+    finally:
+        if old is None:
+            os.environ.pop("GEOBASE_TILE_STATES_MAX_AGE_MS", None)
+        else:
+            os.environ["GEOBASE_TILE_STATES_MAX_AGE_MS"] = old
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children (uvicorn's workers)."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _cached(ctx: Context, url: str, data_dir: Path, tiles: list) -> None:
-    """Our cached tiles against nginx on the same files and the bare ASGI floor, interleaved."""
+    """Our cached tiles (default, and with states up to BOUNDED_MS old) against nginx on the same
+    files and the bare ASGI floor, interleaved."""
     clients = int(os.environ.get("GEOBASE_BENCH_CACHED_CLIENTS", "32"))
     total = 2_000 if ctx.quick else 20_000
     root = Path(tempfile.mkdtemp(prefix="geobase-bench-nginx-"))
@@ -407,19 +442,23 @@ def _cached(ctx: Context, url: str, data_dir: Path, tiles: list) -> None:
               "the ceiling is not measured", flush=True)
     paths = []
     try:
-        with httpx.Client(base_url=ours.url, timeout=600) as c:
-            for z, x, y in tiles:  # fill our cache and write the same gzip bytes for nginx
-                path = OURS_TILES.format(z=z, x=x, y=y)
-                r = c.get(path, headers={"Accept-Encoding": "gzip"})
-                r = c.get(path, headers={"Accept-Encoding": "gzip"})
-                if r.status_code != 200:
-                    continue  # an empty tile (204) has no body to cache on disk
-                if r.headers.get("x-tile-cache") != "hit":
-                    raise RuntimeError(f"{path}: not served from our cache ({r.headers})")
-                f = root / "www" / path.lstrip("/")
-                f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_bytes(_raw_body(c, path))
-                paths.append(path)
+        (data_dir / "bounded").mkdir(exist_ok=True)
+        sides["bounded"] = _ours_bounded(url, data_dir)
+        for side in ("ours", "bounded"):  # fill both caches; keep the same gzip bytes for nginx
+            with httpx.Client(base_url=sides[side].url, timeout=600) as c:
+                for z, x, y in tiles:
+                    path = OURS_TILES.format(z=z, x=x, y=y)
+                    r = c.get(path, headers={"Accept-Encoding": "gzip"})
+                    r = c.get(path, headers={"Accept-Encoding": "gzip"})
+                    if r.status_code != 200:
+                        continue  # an empty tile (204) has no body to cache on disk
+                    if r.headers.get("x-tile-cache") != "hit":
+                        raise RuntimeError(f"{path}: not served from our cache ({r.headers})")
+                    if side == "ours":
+                        f = root / "www" / path.lstrip("/")
+                        f.parent.mkdir(parents=True, exist_ok=True)
+                        f.write_bytes(_raw_body(c, path))
+                        paths.append(path)
         for d in [root, *root.rglob("*")]:
             d.chmod(0o755 if d.is_dir() else 0o644)
         if nginx_bin is not None:
@@ -434,13 +473,18 @@ def _cached(ctx: Context, url: str, data_dir: Path, tiles: list) -> None:
 
 
 def _hammer_rounds(ctx: Context, sides: dict, paths: list[str], clients: int, total: int) -> dict:
-    """Per side: rates (per round), all latencies, the client's CPU share (per round)."""
-    got: dict[str, dict[str, list]] = {k: {"rate": [], "lat": [], "client_cpu": []} for k in sides}
+    """Per side: rates (per round), all latencies, the client's CPU share (per round), the
+    server's CPU microseconds per answer (per round; the process and its children)."""
+    got: dict[str, dict[str, list]] = {k: {"rate": [], "lat": [], "client_cpu": [], "server_us": []} for k in sides}
     for side in sides.values():  # warm-up, untimed
         hammer(side.port, paths, clients, clients * 20)
     for _ in range(ctx.rounds):
         for name, side in sides.items():
+            proc = getattr(getattr(side, "server", side), "proc", None)
+            c0 = _cpu_s(proc.pid) if proc is not None else 0.0
             h = hammer(side.port, paths, clients, total)
+            if proc is not None:
+                got[name]["server_us"].append((_cpu_s(proc.pid) - c0) / len(h.latencies_s) * 1e6)
             got[name]["rate"].append(h.rate)
             got[name]["lat"] += h.latencies_s
             got[name]["client_cpu"].append(h.client_cpu_s / h.wall_s)
@@ -451,10 +495,15 @@ def _report_cached(ctx: Context, got: dict, clients: int, distinct: int, total: 
     def ms(side: str, p: float) -> float:
         return round(percentile(got[side]["lat"], p) * 1000, 2)
 
+    def cpu(side: str) -> list[float]:
+        return [round(v) for v in got[side]["server_us"]]
+
     extra = {"p50_ms_ours": ms("ours", 50), "p99_ms_ours": ms("ours", 99), "target": ">= 5,000 tiles/s, p99 < 20 ms",
              "distinct_tiles": distinct, "requests_per_round": total,
              "client": "bench/hammer.py: 2 processes, raw keep-alive HTTP/1.1, no pipelining",
-             "client_cpu_cores_ours": round(median(got["ours"]["client_cpu"]), 2)}
+             "client_cpu_cores_ours": round(median(got["ours"]["client_cpu"]), 2),
+             "server_cpu_us_per_tile_ours": cpu("ours"), "server_cpu_us_per_tile_floor": cpu("floor"),
+             "freshness": "default: every cached tile waits for a catalog read begun after it arrived"}
     name = f"tiles cached, {clients} concurrent keep-alive clients"
     if "nginx" in got:
         extra |= {"p50_ms_nginx": ms("nginx", 50), "p99_ms_nginx": ms("nginx", 99),
@@ -474,6 +523,17 @@ def _report_cached(ctx: Context, got: dict, clients: int, distinct: int, total: 
                                     "why": "the floor of any Python ASGI server here; the gap from it to ours is "
                                            "our per-tile key check, rate limit, audit context, freshness read and "
                                            "access decision"}))
+    ctx.report(Result.rounds(f"tiles cached, layer states up to {BOUNDED_MS} ms old "
+                             f"(GEOBASE_TILE_STATES_MAX_AGE_MS={BOUNDED_MS}), {clients} clients",
+                             got["bounded"]["rate"], got["ours"]["rate"],
+                             "ours with the default (a catalog read per batch of cached tiles)", "tiles/s",
+                             higher_is_better=True,
+                             extra={"p50_ms": ms("bounded", 50), "p99_ms": ms("bounded", 99),
+                                    "server_cpu_us_per_tile": cpu("bounded"),
+                                    "ratio_to_floor_per_round": [round(a / b, 2) for a, b in
+                                                                 zip(got["bounded"]["rate"], got["floor"]["rate"])],
+                                    "why": "a sharing change or an ingest holds within the bound instead of from "
+                                           "the next request; no catalog round trip per cached tile"}))
 
 
 def _raw_body(c: httpx.Client, path: str) -> bytes:

@@ -231,7 +231,7 @@ class TileFastPath:
         # the caller-dependent headers as the gate writes them for a route that consulted the
         # principal (CALLER_DEPENDENT), computed by the gate's own function once per combination
         head += caller_headers(vary, cc, keyed)
-        if len(self._heads) > 10_000:
+        if len(self._heads) > 4096:  # (a few hundred bytes each)
             self._heads.clear()
         self._heads[key] = head
         return status, head, body

@@ -141,8 +141,12 @@ def test_a_bad_key_on_a_cached_tile_is_refused_and_audited(db, srv):
     bad = tokens["admin"][:-3] + "xyz"
     r = _get(srv, TILE, {"Authorization": f"Bearer {bad}"})
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
-    rows = [x for x in _audit(settings, since, action="auth.failed") if x["path"] == TILE]
-    assert rows and rows[0]["status"] == 401
+    # (a refusal's row is queued as the gate queues it, after the answer: waited for, bounded)
+    deadline = time.monotonic() + 30
+    while not (rows := [x for x in _audit(settings, since, action="auth.failed") if x["path"] == TILE]):
+        assert time.monotonic() < deadline, "no auth.failed audit row"
+        time.sleep(0.1)
+    assert rows[0]["status"] == 401
 
 
 def test_a_declared_body_over_the_limit_is_refused_on_a_cached_tile(db, srv):

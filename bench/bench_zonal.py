@@ -1,33 +1,52 @@
 """Zonal statistics per parcel: ours (:func:`geobase.imagery.zonal.zonal_stats`, one rasterize
-pass over every parcel and one sort) against ``rasterstats`` (PyPI, 0.21) on the same scene and
-the same parcels, NDVI ``(b4-b3)/(b4+b3)``: count, mean, median, std per parcel, results
-compared parcel by parcel (equal to 1e-9; the number of parcels that differ is printed and must
-be 0).
+pass over every parcel and one sort) against ``exactextract`` (PyPI, 0.3, C++: the baseline at
+every scale, 1M parcels included) and ``rasterstats`` (PyPI, 0.21: up to 20,000 parcels, as it
+loops in Python per parcel, hours at 1M) on the same scene and the same parcels, NDVI
+``(b4-b3)/(b4+b3)``: count, mean, median, std per parcel, results compared parcel by parcel
+(equal to 1e-9; the number of parcels that differ is reported per baseline).
 
-Pixel rule, both sides: the cell-centre rule (a pixel belongs to a parcel when its centre is
-inside; GDAL's rasterizer, ``all_touched=False``), pixels invalid when any band is nodata.
+Pixel rules. Ours and rasterstats: the cell-centre rule (a pixel belongs to a parcel when its
+centre is inside; GDAL's rasterizer, ``all_touched=False``). exactextract has no centre rule:
+it weights each pixel by the fraction of it the parcel covers. Asked for
+``min_coverage_frac=0.5, coverage_weight=none`` it counts, unweighted, the pixels at least half
+covered - the same pixels as the centre rule wherever every pixel is wholly in or out of a
+parcel. Hence two layouts of parcels:
 
-Data (built once per parcel count under ``bench/.cache/zonal-<n>/``): ``n`` parcels as
-jittered quadrilaterals tiling a grid in EPSG:4527 (the sample county's CRS, ~25 pixels each, no
-gaps, no overlaps, vertex coordinates off the pixel lattice so no centre falls on an edge) and a
-6-band uint16 GeoTIFF (deflate, 512 x 512 tiles, nodata 0 in scattered blocks) of 30 m pixels.
+* ``aligned`` (the comparison with exactextract, and rasterstats beside it up to 20k): parcels
+  are rectangles of 3-7 pixels a side whose edges lie on pixel boundaries (grid lines moved by
+  whole pixels), so both rules select exactly the same pixels;
+* ``jittered`` (rasterstats only, up to 20k: session 9's data): jittered quadrilaterals with
+  every vertex off the pixel lattice, edges cutting pixels, the centre rule on both sides.
 
-The baseline as a competent user runs it: the band maths once with numpy over the whole scene
-(NDVI, invalid pixels set to a nodata value), then ``rasterstats.zonal_stats(geoms, ndvi,
-affine=transform, nodata=-9999, stats="count mean median std", all_touched=False)`` with the
-geometries already in the raster's CRS (shapely objects, no reprojection, no GeoJSON
-round trip); reading the bands and the band maths are timed on both sides. Ours receives WKB in
-the raster's CRS (``src_crs`` = the raster's, so no reprojection either).
+Invalid pixels (any band nodata, or a non-finite ratio) are left out on all sides. Known
+difference: exactextract's ``median`` is a weighted quantile that interpolates when a parcel's
+values repeat, so its median differs from the plain median (numpy's, ours, rasterstats') in
+exactly the parcels that hold a repeated value; count, mean and std agree in every parcel.
 
-Rounds: ours, then rasterstats, ``ctx.rounds`` times (>= 3), per-round ratio ours/baseline with
-its spread. ``make bench BENCH_ARGS="--parcels 1000000 --only zonal"`` runs it at full scale
-(rasterstats loops in Python per parcel, ~7-15 ms each on the loaded 2-core machine: hours for
-1M x 3 rounds); ``python bench/bench_zonal.py --parcels N --rounds R`` runs it alone.
+Data (scene built once per parcel count under ``bench/.cache/zonal-<n>/``; parcels drawn per
+layout): ``n`` parcels tiling a grid in EPSG:4527 (the sample county's CRS, ~25 pixels each, no
+gaps, no overlaps) and a 6-band uint16 GeoTIFF (deflate, 512 x 512 tiles, nodata 0 in
+scattered blocks) of 30 m pixels.
+
+The baselines as a competent user runs them: the band maths once with numpy over the whole
+scene (NDVI, invalid pixels set to -9999, the raster's nodata), then
+``rasterstats.zonal_stats(geoms, ndvi, affine=transform, nodata=-9999, stats="count mean median
+std", all_touched=False)`` with shapely geometries in the raster's CRS, and
+``exact_extract(NumPyRasterSource(ndvi, ..., nodata=-9999), JSONFeatureSource(features),
+["count(...)", "mean(...)", "median(...)", "stdev(...)"], strategy="raster-sequential")`` (faster
+than feature-sequential here) with GeoJSON-like features prepared untimed, as ours receives
+ready WKB in the raster's CRS (no reprojection on any side). Reading the bands and the band
+maths are timed on every side.
+
+Rounds: ours, exactextract, rasterstats (when it runs), ``ctx.rounds`` times (>= 3): per-round
+ratio ours/baseline with its spread. ``make bench BENCH_ARGS="--parcels 1000000 --only zonal"``
+runs it at full scale; ``python bench/bench_zonal.py --parcels N --rounds R`` runs it alone and
+saves ``bench/results/<N>/<UTC start>.json``.
 
 Measured (session 9, the shared 2-core machine under load average ~17, so absolute times are
-inflated; only the interleaved ratio means anything): 20,000 parcels, 3 rounds, ours 11.8 /
-12.2 / 14.4 s, rasterstats 315 / 240 / 143 s, ratio 0.051 (0.037-0.101), 0 parcels differing.
-Not measured at 200k or 1M (time).
+inflated; only the interleaved ratio means anything): 20,000 parcels, jittered, 3 rounds, ours
+11.8 / 12.2 / 14.4 s, rasterstats 315 / 240 / 143 s, ratio 0.051 (0.037-0.101), 0 parcels
+differing.
 """
 
 from __future__ import annotations

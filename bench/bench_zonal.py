@@ -43,10 +43,21 @@ ratio ours/baseline with its spread. ``make bench BENCH_ARGS="--parcels 1000000 
 runs it at full scale; ``python bench/bench_zonal.py --parcels N --rounds R`` runs it alone and
 saves ``bench/results/<N>/<UTC start>.json``.
 
-Measured (session 9, the shared 2-core machine under load average ~17, so absolute times are
-inflated; only the interleaved ratio means anything): 20,000 parcels, jittered, 3 rounds, ours
-11.8 / 12.2 / 14.4 s, rasterstats 315 / 240 / 143 s, ratio 0.051 (0.037-0.101), 0 parcels
-differing.
+Measured (session 10, the shared 2-core machine loaded by 6 other helpers, load average
+15-23: absolute times inflated, only the interleaved ratios mean anything; ratio = median of
+3 per-round ratios ours/baseline, min-max):
+
+* 20,000 parcels, aligned: ours 4.19 s; exactextract 5.71 s: 0.74 (0.73-0.89), 6 parcels
+  differ, all in the median and all holding a repeated value (checked one by one); rasterstats
+  179 s: 0.023 (0.022-0.026), 0 parcels differ;
+* 20,000 parcels, jittered: ours 4.17 s, rasterstats 254 s: 0.015 (0.014-0.016), 0 parcels
+  differ (exactextract's half-covered rule differs from the centre rule there in 5,823);
+* 200,000 parcels, aligned: ours 59.5 s, exactextract 61.4 s: 0.91 (0.59-1.41), 38 parcels
+  differ (run before the per-statistic split);
+* 1,000,000 parcels: see the report of session 10 (run in the background at its end).
+
+Session 9 (before the vectorised statistics): 20,000 jittered, ours 11.8-14.4 s, rasterstats
+0.051 (0.037-0.101).
 """
 
 from __future__ import annotations

@@ -239,6 +239,23 @@ def test_gdal_reads_the_derived_layers_with_the_databases_values(img, srv, tmp_p
         assert not wrong, (layer, wrong)
 
 
+
+def test_part5_schemas_of_the_derived_layers_type_their_date_times(img, srv):
+    """The interop Part 5 check (tests/interop/test_interop_schema.py) on the derived layers,
+    the only ones with date-times: ``{"type": "string", "format": "date-time"}`` in both
+    schemas, every feature valid with formats checked, each date-time the database's instant.
+    Runs after the tests above stored both layers."""
+    from interop.clients import DERIVED_LAYERS
+    from interop.test_interop_schema import check_part5
+
+    _, tokens, _ = img
+    for layer in DERIVED_LAYERS:
+        check_part5(srv, layer, {"X-API-Key": tokens["admin"]}, pages=True)
+    with srv.client() as c:
+        doc = c.get("/collections/parcel_flags/schema", headers={"X-API-Key": tokens["admin"]}).json()
+    assert doc["properties"]["first_date"]["type"] == "string"
+    assert doc["properties"]["first_date"]["format"] == "date-time"
+
 def _blocked_by(settings, pid: int) -> list[str]:
     """The statements waiting for a lock the backend ``pid`` holds."""
     return [r[0] for r in q(settings, "SELECT query FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",

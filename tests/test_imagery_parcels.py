@@ -32,7 +32,7 @@ def _scene(path, idle: set[str]) -> None:
         bands[3, row + 1:row + 9, col + 1:col + 9] = 45
     bands[:, size - 20:size - 10, 10:15] = 0  # parcel LU0000: half of it nodata
     with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4, dtype="uint8", nodata=0,
-                       crs="EPSG:4490", transform=from_origin(west, north, PX, PX)) as ds:
+                       crs="EPSG:4490", transform=from_origin(west, north, PX, PX), photometric="minisblack") as ds:
         ds.write(bands)
 
 

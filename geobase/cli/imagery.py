@@ -26,10 +26,11 @@ def add(
     from geobase.imagery.ingest import add_image
     from geobase.settings import get_settings
 
+    notes: list[str] = []
     item = add_image(get_settings(), file, collection, when=when, sensor=sensor, cloud_cover=cloud_cover,
-                     bands=bands, item_id=item_id, nodata=nodata)
+                     bands=bands, item_id=item_id, nodata=nodata, notes=notes)
     typer.echo(json.dumps({"collection": collection, "id": item["id"], "bbox": item["bbox"],
-                           "datetime": item["properties"]["datetime"]}))
+                           "datetime": item["properties"]["datetime"], "notes": notes}, ensure_ascii=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ import psycopg
 
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, PayloadTooLarge
+from geobase.imagery.alpha import Bands, data_vrt, decide
 from geobase.imagery.bands import parse_band_map
 from geobase.imagery.stac import build_item
 from geobase.settings import Settings
@@ -60,8 +61,10 @@ def read_scene(path: Path) -> dict:
             if len(dtypes) != 1 or not dtypes <= set(DTYPES):
                 raise InvalidInput(f"{path.name}: band type {', '.join(sorted(dtypes))} is not one of "
                                    f"{', '.join(DTYPES)}", parameter="file")
-            return {"count": src.count, "dtype": src.dtypes[0], "nodata": src.nodata, "epsg": src.crs.to_epsg(),
-                    "wkt": src.crs.to_wkt(), "crs": src.crs, "bounds": tuple(src.bounds)}
+            bands = decide(path, src)
+            return {"count": src.count - len(bands.alpha), "dtype": src.dtypes[0], "nodata": src.nodata,
+                    "epsg": src.crs.to_epsg(), "wkt": src.crs.to_wkt(), "crs": src.crs, "bounds": tuple(src.bounds),
+                    "bands": bands}
     except RasterioIOError as exc:
         raise InvalidInput(f"{path.name}: not a readable GeoTIFF ({str(exc)[:200]})", parameter="file") from None
 
@@ -83,12 +86,24 @@ def parse_datetime(text: str | None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _to_cog(src: Path, dst: Path, nodata: float | None) -> None:
+def _to_cog(src: Path, dst: Path, nodata: float | None, bands: Bands) -> None:
+    """The COG of ``src``. Bands GDAL reads as alpha that the file does not declare alpha
+    (:mod:`geobase.imagery.alpha`) are read through a VRT that makes them data and the COG is
+    written PHOTOMETRIC=MINISBLACK; a declared alpha becomes the COG's internal mask."""
+    import rasterio
     from rio_cogeo.cogeo import cog_translate
     from rio_cogeo.profiles import cog_profiles
 
-    cog_translate(str(src), str(dst), cog_profiles.get("deflate"), nodata=nodata, quiet=True, in_memory=False,
-                  use_cog_driver=False)
+    profile = cog_profiles.get("deflate")
+    if bands.as_data:
+        with rasterio.open(src) as ds:
+            vrt = data_vrt(src, ds)
+        with rasterio.open(vrt) as view:
+            cog_translate(view, str(dst), dict(profile, photometric="MINISBLACK"), nodata=nodata, quiet=True,
+                          in_memory=False, use_cog_driver=False)
+        return
+    cog_translate(str(src), str(dst), profile, nodata=nodata, quiet=True, in_memory=False, use_cog_driver=False,
+                  add_mask=bool(bands.alpha))
 
 
 def _cog_facts(path: Path, scene: dict) -> dict:
@@ -96,7 +111,8 @@ def _cog_facts(path: Path, scene: dict) -> dict:
     from rasterio.warp import transform_bounds
 
     with rasterio.open(path) as cog:
-        scene = dict(scene, shape=(cog.height, cog.width), transform=tuple(cog.transform)[:6], nodata=cog.nodata)
+        scene = dict(scene, count=cog.count, shape=(cog.height, cog.width), transform=tuple(cog.transform)[:6],
+                     nodata=cog.nodata)
         scene["bbox"] = tuple(transform_bounds(cog.crs, "EPSG:4326", *cog.bounds, densify_pts=21))
     return scene
 
@@ -123,8 +139,10 @@ def _sweep_partials(folder: Path, iid: str) -> None:
 
 def add_image(settings: Settings, file: Path, collection: str, *, when: str | None, sensor: str | None = None,
               cloud_cover: float | None = None, bands: str | None = None, item_id: str | None = None,
-              nodata: float | None = None) -> dict:
-    """Ingest one scene; returns the stored STAC Item."""
+              nodata: float | None = None, notes: list[str] | None = None) -> dict:
+    """Ingest one scene; returns the stored STAC Item. ``notes`` (when given) receives what the
+    ingest decided on the caller's behalf (a band GDAL reads as alpha kept as data, a declared
+    alpha kept as the mask), for the ingest report."""
     if not is_name(collection):
         raise InvalidInput("--collection: lowercase letters, digits and _ (1-63), starting with a letter",
                            parameter="collection")
@@ -148,7 +166,7 @@ def add_image(settings: Settings, file: Path, collection: str, *, when: str | No
     from geobase.db import database_url
 
     try:
-        _to_cog(path, partial, nodata if nodata is not None else scene["nodata"])
+        _to_cog(path, partial, nodata if nodata is not None else scene["nodata"], scene["bands"])
         scene = _cog_facts(partial, scene)
         item = build_item(iid, collection, moment, scene["bbox"], scene, common, sensor, cloud_cover, rel)
         with psycopg.connect(database_url(settings)) as conn:
@@ -162,6 +180,8 @@ def add_image(settings: Settings, file: Path, collection: str, *, when: str | No
             except BaseException:
                 final.unlink(missing_ok=True)
                 raise
+        if notes is not None:
+            notes.extend(scene["bands"].notes)
         return item
     finally:
         partial.unlink(missing_ok=True)

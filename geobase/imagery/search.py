@@ -4,9 +4,8 @@ parameters read and checked here (GET query or POST body alike), the SQL in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
 import json
+from datetime import UTC, datetime, time
 
 import psycopg
 from psycopg import sql

@@ -12,7 +12,10 @@ import jsonschema
 import pytest
 from interop.clients import LOADED_VECTOR_LAYERS, REGISTRY, VECTOR_LAYERS, db_rows, output_types, spec_of
 
-SCHEMA_TYPES = {"text": "string", "number": "number", "integer": "integer"}
+SCHEMA_TYPES = {"text": "string", "number": "number", "integer": "integer", "boolean": "boolean",
+                "date": "string", "datetime": "string"}
+#: the JSON Schema ``format`` of a spec type (a date or date-time is a string that says so)
+SCHEMA_FORMATS = {"date": "date", "datetime": "date-time"}
 PART5_RELS = {"http://www.opengis.net/def/rel/ogc/1.0/schema", "[ogc-rel:schema]"}
 
 
@@ -24,12 +27,22 @@ def _loads(text: str):
     return json.loads(text, parse_int=_Int)
 
 
-def _all_features(http, layer: str, headers: dict) -> list[dict]:
+def _all_features(http, layer: str, headers: dict, pages: bool = False) -> list[dict]:
+    """Every feature in one page of 10,000 (a loaded layer of the sample county fits), or with
+    ``pages`` following the ``next`` links (a derived layer holds a row per parcel and index)."""
     r = http.get(f"/collections/{layer}/items", params={"limit": 10000}, headers=headers)
     assert r.status_code == 200
     page = _loads(r.text)
-    assert not [lk for lk in page["links"] if lk["rel"] == "next"]
-    return page["features"]
+    feats = page["features"]
+    nxt = [lk for lk in page["links"] if lk["rel"] == "next"]
+    assert pages or not nxt
+    while nxt:
+        r = http.get(nxt[0]["href"], headers=headers)
+        assert r.status_code == 200
+        page = _loads(r.text)
+        feats += page["features"]
+        nxt = [lk for lk in page["links"] if lk["rel"] == "next"]
+    return feats
 
 
 def test_collections_link_their_schemas(county_server, admin_key):
@@ -48,13 +61,23 @@ def test_collections_link_their_schemas(county_server, admin_key):
 
 @pytest.mark.parametrize("layer", LOADED_VECTOR_LAYERS)
 def test_part5_schema_matches_spec_and_every_feature(layer, county_server, admin_key):
+    check_part5(county_server, layer, {"X-API-Key": admin_key})
+
+
+def check_part5(server, layer: str, headers: dict, pages: bool = False) -> None:
+    """The layer's Part 5 and GeoJSON schemas (read by a caller who sees every attribute) match
+    its spec, types and formats, and validate every feature the server writes, formats checked
+    (a date-time must be an RFC 3339 date-time); each date/date-time the server writes is the
+    database's value. tests/test_imagery_flags.py runs it on the derived layers, whose
+    date-times no loaded layer has."""
+    import datetime as dt
+
     spec = spec_of(layer)
     types = output_types(spec)
-    headers = {"X-API-Key": admin_key}
-    with county_server.client() as http:
+    with server.client() as http:
         doc = http.get(f"/collections/{layer}/schema", headers=headers).json()
         gj = http.get(f"/collections/{layer}/schema/geojson", headers=headers).json()
-        feats = _all_features(http, layer, headers)
+        feats = _all_features(http, layer, headers, pages)
     jsonschema.Draft202012Validator.check_schema(doc)
     jsonschema.Draft202012Validator.check_schema(gj)
     props = doc["properties"]
@@ -66,6 +89,7 @@ def test_part5_schema_matches_spec_and_every_feature(layer, county_server, admin
     for a in spec.attributes:
         p = props[a.name]
         assert p["type"] == SCHEMA_TYPES[a.type], a.name
+        assert p.get("format") == SCHEMA_FORMATS.get(a.type), a.name
         if a.title:
             assert p["x-title"] == {"zh": a.title.zh, "en": a.title.en} and a.title.zh in p["title"]
         if a.code_list:
@@ -74,14 +98,26 @@ def test_part5_schema_matches_spec_and_every_feature(layer, county_server, admin
     assert gj["properties"]["properties"]["properties"] == {
         n: {k: v for k, v in s.items() if k != "x-ogc-propertySeq"} for n, s in props.items()
         if n not in ("id", "geometry")}
-    # every feature the server writes is valid against both (a null value stands for an absent one)
-    part5 = jsonschema.Draft202012Validator(doc)
-    geojson = jsonschema.Draft202012Validator(gj)
-    assert len(feats) == len(db_rows(county_server.settings.database_url, spec))
+    # every feature the server writes is valid against both (a null value stands for an absent
+    # one), formats included
+    formats = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    assert {"date", "date-time"} <= set(formats.checkers)  # rfc3339-validator present: date-times are checked
+    part5 = jsonschema.Draft202012Validator(doc, format_checker=formats)
+    geojson = jsonschema.Draft202012Validator(gj, format_checker=formats)
+    want = db_rows(server.settings.database_url, spec)
+    assert len(feats) == len(want)
+    when = {n: t for n, t in types.items() if t in SCHEMA_FORMATS}
     for f in feats:
         values = {k: v for k, v in f["properties"].items() if v is not None}
         part5.validate({"id": f["id"], "geometry": f["geometry"], **values})
         geojson.validate({**f, "properties": values})
+        for n, t in when.items():  # the same instant (with its time zone) / the same day
+            got, row = values.get(n), want[f["id"]][n]
+            if t == "datetime":
+                g = dt.datetime.fromisoformat(got) if got is not None else None
+                assert (g is None and row is None) or (g.tzinfo is not None and g == row), (layer, f["id"], n, got)
+            else:
+                assert (got is None and row is None) or dt.date.fromisoformat(got) == row, (layer, f["id"], n, got)
 
 
 def test_schema_is_in_the_callers_view(county_server):

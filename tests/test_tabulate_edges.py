@@ -139,3 +139,54 @@ def test_shortcuts_give_the_whole_geometry_areas(edges, monkeypatch, path):
     assert got[("0201", "030")] == pytest.approx(_geod(_parcels()[3][2]), rel=1e-9)
     assert not any(k[0] in ("0404", "1101") for k in got)
     assert {k[1] for k in got if k[0] in ("0301", "0202", "0103")} == {"030", "041"}
+
+
+def test_split_by_zone_over_connections_gives_the_same_table(edges, monkeypatch):
+    """The county split by zone over several connections that see the same layer states
+    (pieces.run_split) gives the one-connection table: every pair counted in exactly one part."""
+    settings, reg, vis = edges
+    states, parts = [], []
+    real, real_merge = pieces._own_states, pieces.merge_cells
+
+    async def spied(conn, specs):
+        states.append(await real(conn, specs))
+        return states[-1]
+
+    def merged(got):
+        parts.append(len(got))
+        return real_merge(got)
+
+    monkeypatch.setattr(pieces, "_own_states", spied)
+    monkeypatch.setattr(pieces, "merge_cells", merged)
+    tables = {}
+    for n in (1, 3):
+        monkeypatch.setattr(pieces, "SPLIT_CONNECTIONS", n)
+        t = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", reuse=False))
+        tables[n] = {(c["a"], c["b"]): (c["m2"], c["pieces"]) for c in t["cells"]}
+    assert len(states) == 1 and states[0] is not None and parts == [3], "three parts on three connections"
+    assert set(tables[3]) == set(tables[1])
+    for k, (m2, n) in tables[1].items():
+        assert tables[3][k][1] == n, k
+        assert tables[3][k][0] == pytest.approx(m2, rel=1e-12, abs=1e-6), k
+
+
+def test_a_part_whose_snapshot_sees_another_state_is_computed_here(edges, monkeypatch):
+    """A new connection that sees other layer states (an ingest committed in between) must not
+    contribute its rows: its part is computed on the analysis's own connection."""
+    settings, reg, vis = edges
+    monkeypatch.setattr(pieces, "SPLIT_CONNECTIONS", 1)
+    one = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", reuse=False))
+    calls = []
+    real = pieces.layer_states
+
+    async def other_state(conn, specs):
+        calls.append(conn)
+        got = await real(conn, specs)
+        return got if len(calls) == 1 else {k: None for k in got}  # the new connections see "another" state
+
+    monkeypatch.setattr(pieces, "layer_states", other_state)
+    monkeypatch.setattr(pieces, "SPLIT_CONNECTIONS", 3)
+    split = run(settings, lambda c: analysis.tabulate(c, reg, vis, "land_use", "planning_zones", reuse=False))
+    assert len(calls) == 3 and len({id(c) for c in calls}) == 3
+    assert [(c["a"], c["b"], c["pieces"]) for c in split["cells"]] == [(c["a"], c["b"], c["pieces"]) for c in one["cells"]]
+    assert [c["m2"] for c in split["cells"]] == pytest.approx([c["m2"] for c in one["cells"]], rel=1e-12, abs=1e-6)

@@ -262,9 +262,10 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
         if min(est_a, est_b) <= pieces.PIECES_MAX_FEATURES and not changed_cut:
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
             params = await pieces.load_pieces(conn, spec, state, a if cut == "b" else b)
-            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_a if cut == "b" else rows_b)
-            cur = await conn.execute(q, params)
-            return await cur.fetchall()
+            rows_small = rows_a if cut == "b" else rows_b
+            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small)
+            # the whole county over the cores, by zone; a correction's few rows on this connection
+            return await pieces.run_split(conn, q, params, [a, b], 1 if rows_small is not None else None)
     q = tabulate_sql(a, job.fa, b, job.fb, with_aoi=job.wkb is not None, rows_a=rows_a, rows_b=rows_b,
                      divisions=job.divisions)
     cur = await conn.execute(q, {"aoi": job.wkb} if job.wkb is not None else None)

@@ -322,7 +322,12 @@ def _new_land_use_version(url: str, parcels: int) -> int:
 
 
 def _tabulate(ctx: Context, url: str, ours_server: _Ours, extent) -> None:
-    totals: dict[str, dict] = {}  # each side's last table: {(class a, class b): m²}
+    totals: dict[str, dict] = {}  # our last table: {(class a, class b): m²}
+    diff: dict[str, float] = {}  # each baseline's largest relative cell difference from ours
+
+    def same(name: str, table: dict) -> None:
+        """The baseline's table against ours of the same round and data (measured just before)."""
+        diff[name] = max(diff.get(name, 0.0), _cells_differ(totals["ours"], table, name))
     _reset_land_use(url)
     x0, y0 = extent[0], extent[1]
     tiny = {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + 0.002, y0], [x0 + 0.002, y0 + 0.002],
@@ -354,11 +359,13 @@ def _tabulate(ctx: Context, url: str, ours_server: _Ours, extent) -> None:
         return post(county, "corrected")
 
     def textbook() -> float:
-        dt, totals["textbook"] = _sql(url, [PLAIN])
+        dt, table = _sql(url, [PLAIN])
+        same("textbook", table)
         return dt
 
     def best() -> float:
-        dt, totals["best"] = _best(url)
+        dt, table = _best(url)
+        same("best", table)
         return dt
 
     baselines = set(os.environ.get("GEOBASE_BENCH_ANALYSIS_BASELINES", "textbook,best,geopandas").split(","))
@@ -369,7 +376,8 @@ def _tabulate(ctx: Context, url: str, ours_server: _Ours, extent) -> None:
         frames = _frames(url)
 
         def gpd_side() -> float:
-            dt, totals["geopandas"] = _geopandas(frames)
+            dt, table = _geopandas(frames)
+            same("geopandas", table)
             return dt
 
         sides |= {"cold_geopandas": cold, "geopandas": gpd_side}
@@ -378,7 +386,6 @@ def _tabulate(ctx: Context, url: str, ours_server: _Ours, extent) -> None:
     sides |= {"warm": warm, "best_warm": best, "changed": changed, "best_changed": best}
     t = interleaved(ctx.rounds, sides)
     name = f"analysis tabulate land_use x planning_zones ({ctx.parcels:,} parcels, whole county)"
-    diff = {k: _cells_differ(totals["ours"], v, k) for k, v in totals.items() if k != "ours"}
     best_name = ("ST_Subdivide(zones, 128) + GiST find the pairs, ST_CoveredBy reuses the stored area, "
                  f"the other pairs on whole geometries (exact); split by zone over {SESSIONS} sessions like ours")
     if "textbook" in t:

@@ -117,6 +117,12 @@ def _num(v: float) -> str:
     return f"{v:.2g}"
 
 
+def _ratio(v: float) -> str:
+    """A ratio as the benchmarks print it (bench/common.py): two decimals, or two significant
+    digits below 0.1 (a kept answer's 0.003 must not print as 0.00)."""
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
+
+
 def _per_round_ratios(r: dict) -> list[float]:
     o, b = r.get("rounds_ours") or [], r.get("rounds_baseline") or []
     return [x / y for x, y in zip(o, b) if y]
@@ -134,8 +140,8 @@ def row(r: dict, started: str) -> list[str]:
     ratios = _per_round_ratios(r)
     ratio = ""
     if r.get("ratio") is not None:
-        ratio = _num(r["ratio"])
-        ratio += f" ({_num(min(ratios))}–{_num(max(ratios))}, {len(ratios)} rounds)" if len(ratios) > 1 \
+        ratio = _ratio(r["ratio"])
+        ratio += f" ({_ratio(min(ratios))}–{_ratio(max(ratios))}, {len(ratios)} rounds)" if len(ratios) > 1 \
             else " (single measurement)"
     return [r["name"], ours, baseline, ratio, _status(r, ratios), _date(started)]
 

@@ -79,11 +79,11 @@ def test_newest_result_of_each_figure_with_its_run(results: Path):
     assert len(rows) == 4
     best = rows[f"{TAB}, cold, vs best hand-written SQL"]
     assert best[2].startswith("best SQL: 10")
-    assert best[3] == "0.45 (0.4–0.6, 3 rounds)"  # the newest run's, not the older 0.9
+    assert best[3] == "0.45 (0.40–0.60, 3 rounds)"  # the newest run's, not the older 0.9
     assert best[4] == "≤ 0.5 (median met, not every round)"
     assert best[5] == "2026-12-06 19:00"
     ingest = rows["ingest land_use vs tuned ogr2ogr"]
-    assert ingest[3] == "0.8 (0.7–0.9, 3 rounds)"  # 200,000's own, not the 1M run's 0.1
+    assert ingest[3] == "0.80 (0.70–0.90, 3 rounds)"  # 200,000's own, not the 1M run's 0.1
     assert ingest[4] == "≤ 0.8 (median met, not every round)"
     assert ingest[5] == "2026-12-06 10:00"
     gpd = rows[f"{TAB}, cold, vs geopandas"]

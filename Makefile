@@ -3,7 +3,7 @@
 #   make test   set everything up and run the test suite (what CI runs)
 #   make interop  also install QGIS 3.22 and run the real-client tests that need it (tests/interop)
 #   make interop-sedona  install the Sedona engine and check it against PostGIS (tests/interop_sedona)
-.PHONY: demo test interop interop-sedona setup bench lint clean
+.PHONY: demo test interop interop-sedona setup bench bench-table lint clean
 
 demo:
 	scripts/setup.sh
@@ -24,6 +24,10 @@ interop-sedona:
 bench:
 	scripts/setup.sh --bench
 	.venv/bin/python bench/run.py $(BENCH_ARGS)
+
+# the README's benchmark table from bench/results (BENCH_TABLE_ARGS="--parcels 200000")
+bench-table:
+	.venv/bin/python bench/table.py $(BENCH_TABLE_ARGS)
 
 lint:
 	.venv/bin/ruff check geobase ingest api tiles tests bench

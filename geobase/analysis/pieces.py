@@ -29,10 +29,13 @@ Pairs are counted once per (parcel, zone), as on whole geometries."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.reuse import PIECES, VersionState
+from geobase.analysis.reuse import PIECES, VersionState, layer_states
 from geobase.specs import LayerSpec
 from geobase.storage import current_filter, table_ident
 
@@ -42,6 +45,11 @@ SUBDIVIDE_VERTICES = 128
 PIECES_MAX_FEATURES = 100_000
 #: the side of a halo cell, in extents of the other layer's features (see :data:`CELL_SQL`)
 HALO_FEATURES = 8
+#: connections a county-wide tabulation is split over, by zone (:func:`run_split`): one per
+#: core the database can use (this one's own and the others' in the same snapshot)
+SPLIT_CONNECTIONS = max(1, min(4, os.cpu_count() or 1))
+#: the per-piece arrays of :func:`load_pieces`' parameters
+PIECE_ARRAYS = ("rids", "wkbs", "rects", "x0", "y0", "x1", "y1")
 
 #: the area of the pair a x b (whole geometries): a feature covered by the other takes its
 #: stored ellipsoidal ``_area_m2``, the others the ellipsoidal area of their intersection. One
@@ -77,7 +85,7 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
             SELECT {l}._rid, {l}.{fl}::text AS cl, ST_SetSRID({l}.geom::box2d::geometry, 4490) AS lbox
             FROM {tl} {l} WHERE {l}._rid IN (SELECT rid FROM p)),
         pr AS MATERIALIZED (
-            SELECT srid, lrid, cs, sm2, bool_or(inside) AS inside, bool_or(whole) AS whole
+            SELECT srid, lrid, min(cs) AS cs, min(sm2) AS sm2, bool_or(inside) AS inside, bool_or(whole) AS whole
             FROM (SELECT srid, lrid, cs, sm2, rin OR ST_CoveredBy(geom, g) AS inside, whole
                   FROM (SELECT {s}._rid AS srid, l._rid AS lrid, {s}.{fs}::text AS cs, {s}.geom, p.g,
                                coalesce({s}._area_m2, ST_Area({s}.geom::geography)) AS sm2,
@@ -87,7 +95,7 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
                         FROM p JOIN l ON l._rid = p.rid JOIN {ts} {s} ON {s}.geom && p.g AND {rows}
                         OFFSET 0) y
                   WHERE rin OR ST_Intersects(geom, g) OFFSET 0) x
-            GROUP BY 1, 2, 3, 4),
+            GROUP BY 1, 2),
         e AS MATERIALIZED (
             SELECT pr.srid, pr.lrid, pr.cs, pr.sm2,
                    floor((ST_XMin(s.geom) + ST_XMax(s.geom)) / 2 / %(cell)s)::bigint AS i,
@@ -103,19 +111,19 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
         he AS MATERIALIZED (
             SELECT e.*, s.geom @ h.fit AS fits FROM e JOIN h USING (lrid, i, j) JOIN {ts} s ON s._rid = e.srid),
         cells AS (
-            SELECT pr.cs, l.cl, pr.sm2 AS m2 FROM pr JOIN l ON l._rid = pr.lrid
-            WHERE pr.inside AND NOT pr.whole
+            SELECT pr.cs, l.cl, sum(pr.sm2) AS m2, count(*) AS n FROM pr JOIN l ON l._rid = pr.lrid
+            WHERE pr.inside AND NOT pr.whole GROUP BY 1, 2
             UNION ALL
             SELECT e.cs, l.cl, CASE WHEN ST_Covers(h.h, s.geom) THEN e.sm2
-                                    ELSE ST_Area({halo_inter}::geography) END
+                                    ELSE ST_Area({halo_inter}::geography) END, 1
             FROM (SELECT * FROM he WHERE fits ORDER BY lrid, i, j OFFSET 0) e
                  JOIN h USING (lrid, i, j) JOIN l ON l._rid = e.lrid JOIN {ts} s ON s._rid = e.srid
             UNION ALL
-            SELECT {s}.{fs}::text, {l}.{fl}::text, {area}
+            SELECT {s}.{fs}::text, {l}.{fl}::text, {area}, 1
             FROM (SELECT srid, lrid FROM pr WHERE whole UNION ALL SELECT srid, lrid FROM he WHERE NOT fits
                   ORDER BY lrid OFFSET 0) e
                  JOIN {tl} {l} ON {l}._rid = e.lrid JOIN {ts} {s} ON {s}._rid = e.srid)
-        SELECT {ca}, {cb}, sum(m2), count(*) FROM cells
+        SELECT {ca}, {cb}, sum(m2), sum(n)::bigint FROM cells
         GROUP BY 1, 2 ORDER BY 1, 2
     """).format(s=s, l=sql.Identifier(large), ts=ts, tl=tl, halo_inter=sql.SQL(halo_inter),
                 fs=sql.Identifier(fa if small == "a" else fb), fl=sql.Identifier(fb if small == "a" else fa),
@@ -159,10 +167,96 @@ async def load_pieces(conn: psycopg.AsyncConnection, spec: LayerSpec, state: Ver
                                                    cur=current_filter()))
         rows = await cur.fetchall()
         got = {name: [bytes(r[i]) if isinstance(r[i], (bytes, memoryview)) else r[i] for r in rows]
-               for i, name in enumerate(("rids", "wkbs", "rects", "x0", "y0", "x1", "y1"))}
+               for i, name in enumerate(PIECE_ARRAYS)}
         if state is not None:
             PIECES.put(state, got)
     cur = await conn.execute(CELL_SQL.format(k=sql.Literal(HALO_FEATURES), small=table_ident(other),
                                              cur=current_filter()))
     cell = (await cur.fetchone())[0]
     return got | {"cell": float(cell) if cell else 1.0}
+
+
+def split_pieces(params: dict, n: int) -> list[dict]:
+    """:func:`load_pieces`' parameters in at most ``n`` parts, by feature: every piece of a zone
+    in the same part, so each (parcel, zone) pair is found, deduplicated and measured in one
+    part only and the parts' cells add up to the whole table. Balanced by the pieces' box area
+    (the parcels a part finds), largest zones first."""
+    weight: dict[int, float] = {}
+    for rid, x0, y0, x1, y1 in zip(*(params[k] for k in ("rids", "x0", "y0", "x1", "y1")), strict=True):
+        weight[rid] = weight.get(rid, 0.0) + (x1 - x0) * (y1 - y0)
+    load, part_of = [0.0] * max(1, n), {}
+    for rid in sorted(weight, key=lambda r: (-weight[r], r)):
+        k = min(range(len(load)), key=load.__getitem__)
+        part_of[rid], load[k] = k, load[k] + weight[rid]
+    parts = [{k: [] for k in PIECE_ARRAYS} | {"cell": params["cell"]} for _ in load]
+    for i, rid in enumerate(params["rids"]):
+        for k in PIECE_ARRAYS:
+            parts[part_of[rid]][k].append(params[k][i])
+    return [p for p in parts if p["rids"]]
+
+
+async def run_split(conn: psycopg.AsyncConnection, query: sql.Composable, params: dict, specs: list[LayerSpec],
+                    n: int | None = None) -> list[tuple]:
+    """The rows of :func:`pieces_sql`, its pieces split by zone over ``n`` connections
+    (default :data:`SPLIT_CONNECTIONS`): this one and new ones, whose parts' cells are summed.
+
+    Every part must read the rows ``conn`` reads. A snapshot cannot be shared (an analysis
+    runs in a savepoint of the request's transaction, and PostgreSQL exports no snapshot from
+    one), so each new connection opens its own repeatable-read snapshot and checks that the
+    layers ``specs`` are in the state ``conn`` sees (version, its commit time, highest row id;
+    a version's rows never change, see :mod:`geobase.analysis.reuse`); a part whose snapshot
+    sees another state (an ingest committed in between) is computed on ``conn`` instead. One
+    connection when there is one part, or when a layer has no version to check."""
+    parts = split_pieces(params, n or SPLIT_CONNECTIONS)
+    states = await _own_states(conn, specs) if len(parts) > 1 else None
+    if states is None:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+    timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
+
+    async def here(p: dict) -> list[tuple]:
+        cur = await conn.execute(query, p)
+        return await cur.fetchall()
+
+    async def sibling(p: dict) -> list[tuple] | None:
+        extra = {"password": conn.info.password} if conn.info.password else {}
+        c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
+        async with c2, c2.transaction():
+            await c2.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+            if await layer_states(c2, specs) != states:
+                return None  # another state of a layer: this part is computed on ``conn``
+            cur = await c2.execute(query, p)
+            return await cur.fetchall()
+
+    got = await asyncio.gather(here(parts[0]), *(sibling(p) for p in parts[1:]), return_exceptions=True)
+    for g in got:  # every part has finished (none left running on ``conn``) before one's error is raised
+        if isinstance(g, BaseException):
+            raise g
+    for i, g in enumerate(got):
+        if g is None:
+            got[i] = await here(parts[i])
+    return merge_cells(got)
+
+
+async def _own_states(conn: psycopg.AsyncConnection, specs: list[LayerSpec]) -> dict | None:
+    """The layers' states as ``conn`` sees them, when its transaction is one repeatable-read
+    snapshot and every layer has a version (else None: nothing another connection can check)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        return None
+    cur = await conn.execute("SELECT current_setting('transaction_isolation')")
+    if (await cur.fetchone())[0] not in ("repeatable read", "serializable"):
+        return None
+    states = await layer_states(conn, specs)
+    return states if all(v is not None for v in states.values()) else None
+
+
+def merge_cells(parts: list[list[tuple]]) -> list[tuple]:
+    """(class a, class b, m², pairs) rows of several parts summed by cell, sorted like one query's."""
+    cells: dict[tuple[str, str], list] = {}
+    for rows in parts:
+        for ca, cb, m2, n in rows:
+            acc = cells.setdefault((ca, cb), [0.0, 0])
+            acc[0] += float(m2 or 0)
+            acc[1] += int(n)
+    return [(ca, cb, m2, n) for (ca, cb), (m2, n) in sorted(cells.items())]

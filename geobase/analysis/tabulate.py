@@ -6,7 +6,9 @@ Where the time goes and what is done about it (bench/bench_analysis.py measures 
 * computed ("cold"): over the whole county, the layer of few large features (zones) is cut
   into pieces of at most 128 vertices that find the pairs (:mod:`geobase.analysis.pieces`); a
   parcel covered by a piece takes its stored ellipsoidal area, every other pair is measured as
-  on the whole geometries: the whole-geometry table, cell for cell (tests/test_tabulate_exact.py);
+  on the whole geometries: the whole-geometry table, cell for cell (tests/test_tabulate_exact.py,
+  tests/test_tabulate_edges.py). The zones are split over one connection per core
+  (:func:`geobase.analysis.pieces.run_split`), each checking it reads the same layer states;
 * kept ("warm"): the table of the same layer versions, class fields and area of interest is
   answered from memory (:mod:`geobase.analysis.reuse`): a version's rows never change;
 * corrected: when one layer got a new version since a kept table, the table is the kept one
@@ -262,9 +264,10 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
         if min(est_a, est_b) <= pieces.PIECES_MAX_FEATURES and not changed_cut:
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
             params = await pieces.load_pieces(conn, spec, state, a if cut == "b" else b)
-            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_a if cut == "b" else rows_b)
-            cur = await conn.execute(q, params)
-            return await cur.fetchall()
+            rows_small = rows_a if cut == "b" else rows_b
+            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small)
+            # the whole county over the cores, by zone; a correction's few rows on this connection
+            return await pieces.run_split(conn, q, params, [a, b], 1 if rows_small is not None else None)
     q = tabulate_sql(a, job.fa, b, job.fb, with_aoi=job.wkb is not None, rows_a=rows_a, rows_b=rows_b,
                      divisions=job.divisions)
     cur = await conn.execute(q, {"aoi": job.wkb} if job.wkb is not None else None)

@@ -111,10 +111,10 @@ class Staging:
         """A binary COPY fed a batch at a time (see :func:`binary_copy`)."""
         return binary_copy(self.conn, self.ident, self.columns)
 
-    def fill_missing_areas(self) -> None:
-        """Areas of the staged rows the normaliser left to the database (long edges, see
-        :mod:`geobase.ingest.area`)."""
-        if loaded_measure(self.spec):
+    def fill_missing_areas(self, missing: int) -> None:
+        """Areas of the ``missing`` staged rows the normaliser left to the database (long edges,
+        see :mod:`geobase.ingest.area`); no scan of staging when there are none."""
+        if missing and loaded_measure(self.spec):
             self.conn.execute(sql.SQL("UPDATE {} SET _area_m2 = ST_Area(geom::geography) WHERE _area_m2 IS NULL")
                               .format(self.ident))
 

@@ -1,5 +1,6 @@
-"""A row's county computed by the ingest (``geobase.storage.division_values``, arrow) is the one
-the database computes (``division_expr``, SQL), and a first load straight into its county's
+"""A row's county computed by the ingest (``geobase.storage.division_values``, arrow; what
+staging and direct loads COPY) is the one the database computes (``division_expr``, SQL; what
+reads and migrations use), and a first load straight into its county's
 table (DirectLoad) checks every row against the first row's county as it is COPYed: a delivery
 of several counties, a first row that names none, or rows of another county than ``--division``
 are sent to the staging path, which reports them exactly as it does for a small file.

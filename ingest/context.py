@@ -88,8 +88,10 @@ class LoadTarget:
     def staging(self) -> bool:
         return self.direct is None
 
-    def copy(self):
-        return (self.direct or self.stg).copy()
+    def copy(self, values_of: Callable[[], list[pa.Array]]):
+        """The COPY writer of the target; ``values_of()``: the attribute values of the batch
+        being written (a direct load derives each row's county from them)."""
+        return (self.direct or self.stg).copy(values_of)
 
     def close(self) -> None:
         """Drop the staging table, or roll back a direct load that did not commit."""

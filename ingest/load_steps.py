@@ -97,15 +97,20 @@ def _copy_batches(ctx: IngestContext, target: LoadTarget, cp) -> None:
 
 def copy_rows(ctx: IngestContext, target: LoadTarget) -> None:
     """Stream the file into the target, batch by batch (memory bounded by the batch size)."""
-    with target.copy() as cp:
-        try:
-            _copy_batches(ctx, target, cp)
-        except (InvalidInput, psycopg.Error):
+    try:
+        with target.copy(lambda: ctx.norm.last_values) as cp:
+            try:
+                _copy_batches(ctx, target, cp)
+            except (InvalidInput, RedoWithStaging, psycopg.Error):
+                raise
+            except Exception as exc:
+                raise _read_failure(ctx, exc, target.features_read) from None
+    except psycopg.errors.CheckViolation:
+        if target.staging:
             raise
-        except Exception as exc:
-            raise _read_failure(ctx, exc, target.features_read) from None
+        raise RedoWithStaging() from None  # a row of another county than the first row's: staging reports it
     if target.staging:
-        target.stg.fill_missing_areas()
+        target.stg.fill_missing_areas(ctx.norm.areas_missing)
         target.conn.commit()
 
 

@@ -11,6 +11,8 @@ its rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +24,20 @@ from geobase.catalog.divisions import carry_forward, division_stats, totals
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.partitions import attach, create_beside, foreign_partitions, partition_divisions
 from geobase.specs import LayerSpec
-from geobase.storage import UNASSIGNED, division_expr, measure_column, retired_row_indexes, table_ident
+from geobase.storage import (
+    DIVISION,
+    UNASSIGNED,
+    division_field,
+    division_values,
+    measure_column,
+    partition_ident,
+    retired_row_indexes,
+    table_ident,
+)
 
 STAGING = "staging"
+#: the constraint a direct load's table carries while its rows arrive (see DirectLoad._expect_county)
+COUNTY_CHECK = "geobase_load_county"
 
 
 def loaded_measure(spec: LayerSpec) -> list[str]:
@@ -85,12 +98,14 @@ class DirectLoad:
     Why: staging + ``INSERT ... SELECT`` writes every row twice; for a first load there is
     nothing to diff against, so the rows can go where they end up. The table has no index
     while the rows arrive; the ATTACH builds the layer's indexes once and checks every row is
-    of the county. Atomicity is the transaction's: the layer's advisory lock is taken first (the
+    of the county (a CHECK constraint added before the first row names the county of the first
+    row, so every row is checked as it arrives and the ATTACH needs no scan). Atomicity is the
+    transaction's: the layer's advisory lock is taken first (the
     layer's other writers wait; its readers, of every county, do not: the new table is not part
     of the layer until the commit), and a kill, a refusal or a lost connection rolls all of it
     back. Taken when ``--division`` names a county without a partition, or when the layer table
     is empty (its first load: the county is read from the first row, and a row of another
-    county makes the ATTACH fail, which sends the load to staging; the county's empty partition
+    county makes the COPY fail, which sends the load to staging; the county's empty partition
     is dropped for the loaded one, see :func:`geobase.partitions.attach`). Areas come with the
     rows (:func:`loaded_measure`); a trigger that lives only inside the transaction fills in
     those the normaliser leaves to the database and a line layer's lengths, with the same
@@ -103,10 +118,13 @@ class DirectLoad:
     version: int = 0
     finished: bool = False
     layer_empty: bool = False
+    #: the county every row was checked to be of (None: no row was written)
+    county: str | None = None
 
     @property
     def columns(self) -> list[str]:
-        return ["_key", "_hash", "_vfrom", *self.spec.attribute_names, "geom", "geom_3857", *loaded_measure(self.spec)]
+        return ["_key", "_hash", "_vfrom", DIVISION, *self.spec.attribute_names, "geom", "geom_3857",
+                *loaded_measure(self.spec)]
 
     @property
     def _trigger_fn(self) -> sql.Identifier:
@@ -134,7 +152,7 @@ class DirectLoad:
             conn.rollback()
             return False
         self.version = next_version(conn, spec.name)
-        create_beside(conn, spec, self.table_name, division_expr(spec, self.division))
+        create_beside(conn, spec, self.table_name)
         for idx, body in retired_row_indexes(spec):  # empty: built now, no scan of the loaded rows
             conn.execute(sql.SQL("CREATE INDEX {} ON {} {}").format(sql.Identifier(self._early_index(idx)), self.table,
                                                                     body))
@@ -149,20 +167,27 @@ class DirectLoad:
                                  "WHEN (NEW.{} IS NULL) EXECUTE FUNCTION {}()").format(self.table, m, self._trigger_fn))
         return True
 
-    def copy(self):
-        """Binary COPY into the county's new table; ``write(fields)`` takes the staging-order
-        fields of :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom, geom_3857): the
-        staging row number is replaced by the version the rows start in."""
-        import pyarrow as pa
-        from geobase.ingest.copybin import encode_field
+    @contextmanager
+    def copy(self, values_of: Callable[[], list]):
+        """Binary COPY into the county's new table; the writer's ``write(fields)`` takes the
+        staging-order fields of :meth:`BatchNormalizer.process` (row, key, hash, attrs, geom,
+        geom_3857): the staging row number is replaced by the version the rows start in and each
+        row's county (:func:`geobase.storage.division_values` of ``values_of()``, the batch's
+        attribute values). The COPY starts with the first batch, once the CHECK constraint for
+        the first row's county is in place (:meth:`_expect_county`)."""
+        with ExitStack() as stack:
+            yield _DirectWriter(self, values_of, stack)
 
-        version = self.version
-
-        def layer_fields(fields: list) -> list:
-            _row, key, hsh, *rest = fields
-            return [key, hsh, encode_field(pa.array(np.full(len(key), version, dtype=np.int32))), *rest]
-
-        return binary_copy(self.conn, self.table, self.columns, layer_fields)
+    def _expect_county(self, county: str) -> None:
+        """Every row must be of ``county`` (the first row's): a CHECK constraint on the still
+        empty table, which checks each row as the COPY writes it and which the ATTACH trusts
+        instead of scanning the table. A first row that names no county, or another county than
+        ``--division``: RedoWithStaging (the staging path reports it)."""
+        if not county or (self.division is not None and county != self.division):
+            raise RedoWithStaging()
+        self.conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} = {})").format(
+            self.table, sql.Identifier(COUNTY_CHECK), sql.Identifier(DIVISION), sql.Literal(county)))
+        self.county = county
 
     def _early_index(self, idx: str) -> str:
         """The name of layer index ``idx`` made before the county is known (renamed at attach)."""
@@ -172,12 +197,7 @@ class DirectLoad:
         """Attach the loaded table as its county's partition; RedoWithStaging when its rows are not
         all of one county (staging reports which and why). Returns the county."""
         conn = self.conn
-        division = self.division
-        if division is None:
-            first = conn.execute(sql.SQL("SELECT division FROM {} LIMIT 1").format(self.table)).fetchone()
-            division = first[0] if first else UNASSIGNED
-        if not division:  # the first row's division field names no county
-            raise RedoWithStaging()
+        division = self.county or self.division or UNASSIGNED  # no row written: an empty county
         for idx, _body in retired_row_indexes(self.spec):  # under the name partitions.attach gives it
             final = f"{idx}__{division}"
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f'data."{final}"',)).fetchone()[0]:
@@ -190,6 +210,9 @@ class DirectLoad:
             attach(conn, self.spec, self.table_name, division, replace_empty=self.layer_empty)
         except psycopg.errors.CheckViolation:  # rows of several counties: the transaction is rolled back
             raise RedoWithStaging() from None
+        if self.county is not None:  # the partition bound says the same now: the layout stays the layer's
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                partition_ident(self.spec, division), sql.Identifier(COUNTY_CHECK)))
         return division
 
     def finish(self, rows: int, *, mode: str, version_row: dict, after_insert=None,
@@ -224,6 +247,38 @@ class DirectLoad:
             self.conn.rollback()
         except psycopg.Error:
             pass  # a dead connection: the server rolled back already
+
+
+class _DirectWriter:
+    """The writer of :meth:`DirectLoad.copy`: the first batch decides the county and opens the
+    COPY, each batch gets its rows' version and county fields."""
+
+    def __init__(self, load: DirectLoad, values_of: Callable[[], list], stack: ExitStack):
+        import pyarrow as pa
+
+        self.load, self.values_of, self.stack, self.cp = load, values_of, stack, None
+        spec = load.spec
+        field = division_field(spec)
+        self.index = spec.attribute_names.index(field) if field else None
+        self.pa = pa
+
+    def write(self, fields: list) -> None:
+        from geobase.ingest.copybin import encode_field
+
+        if not fields:
+            return
+        pa, load = self.pa, self.load
+        _row, key, hsh, *rest = fields
+        n = len(key)
+        values = self.values_of()
+        county = division_values(values[self.index] if self.index is not None else None, load.division)
+        if isinstance(county, str):  # a layer without a division field: every row is of one county
+            county = pa.repeat(pa.scalar(county, pa.string()), n)
+        if self.cp is None:
+            load._expect_county(county[0].as_py())
+            self.cp = self.stack.enter_context(binary_copy(load.conn, load.table, load.columns))
+        version = encode_field(pa.array(np.full(n, load.version, dtype=np.int32)))
+        self.cp.write([key, hsh, version, encode_field(county), *rest])
 
 
 def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,

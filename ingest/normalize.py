@@ -91,10 +91,14 @@ class BatchNormalizer:
         self.extent: list[float] | None = None
         #: keys of the rows the last :meth:`process` returned (duplicate check without SQL)
         self.last_keys: pa.Array = pa.array([], pa.string())
+        #: attribute values (spec order) of the rows the last :meth:`process` returned
+        self.last_values: list[pa.Array] = []
         #: polygon layers: the ellipsoidal area is computed here and loaded as ``_area_m2``
         self.computes_area = spec.geometry == "MultiPolygon"
         #: stated vs ellipsoidal area of every loaded row (see :class:`AreaCheck`)
         self.area_check = AreaCheck(spec) if self.computes_area and spec.stated_area_field else None
+        #: loaded rows whose area is left to the database (NaN here: an edge too long, see area.py)
+        self.areas_missing = 0
 
     @property
     def type_counts(self) -> dict[str, int]:
@@ -159,6 +163,7 @@ class BatchNormalizer:
         m = len(rows_idx)
         if m == 0:
             self.last_keys = pa.array([], pa.string())
+            self.last_values = []
             return [], 0, int(bad.sum())
         ridx = pa.array(rows_idx)
         every_row = m == n and bool((rows_idx == np.arange(n)).all())  # a clean batch: no copy to take
@@ -166,7 +171,8 @@ class BatchNormalizer:
         def rows_of(arr: pa.Array) -> pa.Array:
             return arr if every_row else arr.take(ridx)
 
-        attr_fields = [encode_field(rows_of(v)) for v in values_arrow]
+        self.last_values = [rows_of(v) for v in values_arrow]
+        attr_fields = [encode_field(v) for v in self.last_values]
         attrs_joined = join_fields(attr_fields)
         tk = pa.array(take)
         g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
@@ -183,9 +189,10 @@ class BatchNormalizer:
                   encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
         if self.computes_area:
             area = areas[take] if len(take) != len(areas) else areas
+            self.areas_missing += int(np.isnan(area).sum())
             fields.append(encode_field(pa.array(area, pa.float64(), from_pandas=True)))  # NaN: the database computes it
             if self.area_check is not None:
-                self.area_check.add(self.last_keys, rows_of(values_arrow[self.area_check.index]), area)
+                self.area_check.add(self.last_keys, self.last_values[self.area_check.index], area)
         return fields, m, int(bad.sum())
 
 

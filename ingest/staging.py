@@ -10,6 +10,7 @@ one (lock held).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -28,9 +29,9 @@ from geobase.specs import LayerSpec
 from geobase.storage import (
     DIVISION,
     current_filter,
-    division_expr,
     division_field,
     division_filter,
+    division_values,
     key_collation,
     measure_column,
     table_ident,
@@ -69,9 +70,11 @@ def drop_leftover_staging(conn: psycopg.Connection) -> list[str]:
 
 @dataclass
 class Staging:
-    """One ingest's staging table. Its ``division`` column is computed from each row's division
-    field as the rows are COPYed (``division``: the ingest's ``--division``), see
-    :func:`geobase.storage.division_expr`; ``''`` marks a field that names no county."""
+    """One ingest's staging table. Its ``division`` column is each row's county, computed from
+    the row's division field by the normaliser's thread as the rows are COPYed (``division``: the
+    ingest's ``--division``), see :func:`geobase.storage.division_values` (the same as the SQL
+    :func:`~geobase.storage.division_expr`, which a generated column evaluated per row in the COPY
+    backend); ``''`` marks a field that names no county."""
 
     conn: psycopg.Connection
     spec: LayerSpec
@@ -84,7 +87,8 @@ class Staging:
 
     @property
     def columns(self) -> list[str]:
-        return ["_row", "_key", "_hash", *self.spec.attribute_names, "geom", "geom_3857", *loaded_measure(self.spec)]
+        return ["_row", "_key", "_hash", DIVISION, *self.spec.attribute_names, "geom", "geom_3857",
+                *loaded_measure(self.spec)]
 
     def create(self) -> None:
         self.conn.execute(sql.SQL("SELECT pg_advisory_lock({})").format(lock_key("staging:" + self.name)))
@@ -94,8 +98,7 @@ class Staging:
         cols = [sql.SQL("_row bigint"), sql.SQL("_key text COLLATE {}").format(sql.Identifier(coll)), sql.SQL("_hash text")]
         for a in self.spec.attributes:
             cols.append(sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.pg_type)))
-        cols.append(sql.SQL("{} text NOT NULL GENERATED ALWAYS AS ({}) STORED").format(
-            sql.Identifier(DIVISION), division_expr(self.spec, self.division)))
+        cols.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(DIVISION)))
         cols.append(sql.SQL("geom geometry({}, 4490)").format(sql.SQL(self.spec.geometry)))
         cols.append(sql.SQL("geom_3857 geometry({}, 3857)").format(sql.SQL(self.spec.geometry)))
         measure = measure_column(self.spec)
@@ -107,14 +110,29 @@ class Staging:
         self.conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(self.ident, sql.SQL(", ").join(cols)))
         self.conn.commit()
 
-    def copy(self):
-        """A binary COPY fed a batch at a time (see :func:`binary_copy`)."""
-        return binary_copy(self.conn, self.ident, self.columns)
+    def copy(self, values_of: Callable[[], list]):
+        """A binary COPY fed a batch at a time (see :func:`binary_copy`): the normaliser's fields
+        with each row's county (:func:`~geobase.storage.division_values` of ``values_of()``, the
+        batch's attribute values) after the row number, key and hash."""
+        import pyarrow as pa
 
-    def fill_missing_areas(self) -> None:
-        """Areas of the staged rows the normaliser left to the database (long edges, see
-        :mod:`geobase.ingest.area`)."""
-        if loaded_measure(self.spec):
+        from geobase.ingest.copybin import encode_field
+
+        field = division_field(self.spec)
+        index = self.spec.attribute_names.index(field) if field else None
+
+        def with_county(fields: list) -> list:
+            row, key, hsh, *rest = fields
+            county = division_values(values_of()[index] if index is not None else None, self.division)
+            if isinstance(county, str):  # a layer without a division field: one county for all rows
+                county = pa.repeat(pa.scalar(county, pa.string()), len(key))
+            return [row, key, hsh, encode_field(county), *rest]
+        return binary_copy(self.conn, self.ident, self.columns, with_county)
+
+    def fill_missing_areas(self, missing: int) -> None:
+        """Areas of the ``missing`` staged rows the normaliser left to the database (long edges,
+        see :mod:`geobase.ingest.area`); no scan of staging when there are none."""
+        if missing and loaded_measure(self.spec):
             self.conn.execute(sql.SQL("UPDATE {} SET _area_m2 = ST_Area(geom::geography) WHERE _area_m2 IS NULL")
                               .format(self.ident))
 

@@ -16,7 +16,8 @@ How the tipg baseline is configured, and why that is like with like:
     parcel count so no tile is cut;
   * both answer uncompressed bodies (``Accept-Encoding: identity``): tipg gzips at level 6 and
     we at level 1, so comparing compressed bodies would time two compressors. (Ours still
-    gzips for its cache and gunzips for such a client: a handicap to us, not to tipg);
+    gzips every rendered tile for its cache, even with the cache off as here, and sends such a
+    client the uncompressed bytes it rendered: a handicap to us, not to tipg);
   * the features per tile are decoded and counted on both sides; tiles whose counts differ
     are listed and the ratio is also given over the tiles that agree. (They differ at z13-z15:
     tipg selects rows by the tile's own bounds, we by the buffered bounds, so a parcel just
@@ -40,11 +41,21 @@ and prints the ceiling as not measured (``scripts/setup.sh --bench`` installs ng
 Why 2x tipg on identical cold tiles is out of reach: both run essentially the same
 ``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer; the figure
 "the bare statement (no HTTP) vs tipg's whole answer" is the best ratio to tipg any server
-running this SQL can reach (0.66-0.71 measured), so 0.5 would need less PostGIS work per tile,
-i.e. a different tile.
+running this SQL can reach (0.61-0.74 measured, session 10), so 0.5 would need less PostGIS work
+per tile, i.e. a different tile. The per-zoom profile shows where it goes: at z13/z14 ST_AsMVTGeom
+(clipping, quantising and validating every polygon with wagyu) is over half of the statement,
+finding the rows about a sixth, ST_AsMVT's encoding the rest; at z15/z16 the statement is a few
+milliseconds and the fixed cost of an HTTP answer (our framework and middlewares: the empty
+tile's line) is most of ours.
 
-Also: cold tile time ours vs the same SQL from a plain psycopg connection (the floor), the
-composite one-map tile times, and the largest tile per zoom (bytes, gzip and raw).
+Also: cold tile time ours vs the same SQL from a plain psycopg connection (the floor: the very
+statement our server runs, prepared once and executed per tile under a custom plan, without the
+transaction, the states read and HTTP), where a cold tile's time goes per zoom (the statement cut
+after each step on the bare connection, in the same rounds), the fixed cost of an answer (an
+empty tile, ours vs tipg), the composite one-map tile times, and the largest tile per zoom
+(bytes, gzip and raw). Feature counts, not bytes, are compared: at z13 PostgreSQL reads the rows
+with a parallel scan, so the features' order in the tile (not the features) varies from run to
+run, ours and tipg's alike.
 
 geobase imports kept here (for the bare-SQL floor only: the statement our server runs):
 ``geobase.settings``, ``geobase.specs.get_registry``, ``geobase.security`` (PUBLIC,

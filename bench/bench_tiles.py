@@ -16,7 +16,8 @@ How the tipg baseline is configured, and why that is like with like:
     parcel count so no tile is cut;
   * both answer uncompressed bodies (``Accept-Encoding: identity``): tipg gzips at level 6 and
     we at level 1, so comparing compressed bodies would time two compressors. (Ours still
-    gzips for its cache and gunzips for such a client: a handicap to us, not to tipg);
+    gzips every rendered tile for its cache, even with the cache off as here, and sends such a
+    client the uncompressed bytes it rendered: a handicap to us, not to tipg);
   * the features per tile are decoded and counted on both sides; tiles whose counts differ
     are listed and the ratio is also given over the tiles that agree. (They differ at z13-z15:
     tipg selects rows by the tile's own bounds, we by the buffered bounds, so a parcel just
@@ -40,16 +41,26 @@ and prints the ceiling as not measured (``scripts/setup.sh --bench`` installs ng
 Why 2x tipg on identical cold tiles is out of reach: both run essentially the same
 ``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer; the figure
 "the bare statement (no HTTP) vs tipg's whole answer" is the best ratio to tipg any server
-running this SQL can reach (0.66-0.71 measured), so 0.5 would need less PostGIS work per tile,
-i.e. a different tile.
+running this SQL can reach (0.61-0.74 measured, session 10), so 0.5 would need less PostGIS work
+per tile, i.e. a different tile. The per-zoom profile shows where it goes: at z13/z14 ST_AsMVTGeom
+(clipping, quantising and validating every polygon with wagyu) is over half of the statement,
+finding the rows about a sixth, ST_AsMVT's encoding the rest; at z15/z16 the statement is a few
+milliseconds and the fixed cost of an HTTP answer (our framework and middlewares: the empty
+tile's line) is most of ours.
 
-Also: cold tile time ours vs the same SQL from a plain psycopg connection (the floor), the
-composite one-map tile times, and the largest tile per zoom (bytes, gzip and raw).
+Also: cold tile time ours vs the same SQL from a plain psycopg connection (the floor: the very
+statement our server runs, prepared once and executed per tile under a custom plan, without the
+transaction, the states read and HTTP), where a cold tile's time goes per zoom (the statement cut
+after each step on the bare connection, in the same rounds), the fixed cost of an answer (an
+empty tile, ours vs tipg), the composite one-map tile times, and the largest tile per zoom
+(bytes, gzip and raw). Feature counts, not bytes, are compared: at z13 PostgreSQL reads the rows
+with a parallel scan, so the features' order in the tile (not the features) varies from run to
+run, ours and tipg's alike.
 
 geobase imports kept here (for the bare-SQL floor only: the statement our server runs):
 ``geobase.settings``, ``geobase.specs.get_registry``, ``geobase.security`` (PUBLIC,
-hidden_attributes), ``geobase.tiles.mvt`` (plan_layer, tile_sql), ``geobase.tiles.service``
-(gzip_tile), ``geobase.tiles.tms`` (WEB_MERCATOR_QUAD).
+hidden_attributes), ``geobase.tiles.mvt`` (plan_layer, tile_sql, tile_template, tile_numbers, preparable,
+feature_rows_sql), ``geobase.tiles.render`` (gzip_tile), ``geobase.tiles.tms`` (WEB_MERCATOR_QUAD).
 """
 
 from __future__ import annotations
@@ -142,7 +153,11 @@ def _features(body: bytes) -> int:
 
 
 class _Direct:
-    """Our tile statement run from a plain psycopg connection (the floor for a cold tile)."""
+    """Our tile statement run from a plain psycopg connection (the floor for a cold tile): the
+    very statement our server runs, prepared once on this connection and executed with each
+    tile's numbers under a custom plan (geobase.tiles.render), without the transaction, the
+    states read and the HTTP around it. (Composing the literal statement per tile here would
+    time Python and the server's parsing that our server no longer does: a floor that flatters.)"""
 
     def __init__(self, url: str, version: int):
         from geobase.security import PUBLIC, hidden_attributes
@@ -154,23 +169,65 @@ class _Direct:
         self.hidden = hidden_attributes(PUBLIC, self.spec)
         self.version = version
         self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SET plan_cache_mode = force_custom_plan")
+        self.prepared: set[int] = set()
+
+    def plan(self, z: int):
+        from geobase.tiles.mvt import plan_layer
+
+        plan = plan_layer(self.spec, self.reg, z, self.hidden)
+        return replace(plan, pyramid_version=self.version) if plan.aggregate else plan
+
+    def statement(self, z: int, x: int, y: int):
+        """What our server sends for this tile (the pyramid's tiles are composed per tile)."""
+        from geobase.tiles.mvt import TILE_NUMBERS, preparable, tile_numbers, tile_sql, tile_template
+        from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+        from psycopg import sql
+
+        plan = self.plan(z)
+        if not preparable(plan):
+            return tile_sql([plan], ["land_use"], W, z, y, x)
+        name = sql.Identifier(f"bench_tile_{z}")
+        if z not in self.prepared:
+            self.conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(
+                name, sql.SQL(", ".join(["float8"] * TILE_NUMBERS)), tile_template([plan], ["land_use"], W, z)))
+            self.prepared.add(z)
+        return sql.SQL("EXECUTE {}({})").format(name, sql.SQL(", ").join(
+            sql.Literal(v) for v in tile_numbers(W, z, y, x)))
 
     def time(self, z: int, x: int, y: int) -> tuple[float, float]:
         """Seconds for (the statement and its fetch, the same plus the gzip our server does)."""
-        from geobase.tiles.mvt import plan_layer, tile_sql
-        from geobase.tiles.service import gzip_tile
-        from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+        from geobase.tiles.render import gzip_tile
 
-        plan = plan_layer(self.spec, self.reg, z, self.hidden)
-        if plan.aggregate:
-            plan = replace(plan, pyramid_version=self.version)
-        q = tile_sql([plan], ["land_use"], W, z, y, x)
+        q = self.statement(z, x, y)
         t0 = time.perf_counter()
         raw = self.conn.execute(q).fetchone()[0]
         t1 = time.perf_counter()
         if raw:
             gzip_tile(bytes(raw))
         return t1 - t0, time.perf_counter() - t0
+
+    def steps(self, z: int, x: int, y: int) -> dict[str, float]:
+        """Seconds of the statement cut after each step (the profile of a cold tile): the rows
+        found (index, heap, filters), + their MVT geometry (ST_AsMVTGeom: clip, quantise,
+        validate), + encoding them with only the key (ST_AsMVT), the whole statement (+ the
+        attributes' encoding)."""
+        from geobase.tiles.mvt import feature_rows_sql, tile_sql
+        from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+        from psycopg import sql
+
+        plan = self.plan(z)
+        rows = feature_rows_sql(plan, W, z, y, x)
+        cuts = {"rows": sql.SQL("SELECT count(*) FROM ({}) s").format(rows),
+                "mvtgeom": sql.SQL("SELECT count(*) FROM ({} OFFSET 0) s WHERE geom IS NOT NULL").format(rows),
+                "geometry_only": tile_sql([replace(plan, attributes=())], ["land_use"], W, z, y, x),
+                "whole": self.statement(z, x, y)}
+        out = {}
+        for step, q in cuts.items():
+            t0 = time.perf_counter()
+            self.conn.execute(q).fetchone()
+            out[step] = time.perf_counter() - t0
+        return out
 
     def close(self) -> None:
         self.conn.close()
@@ -213,7 +270,8 @@ def run(ctx: Context) -> None:
     compared = _tile_list(ctx.parcels, COMPARED, per_zoom)
     pyramid_tiles = _tile_list(ctx.parcels, PYRAMID, per_zoom)
     _cold(ctx, url, data_dir, version, compared, pyramid_tiles)
-    _cached(ctx, url, data_dir, compared + pyramid_tiles)
+    if os.environ.get("GEOBASE_BENCH_TILES_COLD_ONLY") != "1":  # iterating on the cold part alone
+        _cached(ctx, url, data_dir, compared + pyramid_tiles)
 
 
 def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, pyramid_tiles: list) -> None:
@@ -225,16 +283,19 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
     t_tipg: dict = {}
     t_sql: dict = {}
     t_sqlgz: dict = {}
+    t_steps: dict = {}  # per tile: the statement cut after each step (_Direct.steps), every round
     counts: dict = {}
     sizes: dict[int, tuple[int, int]] = {}
     onemap: list[float] = []
+    z, x, y = compared[-1]
+    empty = [(z, x - 4000 + i, y) for i in range(3)]  # far outside the county: no feature, no row
     try:
         with httpx.Client(base_url=ours.url, timeout=600) as a, httpx.Client(base_url=tipg.url, timeout=600) as b:
-            _fetch(a, OURS_TILES.format(z=16, x=compared[-1][1], y=compared[-1][2]))  # warm both
-            _fetch(b, TIPG_TILES.format(z=16, x=compared[-1][1], y=compared[-1][2]))
+            _fetch(a, OURS_TILES.format(z=z, x=x, y=y))  # warm both
+            _fetch(b, TIPG_TILES.format(z=z, x=x, y=y))
             plain.time(*compared[-1])
             for rnd in range(ctx.rounds):
-                for z, x, y in compared:
+                for z, x, y in compared + empty:
                     dt, body_o, _, handler = _fetch(a, OURS_TILES.format(z=z, x=x, y=y))
                     t_ours.setdefault((z, x, y), []).append(dt)
                     t_handler.setdefault((z, x, y), []).append(handler)
@@ -243,6 +304,8 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
                     bare, gz = plain.time(z, x, y)
                     t_sql.setdefault((z, x, y), []).append(bare)
                     t_sqlgz.setdefault((z, x, y), []).append(gz)
+                    if (z, x, y) not in empty:
+                        t_steps.setdefault((z, x, y), []).append(plain.steps(z, x, y))
                     if rnd == 0:
                         counts[(z, x, y)] = (_features(body_o), _features(body_t))
                 for z, x, y in pyramid_tiles:  # ours only: no like-with-like tipg tile exists
@@ -257,7 +320,10 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
         ours.stop()
         tipg.stop()
         plain.close()
+    if any(counts[t] != (0, 0) for t in empty):
+        raise RuntimeError(f"the empty tiles {empty} are not empty: {[counts[t] for t in empty]}")
     _report_cold(ctx, compared, pyramid_tiles, t_ours, t_tipg, t_sql, t_sqlgz, counts)
+    _report_profile(ctx, compared, empty, t_ours, t_handler, t_tipg, t_sql, t_sqlgz, t_steps)
     ctx.report(Result.rounds(f"tiles cold z13-z16, our tile handler alone (Server-Timing) vs direct SQL "
                              f"({ctx.parcels:,} parcels)", _per_round(t_handler, compared), _per_round(t_sqlgz, compared),
                              "same SQL via plain psycopg + the same gzip", "ms/tile",
@@ -269,6 +335,44 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
         wire, raw = sizes[z]
         ctx.report(Result(f"tiles largest land_use tile z{z}", raw / 1024, None, None, "KB raw",
                           extra={"gzip_kb": round(wire / 1024, 1), "limit_kb": 500}))
+
+
+def _report_profile(ctx, compared, empty, t_ours, t_handler, t_tipg, t_sql, t_sqlgz, t_steps) -> None:
+    """Where a cold tile's time goes, per zoom, and the fixed cost of an answer (an empty tile: no
+    row found, nothing encoded) against tipg's. Each part is a tile's fastest round (the one the
+    other helpers' load disturbed least; a median of differences of single noisy samples went
+    negative), then the median over the zoom's tiles, in ms."""
+    def part(tiles, value) -> float:
+        return round(median([value(t) for t in tiles]) * 1000, 2)
+
+    def fastest(times: dict):
+        return lambda t: min(times[t])
+
+    for z in COMPARED:
+        tiles = [t for t in compared if t[0] == z]
+
+        def cut(step: str, t) -> float:
+            return min(s[step] for s in t_steps[t])
+
+        parts = {"rows_found_ms (index, heap, filters)": part(tiles, lambda t: cut("rows", t)),
+                 "mvt_geometry_ms (ST_AsMVTGeom)": part(tiles, lambda t: cut("mvtgeom", t) - cut("rows", t)),
+                 "encode_geometry_and_key_ms (ST_AsMVT)": part(tiles, lambda t: cut("geometry_only", t)
+                                                                - cut("mvtgeom", t)),
+                 "encode_attributes_ms (ST_AsMVT)": part(tiles, lambda t: cut("whole", t) - cut("geometry_only", t)),
+                 "bare_statement_ms": part(tiles, fastest(t_sql)),
+                 "gzip_level1_ms": part(tiles, lambda t: min(g - b for g, b in zip(t_sqlgz[t], t_sql[t]))),
+                 "our_handler_ms (Server-Timing)": part(tiles, fastest(t_handler)),
+                 "http_and_framework_ms (ours minus handler)": part(tiles, lambda t: min(
+                     o - h for o, h in zip(t_ours[t], t_handler[t]))),
+                 "tipg_ms": part(tiles, fastest(t_tipg))}
+        ctx.report(Result(f"tiles cold z{z}: where the time goes ({ctx.parcels:,} parcels)",
+                          part(tiles, fastest(t_ours)), None, None, "ms/tile (ours, whole answer, fastest round)",
+                          extra=parts | {"note": "the statement cut after each step, timed on the bare connection "
+                                                 "in the same rounds; each tile's fastest round, median over tiles"}))
+    ctx.report(Result.rounds("tiles cold, an empty tile (no feature): the fixed cost of an answer",
+                             _per_round(t_ours, empty), _per_round(t_tipg, empty), "tipg, the same empty tile",
+                             "ms/tile", extra={"bare_statement_ms": round(median(_per_round(t_sql, empty)), 2),
+                                               "our_handler_ms": round(median(_per_round(t_handler, empty)), 2)}))
 
 
 def _per_round(times: dict, tiles: list) -> list[float]:

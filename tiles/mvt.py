@@ -206,15 +206,15 @@ def _pyramid_select(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: 
              tol=L(px / 2), buffer=L(BUFFER), env_buffered=env_buffered)
 
 
-def filter_envelope(tms: TileMatrixSet, xmin: float, ymin: float, xmax: float, ymax: float) -> sql.Composed:
-    """The rows of a tile are found with the layer's one spatial index, on the stored ``geom``
-    (EPSG:4490): a Web Mercator rectangle is a longitude/latitude rectangle too (the projection
-    is cylindrical), so ``geom && <that rectangle>`` selects what ``geom_3857 && <tile>`` would,
-    and ``geom_3857`` (what the tile is drawn from) needs no index of its own. That index was a
-    second GiST build of every bulk load."""
-    L = sql.Literal
+def filter_box(tms: TileMatrixSet, xmin: float, ymin: float, xmax: float, ymax: float
+               ) -> tuple[tuple[float, float, float, float], int]:
+    """The box (and its SRID) that finds a tile's rows with the layer's one spatial index, on the
+    stored ``geom`` (EPSG:4490): a Web Mercator rectangle is a longitude/latitude rectangle too
+    (the projection is cylindrical), so ``geom && <that rectangle>`` selects what ``geom_3857 &&
+    <tile>`` would, and ``geom_3857`` (what the tile is drawn from) needs no index of its own.
+    That index was a second GiST build of every bulk load."""
     if tms.srid != 3857:
-        return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(L(xmin), L(ymin), L(xmax), L(ymax), L(tms.srid))
+        return (xmin, ymin, xmax, ymax), tms.srid
     r = 6378137.0
 
     def lon(x: float) -> float:
@@ -222,35 +222,88 @@ def filter_envelope(tms: TileMatrixSet, xmin: float, ymin: float, xmax: float, y
 
     def lat(y: float) -> float:
         return math.degrees(math.atan(math.sinh(y / r)))
-    return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(L(lon(xmin)), L(lat(ymin)), L(lon(xmax)), L(lat(ymax)))
+    return (lon(xmin), lat(ymin), lon(xmax), lat(ymax)), 4490
+
+
+def _envelope(values, srid: int) -> sql.Composed:
+    return sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(*values, sql.Literal(srid))
+
+
+def filter_envelope(tms: TileMatrixSet, xmin: float, ymin: float, xmax: float, ymax: float) -> sql.Composed:
+    """:func:`filter_box` as an ``ST_MakeEnvelope`` of literals."""
+    box, srid = filter_box(tms, xmin, ymin, xmax, ymax)
+    return _envelope([sql.Literal(v) for v in box], srid)
+
+
+#: how many numbers :func:`tile_numbers` gives (and a prepared tile statement takes)
+TILE_NUMBERS = 12
+
+
+def tile_numbers(tms: TileMatrixSet, z: int, row: int, col: int) -> tuple[float, ...]:
+    """What a feature tile's statement depends on besides its zoom: the tile's bounds, the same
+    grown by the buffer, and that buffered box as :func:`filter_box` finds rows with."""
+    xmin, ymin, xmax, ymax = tms.bounds(z, row, col)
+    margin = (xmax - xmin) * BUFFER / EXTENT
+    buffered = (xmin - margin, ymin - margin, xmax + margin, ymax + margin)
+    return (xmin, ymin, xmax, ymax) + buffered + filter_box(tms, *buffered)[0]
+
+
+def _feature_envelopes(tms: TileMatrixSet, values: list[sql.Composable]) -> tuple[sql.Composed, ...]:
+    """(tile, buffered tile, buffered filter box) from the 12 :func:`tile_numbers` as SQL values."""
+    filter_srid = filter_box(tms, 0.0, 0.0, 0.0, 0.0)[1]
+    return _envelope(values[0:4], tms.srid), _envelope(values[4:8], tms.srid), _envelope(values[8:12], filter_srid)
+
+
+def _layer_sub_select(plan: LayerPlan, inner: sql.Composable) -> sql.Composed:
+    # OFFSET 0 keeps the planner from flattening the sub-select, which would evaluate
+    # ST_AsMVTGeom twice per row (once in the IS NOT NULL filter, once in the output)
+    return sql.SQL("(SELECT COALESCE(ST_AsMVT(t, {name}, {extent}, 'geom'), ''::bytea) FROM ({inner} OFFSET 0) t "
+                   "WHERE t.geom IS NOT NULL)").format(name=sql.Literal(plan.name), extent=sql.Literal(EXTENT),
+                                                       inner=inner)
 
 
 def layer_mvt_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
     """A scalar sub-select yielding the layer's MVT bytes (empty bytea when no feature)."""
     bounds = tms.bounds(z, row, col)
-    xmin, ymin, xmax, ymax = bounds
-    L = sql.Literal
-    env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(L(xmin), L(ymin), L(xmax), L(ymax), L(tms.srid))
-    margin = (xmax - xmin) * BUFFER / EXTENT
-    env_buffered = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
-        L(xmin - margin), L(ymin - margin), L(xmax + margin), L(ymax + margin), L(tms.srid))
-    filter_buffered = filter_envelope(tms, xmin - margin, ymin - margin, xmax + margin, ymax + margin)
+    env, env_buffered, filter_buffered = _feature_envelopes(
+        tms, [sql.Literal(v) for v in tile_numbers(tms, z, row, col)])
     if plan.aggregate and plan.pyramid_version is not None and tms.srid == 3857:
         inner = _pyramid_select(plan, tms, z, row, col, env, env_buffered)
     elif plan.aggregate:
-        inner = _aggregate_select(plan, tms, z, bounds, env, filter_envelope(tms, xmin, ymin, xmax, ymax),
-                                  filter_buffered)
+        inner = _aggregate_select(plan, tms, z, bounds, env, filter_envelope(tms, *bounds), filter_buffered)
     else:
         inner = _feature_select(plan, tms, z, env, env_buffered, filter_buffered)
-    # OFFSET 0 keeps the planner from flattening the sub-select, which would evaluate
-    # ST_AsMVTGeom twice per row (once in the IS NOT NULL filter, once in the output)
-    return sql.SQL("(SELECT COALESCE(ST_AsMVT(t, {name}, {extent}, 'geom'), ''::bytea) FROM ({inner} OFFSET 0) t "
-                   "WHERE t.geom IS NOT NULL)").format(name=L(plan.name), extent=L(EXTENT), inner=inner)
+    return _layer_sub_select(plan, inner)
 
 
 def tile_sql(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
     """One statement: the concatenated MVT of every plan, and the current versions of ``names``
     (all layers that make up the tile's cache key), read in the same snapshot."""
-    parts = [layer_mvt_sql(p, tms, z, row, col) for p in plans] or [sql.SQL("''::bytea")]
+    return _tile_select([layer_mvt_sql(p, tms, z, row, col) for p in plans], names)
+
+
+def _tile_select(parts: list[sql.Composable], names: list[str]) -> sql.Composed:
     return sql.SQL("SELECT {tile} AS tile, {versions} AS versions").format(
-        tile=sql.SQL(" || ").join(parts), versions=current_versions_sql(names))
+        tile=sql.SQL(" || ").join(parts or [sql.SQL("''::bytea")]), versions=current_versions_sql(names))
+
+
+def preparable(plan: LayerPlan) -> bool:
+    """Whether the plan's statement depends on the tile only through :func:`tile_numbers` (today's
+    rows drawn as features; not the class cells of a coverage at small zooms, not an old version)."""
+    return not plan.aggregate and plan.as_of is None
+
+
+def tile_template(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: int) -> sql.Composed:
+    """:func:`tile_sql` of :func:`preparable` plans with ``$1`` .. ``$12`` in place of the
+    :func:`tile_numbers`: the very statement, to be prepared once and executed with each tile's
+    numbers (see geobase.tiles.render)."""
+    params = [sql.SQL(f"${i + 1}") for i in range(TILE_NUMBERS)]
+    envelopes = _feature_envelopes(tms, params)
+    return _tile_select([_layer_sub_select(p, _feature_select(p, tms, z, *envelopes)) for p in plans], names)
+
+
+def feature_rows_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
+    """The rows a :func:`preparable` plan draws in a tile, each with its MVT geometry, before
+    ``ST_AsMVT`` encodes them: the benchmark times the steps of a cold tile with it."""
+    numbers = [sql.Literal(v) for v in tile_numbers(tms, z, row, col)]
+    return _feature_select(plan, tms, z, *_feature_envelopes(tms, numbers))

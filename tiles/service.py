@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import psycopg
-from psycopg import sql
 from geobase.tiles import pyramid
 from geobase.tiles.cache import TileCache, cache_key, etag_for
-from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer, tile_sql
+from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer
+from geobase.tiles.render import render
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.catalog import layer_versions
-from geobase.catalog.state import STATES_SQL, LayerState, layer_state, layer_states, states_from_rows
+from geobase.catalog.state import LayerState, layer_state, layer_states
 from geobase.errors import InvalidInput, NotFound
 from geobase.features.params import resolve_datetime
 from geobase.security import Principal, can_see, caller_view, note_denied, note_read, view_signature
@@ -33,16 +33,6 @@ from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
 ONEMAP = "onemap"
-
-
-def gzip_tile(raw: bytes) -> bytes:
-    """gzip with ISA-L (python-isal) at level 1: on the benchmark's MVT tiles an eighth of
-    zlib level 5's time (0.3 ms instead of 2.7 per tile; 1 ms instead of 12 for a 370 KB
-    tile), for files about a quarter larger (the largest land-use tile 51 KB instead of 39).
-    Compression is the part of a cold tile that Python adds; any gzip reader decodes it."""
-    from isal import igzip
-
-    return igzip.compress(raw, compresslevel=1, mtime=0)
 
 
 @dataclass
@@ -148,7 +138,7 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         await render_hook()
     raw = None
     if plans:
-        body, versions, _, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms)
+        body, versions, _, raw = await render(conn, plans, names, tms, z, row, col, timeout_ms)
     else:
         body = b""
     key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
@@ -167,47 +157,6 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
     if pyramid_url and tms.srid == 3857:
         plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
     return plans
-
-
-async def _render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str], tms: TileMatrixSet,
-                  z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
-                  ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None, bytes]:
-    """The gzip-compressed tile, the versions its rows came from, (``with_states``) every
-    layer's state and the uncompressed tile, all in one network round trip.
-
-    One simple-protocol query string ``BEGIN; SET LOCAL statement_timeout; [states;] tile;
-    COMMIT`` (every value in it is a composed literal, no parameters): the server parses it
-    in one go, a millisecond less per tile than the same statements pipelined one by one."""
-    parts = [sql.SQL("BEGIN")]
-    if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
-        parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout_ms)}ms")))
-    if with_states:
-        parts.append(STATES_SQL)
-    parts += [tile_sql(plans, names, tms, z, row, col), sql.SQL("COMMIT")]
-    try:
-        cur = await conn.execute(sql.SQL("; ").join(parts))
-    except psycopg.Error:
-        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            await conn.rollback()  # the failed statement left the transaction open: end it here
-        raise
-    results = []
-    while True:
-        if cur.description is not None:
-            results.append(await cur.fetchall())
-        if not cur.nextset():
-            break
-    states = states_from_rows(results[0]) if with_states else None
-    raw, versions = results[-1][0]
-    raw = bytes(raw or b"")
-    body = gzip_tile(raw) if raw else b""
-    versions = {n: (versions or {}).get(n) for n in names}
-    # A layer drawn from its pyramid was drawn from the version the plan fixed (read in an
-    # earlier statement), whatever the catalog says now: an ingest that committed in between
-    # must not get this content cached under its new version's key, for good.
-    for p in plans:
-        if p.pyramid_version is not None:
-            versions[p.name] = p.pyramid_version
-    return body, versions, states, raw
 
 
 class StatesHint:
@@ -256,7 +205,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             else:
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
                 if plans:
-                    body, versions, fresh, raw = await _render(conn, plans, names, tms, z, row, col, timeout_ms,
+                    body, versions, fresh, raw = await render(conn, plans, names, tms, z, row, col, timeout_ms,
                                                                with_states=True)
                     hint.states = fresh
                     if fresh == guess:
@@ -369,7 +318,7 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     plan = plan_layer(spec, registry, z, *caller_view(principal, spec))
     body, raw = b"", None
     if plan is not None:
-        body, _, _, raw = await _render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,
+        body, _, _, raw = await render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,
                                         timeout_ms)
     if cache is not None:
         cache.put(key, body)

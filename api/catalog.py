@@ -14,6 +14,7 @@ import asyncio
 import base64
 from pathlib import Path as FsPath
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
@@ -129,9 +130,9 @@ async def catalog_items(
     if offset > 0:
         prev = request.url.replace_query_params(**params, offset=max(0, offset - limit))
         links.append({"rel": "prev", "type": GEOJSON, "href": str(prev)})
-    return JSONResponse({"type": "FeatureCollection", "numberMatched": len(hits), "numberReturned": len(page),
-                         "features": [encode.record_geojson(r, root, lang) for r in page],
-                         "facets": counts, "links": links}, media_type=GEOJSON)
+    return Response(orjson.dumps({"type": "FeatureCollection", "numberMatched": len(hits), "numberReturned": len(page),
+                                  "features": [encode.record_json(r, root, lang) for r in page],
+                                  "facets": counts, "links": links}), media_type=GEOJSON)
 
 
 @router.get("/catalog/items/{recordId}", summary="One catalog record")
@@ -144,7 +145,7 @@ async def catalog_record(request: Request, recordId: str = Path(max_length=63), 
         if r["id"] == recordId:
             if _fmt(request, f, ("json", "html")) == "html":
                 return _page()
-            return JSONResponse(encode.record_geojson(r, base_url(request), lang), media_type=GEOJSON)
+            return Response(orjson.dumps(encode.record_json(r, base_url(request), lang)), media_type=GEOJSON)
     raise NotFound(f"record {recordId[:63]!r} not found", parameter="recordId")
 
 

@@ -37,6 +37,7 @@ from geobase.api.gate import caller_dependent_headers
 from geobase.api.negotiation import TILE, best
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
+from geobase.security import reads_format
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import TileResult, TileView, cached_tile, note_reads, tile_view
@@ -108,8 +109,8 @@ class TileFastPath:
         m = PATH_RE.fullmatch(scope["path"])
         q = QUERY_RE.fullmatch(scope.get("query_string", b""))
         principal = scope.get("geobase.principal")
-        if m is None or q is None or not isinstance(principal, Principal):
-            return None
+        if m is None or q is None or not isinstance(principal, Principal) or not reads_format(principal, "mvt"):
+            return None  # a key not granted vector tiles: FastAPI refuses it (403)
         accept = encoding = inm = None
         for k, val in scope["headers"]:  # the first of each, as Starlette's Headers.get reads them
             if k == b"accept" and accept is None:

@@ -17,9 +17,10 @@ invisible to everyone, admins included (:func:`can_see` asks it before anything 
 catalog, items, tiles, downloads and analyses all obey it). In the internet zone a conditional
 layer's data reach keyed callers only. A key of an approved request (``Principal.scope``) sees
 only the datasets it was granted, inside the box it was granted (:func:`scope_box`) and in its
-formats (:func:`require_format`: files, pages and tiles alike). Outside callers (no key, or a request's key) get the layer as
-its openness class's ``desensitise`` rules say (:func:`desensitisation`: dropped and masked
-attributes, rounded or township-generalised geometry; the rules and their SQL in
+formats (:func:`require_format`: files, pages and tiles alike). Outside callers (no key, or a
+request's key) get the layer as its openness class's ``desensitise`` rules say
+(:func:`desensitisation`: dropped and masked attributes, rounded or township-generalised
+geometry; the rules and their SQL in
 :mod:`geobase.opendata.desensitise`); masked attributes are among :func:`hidden_attributes`, so
 no filter, sort or analysis can name them.
 

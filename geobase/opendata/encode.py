@@ -115,12 +115,18 @@ def matches(r: dict, query: Query) -> bool:
 def search(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """The matching records and, over them, the count of each facet value: what
     :func:`matches` says record by record, through the list's index (bit sets per facet value,
-    built once per list: :mod:`geobase.opendata.search_index`)."""
+    built once per list: :mod:`geobase.opendata.search_index`; a repeated query's answer is
+    kept with the index)."""
+    idx = index_of(records)
+    mask, counts = idx.answer(query)
+    return idx.hits(mask), counts
+
+
+def index_of(records: list[dict]):
+    """The search index of a record list (built on first use, kept with the list)."""
     from geobase.opendata.search_index import index_for
 
-    idx = index_for(records, FACETS, _text, _facet_values)
-    mask = idx.select(query)
-    return idx.hits(mask), idx.counts(mask)
+    return index_for(records, FACETS, _text, _facet_values)
 
 
 def search_by_scan(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:

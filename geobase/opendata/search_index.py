@@ -30,6 +30,8 @@ _NEG, _POS = float("-inf"), float("inf")
 _NO_BOX, _NO_TIME = (float("nan"),) * 4, (float("nan"),) * 2
 #: words whose bit sets an index keeps (cleared when full: queries repeat their words)
 _WORDS_KEPT = 1024
+#: query answers (bit set and facet counts) an index keeps, likewise
+_ANSWERS_KEPT = 256
 
 
 def _seconds(text: str | None, default: float) -> float:
@@ -53,6 +55,7 @@ class Index:
     types: dict[str, int]
     _reversed: list[str] | None = None
     _words: dict[str, int] = field(default_factory=dict)
+    _answers: dict[tuple, tuple[int, dict]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, records: list[dict], facet_keys: dict[str, str], text_of, values_of) -> Index:
@@ -76,6 +79,19 @@ class Index:
             times.append((_seconds(iv[0], _NEG), _seconds(iv[1], _POS)) if iv else _NO_TIME)
         return cls(records, (1 << len(records)) - 1, facets, texts, np.array(boxes, dtype=float).reshape(-1, 4),
                    np.array(times, dtype=float).reshape(-1, 2), types)
+
+    def answer(self, query) -> tuple[int, dict[str, dict[str, int]]]:
+        """(:meth:`select`, :meth:`counts`) of ``query``, kept per query (a catalog's searches
+        repeat: the same facet links, the same first page); the counts are shared, read only."""
+        key = (tuple(query.q), tuple(query.bbox or ()), query.interval, tuple(query.types),
+               tuple(sorted((k, tuple(v)) for k, v in query.facets.items())))
+        got = self._answers.get(key)
+        if got is None:
+            mask = self.select(query)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            got = self._answers[key] = (mask, self.counts(mask))
+        return got
 
     def select(self, query) -> int:
         """The bit set of the records matching ``query`` (a :class:`geobase.opendata.encode.Query`)."""

@@ -54,3 +54,16 @@ def test_index_equals_scan():
     fewer = records[:100]
     query = encode.parse_query(None, None, None, None, {name: None for name in encode.FACETS})
     assert len(encode.search(fewer, query)[0]) == 100
+
+
+def test_a_box_that_is_not_numbers_is_refused():
+    """NaN compares false with everything: the record-by-record match and the index's vector
+    compares would answer a NaN box differently; it is refused (400 naming bbox) before either."""
+    import pytest
+
+    from geobase.errors import InvalidInput
+
+    for bbox in ("nan,0,1,1", "0,0,inf,1", "-inf,-90,180,90"):
+        with pytest.raises(InvalidInput) as err:
+            encode.parse_query(None, bbox, None, None, {})
+        assert err.value.parameter == "bbox"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 from dataclasses import dataclass, field
 
 import orjson
@@ -57,7 +58,7 @@ def parse_query(q: str | None, bbox: str | None, datetime_: str | None, type_: s
             box = [float(v) for v in bbox.split(",")]
         except ValueError:
             raise InvalidInput("bbox: four numbers minx,miny,maxx,maxy", parameter="bbox") from None
-        if len(box) != 4 or box[0] > box[2] or box[1] > box[3]:
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] > box[2] or box[1] > box[3]:
             raise InvalidInput("bbox: four numbers minx,miny,maxx,maxy with min <= max", parameter="bbox")
         out.bbox = box
     if datetime_:

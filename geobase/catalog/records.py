@@ -10,8 +10,9 @@ the standard encodings (OGC API - Records, DCAT, CSV, CSW) live in :mod:`geobase
 
 The records are built once per catalog state and kept (:class:`RecordCache`): a search over
 10,000 records filters a list in memory instead of rebuilding them per request; the state is a
-cheap stamp (last change of layers, versions and metadata), read on every request, so an edit or
-an ingest shows on the next request.
+cheap stamp (:data:`STAMP_SQL`: the layers' access facts and versions, a counter every metadata
+write moves), read on every request after it arrived (concurrent searches share one read), so
+an edit, a grade or sharing change or an ingest shows on the very next request.
 """
 
 from __future__ import annotations

@@ -14,15 +14,17 @@ import asyncio
 import base64
 from pathlib import Path as FsPath
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep
+from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
+from geobase.tiles.fresh import StatesFeed
 
 from geobase import audit
-from geobase.catalog.records import RecordCache, save_meta, set_grade
+from geobase.catalog.records import RecordCache, read_stamp, save_meta, set_grade
 from geobase.db import connect
 from geobase.errors import InvalidInput, NotFound
 from geobase.opendata import encode
@@ -39,11 +41,38 @@ GEOJSON = "application/geo+json"
 
 
 async def visible_records(request: Request, conn, registry: Registry, principal: Principal) -> list[dict]:
-    """The records this caller may find, in id order."""
+    """The records this caller may find, in id order, of the catalog state read after the
+    request arrived: on ``conn``, or (None) by the shared stamp read (:func:`_stamp_feed`) with a
+    pooled connection taken only to build the records of a new state."""
     cache: RecordCache = getattr(request.app.state, "catalog_records", None) or _CACHE
     view = (principal.is_admin, principal.is_public, principal.department, principal.scope, network_zone())
-    return await cache.view(conn, registry, view, lambda r: record_visible(
-        principal, LayerAccess(*r["access"], r["grade"], r["openness"])))
+
+    def visible(r: dict) -> bool:
+        return record_visible(principal, LayerAccess(*r["access"], r["grade"], r["openness"]))
+
+    if conn is not None:
+        return await cache.view(conn, registry, view, visible)
+    stamp = await _stamp_feed(request).states()
+    got = cache.kept_view(stamp, registry, view, visible)
+    if got is None:
+        async with request_connection(request) as c:
+            got = await cache.view(c, registry, view, visible, stamp)
+    return got
+
+
+def _stamp_feed(request: Request) -> StatesFeed:
+    """The catalog state's stamp for many searches at once: one read serves every request that
+    arrived before it started, so each is as fresh as a read of its own (the tiles' single-flight
+    reader, :class:`geobase.tiles.fresh.StatesFeed`, here reading :func:`read_stamp`)."""
+    state = request.app.state
+    feed = getattr(state, "catalog_stamp_feed", None)
+    if feed is None:
+        async def read() -> tuple:
+            async with state.pool.connection(timeout=state.settings.pool_timeout_s) as conn:
+                return await read_stamp(conn)
+
+        feed = state.catalog_stamp_feed = StatesFeed(read)
+    return feed
 
 
 def _collection(root: str) -> dict:
@@ -88,15 +117,15 @@ async def catalog_landing(request: Request, f: str | None = Query(None, descript
     return JSONResponse(_collection(base_url(request)))
 
 
-async def _search(request, conn, registry, principal, q, bbox, datetime, type, facets):
+async def _search(request, registry, principal, q, bbox, datetime, type, facets):
     query = encode.parse_query(q, bbox, datetime, type, facets)
-    return encode.search(await visible_records(request, conn, registry, principal), query)
+    return encode.search(await visible_records(request, None, registry, principal), query)
 
 
 @router.get("/catalog/items", summary="Search the catalog (OGC API - Records)")
 @router.get("/collections/catalog/items", summary="Search the catalog (OGC API - Records)")
 async def catalog_items(
-    request: Request, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
+    request: Request, registry: Registry = Depends(get_registry_dep),
     principal: Principal = Depends(get_principal),
     q: str | None = Query(None, max_length=400, description="words, all of which a record must contain"),
     bbox: str | None = Query(None, max_length=200, description="minx,miny,maxx,maxy (CRS84)"),
@@ -111,7 +140,7 @@ async def catalog_items(
 ):
     facets = {"theme": theme, "class": class_, "level": level, "grade": grade, "openness": openness,
               "department": department, "tag": tag, "kind": kind}
-    hits, counts = await _search(request, conn, registry, principal, q, bbox, datetime, type, facets)
+    hits, counts = await _search(request, registry, principal, q, bbox, datetime, type, facets)
     fmt = _fmt(request, f, ("json", "html", "csv"))
     root = base_url(request)
     if fmt == "csv":
@@ -129,9 +158,9 @@ async def catalog_items(
     if offset > 0:
         prev = request.url.replace_query_params(**params, offset=max(0, offset - limit))
         links.append({"rel": "prev", "type": GEOJSON, "href": str(prev)})
-    return JSONResponse({"type": "FeatureCollection", "numberMatched": len(hits), "numberReturned": len(page),
-                         "features": [encode.record_geojson(r, root, lang) for r in page],
-                         "facets": counts, "links": links}, media_type=GEOJSON)
+    return Response(orjson.dumps({"type": "FeatureCollection", "numberMatched": len(hits), "numberReturned": len(page),
+                                  "features": [encode.record_json(r, root, lang) for r in page],
+                                  "facets": counts, "links": links}), media_type=GEOJSON)
 
 
 @router.get("/catalog/items/{recordId}", summary="One catalog record")
@@ -144,7 +173,7 @@ async def catalog_record(request: Request, recordId: str = Path(max_length=63), 
         if r["id"] == recordId:
             if _fmt(request, f, ("json", "html")) == "html":
                 return _page()
-            return JSONResponse(encode.record_geojson(r, base_url(request), lang), media_type=GEOJSON)
+            return Response(orjson.dumps(encode.record_json(r, base_url(request), lang)), media_type=GEOJSON)
     raise NotFound(f"record {recordId[:63]!r} not found", parameter="recordId")
 
 

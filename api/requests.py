@@ -39,7 +39,10 @@ class RequesterIn(BaseModel):
 class RequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     datasets: list[str] = Field(min_length=1, max_length=50)
-    formats: list[str] = Field(default_factory=list, max_length=10)
+    formats: list[str] = Field(default_factory=list, max_length=20, description=(
+        "the formats the key reads the data in, any of geojson, csv, gpkg, fgb, parquet, shp (files), json and "
+        "html (the API's pages), mvt (vector tiles), png (picture tiles), geotiff (a raster's coverage); "
+        "none: every format"))
     bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
     purpose: str = Field(min_length=5, max_length=2000)
     days: int = Field(default=30, ge=1, le=366, description="how long the key should last")

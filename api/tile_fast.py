@@ -48,6 +48,7 @@ from geobase.api.gate import ADMITTED, Admission, _send_error, caller_dependent_
 from geobase.api.negotiation import TILE, best
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
+from geobase.security import reads_format
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import TileResult, TileView, cached_tile, note_reads, tile_view
@@ -170,6 +171,8 @@ class TileFastPath:
     async def _answer(self, m: re.Match, q: re.Match, principal: Principal, headers: dict[str, str],
                       encoding: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) of a certain hit or 304; None to let FastAPI answer."""
+        if not reads_format(principal, "mvt"):
+            return None  # a key not granted vector tiles: FastAPI refuses it (403)
         state = self.state
         registry, cache = getattr(state, "registry", None), getattr(state, "tile_cache", None)
         if registry is None or cache is None or getattr(state, "pool", None) is None:

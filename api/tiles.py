@@ -42,7 +42,7 @@ from geobase.catalog import CurrentLayer, current_layers, raster_file, union_ext
 from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput, NotFound
 from geobase.api.gate import get_principal
-from geobase.security import Principal, require_layer, visible_layers
+from geobase.security import Principal, require_format, require_layer, visible_layers
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
@@ -90,6 +90,7 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
                   v: str | None = None, version: int | None = None, at: str | None = None) -> Response:
     t0 = time.perf_counter()
+    require_format(principal, "mvt")  # a key granted only some formats: vector tiles only if "mvt"
     tms = get_tms(tms_id)
     if per_layer:
         await require_layer(conn, principal, registry, layers)
@@ -282,6 +283,7 @@ async def _current_raster(conn, spec: LayerSpec, parameter: str) -> CurrentLayer
 
 async def _raster(request: Request, conn, settings: Settings, spec: LayerSpec, style: str, tms_id: str,
                   z: int, x: int, y: int, principal: Principal, v: str | None = None) -> Response:
+    require_format(principal, "png")
     tms = get_tms(tms_id)
     if style not in raster_tiles.STYLES:
         raise InvalidInput(f"style {style!r} is not one of {', '.join(raster_tiles.STYLES)}", parameter="style")
@@ -371,6 +373,7 @@ async def coverage(collection_id: str, request: Request, conn: psycopg.AsyncConn
     spec = await require_layer(conn, principal, registry, collection_id)
     if spec.kind != "raster":
         raise InvalidInput(f"collection {collection_id!r} is a vector layer: use /items", parameter="collectionId")
+    require_format(principal, "geotiff")
     current = await _current_raster(conn, spec, "collectionId")
     version = current.version
     path = raster_file(current, settings.data_path, "collectionId")

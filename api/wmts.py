@@ -34,7 +34,7 @@ from geobase.tiles.wmts_info import feature_info, info_format, info_html, pixel
 from geobase.catalog import current_layers
 from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput
-from geobase.security import Principal
+from geobase.security import Principal, require_format
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -62,6 +62,7 @@ async def _capabilities(request: Request, conn, registry: Registry, principal: P
 async def _tile(request: Request, conn, registry: Registry, principal: Principal, settings: Settings, layer: str,
                 style: str, tms_id: str, matrix: str, row: str, col: str, names: dict[str, str]) -> Response:
     t0 = time.perf_counter()
+    require_format(principal, "png")
     if style not in (STYLE, ""):
         raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
                            parameter=names["style"])
@@ -81,6 +82,7 @@ async def _info(request: Request, conn, registry: Registry, principal: Principal
                 tms_id: str, matrix: str, row: str, col: str, j: str, i: str, fmt: str,
                 names: dict[str, str]) -> Response:
     """GetFeatureInfo (KVP or RESTful): the features under pixel (i, j) of the tile, for this caller."""
+    require_format(principal, fmt, download=False)
     if style not in (STYLE, ""):
         raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
                            parameter=names["style"])

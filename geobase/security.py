@@ -17,9 +17,10 @@ invisible to everyone, admins included (:func:`can_see` asks it before anything 
 catalog, items, tiles, downloads and analyses all obey it). In the internet zone a conditional
 layer's data reach keyed callers only. A key of an approved request (``Principal.scope``) sees
 only the datasets it was granted, inside the box it was granted (:func:`scope_box`) and in its
-formats (:func:`require_format`). Outside callers (no key, or a request's key) get the layer as
-its openness class's ``desensitise`` rules say (:func:`desensitisation`: dropped and masked
-attributes, rounded or township-generalised geometry; the rules and their SQL in
+formats (:func:`require_format`: files, pages and tiles alike). Outside callers (no key, or a
+request's key) get the layer as its openness class's ``desensitise`` rules say
+(:func:`desensitisation`: dropped and masked attributes, rounded or township-generalised
+geometry; the rules and their SQL in
 :mod:`geobase.opendata.desensitise`); masked attributes are among :func:`hidden_attributes`, so
 no filter, sort or analysis can name them.
 
@@ -55,12 +56,14 @@ __all__ = [
     "can_see",
     "catalog_lists",
     "desensitisation",
+    "format_read",
     "geometry_exact",
     "hidden_attributes",
     "layer_accesses",
     "network_zone",
     "note_denied",
     "note_read",
+    "reads_format",
     "record_visible",
     "require_editor",
     "require_field",
@@ -311,24 +314,38 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
     return registry.layers[name]
 
 
-#: the API's own paged representations of features (JSON pages, HTML views): reading the
-#: granted data through the API is what a key is for; as a download (``download=true``) they are
-#: the GeoJSON format
-_PAGES = ("json", "geojson", "html")
+#: what each kind of read is called among the formats a request's key may be granted
+#: (:data:`geobase.catalog.requests.FORMATS`): the API's paged JSON and its HTML views (a
+#: ``download=true`` of them is the GeoJSON file), vector tiles, picture tiles; files by name
+_READS = {"json": "json", "html": "html", "pbf": "mvt", "mvt": "mvt", "png": "png"}
+
+
+def format_read(fmt: str, download: bool = True) -> str:
+    """The format name a read of ``fmt`` needs in a key's list: ``json``/``geojson`` pages are
+    ``json`` (their downloads ``geojson``), ``html`` pages ``html``, vector tiles ``mvt``,
+    picture tiles ``png``, a file its format (``shp-gbk`` is ``shp``)."""
+    if fmt in ("json", "geojson"):
+        return "geojson" if download else "json"
+    return _READS.get(fmt) or fmt.split("-")[0]
+
+
+def reads_format(principal: Principal, fmt: str, download: bool = True) -> bool:
+    """May this caller read data in ``fmt``? A key without a format list (every department's,
+    an approved request's that asked for none): any. A key with one (an approved request's):
+    exactly those formats — files, paged JSON/HTML and tiles alike (the issue: approval issues
+    a "scope-limited key (datasets, formats, bbox/division)"; a page or a tile of the data is
+    the data in that format)."""
+    return not principal.formats or format_read(fmt, download) in principal.formats
 
 
 def require_format(principal: Principal, fmt: str, download: bool = True) -> None:
-    """An approved request's key reads files only in the formats it was granted (403 otherwise):
-    the catalog's full downloads, and items / single features / the change feed as CSV,
-    GeoPackage, FlatGeobuf, GeoParquet or a GeoJSON download alike. Paged JSON and HTML and
-    vector tiles are the API's and the map's views of the granted data (within the key's box)."""
-    if not principal.formats:
-        return
-    if fmt in _PAGES and not download:
-        return
-    asked = "geojson" if fmt in _PAGES else fmt
-    if asked not in principal.formats and asked.split("-")[0] not in principal.formats:
-        raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats))}, not {fmt!r}")
+    """Forbidden (403) unless :func:`reads_format`: called by every route that returns a
+    layer's data (items and single features as pages or files, the change feed, the catalog's
+    full downloads, vector and picture tiles, GetFeatureInfo); the key's datasets and box are
+    checked apart (:func:`can_see`, :func:`scope_box`)."""
+    if not reads_format(principal, fmt, download):
+        raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats or ()))}, "
+                        f"not {format_read(fmt, download)!r}")
 
 
 def scope_box(principal: Principal) -> tuple[float, float, float, float] | None:

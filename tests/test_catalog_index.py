@@ -1,6 +1,7 @@
 """The catalog search index (geobase/opendata/search_index.py) finds exactly what the record-by-
 record match finds, with the same facet counts, over generated records and every kind of query
-(words, box, time, type, facets alone and together, nothing matching)."""
+(words, box, time, type, facets alone and together, nothing matching), also when a query or
+a word is asked again (answered from what the index kept)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_index_equals_scan():
         {"facets": {"tag": "t3", "kind": "raster"}, "q": "resource", "bbox": "73,18,130,50"},
         {"facets": {"theme": "none"}},
     ]
-    for spec in queries:
+    for spec in queries + queries:   # twice: the second time from the kept words and answers
         facets = {name: None for name in encode.FACETS} | spec.get("facets", {})
         query = encode.parse_query(spec.get("q"), spec.get("bbox"), spec.get("datetime"), spec.get("type"), facets)
         hits, counts = encode.search(records, query)
@@ -53,3 +54,16 @@ def test_index_equals_scan():
     fewer = records[:100]
     query = encode.parse_query(None, None, None, None, {name: None for name in encode.FACETS})
     assert len(encode.search(fewer, query)[0]) == 100
+
+
+def test_a_box_that_is_not_numbers_is_refused():
+    """NaN compares false with everything: the record-by-record match and the index's vector
+    compares would answer a NaN box differently; it is refused (400 naming bbox) before either."""
+    import pytest
+
+    from geobase.errors import InvalidInput
+
+    for bbox in ("nan,0,1,1", "0,0,inf,1", "-inf,-90,180,90"):
+        with pytest.raises(InvalidInput) as err:
+            encode.parse_query(None, bbox, None, None, {})
+        assert err.value.parameter == "bbox"

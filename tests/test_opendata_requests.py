@@ -48,7 +48,7 @@ def test_request_approve_use_expire(zone_internet):
             r = c.post("/catalog/requests", headers=me, json={"datasets": ds, "purpose": "森林碳汇研究"})
             assert r.status_code == 400 and r.json()["parameter"] == "datasets", r.text
         assert c.post("/catalog/requests", json={"datasets": ["forest"], "purpose": "森林碳汇研究"}).status_code == 401
-        r = c.post("/catalog/requests", headers=me, json={"datasets": ["forest"], "formats": ["gpkg", "parquet"],
+        r = c.post("/catalog/requests", headers=me, json={"datasets": ["forest"], "formats": ["gpkg", "parquet", "json"],
                                                           "purpose": "森林碳汇研究", "days": 7})
         assert r.status_code == 201, r.text
         rid = r.json()["id"]

@@ -1,6 +1,6 @@
 """A request's key is limited to its box and its formats on every route (issue 19), over HTTP:
-an outside user asks for forest within a small box in GeoPackage only; forestry approves; with
-that key, items, single features, the change feed, vector tiles and the full download hold
+an outside user asks for forest within a small box in GeoPackage (and the JSON pages and vector
+tiles) only; forestry approves; with that key, items, single features, the change feed, vector tiles and the full download hold
 nothing outside the box (the download is clipped to it), every file format but the granted one
 is 403, and analyses do not take the layer (their results would reach outside the box)."""
 
@@ -27,7 +27,8 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def scoped(pg_server, county_template):
     """A server, forestry's steward, and the key of an approved request for forest in a box
-    (the south-west quarter of the forest's extent) granted GeoPackage only."""
+    (the south-west quarter of the forest's extent) granted GeoPackage, the JSON pages and
+    vector tiles (a key reads only its formats: tests/test_scoped_formats.py)."""
     from geobase import keys
 
     name, data_dir = county_template
@@ -43,7 +44,7 @@ def scoped(pg_server, county_template):
         me = {"X-Requester-Token": c.post("/catalog/requesters", json={
             "name": "李四", "organisation": "某设计院", "contact": "lisi@example.com"}).json()["token"]}
         rid = c.post("/catalog/requests", headers=me, json={
-            "datasets": ["forest"], "formats": ["gpkg"], "bbox": box, "purpose": "片区林地现状调查", "days": 7}).json()["id"]
+            "datasets": ["forest"], "formats": ["gpkg", "json", "mvt"], "bbox": box, "purpose": "片区林地现状调查", "days": 7}).json()["id"]
         ok = c.post(f"/admin/requests/{rid}/approve", headers={"X-API-Key": steward}, json={"reason": "同意"})
         assert ok.status_code == 200, ok.text
         key = c.get("/catalog/requests", headers=me).json()["requests"][0]["key"]

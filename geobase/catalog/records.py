@@ -10,12 +10,14 @@ the standard encodings (OGC API - Records, DCAT, CSV, CSW) live in :mod:`geobase
 
 The records are built once per catalog state and kept (:class:`RecordCache`): a search over
 10,000 records filters a list in memory instead of rebuilding them per request; the state is a
-cheap stamp (last change of layers, versions and metadata), read on every request, so an edit or
-an ingest shows on the next request.
+cheap stamp (:data:`STAMP_SQL`: the layers' access facts and versions, a counter every metadata
+write moves), read on every request after it arrived (concurrent searches share one read), so
+an edit, a grade or sharing change or an ingest shows on the very next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any, Literal
 
@@ -90,13 +92,15 @@ _LAYERS_SQL = """
 _EXTRA_SQL = ("SELECT dataset, meta, updated_at FROM catalog.record_meta m "
               "WHERE NOT EXISTS (SELECT 1 FROM catalog.layers l WHERE l.name = m.dataset) ORDER BY dataset")
 #: the catalog state the kept records belong to: every access fact of every layer (owner,
-#: sharing, grade, openness, current version: however changed), the versions and the metadata
+#: sharing, grade, openness, current version: however changed), the versions, the metadata and
+#: the departments
 STAMP_SQL = """SELECT (SELECT md5(string_agg(concat_ws('|', name, department, sharing, shared_with::text, grade,
                                                         openness, spec_hash, current_version, updated_at), ','
                                               ORDER BY name)) FROM catalog.layers),
                       (SELECT count(*) FROM catalog.layer_versions),
-                      (SELECT max(updated_at) FROM catalog.record_meta), (SELECT count(*) FROM catalog.record_meta), """ \
-    + IMAGERY_STAMP
+                      (SELECT n FROM catalog.catalog_stamp), """ + IMAGERY_STAMP
+# ``catalog_stamp`` (migration 0012): a counter every committed write of record_meta or
+# departments moves (a scan of 10,000 metadata rows per request was most of a search's time)
 
 
 def _iso(value: Any) -> str | None:
@@ -190,30 +194,53 @@ async def build_records(conn: psycopg.AsyncConnection, registry: Registry) -> li
     return sorted(out, key=lambda r: r["id"])
 
 
+async def read_stamp(conn: psycopg.AsyncConnection) -> tuple:
+    """The catalog state's stamp (:data:`STAMP_SQL`): one small query (a few index reads)."""
+    return tuple(await (await conn.execute(STAMP_SQL)).fetchone())
+
+
 class RecordCache:
-    """The records of one catalog state, rebuilt when the state's stamp changes."""
+    """The records of one catalog state, rebuilt when the state's stamp changes, and each
+    caller's view of them (the records ``visible`` lets through, per ``view``: what decides them,
+    the caller's role flags, department, scope and the zone)."""
 
     def __init__(self) -> None:
         self._stamp: tuple | None = None
         self._records: list[dict] = []
         self._views: dict[tuple, list[dict]] = {}
+        self._building = asyncio.Lock()
 
-    async def records(self, conn: psycopg.AsyncConnection, registry: Registry) -> list[dict]:
-        stamp = tuple(await (await conn.execute(STAMP_SQL)).fetchone()) + (id(registry),)
+    async def records(self, conn: psycopg.AsyncConnection, registry: Registry, stamp: tuple | None = None
+                      ) -> list[dict]:
+        """The records of the state ``stamp`` (read on ``conn`` when not given), built on ``conn``
+        if the kept ones belong to another state."""
+        stamp = (await read_stamp(conn) if stamp is None else stamp) + (id(registry),)
         if stamp != self._stamp:
-            self._records, self._stamp, self._views = await build_records(conn, registry), stamp, {}
+            async with self._building:   # one build per state, not one per request waiting for it
+                if stamp != self._stamp:
+                    self._records, self._stamp, self._views = await build_records(conn, registry), stamp, {}
         return self._records
 
-    async def view(self, conn: psycopg.AsyncConnection, registry: Registry, view: tuple, visible) -> list[dict]:
-        """The records ``visible(record)`` lets through, kept per ``view`` (what decides them:
-        the caller's role flags, department, scope and the zone) for this catalog state."""
-        records = await self.records(conn, registry)
+    def kept_view(self, stamp: tuple, registry: Registry, view: tuple, visible) -> list[dict] | None:
+        """The view of the state ``stamp`` if its records are kept (None: build them first)."""
+        if stamp + (id(registry),) != self._stamp:
+            return None
         got = self._views.get(view)
         if got is None:
             if len(self._views) > 256:
                 self._views.clear()
-            got = self._views[view] = [r for r in records if visible(r)]
+            got = self._views[view] = [r for r in self._records if visible(r)]
         return got
+
+    async def view(self, conn: psycopg.AsyncConnection, registry: Registry, view: tuple, visible,
+                   stamp: tuple | None = None) -> list[dict]:
+        """:meth:`kept_view` of the state ``stamp`` (read on ``conn`` when not given), building
+        its records on ``conn`` first if need be."""
+        stamp = await read_stamp(conn) if stamp is None else stamp
+        await self.records(conn, registry, stamp)
+        got = self.kept_view(stamp, registry, view, visible)
+        # a build of a newer state came between: that state's view (its stamp read after ours)
+        return got if got is not None else [r for r in self._records if visible(r)]
 
 
 def _check_dataset(conn: psycopg.Connection, dataset: str, registry: Registry, meta: RecordMeta) -> None:

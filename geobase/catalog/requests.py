@@ -26,7 +26,11 @@ from geobase.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from geobase.principal import Principal
 
 TOKEN_RE = re.compile(r"^gbr_([0-9a-f]{32})_([A-Za-z0-9_-]{20,100})$")
-FORMATS = ("geojson", "csv", "gpkg", "fgb", "parquet", "shp")
+#: what a request may ask for (and its key then reads; :func:`geobase.security.reads_format`):
+#: files (a GeoJSON download, CSV, GeoPackage, FlatGeobuf, GeoParquet, zipped Shapefile), the
+#: API's paged JSON and HTML views, vector tiles (mvt), picture tiles (png: WMTS, the DEM's) and
+#: a raster's coverage (geotiff); none asked for: every format
+FORMATS = ("geojson", "csv", "gpkg", "fgb", "parquet", "shp", "json", "html", "mvt", "png", "geotiff")
 
 
 def _hash(secret: str) -> str:

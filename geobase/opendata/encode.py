@@ -13,7 +13,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 from dataclasses import dataclass, field
+
+import orjson
 
 from geobase.errors import InvalidInput
 from geobase.opendata.classes import CLASSES, LEVELS
@@ -55,7 +58,7 @@ def parse_query(q: str | None, bbox: str | None, datetime_: str | None, type_: s
             box = [float(v) for v in bbox.split(",")]
         except ValueError:
             raise InvalidInput("bbox: four numbers minx,miny,maxx,maxy", parameter="bbox") from None
-        if len(box) != 4 or box[0] > box[2] or box[1] > box[3]:
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] > box[2] or box[1] > box[3]:
             raise InvalidInput("bbox: four numbers minx,miny,maxx,maxy with min <= max", parameter="bbox")
         out.bbox = box
     if datetime_:
@@ -113,12 +116,18 @@ def matches(r: dict, query: Query) -> bool:
 def search(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """The matching records and, over them, the count of each facet value: what
     :func:`matches` says record by record, through the list's index (bit sets per facet value,
-    built once per list: :mod:`geobase.opendata.search_index`)."""
+    built once per list: :mod:`geobase.opendata.search_index`; a repeated query's answer is
+    kept with the index)."""
+    idx = index_of(records)
+    mask, counts = idx.answer(query)
+    return idx.hits(mask), counts
+
+
+def index_of(records: list[dict]):
+    """The search index of a record list (built on first use, kept with the list)."""
     from geobase.opendata.search_index import index_for
 
-    idx = index_for(records, FACETS, _text, _facet_values)
-    mask = idx.select(query)
-    return idx.hits(mask), idx.counts(mask)
+    return index_for(records, FACETS, _text, _facet_values)
 
 
 def search_by_scan(records: list[dict], query: Query) -> tuple[list[dict], dict[str, dict[str, int]]]:
@@ -173,6 +182,26 @@ def record_geojson(r: dict, root: str, lang: str = "zh") -> dict:
         },
         "links": links,
     }
+
+
+#: encodings a record keeps (its server addresses x languages; a few, whatever Host headers come)
+_KEPT_ENCODINGS = 8
+
+
+def record_json(r: dict, root: str, lang: str = "zh") -> orjson.Fragment:
+    """:func:`record_geojson` as JSON bytes, encoded once per record of a catalog state (the
+    records are rebuilt when the state changes, so a kept encoding is never stale) and spliced
+    as is into a search page (``orjson.Fragment``): a page of ten no longer builds and
+    serialises ten records' links, themes and lineage per request."""
+    kept = r.get("_json")
+    if kept is None:
+        kept = r["_json"] = {}
+    got = kept.get((root, lang))
+    if got is None:
+        if len(kept) >= _KEPT_ENCODINGS:
+            kept.clear()
+        got = kept[(root, lang)] = orjson.Fragment(orjson.dumps(record_geojson(r, root, lang)))
+    return got
 
 
 DCAT_CONTEXT = {

@@ -8,7 +8,8 @@ each list gets, once, what a search reads of it:
 
 * per facet value a bit set (a Python int: bit i = record i has the value), so facet filters
   are ORs and ANDs of ints and each facet count is ``(hits & value).bit_count()``;
-* the lower-cased search text, the boxes and the intervals (as POSIX seconds) in flat lists,
+* the lower-cased search text (a word's bit set kept once searched), the boxes and the
+  intervals (as POSIX seconds) in numpy arrays (a box or time test is a few vector compares),
   scanned only when the query has words, a box or a time.
 
 Search results are the same as :func:`geobase.opendata.encode.matches` record by record (a test
@@ -20,10 +21,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 
+import numpy as np
+
 _NEG, _POS = float("-inf"), float("inf")
+_NO_BOX, _NO_TIME = (float("nan"),) * 4, (float("nan"),) * 2
+#: words whose bit sets an index keeps (cleared when full: queries repeat their words)
+_WORDS_KEPT = 1024
+#: query answers (bit set and facet counts) an index keeps, likewise
+_ANSWERS_KEPT = 256
 
 
 def _seconds(text: str | None, default: float) -> float:
@@ -41,10 +49,13 @@ class Index:
     full: int
     facets: dict[str, dict[str, int]]
     texts: list[str]
-    boxes: list[tuple[float, float, float, float] | None]
-    times: list[tuple[float, float] | None]
+    #: (n, 4) minx, miny, maxx, maxy (NaN: no box); (n, 2) start, end in POSIX seconds (NaN: no time)
+    boxes: np.ndarray
+    times: np.ndarray
     types: dict[str, int]
     _reversed: list[str] | None = None
+    _words: dict[str, int] = field(default_factory=dict)
+    _answers: dict[tuple, tuple[int, dict]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, records: list[dict], facet_keys: dict[str, str], text_of, values_of) -> Index:
@@ -63,10 +74,24 @@ class Index:
                 text = r["_text"] = text_of(r)
             texts.append(text)
             b = r.get("bbox")
-            boxes.append(tuple(b) if b else None)
+            boxes.append(tuple(b) if b else _NO_BOX)
             iv = r.get("interval")
-            times.append((_seconds(iv[0], _NEG), _seconds(iv[1], _POS)) if iv else None)
-        return cls(records, (1 << len(records)) - 1, facets, texts, boxes, times, types)
+            times.append((_seconds(iv[0], _NEG), _seconds(iv[1], _POS)) if iv else _NO_TIME)
+        return cls(records, (1 << len(records)) - 1, facets, texts, np.array(boxes, dtype=float).reshape(-1, 4),
+                   np.array(times, dtype=float).reshape(-1, 2), types)
+
+    def answer(self, query) -> tuple[int, dict[str, dict[str, int]]]:
+        """(:meth:`select`, :meth:`counts`) of ``query``, kept per query (a catalog's searches
+        repeat: the same facet links, the same first page); the counts are shared, read only."""
+        key = (tuple(query.q), tuple(query.bbox or ()), query.interval, tuple(query.types),
+               tuple(sorted((k, tuple(v)) for k, v in query.facets.items())))
+        got = self._answers.get(key)
+        if got is None:
+            mask = self.select(query)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            got = self._answers[key] = (mask, self.counts(mask))
+        return got
 
     def select(self, query) -> int:
         """The bit set of the records matching ``query`` (a :class:`geobase.opendata.encode.Query`)."""
@@ -86,23 +111,28 @@ class Index:
             mask &= self._word(term)
         if mask and query.bbox:
             x0, y0, x1, y1 = query.bbox
-            mask &= _mask(len(self.boxes), (i for i, b in enumerate(self.boxes) if b is not None and not (
-                b[0] > x1 or b[2] < x0 or b[1] > y1 or b[3] < y0)))
+            b = self.boxes   # a record without a box has NaN there: every comparison is false
+            mask &= _mask_of((b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0))
         if mask and query.interval:
             lo = query.interval[0].timestamp() if query.interval[0] else _NEG
             hi = query.interval[1].timestamp() if query.interval[1] else _POS
-            mask &= _mask(len(self.times), (i for i, t in enumerate(self.times)
-                                            if t is not None and t[0] <= hi and t[1] >= lo))
+            mask &= _mask_of((self.times[:, 0] <= hi) & (self.times[:, 1] >= lo))
         return mask
 
     def _word(self, term: str) -> int:
         """The records whose text contains ``term``: one comprehension of C-level substring tests
-        over the texts (kept in reverse order, so its bytes are the bit set's binary digits)."""
+        over the texts (kept in reverse order, so its bytes are the bit set's binary digits),
+        kept per term (the index belongs to one list of one catalog state: never stale)."""
+        got = self._words.get(term)
+        if got is not None:
+            return got
         if self._reversed is None:
             self._reversed = self.texts[::-1]
-        if not self._reversed:
-            return 0
-        return int(bytes([49 if term in t else 48 for t in self._reversed]), 2)
+        got = int(bytes([49 if term in t else 48 for t in self._reversed]), 2) if self._reversed else 0
+        if len(self._words) >= _WORDS_KEPT:
+            self._words.clear()
+        self._words[term] = got
+        return got
 
     def counts(self, mask: int) -> dict[str, dict[str, int]]:
         """Facet name -> value -> records among ``mask`` having it (values with none left out)."""
@@ -149,14 +179,9 @@ class Hits(Sequence):
         return next(islice(iter(self), item, None))
 
 
-def _mask(n: int, positions) -> int:
-    """The bit set of ``positions`` among ``n`` (built as text: one int parse, not one big-int
-    OR per record)."""
-    digits = bytearray(b"0" * n)
-    for i in positions:
-        digits[i] = 49  # "1"
-    digits.reverse()
-    return int(digits, 2) if n else 0
+def _mask_of(flags: np.ndarray) -> int:
+    """The bit set of a boolean array (bit i = ``flags[i]``): packed to bytes in C, one int."""
+    return int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
 
 
 def _bits(mask: int):

@@ -39,7 +39,6 @@ from __future__ import annotations
 import gzip
 import logging
 import re
-import time
 from functools import lru_cache
 
 from geobase import audit

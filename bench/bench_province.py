@@ -260,7 +260,12 @@ def _memory_round(ctx: Context, nine_tpl: str, dltb: Path) -> dict:
                     r.raise_for_status()
                     job, phase = r.json()["links"][0]["href"], "ingesting"
                 elif job is not None:
-                    status = c.get(job).json()["status"]
+                    r = c.get(job)
+                    if r.status_code != 200:  # a busy server's 429/503 to the poll: ask again
+                        print(f"  job poll answered {r.status_code}: {r.text[:200]}", flush=True)
+                        time.sleep(0.5)
+                        continue
+                    status = r.json()["status"]
                     if status not in ("accepted", "running"):
                         if status != "successful":
                             raise RuntimeError(f"ingest job ended {status}")
@@ -269,6 +274,7 @@ def _memory_round(ctx: Context, nine_tpl: str, dltb: Path) -> dict:
         stop.set()
         for t in threads:
             t.join(120)
+        print(f"  memory round: {', '.join(f'{k} {v:.0f} MiB' for k, v in peak.items())}", flush=True)
         return {**peak, "reads": len(lat), "errors": len(errors)}
     finally:
         srv.stop()

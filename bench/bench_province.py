@@ -197,20 +197,20 @@ def tree_processes(pid: int) -> dict[int, tuple[float, bool]]:
 def _ingest_sides(ctx: Context, empty_tpl: str, nine_tpl: str, dltb: Path, first: str) -> dict[str, float]:
     out = {}
     for side in (("empty", "nine") if first == "empty" else ("nine", "empty")):
-        url = copy_of(ctx, empty_tpl if side == "empty" else nine_tpl, f"province_run_{side}")
+        url = copy_of(ctx, empty_tpl if side == "empty" else nine_tpl, ctx.db_name(f"province_run_{side}"))
         out[side] = ingest(ctx, url, "land_use", dltb)
         drop(url)
     return out
 
 
 def _readers_round(ctx: Context, nine_tpl: str, empty_tpl: str, dltb: Path) -> dict:
-    url = copy_of(ctx, nine_tpl, "province_run_readers")
+    url = copy_of(ctx, nine_tpl, ctx.db_name("province_run_readers"))
     srv = server(ctx, url, "readers")
     try:
         box = county_box(url, READ)
         got: dict = {}
         for phase in ("quiet", "elsewhere", "ingest"):
-            other = copy_of(ctx, empty_tpl, "province_run_elsewhere") if phase == "elsewhere" else None
+            other = copy_of(ctx, empty_tpl, ctx.db_name("province_run_elsewhere")) if phase == "elsewhere" else None
             stop, lat, errors, waits = threading.Event(), [], [], []
             threads = readers(srv.url, box, READERS, stop, lat, errors, READ)
             sampler = lock_sampler(url, stop, waits)
@@ -234,7 +234,7 @@ def _readers_round(ctx: Context, nine_tpl: str, empty_tpl: str, dltb: Path) -> d
 def _memory_round(ctx: Context, nine_tpl: str, dltb: Path) -> dict:
     from geobase import keys
 
-    url = copy_of(ctx, nine_tpl, "province_run_memory")
+    url = copy_of(ctx, nine_tpl, ctx.db_name("province_run_memory"))
     with psycopg.connect(url) as conn:
         admin = keys.create_key(conn, name="bench", role="admin", department=None).token
         conn.commit()

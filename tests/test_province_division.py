@@ -1,7 +1,7 @@
 """One answer to a county code on every endpoint that takes one (issue 16; the one check is
 geobase/division_check.py): a code that is no known county is a 400 naming the parameter; a known
-county the layer holds nothing of answers 200 and empty — items, one item, downloads, CQL2
-``division``, the change feed and its Server-Sent Events stream, and an analysis' ``aoi``.
+county the layer holds nothing of answers 200 and empty — items, downloads, CQL2
+``division``, the change feed and its Server-Sent Events stream, and an analysis' ``aoi`` (one feature by key keeps its 404 for a county that holds no such feature).
 
 Counties A and B deliver land use; county C delivers only its administrative division (so it is
 known, with no land use partition); county D (339999) is known nowhere.
@@ -93,7 +93,6 @@ def test_every_endpoint_answers_a_county_code_alike(db_settings, tmp_path, live_
                 (items, {"division": f"{A},{D}"}, "division"),
                 (items, {"division": D, "f": "csv"}, "division"),
                 (items, {"division": D, "f": "parquet"}, "division"),
-                (f"{items}/00000001", {"division": D}, "division"),
                 (items, {"filter": f"division = '{D}'"}, "filter"),
                 (items, {"filter": f"dlbm = '0101' AND division IN ('{A}', '{D}')"}, "filter"),
                 ("/collections/land_use/changes", {"from": 0, "division": D}, "division"),
@@ -103,6 +102,8 @@ def test_every_endpoint_answers_a_county_code_alike(db_settings, tmp_path, live_
             assert D in r.json()["description"]
         # malformed: a 400 naming the parameter too
         _refused(http.get(items, params={"division": "33"}), "division", "6-digit county code")
+        # one feature by key: a county that is nowhere holds no such feature (404, test_shared_keys.py)
+        assert http.get(f"{items}/00000001", params={"division": D}).status_code == 404
         _refused(http.get(items, params={"filter": "division = '33'"}), "filter", "6-digit county code")
         # tiles take no county: asked for one, they refuse it by name rather than draw every county
         r = http.get("/tiles/land_use/14/13717/6694.mvt", params={"division": A})

@@ -1,7 +1,8 @@
 """One answer to a county code on every endpoint that takes one (issue 16; the one check is
 geobase/division_check.py): a code that is no known county is a 400 naming the parameter; a known
 county the layer holds nothing of answers 200 and empty — items, downloads, CQL2
-``division``, the change feed and its Server-Sent Events stream, and an analysis' ``aoi`` (one feature by key keeps its 404 for a county that holds no such feature).
+``division``, the change feed and its Server-Sent Events stream, and an analysis' ``aoi`` (one
+feature by key keeps its 404 for a county that holds no such feature).
 
 Counties A and B deliver land use; county C delivers only its administrative division (so it is
 known, with no land use partition); county D (339999) is known nowhere.

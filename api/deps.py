@@ -26,8 +26,9 @@ from fastapi import Depends, Path, Query, Request
 
 from geobase.api import negotiation
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.params import ItemsParams
 from geobase.catalog.state import LayerState, layer_state
-from geobase.partitions import known_divisions, partition_divisions_async
+from geobase.division_check import checked_counties
 from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
 from geobase.api.gate import get_principal
 from geobase.opendata.desensitise import Desensitisation
@@ -155,18 +156,29 @@ async def streamed_feature_collection(request: Request, collectionId: str = _COL
 
 
 DIVISION = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
-                 "changes (the other counties' partitions are not read); a code the layer has no county of is a 400")
+                 "changes (the other counties' partitions are not read); a code that is no known county is a 400, "
+                 "a county the layer holds nothing of answers empty")
 
 
 async def divisions_param(request: Request, c: Collection = Depends(streamed_feature_collection),
                           division: str | None = DIVISION) -> list[str] | None:
-    """Dependency: the counties of ``division=`` (None: every county), each checked to be a
-    county of the layer: a mistyped code must be an error, not an empty change feed."""
+    """Dependency: the counties of ``division=`` (None: every county), checked by the one check
+    (:func:`geobase.division_check.checked_counties`): a mistyped code must be an error, not an
+    empty change feed."""
     if division is None:
         return None
     async with request_connection(request) as conn:
-        known = await partition_divisions_async(conn, c.spec.name)
-    return known_divisions(division, known, c.spec.name)
+        return await checked_counties(conn, c.spec.name, division)
+
+
+async def check_item_divisions(request: Request, layer: str, p: ItemsParams) -> None:
+    """The one check of the counties an items request names (``division=``, CQL2 ``division``);
+    the filter itself is built with the query (:func:`geobase.features.build_query`)."""
+    division = p.extra.get("division")
+    if division is None and not (p.filter and "division" in p.filter):
+        return
+    async with request_connection(request) as conn:
+        await checked_counties(conn, layer, division, p.filter, p.filter_lang)
 
 
 # ------------------------------------------------------------------------------------------

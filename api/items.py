@@ -16,6 +16,7 @@ from geobase.api.deps import (
     Collection,
     base_url,
     caller_cache_headers,
+    check_item_divisions,
     divisions_param,
     feature_collection,
     get_conn,
@@ -72,6 +73,7 @@ async def items(request: Request, fmt: str = Depends(items_format),
                 bom: str | None = BOM, principal: Principal = Depends(get_principal)):
     dl = parse_bool(download, "download") or fmt in DOWNLOADS
     require_format(principal, fmt, dl)  # a request's key: only the file formats it was granted
+    await check_item_divisions(request, c.spec.name, p)  # an unknown county is a 400, as on every endpoint
     q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, dl))
     answer = ItemsAnswer(request, principal, c, f"/collections/{c.spec.name}/items")
     answer.bom = csv_bom(bom, fmt)

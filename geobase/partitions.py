@@ -22,7 +22,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from geobase.errors import InvalidInput, SetupError
+from geobase.errors import SetupError
 from geobase.specs import LayerSpec
 from geobase.storage import (
     DATA_SCHEMA,
@@ -67,22 +67,6 @@ async def partition_divisions_async(conn: psycopg.AsyncConnection, name: str) ->
     """:func:`partition_divisions` on an async connection (the API's)."""
     cur = await conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{name}"',))
     return _divisions_of(name, [r[0] for r in await cur.fetchall()])
-
-
-def known_divisions(value: str, known: list[str], layer: str, parameter: str = "division") -> list[str]:
-    """The counties of ``division=339901,339902`` checked against those the layer has: a
-    malformed code and a county the layer has no partition of are both 400s naming the
-    parameter (a mistyped county must not read as "no changes there")."""
-    given = [v.strip() for v in value.split(",")] if value is not None else []
-    if not [v for v in given if v]:
-        raise InvalidInput(f"{parameter}: empty; give one or more 6-digit county codes, comma-separated",
-                           parameter=parameter)
-    out = [check_division(v, parameter) for v in given]
-    unknown = [d for d in out if d not in known]
-    if unknown:
-        raise InvalidInput(f"{parameter}: {', '.join(unknown)} is not a county of {layer!r} "
-                           f"(its counties: {', '.join(known) or 'none yet'})", parameter=parameter)
-    return list(dict.fromkeys(out))
 
 
 def foreign_partitions(conn: psycopg.Connection, spec: LayerSpec | str) -> dict[str, str]:

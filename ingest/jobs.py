@@ -1,8 +1,9 @@
 """Background ingest jobs, recorded by the one job manager :mod:`geobase.jobs` (status,
 progress in percent, report).
 
-An upload is saved to ``<data dir>/uploads/<job id>/`` and ingested in a worker thread of the
-server process; the job's row is what clients poll. The upload folder is removed when the job
+An upload is saved to ``<data dir>/uploads/<job id>/`` and ingested in a child process of the
+server (:mod:`geobase.jobs_process`: the server's memory stays near its idle size, and the child
+dies with the server); the job's row is what clients poll. The upload folder is removed when the job
 ends, whatever the outcome. A job left ``running`` by a server that died is marked failed at the
 next start (its upload folder is removed too).
 """
@@ -10,13 +11,14 @@ next start (its upload folder is removed too).
 from __future__ import annotations
 
 import shutil
-import threading
+import signal
+import subprocess
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from geobase import jobs
+from geobase import jobs, jobs_process
 from geobase.db import connect
 from geobase.errors import GeobaseError
 from geobase.jobs import process_tag  # noqa: F401  (api/ingest.py tags its jobs with it)
@@ -105,8 +107,20 @@ def run_job(settings: Settings, job_id: str, layer: str, path: Path, options: di
         shutil.rmtree(path.parent, ignore_errors=True)
 
 
-def start_job(settings: Settings, job_id: str, layer: str, path: Path, options: dict, user: str) -> threading.Thread:
-    t = threading.Thread(target=run_job, args=(settings, job_id, layer, path, options, user),
-                         name=f"ingest-{job_id[:8]}", daemon=True)
-    t.start()
-    return t
+def _child_ended(settings: Settings, job_id: str, path: Path, code: int) -> None:
+    """After the job's process ended: a process that died before recording an outcome (killed,
+    out of memory) leaves a job that is failed here rather than ``running`` for ever; the upload
+    goes either way. A job that recorded its outcome is not touched (only an active job fails)."""
+    if code != 0:
+        why = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
+        _mark(settings, job_id, "failed", message=f"the job's process stopped ({why}) before it recorded an "
+              "outcome; nothing was committed, submit the file again")
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def start_job(settings: Settings, job_id: str, layer: str, path: Path, options: dict,
+              user: str) -> subprocess.Popen:
+    """Run :func:`run_job` in a child process of its own (see :mod:`geobase.jobs_process`)."""
+    return jobs_process.spawn("geobase.ingest.jobs:run_job", settings, job_id, layer, path, options, user,
+                              name=f"ingest-{job_id[:8]}",
+                              on_exit=lambda code: _child_ended(settings, job_id, path, code))

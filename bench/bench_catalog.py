@@ -7,11 +7,14 @@ area's own database) and 10,000 metadata-only catalog records (written into
 classes, levels, grades, openness classes and boxes spread over them.
 
 Measured on our server (one uvicorn worker):
-  (a) catalog search: requests of ``/catalog/items`` cycling free text, facets, a bbox and a
+  (a) catalog search: requests of ``/catalog/items`` mixing free text, facets, a bbox and a
       datetime, sequential, in interleaved rounds against a small JSON route of the same server
-      (its floor under the machine's load): p95 per round (the target: p95 < 100 ms); the first
-      request, which builds the records, is reported apart; and the search itself in process,
-      the index against the record-by-record scan it replaced, interleaved;
+      (its floor under the machine's load): p95 per round (the target: p95 < 100 ms). Every
+      search differs (a random box, time window, record number or tag in each), so the index
+      keeps no answer for it: the figure is the search's, not a lookup of a kept answer; the
+      same 8 searches repeated (kept answers, as a portal's facet clicks are) are a second
+      figure. The first request, which builds the records, is reported apart; and the search
+      itself in process, the index against the record-by-record scan it replaced, interleaved;
   (b) CSW: OWSLib's CatalogueServiceWeb pages through every record with GetRecords, 100 a page:
       total time and records seen (must equal the catalog's count);
   (c) full download of land use: ``/catalog/items/land_use/download?f=parquet`` (prepared once:
@@ -92,7 +95,9 @@ def run(ctx: Context) -> None:
                        {"datetime": "2005-01-01T00:00:00Z/2006-01-01T00:00:00Z"}, {"q": "资源数据 12"},
                        {"tag": "tag7", "limit": 50}]
             if "search" in parts:
-                _search(ctx, c, rnd, queries, total, first)
+                _search(ctx, c, lambda: _varied_query(rnd), total, first, "catalog search p95 (HTTP)")
+                _search(ctx, c, lambda: dict(rnd.choice(queries)), total, first,
+                        "catalog search p95 (HTTP), the same 8 searches repeated (kept answers)")
                 _index_vs_scan(ctx, url, queries, rnd)
 
             if "csw" in parts:
@@ -103,8 +108,23 @@ def run(ctx: Context) -> None:
         srv.stop()
 
 
-def _search(ctx: Context, c: httpx.Client, rnd: random.Random, queries: list[dict], total: int,
-            first: float) -> None:
+def _varied_query(rnd: random.Random) -> dict:
+    """A search no earlier request asked: one of the portal's kinds of search, each with a random
+    box, time window, record number or tag (so the index's kept answers never serve it)."""
+    x, y = round(73 + rnd.random() * 55, 3), round(18 + rnd.random() * 30, 3)
+    box = f"{x},{y},{round(x + 2 + rnd.random() * 10, 3)},{round(y + 2 + rnd.random() * 8, 3)}"
+    start = 2000 + rnd.randrange(25)
+    window = f"{start}-{rnd.randrange(1, 13):02d}-01T00:00:00Z/{start + 1 + rnd.randrange(5)}-01-01T00:00:00Z"
+    kinds = [{"q": f"资源数据 {rnd.randrange(10_000)}"}, {"q": rnd.choice(THEMES), "bbox": box},
+             {"theme": rnd.choice(THEMES), "bbox": box},
+             {"class": rnd.choice(["status", "planning", "management", "socioeconomic"]),
+              "level": rnd.choice(["national", "provincial", "municipal", "county"]), "bbox": box},
+             {"grade": "general", "openness": "open", "datetime": window}, {"bbox": box},
+             {"datetime": window, "bbox": box}, {"tag": f"tag{rnd.randrange(50)}", "limit": 50, "bbox": box}]
+    return rnd.choice(kinds)
+
+
+def _search(ctx: Context, c: httpx.Client, next_query, total: int, first: float, figure: str) -> None:
     """(a) in interleaved rounds: each round sends ``n`` searches, each followed by a request of
     ``/catalog/zones`` (a small JSON route through the same gate, key check and audit: the
     server's floor on this machine now), and reports both p95s (and p50, p99 per round); the
@@ -117,7 +137,7 @@ def _search(ctx: Context, c: httpx.Client, rnd: random.Random, queries: list[dic
     for _ in range(ctx.rounds):
         lat, floor = [], []
         for _ in range(n):
-            params = dict(rnd.choice(queries))
+            params = next_query()
             t0 = time.perf_counter()
             c.get("/catalog/items", params=params).raise_for_status()
             lat.append((time.perf_counter() - t0) * 1000)
@@ -130,7 +150,7 @@ def _search(ctx: Context, c: httpx.Client, rnd: random.Random, queries: list[dic
             stats[f"{name}_p50"].append(round(percentile(values, 50), 1))
             stats[f"{name}_p99"].append(round(percentile(values, 99), 1))
         stats["p95_difference_ms"].append(round(p95s[-1] - floors[-1], 1))
-    ctx.report(Result.rounds("catalog search p95 (HTTP)", p95s, floors, "/catalog/zones p95, same rounds", "ms",
+    ctx.report(Result.rounds(figure, p95s, floors, "/catalog/zones p95, same rounds", "ms",
                              extra={"search_p95": [round(v, 1) for v in p95s],
                                     "zones_p95": [round(v, 1) for v in floors], **stats,
                                     "records": total, "requests_per_round": n,

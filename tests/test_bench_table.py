@@ -107,5 +107,11 @@ def test_not_met_and_speedup_targets(tmp_path: Path):
     table = _table()
     slow = _result(f"{TAB}, cold, vs geopandas", [9.0, 9.0, 9.0], [100.0, 100.0, 100.0], "geopandas")
     assert table.row(slow, "20261206T190000Z")[4] == "≤ 0.05 (not met)"
-    tiles = _result("tiles z13-z16 cold, identical output, vs tipg", [1.0, 1.0, 1.0], [2.5, 2.2, 2.0], "tipg")
+    # the names bench_tiles prints: the like-for-like figure carries the target, the bare
+    # statement's comparison with tipg (a floor, not ours) carries none
+    tiles = _result("tiles cold z13-z16 (200,000 parcels, 24 tiles, uncompressed)", [1.0, 1.0, 1.0],
+                    [2.5, 2.2, 2.0], "tipg")
     assert table.row(tiles, "20261206T190000Z")[4] == "≥ 2× faster (met)"
+    floor = _result("tiles cold z13-z16: the bare statement (no HTTP) vs tipg's whole answer (200,000 parcels)",
+                    [1.0, 1.0, 1.0], [2.5, 2.2, 2.0], "tipg")
+    assert table.row(floor, "20261206T190000Z")[4] == ""

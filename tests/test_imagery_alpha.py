@@ -8,7 +8,6 @@ the COG's mask, and both decisions are said in the ingest report."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 import rasterio
 from conftest import LiveServer, create_database, drop_database, settings_for
 from imagery_common import BANDS4
+from test_imagery_tiles import _tile
 from rasterio.io import MemoryFile
 
 from geobase.imagery.ingest import add_image
@@ -41,11 +41,6 @@ def _write(path: Path, **options) -> Path:
                        transform=from_bounds(*BOUNDS, SIZE, SIZE), **options) as ds:
         ds.write(data)
     return path
-
-
-def _tile(z: int, lon: float, lat: float) -> tuple[int, int]:
-    n = 2 ** z
-    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
 @pytest.fixture(scope="module")

@@ -110,13 +110,19 @@ def _unchanged(settings, before: dict) -> None:
     assert query(settings, "SELECT count(*) FROM data.test_points WHERE _vto IS NULL")[0][0] == 50
 
 
-def test_a_killed_server_takes_its_ingest_child_with_it(new_db, tmp_path, live_server):
+def _points_with_a_first_version(new_db, tmp_path) -> tuple:
+    """(settings, its state, a steward's headers) of a database whose test_points layer holds a
+    first version of 50 points: what a killed ingest must leave as it was."""
     settings = new_db(layers_dir=make_test_specs(tmp_path))
     small = tmp_path / "v1.geojsonl"
     _big_geojsonseq(small, 50)
     ingest(settings, "test_points", small)
-    before = db_state(settings, "test_points")
     steward = {"X-API-Key": _key(settings, "steward", "natural_resources")}
+    return settings, db_state(settings, "test_points"), steward
+
+
+def test_a_killed_server_takes_its_ingest_child_with_it(new_db, tmp_path, live_server):
+    settings, before, steward = _points_with_a_first_version(new_db, tmp_path)
     srv = live_server(settings)
     job_url, child = _start_big_job(settings, srv, tmp_path, steward)
     job_path = httpx.URL(job_url).path
@@ -139,12 +145,7 @@ def test_a_killed_server_takes_its_ingest_child_with_it(new_db, tmp_path, live_s
 
 
 def test_a_killed_job_process_fails_its_job_and_the_server_goes_on(new_db, tmp_path, live_server):
-    settings = new_db(layers_dir=make_test_specs(tmp_path))
-    small = tmp_path / "v1.geojsonl"
-    _big_geojsonseq(small, 50)
-    ingest(settings, "test_points", small)
-    before = db_state(settings, "test_points")
-    steward = {"X-API-Key": _key(settings, "steward", "natural_resources")}
+    settings, before, steward = _points_with_a_first_version(new_db, tmp_path)
     srv = live_server(settings)
     job_url, child = _start_big_job(settings, srv, tmp_path, steward)
     os.kill(child, signal.SIGKILL)

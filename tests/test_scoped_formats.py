@@ -10,22 +10,14 @@ collection) is not data: both read it."""
 
 from __future__ import annotations
 
-import math
 import uuid
 
 import psycopg
 import pytest
 from conftest import LiveServer, create_database, drop_database, settings_for
+from test_scoped_keys import ENV, _tile
 
-ENV = {"GEOBASE_KEY_CACHE_S": "0", "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "10000",
-       "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "10000", "GEOBASE_RATE_LIMIT_PER_S": "10000",
-       "GEOBASE_RATE_LIMIT_BURST": "10000"}
 VIEWS = ["json", "html", "mvt", "png", "geotiff"]
-
-
-def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
 @pytest.fixture(scope="module")

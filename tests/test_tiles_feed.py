@@ -9,22 +9,28 @@ import asyncio
 from geobase.tiles.fresh import StatesFeed
 
 
+class _CountedRead:
+    """A catalog read that answers how many reads there have been."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def __call__(self) -> dict:
+        self.reads += 1
+        return {"read": self.reads}
+
+
 def test_requests_arriving_before_the_read_begins_share_it() -> None:
     """Five requests of the same event-loop turn: one catalog read, not two (the first request's
     read had been scheduled, not begun, when the other four came)."""
-    reads = 0
-
-    async def read() -> dict:
-        nonlocal reads
-        reads += 1
-        return {"read": reads}
+    read = _CountedRead()
 
     async def main() -> list:
         feed = StatesFeed(read)
         return await asyncio.gather(*[feed.states() for _ in range(5)])
 
     results = asyncio.run(main())
-    assert reads == 1
+    assert read.reads == 1
     assert results == [{"read": 1}] * 5
 
 
@@ -65,17 +71,12 @@ def test_with_a_max_age_recent_states_are_answered_at_once_and_refreshed_in_the_
     """``max_age_s`` (GEOBASE_TILE_STATES_MAX_AGE_MS): states of a read begun less than that ago
     are answered without a read; past half of it a read starts in the background; past all of
     it a request waits for a read of its own again."""
-    reads = 0
-
-    async def read() -> dict:
-        nonlocal reads
-        reads += 1
-        return {"read": reads}
+    read = _CountedRead()
 
     async def main() -> list:
         feed = StatesFeed(read, max_age_s=1.0)
         out = [await feed.states(), await feed.states()]  # the second: no read of its own
-        reads_then = reads
+        reads_then = read.reads
         await asyncio.sleep(0.6)  # past half the bound: answered, and a read starts behind it
         out.append(await feed.states())
         await asyncio.sleep(0.05)

@@ -11,6 +11,7 @@ Environment:
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -33,6 +34,13 @@ REALDATA = (REPO / ".." / "shared" / "realdata").resolve()
 ARTIFACTS = REPO / "test-artifacts"
 TEST_PORT = int(os.environ.get("GEOBASE_TEST_PG_PORT", "55433"))
 TEMPLATE = f"gb_template_{os.getpid()}"  # per session: several sessions may share a cluster
+
+
+def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
+    """(x, y) of the WebMercatorQuad (XYZ) tile holding lon/lat at zoom z: the slippy-map formula,
+    written here once rather than through the product's own tile matrix set code."""
+    n = 2 ** z
+    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ import urllib.parse
 import psycopg
 import pytest
 
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from test_security_common import headers_for, make_keys, seed, unique_name
 
 
@@ -438,16 +438,8 @@ def test_trusted_proxies_default_is_empty():
 
 # --- 13.8: caller-dependent responses and caches ---------------------------------------------------
 
-def _tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
-    import math
 
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
-
-
-_X, _Y = _tile_xy(112.905, 28.105, 12)
+_X, _Y = tile_xy(112.905, 28.105, 12)
 JOB = "00000000-0000-0000-0000-000000000000"
 # a concrete URL for every GET route that consults the caller
 SAMPLES = {

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import psycopg
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, tile_xy
 
 from geobase.settings import Settings
 
@@ -109,13 +109,11 @@ def test_demo_reloads_a_cog_deleted_behind_the_catalog(db_settings, tmp_path, li
     out = run_demo_ingest(db_settings, sample)
     v3, _, _, meta3 = current(db_settings, "dem")
     assert v3 == v2 + 1 and "was changed on disk" in out, out
-    import math
 
     w, s_, e, n = meta3["bounds_lonlat"]
     lon, lat = (w + e) / 2, (s_ + n) / 2
     z = 11
-    x = int((lon + 180) / 360 * 2**z)
-    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
+    x, y = tile_xy(lon, lat, z)
     srv = live_server(db_settings)
     with srv.client() as c:
         r = c.get(f"/tiles/dem/hillshade/{z}/{x}/{y}.png")

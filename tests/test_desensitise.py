@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import mapbox_vector_tile
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 
 REPO = Path(__file__).resolve().parents[1]
 MASK_RULES = """
@@ -156,11 +155,6 @@ def test_mask_no_oracle(desens):
         assert r.status_code == 400 and "zldwmc" in r.text, r.text
 
 
-def _lonlat_tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
-
-
 def test_mask_tiles_downloads_analyses(desens, tmp_path):
     _, admin_h, server = desens
     srv = server("mask")
@@ -169,7 +163,7 @@ def test_mask_tiles_downloads_analyses(desens, tmp_path):
         f = next(x for x in feats if x["properties"]["zldwmc"])
         ring = f["geometry"]["coordinates"][0][0]
         lon, lat = sum(p[0] for p in ring) / len(ring), sum(p[1] for p in ring) / len(ring)
-        x, y = _lonlat_tile(lon, lat, 15)
+        x, y = tile_xy(lon, lat, 15)
         tiles = {}
         for who, c in (("anon", anon), ("admin", admin)):
             r = c.get(f"/tiles/land_use/15/{x}/{y}.mvt")
@@ -253,7 +247,7 @@ def test_round_items_filters_tiles(desens):
         assert fid not in {f["id"] for f in got}
         assert all(shape(f["geometry"]).intersects(box(px - e, py - e, px + e, py + e)) for f in got)
         # tiles: the public's tile is drawn from the rounded outline (differs from the admin's)
-        x, y = _lonlat_tile(px, py, 15)
+        x, y = tile_xy(px, py, 15)
         geo = {who: mapbox_vector_tile.decode(c.get(f"/tiles/water_areas/15/{x}/{y}.mvt").content)
                for who, c in (("anon", anon), ("admin", admin))}
         assert geo["admin"] and geo["anon"]
@@ -281,7 +275,7 @@ def test_township_no_geometry_code_cut(desens, tmp_path):
             assert len(full) > 9 and f["properties"]["zldwdm"] == full[:9]
         assert anon.get("/collections/land_use/items", params={"zldwdm": full}).status_code == 400
         ring = next(iter(clear.values()))["geometry"]["coordinates"][0][0][0]
-        x, y = _lonlat_tile(ring[0], ring[1], 15)
+        x, y = tile_xy(ring[0], ring[1], 15)
         r = anon.get(f"/tiles/land_use/15/{x}/{y}.mvt")
         assert r.status_code in (200, 204) and not r.content
         assert admin.get(f"/tiles/land_use/15/{x}/{y}.mvt").content

@@ -7,14 +7,13 @@ the dataset's grade and openness are the admin's override in the catalog, change
 
 from __future__ import annotations
 
-import math
 import uuid
 
 import httpx
 import mapbox_vector_tile
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 
 from geobase.opendata.grades import GRADES, OPENNESS, ZONES, open_to_anonymous, zone_allows
 
@@ -22,13 +21,6 @@ LAYER = "planning_zones"   # sharing public: only the zone rules can hide it
 Z = 12
 LIMITS = {"GEOBASE_RATE_LIMIT_PER_S": "10000", "GEOBASE_RATE_LIMIT_BURST": "10000",
           "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "10000", "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "10000"}
-
-
-def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def graded(pg_server, county_template, tmp_path_factory):
 
 def _outputs(c: httpx.Client, lon: float, lat: float) -> dict[str, bool]:
     """Is the layer there, output by output, for this client? (a point inside one of its features)"""
-    x, y = _tile_of(lon, lat, Z)
+    x, y = tile_xy(lon, lat, Z)
     d = 0.001
     site_geom = {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
                                                      [lon - d, lat + d], [lon - d, lat - d]]]}

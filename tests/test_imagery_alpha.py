@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from imagery_common import BANDS4
-from test_imagery_tiles import _tile
 from rasterio.io import MemoryFile
 
 from geobase.imagery.ingest import add_image
@@ -75,7 +74,7 @@ def test_band_4_without_photometric_is_data_in_tiles_and_points(scenes):
 
     assert any("band 4" in n and "kept as data" in n for n in scenes["report"]["notes"]), scenes["report"]
     z = 11
-    x, y = _tile(z, 118.1, 29.1)
+    x, y = tile_xy(118.1, 29.1, z)
     bounds = get_tms("WebMercatorQuad").bounds(z, y, x)
     want = np.zeros((256, 256), "uint8")
     covered = np.zeros((256, 256), "uint8")

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
-from conftest import SAMPLE, LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, SAMPLE, create_database, drop_database, settings_for, tile_xy
 from editing_common import FAST, layer_state, make_editing_keys, q
 
 
@@ -64,13 +64,11 @@ def srv(img):
 
 def _tile(settings, layer: str, z: int) -> str:
     """``z/x/y`` of the Web Mercator tile holding the first current row of ``layer``."""
-    import math
 
     lon, lat = q(settings, f"SELECT ST_X(c), ST_Y(c) FROM (SELECT ST_PointOnSurface(geom) c FROM data.{layer} "
                            "WHERE _vto IS NULL ORDER BY _key LIMIT 1) p")[0]
-    n = 2 ** z
-    y = (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n
-    return f"{z}/{int((lon + 180) / 360 * n)}/{int(y)}"
+    x, y = tile_xy(lon, lat, z)
+    return f"{z}/{x}/{y}"
 
 
 def _h(tokens, label):

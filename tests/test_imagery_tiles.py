@@ -5,23 +5,17 @@ a polygon equal numpy on the same pixels, and bad requests are refused naming th
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 import rasterio
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from rasterio.io import MemoryFile
 from test_imagery import LANDSAT_BANDS, SCENE
 
 from geobase.imagery.ingest import add_image
 
 LON, LAT = -34.87, -7.96  # inside the scene (Olinda)
-
-
-def _tile(z: int, lon: float, lat: float) -> tuple[int, int]:
-    n = 2 ** z
-    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def _expected(z: int, x: int, y: int, bands: list[int]) -> tuple[np.ndarray, np.
 
 def test_a_tile_equals_rasterio_reading_the_same_window(img_server):
     z = 13
-    x, y = _tile(z, LON, LAT)
+    x, y = tile_xy(LON, LAT, z)
     with img_server.client() as c:
         raw = c.get(f"/imagery/landsat/tiles/WebMercatorQuad/{z}/{x}/{y}.tif", params={"bands": "b3,b2,b1"})
         png = c.get(f"/imagery/landsat/tiles/WebMercatorQuad/{z}/{x}/{y}.png", params={"bands": "b3,b2,b1"})
@@ -84,10 +78,10 @@ def test_outside_the_mosaic_is_an_empty_tile_and_cgcs2000_grid_works(img_server)
         assert c.get("/imagery/landsat/tiles/WebMercatorQuad/13/0/0.png").status_code == 204
         r = c.get("/imagery/landsat/tiles/CGCS2000Quad/12/{0}/{1}.png".format(*_cgcs_tile(12)))
         assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
-        r = c.get("/imagery/landsat/tiles/WebMercatorQuad/13/{}/{}.png".format(*_tile(13, LON, LAT)),
+        r = c.get("/imagery/landsat/tiles/WebMercatorQuad/13/{}/{}.png".format(*tile_xy(LON, LAT, 13)),
                   params={"expression": "(b4-b3)/(b4+b3)", "rescale": "-1,1", "colormap_name": "rdylgn"})
         assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
-        later = c.get("/imagery/landsat/tiles/WebMercatorQuad/13/{}/{}.png".format(*_tile(13, LON, LAT)),
+        later = c.get("/imagery/landsat/tiles/WebMercatorQuad/13/{}/{}.png".format(*tile_xy(LON, LAT, 13)),
                       params={"datetime": "2010-01-01/.."})
         assert later.status_code == 204  # no scene in that range
 
@@ -157,7 +151,7 @@ def test_ndvi_statistics_of_a_polygon_equal_numpy_on_the_same_pixels(img_server)
     ("/imagery/landsat/point/-34.87,-7.96", {"expression": "b1;import"}, "expression"),
 ])
 def test_refusals_name_the_parameter(img_server, url, params, parameter):
-    x, y = _tile(13, LON, LAT)
+    x, y = tile_xy(LON, LAT, 13)
     with img_server.client() as c:
         r = c.get(url.format(x=x, y=y), params=params)
     assert r.status_code == 400, (url, params, r.status_code, r.text[:300])

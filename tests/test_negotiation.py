@@ -3,11 +3,11 @@ enumerating every GET route the app mounts against the real county server (issue
 
 from __future__ import annotations
 
-import math
 import re
 
 import httpx
 import pytest
+from conftest import tile_xy
 from geobase.api import negotiation
 from geobase.api.app import create_app
 from geobase.api.negotiation import OFFERS, Offer, best
@@ -68,9 +68,7 @@ def samples(county_server) -> dict[str, str]:
         fid = c.get("/collections/land_use/items", params={"limit": 1}).json()["features"][0]["id"]
         ext = c.get("/collections/land_use").json()["extent"]["spatial"]["bbox"][0]
         lon, lat = (ext[0] + ext[2]) / 2, (ext[1] + ext[3]) / 2
-        n = 2 ** 13  # WebMercatorQuad tile of the county's centre at zoom 13
-        col = int((lon + 180) / 360 * n)
-        row = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+        col, row = tile_xy(lon, lat, 13)
     return {"collectionId": "land_use", "collection_id": "dem", "featureId": str(fid),
             "tileMatrixSetId": "WebMercatorQuad", "tileMatrix": "13", "tileRow": str(row), "tileCol": str(col),
             "z": "13", "x": str(col), "y": str(row), "layers": "land_use", "layer": "dem", "style": "hillshade",

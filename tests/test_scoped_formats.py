@@ -14,8 +14,8 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
-from test_scoped_keys import ENV, _tile
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
+from test_scoped_keys import ENV
 
 VIEWS = ["json", "html", "mvt", "png", "geotiff"]
 
@@ -72,7 +72,7 @@ def test_items_pages_and_files(keyed):
 
 def test_vector_tiles_also_cached(keyed):
     srv, csv_key, views, _, (lon, lat) = keyed
-    x, y = _tile(lon, lat, 13)
+    x, y = tile_xy(lon, lat, 13)
     paths = [f"/tiles/forest/13/{x}/{y}.mvt", f"/collections/forest/tiles/WebMercatorQuad/13/{y}/{x}",
              f"/map/tiles/WebMercatorQuad/13/{y}/{x}"]
     with srv.client(headers={"Accept-Encoding": "gzip"}) as c:
@@ -87,7 +87,7 @@ def test_vector_tiles_also_cached(keyed):
 
 def test_picture_tiles_feature_info_and_coverage(keyed):
     srv, csv_key, views, _, (lon, lat) = keyed
-    x, y = _tile(lon, lat, 12)
+    x, y = tile_xy(lon, lat, 12)
     with srv.client() as c:
         for path in (f"/wmts/1.0.0/forest/default/WebMercatorQuad/12/{y}/{x}.png",
                      f"/wmts/1.0.0/forest/default/WebMercatorQuad/12/{y}/{x}/128/128.json",

@@ -6,22 +6,16 @@ is 403, and analyses do not take the layer (their results would reach outside th
 
 from __future__ import annotations
 
-import math
 import uuid
 
 import mapbox_vector_tile
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 
 ENV = {"GEOBASE_KEY_CACHE_S": "0", "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "10000",
        "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "10000", "GEOBASE_RATE_LIMIT_PER_S": "10000",
        "GEOBASE_RATE_LIMIT_BURST": "10000"}
-
-
-def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +82,14 @@ def test_tiles_outside_the_box_are_empty(scoped):
         far = next(f for f in allf if shape(f["geometry"]).bounds[0] > box[2] + 0.01
                    and shape(f["geometry"]).bounds[1] > box[3] + 0.01)
         p = shape(far["geometry"]).representative_point()
-        x, y = _tile(p.x, p.y, 14)
+        x, y = tile_xy(p.x, p.y, 14)
         theirs = c.get(f"/tiles/forest/14/{x}/{y}.mvt", headers=steward)
         assert theirs.status_code == 200 and mapbox_vector_tile.decode(theirs.content)["forest"]["features"]
         r = c.get(f"/tiles/forest/14/{x}/{y}.mvt", headers=key)
         assert r.status_code in (200, 204) and not r.content
         inside = c.get("/collections/forest/items", headers=key, params={"limit": 1}).json()["features"][0]
         q = shape(inside["geometry"]).representative_point()
-        x, y = _tile(q.x, q.y, 14)
+        x, y = tile_xy(q.x, q.y, 14)
         assert mapbox_vector_tile.decode(c.get(f"/tiles/forest/14/{x}/{y}.mvt", headers=key).content)["forest"]
 
 

@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import REPO, LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, REPO, create_database, drop_database, settings_for, tile_xy
 from test_security_common import (EXPECTED_VISIBLE, FEATURE_KEY, MASKED_FROM_PUBLIC, SHARING, expected_for,
                                   headers_for, make_keys, seed, unique_name)
 
@@ -416,14 +416,6 @@ def test_cli_departments_keys_share_and_audit(sec):
 
 # --- composite tiles and the tile cache ---------------------------------------------------------
 
-def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
-    import math
-
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
-
 
 def _mvt_layers(content: bytes) -> dict:
     import gzip
@@ -442,7 +434,7 @@ COMPOSITE_TILES = ["/map/tiles/WebMercatorQuad/{z}/{y}/{x}",
 @pytest.mark.parametrize("template", COMPOSITE_TILES)
 def test_composite_tiles_omit_hidden_layers_and_cache_never_leaks(sec, template):
     srv, tokens, _ = sec
-    x, y = _tile_of(112.905, 28.105, 12)
+    x, y = tile_xy(112.905, 28.105, 12)
     path = template.format(z=12, x=x, y=y)
     if _get(srv, path, "admin", tokens).status_code in (404, 405):
         pytest.fail(f"{template} is gone (404/405): the tile route this test covers must exist")
@@ -553,7 +545,7 @@ def test_feature_reads_and_composite_tiles_are_audited_with_counts(sec):
     srv, tokens, settings = sec
     key_id = tokens["water_resources:viewer"].split("_")[1]
     h = headers_for("water_resources:viewer", tokens)
-    x, y = _tile_of(112.905, 28.105, 12)
+    x, y = tile_xy(112.905, 28.105, 12)
     start = _db_now(settings)
     with srv.client() as c:
         r = c.get("/collections/rivers/items?limit=5", headers=h)

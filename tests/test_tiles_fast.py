@@ -9,13 +9,12 @@ an impossible tile. Audit rows and a sharing change are checked on the fast serv
 
 from __future__ import annotations
 
-import math
 import time
 
 import psycopg
 import pytest
 
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from test_security_common import headers_for, make_keys, seed, unique_name
 
 Z = 14
@@ -28,14 +27,8 @@ def _mvt_layers(content: bytes) -> dict:
     return mapbox_vector_tile.decode(content) if content else {}
 
 
-def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2 ** z
-    x = int((lon + 180) / 360 * n)
-    y = int((1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2 * n)
-    return x, y
 
-
-X, Y = _tile_of(112.905, 28.105, Z)
+X, Y = tile_xy(112.905, 28.105, Z)
 
 
 @pytest.fixture(scope="module")

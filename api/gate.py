@@ -171,6 +171,9 @@ class Admission:
         sem = self.limits.semaphore(cls)
         if sem is None:
             return None, None
+        if not sem.locked():  # a slot free: taken at once (wait_for would run a task for it)
+            await sem.acquire()
+            return sem, None
         try:
             await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
         except asyncio.TimeoutError:

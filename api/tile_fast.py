@@ -1,13 +1,15 @@
-"""The fast path of cached XYZ vector tiles, in front of FastAPI: ``GeobaseApp`` (api/app.py)
-asks it first, before any middleware of the stack, and it answers
-``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]`` when the tile is certainly a cache hit (or a 304)
-for this caller; every other request goes on to FastAPI, untouched.
+"""The fast path of XYZ vector tiles, in front of FastAPI: ``GeobaseApp`` (api/app.py) asks it
+first, before any middleware of the stack, and it answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]``
+for a caller who may see the layers: a cache hit or a 304 here, a miss rendered by
+:mod:`geobase.api.tile_cold` (the routers' ``tile_for``); every other request goes on to FastAPI,
+untouched.
 
 Why: a map asks for dozens of tiles per view, nearly all cached. Through FastAPI a hit spent
 most of its time in routing, dependency resolution, the generic middlewares and one catalog
 query of its own; here it costs a regular expression, the gate's admission, the access decision
 and a dictionary look-up, and one catalog query serves every tile request in flight
-(:mod:`geobase.tiles.fresh`).
+(:mod:`geobase.tiles.fresh`). A miss paid the same fixed cost around its statement: at z15-z16
+and for an empty tile as much as the statement itself (issue #15).
 
 What stays exactly as on the ordinary path:
   * the gate's admission, shared with it (:class:`geobase.api.gate.Admission`: one key
@@ -16,21 +18,27 @@ What stays exactly as on the ordinary path:
     answer's body is sent, as the gate does. A request that declares a body (Content-Length,
     Transfer-Encoding) is left to the gate (its body limit, 413). A request admitted here and
     then left to the routers is marked (:data:`geobase.api.gate.ADMITTED`), so the gate neither
-    takes a second token nor resolves the key again. The tile concurrency bound is not taken by
-    a cached answer (it bounds renders; the fast path renders nothing and its one catalog read is
-    shared); a request it does not answer takes a slot in the gate as before;
+    takes a second token nor resolves the key again. The tile concurrency bound is taken by a
+    render only (:meth:`~geobase.api.gate.Admission.take_slot`, the gate's: its 503 when full),
+    not by a cached answer, whose one catalog read is shared;
   * the caller-dependent ``Vary``/``Cache-Control`` are the gate's rule too (its
-    ``caller_dependent_headers``, applied here once per combination);
+    ``caller_dependent_headers``);
   * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
-    decides with :mod:`geobase.security` (``can_see``, the view signature of masked
-    attributes, desensitisation, a key's box) from states read after the request arrived, and
-    notes the layers read for the audit as the ordinary path does;
-  * the answer: the same status, body and headers (tests/test_tiles_fast.py compares the two).
+    (a hit) and :func:`geobase.tiles.service.tile_for` (a miss) decide with
+    :mod:`geobase.security` (``can_see``, the view signature of masked attributes,
+    desensitisation, a key's box, grades) from states read after the request arrived, and note
+    the layers read for the audit as the ordinary path does;
+  * the answer: the same status, body and headers (tests/test_tiles_fast.py compares hits,
+    tests/test_tile_fast_cold.py misses). A gzip tile, a 204 and a 304 pass the stack's own
+    middlewares unchanged, so their head is written here; any other answer (a tile for a client
+    without gzip, an error of a render) is sent through those middlewares
+    (:meth:`geobase.api.tile_cold.ColdTiles.send`).
 
 It answers nothing it is not sure of: any other path, method (HEAD included), query parameter or
-value, an ``Accept`` the tile is not offered for, a client that does not accept gzip, a layer the
-caller may not see, a miss, a database error, an error of its own — all go on to FastAPI, which
-renders, refuses (400 naming the parameter, 404, 406) and audits as always.
+value (``division``, ``version``, ``datetime``, ``tms``), an ``Accept`` the tile is not offered
+for, a layer the caller may not see (judged on the states read last, then on fresh ones), a
+tile outside the matrix, a server with read replicas, an error of its own — all go on to
+FastAPI, which renders, refuses (400 naming the parameter, 404, 406) and audits as always.
 ``GEOBASE_TILE_FAST_PATH=false`` switches it off.
 """
 

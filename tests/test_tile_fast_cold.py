@@ -20,7 +20,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from conftest import LiveServer, create_database, drop_database, settings_for
 from test_security_common import headers_for, make_keys, seed, unique_name
 from test_tiles_fast import X, Y, Z, _audit, _mvt_layers, _tile_of

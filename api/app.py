@@ -83,7 +83,7 @@ def install_gate(app: FastAPI) -> None:
                           audit_writer=writer)
     app.add_middleware(GateMiddleware, settings=app.state.settings, resolver=resolver,
                        pool_getter=lambda: app.state.pool, audit_writer=writer, admission=admission)
-    install_tile_fast_path(app, admission)  # cached tiles answered before FastAPI (api/tile_fast.py)
+    install_tile_fast_path(app, admission)  # tiles answered before FastAPI (api/tile_fast.py)
 
 
 def require_security(app: FastAPI) -> None:
@@ -183,12 +183,12 @@ async def lifespan(app: FastAPI):
 
 
 class GeobaseApp(FastAPI):
-    """FastAPI, with cached vector tiles answered before its middleware stack: the tile fast
-    path (``app.state.tile_fast_path``, :mod:`geobase.api.tile_fast`) is asked first and
-    admits with the request gate's own :class:`~geobase.api.gate.Admission`; whatever it does
-    not answer goes through the stack unchanged. In front of HEAD handling, ServerError and
-    FastAPI's own layers, a cached tile costs what the checks cost, not what the stack does
-    (bench/bench_tiles.py, issue #15)."""
+    """FastAPI, with XYZ vector tiles (cached or rendered) answered before its middleware stack:
+    the tile fast path (``app.state.tile_fast_path``, :mod:`geobase.api.tile_fast`) is asked
+    first and admits with the request gate's own :class:`~geobase.api.gate.Admission`; whatever
+    it does not answer goes through the stack unchanged. In front of HEAD handling, ServerError
+    and FastAPI's own layers, a tile costs what the checks (and its statement) cost, not what
+    the stack does (bench/bench_tiles.py, issue #15)."""
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":

@@ -17,7 +17,7 @@ core's (:mod:`geobase.limits`); this module only speaks ASGI. It is a plain ASGI
 BaseHTTPMiddleware) so streamed responses stay streamed. :func:`get_principal` is the FastAPI
 dependency through which every route learns who calls.
 
-Steps 1-2 and the audit writing are :class:`Admission`, which the tile fast path shares
+Steps 1-2, the bound of step 4 and the audit writing are :class:`Admission`, which the tile fast path shares
 (``api/tile_fast.py``: cached tiles answered before FastAPI's stack, ``api/app.py``
 ``GeobaseApp``): the same buckets, key resolver and audit writer for every request. A request it
 admitted and then leaves to the routers is marked :data:`ADMITTED` and not admitted again.
@@ -164,6 +164,22 @@ class Admission:
         """Take the caller's token (429 when its bucket is empty)."""
         return policy.rate_refusal(policy.rate_wait(self.limits, principal, req.ip))
 
+    async def take_slot(self, cls: str) -> tuple[asyncio.Semaphore | None, GeobaseError | None]:
+        """Step 4, the concurrency bound of the request class (tile renders, exports): (the
+        semaphore taken — the caller releases it when done —, None), (None, None) for a class
+        without a bound, or (None, the 503) after waiting ``GEOBASE_POOL_TIMEOUT_S`` in vain."""
+        sem = self.limits.semaphore(cls)
+        if sem is None:
+            return None, None
+        if not sem.locked():  # a slot free: taken at once (wait_for would run a task for it)
+            await sem.acquire()
+            return sem, None
+        try:
+            await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
+        except asyncio.TimeoutError:
+            return None, ServiceUnavailable(f"too many {cls} requests at once; retry shortly", retry_after=2)
+        return sem, None
+
     async def write_audit(self, ctx: audit.AuditContext, status: int, duration_ms: float,
                           wait: bool = False) -> None:
         if self.audit_writer is not None:
@@ -213,13 +229,9 @@ class GateMiddleware:
         refusal = refusal or policy.content_length_refusal(req.headers.get("content-length"), max_body)
         if refusal is not None:
             return await _send_error(send, refusal)
-        sem = self.limits.semaphore(cls)
-        if sem is not None:
-            try:
-                await asyncio.wait_for(sem.acquire(), timeout=self.settings.pool_timeout_s)
-            except asyncio.TimeoutError:
-                return await _send_error(send, ServiceUnavailable(
-                    f"too many {cls} requests at once; retry shortly", retry_after=2))
+        sem, refusal = await self.admission.take_slot(cls)
+        if refusal is not None:
+            return await _send_error(send, refusal)
         await self._pass(req, principal, max_body, sem, receive, send)
 
     async def _pass(self, req: _Request, principal: Principal, max_body: int, sem: asyncio.Semaphore | None,

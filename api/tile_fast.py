@@ -1,13 +1,15 @@
-"""The fast path of cached XYZ vector tiles, in front of FastAPI: ``GeobaseApp`` (api/app.py)
-asks it first, before any middleware of the stack, and it answers
-``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]`` when the tile is certainly a cache hit (or a 304)
-for this caller; every other request goes on to FastAPI, untouched.
+"""The fast path of XYZ vector tiles, in front of FastAPI: ``GeobaseApp`` (api/app.py) asks it
+first, before any middleware of the stack, and it answers ``GET /tiles/{layers}/{z}/{x}/{y}.mvt[?v=…]``
+for a caller who may see the layers: a cache hit or a 304 here, a miss rendered by
+:mod:`geobase.api.tile_cold` (the routers' ``tile_for``); every other request goes on to FastAPI,
+untouched.
 
 Why: a map asks for dozens of tiles per view, nearly all cached. Through FastAPI a hit spent
 most of its time in routing, dependency resolution, the generic middlewares and one catalog
 query of its own; here it costs a regular expression, the gate's admission, the access decision
 and a dictionary look-up, and one catalog query serves every tile request in flight
-(:mod:`geobase.tiles.fresh`).
+(:mod:`geobase.tiles.fresh`). A miss paid the same fixed cost around its statement: at z15-z16
+and for an empty tile as much as the statement itself (issue #15).
 
 What stays exactly as on the ordinary path:
   * the gate's admission, shared with it (:class:`geobase.api.gate.Admission`: one key
@@ -16,21 +18,27 @@ What stays exactly as on the ordinary path:
     answer's body is sent, as the gate does. A request that declares a body (Content-Length,
     Transfer-Encoding) is left to the gate (its body limit, 413). A request admitted here and
     then left to the routers is marked (:data:`geobase.api.gate.ADMITTED`), so the gate neither
-    takes a second token nor resolves the key again. The tile concurrency bound is not taken by
-    a cached answer (it bounds renders; the fast path renders nothing and its one catalog read is
-    shared); a request it does not answer takes a slot in the gate as before;
+    takes a second token nor resolves the key again. The tile concurrency bound is taken by a
+    render only (:meth:`~geobase.api.gate.Admission.take_slot`, the gate's: its 503 when full),
+    not by a cached answer, whose one catalog read is shared;
   * the caller-dependent ``Vary``/``Cache-Control`` are the gate's rule too (its
-    ``caller_dependent_headers``, applied here once per combination);
+    ``caller_dependent_headers``);
   * who may see which layer and which attributes: :func:`geobase.tiles.service.cached_tile`
-    decides with :mod:`geobase.security` (``can_see``, the view signature of masked
-    attributes, desensitisation, a key's box) from states read after the request arrived, and
-    notes the layers read for the audit as the ordinary path does;
-  * the answer: the same status, body and headers (tests/test_tiles_fast.py compares the two).
+    (a hit) and :func:`geobase.tiles.service.tile_for` (a miss) decide with
+    :mod:`geobase.security` (``can_see``, the view signature of masked attributes,
+    desensitisation, a key's box, grades) from states read after the request arrived, and note
+    the layers read for the audit as the ordinary path does;
+  * the answer: the same status, body and headers (tests/test_tiles_fast.py compares hits,
+    tests/test_tile_fast_cold.py misses). A gzip tile, a 204 and a 304 pass the stack's own
+    middlewares unchanged, so their head is written here; any other answer (a tile for a client
+    without gzip, an error of a render) is sent through those middlewares
+    (:meth:`geobase.api.tile_cold.ColdTiles.send`).
 
 It answers nothing it is not sure of: any other path, method (HEAD included), query parameter or
-value, an ``Accept`` the tile is not offered for, a client that does not accept gzip, a layer the
-caller may not see, a miss, a database error, an error of its own — all go on to FastAPI, which
-renders, refuses (400 naming the parameter, 404, 406) and audits as always.
+value (``division``, ``version``, ``datetime``, ``tms``), an ``Accept`` the tile is not offered
+for, a layer the caller may not see (judged on the states read last, then on fresh ones), a
+tile outside the matrix, a server with read replicas, an error of its own — all go on to
+FastAPI, which renders, refuses (400 naming the parameter, 404, 406) and audits as always.
 ``GEOBASE_TILE_FAST_PATH=false`` switches it off.
 """
 
@@ -45,6 +53,7 @@ from geobase import audit
 from geobase import limits as policy
 from geobase.api.gate import ADMITTED, Admission, _send_error, caller_dependent_headers
 from geobase.api.negotiation import TILE, best
+from geobase.api.tile_cold import ColdTiles, SlotRefused
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
 from geobase.security import reads_format
@@ -64,7 +73,8 @@ log = logging.getLogger("geobase.api")
 def install_tile_fast_path(app, admission: Admission) -> None:
     """``app.state.tile_fast_path``, asked first by ``GeobaseApp`` (api/app.py), admitting with
     the gate's own ``admission``; None when ``GEOBASE_TILE_FAST_PATH`` is false."""
-    app.state.tile_fast_path = TileFastPath(app.state, admission) if app.state.settings.tile_fast_path else None
+    app.state.tile_fast_path = (TileFastPath(app.state, admission, ColdTiles(app, admission))
+                                if app.state.settings.tile_fast_path else None)
 
 
 @lru_cache(maxsize=256)
@@ -86,10 +96,11 @@ def _first_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 class TileFastPath:
     """See the module docstring."""
 
-    def __init__(self, state, admission: Admission):
+    def __init__(self, state, admission: Admission, cold: ColdTiles):
         self.state = state  # the app's state: registry, tile cache, pool (opened by the lifespan)
         self.admission = admission
-        #: (etag, status, Cache-Control, keyed, body length) -> the answer's head (prepared once)
+        self.cold = cold  # renders a miss (api/tile_cold.py)
+        #: (etag, Cache-Control, keyed, body length, cached) -> the answer's head (prepared once)
         self._heads: dict[tuple, list[tuple[bytes, bytes]]] = {}
         self._feed: StatesFeed | None = None
         self._rows: list | None = None  # the rows of the last states read, and their states
@@ -123,8 +134,8 @@ class TileFastPath:
             return view
 
     async def __call__(self, scope, receive, send) -> bool:
-        """Answer the request if it is a certain cache hit or 304 (True), or refuse it as the gate
-        would (401, 429: True); False: not answered, FastAPI takes it."""
+        """Answer the request (True): a cache hit, a 304, a rendered miss, or a refusal as the gate
+        would answer it (401, 429, 503); False: not answered, FastAPI takes it."""
         if scope["method"] != "GET" or not scope["path"].startswith("/tiles/"):
             return False
         m = PATH_RE.fullmatch(scope["path"])
@@ -132,12 +143,8 @@ class TileFastPath:
         if m is None or q is None:
             return False
         headers = _first_headers(scope["headers"])
-        encoding = headers.get("accept-encoding")
-        if ("content-length" in headers or "transfer-encoding" in headers or encoding is None
-                or "gzip" not in encoding or not _offers_mvt(headers.get("accept"))):
-            # a body is the gate's to limit; 406 is FastAPI's to answer; a client without gzip
-            # (rare: every browser has it) gets the decompressed tile there
-            return False
+        if "content-length" in headers or "transfer-encoding" in headers or not _offers_mvt(headers.get("accept")):
+            return False  # a body is the gate's to limit; 406 is FastAPI's to answer
         admission = self.admission
         req = admission.arrive(scope, headers)
         principal = await admission.authenticate(req, send)
@@ -150,7 +157,10 @@ class TileFastPath:
         scope[ADMITTED] = (req, principal)  # the gate takes no second token if the routers answer
         token = audit.begin(req.ctx)
         try:
-            answer = await self._answer(m, q, principal, headers, encoding)
+            answer = await self._answer(scope, receive, m, q, principal, headers)
+        except SlotRefused as exc:  # the render bound is full: the gate's 503, unaudited as there
+            await _send_error(send, exc.refusal)
+            return True
         except Exception:  # never an error of its own: the ordinary path answers instead
             log.exception("tile fast path failed on %s; answered by the routers", scope["path"])
             answer = None
@@ -158,18 +168,29 @@ class TileFastPath:
             audit.end(token)
         if answer is None:
             return False
-        status, head, body = answer
-        timing = (b"server-timing", b"tile;dur=%.2f;desc=fast" % req.elapsed_ms())
-        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
-        # as the gate: the audit row is committed before the reply's last bytes are sent
-        if policy.audit_decision(req.ctx, req.path, status):
-            await admission.write_audit(req.ctx, status, req.elapsed_ms(), wait=True)
-        await send({"type": "http.response.body", "body": body})
+        await self._send(scope, receive, send, req, principal, answer)
         return True
 
-    async def _answer(self, m: re.Match, q: re.Match, principal: Principal, headers: dict[str, str],
-                      encoding: str) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """(status, headers, body) of a certain hit or 304; None to let FastAPI answer."""
+    async def _send(self, scope, receive, send, req, principal: Principal, answer: tuple) -> None:
+        """Send the answer; as the gate, the audit row is committed before the reply's last bytes."""
+        status, head, body, final = answer
+        timing = (b"server-timing", b"tile;dur=%.2f;desc=fast" % req.elapsed_ms())
+
+        async def audited(status: int) -> None:
+            if policy.audit_decision(req.ctx, req.path, status):
+                await self.admission.write_audit(req.ctx, status, req.elapsed_ms(), wait=True)
+
+        if not final:  # a route's headers, and a body the stack may still encode
+            await self.cold.send(scope, receive, send, (status, head, body), not principal.is_public, timing, audited)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
+        await audited(status)
+        await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope, receive, m: re.Match, q: re.Match, principal: Principal,
+                      headers: dict[str, str]) -> tuple | None:
+        """(status, headers, body, final) of a hit, a 304 or a rendered miss (``final``: the
+        headers as sent, else a route's, see :meth:`_send`); None to let FastAPI answer."""
         if not reads_format(principal, "mvt"):
             return None  # a key not granted vector tiles: FastAPI refuses it (403)
         state = self.state
@@ -177,19 +198,23 @@ class TileFastPath:
         if registry is None or cache is None or getattr(state, "pool", None) is None:
             return None
         inm = headers.get("if-none-match")
-        layers, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        tile = (m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        layers, z, x, y = tile
+        v = q.group(1).decode() if q.group(1) else None
+        encoding = headers.get("accept-encoding") or ""
         guess, probe = self._states, None
         if guess is not None:
-            # with the states read last as a guess: a probable miss or refusal goes on at once,
-            # without waiting for a read of its own (the ordinary path reads and renders in one)
+            # with the states read last as a guess: a probable refusal goes on at once, and a
+            # probable miss is rendered at once (tile_for reads the states with the tile)
             view = self._view(registry, principal, guess, layers)
-            probe = None if view is None else cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD,
-                                                          z, y, x, inm, note=False)
-            if probe is None:
-                # the guess may be what is stale (a layer visible again, a new version cached by
-                # the routers): read again in the background, so that it does not stay so
+            if view is None:
+                # the guess may be what is stale (a layer visible again): read again in the
+                # background, so that it does not stay so
                 self._states_feed(state).prefetch()
                 return None
+            probe = cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD, z, y, x, inm, note=False)
+            if probe is None:
+                return await self._cold(scope, receive, principal, tile, inm, v, encoding)
         try:
             states = await self._states_feed(state).states()
         except Exception:
@@ -208,47 +233,60 @@ class TileFastPath:
                 return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
             result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
             if result is None:
-                return None
-        v = q.group(1).decode() if q.group(1) else None
+                return await self._cold(scope, receive, principal, tile, inm, v, encoding)
         return self._head(result, principal, v, encoding)
 
-    def _head(self, result: TileResult, principal: Principal, v: str | None, encoding: str
-              ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The answer of ``result``: its head built once per tile and kind of answer (the bytes
-        of every header but Server-Timing depend only on the key below)."""
+    async def _cold(self, scope, receive, principal: Principal, tile: tuple[str, int, int, int], inm: str | None,
+                    v: str | None, encoding: str) -> tuple | None:
+        """A miss, rendered as the routers render it (:class:`~geobase.api.tile_cold.ColdTiles`)."""
+        state = self.state
+        layers, z, x, y = tile
+        if not self.cold.renders(state, z, x, y):
+            self._states_feed(state).prefetch()
+            return None
+        try:
+            result = await self.cold.render(state, principal, layers, z, x, y, inm)
+        except SlotRefused:
+            raise
+        except Exception as exc:
+            error = await self.cold.error(scope, receive, exc)
+            if error is None:
+                raise  # no handler of the app's for it: the routers meet it again
+            self._states_feed(state).prefetch()  # e.g. a layer hidden since the guess
+            return (*error, False)
+        fresh = state.tile_states_hint.states  # read with the tile
+        if fresh is not self._states and fresh != self._states:
+            self._states_feed(state).prefetch()  # the guess is behind: read again, so it does not stay so
+        return self._head(result, principal, v, encoding)
+
+    def _head(self, result: TileResult, principal: Principal, v: str | None, encoding: str) -> tuple:
+        """The answer of ``result`` (see :meth:`_answer`): a cached tile's head is built once per
+        tile and kind of answer (the bytes of every header but Server-Timing depend only on the
+        key below); a tile for a client without gzip goes out as a route's answer, through the
+        stack's own middlewares (:meth:`ColdTiles.send`)."""
         cc = cache_control(principal, v, result.tag)
         keyed = not principal.is_public
         body_len = -1 if result.not_modified else len(result.body)
         key = (result.etag, cc, keyed, body_len, result.cached)
-        head = self._heads.get(key)
+        head = self._heads.get(key) if "gzip" in encoding else None
         if head is not None:
-            return (304 if result.not_modified else 204 if not body_len else 200), head, result.body
+            return (304 if result.not_modified else 204 if not body_len else 200), head, result.body, True
         status, fields, body, media = tile_answer(result, principal, v, encoding)
-        vary, cc = fields.pop("Vary"), fields.pop("Cache-Control")
         head = [(k.lower().encode("latin-1"), val.encode("latin-1")) for k, val in fields.items()]
         if status not in (204, 304):  # as Starlette's Response writes them
             head.append((b"content-length", str(len(body)).encode()))
         if media is not None:
             head.append((b"content-type", media.encode()))
+        if status == 200 and "Content-Encoding" not in fields:
+            return status, head, body, False
         # the caller-dependent headers as the gate writes them for a route that consulted the
-        # principal (CALLER_DEPENDENT), computed by the gate's own function once per combination
-        head += caller_headers(vary, cc, keyed)
-        if len(self._heads) > 4096:  # (a few hundred bytes each)
-            self._heads.clear()
-        self._heads[key] = head
-        return status, head, body
-
-
-@lru_cache(maxsize=64)
-def caller_headers(vary: str, cache_control: str, keyed: bool) -> tuple[tuple[bytes, bytes], ...]:
-    """``Vary`` and ``Cache-Control`` of a tile answer as :func:`caller_dependent_headers` turns
-    them for the gate (key headers in ``Vary``, ``private`` for a keyed caller), last in the list
-    as there. The fast path writes them itself instead of marking the scope
-    ``CALLER_DEPENDENT`` for the gate to rewrite every answer's header list: the same rule, the
-    same bytes (tests/test_tiles_fast.py compares the paths), once per combination — there are a
-    handful (public/private, revalidated/immutable)."""
-    return tuple(caller_dependent_headers([(b"vary", vary.encode("latin-1")),
-                                           (b"cache-control", cache_control.encode("latin-1"))], keyed))
+        # principal (CALLER_DEPENDENT), by the gate's own function
+        head = caller_dependent_headers(head, keyed)
+        if result.cached and "gzip" in encoding:  # (a miss's head serves once: not kept)
+            if len(self._heads) > 4096:  # (a few hundred bytes each)
+                self._heads.clear()
+            self._heads[key] = head
+        return status, head, body, True
 
 
 def cache_control(principal: Principal, v: str | None, tag: str | None) -> str:

@@ -16,8 +16,8 @@ class TileSettings(BaseModel):
     tile_cache_max_bytes: int = Field(
         ge=0, default=2 * 1024**3, description="Size bound of the tile cache under data_dir/tiles (bytes, LRU); 0 disables it."
     )
-    tile_fast_path: bool = Field(default=True, description="Answer cached XYZ vector tiles before FastAPI "
-                                 "(same access checks, audit and answers; false: every tile through the routers).")
+    tile_fast_path: bool = Field(default=True, description="Answer XYZ vector tiles before FastAPI, cached ones "
+                                 "and misses (same access checks, audit and answers; false: every tile through the routers).")
     tile_states_max_age_ms: int = Field(
         ge=0, le=60_000, default=0, description="How old the layer states (sharing, grades, versions) a cached tile "
         "is answered from may be (ms): 0, every cached tile waits for a catalog read that started after it arrived "

@@ -6,10 +6,10 @@ ingest is visible on the very next request, no restart, no notification needed);
 cache is looked up under the key built from those versions; on a miss one statement renders
 the tile and returns the versions it read, under which the tile is stored. A tile that is
 probably not cached is rendered in the same round trip as the states query
-(:class:`StatesHint`, :func:`tile_for`). A cached tile is answered by :func:`cached_tile` from
-states shared by the requests in flight (:mod:`geobase.tiles.fresh`) and the caller's
-:class:`TileView` of them, before FastAPI (:mod:`geobase.api.tile_fast`); anything it is not
-sure of takes the path above."""
+(:class:`StatesHint`, :func:`tile_for`). Before FastAPI (:mod:`geobase.api.tile_fast`), a
+cached tile is answered by :func:`cached_tile` from states shared by the requests in flight
+(:mod:`geobase.tiles.fresh`) and the caller's :class:`TileView` of them, and a miss by
+:func:`tile_for` itself (:mod:`geobase.api.tile_cold`), as the routers answer it."""
 
 from __future__ import annotations
 

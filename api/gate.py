@@ -307,8 +307,12 @@ def caller_dependent_headers(headers: list[tuple[bytes, bytes]], keyed: bool) ->
     cache: list[bytes] = []
     for k, v in headers:
         lk = k.lower()
-        if lk == b"vary":
-            vary += [p.strip() for p in v.split(b",") if p.strip()]
+        if lk == b"vary":  # each name once (GZip adds Accept-Encoding to a streamed answer's own)
+            seen = {p.lower() for p in vary}
+            for p in (p.strip() for p in v.split(b",")):
+                if p and p.lower() not in seen:
+                    vary.append(p)
+                    seen.add(p.lower())
         elif lk == b"cache-control":
             cache += [p.strip() for p in v.split(b",") if p.strip()]
         else:

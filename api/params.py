@@ -79,19 +79,29 @@ async def check_query_parameters(request: Request) -> None:
             raise _unknown_error(name, allowed, form)
 
 
-def install(app: FastAPI) -> None:
-    """Refuse query parameters on the app's own documentation routes (they take none)."""
-    paths = {p for p in (app.openapi_url, app.docs_url, app.redoc_url) if p}
+class _NoParamsOnDocs:
+    """Plain ASGI middleware (not ``BaseHTTPMiddleware``, which costs every request of the app a
+    task and a re-wrapped response): a query string on a documentation route is a 400."""
 
-    @app.middleware("http")
-    async def _no_params_on_docs(request: Request, call_next):
-        if request.url.path in paths and request.scope.get("query_string"):
-            pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    def __init__(self, app, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("query_string") and scope["path"] in self.paths:
+            pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             if pairs:
                 from geobase.api.errors import error_body
 
                 name = pairs[0][0]
-                return JSONResponse(error_body("InvalidParameterValue",
-                                               f"{name}: unknown query parameter for this endpoint (known: none)",
-                                               name), status_code=400)
-        return await call_next(request)
+                response = JSONResponse(error_body("InvalidParameterValue",
+                                                   f"{name}: unknown query parameter for this endpoint (known: none)",
+                                                   name), status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    """Refuse query parameters on the app's own documentation routes (they take none)."""
+    app.add_middleware(_NoParamsOnDocs, paths=frozenset(p for p in (app.openapi_url, app.docs_url, app.redoc_url) if p))

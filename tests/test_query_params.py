@@ -264,3 +264,14 @@ def test_results_of_a_job_that_refused_its_input_are_that_4xx(county_db):
             assert http.get(f"/jobs/{other}.{token}/results").status_code == 500  # our failure stays ours
     finally:
         srv.stop()
+
+
+def test_vary_names_each_header_once(county_server):
+    """An answer's Vary lists each request header once, whatever the client accepts (a
+    BaseHTTPMiddleware around GZip once made small JSON answers say Accept-Encoding twice)."""
+    with county_server.client() as http:
+        for url in ("/collections", "/collections/land_use/items?limit=1", "/collections/nosuch", "/api"):
+            for enc in ("identity", "gzip"):
+                r = http.get(url, headers={"Accept-Encoding": enc})
+                tokens = [t.strip().lower() for v in r.headers.get_list("vary") for t in v.split(",") if t.strip()]
+                assert len(tokens) == len(set(tokens)), (url, enc, r.headers.get_list("vary"))

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from test_security_common import headers_for, make_keys, seed, unique_name
-from test_tiles_fast import X, Y, Z, _audit, _mvt_layers, _tile_of
+from test_tiles_fast import X, Y, Z, _audit, _mvt_layers
 
 REPO = Path(__file__).resolve().parents[1]
 GZ = {"Accept-Encoding": "gzip"}
@@ -33,7 +33,7 @@ LIMITS = {"GEOBASE_RATE_LIMIT_PER_S": "10000", "GEOBASE_RATE_LIMIT_BURST": "1000
           "GEOBASE_KEY_CACHE_S": "1", "GEOBASE_TILE_CACHE_MAX_BYTES": "0"}
 MASK = "\ndesensitise:\n  open:\n    - {attribute: zldwmc, action: mask}\n"
 TILE = f"/tiles/land_use/{Z}/{X}/{Y}.mvt"
-X17, Y17 = _tile_of(112.905, 28.105, 17)
+X17, Y17 = tile_xy(112.905, 28.105, 17)
 EMPTY = f"/tiles/land_use/{Z}/{X + 40}/{Y}.mvt"  # far from the one seeded parcel
 
 

@@ -61,22 +61,23 @@ async def build(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionSt
     """Cut the zones of ``state`` with ``pieces_sql`` and keep the pieces, committed on a new
     connection (one build of a layer at a time; a build that finds the pieces kept meanwhile
     reads them). None when that connection sees another state of the layer (an ingest committed
-    in between) or may not write the tables: the caller cuts the zones on its own connection."""
+    in between), may not write the tables, or the build was stopped (its server process killed,
+    a timeout: nothing of it is committed): the caller cuts the zones on its own connection."""
     extra = {"password": conn.info.password} if conn.info.password else {}
     timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
     try:
-        async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra) as c2:
-            async with c2.transaction():
-                await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
-                await c2.execute("SELECT pg_advisory_xact_lock(hashtextextended('geobase subdivision ' || %s, 0))",
-                                 (spec.name,))
-                if await layer_states(c2, [spec]) != {spec.name: state}:
-                    return None
-                if (got := await kept(c2, state, vertices)) is not None:
-                    return got
-                return await _fill(c2, state, vertices, pieces_sql)
+        c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
+        async with c2, c2.transaction():
+            await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+            await c2.execute("SELECT pg_advisory_xact_lock(hashtextextended('geobase subdivision ' || %s, 0))",
+                             (spec.name,))
+            if await layer_states(c2, [spec]) != {spec.name: state}:
+                return None
+            if (got := await kept(c2, state, vertices)) is not None:
+                return got
+            return await _fill(c2, state, vertices, pieces_sql)
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable,
-            psycopg.errors.ReadOnlySqlTransaction):
+            psycopg.errors.ReadOnlySqlTransaction, psycopg.OperationalError):
         return None
 
 

@@ -52,8 +52,8 @@ async def kept(conn: psycopg.AsyncConnection, state: VersionState, vertices: int
                 return None
             cur = await conn.execute(READ_SQL, (row[0],))
             return as_arrays(await cur.fetchall())
-    except psycopg.errors.UndefinedTable:  # a database not migrated to 0013 yet
-        return None
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return None  # a database not migrated to 0013 yet, or a role not granted its tables: cut here
 
 
 async def build(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState, vertices: int,

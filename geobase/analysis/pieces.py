@@ -35,6 +35,7 @@ import os
 import psycopg
 from psycopg import sql
 
+from geobase.analysis import subdivision
 from geobase.analysis.reuse import PIECES, VersionState, layer_states
 from geobase.specs import LayerSpec
 from geobase.storage import current_filter, table_ident
@@ -49,7 +50,7 @@ HALO_FEATURES = 8
 #: core the database can use (this one's own and the others' in the same snapshot)
 SPLIT_CONNECTIONS = max(1, min(4, os.cpu_count() or 1))
 #: the per-piece arrays of :func:`load_pieces`' parameters
-PIECE_ARRAYS = ("rids", "wkbs", "rects", "x0", "y0", "x1", "y1")
+PIECE_ARRAYS = subdivision.ARRAYS
 
 #: the area of the pair a x b (whole geometries): a feature covered by the other takes its
 #: stored ellipsoidal ``_area_m2``, the others the ellipsoidal area of their intersection. One
@@ -158,16 +159,20 @@ CELL_SQL = sql.SQL("""
 async def load_pieces(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None,
                       other: LayerSpec) -> dict:
     """The parameters of :func:`pieces_sql` for the current features of ``spec``: each piece's
-    row id, WKB, whether it is its box and the box (kept per layer state: a later tabulation
-    against another version of the other layer does not cut the zones again), and the side of
-    the halo grid, from the features of ``other`` (it only affects speed)."""
+    row id, WKB, whether it is its box and the box, and the side of the halo grid, from the
+    features of ``other`` (it only affects speed). The pieces of a layer state are kept in
+    memory and in the database (:mod:`geobase.analysis.subdivision`: cut once per zone version,
+    read back after a restart); a later tabulation against another version of the other layer
+    does not cut the zones again."""
     got = PIECES.get(state) if state is not None else None
     if got is None:
-        cur = await conn.execute(PIECES_SQL.format(n=sql.Literal(SUBDIVIDE_VERTICES), t=table_ident(spec),
-                                                   cur=current_filter()))
-        rows = await cur.fetchall()
-        got = {name: [bytes(r[i]) if isinstance(r[i], (bytes, memoryview)) else r[i] for r in rows]
-               for i, name in enumerate(PIECE_ARRAYS)}
+        cut = PIECES_SQL.format(n=sql.Literal(SUBDIVIDE_VERTICES), t=table_ident(spec), cur=current_filter())
+        if state is not None:
+            got = await subdivision.kept(conn, state, SUBDIVIDE_VERTICES)
+            if got is None:
+                got = await subdivision.build(conn, spec, state, SUBDIVIDE_VERTICES, cut)
+        if got is None:  # no state to keep it under, or no kept copy could be made
+            got = subdivision.as_arrays(await (await conn.execute(cut)).fetchall())
         if state is not None:
             PIECES.put(state, got)
     cur = await conn.execute(CELL_SQL.format(k=sql.Literal(HALO_FEATURES), small=table_ident(other),

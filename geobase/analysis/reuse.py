@@ -16,7 +16,9 @@ table truncated and reloaded by hand keeps its identity counter, so its new rows
 A layer with no version has no state and nothing of it is kept.
 
 Memory: a bounded number of entries per process (least recently used dropped first); each
-worker process keeps its own. Nothing is kept on disk, so a restart starts cold."""
+worker process keeps its own, and a restart forgets them. The zones' subdivision is also kept
+in the database per zone version (:mod:`geobase.analysis.subdivision`), so a cold tabulation
+after a restart reads it instead of cutting the zones again."""
 
 from __future__ import annotations
 

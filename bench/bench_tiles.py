@@ -41,7 +41,7 @@ How the tipg baseline is configured, and why that is like with like:
     all the same (the comparison checks every feature's; ST_AsMVTGeom drops the collinear
     vertices either way); on real parcels z13 geometry would differ;
   * timed interleaved tile by tile (ours and tipg taking turns in going first, then the same
-    SQL bare, then the same with tipg's row filter) for ``ctx.rounds`` rounds; one uvicorn
+    SQL bare, the same with tipg's row filter, tipg's own statement bare) for ``ctx.rounds`` rounds; one uvicorn
     worker each, sequential requests, one client.
 
 Cached tiles: our server with the tile cache on (filled first) against nginx (1 worker
@@ -96,7 +96,7 @@ import psycopg
 from bench_features import CELL, LAT0, LON0, Server, _database, _load, _tipg
 from common import Context, Result, free_port, median, percentile, tipg_tile_view, web_mercator_tile
 from hammer import hammer
-from tile_parity import compare, report_parity
+from tile_parity import compare, report_parity, tipg_statement
 from tile_parity import per_round as _per_round
 
 COMPARED = (13, 14, 15, 16)  # zooms where we and tipg draw the same parcels
@@ -230,6 +230,16 @@ class _Direct:
             gzip_tile(bytes(raw))
         return t1 - t0, time.perf_counter() - t0, bytes(raw or b"")
 
+    def time_tipg(self, z: int, x: int, y: int, max_features: int) -> tuple[float, bytes]:
+        """Seconds of tipg's own statement (tile_parity.tipg_statement) on this connection, and
+        the tile it made: tipg's SQL without tipg."""
+        from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+
+        q = tipg_statement(W.bounds(z, y, x), max_features)
+        t0 = time.perf_counter()
+        raw = self.conn.execute(q).fetchone()[0]
+        return time.perf_counter() - t0, bytes(raw or b"")
+
     def steps(self, z: int, x: int, y: int) -> dict[str, float]:
         """Seconds of the statement cut after each step (the profile of a cold tile): the rows
         found (index, heap, filters), + their MVT geometry (ST_AsMVTGeom: clip, quantise,
@@ -298,14 +308,16 @@ def run(ctx: Context) -> None:
 
 
 def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, pyramid_tiles: list) -> None:
-    ours, tipg = _ours(url, data_dir, 0), _tipg_tiles(url, data_dir, max(100_000, ctx.parcels))
+    cap = max(100_000, ctx.parcels)  # tipg's feature cap, above any tile's parcels
+    ours, tipg = _ours(url, data_dir, 0), _tipg_tiles(url, data_dir, cap)
     plain = _Direct(url, version)
     # per side, tile and round: seconds of ours, our handler (Server-Timing), tipg, the bare
-    # statement, the same + its gzip, the bare statement with tipg's row filter
-    t: dict[str, dict] = {k: {} for k in ("ours", "handler", "tipg", "sql", "sqlgz", "sql_tile")}
+    # statement, the same + its gzip, the bare statement with tipg's row filter, tipg's statement bare
+    t: dict[str, dict] = {k: {} for k in ("ours", "handler", "tipg", "sql", "sqlgz", "sql_tile", "tipg_sql")}
     t_steps: dict = {}  # per tile: the statement cut after each step (_Direct.steps), every round
     parity: dict = {}  # per tile: ours vs tipg, feature by feature (tile_parity.compare)
     parity_bare: dict = {}  # per tile: the bare statement with tipg's row filter vs tipg
+    parity_tipg_bare: dict = {}  # per tile: tipg's statement run bare vs tipg's answer
     sizes: dict[int, tuple[int, int]] = {}
     onemap: list[float] = []
     z, x, y = compared[-1]
@@ -317,12 +329,13 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
             plain.time(*compared[-1])
             for rnd in range(ctx.rounds):
                 for tile in compared + empty:
-                    got = _one_tile(a, b, plain, tile, rnd, t)
+                    got = _one_tile(a, b, plain, tile, rnd, t, cap)
                     if tile not in empty:
                         t_steps.setdefault(tile, []).append(plain.steps(*tile))
                     if rnd == 0:
                         parity[tile] = compare(got["ours"], got["tipg"])
                         parity_bare[tile] = compare(got["sql_tile"], got["tipg"])
+                        parity_tipg_bare[tile] = compare(got["tipg_sql"], got["tipg"], ours_key="id")
                 for z, x, y in pyramid_tiles:  # ours only: no like-with-like tipg tile exists
                     dt = _fetch(a, OURS_TILES.format(z=z, x=x, y=y))[0]
                     t["ours"].setdefault((z, x, y), []).append(dt)
@@ -337,7 +350,7 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
         plain.close()
     if any(parity[e].ours or parity[e].tipg for e in empty):
         raise RuntimeError(f"the empty tiles {empty} are not empty: {[parity[e] for e in empty]}")
-    _report_cold(ctx, compared, pyramid_tiles, t, parity, parity_bare)
+    _report_cold(ctx, compared, pyramid_tiles, t, parity, parity_bare, parity_tipg_bare)
     t_ours, t_handler, t_tipg, t_sql, t_sqlgz = (t[k] for k in ("ours", "handler", "tipg", "sql", "sqlgz"))
     _report_profile(ctx, compared, empty, t_ours, t_handler, t_tipg, t_sql, t_sqlgz, t_steps)
     ctx.report(Result.rounds(f"tiles cold z13-z16, our tile handler alone (Server-Timing) vs direct SQL "
@@ -353,7 +366,8 @@ def _cold(ctx: Context, url: str, data_dir: Path, version: int, compared: list, 
                           extra={"gzip_kb": round(wire / 1024, 1), "limit_kb": 500}))
 
 
-def _one_tile(a: httpx.Client, b: httpx.Client, plain: _Direct, tile: tuple, rnd: int, t: dict) -> dict[str, bytes]:
+def _one_tile(a: httpx.Client, b: httpx.Client, plain: _Direct, tile: tuple, rnd: int, t: dict,
+              cap: int) -> dict[str, bytes]:
     """One tile of one round, timed on every side, tile by tile; ours and tipg take turns in
     going first (even rounds ours, odd rounds tipg), so neither always meets the other's cache
     state. Returns each side's uncompressed tile."""
@@ -376,6 +390,8 @@ def _one_tile(a: httpx.Client, b: httpx.Client, plain: _Direct, tile: tuple, rnd
     t["sqlgz"].setdefault(tile, []).append(gz)
     bare, _, bodies["sql_tile"] = plain.time(z, x, y, tile_rows=True)
     t["sql_tile"].setdefault(tile, []).append(bare)
+    bare, bodies["tipg_sql"] = plain.time_tipg(z, x, y, cap)
+    t["tipg_sql"].setdefault(tile, []).append(bare)
     return bodies
 
 
@@ -417,9 +433,9 @@ def _report_profile(ctx, compared, empty, t_ours, t_handler, t_tipg, t_sql, t_sq
                                                "our_handler_ms": round(median(_per_round(t_handler, empty)), 2)}))
 
 
-def _report_cold(ctx, compared, pyramid_tiles, t, parity, parity_bare) -> None:
+def _report_cold(ctx, compared, pyramid_tiles, t, parity, parity_bare, parity_tipg_bare) -> None:
     tag = f"{ctx.parcels:,} parcels"
-    report_parity(ctx, compared, t, parity, parity_bare)
+    report_parity(ctx, compared, t, parity, parity_bare, parity_tipg_bare)
     for z in PYRAMID:
         tiles = [x for x in pyramid_tiles if x[0] == z]
         per = _per_round(t["ours"], tiles)

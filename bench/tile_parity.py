@@ -81,9 +81,10 @@ def _in_buffer_only(geometry: dict) -> bool:
     return shape(geometry).intersection(box(0, 0, EXTENT, EXTENT)).area == 0
 
 
-def compare(ours: bytes, tipg: bytes) -> Parity:
-    """Our tile (from the server or the bare statement) against tipg's tile of the same place."""
-    a, b = decode(ours, KEYS["ours"]), decode(tipg, KEYS["tipg"])
+def compare(ours: bytes, tipg: bytes, ours_key: str = KEYS["ours"]) -> Parity:
+    """Our tile (from the server or the bare statement) against tipg's tile of the same place;
+    ``ours_key``: the key property of the first tile (``id`` for tipg's statement run bare)."""
+    a, b = decode(ours, ours_key), decode(tipg, KEYS["tipg"])
     only_a = a.keys() - b.keys()
     common = a.keys() & b.keys()
     in_buffer = sum(1 for k in only_a if _in_buffer_only(a[k][0]))
@@ -92,6 +93,33 @@ def compare(ours: bytes, tipg: bytes) -> Parity:
                   geometry_differs=sum(1 for k in common if a[k][0] != b[k][0]),
                   attributes_differ=sum(1 for k in common if a[k][1] != b[k][1]))
 
+
+
+def tipg_statement(bounds: tuple[float, float, float, float], max_features: int):
+    """tipg's own tile statement for the bench's view, to run bare: a copy of what tipg 1.6.1
+    sends for ``/collections/bench_tipg.land_use_tiles/tiles/WebMercatorQuad/z/x/y`` with
+    ``TIPG_TILE_BUFFER=64``, ``TIPG_TILE_RESOLUTION=4096`` (tipg/collections.py ``get_tile``,
+    ``_select_mvt``, ``cql_where``; logged by tipg at debug level): its properties, the stored
+    geometry through ``ST_Transform`` to 3857 (a no-op here), its row filter ``st_intersects`` with
+    the tile's own bounds, ``ORDER BY`` the id and its feature cap. The bench checks per tile
+    that it draws exactly tipg's answer. ``bounds``: the tile in EPSG:3857."""
+    import json
+
+    from psycopg import sql
+
+    xmin, ymin, xmax, ymax = bounds
+    ring = [[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax], [xmin, ymin]]
+    polygon = json.dumps({"type": "Polygon", "coordinates": [ring]}, separators=(",", ":"))
+    L = sql.Literal
+    return sql.SQL(
+        'WITH t AS (SELECT "bsm", "dlbm", "dlmc", "id", "tbmj", "zldwmc", '
+        'ST_AsMVTGeom(ST_Transform(CAST("geom" AS geometry), 3857), '
+        "ST_Segmentize(ST_MakeEnvelope({xmin}, {ymin}, {xmax}, {ymax}), {width}), {extent}, 64, TRUE) AS geom "
+        'FROM "bench_tipg"."land_use_tiles" '
+        "WHERE st_intersects(geom, st_setsrid(st_geomfromgeojson({polygon}), 3857)) "
+        'ORDER BY "id" LIMIT {limit}) SELECT ST_AsMVT(t.*, {layer}) FROM t').format(
+        xmin=L(xmin), ymin=L(ymin), xmax=L(xmax), ymax=L(ymax), width=L(xmax - xmin), extent=L(EXTENT),
+        polygon=L(polygon), limit=L(int(max_features)), layer=L("default"))
 
 # --- the cold-tile comparison with tipg, as bench_tiles reports it --------------------------------
 
@@ -113,11 +141,13 @@ def _by_zoom(tiles: list) -> str:
     return ", ".join(f"z{z} {sum(1 for t in tiles if t[0] == z)}" for z in zooms)
 
 
-def report_parity(ctx, compared: list, t: dict, parity: dict[tuple, Parity], parity_bare: dict[tuple, Parity]) -> None:
+def report_parity(ctx, compared: list, t: dict, parity: dict[tuple, Parity], parity_bare: dict[tuple, Parity],
+                  parity_tipg_bare: dict[tuple, Parity]) -> None:
     """Ours vs tipg on the tiles whose output is identical (the figure the issue's >= 2x target is
     about), on all tiles (output not identical: which tiles differ and why), per zoom; and the
     bare statement with tipg's row filter (tipg's very features on every tile) against tipg's
-    whole answer: the best ratio any server running this SQL can reach on identical output."""
+    whole answer: the best ratio any server running this SQL can reach on identical output; and
+    tipg's own statement run bare (how much of tipg's answer is its SQL)."""
     from common import Result
 
     tag = f"{ctx.parcels:,} parcels"
@@ -165,3 +195,16 @@ def report_parity(ctx, compared: list, t: dict, parity: dict[tuple, Parity], par
         f"tiles cold z13-z16: the bare statement, our row filter (tile + buffer) vs tipg's (the tile) ({tag})",
         per_round(t["sql"], compared), per_round(t["sql_tile"], compared), "the same statement with tipg's row filter",
         "ms/tile", extra={"why": "what drawing the parcels that lie wholly in the buffer costs us"}))
+    tipg_same = [x for x in compared if parity_tipg_bare[x].identical]
+    label = ("identical output on every tile" if len(tipg_same) == len(compared)
+             else f"identical output on {len(tipg_same)} of {len(compared)} tiles")
+    ctx.report(Result.rounds(
+        f"tiles cold z13-z16: tipg's own statement run bare ({label}) vs tipg's whole answer ({tag})",
+        per_round(t["tipg_sql"], compared), per_round(t["tipg"], compared), TIPG_CONFIG, "ms/tile",
+        extra={"why": "1 - ratio is the share of tipg's answer outside PostgreSQL (asyncpg, Python, HTTP)",
+               "not_identical": {_name(x): parity_tipg_bare[x].reasons() for x in compared if x not in tipg_same}}))
+    ctx.report(Result.rounds(
+        f"tiles cold z13-z16: our bare statement with tipg's row filter vs tipg's own statement bare ({tag})",
+        per_round(t["sql_tile"], compared), per_round(t["tipg_sql"], compared),
+        "tipg's statement on the same bare connection", "ms/tile",
+        extra={"why": "our SQL against tipg's SQL on the same features, neither server around it"}))

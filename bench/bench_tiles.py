@@ -96,7 +96,7 @@ import psycopg
 from bench_features import CELL, LAT0, LON0, Server, _database, _load, _tipg
 from common import Context, Result, free_port, median, percentile, tipg_tile_view, web_mercator_tile
 from hammer import hammer
-from tile_parity import compare, report_parity, tipg_statement
+from tile_parity import TipgBare, compare, report_parity, tipg_statement
 from tile_parity import per_round as _per_round
 
 COMPARED = (13, 14, 15, 16)  # zooms where we and tipg draw the same parcels
@@ -177,8 +177,10 @@ class _Direct:
         self.spec = self.reg.layers["land_use"]
         self.hidden = hidden_attributes(PUBLIC, self.spec)
         self.version = version
+        self.url = url
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET plan_cache_mode = force_custom_plan")
+        self.tipg: TipgBare | None = None  # tipg's statement's own connection, opened on first use
         self.prepared: set[int] = set()
 
     def plan(self, z: int):
@@ -231,14 +233,13 @@ class _Direct:
         return t1 - t0, time.perf_counter() - t0, bytes(raw or b"")
 
     def time_tipg(self, z: int, x: int, y: int, max_features: int) -> tuple[float, bytes]:
-        """Seconds of tipg's own statement (tile_parity.tipg_statement) on this connection, and
-        the tile it made: tipg's SQL without tipg."""
+        """Seconds of tipg's own statement (tile_parity.tipg_statement) run as tipg runs it
+        (asyncpg, tile_parity.TipgBare), and the tile it made: tipg's SQL without tipg."""
         from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
 
-        q = tipg_statement(W.bounds(z, y, x), max_features)
-        t0 = time.perf_counter()
-        raw = self.conn.execute(q).fetchone()[0]
-        return time.perf_counter() - t0, bytes(raw or b"")
+        if self.tipg is None:
+            self.tipg = TipgBare(self.url)
+        return self.tipg.time(tipg_statement(W.bounds(z, y, x), max_features).as_string(self.conn))
 
     def steps(self, z: int, x: int, y: int) -> dict[str, float]:
         """Seconds of the statement cut after each step (the profile of a cold tile): the rows
@@ -264,6 +265,8 @@ class _Direct:
 
     def close(self) -> None:
         self.conn.close()
+        if self.tipg is not None:
+            self.tipg.close()
 
 
 def _prepare(ctx: Context, url: str, data_dir: Path) -> int:

@@ -55,10 +55,13 @@ nginx's rate shows the client is not what limits ours. Without nginx installed t
 and prints the ceiling as not measured (``scripts/setup.sh --bench`` installs nginx-light).
 
 Why 2x tipg on identical cold tiles is out of reach: both run essentially the same
-``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer; the figure
-"our bare statement with tipg's row filter vs tipg's whole answer" (identical output on every
-tile, no HTTP, no Python) is the best ratio to tipg any server running this SQL can reach, so
-0.5 would need less PostGIS work per tile, i.e. a different tile. The per-zoom profile shows where it goes: at z13/z14 ST_AsMVTGeom
+``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer. Measured at
+200,000 parcels (5 interleaved rounds, machine shared with other runs): our statement with
+tipg's row filter, bare (identical output on every tile), took 0.71 (0.61-0.75) of tipg's
+whole answer; tipg's own statement run bare 0.83 (0.78-0.92) of it, so our SQL is 0.81
+(0.71-0.89) of tipg's on the same features (tipg adds an exact ``st_intersects`` and a sort by
+id). 0.71 is the best ratio any server running our SQL can reach; 0.5 would need less PostGIS
+work per tile, i.e. a different tile. The per-zoom profile shows where it goes: at z13/z14 ST_AsMVTGeom
 (clipping, quantising and validating every polygon with wagyu) is over half of the statement,
 finding the rows about a sixth, ST_AsMVT's encoding the rest; at z15/z16 the statement is a few
 milliseconds and the fixed cost of an HTTP answer (our framework and middlewares: the empty
@@ -75,7 +78,7 @@ features) varies from run to run, ours and tipg's alike.
 
 geobase imports kept here (for the bare-SQL floor only: the statement our server runs):
 ``geobase.settings``, ``geobase.specs.get_registry``, ``geobase.security`` (PUBLIC,
-hidden_attributes), ``geobase.tiles.mvt`` (plan_layer, tile_sql, tile_template, tile_numbers, preparable,
+hidden_attributes), ``geobase.tiles.mvt`` (plan_layer, tile_sql, tile_template, tile_numbers, filter_box, preparable,
 feature_rows_sql), ``geobase.tiles.render`` (gzip_tile), ``geobase.tiles.tms`` (WEB_MERCATOR_QUAD).
 """
 

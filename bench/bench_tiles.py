@@ -219,7 +219,7 @@ class _Direct:
             self.prepared.add(z)
         numbers = tile_numbers(W, z, y, x)
         if tile_rows:
-            numbers = numbers[:8] + filter_box(W, *numbers[:4])[0]
+            numbers = numbers[:8] + filter_box(W, *numbers[:4])[0] + numbers[12:]
         return sql.SQL("EXECUTE {}({})").format(name, sql.SQL(", ").join(sql.Literal(v) for v in numbers))
 
     def time(self, z: int, x: int, y: int, tile_rows: bool = False) -> tuple[float, float, bytes]:

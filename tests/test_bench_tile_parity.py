@@ -134,3 +134,38 @@ def test_bare_statements_draw_tipg_tile(two_servers):
         assert drawn > 0
     finally:
         plain.close()
+
+
+def test_target_is_on_identical_tiles_only():
+    """The issue's ">= 2x tipg on identical output" target (bench/table.py) lands on the figure
+    over the identical, non-empty tiles, never on the all-tiles one; tiles differing are listed
+    with why."""
+    import importlib.util
+
+    from common import Context
+    from tile_parity import Parity, report_parity
+
+    spec = importlib.util.spec_from_file_location("bench_table_for_parity", BENCH / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = table
+    spec.loader.exec_module(table)
+
+    class Ctx(Context):
+        def __init__(self):  # no database, no county: only the reports are kept
+            self.parcels, self.results = 200_000, []
+
+    tiles = [(13, 1, 1), (15, 2, 2), (16, 3, 3), (16, 4, 4)]
+    parity = {tiles[0]: Parity(ours=7189, tipg=6764, only_ours_in_buffer=425), tiles[1]: Parity(ours=460, tipg=460),
+              tiles[2]: Parity(ours=132, tipg=132), tiles[3]: Parity(ours=0, tipg=0)}
+    rounds = [[0.10, 0.11, 0.12], [0.02, 0.02, 0.03], [0.01, 0.01, 0.01], [0.005, 0.005, 0.005]]
+    t = {k: {x: r for x, r in zip(tiles, rounds)} for k in ("ours", "tipg", "sql", "sql_tile", "tipg_sql")}
+    ctx = Ctx()
+    report_parity(ctx, tiles, t, parity, {x: Parity(ours=p.tipg, tipg=p.tipg) for x, p in parity.items()},
+                  {x: Parity(ours=p.tipg, tipg=p.tipg) for x, p in parity.items()})
+    targeted = [r for r in ctx.results if table.target_for(r.__dict__) is not None]
+    assert [r.name for r in targeted] == [
+        "tiles cold z13-z16 (200,000 parcels, 2 of 4 tiles with identical output: z15 1, z16 1; uncompressed)"]
+    assert targeted[0].extra["identical_tiles"] == ["z15/2/2", "z16/3/3"]  # the empty tile is not work
+    everything = next(r for r in ctx.results if r.name.startswith("tiles cold z13-z16, all tiles"))
+    assert everything.extra["tiles_differing"] == {"z13/1/1": {"only_ours_in_buffer": 425, "ours": 7189,
+                                                               "tipg": 6764}}

@@ -8,7 +8,9 @@
 The mosaic is the collection's scenes, latest on top (``order=cloud``: least cloudy on top),
 optionally within ``datetime=``; tiles go through the tile cache (:mod:`geobase.tiles.imagery`). Thin:
 reading and drawing are :mod:`geobase.imagery.render` and :mod:`geobase.imagery.stats`; who may
-see imagery is :func:`geobase.security.require_imagery` (the DEM layer's sharing rule)."""
+see imagery is :func:`geobase.security.require_imagery` (the DEM layer's sharing rule), in which
+formats a key granted a list: :func:`geobase.security.require_format` (tiles ``png``, their
+``.tif`` and the COGs ``geotiff``, points and statistics ``json``)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from geobase.tiles.tms import get_tms
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
 from geobase.imagery import render, stats
-from geobase.security import Principal
+from geobase.security import Principal, require_format
 from geobase.settings import Settings
 from geobase.vocab import is_name
 
@@ -74,6 +76,7 @@ async def tile(request: Request, collectionId: str, tileMatrixSetId: str, z: int
                principal: Principal = Depends(imagery_caller)):
     if format not in MEDIA:
         raise InvalidInput(f"format {format!r} is not one of {', '.join(MEDIA)}", parameter="format")
+    require_format(principal, format)  # a key granted formats: pictures are "png", raw values "geotiff"
     tms = get_tms(tileMatrixSetId)
     tms.validate(z, y, x)
     m = await imagery_tiles.mosaic(conn, settings, collectionId, datetime, order)
@@ -87,6 +90,7 @@ async def point(collectionId: str, lon: float, lat: float, bands: str | None = _
                 expression: str | None = _EXPR, datetime: str | None = _DT, order: str | None = _ORDER,
                 conn=Depends(get_conn),
                 settings: Settings = Depends(get_settings_dep), principal: Principal = Depends(imagery_caller)):
+    require_format(principal, "json", download=False)
     files = await _files(conn, settings, collectionId, datetime, order)
     req = render.BandRequest(bands, expression)
     doc = await asyncio.to_thread(render.point_values, files, lon, lat, req)
@@ -98,6 +102,7 @@ async def statistics(collectionId: str, body: dict = Body(..., description="a Ge
                      bands: str | None = _BANDS, expression: str | None = _EXPR, datetime: str | None = _DT,
                      order: str | None = _ORDER, conn=Depends(get_conn), settings: Settings = Depends(get_settings_dep),
                      principal: Principal = Depends(imagery_caller)):
+    require_format(principal, "json", download=False)
     files = await _files(conn, settings, collectionId, datetime, order)
     req = render.BandRequest(bands, expression)
     doc = await asyncio.to_thread(stats.polygon_stats, files, body, req)
@@ -107,6 +112,7 @@ async def statistics(collectionId: str, body: dict = Body(..., description="a Ge
 @router.get("/imagery/{collectionId}/items/{itemId}/data.tif", summary="The scene's Cloud-Optimized GeoTIFF")
 async def data(request: Request, collectionId: str, itemId: str, conn=Depends(get_conn),
                settings: Settings = Depends(get_settings_dep), principal: Principal = Depends(imagery_caller)):
+    require_format(principal, "geotiff")
     if not is_name(collectionId) or not await cat.collection_exists(conn, collectionId):
         raise NotFound(f"collection {collectionId[:100]!r} not found", parameter="collectionId")
     rows, _ = await cat.search_items(conn, cat.ItemQuery(collections=(collectionId,), ids=(itemId,), limit=1)) \

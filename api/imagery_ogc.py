@@ -26,7 +26,7 @@ from geobase.tiles.wmts import tile_address
 
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
-from geobase.security import Principal, require_imagery
+from geobase.security import Principal, require_format, require_imagery
 from geobase.settings import Settings
 from geobase.specs import Registry
 
@@ -63,6 +63,7 @@ async def tileset(request: Request, collectionId: str, tileMatrixSetId: str, con
 async def _wmts_tile(request: Request, conn, settings: Settings, principal: Principal, collection: str, style: str,
                      tms_id: str, matrix: str, row: str, col: str, fmt: str, names: dict[str, str],
                      datetime: str | None = None, order: str | None = None) -> Response:
+    require_format(principal, fmt)  # picture tiles: a key granted formats needs "png"
     s, z, r, c = tile_address(tms_id, matrix, row, col, names)
     m = await imagery_tiles.mosaic(conn, settings, collection, datetime, order)
     bands = await imagery_tiles.collection_bands(conn, settings, collection)

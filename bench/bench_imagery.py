@@ -28,23 +28,33 @@ interleaved (ours, titiler, ours, ...):
 p50 per round per side; the printed ratio is the median of the per-round ratios with its spread.
 Agreement: both tiles of the cold pass decoded (GDAL's PNG driver) and compared pixel for pixel.
 
-Measured (session 10, the shared 2-core machine loaded by 6 other helpers' tests and benches,
-load average 15-23: absolute times are inflated, only the interleaved ratios mean anything;
+Measured (session 11, after geobase/imagery/readers.py: scene handles kept open per worker
+thread, the scene's bounds per grid CRS kept with them, rio-tiler's ``calculate_default_transform``
+memoized; the shared 2-core machine loaded by the other helpers' tests and benches, load average
+10-15: absolute times are inflated, only the interleaved ratios mean anything;
 ``python bench/bench_imagery.py --rounds 3``), 49 tiles z12-z14, 49/49 pixel-identical in
-each round, ratio ours/titiler of the p50 (median of 3 per-round ratios, min-max):
+each round, ratio ours/titiler of the p50 (median of 3 per-round ratios, min-max), two runs:
 
-  * cold: ours 338 ms, titiler 298 ms: 1.24 (1.13-1.27);
-  * cached: ours (tile cache hit) 56 ms, titiler behind nginx proxy_cache (HIT) 16 ms: 3.50
-    (3.15-3.95) - nginx answers from its cache in C; ours still runs the app's request path
-    (auth, one catalogue query for the mosaic so a new scene is seen at once, the cache read);
-    the same server's ``/health`` took 46-56 ms beside 66-69 ms for a hit in a separate check,
-    so most of a hit is the app's per-request floor, not the imagery path;
+  * cold: ours 73 ms, titiler 104 ms: 0.74 (0.59-0.79); the run before it 0.71 (0.65-0.72).
+    Ours keeps the scene open after the first tile, titiler opens it per request (its
+    default); the rest of the gain is PROJ: the scene is SIRGAS 2000 / UTM 25S, and each
+    transformation to Web Mercator made afresh looks up the SIRGAS 2000 -> WGS 84 operation
+    (~5-8 ms a call here), which titiler does twice per tile and ours now once (GDAL's
+    warper; the other two calls are remembered);
+  * cached: ours (tile cache hit) 17.7 ms, titiler behind nginx proxy_cache (HIT) 3.8 ms: 4.37
+    (3.35-4.71); the run before 4.38 (4.12-4.72). nginx answers from its disk cache in C and
+    asks nobody; ours checks, per request, the caller's key, who may see imagery (a catalog
+    read) and the mosaic's current scenes (a catalog read), so a new scene or a sharing change
+    shows on the next request. A py-spy profile of 490 hits (one server, sequential) put about
+    half of the samples outside the event loop's own frame in the first of those reads (the
+    imagery access check), ~5 % in the middleware stack and a few % in FastAPI's routing and
+    dependencies: a fast path in front of FastAPI would still make both reads, so none was built;
   * ours cached vs titiler as configured by default (no cache, re-rendering with warm GDAL
-    blocks): 56 ms vs 380 ms: 0.16 (0.15-0.16).
+    blocks): 17.7 ms vs 110 ms: 0.16 (0.14-0.17).
 
-In process (no HTTP), ours' ``render_tile`` and rio-tiler's ``Reader.tile`` as titiler calls it
-took 0.92-1.13 of each other over the same 20 tiles in 3 rounds: the cold gap is the request
-path, not the rendering.
+Session 10 (before readers.py), same bench: cold 1.24 (1.13-1.27) in one run, 1.04 (1.01-1.04)
+in another; in process, ours' ``render_tile`` and rio-tiler's ``Reader.tile`` as titiler calls
+it then took 0.92-1.13 of each other.
 """
 
 from __future__ import annotations

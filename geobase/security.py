@@ -316,14 +316,17 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
 
 #: what each kind of read is called among the formats a request's key may be granted
 #: (:data:`geobase.catalog.requests.FORMATS`): the API's paged JSON and its HTML views (a
-#: ``download=true`` of them is the GeoJSON file), vector tiles, picture tiles; files by name
-_READS = {"json": "json", "html": "html", "pbf": "mvt", "mvt": "mvt", "png": "png"}
+#: ``download=true`` of them is the GeoJSON file), vector tiles, picture tiles (PNG or WebP:
+#: imagery tiles too), raw raster values (an imagery tile's ``.tif``, a COG); files by name
+_READS = {"json": "json", "html": "html", "pbf": "mvt", "mvt": "mvt", "png": "png", "webp": "png",
+          "tif": "geotiff"}
 
 
 def format_read(fmt: str, download: bool = True) -> str:
     """The format name a read of ``fmt`` needs in a key's list: ``json``/``geojson`` pages are
     ``json`` (their downloads ``geojson``), ``html`` pages ``html``, vector tiles ``mvt``,
-    picture tiles ``png``, a file its format (``shp-gbk`` is ``shp``)."""
+    picture tiles ``png`` (``webp`` too), raw values ``geotiff`` (``tif`` too), a file its
+    format (``shp-gbk`` is ``shp``)."""
     if fmt in ("json", "geojson"):
         return "geojson" if download else "json"
     return _READS.get(fmt) or fmt.split("-")[0]
@@ -341,8 +344,9 @@ def reads_format(principal: Principal, fmt: str, download: bool = True) -> bool:
 def require_format(principal: Principal, fmt: str, download: bool = True) -> None:
     """Forbidden (403) unless :func:`reads_format`: called by every route that returns a
     layer's data (items and single features as pages or files, the change feed, the catalog's
-    full downloads, vector and picture tiles, GetFeatureInfo); the key's datasets and box are
-    checked apart (:func:`can_see`, :func:`scope_box`)."""
+    full downloads, vector and picture tiles, GetFeatureInfo) or imagery (tiles of every
+    front, point values and statistics, scene COGs); the key's datasets and box are checked
+    apart (:func:`can_see`, :func:`scope_box`)."""
     if not reads_format(principal, fmt, download):
         raise Forbidden(f"this key was granted the formats {', '.join(sorted(principal.formats or ()))}, "
                         f"not {format_read(fmt, download)!r}")

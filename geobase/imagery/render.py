@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geobase.errors import InvalidInput, NotFound
+from geobase.imagery import readers
 from geobase.imagery.bands import check_bands, check_expression
 from geobase.lazy_import import load
 
@@ -59,6 +60,7 @@ class BandRequest:
 
 def _rio():
     load("numpy", "rio_tiler.io", "rio_tiler.mosaic", "rio_tiler.colormap")
+    readers.memoize_default_transform()
 
 
 def band_count(path: Path) -> int:
@@ -105,7 +107,6 @@ def render_tile(files: list[Path], bounds: tuple[float, float, float, float], ep
     _rio()
     from rasterio.crs import CRS
     from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
-    from rio_tiler.io import Reader
     from rio_tiler.mosaic import mosaic_reader
 
     if fmt not in FORMATS:
@@ -115,13 +116,14 @@ def render_tile(files: list[Path], bounds: tuple[float, float, float, float], ep
     crs = CRS.from_epsg(epsg)
 
     def reader(path: Path, *a, **kw):
-        with Reader(str(path)) as src:
-            args = req.read_args(src.dataset.count)  # checked against each scene's own band count
-            w, s, e, n = src.get_geographic_bounds(crs)
-            if bounds[2] < w or bounds[0] > e or bounds[3] < s or bounds[1] > n:
-                raise TileOutsideBounds("outside")
-            return src.part(bounds, dst_crs=crs, bounds_crs=crs, width=size, height=size, max_size=None,
-                            resampling_method="nearest", reproject_method="nearest", **args)
+        scene = readers.open_scene(path)  # kept open per thread, with its bounds per grid (readers.py)
+        src = scene.reader
+        args = req.read_args(src.dataset.count)  # checked against each scene's own band count
+        w, s, e, n = scene.bounds_in(crs)
+        if bounds[2] < w or bounds[0] > e or bounds[3] < s or bounds[1] > n:
+            raise TileOutsideBounds("outside")
+        return src.part(bounds, dst_crs=crs, bounds_crs=crs, width=size, height=size, max_size=None,
+                        resampling_method="nearest", reproject_method="nearest", **args)
 
     try:
         img, _ = mosaic_reader(files, reader, threads=0)

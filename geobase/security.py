@@ -283,6 +283,13 @@ def _note_read(principal: Principal, access: LayerAccess, spec: LayerSpec) -> No
     audit.note_layer(access.name, sensitive=sensitive)
 
 
+def boxed_out(principal: Principal, spec: LayerSpec) -> bool:
+    """A key granted a box reads features clipped to it; a raster (the DEM, and imagery, which
+    follows the DEM's rule) is not clipped, so such a key does not see it at all (fail closed)
+    rather than read its pixels outside the box."""
+    return principal.bbox is not None and spec.kind != "vector"
+
+
 async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry, *,
                          exact_geometry: bool = False) -> list[LayerSpec]:
     """Specs of the layers this caller may see, in name order. ``exact_geometry``: only those
@@ -290,8 +297,9 @@ async def visible_layers(conn: psycopg.AsyncConnection, principal: Principal, re
     :func:`geometry_exact`)."""
     out = []
     for a in await layer_accesses(conn):
-        if a.name in registry.layers and can_see(principal, a) and (
-                not exact_geometry or geometry_exact(principal, registry.layers[a.name])):
+        spec = registry.layers.get(a.name)
+        if spec is not None and can_see(principal, a) and not boxed_out(principal, spec) and (
+                not exact_geometry or geometry_exact(principal, spec)):
             _note_read(principal, a, registry.layers[a.name])
             out.append(registry.layers[a.name])
     return out
@@ -306,7 +314,8 @@ async def require_layer(conn: psycopg.AsyncConnection, principal: Principal, reg
 
     rows = await access_rows(conn, name)
     access = LayerAccess(*rows[0]) if rows else None
-    if access is None or name not in registry.layers or not can_see(principal, access):
+    if access is None or name not in registry.layers or not can_see(principal, access) \
+            or boxed_out(principal, registry.layers[name]):
         if access is not None:
             note_denied(name)
         raise NotFound(f"collection {name!r} not found", parameter="collectionId")

@@ -117,3 +117,28 @@ def test_the_pages_and_tiles_are_requestable(keyed):
         key = {"X-API-Key": c.get("/catalog/requests", headers=me).json()["requests"][0]["key"]}
         assert c.get("/collections/forest/items", headers=key, params={"f": "html", "limit": 1}).status_code == 200
         assert c.get("/collections/forest/items", headers=key, params={"f": "csv", "limit": 1}).status_code == 403
+
+
+def test_a_key_with_a_box_sees_no_raster(keyed):
+    """A key granted a box reads features clipped to it; the DEM (and imagery, which follows the
+    DEM's rule) is not clipped, so a boxed key does not see it at all (fail closed): no tiles,
+    coverage or collection, and the DEM is not among its collections. The same grant without a
+    box reads them (the views key above)."""
+    from geobase import keys
+
+    srv, _, views, _, (lon, lat) = keyed
+    with psycopg.connect(srv.settings.database_url, autocommit=True) as conn:
+        box = list(conn.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                                "(SELECT ST_Extent(geom) e FROM data.forest WHERE _vto IS NULL) s").fetchone())
+        boxed = {"X-API-Key": keys.create_scoped_key(
+            conn, name="fmt boxed", department="forestry", expires_days=1, created_by="test",
+            scope={"datasets": ["forest", "dem"], "formats": VIEWS, "bbox": box}).token}
+    x, y = tile_xy(lon, lat, 12)
+    with srv.client() as c:
+        for path in (f"/tiles/dem/hillshade/12/{x}/{y}.png", f"/collections/dem/tiles/WebMercatorQuad/12/{y}/{x}",
+                     "/collections/dem/coverage", "/collections/dem"):
+            assert c.get(path, headers=boxed).status_code == 404, path
+            assert c.get(path, headers={**views, "Range": "bytes=0-99"}).status_code in (200, 206), path
+        names = {col["id"] for col in c.get("/collections", headers=boxed).json()["collections"]}
+        assert "forest" in names and "dem" not in names
+        assert c.get(f"/tiles/forest/12/{x}/{y}.mvt", headers=boxed).status_code == 200

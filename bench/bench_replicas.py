@@ -11,7 +11,8 @@ by ``geobase.db.replicas.add_local`` on the next port, and two servers on the sa
 Prepared outside the timed part: the province's generation (once per scale and seed, kept across
 runs), its load into the primary (``GEOBASE_BENCH_PROVINCE_LOAD_JOBS`` CLI ingests of different
 counties at a time, default 2), the replica's base backup (taken once, after the load; the
-replica then streams through every round, as a deployed one does). The phases' wall times are
+replica then streams through every round, as a deployed one does; ``GEOBASE_BENCH_REPLICA_REUSE=1``
+keeps the loaded primary for the next run, see :func:`_reuse`). The phases' wall times are
 printed and kept in the lag figure's ``extra["phases_s"]``.
 
 Per round (interleaved, ``ctx.rounds``): county 339910 is ingested again on the primary (two CLI
@@ -36,11 +37,22 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from bench_province import DELIVERED, FIRST, N_COUNTIES, PHASES, ingest_all, province, timed_phase
 from common import PY, REPO, Context, Result, free_port, percentile
+from province_data import DELIVERED, FIRST, N_COUNTIES, PHASES, SEED, ingest_all, province, timed_phase
 
 READERS = 32
 RYW_TRIALS = 20
+
+
+def _reuse() -> bool:
+    """``GEOBASE_BENCH_REPLICA_REUSE=1``: keep the loaded primary after the run and reuse it in the
+    next run at the same scale (its replica is always taken afresh). A reused primary carries the
+    versions of the earlier runs' rounds (county 339910 retired and delivered again each time)."""
+    return os.environ.get("GEOBASE_BENCH_REPLICA_REUSE") == "1"
+
+
+def _loaded_mark(settings, ctx: Context) -> Path:
+    return settings.data_path / f"province-{ctx.parcels}-{SEED}.loaded"
 
 
 def _primary(ctx: Context, port: int):
@@ -50,11 +62,27 @@ def _primary(ctx: Context, port: int):
 
     settings = Settings(data_dir=REPO / ".geobase-bench" / "replicas", pg_port=port, database_url=None)
     cluster = LocalCluster(settings)
-    cluster.remove()
+    if not (_reuse() and _loaded_mark(settings, ctx).exists()):
+        for mark in settings.data_path.glob("province-*.loaded"):
+            mark.unlink()
+        cluster.remove()
     shutil.rmtree(cluster.pgdata.parent / "replica-bench", ignore_errors=True)
     (settings.data_path / "replicas.json").unlink(missing_ok=True)
     prepare_database(settings)
     return settings, cluster
+
+
+def load_primary(ctx: Context, settings, root: Path) -> None:
+    """The province's land use into the primary (skipped when a reused primary holds it)."""
+    if _loaded_mark(settings, ctx).exists():
+        print("  the primary holds the province already (GEOBASE_BENCH_REPLICA_REUSE)", flush=True)
+        return
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+               GEOBASE_DATABASE_URL="")
+    with timed_phase("primary: the province loaded"):
+        ingest_all(env, [("land_use", root / str(FIRST + c) / "DLTB.zip", None) for c in range(N_COUNTIES)],
+                   "replicas primary")
+    _loaded_mark(settings, ctx).write_text("")
 
 
 def _primary_and_replica(ctx: Context, root: Path):
@@ -70,11 +98,7 @@ def _primary_and_replica(ctx: Context, root: Path):
         settings = cluster = None
         try:
             settings, cluster = _primary(ctx, ports[i])
-            env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
-                       GEOBASE_DATABASE_URL="")
-            with timed_phase("primary: the province loaded"):
-                ingest_all(env, [("land_use", root / str(FIRST + c) / "DLTB.zip", None) for c in range(N_COUNTIES)],
-                           "replicas primary")
+            load_primary(ctx, settings, root)
             with timed_phase("replica: base backup"):
                 return settings, cluster, replicas.add_local(settings, ports[i + 1], "bench")
         except SetupError as exc:
@@ -84,7 +108,7 @@ def _primary_and_replica(ctx: Context, root: Path):
             if settings is not None:
                 for r in replicas.load(settings):
                     replicas.remove(settings, r.name)
-                cluster.remove()
+                cluster.stop() if _reuse() else cluster.remove()
     raise RuntimeError(f"no two free ports in {ports}")
 
 
@@ -229,7 +253,7 @@ def run(ctx: Context) -> None:
     finally:
         for r in replicas.load(settings):
             replicas.remove(settings, r.name)
-        cluster.remove()
+        cluster.stop() if _reuse() else cluster.remove()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ default WAL_LOG strategy writes a 2M-parcel template's every page to the WAL, mi
 Only the ingests and the reads are timed; the wall time of each phase (generation, templates,
 copies, rounds) is printed and kept in the ingest figure's ``extra["phases_s"]``.
 
+Both sides of (b1) take the same ingest path since session 11: county 339910's first delivery
+loads straight into its new partition (ingest/loader.py ``DirectLoad``, its county read from the
+file's first row); into the nine it used to go through staging, its rows written twice (1.22x).
+
 Per round (``ctx.rounds``, the order of the two sides alternating from round to round):
   (b1) the CLI ingest of county 339910's DLTB.zip into a copy of ``province_empty`` and into a
        copy of ``province_nine``: wall seconds, ratio province / empty (target <= 1.1);

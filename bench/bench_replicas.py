@@ -252,6 +252,9 @@ def run(ctx: Context) -> None:
                           None, None, f"of {trials} trials", extra={"trials": trials}))
     finally:
         for r in replicas.load(settings):
+            log = Path(r.pgdata) / "geobase-server.log"  # kept: recovery conflicts, cancelled reads
+            if log.exists():
+                shutil.copy(log, settings.data_path / f"replica-{r.name}-{ctx.started}.log")
             replicas.remove(settings, r.name)
         cluster.stop() if _reuse() else cluster.remove()
 

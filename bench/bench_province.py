@@ -6,7 +6,21 @@ Data: the synthetic province of ``geobase sample generate --counties 10 --parcel
 bench_shards.py), generated once into ``bench/.cache``. Two template databases on the bench
 cluster: ``province_empty`` (migrated, no data) and ``province_nine`` (counties 339901-339909's
 land use ingested through the CLI); every measurement starts from a fresh copy of a template
-(``CREATE DATABASE ... TEMPLATE``, untimed), so every round starts from the same state.
+(``CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY``, untimed), so every round starts from the
+same state.
+
+Prepared outside the timed part, once per (scale, seed) and kept across runs: the generated
+province (``bench/.cache/province-10x<P>-<seed>``, gitignored) and the two templates (the nine
+counties are loaded by ``GEOBASE_BENCH_PROVINCE_LOAD_JOBS`` (default 2) CLI ingests at a time: the
+same ingest, only the build is shorter; a template whose nine counties are all there is reused by
+the next run). Each round's copies are made by FILE_COPY (a checkpoint and a file copy: the
+default WAL_LOG strategy writes a 2M-parcel template's every page to the WAL, minutes per copy).
+Only the ingests and the reads are timed; the wall time of each phase (generation, templates,
+copies, rounds) is printed and kept in the ingest figure's ``extra["phases_s"]``.
+
+Both sides of (b1) take the same ingest path since session 11: county 339910's first delivery
+loads straight into its new partition (ingest/loader.py ``DirectLoad``, its county read from the
+file's first row); into the nine it used to go through staging, its rows written twice (1.22x).
 
 Per round (``ctx.rounds``, the order of the two sides alternating from round to round):
   (b1) the CLI ingest of county 339910's DLTB.zip into a copy of ``province_empty`` and into a
@@ -34,11 +48,9 @@ Full scale: ``python bench/run.py --only province,province_tabulate,shards,repli
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -47,80 +59,23 @@ from pathlib import Path
 import httpx
 import psycopg
 from bench_features import Server
-from common import CACHE, PY, REPO, Context, Result, free_port, percentile
-from psycopg import sql
+from common import CACHE, PY, Context, Result, free_port, percentile
+from province_data import (
+    DELIVERED,
+    FIRST,
+    N_COUNTIES,
+    PHASES,
+    copy_of,
+    drop,
+    ingest,
+    province,
+    template,
+    timed_phase,
+)
 
-FIRST, N_COUNTIES = 339901, 10
-DELIVERED = str(FIRST + N_COUNTIES - 1)  # the county whose delivery is measured
 READ = str(FIRST + 4)  # the county the readers read during it
 READERS = 8
 QUIET_S = 15.0
-SEED = 20261206
-
-
-def province(ctx: Context) -> Path:
-    """The generated province at this scale (cached by its parameters)."""
-    per = max(1000, ctx.parcels // N_COUNTIES)
-    out = CACHE / f"province-{N_COUNTIES}x{per}-{SEED}"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "manifest.json").exists():
-            print(f"bench: generating a province of {N_COUNTIES} x {per:,} parcels into {out} ...", flush=True)
-            tmp = out.with_suffix(".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            subprocess.run([PY, "-m", "geobase.cli", "sample", "generate", "--counties", str(N_COUNTIES),
-                            "--parcels-per-county", str(per), "--seed", str(SEED), "--out", str(tmp)],
-                           cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
-            tmp.rename(out)
-    return out
-
-
-def cli_env(ctx: Context, url: str) -> dict:
-    return dict(os.environ, GEOBASE_DATABASE_URL=url, GEOBASE_DATA_DIR=str(ctx.settings.data_path),
-                GEOBASE_LOG_LEVEL="warning")
-
-
-def ingest(ctx: Context, url: str, layer: str, path: Path, source_layer: str | None = None) -> float:
-    """Wall seconds of one CLI ingest (``--mode replace``: the county's partition only)."""
-    cmd = [PY, "-m", "geobase.cli", "ingest", layer, str(path), "--on-error", "skip"]
-    if source_layer:
-        cmd += ["--layer", source_layer]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, env=cli_env(ctx, url), cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def template(ctx: Context, name: str, counties: list[str], layers: list[tuple[str, str, str | None]]) -> str:
-    """A database holding ``layers`` of ``counties`` (ingested once through the CLI)."""
-    url = ctx.named_database(name)
-    root = province(ctx)
-    with psycopg.connect(url) as conn:
-        have = {(r[0], d) for r in conn.execute("SELECT layer, touched FROM catalog.layer_versions").fetchall()
-                for d in (r[1] or [])}
-    for county in counties:
-        for layer, file, source_layer in layers:
-            if (layer, county) not in have:
-                print(f"bench: {name}: ingesting {layer} of {county} ...", flush=True)
-                ingest(ctx, url, layer, root / county / file, source_layer)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ANALYZE")
-    return url
-
-
-def copy_of(ctx: Context, template_url: str, name: str) -> str:
-    """A fresh database made from the template (its previous copy dropped)."""
-    root, tpl = template_url.rsplit("/", 1)
-    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(tpl)))
-    return f"{root}/{name}"
-
-
-def drop(url: str) -> None:
-    root, name = url.rsplit("/", 1)
-    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def server(ctx: Context, url: str, name: str) -> Server:
@@ -299,19 +254,27 @@ def _delivery(default: Path) -> Path:
 def run(ctx: Context) -> None:
     parts = set(os.environ.get("GEOBASE_BENCH_PROVINCE_PARTS", "ingest,readers,memory").split(","))
     counties = [str(FIRST + i) for i in range(N_COUNTIES - 1)]
-    empty_tpl = template(ctx, "province_empty", [], [])
-    nine_tpl = template(ctx, "province_nine", counties, [("land_use", "DLTB.zip", None)])
+    PHASES.clear()
+    with timed_phase("generation (or the cached province)"):
+        province(ctx)
+    with timed_phase("templates (or the kept ones)"):
+        empty_tpl = template(ctx, "province_empty", [], [])
+        nine_tpl = template(ctx, "province_nine", counties, [("land_use", "DLTB.zip", None)])
     dltb = _delivery(province(ctx) / DELIVERED / "DLTB.zip")
     per = max(1000, ctx.parcels // N_COUNTIES)
     rounds: dict[str, list] = {"ingest": [], "readers": [], "memory": []}
     for i in range(ctx.rounds):
         print(f"  round {i + 1}/{ctx.rounds}", flush=True)
         if "ingest" in parts:
-            rounds["ingest"].append(_ingest_sides(ctx, empty_tpl, nine_tpl, dltb, "empty" if i % 2 == 0 else "nine"))
+            with timed_phase("rounds: ingest part"):
+                rounds["ingest"].append(_ingest_sides(ctx, empty_tpl, nine_tpl, dltb,
+                                                      "empty" if i % 2 == 0 else "nine"))
         if "readers" in parts:
-            rounds["readers"].append(_readers_round(ctx, nine_tpl, empty_tpl, dltb))
+            with timed_phase("rounds: readers part"):
+                rounds["readers"].append(_readers_round(ctx, nine_tpl, empty_tpl, dltb))
         if "memory" in parts:
-            rounds["memory"].append(_memory_round(ctx, nine_tpl, dltb))
+            with timed_phase("rounds: memory part"):
+                rounds["memory"].append(_memory_round(ctx, nine_tpl, dltb))
     _report(ctx, rounds, per)
 
 
@@ -321,7 +284,8 @@ def _report(ctx: Context, rounds: dict[str, list], per: int) -> None:
         ctx.report(Result.rounds(f"province: ingest of county {DELIVERED} into 9 other counties vs into an empty "
                                  f"database ({scale}; target ratio <= 1.1)",
                                  [r["nine"] for r in rounds["ingest"]], [r["empty"] for r in rounds["ingest"]],
-                                 "empty database", "s"))
+                                 "empty database", "s",
+                                 extra={"phases_s": {k: round(v, 1) for k, v in PHASES.items()}}))
     if rr := rounds["readers"]:
         extra = {"non_200": sum(r[p]["errors"] for r in rr for p in r), "reads": sum(r[p]["reads"] for r in rr for p in r)}
         ctx.report(Result.rounds(f"province: items p95 of county {READ} ({READERS} readers) during county "

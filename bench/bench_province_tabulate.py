@@ -22,8 +22,8 @@ import tempfile
 import time
 
 import psycopg
-from bench_province import FIRST, N_COUNTIES, copy_of, template
 from common import Context, Result
+from province_data import FIRST, N_COUNTIES, copy_of, template
 
 REL, ABS_M2 = 1e-9, 1e-4
 

@@ -2,12 +2,21 @@
 primary, and read-your-writes in every trial meanwhile.
 
 Setup (its own primary and replica, so that the bench cluster's other databases are not copied):
-a private primary on a port of ``GEOBASE_BENCH_REPLICA_PORTS`` (55626-55629) with the scaled county's land use loaded, a
-streaming replica made by ``geobase.db.replicas.add_local`` on the next port, and two servers on the
-same primary: *replicated* (reads routed to the replica) and *primary only* (no replica).
+a private primary on a port of ``GEOBASE_BENCH_REPLICA_PORTS`` (55626-55629) holding the land use
+of the synthetic province at this scale (10 counties of ``--parcels / 10``, the same generated
+province as bench_province.py, ``bench/.cache/province-10x<P>-<seed>``), a streaming replica made
+by ``geobase.db.replicas.add_local`` on the next port, and two servers on the same primary:
+*replicated* (reads routed to the replica) and *primary only* (no replica).
 
-Per round (interleaved, ``ctx.rounds``): the county is ingested again on the primary (two CLI
-ingests of the county's delivery: ``--mode delete``, every parcel retired, then ``replace``) while
+Prepared outside the timed part: the province's generation (once per scale and seed, kept across
+runs), its load into the primary (``GEOBASE_BENCH_PROVINCE_LOAD_JOBS`` CLI ingests of different
+counties at a time, default 2), the replica's base backup (taken once, after the load; the
+replica then streams through every round, as a deployed one does; ``GEOBASE_BENCH_REPLICA_REUSE=1``
+keeps the loaded primary for the next run, see :func:`_reuse`). The phases' wall times are
+printed and kept in the lag figure's ``extra["phases_s"]``.
+
+Per round (interleaved, ``ctx.rounds``): county 339910 is ingested again on the primary (two CLI
+ingests of its delivery: ``--mode delete``, every parcel of it retired, then ``replace``) while
 32 threads read items by bbox from one server; meanwhile a writer changes a layer's sharing
 through the same server and reads it back at once with its token, 20 times: a read that did
 not see its own write is a violation (must be 0). Reported: the replica's lag (time behind the
@@ -29,9 +38,21 @@ from pathlib import Path
 import httpx
 import psycopg
 from common import PY, REPO, Context, Result, free_port, percentile
+from province_data import DELIVERED, FIRST, N_COUNTIES, PHASES, SEED, ingest_all, province, timed_phase
 
 READERS = 32
 RYW_TRIALS = 20
+
+
+def _reuse() -> bool:
+    """``GEOBASE_BENCH_REPLICA_REUSE=1``: keep the loaded primary after the run and reuse it in the
+    next run at the same scale (its replica is always taken afresh). A reused primary carries the
+    versions of the earlier runs' rounds (county 339910 retired and delivered again each time)."""
+    return os.environ.get("GEOBASE_BENCH_REPLICA_REUSE") == "1"
+
+
+def _loaded_mark(settings, ctx: Context) -> Path:
+    return settings.data_path / f"province-{ctx.parcels}-{SEED}.loaded"
 
 
 def _primary(ctx: Context, port: int):
@@ -41,16 +62,33 @@ def _primary(ctx: Context, port: int):
 
     settings = Settings(data_dir=REPO / ".geobase-bench" / "replicas", pg_port=port, database_url=None)
     cluster = LocalCluster(settings)
-    cluster.remove()
+    if not (_reuse() and _loaded_mark(settings, ctx).exists()):
+        for mark in settings.data_path.glob("province-*.loaded"):
+            mark.unlink()
+        cluster.remove()
     shutil.rmtree(cluster.pgdata.parent / "replica-bench", ignore_errors=True)
     (settings.data_path / "replicas.json").unlink(missing_ok=True)
     prepare_database(settings)
     return settings, cluster
 
 
-def _primary_and_replica(ctx: Context, dltb: Path):
-    """The primary (county loaded) and its replica, on ports of GEOBASE_BENCH_REPLICA_PORTS
-    (default 55626-55629); a port taken meanwhile by a client connection's TIME_WAIT: the next."""
+def load_primary(ctx: Context, settings, root: Path) -> None:
+    """The province's land use into the primary (skipped when a reused primary holds it)."""
+    if _loaded_mark(settings, ctx).exists():
+        print("  the primary holds the province already (GEOBASE_BENCH_REPLICA_REUSE)", flush=True)
+        return
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
+               GEOBASE_DATABASE_URL="")
+    with timed_phase("primary: the province loaded"):
+        ingest_all(env, [("land_use", root / str(FIRST + c) / "DLTB.zip", None) for c in range(N_COUNTIES)],
+                   "replicas primary")
+    _loaded_mark(settings, ctx).write_text("")
+
+
+def _primary_and_replica(ctx: Context, root: Path):
+    """The primary (the province's land use loaded) and its replica, on ports of
+    GEOBASE_BENCH_REPLICA_PORTS (default 55626-55629); a port taken meanwhile by a client
+    connection's TIME_WAIT: the next."""
     from geobase.db import replicas
     from geobase.errors import SetupError
 
@@ -60,11 +98,9 @@ def _primary_and_replica(ctx: Context, dltb: Path):
         settings = cluster = None
         try:
             settings, cluster = _primary(ctx, ports[i])
-            env = dict(os.environ, GEOBASE_DATA_DIR=str(settings.data_path), GEOBASE_PG_PORT=str(settings.pg_port),
-                       GEOBASE_DATABASE_URL="")
-            subprocess.run([PY, "-m", "geobase.cli", "ingest", "land_use", str(dltb)],
-                           env=env, cwd=str(REPO), check=True, stdout=subprocess.DEVNULL)
-            return settings, cluster, replicas.add_local(settings, ports[i + 1], "bench")
+            load_primary(ctx, settings, root)
+            with timed_phase("replica: base backup"):
+                return settings, cluster, replicas.add_local(settings, ports[i + 1], "bench")
         except SetupError as exc:
             if "could not start server" not in str(exc):
                 raise
@@ -72,7 +108,7 @@ def _primary_and_replica(ctx: Context, dltb: Path):
             if settings is not None:
                 for r in replicas.load(settings):
                     replicas.remove(settings, r.name)
-                cluster.remove()
+                cluster.stop() if _reuse() else cluster.remove()
     raise RuntimeError(f"no two free ports in {ports}")
 
 
@@ -173,9 +209,11 @@ def run(ctx: Context) -> None:
     from geobase import keys
     from geobase.db import connect, replicas
 
-    county = ctx.county()
-    dltb = next(p for p in (county / "DLTB" / "DLTB.shp", county / "DLTB.shp", county / "DLTB.zip") if p.exists())
-    settings, cluster, replica = _primary_and_replica(ctx, dltb)
+    PHASES.clear()
+    with timed_phase("generation (or the cached province)"):
+        root = province(ctx)
+    dltb = root / DELIVERED / "DLTB.zip"
+    settings, cluster, replica = _primary_and_replica(ctx, root)
     try:
         with connect(settings) as conn:
             admin = keys.create_key(conn, name="bench", role="admin", department=None).token
@@ -190,8 +228,9 @@ def run(ctx: Context) -> None:
         rounds: dict[str, list[dict]] = {"replicated": [], "primary": []}
         for i in range(ctx.rounds):
             print(f"  round {i + 1}/{ctx.rounds}", flush=True)
-            rounds["replicated"].append(_round(replicated[1], settings, dltb, admin, bbox, lag_urls))
-            rounds["primary"].append(_round(primary_only[1], settings, dltb, admin, bbox))
+            with timed_phase("rounds"):
+                rounds["replicated"].append(_round(replicated[1], settings, dltb, admin, bbox, lag_urls))
+                rounds["primary"].append(_round(primary_only[1], settings, dltb, admin, bbox))
         for proc, _ in (replicated, primary_only):
             proc.terminate()
             proc.wait(30)
@@ -205,13 +244,19 @@ def run(ctx: Context) -> None:
                                  extra={"non_200": errors}))
         ctx.report(Result("replica lag during the ingest under the read load (p95; max in extra)",
                           percentile(lags, 95) * 1000 if lags else float("nan"), None, None, "ms",
-                          extra={"max_ms": max(lags) * 1000 if lags else None, "samples": len(lags)}))
+                          extra={"max_ms": max(lags) * 1000 if lags else None, "samples": len(lags),
+                                 "per_round_p95_ms": [round(percentile(r["lags"], 95) * 1000)
+                                                      for r in rounds["replicated"] if r["lags"]],
+                                 "phases_s": {k: round(v, 1) for k, v in PHASES.items()}}))
         ctx.report(Result("read-your-writes violations (sharing change, then the writer's read)", violations,
                           None, None, f"of {trials} trials", extra={"trials": trials}))
     finally:
         for r in replicas.load(settings):
+            log = Path(r.pgdata) / "geobase-server.log"  # kept: recovery conflicts, cancelled reads
+            if log.exists():
+                shutil.copy(log, settings.data_path / f"replica-{r.name}-{ctx.started}.log")
             replicas.remove(settings, r.name)
-        cluster.remove()
+        cluster.stop() if _reuse() else cluster.remove()
 
 
 if __name__ == "__main__":

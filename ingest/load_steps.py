@@ -12,6 +12,7 @@ from __future__ import annotations
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyogrio
 from geobase.ingest import dbf
 from geobase.ingest.context import IngestContext, LoadTarget
 from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation
@@ -26,7 +27,7 @@ from geobase.catalog import layers as layer_catalog
 from geobase.catalog import sync_catalog
 from geobase.catalog.versions import CommitResult, write_version
 from geobase.errors import InvalidInput
-from geobase.storage import UNASSIGNED, division_field, division_filter, table_ident
+from geobase.storage import UNASSIGNED, division_field, division_filter, division_values, table_ident
 
 BATCH_SIZE = 20_000
 
@@ -44,13 +45,35 @@ def open_target(ctx: IngestContext, conn: psycopg.Connection, job: str, direct: 
         ctx.report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
     dl: DirectLoad | None = None
     if direct:
-        dl = DirectLoad(conn, ctx.spec, job, ctx.opts.division)
+        dl = DirectLoad(conn, ctx.spec, job, ctx.opts.division,
+                        first_county=None if ctx.opts.division else first_row_county(ctx))
         if not dl.begin():
             dl = None
     target = LoadTarget(conn, Staging(conn, ctx.spec, staging_name(ctx.opts.layer, job), ctx.opts.division), dl)
     if target.staging:
         target.stg.create()
     return target
+
+
+def first_row_county(ctx: IngestContext) -> str | None:
+    """The county the file's first row names (its division field, read alone: milliseconds), so
+    that a county's first delivery into a layer holding other counties can load straight into
+    its new partition (:class:`DirectLoad`); None when the layer or the file has no such field,
+    the file is empty or the value names no county. Only a hint: the load checks every row."""
+    field = division_field(ctx.spec)
+    column = ctx.plan.columns.get(field) if field else None
+    if not column or column == FID_COLUMN:
+        return None
+    src = ctx.src
+    try:
+        _meta, table = pyogrio.read_arrow(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding,
+                                          columns=[column], read_geometry=False, max_features=1, **src.open_options)
+    except Exception:  # noqa: BLE001 -- only a hint: the load itself reads the file and says what is wrong
+        return None
+    if table.num_rows == 0 or column not in table.column_names:
+        return None
+    county = division_values(table.column(column), None)[0].as_py()
+    return county if county and county != UNASSIGNED else None
 
 
 def _read_failure(ctx: IngestContext, exc: Exception, done: int) -> InvalidInput:

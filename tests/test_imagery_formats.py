@@ -13,9 +13,8 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
+from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from imagery_common import BANDS4, write_scene
-from test_imagery_tiles import _tile
 from test_scoped_keys import ENV
 
 from geobase.imagery.ingest import add_image
@@ -50,7 +49,7 @@ def keyed(pg_server, template_db, tmp_path_factory):
 
 def _reads(srv, key: dict, item: str) -> dict[str, int]:
     """The status of each kind of imagery read with ``key``."""
-    x, y = _tile(12, LON, LAT)
+    x, y = tile_xy(LON, LAT, 12)
     poly = {"type": "Polygon", "coordinates": [[[118.05, 29.05], [118.15, 29.05], [118.15, 29.15],
                                                 [118.05, 29.15], [118.05, 29.05]]]}
     xyz = f"/imagery/fmt/tiles/WebMercatorQuad/12/{x}/{y}"
@@ -88,7 +87,7 @@ def test_a_cached_tile_is_refused_too(keyed):
     """The tile cache serves every caller's view of imagery the same bytes: a tile another key
     has just had drawn (a cache hit) is still refused to a key without ``png``."""
     srv, keys_, _ = keyed
-    x, y = _tile(13, LON, LAT)
+    x, y = tile_xy(LON, LAT, 13)
     path = f"/imagery/fmt/tiles/WebMercatorQuad/13/{x}/{y}.png"
     with srv.client() as c:
         assert c.get(path, headers=keys_["png"]).status_code == 200

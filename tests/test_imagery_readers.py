@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 import rasterio
+from conftest import tile_xy
 from geobase.tiles.tms import get_tms
 from imagery_common import write_scene
 from rasterio.io import MemoryFile
 from test_imagery import SCENE
-from test_imagery_tiles import _tile
 
 from geobase.imagery import readers, render
 
@@ -69,7 +69,7 @@ def test_kept_handles_draw_titilers_bytes(tms_id, monkeypatch):
 
 def _pixel(path, bounds=(118.0, 29.0, 118.2, 29.2)) -> int:
     tms = get_tms("WebMercatorQuad")
-    x, y = _tile(12, 118.1, 29.1)
+    x, y = tile_xy(118.1, 29.1, 12)
     png = render.render_tile([path], tms.bounds(12, y, x), tms.srid, render.BandRequest(bands="b1"), "png")
     with MemoryFile(png) as mf, mf.open() as ds:
         band, alpha = ds.read(1), ds.read(2)

@@ -11,8 +11,9 @@ Measured (one server per database, tile cache off so every tile is drawn from th
 interleaved request by request for at least ``ctx.rounds`` rounds; per round the median of
 ``REQUESTS`` requests of each kind):
   * items of county 339901 by a bbox inside it (``division=339901&bbox=...&limit=100``),
-  * a cold z15 tile inside county 339901 (without ``division``: the tile's envelope is all
-    the planner has; each partition's geom index is probed once),
+  * a cold z15 tile inside county 339901 (without ``division``: the tile reads only the counties
+    whose extent meets it, geobase/tiles/prune.py — here 339901 alone; before, each county
+    partition's geom index was probed once),
   * a site check of a small polygon inside county 339901 (every layer, no county named).
 Printed: ``shards10`` latency against ``shards1`` latency, the ratio and its spread.
 """

@@ -8,14 +8,14 @@ the counties whose extent meets it: the per-county extents of the layer's curren
 per process and layer, and each tile's plan gets ``division IN (<those counties>)``
 (:attr:`geobase.tiles.mvt.LayerPlan.counties`), which PostgreSQL prunes by.
 
-Never a feature missing because the extents were stale. The extents kept for a layer are of the
-version the request's layer states named *before* they were read, say v; the catalog's version
-when they were read was then v or later. The tile's statement returns the versions it read its
-rows under (in the same snapshot as the rows, geobase/tiles/render.py); the tile is kept only
-when those equal v — then the extents are exactly the version the rows are (versions only grow,
-and a version's per-county map never changes). Otherwise (a county loaded, an edit, since the
-extents were read) the tile is drawn again from every county's partition, and the extents are
-read again on the next tile that names the new version. The per-county map counts every county
+Never a feature missing because the extents were stale. The extents kept for a layer are read
+with the layer's current version v in one snapshot (a REPEATABLE READ transaction), and kept
+under v. The tile's statement returns the versions it read its rows under (in the same
+snapshot as the rows, geobase/tiles/render.py); the tile is kept only when those equal v — then
+the extents are exactly those of the rows' version (a version's per-county map never changes).
+Otherwise (a county loaded, an edit, since the extents were read; a replica behind) the tile is
+drawn again from every county's partition, and the extents are read again on the next tile
+whose request names another version than v. The per-county map counts every county
 with current rows, each with the extent of all its current geometries (carried forward version
 to version, recounted for the counties a version changed: ingests, edits, rollbacks alike).
 
@@ -35,7 +35,7 @@ from geobase.tiles.render import render
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.catalog.divisions import county_states
-from geobase.catalog.state import LayerState
+from geobase.catalog.state import LayerState, layer_states
 
 #: degrees added around a county's extent before it is compared with a tile: ``geom && box``
 #: compares single-precision boxes rounded outward (a few 1e-6 degrees), the extents are doubles
@@ -46,28 +46,47 @@ _METRES_PER_DEGREE = 110_574.0
 
 @dataclass(frozen=True)
 class _Extents:
-    version: int  # the layer's version the request's states named before these were read
+    version: int | None  # the layer's version these are the extents of (read in one snapshot)
     boxes: dict[str, tuple[float, float, float, float] | None]
 
 
 class CountyExtents:
-    """Per layer: its counties' extents, read once per layer version (see the module docstring)."""
+    """Per database and layer: its counties' extents, read once per layer version (see the module
+    docstring)."""
 
     def __init__(self) -> None:
         self._layers: dict[tuple, _Extents] = {}
 
-    async def boxes(self, conn: psycopg.AsyncConnection, layer: str, version: int
-                    ) -> dict[str, tuple[float, float, float, float] | None]:
-        """``{county: extent or None}`` of ``layer`` as of ``version`` or later (empty: no map)."""
+    async def extents(self, conn: psycopg.AsyncConnection, layer: str, version: int) -> _Extents | None:
+        """The extents kept of ``layer`` when they are of ``version`` (the request's), else read
+        anew; None when the connection cannot read them in one snapshot with their version."""
         key = (database(conn), layer)
         kept = self._layers.get(key)
         if kept is None or kept.version != version:
-            states = await county_states(conn, layer)
-            kept = _Extents(version, {d: (tuple(float(x) for x in e) if e else None) for d, (_, e) in states.items()})
+            kept = await _read(conn, layer)
+            if kept is None:
+                return None
             if len(self._layers) > 10_000:
                 self._layers.clear()
             self._layers[key] = kept
-        return kept.boxes
+        return kept
+
+
+async def _read(conn: psycopg.AsyncConnection, layer: str) -> _Extents | None:
+    """The layer's current version and its counties' extents, in one snapshot (REPEATABLE READ):
+    never a version's number on another version's extents (a replica behind the primary, an
+    ingest committing in between)."""
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return None  # not a pooled server connection: no transaction of ours can start here
+    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        st = (await layer_states(conn)).get(layer)
+        counties = await county_states(conn, layer)
+    finally:
+        await conn.execute("COMMIT" if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+                           else "ROLLBACK")
+    boxes = {d: (tuple(float(x) for x in e) if e else None) for d, (_, e) in counties.items()}
+    return _Extents(st.current_version if st is not None else None, boxes)
 
 
 #: the one per server process
@@ -117,12 +136,13 @@ async def pruned(conn: psycopg.AsyncConnection, plans: list[LayerPlan], states: 
         if p.counties is not None or p.as_of is not None or p.pyramid_version is not None or version is None:
             out.append(p)
             continue
-        counties = meeting(await EXTENTS.boxes(conn, p.name, version), row_box(p, tms, z, row, col))
+        kept = await EXTENTS.extents(conn, p.name, version)
+        counties = None if kept is None or kept.version is None else meeting(kept.boxes, row_box(p, tms, z, row, col))
         if counties is None:
             out.append(p)
             continue
         out.append(replace(p, counties=counties))
-        used[p.name] = version
+        used[p.name] = kept.version
     return out, used
 
 

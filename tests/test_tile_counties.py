@@ -52,13 +52,14 @@ def _extents(settings) -> dict[str, tuple[float, ...]]:
 
 
 def _tiles(settings) -> list[tuple[int, int, int]]:
-    """Every tile (z 14-18) over the counties and a ring around them: inside A, inside B, on and
-    across their border, and empty ones beside them."""
+    """Every tile (z 11-18) over the counties and a ring around them: inside A, inside B, on and
+    across their border, and empty ones beside them (below z13 land use is drawn as class cells,
+    a statement composed per tile)."""
     boxes = list(_extents(settings).values())
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     out = []
-    for z in (14, 15, 16, 17, 18):
+    for z in (11, 12, 14, 15, 16, 17, 18):
         (ca, rb), (cb, ra) = _tile(x0, y0, z), _tile(x1, y1, z)
         out += [(z, r, c) for r in range(ra - 1, rb + 2) for c in range(ca - 1, cb + 2)]
     return out

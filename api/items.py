@@ -87,6 +87,7 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
                principal: Principal = Depends(get_principal)):
     spec = c.spec
     require_format(principal, fmt, download=False)
+    await check_item_divisions(request, spec.name, p)  # an unknown county is a 400, as on the lists
     q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, default_limit=1, max_limit=1)
     q.only_feature(featureId)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,

@@ -40,6 +40,7 @@ from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
 from geobase.catalog import CurrentLayer, current_layers, raster_file, union_extent
 from geobase.catalog.state import layer_states
+from geobase.division_check import checked_counties
 from geobase.errors import InvalidInput, NotFound
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_format, require_layer, visible_layers
@@ -86,9 +87,16 @@ def _mvt_response(request: Request, result, principal: Principal, v: str | None 
     return Response(body, status_code=status, headers=headers, media_type=media)
 
 
+#: ``division=`` of vector tile URLs, as on items: only these counties drawn
+DIVISION_PARAM = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
+                       "features are drawn (the other counties' partitions are not read); a code that is no known "
+                       "county is a 400, a county a layer holds nothing of draws nothing of it")
+
+
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
-                  v: str | None = None, version: int | None = None, at: str | None = None) -> Response:
+                  v: str | None = None, version: int | None = None, at: str | None = None,
+                  division: str | None = None) -> Response:
     t0 = time.perf_counter()
     require_format(principal, "mvt")  # a key granted only some formats: vector tiles only if "mvt"
     tms = get_tms(tms_id)
@@ -96,6 +104,8 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
         await require_layer(conn, principal, registry, layers)
     opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": tiles_db_url(request),
             "timeout_ms": request.app.state.settings.tile_statement_timeout_ms}
+    if division is not None:  # the one check of a county code, as on items (a 400 naming division)
+        opts["divisions"] = tuple(sorted(await checked_counties(conn, layers, division)))
     if version is None and at is None:  # today's map: the one-round-trip path (StatesHint)
         result = await tile_for(conn, tile_cache(request), registry, principal, layers, tms, z, row, col,
                                 hint=_states_hint(request), **opts)
@@ -179,15 +189,17 @@ async def collection_tileset(request: Request, collectionId: str, tileMatrixSetI
 async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: int,
                           tileRow: int, tileCol: int,
                           style: str = Query("hillshade", description="DEM only: hillshade, elevation or slope"),
-                          v: str | None = VERSION_PARAM,
+                          v: str | None = VERSION_PARAM, division: str | None = DIVISION_PARAM,
                           conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                           principal=Depends(get_principal), settings: Settings = Depends(get_settings_dep)):
     spec = await require_layer(conn, principal, registry, collectionId)
     if spec.kind == "raster":
+        if division is not None:
+            raise InvalidInput(f"division: {collectionId!r} is a raster, not partitioned by county", parameter="division")
         return await _raster(request, conn, settings, spec, style, tileMatrixSetId, tileMatrix, tileCol, tileRow,
                              principal, v)
     return await _render(request, conn, registry, principal, collectionId, tileMatrixSetId,
-                         tileMatrix, tileRow, tileCol, v=v)
+                         tileMatrix, tileRow, tileCol, v=v, division=division)
 
 
 # ---- composite dataset tiles ---------------------------------------------------------------
@@ -208,11 +220,11 @@ async def map_tileset(request: Request, tileMatrixSetId: str, conn=Depends(get_c
 @router.get("/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
             summary="A composite one-map tile: every layer the caller may see, one MVT layer each")
 async def map_tile(request: Request, tileMatrixSetId: str, tileMatrix: int, tileRow: int, tileCol: int,
-                   v: str | None = VERSION_PARAM,
+                   v: str | None = VERSION_PARAM, division: str | None = DIVISION_PARAM,
                    conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal=Depends(get_principal)):
     return await _render(request, conn, registry, principal, ONEMAP, tileMatrixSetId, tileMatrix, tileRow, tileCol,
-                         v=v)
+                         v=v, division=division)
 
 
 # ---- XYZ + TileJSON ------------------------------------------------------------------------
@@ -224,9 +236,11 @@ async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
                                                "version (one layer only; 400 for a version it never had)"),
                    at: str | None = Query(None, alias="datetime", description="draw the layer as it was at this "
                                           "instant (RFC 3339): the version current then, as for its features"),
+                   division: str | None = DIVISION_PARAM,
                    conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                    principal=Depends(get_principal)):
-    return await _render(request, conn, registry, principal, layers, tms, z, y, x, v=v, version=version, at=at)
+    return await _render(request, conn, registry, principal, layers, tms, z, y, x, v=v, version=version, at=at,
+                         division=division)
 
 
 @router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")

@@ -11,10 +11,14 @@ Measured (one server per database, tile cache off so every tile is drawn from th
 interleaved request by request for at least ``ctx.rounds`` rounds; per round the median of
 ``REQUESTS`` requests of each kind):
   * items of county 339901 by a bbox inside it (``division=339901&bbox=...&limit=100``),
-  * a cold z15 tile inside county 339901 (without ``division``: the tile's envelope is all
-    the planner has; each partition's geom index is probed once),
+  * a cold z15 tile inside county 339901 (without ``division``: the tile reads only the counties
+    whose extent meets it, geobase/tiles/prune.py — here 339901 alone; before, each county
+    partition's geom index was probed once),
   * a site check of a small polygon inside county 339901 (every layer, no county named).
-Printed: ``shards10`` latency against ``shards1`` latency, the ratio and its spread.
+Printed: ``shards10`` latency against ``shards1`` latency, the ratio and its spread. Also the z15
+tile's statement alone in the database (EXPLAIN ANALYZE: planning and execution), 10 counties vs
+1, as the server runs it and as it ran before tiles were pruned (every county's partition read),
+with the number of county partitions each scans.
 """
 
 from __future__ import annotations
@@ -123,6 +127,67 @@ def _timed(client: httpx.Client, method: str, path: str, kw: dict) -> float:
     return statistics.median(out)
 
 
+async def _statement_times(url: str, tile: tuple[int, int, int], prune_it: bool) -> tuple[float, int]:
+    """Median of REQUESTS database times (planning + execution, EXPLAIN ANALYZE) of the z15 tile's
+    statement, read from the counties meeting it (``prune_it``, as the server does) or from every
+    county (as before), and how many county partitions the last one scanned."""
+    from geobase.catalog.state import layer_states
+    from geobase.specs import get_registry
+    from geobase.tiles.mvt import plan_layer, tile_sql
+    from geobase.tiles.prune import pruned
+    from geobase.tiles.tms import WEB_MERCATOR_QUAD as W
+
+    registry = get_registry()
+    z, row, col = tile
+    plan = plan_layer(registry.layer("land_use"), registry, z, set())
+    times, scanned = [], 0
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        plans = [plan]
+        if prune_it:
+            plans, _ = await pruned(conn, plans, await layer_states(conn), W, z, row, col)
+        stmt = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(tile_sql(plans, ["land_use"], W, z, row, col))
+        for _ in range(REQUESTS):
+            (doc,), = await (await conn.execute(stmt)).fetchall()
+            times.append(doc[0]["Planning Time"] + doc[0]["Execution Time"])
+            scanned = len(_scanned(doc[0]["Plan"]))
+    return statistics.median(times) / 1000, scanned
+
+
+def _scanned(node: dict) -> set[str]:
+    """The county partitions a plan node (and those under it) ran a scan of."""
+    out = set()
+    if node.get("Relation Name", "").startswith("land_use__") and node.get("Actual Loops", 0) > 0:
+        out.add(node["Relation Name"])
+    for sub in node.get("Plans", []):
+        out |= _scanned(sub)
+    return out
+
+
+def _statement_figures(ctx: Context, one: str, ten: str, per_county: int) -> None:
+    """The tile's statement alone, in the database (no HTTP, no Python): 10 counties vs 1, and
+    10 counties read from every county (the statement before tiles were pruned) vs 1."""
+    import asyncio
+
+    x0, y0 = _origin(COUNTIES[0], per_county)
+    side = math.ceil(math.sqrt(per_county))
+    tx, ty = web_mercator_tile(x0 + side * CELL / 2, y0 + side * CELL / 4, 15)
+    tile = (15, ty, tx)
+    scanned = {}
+
+    def timed(url: str, prune_it: bool, name: str) -> float:
+        seconds, scanned[name] = asyncio.run(_statement_times(url, tile, prune_it))
+        return seconds
+
+    got = interleaved(ctx.rounds, {"10": lambda: timed(ten, True, "10"), "1": lambda: timed(one, True, "1"),
+                                   "10 every county": lambda: timed(ten, False, "10 every county")})
+    print(f"bench: county partitions the z15 tile's statement scans: {scanned}", flush=True)
+    for ours, label in (("10", f"reads {scanned['10']} county partition(s)"),
+                        ("10 every county", f"every county's partition read ({scanned['10 every county']}), as before")):
+        ctx.report(Result.rounds(f"shards: county-scoped cold tile z15 statement in the database, 10 counties loaded "
+                                 f"vs 1, {label} ({per_county:,} parcels each; target ratio <= 1.1)",
+                                 [v * 1000 for v in got[ours]], [v * 1000 for v in got["1"]], "1 county", "ms"))
+
+
 def run(ctx: Context) -> None:
     per_county = max(1000, ctx.parcels // 10)
     one, ten = ctx.named_database("shards1"), ctx.named_database("shards10")
@@ -130,6 +195,7 @@ def run(ctx: Context) -> None:
     _load(ten, COUNTIES, per_county)
     data_dir = ctx.settings.data_path
     data_dir.mkdir(parents=True, exist_ok=True)
+    _statement_figures(ctx, one, ten, per_county)
     servers = {"1": _server(one, data_dir, "1"), "10": _server(ten, data_dir, "10")}
     try:
         clients = {k: httpx.Client(base_url=s.url, timeout=120) for k, s in servers.items()}

@@ -10,7 +10,9 @@
 Known counties are those the database holds a partition of, in any layer (the administrative
 divisions layer's counties among them: its rows are partitioned by county like every layer's):
 one query on ``pg_inherits``, answered from the catalog on the primary, a replica (the catalog
-is replicated) or a coordinator with shards (a foreign partition is a partition too).
+is replicated) or a coordinator with shards (a foreign partition is a partition too), kept per
+catalog state (every layer's current version, read on each request: a county loaded after the
+server started is known on the next request).
 
 The layer's own partitions are not needed: a ``division`` filter on a county without a partition
 prunes every partition, so the query answers empty by itself (see
@@ -23,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from geobase.catalog.state import layer_states
 from geobase.cql2_parse import parse
 from geobase.errors import InvalidInput
 from geobase.storage import DATA_SCHEMA, DIVISION, check_division
@@ -39,10 +42,27 @@ _KNOWN_SQL = (
     "AND c.relname = p.relname || '__' || right(c.relname, 6)")
 
 
+#: per database (the primary and each replica a process reads): (catalog state, its counties).
+#: The answer of :data:`_KNOWN_SQL` is kept per catalog state: a county's partition is made by the
+#: ingest (or edit) that commits a new version of its layer, so while every layer's current
+#: version is what it was, so are the partitions. The state is read first, the partitions after
+#: it: what is kept is never older than the state it is kept under.
+_KNOWN: dict[tuple, tuple[tuple, frozenset[str]]] = {}
+
+
 async def known_counties(conn: psycopg.AsyncConnection) -> set[str]:
-    """Every county any layer holds a partition of."""
-    cur = await conn.execute(_KNOWN_SQL, (DATA_SCHEMA,))
-    return {r[0] for r in await cur.fetchall()}
+    """Every county any layer holds a partition of: the catalog query (a join over every
+    partition of every layer, some 2,800 counties a layer in a nation) runs once per catalog
+    state, each request reads only the layers' versions (a few rows)."""
+    where = (conn.info.host, conn.info.port, conn.info.dbname)
+    stamp = tuple(sorted((n, s.current_version) for n, s in (await layer_states(conn)).items()))
+    kept = _KNOWN.get(where)
+    if kept is None or kept[0] != stamp:
+        cur = await conn.execute(_KNOWN_SQL, (DATA_SCHEMA,))
+        if len(_KNOWN) > 100:
+            _KNOWN.clear()
+        kept = _KNOWN[where] = (stamp, frozenset(r[0] for r in await cur.fetchall()))
+    return set(kept[1])
 
 
 def known_counties_sync(conn: psycopg.Connection) -> set[str]:

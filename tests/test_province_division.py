@@ -1,8 +1,9 @@
 """One answer to a county code on every endpoint that takes one (issue 16; the one check is
 geobase/division_check.py): a code that is no known county is a 400 naming the parameter; a known
 county the layer holds nothing of answers 200 and empty — items, downloads, CQL2
-``division``, the change feed and its Server-Sent Events stream, and an analysis' ``aoi`` (one
-feature by key keeps its 404 for a county that holds no such feature).
+``division``, the change feed and its Server-Sent Events stream, vector tiles, one feature by
+key, and an analysis' ``aoi`` (one feature by key keeps its 404 for a known county that holds
+no such feature).
 
 Counties A and B deliver land use; county C delivers only its administrative division (so it is
 known, with no land use partition); county D (339999) is known nowhere.
@@ -103,12 +104,16 @@ def test_every_endpoint_answers_a_county_code_alike(db_settings, tmp_path, live_
             assert D in r.json()["description"]
         # malformed: a 400 naming the parameter too
         _refused(http.get(items, params={"division": "33"}), "division", "6-digit county code")
-        # one feature by key: a county that is nowhere holds no such feature (404, test_shared_keys.py)
-        assert http.get(f"{items}/00000001", params={"division": D}).status_code == 404
+        # one feature by key: an unknown county is a 400 naming division too, as the lists answer
+        # (it was a 404, "no such feature there"; a known county without the feature stays a 404)
+        _refused(http.get(f"{items}/00000001", params={"division": D}), "division", "not a known division")
         _refused(http.get(items, params={"filter": "division = '33'"}), "filter", "6-digit county code")
-        # tiles take no county: asked for one, they refuse it by name rather than draw every county
-        r = http.get("/tiles/land_use/14/13717/6694.mvt", params={"division": A})
-        _refused(r, "division", "division")
+        # tiles take a county as items do (tests/test_tile_counties.py draws them): an unknown one
+        # is a 400 naming division on every tile URL; a known county without land use draws nothing
+        for url in ("/tiles/land_use/14/13717/6694.mvt", "/collections/land_use/tiles/WebMercatorQuad/14/6694/13717",
+                    "/map/tiles/WebMercatorQuad/14/6694/13717"):
+            _refused(http.get(url, params={"division": D}), "division", "not a known division")
+            assert http.get(url, params={"division": C}).status_code == 204
 
         # an analysis' area of interest: the admin layer's division, else a 400 naming aoi
         def tabulate(aoi: str) -> httpx.Response:
@@ -118,3 +123,43 @@ def test_every_endpoint_answers_a_county_code_alike(db_settings, tmp_path, live_
         r = tabulate(C)
         assert r.status_code == 200, r.text[:500]
         _refused(tabulate(D), "aoi", D)
+
+
+def test_a_county_loaded_after_the_server_started_is_known_at_once(db_settings, tmp_path, live_server):
+    """The known counties are kept per catalog state (every layer's version): the partitions'
+    query runs again only when a version changed, and a county delivered while the server runs
+    is known on the very next request."""
+    import asyncio
+
+    from geobase import division_check
+
+    load(db_settings, tmp_path, A)
+    srv = live_server(db_settings)
+    with srv.client() as http:
+        items = "/collections/land_use/items"
+        _refused(http.get(items, params={"division": B}), "division", "not a known division")
+        _refused(http.get("/tiles/land_use/14/13717/6694.mvt", params={"division": B}), "division", B)
+        load(db_settings, tmp_path, B)
+        r = http.get(items, params={"division": B, "limit": 100})
+        assert r.status_code == 200 and len(r.json()["features"]) == 16, r.text[:300]
+        assert http.get("/tiles/land_use/14/13717/6694.mvt", params={"division": B}).status_code in (200, 204)
+
+    async def partition_reads() -> list[set[str]]:
+        """The known counties three times, the third after C's delivery: the partitions read twice."""
+        async with await psycopg.AsyncConnection.connect(db_settings.database_url, autocommit=True) as conn:
+            reads, execute = [], conn.execute
+
+            async def counted(query, *args, **kw):
+                if query == division_check._KNOWN_SQL:
+                    reads.append(query)
+                return await execute(query, *args, **kw)
+
+            conn.execute = counted
+            got = [await division_check.known_counties(conn), await division_check.known_counties(conn)]
+            await asyncio.to_thread(load, db_settings, tmp_path, C)
+            got.append(await division_check.known_counties(conn))
+            assert len(reads) == 2, reads  # none for the second: the same catalog state
+            return got
+
+    first, second, third = asyncio.run(partition_reads())
+    assert first == second and {A, B} <= first and C not in first and C in third

@@ -36,7 +36,7 @@ from psycopg import sql
 from geobase.catalog import current_versions_sql
 from geobase.opendata.desensitise import Desensitisation
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import as_of_filter, current_filter, table_ident
+from geobase.storage import DIVISION, as_of_filter, current_filter, division_filter, table_ident
 
 EXTENT = 4096
 BUFFER = 64
@@ -64,6 +64,10 @@ class LayerPlan:
     desensitise: Desensitisation | None = None
     #: a request key's box (CGCS2000 degrees): nothing outside it is drawn
     within: tuple | None = None
+    #: the counties whose partitions are read (None: every county's): those a ``division=``
+    #: names, or those whose extent meets the tile (geobase.tiles.prune) — a predicate on the
+    #: partition key the planner prunes by, at plan time or, prepared generically, at execution
+    counties: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -104,8 +108,22 @@ def _class_field(spec: LayerSpec) -> str | None:
     return spec.style.class_field or spec.class_field
 
 
+def county_filter(plan: LayerPlan, slots: list[sql.Composable] | None = None) -> sql.Composable | None:
+    """The plan's county predicate (None: every county): the counties as literals, or, in a
+    prepared statement, its :data:`COUNTY_SLOTS` county parameters (codes sent as numbers, as
+    the tile's other numbers are: ``lpad(n::int::text, 6, '0')`` is immutable, so PostgreSQL
+    prunes by it — at plan time in a custom plan, at executor start in a generic one)."""
+    if plan.counties is None:
+        return None
+    if slots is None:
+        return division_filter(plan.counties)
+    return sql.SQL("{} IN ({})").format(sql.Identifier(DIVISION), sql.SQL(", ").join(
+        sql.SQL("lpad(({})::int::text, 6, '0')").format(s) for s in slots))
+
+
 def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Composable,
-                    env_buffered: sql.Composable, filter_buffered: sql.Composable) -> sql.Composed:
+                    env_buffered: sql.Composable, filter_buffered: sql.Composable,
+                    slots: list[sql.Composable] | None = None) -> sql.Composed:
     spec = plan.spec
     col = sql.Identifier("geom_3857" if tms.srid == 3857 else "geom")
     d = plan.desensitise
@@ -115,6 +133,9 @@ def _feature_select(plan: LayerPlan, tms: TileMatrixSet, z: int, env: sql.Compos
         where = [rows_filter(plan), sql.SQL("geom && ST_Expand({}, {})").format(
             filter_buffered, sql.Literal(3 * float(d.geometry.metres or 0) / 110_574.0)),
             sql.SQL("{} && {}").format(col, env_buffered)]
+    county = county_filter(plan, slots)
+    if county is not None:
+        where.insert(1, county)
     if plan.within is not None:
         box = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*(sql.Literal(float(v)) for v in plan.within))
         where.append(sql.SQL("geom && {b} AND ST_Intersects(geom, {b})").format(b=box))
@@ -147,6 +168,9 @@ def _aggregate_select(plan: LayerPlan, tms: TileMatrixSet, z: int, bounds, env: 
     big = cell * cell  # parcels with a bbox of at least one cell are drawn as themselves
     px = tms.tile_span(z) / 256
     filters = [rows_filter(plan)]
+    county = county_filter(plan)
+    if county is not None:
+        filters.append(county)
     if plan.hidden_classes:
         filters.append(sql.SQL("COALESCE({} <> ALL({}), true)").format(cf, sql.Literal(list(plan.hidden_classes))))
     flt = sql.SQL(" AND ").join(filters)
@@ -288,18 +312,63 @@ def _tile_select(parts: list[sql.Composable], names: list[str]) -> sql.Composed:
 
 
 def preparable(plan: LayerPlan) -> bool:
-    """Whether the plan's statement depends on the tile only through :func:`tile_numbers` (today's
-    rows drawn as features; not the class cells of a coverage at small zooms, not an old version)."""
-    return not plan.aggregate and plan.as_of is None
+    """Whether the plan's statement depends on the tile only through :func:`statement_numbers`
+    (today's rows drawn as features, of at most :data:`COUNTY_SLOTS` counties when it names
+    some; not the class cells of a coverage at small zooms, not an old version)."""
+    return (not plan.aggregate and plan.as_of is None
+            and (plan.counties is None or len(plan.counties) <= COUNTY_SLOTS))
+
+
+#: county parameters of a prepared tile statement whose plans name counties: a tile meeting
+#: more counties than this is composed with literals (or reads every county, geobase.tiles.prune)
+COUNTY_SLOTS = 8
+#: a county parameter no county has (an unused slot; GB/T 2260 codes start at 11)
+NO_COUNTY = 1.0
+
+
+def statement_counties(plans: list[LayerPlan]) -> tuple[str, ...] | None:
+    """The counties the county parameters of the plans' statement carry: every county any plan
+    names (a plan reads those of them its rows lie in; a superset prunes less, never wrongly);
+    None when no plan names any (the statement has no county parameters)."""
+    named = [p.counties for p in plans if p.counties is not None]
+    return tuple(sorted(set().union(*named))) if named else None
+
+
+def statement_numbers(plans: list[LayerPlan], tms: TileMatrixSet, z: int, row: int, col: int) -> tuple[float, ...]:
+    """What a :func:`tile_template` statement is executed with: the :func:`tile_numbers`, then,
+    when the plans name counties, :data:`COUNTY_SLOTS` county codes as numbers (unused slots
+    :data:`NO_COUNTY`)."""
+    counties = statement_counties(plans)
+    if counties is None:
+        return tile_numbers(tms, z, row, col)
+    if len(counties) > COUNTY_SLOTS:  # never a county dropped: the caller composes such a tile per tile
+        raise ValueError(f"{len(counties)} counties for {COUNTY_SLOTS} county parameters")
+    codes = [float(int(c)) for c in counties]
+    return tile_numbers(tms, z, row, col) + tuple(codes + [NO_COUNTY] * (COUNTY_SLOTS - len(codes)))
+
+
+def preparable_together(plans: list[LayerPlan]) -> bool:
+    """Whether the plans make one prepared statement: each :func:`preparable`, and the counties
+    they name fit the :data:`COUNTY_SLOTS` county parameters."""
+    return all(preparable(p) for p in plans) and len(statement_counties(plans) or ()) <= COUNTY_SLOTS
+
+
+def statement_arity(plans: list[LayerPlan]) -> int:
+    """How many numbers the plans' :func:`tile_template` statement takes."""
+    return TILE_NUMBERS + (COUNTY_SLOTS if statement_counties(plans) is not None else 0)
 
 
 def tile_template(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: int) -> sql.Composed:
-    """:func:`tile_sql` of :func:`preparable` plans with ``$1`` .. ``$12`` in place of the
-    :func:`tile_numbers`: the very statement, to be prepared once and executed with each tile's
-    numbers (see geobase.tiles.render)."""
+    """:func:`tile_sql` of :func:`preparable` plans with ``$1`` .. ``$n`` in place of the
+    :func:`statement_numbers`: the very statement, to be prepared once and executed with each
+    tile's numbers (see geobase.tiles.render). A plan that names counties gets them as
+    ``division IN (<the county parameters>)``, for every tile the same statement."""
     params = [sql.SQL(f"${i + 1}") for i in range(TILE_NUMBERS)]
     envelopes = _feature_envelopes(tms, params)
-    return _tile_select([_layer_sub_select(p, _feature_select(p, tms, z, *envelopes)) for p in plans], names)
+    slots = None
+    if statement_counties(plans) is not None:
+        slots = [sql.SQL(f"${TILE_NUMBERS + i + 1}") for i in range(COUNTY_SLOTS)]
+    return _tile_select([_layer_sub_select(p, _feature_select(p, tms, z, *envelopes, slots)) for p in plans], names)
 
 
 def feature_rows_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:

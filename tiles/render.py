@@ -27,7 +27,7 @@ import weakref
 from dataclasses import dataclass
 
 import psycopg
-from geobase.tiles.mvt import TILE_NUMBERS, LayerPlan, preparable, tile_numbers, tile_sql, tile_template
+from geobase.tiles.mvt import LayerPlan, preparable_together, statement_arity, statement_numbers, tile_sql, tile_template
 from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
 
@@ -69,9 +69,10 @@ _unsure: weakref.WeakSet = weakref.WeakSet()
 
 def _key(plans: list[LayerPlan], names: list[str], tms: TileMatrixSet, z: int) -> tuple | None:
     """What fixes a tile's statement apart from its numbers; None when it is composed per tile."""
-    if not plans or not all(preparable(p) for p in plans):
+    if not plans or not preparable_together(plans):
         return None
-    key = (tuple((id(p.spec), p.attributes, p.hidden_classes, p.desensitise, p.within) for p in plans),
+    key = (tuple((id(p.spec), p.attributes, p.hidden_classes, p.desensitise, p.within, p.counties is None)
+                 for p in plans),
            tuple(names), tms.id, z)
     try:
         hash(key)
@@ -92,7 +93,7 @@ def _statement(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: lis
         return None
     template = tile_template(plans, names, tms, z).as_string(conn)
     name = PREFIX + hashlib.sha256(template.encode()).hexdigest()[:24]
-    types = ", ".join(["float8"] * TILE_NUMBERS)
+    types = ", ".join(["float8"] * statement_arity(plans))
     prepare = sql.SQL("PREPARE {} ({}) AS {}").format(sql.Identifier(name), sql.SQL(types), sql.SQL(template))
     st = _statements[key] = _Statement(name, sql.SQL(prepare.as_string(conn)), tuple(p.spec for p in plans))
     return st
@@ -157,7 +158,7 @@ async def _render_once(conn: psycopg.AsyncConnection, plans: list[LayerPlan], na
         parts.append(tile_sql(plans, names, tms, z, row, col))
     else:
         parts.append(sql.SQL("EXECUTE {}({})").format(sql.Identifier(st.name), sql.SQL(", ").join(
-            sql.Literal(v) for v in tile_numbers(tms, z, row, col))))
+            sql.Literal(v) for v in statement_numbers(plans, tms, z, row, col))))
     parts.append(sql.SQL("COMMIT"))
     try:
         cur = await conn.execute(sql.SQL("; ").join(parts))

@@ -21,6 +21,7 @@ import psycopg
 from geobase.tiles import pyramid
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer
+from geobase.tiles.prune import render_pruned
 from geobase.tiles.render import render
 from geobase.tiles.tms import TileMatrixSet
 
@@ -67,6 +68,12 @@ def layers_tag(principal: Principal, states: dict[str, LayerState], registry: Re
 def raster_tag(layer: str, version: int | None) -> str:
     """:func:`version_tag` of a raster layer (DEM tiles do not depend on the caller)."""
     return version_tag({layer: version}, "raster")
+
+
+def tile_format(fmt: str, divisions: tuple[str, ...] | None) -> str:
+    """The format part of a tile's cache key: a ``division=`` tile is its own entry (only those
+    counties drawn), never the plain tile's."""
+    return fmt if divisions is None else f"{fmt};division={','.join(divisions)}"
 
 
 #: For tests only: awaited between planning a tile (which fixes the pyramid version it reads)
@@ -119,13 +126,15 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
                       principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec],
                       tms: TileMatrixSet, z: int, row: int, col: int,
                       if_none_match: str | None = None, timeout_ms: int | None = None,
-                      pyramid_url: str | None = None) -> TileResult:
-    """The gzip-compressed MVT (``not_modified`` when ``if_none_match`` matches: answer 304)."""
+                      pyramid_url: str | None = None, divisions: tuple[str, ...] | None = None) -> TileResult:
+    """The gzip-compressed MVT (``not_modified`` when ``if_none_match`` matches: answer 304);
+    ``divisions``: only those counties' rows (checked counties, ``division=``)."""
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
     names = [s.name for s in specs]
     versions = {n: states[n].current_version for n in names}
-    key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
+    fmt = tile_format("mvt", divisions)
+    key = cache_key(versions, tms.id, z, row, col, fmt, sig)
     etag = etag_for(key)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return TileResult(b"", etag, True, version_tag(versions, sig), not_modified=True)
@@ -133,15 +142,15 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         hit = cache.get(key)
         if hit is not None:
             return TileResult(hit, etag, True, version_tag(versions, sig))
-    plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url)
+    plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url, divisions)
     if render_hook is not None:
         await render_hook()
     raw = None
     if plans:
-        body, versions, _, raw = await render(conn, plans, names, tms, z, row, col, timeout_ms)
+        body, versions, _, raw = await render_pruned(conn, plans, names, states, tms, z, row, col, timeout_ms)
     else:
         body = b""
-    key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
+    key = cache_key(versions, tms.id, z, row, col, fmt, sig)
     if cache is not None:
         cache.put(key, body)
     return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
@@ -149,11 +158,13 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
 
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                  states: dict[str, LayerState], specs: list[LayerSpec], tms: TileMatrixSet, z: int,
-                 pyramid_url: str | None) -> list[LayerPlan]:
+                 pyramid_url: str | None, divisions: tuple[str, ...] | None = None) -> list[LayerPlan]:
     # a layer without a current version has nothing to draw: its table is not even read (during
     # a layer's first load the table is locked until the version commits)
     plans = [p for p in (plan_layer(s, registry, z, *caller_view(principal, s)) for s in specs
                          if states[s.name].current_version is not None) if p]
+    if divisions is not None:  # those counties' rows only: the class cells too, never the pyramid's
+        return [replace(p, counties=divisions) for p in plans]
     if pyramid_url and tms.srid == 3857:
         plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
     return plans
@@ -176,9 +187,12 @@ class StatesHint:
 async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                    principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int, *,
                    hint: StatesHint | None = None, if_none_match: str | None = None,
-                   timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult:
-    """Resolve ``layers`` for the caller and answer the tile (``not_modified``: 304), see :class:`StatesHint`."""
+                   timeout_ms: int | None = None, pyramid_url: str | None = None,
+                   divisions: tuple[str, ...] | None = None) -> TileResult:
+    """Resolve ``layers`` for the caller and answer the tile (``not_modified``: 304), see
+    :class:`StatesHint`; ``divisions``: only those counties' rows (:func:`vector_tile`)."""
     tms.validate(z, row, col)
+    fmt = tile_format("mvt", divisions)
     guess = hint.states if hint is not None else None
     fresh: dict[str, LayerState] | None = None
     if guess is not None:
@@ -189,7 +203,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
         if specs:
             names = [s.name for s in specs]
             sig = signature(principal, guess, registry)
-            key = cache_key({n: guess[n].current_version for n in names}, tms.id, z, row, col, "mvt", sig)
+            key = cache_key({n: guess[n].current_version for n in names}, tms.id, z, row, col, fmt, sig)
             etag = etag_for(key)
             revalidating = bool(if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
             cached = None if revalidating or cache is None else cache.get(key)
@@ -203,14 +217,14 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                     return (TileResult(b"", etag, True, tag, not_modified=True) if revalidating
                             else TileResult(cached, etag, True, tag))
             else:
-                plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url)
+                plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url, divisions)
                 if plans:
-                    body, versions, fresh, raw = await render(conn, plans, names, tms, z, row, col, timeout_ms,
-                                                               with_states=True)
+                    body, versions, fresh, raw = await render_pruned(conn, plans, names, guess, tms, z, row, col,
+                                                                      timeout_ms, with_states=True)
                     hint.states = fresh
                     if fresh == guess:
                         note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
-                        key = cache_key(versions, tms.id, z, row, col, "mvt", sig)
+                        key = cache_key(versions, tms.id, z, row, col, fmt, sig)
                         if cache is not None:
                             cache.put(key, body)
                         return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
@@ -220,7 +234,8 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
             hint.states = fresh
     specs = resolve_layers(layers, fresh, principal, registry)
     return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
-                             if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+                             if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url,
+                             divisions=divisions)
 
 
 @dataclass(frozen=True)
@@ -280,7 +295,8 @@ def cached_tile(cache: TileCache | None, principal: Principal, states: dict[str,
 async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry,
                           principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
                           version: int | None, *, at: str | None = None, if_none_match: str | None = None,
-                          timeout_ms: int | None = None, pyramid_url: str | None = None) -> TileResult:
+                          timeout_ms: int | None = None, pyramid_url: str | None = None,
+                          divisions: tuple[str, ...] | None = None) -> TileResult:
     """One layer's tile as it was in ``version``, or at the instant ``at`` (``datetime``: the
     version current then, as the features API picks it) — the map's time slider and swipe.
 
@@ -297,18 +313,20 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
                            parameter=param)
     spec = specs[0]
     sig = signature(principal, states, registry)
+    fmt = tile_format("mvt:as-of", divisions)
     if at is not None:
         if version is not None:
             raise InvalidInput("datetime: give version or datetime, not both", parameter="datetime")
         version = resolve_datetime(await layer_state(conn, spec), at)
         if version is None:  # the layer had no version yet then: an empty map, never today's
-            return TileResult(b"", etag_for(cache_key({spec.name: 0}, tms.id, z, row, col, "mvt:as-of", sig)), True)
+            return TileResult(b"", etag_for(cache_key({spec.name: 0}, tms.id, z, row, col, fmt, sig)), True)
     if version == states[spec.name].current_version:
         return await vector_tile(conn, cache, registry, principal, states, specs, tms, z, row, col,
-                                 if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url)
+                                 if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url,
+                                 divisions=divisions)
     if version not in await layer_versions(conn, spec.name):
         raise InvalidInput(f"version: layer {spec.name!r} never had version {version}", parameter="version")
-    key = cache_key({spec.name: version}, tms.id, z, row, col, "mvt:as-of", sig)
+    key = cache_key({spec.name: version}, tms.id, z, row, col, fmt, sig)
     etag, tag = etag_for(key), version_tag({spec.name: version}, sig)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return TileResult(b"", etag, True, tag, not_modified=True)
@@ -318,8 +336,8 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
     plan = plan_layer(spec, registry, z, *caller_view(principal, spec))
     body, raw = b"", None
     if plan is not None:
-        body, _, _, raw = await render(conn, [replace(plan, as_of=version)], [spec.name], tms, z, row, col,
-                                        timeout_ms)
+        body, _, _, raw = await render(conn, [replace(plan, as_of=version, counties=divisions)], [spec.name], tms,
+                                        z, row, col, timeout_ms)
     if cache is not None:
         cache.put(key, body)
     return TileResult(body, etag, False, tag, raw=raw)

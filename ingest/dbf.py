@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest.copybin import value_offsets
 
-_SPACE, _NL = 0x20, 0x0A
+_SPACE, _NL, _DELETED = 0x20, 0x0A, 0x2A
 _INT_PREFIX = re.compile(r"\s*[+-]?\d+")
 _FLOAT_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -114,11 +114,26 @@ class DbfTable:
         """The wanted columns of the records ``fids`` (0-based record numbers)."""
         if len(fids) and (fids.min() < 0 or fids.max() >= self.n_records):
             raise ValueError("feature ids beyond the .dbf's records")
-        recs = self._records(fids)
+        return self._columns(self._records(fids))
+
+    def batch(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """The records ``lo``..``hi - 1`` that are not deleted (their ids) and their wanted columns.
+
+        Deleted records are skipped as GDAL's Shapefile driver skips them: a deletion flag of
+        ``*`` marks the record deleted, any other byte (blank, NUL, ...) keeps it."""
+        recs = self._records(np.arange(lo, hi, dtype=np.int64))
+        live = recs[:, 0] != _DELETED
+        if live.all():
+            return np.arange(lo, hi, dtype=np.int64), self._columns(recs)
+        return lo + np.flatnonzero(live).astype(np.int64), self._columns(recs[live])
+
+    def _columns(self, recs: np.ndarray) -> dict[str, pa.Array]:
         # the smallest and largest byte of each byte column of the batch tell which fields hold
         # control bytes (NULs, line breaks: value by value semantics) or non-ASCII bytes (text to
         # decode), and how much of a wide text field is blank in every record (not copied); the
         # rest is sliced, trimmed and converted by arrow kernels, with no per-field masks
+        if len(recs) == 0:
+            return {name: pa.array([], f.arrow_type) for name, f in self.fields.items()}
         lo, hi = recs.min(axis=0), recs.max(axis=0)
         blank = (lo == _SPACE) & (hi == _SPACE)
         out = {}

@@ -268,6 +268,6 @@ def test_ingest_with_numpy_shapes_equals_gdal_reading(new_db, tmp_path, monkeypa
             results.append((res.report["errors"], res.report["rows_read"], res.report["rows_loaded"],
                             conn.execute(rows).fetchall()))
     assert seen == {True}  # the numpy reader took the file
-    errors, read, loaded, got = results[0]
+    _errors, read, loaded, got = results[0]
     assert (read, loaded, len(got)) == (12, 11, 11)  # the empty record is not loaded; the bow tie is repaired
     assert results[1] == results[0]

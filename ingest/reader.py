@@ -2,7 +2,7 @@
 
 ``columns`` maps each wanted source field (and :data:`~geobase.ingest.normalize.FID_COLUMN`
 when the feature ids are asked for) to an arrow array; ``geometry`` is either GDAL's WKB (an
-arrow binary array) or, for a plain on-disk polygon Shapefile, a
+arrow binary array) or, for a plain polygon Shapefile (on disk or zipped), a
 :class:`~geobase.ingest.shp.ShapeBatch` read with numpy (:mod:`geobase.ingest.shp`, with its
 attributes from the ``.dbf`` by :mod:`geobase.ingest.dbf`): no GDAL feature objects at all on
 that path, GDAL only for the records the numpy reader leaves to it.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pyarrow as pa
 from geobase.ingest import dbf
+from geobase.ingest.blob import sidecars
 from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.shp import ShapeBatch, ShpPolygons
 
@@ -35,7 +35,11 @@ def open_batches(gdal_path: str, *, layer: str | None, encoding: str | None, col
                              numpy_shapes)
     if plain is not None:
         shp, table = plain
-        yield _numpy_batches(gdal_path, shp, table, columns, batch_size, return_fids)
+        try:
+            yield _numpy_batches(gdal_path, shp, table, columns, batch_size, return_fids)
+        finally:
+            shp.blob.close()
+            table.blob.close()
         return
     with dbf.open_arrow(gdal_path, layer=layer, encoding=encoding, columns=columns, batch_size=batch_size,
                         return_fids=return_fids, is_shapefile=is_shapefile, expected_records=expected_records,
@@ -46,18 +50,21 @@ def open_batches(gdal_path: str, *, layer: str | None, encoding: str | None, col
 def _plain_shapefile(gdal_path: str, encoding: str | None, columns: list[str], is_shapefile: bool,
                      expected_records: int | None, open_options: dict, numpy_shapes: bool
                      ) -> tuple[ShpPolygons, dbf.DbfTable] | None:
-    """The numpy readers of a plain on-disk 2D polygon Shapefile whose attributes the numpy
-    .dbf reader takes too, else None."""
+    """The numpy readers of a plain 2D polygon Shapefile (on disk or in a zip) whose attributes
+    the numpy .dbf reader takes too, else None."""
     if not (numpy_shapes and is_shapefile and encoding and not open_options) or expected_records is None:
         return None
-    dbf_path = dbf._dbf_path(gdal_path)
-    if dbf_path is None:
+    files = sidecars(gdal_path, (".shp", ".shx", ".dbf"))
+    if files is None:
         return None
-    shp = ShpPolygons.open(Path(gdal_path), expected_records)
-    if shp is None:
+    shp = ShpPolygons.open(files[".shp"], expected_records, files[".shx"])
+    files[".shx"].close()  # read whole by open()
+    table = dbf.DbfTable.open(files[".dbf"], encoding, columns, expected_records) if shp is not None else None
+    if shp is None or table is None:
+        files[".shp"].close()
+        files[".dbf"].close()
         return None
-    table = dbf.DbfTable.open(dbf_path, encoding, columns, expected_records)
-    return (shp, table) if table is not None else None
+    return shp, table
 
 
 def _numpy_batches(gdal_path: str, shp: ShpPolygons, table: dbf.DbfTable, columns: list[str], batch_size: int,

@@ -1,4 +1,5 @@
-"""Polygons of an on-disk Shapefile read straight from its ``.shp`` with numpy.
+"""Polygons of a Shapefile (on disk or zipped, :mod:`geobase.ingest.blob`) read straight from its
+``.shp`` with numpy.
 
 Why: GDAL builds an OGR geometry object per feature, exports it as WKB and shapely parses that
 WKB again into a GEOS object: for the land-use delivery that was the largest part of reading.
@@ -18,11 +19,13 @@ does not describe the ``.shp``) is not read here at all (:meth:`ShpPolygons.open
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import shapely
+from geobase.ingest.blob import FileBlob, ZipBlob
 
 #: Shapefile shape type of a 2D polygon (5); the only file type read here.
 POLYGON = 5
@@ -50,27 +53,30 @@ class ShapeBatch:
 class ShpPolygons:
     """The records of one plain 2D polygon ``.shp``, located by its ``.shx``."""
 
-    def __init__(self, path: Path, offsets: np.ndarray, lengths: np.ndarray):
-        self.path = path
+    def __init__(self, blob: FileBlob | ZipBlob, offsets: np.ndarray, lengths: np.ndarray):
+        self.blob = blob
         self.offsets = offsets  # byte offset of each record header
         self.lengths = lengths  # content bytes of each record
         self.n_records = len(offsets)
 
     @classmethod
-    def open(cls, shp: Path, expected_records: int | None) -> ShpPolygons | None:
-        """The reader when ``shp`` is a plain 2D polygon Shapefile whose ``.shx`` describes it
-        (records in order, inside the file, not overlapping), else None (GDAL reads it)."""
-        shx = _sidecar(shp, ".shx")
+    def open(cls, shp: Path | FileBlob | ZipBlob, expected_records: int | None,
+             shx: Path | FileBlob | ZipBlob | None = None) -> ShpPolygons | None:
+        """The reader when ``shp`` is a plain 2D polygon Shapefile whose ``.shx`` (beside it on
+        disk, or ``shx``) describes it (records in order, inside the file, not overlapping),
+        else None (GDAL reads it)."""
         if shx is None:
-            return None
+            shx = _sidecar(shp, ".shx") if isinstance(shp, Path) else None
+            if shx is None:
+                return None
         try:
-            with shp.open("rb") as fh:
-                head = fh.read(100)
-            size = shp.stat().st_size
-            with shx.open("rb") as fh:
-                shx_head = fh.read(100)
-                index = np.frombuffer(fh.read(), dtype=">i4")
-        except OSError:
+            shp = FileBlob(shp) if isinstance(shp, Path) else shp
+            shx = FileBlob(shx) if isinstance(shx, Path) else shx
+            head, size = shp.read_at(0, 100), shp.size
+            shx_head = shx.read_at(0, 100)
+            raw = shx.read_at(100, max(shx.size - 100, 0))
+            index = np.frombuffer(raw[: len(raw) // 4 * 4], dtype=">i4")
+        except (OSError, zipfile.BadZipFile):
             return None
         if not (_plain_header(head) and _plain_header(shx_head)):
             return None
@@ -95,10 +101,10 @@ class ShpPolygons:
         base = int(offsets[0])
         span = int(offsets[-1] + 8 + lengths[-1]) - base
         data = np.zeros(span + _PAD, dtype=np.uint8)  # the padding: fixed fields of a short record read as 0
-        with self.path.open("rb") as fh:
-            fh.seek(base)
-            if fh.readinto(memoryview(data)[:span]) != span:
-                raise ValueError(f"{self.path.name}: records {int(fids[0])}..{int(fids[-1])} are beyond the end of the file")
+        got = self.blob.read_at(base, span)
+        data[: len(got)] = np.frombuffer(got, dtype=np.uint8)
+        if len(got) != span:
+            raise ValueError(f"{self.blob.name}: records {int(fids[0])}..{int(fids[-1])} are beyond the end of the file")
         pos = offsets - base
         plain, npts = _plain_records(data, pos, lengths, fids)
         geoms = np.empty(n, dtype=object)

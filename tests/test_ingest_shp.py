@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def _write(base: Path, records: list[bytes], *, file_type: int = 5, deleted: dic
     return shp
 
 
-def _read(shp: Path, batch_size: int, numpy_shapes: bool, encoding: str = "UTF-8", columns: list | None = None):
+def _read(shp: Path | str, batch_size: int, numpy_shapes: bool, encoding: str = "UTF-8", columns: list | None = None):
     """(fids, attribute table, geometries) of the whole file as the load reads it."""
     info = pyogrio.read_info(shp, encoding=encoding)
     cols = [str(c) for c in info["fields"]] if columns is None else columns
@@ -136,7 +137,7 @@ def _wkb(geoms: np.ndarray) -> list:
     return [None if g is None else shapely.to_wkb(g, output_dimension=2) for g in geoms]
 
 
-def _assert_same_as_gdal(shp: Path, batch_size: int, encoding: str = "UTF-8", columns: list | None = None) -> None:
+def _assert_same_as_gdal(shp: Path | str, batch_size: int, encoding: str = "UTF-8", columns: list | None = None) -> None:
     fids, table, geoms, kinds = _read(shp, batch_size, True, encoding, columns)
     ref_fids, ref_table, ref_geoms, _ = _read(shp, batch_size, False, encoding, columns)
     assert kinds == {ShapeBatch}, "the numpy reader took the file"
@@ -160,6 +161,20 @@ def test_hostile_records_read_as_gdal_reads_them(tmp_path, batch_size):
     assert shapely.get_type_id(geoms[1]) == 3 and shapely.get_num_interior_rings(geoms[1]) == 1
     assert shapely.get_type_id(geoms[2]) == 6  # record 3 (two outer rings); record 2 is deleted
     assert sum(g is None for g in geoms) >= 3  # null shape, no parts, unclosed ring
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_zipped_delivery_read_in_place(tmp_path, method):
+    """A zipped Shapefile is read by the numpy readers from the archive (no extraction), record
+    for record what GDAL reads through /vsizip/, whatever the case of the members' names."""
+    shp = _write(tmp_path / "hostile", HOSTILE * 3, deleted={4: b"*"})
+    archive = tmp_path / "delivery.zip"
+    with zipfile.ZipFile(archive, "w", method) as zf:
+        for f in sorted(tmp_path.glob("hostile.*")):
+            zf.write(f, f"DLTB/{f.stem}{f.suffix.upper() if f.suffix == '.dbf' else f.suffix}")
+    for batch_size in (4, 1000):
+        _assert_same_as_gdal(f"/vsizip/{archive}/DLTB/hostile.shp", batch_size)
+    assert _read(f"/vsizip/{archive}/DLTB/hostile.shp", 4, True)[0].tolist() == _read(shp, 4, True)[0].tolist()
 
 
 def test_plain_records_come_from_the_bytes(tmp_path):

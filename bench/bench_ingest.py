@@ -1,7 +1,8 @@
 """Ingest of the scaled sample land-use layer (DLTB, GBK Shapefile, EPSG:4527) vs ogr2ogr.
 
 ours:     ``geobase ingest land_use DLTB`` in a subprocess, into a fresh database each round:
-          reads arrow batches, maps fields, checks codes/types/validity, reprojects to EPSG:4490
+          reads batches (a plain polygon Shapefile's geometries straight from the .shp and its
+          attributes from the .dbf with numpy, GDAL for any other record), maps fields, checks codes/types/validity, reprojects to EPSG:4490
           (+3857), computes ellipsoidal areas and each row's county, hashes rows, COPYs them (a
           first load: into the county's new table inside the version's transaction, each row
           checked against the county by a CHECK constraint), checks keys and stated areas, builds

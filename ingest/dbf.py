@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import re
 import struct
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,9 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
+from geobase.ingest.blob import FileBlob, ZipBlob
 from geobase.ingest.copybin import value_offsets
 
-_SPACE, _NL = 0x20, 0x0A
+_SPACE, _NL, _DELETED = 0x20, 0x0A, 0x2A
 _INT_PREFIX = re.compile(r"\s*[+-]?\d+")
 _FLOAT_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -56,30 +58,32 @@ class DbfField:
 
 
 class DbfTable:
-    """The records of one ``.dbf`` (memory-mapped) and the layout of the wanted fields."""
+    """The records of one ``.dbf`` (read a batch at a time) and the layout of the wanted fields."""
 
-    def __init__(self, path: Path, codec: str, fields: dict[str, DbfField], n_records: int, header_len: int,
-                 record_len: int):
+    def __init__(self, blob: FileBlob | ZipBlob, codec: str, fields: dict[str, DbfField], n_records: int,
+                 header_len: int, record_len: int):
         self.codec = codec
         self.fields = fields
         self.n_records = n_records
-        self.path = path
+        self.blob = blob
         self.header_len = header_len
         self.record_len = record_len
 
     @classmethod
-    def open(cls, path: Path, encoding: str, columns: list[str], expected_records: int | None) -> DbfTable | None:
-        """The table when every wanted column can be read here, else None (GDAL reads it)."""
+    def open(cls, path: Path | FileBlob | ZipBlob, encoding: str, columns: list[str], expected_records: int | None
+             ) -> DbfTable | None:
+        """The table when every wanted column can be read here, else None (GDAL reads it).
+        ``path``: the .dbf on disk, or its bytes as :mod:`geobase.ingest.blob` reads them."""
         try:
             codec = codecs.lookup(encoding).name
-            size = path.stat().st_size
-            with path.open("rb") as fh:
-                head = fh.read(32)
-                if len(head) < 32:
-                    return None
-                n_records, header_len, record_len = struct.unpack("<IHH", head[4:12])
-                desc = fh.read(max(header_len - 32, 0))
-        except (OSError, LookupError, struct.error):
+            blob = FileBlob(path) if isinstance(path, Path) else path
+            size = blob.size
+            head = blob.read_at(0, 32)
+            if len(head) < 32:
+                return None
+            n_records, header_len, record_len = struct.unpack("<IHH", head[4:12])
+            desc = blob.read_at(32, max(header_len - 32, 0))
+        except (OSError, LookupError, struct.error, zipfile.BadZipFile):
             return None
         if n_records == 0 or (expected_records is not None and expected_records != n_records):
             return None
@@ -108,17 +112,32 @@ class DbfTable:
             if f is None or f.type not in ("C", "N", "F"):
                 return None
             wanted[c] = f
-        return cls(path, codec, wanted, n_records, header_len, record_len)
+        return cls(blob, codec, wanted, n_records, header_len, record_len)
 
     def columns(self, fids: np.ndarray) -> dict[str, pa.Array]:
         """The wanted columns of the records ``fids`` (0-based record numbers)."""
         if len(fids) and (fids.min() < 0 or fids.max() >= self.n_records):
             raise ValueError("feature ids beyond the .dbf's records")
-        recs = self._records(fids)
+        return self._columns(self._records(fids))
+
+    def batch(self, lo: int, hi: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
+        """The records ``lo``..``hi - 1`` that are not deleted (their ids) and their wanted columns.
+
+        Deleted records are skipped as GDAL's Shapefile driver skips them: a deletion flag of
+        ``*`` marks the record deleted, any other byte (blank, NUL, ...) keeps it."""
+        recs = self._records(np.arange(lo, hi, dtype=np.int64))
+        live = recs[:, 0] != _DELETED
+        if live.all():
+            return np.arange(lo, hi, dtype=np.int64), self._columns(recs)
+        return lo + np.flatnonzero(live).astype(np.int64), self._columns(recs[live])
+
+    def _columns(self, recs: np.ndarray) -> dict[str, pa.Array]:
         # the smallest and largest byte of each byte column of the batch tell which fields hold
         # control bytes (NULs, line breaks: value by value semantics) or non-ASCII bytes (text to
         # decode), and how much of a wide text field is blank in every record (not copied); the
         # rest is sliced, trimmed and converted by arrow kernels, with no per-field masks
+        if len(recs) == 0:
+            return {name: pa.array([], f.arrow_type) for name, f in self.fields.items()}
         lo, hi = recs.min(axis=0), recs.max(axis=0)
         blank = (lo == _SPACE) & (hi == _SPACE)
         out = {}
@@ -139,11 +158,10 @@ class DbfTable:
         if len(fids) == 0:
             return np.zeros((0, self.record_len), dtype=np.uint8)
         lo, hi = int(fids.min()), int(fids.max()) + 1
-        with self.path.open("rb") as fh:
-            fh.seek(self.header_len + lo * self.record_len)
-            span = np.frombuffer(fh.read((hi - lo) * self.record_len), dtype=np.uint8)
+        data = self.blob.read_at(self.header_len + lo * self.record_len, (hi - lo) * self.record_len)
+        span = np.frombuffer(data, dtype=np.uint8)
         if len(span) != (hi - lo) * self.record_len:
-            raise ValueError(f"{self.path.name}: records {lo}..{hi - 1} are beyond the end of the file")
+            raise ValueError(f"{self.blob.name}: records {lo}..{hi - 1} are beyond the end of the file")
         span = span.reshape(hi - lo, self.record_len)
         if hi - lo == len(fids) and (np.diff(fids) == 1).all():
             return span  # the usual case: a batch is a run of consecutive records

@@ -13,11 +13,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyogrio
-from geobase.ingest import dbf
+from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.context import IngestContext, LoadTarget
 from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation
-from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.options import IngestResult
+from geobase.ingest.reader import open_batches
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_staging, staging_name
 from geobase.ingest.threads import prefetch
 from psycopg import sql
@@ -95,25 +95,21 @@ def _copy_batches(ctx: IngestContext, target: LoadTarget, cp) -> None:
     the rest is read for the report only."""
     src, plan, norm, report, opts = ctx.src, ctx.plan, ctx.norm, ctx.report, ctx.opts
     writing = True
-    with dbf.open_arrow(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding, columns=ctx.source_cols,
-                        batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
-                        is_shapefile=src.is_shapefile and ctx.sniffer is None,
-                        expected_records=ctx.total_features, open_options=src.open_options) as (meta, reader):
-        geom_col = meta.get("geometry_name") or "wkb_geometry"
-        fid_col = meta.get("fid_column") or "OGC_FID"
-        for batch, parsed in prefetch(reader, lambda b: norm.parse_geometry(b.column(geom_col))):
-            cols = {c: batch.column(c) for c in ctx.source_cols}
-            if plan.uses_fid:
-                cols[FID_COLUMN] = batch.column(fid_col)
-            fields, n_rows, _bad = norm.process(cols, batch.column(geom_col), parsed)
-            report.rows_read += batch.num_rows
+    with open_batches(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding, columns=ctx.source_cols,
+                      batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
+                      is_shapefile=src.is_shapefile and ctx.sniffer is None,
+                      expected_records=ctx.total_features, open_options=src.open_options) as batches:
+        for (cols, geometry), parsed in prefetch(batches, lambda b: norm.parse_geometry(b[1])):
+            fields, n_rows, _bad = norm.process(cols, geometry, parsed)
+            n_read = len(geometry)
+            report.rows_read += n_read
             if opts.on_error == "reject" and report.error_count:
                 writing = False
             if writing:
                 cp.write(fields)
                 report.rows_loaded += n_rows
                 target.staged_keys.append(norm.last_keys)
-            target.features_read += batch.num_rows
+            target.features_read += n_read
             if opts.progress:
                 opts.progress(target.features_read, ctx.total_features)
 

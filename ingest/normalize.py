@@ -26,6 +26,7 @@ from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.normalize_attributes import AttributeNormalizer, as_list
 from geobase.ingest.normalize_geometry import GeometryNormalizer, ParsedGeometry
 from geobase.ingest.report import QualityReport
+from geobase.ingest.shp import ShapeBatch
 from pyproj import CRS
 
 from geobase.errors import InvalidInput
@@ -112,12 +113,12 @@ class BatchNormalizer:
     def rows_outside(self) -> int:
         return self.geometries.rows_outside
 
-    def parse_geometry(self, wkb: pa.Array | list) -> ParsedGeometry:
+    def parse_geometry(self, wkb: pa.Array | list | ShapeBatch) -> ParsedGeometry:
         """See :meth:`geobase.ingest.normalize_geometry.GeometryNormalizer.prepare` (run by the
         reader thread for the next batch)."""
         return self.geometries.prepare(wkb)
 
-    def process(self, columns: dict[str, pa.Array], wkb: pa.Array, parsed: ParsedGeometry | None = None
+    def process(self, columns: dict[str, pa.Array], wkb: pa.Array | ShapeBatch, parsed: ParsedGeometry | None = None
                 ) -> tuple[list[pa.Array], int, int]:
         """Binary-COPY field encodings of the batch's loadable rows, in staging column order
         (row, key, hash, attrs..., EWKB 4490, EWKB 3857[, ellipsoidal area of a polygon layer]),

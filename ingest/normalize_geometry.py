@@ -15,6 +15,7 @@ import pyarrow as pa
 import shapely
 from geobase.ingest.area import polygon_areas
 from geobase.ingest.report import QualityReport
+from geobase.ingest.shp import ShapeBatch
 from geobase.ingest.threads import in_thread
 from geobase.ingest.wkb import multipolygon_layout, single_ring_polygons
 from pyproj import CRS, Transformer
@@ -52,13 +53,16 @@ class ParsedGeometry:
     coords: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
-def parse_geometry(wkb: pa.Array | list) -> ParsedGeometry:
-    """Parse the batch's WKB and test validity: the GEOS work of a batch that needs no state
-    of the normaliser, so the reader thread does it for the next batch while this one is
-    normalised (shapely releases the GIL)."""
-    raw = wkb if isinstance(wkb, pa.Array) else None
-    geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False) if raw is not None
-                             else np.asarray(wkb, dtype=object), on_invalid="ignore")
+def parse_geometry(wkb: pa.Array | list | ShapeBatch) -> ParsedGeometry:
+    """Parse the batch's WKB (or take the polygons the numpy Shapefile reader built) and test
+    validity: the GEOS work of a batch that needs no state of the normaliser, so the reader
+    thread does it for the next batch while this one is normalised (shapely releases the GIL)."""
+    if isinstance(wkb, ShapeBatch):
+        geoms = wkb.geoms
+    elif isinstance(wkb, pa.Array):
+        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False), on_invalid="ignore")
+    else:
+        geoms = shapely.from_wkb(np.asarray(wkb, dtype=object), on_invalid="ignore")
     has_z = shapely.has_z(geoms)
     if has_z.any():  # Polygon Z from KML/CAD: storage is 2D
         geoms[has_z] = shapely.force_2d(geoms[has_z])
@@ -139,7 +143,7 @@ class GeometryNormalizer:
         of the batch on the normalising thread. Reports nothing: :meth:`process` does."""
         parsed = parse_geometry(wkb)
         if self._fast_candidate(parsed):
-            parsed.coords = self._fast_coords(parsed.geoms, wkb if isinstance(wkb, pa.Array) else None)
+            parsed.coords = self._fast_coords(parsed.geoms, wkb if isinstance(wkb, pa.Array | ShapeBatch) else None)
         return parsed
 
     def _fast_candidate(self, parsed: ParsedGeometry, missing: np.ndarray | None = None,
@@ -152,10 +156,13 @@ class GeometryNormalizer:
         types = shapely.get_type_id(geoms) if types is None else types
         return not missing.any() and bool(np.isin(types, (POLY, MPOLY)).all())
 
-    def _fast_coords(self, geoms: np.ndarray, raw: pa.Array | None):
+    def _fast_coords(self, geoms: np.ndarray, raw: pa.Array | ShapeBatch | None):
         """(x, y in EPSG:4490, ring, polygon and geometry offsets) of a batch of polygons."""
         n = len(geoms)
-        simple = single_ring_polygons(raw) if raw is not None else None
+        if isinstance(raw, ShapeBatch):  # one-ring polygons read from the .shp: their coordinates
+            simple = (raw.coords, raw.ring_off) if raw.coords is not None else None
+        else:
+            simple = single_ring_polygons(raw) if raw is not None else None
         if simple is not None:  # the delivered WKB itself: no need to walk the GEOS objects
             coords, ring_off = simple
             gtype, offs = shapely.GeometryType.POLYGON, (ring_off, np.arange(n + 1))
@@ -177,7 +184,7 @@ class GeometryNormalizer:
                 row_numbers: np.ndarray) -> GeometryBatch:
         """Check, repair, promote and reproject the batch's geometries (see :data:`GeometryBatch`);
         ``bad`` (per row) is set for the rows whose geometry is unusable."""
-        raw = wkb if isinstance(wkb, pa.Array) else None
+        raw = wkb if isinstance(wkb, pa.Array | ShapeBatch) else None
         geoms, _has_z = parsed.geoms, parsed.has_z
         missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         geom_bad = missing.copy()

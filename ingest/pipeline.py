@@ -16,9 +16,10 @@ and an :class:`~geobase.ingest.context.IngestContext` (what was found out so far
                   retire / insert / version row / current_version
 
 A raster layer's file goes to ingest/raster.py instead. Memory stays bounded by the batch size
-whatever the file size: GDAL streams arrow record batches (``pyogrio.open_arrow``; a plain
-Shapefile's attributes come from its .dbf via :mod:`geobase.ingest.dbf`), read in a background
-thread; each batch is normalised and COPYed before the next is read. The source checksum is
+whatever the file size: batches come from :mod:`geobase.ingest.reader` (a plain polygon
+Shapefile, on disk or zipped, read with numpy: geometries from the .shp via
+:mod:`geobase.ingest.shp`, attributes from the .dbf via :mod:`geobase.ingest.dbf`; anything else
+as GDAL's arrow record batches, ``pyogrio.open_arrow``), read in a background thread; each batch is normalised and COPYed before the next is read. The source checksum is
 hashed in another thread meanwhile (ingest/threads.py).
 """
 

@@ -78,14 +78,19 @@ def _parcels() -> list[tuple[str, str, object]]:
     ]
 
 
-@pytest.fixture
-def edges(db_settings, monkeypatch):
+def seed_edges(db_settings, monkeypatch) -> None:
+    """The edge parcels and zones loaded, and pieces small enough that cut lines cross parcels."""
     with psycopg.connect(db_settings.database_url) as conn:
         insert(conn, "land_use", [(k, {"bsm": k, "dlbm": c, "dlmc": k}, g) for k, c, g in _parcels()])
         insert(conn, "planning_zones", [(k, {"bsm": k, "ghfqdm": c}, g) for k, c, g in _zones()])
         conn.commit()
     monkeypatch.setattr(pieces, "SUBDIVIDE_VERTICES", 8)  # small pieces: cut lines through the parcels
     monkeypatch.setattr(pieces, "HALO_FEATURES", 2)
+
+
+@pytest.fixture
+def edges(db_settings, monkeypatch):
+    seed_edges(db_settings, monkeypatch)
     reg = get_registry(db_settings)
     return db_settings, reg, list(reg.layers.values())
 

@@ -21,19 +21,14 @@ from geobase import analysis
 from geobase.analysis import reuse, subdivision
 from geobase.specs import get_registry
 from tests.analysis_data import X0, Y0, D, insert, register_version, run
-from tests.test_tabulate_edges import REFERENCE, _parcels, _zones
+from tests.test_tabulate_edges import REFERENCE, _zones, seed_edges
 
 pieces = importlib.import_module("geobase.analysis.pieces")
 
 
 @pytest.fixture
 def zones(db_settings, monkeypatch):
-    with psycopg.connect(db_settings.database_url) as conn:
-        insert(conn, "land_use", [(k, {"bsm": k, "dlbm": c, "dlmc": k}, g) for k, c, g in _parcels()])
-        insert(conn, "planning_zones", [(k, {"bsm": k, "ghfqdm": c}, g) for k, c, g in _zones()])
-        conn.commit()
-    monkeypatch.setattr(pieces, "SUBDIVIDE_VERTICES", 8)  # small pieces: cut lines through the parcels
-    monkeypatch.setattr(pieces, "HALO_FEATURES", 2)
+    seed_edges(db_settings, monkeypatch)
     monkeypatch.setattr(pieces, "SPLIT_CONNECTIONS", 2)
     builds, reads = [], []
     real_build, real_kept = subdivision.build, subdivision.kept

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import psycopg
 import pytest
 from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from test_security_common import headers_for, make_keys, seed, unique_name
-from test_tiles_fast import X, Y, Z, _audit, _mvt_layers
+from test_tiles_fast import X, Y, Z, _audit, _mvt_layers, wait_for_a_render_on_the_lock
 
 REPO = Path(__file__).resolve().parents[1]
 GZ = {"Accept-Encoding": "gzip"}
@@ -244,12 +243,7 @@ def test_a_miss_is_cached_where_the_routers_find_it_and_renders_keep_their_bound
         t = threading.Thread(target=lambda: blocked.append(_get(fast, f"/tiles/land_use/17/{X17 + 2}/{Y17}.mvt", GZ)))
         t.start()
         try:
-            with psycopg.connect(settings.database_url, autocommit=True) as watch:
-                deadline = time.monotonic() + 60  # until the first render holds the slot, waiting for the lock
-                while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                        "AND application_name = 'geobase-api'").fetchone()[0]:
-                    assert time.monotonic() < deadline, "the first render never reached the lock"
-                    time.sleep(0.05)
+            wait_for_a_render_on_the_lock(settings.database_url)
             assert _fast(_get(fast, tile, GZ))  # a hit takes no slot
             r = _get(fast, f"/tiles/land_use/17/{X17 + 3}/{Y17}.mvt", GZ)
             assert r.status_code == 503 and r.headers["retry-after"] == "2", r.text

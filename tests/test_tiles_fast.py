@@ -69,6 +69,17 @@ def _same(fast: LiveServer, plain: LiveServer, path: str, headers: dict):
     return a
 
 
+
+def wait_for_a_render_on_the_lock(database_url: str) -> None:
+    """Return once a server's render holds its slot, waiting for a table lock the test holds."""
+    with psycopg.connect(database_url, autocommit=True) as watch:
+        deadline = time.monotonic() + 60
+        while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                "AND application_name = 'geobase-api'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the first render never reached the lock"
+            time.sleep(0.05)
+
+
 def test_cached_tiles_are_answered_by_the_fast_path_exactly_as_by_the_routers(pair):
     fast, plain, tokens, _ = pair
     tile = f"/tiles/land_use/{Z}/{X}/{Y}.mvt"
@@ -189,12 +200,7 @@ def test_renders_keep_their_concurrency_bound_while_cached_tiles_are_answered(pa
         t = threading.Thread(target=lambda: blocked.append(_get(srv, f"/tiles/land_use/{Z}/{X + 1}/{Y}.mvt", gz)))
         t.start()
         try:
-            with psycopg.connect(settings.database_url, autocommit=True) as watch:
-                deadline = time.monotonic() + 60  # until the first render holds the slot, waiting for the lock
-                while not watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                        "AND application_name = 'geobase-api'").fetchone()[0]:
-                    assert time.monotonic() < deadline, "the first render never reached the lock"
-                    time.sleep(0.05)
+            wait_for_a_render_on_the_lock(settings.database_url)
             r = _get(srv, cached, gz)
             assert r.status_code == 200 and "fast" in r.headers["server-timing"]
             r = _get(srv, f"/tiles/land_use/{Z}/{X + 2}/{Y}.mvt", gz)

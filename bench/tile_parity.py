@@ -161,6 +161,14 @@ def per_round(times: dict, tiles: list) -> list[float]:
     return [sum(times[t][r] for t in tiles) * 1000 / len(tiles) for r in range(rounds)]
 
 
+def _identical(parity: dict, compared: list) -> tuple[list, str]:
+    """The compared tiles whose output is identical, and how a figure's name says so."""
+    same = [x for x in compared if parity[x].identical]
+    label = ("identical output on every tile" if len(same) == len(compared)
+             else f"identical output on {len(same)} of {len(compared)} tiles")
+    return same, label
+
+
 def _name(tile: tuple) -> str:
     return f"z{tile[0]}/{tile[1]}/{tile[2]}"
 
@@ -211,9 +219,7 @@ def report_parity(ctx, compared: list, t: dict, parity: dict[tuple, Parity], par
                    "only_ours_in_buffer_per_tile": [parity[x].only_ours_in_buffer for x in tiles],
                    "other_differences": {_name(x): parity[x].reasons() for x in tiles
                                          if set(parity[x].reasons()) - {"only_ours_in_buffer"}}}))
-    bare_same = [x for x in compared if parity_bare[x].identical]
-    label = ("identical output on every tile" if len(bare_same) == len(compared)
-             else f"identical output on {len(bare_same)} of {len(compared)} tiles")
+    bare_same, label = _identical(parity_bare, compared)
     ctx.report(Result.rounds(
         f"tiles cold z13-z16: our bare statement with tipg's row filter ({label}) vs tipg's whole answer ({tag})",
         per_round(t["sql_tile"], compared), per_round(t["tipg"], compared), TIPG_CONFIG, "ms/tile",
@@ -224,9 +230,7 @@ def report_parity(ctx, compared: list, t: dict, parity: dict[tuple, Parity], par
         f"tiles cold z13-z16: the bare statement, our row filter (tile + buffer) vs tipg's (the tile) ({tag})",
         per_round(t["sql"], compared), per_round(t["sql_tile"], compared), "the same statement with tipg's row filter",
         "ms/tile", extra={"why": "what drawing the parcels that lie wholly in the buffer costs us"}))
-    tipg_same = [x for x in compared if parity_tipg_bare[x].identical]
-    label = ("identical output on every tile" if len(tipg_same) == len(compared)
-             else f"identical output on {len(tipg_same)} of {len(compared)} tiles")
+    tipg_same, label = _identical(parity_tipg_bare, compared)
     ctx.report(Result.rounds(
         f"tiles cold z13-z16: tipg's own statement run bare ({label}) vs tipg's whole answer ({tag})",
         per_round(t["tipg_sql"], compared), per_round(t["tipg"], compared), TIPG_CONFIG, "ms/tile",

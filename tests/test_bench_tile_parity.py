@@ -12,7 +12,11 @@ buffer 64, extent 4096) for the same tiles, decode both, and check that the comp
   * does not call everything "the buffer": two tiles of different places show parcels only one
     side draws for another reason, and parcels drawn with different geometry;
 and that our tile statement executed with tipg's row filter (the bench's like-with-like floor)
-and the bench's copy of tipg's own statement, both run bare, draw exactly tipg's tile."""
+and the bench's copy of tipg's own statement, both run bare, draw exactly tipg's tile.
+
+The tests that start tipg carry the `bench` mark: tipg is a bench extra (`scripts/setup.sh
+--bench`), so they run with the benchmarks (`make bench` runs them first, and `make bench-check`
+alone), not in `make test`, whose environment has no tipg."""
 
 from __future__ import annotations
 
@@ -81,6 +85,7 @@ def _get(client: httpx.Client, path: str) -> bytes:
     return r.content
 
 
+@pytest.mark.bench
 def test_tiles_compared_feature_for_feature(two_servers):
     a, b, url = two_servers
     identical = differing = 0
@@ -102,6 +107,7 @@ def test_tiles_compared_feature_for_feature(two_servers):
     assert identical > 0 and differing > 0, (identical, differing)
 
 
+@pytest.mark.bench
 def test_comparison_tells_other_differences_apart(two_servers):
     a, b, _ = two_servers
     z, x, y = max(_tiles(16), key=lambda t: len(_get(a, bench_tiles.OURS_TILES.format(z=t[0], x=t[1], y=t[2]))))
@@ -115,6 +121,7 @@ def test_comparison_tells_other_differences_apart(two_servers):
     assert parity.geometry_differs > 0, parity
 
 
+@pytest.mark.bench
 def test_bare_statements_draw_tipg_tile(two_servers):
     _, b, url = two_servers
     plain = bench_tiles._Direct(url, 1)

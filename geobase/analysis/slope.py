@@ -97,6 +97,18 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
         {"codes": list(codes), "aoi": aoi.wkb if aoi else None})
     rows = await cur.fetchall()
     stats = await asyncio.to_thread(_zonal, path, [r[5] for r in rows], threshold_deg)
+    versions = await layer_versions(conn, [layer])
+    versions[dem_layer] = {"version": dem_version, "path": str(path.name)}
+    return steep_report(rows, stats, threshold_deg, min_share) | {"versions": versions}
+
+
+def steep_report(rows: list[tuple], stats: list[tuple[int, float, float]], threshold_deg: float,
+                 min_share: float | None) -> dict:
+    """The steep-farmland report from the parcels' rows (key, dlbm, gdpdjb, zldwdm, area, geometry)
+    and their slope statistics (cells, mean slope, share above the threshold), in the same order.
+
+    One builder for both engines (PostGIS here, Sedona in ``engines/sedona_steep.py``): the
+    engines must agree on which parcels are steep and on every total, so the rule is written once."""
     parcels, total_steep, total_area = [], 0.0, 0.0
     disagreements = []
     for (key, dlbm, grade, zl, area, _), (n, mean, share) in zip(rows, stats):
@@ -115,15 +127,13 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
     for p in parcels:
         code = (p["zldwdm"] or "")[:9] or "unknown"
         by_unit[code] = by_unit.get(code, 0.0) + p["area"]["m2"]
-    versions = await layer_versions(conn, [layer])
-    versions[dem_layer] = {"version": dem_version, "path": str(path.name)}
     return {"analysis": "steep-farmland", "threshold_deg": threshold_deg,
             "criterion": f"share of cells > {threshold_deg}° >= {min_share}" if min_share is not None
             else f"mean slope > {threshold_deg}°",
             "parcels_checked": len(rows), "parcels": parcels, "total": units(total_area),
             "total_steep_cells_area": units(total_steep),
             "by_township": [{"code": k, **units(v)} for k, v in sorted(by_unit.items())],
-            "gdpdjb_disagreements": disagreements, "versions": versions}
+            "gdpdjb_disagreements": disagreements}
 
 
 def _zonal(path: Path, wkbs: list[bytes], threshold: float) -> list[tuple[int, float, float]]:

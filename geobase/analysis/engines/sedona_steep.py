@@ -8,17 +8,16 @@ GeoParquet.)"""
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-from geobase.analysis.common import inputs_checked, layer_versions, units
+from geobase.analysis.common import inputs_checked, layer_versions
 from geobase.analysis.engines.export import export_layer
 from geobase.analysis.engines.sedona import connect, geodesic_areas
-from geobase.analysis.slope import FARMLAND_CODES, _zonal, dem_path
+from geobase.analysis.slope import FARMLAND_CODES, _zonal, dem_path, steep_report
 from geobase.errors import InvalidInput
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
@@ -65,35 +64,8 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, regi
         parquet, _ = await export_layer(conn, settings, registry, layer, Path(tmp), principal)
         rows = await asyncio.to_thread(farmland_rows, parquet, tuple(codes))
     stats = await asyncio.to_thread(_zonal, path, [r[5] for r in rows], threshold_deg)
-    report = _report(rows, stats, threshold_deg, min_share)
+    report = steep_report(rows, stats, threshold_deg, min_share) | {"engine": "sedona"}
     versions = await layer_versions(conn, [layer])
     versions[dem_layer] = {"version": dem_version, "path": str(path.name)}
     report["versions"] = versions
     return report
-
-
-def _report(rows: list[tuple], stats: list[tuple], threshold_deg: float, min_share: float | None) -> dict:
-    """The steep-farmland report, in the shape of the PostGIS one."""
-    parcels, total_steep, total_area, disagreements = [], 0.0, 0.0, []
-    for (key, dlbm, grade, zl, area, _), (n, mean, share) in zip(rows, stats):
-        steep = (share >= min_share) if min_share is not None else (mean > threshold_deg)
-        if grade is not None and (grade == "5") != steep and not math.isnan(mean):
-            disagreements.append({"key": key, "gdpdjb": grade, "mean_slope_deg": round(mean, 2)})
-        if not steep:
-            continue
-        total_area += area
-        total_steep += area * share
-        parcels.append({"key": key, "dlbm": dlbm, "gdpdjb": grade, "zldwdm": zl, "cells": n,
-                        "mean_slope_deg": round(mean, 3), "share_steep": round(share, 4),
-                        "area": units(area), "steep_area": units(area * share)})
-    by_unit: dict[str, float] = {}
-    for p in parcels:
-        code = (p["zldwdm"] or "")[:9] or "unknown"
-        by_unit[code] = by_unit.get(code, 0.0) + p["area"]["m2"]
-    return {"analysis": "steep-farmland", "engine": "sedona", "threshold_deg": threshold_deg,
-            "criterion": f"share of cells > {threshold_deg}° >= {min_share}" if min_share is not None
-            else f"mean slope > {threshold_deg}°",
-            "parcels_checked": len(rows), "parcels": parcels, "total": units(total_area),
-            "total_steep_cells_area": units(total_steep),
-            "by_township": [{"code": k, **units(v)} for k, v in sorted(by_unit.items())],
-            "gdpdjb_disagreements": disagreements}

@@ -14,7 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -151,12 +151,17 @@ REPLAY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::
 class Route:
     """What the current request asks of the pool (set per request by the HTTP adapter):
     ``read`` — it may be served by a replica; ``token`` — the WAL position of the caller's
-    own last write, which a replica must have replayed before it serves the caller."""
+    own last write, which a replica must have replayed before it serves the caller;
+    ``primary_only`` — the second attempt of a read a replica failed (:func:`retry_on_primary`);
+    ``replica_failure`` — why the replica failed it (set by :func:`retry_on_primary`)."""
 
     read: bool
     token: int | None = None
     replica_conns: int = 0
     primary_conns: int = 0
+    primary_only: bool = False
+    replica_failure: str | None = None
+    replicas_used: list[str] = field(default_factory=list)
 
 
 #: the request's route; unset (background work, the CLI, the gate): the primary
@@ -175,11 +180,37 @@ class ReplicaState:
     replay: int | None = None
     reason: str = "not checked yet"
     served: int = 0
+    retried: int = 0
 
     def describe(self) -> dict:
         return {"name": self.name, "in_rotation": self.up, "lag_ms": round(self.lag_ms),
                 "replay_lsn": lsn_text(self.replay) if self.replay is not None else None,
-                "reason": self.reason, "reads_served": self.served}
+                "reason": self.reason, "reads_served": self.served, "reads_retried_on_primary": self.retried}
+
+
+def retry_on_primary(exc: BaseException) -> bool:
+    """Whether the current request's failure ``exc`` is a replica's that the primary may answer
+    instead, marking the request's :class:`Route` so (the HTTP adapter then runs the read once
+    more, on the primary alone, if no byte of its answer has been sent).
+
+    Which failures: a read that took a replica connection and failed with a database error of
+    the server or the link — a query the standby cancelled because replay needed what it held
+    (PostgreSQL 15: SQLSTATE 40001 ``canceling statement due to conflict with recovery``, a
+    relation lock, a buffer pin or a snapshot held too long, also FATAL ``terminating
+    connection``; 40P01 when the standby's deadlock check finds a query waiting on a lock
+    replay holds while holding one replay waits for), a replica killed or stopped under the
+    query (the connection lost, 57P01). Not a statement timeout (57014): the primary would run
+    as long, at twice the cost. The error cannot be pinned on the connection that raised it
+    (psycopg's error carries none), so a read that also used the primary and failed there is
+    tried once more there: a GET twice, bounded to twice."""
+    route = ROUTE.get()
+    if route is None or not route.read or route.primary_only or route.replica_conns == 0:
+        return False
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, psycopg.errors.QueryCanceled):
+        return False
+    first = (str(exc).strip().splitlines() or [""])[0]
+    route.replica_failure = f"{exc.sqlstate or type(exc).__name__}: {first[:160]}"
+    return True
 
 
 class RoutedPool:
@@ -189,8 +220,10 @@ class RoutedPool:
     the rotation (round robin), after one query that both proves the connection alive and reads
     the replica's replay position; when the caller's token is ahead of it, the query is repeated
     for up to ``replica_wait_ms`` and then the primary serves. Every failure on the way (no
-    replica, a replica down, its pool exhausted, lagging) falls back to the primary: a replica
-    never turns a read into an error. Everything else (writes, ingests, edits, the gate, jobs)
+    replica, a replica down, its pool exhausted, lagging) falls back to the primary; a read the
+    replica fails once it has the connection (a recovery conflict, the replica killed under it)
+    is run again on the primary by the HTTP adapter (:func:`retry_on_primary`): a replica never
+    turns a read into an error before its first byte is sent. Everything else (writes, ingests, edits, the gate, jobs)
     gets the primary. A health check every ``replica_check_s`` measures each replica's lag
     (time since the primary was at a position the replica has not replayed) and takes it out of
     the rotation beyond ``replica_max_lag_ms``, or when it does not answer; it re-admits it
@@ -229,7 +262,7 @@ class RoutedPool:
     # -- connections -----------------------------------------------------------------------------
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection:
         route = ROUTE.get()
-        if route is not None and route.read and self.replicas:
+        if route is not None and route.read and not route.primary_only and self.replicas:
             conn = await self._replica_conn(route)
             if conn is not None:
                 route.replica_conns += 1
@@ -259,6 +292,15 @@ class RoutedPool:
     def describe(self) -> list[dict]:
         return [rs.describe() for rs in self.replicas]
 
+    def retried(self, route: Route) -> None:
+        """Count and log a read that a replica failed and the primary is asked to answer."""
+        for name in set(route.replicas_used):
+            rs = next((r for r in self.replicas if r.name == name), None)
+            if rs is not None:
+                rs.retried += 1
+        log.warning("a read failed on replica %s (%s): answered by the primary",
+                    ", ".join(sorted(set(route.replicas_used))) or "?", route.replica_failure)
+
     async def _replica_conn(self, route: Route) -> psycopg.AsyncConnection | None:
         live = [rs for rs in self.replicas if rs.up and rs.pool is not None]
         if not live:
@@ -281,6 +323,7 @@ class RoutedPool:
             if ok:
                 self._owner[conn] = pool
                 rs.served += 1
+                route.replicas_used.append(rs.name)
                 return conn
             await pool.putconn(conn)
         return None

@@ -118,7 +118,8 @@ def add_local(settings: Settings, port: int, name: str | None = None) -> Replica
                             f"application_name=geobase-replica-{name}"])
         with (pgdata / "postgresql.auto.conf").open("a") as fh:
             # fewer conflicts with replay (vacuum of rows a replica query still reads)
-            fh.write(f"port = {port}\nhot_standby = on\nhot_standby_feedback = on\n")
+            fh.write(f"port = {port}\nhot_standby = on\nhot_standby_feedback = on\n"
+                     "log_recovery_conflict_waits = on\n")
     except BaseException:
         shutil.rmtree(pgdata, ignore_errors=True)
         raise

@@ -67,15 +67,19 @@ class ConnectionCheck:
         self._returned[conn] = time.monotonic()
 
 
-async def configure_connection(conn: psycopg.AsyncConnection, statement_timeout_ms: int) -> None:
+async def configure_connection(conn: psycopg.AsyncConnection, statement_timeout_ms: int,
+                               lock_timeout_ms: int | None = None) -> None:
     """Name the connection, warm PostGIS up and set the statement timeout (after the warm-up,
-    so that it does not apply to it; a failed warm-up only means no warm-up)."""
+    so that it does not apply to it; a failed warm-up only means no warm-up). ``lock_timeout_ms``:
+    a replica's connections (see :func:`server_pool`)."""
     await conn.execute(sql.SQL("SET application_name = {}").format(sql.Literal(APPLICATION_NAME)))
     try:
         await conn.execute(WARM_UP_SQL)
     except psycopg.Error as exc:
         log.debug("connection warm-up skipped: %s", exc)
     await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms))))
+    if lock_timeout_ms is not None:
+        await conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
     await conn.commit()
 
 
@@ -89,14 +93,23 @@ def server_pool(settings: Settings, checker: ConnectionCheck) -> RoutedPool:
     async def configure(conn: psycopg.AsyncConnection) -> None:
         await configure_connection(conn, timeout)
 
-    def make(url: str, **kw) -> AsyncConnectionPool:
+    async def configure_replica(conn: psycopg.AsyncConnection) -> None:
+        # On a standby the only lock a read can wait for is one WAL replay holds or waits for
+        # (an ACCESS EXCLUSIVE lock of the primary's: a vacuum truncating a table, DDL): new
+        # reads queue behind replay's request until the reads it waits for end, or for up to
+        # max_standby_streaming_delay (30 s). Past the lock timeout the read fails (55P03)
+        # before its first byte and the primary answers it (retry_on_primary): a stall of the
+        # replica costs a read GEOBASE_REPLICA_LOCK_TIMEOUT_MS, not half a minute.
+        await configure_connection(conn, timeout, settings.replica_lock_timeout_ms)
+
+    def make(url: str, replica: bool = False, **kw) -> AsyncConnectionPool:
         return AsyncConnectionPool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-                                   timeout=settings.pool_timeout_s, configure=configure, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
+                                   timeout=settings.pool_timeout_s, configure=configure_replica if replica else configure,
+                                   open=False, kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
 
     primary = make(database_url(settings), check=checker.check, reset=checker.reset)
     states = [ReplicaState(r.name, r.url) for r in replica_registry.load(settings)]
-    return RoutedPool(primary, states, settings, make)
+    return RoutedPool(primary, states, settings, lambda url: make(url, replica=True))
 
 
 async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
@@ -199,7 +212,8 @@ def retry_on_primary(exc: BaseException) -> bool:
     relation lock, a buffer pin or a snapshot held too long, also FATAL ``terminating
     connection``; 40P01 when the standby's deadlock check finds a query waiting on a lock
     replay holds while holding one replay waits for), a replica killed or stopped under the
-    query (the connection lost, 57P01). Not a statement timeout (57014): the primary would run
+    query (the connection lost, 57P01), a read that waited for replay's lock past the replicas'
+    lock timeout (55P03, see :func:`server_pool`). Not a statement timeout (57014): the primary would run
     as long, at twice the cost. The error cannot be pinned on the connection that raised it
     (psycopg's error carries none), so a read that also used the primary and failed there is
     tried once more there: a GET twice, bounded to twice."""

@@ -349,8 +349,9 @@ def test_read_cancelled_by_a_recovery_conflict_is_answered_by_the_primary(cluste
 
     settings, replica, _ = cluster
     _replica_setting(replica, "max_standby_streaming_delay", delay)
-    # the lag bound far away: the read stays on the replica while replay waits (the point is the retry)
-    srv = _server(settings, GEOBASE_REPLICA_MAX_LAG_MS=600_000)
+    # the lag bound far away: the read stays on the replica while replay waits (the point is the
+    # retry); no lock timeout: the read waits on the replica until the standby cancels it
+    srv = _server(settings, GEOBASE_REPLICA_MAX_LAG_MS=600_000, GEOBASE_REPLICA_LOCK_TIMEOUT_MS=0)
     holder = None
     try:
         _wait_for("the replica in the read rotation", lambda: _in_rotation(srv, replica))
@@ -392,3 +393,56 @@ def test_read_cancelled_by_a_recovery_conflict_is_answered_by_the_primary(cluste
             holder.close()
         srv.stop()
         _replica_setting(replica, "max_standby_streaming_delay", None)
+
+
+def test_read_queued_behind_replay_is_answered_by_the_primary(cluster):
+    """A read that would queue on the replica behind replay's ACCESS EXCLUSIVE lock is answered
+    by the primary after GEOBASE_REPLICA_LOCK_TIMEOUT_MS, not when replay gets its lock.
+
+    Real and deterministic: a transaction of the test's own on the replica reads the layer table
+    (and stays open); the primary takes ACCESS EXCLUSIVE on it and commits at once (as a vacuum
+    truncating the table does); replay waits for the test's reader, up to
+    max_standby_streaming_delay (120 s here), and every new read of the table on the replica
+    queues behind replay's request. The server's read must answer 200, with the rows, within
+    the client's 15 s, while replay is still waiting (so it did not pass through the replica)."""
+    settings, replica, _ = cluster
+    _replica_setting(replica, "max_standby_streaming_delay", "120s")
+    srv = _server(settings, GEOBASE_REPLICA_MAX_LAG_MS=600_000, GEOBASE_REPLICA_LOCK_TIMEOUT_MS=500)
+    holder = None
+    try:
+        _wait_for("the replica in the read rotation", lambda: _in_rotation(srv, replica))
+        path = "/collections/rivers/items?limit=100"
+        expected = httpx.get(f"{srv.url}{path}", timeout=BOUND_S).json()["features"]
+        holder = psycopg.connect(f"postgresql://geobase@127.0.0.1:{replica.port}/geobase", connect_timeout=5)
+        holder.execute("SELECT count(*) FROM data.rivers")  # an open transaction holding the table
+        with psycopg.connect(f"postgresql://geobase@127.0.0.1:{settings.pg_port}/geobase", connect_timeout=5) as p:
+            p.execute("LOCK TABLE data.rivers IN ACCESS EXCLUSIVE MODE")  # committed as the block ends
+
+        def replay_waiting() -> bool:
+            return any(mode == "AccessExclusiveLock" and not granted
+                       for _, _, mode, granted in _replica_locks(replica, "data.rivers"))
+
+        _wait_for("replay waiting for the table's lock on the replica", replay_waiting)
+        r = httpx.get(f"{srv.url}{path}", timeout=15)
+        assert r.status_code == 200, (r.status_code, r.text[:300], srv.logs()[-3000:])
+        assert r.json()["features"] == expected
+        assert replay_waiting(), "replay went on: the read may have been the replica's"
+        assert "(55P03: " in srv.logs() and "answered by the primary" in srv.logs(), srv.logs()[-3000:]
+    finally:
+        if holder is not None:
+            holder.close()
+        srv.stop()
+        _replica_setting(replica, "max_standby_streaming_delay", None)
+
+
+def test_layer_partitions_are_never_truncated_by_vacuum(cluster):
+    """Every county partition is made with vacuum_truncate off (migration 0014_s12prov for those
+    made before): a truncating vacuum's ACCESS EXCLUSIVE lock, replayed on the replica, would
+    cancel or stall the reads of the county there."""
+    settings, _, _ = cluster
+    rows = _primary(settings, "SELECT c.relname, (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o "
+                              "WHERE o.option_name = 'vacuum_truncate') FROM pg_inherits i "
+                              "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'data.rivers'::regclass")
+    assert rows
+    for name, value in rows:
+        assert value in ("off", "false"), (name, value)

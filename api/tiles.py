@@ -40,6 +40,7 @@ from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
 from geobase.catalog import CurrentLayer, current_layers, raster_file, union_extent
 from geobase.catalog.state import layer_states
+from geobase.catalog.divisions import county_states
 from geobase.division_check import checked_counties
 from geobase.errors import InvalidInput, NotFound
 from geobase.api.gate import get_principal
@@ -93,6 +94,19 @@ DIVISION_PARAM = Query(None, description="County codes (6-digit 行政区划代�
                        "county is a 400, a county a layer holds nothing of draws nothing of it")
 
 
+async def tile_divisions(conn: psycopg.AsyncConnection, registry: Registry, layers: str,
+                         division: str | None) -> tuple[str, ...] | None:
+    """The counties of a tile URL's ``division=`` (None: every county), after the one check of
+    a county code (a 400 naming ``division``); a raster layer is not partitioned by county: a
+    ``division`` for it is refused, never ignored."""
+    if division is None:
+        return None
+    spec = registry.layers.get(layers)
+    if spec is not None and spec.kind != "vector":
+        raise InvalidInput(f"division: {layers!r} is a raster, not partitioned by county", parameter="division")
+    return tuple(sorted(await checked_counties(conn, layers, division)))
+
+
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
                   v: str | None = None, version: int | None = None, at: str | None = None,
@@ -105,7 +119,7 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
     opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": tiles_db_url(request),
             "timeout_ms": request.app.state.settings.tile_statement_timeout_ms}
     if division is not None:  # the one check of a county code, as on items (a 400 naming division)
-        opts["divisions"] = tuple(sorted(await checked_counties(conn, layers, division)))
+        opts["divisions"] = await tile_divisions(conn, registry, layers, division)
     if version is None and at is None:  # today's map: the one-round-trip path (StatesHint)
         result = await tile_for(conn, tile_cache(request), registry, principal, layers, tms, z, row, col,
                                 hint=_states_hint(request), **opts)
@@ -243,9 +257,23 @@ async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
                          division=division)
 
 
+async def _counties_extent(conn: psycopg.AsyncConnection, specs: list[LayerSpec],
+                           divisions: tuple[str, ...]) -> list[float] | None:
+    """The union of the extents the layers' current versions record for these counties (None:
+    the layers hold nothing of them)."""
+    boxes = [extent for s in specs for d, (_, extent) in (await county_states(conn, s.name)).items()
+             if d in divisions and extent]
+    if not boxes:
+        return None
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
 @router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")
 async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
-                   registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+                   registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal),
+                   division: str | None = DIVISION_PARAM):
+    """``division=``: the tile URL carries the (checked) counties, and ``bounds`` is their extent."""
+    divisions = await tile_divisions(conn, registry, layers, division)
     states = await layer_states(conn)
     root = base_url(request)
     if layers in registry.layers and registry.layers[layers].kind == "raster":
@@ -255,11 +283,15 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
                 "maxzoom": spec.tiles.maxzoom,
                 "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png?v={tag}"]}
     specs = resolve_layers(layers, states, principal, registry)
-    extents = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
+    if divisions is None:
+        extents = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
+    else:
+        extents = await _counties_extent(conn, specs, divisions)
     tag = layers_tag(principal, states, registry, specs)
+    only = "" if divisions is None else f"&division={','.join(divisions)}"
     doc = {
         "tilejson": "3.0.0", "name": layers, "scheme": "xyz", "format": "pbf",
-        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt?v={tag}"],
+        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt?v={tag}{only}"],
         "minzoom": min((s.tiles.minzoom for s in specs), default=0),
         "maxzoom": max((s.tiles.maxzoom for s in specs), default=16),
         "vector_layers": [{

@@ -29,7 +29,8 @@ from geobase.errors import InvalidInput, NotFound
 from geobase.features.params import ItemsParams
 from geobase.catalog.state import LayerState, layer_state
 from geobase.division_check import checked_counties
-from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
+from geobase.db.lsn import lsn_text, parse_lsn
+from geobase.pool import ROUTE, Route
 from geobase.api.gate import get_principal
 from geobase.opendata.desensitise import Desensitisation
 from geobase.security import Principal, desensitisation, hidden_attributes, require_layer, scope_box
@@ -158,6 +159,12 @@ async def streamed_feature_collection(request: Request, collectionId: str = _COL
 DIVISION = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
                  "changes (the other counties' partitions are not read); a code that is no known county is a 400, "
                  "a county the layer holds nothing of answers empty")
+
+
+#: ``division=`` of tile URLs (XYZ, OGC, composite, WMTS, TileJSON), as on items: only these counties drawn
+DIVISION_PARAM = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
+                       "features are drawn (the other counties' partitions are not read); a code that is no known "
+                       "county is a 400, a county a layer holds nothing of draws nothing of it")
 
 
 async def divisions_param(request: Request, c: Collection = Depends(streamed_feature_collection),

@@ -25,7 +25,9 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
 from geobase.api.tile_fast import cache_control
-from geobase.api.tiles import DIVISION_PARAM, tile_cache, tiles_db_url, tile_divisions
+from geobase.api.deps import DIVISION_PARAM
+from geobase.api.tiles import tile_cache, tiles_db_url
+from geobase.division_check import tile_divisions
 from geobase.tiles import imagery_wmts
 from geobase.tiles.raster_render import STYLE, png_tile
 from geobase.tiles.service import ONEMAP, resolve_layers

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from geobase.db import database_url
+from geobase.db.lsn import PRIMARY_POSITION_SQL, REPLAY_POSITION_SQL, lsn_text, wal_position
 from geobase.settings import Settings
 
 log = logging.getLogger("geobase.pool")
@@ -126,38 +127,6 @@ async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
 REPLICA_CHECKOUT_S = 1.0
 #: how often a read that waits for its own write polls the replica's replay position
 _POLL_S = 0.01
-_SEGMENT = 16 * 1024 * 1024
-
-
-def wal_position(lsn: int) -> int:
-    """A WAL insert position as the end of the last record, comparable with a standby's
-    ``pg_last_wal_replay_lsn()``: at the very start of a page the insert position is reported
-    after the page header (24 bytes, 40 at a segment's start), where no record can end; the
-    replay position of a record that ends at the page boundary is the boundary itself."""
-    if lsn % _SEGMENT == 40:
-        return lsn - 40
-    if lsn % 8192 == 24:
-        return lsn - 24
-    return lsn
-
-
-def lsn_text(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str | None) -> int | None:
-    """``'16/B374D848'`` -> its integer; None for anything else (a token is never trusted blindly)."""
-    if not text or "/" not in text or len(text) > 20:
-        return None
-    hi, _, lo = text.strip().partition("/")
-    try:
-        return (int(hi, 16) << 32) | int(lo, 16)
-    except ValueError:
-        return None
-
-
-PRIMARY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
-REPLAY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint"
 
 
 @dataclass

@@ -29,7 +29,8 @@ from geobase.errors import InvalidInput, NotFound
 from geobase.features.params import ItemsParams
 from geobase.catalog.state import LayerState, layer_state
 from geobase.division_check import checked_counties
-from geobase.pool import ROUTE, Route, lsn_text, parse_lsn
+from geobase.db.lsn import lsn_text, parse_lsn
+from geobase.pool import ROUTE, Route
 from geobase.api.gate import get_principal
 from geobase.opendata.desensitise import Desensitisation
 from geobase.security import Principal, desensitisation, hidden_attributes, require_layer, scope_box
@@ -160,6 +161,12 @@ DIVISION = Query(None, description="County codes (6-digit 行政区划代码), c
                  "a county the layer holds nothing of answers empty")
 
 
+#: ``division=`` of tile URLs (XYZ, OGC, composite, WMTS, TileJSON), as on items: only these counties drawn
+DIVISION_PARAM = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
+                       "features are drawn (the other counties' partitions are not read); a code that is no known "
+                       "county is a 400, a county a layer holds nothing of draws nothing of it")
+
+
 async def divisions_param(request: Request, c: Collection = Depends(streamed_feature_collection),
                           division: str | None = DIVISION) -> list[str] | None:
     """Dependency: the counties of ``division=`` (None: every county), checked by the one check
@@ -252,7 +259,13 @@ class ReadRoutingMiddleware:
     ``GEOBASE_READ_YOUR_WRITES_S``); a read carrying it is served by a replica only once that
     replica has replayed it (else the primary). A token holder's read that was not served wholly
     by replicas (e.g. an ingest job's status, read on the primary) refreshes the token, so that
-    what it saw there (the job done) is what its next reads see. With no replica: nothing."""
+    what it saw there (the job done) is what its next reads see. With no replica: nothing.
+
+    A read that a replica fails before the first byte of its answer is sent (a query the
+    standby cancelled in a recovery conflict, a replica killed under it: see
+    :func:`geobase.pool.retry_on_primary`) is run once more, on the primary alone; the caller
+    sees that answer, never the replica's 503. The retry runs inside the gate: one request,
+    one rate-limit token, one audit row."""
 
     def __init__(self, app):
         self.app = app
@@ -264,20 +277,58 @@ class ReadRoutingMiddleware:
             return
         write = scope["method"] not in _READS
         token, expiry = _request_token(dict(scope["headers"]))
-        route = Route(read=not write, token=token)
-        reset = ROUTE.set(route)
         settings: Settings = scope["app"].state.settings
+        route = Route(read=not write, token=token)
+        if write:
+            await self._run(scope, receive, send, route, pool, settings, expiry)
+            return
+        received: list[dict] = []
+
+        async def recording_receive():
+            message = await receive()
+            received.append(message)
+            return message
+
+        if not await self._run(scope, recording_receive, send, route, pool, settings, expiry, retryable=True):
+            return
+        pool.retried(route)  # nothing of the first answer was sent: the primary answers instead
+
+        async def replaying_receive():
+            return received.pop(0) if received else await receive()
+
+        await self._run(scope, replaying_receive, send, Route(read=True, token=token, primary_only=True), pool,
+                        settings, expiry)
+
+    async def _run(self, scope, receive, send, route: Route, pool, settings: Settings, expiry: int | None,
+                   retryable: bool = False) -> bool:
+        """Run the app for the request under ``route``. ``retryable`` (a read's first attempt):
+        an answer of 500 or more that the error handler marked as a replica's failure
+        (:func:`geobase.pool.retry_on_primary`, which sets it before the response starts) is
+        withheld, start and body; True then: the caller runs the read again on the primary.
+        An answer whose first byte has gone out is never withheld (a body half sent cannot be
+        taken back: a failure after it ends the response as it does without replicas)."""
+        write = not route.read
+        token = route.token
+        withheld = False
 
         async def send_with_token(message):
-            if message["type"] == "http.response.start" and (write or (token and route.replica_conns == 0)
-                                                            or (token and route.primary_conns)):
-                message = await self._with_token(message, pool, settings, token, None if write else expiry)
+            nonlocal withheld
+            if message["type"] == "http.response.start":
+                if retryable and route.replica_failure is not None and message["status"] >= 500:
+                    withheld = True
+                    return
+                if write or (token and route.replica_conns == 0) or (token and route.primary_conns):
+                    message = await self._with_token(message, pool, settings, token, None if write else expiry)
+            elif withheld:
+                return
             await send(message)
 
+        reset = ROUTE.set(route)
         try:
             await self.app(scope, receive, send_with_token)
         finally:
             ROUTE.reset(reset)
+        return withheld
 
     @staticmethod
     async def _with_token(message, pool, settings: Settings, token: int | None, expiry: int | None):

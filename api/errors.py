@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geobase.db.shards import shard_unavailable
 from geobase.errors import GeobaseError, InvalidInput, ServiceUnavailable
+from geobase.pool import retry_on_primary
 
 log = logging.getLogger("geobase.api")
 
@@ -91,6 +92,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if shard is not None:
             log.warning("shard unavailable on %s: %s", request.url.path, exc)
             return _response(shard)
+        if retry_on_primary(exc):  # a replica's failure: withheld, and the primary answers the read instead
+            log.info("read failed on a replica, retried on the primary: %s", exc)
+            return _response(ServiceUnavailable("a read replica failed the read, retry shortly", retry_after=1))
         log.warning("database unavailable: %s", exc)
         check = getattr(request.app.state, "connection_check", None)
         if check is not None:  # pooled connections older than this failure get checked again

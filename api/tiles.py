@@ -20,7 +20,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from geobase.api import negotiation
-from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
+from geobase.api.deps import DIVISION_PARAM, base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.api.tile_fast import cache_control, tile_answer
 from geobase.tiles import raster as raster_tiles
 from geobase.tiles.cache import TileCache, cache_key, etag_for
@@ -40,7 +40,8 @@ from geobase.tiles.tms import TILE_MATRIX_SETS, get_tms
 
 from geobase.catalog import CurrentLayer, current_layers, raster_file, union_extent
 from geobase.catalog.state import layer_states
-from geobase.division_check import checked_counties
+from geobase.catalog.divisions import counties_extent
+from geobase.division_check import tile_divisions
 from geobase.errors import InvalidInput, NotFound
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_format, require_layer, visible_layers
@@ -87,12 +88,6 @@ def _mvt_response(request: Request, result, principal: Principal, v: str | None 
     return Response(body, status_code=status, headers=headers, media_type=media)
 
 
-#: ``division=`` of vector tile URLs, as on items: only these counties drawn
-DIVISION_PARAM = Query(None, description="County codes (6-digit 行政区划代码), comma-separated: only these counties' "
-                       "features are drawn (the other counties' partitions are not read); a code that is no known "
-                       "county is a 400, a county a layer holds nothing of draws nothing of it")
-
-
 async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
                   layers: str, tms_id: str, z: int, row: int, col: int, *, per_layer: bool = False,
                   v: str | None = None, version: int | None = None, at: str | None = None,
@@ -104,8 +99,7 @@ async def _render(request: Request, conn: psycopg.AsyncConnection, registry: Reg
         await require_layer(conn, principal, registry, layers)
     opts = {"if_none_match": request.headers.get("if-none-match"), "pyramid_url": tiles_db_url(request),
             "timeout_ms": request.app.state.settings.tile_statement_timeout_ms}
-    if division is not None:  # the one check of a county code, as on items (a 400 naming division)
-        opts["divisions"] = tuple(sorted(await checked_counties(conn, layers, division)))
+    opts["divisions"] = await tile_divisions(conn, registry, layers, division)  # checked as on items
     if version is None and at is None:  # today's map: the one-round-trip path (StatesHint)
         result = await tile_for(conn, tile_cache(request), registry, principal, layers, tms, z, row, col,
                                 hint=_states_hint(request), **opts)
@@ -245,7 +239,10 @@ async def xyz_tile(request: Request, layers: str, z: int, x: int, y: int,
 
 @router.get("/tiles/{layers}.json", summary="TileJSON 3.0 of one layer, a comma list or 'onemap'")
 async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
-                   registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal)):
+                   registry: Registry = Depends(get_registry_dep), principal=Depends(get_principal),
+                   division: str | None = DIVISION_PARAM):
+    """``division=``: the tile URL carries the (checked) counties, and ``bounds`` is their extent."""
+    divisions = await tile_divisions(conn, registry, layers, division)
     states = await layer_states(conn)
     root = base_url(request)
     if layers in registry.layers and registry.layers[layers].kind == "raster":
@@ -255,11 +252,12 @@ async def tilejson(request: Request, layers: str, conn=Depends(get_conn),
                 "maxzoom": spec.tiles.maxzoom,
                 "tiles": [f"{root}/tiles/{spec.name}/hillshade/{{z}}/{{x}}/{{y}}.png?v={tag}"]}
     specs = resolve_layers(layers, states, principal, registry)
-    extents = union_extent(list((await current_layers(conn, [s.name for s in specs])).values()))
+    extents = await counties_extent(conn, [s.name for s in specs], divisions)
     tag = layers_tag(principal, states, registry, specs)
+    only = "" if divisions is None else f"&division={','.join(divisions)}"
     doc = {
         "tilejson": "3.0.0", "name": layers, "scheme": "xyz", "format": "pbf",
-        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt?v={tag}"],
+        "tiles": [f"{root}/tiles/{layers}/{{z}}/{{x}}/{{y}}.mvt?v={tag}{only}"],
         "minzoom": min((s.tiles.minzoom for s in specs), default=0),
         "maxzoom": max((s.tiles.maxzoom for s in specs), default=16),
         "vector_layers": [{

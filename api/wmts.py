@@ -25,7 +25,10 @@ from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_
 from geobase.api.gate import get_principal
 from geobase.api.params import allows_property_filters
 from geobase.api.tile_fast import cache_control
+from geobase.api.deps import DIVISION_PARAM
 from geobase.api.tiles import tile_cache, tiles_db_url
+from geobase.division_check import tile_divisions
+from geobase.tiles import imagery_wmts
 from geobase.tiles.raster_render import STYLE, png_tile
 from geobase.tiles.service import ONEMAP, resolve_layers
 from geobase.tiles.wmts import FORMAT, WmtsLayer, capabilities, tile_address
@@ -41,7 +44,8 @@ from geobase.specs import Registry
 router = APIRouter(tags=["WMTS"])
 XML = "application/xml; charset=utf-8"
 KVP = ("service", "request", "version", "acceptversions", "sections", "updatesequence", "acceptformats",
-       "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format", "i", "j", "infoformat")
+       "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format", "i", "j", "infoformat",
+       "division")
 
 
 async def _capabilities(request: Request, conn, registry: Registry, principal: Principal) -> Response:
@@ -60,15 +64,18 @@ async def _capabilities(request: Request, conn, registry: Registry, principal: P
 
 
 async def _tile(request: Request, conn, registry: Registry, principal: Principal, settings: Settings, layer: str,
-                style: str, tms_id: str, matrix: str, row: str, col: str, names: dict[str, str]) -> Response:
+                style: str, tms_id: str, matrix: str, row: str, col: str, names: dict[str, str],
+                division: str | None = None) -> Response:
     t0 = time.perf_counter()
     require_format(principal, "png")
     if style not in (STYLE, ""):
         raise InvalidInput(f"{names['style']}: {style[:40]!r} is not a style of this layer (default)",
                            parameter=names["style"])
     s, z, r, c = tile_address(tms_id, matrix, row, col, names)
+    divisions = await tile_divisions(conn, registry, layer, division)
     result = await png_tile(conn, tile_cache(request), registry, principal, settings, layer, s.tms, z, r, c,
-                            if_none_match=request.headers.get("if-none-match"), pyramid_url=tiles_db_url(request))
+                            if_none_match=request.headers.get("if-none-match"), pyramid_url=tiles_db_url(request),
+                            divisions=divisions)
     headers = {"Cache-Control": cache_control(principal, None, result.tag), "ETag": result.etag,
                "Vary": "Authorization, X-API-Key"}
     if result.not_modified or not_modified(request, result.etag):
@@ -127,10 +134,11 @@ async def wmts_capabilities(request: Request, conn=Depends(get_conn), registry: 
 async def wmts_rest_tile(request: Request, layers: str, style: str, tileMatrixSetId: str, tileMatrix: str,
                          tileRow: str, tileCol: str, conn=Depends(get_conn), registry: Registry = Depends(get_registry_dep),
                          principal: Principal = Depends(get_principal),
-                         settings: Settings = Depends(get_settings_dep)) -> Response:
+                         settings: Settings = Depends(get_settings_dep),
+                         division: str | None = DIVISION_PARAM) -> Response:
     names = {"style": "style", "tms": "tileMatrixSetId", "matrix": "tileMatrix", "row": "tileRow", "col": "tileCol"}
     return await _tile(request, conn, registry, principal, settings, layers, style, tileMatrixSetId, tileMatrix,
-                       tileRow, tileCol, names)
+                       tileRow, tileCol, names, division)
 
 
 @allows_property_filters  # WMTS KVP names are case-insensitive: checked here, unknown ones refused
@@ -140,6 +148,9 @@ async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry 
                    settings: Settings = Depends(get_settings_dep)) -> Response:
     params = _kvp(request, KVP)
     req = params.get("request", "")
+    if "division" in params and req.lower() != "gettile":  # never a filter silently left out
+        raise InvalidInput(f"DIVISION: not a {req[:40] or 'GetCapabilities'} parameter (GetTile only)",
+                           parameter="division")
     if req.lower() == "getcapabilities":
         return await _capabilities(request, conn, registry, principal)
     if req.lower() not in ("gettile", "getfeatureinfo"):
@@ -162,12 +173,16 @@ async def wmts_kvp(request: Request, conn=Depends(get_conn), registry: Registry 
     extra = [k.upper() for k in ("i", "j", "infoformat") if k in params]
     if extra:
         raise InvalidInput(f"{extra[0]}: not a GetTile parameter", parameter=extra[0])
+    if "division" in params and imagery_wmts.collection_of(params["layer"]) is not None:
+        raise InvalidInput(f"division: {params['layer'][:60]!r} is imagery, not partitioned by county",
+                           parameter="division")
     if (imagery := await imagery_ogc.wmts_kvp_tile(request, conn, registry, principal, settings, params)) is not None:
         return imagery
     if params.get("format", FORMAT) != FORMAT:
         raise InvalidInput(f"FORMAT: only {FORMAT} is offered", parameter="FORMAT")
     return await _tile(request, conn, registry, principal, settings, params["layer"], params.get("style", STYLE),
-                       params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"], names)
+                       params["tilematrixset"], params["tilematrix"], params["tilerow"], params["tilecol"], names,
+                       params.get("division"))
 
 
 @router.get("/wmts/1.0.0/{layers}/{style}/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}/{j}/{i}.{ext}",

@@ -136,3 +136,16 @@ async def checked_counties(conn: psycopg.AsyncConnection, layer: str, division: 
         check_counties(codes, known, layer)
     check_counties(in_filter, known, layer, "filter")
     return codes
+
+
+async def tile_divisions(conn: psycopg.AsyncConnection, registry, layers: str,
+                         division: str | None) -> tuple[str, ...] | None:
+    """The counties of a tile URL's ``division=`` (XYZ, OGC, composite, WMTS tiles, TileJSON;
+    None: every county), after the one check; a raster layer is not partitioned by county: a
+    ``division`` for it is refused, never ignored."""
+    if division is None:
+        return None
+    spec = registry.layers.get(layers)
+    if spec is not None and spec.kind != "vector":
+        raise InvalidInput(f"division: {layers!r} is a raster, not partitioned by county", parameter="division")
+    return tuple(sorted(await checked_counties(conn, layers, division)))

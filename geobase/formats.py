@@ -208,6 +208,10 @@ async def csv_body(pool, query: sql.Composable, *, timeout_ms: int, pool_timeout
             yield codecs.BOM_UTF8
         await conn.execute("BEGIN READ ONLY")
         await conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+        # the answer has started (its query runs as the body is sent): no failure could be
+        # answered by the primary now, so on a replica it waits out replay's lock instead of
+        # failing at the replicas' lock timeout (geobase.pool.server_pool)
+        await conn.execute("SET LOCAL lock_timeout = 0")
         async with conn.cursor() as cur:
             async with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)) as copy:
                 async for chunk in copy:

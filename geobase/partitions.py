@@ -164,7 +164,10 @@ def create_beside(conn: psycopg.Connection, spec: LayerSpec, name: str,
     ident = sql.Identifier(DATA_SCHEMA, name)
     cols = _columns(spec, rid_default=_rid_sequence(conn, spec), division_generated=division_generated)
     cols += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in _extra_columns(conn, spec, spec.name)]
-    conn.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(cols)))
+    # vacuum_truncate off: a truncating vacuum's ACCESS EXCLUSIVE lock is replayed on every read
+    # replica, where it cancels or stalls the reads of the county (migration 0014_s12prov)
+    conn.execute(sql.SQL("CREATE TABLE {} ({}) WITH (vacuum_truncate = off)").format(
+        ident, sql.SQL(", ").join(cols)))
     return ident
 
 

@@ -14,13 +14,14 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from geobase.db import database_url
+from geobase.db.lsn import PRIMARY_POSITION_SQL, REPLAY_POSITION_SQL, lsn_text, wal_position
 from geobase.settings import Settings
 
 log = logging.getLogger("geobase.pool")
@@ -67,15 +68,19 @@ class ConnectionCheck:
         self._returned[conn] = time.monotonic()
 
 
-async def configure_connection(conn: psycopg.AsyncConnection, statement_timeout_ms: int) -> None:
+async def configure_connection(conn: psycopg.AsyncConnection, statement_timeout_ms: int,
+                               lock_timeout_ms: int | None = None) -> None:
     """Name the connection, warm PostGIS up and set the statement timeout (after the warm-up,
-    so that it does not apply to it; a failed warm-up only means no warm-up)."""
+    so that it does not apply to it; a failed warm-up only means no warm-up). ``lock_timeout_ms``:
+    a replica's connections (see :func:`server_pool`)."""
     await conn.execute(sql.SQL("SET application_name = {}").format(sql.Literal(APPLICATION_NAME)))
     try:
         await conn.execute(WARM_UP_SQL)
     except psycopg.Error as exc:
         log.debug("connection warm-up skipped: %s", exc)
     await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(statement_timeout_ms))))
+    if lock_timeout_ms is not None:
+        await conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(int(lock_timeout_ms))))
     await conn.commit()
 
 
@@ -89,14 +94,23 @@ def server_pool(settings: Settings, checker: ConnectionCheck) -> RoutedPool:
     async def configure(conn: psycopg.AsyncConnection) -> None:
         await configure_connection(conn, timeout)
 
-    def make(url: str, **kw) -> AsyncConnectionPool:
+    async def configure_replica(conn: psycopg.AsyncConnection) -> None:
+        # On a standby the only lock a read can wait for is one WAL replay holds or waits for
+        # (an ACCESS EXCLUSIVE lock of the primary's: a vacuum truncating a table, DDL): new
+        # reads queue behind replay's request until the reads it waits for end, or for up to
+        # max_standby_streaming_delay (30 s). Past the lock timeout the read fails (55P03)
+        # before its first byte and the primary answers it (retry_on_primary): a stall of the
+        # replica costs a read GEOBASE_REPLICA_LOCK_TIMEOUT_MS, not half a minute.
+        await configure_connection(conn, timeout, settings.replica_lock_timeout_ms)
+
+    def make(url: str, replica: bool = False, **kw) -> AsyncConnectionPool:
         return AsyncConnectionPool(url, min_size=settings.pool_min_size, max_size=settings.pool_max_size,
-                                   timeout=settings.pool_timeout_s, configure=configure, open=False,
-                                   kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
+                                   timeout=settings.pool_timeout_s, configure=configure_replica if replica else configure,
+                                   open=False, kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
 
     primary = make(database_url(settings), check=checker.check, reset=checker.reset)
     states = [ReplicaState(r.name, r.url) for r in replica_registry.load(settings)]
-    return RoutedPool(primary, states, settings, make)
+    return RoutedPool(primary, states, settings, lambda url: make(url, replica=True))
 
 
 async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
@@ -113,50 +127,23 @@ async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
 REPLICA_CHECKOUT_S = 1.0
 #: how often a read that waits for its own write polls the replica's replay position
 _POLL_S = 0.01
-_SEGMENT = 16 * 1024 * 1024
-
-
-def wal_position(lsn: int) -> int:
-    """A WAL insert position as the end of the last record, comparable with a standby's
-    ``pg_last_wal_replay_lsn()``: at the very start of a page the insert position is reported
-    after the page header (24 bytes, 40 at a segment's start), where no record can end; the
-    replay position of a record that ends at the page boundary is the boundary itself."""
-    if lsn % _SEGMENT == 40:
-        return lsn - 40
-    if lsn % 8192 == 24:
-        return lsn - 24
-    return lsn
-
-
-def lsn_text(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str | None) -> int | None:
-    """``'16/B374D848'`` -> its integer; None for anything else (a token is never trusted blindly)."""
-    if not text or "/" not in text or len(text) > 20:
-        return None
-    hi, _, lo = text.strip().partition("/")
-    try:
-        return (int(hi, 16) << 32) | int(lo, 16)
-    except ValueError:
-        return None
-
-
-PRIMARY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
-REPLAY_POSITION_SQL = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint"
 
 
 @dataclass
 class Route:
     """What the current request asks of the pool (set per request by the HTTP adapter):
     ``read`` — it may be served by a replica; ``token`` — the WAL position of the caller's
-    own last write, which a replica must have replayed before it serves the caller."""
+    own last write, which a replica must have replayed before it serves the caller;
+    ``primary_only`` — the second attempt of a read a replica failed (:func:`retry_on_primary`);
+    ``replica_failure`` — why the replica failed it (set by :func:`retry_on_primary`)."""
 
     read: bool
     token: int | None = None
     replica_conns: int = 0
     primary_conns: int = 0
+    primary_only: bool = False
+    replica_failure: str | None = None
+    replicas_used: list[str] = field(default_factory=list)
 
 
 #: the request's route; unset (background work, the CLI, the gate): the primary
@@ -175,11 +162,38 @@ class ReplicaState:
     replay: int | None = None
     reason: str = "not checked yet"
     served: int = 0
+    retried: int = 0
 
     def describe(self) -> dict:
         return {"name": self.name, "in_rotation": self.up, "lag_ms": round(self.lag_ms),
                 "replay_lsn": lsn_text(self.replay) if self.replay is not None else None,
-                "reason": self.reason, "reads_served": self.served}
+                "reason": self.reason, "reads_served": self.served, "reads_retried_on_primary": self.retried}
+
+
+def retry_on_primary(exc: BaseException) -> bool:
+    """Whether the current request's failure ``exc`` is a replica's that the primary may answer
+    instead, marking the request's :class:`Route` so (the HTTP adapter then runs the read once
+    more, on the primary alone, if no byte of its answer has been sent).
+
+    Which failures: a read that took a replica connection and failed with a database error of
+    the server or the link — a query the standby cancelled because replay needed what it held
+    (PostgreSQL 15: SQLSTATE 40001 ``canceling statement due to conflict with recovery``, a
+    relation lock, a buffer pin or a snapshot held too long, also FATAL ``terminating
+    connection``; 40P01 when the standby's deadlock check finds a query waiting on a lock
+    replay holds while holding one replay waits for), a replica killed or stopped under the
+    query (the connection lost, 57P01), a read that waited for replay's lock past the replicas'
+    lock timeout (55P03, see :func:`server_pool`). Not a statement timeout (57014): the primary would run
+    as long, at twice the cost. The error cannot be pinned on the connection that raised it
+    (psycopg's error carries none), so a read that also used the primary and failed there is
+    tried once more there: a GET twice, bounded to twice."""
+    route = ROUTE.get()
+    if route is None or not route.read or route.primary_only or route.replica_conns == 0:
+        return False
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, psycopg.errors.QueryCanceled):
+        return False
+    first = (str(exc).strip().splitlines() or [""])[0]
+    route.replica_failure = f"{exc.sqlstate or type(exc).__name__}: {first[:160]}"
+    return True
 
 
 class RoutedPool:
@@ -189,8 +203,10 @@ class RoutedPool:
     the rotation (round robin), after one query that both proves the connection alive and reads
     the replica's replay position; when the caller's token is ahead of it, the query is repeated
     for up to ``replica_wait_ms`` and then the primary serves. Every failure on the way (no
-    replica, a replica down, its pool exhausted, lagging) falls back to the primary: a replica
-    never turns a read into an error. Everything else (writes, ingests, edits, the gate, jobs)
+    replica, a replica down, its pool exhausted, lagging) falls back to the primary; a read the
+    replica fails once it has the connection (a recovery conflict, the replica killed under it)
+    is run again on the primary by the HTTP adapter (:func:`retry_on_primary`): a replica never
+    turns a read into an error before its first byte is sent. Everything else (writes, ingests, edits, the gate, jobs)
     gets the primary. A health check every ``replica_check_s`` measures each replica's lag
     (time since the primary was at a position the replica has not replayed) and takes it out of
     the rotation beyond ``replica_max_lag_ms``, or when it does not answer; it re-admits it
@@ -229,7 +245,7 @@ class RoutedPool:
     # -- connections -----------------------------------------------------------------------------
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection:
         route = ROUTE.get()
-        if route is not None and route.read and self.replicas:
+        if route is not None and route.read and not route.primary_only and self.replicas:
             conn = await self._replica_conn(route)
             if conn is not None:
                 route.replica_conns += 1
@@ -259,6 +275,15 @@ class RoutedPool:
     def describe(self) -> list[dict]:
         return [rs.describe() for rs in self.replicas]
 
+    def retried(self, route: Route) -> None:
+        """Count and log a read that a replica failed and the primary is asked to answer."""
+        for name in set(route.replicas_used):
+            rs = next((r for r in self.replicas if r.name == name), None)
+            if rs is not None:
+                rs.retried += 1
+        log.warning("a read failed on replica %s (%s): answered by the primary",
+                    ", ".join(sorted(set(route.replicas_used))) or "?", route.replica_failure)
+
     async def _replica_conn(self, route: Route) -> psycopg.AsyncConnection | None:
         live = [rs for rs in self.replicas if rs.up and rs.pool is not None]
         if not live:
@@ -281,6 +306,7 @@ class RoutedPool:
             if ok:
                 self._owner[conn] = pool
                 rs.served += 1
+                route.replicas_used.append(rs.name)
                 return conn
             await pool.putconn(conn)
         return None

@@ -71,6 +71,9 @@ class DatabaseSettings(BaseModel):
     replica_wait_ms: int = Field(ge=0, default=500, description="How long a read after the caller's own write waits "
                                  "for a replica to replay that write before it is served by the primary instead (ms).")
     replica_check_s: float = Field(gt=0, default=1.0, description="Seconds between health checks of the read replicas.")
+    replica_lock_timeout_ms: int = Field(ge=0, default=1_000, description="How long a read on a replica may wait for "
+                                         "a lock (on a standby only WAL replay takes a conflicting one) before the "
+                                         "primary serves it instead (ms; 0: no bound).")
     read_your_writes_s: int = Field(ge=0, default=300, description="Seconds after a write during which the caller's "
                                     "reads see it (the geobase_lsn cookie's lifetime).")
 

@@ -7,7 +7,9 @@ the test like `geobase db replica add` does, and real servers routing GETs to th
 * a replica whose postmaster is SIGKILLed: every read still answers 200 (from the primary),
   each within the client's timeout; restarted, it is back in the rotation;
 * a replica whose replay is paused falls behind beyond GEOBASE_REPLICA_MAX_LAG_MS and is taken
-  out of the rotation: callers without a token then read the primary's (fresh) state.
+  out of the rotation: callers without a token then read the primary's (fresh) state;
+* a read the standby cancels in a real recovery conflict (40001, and the 40P01 of its deadlock
+  check) is answered 200 by the primary, not 503.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from geobase.settings import Settings
 from tests.conftest import SAMPLE, LiveServer
 
 #: the ports this file may use (a client connection's TIME_WAIT on one blocks a bind: take free ones)
-PORTS = range(55620, 55626)  # 55626-55629: bench/bench_replicas.py
+# 55626-55629: bench/bench_replicas.py; GEOBASE_TEST_REPLICA_PORTS=<lo>-<hi> for a run beside another
+_lo, _, _hi = os.environ.get("GEOBASE_TEST_REPLICA_PORTS", "55620-55625").partition("-")
+PORTS = range(int(_lo), int(_hi) + 1)
 BOUND_S = 20  # every request must answer within this (the client's timeout)
 
 
@@ -291,3 +295,154 @@ def test_lagging_replica_is_taken_out_of_the_rotation(cluster):
         _wait_for("the replica caught up and back in the rotation", lambda: _in_rotation(srv, replica))
     finally:
         srv.stop()
+
+
+def _replica_setting(replica, name: str, value: str | None) -> None:
+    """Set (None: reset) a setting of the replica's own configuration, reloaded at once."""
+    from psycopg import sql
+
+    owner = f"postgresql://geobase@127.0.0.1:{replica.port}/geobase"
+    with psycopg.connect(owner, autocommit=True, connect_timeout=5) as conn:
+        if value is None:
+            conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def _flush_primary_wal(settings: Settings) -> None:
+    """A committed transaction of its own: the primary flushes (and streams) its WAL up to here,
+    the lock records of an open transaction included."""
+    _primary(settings, "SELECT pg_current_xact_id()")
+
+
+def _replica_locks(replica, relation: str) -> list[tuple]:
+    """(pid, application_name, mode, granted) of every lock on ``relation`` on the replica."""
+    return _replica(replica, "SELECT l.pid, coalesce(a.application_name, ''), l.mode, l.granted FROM pg_locks l "
+                             "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.relation = to_regclass(%s)",
+                    (relation,))
+
+
+#: the replica's counter of the read's cancellation, per SQLSTATE: a recovery conflict on a lock
+#: (pg_stat_database_conflicts), or a deadlock found by the backend's own check (pg_stat_database)
+_COUNTERS = {"40001": "SELECT confl_lock FROM pg_stat_database_conflicts WHERE datname = current_database()",
+             "40P01": "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"}
+
+
+@pytest.mark.parametrize("delay,sqlstate", [("300ms", "40001"), ("30s", "40P01")],
+                         ids=["cancelled-40001", "deadlock-40P01"])
+def test_read_cancelled_by_a_recovery_conflict_is_answered_by_the_primary(cluster, delay, sqlstate):
+    """A read the standby cancels because replay needs what the read holds is answered by the
+    primary: 200 with the primary's rows, never the replica's 503 (issue 16: a replica lagging
+    or failing is taken out of the read without a 5xx).
+
+    The conflict is real and deterministic: on the primary, one open transaction takes ACCESS
+    EXCLUSIVE on a partition of the layer (replayed: the standby's startup process holds it),
+    the server's items query on the replica locks the layer table and waits for that
+    partition, then the same transaction locks the layer table itself: replay must wait for the
+    read, which waits for replay. With ``max_standby_streaming_delay`` 300 ms the standby
+    cancels the read (SQLSTATE 40001, "canceling statement due to conflict with recovery":
+    a relation lock held too long); with 30 s its deadlock check does first (40P01). The
+    primary's transaction is rolled back only once the replica's read is gone, so the retry on
+    the primary waits for it and then reads the unchanged rows."""
+    import threading
+
+    settings, replica, _ = cluster
+    _replica_setting(replica, "max_standby_streaming_delay", delay)
+    # the lag bound far away: the read stays on the replica while replay waits (the point is the
+    # retry); no lock timeout: the read waits on the replica until the standby cancels it
+    srv = _server(settings, GEOBASE_REPLICA_MAX_LAG_MS=600_000, GEOBASE_REPLICA_LOCK_TIMEOUT_MS=0)
+    holder = None
+    try:
+        _wait_for("the replica in the read rotation", lambda: _in_rotation(srv, replica))
+        path = "/collections/rivers/items?limit=100"
+        expected = httpx.get(f"{srv.url}{path}", timeout=BOUND_S).json()["features"]
+        assert expected
+        (partition,) = _primary(settings, "SELECT format('data.%%I', c.relname) FROM pg_inherits i "
+                                          "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
+                                          "'data.rivers'::regclass ORDER BY c.relname DESC LIMIT 1")[0]
+        before = _replica(replica, _COUNTERS[sqlstate])[0][0]
+        holder = psycopg.connect(f"postgresql://geobase@127.0.0.1:{settings.pg_port}/geobase", connect_timeout=5)
+        holder.execute(f"LOCK TABLE {partition} IN ACCESS EXCLUSIVE MODE")
+        _flush_primary_wal(settings)
+        _wait_for("replay holding the partition's lock on the replica", lambda: any(
+            mode == "AccessExclusiveLock" and granted for _, _, mode, granted in _replica_locks(replica, partition)))
+
+        answer: dict = {}
+        reader = threading.Thread(target=lambda: answer.update(r=httpx.get(f"{srv.url}{path}", timeout=BOUND_S)))
+        reader.start()
+        _wait_for("the server's read waiting on the replica for the partition", lambda: any(
+            app == "geobase-api" and not granted for _, app, _, granted in _replica_locks(replica, partition)))
+        assert any(app == "geobase-api" and granted for _, app, _, granted in _replica_locks(replica, "data.rivers"))
+
+        holder.execute("LOCK TABLE data.rivers IN ACCESS EXCLUSIVE MODE")  # replay now waits for the read
+        _flush_primary_wal(settings)
+        _wait_for("the replica's read cancelled", lambda: not any(
+            app == "geobase-api" for _, app, _, _ in _replica_locks(replica, partition)), timeout=BOUND_S)
+        holder.rollback()  # the retry on the primary was waiting for this transaction
+        reader.join(BOUND_S)
+        r = answer["r"]
+        assert r.status_code == 200, (r.status_code, r.text[:300], srv.logs()[-3000:])
+        assert r.json()["features"] == expected
+        # what PostgreSQL 15 raised, as the server logged it, and the replica's own count of it
+        assert f"({sqlstate}: " in srv.logs() and "answered by the primary" in srv.logs(), srv.logs()[-3000:]
+        _wait_for("the cancellation counted by the replica",
+                  lambda: _replica(replica, _COUNTERS[sqlstate])[0][0] > before, timeout=10)
+    finally:
+        if holder is not None:
+            holder.close()
+        srv.stop()
+        _replica_setting(replica, "max_standby_streaming_delay", None)
+
+
+def test_read_queued_behind_replay_is_answered_by_the_primary(cluster):
+    """A read that would queue on the replica behind replay's ACCESS EXCLUSIVE lock is answered
+    by the primary after GEOBASE_REPLICA_LOCK_TIMEOUT_MS, not when replay gets its lock.
+
+    Real and deterministic: a transaction of the test's own on the replica reads the layer table
+    (and stays open); the primary takes ACCESS EXCLUSIVE on it and commits at once (as a vacuum
+    truncating the table does); replay waits for the test's reader, up to
+    max_standby_streaming_delay (120 s here), and every new read of the table on the replica
+    queues behind replay's request. The server's read must answer 200, with the rows, within
+    the client's 15 s, while replay is still waiting (so it did not pass through the replica)."""
+    settings, replica, _ = cluster
+    _replica_setting(replica, "max_standby_streaming_delay", "120s")
+    srv = _server(settings, GEOBASE_REPLICA_MAX_LAG_MS=600_000, GEOBASE_REPLICA_LOCK_TIMEOUT_MS=500)
+    holder = None
+    try:
+        _wait_for("the replica in the read rotation", lambda: _in_rotation(srv, replica))
+        path = "/collections/rivers/items?limit=100"
+        expected = httpx.get(f"{srv.url}{path}", timeout=BOUND_S).json()["features"]
+        holder = psycopg.connect(f"postgresql://geobase@127.0.0.1:{replica.port}/geobase", connect_timeout=5)
+        holder.execute("SELECT count(*) FROM data.rivers")  # an open transaction holding the table
+        with psycopg.connect(f"postgresql://geobase@127.0.0.1:{settings.pg_port}/geobase", connect_timeout=5) as p:
+            p.execute("LOCK TABLE data.rivers IN ACCESS EXCLUSIVE MODE")  # committed as the block ends
+
+        def replay_waiting() -> bool:
+            return any(mode == "AccessExclusiveLock" and not granted
+                       for _, _, mode, granted in _replica_locks(replica, "data.rivers"))
+
+        _wait_for("replay waiting for the table's lock on the replica", replay_waiting)
+        r = httpx.get(f"{srv.url}{path}", timeout=15)
+        assert r.status_code == 200, (r.status_code, r.text[:300], srv.logs()[-3000:])
+        assert r.json()["features"] == expected
+        assert replay_waiting(), "replay went on: the read may have been the replica's"
+        assert "(55P03: " in srv.logs() and "answered by the primary" in srv.logs(), srv.logs()[-3000:]
+    finally:
+        if holder is not None:
+            holder.close()
+        srv.stop()
+        _replica_setting(replica, "max_standby_streaming_delay", None)
+
+
+def test_layer_partitions_are_never_truncated_by_vacuum(cluster):
+    """Every county partition is made with vacuum_truncate off (migration 0014_s12prov for those
+    made before): a truncating vacuum's ACCESS EXCLUSIVE lock, replayed on the replica, would
+    cancel or stall the reads of the county there."""
+    settings, _, _ = cluster
+    rows = _primary(settings, "SELECT c.relname, (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o "
+                              "WHERE o.option_name = 'vacuum_truncate') FROM pg_inherits i "
+                              "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'data.rivers'::regclass")
+    assert rows
+    for name, value in rows:
+        assert value in ("off", "false"), (name, value)

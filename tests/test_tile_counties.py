@@ -18,6 +18,7 @@ import math
 
 import mapbox_vector_tile
 import psycopg
+import pytest
 from psycopg import sql
 from test_divisions import A, B, county_gdf, load
 from test_province_division import _refused
@@ -175,3 +176,69 @@ def test_division_on_tile_urls_draws_those_counties_and_is_checked_and_cached_ap
         for url in (xyz, ogc, composite):
             _refused(http.get(url, params={"division": "339999"}), "division", "not a known division")
             _refused(http.get(url, params={"division": "33"}), "division", "6-digit county code")
+
+
+def _opaque(png: bytes) -> set[tuple[int, int]]:
+    """The pixels a PNG tile draws something on (alpha > 0)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGBA")
+    alpha = img.getchannel("A").load()
+    return {(x, y) for x in range(img.width) for y in range(img.height) if alpha[x, y]}
+
+
+def test_division_on_wmts_tiles_and_tilejson(db_settings, tmp_path, live_server):
+    """``division=`` on WMTS tiles (RESTful and KVP GetTile, features and, below the detail zoom,
+    class cells) and on TileJSON, checked as on the other tile URLs (an unknown county is a 400
+    naming ``division``), and refused where it would be ignored (GetCapabilities,
+    GetFeatureInfo)."""
+    s = db_settings
+    _county(s, tmp_path, A, 0)
+    _county(s, tmp_path, B, 1)
+    with psycopg.connect(s.database_url) as conn:
+        sync_catalog(conn, s)
+        conn.commit()
+    extents = _extents(s)
+    border = next(t for t, g in zip(_tiles(s), asyncio.run(_renders(s, _tiles(s)))) if g[2] == (A, B) and t[0] == 17)
+    z, row, col = border
+    lon, lat = extents[A][2], (extents[A][1] + extents[A][3]) / 2  # on the border of A and B
+    cx, cy = _tile(lon, lat, 12)  # a class-cell tile over both counties
+    srv = live_server(s)
+    with srv.client() as http:
+        def get(url: str, **params) -> bytes:
+            r = http.get(url, params=params)
+            assert r.status_code == 200, (url, params, r.text[:300])
+            return r.content
+
+        for zz, rr, cc in ((z, row, col), (12, cy, cx)):
+            rest = f"/wmts/1.0.0/land_use/default/WebMercatorQuad/{zz}/{rr}/{cc}.png"
+            kvp = {"SERVICE": "WMTS", "REQUEST": "GetTile", "VERSION": "1.0.0", "LAYER": "land_use",
+                   "STYLE": "default", "TILEMATRIXSET": "WebMercatorQuad", "TILEMATRIX": str(zz), "TILEROW": str(rr),
+                   "TILECOL": str(cc), "FORMAT": "image/png"}
+            plain = _opaque(get(rest))
+            only_a, only_b = _opaque(get(rest, division=A)), _opaque(get(rest, division=B))
+            assert only_a and only_b and only_a != only_b, zz
+            assert only_a < plain and only_b < plain, zz  # each county a part of the plain tile's drawing
+            if zz == z:  # features: the two counties' drawings make up the plain tile's (but for the
+                # few pixels two anti-aliased edges on the border only tint together)
+                assert len(plain - (only_a | only_b)) < len(plain) / 100
+                assert _opaque(get(rest, division=f"{B},{A}")) == plain
+            assert _opaque(get("/wmts", **kvp, DIVISION=A)) == only_a, zz
+            assert _opaque(get(rest, division=A)) == only_a  # its own cache entry, not the plain tile's
+            _refused(http.get(rest, params={"division": "339999"}), "division", "not a known division")
+            _refused(http.get("/wmts", params={**kvp, "DIVISION": "33"}), "division", "6-digit county code")
+        _refused(http.get("/wmts", params={"SERVICE": "WMTS", "REQUEST": "GetCapabilities", "DIVISION": A}),
+                 "division", "GetTile only")
+
+        doc = http.get("/tiles/land_use.json", params={"division": A}).json()
+        (template,) = doc["tiles"]
+        assert template.endswith(f"&division={A}"), template
+        assert doc["bounds"] == pytest.approx(list(extents[A]), abs=1e-9)
+        assert http.get("/tiles/land_use.json").json()["bounds"] != doc["bounds"]
+        tile = http.get(template.replace("{z}", str(z)).replace("{x}", str(col)).replace("{y}", str(row)),
+                        headers={"Accept-Encoding": "gzip"})
+        assert tile.status_code == 200 and _features(tile.content) == _features(
+            get(f"/tiles/land_use/{z}/{col}/{row}.mvt", division=A))
+        _refused(http.get("/tiles/land_use.json", params={"division": "339999"}), "division", "not a known division")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+from dataclasses import replace
 
 import psycopg
 from geobase.tiles.cache import TileCache, cache_key, etag_for
-from geobase.tiles.service import TileResult, resolve_layers, signature, version_tag
+from geobase.tiles.service import TileResult, resolve_layers, signature, tile_format, version_tag
 from geobase.tiles.tms import WEB_MERCATOR_HALF, TileMatrixSet
 from geobase.tiles.wmts_cells import CellLayer, cell_plan, cells_image, fetch_cells, with_pyramid
 
@@ -47,11 +48,11 @@ def filter_box(tms: TileMatrixSet, bounds: tuple[float, float, float, float]) ->
 
 
 def _key(principal: Principal, registry: Registry, states, specs, tms: TileMatrixSet, z: int, row: int,
-         col: int) -> tuple[str, str, str]:
+         col: int, divisions: tuple[str, ...] | None = None) -> tuple[str, str, str]:
     """(cache key, ETag, version tag) of a picture tile of ``specs`` for this caller."""
     sig = signature(principal, states, registry)
     versions = {s.name: states[s.name].current_version for s in specs}
-    key = cache_key(versions, tms.id, z, row, col, f"wmts-png:{STYLE}", sig)
+    key = cache_key(versions, tms.id, z, row, col, tile_format(f"wmts-png:{STYLE}", divisions), sig)
     return key, etag_for(key), version_tag(versions, sig)
 
 
@@ -80,18 +81,21 @@ def draw_tile(layers: list[LayerData | CellLayer], registry: Registry, bounds: t
 
 async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, registry: Registry, principal: Principal,
                    settings: Settings, layers: str, tms: TileMatrixSet, z: int, row: int, col: int,
-                   if_none_match: str | None = None, pyramid_url: str | None = None) -> TileResult:
+                   if_none_match: str | None = None, pyramid_url: str | None = None,
+                   divisions: tuple[str, ...] | None = None) -> TileResult:
     """The PNG tile of ``layers`` (a layer, a comma list or ``onemap``) for this caller: the
     same access rules as vector tiles (:func:`geobase.tiles.service.resolve_layers`: hidden and
     unknown layers 404), cached under the layers' versions and the caller's view. Coverage
     layers below their detail zoom are drawn from class cells (``pyramid_url``: the database
-    whose pyramid is read or built, :mod:`geobase.tiles.wmts_cells`)."""
+    whose pyramid is read or built, :mod:`geobase.tiles.wmts_cells`). ``divisions``: only those
+    counties' features and cells (checked codes, ``division=``; never the pyramid, which holds
+    every county's cells), cached apart."""
     tms.validate(z, row, col)
     # a hit or a 304 needs only today's states (one round trip); a miss reads them again with
     # the rows, in one snapshot, so the tile is stored under the versions it was drawn from
     states = await layer_states(conn)
     specs = resolve_layers(layers, states, principal, registry)
-    key, etag, tag = _key(principal, registry, states, specs, tms, z, row, col)
+    key, etag, tag = _key(principal, registry, states, specs, tms, z, row, col, divisions)
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return TileResult(b"", etag, True, tag, not_modified=True)
     hit = cache.get(key) if cache is not None else None
@@ -101,7 +105,7 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
         fresh = await layer_states(conn)
         if fresh != states:  # an ingest or a sharing change in between: decide again on the fresh facts
             specs = resolve_layers(layers, fresh, principal, registry, note=False)
-            key, etag, tag = _key(principal, registry, fresh, specs, tms, z, row, col)
+            key, etag, tag = _key(principal, registry, fresh, specs, tms, z, row, col, divisions)
         versions = {s.name: fresh[s.name].current_version for s in specs}
         bounds = tms.bounds(z, row, col)
         fbox = filter_box(tms, bounds)
@@ -115,13 +119,16 @@ async def png_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                 continue
             plan = cell_plan(spec, registry, tms, z, hidden_attributes(principal, spec))
             if plan is not None:
-                plan = await with_pyramid(conn, pyramid_url, plan, versions[spec.name])
+                if divisions is not None:
+                    plan = replace(plan, counties=divisions)
+                else:
+                    plan = await with_pyramid(conn, pyramid_url, plan, versions[spec.name])
                 drawn.append(await fetch_cells(conn, plan, tms, z, row, col, draw_box))
                 continue
             try:
                 drawn.append(await fetch_layer(conn, spec, fbox, draw_box, srid=tms.srid, tolerance=pad / 2,
                                                hidden=hidden_attributes(principal, spec),
-                                               limit=settings.print_max_features))
+                                               limit=settings.print_max_features, divisions=divisions))
             except InvalidInput:  # never a picture of part of the rows: refused, naming the level
                 raise InvalidInput(f"tileMatrix: more than {settings.print_max_features} features of {spec.name!r} "
                                    f"in this tile (GEOBASE_PRINT_MAX_FEATURES); ask a deeper level",

@@ -24,7 +24,7 @@ from geobase.lazy_import import load
 from geobase.printing.data import LayerData
 from geobase.printing.draw import class_styles
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import current_filter, table_ident
+from geobase.storage import current_filter, division_filter, table_ident
 from geobase.tiles.mvt import CELLS_PER_TILE, AGGREGATE_BELOW, LayerPlan, filter_envelope, plan_layer
 from geobase.tiles.tms import TileMatrixSet
 
@@ -76,9 +76,20 @@ def _hidden(plan: LayerPlan, column: sql.Composable) -> sql.Composable:
     return sql.SQL(" AND COALESCE({} <> ALL({}), true)").format(column, sql.Literal(list(plan.hidden_classes)))
 
 
+def _counties(plan: LayerPlan) -> sql.Composable:
+    """`` AND division IN (...)`` of a plan naming its counties (``division=``), else nothing; a
+    plan naming counties is never given a pyramid (which holds every county's cells)."""
+    if plan.counties is None:
+        return sql.SQL("")
+    if plan.pyramid_version is not None:  # never every county's cells drawn as those of some
+        raise ValueError(f"{plan.name}: a plan naming counties reads no pyramid")
+    return sql.SQL(" AND {}").format(division_filter(plan.counties))
+
+
 def cells_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> sql.Composed:
     """(row from the top, column from the left, class) of each cell of the tile."""
     L = sql.Literal
+    counties = _counties(plan)
     if plan.pyramid_version is not None:
         r0, c0 = row * CELLS_PER_TILE, col * CELLS_PER_TILE
         return sql.SQL(
@@ -97,14 +108,14 @@ def cells_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -
                 SELECT floor(((ST_XMin({g}) + ST_XMax({g})) / 2 - {xmin}) / {cell})::int AS cx,
                        floor(((ST_YMin({g}) + ST_YMax({g})) / 2 - {ymin}) / {cell})::int AS cy,
                        {cf}::text AS cls, sum(_area_m2) AS w
-                FROM {tbl} WHERE {cur} AND geom && {env}{hidden}
+                FROM {tbl} WHERE {cur}{counties} AND geom && {env}{hidden}
                   AND (ST_XMax({g}) - ST_XMin({g})) * (ST_YMax({g}) - ST_YMin({g})) < {big}
                 GROUP BY 1, 2, 3) s
             WHERE cx >= 0 AND cx < {n} AND cy >= 0 AND cy < {n}
             ORDER BY cx, cy, round(w) DESC, cls) c""").format(
         n=L(CELLS_PER_TILE), g=g, xmin=L(xmin), ymin=L(ymin), cell=L(cell), cf=cf, tbl=table_ident(plan.spec),
-        cur=current_filter(), env=filter_envelope(tms, xmin, ymin, xmax, ymax), hidden=_hidden(plan, cf),
-        big=L(cell * cell))
+        cur=current_filter(), counties=counties, env=filter_envelope(tms, xmin, ymin, xmax, ymax),
+        hidden=_hidden(plan, cf), big=L(cell * cell))
 
 
 def big_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int, draw_box: Box) -> sql.Composed:
@@ -114,6 +125,7 @@ def big_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int, dra
     xmin, _, xmax, _ = tms.bounds(z, row, col)
     cell, tol = (xmax - xmin) / CELLS_PER_TILE, (xmax - xmin) / 512
     env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 3857)").format(*map(L, draw_box))
+    counties = _counties(plan)
     if plan.pyramid_version is not None:
         return sql.SQL(
             "SELECT ST_AsBinary(ST_ClipByBox2D(ST_Simplify(geom, {tol}, true), {env})), cls FROM tiles.big "
@@ -124,9 +136,10 @@ def big_sql(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int, dra
     g = sql.Identifier("geom_3857")
     return sql.SQL(
         "SELECT ST_AsBinary(ST_ClipByBox2D(ST_Simplify({g}, {tol}, true), {env})), {cf}::text FROM {tbl} "
-        "WHERE {cur} AND geom && {fenv}{hidden} AND (ST_XMax({g}) - ST_XMin({g})) * (ST_YMax({g}) - ST_YMin({g})) "
-        ">= {big}").format(g=g, tol=L(tol), env=env, cf=cf, tbl=table_ident(plan.spec), cur=current_filter(),
-                           fenv=filter_envelope(tms, *draw_box), hidden=_hidden(plan, cf), big=L(cell * cell))
+        "WHERE {cur}{counties} AND geom && {fenv}{hidden} AND (ST_XMax({g}) - ST_XMin({g})) * "
+        "(ST_YMax({g}) - ST_YMin({g})) >= {big}").format(
+            g=g, tol=L(tol), env=env, cf=cf, tbl=table_ident(plan.spec), cur=current_filter(), counties=counties,
+            fenv=filter_envelope(tms, *draw_box), hidden=_hidden(plan, cf), big=L(cell * cell))
 
 
 async def fetch_cells(conn: psycopg.AsyncConnection, plan: LayerPlan, tms: TileMatrixSet, z: int, row: int,

@@ -20,6 +20,7 @@ import json
 import psycopg
 from psycopg import sql
 
+from geobase.catalog.layers import current_layers, union_extent
 from geobase.partitions import partition_divisions
 from geobase.specs import LayerSpec
 from geobase.storage import current_filter, division_filter, partition_ident, table_ident
@@ -102,6 +103,20 @@ async def county_states(conn: psycopg.AsyncConnection, layer: str) -> dict[str, 
     when county A gets a new version). Empty for a version made before the per-county map."""
     cur = await conn.execute(COUNTY_STATES_SQL, (layer,))
     return {d: (v, list(e) if e else None) for d, e, v in await cur.fetchall()}
+
+
+async def counties_extent(conn: psycopg.AsyncConnection, layers: list[str],
+                          divisions: tuple[str, ...] | None) -> list[float] | None:
+    """The union of the extents the layers' current versions record for these counties, every
+    county's when ``divisions`` is None (None: the layers hold nothing of them; TileJSON's
+    ``bounds``)."""
+    if divisions is None:
+        return union_extent(list((await current_layers(conn, layers)).values()))
+    boxes = [extent for name in layers for d, (_, extent) in (await county_states(conn, name)).items()
+             if d in divisions and extent]
+    if not boxes:
+        return None
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
 def versions_beyond(conn: psycopg.Connection, spec: LayerSpec, division: str, last: int) -> int | None:

@@ -117,8 +117,16 @@ def add_local(settings: Settings, port: int, name: str | None = None) -> Replica
                       "-d", f"host=127.0.0.1 port={settings.pg_port} user={settings.pg_user} "
                             f"application_name=geobase-replica-{name}"])
         with (pgdata / "postgresql.auto.conf").open("a") as fh:
-            # fewer conflicts with replay (vacuum of rows a replica query still reads)
-            fh.write(f"port = {port}\nhot_standby = on\nhot_standby_feedback = on\n")
+            # Recovery conflicts (replay needing what a replica query holds): hot_standby_feedback
+            # keeps the primary's vacuum from removing rows a replica query may still see (no
+            # snapshot conflicts); the lock conflicts left (a truncating vacuum — off on layer
+            # partitions, migration 0014_s12prov — or DDL) are bounded on the server's side: a
+            # read waits GEOBASE_REPLICA_LOCK_TIMEOUT_MS at most, and a read the standby cancels
+            # is answered by the primary (geobase/pool.py retry_on_primary). max_standby_streaming_delay
+            # stays PostgreSQL's 30 s: shorter would cut long downloads to bound replay, whose lag
+            # takes the replica out of the rotation meanwhile. Each wait is logged.
+            fh.write(f"port = {port}\nhot_standby = on\nhot_standby_feedback = on\n"
+                     "log_recovery_conflict_waits = on\n")
     except BaseException:
         shutil.rmtree(pgdata, ignore_errors=True)
         raise

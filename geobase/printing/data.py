@@ -17,7 +17,7 @@ from psycopg import sql
 from geobase.errors import InvalidInput
 from geobase.lazy_import import load
 from geobase.specs import LayerSpec
-from geobase.storage import current_filter, table_ident
+from geobase.storage import current_filter, division_filter, table_ident
 
 Box = tuple[float, float, float, float]
 
@@ -40,12 +40,13 @@ def class_field_for(spec: LayerSpec, hidden: set[str]) -> str | None:
 
 
 async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box: Box, draw_box: Box, *,
-                      srid: int, tolerance: float, hidden: set[str], limit: int, label: str | None = None
-                      ) -> LayerData:
+                      srid: int, tolerance: float, hidden: set[str], limit: int, label: str | None = None,
+                      divisions: tuple[str, ...] | None = None) -> LayerData:
     """Today's features of ``spec`` meeting ``filter_box`` (CGCS2000 lon/lat), in the drawing
     CRS ``srid`` (4490: ``geom``; 3857: ``geom_3857``) simplified by ``tolerance`` and clipped to
     ``draw_box`` (in ``srid``). More than ``limit`` features: InvalidInput naming ``extent`` (a
-    part of the rows is never drawn as if it were all of them)."""
+    part of the rows is never drawn as if it were all of them). ``divisions``: those counties'
+    features only (checked codes; the other counties' partitions are pruned)."""
     shapely = load("shapely")[0]
     cf = class_field_for(spec, hidden)
     col = sql.Identifier("geom_3857" if srid == 3857 else "geom")
@@ -57,9 +58,10 @@ async def fetch_layer(conn: psycopg.AsyncConnection, spec: LayerSpec, filter_box
     cols = [sql.SQL("ST_AsBinary({})").format(geom),
             sql.Identifier(cf) if cf else sql.SQL("NULL"),
             sql.SQL("{}::text").format(sql.Identifier(label)) if label else sql.SQL("NULL")]
-    stmt = sql.SQL("SELECT {cols} FROM {tbl} WHERE {cur} AND geom && ST_MakeEnvelope({b}, 4490) "
+    stmt = sql.SQL("SELECT {cols} FROM {tbl} WHERE {cur}{counties} AND geom && ST_MakeEnvelope({b}, 4490) "
                    "ORDER BY _key LIMIT {n}").format(
         cols=sql.SQL(", ").join(cols), tbl=table_ident(spec), cur=current_filter(),
+        counties=sql.SQL("") if divisions is None else sql.SQL(" AND {}").format(division_filter(divisions)),
         b=sql.SQL(", ").join(map(sql.Literal, map(float, filter_box))), n=sql.Literal(int(limit) + 1))
     cur = await conn.execute(stmt)
     rows = await cur.fetchall()

@@ -31,13 +31,14 @@ from fastapi.responses import JSONResponse, Response
 
 from geobase import audit
 from geobase.api.deps import (Collection, base_url, divisions_param, feature_collection, get_conn, get_registry_dep,
-                              streamed_feature_collection)
+                              request_connection, streamed_feature_collection)
 from geobase.api.streaming import event_stream
 from geobase.api.streaming import last_event_id as last_event_id_checked
 from geobase.api.gate import get_principal
 from geobase.catalog import edits
 from geobase.crs import Crs, parse_crs
 from geobase.editing import service, topology
+from geobase.features import ids
 from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
 from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
 from geobase.security import Principal, require_editor
@@ -101,6 +102,17 @@ def _answer(request: Request, c: Collection, action: str, result: service.WriteR
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def _key_of(request: Request, c: Collection, feature_id: str) -> str:
+    """The stored key of the current feature ``feature_id`` names, by the one rule of ids
+    (:func:`geobase.features.ids.resolve`: a county-qualified id, or a bare key; a bare key of
+    several counties is a 409 naming their qualified ids). An id that names no current feature is
+    passed on as given: a feature staged in the session so far, else the service's 404. The
+    service then refuses a key current in several counties (it edits and retires by key)."""
+    async with request_connection(request) as conn:
+        ref = await ids.resolve(conn, c.spec, feature_id)
+    return ref.key if ref is not None else feature_id
+
+
 def _new_row(c: Collection, registry: Registry, body: Any, crs: Crs, key: str | None) -> Row:
     props, geometry = feature_parts(body)
     if key is not None and len(c.spec.source_key) == 1:
@@ -131,8 +143,9 @@ async def replace_item(request: Request, featureId: str, c: Collection = Depends
                        content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
                        registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
-    row = _new_row(c, registry, await _body(request), _crs(content_crs), featureId)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: row, actor=actor,
+    key = await _key_of(request, c, featureId)
+    row = _new_row(c, registry, await _body(request), _crs(content_crs), key)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, key, lambda _: row, actor=actor,
                                      if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     return _answer(request, c, "feature.replace", result, reason)
 
@@ -162,7 +175,7 @@ async def update_item(request: Request, featureId: str, c: Collection = Depends(
                       registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     build = _patched(c, registry, await _body(request), _crs(content_crs))
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, build, actor=actor,
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, await _key_of(request, c, featureId), build, actor=actor,
                                      if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     return _answer(request, c, "feature.update", result, reason)
 
@@ -173,7 +186,8 @@ async def delete_item(request: Request, featureId: str, c: Collection = Depends(
                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
                       principal: Principal = Depends(get_principal)):
     actor = _editable(c, principal)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: None, actor=actor,
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, await _key_of(request, c, featureId),
+                                     lambda _: None, actor=actor,
                                      if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     return _answer(request, c, "feature.delete", result, reason)
 
@@ -186,7 +200,8 @@ async def split_item(request: Request, featureId: str, c: Collection = Depends(s
                      registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     body, crs = await _body(request), _crs(content_crs)
-    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, featureId, body, crs,
+    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, await _key_of(request, c, featureId),
+                                  body, crs,
                                   actor=actor, if_match=service.if_match_hashes(if_match), session=session,
                                   reason=reason)
     audit.note(action="feature.split", layer=c.spec.name, count=len(out["pieces"]), feature=featureId,
@@ -202,7 +217,8 @@ async def merge_items(request: Request, featureId: str, c: Collection = Depends(
                       principal: Principal = Depends(get_principal), registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     body = await _body(request)
-    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, featureId, body, actor=actor,
+    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, await _key_of(request, c, featureId),
+                                  body, actor=actor,
                                   if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     audit.note(action="feature.merge", layer=c.spec.name, count=1 + len(out["merged"]), feature=featureId,
                merged=out["merged"], session=out["session"], version=out["version"], reason=reason)
@@ -214,7 +230,8 @@ async def merge_items(request: Request, featureId: str, c: Collection = Depends(
 async def item_history(featureId: str, c: Collection = Depends(feature_collection),
                        conn: psycopg.AsyncConnection = Depends(get_conn)):
     visible = [a for a in c.spec.attribute_names if a not in c.hidden]
-    states = await edits.feature_history(conn, c.spec, featureId, visible)
+    ref = await ids.resolve(conn, c.spec, featureId, current=False)  # in any version; several: 409
+    states = await edits.feature_history(conn, c.spec, ref, visible) if ref is not None else []
     if not states:
         raise NotFound(f"feature {featureId!r} never existed in {c.spec.name!r}", parameter="featureId")
     audit.note(count=len(states))

@@ -28,7 +28,9 @@ from geobase.catalog.divisions import Divisions, carry_forward, current_division
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
-from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, shared_key_conflict, table_ident
+from geobase.features.ids import FeatureRef
+from geobase.storage import (DIVISION, UNASSIGNED, current_filter, division_field, division_filter, shared_key_conflict,
+                             table_ident)
 
 _SESSION_COLS = "id::text AS id, layer, status, created_by, key_id, department, created_at, finished_at, message, version"
 
@@ -243,10 +245,11 @@ def _extent(conn: psycopg.Connection, sid: str, previous: list[float] | None) ->
     return [min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts)]
 
 
-async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: str,
+async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, ref: FeatureRef,
                           columns: list[str]) -> list[dict]:
-    """Every stored state of feature ``key``, oldest first: the version that made it (when, by
-    whom, why) and the one that ended it, its content hash and the attributes in ``columns``."""
+    """Every stored state of feature ``ref`` (its key in its county), oldest first: the version
+    that made it (when, by whom, why) and the one that ended it, its content hash and the
+    attributes in ``columns``."""
     props = sql.SQL(", ").join(sql.SQL("{}, r.{}").format(sql.Literal(c), sql.Identifier(c)) for c in columns)
     q = sql.SQL("""
         SELECT r._vfrom, r._vto, r._hash, jsonb_build_object({props}), r.division,
@@ -255,9 +258,9 @@ async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: s
                EXISTS (SELECT 1 FROM {t} n WHERE n._key = r._key AND n.division = r.division AND n._vfrom = r._vto)
         FROM {t} r JOIN catalog.layer_versions f ON f.layer = %(layer)s AND f.version = r._vfrom
         LEFT JOIN catalog.layer_versions t ON t.layer = %(layer)s AND t.version = r._vto
-        WHERE r._key = %(key)s ORDER BY r._vfrom, r.division LIMIT 1000""").format(
-        props=props if columns else sql.SQL(""), t=table_ident(spec))
-    cur = await conn.execute(q, {"layer": spec.name, "key": key})
+        WHERE r._key = %(key)s AND {county} ORDER BY r._vfrom LIMIT 1000""").format(
+        props=props if columns else sql.SQL(""), t=table_ident(spec), county=division_filter(ref.division, "r"))
+    cur = await conn.execute(q, {"layer": spec.name, "key": ref.key})
     out = []
     for vfrom, vto, h, attrs, div, at, by, mode, why, t_at, t_by, t_mode, t_why, replaced in await cur.fetchall():
         out.append({"version": vfrom, "until": vto, "etag": f'"{h}"', "at": at, "by": by, "mode": mode,

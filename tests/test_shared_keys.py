@@ -1,8 +1,9 @@
 """A feature key is unique per county only: two counties' deliveries may both hold BSM
 ``00000002`` (tests/test_divisions.py). Reading or editing by the bare key must then never pick
-one county's feature silently: the item answers 409 naming both counties unless ``division=``
-names one, an edit by the key is refused and changes nothing (before, its commit retired BOTH
-counties' features and put back one), and a feature's history tells the counties apart.
+one county's feature silently: the item answers 409 naming both counties' qualified ids
+(``339901-00000002``, geobase/features/ids.py) unless ``division=`` names one, an edit by the key
+is refused and changes nothing (before, its commit retired BOTH counties' features and put back
+one), and a feature's history by its qualified id is its county's.
 
 Real PostGIS, real files through GDAL, a real uvicorn server, httpx."""
 
@@ -44,10 +45,11 @@ def test_a_key_of_two_counties_is_refused_unless_the_county_is_named(db_settings
         assert r.status_code == 409, r.text
         body = r.json()
         assert body["parameter"] == "featureId" and A in body["description"] and B in body["description"]
+        assert body["details"]["candidates"] == [f"{A}-{SHARED}", f"{B}-{SHARED}"]  # the qualified ids
         for county in (A, B):
             r = c.get(f"/collections/land_use/items/{SHARED}", params={"division": county}, headers=h)
             assert r.status_code == 200, r.text
-            assert r.json()["id"] == SHARED and r.json()["properties"]["zldwdm"].startswith(county)
+            assert r.json()["id"] == f"{county}-{SHARED}" and r.json()["properties"]["zldwdm"].startswith(county)
         assert c.get(f"/collections/land_use/items/{SHARED}", params={"division": "33990"},
                      headers=h).status_code == 400
         # 339903 is no county of anything here: a 400 naming division, as the lists answer (issue 16)
@@ -67,10 +69,12 @@ def test_a_key_of_two_counties_is_refused_unless_the_county_is_named(db_settings
         assert r.status_code == 409 and r.json()["parameter"] == "featureId", r.text
         assert _current(s, SHARED) == before
 
-        # its history tells the counties apart
-        states = c.get(f"/collections/land_use/items/{SHARED}/history", headers=h).json()
-        states = states.get("states", states) if isinstance(states, dict) else states
-        assert {st["division"] for st in states} == {A, B}
+        # its history by the bare key names both features; by a qualified id, that county's states
+        r = c.get(f"/collections/land_use/items/{SHARED}/history", headers=h)
+        assert r.status_code == 409 and r.json()["details"]["divisions"] == [A, B], r.text
+        for county in (A, B):
+            states = c.get(f"/collections/land_use/items/{county}-{SHARED}/history", headers=h).json()["states"]
+            assert {st["division"] for st in states} == {county}
 
 
 def test_a_commit_refuses_a_key_that_another_county_gained_after_it_was_staged(db_settings, tmp_path,

@@ -92,25 +92,26 @@ def _answer(request: Request, c: Collection, action: str, result: service.WriteR
             status: int = 200) -> JSONResponse:
     audit.note(action=action, layer=c.spec.name, count=1, feature=result.key, session=result.session,
                version=result.version, reason=reason)
-    url = f"{base_url(request)}/collections/{c.spec.name}/items/{result.key}"
+    fid = ids.FeatureRef(result.key, result.division).id(c.qualified_ids and result.division is not None)
+    url = f"{base_url(request)}/collections/{c.spec.name}/items/{fid}"
     headers = {"Location": url} if status == 201 else {}
     if result.etag:
         headers["ETag"] = result.etag
-    body = {"featureId": result.key, "etag": result.etag, "session": result.session, "version": result.version,
+    body = {"featureId": fid, "etag": result.etag, "session": result.session, "version": result.version,
             "committed": result.version is not None,
             "links": [{"rel": "self", "type": "application/geo+json", "href": url}]}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _key_of(request: Request, c: Collection, feature_id: str) -> str:
-    """The stored key of the current feature ``feature_id`` names, by the one rule of ids
+async def _feature(request: Request, c: Collection, feature_id: str) -> ids.FeatureRef:
+    """The current feature ``feature_id`` names, by the one rule of ids
     (:func:`geobase.features.ids.resolve`: a county-qualified id, or a bare key; a bare key of
-    several counties is a 409 naming their qualified ids). An id that names no current feature is
-    passed on as given: a feature staged in the session so far, else the service's 404. The
-    service then refuses a key current in several counties (it edits and retires by key)."""
+    several counties is a 409 naming their qualified ids): its key and county, which the edit
+    stages, checks and retires by. An id that names no current feature is passed on as a key of
+    no known county: a feature staged in the session so far, else the service's 404."""
     async with request_connection(request) as conn:
         ref = await ids.resolve(conn, c.spec, feature_id)
-    return ref.key if ref is not None else feature_id
+    return ref if ref is not None else ids.FeatureRef(feature_id, None)
 
 
 def _new_row(c: Collection, registry: Registry, body: Any, crs: Crs, key: str | None) -> Row:
@@ -143,10 +144,11 @@ async def replace_item(request: Request, featureId: str, c: Collection = Depends
                        content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
                        registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
-    key = await _key_of(request, c, featureId)
-    row = _new_row(c, registry, await _body(request), _crs(content_crs), key)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, key, lambda _: row, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    row = _new_row(c, registry, await _body(request), _crs(content_crs), ref.key)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, lambda _: row, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.replace", result, reason)
 
 
@@ -175,8 +177,10 @@ async def update_item(request: Request, featureId: str, c: Collection = Depends(
                       registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     build = _patched(c, registry, await _body(request), _crs(content_crs))
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, await _key_of(request, c, featureId), build, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, build, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.update", result, reason)
 
 
@@ -186,9 +190,10 @@ async def delete_item(request: Request, featureId: str, c: Collection = Depends(
                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
                       principal: Principal = Depends(get_principal)):
     actor = _editable(c, principal)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, await _key_of(request, c, featureId),
-                                     lambda _: None, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, lambda _: None, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.delete", result, reason)
 
 
@@ -200,8 +205,7 @@ async def split_item(request: Request, featureId: str, c: Collection = Depends(s
                      registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     body, crs = await _body(request), _crs(content_crs)
-    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, await _key_of(request, c, featureId),
-                                  body, crs,
+    out = await run_in_threadpool(topology.split, _owner(request), c.spec, registry, featureId, body, crs,
                                   actor=actor, if_match=service.if_match_hashes(if_match), session=session,
                                   reason=reason)
     audit.note(action="feature.split", layer=c.spec.name, count=len(out["pieces"]), feature=featureId,
@@ -217,8 +221,7 @@ async def merge_items(request: Request, featureId: str, c: Collection = Depends(
                       principal: Principal = Depends(get_principal), registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     body = await _body(request)
-    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, await _key_of(request, c, featureId),
-                                  body, actor=actor,
+    out = await run_in_threadpool(topology.merge, _owner(request), c.spec, registry, featureId, body, actor=actor,
                                   if_match=service.if_match_hashes(if_match), session=session, reason=reason)
     audit.note(action="feature.merge", layer=c.spec.name, count=1 + len(out["merged"]), feature=featureId,
                merged=out["merged"], session=out["session"], version=out["version"], reason=reason)

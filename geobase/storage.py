@@ -242,15 +242,14 @@ ID_SEP = "-"
 
 
 def shared_key_conflict(layer: str, key: str, divisions: Iterable[str]) -> Conflict:
-    """The refusal of an edit of a feature key that names a current feature in more than one county.
+    """The refusal of an edit by a bare feature key that names a current feature in more than one county.
 
     A key is unique per county only (two counties' deliveries may both hold BSM ``00000002``): an
-    edit stages, checks and retires rows by key, so it would end every county's feature of that
-    key (and put back one). Reading tells them apart by county-qualified ids
-    (geobase/features/ids.py); editing such a key is refused, naming them."""
+    edit that names no county would stage, check and retire every county's feature of that key
+    (and put back one). The caller names one by its county-qualified id (geobase/features/ids.py)."""
     divs = sorted(set(divisions))
     ids = [f"{d}{ID_SEP}{key}" for d in divs]
     return Conflict(f"feature key {key!r} of {layer!r} is a feature of {len(divs)} counties ({', '.join(ids)}); "
-                    "an edit by a key several counties hold would change all of them, so it is refused and nothing "
-                    "was changed (edits of such keys are not supported yet)", parameter="featureId",
+                    "an edit by the bare key would change all of them, so it is refused and nothing was changed: "
+                    "name one by its county-qualified id", parameter="featureId",
                     details={"divisions": divs, "candidates": ids})

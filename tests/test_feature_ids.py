@@ -90,28 +90,39 @@ def test_an_id_of_two_features_names_both_and_picks_neither(db_settings, tmp_pat
         assert {st["division"] for st in states} == {B}
 
 
+def _current(settings) -> list[tuple]:
+    return query(settings, "SELECT division, _key, _hash, _vfrom FROM data.land_use WHERE _vto IS NULL ORDER BY 1, 2")
+
+
 def test_an_edit_by_a_qualified_id_changes_that_countys_row_only(db_settings, tmp_path, live_server):
     s = db_settings
     load(s, tmp_path, A, county_gdf(A, n=20))
-    load(s, tmp_path, B, county_gdf(B, n=4, dx=2000))
+    load(s, tmp_path, B, county_gdf(B, n=4, dx=2000))  # 00000001..00000004: keys of both counties
     h = _admin(s)
     srv = live_server(s)
-    before = query(s, "SELECT division, _key, _hash, _vfrom FROM data.land_use WHERE _vto IS NULL ORDER BY 1, 2")
-    fid = f"{A}-00000018"
     with srv.client() as c:
-        etag = c.get(f"/collections/land_use/items/{fid}").headers["etag"]
-        r = c.patch(f"/collections/land_use/items/{fid}", params={"reason": "reclassified"},
-                    content=json.dumps({"properties": {"dlmc": "旱地"}}),
-                    headers={**h, "Content-Type": GEOJSON, "If-Match": etag})
+        a_shared = c.get(f"/collections/land_use/items/{A}-{SHARED}").json()
+        for fid in (f"{A}-00000018", f"{B}-{SHARED}"):  # A's own key; a key both counties hold
+            before = _current(s)
+            etag = c.get(f"/collections/land_use/items/{fid}").headers["etag"]
+            r = c.patch(f"/collections/land_use/items/{fid}", params={"reason": "reclassified"},
+                        content=json.dumps({"properties": {"dlmc": "旱地"}}),
+                        headers={**h, "Content-Type": GEOJSON, "If-Match": etag})
+            assert r.status_code == 200 and r.json()["featureId"] == fid, r.text
+            after = _current(s)
+            assert len(after) == len(before)
+            assert [(d, k) for d, k, *_ in set(after) - set(before)] == [tuple(fid.split("-"))]  # that row only
+            assert c.get(f"/collections/land_use/items/{fid}").json()["properties"]["dlmc"] == "旱地"
+        assert c.get(f"/collections/land_use/items/{A}-{SHARED}").json()["properties"] == a_shared["properties"]
+        # a session changes one feature of a key: the second county's is refused, naming both
+        sid = c.post("/collections/land_use/sessions", headers=h).json()["id"]
+        for county, status in ((A, 200), (B, 409)):
+            fid = f"{county}-00000003"
+            etag = c.get(f"/collections/land_use/items/{fid}").headers["etag"]
+            r = c.patch(f"/collections/land_use/items/{fid}", content=json.dumps({"properties": {"dlmc": "水田"}}),
+                        headers={**h, "Content-Type": GEOJSON, "If-Match": etag, "Edit-Session": sid})
+            assert r.status_code == status, r.text
+        before = _current(s)
+        r = c.post(f"/collections/land_use/sessions/{sid}/commit", json={"message": "m"}, headers=h)
         assert r.status_code == 200, r.text
-        after = query(s, "SELECT division, _key, _hash, _vfrom FROM data.land_use WHERE _vto IS NULL ORDER BY 1, 2")
-        changed = [a for a, b in zip(after, before) if a != b]
-        assert [(d, k) for d, k, *_ in changed] == [(A, "00000018")] and len(after) == len(before)
-        assert c.get(f"/collections/land_use/items/{fid}").json()["properties"]["dlmc"] == "旱地"
-        # a key both counties hold: an edit by either qualified id is refused, naming both; nothing changes
-        etag = c.get(f"/collections/land_use/items/{B}-{SHARED}").headers["etag"]
-        r = c.delete(f"/collections/land_use/items/{B}-{SHARED}", params={"reason": "gone"},
-                     headers={**h, "If-Match": etag})
-        assert r.status_code == 409 and r.json()["details"]["candidates"] == [f"{A}-{SHARED}", f"{B}-{SHARED}"]
-        assert query(s, "SELECT division, _key, _hash, _vfrom FROM data.land_use WHERE _vto IS NULL "
-                        "ORDER BY 1, 2") == after
+        assert [(d, k) for d, k, *_ in set(_current(s)) - set(before)] == [(A, "00000003")]

@@ -77,8 +77,12 @@ def test_a_key_of_two_counties_is_refused_unless_the_county_is_named(db_settings
             assert {st["division"] for st in states} == {county}
 
 
-def test_a_commit_refuses_a_key_that_another_county_gained_after_it_was_staged(db_settings, tmp_path,
-                                                                                 live_server):
+def test_a_change_staged_by_key_edits_its_countys_feature_when_another_county_gains_the_key(
+        db_settings, tmp_path, live_server):
+    """A change names its feature by key and county (geobase/features/ids.py) from its staging on:
+    a key another county gained after it was staged changes nothing of that county at commit
+    (before the county was named, the commit had to be refused: retiring by key would have ended
+    both counties' features)."""
     s = db_settings
     load(s, tmp_path, A, county_gdf(A, n=20))  # keys 00000001..00000020
     load(s, tmp_path, B, county_gdf(B, n=4, dx=2000))  # keys 00000001..00000004
@@ -95,5 +99,6 @@ def test_a_commit_refuses_a_key_that_another_county_gained_after_it_was_staged(d
         before = _current(s, key)
         assert [d for d, *_ in before] == [A, B]
         r = c.post(f"/collections/land_use/sessions/{sid}/commit", json={"message": "m"}, headers=h)
-        assert r.status_code == 409 and A in r.json()["description"] and B in r.json()["description"], r.text
-        assert _current(s, key) == before  # neither county's feature retired
+        assert r.status_code == 200, r.text
+        after = _current(s, key)
+        assert after[1] == before[1] and after[0][0] == A and after[0][1:] != before[0][1:]  # A's changed, B's not

@@ -45,10 +45,11 @@ LISTED = 20
 
 @dataclass(frozen=True)
 class FeatureRef:
-    """One feature of a layer: its key and its county (the partition it lives in)."""
+    """One feature of a layer: its key and its county (the partition it lives in; None: a key of
+    no known county, a feature staged in an edit session so far)."""
 
     key: str
-    division: str
+    division: str | None
 
     def id(self, qualified: bool) -> str:
         return f"{self.division}{SEP}{self.key}" if qualified else self.key

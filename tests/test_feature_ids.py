@@ -12,13 +12,19 @@ Real PostGIS, real files through GDAL, a real uvicorn server, GDAL's OAPIF drive
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
+import psycopg
 import pyogrio
 from test_divisions import A, B, county_gdf, load
 from test_ingest import query
 from test_shared_keys import GEOJSON, SHARED, _admin
+
+from geobase.catalog.state import layer_state
+from geobase.features import ItemsParams, build_query, encode_cursor
+from geobase.specs import get_registry
 
 
 def _database_features(settings) -> dict[str, tuple]:
@@ -126,3 +132,36 @@ def test_an_edit_by_a_qualified_id_changes_that_countys_row_only(db_settings, tm
         r = c.post(f"/collections/land_use/sessions/{sid}/commit", json={"message": "m"}, headers=h)
         assert r.status_code == 200, r.text
         assert [(d, k) for d, k, *_ in set(_current(s)) - set(before)] == [(A, "00000003")]
+
+
+def test_a_page_after_a_cursor_starts_in_the_key_index_in_a_province(db_settings, tmp_path):
+    """The next page of the id order starts at the boundary in each county's key index (an index
+    condition on (key, county)), instead of reading every earlier row through a filter (the OR form
+    of the keyset: 2,500 rows removed by filter per county for page 250 of 10)."""
+    s = db_settings
+    load(s, tmp_path, A, county_gdf(A, n=600))
+    load(s, tmp_path, B, county_gdf(B, n=600, dx=4000))
+    spec = get_registry(s).layer("land_use")
+
+    async def state():
+        async with await psycopg.AsyncConnection.connect(s.database_url) as conn:
+            return await layer_state(conn, spec)
+
+    st = asyncio.run(state())
+    for qualified, boundary in ((False, ["00000500"]), (True, ["00000500", A])):
+        first = build_query(st, set(), ItemsParams(limit=10), default_limit=10, max_limit=100, qualified_ids=qualified)
+        cursor = encode_cursor(st.current_version, "n", first.sort_sig, boundary)
+        q = build_query(st, set(), ItemsParams(limit=10, cursor=cursor), default_limit=10, max_limit=100,
+                        qualified_ids=qualified)
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute("ANALYZE data.land_use")
+            plan = "\n".join(r[0] for r in conn.execute(sql_text(q, conn)).fetchall())
+        county = f"land_use__{A}"
+        assert county in plan and "Rows Removed by Filter" not in plan, plan
+        assert ("ROW(_key, division) > ROW('00000500'::text, '339901'::text)" if qualified
+                else "Index Cond: (_key > '00000500'::text)") in plan, plan
+
+
+def sql_text(q, conn) -> str:
+    """EXPLAIN ANALYZE of the page's SQL."""
+    return "EXPLAIN (ANALYZE, COSTS OFF) " + q.page_sql().as_string(conn)

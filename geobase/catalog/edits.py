@@ -65,7 +65,8 @@ def staged_change(conn: psycopg.Connection, sid: str, key: str) -> dict | None:
 
 def session_changes(conn: psycopg.Connection, sid: str) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT key, division, op, seq, base_hash, hash FROM catalog.edit_changes WHERE session_id = %s "
+        return cur.execute("SELECT key, division, op, seq, base_hash, hash FROM catalog.edit_changes "
+                           "WHERE session_id = %s "
                            "ORDER BY seq", (sid,)).fetchall()
 
 
@@ -156,7 +157,8 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
         own = sql.SQL("CASE WHEN left(c.attributes ->> {f}, 6) ~ '^[0-9]{{6}}$' THEN left(c.attributes ->> {f}, 6) END, ").format(
             f=sql.Literal(field)) if field else sql.SQL("")
         return sql.SQL("coalesce({own}(SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o.division = c.division "
-                       "AND o._vto = {v} LIMIT 1), (SELECT n.{col} FROM {t} n WHERE {cur} AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
+                       "AND o._vto = {v} LIMIT 1), (SELECT n.{col} FROM {t} n WHERE {cur} "
+                       "AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
                        "LIMIT 1), {u})").format(own=own, col=col, t=t, v=sql.Literal(v), cur=current_filter("n"),
                                                  u=sql.Literal(UNASSIGNED))
     return sql.SQL("coalesce((SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o.division = c.division "

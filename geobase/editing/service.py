@@ -33,7 +33,7 @@ from geobase.editing import coverage
 from geobase.editing.rows import Row, stored_row
 from geobase.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from geobase.settings import Settings
-from geobase.features.ids import qualified_ids_sync
+from geobase.features.ids import FeatureRef, qualified_ids_sync
 from geobase.specs import LayerSpec
 from geobase.storage import ID_SEP, division_field
 
@@ -275,7 +275,7 @@ def session_info(settings: Settings, spec: LayerSpec, sid: str, actor: Actor) ->
             pass  # a finished session is still shown
         row = edits.session_row(conn, sid)
         qualified = qualified_ids_sync(conn, spec)
-        row["changes"] = [{"featureId": f"{c['division']}{ID_SEP}{c['key']}" if qualified and c["division"] else c["key"],
+        row["changes"] = [{"featureId": FeatureRef(c["key"], c["division"]).id(qualified and c["division"] is not None),
                            "op": c["op"], "etag": strong_etag(c["hash"]) if c["hash"] else None}
                           for c in edits.session_changes(conn, sid)]
     return row

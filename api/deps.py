@@ -30,6 +30,7 @@ from geobase.features.params import ItemsParams
 from geobase.catalog.state import LayerState, layer_state
 from geobase.division_check import checked_counties
 from geobase.db.lsn import lsn_text, parse_lsn
+from geobase.features.ids import qualified_ids
 from geobase.pool import ROUTE, Route
 from geobase.api.gate import get_principal
 from geobase.opendata.desensitise import Desensitisation
@@ -106,6 +107,7 @@ class Collection:
     hidden: frozenset[str]
     desensitise: Desensitisation | None = None  # the caller's (security.desensitisation)
     within: tuple[float, float, float, float] | None = None  # a request key's box (security.scope_box)
+    qualified_ids: bool = False  # ids are county-qualified: a province layer (geobase/features/ids.py)
 
 
 async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal, registry: Registry,
@@ -115,7 +117,7 @@ async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal
     spec = await require_layer(conn, principal, registry, collection_id)
     state = await layer_state(conn, spec)
     return Collection(spec, state, frozenset(hidden_attributes(principal, spec)), desensitisation(principal, spec),
-                      scope_box(principal))
+                      scope_box(principal), await qualified_ids(conn, spec, state.current_version))
 
 
 def require_features(collection: Collection) -> Collection:

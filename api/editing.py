@@ -31,13 +31,14 @@ from fastapi.responses import JSONResponse, Response
 
 from geobase import audit
 from geobase.api.deps import (Collection, base_url, divisions_param, feature_collection, get_conn, get_registry_dep,
-                              streamed_feature_collection)
+                              request_connection, streamed_feature_collection)
 from geobase.api.streaming import event_stream
 from geobase.api.streaming import last_event_id as last_event_id_checked
 from geobase.api.gate import get_principal
 from geobase.catalog import edits
 from geobase.crs import Crs, parse_crs
 from geobase.editing import service, topology
+from geobase.features import ids
 from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
 from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
 from geobase.security import Principal, require_editor
@@ -91,14 +92,26 @@ def _answer(request: Request, c: Collection, action: str, result: service.WriteR
             status: int = 200) -> JSONResponse:
     audit.note(action=action, layer=c.spec.name, count=1, feature=result.key, session=result.session,
                version=result.version, reason=reason)
-    url = f"{base_url(request)}/collections/{c.spec.name}/items/{result.key}"
+    fid = ids.FeatureRef(result.key, result.division).id(c.qualified_ids and result.division is not None)
+    url = f"{base_url(request)}/collections/{c.spec.name}/items/{fid}"
     headers = {"Location": url} if status == 201 else {}
     if result.etag:
         headers["ETag"] = result.etag
-    body = {"featureId": result.key, "etag": result.etag, "session": result.session, "version": result.version,
+    body = {"featureId": fid, "etag": result.etag, "session": result.session, "version": result.version,
             "committed": result.version is not None,
             "links": [{"rel": "self", "type": "application/geo+json", "href": url}]}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _feature(request: Request, c: Collection, feature_id: str) -> ids.FeatureRef:
+    """The current feature ``feature_id`` names, by the one rule of ids
+    (:func:`geobase.features.ids.resolve`: a county-qualified id, or a bare key; a bare key of
+    several counties is a 409 naming their qualified ids): its key and county, which the edit
+    stages, checks and retires by. An id that names no current feature is passed on as a key of
+    no known county: a feature staged in the session so far, else the service's 404."""
+    async with request_connection(request) as conn:
+        ref = await ids.resolve(conn, c.spec, feature_id)
+    return ref if ref is not None else ids.FeatureRef(feature_id, None)
 
 
 def _new_row(c: Collection, registry: Registry, body: Any, crs: Crs, key: str | None) -> Row:
@@ -131,9 +144,11 @@ async def replace_item(request: Request, featureId: str, c: Collection = Depends
                        content_crs: str | None = CONTENT_CRS, principal: Principal = Depends(get_principal),
                        registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
-    row = _new_row(c, registry, await _body(request), _crs(content_crs), featureId)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: row, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    row = _new_row(c, registry, await _body(request), _crs(content_crs), ref.key)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, lambda _: row, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.replace", result, reason)
 
 
@@ -162,8 +177,10 @@ async def update_item(request: Request, featureId: str, c: Collection = Depends(
                       registry: Registry = Depends(get_registry_dep)):
     actor = _editable(c, principal)
     build = _patched(c, registry, await _body(request), _crs(content_crs))
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, build, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, build, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.update", result, reason)
 
 
@@ -173,8 +190,10 @@ async def delete_item(request: Request, featureId: str, c: Collection = Depends(
                       reason: str | None = REASON, session: str | None = SESSION, if_match: str | None = IF_MATCH,
                       principal: Principal = Depends(get_principal)):
     actor = _editable(c, principal)
-    result = await run_in_threadpool(service.write, _owner(request), c.spec, featureId, lambda _: None, actor=actor,
-                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason)
+    ref = await _feature(request, c, featureId)
+    result = await run_in_threadpool(service.write, _owner(request), c.spec, ref.key, lambda _: None, actor=actor,
+                                     if_match=service.if_match_hashes(if_match), session=session, reason=reason,
+                                     division=ref.division)
     return _answer(request, c, "feature.delete", result, reason)
 
 
@@ -214,7 +233,8 @@ async def merge_items(request: Request, featureId: str, c: Collection = Depends(
 async def item_history(featureId: str, c: Collection = Depends(feature_collection),
                        conn: psycopg.AsyncConnection = Depends(get_conn)):
     visible = [a for a in c.spec.attribute_names if a not in c.hidden]
-    states = await edits.feature_history(conn, c.spec, featureId, visible)
+    ref = await ids.resolve(conn, c.spec, featureId, current=False)  # in any version; several: 409
+    states = await edits.feature_history(conn, c.spec, ref, visible) if ref is not None else []
     if not states:
         raise NotFound(f"feature {featureId!r} never existed in {c.spec.name!r}", parameter="featureId")
     audit.note(count=len(states))

@@ -39,10 +39,11 @@ from geobase.api.item_responses import DOWNLOADS, ItemsAnswer
 from geobase.api.negotiation import GEOJSON
 from geobase.api.pages import page_url, render, script_json
 from geobase.api.params import allows_property_filters
-from geobase.errors import InvalidInput, NotFound
+from geobase.errors import InvalidInput
 from geobase.catalog.state import LayerState
 from geobase.editing import feature_hash
-from geobase.features import ItemsParams, build_query, changes_source, etag_for
+from geobase.features import ItemsParams, build_query, changes_source, etag_for, ids
+from geobase.features.params import parse_list
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_format
 
@@ -74,7 +75,8 @@ async def items(request: Request, fmt: str = Depends(items_format),
     dl = parse_bool(download, "download") or fmt in DOWNLOADS
     require_format(principal, fmt, dl)  # a request's key: only the file formats it was granted
     await check_item_divisions(request, c.spec.name, p)  # an unknown county is a 400, as on every endpoint
-    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, dl))
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within,
+                    qualified_ids=c.qualified_ids, **_limits(request, dl))
     answer = ItemsAnswer(request, principal, c, f"/collections/{c.spec.name}/items")
     answer.bom = csv_bom(bom, fmt)
     return await answer.respond(q, fmt, dl, parse_bool(numberMatched, "numberMatched"))
@@ -88,13 +90,16 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
     spec = c.spec
     require_format(principal, fmt, download=False)
     await check_item_divisions(request, spec.name, p)  # an unknown county is a 400, as on the lists
-    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, default_limit=1, max_limit=1)
-    q.only_feature(featureId)
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within,
+                    qualified_ids=c.qualified_ids, default_limit=1, max_limit=1)
+    # the id names one feature, or none (404), or several (409 naming their qualified ids)
+    ref = (await ids.resolve(conn, spec, featureId, version=q.version, current=q.is_current,
+                             divisions=parse_list(p.extra.get("division")) or None) if q.version is not None else None)
+    ref = ids.require(ref, spec, featureId, q.version)
+    q.only_feature(ref)
     etag = etag_for(spec.name, q.version, c.state.current_version, featureId,
                     sorted(request.query_params.multi_items()), sorted(c.hidden), fmt)
-    # a layer without a version has no rows: its table is not named (a first load may hold its lock)
-    content = (await feature_hash(conn, spec, featureId, q.version, p.extra.get("division"))
-               if c.state.current_version is not None else None)  # also refuses a key of two counties
+    content = await feature_hash(conn, spec, ref, q.version)
     if c.desensitise is not None:
         content = None  # not the clear content's hash when desensitised
     if content is not None:  # strong: the content's hash (what If-Match of an edit names), then the representation
@@ -104,9 +109,8 @@ async def item(request: Request, featureId: str, fmt: str = Depends(item_format)
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     row = await q.first_row(conn)
-    if row is None:
-        raise NotFound(f"feature {featureId!r} not found in {spec.name!r}"
-                       + (f" (version {q.version})" if q.version is not None else ""), parameter="featureId")
+    if row is None:  # outside the caller's box, or filtered out by the request's own filters
+        ids.require(None, spec, featureId, q.version)
     feat = orjson.loads(row[-1])
     root = base_url(request)
     feat["links"] = [
@@ -148,7 +152,8 @@ async def changes(request: Request, fmt: str = Depends(changes_format),
                   principal: Principal = Depends(get_principal)):
     v_from, v_to = _versions_compared(c.state, from_, to)
     require_format(principal, fmt, fmt in DOWNLOADS)
-    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within, **_limits(request, fmt in DOWNLOADS))
+    q = build_query(c.state, set(c.hidden), p, desensitise=c.desensitise, within=c.within,
+                    qualified_ids=c.qualified_ids, **_limits(request, fmt in DOWNLOADS))
     q.source, change = changes_source(c.spec, v_from, v_to, divisions)
     q.extra_property = ("change", change)
     q.version = v_to

@@ -28,6 +28,7 @@ from typing import Literal
 import psycopg
 from psycopg import sql
 
+from geobase.features.ids import id_sql, qualified_ids
 from geobase.catalog import layers as catalog_layers
 from geobase.errors import InvalidInput
 from geobase.security import Principal, hidden_attributes, visible_layers
@@ -205,20 +206,24 @@ def _condition(t: Target, q: str) -> tuple[sql.Composable, str]:
 _BOX = sql.SQL("ST_XMin({e}), ST_YMin({e}), ST_XMax({e}), ST_YMax({e})")
 
 
-def _query(spec: LayerSpec, t: Target, label: list[str], q: str, limit: int) -> tuple[sql.Composed, tuple]:
+def _query(spec: LayerSpec, t: Target, label: list[str], q: str, limit: int,
+           qualified: bool = False) -> tuple[sql.Composed, tuple]:
+    """The search of one target; a hit's ``id`` is the feature's id (county-qualified in a
+    province layer: geobase/features/ids.py), what ``/items/{id}`` answers."""
     cond, value = _condition(t, q)
     col = sql.Identifier(t.field)
     order = sql.SQL("({c} = %s) DESC, length({c}), {c}").format(c=col)
     if t.group:
-        query = sql.SQL("SELECT v, n, k, {box} FROM (SELECT {c} AS v, count(*) AS n, min(_key) AS k, "
+        query = sql.SQL("SELECT v, n, k, {box} FROM (SELECT {c} AS v, count(*) AS n, min({fid}) AS k, "
                         "ST_Extent(geom) AS e FROM {t} WHERE {cur} AND {cond} GROUP BY {c}) g "
                         "ORDER BY (v = %s) DESC, length(v), v LIMIT %s").format(
-            box=_BOX.format(e=sql.Identifier("e")), c=col, t=table_ident(spec), cur=current_filter(), cond=cond)
+            box=_BOX.format(e=sql.Identifier("e")), c=col, t=table_ident(spec), cur=current_filter(), cond=cond,
+            fid=id_sql(qualified))
         return query, (value, q, limit)
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in [t.field] + label)
-    query = sql.SQL("SELECT {cols}, _key, {box} FROM {t} WHERE {cur} AND {cond} ORDER BY {order} LIMIT %s").format(
+    query = sql.SQL("SELECT {cols}, {fid}, {box} FROM {t} WHERE {cur} AND {cond} ORDER BY {order} LIMIT %s").format(
         cols=cols, box=_BOX.format(e=sql.Identifier("geom")), t=table_ident(spec), cur=current_filter(),
-        cond=cond, order=order)
+        cond=cond, order=order, fid=id_sql(qualified))
     return query, (value, q, limit)
 
 
@@ -250,8 +255,9 @@ def _hit(spec: LayerSpec, t: Target, row: tuple, label: list[str], rank: int) ->
 
 
 async def _search_layer(conn: psycopg.AsyncConnection, principal: Principal, spec: LayerSpec, q: str,
-                        limit: int, order: int) -> list[tuple[tuple[int, int, int], dict]]:
+                        limit: int, order: int, version: int) -> list[tuple[tuple[int, int, int], dict]]:
     hidden = hidden_attributes(principal, spec)
+    qualified = await qualified_ids(conn, spec, version)
     text = {a.name for a in spec.attributes if a.type == "text"}
     readable = set(spec.attribute_names) - hidden
     hits = []
@@ -259,7 +265,7 @@ async def _search_layer(conn: psycopg.AsyncConnection, principal: Principal, spe
         if t.field not in text or t.field not in readable:  # masked: never searched
             continue
         label = [c for c in t.label if c in readable]  # masked: never shown
-        query, params = _query(spec, t, label, q, limit)
+        query, params = _query(spec, t, label, q, limit, qualified)
         cur = await conn.execute(query, params)
         for row in await cur.fetchall():
             exact = row[0] == q
@@ -287,7 +293,8 @@ async def search(conn: psycopg.AsyncConnection, principal: Principal, registry: 
         hits = []
         for spec in specs:
             if loaded.get(spec.name) is not None and loaded[spec.name].version is not None:
-                hits += await _search_layer(conn, principal, spec, q, limit, order.index(spec.name))
+                hits += await _search_layer(conn, principal, spec, q, limit, order.index(spec.name),
+                                            loaded[spec.name].version)
         hits.sort(key=lambda h: h[0])
         seen = set()
         for _, hit in hits:

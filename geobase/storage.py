@@ -237,12 +237,19 @@ def empty_rows(spec: LayerSpec) -> sql.Composed:
         for name, typ, _ in layer_columns(spec)))
 
 
-def shared_key_conflict(layer: str, key: str, divisions: Iterable[str]) -> Conflict:
-    """The refusal for a feature key that names a current feature in more than one county.
+#: between the county and the key of a county-qualified feature id (geobase/features/ids.py)
+ID_SEP = "-"
 
-    A key is unique per county only (two counties' deliveries may both hold BSM ``00000002``):
-    answering with either feature, or editing by the bare key, would silently pick one county's
-    feature (an edit would even retire the other's). The caller names the county instead."""
+
+def shared_key_conflict(layer: str, key: str, divisions: Iterable[str]) -> Conflict:
+    """The refusal of an edit by a bare feature key that names a current feature in more than one county.
+
+    A key is unique per county only (two counties' deliveries may both hold BSM ``00000002``): an
+    edit that names no county would stage, check and retire every county's feature of that key
+    (and put back one). The caller names one by its county-qualified id (geobase/features/ids.py)."""
     divs = sorted(set(divisions))
-    return Conflict(f"feature {key!r} of {layer!r} is a feature of {len(divs)} counties ({', '.join(divs)}); "
-                    f"name one with division=", parameter="featureId", details={"divisions": divs})
+    ids = [f"{d}{ID_SEP}{key}" for d in divs]
+    return Conflict(f"feature key {key!r} of {layer!r} is a feature of {len(divs)} counties ({', '.join(ids)}); "
+                    "an edit by the bare key would change all of them, so it is refused and nothing was changed: "
+                    "name one by its county-qualified id", parameter="featureId",
+                    details={"divisions": divs, "candidates": ids})

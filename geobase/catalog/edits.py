@@ -28,7 +28,9 @@ from geobase.catalog.divisions import Divisions, carry_forward, current_division
 from geobase.catalog.versions import CommitResult, insert_version_row, lock_layer, next_version
 from geobase.errors import PreconditionFailed
 from geobase.specs import LayerSpec
-from geobase.storage import DIVISION, UNASSIGNED, current_filter, division_field, shared_key_conflict, table_ident
+from geobase.features.ids import FeatureRef
+from geobase.storage import (DIVISION, UNASSIGNED, current_filter, division_field, division_filter, shared_key_conflict,
+                             table_ident)
 
 _SESSION_COLS = "id::text AS id, layer, status, created_by, key_id, department, created_at, finished_at, message, version"
 
@@ -54,55 +56,71 @@ def finish_session(conn: psycopg.Connection, sid: str, status: str, *, message: 
 
 
 def staged_change(conn: psycopg.Connection, sid: str, key: str) -> dict | None:
-    """The session's staged state of feature ``key`` (geometry as EWKB), None if untouched."""
+    """The session's staged state of feature ``key`` (geometry as EWKB; its county, if known),
+    None if untouched. A session stages one feature per key (:func:`geobase.editing.service.seen`)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT key, op, base_hash, hash, attributes, ST_AsEWKB(geom) AS geom "
+        return cur.execute("SELECT key, op, base_hash, hash, attributes, ST_AsEWKB(geom) AS geom, division "
                            "FROM catalog.edit_changes WHERE session_id = %s AND key = %s", (sid, key)).fetchone()
 
 
 def session_changes(conn: psycopg.Connection, sid: str) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT key, op, seq, base_hash, hash FROM catalog.edit_changes WHERE session_id = %s "
+        return cur.execute("SELECT key, division, op, seq, base_hash, hash FROM catalog.edit_changes "
+                           "WHERE session_id = %s "
                            "ORDER BY seq", (sid,)).fetchall()
 
 
 def stage_change(conn: psycopg.Connection, sid: str, key: str, *, op: str, base_hash: str | None,
-                 new_hash: str | None, attributes: dict | None, ewkb: bytes | None) -> None:
-    """Record the staged state of ``key``; a later change of the same feature replaces it but
-    keeps the ``base_hash`` of the session's first touch (what the commit checks against)."""
+                 new_hash: str | None, attributes: dict | None, ewkb: bytes | None, division: str | None = None
+                 ) -> None:
+    """Record the staged state of ``key`` (of county ``division``: None for a new feature whose
+    county the commit derives); a later change of the same feature replaces it but keeps the
+    ``base_hash`` and county of the session's first touch (what the commit checks against)."""
     conn.execute(
-        """INSERT INTO catalog.edit_changes (session_id, key, seq, op, base_hash, hash, attributes, geom)
+        """INSERT INTO catalog.edit_changes (session_id, key, seq, op, base_hash, hash, attributes, geom, division)
            VALUES (%s, %s, (SELECT coalesce(max(seq), 0) + 1 FROM catalog.edit_changes WHERE session_id = %s),
-                   %s, %s, %s, %s, ST_GeomFromEWKB(%s))
+                   %s, %s, %s, %s, ST_GeomFromEWKB(%s), %s)
            ON CONFLICT (session_id, key) DO UPDATE SET seq = EXCLUDED.seq, op = EXCLUDED.op, hash = EXCLUDED.hash,
-               attributes = EXCLUDED.attributes, geom = EXCLUDED.geom""",
+               attributes = EXCLUDED.attributes, geom = EXCLUDED.geom,
+               division = coalesce(catalog.edit_changes.division, EXCLUDED.division)""",
         (sid, key, sid, op, base_hash, new_hash,
-         json.dumps(attributes, ensure_ascii=False) if attributes is not None else None, ewkb))
+         json.dumps(attributes, ensure_ascii=False) if attributes is not None else None, ewkb, division))
 
 
-def current_feature(conn: psycopg.Connection, spec: LayerSpec, key: str) -> dict | None:
-    """The current row of feature ``key``: ``_hash``, the spec's attributes, ``geom`` as EWKB.
-    A key current in two counties is refused: an edit by it would pick one county's feature."""
+def current_feature(conn: psycopg.Connection, spec: LayerSpec, key: str, division: str | None = None
+                    ) -> dict | None:
+    """The current row of feature ``key`` of county ``division``: ``_hash``, the spec's
+    attributes, ``geom`` as EWKB, ``_division``. Without a county, a key current in two counties
+    is refused: an edit by it would pick one county's feature."""
     cols = sql.SQL(", ").join(sql.Identifier(a) for a in spec.attribute_names)
+    county = division_filter(division) if division is not None else sql.SQL("TRUE")
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(sql.SQL("SELECT _hash, {c}, ST_AsEWKB(geom) AS geom, division AS _division FROM {t} "
-                                   "WHERE {cur} AND _key = %s LIMIT 2")
-                           .format(c=cols, t=table_ident(spec), cur=current_filter()), (key,)).fetchall()
+                                   "WHERE {cur} AND {county} AND _key = %s LIMIT 2")
+                           .format(c=cols, t=table_ident(spec), cur=current_filter(), county=county),
+                           (key,)).fetchall()
     if len(rows) > 1:
         raise shared_key_conflict(spec.name, key, [r["_division"] for r in rows])
-    return {k: v for k, v in rows[0].items() if k != "_division"} if rows else None
+    return rows[0] if rows else None
 
 
 def refuse_shared_keys(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
-    """At commit, no key of the session may be current in two counties (one may have arrived by
-    an ingest after the change was staged): retiring by key would end both counties' features."""
+    """At commit, no change of the session without a county may name a key current in two
+    counties (one may have arrived by an ingest after the change was staged); then each such
+    change gets the county of the one current row of its key, if any: from here on every
+    change names its row by key and county, and the commit, its checks and the coverage match
+    rows by both (a change still without a county names no current row)."""
     row = conn.execute(sql.SQL(
         "SELECT d._key, array_agg(DISTINCT d.division) FROM {t} d WHERE {cur} AND d._key IN "
-        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s) GROUP BY d._key "
+        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s AND division IS NULL) GROUP BY d._key "
         "HAVING count(DISTINCT d.division) > 1 LIMIT 1").format(t=table_ident(spec), cur=current_filter("d")),
         (sid,)).fetchone()
     if row is not None:
         raise shared_key_conflict(spec.name, row[0], row[1])
+    conn.execute(sql.SQL(
+        "UPDATE catalog.edit_changes c SET division = d.division FROM {t} d WHERE c.session_id = %s "
+        "AND c.division IS NULL AND {cur} AND d._key = c.key").format(t=table_ident(spec), cur=current_filter("d")),
+        (sid,))
 
 
 #: the columns an edit computes itself (the others are carried, see the module docstring)
@@ -138,11 +156,13 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
         field = division_field(spec)
         own = sql.SQL("CASE WHEN left(c.attributes ->> {f}, 6) ~ '^[0-9]{{6}}$' THEN left(c.attributes ->> {f}, 6) END, ").format(
             f=sql.Literal(field)) if field else sql.SQL("")
-        return sql.SQL("coalesce({own}(SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o._vto = {v} LIMIT 1), "
-                       "(SELECT n.{col} FROM {t} n WHERE {cur} AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
+        return sql.SQL("coalesce({own}(SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o.division = c.division "
+                       "AND o._vto = {v} LIMIT 1), (SELECT n.{col} FROM {t} n WHERE {cur} "
+                       "AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
                        "LIMIT 1), {u})").format(own=own, col=col, t=t, v=sql.Literal(v), cur=current_filter("n"),
                                                  u=sql.Literal(UNASSIGNED))
-    return sql.SQL("coalesce((SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o._vto = {v} LIMIT 1), "
+    return sql.SQL("coalesce((SELECT o.{col} FROM {t} o WHERE o._key = c.key AND o.division = c.division "
+                   "AND o._vto = {v} LIMIT 1), "
                    "(SELECT n.{col} FROM {t} n WHERE {cur} AND ST_Intersects(n.geom, ST_PointOnSurface(c.geom)) "
                    "LIMIT 1))").format(col=col, t=t, v=sql.Literal(v), cur=current_filter("n"))
 
@@ -150,7 +170,8 @@ def _value_of(column: str, spec: LayerSpec, v: int) -> sql.Composable:
 def check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
     """412 when a staged feature changed since the session first touched it (a lost update)."""
     stale = conn.execute(sql.SQL(
-        "SELECT c.key FROM catalog.edit_changes c LEFT JOIN {t} d ON d._key = c.key AND {cur} "
+        "SELECT c.key FROM catalog.edit_changes c "
+        "LEFT JOIN {t} d ON d._key = c.key AND d.division = c.division AND {cur} "
         "WHERE c.session_id = %s AND d._hash IS DISTINCT FROM c.base_hash ORDER BY c.seq LIMIT 10").format(
         t=table_ident(spec), cur=current_filter("d")), (sid,)).fetchall()
     if stale:
@@ -163,16 +184,15 @@ def check_bases(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> None:
 def write_edit_version(conn: psycopg.Connection, spec: LayerSpec, sid: str, *, created_by: str,
                        message: str) -> CommitResult:
     """Commit session ``sid`` as one new version of ``spec`` in the caller's transaction, which
-    holds the layer's lock and has refused keys current in two counties
-    (:func:`refuse_shared_keys`, before the coverage check, which also finds rows by key): the
-    rows are retired by key."""
+    holds the layer's lock and has run :func:`refuse_shared_keys` (before the coverage check):
+    every change names its row by key and county, and the rows are retired by both."""
     lock_layer(conn, spec.name)
     check_bases(conn, spec, sid)
     t = table_ident(spec)
     v = next_version(conn, spec.name)
     retired_in = conn.execute(sql.SQL(
-        "WITH r AS (UPDATE {t} d SET _vto = {v} WHERE {cur} AND d._key IN "
-        "(SELECT key FROM catalog.edit_changes WHERE session_id = %s) RETURNING d.division) "
+        "WITH r AS (UPDATE {t} d SET _vto = {v} WHERE {cur} AND (d._key, d.division) IN "
+        "(SELECT key, division FROM catalog.edit_changes WHERE session_id = %s) RETURNING d.division) "
         "SELECT division, count(*) FROM r GROUP BY division").format(
         t=t, v=sql.Literal(v), cur=current_filter("d")), (sid,)).fetchall()
     retired = sum(n for _, n in retired_in)
@@ -243,10 +263,11 @@ def _extent(conn: psycopg.Connection, sid: str, previous: list[float] | None) ->
     return [min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts)]
 
 
-async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: str,
+async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, ref: FeatureRef,
                           columns: list[str]) -> list[dict]:
-    """Every stored state of feature ``key``, oldest first: the version that made it (when, by
-    whom, why) and the one that ended it, its content hash and the attributes in ``columns``."""
+    """Every stored state of feature ``ref`` (its key in its county), oldest first: the version
+    that made it (when, by whom, why) and the one that ended it, its content hash and the
+    attributes in ``columns``."""
     props = sql.SQL(", ").join(sql.SQL("{}, r.{}").format(sql.Literal(c), sql.Identifier(c)) for c in columns)
     q = sql.SQL("""
         SELECT r._vfrom, r._vto, r._hash, jsonb_build_object({props}), r.division,
@@ -255,9 +276,9 @@ async def feature_history(conn: psycopg.AsyncConnection, spec: LayerSpec, key: s
                EXISTS (SELECT 1 FROM {t} n WHERE n._key = r._key AND n.division = r.division AND n._vfrom = r._vto)
         FROM {t} r JOIN catalog.layer_versions f ON f.layer = %(layer)s AND f.version = r._vfrom
         LEFT JOIN catalog.layer_versions t ON t.layer = %(layer)s AND t.version = r._vto
-        WHERE r._key = %(key)s ORDER BY r._vfrom, r.division LIMIT 1000""").format(
-        props=props if columns else sql.SQL(""), t=table_ident(spec))
-    cur = await conn.execute(q, {"layer": spec.name, "key": key})
+        WHERE r._key = %(key)s AND {county} ORDER BY r._vfrom LIMIT 1000""").format(
+        props=props if columns else sql.SQL(""), t=table_ident(spec), county=division_filter(ref.division, "r"))
+    cur = await conn.execute(q, {"layer": spec.name, "key": ref.key})
     out = []
     for vfrom, vto, h, attrs, div, at, by, mode, why, t_at, t_by, t_mode, t_why, replaced in await cur.fetchall():
         out.append({"version": vfrom, "until": vto, "etag": f'"{h}"', "at": at, "by": by, "mode": mode,

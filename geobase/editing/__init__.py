@@ -14,20 +14,16 @@ import psycopg
 from psycopg import sql
 
 from geobase.specs import LayerSpec
-from geobase.storage import as_of_filter, current_filter, division_filter, shared_key_conflict, table_ident
+from geobase.features.ids import FeatureRef
+from geobase.storage import as_of_filter, current_filter, division_filter, table_ident
 
 
-async def feature_hash(conn: psycopg.AsyncConnection, spec: LayerSpec, key: str, version: int | None,
-                       division: str | None = None) -> str | None:
-    """The content hash of feature ``key`` (current, or as of ``version``; in county ``division``
-    when named): its ETag's core. A key that is a feature of two counties is refused
-    (:func:`geobase.storage.shared_key_conflict`) rather than answered with either."""
+async def feature_hash(conn: psycopg.AsyncConnection, spec: LayerSpec, ref: FeatureRef,
+                       version: int | None) -> str | None:
+    """The content hash of feature ``ref`` (resolved by :func:`geobase.features.ids.resolve`;
+    current, or as of ``version``): its ETag's core."""
     cond = as_of_filter(version) if version is not None else current_filter()
-    if division is not None:
-        cond = sql.SQL("{} AND {}").format(cond, division_filter(division))
-    cur = await conn.execute(sql.SQL("SELECT _hash, division FROM {} WHERE {} AND _key = %s LIMIT 2").format(
-        table_ident(spec), cond), (key,))
-    rows = await cur.fetchall()
-    if len(rows) > 1:
-        raise shared_key_conflict(spec.name, key, [d for _, d in rows])
-    return rows[0][0] if rows else None
+    cur = await conn.execute(sql.SQL("SELECT _hash FROM {} WHERE {} AND {} AND _key = %s").format(
+        table_ident(spec), cond, division_filter(ref.division)), (ref.key,))
+    row = await cur.fetchone()
+    return row[0] if row else None

@@ -16,7 +16,8 @@ import psycopg
 
 from geobase.crs import Crs
 from geobase.editing.rows import Row, check_attributes, check_geometry, feature_parts
-from geobase.editing.service import Actor, checked, if_match_hashes, run_edit, seen, stage_row
+from geobase.editing.service import Actor, checked, if_match_hashes, row_division, run_edit, seen, stage_row
+from geobase.editing.topology import resolved
 from geobase.errors import Conflict, GeobaseError, InvalidInput
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
@@ -65,17 +66,18 @@ def apply_changes(settings: Settings, spec: LayerSpec, registry: Registry, doc: 
         for n, (op, key, what, match) in enumerate(changes):
             try:
                 if op == "create":
-                    key = what.key(spec)
-                    existing, _, base = seen(conn, spec, sid, key)
+                    key, county = what.key(spec), row_division(spec, what)
+                    existing, _, base = seen(conn, spec, sid, key, county)
                     if existing is not None:
                         raise Conflict(f"feature {key!r} exists already", parameter="features")
-                    stage_row(conn, spec, sid, key, what, base)
+                    stage_row(conn, spec, sid, key, what, base, county)
                     continue
-                if op == "replace" and what.key(spec) != key:
+                ref = resolved(conn, spec, key)  # the one rule of ids (geobase/features/ids.py)
+                if op == "replace" and what.key(spec) != ref.key:
                     raise InvalidInput(f"the key attributes make {what.key(spec)!r}, not the id", parameter="features")
-                row, base = checked(conn, spec, sid, key, match)
+                row, base = checked(conn, spec, sid, ref.key, match, ref.division)
                 new = None if op == "delete" else (what(row) if op == "update" else what)
-                stage_row(conn, spec, sid, key, new, base)
+                stage_row(conn, spec, sid, ref.key, new, base, ref.division)
             except GeobaseError as exc:
                 exc.message = f"features[{n}] ({key}): {exc.message}"
                 raise

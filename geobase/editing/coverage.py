@@ -27,7 +27,7 @@ RELATIVE_TOLERANCE = 1e-9
 #: the staged changes whose geometry differs from the current one (moved, new, deleted): only they
 #: can open a gap or an overlap; a change of attributes alone stages the same EWKB it read
 _MOVED = """SELECT c.key, c.geom AS ng, d.geom AS og FROM catalog.edit_changes c
-    LEFT JOIN {t} d ON d._key = c.key AND {cur}
+    LEFT JOIN {t} d ON d._key = c.key AND d.division = c.division AND {cur}
     WHERE c.session_id = %(sid)s AND (c.op = 'delete' OR d._key IS NULL OR ST_AsEWKB(c.geom) <> ST_AsEWKB(d.geom))"""
 #: the changes that matter to the coverage: the moved ones and the unmoved ones whose box meets a
 #: moved geometry (old or new); the others cover the same area before and after and touch none of
@@ -37,7 +37,10 @@ _RELEVANT = f"""WITH m AS ({_MOVED})
         OR EXISTS (SELECT 1 FROM m WHERE m.ng && c.geom OR m.og && c.geom))"""
 _STAGED = f"""SELECT key, geom FROM catalog.edit_changes WHERE session_id = %(sid)s AND op = 'upsert'
     AND key IN ({_RELEVANT})"""
-_TOUCHED = _RELEVANT
+#: the (key, county) of the relevant changes: the layer's rows they replace. Every change names its
+#: county by then (geobase.catalog.edits.refuse_shared_keys): another county's feature of the same
+#: key is not touched
+_TOUCHED = f"""SELECT key, division FROM catalog.edit_changes WHERE session_id = %(sid)s AND key IN ({_RELEVANT})"""
 
 
 def _where(geom_sql: str) -> str:
@@ -66,7 +69,7 @@ def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | Non
     t = table_ident(spec)
     q = sql.SQL(f"""
         WITH mv AS ({_MOVED}), s AS ({_STAGED}),
-        o AS (SELECT d._key AS key, d.geom FROM {{t}} d WHERE {{cur}} AND d._key IN ({_TOUCHED})),
+        o AS (SELECT d._key AS key, d.geom FROM {{t}} d WHERE {{cur}} AND (d._key, d.division) IN ({_TOUCHED})),
         pairs AS (
             SELECT a.key AS k1, b.key AS k2, a.geom AS g1, b.geom AS g2, (SELECT geom FROM o WHERE o.key = b.key) AS og2
               FROM s a JOIN s b ON a.key <> b.key AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
@@ -74,7 +77,7 @@ def _overlap(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple | Non
             UNION ALL
             SELECT a.key, d._key, a.geom, d.geom, d.geom FROM s a JOIN {{t}} d
               ON {{cur}} AND d.geom && a.geom AND ST_Relate(a.geom, d.geom, '2********')
-             AND d._key NOT IN ({_TOUCHED}) WHERE a.key IN (SELECT key FROM mv)),
+             AND (d._key, d.division) NOT IN ({_TOUCHED}) WHERE a.key IN (SELECT key FROM mv)),
         k AS (SELECT DISTINCT ON (k2) k1, k2, g2, og2 FROM pairs
               ORDER BY k2, ST_Area(ST_Intersection(g1, g2)) DESC, k1),
         now AS (SELECT k1, k2, og2, ST_Intersection(
@@ -94,7 +97,7 @@ def _difference(conn: psycopg.Connection, spec: LayerSpec, sid: str) -> tuple:
     t = table_ident(spec)
     q = sql.SQL(f"""
         WITH o AS (SELECT coalesce(ST_Union(d.geom), 'SRID=4490;POLYGON EMPTY'::geometry) AS g FROM {{t}} d
-                   WHERE {{cur}} AND d._key IN ({_TOUCHED})),
+                   WHERE {{cur}} AND (d._key, d.division) IN ({_TOUCHED})),
              n AS (SELECT coalesce(ST_Union(geom), 'SRID=4490;POLYGON EMPTY'::geometry) AS g FROM ({_STAGED}) s),
              gap AS (SELECT ST_Difference(o.g, n.g) AS g FROM o, n),
              extra AS (SELECT ST_Difference(n.g, o.g) AS g FROM o, n)

@@ -33,7 +33,9 @@ from geobase.editing import coverage
 from geobase.editing.rows import Row, stored_row
 from geobase.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from geobase.settings import Settings
+from geobase.features.ids import FeatureRef, qualified_ids_sync
 from geobase.specs import LayerSpec
+from geobase.storage import ID_SEP, division_field
 
 #: the longest reason or commit message kept
 MAX_MESSAGE = 2000
@@ -77,12 +79,14 @@ class Actor:
 
 @dataclass
 class WriteResult:
-    """A change staged (``version`` None) or committed; ``etag`` None after a delete."""
+    """A change staged (``version`` None) or committed; ``etag`` None after a delete;
+    ``division``: the feature's county (None: a new feature the commit places)."""
 
     key: str
     etag: str | None
     session: str
     version: int | None = None
+    division: str | None = None
 
 
 T = TypeVar("T")
@@ -148,17 +152,32 @@ def _session_for(conn: psycopg.Connection, spec: LayerSpec, sid: str, actor: Act
     return row
 
 
-def seen(conn: psycopg.Connection, spec: LayerSpec, sid: str | None, key: str) -> tuple[Row | None, str | None,
-                                                                                          str | None]:
-    """(the feature as the session sees it, its hash, the base hash a new staging records)."""
+def seen(conn: psycopg.Connection, spec: LayerSpec, sid: str | None, key: str, division: str | None = None
+         ) -> tuple[Row | None, str | None, str | None]:
+    """(the feature ``key`` of county ``division`` as the session sees it, its hash, the base hash
+    a new staging records). A session stages one feature per key: a second county's feature of a
+    key the session already changed is refused (the coverage check compares staged features by
+    key)."""
     staged = edits.staged_change(conn, sid, key) if sid else None
     if staged is not None:
+        if division is not None and staged["division"] not in (None, division):
+            raise Conflict(f"this edit session already changes feature {staged['division']}{ID_SEP}{key}; a session "
+                           f"changes one feature of a key: edit {division}{ID_SEP}{key} in another session",
+                           parameter="featureId")
         row = stored_row(spec, staged) if staged["op"] == "upsert" else None
         return row, staged["hash"], staged["base_hash"]
-    current = edits.current_feature(conn, spec, key)
+    current = edits.current_feature(conn, spec, key, division)
     if current is None:
         return None, None, None
     return stored_row(spec, current), current["_hash"], current["_hash"]
+
+
+def row_division(spec: LayerSpec, row: Row | None) -> str | None:
+    """The county a row's own division field names (its first 6 digits), None without one: the
+    county a new feature is staged in (the commit derives the same, geobase/catalog/edits.py)."""
+    field = division_field(spec)
+    value = str(row.attributes.get(field) or "") if row is not None and field else ""
+    return value[:6] if len(value) >= 6 and value[:6].isdigit() else None
 
 
 def run_edit(settings: Settings, spec: LayerSpec, actor: Actor, *, session: str | None, reason: str | None,
@@ -182,46 +201,58 @@ def run_edit(settings: Settings, spec: LayerSpec, actor: Actor, *, session: str 
 
 
 def stage_row(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, new: Row | None,
-              base: str | None) -> str | None:
-    """Stage ``new`` (None: a delete) as feature ``key``'s state; returns its content hash."""
+              base: str | None, division: str | None = None) -> str | None:
+    """Stage ``new`` (None: a delete) as the state of feature ``key`` of county ``division``
+    (None: a new feature, placed by its own division field); returns its content hash. A feature
+    stays in its county: its feature id is its county and key."""
+    own = row_division(spec, new)
+    if division is not None and own is not None and own != division:
+        field = division_field(spec)
+        raise InvalidInput(f"{field}: {new.attributes.get(field)!r} names county {own}, but feature "
+                           f"{division}{ID_SEP}{key} is of county {division}: an edit does not move a feature to "
+                           "another county", parameter=field)
     new_hash = new.hash(spec) if new is not None else None
     edits.stage_change(conn, sid, key, op="upsert" if new is not None else "delete", base_hash=base,
                        new_hash=new_hash, attributes=new.as_json() if new is not None else None,
-                       ewkb=new.ewkb if new is not None else None)
+                       ewkb=new.ewkb if new is not None else None, division=division or own)
     return new_hash
 
 
-def checked(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, if_match: list[str] | None
-            ) -> tuple[Row, str]:
-    """Feature ``key`` as the session sees it, after its precondition: (row, base hash to record)."""
-    row, row_hash, base = seen(conn, spec, sid, key)
+def checked(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, if_match: list[str] | None,
+            division: str | None = None) -> tuple[Row, str]:
+    """Feature ``key`` (of county ``division``) as the session sees it, after its precondition:
+    (row, base hash to record)."""
+    row, row_hash, base = seen(conn, spec, sid, key, division)
     _precondition(if_match, row, row_hash, key)
     return row, base
 
 
 def write(settings: Settings, spec: LayerSpec, key: str | None, build: Build, *, actor: Actor,
-          if_match: list[str] | None, session: str | None, reason: str | None, create: bool = False) -> WriteResult:
-    """One change of feature ``key`` (``create``: a new feature, its key from the built row)."""
+          if_match: list[str] | None, session: str | None, reason: str | None, create: bool = False,
+          division: str | None = None) -> WriteResult:
+    """One change of feature ``key`` of county ``division`` (None: the key's one feature, as
+    resolved by :func:`geobase.features.ids.resolve`; ``create``: a new feature, its key and
+    county from the built row)."""
 
-    def stage(conn: psycopg.Connection, sid: str) -> tuple[str, str | None]:
+    def stage(conn: psycopg.Connection, sid: str) -> tuple[str, str | None, str | None]:
         if create:
             new = build(None)
-            k = new.key(spec)
-            existing, _, base = seen(conn, spec, sid, k)
+            k, county = new.key(spec), row_division(spec, new)
+            existing, _, base = seen(conn, spec, sid, k, county)
             if existing is not None:
                 raise Conflict(f"feature {k!r} exists already in {spec.name!r}: replace it with PUT "
                                f"/collections/{spec.name}/items/{k}", parameter="body")
-            return k, stage_row(conn, spec, sid, k, new, base)
-        row, base = checked(conn, spec, sid, key, if_match)
-        return key, stage_row(conn, spec, sid, key, build(row), base)
+            return k, stage_row(conn, spec, sid, k, new, base, county), county
+        row, base = checked(conn, spec, sid, key, if_match, division)
+        return key, stage_row(conn, spec, sid, key, build(row), base, division), division
 
-    sid, version, (k, new_hash) = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
-    return WriteResult(k, strong_etag(new_hash) if new_hash else None, sid, version)
+    sid, version, (k, new_hash, county) = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
+    return WriteResult(k, strong_etag(new_hash) if new_hash else None, sid, version, county)
 
 
 def _commit(conn: psycopg.Connection, spec: LayerSpec, sid: str, actor: Actor, message: str) -> CommitResult:
     lock_layer(conn, spec.name)  # the coverage is checked against the rows the version will replace
-    edits.refuse_shared_keys(conn, spec, sid)  # first: the coverage check also finds rows by key
+    edits.refuse_shared_keys(conn, spec, sid)  # first: every change then names its row by key and county
     if spec.coverage:
         coverage.check_session(conn, spec, sid)
     return edits.write_edit_version(conn, spec, sid, created_by=actor.name, message=message)
@@ -243,7 +274,9 @@ def session_info(settings: Settings, spec: LayerSpec, sid: str, actor: Actor) ->
         except Conflict:
             pass  # a finished session is still shown
         row = edits.session_row(conn, sid)
-        row["changes"] = [{"featureId": c["key"], "op": c["op"], "etag": strong_etag(c["hash"]) if c["hash"] else None}
+        qualified = qualified_ids_sync(conn, spec)
+        row["changes"] = [{"featureId": FeatureRef(c["key"], c["division"]).id(qualified and c["division"] is not None),
+                           "op": c["op"], "etag": strong_etag(c["hash"]) if c["hash"] else None}
                           for c in edits.session_changes(conn, sid)]
     return row
 
@@ -272,6 +305,7 @@ def check_session(settings: Settings, spec: LayerSpec, sid: str, actor: Actor) -
     would; otherwise ``{"ok": true}``. Nothing is written."""
     with connect(settings) as conn, conn.transaction():
         row = _session_for(conn, spec, sid, actor)
+        edits.refuse_shared_keys(conn, spec, sid)  # as the commit: every change names its row by key and county
         if spec.coverage:
             coverage.check_session(conn, spec, sid)
         edits.check_bases(conn, spec, sid)

@@ -23,6 +23,7 @@ from geobase.crs import Crs, to_storage
 from geobase.editing.rows import Row, check_attributes
 from geobase.editing.service import Actor, checked, run_edit, seen, stage_row, strong_etag
 from geobase.errors import CheckFailed, Conflict, InvalidInput
+from geobase.features.ids import FeatureRef, qualified_ids_sync, resolve_sync
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import current_filter, table_ident
@@ -39,11 +40,13 @@ _NEIGHBOURS = """
          x AS (SELECT ST_Collect(DISTINCT pt) AS pts FROM v
                WHERE ST_DWithin(pt, ST_Boundary(ST_GeomFromEWKB(%(g)s)), 1e-12) AND NOT EXISTS (
                    SELECT 1 FROM ST_DumpPoints(ST_GeomFromEWKB(%(g)s)) o WHERE ST_Equals(o.geom, v.pt)))
-    SELECT d._key, ST_AsEWKB(ST_Multi(ST_Snap(d.geom, x.pts, 1e-9))), ST_IsValid(ST_Snap(d.geom, x.pts, 1e-9))
-    FROM {t} d, x WHERE {cur} AND x.pts IS NOT NULL AND d._key <> %(key)s AND d.geom && ST_Expand(x.pts, 1e-9)
-      AND ST_DWithin(d.geom, x.pts, 1e-9)
-      AND d._key NOT IN (SELECT key FROM catalog.edit_changes WHERE session_id = %(sid)s)
-    ORDER BY d._key
+    SELECT d._key, ST_AsEWKB(ST_Multi(ST_Snap(d.geom, x.pts, 1e-9))), ST_IsValid(ST_Snap(d.geom, x.pts, 1e-9)),
+           d.division
+    FROM {t} d, x WHERE {cur} AND x.pts IS NOT NULL AND NOT (d._key = %(key)s AND d.division = %(div)s)
+      AND d.geom && ST_Expand(x.pts, 1e-9) AND ST_DWithin(d.geom, x.pts, 1e-9)
+      AND NOT EXISTS (SELECT 1 FROM catalog.edit_changes c WHERE c.session_id = %(sid)s AND c.key = d._key
+                      AND (c.division IS NULL OR c.division = d.division))
+    ORDER BY d._key, d.division
 """
 _MERGE = """
     WITH u AS (SELECT ST_Union(ST_GeomFromEWKB(g)) AS g FROM unnest(%(gs)s::bytea[]) AS g)
@@ -71,6 +74,17 @@ def _line(geometry: Any, crs: Crs) -> bytes:
     return shapely.to_wkb(shapely.set_srid(line, 4490), include_srid=True)
 
 
+def resolved(conn: psycopg.Connection, spec: LayerSpec, feature_id: str) -> FeatureRef:
+    """The current feature ``feature_id`` names (:func:`geobase.features.ids.resolve_sync`: a
+    county-qualified id or a bare key; several: 409), else the id as a key of no known county (a
+    feature staged in the session so far, or the edit's 404)."""
+    return resolve_sync(conn, spec, feature_id) or FeatureRef(feature_id, None)
+
+
+def _id(ref: FeatureRef, qualified: bool) -> str:
+    return ref.id(qualified and ref.division is not None)
+
+
 def _new_keys(spec: LayerSpec, ids: Any, n: int) -> list[str]:
     if len(spec.source_key) != 1:
         raise InvalidInput(f"{spec.name!r} has a composite feature id; split it with PUT/POST", parameter="ids")
@@ -82,73 +96,82 @@ def _new_keys(spec: LayerSpec, ids: Any, n: int) -> list[str]:
     return ids
 
 
-def _adjust_neighbours(conn: psycopg.Connection, spec: LayerSpec, sid: str, key: str, ewkb: bytes,
+def _adjust_neighbours(conn: psycopg.Connection, spec: LayerSpec, sid: str, ref: FeatureRef, ewkb: bytes,
                        pieces: list[bytes]) -> None:
     """Give the neighbours the vertices the cut added to the parcel's edges. Why: an area on the
     ellipsoid treats each edge as a geodesic, and a vertex added on a straight edge makes it two
     geodesics; unless the neighbour's copy of that edge gets the same vertex, the pieces and the
     neighbour would together cover a little more or less than before (metres² on long edges)."""
     q = sql.SQL(_NEIGHBOURS).format(t=table_ident(spec), cur=current_filter("d"))
-    for n_key, n_ewkb, valid in conn.execute(q, {"pieces": pieces, "g": ewkb, "key": key, "sid": sid}).fetchall():
+    params = {"pieces": pieces, "g": ewkb, "key": ref.key, "div": ref.division, "sid": sid}
+    for n_key, n_ewkb, valid, n_div in conn.execute(q, params).fetchall():
         if not valid:
             raise CheckFailed("split_neighbour", f"neighbour {n_key!r} would become invalid with the cut's vertices",
                               field="line", feature=n_key)
-        row, base = checked(conn, spec, sid, n_key, ["*"])
-        stage_row(conn, spec, sid, n_key, Row(row.attributes, bytes(n_ewkb)), base)
+        row, base = checked(conn, spec, sid, n_key, ["*"], n_div)
+        stage_row(conn, spec, sid, n_key, Row(row.attributes, bytes(n_ewkb)), base, n_div)
 
 
-def split(settings: Settings, spec: LayerSpec, registry: Registry, key: str, body: Any, crs: Crs, *,
+def split(settings: Settings, spec: LayerSpec, registry: Registry, feature_id: str, body: Any, crs: Crs, *,
           actor: Actor, if_match: list[str] | None, session: str | None, reason: str | None) -> dict:
-    """Cut feature ``key`` by ``body["line"]`` into pieces named ``body["ids"]``."""
+    """Cut feature ``feature_id`` by ``body["line"]`` into pieces named ``body["ids"]`` (keys: the
+    pieces stay in the parcel's county)."""
     if spec.geometry != "MultiPolygon":
         raise InvalidInput(f"{spec.name!r} holds {spec.geometry}: only parcels are split", parameter="collectionId")
     if not isinstance(body, dict):
         raise InvalidInput('body: {"line": <LineString>, "ids": [...]} is expected', parameter="body")
     line = _line(body.get("line"), crs)
 
-    def stage(conn: psycopg.Connection, sid: str) -> list[dict]:
-        row, base = checked(conn, spec, sid, key, if_match)
+    def stage(conn: psycopg.Connection, sid: str) -> tuple[str, str, list[dict]]:
+        ref, qualified = resolved(conn, spec, feature_id), qualified_ids_sync(conn, spec)
+        key = ref.key
+        row, base = checked(conn, spec, sid, key, if_match, ref.division)
         pieces = conn.execute(_SPLIT, {"g": row.ewkb, "line": line}).fetchall()
         if len(pieces) < 2:
             raise CheckFailed("split_line", "line: it does not cut the parcel in two (it must cross it from edge "
                               "to edge)", field="line", feature=key)
         ids = _new_keys(spec, body.get("ids"), len(pieces))
-        stage_row(conn, spec, sid, key, None, base)
-        _adjust_neighbours(conn, spec, sid, key, row.ewkb, [p[0] for p in pieces])
+        stage_row(conn, spec, sid, key, None, base, ref.division)
+        _adjust_neighbours(conn, spec, sid, ref, row.ewkb, [p[0] for p in pieces])
         out = []
         for new_key, (ewkb, area, geojson) in zip(ids, pieces):
-            existing, _, piece_base = seen(conn, spec, sid, new_key)
+            existing, _, piece_base = seen(conn, spec, sid, new_key, ref.division)
             if existing is not None:
                 raise Conflict(f"ids: feature {new_key!r} exists already", parameter="ids")
             attrs = _stated(spec, {**row.as_json(), spec.source_key[0]: new_key}, area)
             piece = Row(check_attributes(spec, registry, attrs), bytes(ewkb))
-            out.append({"featureId": new_key, "area_m2": area, "geometry": json.loads(geojson),  # CRS84, as staged
-                        "etag": strong_etag(stage_row(conn, spec, sid, new_key, piece, piece_base))})
-        return out
+            out.append({"featureId": _id(FeatureRef(new_key, ref.division), qualified), "area_m2": area,
+                        "geometry": json.loads(geojson),  # CRS84, as staged
+                        "etag": strong_etag(stage_row(conn, spec, sid, new_key, piece, piece_base, ref.division))})
+        return _id(ref, qualified), out
 
-    sid, version, pieces = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
-    return {"split": key, "pieces": pieces, "session": sid, "version": version}
+    sid, version, (split_id, pieces) = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
+    return {"split": split_id, "pieces": pieces, "session": sid, "version": version}
 
 
-def merge(settings: Settings, spec: LayerSpec, registry: Registry, key: str, body: Any, *, actor: Actor,
+def merge(settings: Settings, spec: LayerSpec, registry: Registry, feature_id: str, body: Any, *, actor: Actor,
           if_match: list[str] | None, session: str | None, reason: str | None) -> dict:
-    """Merge the features ``body["with"]`` into feature ``key`` (they must make one polygon)."""
+    """Merge the features ``body["with"]`` (ids) into feature ``feature_id`` (they must make one
+    polygon)."""
     others = body.get("with") if isinstance(body, dict) else None
     if not isinstance(others, list) or not others or not all(isinstance(o, str) for o in others) \
-            or key in others or len(set(others)) != len(others):
+            or feature_id in others or len(set(others)) != len(others):
         raise InvalidInput('body: {"with": [ids of the other parcels]} is expected', parameter="with")
 
     def stage(conn: psycopg.Connection, sid: str) -> dict:
-        parts = [checked(conn, spec, sid, k, if_match) for k in [key, *others]]
+        refs = [resolved(conn, spec, i) for i in [feature_id, *others]]
+        if len(set(refs)) != len(refs):
+            raise InvalidInput("with: names the same parcel twice, or the parcel itself", parameter="with")
+        parts = [checked(conn, spec, sid, r.key, if_match, r.division) for r in refs]
         ewkb, n, area, valid = conn.execute(_MERGE, {"gs": [p[0].ewkb for p in parts]}).fetchone()
         if n != 1 or not valid:
-            raise CheckFailed("merge_adjacent", f"{', '.join([key, *others])} do not make one polygon: only adjacent "
-                              "parcels merge", field="with", feature=key)
+            raise CheckFailed("merge_adjacent", f"{', '.join([feature_id, *others])} do not make one polygon: only "
+                              "adjacent parcels merge", field="with", feature=feature_id)
         merged = Row(check_attributes(spec, registry, _stated(spec, parts[0][0].as_json(), area)), bytes(ewkb))
-        etag = strong_etag(stage_row(conn, spec, sid, key, merged, parts[0][1]))
-        for k, (_, base) in zip(others, parts[1:]):
-            stage_row(conn, spec, sid, k, None, base)
-        return {"featureId": key, "area_m2": area, "etag": etag}
+        etag = strong_etag(stage_row(conn, spec, sid, refs[0].key, merged, parts[0][1], refs[0].division))
+        for r, (_, base) in zip(refs[1:], parts[1:]):
+            stage_row(conn, spec, sid, r.key, None, base, r.division)
+        return {"featureId": _id(refs[0], qualified_ids_sync(conn, spec)), "area_m2": area, "etag": etag}
 
     sid, version, out = run_edit(settings, spec, actor, session=session, reason=reason, stage=stage)
     return {**out, "merged": others, "session": sid, "version": version}

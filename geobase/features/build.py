@@ -66,10 +66,12 @@ def _distance_sql(geom: sql.Composable, metres: float, max_abs_lat: float) -> sq
 
 
 def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_limit: int | None,
-                max_limit: int | None, desensitise=None, within: tuple | None = None) -> FeatureQuery:
+                max_limit: int | None, desensitise=None, within: tuple | None = None,
+                qualified_ids: bool = False) -> FeatureQuery:
     """Validate every parameter against the spec and the caller's view; compose the query.
     ``desensitise``: the caller's :func:`geobase.security.desensitisation` of the layer;
-    ``within``: a request key's box (:func:`geobase.security.scope_box`): nothing outside it."""
+    ``within``: a request key's box (:func:`geobase.security.scope_box`): nothing outside it;
+    ``qualified_ids``: the layer's ids are county-qualified (:mod:`geobase.features.ids`)."""
     spec = _vector_spec(state)
     allowed = state.crs_uris()
     out_crs = parse_crs(p.crs, "crs", allowed)
@@ -83,7 +85,7 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
     if p.precision is not None and not (0 <= p.precision <= 15):
         raise InvalidInput("precision: must be 0..15 decimals", parameter="precision")
     precision = p.precision if p.precision is not None else out_crs.default_precision
-    sort = _sort(spec, hidden, qtypes, p.sortby)
+    sort = _sort(spec, hidden, qtypes, p.sortby, qualified_ids)
     sort_sig = _sort_signature(sort)
     version, cursor_dir, cursor_values = _version(state, p, sort_sig)
     where = _filters(spec, qtypes, p, bbox_crs, filter_crs)
@@ -94,7 +96,7 @@ def build_query(state: LayerState, hidden: set[str], p: ItemsParams, *, default_
         spec=spec, version=version, is_current=version is not None and version == state.current_version,
         properties=props, out_crs=out_crs, precision=precision, skip_geometry=p.skip_geometry, where=where,
         sort=sort, sort_sig=sort_sig, limit=limit, cursor_dir=cursor_dir, cursor_values=cursor_values,
-        has_spatial_or_filter=bool(where), desensitise=desensitise)
+        has_spatial_or_filter=bool(where), desensitise=desensitise, qualified_ids=qualified_ids)
 
 
 def _vector_spec(state: LayerState) -> LayerSpec:
@@ -127,21 +129,27 @@ def _limit(limit: int | None, default_limit: int | None, max_limit: int | None) 
     return limit
 
 
-def _sort(spec: LayerSpec, hidden: set[str], qtypes: dict[str, str], value: str | None) -> list[SortKey]:
-    """The sort keys of ``sortby``, ending in a unique key (``_key``, else ``_rid``) so that
-    keyset paging has a total order."""
+def _sort(spec: LayerSpec, hidden: set[str], qtypes: dict[str, str], value: str | None,
+          qualified_ids: bool = False) -> list[SortKey]:
+    """The sort keys of ``sortby``, ending in a unique key (the id: ``_key``, and its county when
+    ids are county-qualified; else ``_rid``) so that keyset paging has a total order. A key
+    alone is not unique in a province: a page boundary between two counties' ``00000007`` made
+    the next page start after both (the second was never served)."""
+    def by_id(desc: bool) -> list[SortKey]:
+        return [SortKey("_key", desc)] + ([SortKey(DIVISION, desc)] if qualified_ids else [])
+
     sort: list[SortKey] = []
     for item in parse_list(value):
         desc = item.startswith("-")
         name = item.lstrip("+- ")
         if name == "id":
-            sort.append(SortKey("_key", desc))
+            sort += by_id(desc)
             continue
         require_field(spec, name, "sortby", hidden=hidden, extra=tuple(qtypes))
         sort.append(SortKey(name, desc, cql2._CASTS[qtypes[name]]))
     if not sort:
-        sort = [SortKey("_key")]
-    elif sort[-1].column != "_key":
+        sort = by_id(False)
+    elif sort[-1].column not in ("_key", DIVISION):
         sort.append(SortKey("_rid", False, "bigint"))
     return sort
 

@@ -16,6 +16,7 @@ from psycopg import sql
 from geobase.crs import Crs
 from geobase.errors import InvalidInput
 from geobase.features.cursors import check_cursor_value
+from geobase.features.ids import FeatureRef, id_sql
 from geobase.specs import LayerSpec
 from geobase.storage import (added_between, as_of_filter, current_filter, division_filter, empty_rows,
                              measure_column, removed_between, table_ident)
@@ -54,6 +55,10 @@ def json_real_sql(column: sql.Composable) -> sql.Composable:
                    "ELSE to_json({c}) END").format(c=column)
 
 
+#: system columns that are never NULL (geobase/storage.py): an order by them alone needs no NULLS case
+_NOT_NULL = ("_key", "division", "_rid")
+
+
 @dataclass
 class SortKey:
     column: str  # a spec attribute, "_key" or "_rid"
@@ -83,6 +88,8 @@ class FeatureQuery:
     source: sql.Composable | None = None  # FROM clause; default: the layer table
     #: an outside caller's desensitisation (geobase.opendata.desensitise): wraps the row source
     desensitise: Any = None
+    #: ids qualified by county (a province layer: geobase/features/ids.py)
+    qualified_ids: bool = False
 
     # -- SQL pieces ----------------------------------------------------------------------------
     def geometry_sql(self, axis_order: bool = True) -> sql.Composable:
@@ -114,8 +121,8 @@ class FeatureQuery:
     def feature_sql(self) -> sql.Composable:
         geom = (sql.SQL("NULL") if self.skip_geometry else
                 sql.SQL("ST_AsGeoJSON({}, {}, 0)::json").format(self.geometry_sql(), sql.Literal(self.precision)))
-        return sql.SQL("json_build_object('type', 'Feature', 'id', _key, 'geometry', {}, 'properties', {})::text").format(
-            geom, self.properties_sql())
+        return sql.SQL("json_build_object('type', 'Feature', 'id', {}, 'geometry', {}, 'properties', {})::text").format(
+            id_sql(self.qualified_ids), geom, self.properties_sql())
 
     def from_sql(self) -> sql.Composable:
         if self.desensitise is not None:  # filters and output see only the desensitised rows
@@ -153,6 +160,17 @@ class FeatureQuery:
         """Rows strictly after the boundary row in the (forward or reversed) order."""
         if len(values) != len(self.sort):
             raise InvalidInput("cursor: does not match this query", parameter="cursor")
+        if all(k.column in _NOT_NULL for k in self.sort) and len({k.desc for k in self.sort}) == 1 \
+                and None not in values:
+            # the id order (key, and county in a province): one row comparison, which the key index
+            # takes as its condition; the OR form below is a filter that reads every earlier row
+            for key, v in zip(self.sort, values):
+                check_cursor_value(v, key.cast)
+            asc = (not self.sort[0].desc) if forward else self.sort[0].desc
+            return sql.SQL("(({}) {} ({}))").format(
+                sql.SQL(", ").join(sql.Identifier(k.column) for k in self.sort), sql.SQL(">" if asc else "<"),
+                sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Literal(v), sql.SQL(k.cast))
+                                   for k, v in zip(self.sort, values)))
         ors: list[sql.Composable] = []
         eqs: list[sql.Composable] = []
         for key, v in zip(self.sort, values):
@@ -196,10 +214,10 @@ class FeatureQuery:
     def count_sql(self) -> sql.Composable:
         return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self.from_sql(), self.where_sql(with_cursor=False))
 
-    def only_feature(self, key: str) -> None:
-        """Narrow the query to one feature (``/items/{featureId}``); the key is bound, never
-        formatted into the SQL text."""
-        self.where.append(sql.SQL("_key = {}").format(sql.Literal(key)))
+    def only_feature(self, ref: FeatureRef) -> None:
+        """Narrow the query to one feature (``/items/{featureId}``, resolved by
+        :func:`geobase.features.ids.resolve`): its key and its county, as literals."""
+        self.where.append(sql.SQL("_key = {} AND {}").format(sql.Literal(ref.key), division_filter(ref.division)))
 
     async def first_row(self, conn: psycopg.AsyncConnection) -> tuple | None:
         """The first row of the page (sort values..., feature text), None when nothing matches."""
@@ -221,7 +239,7 @@ class FeatureQuery:
 
     def rows_sql(self, geometry: str = "wkb") -> sql.Composable:
         """Plain rows for downloads: id, properties..., geometry (WKB or WKT) in the output CRS."""
-        cols: list[sql.Composable] = [sql.SQL("_key AS id")]
+        cols: list[sql.Composable] = [sql.SQL("{} AS id").format(id_sql(self.qualified_ids))]
         for name in self.properties:
             cols.append(sql.Identifier(name))
         if self.extra_property:

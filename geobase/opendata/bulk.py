@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from geobase.features.ids import id_sql, qualified_ids_sync
 from geobase.opendata.desensitise import Desensitisation
 from geobase.specs import LayerSpec
 from geobase.storage import STORAGE_SRID, current_filter, table_ident
@@ -86,7 +87,7 @@ def sha256_of(path: Path) -> str:
 
 
 def _query(spec: LayerSpec, attributes: list[str], desensitise: Desensitisation | None = None,
-           bbox: list[float] | None = None) -> sql.Composed:
+           bbox: list[float] | None = None, qualified: bool = False) -> sql.Composed:
     """The rows of the file: current, desensitised for an outside caller (masked values, the
     rounded or no geometry), and for a key limited to a box only the features in it, clipped."""
     geom = desensitise.geometry_sql() if desensitise is not None else sql.Identifier("geom")
@@ -95,7 +96,7 @@ def _query(spec: LayerSpec, attributes: list[str], desensitise: Desensitisation 
         env = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*(sql.Literal(float(v)) for v in bbox))
         where.append(sql.SQL("geom && {e} AND ST_Intersects(geom, {e})").format(e=env))
         geom = clipped_sql(geom, env, spec.geometry)
-    cols = [sql.SQL("_key AS id")]
+    cols = [sql.SQL("{} AS id").format(id_sql(qualified))]  # the feature id (geobase/features/ids.py)
     cols += [desensitise.column_sql(a) if desensitise is not None else sql.Identifier(a) for a in attributes]
     cols.append(sql.SQL("ST_AsBinary({})").format(geom))
     return sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY _key").format(
@@ -139,7 +140,9 @@ def prepare(conninfo: str, spec: LayerSpec, attributes: list[str], fmt: str, roo
     shp = fmt.startswith("shp")
     names = short_names(["id", *attributes]) if shp else {n: n for n in ["id", *attributes]}
     columns = [(names[a], types[a]) for a in attributes]
-    query = _query(spec, attributes, desensitise, bbox)
+    with psycopg.connect(conninfo) as conn:
+        qualified = qualified_ids_sync(conn, spec)
+    query = _query(spec, attributes, desensitise, bbox, qualified)
     for _ in range(3):
         version = _current_version(conninfo, spec.name)
         path = prepared_path(root, spec, version, attributes, fmt, desensitise, bbox)

@@ -1,0 +1,167 @@
+"""Feature ids in a province (geobase/features/ids.py): each county's delivery numbers its own
+features, so two counties both hold BSM ``00000002``. Every feature of a province layer has one
+id, unique across the province (``339901-00000002``), in every representation and through real
+clients; a county's database keeps its bare keys; an id two features answer is a 409 naming
+both, never one of them picked; an edit by a qualified id changes that county's row only.
+
+Before: items pages gave both counties' features the same id (GDAL's OAPIF driver, QGIS and
+OWSLib saw 16 ids for 32 features), keyset paging lost a feature at every page boundary that
+fell between two counties' same key (27 of 32 served with limit=5), and a qualified id was a 404.
+
+Real PostGIS, real files through GDAL, a real uvicorn server, GDAL's OAPIF driver (ogr2ogr)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import psycopg
+import pyogrio
+from test_divisions import A, B, county_gdf, load
+from test_ingest import query
+from test_shared_keys import GEOJSON, SHARED, _admin
+
+from geobase.catalog.state import layer_state
+from geobase.features import ItemsParams, build_query, encode_cursor
+from geobase.specs import get_registry
+
+
+def _database_features(settings) -> dict[str, tuple]:
+    """Every current feature of land use as the database holds it, by its province-wide id."""
+    return {f"{d}-{k}": (bsm, dlbm, zldwdm, round(area, 3)) for d, k, bsm, dlbm, zldwdm, area in query(
+        settings, "SELECT division, _key, bsm, dlbm, zldwdm, _area_m2 FROM data.land_use WHERE _vto IS NULL")}
+
+
+def _gdal_features(url: str, tmp_path, name: str) -> list[tuple]:
+    """land_use through GDAL's OAPIF driver (ogr2ogr to a GeoPackage), 5 features a page."""
+    out = tmp_path / f"{name}.gpkg"
+    p = subprocess.run(["ogr2ogr", "-f", "GPKG", str(out), f"OAPIF:{url}", "land_use", "-oo", "PAGE_SIZE=5"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    df = pyogrio.read_dataframe(out)
+    return [(r["id"], (r["bsm"], r["dlbm"], r["zldwdm"], round(r["_area_m2"], 3))) for _, r in df.iterrows()]
+
+
+def test_gdal_lists_every_province_feature_once_with_its_own_id_and_the_databases_values(
+        db_settings, tmp_path, live_server):
+    s = db_settings
+    load(s, tmp_path, A)
+    srv = live_server(s)
+    county = _gdal_features(srv.url, tmp_path, "county")
+    assert sorted(i for i, _ in county) == [f"{n:08d}" for n in range(1, 17)]  # one county: bare keys, as before
+    load(s, tmp_path, B)  # the same 16 keys in another county: a province
+    db = _database_features(s)
+    assert len(db) == 32
+    got = _gdal_features(srv.url, tmp_path, "province")
+    assert len(got) == 32 and len({i for i, _ in got}) == 32  # every feature once, each with its own id
+    assert dict(got) == db  # ids and values exactly the database's
+    with srv.client() as c:  # the ids GDAL kept are URLs that answer their own feature
+        for fid in (f"{A}-{SHARED}", f"{B}-{SHARED}"):
+            f = c.get(f"/collections/land_use/items/{fid}").json()
+            assert f["id"] == fid and (f["properties"]["bsm"], f["properties"]["dlbm"], f["properties"]["zldwdm"],
+                                       round(f["properties"]["_area_m2"], 3)) == db[fid]
+        for fmt in ("csv", "gpkg"):  # downloads carry the same ids
+            r = c.get("/collections/land_use/items", params={"f": fmt})
+            assert r.status_code == 200
+            (tmp_path / f"d.{fmt}").write_bytes(r.content)
+            ids = list(pyogrio.read_dataframe(tmp_path / f"d.{fmt}")["id"])
+            assert sorted(ids) == sorted(db), fmt
+        ch = c.get("/collections/land_use/changes", params={"from": 0, "limit": 7}).json()
+        seen = [f["id"] for f in ch["features"]]
+        while nxt := [link["href"] for link in ch["links"] if link["rel"] == "next"]:
+            ch = c.get(nxt[0]).json()
+            seen += [f["id"] for f in ch["features"]]
+        assert sorted(seen) == sorted(db)
+
+
+def test_an_id_of_two_features_names_both_and_picks_neither(db_settings, tmp_path, live_server):
+    s = db_settings
+    load(s, tmp_path, A, county_gdf(A, n=20))  # keys 00000001..00000020
+    load(s, tmp_path, B, county_gdf(B, n=4, dx=2000))  # keys 00000001..00000004
+    srv = live_server(s)
+    with srv.client() as c:
+        r = c.get(f"/collections/land_use/items/{SHARED}")
+        assert r.status_code == 409, r.text
+        assert r.json()["details"]["candidates"] == [f"{A}-{SHARED}", f"{B}-{SHARED}"]
+        assert r.json()["parameter"] == "featureId"
+        # a bare key only one county holds still answers: a URL kept from the county's days
+        f = c.get("/collections/land_use/items/00000018").json()
+        assert f["id"] == f"{A}-00000018" and f["properties"]["zldwdm"].startswith(A)
+        assert c.get(f"/collections/land_use/items/{B}-00000018").status_code == 404
+        h = _admin(s)
+        r = c.get(f"/collections/land_use/items/{SHARED}/history", headers=h)
+        assert r.status_code == 409 and len(r.json()["details"]["candidates"]) == 2, r.text
+        states = c.get(f"/collections/land_use/items/{B}-{SHARED}/history", headers=h).json()["states"]
+        assert {st["division"] for st in states} == {B}
+
+
+def _current(settings) -> list[tuple]:
+    return query(settings, "SELECT division, _key, _hash, _vfrom FROM data.land_use WHERE _vto IS NULL ORDER BY 1, 2")
+
+
+def test_an_edit_by_a_qualified_id_changes_that_countys_row_only(db_settings, tmp_path, live_server):
+    s = db_settings
+    load(s, tmp_path, A, county_gdf(A, n=20))
+    load(s, tmp_path, B, county_gdf(B, n=4, dx=2000))  # 00000001..00000004: keys of both counties
+    h = _admin(s)
+    srv = live_server(s)
+    with srv.client() as c:
+        a_shared = c.get(f"/collections/land_use/items/{A}-{SHARED}").json()
+        for fid in (f"{A}-00000018", f"{B}-{SHARED}"):  # A's own key; a key both counties hold
+            before = _current(s)
+            etag = c.get(f"/collections/land_use/items/{fid}").headers["etag"]
+            r = c.patch(f"/collections/land_use/items/{fid}", params={"reason": "reclassified"},
+                        content=json.dumps({"properties": {"dlmc": "旱地"}}),
+                        headers={**h, "Content-Type": GEOJSON, "If-Match": etag})
+            assert r.status_code == 200 and r.json()["featureId"] == fid, r.text
+            after = _current(s)
+            assert len(after) == len(before)
+            assert [(d, k) for d, k, *_ in set(after) - set(before)] == [tuple(fid.split("-"))]  # that row only
+            assert c.get(f"/collections/land_use/items/{fid}").json()["properties"]["dlmc"] == "旱地"
+        assert c.get(f"/collections/land_use/items/{A}-{SHARED}").json()["properties"] == a_shared["properties"]
+        # a session changes one feature of a key: the second county's is refused, naming both
+        sid = c.post("/collections/land_use/sessions", headers=h).json()["id"]
+        for county, status in ((A, 200), (B, 409)):
+            fid = f"{county}-00000003"
+            etag = c.get(f"/collections/land_use/items/{fid}").headers["etag"]
+            r = c.patch(f"/collections/land_use/items/{fid}", content=json.dumps({"properties": {"dlmc": "水田"}}),
+                        headers={**h, "Content-Type": GEOJSON, "If-Match": etag, "Edit-Session": sid})
+            assert r.status_code == status, r.text
+        before = _current(s)
+        r = c.post(f"/collections/land_use/sessions/{sid}/commit", json={"message": "m"}, headers=h)
+        assert r.status_code == 200, r.text
+        assert [(d, k) for d, k, *_ in set(_current(s)) - set(before)] == [(A, "00000003")]
+
+
+def test_a_page_after_a_cursor_starts_in_the_key_index_in_a_province(db_settings, tmp_path):
+    """The next page of the id order starts at the boundary in each county's key index (an index
+    condition on (key, county)), instead of reading every earlier row through a filter (the OR form
+    of the keyset: 2,500 rows removed by filter per county for page 250 of 10)."""
+    s = db_settings
+    load(s, tmp_path, A, county_gdf(A, n=600))
+    load(s, tmp_path, B, county_gdf(B, n=600, dx=4000))
+    spec = get_registry(s).layer("land_use")
+
+    async def state():
+        async with await psycopg.AsyncConnection.connect(s.database_url) as conn:
+            return await layer_state(conn, spec)
+
+    st = asyncio.run(state())
+    for qualified, boundary in ((False, ["00000500"]), (True, ["00000500", A])):
+        first = build_query(st, set(), ItemsParams(limit=10), default_limit=10, max_limit=100, qualified_ids=qualified)
+        cursor = encode_cursor(st.current_version, "n", first.sort_sig, boundary)
+        q = build_query(st, set(), ItemsParams(limit=10, cursor=cursor), default_limit=10, max_limit=100,
+                        qualified_ids=qualified)
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute("ANALYZE data.land_use")
+            plan = "\n".join(r[0] for r in conn.execute(sql_text(q, conn)).fetchall())
+        county = f"land_use__{A}"
+        assert county in plan and "Rows Removed by Filter" not in plan, plan
+        assert ("ROW(_key, division) > ROW('00000500'::text, '339901'::text)" if qualified
+                else "Index Cond: (_key > '00000500'::text)") in plan, plan
+
+
+def sql_text(q, conn) -> str:
+    """EXPLAIN ANALYZE of the page's SQL."""
+    return "EXPLAIN (ANALYZE, COSTS OFF) " + q.page_sql().as_string(conn)

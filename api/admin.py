@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import audit, keys
 from geobase.catalog import departments
 from geobase.api.deps import get_registry_dep, get_settings_dep
@@ -22,7 +23,7 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import NAME_PATTERN, Role, SharingLevel
 
-router = APIRouter(prefix="/admin", tags=["Administration"])
+router = APIRouter(route_class=LazyAPIRoute, prefix="/admin", tags=["Administration"])
 
 NAME = NAME_PATTERN
 

@@ -12,6 +12,7 @@ from pathlib import Path as FsPath
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api import negotiation
 from geobase.api.catalog import _CACHE
 from geobase.api.deps import get_conn, get_registry_dep, get_settings_dep
@@ -26,7 +27,7 @@ from geobase.security import LayerAccess, Principal, catalog_lists
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Catalog requests"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Catalog requests"])
 
 
 class RequesterIn(BaseModel):

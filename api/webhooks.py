@@ -43,7 +43,8 @@ SECRET_NOTE = ("Store the secret now: it is not shown again. Each delivery carri
 
 
 class HookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     url: str = Field(min_length=1, max_length=webhooks.MAX_URL, description="http(s) URL the events are POSTed to")
     events: list[str] | None = Field(default=None, max_length=20, description="default: ['version']")
     description: str | None = Field(default=None, max_length=200)

@@ -18,7 +18,15 @@ from pathlib import Path
 HEAVY = ("numpy", "shapely", "pyproj", "rasterio", "rio_tiler", "pyogrio", "geopandas", "pandas", "pyarrow", "osgeo",
          # lighter, but only some requests need them: Jinja (HTML pages, ~30 ms), the vector tile
          # decoder (tests and benchmarks only), GDAL's Python bindings, the migration tools
-         "jinja2", "mapbox_vector_tile", "alembic", "sqlalchemy")
+         "jinja2", "mapbox_vector_tile", "alembic", "sqlalchemy",
+         # the WMTS capabilities' XML escaping: xml.sax.saxutils imports urllib.request (~10 ms)
+         "xml.sax", "urllib.request")
+
+# pydantic models of request bodies and rule files that no start needs: built on first use
+# (``defer_build=True``), ~30 models whose schemas took ~30 ms of each start
+DEFERRED_MODELS = ("geobase.analysis.processes", "geobase.analysis.rules", "geobase.api.admin", "geobase.api.requests",
+                   "geobase.api.webhooks", "geobase.catalog.records", "geobase.opendata.classes",
+                   "geobase.opendata.desensitise", "geobase.printing.layout")
 
 # shared objects each heavy library maps into a process when imported
 HEAVY_LIBRARY_FILES = ("/numpy/", "/shapely/", "/pyproj/", "/rasterio/", "/rasterio.libs/", "/rio_tiler/", "/pyogrio/",
@@ -87,6 +95,35 @@ def test_app_creation_analyses_no_route_and_a_lazy_route_is_the_route_fastapi_bu
     assert found["not_lazy"] == [], f"routers without route_class=LazyAPIRoute: {found['not_lazy']}"
     assert found["routes"] > 100 and found["analysed"] == 0, found
     assert found["differ"] == [] and found["analysed_after"] == found["routes"], found
+
+
+def test_app_creation_builds_no_request_body_model_and_the_first_use_does(tmp_path: Path) -> None:
+    """The request-body and rule-file models of DEFERRED_MODELS are not built by app creation;
+    validating with one builds it and still refuses what it refused before (an unknown field)."""
+    code = (
+        "import importlib, json\n"
+        "from pydantic import BaseModel, ValidationError\n"
+        "from geobase.api.app import create_app\n"
+        "create_app()\n"
+        f"mods = [importlib.import_module(m) for m in {DEFERRED_MODELS!r}]\n"
+        "models = [v for m in mods for v in vars(m).values() if isinstance(v, type) and issubclass(v, BaseModel)\n"
+        "          and v.__module__ == m.__name__]\n"
+        "built = sorted(f'{v.__module__}.{v.__name__}' for v in models if v.__pydantic_complete__)\n"
+        "from geobase.api.admin import SharingIn\n"
+        "try:\n"
+        "    SharingIn.model_validate({'sharing': 'public', 'bogus': 1})\n"
+        "    refused = False\n"
+        "except ValidationError:\n"
+        "    refused = True\n"
+        "print(json.dumps({'models': len(models), 'built': built, 'refused': refused,\n"
+        "                  'complete_after': SharingIn.__pydantic_complete__}))\n"
+    )
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(tmp_path), GEOBASE_LOG_LEVEL="warning")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["models"] >= 25 and found["built"] == [], found
+    assert found["refused"] and found["complete_after"], found
 
 
 def test_a_served_server_answers_without_mapping_heavy_libraries(db_settings, live_server) -> None:

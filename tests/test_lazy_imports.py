@@ -131,6 +131,25 @@ def test_app_creation_builds_no_request_body_model_and_the_first_use_does(tmp_pa
     assert found["refused"] and found["complete_after"], found
 
 
+def test_importing_the_command_runs_no_collection_and_leaves_the_collector_on(tmp_path: Path) -> None:
+    """geobase.cli imports and registers every sub-command with the collector off and freezes
+    what it built: at most one collection during the import (there were ~80, ~15 ms; the one
+    left is the first allocation after re-enabling, over an empty young generation), and the
+    collector is on again for the command itself."""
+    code = (
+        "import gc, json\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'stop' and runs.append(info['generation']))\n"
+        "import geobase.cli\n"
+        "print(json.dumps({'collections': len(runs), 'enabled': gc.isenabled(), 'frozen': gc.get_freeze_count()}))\n"
+    )
+    env = dict(os.environ, GEOBASE_DATA_DIR=str(tmp_path), GEOBASE_LOG_LEVEL="warning")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["collections"] <= 1 and found["enabled"] and found["frozen"] > 10_000, found
+
+
 def test_a_served_server_answers_without_mapping_heavy_libraries(db_settings, live_server) -> None:
     """A real ``geobase serve`` after its first /health and /collections: none of the heavy
     libraries' shared objects is mapped into the process."""

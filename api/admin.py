@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import audit, keys
 from geobase.catalog import departments
 from geobase.api.deps import get_registry_dep, get_settings_dep
@@ -22,7 +23,7 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import NAME_PATTERN, Role, SharingLevel
 
-router = APIRouter(prefix="/admin", tags=["Administration"])
+router = APIRouter(route_class=LazyAPIRoute, prefix="/admin", tags=["Administration"])
 
 NAME = NAME_PATTERN
 
@@ -33,7 +34,8 @@ async def admin_principal(principal: Principal = Depends(get_principal)) -> Prin
 
 
 class DepartmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     code: str = Field(pattern=NAME, description="short code, e.g. natural_resources")
     name_zh: str = Field(min_length=1, max_length=200)
     name_en: str = Field(min_length=1, max_length=200)
@@ -41,7 +43,7 @@ class DepartmentIn(BaseModel):
 
 
 class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="who or what holds the key")
     role: Role
     department: str | None = Field(default=None, pattern=NAME, description="required except for admin")
@@ -49,7 +51,7 @@ class KeyIn(BaseModel):
 
 
 class SharingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     sharing: SharingLevel
     shared_with: list[str] = Field(default_factory=list, max_length=100)
 

@@ -25,6 +25,7 @@ from typing import Literal
 import psycopg
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 
 from geobase.analysis import output as out
@@ -40,7 +41,7 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 
 log = logging.getLogger("geobase.analysis")
-router = APIRouter(tags=["analysis"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["analysis"])
 Format = Literal["json", "geojson", "html", "csv", "pdf"]
 #: responses that differ per caller (rules, job documents and results) must not be shared by caches
 PER_CALLER = {"Cache-Control": "private, no-store", "Vary": "Authorization, X-API-Key"}

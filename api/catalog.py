@@ -17,6 +17,7 @@ from pathlib import Path as FsPath
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, request_connection
 from geobase.api.gate import get_principal
@@ -34,7 +35,7 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import NAME_PATTERN
 
-router = APIRouter(tags=["Catalog"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Catalog"])
 TEMPLATE = FsPath(__file__).resolve().parents[1] / "tiles" / "templates" / "catalog.html"
 _CACHE = RecordCache()
 GEOJSON = "application/geo+json"

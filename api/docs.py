@@ -9,12 +9,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url
 from geobase.api.map import vendored
 
 from geobase.errors import NotFound
 
-router = APIRouter(tags=["Capabilities"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Capabilities"])
 
 SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
                  "favicon-32x32.png": "image/png", "swagger-ui-bundle.js.map": "application/json",

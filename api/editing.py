@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import audit
 from geobase.api.deps import (Collection, base_url, divisions_param, feature_collection, get_conn, get_registry_dep,
                               request_connection, streamed_feature_collection)
@@ -44,7 +45,7 @@ from geobase.errors import InvalidInput, NotFound, UnsupportedMediaType
 from geobase.security import Principal, require_editor
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Editing"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Editing"])
 T = TypeVar("T")
 
 _PART4 = "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf"

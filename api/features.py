@@ -15,6 +15,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import formats
 from geobase.api.deps import (
     Collection,
@@ -38,7 +39,7 @@ from geobase.api.gate import get_principal
 from geobase.security import Principal, visible_layers
 from geobase.specs import LayerSpec, Registry
 
-router = APIRouter(tags=["Features"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Features"])
 
 OGC = "http://www.opengis.net/spec"
 CONFORMANCE = [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import get_conn, get_settings_dep
 from geobase.api.stac import imagery_caller
 from geobase.api.deps import not_modified
@@ -34,7 +35,7 @@ from geobase.security import Principal, require_format
 from geobase.settings import Settings
 from geobase.vocab import is_name
 
-router = APIRouter(tags=["Imagery"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Imagery"])
 MEDIA = {"png": "image/png", "webp": "image/webp", "tif": "image/tiff; application=geotiff"}
 
 _BANDS = Query(None, description="bands to draw, e.g. b3,b2,b1 (default b1,b2,b3)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, get_conn, get_settings_dep
 from geobase.api.imagery import tile_response
 from geobase.api.tiles import tile_cache
@@ -30,7 +31,7 @@ from geobase.security import Principal, require_format, require_imagery
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Imagery"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Imagery"])
 
 
 async def _collection(conn, collection: str) -> dict:

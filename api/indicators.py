@@ -8,6 +8,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, get_conn, get_registry_dep, request_connection
 from geobase.api.gate import get_principal
 from geobase.api.negotiation import chosen
@@ -21,7 +22,7 @@ from geobase.indicators import service, targets
 from geobase.security import Principal, require_role
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Indicators"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Indicators"])
 
 #: who may acknowledge a warning (a named person with a key: the acknowledgement is audited)
 ACK_ROLE = "analyst"

@@ -19,6 +19,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, get_registry_dep, get_settings_dep
 from geobase.ingest import jobs
 from geobase.ingest.sources import RASTER_SUFFIXES, VECTOR_SUFFIXES, check_zip
@@ -33,7 +34,7 @@ from geobase.specs import Registry
 from geobase.storage import check_division
 from geobase.vocab import IngestMode
 
-router = APIRouter(tags=["Ingest"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Ingest"])
 
 UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 ACCEPTED_SUFFIXES = set(VECTOR_SUFFIXES) | RASTER_SUFFIXES | {".zip"}

@@ -11,6 +11,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import formats
 from geobase.api.deps import (
     Collection,
@@ -47,7 +48,7 @@ from geobase.features.params import parse_list
 from geobase.api.gate import get_principal
 from geobase.security import Principal, require_format
 
-router = APIRouter(tags=["Features"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Features"])
 
 items_format = representation(("json", "geojson", "html", "csv", "gpkg", "fgb", "parquet"),
                               "geojson (default), html, csv (WKT geometry), gpkg, fgb, parquet (GeoParquet 1.1)")

@@ -8,6 +8,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import __version__
 from geobase.api import negotiation
 from geobase.api.deps import base_url, get_conn, get_registry_dep
@@ -17,7 +18,7 @@ from geobase.pool import database_versions
 from geobase.security import Principal, visible_layers
 from geobase.specs import Registry
 
-router = APIRouter()
+router = APIRouter(route_class=LazyAPIRoute)
 
 
 def wants_html(request: Request, f: str | None) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, get_conn, get_registry_dep
 from geobase.api.imagery_ogc import map_imagery
 from geobase.catalog import current_layers, layer_versions
@@ -19,7 +20,7 @@ from geobase.security import visible_layers
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Map"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Map"])
 
 TILES_DIR = Path(__file__).resolve().parent.parent / "tiles"
 try:  # installed layout: geobase.tiles is a sibling package

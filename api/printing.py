@@ -13,6 +13,7 @@ import json
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.analysis import analysis_slot
 from geobase.api.deps import get_registry_dep, get_settings_dep
 from geobase.api.gate import get_principal
@@ -22,7 +23,7 @@ from geobase.security import Principal
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["maps"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["maps"])
 
 EXAMPLE = {"title": "示范县土地利用现状图", "layers": ["planning_zones", "land_use", "control_lines"],
            "extent": {"bbox": [118.10, 29.05, 118.15, 29.10]}, "paper": "A4", "orientation": "landscape",

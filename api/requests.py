@@ -12,6 +12,7 @@ from pathlib import Path as FsPath
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api import negotiation
 from geobase.api.catalog import _CACHE
 from geobase.api.deps import get_conn, get_registry_dep, get_settings_dep
@@ -26,18 +27,19 @@ from geobase.security import LayerAccess, Principal, catalog_lists
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Catalog requests"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Catalog requests"])
 
 
 class RequesterIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     name: str = Field(min_length=1, max_length=300)
     organisation: str = Field(min_length=1, max_length=300)
     contact: str = Field(min_length=1, max_length=300, description="phone or e-mail: the department contacts you")
 
 
 class RequestIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     datasets: list[str] = Field(min_length=1, max_length=50)
     formats: list[str] = Field(default_factory=list, max_length=20, description=(
         "the formats the key reads the data in, any of geojson, csv, gpkg, fgb, parquet, shp (files), json and "
@@ -49,7 +51,7 @@ class RequestIn(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     reason: str | None = Field(default=None, max_length=2000)
     days: int | None = Field(default=None, ge=1, le=366, description="approve: the key's life (default: as asked)")
 

@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import schema
 from geobase.api.deps import (
     Collection,
@@ -31,7 +32,7 @@ from geobase.api.gate import get_principal
 from geobase.security import Principal
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Schemas"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Schemas"])
 
 
 def schema_links(root: str, cid: str) -> list[dict]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import search as search_service
 from geobase.api.deps import get_conn, get_registry_dep
 from geobase.api.gate import get_principal
 from geobase.security import Principal
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Map"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Map"])
 
 
 @router.get("/search", summary="Find parcels, divisions, villages, places or coordinates for the map")

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from geobase.api.routing import LazyAPIRoute
 from geobase.api.deps import base_url, caller_cache_headers, get_conn, get_registry_dep
 from geobase.api.gate import get_principal
 
@@ -22,7 +23,7 @@ from geobase.imagery import search as stac
 from geobase.security import Principal, require_imagery
 from geobase.specs import Registry
 
-router = APIRouter(tags=["Imagery (STAC)"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Imagery (STAC)"])
 GEOJSON = "application/geo+json"
 
 

@@ -19,6 +19,7 @@ import time
 import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api import negotiation
 from geobase.api.deps import DIVISION_PARAM, base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.api.tile_fast import cache_control, tile_answer
@@ -48,7 +49,7 @@ from geobase.security import Principal, require_format, require_layer, visible_l
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
 
-router = APIRouter(tags=["Tiles"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Tiles"])
 
 
 def tile_cache(request: Request) -> TileCache:

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from geobase.api.routing import LazyAPIRoute
 from geobase import audit, webhooks
 from geobase.api.admin import admin_principal
 from geobase.api.deps import Collection, get_registry_dep, get_settings_dep, streamed_feature_collection
@@ -34,7 +35,7 @@ from geobase.settings import Settings
 from geobase.specs import Registry
 from geobase.vocab import NAME_PATTERN
 
-router = APIRouter(tags=["Webhooks"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["Webhooks"])
 
 UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SECRET_NOTE = ("Store the secret now: it is not shown again. Each delivery carries X-Geobase-Timestamp and "
@@ -42,7 +43,8 @@ SECRET_NOTE = ("Store the secret now: it is not shown again. Each delivery carri
 
 
 class HookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
     url: str = Field(min_length=1, max_length=webhooks.MAX_URL, description="http(s) URL the events are POSTed to")
     events: list[str] | None = Field(default=None, max_length=20, description="default: ['version']")
     description: str | None = Field(default=None, max_length=200)

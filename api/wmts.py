@@ -20,6 +20,7 @@ import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from geobase.api.routing import LazyAPIRoute
 from geobase.api import imagery_ogc
 from geobase.api.deps import base_url, get_conn, get_registry_dep, get_settings_dep, not_modified
 from geobase.api.gate import get_principal
@@ -41,7 +42,7 @@ from geobase.security import Principal, require_format
 from geobase.settings import Settings
 from geobase.specs import Registry
 
-router = APIRouter(tags=["WMTS"])
+router = APIRouter(route_class=LazyAPIRoute, tags=["WMTS"])
 XML = "application/xml; charset=utf-8"
 KVP = ("service", "request", "version", "acceptversions", "sections", "updatesequence", "acceptformats",
        "layer", "style", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format", "i", "j", "infoformat",

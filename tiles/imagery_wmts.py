@@ -14,7 +14,6 @@ The layers are added to the capabilities document the WMTS router builds (one ho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import escape, quoteattr
 
 from geobase.tiles.tms import TILE_MATRIX_SETS
 from geobase.tiles.wmts import SETS
@@ -38,6 +37,7 @@ class ImageryLayer:
 
 def layer_xml(root: str, lay: ImageryLayer) -> str:
     """One ``<Layer>``: styles, both formats, both grids, a RESTful template per format."""
+    from xml.sax.saxutils import escape, quoteattr  # on first use: it imports urllib.request (geobase.tiles.wmts)
     w, s, e, n = lay.bbox
     styles = ['<Style isDefault="true"><ows:Identifier>default</ows:Identifier>'
               "<ows:Title>true colour</ows:Title></Style>"]

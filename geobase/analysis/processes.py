@@ -26,7 +26,8 @@ from geobase.specs import Registry
 class ProcessInputs(BaseModel):
     """What every process's inputs share: unknown members are refused (400), never ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class SiteCheckIn(ProcessInputs):

@@ -27,7 +27,8 @@ CODE_RE = re.compile(r"^[0-9A-Za-z_\-.]{1,40}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Title(_Strict):

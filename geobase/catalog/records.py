@@ -49,7 +49,8 @@ RECORD_KEYS = ("id", "type", "kind", "title", "abstract", "data_class", "level",
 class RecordMeta(BaseModel):
     """What an admin may set on a record (all optional: unset falls back to the spec)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     title_zh: str | None = Field(default=None, max_length=300)
     title_en: str | None = Field(default=None, max_length=300)

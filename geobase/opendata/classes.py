@@ -21,7 +21,8 @@ class CatalogDefaults(BaseModel):
     """A layer's place in the catalogue: its data class, the administrative level that owns the
     data, and its themes (主题). Required in every shipped spec (tests/test_catalog_classes.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     data_class: DataClass
     level: Level

@@ -58,7 +58,8 @@ GEOMETRY_ACTIONS = ("round", "township")
 class DesensitiseRule(BaseModel):
     """One desensitisation rule of an openness class (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: its schema is built by its first use, not by every server start (issue #15)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     action: Action = "drop"
     attribute: str | None = Field(default=None, description="drop/mask: the attribute; township: the code attribute")

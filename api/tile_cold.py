@@ -101,9 +101,12 @@ class ColdTiles:
         return True
 
     async def render(self, state, principal: Principal, layers: str, z: int, x: int, y: int,
-                     if_none_match: str | None) -> TileResult:
+                     if_none_match: str | None, after: list[Callable[[], None]] | None = None,
+                     gzip: bool = True) -> TileResult:
         """The tile as the routers' ``xyz_tile`` answers it (``tile_for``), within the gate's render
-        bound (:class:`SlotRefused` past it)."""
+        bound (:class:`SlotRefused` past it); ``after`` and ``gzip``: see ``tile_for`` (the
+        cache write, and the compression a client without gzip does not need, wait until the
+        answer is sent)."""
         slot, refusal = await self.admission.take_slot("tile")
         if refusal is not None:
             raise SlotRefused(refusal)
@@ -112,7 +115,8 @@ class ColdTiles:
             async with state.pool.connection(timeout=settings.pool_timeout_s) as conn:
                 return await tile_for(conn, state.tile_cache, state.registry, principal, layers, WEB_MERCATOR_QUAD,
                                       z, y, x, hint=state.tile_states_hint, if_none_match=if_none_match,
-                                      timeout_ms=settings.tile_statement_timeout_ms, pyramid_url=state.tiles_db_url)
+                                      timeout_ms=settings.tile_statement_timeout_ms, pyramid_url=state.tiles_db_url,
+                                      after=after, gzip=gzip)
         finally:
             if slot is not None:
                 slot.release()

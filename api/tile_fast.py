@@ -271,8 +271,10 @@ class TileFastPath:
     def _head(self, result: TileResult, principal: Principal, v: str | None, encoding: str) -> tuple:
         """The answer of ``result`` (see :meth:`_answer`): a cached tile's head is built once per
         tile and kind of answer (the bytes of every header but Server-Timing depend only on the
-        key below); a tile for a client without gzip goes out as a route's answer, through the
-        stack's own middlewares (:meth:`ColdTiles.send`)."""
+        key below); a tile for a client without gzip gets the same caller-dependent headers, or,
+        when the app has a middleware inside the gate that is not known to leave such an answer
+        alone (``ColdTiles.identity_direct``), goes out as a route's answer, through the stack's
+        own middlewares (:meth:`ColdTiles.send`)."""
         cc = cache_control(principal, v, result.tag)
         keyed = not principal.is_public
         body_len = -1 if result.not_modified else len(result.body if result.body is not None else result.raw)
@@ -286,8 +288,8 @@ class TileFastPath:
             head.append((b"content-length", str(len(body)).encode()))
         if media is not None:
             head.append((b"content-type", media.encode()))
-        if status == 200 and "Content-Encoding" not in fields:
-            return status, head, body, False
+        if status == 200 and "Content-Encoding" not in fields and not self.cold.identity_direct:
+            return status, head, body, False  # (a client without gzip: "gzip" not in encoding)
         # the caller-dependent headers as the gate writes them for a route that consulted the
         # principal (CALLER_DEPENDENT), by the gate's own function
         head = caller_dependent_headers(head, keyed)

@@ -180,7 +180,8 @@ class TileFastPath:
         return True
 
     async def _send(self, scope, receive, send, req, principal: Principal, answer: tuple) -> None:
-        """Send the answer; as the gate, the audit row is committed before the reply's last bytes."""
+        """Send the answer, its audit row committed first (before the head: a 204 or 304 has no
+        body to hold back)."""
         status, head, body, final = answer
         timing = (b"server-timing", b"tile;dur=%.2f;desc=fast" % req.elapsed_ms())
 
@@ -191,8 +192,11 @@ class TileFastPath:
         if not final:  # a route's headers, and a body the stack may still encode
             await self.cold.send(scope, receive, send, (status, head, body), not principal.is_public, timing, audited)
             return
-        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
+        # the row before the head: a 204 or a 304 is complete for the client with its head (no
+        # body follows), so committing it "before the last bytes" would let such a reply
+        # outrun its row
         await audited(status)
+        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
         await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope, receive, m: re.Match, q: re.Match, principal: Principal,

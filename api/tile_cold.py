@@ -25,7 +25,9 @@ One implementation of each rule, shared with the routers (``api/tiles.py`` ``_re
     gate's caller-dependent headers (:func:`~geobase.api.gate.caller_dependent_headers`), in
     the order the stack applies them, so it leaves exactly as a route's answer does
     (tests/test_tile_fast_cold.py compares them). A gzip tile, a 204 and a 304 pass those
-    middlewares unchanged, so their head is written directly (``api/tile_fast.py``).
+    middlewares unchanged, and so does a tile for a client without gzip while they are the ones
+    ``create_app`` installs (:func:`_plain_for_identity`), so their head is written directly
+    (``api/tile_fast.py``).
 
 What it leaves to the routers: a server with read replicas (the replica routing and its
 read-your-writes token are ``ReadRoutingMiddleware``'s), a tile outside the matrix, and
@@ -66,6 +68,21 @@ async def _answer_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _plain_for_identity() -> frozenset[type]:
+    """The middlewares inside the gate that leave a tile answered to a client without gzip as
+    :func:`~geobase.api.gate.caller_dependent_headers` leaves it: GZip's identity responder
+    (such a client) only merges ``Accept-Encoding`` into ``Vary``, which the tile's ``Vary``
+    names already (and the gate's headers merge it again); read routing does nothing without
+    replicas (a server with replicas is not the fast path's, :meth:`ColdTiles.renders`); the
+    documentation routes' check does nothing for another path."""
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from geobase.api.deps import ReadRoutingMiddleware
+    from geobase.api.params import _NoParamsOnDocs
+
+    return frozenset({GZipMiddleware, ReadRoutingMiddleware, _NoParamsOnDocs})
+
+
 def inner_stack(app, endpoint):
     """``endpoint`` wrapped in the app's own middlewares that sit inside the request gate (read
     routing, GZip, the documentation routes' parameter check ...), each built as ``create_app``
@@ -86,6 +103,11 @@ class ColdTiles:
         self.handlers = app.exception_handlers  # the app's, as install_error_handlers filled them
         self.admission = admission
         self._stack = inner_stack(app, _answer_app)
+        stack = list(app.user_middleware)
+        inner = stack[next(i for i, m in enumerate(stack) if m.cls is GateMiddleware) + 1:]
+        #: a tile for a client without gzip is written directly (as a gzip tile is), not sent through
+        #: the app's middlewares, when each of them is one known to leave it so (_plain_for_identity)
+        self.identity_direct = all(m.cls in _plain_for_identity() for m in inner)
 
     @staticmethod
     def renders(state, z: int, x: int, y: int) -> bool:
@@ -101,9 +123,12 @@ class ColdTiles:
         return True
 
     async def render(self, state, principal: Principal, layers: str, z: int, x: int, y: int,
-                     if_none_match: str | None) -> TileResult:
+                     if_none_match: str | None, after: list[Callable[[], None]] | None = None,
+                     gzip: bool = True) -> TileResult:
         """The tile as the routers' ``xyz_tile`` answers it (``tile_for``), within the gate's render
-        bound (:class:`SlotRefused` past it)."""
+        bound (:class:`SlotRefused` past it); ``after`` and ``gzip``: see ``tile_for`` (the
+        cache write, and the compression a client without gzip does not need, wait until the
+        answer is sent)."""
         slot, refusal = await self.admission.take_slot("tile")
         if refusal is not None:
             raise SlotRefused(refusal)
@@ -112,7 +137,8 @@ class ColdTiles:
             async with state.pool.connection(timeout=settings.pool_timeout_s) as conn:
                 return await tile_for(conn, state.tile_cache, state.registry, principal, layers, WEB_MERCATOR_QUAD,
                                       z, y, x, hint=state.tile_states_hint, if_none_match=if_none_match,
-                                      timeout_ms=settings.tile_statement_timeout_ms, pyramid_url=state.tiles_db_url)
+                                      timeout_ms=settings.tile_statement_timeout_ms, pyramid_url=state.tiles_db_url,
+                                      after=after, gzip=gzip)
         finally:
             if slot is not None:
                 slot.release()

@@ -47,6 +47,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from geobase import audit
@@ -57,6 +58,7 @@ from geobase.api.tile_cold import ColdTiles, SlotRefused
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 from geobase.principal import Principal
 from geobase.security import reads_format
+from geobase.tiles import render
 from geobase.tiles.fresh import StatesFeed
 from geobase.tiles.ogc import MVT_TYPE
 from geobase.tiles.service import TileResult, TileView, cached_tile, note_reads, tile_view
@@ -156,8 +158,9 @@ class TileFastPath:
             return True
         scope[ADMITTED] = (req, principal)  # the gate takes no second token if the routers answer
         token = audit.begin(req.ctx)
+        after: list[Callable[[], None]] = []  # a rendered tile's cache write: once the answer is sent
         try:
-            answer = await self._answer(scope, receive, m, q, principal, headers)
+            answer = await self._answer(scope, receive, m, q, principal, headers, after)
         except SlotRefused as exc:  # the render bound is full: the gate's 503, unaudited as there
             await _send_error(send, exc.refusal)
             return True
@@ -169,10 +172,16 @@ class TileFastPath:
         if answer is None:
             return False
         await self._send(scope, receive, send, req, principal, answer)
+        for step in after:
+            try:
+                step()
+            except Exception:  # the answer is out: a tile not stored is only a later miss
+                log.exception("tile not stored in the cache after answering %s", scope["path"])
         return True
 
     async def _send(self, scope, receive, send, req, principal: Principal, answer: tuple) -> None:
-        """Send the answer; as the gate, the audit row is committed before the reply's last bytes."""
+        """Send the answer, its audit row committed first (before the head: a 204 or 304 has no
+        body to hold back)."""
         status, head, body, final = answer
         timing = (b"server-timing", b"tile;dur=%.2f;desc=fast" % req.elapsed_ms())
 
@@ -183,12 +192,15 @@ class TileFastPath:
         if not final:  # a route's headers, and a body the stack may still encode
             await self.cold.send(scope, receive, send, (status, head, body), not principal.is_public, timing, audited)
             return
-        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
+        # the row before the head: a 204 or a 304 is complete for the client with its head (no
+        # body follows), so committing it "before the last bytes" would let such a reply
+        # outrun its row
         await audited(status)
+        await send({"type": "http.response.start", "status": status, "headers": [*head, timing]})
         await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope, receive, m: re.Match, q: re.Match, principal: Principal,
-                      headers: dict[str, str]) -> tuple | None:
+                      headers: dict[str, str], after: list[Callable[[], None]]) -> tuple | None:
         """(status, headers, body, final) of a hit, a 304 or a rendered miss (``final``: the
         headers as sent, else a route's, see :meth:`_send`); None to let FastAPI answer."""
         if not reads_format(principal, "mvt"):
@@ -214,7 +226,7 @@ class TileFastPath:
                 return None
             probe = cached_tile(cache, principal, guess, view, WEB_MERCATOR_QUAD, z, y, x, inm, note=False)
             if probe is None:
-                return await self._cold(scope, receive, principal, tile, inm, v, encoding)
+                return await self._cold(scope, receive, principal, tile, inm, v, encoding, after)
         try:
             states = await self._states_feed(state).states()
         except Exception:
@@ -233,19 +245,20 @@ class TileFastPath:
                 return None  # not found, hidden, invalid: refused (and audited) by the ordinary path
             result = cached_tile(cache, principal, states, view, WEB_MERCATOR_QUAD, z, y, x, inm)
             if result is None:
-                return await self._cold(scope, receive, principal, tile, inm, v, encoding)
+                return await self._cold(scope, receive, principal, tile, inm, v, encoding, after)
         return self._head(result, principal, v, encoding)
 
     async def _cold(self, scope, receive, principal: Principal, tile: tuple[str, int, int, int], inm: str | None,
-                    v: str | None, encoding: str) -> tuple | None:
-        """A miss, rendered as the routers render it (:class:`~geobase.api.tile_cold.ColdTiles`)."""
+                    v: str | None, encoding: str, after: list[Callable[[], None]]) -> tuple | None:
+        """A miss, rendered as the routers render it (:class:`~geobase.api.tile_cold.ColdTiles`);
+        its cache write (and, for a client without gzip, its compression) is appended to ``after``."""
         state = self.state
         layers, z, x, y = tile
         if not self.cold.renders(state, z, x, y):
             self._states_feed(state).prefetch()
             return None
         try:
-            result = await self.cold.render(state, principal, layers, z, x, y, inm)
+            result = await self.cold.render(state, principal, layers, z, x, y, inm, after, "gzip" in encoding)
         except SlotRefused:
             raise
         except Exception as exc:
@@ -262,11 +275,13 @@ class TileFastPath:
     def _head(self, result: TileResult, principal: Principal, v: str | None, encoding: str) -> tuple:
         """The answer of ``result`` (see :meth:`_answer`): a cached tile's head is built once per
         tile and kind of answer (the bytes of every header but Server-Timing depend only on the
-        key below); a tile for a client without gzip goes out as a route's answer, through the
-        stack's own middlewares (:meth:`ColdTiles.send`)."""
+        key below); a tile for a client without gzip gets the same caller-dependent headers, or,
+        when the app has a middleware inside the gate that is not known to leave such an answer
+        alone (``ColdTiles.identity_direct``), goes out as a route's answer, through the stack's
+        own middlewares (:meth:`ColdTiles.send`)."""
         cc = cache_control(principal, v, result.tag)
         keyed = not principal.is_public
-        body_len = -1 if result.not_modified else len(result.body)
+        body_len = -1 if result.not_modified else len(result.body if result.body is not None else result.raw)
         key = (result.etag, cc, keyed, body_len, result.cached)
         head = self._heads.get(key) if "gzip" in encoding else None
         if head is not None:
@@ -277,8 +292,8 @@ class TileFastPath:
             head.append((b"content-length", str(len(body)).encode()))
         if media is not None:
             head.append((b"content-type", media.encode()))
-        if status == 200 and "Content-Encoding" not in fields:
-            return status, head, body, False
+        if status == 200 and "Content-Encoding" not in fields and not self.cold.identity_direct:
+            return status, head, body, False  # (a client without gzip: "gzip" not in encoding)
         # the caller-dependent headers as the gate writes them for a route that consulted the
         # principal (CALLER_DEPENDENT), by the gate's own function
         head = caller_dependent_headers(head, keyed)
@@ -311,9 +326,10 @@ def tile_answer(result: TileResult, principal: Principal, v: str | None, accept_
     if result.not_modified:
         return 304, headers, b"", None
     headers["X-Tile-Cache"] = "hit" if result.cached else "miss"
-    if not result.body:
+    if not (result.body if result.body is not None else result.raw):  # (body None: not compressed yet)
         return 204, headers, b"", MVT_TYPE
     if "gzip" in accept_encoding:
         headers["Content-Encoding"] = "gzip"
-        return 200, headers, result.body, MVT_TYPE
+        body = result.body if result.body is not None else render.gzip_tile(result.raw)
+        return 200, headers, body, MVT_TYPE
     return 200, headers, result.raw if result.raw is not None else gzip.decompress(result.body), MVT_TYPE

@@ -64,7 +64,14 @@ class ConnectionCheck:
             self.failed()
             raise
 
-    async def reset(self, conn) -> None:
+    def returned(self, conn) -> None:
+        """``conn`` is given back now (:meth:`RoutedPool.putconn`): checked again only when it
+        lies idle longer than :attr:`idle_s` or a failure is seen first.
+
+        Recorded as the connection is handed back, not by the pool's ``reset=`` callback: with a
+        reset callback psycopg_pool returns every connection through its worker task (queued,
+        woken on a later turn of the event loop) instead of putting it back at once — a second
+        task and a loop wake-up per request for a timestamp."""
         self._returned[conn] = time.monotonic()
 
 
@@ -108,9 +115,9 @@ def server_pool(settings: Settings, checker: ConnectionCheck) -> RoutedPool:
                                    timeout=settings.pool_timeout_s, configure=configure_replica if replica else configure,
                                    open=False, kwargs={"autocommit": True, "connect_timeout": 5}, **kw)
 
-    primary = make(database_url(settings), check=checker.check, reset=checker.reset)
+    primary = make(database_url(settings), check=checker.check)
     states = [ReplicaState(r.name, r.url) for r in replica_registry.load(settings)]
-    return RoutedPool(primary, states, settings, lambda url: make(url, replica=True))
+    return RoutedPool(primary, states, settings, lambda url: make(url, replica=True), on_return=checker.returned)
 
 
 async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
@@ -213,8 +220,11 @@ class RoutedPool:
     when it is back within the bound."""
 
     def __init__(self, primary: AsyncConnectionPool, replicas: list[ReplicaState], settings: Settings,
-                 make_pool: Callable[[str], AsyncConnectionPool]):
+                 make_pool: Callable[[str], AsyncConnectionPool],
+                 on_return: Callable[[psycopg.AsyncConnection], None] | None = None):
         self.primary = primary
+        #: told of each connection given back to the primary's pool (ConnectionCheck.returned)
+        self._on_return = on_return
         self.replicas = replicas
         self.settings = settings
         self._make_pool = make_pool
@@ -256,6 +266,8 @@ class RoutedPool:
 
     async def putconn(self, conn: psycopg.AsyncConnection) -> None:
         owner = self._owner.pop(conn, None)
+        if owner is None and self._on_return is not None:
+            self._on_return(conn)
         await (owner or self.primary).putconn(conn)
 
     @contextlib.asynccontextmanager

@@ -56,6 +56,11 @@ class TileCache:
         self._mem: OrderedDict[str, bytes] = OrderedDict()
         self._mem_total = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether it keeps anything (``GEOBASE_TILE_CACHE_MAX_BYTES=0`` switches it off)."""
+        return self.max_bytes > 0
+
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / key
 

@@ -27,6 +27,7 @@ counties itself: that is a filter (only those counties drawn), needing no check.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 
 import psycopg
@@ -93,10 +94,18 @@ async def _read(conn: psycopg.AsyncConnection, layer: str) -> _Extents | None:
 EXTENTS = CountyExtents()
 
 
+#: connection -> :func:`database` (asked of libpq once per connection, not per tile)
+_databases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def database(conn: psycopg.AsyncConnection) -> tuple:
     """Which database a connection reads (a process may serve one database from its primary and
     replicas, or, in tests, many databases whose layers have the same version numbers)."""
-    return conn.info.host, conn.info.port, conn.info.dbname
+    try:
+        return _databases[conn]
+    except KeyError:
+        db = _databases[conn] = (conn.info.host, conn.info.port, conn.info.dbname)
+        return db
 
 
 def row_box(plan: LayerPlan, tms: TileMatrixSet, z: int, row: int, col: int) -> tuple[float, float, float, float]:
@@ -154,12 +163,13 @@ def stands(used: dict[str, int], versions: dict[str, int | None]) -> bool:
 
 async def render_pruned(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str],
                         states: dict[str, LayerState], tms: TileMatrixSet, z: int, row: int, col: int,
-                        timeout_ms: int | None, *, with_states: bool = False):
+                        timeout_ms: int | None, *, with_states: bool = False, compress: bool = True):
     """:func:`geobase.tiles.render.render` of the plans pruned to the counties meeting the tile;
     drawn again from every county when the rows were read under another version than the
     extents were (the same bytes either way: a county left out has no row in the tile)."""
     narrowed, used = await pruned(conn, plans, states, tms, z, row, col)
-    out = await render(conn, narrowed, names, tms, z, row, col, timeout_ms, with_states=with_states)
+    out = await render(conn, narrowed, names, tms, z, row, col, timeout_ms, with_states=with_states, compress=compress)
     if used and not stands(used, out[1]):
-        out = await render(conn, plans, names, tms, z, row, col, timeout_ms, with_states=with_states)
+        out = await render(conn, plans, names, tms, z, row, col, timeout_ms, with_states=with_states,
+                           compress=compress)
     return out

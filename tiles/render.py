@@ -23,6 +23,7 @@ the session does not have, nor prepares one twice.
 from __future__ import annotations
 
 import hashlib
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -30,9 +31,11 @@ import psycopg
 from geobase.tiles.mvt import LayerPlan, preparable_together, statement_arity, statement_numbers, tile_sql, tile_template
 from geobase.tiles.tms import TileMatrixSet
 from psycopg import sql
+from psycopg.pq import ExecStatus
 
 from geobase.catalog.state import STATES_SQL, LayerState, states_from_rows
 
+TUPLES_OK = ExecStatus.TUPLES_OK
 PREFIX = "geobase_tile_"
 #: statements kept per process and prepared per connection; past it, tiles are composed per tile
 MAX_STATEMENTS = 256
@@ -53,6 +56,7 @@ class _Statement:
     name: str
     prepare: sql.SQL  # PREPARE name (float8, ...) AS <the tile template>
     specs: tuple  # the plans' specs, held so that their ids in the key are never reused
+    execute: bytes  # b'EXECUTE "name"(': the tile's numbers and b')' follow (:func:`_numbers`)
 
 
 #: a generic plan (one for every tile) finds rows with a plain index scan (it cannot estimate a
@@ -95,8 +99,50 @@ def _statement(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: lis
     name = PREFIX + hashlib.sha256(template.encode()).hexdigest()[:24]
     types = ", ".join(["float8"] * statement_arity(plans))
     prepare = sql.SQL("PREPARE {} ({}) AS {}").format(sql.Identifier(name), sql.SQL(types), sql.SQL(template))
-    st = _statements[key] = _Statement(name, sql.SQL(prepare.as_string(conn)), tuple(p.spec for p in plans))
+    execute = sql.SQL("EXECUTE {}(").format(sql.Identifier(name)).as_bytes(conn)
+    st = _statements[key] = _Statement(name, sql.SQL(prepare.as_string(conn)), tuple(p.spec for p in plans), execute)
     return st
+
+
+def _numbers(values) -> bytes:
+    """The tile's numbers as the literals of an ``EXECUTE``: the text ``sql.Literal`` writes for
+    each float (its shortest round-trip ``repr``; a negative one after a space, so that no ``--``
+    can form), written directly — composing ~20 literals through psycopg's ``sql`` objects was a
+    tenth of a small tile's time in Python. A value that is not finite goes through
+    ``sql.Literal`` itself (``'Infinity'::float8``)."""
+    out = []
+    for v in values:
+        v = float(v)
+        if v != v or v in (_INF, -_INF):
+            out.append(sql.Literal(v).as_bytes(None))
+        elif v < 0 or (v == 0 and math.copysign(1.0, v) < 0):
+            out.append(b" " + repr(v).encode())
+        else:
+            out.append(repr(v).encode())
+    return b", ".join(out)
+
+
+_INF = float("inf")
+#: ``(timeout_ms, with_states)`` -> the bytes a prepared tile's query starts with (see :func:`_render_once`)
+_heads: dict[tuple[int | None, bool], bytes] = {}
+
+
+def _head(timeout_ms: int | None, with_states: bool) -> bytes:
+    """``BEGIN; [SET LOCAL statement_timeout = ..;] [states;] SET LOCAL plan_cache_mode = ..; ``,
+    composed once per timeout (plain ASCII: the same bytes in any client encoding)."""
+    key = (int(timeout_ms) if timeout_ms else None, with_states)
+    head = _heads.get(key)
+    if head is None:
+        parts: list[sql.Composable] = [sql.SQL("BEGIN")]
+        if key[0]:
+            parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{key[0]}ms")))
+        if with_states:
+            parts.append(STATES_SQL)
+        parts.append(_CUSTOM_PLAN)
+        head = (sql.SQL("; ").join(parts).as_string(None) + "; ").encode("ascii")
+        if len(_heads) < 64:
+            _heads[key] = head
+    return head
 
 
 async def _held(conn: psycopg.AsyncConnection) -> set[str]:
@@ -119,10 +165,11 @@ def forget(conn: psycopg.AsyncConnection) -> None:
 
 
 async def render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str], tms: TileMatrixSet,
-                 z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False
-                 ) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None, bytes]:
-    """The gzip-compressed tile, the versions its rows came from, (``with_states``) every
-    layer's state and the uncompressed tile, all in one network round trip.
+                 z: int, row: int, col: int, timeout_ms: int | None, *, with_states: bool = False,
+                 compress: bool = True) -> tuple[bytes | None, dict[str, int | None], dict[str, LayerState] | None, bytes]:
+    """The gzip-compressed tile (None unless ``compress``: the caller compresses it later, if at
+    all), the versions its rows came from, (``with_states``) every layer's state and the
+    uncompressed tile, all in one network round trip.
 
     One simple-protocol query string ``[PREPARE;] BEGIN; SET LOCAL statement_timeout; [states;]
     tile; COMMIT`` (every value in it a composed literal, no parameters): the server parses it in
@@ -130,38 +177,37 @@ async def render(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: l
     that lost its statements is told by PostgreSQL (the statement does not exist): the list is
     read back and the tile asked once more."""
     try:
-        return await _render_once(conn, plans, names, tms, z, row, col, timeout_ms, with_states)
+        return await _render_once(conn, plans, names, tms, z, row, col, timeout_ms, with_states, compress)
     except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement):
-        return await _render_once(conn, plans, names, tms, z, row, col, timeout_ms, with_states)
+        return await _render_once(conn, plans, names, tms, z, row, col, timeout_ms, with_states, compress)
 
 
 async def _render_once(conn: psycopg.AsyncConnection, plans: list[LayerPlan], names: list[str],
                        tms: TileMatrixSet, z: int, row: int, col: int, timeout_ms: int | None,
-                       with_states: bool) -> tuple[bytes, dict[str, int | None], dict[str, LayerState] | None, bytes]:
+                       with_states: bool, compress: bool = True
+                       ) -> tuple[bytes | None, dict[str, int | None], dict[str, LayerState] | None, bytes]:
     st = _statement(conn, plans, names, tms, z)
-    parts: list[sql.Composable] = []
+    prepare = None
     if st is not None:
         held = await _held(conn)
         if st.name not in held:
             if len(held) >= MAX_STATEMENTS:
                 st = None  # the session holds enough: composed per tile
             else:
-                parts.append(st.prepare)
-    parts.append(sql.SQL("BEGIN"))
-    if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
-        parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout_ms)}ms")))
-    if with_states:
-        parts.append(STATES_SQL)
-    if st is not None:  # planned for this tile's numbers, as its literal statement would be
-        parts.append(_CUSTOM_PLAN)
+                prepare = st.prepare
     if st is None:
-        parts.append(tile_sql(plans, names, tms, z, row, col))
-    else:
-        parts.append(sql.SQL("EXECUTE {}({})").format(sql.Identifier(st.name), sql.SQL(", ").join(
-            sql.Literal(v) for v in statement_numbers(plans, tms, z, row, col))))
-    parts.append(sql.SQL("COMMIT"))
+        parts: list[sql.Composable] = [sql.SQL("BEGIN")]
+        if timeout_ms:  # SET LOCAL: ends with this transaction, never leaks into the pool
+            parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout_ms)}ms")))
+        if with_states:
+            parts.append(STATES_SQL)
+        parts += [tile_sql(plans, names, tms, z, row, col), sql.SQL("COMMIT")]
+        query: sql.Composable | bytes = sql.SQL("; ").join(parts)
+    else:  # the same statements, the prepared one planned for this tile's numbers (_CUSTOM_PLAN)
+        query = b"".join((prepare.as_bytes(conn) + b"; " if prepare is not None else b"", _head(timeout_ms, with_states),
+                          st.execute, _numbers(statement_numbers(plans, tms, z, row, col)), b"); COMMIT"))
     try:
-        cur = await conn.execute(sql.SQL("; ").join(parts))
+        cur = await conn.execute(query)
     except psycopg.Error:
         if st is not None:
             forget(conn)
@@ -172,14 +218,15 @@ async def _render_once(conn: psycopg.AsyncConnection, plans: list[LayerPlan], na
         _prepared[conn].add(st.name)
     results = []
     while True:
-        if cur.description is not None:
+        res = cur.pgresult  # (not cur.description: it builds a Column object for each column)
+        if res is not None and res.status == TUPLES_OK:
             results.append(await cur.fetchall())
         if not cur.nextset():
             break
     states = states_from_rows(results[0]) if with_states else None
     raw, versions = results[-1][0]
     raw = bytes(raw or b"")
-    body = gzip_tile(raw) if raw else b""
+    body = (gzip_tile(raw) if raw else b"") if compress else None
     versions = {n: (versions or {}).get(n) for n in names}
     # A layer drawn from its pyramid was drawn from the version the plan fixed (read in an
     # earlier statement), whatever the catalog says now: an ingest that committed in between

@@ -22,7 +22,7 @@ from geobase.tiles import pyramid
 from geobase.tiles.cache import TileCache, cache_key, etag_for
 from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer
 from geobase.tiles.prune import render_pruned
-from geobase.tiles.render import render
+from geobase.tiles.render import gzip_tile, render
 from geobase.tiles.tms import TileMatrixSet
 
 from geobase.catalog import layer_versions
@@ -38,7 +38,10 @@ ONEMAP = "onemap"
 
 @dataclass
 class TileResult:
-    body: bytes  # gzip-compressed for MVT (may be b"" for an empty tile)
+    #: gzip-compressed for MVT (may be b"" for an empty tile); None: a tile rendered just now for
+    #: a caller that answers with ``raw`` and compresses it after answering, if at all
+    #: (:func:`tile_for`'s ``after``)
+    body: bytes | None
     etag: str
     cached: bool
     #: :func:`version_tag` of the layer versions and view the content came from: a tile URL
@@ -126,9 +129,11 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
                       principal: Principal, states: dict[str, LayerState], specs: list[LayerSpec],
                       tms: TileMatrixSet, z: int, row: int, col: int,
                       if_none_match: str | None = None, timeout_ms: int | None = None,
-                      pyramid_url: str | None = None, divisions: tuple[str, ...] | None = None) -> TileResult:
+                      pyramid_url: str | None = None, divisions: tuple[str, ...] | None = None, *,
+                      after: list[Callable[[], None]] | None = None, gzip: bool = True) -> TileResult:
     """The gzip-compressed MVT (``not_modified`` when ``if_none_match`` matches: answer 304);
-    ``divisions``: only those counties' rows (checked counties, ``division=``)."""
+    ``divisions``: only those counties' rows (checked counties, ``division=``); ``after`` and
+    ``gzip``: see :func:`tile_for`."""
     tms.validate(z, row, col)
     sig = signature(principal, states, registry)
     names = [s.name for s in specs]
@@ -147,13 +152,34 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         await render_hook()
     raw = None
     if plans:
-        body, versions, _, raw = await render_pruned(conn, plans, names, states, tms, z, row, col, timeout_ms)
+        body, versions, _, raw = await render_pruned(conn, plans, names, states, tms, z, row, col, timeout_ms,
+                                                     compress=gzip or after is None)
     else:
         body = b""
     key = cache_key(versions, tms.id, z, row, col, fmt, sig)
-    if cache is not None:
-        cache.put(key, body)
+    _keep(cache, key, body, raw, after)
     return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
+
+
+def _keep(cache: TileCache | None, key: str, body: bytes | None, raw: bytes | None,
+          after: list[Callable[[], None]] | None) -> None:
+    """Store a tile rendered just now under ``key`` (the versions its rows were read under): at
+    once, or, given ``after``, by a step appended to it that the caller runs once its answer
+    is sent (compressing the tile first when ``body`` is None). The key and the bytes are
+    fixed before the answer leaves; only the file write (and the compression a client without
+    gzip did not need) waits, and a cache that is off (size 0) is not even compressed for."""
+    if cache is None:
+        return
+    if after is None:
+        cache.put(key, body)
+        return
+    if not cache.enabled:
+        return
+
+    def keep() -> None:
+        cache.put(key, body if body is not None else (gzip_tile(raw) if raw else b""))
+
+    after.append(keep)
 
 
 async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
@@ -161,13 +187,32 @@ async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: P
                  pyramid_url: str | None, divisions: tuple[str, ...] | None = None) -> list[LayerPlan]:
     # a layer without a current version has nothing to draw: its table is not even read (during
     # a layer's first load the table is locked until the version commits)
-    plans = [p for p in (plan_layer(s, registry, z, *caller_view(principal, s)) for s in specs
+    plans = [p for p in (layer_plan(s, registry, z, principal) for s in specs
                          if states[s.name].current_version is not None) if p]
     if divisions is not None:  # those counties' rows only: the class cells too, never the pyramid's
         return [replace(p, counties=divisions) for p in plans]
     if pyramid_url and tms.srid == 3857:
         plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
     return plans
+
+
+#: (spec, registry, zoom, caller) -> (spec, registry, plan): see :func:`layer_plan`
+_plans_made: dict[tuple, tuple] = {}
+
+
+def layer_plan(spec: LayerSpec, registry: Registry, z: int, principal: Principal) -> LayerPlan | None:
+    """``plan_layer`` for this caller's view of ``spec`` (:func:`caller_view`), made once per
+    spec, registry, zoom and caller: both are pure functions of those (the spec's attributes,
+    code lists and rules, the caller's role, department, key scope and box), and making them
+    again for every cold tile cost a tenth of a small tile's time in Python. The spec and
+    registry are held with the plan, so the ids in the key are never another object's."""
+    key = (id(spec), id(registry), z, principal)
+    made = _plans_made.get(key)
+    if made is None:
+        if len(_plans_made) > 4096:
+            _plans_made.clear()
+        made = _plans_made[key] = (spec, registry, plan_layer(spec, registry, z, *caller_view(principal, spec)))
+    return made[2]
 
 
 class StatesHint:
@@ -188,9 +233,15 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                    principal: Principal, layers: str, tms: TileMatrixSet, z: int, row: int, col: int, *,
                    hint: StatesHint | None = None, if_none_match: str | None = None,
                    timeout_ms: int | None = None, pyramid_url: str | None = None,
-                   divisions: tuple[str, ...] | None = None) -> TileResult:
+                   divisions: tuple[str, ...] | None = None, after: list[Callable[[], None]] | None = None,
+                   gzip: bool = True) -> TileResult:
     """Resolve ``layers`` for the caller and answer the tile (``not_modified``: 304), see
-    :class:`StatesHint`; ``divisions``: only those counties' rows (:func:`vector_tile`)."""
+    :class:`StatesHint`; ``divisions``: only those counties' rows (:func:`vector_tile`).
+
+    ``after``: the caller runs each step appended to this list once its answer is sent (the
+    tile fast path, api/tile_fast.py): a tile rendered now is stored in the cache there, not
+    before the answer; with ``gzip`` False (a client without gzip, answered with ``raw``) such
+    a tile is compressed only there, and only when the cache keeps it (``body`` is None)."""
     tms.validate(z, row, col)
     fmt = tile_format("mvt", divisions)
     guess = hint.states if hint is not None else None
@@ -220,13 +271,13 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                 plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url, divisions)
                 if plans:
                     body, versions, fresh, raw = await render_pruned(conn, plans, names, guess, tms, z, row, col,
-                                                                      timeout_ms, with_states=True)
+                                                                      timeout_ms, with_states=True,
+                                                                      compress=gzip or after is None)
                     hint.states = fresh
                     if fresh == guess:
                         note_reads(principal, fresh, specs)  # fresh == guess: the same view signature
                         key = cache_key(versions, tms.id, z, row, col, fmt, sig)
-                        if cache is not None:
-                            cache.put(key, body)
+                        _keep(cache, key, body, raw, after)
                         return TileResult(body, etag_for(key), False, version_tag(versions, sig), raw=raw)
     if fresh is None:
         fresh = await layer_states(conn)
@@ -235,7 +286,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
     specs = resolve_layers(layers, fresh, principal, registry)
     return await vector_tile(conn, cache, registry, principal, fresh, specs, tms, z, row, col,
                              if_none_match=if_none_match, timeout_ms=timeout_ms, pyramid_url=pyramid_url,
-                             divisions=divisions)
+                             divisions=divisions, after=after, gzip=gzip)
 
 
 @dataclass(frozen=True)

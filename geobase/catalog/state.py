@@ -54,9 +54,24 @@ class LayerState:
         return supported_uris(self.extent)
 
 
+#: the rows read last and their states: ``(rows, states)``
+_last: tuple[list, dict[str, LayerState]] | None = None
+
+
 def states_from_rows(rows) -> dict[str, LayerState]:
-    """Rows of :data:`STATES_SQL` -> {name: LayerState}, in name order."""
-    return {n: LayerState(LayerAccess(n, d, s, tuple(w or ()), g, o), v) for n, d, s, w, v, g, o in rows}
+    """Rows of :data:`STATES_SQL` -> {name: LayerState}, in name order.
+
+    Rows equal to the last rows given return the very states object built from them (states
+    are never modified): every cold tile reads the states with its rows, and the tile path
+    compares them with the states it guessed (``fresh == guess``, geobase.tiles.service); the
+    same object makes that comparison, and building them, nearly free while nothing changed."""
+    global _last
+    last = _last
+    if last is not None and last[0] == rows:
+        return last[1]
+    states = {n: LayerState(LayerAccess(n, d, s, tuple(w or ()), g, o), v) for n, d, s, w, v, g, o in rows}
+    _last = (rows, states)
+    return states
 
 
 async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:

@@ -408,7 +408,7 @@ class _DirectWriter:
         self.pa = pa
 
     def write(self, fields: list) -> None:
-        from geobase.ingest.copybin import encode_field
+        from geobase.ingest.copybin import encode_field, from_numpy
 
         if not fields:
             return
@@ -422,7 +422,7 @@ class _DirectWriter:
         if self.cp is None:
             load._expect_county(county[0].as_py())
             self.cp = self.stack.enter_context(binary_copy(load.conn, load.table, load.columns))
-        version = encode_field(pa.array(np.full(n, load.version, dtype=np.int32)))
+        version = encode_field(from_numpy(np.full(n, load.version, dtype=np.int32)))
         self.cp.write([key, hsh, version, encode_field(county), *rest])
 
 

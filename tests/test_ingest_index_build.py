@@ -149,3 +149,29 @@ def test_a_first_load_killed_while_its_indexes_build_leaves_the_layer_as_it_was(
     assert "leftover load table" in " ".join(r.report["notes"])
     assert query(s, "SELECT count(*) FROM pg_class WHERE position('__load_' in relname) > 0")[0][0] == 0
     assert {d: county_rows(s, d) for d in (A, B)} == before
+
+
+def test_a_first_load_into_a_layer_whose_partitions_carry_their_own_unique_indexes(db_settings, tmp_path,
+                                                                                    monkeypatch):
+    """Once a county of the layer is placed on a shard, the layer table has no unique index and
+    each partition carries its own (row id, current key): a first load builds those instead of
+    the primary key, the same as a partition made the ordinary way."""
+    from geobase.partitions import has_unique_indexes, split_unique_indexes
+    from geobase.specs import get_registry
+
+    s = db_settings
+    load(s, tmp_path, A)
+    spec = get_registry(s).layer("land_use")
+    with psycopg.connect(s.database_url) as conn:
+        assert split_unique_indexes(conn, spec)  # what placing a county on a shard does first
+        conn.commit()
+        assert not has_unique_indexes(conn, spec)
+    monkeypatch.setattr(pipeline, "DIRECT_MIN_ROWS", 0)
+    r = load(s, tmp_path, B)
+    assert r.divisions == [B] and r.added == 16
+    monkeypatch.setattr(pipeline, "DIRECT_MIN_ROWS", 10**9)
+    load(s, tmp_path, C)  # through staging
+    assert _indexes(s, B) == _indexes(s, C)
+    assert any(name.endswith("_rid__D") for name, *_ in _indexes(s, B))
+    assert not any(len(i) > 2 and i[0].endswith("_pkey") for i in _indexes(s, B))
+    assert query(s, "SELECT count(*) FROM pg_class WHERE position('__load_' in relname) > 0")[0][0] == 0

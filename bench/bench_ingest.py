@@ -5,9 +5,11 @@ ours:     ``geobase ingest land_use DLTB`` in a subprocess, into a fresh databas
           attributes from the .dbf with numpy, GDAL for any other record), maps fields, checks codes/types/validity, reprojects to EPSG:4490
           (+3857), computes ellipsoidal areas and each row's county, hashes rows, COPYs them (a
           first load: into the county's new table inside the version's transaction, each row
-          checked against the county by a CHECK constraint), checks keys and stated areas, builds
-          the indexes of the versioned table (one GiST and four btree: current key, key history,
-          first version, row id), attaches the county's partition and commits a version.
+          checked against the county by a CHECK constraint), checks keys and stated areas, commits
+          the rows in a table no reader sees, builds the indexes of the versioned table (one GiST
+          and four btree: current key, key history, first version, row id) in two sessions at
+          once (the GiST in one, the b-trees in the other), attaches the county's partition and
+          commits a version.
 baselines (same file, same database server, same run, no checks, no reprojection, no versions):
   * ogr2ogr tuned — what a competent user runs for a bulk load: ``--config PG_USE_COPY YES``
     (COPY instead of INSERTs), ``-gt unlimited`` (one transaction for the whole load; the

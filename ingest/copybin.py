@@ -43,6 +43,26 @@ def arrow_type(pg_type: str) -> pa.DataType:
     return ARROW_TYPES[pg_type]
 
 
+def from_numpy(values: np.ndarray, type: pa.DataType | None = None, *, nan_is_null: bool = False) -> pa.Array:
+    """A numeric (or boolean) numpy array as an arrow array, without ``pa.array``: that checks
+    every numpy argument against ``numpy.ma.MaskedArray``, and the first such check imports
+    numpy.ma (~0.1 CPU-s, in the middle of the first batch). ``nan_is_null``: NaN -> null (what
+    ``pa.array(..., from_pandas=True)`` does)."""
+    values = np.asarray(values)
+    if values.dtype == np.bool_:
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    type = type or pa.from_numpy_dtype(values.dtype)
+    values = np.ascontiguousarray(values, dtype=type.to_pandas_dtype())
+    validity = None
+    if nan_is_null:
+        nan = np.isnan(values)
+        if nan.any():
+            validity = pa.py_buffer(np.packbits(~nan, bitorder="little"))
+    return pa.Array.from_buffers(type, len(values), [validity, pa.py_buffer(values)],
+                                 null_count=-1 if validity is not None else 0)
+
+
 def _fixed(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     """Fields of a fixed-width type: ``values`` already big-endian (``>i8``, ``>f8``, ...)."""
     n = len(values)
@@ -53,7 +73,7 @@ def _fixed(values: np.ndarray, valid: np.ndarray | None) -> pa.Array:
     arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 + width), n, [None, pa.py_buffer(rec.tobytes())])
     arr = arr.cast(pa.binary())
     if valid is not None and not valid.all():
-        arr = pc.if_else(pa.array(valid), arr, _NULL)
+        arr = pc.if_else(from_numpy(valid), arr, _NULL)
     return arr
 
 
@@ -99,12 +119,14 @@ def join_fields(fields: list[pa.Array]) -> pa.Array:
     return pc.binary_join_element_wise(*fields, b"")
 
 
-def rows_payload(fields: list[pa.Array], ncols: int) -> bytes:
+def rows_payload(fields: list[pa.Array], ncols: int) -> memoryview:
     """The binary-COPY tuples of a batch: the column count + the already-encoded fields of each
-    row (``fields`` may hold several columns joined already, hence ``ncols``)."""
+    row (``fields`` may hold several columns joined already, hence ``ncols``), as a view of the
+    joined array's data (no copy: psycopg sends a large block in 128 KiB slices, which of a
+    ``bytes`` would each be copied, of a memoryview are views)."""
     n = len(fields[0]) if fields else 0
     if n == 0:
-        return b""
+        return memoryview(b"")
     head = pa.repeat(pa.scalar(ncols.to_bytes(2, "big", signed=True), pa.binary()), n)
     rows = pc.binary_join_element_wise(head, *fields, b"")
     return _buffer_bytes(rows)
@@ -116,11 +138,12 @@ def value_offsets(arr: pa.Array) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
 
 
-def _buffer_bytes(arr: pa.Array) -> bytes:
-    """The values of a null-free binary array as one contiguous block."""
+def _buffer_bytes(arr: pa.Array) -> memoryview:
+    """The values of a null-free binary array as one contiguous block (a view of its buffer,
+    which it keeps alive)."""
     data = arr.buffers()[2]
     off = value_offsets(arr)
-    return bytes(memoryview(data)[off[0]:off[-1]]) if data is not None else b""
+    return memoryview(data)[off[0]:off[-1]] if data is not None else memoryview(b"")
 
 
 def content_hash(messages: pa.Array) -> pa.Array:

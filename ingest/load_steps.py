@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.context import IngestContext, LoadTarget
-from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation
+from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation, drop_leftover_loads
 from geobase.ingest.options import IngestResult
 from geobase.ingest.reader import open_batches
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_staging, staging_name
@@ -26,6 +26,7 @@ from geobase import crs as crsmod
 from geobase.catalog import layers as layer_catalog
 from geobase.catalog import sync_catalog
 from geobase.catalog.versions import CommitResult, write_version
+from geobase.db import database_url
 from geobase.errors import InvalidInput
 from geobase.storage import UNASSIGNED, division_field, division_filter, division_values, table_ident
 
@@ -43,10 +44,15 @@ def open_target(ctx: IngestContext, conn: psycopg.Connection, job: str, direct: 
     dropped = drop_leftover_staging(conn)
     if dropped:
         ctx.report.notes.append(f"dropped {len(dropped)} leftover staging table(s) of interrupted ingests")
+    loads = drop_leftover_loads(conn)
+    if loads:
+        ctx.report.notes.append(f"dropped {len(loads)} leftover load table(s) of interrupted first loads")
     dl: DirectLoad | None = None
     if direct:
+        url = database_url(ctx.settings)
         dl = DirectLoad(conn, ctx.spec, job, ctx.opts.division,
-                        first_county=None if ctx.opts.division else first_row_county(ctx))
+                        first_county=None if ctx.opts.division else first_row_county(ctx),
+                        connect_more=lambda: psycopg.connect(url, autocommit=True, connect_timeout=10))
         if not dl.begin():
             dl = None
     target = LoadTarget(conn, Staging(conn, ctx.spec, staging_name(ctx.opts.layer, job), ctx.opts.division), dl)

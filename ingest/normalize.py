@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
-from geobase.ingest.copybin import arrow_type, content_hash, encode_field, join_fields
+from geobase.ingest.copybin import arrow_type, content_hash, encode_field, from_numpy, join_fields
 from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.normalize_attributes import AttributeNormalizer, as_list
 from geobase.ingest.normalize_geometry import GeometryNormalizer, ParsedGeometry
@@ -166,7 +166,7 @@ class BatchNormalizer:
             self.last_keys = pa.array([], pa.string())
             self.last_values = []
             return [], 0, int(bad.sum())
-        ridx = pa.array(rows_idx)
+        ridx = from_numpy(rows_idx, pa.int64())
         every_row = m == n and bool((rows_idx == np.arange(n)).all())  # a clean batch: no copy to take
 
         def rows_of(arr: pa.Array) -> pa.Array:
@@ -175,7 +175,7 @@ class BatchNormalizer:
         self.last_values = [rows_of(v) for v in values_arrow]
         attr_fields = [encode_field(v) for v in self.last_values]
         attrs_joined = join_fields(attr_fields)
-        tk = pa.array(take)
+        tk = from_numpy(take, pa.int64())
         g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
         g3857 = ewkb3857.take(tk) if len(take) != len(ewkb3857) else ewkb3857
         geom_field = encode_field(g4490)
@@ -186,12 +186,12 @@ class BatchNormalizer:
             lo, hi = bt[:, :2].min(axis=0), bt[:, 2:].max(axis=0)
             e = self.extent
             self.extent = [*np.minimum(lo, e[:2]), *np.maximum(hi, e[2:])] if e else [*lo, *hi]
-        fields = [encode_field(pa.array(rows_idx + first, pa.int64())), encode_field(self.last_keys),
+        fields = [encode_field(from_numpy(rows_idx + first, pa.int64())), encode_field(self.last_keys),
                   encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
         if self.computes_area:
             area = areas[take] if len(take) != len(areas) else areas
             self.areas_missing += int(np.isnan(area).sum())
-            fields.append(encode_field(pa.array(area, pa.float64(), from_pandas=True)))  # NaN: the database computes it
+            fields.append(encode_field(from_numpy(area, pa.float64(), nan_is_null=True)))  # NaN: the database computes it
             if self.area_check is not None:
                 self.area_check.add(self.last_keys, self.last_values[self.area_check.index], area)
         return fields, m, int(bad.sum())
@@ -218,12 +218,12 @@ class AreaCheck:
         s = stated.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False) * self.factor
         unknown = np.isnan(area)
         if unknown.any():
-            self.pending_keys += keys.filter(pa.array(unknown & (s > 0))).to_pylist()
+            self.pending_keys += keys.filter(from_numpy(unknown & (s > 0))).to_pylist()
         with np.errstate(invalid="ignore"):
             dev = (s > 0) & (np.abs(area - s) > self.tolerance * s)
         if dev.any():
             i = np.flatnonzero(dev)
-            self._take(len(i), keys.take(pa.array(i)).to_pylist(), s[i], area[i])
+            self._take(len(i), keys.take(from_numpy(i, pa.int64())).to_pylist(), s[i], area[i])
 
     def merge(self, count: int, samples: list[dict]) -> None:
         """Add deviations found elsewhere (in SQL, as :func:`area_deviation` reports them)."""

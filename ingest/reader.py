@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import pyarrow as pa
 from geobase.ingest import dbf
 from geobase.ingest.blob import sidecars
+from geobase.ingest.copybin import from_numpy
 from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.shp import ShapeBatch, ShpPolygons
 
@@ -75,7 +76,7 @@ def _numpy_batches(gdal_path: str, shp: ShpPolygons, table: dbf.DbfTable, column
             continue
         out = {c: cols[c] for c in columns}
         if return_fids:
-            out[FID_COLUMN] = pa.array(fids, pa.int64())
+            out[FID_COLUMN] = from_numpy(fids, pa.int64())
         yield out, shp.read(fids, gdal_path)
 
 

@@ -1,6 +1,7 @@
 """``geobase ingest`` in a process of its own imports only what an ingest uses: not pandas or
 geopandas (pyarrow and pyogrio would import them when installed, ~0.2 CPU-s of a big load), nor
-the server's FastAPI/Starlette or rasterio; the rows it loads are the in-process ingest's."""
+numpy.ma or rich's progress bar with --json, nor the server's FastAPI/Starlette or rasterio; the
+rows it loads are the in-process ingest's."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def test_the_ingest_command_imports_no_pandas_and_loads_what_the_library_loads(n
         top = {m.split(".")[0] for m in probe["modules"]}
         assert not top & {"pandas", "geopandas", "fastapi", "starlette", "rasterio"}, sorted(top & {"pandas", "geopandas", "fastapi", "starlette", "rasterio"})
         assert "pyogrio" in top and "pyarrow" in top
+        # nor numpy.ma (pa.array of a numpy array imports it: copybin.from_numpy instead) nor rich's
+        # progress bar (--json prints none): ~0.15 CPU-s of the command's single-threaded start
+        assert not set(probe["modules"]) & {"numpy.ma", "rich.progress"}, out.stderr[-2000:]
     ingest(lib, "land_use", shp)
     ingest(lib, "land_use", packed)
     assert query(cli, ROWS) == query(lib, ROWS)

@@ -130,8 +130,6 @@ def ingest_cmd(
 ) -> None:
     """Load a department's delivery as a new version of LAYER, with checks and a quality report."""
     _pandas_absent_in_own_process()
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from geobase.errors import GeobaseError
     from geobase.ingest.pipeline import ingest
 
@@ -149,7 +147,9 @@ def ingest_cmd(
             raise
         typer.echo(json.dumps(res.as_dict(), ensure_ascii=False, default=str, indent=2))
         return
-    console = _console()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = _console()  # rich.progress only for the progress bar (~0.05 CPU-s to import): not with --json
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} features"),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as prog:

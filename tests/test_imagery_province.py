@@ -57,6 +57,9 @@ def test_each_countys_parcel_gets_its_own_statistics(db_settings, tmp_path, live
         r = c.post("/analysis/imagery-zonal", json={"collection": "province", "store": True}, headers=_admin(s))
     assert r.status_code == 200, r.text
     rep = r.json()
+    # the report names each parcel by its Features API id, with its own county's numbers
+    assert sorted(p["key"] for p in rep["parcels"]) == sorted(f"{d}-{i:08d}" for d in (A, B) for i in range(1, 17))
+    assert all(p["mean"] == pytest.approx(NDVI[p["key"][:6]]) for p in rep["parcels"])
     assert rep["parcels_checked"] == 32 and rep["derived"]["written"] and rep["derived"]["rows_total"] == 32
     stored = query(s, "SELECT division, parcel, mean, valid_pixels FROM data.parcel_imagery "
                       "WHERE _vto IS NULL AND idx = 'ndvi' ORDER BY 1, 2")

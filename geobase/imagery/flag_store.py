@@ -36,11 +36,12 @@ def flag_row(flag: dict, source: str, collection: str, scenes: list[dict]) -> di
 
 
 def store_flags(settings: Settings, registry: Registry, rs, spec: LayerSpec, rows: list[tuple], flags: list[dict],
-                counties: list[str], inputs: dict, principal: Principal) -> dict:
+                parcels: list[tuple[str, str]], inputs: dict, principal: Principal) -> dict:
     """Write the flags as a new version of ``parcel_flags`` (or nothing for the same inputs);
-    ``counties``: each flag's parcel's county, which with its key names the parcel."""
-    out_rows = [dict(flag_row(f, spec.name, inputs["collection"], inputs["scenes"]), division=d)
-                for f, d in zip(flags, counties, strict=True)]
+    ``parcels``: each flag's parcel's (key, county), which name the parcel together (a flag's
+    ``key`` is the parcel's feature id, county-qualified in a province)."""
+    out_rows = [dict(flag_row(f, spec.name, inputs["collection"], inputs["scenes"]), parcel=k, division=d)
+                for f, (k, d) in zip(flags, parcels, strict=True)]
     d = Derived(job="imagery-flags", spec=registry.layer(FLAG_LAYER), source=spec, rows=out_rows, key=["parcel"],
                 inputs=inputs, report={"parcels_checked": len(rows), "flags": len(flags)})
     return write_derived(settings, d, user=principal.name or "job")

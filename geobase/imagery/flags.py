@@ -21,9 +21,10 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from geobase.analysis.common import inputs_checked, layer_versions
+from geobase.analysis.common import inputs_checked, layer_versions, qualified_layers
 from geobase.analysis.rules import Title, compile_filter, rules_dir
 from geobase.errors import InvalidInput, SpecError
+from geobase.features.ids import FeatureRef
 from geobase.imagery.bands import check_expression
 from geobase.imagery.parcels import check_parcel_layer, scenes_of
 from geobase.imagery.render import BandRequest
@@ -161,12 +162,13 @@ async def imagery_flags(conn: psycopg.AsyncConnection, settings: Settings, regis
         per_scene[name] = [await asyncio.to_thread(zonal_stats, settings.data_path / s["file"], wkbs,
                                                    BandRequest(expression=expr), "EPSG:4490") for s in scenes]
     values = season_values(rs, per_scene, scenes, len(rows))
-    flags, counties = [], []  # counties: each flag's parcel's county (its key is unique in it only)
+    flags, parcels = [], []  # parcels: each flag's parcel's (key, county): its key is unique in its county only
+    qualified = (await qualified_layers(conn, [spec]))[spec.name]  # "key": the Features API's id of the parcel
     for n, (r, vals) in enumerate(zip(rows, values)):
         rule = first_match(rs, member, n, vals)
         if rule is not None:
-            counties.append(r[3])
-            flags.append({"key": r[0], "flag": rule.flag, "rule": rule.id, "title": rule.title.model_dump(),
+            parcels.append((r[0], r[3]))
+            flags.append({"key": FeatureRef(r[0], r[3]).id(qualified), "flag": rule.flag, "rule": rule.id, "title": rule.title.model_dump(),
                           "class": r[2], "values": vals})
     used = [{"id": s["id"], "datetime": s["datetime"].isoformat()} for s in scenes]
     versions = await layer_versions(conn, [rs.layer])
@@ -176,7 +178,7 @@ async def imagery_flags(conn: psycopg.AsyncConnection, settings: Settings, regis
     if store:
         from geobase.imagery.flag_store import store_flags
 
-        out["derived"] = await asyncio.to_thread(store_flags, writer or settings, registry, rs, spec, rows, flags, counties, {
+        out["derived"] = await asyncio.to_thread(store_flags, writer or settings, registry, rs, spec, rows, flags, parcels, {
             "layer": rs.layer, "layer_version": versions.get(rs.layer, {}).get("version"), "collection": collection,
             "datetime": when, "scenes": used, "rules": rs.model_dump(by_alias=True)}, principal)
     return out

@@ -15,10 +15,11 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import inputs_checked, layer_versions
+from geobase.analysis.common import inputs_checked, layer_versions, qualified_layers
 from geobase.analysis.input import InputGeometry
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.ids import FeatureRef
 from geobase.imagery.render import BandRequest
 from geobase.imagery.search import parse_interval
 from geobase.imagery.zonal import zonal_stats
@@ -114,7 +115,9 @@ async def imagery_zonal(conn: psycopg.AsyncConnection, settings: Settings, visib
     inputs_checked()
     rows = await parcel_rows(conn, spec, aoi)
     results, used = await latest_stats(settings, scenes, [r[1] for r in rows], req)
-    parcels = [{"key": r[0], **{k: v for k, v in res.items() if k != "scene_date"}} for r, res in zip(rows, results)]
+    qualified = (await qualified_layers(conn, [spec]))[spec.name]  # "key": the Features API's id of the parcel
+    parcels = [{"key": FeatureRef(r[0], r[3]).id(qualified), **{k: v for k, v in res.items() if k != "scene_date"}}
+               for r, res in zip(rows, results)]
     versions = await layer_versions(conn, [layer])
     out = {"analysis": "imagery-zonal", "collection": collection,
            "expression": req.expression, "bands": req.bands, "layer": layer,

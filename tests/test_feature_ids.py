@@ -197,3 +197,24 @@ def test_a_site_checks_feature_ids_are_the_features_api_ids_of_the_right_county(
             assert (props["bsm"], props["dlbm"]) == (p["attributes"]["bsm"], p["attributes"]["dlbm"])
             assert round(props["_area_m2"], 3) == db[p["key"]][3] and p["area"]["m2"] == pytest.approx(
                 props["_area_m2"], rel=1e-6)
+
+
+def test_a_change_analysis_names_the_changed_countys_features_by_their_ids(db_settings, tmp_path, live_server):
+    """County B's redelivery reclassifies its parcel ``00000002`` (A holds the same key): the change
+    analysis names both sides by B's qualified id, which /items/{id} answers with B's feature."""
+    s = db_settings
+    load(s, tmp_path, A)
+    load(s, tmp_path, B)
+    gdf = county_gdf(B, dx=2000)
+    gdf.loc[gdf["BSM"] == SHARED, ["DLBM", "DLMC"]] = ["0702", "农村宅基地"]
+    assert gdf.loc[gdf["BSM"] == SHARED, "DLBM"].iloc[0] == "0702"
+    v3 = load(s, tmp_path, B, gdf, tag="v3").version
+    srv = live_server(s)
+    with srv.client() as c:
+        r = c.post("/analysis/change", json={"layer": "land_use", "v1": v3 - 1, "v2": v3}, headers=_admin(s))
+        assert r.status_code == 200, r.text
+        patches = r.json()["changed_patches"]
+        assert [(p["from"]["key"], p["to"]["key"], p["to"]["class"]) for p in patches] == [
+            (f"{B}-{SHARED}", f"{B}-{SHARED}", "0702")]
+        f = c.get(f"/collections/land_use/items/{B}-{SHARED}").json()
+        assert f["properties"]["dlbm"] == "0702" and f["properties"]["zldwdm"].startswith(B)

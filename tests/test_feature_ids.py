@@ -18,6 +18,7 @@ import subprocess
 
 import psycopg
 import pyogrio
+import pytest
 from test_divisions import A, B, county_gdf, load
 from test_ingest import query
 from test_shared_keys import GEOJSON, SHARED, _admin
@@ -165,3 +166,55 @@ def test_a_page_after_a_cursor_starts_in_the_key_index_in_a_province(db_settings
 def sql_text(q, conn) -> str:
     """EXPLAIN ANALYZE of the page's SQL."""
     return "EXPLAIN (ANALYZE, COSTS OFF) " + q.page_sql().as_string(conn)
+
+
+def test_a_site_checks_feature_ids_are_the_features_api_ids_of_the_right_county(db_settings, tmp_path, live_server):
+    """A site over both counties: every land-use piece and the cultivated-land rule name their
+    features by the id /items/{id} answers, each that county's feature (before: bare keys, each
+    one a 409 naming two counties' features)."""
+    s = db_settings
+    load(s, tmp_path, A)
+    load(s, tmp_path, B)  # the same 16 keys: a province
+    (site,), = query(s, "SELECT ST_AsGeoJSON(ST_Expand(ST_Extent(geom), 0.0001)) FROM data.land_use "
+                        "WHERE _vto IS NULL")
+    db = _database_features(s)
+    farm = sorted(fid for fid, (_, dlbm, *_) in db.items() if dlbm.startswith("01"))
+    srv = live_server(s)
+    with srv.client() as c:
+        r = c.post("/analysis/site-check", json={"geometry": json.loads(site), "layers": ["land_use"]},
+                   headers=_admin(s))
+        assert r.status_code == 200, r.text
+        rep = r.json()
+        pieces = rep["layers"]["land_use"]["pieces"]
+        assert sorted(p["key"] for p in pieces) == sorted(db)  # all 32, each once, by its province-wide id
+        rule = next(x for x in rep["rules"] if x["id"] == "cultivated_land")
+        assert rule["features"] == farm and len(farm) > 2
+        for p in pieces:
+            f = c.get(f"/collections/land_use/items/{p['key']}")
+            assert f.status_code == 200, (p["key"], f.text)
+            props = f.json()["properties"]
+            assert f.json()["id"] == p["key"] and props["zldwdm"].startswith(p["key"][:6])
+            assert (props["bsm"], props["dlbm"]) == (p["attributes"]["bsm"], p["attributes"]["dlbm"])
+            assert round(props["_area_m2"], 3) == db[p["key"]][3] and p["area"]["m2"] == pytest.approx(
+                props["_area_m2"], rel=1e-6)
+
+
+def test_a_change_analysis_names_the_changed_countys_features_by_their_ids(db_settings, tmp_path, live_server):
+    """County B's redelivery reclassifies its parcel ``00000002`` (A holds the same key): the change
+    analysis names both sides by B's qualified id, which /items/{id} answers with B's feature."""
+    s = db_settings
+    load(s, tmp_path, A)
+    load(s, tmp_path, B)
+    gdf = county_gdf(B, dx=2000)
+    gdf.loc[gdf["BSM"] == SHARED, ["DLBM", "DLMC"]] = ["0702", "农村宅基地"]
+    assert gdf.loc[gdf["BSM"] == SHARED, "DLBM"].iloc[0] == "0702"
+    v3 = load(s, tmp_path, B, gdf, tag="v3").version
+    srv = live_server(s)
+    with srv.client() as c:
+        r = c.post("/analysis/change", json={"layer": "land_use", "v1": v3 - 1, "v2": v3}, headers=_admin(s))
+        assert r.status_code == 200, r.text
+        patches = r.json()["changed_patches"]
+        assert [(p["from"]["key"], p["to"]["key"], p["to"]["class"]) for p in patches] == [
+            (f"{B}-{SHARED}", f"{B}-{SHARED}", "0702")]
+        f = c.get(f"/collections/land_use/items/{B}-{SHARED}").json()
+        assert f["properties"]["dlbm"] == "0702" and f["properties"]["zldwdm"].startswith(B)

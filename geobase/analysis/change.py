@@ -12,9 +12,10 @@ import math
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import class_column, inputs_checked, read_only_snapshot, units
+from geobase.analysis.common import class_column, qualified_layers, inputs_checked, read_only_snapshot, units
 from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput
+from geobase.features.ids import id_sql
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import added_between, removed_between, table_ident
 
@@ -76,17 +77,20 @@ async def change(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
 
 async def _change_rows(conn: psycopg.AsyncConnection, spec: LayerSpec, field: str, v1: int, v2: int,
                        ) -> tuple[list[tuple], dict[str, dict[str, list[float]]]]:
-    """The pieces (old key, new key, old class, new class, GeoJSON, m²) of the retired rows of v1
+    """The pieces (old id, new id, old class, new class, GeoJSON, m²) of the retired rows of v1
     intersected with the new rows of v2, and per side the areas of those rows by class: in one
     read-only snapshot, since the balance must not mix versions."""
     old, new = removed_between(v1, v2, "o"), added_between(v1, v2, "n")
+    # each side's feature by the id the Features API gives it (bare keys in a county's database)
+    qualified = (await qualified_layers(conn, [spec]))[spec.name]
+    ido, idn = id_sql(qualified, "o"), id_sql(qualified, "n")
     q = sql.SQL("""
-        SELECT o._key, n._key, o.{f}::text, n.{f}::text, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
+        SELECT {ido}, {idn}, o.{f}::text, n.{f}::text, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
         FROM {t} o JOIN {t} n ON ST_Intersects(o.geom, n.geom)
         CROSS JOIN LATERAL (SELECT ST_CollectionExtract(ST_Intersection(o.geom, n.geom), 3) AS g) p
         WHERE {old} AND {new}
-        ORDER BY o._key, n._key
-    """).format(f=sql.Identifier(field), t=table_ident(spec), old=old, new=new)
+        ORDER BY 1, 2
+    """).format(ido=ido, idn=idn, f=sql.Identifier(field), t=table_ident(spec), old=old, new=new)
     async with read_only_snapshot(conn):
         cur = await conn.execute(q)
         rows = await cur.fetchall()

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput
+from geobase.features.ids import id_sql, qualified_ids
 from geobase.limits import set_local_timeout
 from geobase.security import PUBLIC, hidden_attributes, require_field
 from geobase.specs import LayerSpec, Registry
@@ -93,6 +94,25 @@ def class_column(registry: Registry, spec: LayerSpec, field: str | None, paramet
     if not field:
         raise InvalidInput(f"{parameter}: layer {spec.name!r} has no class field; name one", parameter=parameter)
     return require_field(spec, field, parameter, hidden=hidden(principal, spec))
+
+
+async def feature_ids(conn: psycopg.AsyncConnection, specs: list[LayerSpec], alias: str,
+                      versions: dict[str, dict] | None = None) -> dict[str, sql.Composable]:
+    """Per layer: the SQL of its features' ids (``alias``: the table's alias), the id the Features
+    API gives (geobase/features/ids.py), so an analysis names a feature by what
+    ``/collections/{layer}/items/{id}`` answers: the bare key in a county's database, the
+    county-qualified id in a province, where a bare key names a feature of every county holding it.
+    ``versions``: the report's :func:`layer_versions`, when the caller has them (no query then)."""
+    return {n: id_sql(q, alias) for n, q in (await qualified_layers(conn, specs, versions)).items()}
+
+
+async def qualified_layers(conn: psycopg.AsyncConnection, specs: list[LayerSpec],
+                           versions: dict[str, dict] | None = None) -> dict[str, bool]:
+    """Per layer: whether its feature ids are county-qualified (:func:`feature_ids`)."""
+    if versions is None:
+        current = await layer_reads.current_layers(conn, [s.name for s in specs])
+        versions = {n: {"version": c.version} for n, c in current.items()}
+    return {s.name: await qualified_ids(conn, s, versions.get(s.name, {}).get("version")) for s in specs}
 
 
 async def layer_versions(conn: psycopg.AsyncConnection, names: list[str]) -> dict[str, dict]:

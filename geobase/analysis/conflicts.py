@@ -15,12 +15,14 @@ from geobase.analysis.common import (
     filter_readable,
     inputs_checked,
     layer_versions,
+    qualified_layers,
     readable_column,
     units,
 )
 from geobase.analysis.input import InputGeometry
 from geobase.analysis.rules import ConflictRule, compile_filter, conflict_id, load_conflict_rules
 from geobase.errors import InvalidInput
+from geobase.features.ids import id_sql
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import current_filter, table_ident
 
@@ -41,6 +43,9 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
         rules = [r for r in rules if r.id in rule_ids]
     vis = {s.name: s for s in visible}
     inputs_checked()
+    # features named by the id the Features API gives them (bare keys in a county's database)
+    qualified = await qualified_layers(conn, [vis[n] for n in sorted({x.layer for r in rules for x in (r.a, r.b)})
+                                              if n in vis])
     out_rules, patches = [], []
     for i, r in enumerate(rules):
         if r.a.layer not in vis or r.b.layer not in vis or not (
@@ -50,7 +55,7 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
                               "reason": "a layer of this rule is not available to this caller"})
             continue
         entry, kept = await _rule_patches(conn, registry, r, vis[r.a.layer], vis[r.b.layer], aoi, sliver_m2,
-                                          principal)
+                                          principal, qualified)
         patches.extend(kept)
         out_rules.append(entry)
         if progress:
@@ -62,8 +67,10 @@ async def conflicts(conn: psycopg.AsyncConnection, registry: Registry, visible: 
 
 
 async def _rule_patches(conn: psycopg.AsyncConnection, registry: Registry, r: ConflictRule, sa: LayerSpec,
-                        sb: LayerSpec, aoi: InputGeometry | None, sliver_m2: float, principal) -> tuple[dict, list[dict]]:
-    """One rule's report entry and its patches above the rule's sliver threshold."""
+                        sb: LayerSpec, aoi: InputGeometry | None, sliver_m2: float, principal,
+                        qualified: dict[str, bool]) -> tuple[dict, list[dict]]:
+    """One rule's report entry and its patches above the rule's sliver threshold, each side's
+    feature by its id (``qualified``: :func:`qualified_layers`)."""
     fa = compile_filter(registry, r.a.layer, r.a.filter, "a", f"rule {r.id}")
     fb = compile_filter(registry, r.b.layer, r.b.filter, "b", f"rule {r.id}")
     same = sql.SQL("AND a._rid <> b._rid") if r.a.layer == r.b.layer else sql.SQL("")
@@ -72,12 +79,12 @@ async def _rule_patches(conn: psycopg.AsyncConnection, registry: Registry, r: Co
                      "ST_GeomFromWKB(%(aoi)s, 4490)), 3)") if aoi
              else sql.SQL("ST_CollectionExtract(ST_Intersection(a.geom, b.geom), 3)"))
     q = sql.SQL("""
-        SELECT a._key, b._key, {ca}, {cb}, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
+        SELECT {ida}, {idb}, {ca}, {cb}, ST_AsGeoJSON(p.g, 15, 0), ST_Area(p.g::geography)
         FROM {ta} a JOIN {tb} b ON ST_Intersects(a.geom, b.geom) AND {cur_b} {same}
         CROSS JOIN LATERAL (SELECT {piece} AS g) p
         WHERE {cur_a} AND {fa} AND {fb} {aoi}
-        ORDER BY a._key, b._key
-    """).format(ca=readable_column(principal, sa, sa.class_field or sa.source_key[0], "a"),
+        ORDER BY 1, 2
+    """).format(ida=id_sql(qualified[sa.name], "a"), idb=id_sql(qualified[sb.name], "b"), ca=readable_column(principal, sa, sa.class_field or sa.source_key[0], "a"),
                 cb=readable_column(principal, sb, sb.class_field or sb.source_key[0], "b"),
                 ta=table_ident(sa), tb=table_ident(sb), same=same, piece=piece, fa=fa, fb=fb, aoi=aoi_sql,
                 cur_a=current_filter("a"), cur_b=current_filter("b"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import hidden, inputs_checked, layer_versions, readable_column, units
+from geobase.analysis.common import feature_ids, hidden, inputs_checked, layer_versions, readable_column, units
 from geobase.analysis.input import InputGeometry
 from geobase.analysis.rules import compile_filter
 from geobase.errors import InvalidInput
@@ -33,6 +33,9 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
         if w not in vis:
             raise InvalidInput(f"water_layers: unknown or hidden layer {w!r}", parameter="water_layers")
     inputs_checked()
+    # features named by the id the Features API gives them (bare keys in a county's database)
+    ids = await feature_ids(conn, [spec], "t")
+    wids = await feature_ids(conn, [vis[w] for w in water_layers], "w")
     # geometry prefilter in degrees, conservative up to 56°N (1° of longitude >= 62 km there),
     # so the GiST index narrows the candidates before the exact geography test
     deg = distance_m / 62_000.0
@@ -48,12 +51,12 @@ async def buffer(conn: psycopg.AsyncConnection, registry: Registry, visible: lis
         band_area = (sql.SQL("ST_Area(ST_Intersection(t.geom, ST_SetSRID(ST_Buffer(w.geom::geography, %(d)s)::geometry, 4490))::geography)")
                      if spec.geometry == "MultiPolygon" else sql.SQL("NULL::float8"))
         q = sql.SQL("""
-            SELECT t._key, {cls}, w._key, {name}, {code}, ST_Distance(t.geom::geography, w.geom::geography), {band}
+            SELECT {tid}, {cls}, {wid}, {name}, {code}, ST_Distance(t.geom::geography, w.geom::geography), {band}
             FROM {tt} t JOIN {tw} w ON ST_DWithin(t.geom, w.geom, %(deg)s) AND {cur_w}
             WHERE {cur_t} AND {flt} {aoi}
               AND ST_DWithin(t.geom::geography, w.geom::geography, %(d)s)
-            ORDER BY t._key, w._key LIMIT %(limit)s
-        """).format(cls=cls, name=name_col, code=code_col, band=band_area, tt=table_ident(spec), tw=table_ident(ws),
+            ORDER BY 1, 3 LIMIT %(limit)s
+        """).format(tid=ids[layer], wid=wids[w], cls=cls, name=name_col, code=code_col, band=band_area, tt=table_ident(spec), tw=table_ident(ws),
                     flt=flt, aoi=aoi_sql, cur_t=current_filter("t"), cur_w=current_filter("w"))
         params = {"d": float(distance_m), "deg": deg, "limit": int(limit)}
         if aoi:

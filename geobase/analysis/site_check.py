@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from geobase.analysis.common import (
+    feature_ids,
     filter_readable,
     hidden,
     inputs_checked,
@@ -45,10 +46,11 @@ def _class_info(codes: dict, code: str | None) -> dict:
     return out
 
 
-async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
+async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str], fid: sql.Composable,
                        flags: list[tuple[str, sql.Composable]] | None = None) -> list[dict]:
-    """Pieces of the layer's current features inside the site; ``flags`` are (rule id, filter)
-    pairs evaluated per feature in the same query, so coverage rules need no query of their own."""
+    """Pieces of the layer's current features inside the site, each by its feature id
+    (``fid``, :func:`feature_ids`); ``flags`` are (rule id, filter) pairs evaluated per feature in the
+    same query, so coverage rules need no query of their own."""
     tbl = table_ident(spec)
     flags = flags or []
     flag_sql = sql.SQL("ARRAY[{}]::boolean[]").format(sql.SQL(", ").join(f for _, f in flags)) if flags \
@@ -64,14 +66,14 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
     extract = sql.SQL("3" if polygonal else "2" if spec.geometry == "MultiLineString" else "1")
     q = sql.SQL("""
         WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g)
-        SELECT t._key, ST_AsGeoJSON(p.piece, 15), {measure}, {flags}{attrs}
+        SELECT {fid}, ST_AsGeoJSON(p.piece, 15), {measure}, {flags}{attrs}
         FROM {tbl} t CROSS JOIN site
         CROSS JOIN LATERAL (SELECT ST_Covers(site.g, t.geom) AS covered) c
         CROSS JOIN LATERAL (SELECT CASE WHEN c.covered THEN t.geom
                                    ELSE ST_CollectionExtract(ST_Intersection(t.geom, site.g), {ex}) END AS piece) p
         WHERE {cur} AND ST_Intersects(t.geom, site.g)
-        ORDER BY t._key
-    """).format(attrs=attr_cols, measure=measure, tbl=tbl, ex=extract, flags=flag_sql,
+        ORDER BY 1
+    """).format(fid=fid, attrs=attr_cols, measure=measure, tbl=tbl, ex=extract, flags=flag_sql,
                cur=current_filter("t"))
     cur = await conn.execute(q, {"g": site_wkb})
     rows = await cur.fetchall()
@@ -84,7 +86,9 @@ async def _site_pieces(conn, spec: LayerSpec, site_wkb: bytes, attrs: list[str],
             for r in rows]
 
 
-async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeometry, sliver: float) -> dict:
+async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeometry, sliver: float,
+                       fid: sql.Composable) -> dict:
+    """One rule's result, its features named by their ids (``fid``, :func:`feature_ids`)."""
     spec = registry.layers[rule.layer]
     flt = compile_filter(registry, rule.layer, rule.filter, "t", f"rule {rule.id}")
     tbl = table_ident(spec)
@@ -95,30 +99,30 @@ async def _rule_result(conn, registry: Registry, rule: SiteRule, site: InputGeom
             WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g)
             SELECT coalesce(sum(CASE WHEN ST_Covers(site.g, t.geom) THEN coalesce(t._area_m2, ST_Area(t.geom::geography))
                                      ELSE ST_Area(ST_Intersection(t.geom, site.g)::geography) END), 0),
-                   array_agg(t._key ORDER BY t._key), NULL::text
+                   array_agg({fid} ORDER BY {fid}), NULL::text
             FROM {tbl} t CROSS JOIN site
             WHERE {cur} AND ST_Intersects(t.geom, site.g) AND {flt}
-        """).format(tbl=tbl, flt=flt, cur=current_filter("t"))
+        """).format(fid=fid, tbl=tbl, flt=flt, cur=current_filter("t"))
     elif rule.mode == "overlap":
         q = sql.SQL("""
             WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g),
-            m AS (SELECT t._key, ST_CollectionExtract(ST_Intersection(t.geom, site.g), 3) AS piece
+            m AS (SELECT {fid} AS _key, ST_CollectionExtract(ST_Intersection(t.geom, site.g), 3) AS piece
                   FROM {tbl} t CROSS JOIN site
                   WHERE {cur} AND ST_Intersects(t.geom, site.g) AND {flt}),
             u AS (SELECT ST_Union(piece) AS g, array_agg(_key ORDER BY _key) AS keys FROM m)
             SELECT coalesce(ST_Area(u.g::geography), 0), u.keys, ST_AsGeoJSON(u.g, 15, 0) FROM u
-        """).format(tbl=tbl, flt=flt, cur=current_filter("t"))
+        """).format(fid=fid, tbl=tbl, flt=flt, cur=current_filter("t"))
     else:
         q = sql.SQL("""
             WITH site AS (SELECT ST_GeomFromWKB(%(g)s, 4490) AS g),
-            inside AS (SELECT ST_Union(t.geom) AS g, array_agg(t._key ORDER BY t._key) AS keys
+            inside AS (SELECT ST_Union(t.geom) AS g, array_agg({fid} ORDER BY {fid}) AS keys
                        FROM {tbl} t CROSS JOIN site
                        WHERE {cur} AND ST_Intersects(t.geom, site.g) AND {flt}),
             d AS (SELECT CASE WHEN inside.g IS NULL THEN site.g
                               ELSE ST_CollectionExtract(ST_Difference(site.g, inside.g), 3) END AS g, inside.keys
                   FROM site, inside)
             SELECT coalesce(ST_Area(d.g::geography), 0), d.keys, ST_AsGeoJSON(d.g, 15, 0) FROM d
-        """).format(tbl=tbl, flt=flt, cur=current_filter("t"))
+        """).format(fid=fid, tbl=tbl, flt=flt, cur=current_filter("t"))
     cur = await conn.execute(q, {"g": site.wkb})
     area, keys, gj = await cur.fetchone()
     return _rule_from_pieces(rule, site, sliver, float(area or 0),
@@ -167,7 +171,9 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
     versions = await layer_versions(conn, sorted(vis))
     used = {n: s for n, s in vis.items() if versions.get(n, {}).get("version") is not None}
     principal = principal or PUBLIC
-    out_layers, dropped, from_pieces = await _layers_report(conn, registry, used, site, rules, sliver_m2, principal)
+    fids = await feature_ids(conn, list(used.values()), "t", versions)
+    out_layers, dropped, from_pieces = await _layers_report(conn, registry, used, site, rules, sliver_m2, principal,
+                                                            fids)
     rule_results = []
     may_see = {s.name for s in visible}
     for r in rules:
@@ -177,7 +183,7 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
         elif r.id in from_pieces:
             rule_results.append(_rule_from_pieces(r, site, sliver_m2, *from_pieces[r.id]))
         else:
-            rule_results.append(await _rule_result(conn, registry, r, site, sliver_m2))
+            rule_results.append(await _rule_result(conn, registry, r, site, sliver_m2, fids[r.layer]))
     evaluated = worst([r["verdict"] for r in rule_results])
     complete, summary = verdict_summary(rule_results, evaluated)
     return {
@@ -200,7 +206,7 @@ async def _site_check(conn: psycopg.AsyncConnection, registry: Registry, visible
 
 async def _layers_report(conn: psycopg.AsyncConnection, registry: Registry, used: dict[str, LayerSpec],
                          site: InputGeometry, rules: list[SiteRule], sliver_m2: float, principal,
-                         ) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[float, list[str]]]]:
+                         fids: dict[str, sql.Composable]) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[float, list[str]]]]:
     """The site's pieces of every used layer, summarised per layer; the slivers dropped; and the
     offending area and keys of coverage overlap rules, flagged per piece in the same query."""
     out_layers: dict[str, Any] = {}
@@ -211,7 +217,7 @@ async def _layers_report(conn: psycopg.AsyncConnection, registry: Registry, used
         flags = [(r.id, compile_filter(registry, name, r.filter, "t", f"rule {r.id}")) for r in rules
                  if r.layer == name and r.mode == "overlap" and spec.coverage
                  and filter_readable(registry, principal, name, r.filter)]
-        pieces = await _site_pieces(conn, spec, site.wkb, attrs, flags)
+        pieces = await _site_pieces(conn, spec, site.wkb, attrs, fids[name], flags)
         for rid, _ in flags:
             hits = [p for p in pieces if rid in p["rules"]]
             from_pieces[rid] = (sum(p["measure"] for p in hits), sorted(p["key"] for p in hits))

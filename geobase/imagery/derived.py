@@ -28,7 +28,7 @@ from geobase.catalog.versions import write_version
 from geobase.errors import Conflict
 from geobase.settings import Settings
 from geobase.specs import LayerSpec
-from geobase.storage import current_filter, measure_column, table_ident
+from geobase.storage import DIVISION, current_filter, measure_column, table_ident
 
 PG_COPY_TYPES = {"text": "text", "integer": "bigint", "number": "double precision", "datetime": "timestamptz",
                  "date": "date", "boolean": "boolean"}
@@ -37,7 +37,8 @@ PG_COPY_TYPES = {"text": "text", "integer": "bigint", "number": "double precisio
 @dataclass
 class Derived:
     """One job's output: ``rows`` (dicts keyed by the spec's attribute names, ``parcel`` naming the
-    source parcel's key), the ``inputs`` recorded in the version, and ``keep`` a condition on the
+    source parcel's key and ``division`` its county: a key is unique in its county only, so in a
+    province the key alone names a parcel of every county that holds it), the ``inputs`` recorded in the version, and ``keep`` a condition on the
     derived layer's current rows that this run does not recompute and carries forward as they
     are (e.g. the other indices of ``parcel_imagery``)."""
 
@@ -68,29 +69,37 @@ def _check_origin(conn: psycopg.Connection, d: Derived) -> dict | None:
 
 
 def _values_table(conn: psycopg.Connection, d: Derived) -> None:
-    """``_derived_values``: the job's numbers, COPYed (one round trip for a million parcels)."""
+    """``_derived_values``: the job's numbers and each one's parcel county (``_division``),
+    COPYed (one round trip for a million parcels)."""
     attrs = d.spec.attributes
+    if any(not r.get(DIVISION) for r in d.rows):  # a row without it would join no parcel, or the wrong one
+        raise ValueError(f"{d.job}: every derived row names its parcel's county ({DIVISION!r})")
     conn.execute("DROP TABLE IF EXISTS _derived_values")
-    conn.execute(sql.SQL("CREATE TEMP TABLE _derived_values ({})").format(sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(PG_COPY_TYPES[a.type])) for a in attrs)))
+    cols = [sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(PG_COPY_TYPES[a.type])) for a in attrs]
+    conn.execute(sql.SQL("CREATE TEMP TABLE _derived_values ({}, _division text NOT NULL)").format(
+        sql.SQL(", ").join(cols)))
     names = [a.name for a in attrs]
-    with conn.cursor().copy(sql.SQL("COPY _derived_values ({}) FROM STDIN").format(
+    with conn.cursor().copy(sql.SQL("COPY _derived_values ({}, _division) FROM STDIN").format(
             sql.SQL(", ").join(sql.Identifier(n) for n in names))) as cp:
         for r in d.rows:
-            cp.write_row([r.get(n) for n in names])
+            cp.write_row([r.get(n) for n in names] + [r[DIVISION]])
 
 
 def _rows_table(conn: psycopg.Connection, d: Derived) -> sql.Composable:
     """``_derived_rows``: the layer table's columns, the numbers joined to the parcels' current
-    rows (geometry, county, area), plus the current rows the run carries forward."""
+    rows (geometry, county, area) by key AND county, plus the current rows the run carries forward.
+    The row hash is of the attributes only (as before the county column), so a re-run over the
+    same numbers changes no row."""
     measure = measure_column(d.spec)
     attrs = d.spec.attribute_names
     geo = ["division", *([measure] if measure else []), "geom", "geom_3857"]
     key = sql.SQL(" || '.' || ").join(sql.Identifier("v", k) for k in d.key)
     conn.execute("DROP TABLE IF EXISTS _derived_rows")
     conn.execute(sql.SQL(
-        "CREATE TEMP TABLE _derived_rows AS SELECT ({key}) COLLATE \"C\" AS _key, md5(row_to_json(v)::text || s._hash) AS _hash, "
-        "{attrs}, {geo} FROM _derived_values v JOIN {src} s ON s._key = v.parcel AND {cur}").format(
+        "CREATE TEMP TABLE _derived_rows AS SELECT ({key}) COLLATE \"C\" AS _key, "
+        "md5(row_to_json((SELECT x FROM (SELECT {attrs}) x))::text || s._hash) AS _hash, "
+        "{attrs}, {geo} FROM _derived_values v JOIN {src} s ON s._key = v.parcel AND s.{div} = v._division AND {cur}"
+    ).format(div=sql.Identifier(DIVISION),
             key=key, attrs=sql.SQL(", ").join(sql.Identifier("v", a) for a in attrs),
             geo=sql.SQL(", ").join(sql.Identifier("s", c) for c in geo), src=table_ident(d.source),
             cur=current_filter("s")))

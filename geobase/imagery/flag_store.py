@@ -36,9 +36,12 @@ def flag_row(flag: dict, source: str, collection: str, scenes: list[dict]) -> di
 
 
 def store_flags(settings: Settings, registry: Registry, rs, spec: LayerSpec, rows: list[tuple], flags: list[dict],
-                inputs: dict, principal: Principal) -> dict:
-    """Write the flags as a new version of ``parcel_flags`` (or nothing for the same inputs)."""
-    out_rows = [flag_row(f, spec.name, inputs["collection"], inputs["scenes"]) for f in flags]
+                parcels: list[tuple[str, str]], inputs: dict, principal: Principal) -> dict:
+    """Write the flags as a new version of ``parcel_flags`` (or nothing for the same inputs);
+    ``parcels``: each flag's parcel's (key, county), which name the parcel together (a flag's
+    ``key`` is the parcel's feature id, county-qualified in a province)."""
+    out_rows = [dict(flag_row(f, spec.name, inputs["collection"], inputs["scenes"]), parcel=k, division=d)
+                for f, (k, d) in zip(flags, parcels, strict=True)]
     d = Derived(job="imagery-flags", spec=registry.layer(FLAG_LAYER), source=spec, rows=out_rows, key=["parcel"],
                 inputs=inputs, report={"parcels_checked": len(rows), "flags": len(flags)})
     return write_derived(settings, d, user=principal.name or "job")

@@ -21,9 +21,10 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from geobase.analysis.common import inputs_checked, layer_versions
+from geobase.analysis.common import inputs_checked, layer_versions, qualified_layers
 from geobase.analysis.rules import Title, compile_filter, rules_dir
 from geobase.errors import InvalidInput, SpecError
+from geobase.features.ids import FeatureRef
 from geobase.imagery.bands import check_expression
 from geobase.imagery.parcels import check_parcel_layer, scenes_of
 from geobase.imagery.render import BandRequest
@@ -32,7 +33,7 @@ from geobase.principal import Principal
 from geobase.security import hidden_attributes, layer_accesses, require_editor
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry, read_yaml
-from geobase.storage import current_filter, table_ident
+from geobase.storage import DIVISION, current_filter, table_ident
 from geobase.vocab import NAME_PATTERN
 
 FLAG_LAYER = "parcel_flags"
@@ -110,28 +111,33 @@ def season_values(rs: FlagRules, per_scene: dict[str, list[list[dict]]], scenes:
     return out
 
 
-def first_match(rs: FlagRules, member: dict[str, set[str]], key: str, vals: dict) -> FlagRule | None:
+def first_match(rs: FlagRules, member: dict[str, set[int]], n: int, vals: dict) -> FlagRule | None:
+    """The first rule that looks at parcel ``n`` (its index in the candidates) and whose every
+    condition holds."""
     for r in rs.rules:
-        if key in member[r.id] and all(vals[c.index]["mean"] is not None and OPS[c.op](vals[c.index]["mean"], c.value)
+        if n in member[r.id] and all(vals[c.index]["mean"] is not None and OPS[c.op](vals[c.index]["mean"], c.value)
                                        for c in r.when):
             return r
     return None
 
 
 async def _candidates(conn: psycopg.AsyncConnection, registry: Registry, rs: FlagRules, spec: LayerSpec,
-                      principal: Principal | None) -> tuple[list[tuple], dict[str, set[str]]]:
-    """The parcels some rule looks at (key, WKB, class), and per rule the keys it looks at: one
-    query, each rule's filter a column."""
+                      principal: Principal | None) -> tuple[list[tuple], dict[str, set[int]]]:
+    """The parcels some rule looks at (key, WKB, class, county), and per rule the indexes (in
+    that list) of the parcels it looks at: one query, each rule's filter a column. Indexes, not
+    keys: a key is unique in its county only, and a rule may look at one county's parcel of a
+    key and not at another's."""
     hidden = hidden_attributes(principal, spec) if principal is not None else set()
     filters = [compile_filter(registry, rs.layer, r.parcels, "s", f"rule {r.id}", hidden) for r in rs.rules]
     cls = sql.Identifier("s", spec.class_field) if spec.class_field else sql.SQL("NULL::text")
     cur = await conn.execute(sql.SQL(
-        "SELECT s._key, ST_AsBinary(s.geom), {cls}, {each} FROM {t} s WHERE {cur} AND ({any}) ORDER BY s._key").format(
+        "SELECT s._key, ST_AsBinary(s.geom), {cls}, s.{div}, {each} FROM {t} s WHERE {cur} AND ({any}) "
+        "ORDER BY s._key, s.{div}").format(div=sql.Identifier(DIVISION),
             cls=cls, each=sql.SQL(", ").join(filters), t=table_ident(spec), cur=current_filter("s"),
             any=sql.SQL(" OR ").join(filters)))
     rows = await cur.fetchall()
-    member = {r.id: {row[0] for row in rows if row[3 + i]} for i, r in enumerate(rs.rules)}
-    return [row[:3] for row in rows], member
+    member = {r.id: {n for n, row in enumerate(rows) if row[4 + i]} for i, r in enumerate(rs.rules)}
+    return [row[:4] for row in rows], member
 
 
 async def imagery_flags(conn: psycopg.AsyncConnection, settings: Settings, registry: Registry,
@@ -156,11 +162,13 @@ async def imagery_flags(conn: psycopg.AsyncConnection, settings: Settings, regis
         per_scene[name] = [await asyncio.to_thread(zonal_stats, settings.data_path / s["file"], wkbs,
                                                    BandRequest(expression=expr), "EPSG:4490") for s in scenes]
     values = season_values(rs, per_scene, scenes, len(rows))
-    flags = []
-    for r, vals in zip(rows, values):
-        rule = first_match(rs, member, r[0], vals)
+    flags, parcels = [], []  # parcels: each flag's parcel's (key, county): its key is unique in its county only
+    qualified = (await qualified_layers(conn, [spec]))[spec.name]  # "key": the Features API's id of the parcel
+    for n, (r, vals) in enumerate(zip(rows, values)):
+        rule = first_match(rs, member, n, vals)
         if rule is not None:
-            flags.append({"key": r[0], "flag": rule.flag, "rule": rule.id, "title": rule.title.model_dump(),
+            parcels.append((r[0], r[3]))
+            flags.append({"key": FeatureRef(r[0], r[3]).id(qualified), "flag": rule.flag, "rule": rule.id, "title": rule.title.model_dump(),
                           "class": r[2], "values": vals})
     used = [{"id": s["id"], "datetime": s["datetime"].isoformat()} for s in scenes]
     versions = await layer_versions(conn, [rs.layer])
@@ -170,7 +178,7 @@ async def imagery_flags(conn: psycopg.AsyncConnection, settings: Settings, regis
     if store:
         from geobase.imagery.flag_store import store_flags
 
-        out["derived"] = await asyncio.to_thread(store_flags, writer or settings, registry, rs, spec, rows, flags, {
+        out["derived"] = await asyncio.to_thread(store_flags, writer or settings, registry, rs, spec, rows, flags, parcels, {
             "layer": rs.layer, "layer_version": versions.get(rs.layer, {}).get("version"), "collection": collection,
             "datetime": when, "scenes": used, "rules": rs.model_dump(by_alias=True)}, principal)
     return out

@@ -15,10 +15,11 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import inputs_checked, layer_versions
+from geobase.analysis.common import inputs_checked, layer_versions, qualified_layers
 from geobase.analysis.input import InputGeometry
 from geobase.catalog import imagery as cat
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.ids import FeatureRef
 from geobase.imagery.render import BandRequest
 from geobase.imagery.search import parse_interval
 from geobase.imagery.zonal import zonal_stats
@@ -26,7 +27,7 @@ from geobase.principal import Principal
 from geobase.security import IMAGERY_RULE_LAYER, layer_accesses, require_editor
 from geobase.settings import Settings
 from geobase.specs import LayerSpec, Registry
-from geobase.storage import current_filter, table_ident
+from geobase.storage import DIVISION, current_filter, table_ident
 from geobase.vocab import is_name
 
 NDVI = "(b4-b3)/(b4+b3)"
@@ -60,11 +61,13 @@ def check_parcel_layer(vis: dict[str, LayerSpec], collection: str, layer: str) -
 
 async def parcel_rows(conn: psycopg.AsyncConnection, spec: LayerSpec, aoi: InputGeometry | None = None,
                       where: sql.Composable | None = None) -> list[tuple]:
-    """``(key, WKB in EPSG:4490, class)`` of the layer's current parcels, by key."""
+    """``(key, WKB in EPSG:4490, class, county)`` of the layer's current parcels, by key and county
+    (a key is unique in its county only: in a province two counties' parcels share it)."""
     cls = sql.Identifier(spec.class_field) if spec.class_field else sql.SQL("NULL::text")
     aoi_sql = sql.SQL("AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else "")
     cur = await conn.execute(sql.SQL(
-        "SELECT _key, ST_AsBinary(geom), {cls} FROM {tbl} WHERE {cur} {aoi} AND {w} ORDER BY _key").format(
+        "SELECT _key, ST_AsBinary(geom), {cls}, {div} FROM {tbl} WHERE {cur} {aoi} AND {w} ORDER BY _key, {div}").format(
+            div=sql.Identifier(DIVISION),
             cls=cls, tbl=table_ident(spec), cur=current_filter(), aoi=aoi_sql, w=where or sql.SQL("TRUE")),
         {"aoi": aoi.wkb if aoi else None})
     return await cur.fetchall()
@@ -112,7 +115,9 @@ async def imagery_zonal(conn: psycopg.AsyncConnection, settings: Settings, visib
     inputs_checked()
     rows = await parcel_rows(conn, spec, aoi)
     results, used = await latest_stats(settings, scenes, [r[1] for r in rows], req)
-    parcels = [{"key": r[0], **{k: v for k, v in res.items() if k != "scene_date"}} for r, res in zip(rows, results)]
+    qualified = (await qualified_layers(conn, [spec]))[spec.name]  # "key": the Features API's id of the parcel
+    parcels = [{"key": FeatureRef(r[0], r[3]).id(qualified), **{k: v for k, v in res.items() if k != "scene_date"}}
+               for r, res in zip(rows, results)]
     versions = await layer_versions(conn, [layer])
     out = {"analysis": "imagery-zonal", "collection": collection,
            "expression": req.expression, "bands": req.bands, "layer": layer,
@@ -157,7 +162,7 @@ async def _store(settings: Settings, registry: Registry, spec: LayerSpec, rows: 
         kept = dict((((cur or {}).get("metadata") or {}).get("derived") or {}).get("inputs", {}).get("indices", {}))
         kept.pop(idx, None)
         dclass = spec.class_field == "dlbm"
-        out_rows = [{"parcel": r[0], "idx": idx, "source_layer": spec.name, "dlbm": r[2] if dclass else None,
+        out_rows = [{"parcel": r[0], "division": r[3], "idx": idx, "source_layer": spec.name, "dlbm": r[2] if dclass else None,
                      "collection": inputs["collection"], "expression": inputs["expression"], "scene": s["scene"],
                      "scene_date": s["scene_date"], "pixels": s["pixels"], "valid_pixels": s["count"],
                      "valid_share": s["valid_share"], "mean": s["mean"], "median": s["median"], "std": s["std"],

@@ -181,13 +181,16 @@ async def _steep(ctx: Context, term: Term, rows: list[tuple]) -> dict[str, float
 async def moved_parcels(ctx: Context, term: Term, change: Change, division: str, limit: int = 50) -> list[dict]:
     """The features the change added or retired in a township that match the term on the changed
     side: the parcels that moved the indicator (key, added/retired, class, m² in the township)."""
+    from geobase.analysis.common import feature_ids
+
     side = "where" if change.layer == term.layer else "zone"
     spec = ctx.registry.layers[change.layer]
+    fid = (await feature_ids(ctx.conn, [spec], "x"))[spec.name]  # the id the Features API gives the feature
     cls = sql.SQL("x.{}::text").format(sql.Identifier(spec.class_field)) if spec.class_field else sql.SQL("NULL")
     cur = await ctx.conn.execute(sql.SQL("""
-        SELECT x._key, CASE WHEN {added} THEN 'added' ELSE 'retired' END, {cls}, sum({m2})
+        SELECT {fid}, CASE WHEN {added} THEN 'added' ELSE 'retired' END, {cls}, sum({m2})
         FROM {p} p JOIN {t} x ON x.geom && p.g AND ST_Intersects(x.geom, p.g) AND {ch} AND {w}
-        WHERE p.code = %(code)s GROUP BY x._rid, x._key, 2, 3 ORDER BY 4 DESC LIMIT %(n)s""").format(
-        added=change.rows(1, "x"), cls=cls, m2=_PIECE_M2, p=PIECES, t=ctx.table(change.layer), ch=change.either("x"),
+        WHERE p.code = %(code)s GROUP BY x._rid, x.division, x._key, 2, 3 ORDER BY 4 DESC LIMIT %(n)s""").format(
+        fid=fid, added=change.rows(1, "x"), cls=cls, m2=_PIECE_M2, p=PIECES, t=ctx.table(change.layer), ch=change.either("x"),
         w=ctx.where(change.layer, term.filter(side), "x")), {"code": division, "n": limit})
     return [{"key": k, "change": c, "class": cl, "m2": round(float(m2 or 0), 3)} for k, c, cl, m2 in await cur.fetchall()]

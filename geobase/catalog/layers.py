@@ -32,7 +32,7 @@ _NAMED = CURRENT_SQL + " WHERE l.name = ANY(%s) ORDER BY l.name"
 
 #: a layer's access facts (owner, sharing, effective grade and openness: an admin's override,
 #: else the synced spec's), what every visibility decision reads; the spec's two values from
-#: the columns PostgreSQL generates from the spec (migration 0014_s12cold), not out of the spec
+#: the columns PostgreSQL generates from the spec (migration 0016_s12cold), not out of the spec
 #: jsonb, which each read decompressed twice per layer (most of a states read, every cold tile)
 GRADE_SQL = "coalesce(grade, spec_grade), coalesce(openness, spec_openness)"
 ACCESS_SQL = "SELECT name, department, sharing, shared_with, " + GRADE_SQL + " FROM catalog.layers"

@@ -39,11 +39,15 @@ from starlette.datastructures import Headers
 from geobase import audit
 from geobase import limits as policy
 from geobase.errors import GeobaseError, ServiceUnavailable
+from geobase.api.negotiation import HEAD_REQUEST
 from geobase.keys import presented_token
 from geobase.principal import Principal
 from geobase.settings import Settings
 
 log = logging.getLogger("geobase.limits")
+
+#: statuses whose reply has no body: complete for the client once its head is written
+HEAD_ONLY_STATUSES = frozenset({204, 304})
 
 CALLER_DEPENDENT = "geobase.caller_dependent"  # scope flag set when a route consulted the principal
 
@@ -132,7 +136,7 @@ class Admission:
             proto = headers.get("x-forwarded-proto", "").strip().lower()
             if proto in ("http", "https"):
                 scope["scheme"] = proto
-        ctx = policy.request_context(scope.get("method", "GET"), path, ip, peer, scope.get("query_string", b""),
+        ctx = policy.request_context("HEAD" if scope.get(HEAD_REQUEST) else scope.get("method", "GET"), path, ip, peer, scope.get("query_string", b""),
                                      headers.get("user-agent"), forwarded)
         return _Request(scope, headers, path, ip, ctx)
 
@@ -259,6 +263,13 @@ class GateMiddleware:
                     return {"type": "http.disconnect"}
             return message
 
+        async def commit_audit() -> None:
+            # the reply is complete but its last bytes not yet sent: commit its audit row first
+            # (bounded wait, see AuditWriter.wait_written), so no reply outlives its row
+            audited.append(True)
+            if policy.audit_decision(req.ctx, req.path, status[0]):
+                await self.admission.write_audit(req.ctx, status[0], req.elapsed_ms(), wait=True)
+
         async def capture_send(message):
             if too_large and not status:
                 return  # swallowed: the 413 below replaces it
@@ -266,13 +277,12 @@ class GateMiddleware:
                 status.append(message["status"])
                 if req.scope.get(CALLER_DEPENDENT):
                     message = {**message, "headers": caller_dependent_headers(message.get("headers") or [], keyed)}
-            elif (message["type"] == "http.response.body" and not message.get("more_body") and status
-                  and not audited):
-                # the reply is complete but its last bytes not yet sent: commit its audit row first
-                # (bounded wait, see AuditWriter.wait_written), so no reply outlives its row
-                audited.append(True)
-                if policy.audit_decision(req.ctx, req.path, status[0]):
-                    await self.admission.write_audit(req.ctx, status[0], req.elapsed_ms(), wait=True)
+                if message["status"] in HEAD_ONLY_STATUSES or req.scope.get(HEAD_REQUEST):
+                    # a reply that is whole once its head arrives (204, 304, an answer to HEAD):
+                    # the server writes the head at once, so its row is committed before it
+                    await commit_audit()
+            elif message["type"] == "http.response.body" and not message.get("more_body") and status and not audited:
+                await commit_audit()
             await send(message)
 
         token = audit.begin(req.ctx)

@@ -275,6 +275,11 @@ def chosen(request: Request, default: str) -> str:
 # ------------------------------------------------------------------------------------------
 # HEAD
 # ------------------------------------------------------------------------------------------
+#: scope key HeadMiddleware sets on the GET it makes of a HEAD: the gate audits the request as
+#: the HEAD it was and commits its row before the head (the whole answer for the client)
+HEAD_REQUEST = "geobase.head"
+
+
 class HeadMiddleware:
     """``HEAD`` = ``GET`` without the body (RFC 9110 §9.3.2): same status and headers, for every
     route, whatever router declared it. Plain ASGI so that nothing is buffered."""
@@ -294,4 +299,4 @@ class HeadMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        await self.app({**scope, "method": "GET", HEAD_REQUEST: True}, receive, send_headers_only)

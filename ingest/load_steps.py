@@ -15,7 +15,9 @@ import pyarrow.compute as pc
 import pyogrio
 from geobase.ingest.normalize import FID_COLUMN
 from geobase.ingest.context import IngestContext, LoadTarget
-from geobase.ingest.loader import DirectLoad, RedoWithStaging, area_deviation, drop_leftover_loads
+from geobase.ingest.leftover_loads import drop_leftover_loads
+from geobase.ingest.loader import DirectLoad, RedoWithStaging
+from geobase.ingest.staging import area_deviation
 from geobase.ingest.options import IngestResult
 from geobase.ingest.reader import open_batches
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_staging, staging_name

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import psycopg
-from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
 from psycopg import sql
 
 from geobase.catalog.divisions import carry_forward, division_stats, totals
@@ -30,6 +29,7 @@ from geobase.partitions import (
     partition_divisions,
     partition_unique_indexes,
 )
+from geobase.ingest.leftover_loads import load_lock_name
 from geobase.specs import LayerSpec
 from geobase.storage import (
     DIVISION,
@@ -365,35 +365,6 @@ class DirectLoad:
             self.holding = False
 
 
-def load_lock_name(table: str) -> str:
-    """The advisory lock a direct load's session holds on its table while it lives."""
-    return f"load:{table}"
-
-
-def drop_leftover_loads(conn: psycopg.Connection) -> list[str]:
-    """Drop the tables of direct loads whose ingest is gone (killed, or its connection lost
-    before it could drop them): ``data.<layer>__load_<job>`` tables that are no partition and
-    whose session lock (:func:`load_lock_name`) is free. Returns their names. They were never
-    part of a layer: no reader saw their rows, no version names them."""
-    dropped = []
-    names = [r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'data' "
-        "AND c.relkind = 'r' AND NOT c.relispartition AND position('__load_' in c.relname) > 0").fetchall()]
-    conn.commit()
-    for name in names:
-        key = lock_key(load_lock_name(name))
-        if not conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(key)).fetchone()[0]:
-            continue  # a live ingest owns it
-        try:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("data", name)))
-            conn.commit()
-            dropped.append(name)
-        finally:
-            conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(key))
-            conn.commit()
-    return dropped
-
-
 class _DirectWriter:
     """The writer of :meth:`DirectLoad.copy`: the first batch decides the county and opens the
     COPY, each batch gets its rows' version and county fields."""
@@ -424,26 +395,3 @@ class _DirectWriter:
             self.cp = self.stack.enter_context(binary_copy(load.conn, load.table, load.columns))
         version = encode_field(from_numpy(np.full(n, load.version, dtype=np.int32)))
         self.cp.write([key, hsh, version, encode_field(county), *rest])
-
-
-def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
-                   area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
-                   ) -> tuple[int, list[dict]]:
-    """Rows whose stated area (spec.stated_area_field, in spec.stated_area_unit) deviates from
-    the ellipsoidal area by more than ``tolerance``: count and the worst examples."""
-    field = spec.stated_area_field
-    if not field or spec.geometry != "MultiPolygon":
-        return 0, []
-    factor = stated_area_factor(spec.stated_area_unit)
-    q = sql.SQL("""
-        WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
-                   FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)
-        SELECT _key, stated, area, count(*) OVER () FROM a
-        WHERE abs(area - stated) > {tol} * stated ORDER BY abs(area - stated) / stated DESC LIMIT {lim}
-    """).format(f=sql.Identifier(field), k=sql.Literal(factor), area=area_expr, t=table, w=where,
-                tol=sql.Literal(tolerance), lim=sql.Literal(limit))
-    rows = conn.execute(q).fetchall()
-    total = rows[0][3] if rows else 0
-    return total, [{"key": r[0], "stated_m2": round(r[1], 2), "ellipsoidal_m2": round(r[2], 2),
-                    "deviation": round((r[2] - r[1]) / r[1], 4)} for r in rows]
-

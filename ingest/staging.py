@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
-from geobase.ingest.area import AREA_TOLERANCE
-from geobase.ingest.loader import STAGING, area_deviation, binary_copy, loaded_measure
+from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
+from geobase.ingest.loader import STAGING, binary_copy, loaded_measure
 from psycopg import sql
 
 from geobase.catalog.versions import (
@@ -272,3 +272,26 @@ class Staging:
                    scope=self._scope_filter())).fetchall()
         self.conn.commit()
         return len(rows), [r[0] for r in rows[:20]]
+
+
+def area_deviation(conn: psycopg.Connection, spec: LayerSpec, table: sql.Composable, where: sql.Composable,
+                   area_expr: sql.Composable, tolerance: float = AREA_TOLERANCE, limit: int = 20
+                   ) -> tuple[int, list[dict]]:
+    """Rows whose stated area (spec.stated_area_field, in spec.stated_area_unit) deviates from
+    the ellipsoidal area by more than ``tolerance``: count and the worst examples."""
+    field = spec.stated_area_field
+    if not field or spec.geometry != "MultiPolygon":
+        return 0, []
+    factor = stated_area_factor(spec.stated_area_unit)
+    q = sql.SQL("""
+        WITH a AS (SELECT _key, {f}::float8 * {k} AS stated, {area} AS area
+                   FROM {t} WHERE {w} AND {f} IS NOT NULL AND {f} > 0)
+        SELECT _key, stated, area, count(*) OVER () FROM a
+        WHERE abs(area - stated) > {tol} * stated ORDER BY abs(area - stated) / stated DESC LIMIT {lim}
+    """).format(f=sql.Identifier(field), k=sql.Literal(factor), area=area_expr, t=table, w=where,
+                tol=sql.Literal(tolerance), lim=sql.Literal(limit))
+    rows = conn.execute(q).fetchall()
+    total = rows[0][3] if rows else 0
+    return total, [{"key": r[0], "stated_m2": round(r[1], 2), "ellipsoidal_m2": round(r[2], 2),
+                    "deviation": round((r[2] - r[1]) / r[1], 4)} for r in rows]
+

@@ -91,7 +91,7 @@ def test_a_layer_plan_is_made_once_per_spec_zoom_and_caller_and_each_caller_gets
     from geobase.settings import get_settings
     from geobase.specs import get_registry
     from geobase.tiles.mvt import plan_layer
-    from geobase.tiles.service import layer_plan
+    from geobase.tiles.plans import layer_plan
 
     registry = get_registry(get_settings())
     spec = registry.layers["land_use"]

@@ -187,6 +187,31 @@ def test_a_miss_of_non_public_data_is_audited_before_the_answer(cold):
     assert not [x for x in _audit(settings, since) if x["path"] == public]
 
 
+def test_bodiless_router_answers_are_audited_before_their_head(cold):
+    """The routers' 304 (If-None-Match) and HEAD answers are whole once their head is written:
+    the gate commits their audit row before the head, not before the empty body that follows it
+    (the client already has the answer then). Shown by holding the audit table's lock: the answer
+    must not arrive while its row cannot be committed, and must arrive once it can."""
+    import concurrent.futures
+
+    _, plain, tokens, settings, _ = cold
+    key = headers_for("water_resources:viewer", tokens)
+    rivers = f"/tiles/rivers/16/{X * 4}/{Y * 4 + 1}.mvt"
+    first = _get(plain, rivers, {**GZ, **key})
+    assert first.status_code in (200, 204) and "etag" in first.headers
+    asks = {"304": lambda c: c.get(rivers, headers={**GZ, **key, "If-None-Match": first.headers["etag"]}),
+            "HEAD": lambda c: c.head(rivers, headers={**GZ, **key})}
+    with plain.client() as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for what, ask in asks.items():
+            with psycopg.connect(settings.database_url) as lock:
+                lock.execute("LOCK TABLE catalog.audit_log IN EXCLUSIVE MODE")  # inserts wait
+                answer = pool.submit(ask, c)
+                done, _ = concurrent.futures.wait([answer], timeout=0.5)
+                assert not done, f"the {what} answer arrived while its audit row could not be committed"
+            r = answer.result(timeout=30)  # the lock is released: the row commits, the answer goes
+            assert r.status_code == (304 if what == "304" else first.status_code)
+
+
 def test_requests_the_fast_path_does_not_take_get_the_routers_answer(cold):
     tile17 = f"/tiles/land_use/17/{X17}/{Y17}.mvt"
     for path in (f"{tile17}?division=430100", f"{tile17}?version=1", f"{tile17}?datetime=2020-01-01T00:00:00Z",

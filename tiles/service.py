@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import psycopg
-from geobase.tiles import pyramid
 from geobase.tiles.cache import TileCache, cache_key, etag_for
-from geobase.tiles.mvt import AGGREGATE_BELOW, LayerPlan, plan_layer
+from geobase.tiles.mvt import plan_layer
+from geobase.tiles.plans import layer_plans
 from geobase.tiles.prune import render_pruned
 from geobase.tiles.render import gzip_tile, render
 from geobase.tiles.tms import TileMatrixSet
@@ -147,7 +147,7 @@ async def vector_tile(conn: psycopg.AsyncConnection, cache: TileCache | None, re
         hit = cache.get(key)
         if hit is not None:
             return TileResult(hit, etag, True, version_tag(versions, sig))
-    plans = await _plans(conn, registry, principal, states, specs, tms, z, pyramid_url, divisions)
+    plans = await layer_plans(conn, registry, principal, states, specs, tms, z, pyramid_url, divisions)
     if render_hook is not None:
         await render_hook()
     raw = None
@@ -180,39 +180,6 @@ def _keep(cache: TileCache | None, key: str, body: bytes | None, raw: bytes | No
         cache.put(key, body if body is not None else (gzip_tile(raw) if raw else b""))
 
     after.append(keep)
-
-
-async def _plans(conn: psycopg.AsyncConnection, registry: Registry, principal: Principal,
-                 states: dict[str, LayerState], specs: list[LayerSpec], tms: TileMatrixSet, z: int,
-                 pyramid_url: str | None, divisions: tuple[str, ...] | None = None) -> list[LayerPlan]:
-    # a layer without a current version has nothing to draw: its table is not even read (during
-    # a layer's first load the table is locked until the version commits)
-    plans = [p for p in (layer_plan(s, registry, z, principal) for s in specs
-                         if states[s.name].current_version is not None) if p]
-    if divisions is not None:  # those counties' rows only: the class cells too, never the pyramid's
-        return [replace(p, counties=divisions) for p in plans]
-    if pyramid_url and tms.srid == 3857:
-        plans = [await _with_pyramid(conn, pyramid_url, p, states[p.name].current_version) for p in plans]
-    return plans
-
-
-#: (spec, registry, zoom, caller) -> (spec, registry, plan): see :func:`layer_plan`
-_plans_made: dict[tuple, tuple] = {}
-
-
-def layer_plan(spec: LayerSpec, registry: Registry, z: int, principal: Principal) -> LayerPlan | None:
-    """``plan_layer`` for this caller's view of ``spec`` (:func:`caller_view`), made once per
-    spec, registry, zoom and caller: both are pure functions of those (the spec's attributes,
-    code lists and rules, the caller's role, department, key scope and box), and making them
-    again for every cold tile cost a tenth of a small tile's time in Python. The spec and
-    registry are held with the plan, so the ids in the key are never another object's."""
-    key = (id(spec), id(registry), z, principal)
-    made = _plans_made.get(key)
-    if made is None:
-        if len(_plans_made) > 4096:
-            _plans_made.clear()
-        made = _plans_made[key] = (spec, registry, plan_layer(spec, registry, z, *caller_view(principal, spec)))
-    return made[2]
 
 
 class StatesHint:
@@ -268,7 +235,7 @@ async def tile_for(conn: psycopg.AsyncConnection, cache: TileCache | None, regis
                     return (TileResult(b"", etag, True, tag, not_modified=True) if revalidating
                             else TileResult(cached, etag, True, tag))
             else:
-                plans = await _plans(conn, registry, principal, guess, specs, tms, z, pyramid_url, divisions)
+                plans = await layer_plans(conn, registry, principal, guess, specs, tms, z, pyramid_url, divisions)
                 if plans:
                     body, versions, fresh, raw = await render_pruned(conn, plans, names, guess, tms, z, row, col,
                                                                       timeout_ms, with_states=True,
@@ -397,21 +364,6 @@ async def tile_at_version(conn: psycopg.AsyncConnection, cache: TileCache | None
 def note_reads(principal: Principal, states: dict[str, LayerState], specs) -> None:
     for spec in specs:  # audit: reads of non-public layers (security.note_read decides)
         note_read(principal, states[spec.name].access, spec)
-
-
-async def _with_pyramid(conn: psycopg.AsyncConnection, url: str, plan: LayerPlan, version: int | None) -> LayerPlan:
-    """Use the layer version's pyramid when built; otherwise start building it (on-the-fly now)."""
-    if not plan.aggregate or version is None:
-        return plan
-    try:
-        if await pyramid.is_ready(conn, url, plan.name, version):
-            return replace(plan, pyramid_version=version)
-    except psycopg.errors.UndefinedTable:  # database not migrated to 0004_tiles: on-the-fly only
-        return plan
-    spec = plan.spec
-    pyramid.build_in_background(url, spec, version, spec.style.class_field or spec.class_field,
-                                spec.tiles.detail_zoom if spec.tiles.detail_zoom is not None else AGGREGATE_BELOW)
-    return plan
 
 
 def cache_for(settings: Settings) -> TileCache:

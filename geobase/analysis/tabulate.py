@@ -267,7 +267,8 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
             params = await pieces.load_pieces(conn, spec, state, a if cut == "b" else b)
             rows_small = rows_a if cut == "b" else rows_b
-            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small)
+            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small,
+                                  kept_halos=params["grid"] is not None)
             # the whole county over the cores, by zone; a correction's few rows on this connection
             return await pieces.run_split(conn, q, params, [a, b], 1 if rows_small is not None else None)
     q = tabulate_sql(a, job.fa, b, job.fb, with_aoi=job.wkb is not None, rows_a=rows_a, rows_b=rows_b,

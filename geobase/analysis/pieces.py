@@ -91,7 +91,7 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
     s = sql.Identifier(small)
     # on the halo, PAIR_AREA in the argument order of the pair: the zone covers the parcel
     # exactly when the halo does; the parcel covering the zone was sent the whole way
-    halo_inter = "ST_Intersection(e.geom, e.halo)" if cut == "b" else "ST_Intersection(e.halo, e.geom)"
+    halo_inter = "ST_Intersection(e.geom, h.halo)" if cut == "b" else "ST_Intersection(h.halo, e.geom)"
     halos = HALOS_KEPT if kept_halos else HALOS_HERE
     return sql.SQL("""
         WITH p AS MATERIALIZED (
@@ -117,9 +117,8 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
                         OFFSET 0) y
                   WHERE rin OR ST_Intersects(geom, g) OFFSET 0) x),
         pr AS MATERIALIZED (
-            SELECT srid, lrid, min(cs) AS cs, min(cl) AS cl, min(sm2) AS sm2, bool_or(inside) AS inside,
-                   bool_or(whole) AS whole, (array_agg(geom) FILTER (WHERE NOT inside))[1] AS geom
-            FROM f WHERE NOT sole GROUP BY 1, 2),
+            SELECT DISTINCT ON (srid, lrid) srid, lrid, cs, cl, sm2, inside, whole, geom
+            FROM f WHERE NOT sole ORDER BY srid, lrid, inside DESC),
         e AS MATERIALIZED (
             SELECT srid, lrid, cs, cl, sm2, geom, i, j,
                    ST_XMin(bb) >= (i - 0.125) * %(cell)s AND ST_XMax(bb) <= (i + 1.125) * %(cell)s
@@ -127,22 +126,22 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
             FROM (SELECT *, floor((ST_XMin(bb) + ST_XMax(bb)) / 2 / %(cell)s)::bigint AS i,
                             floor((ST_YMin(bb) + ST_YMax(bb)) / 2 / %(cell)s)::bigint AS j
                   FROM (SELECT *, geom::box3d AS bb FROM pr WHERE NOT inside AND NOT whole OFFSET 0) x) y),
-        h AS MATERIALIZED ({halos}),
-        he AS MATERIALIZED (
-            SELECT e.*, h.covered, h.halo, h.lrid IS NOT NULL AS kept
-            FROM e LEFT JOIN h USING (lrid, i, j) ORDER BY e.lrid, e.i, e.j),
+        h AS {halos},
         cells AS (
             SELECT cs, cl, sum(sm2) AS m2, count(*) AS n FROM f WHERE sole GROUP BY 1, 2
             UNION ALL
             SELECT cs, cl, sum(sm2), count(*) FROM pr WHERE inside AND NOT whole GROUP BY 1, 2
             UNION ALL
-            SELECT e.cs, e.cl, CASE WHEN e.covered OR ST_Covers(e.halo, e.geom) THEN e.sm2
-                                    ELSE ST_Area({halo_inter}::geography) END, 1
-            FROM he e WHERE e.fits AND e.kept
+            SELECT e.cs, e.cl,
+                   CASE WHEN NOT e.fits OR h.covered IS NULL
+                             THEN (SELECT {area} FROM {tl} {l} JOIN {ts} {s} ON {s}._rid = e.srid WHERE {l}._rid = e.lrid)
+                        WHEN h.covered OR ST_Covers(h.halo, e.geom) THEN e.sm2
+                        ELSE ST_Area({halo_inter}::geography) END, 1
+            FROM (SELECT * FROM e ORDER BY lrid, i, j OFFSET 0) e
+                 LEFT JOIN h ON h.lrid = e.lrid AND h.i = e.i AND h.j = e.j
             UNION ALL
             SELECT {s}.{fs}::text, {l}.{fl}::text, {area}, 1
-            FROM (SELECT srid, lrid FROM pr WHERE whole UNION ALL SELECT srid, lrid FROM he WHERE NOT (fits AND kept)
-                  ORDER BY lrid OFFSET 0) e
+            FROM (SELECT srid, lrid FROM pr WHERE whole ORDER BY lrid OFFSET 0) e
                  JOIN {tl} {l} ON {l}._rid = e.lrid JOIN {ts} {s} ON {s}._rid = e.srid)
         SELECT {ca}, {cb}, sum(m2), sum(n)::bigint FROM cells
         GROUP BY 1, 2 ORDER BY 1, 2
@@ -154,15 +153,15 @@ def pieces_sql(a: LayerSpec, fa: str, b: LayerSpec, fb: str, *, cut: str,
 
 
 #: the halos of the boundary pairs ``e`` read from the kept grid (:mod:`geobase.analysis.subdivision`)
-HALOS_KEPT = sql.SQL("SELECT rid AS lrid, i, j, covered, halo FROM analysis.halos WHERE grid = %(grid)s")
+HALOS_KEPT = sql.SQL("(SELECT rid AS lrid, i, j, covered, halo FROM analysis.halos WHERE grid = %(grid)s)")
 
 #: the halos of the boundary pairs ``e`` clipped here: the zone clipped to the pair's cell grown
 #: by a quarter (the same halo as a kept one; ``covered`` is not worked out, ST_Covers decides)
-HALOS_HERE = sql.SQL("""
+HALOS_HERE = sql.SQL("""MATERIALIZED (
     SELECT d.lrid, d.i, d.j, false AS covered,
            ST_Intersection(z.geom, ST_MakeEnvelope((d.i - 0.25) * %(cell)s, (d.j - 0.25) * %(cell)s,
                                                    (d.i + 1.25) * %(cell)s, (d.j + 1.25) * %(cell)s, 4490)) AS halo
-    FROM (SELECT DISTINCT lrid, i, j FROM e) d JOIN {tl} z ON z._rid = d.lrid""")
+    FROM (SELECT DISTINCT lrid, i, j FROM e) d JOIN {tl} z ON z._rid = d.lrid)""")
 
 
 #: the pieces of a layer's current features; ``rect``: the piece is its own box (one ring,

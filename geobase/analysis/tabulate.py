@@ -7,9 +7,10 @@ Where the time goes and what is done about it (bench/bench_analysis.py measures 
   into pieces of at most 128 vertices that find the pairs (:mod:`geobase.analysis.pieces`); a
   parcel covered by a piece takes its stored ellipsoidal area, every other pair is measured as
   on the whole geometries: the whole-geometry table, cell for cell (tests/test_tabulate_exact.py,
-  tests/test_tabulate_edges.py). The pieces are cut once per zone version and kept in the
-  database (:mod:`geobase.analysis.subdivision`), so a cold run after a restart starts from
-  them (tests/test_tabulate_kept_pieces.py). The zones are split over one connection per core
+  tests/test_tabulate_edges.py). The pieces, and the halos the boundary pairs are measured
+  against, are cut once per zone version and kept in the database
+  (:mod:`geobase.analysis.subdivision`), so a cold run after a restart starts from them
+  (tests/test_tabulate_kept_pieces.py, tests/test_tabulate_kept_halos.py). The zones are split over one connection per core
   (:func:`geobase.analysis.pieces.run_split`), each checking it reads the same layer states;
 * kept ("warm"): the table of the same layer versions, class fields and area of interest is
   answered from memory (:mod:`geobase.analysis.reuse`): a version's rows never change;

@@ -184,8 +184,8 @@ PIECES_SQL = sql.SQL("""
 #: rounded to a power of two by :func:`grid_side` (kept halos are found again by their side)
 CELL_SQL = sql.SQL("""
     SELECT {k} * percentile_cont(0.9) WITHIN GROUP (ORDER BY
-                     greatest(ST_XMax(geom) - ST_XMin(geom), ST_YMax(geom) - ST_YMin(geom)))
-    FROM (SELECT geom FROM {small} WHERE {cur} LIMIT 20000) s
+                     greatest(ST_XMax(bb) - ST_XMin(bb), ST_YMax(bb) - ST_YMin(bb)))
+    FROM (SELECT geom::box3d AS bb FROM {small} WHERE {cur} LIMIT 2000 OFFSET 0) s
 """)
 
 
@@ -293,16 +293,8 @@ async def run_split(conn: psycopg.AsyncConnection, query: sql.Composable, params
         cur = await conn.execute(query, p)
         return await cur.fetchall()
 
-    async def sibling(p: dict) -> list[tuple] | None:
-        extra = {"password": conn.info.password} if conn.info.password else {}
-        c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
-        async with c2, c2.transaction():
-            await c2.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
-            if await layer_states(c2, specs) != states:
-                return None  # another state of a layer: this part is computed on ``conn``
-            cur = await c2.execute(query, p)
-            return await cur.fetchall()
+    async def sibling(p: dict) -> list[tuple] | None:  # None: this part is computed on ``conn``
+        return await beside(conn, specs, states, query, p, timeout)
 
     got = await asyncio.gather(here(parts[0]), *(sibling(p) for p in parts[1:]), return_exceptions=True)
     for g in got:  # every part has finished (none left running on ``conn``) before one's error is raised
@@ -312,6 +304,24 @@ async def run_split(conn: psycopg.AsyncConnection, query: sql.Composable, params
         if g is None:
             got[i] = await here(parts[i])
     return merge_cells(got)
+
+
+async def beside(conn: psycopg.AsyncConnection, specs: list[LayerSpec], states: dict, query: sql.Composable,
+                 params: dict | None, timeout: str | None = None) -> list[tuple] | None:
+    """The rows of ``query`` run on a new connection in its own repeatable-read snapshot, when
+    that snapshot sees the layers ``specs`` in ``states`` (as ``conn``'s: see :func:`run_split`);
+    None when it sees another state (an ingest committed in between)."""
+    if timeout is None:
+        timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
+    async with c2, c2.transaction():
+        await c2.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+        if await layer_states(c2, specs) != states:
+            return None
+        cur = await c2.execute(query, params)
+        return await cur.fetchall()
 
 
 async def _own_states(conn: psycopg.AsyncConnection, specs: list[LayerSpec]) -> dict | None:

@@ -7,9 +7,10 @@ Where the time goes and what is done about it (bench/bench_analysis.py measures 
   into pieces of at most 128 vertices that find the pairs (:mod:`geobase.analysis.pieces`); a
   parcel covered by a piece takes its stored ellipsoidal area, every other pair is measured as
   on the whole geometries: the whole-geometry table, cell for cell (tests/test_tabulate_exact.py,
-  tests/test_tabulate_edges.py). The pieces are cut once per zone version and kept in the
-  database (:mod:`geobase.analysis.subdivision`), so a cold run after a restart starts from
-  them (tests/test_tabulate_kept_pieces.py). The zones are split over one connection per core
+  tests/test_tabulate_edges.py). The pieces, and the halos the boundary pairs are measured
+  against, are cut once per zone version and kept in the database
+  (:mod:`geobase.analysis.subdivision`), so a cold run after a restart starts from them
+  (tests/test_tabulate_kept_pieces.py, tests/test_tabulate_kept_halos.py). The zones are split over one connection per core
   (:func:`geobase.analysis.pieces.run_split`), each checking it reads the same layer states;
 * kept ("warm"): the table of the same layer versions, class fields and area of interest is
   answered from memory (:mod:`geobase.analysis.reuse`): a version's rows never change;
@@ -166,13 +167,18 @@ async def _read(conn: psycopg.AsyncConnection, job: _Job, conninfo: str | None, 
         states = {}
         if reuse and not split and await _one_snapshot(conn):
             states = await layer_states(conn, [job.a, job.b])
-        if split:
-            rows, how = await _split_rows(conn, job.a, job.fa, job.b, job.fb, job.wkb, conninfo, workers,
-                                          job.divisions), "computed"
-        else:
-            job = dataclasses.replace(job, state_a=states.get(job.a.name), state_b=states.get(job.b.name))
-            rows, how = await _rows(conn, job)
-        m2 = await _layer_area(conn, job.a, states.get(job.a.name)) if whole else None
+        area = await _area_beside(conn, job.a, states.get(job.a.name)) if whole and not split else None
+        try:
+            if split:
+                rows, how = await _split_rows(conn, job.a, job.fa, job.b, job.fb, job.wkb, conninfo, workers,
+                                              job.divisions), "computed"
+            else:
+                job = dataclasses.replace(job, state_a=states.get(job.a.name), state_b=states.get(job.b.name))
+                rows, how = await _rows(conn, job)
+        finally:
+            m2 = await area if area is not None else None  # never left running past the snapshot
+        if whole and m2 is None:
+            m2 = await _layer_area(conn, job.a, states.get(job.a.name))
         versions = await layer_versions(conn, [job.a.name, job.b.name])
     return rows, how, m2, versions
 
@@ -180,6 +186,35 @@ async def _read(conn: psycopg.AsyncConnection, job: _Job, conninfo: str | None, 
 async def _one_snapshot(conn: psycopg.AsyncConnection) -> bool:
     cur = await conn.execute("SELECT current_setting('transaction_isolation')")
     return (await cur.fetchone())[0] in ("repeatable read", "serializable")
+
+
+async def _area_beside(conn: psycopg.AsyncConnection, spec: LayerSpec,
+                       state: VersionState | None) -> asyncio.Future | None:
+    """The sum of a layer's areas computed on another connection while the table is computed
+    on ``conn`` (a county-wide sum of 200,000 areas took 0.05-0.2 s after the table, serially),
+    as a task whose result is None when it cannot be: no state to check the other connection's
+    snapshot against, a sum kept or correctable from memory (:func:`_layer_area` is cheaper
+    then), another state seen there, or any error (then :func:`_layer_area` runs on ``conn``).
+    The task never uses ``conn`` (busy with the table): the state it checks was read on ``conn``."""
+    if state is None or RESULTS.get(("area", state)) is not None or \
+            RESULTS.find(lambda k: k[0] == "area" and state.same_history(k[1])):
+        return None
+    timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
+
+    async def run() -> float | None:
+        try:
+            total = sql.SQL("SELECT sum(coalesce(_area_m2, ST_Area(geom::geography))) FROM {} WHERE {}").format(
+                table_ident(spec), current_filter())
+            rows = await pieces.beside(conn, [spec], {spec.name: state}, total, None, timeout)
+        except (psycopg.Error, OSError):
+            return None
+        if rows is None:
+            return None
+        m2 = float(rows[0][0] or 0)
+        RESULTS.put(("area", state), m2)
+        return m2
+
+    return asyncio.ensure_future(run())
 
 
 async def _layer_area(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState | None) -> float:
@@ -267,7 +302,8 @@ async def _computed(conn: psycopg.AsyncConnection, job: _Job, rows_a: sql.Compos
             spec, state = (b, job.state_b) if cut == "b" else (a, job.state_a)
             params = await pieces.load_pieces(conn, spec, state, a if cut == "b" else b)
             rows_small = rows_a if cut == "b" else rows_b
-            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small)
+            q = pieces.pieces_sql(a, job.fa, b, job.fb, cut=cut, rows_small=rows_small,
+                                  kept_halos=params["grid"] is not None)
             # the whole county over the cores, by zone; a correction's few rows on this connection
             return await pieces.run_split(conn, q, params, [a, b], 1 if rows_small is not None else None)
     q = tabulate_sql(a, job.fa, b, job.fb, with_aoi=job.wkb is not None, rows_a=rows_a, rows_b=rows_b,

@@ -1,4 +1,4 @@
-"""The zones' halos are kept per (subdivision, grid side) in the database (migration 0014_s12tab,
+"""The zones' halos are kept per (subdivision, grid side) in the database (migration 0017_s12tab,
 geobase/analysis/subdivision.py ``build_halos``): clipped by the first county-wide tabulation of a
 zone version, read by every later one, reused by a new land-use version of about the same parcel
 size, never half-kept; and a table computed with them, without them, with a halo missing or with

@@ -1,6 +1,6 @@
 """The zones' subdivision kept per zone version in ``analysis.subdivisions``/``analysis.pieces``
 (migration 0013_s11tab), and its halos per side of the halo grid in ``analysis.halo_grids``/
-``analysis.halos`` (migration 0014_s12tab), so a cold county-wide tabulation starts from them.
+``analysis.halos`` (migration 0017_s12tab), so a cold county-wide tabulation starts from them.
 
 Why: cutting the zones into pieces (ST_Subdivide, and deciding which pieces are their own box)
 took 1.4-2.3 s of a cold tabulation at 200,000 parcels, as much as a third of it, and depends on

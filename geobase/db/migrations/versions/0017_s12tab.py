@@ -1,7 +1,7 @@
 """The kept halos of a zone layer's subdivision for the county-wide tabulation.
 
-Revision ID: 0014_s12tab
-Revises: 0013_s11tab
+Revision ID: 0017_s12tab
+Revises: 0016_s12cold
 
 ``analysis.halo_grids`` names one complete set of halos per (kept subdivision, side of the halo
 grid); ``analysis.halos`` holds, for every cell of that grid whose fit box (the cell grown by an
@@ -19,8 +19,8 @@ cost more than reading them.
 
 from alembic import op
 
-revision = "0014_s12tab"
-down_revision = "0013_s11tab"
+revision = "0017_s12tab"
+down_revision = "0016_s12cold"
 branch_labels = None
 depends_on = None
 

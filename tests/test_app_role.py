@@ -92,3 +92,24 @@ def test_app_url_defaults():
     assert app_database_url(local) == f"postgresql://{APP_LOGIN}@127.0.0.1:5999/gb"
     ext = Settings(database_url="postgresql://owner:pw@db/gb", app_database_url="postgresql://web:pw@db/gb")
     assert server_settings(ext).database_url == "postgresql://web:pw@db/gb"
+
+
+def test_a_role_made_after_the_migrations_gets_the_analysis_caches(county_db):
+    """The analyses keep zone pieces and halos in schema ``analysis``, written by the server (as
+    the app role). Their migrations grant them only when ``geobase_app`` exists already; a role
+    a DBA makes later gets them from ``ensure_app_role`` (else the server would silently cut the
+    zones again in every tabulation)."""
+    from geobase.db import ensure_app_role
+
+    with psycopg.connect(county_db.database_url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname = 'analysis'").fetchall()]
+        assert {"analysis.halos", "analysis.halo_grids"} <= set(tables)
+        conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA analysis FROM geobase_app")
+        conn.execute("REVOKE USAGE ON SCHEMA analysis FROM geobase_app")
+        assert ensure_app_role(conn)
+    with psycopg.connect(app_login_url(county_db.database_url), autocommit=True) as conn:
+        for table in tables:
+            assert conn.execute("SELECT has_table_privilege(%s, 'SELECT, INSERT, UPDATE, DELETE')",
+                                (table,)).fetchone()[0], table

@@ -34,13 +34,16 @@ def ensure_app_role(conn: psycopg.Connection) -> bool:
     if not exists and not can:
         return False
     schemas = [r[0] for r in conn.execute(
-        "SELECT nspname FROM pg_namespace WHERE nspname IN ('catalog', 'data', 'staging', 'tiles')").fetchall()]
+        "SELECT nspname FROM pg_namespace WHERE nspname IN ('catalog', 'data', 'staging', 'tiles', 'analysis')").fetchall()]
     stmts = []
-    if "tiles" in schemas:  # a cache the server fills itself
-        stmts += ["GRANT USAGE ON SCHEMA tiles TO geobase_app",
-                  "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tiles TO geobase_app",
-                  "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA tiles TO geobase_app",
-                  "ALTER DEFAULT PRIVILEGES IN SCHEMA tiles GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO geobase_app"]
+    # caches the server fills itself: tiles, and the analyses' kept zone pieces and halos (a role
+    # made after the migrations that granted them, by a DBA, gets them here too)
+    for schema in ("tiles", "analysis"):
+        if schema in schemas:
+            stmts += [f"GRANT USAGE ON SCHEMA {schema} TO geobase_app",
+                      f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO geobase_app",
+                      f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO geobase_app",
+                      f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO geobase_app"]
     for schema in ("data", "staging"):  # layer rows: read only, ingest writes them as the owner
         if schema in schemas:
             stmts += [f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} FROM geobase_app",

@@ -43,13 +43,12 @@ import asyncio
 import math
 import os
 
-import numpy as np
-
 import psycopg
 from psycopg import sql
 
 from geobase.analysis import subdivision
 from geobase.analysis.reuse import PIECES, VersionState, layer_states
+from geobase.lazy_import import load
 from geobase.specs import LayerSpec
 from geobase.storage import current_filter, table_ident
 
@@ -236,6 +235,9 @@ def alone(params: dict) -> list[bool]:
     interior. Then a feature whose box lies strictly inside the piece's box meets no other piece
     of the zone, and its pair with the zone is counted from this piece alone. ST_Subdivide's
     pieces are separated by its cut lines, so this holds unless a cut was rounded across one."""
+    load("numpy")  # on first use, not at the server's start (tests/test_lazy_imports.py)
+    import numpy as np
+
     x0, y0, x1, y1 = (np.asarray(params[k], dtype=float) for k in ("x0", "y0", "x1", "y1"))
     rids = np.asarray(params["rids"], dtype=np.int64)
     out = np.ones(len(rids), dtype=bool)

@@ -8,6 +8,7 @@ raw socket so that the exact bytes arrive."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import signal
@@ -17,7 +18,6 @@ import urllib.parse
 
 import psycopg
 import pytest
-
 from conftest import LiveServer, create_database, drop_database, settings_for, tile_xy
 from test_security_common import headers_for, make_keys, seed, unique_name
 
@@ -312,10 +312,12 @@ def test_sigterm_flushes_queued_audit_rows(db_settings, live_server):
         status, _ = raw_request(srv.port, "POST", b"/processes/%00/execution", [(b"User-Agent", b"sig-poison")],
                                 body=b"{}")
         assert status in (400, 404, 422)
-        for i in range(20):
-            status, _ = raw_request(srv.port, "POST", b"/collections/land_use/queryables",
-                                    [(b"User-Agent", f"sig-{i}".encode())], body=b"{}")
-            assert status == 405
+        # (at once: each reply waits up to a second for its row, which the lock holds back)
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(lambda i: raw_request(srv.port, "POST", b"/collections/land_use/queryables",
+                                                           [(b"User-Agent", f"sig-{i}".encode())], body=b"{}")[0],
+                                     range(20)))
+        assert statuses == [405] * 20
         srv.proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert srv.proc.poll() is None, "the server exited without waiting for its audit rows"
@@ -524,7 +526,6 @@ SAMPLES = {
 def caller_dependent_get_routes() -> set[str]:
     """Every GET route of every router whose dependencies include get_principal."""
     from fastapi.routing import APIRoute
-
     from geobase.api.app import ROUTERS
     from geobase.api.gate import get_principal
 

@@ -25,7 +25,9 @@ tabulation at 200,000 parcels, a fifth of it."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import psycopg
 from psycopg import sql
@@ -85,6 +87,23 @@ async def kept(conn: psycopg.AsyncConnection, state: VersionState, vertices: int
         return None  # a database not migrated to 0013 yet, or a role not granted its tables: cut here
 
 
+@contextlib.asynccontextmanager
+async def _beside_under_lock(conn: psycopg.AsyncConnection, spec: LayerSpec,
+                             state: VersionState) -> AsyncIterator[psycopg.AsyncConnection | None]:
+    """A new connection (``conn``'s database, role and statement timeout) in one transaction
+    holding the layer's build lock: yielded when it sees ``state`` of the layer, else None (an
+    ingest committed in between). What the caller writes commits when the block ends, or
+    nothing does. The one way both kept things (pieces, halos) are built."""
+    extra = {"password": conn.info.password} if conn.info.password else {}
+    timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
+    c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
+    async with c2, c2.transaction():
+        await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+        await c2.execute("SELECT pg_advisory_xact_lock(hashtextextended('geobase subdivision ' || %s, 0))",
+                         (spec.name,))
+        yield c2 if await layer_states(c2, [spec]) == {spec.name: state} else None
+
+
 async def build(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState, vertices: int,
                 pieces_sql: sql.Composable) -> dict[str, list] | None:
     """Cut the zones of ``state`` with ``pieces_sql`` and keep the pieces, committed on a new
@@ -92,15 +111,9 @@ async def build(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionSt
     reads them). None when that connection sees another state of the layer (an ingest committed
     in between), may not write the tables, or the build was stopped (its server process killed,
     a timeout: nothing of it is committed): the caller cuts the zones on its own connection."""
-    extra = {"password": conn.info.password} if conn.info.password else {}
-    timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
     try:
-        c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
-        async with c2, c2.transaction():
-            await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
-            await c2.execute("SELECT pg_advisory_xact_lock(hashtextextended('geobase subdivision ' || %s, 0))",
-                             (spec.name,))
-            if await layer_states(c2, [spec]) != {spec.name: state}:
+        async with _beside_under_lock(conn, spec, state) as c2:
+            if c2 is None:
                 return None
             if (got := await kept(c2, state, vertices)) is not None:
                 return got
@@ -139,7 +152,7 @@ async def halo_grid(conn: psycopg.AsyncConnection, subdivision: int, cell: float
             row = await cur.fetchone()
             return row[0] if row else None
     except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
-        return None  # a database not migrated to 0014 yet, or a role not granted its tables
+        return None  # a database not migrated to 0017 yet, or a role not granted its tables
 
 
 async def build_halos(conn: psycopg.AsyncConnection, spec: LayerSpec, state: VersionState, subdivision: int,
@@ -148,15 +161,9 @@ async def build_halos(conn: psycopg.AsyncConnection, spec: LayerSpec, state: Ver
     from ``table``) at grid side ``cell``, committed on a new connection under the layer's lock.
     False when that connection sees another state of the layer or no such subdivision, may not
     write the tables, or the build was stopped (nothing of it is committed)."""
-    extra = {"password": conn.info.password} if conn.info.password else {}
-    timeout = (await (await conn.execute("SELECT current_setting('statement_timeout')")).fetchone())[0]
     try:
-        c2 = await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True, **extra)
-        async with c2, c2.transaction():
-            await c2.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
-            await c2.execute("SELECT pg_advisory_xact_lock(hashtextextended('geobase subdivision ' || %s, 0))",
-                             (spec.name,))
-            if await layer_states(c2, [spec]) != {spec.name: state}:
+        async with _beside_under_lock(conn, spec, state) as c2:
+            if c2 is None:
                 return False
             if not await (await c2.execute("SELECT 1 FROM analysis.subdivisions WHERE id = %s AND layer = %s "
                                            "AND version = %s", (subdivision, spec.name, state.version))).fetchone():

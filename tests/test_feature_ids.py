@@ -218,3 +218,37 @@ def test_a_change_analysis_names_the_changed_countys_features_by_their_ids(db_se
             (f"{B}-{SHARED}", f"{B}-{SHARED}", "0702")]
         f = c.get(f"/collections/land_use/items/{B}-{SHARED}").json()
         assert f["properties"]["dlbm"] == "0702" and f["properties"]["zldwdm"].startswith(B)
+
+
+def _feature_info_ids(client, lon: float, lat: float) -> list[str]:
+    """The land-use ids WMTS GetFeatureInfo (KVP, JSON) names at a point, at z17 of the c grid."""
+    from test_wmts import c_tile_of
+    row, col, i, j = c_tile_of(17, lon, lat)
+    r = client.get("/wmts", params={"service": "WMTS", "request": "GetFeatureInfo", "version": "1.0.0",
+                                    "layer": "land_use", "style": "default", "tilematrixset": "c",
+                                    "tilematrix": 17, "tilerow": row, "tilecol": col, "i": int(i), "j": int(j),
+                                    "infoformat": "application/json"})
+    assert r.status_code == 200, r.text
+    return [f["id"] for f in r.json()["features"] if f["layer"] == "land_use"]
+
+
+def test_getfeatureinfo_names_a_province_parcel_by_its_features_api_id(db_settings, tmp_path, live_server):
+    """A desktop client's identify (WMTS GetFeatureInfo) gives the id that /items answers: bare in
+    a county's database, county-qualified once a second county shares the key (it gave the bare
+    key, which two counties' parcels answer)."""
+    s = db_settings
+    load(s, tmp_path, A)
+    srv = live_server(s)
+    where = ("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM data.land_use "
+             "WHERE _vto IS NULL AND division = %s AND _key = %s) t")
+    (lon_a, lat_a), = query(s, where, (A, SHARED))
+    with srv.client() as c:
+        assert _feature_info_ids(c, lon_a, lat_a) == [SHARED]
+    load(s, tmp_path, B)
+    (lon_b, lat_b), = query(s, where, (B, SHARED))
+    with srv.client() as c:
+        for county, lon, lat in ((A, lon_a, lat_a), (B, lon_b, lat_b)):
+            ids = _feature_info_ids(c, lon, lat)
+            assert ids == [f"{county}-{SHARED}"], ids
+            f = c.get(f"/collections/land_use/items/{ids[0]}").json()  # the id answers its own feature
+            assert f["id"] == ids[0]

@@ -22,6 +22,7 @@ from psycopg import sql
 from geobase.analysis.common import interactive_snapshot
 from geobase.catalog.state import layer_states
 from geobase.errors import InvalidInput
+from geobase.features.ids import id_sql, qualified_ids
 from geobase.security import Principal, geometry_exact, visible_attributes
 from geobase.specs import LayerSpec, Registry
 from geobase.storage import current_filter, table_ident
@@ -61,13 +62,16 @@ def pixel_lonlat(tms: TileMatrixSet, z: int, row: int, col: int, i: int, j: int)
     return lon, lat, px / WEB_MERCATOR_HALF * 180.0 * math.cos(math.radians(lat))
 
 
-def _layer_sql(spec: LayerSpec, attrs: list[str], lon: float, lat: float, reach: float) -> sql.Composed:
+def _layer_sql(spec: LayerSpec, attrs: list[str], lon: float, lat: float, reach: float,
+               qualified: bool) -> sql.Composed:
+    """The features at the point, as JSON documents whose ``_id`` is the Features API id (the
+    county-qualified one in a province: bare keys repeat across counties)."""
     pt = sql.SQL("ST_SetSRID(ST_MakePoint({}, {}), 4490)").format(sql.Literal(lon), sql.Literal(lat))
     if spec.geometry == "MultiPolygon":
         hit = sql.SQL("geom && {pt} AND ST_Intersects(geom, {pt})").format(pt=pt)
     else:
         hit = sql.SQL("geom && ST_Expand({pt}, {r}) AND ST_DWithin(geom, {pt}, {r})").format(pt=pt, r=sql.Literal(reach))
-    cols = sql.SQL(", ").join([sql.Identifier("_key"), *map(sql.Identifier, attrs)])
+    cols = sql.SQL(", ").join([sql.SQL("{} AS _id").format(id_sql(qualified)), *map(sql.Identifier, attrs)])
     return sql.SQL("SELECT to_jsonb(t) FROM (SELECT {cols} FROM {tbl} WHERE {cur} AND {hit} ORDER BY _key "
                    "LIMIT {n}) t").format(cols=cols, tbl=table_ident(spec), cur=current_filter(), hit=hit,
                                           n=sql.Literal(PER_LAYER))
@@ -87,9 +91,10 @@ async def feature_info(conn: psycopg.AsyncConnection, registry: Registry, princi
                 continue
             if not geometry_exact(principal, spec):  # rounded/township/boxed for this caller: a point
                 continue  # query on the stored geometry would tell where its features really are
-            cur = await conn.execute(_layer_sql(spec, visible_attributes(principal, spec), lon, lat, 2 * px))
+            qualified = await qualified_ids(conn, spec, states[spec.name].current_version)
+            cur = await conn.execute(_layer_sql(spec, visible_attributes(principal, spec), lon, lat, 2 * px, qualified))
             for (doc,) in await cur.fetchall():
-                key = doc.pop("_key")
+                key = doc.pop("_id")
                 features.append({"type": "Feature", "id": key, "layer": spec.name, "title": spec.title.zh,
                                  "geometry": None, "properties": doc})
     return {"type": "FeatureCollection", "features": features, "point": [lon, lat],

@@ -68,10 +68,6 @@ def id_sql(qualified: bool, alias: str | None = None) -> sql.Composable:
 _PARTITIONS_SQL = ("SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                    "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$'")
 
-#: per database and layer: (current version, qualified?). Partitions are made by the ingest or
-#: edit that commits a layer version, so while the version is the same, so is the answer.
-_KEPT: dict[tuple, tuple[int | None, bool]] = {}
-
 
 def _rule_queries(spec: LayerSpec, divisions: list[str]) -> sql.Composable | None:
     """None when the partitions decide alone; else the query of whether the unassigned rows exist
@@ -87,26 +83,25 @@ def _decided(divisions: list[str]) -> bool:
 
 
 async def qualified_ids(conn: psycopg.AsyncConnection, spec: LayerSpec, version: int | None) -> bool:
-    """Whether the layer's ids are county-qualified (its rows live in more than one partition);
-    ``version``: the layer's current version (the answer is kept per version)."""
+    """Whether the layer's ids are county-qualified: its rows live in more than one partition,
+    as the connection sees the layer (now; in a caller's own snapshot, the snapshot's, which is
+    the state of the rows it reads). ``version``: the caller's version of the layer (None: never
+    loaded, bare).
+
+    Decided on every call (one catalog query), never kept per version: the rule follows the
+    layer's partitions, not the version a caller holds. Kept by version, a caller passing the
+    version it read before a second county's delivery committed was given the cached bare rule
+    of that version, though the layer was a province by then."""
     if spec.kind != "vector" or version is None:
         return False
-    where = (conn.info.host, conn.info.port, conn.info.dbname, spec.name)
-    kept = _KEPT.get(where)
-    if kept is not None and kept[0] == version:
-        return kept[1]
     cur = await conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',))
     divisions = [r[0] for r in await cur.fetchall()]
     q = _rule_queries(spec, divisions)
-    answer = _decided(divisions) if q is None else bool((await (await conn.execute(q)).fetchone())[0])
-    if len(_KEPT) > 1000:
-        _KEPT.clear()
-    _KEPT[where] = (version, answer)
-    return answer
+    return _decided(divisions) if q is None else bool((await (await conn.execute(q)).fetchone())[0])
 
 
 def qualified_ids_sync(conn: psycopg.Connection, spec: LayerSpec) -> bool:
-    """:func:`qualified_ids` on a sync connection (the editing service, the CLI), not kept."""
+    """:func:`qualified_ids` on a sync connection (the editing service, the CLI)."""
     divisions = [r[0] for r in conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',)).fetchall()]
     q = _rule_queries(spec, divisions)
     return _decided(divisions) if q is None else bool(conn.execute(q).fetchone()[0])

@@ -29,7 +29,7 @@ async def export_layer(conn: psycopg.AsyncConnection, settings: Settings, regist
     # ``id``: the id the Features API gives each feature (county-qualified in a province), which a
     # report of the engine names it by, as the PostGIS engine's report does
     q = build_query(state, hidden(principal, spec), ItemsParams(crs=STORAGE_CRS), default_limit=None, max_limit=None,
-                    qualified_ids=await qualified_ids(conn, spec, state.current_version))
+                    qualified_ids=await qualified_ids(conn, spec, state.current_version, state.divisions))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{layer}.parquet"
     rows = await asyncio.to_thread(write_geoparquet_file, database_url(settings), q.rows_sql("wkb"),

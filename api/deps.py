@@ -116,8 +116,9 @@ async def resolve_collection(conn: psycopg.AsyncConnection, principal: Principal
     the caller may not see is answered like one that does not exist)."""
     spec = await require_layer(conn, principal, registry, collection_id)
     state = await layer_state(conn, spec)
+    qualified = await qualified_ids(conn, spec, state.current_version, state.divisions)  # partitions: read with the state
     return Collection(spec, state, frozenset(hidden_attributes(principal, spec)), desensitisation(principal, spec),
-                      scope_box(principal), await qualified_ids(conn, spec, state.current_version))
+                      scope_box(principal), qualified)
 
 
 def require_features(collection: Collection) -> Collection:

@@ -63,13 +63,16 @@ async def landing(request: Request, f: str | None = Query(None, description="jso
     return JSONResponse(doc)
 
 
-@router.get("/health", summary="Health: database and PostGIS versions", tags=["Capabilities"])
+@router.get("/health", summary="Health: database and PostGIS versions, audit queue, read replicas", tags=["Capabilities"])
 async def health(request: Request, conn: psycopg.AsyncConnection = Depends(get_conn)):
     doc = {"status": "ok", "version": __version__, "database": await database_versions(conn)}
     writer = getattr(request.app.state, "audit_writer", None)
     if writer is not None:  # the audit alarm for monitoring: "alarm" once rows were dropped (details: /admin/audit/stats)
         st = writer.stats()
         doc["audit"] = {"status": st["status"], "pending": st["pending"], "dropped": st["dropped"]}
+    pool = getattr(request.app.state, "pool", None)
+    if getattr(pool, "replicas", None):  # the read replicas as the router sees them (geobase/pool.py)
+        doc["replicas"] = pool.describe()
     return doc
 
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from geobase.db import database_url
 from geobase.db.lsn import PRIMARY_POSITION_SQL, REPLAY_POSITION_SQL, lsn_text, wal_position
@@ -65,10 +65,16 @@ async def database_versions(conn: psycopg.AsyncConnection) -> dict[str, str]:
     return {"postgresql": pg, "postgis": postgis, "postgis_full": full}
 
 
+def _connect_errors(pool: AsyncConnectionPool) -> int:
+    """How many of the pool's attempts to open a connection have failed so far."""
+    return pool.get_stats().get("connections_errors", 0)
+
+
 # ------------------------------------------------------------------------------------------
 # read replicas: the one place where a request's connection is chosen
 # ------------------------------------------------------------------------------------------
-#: how long a read waits for a replica's pool before it is served by the primary instead
+#: how long a read waits for a replica's pool before it is served by the primary instead (a busy
+#: replica stays in the rotation: :meth:`RoutedPool._unreachable`)
 REPLICA_CHECKOUT_S = 1.0
 #: how often a read that waits for its own write polls the replica's replay position
 _POLL_S = 0.01
@@ -108,11 +114,14 @@ class ReplicaState:
     reason: str = "not checked yet"
     served: int = 0
     retried: int = 0
+    #: connections of reads the primary gave because every connection of this replica was at work
+    busy: int = 0
 
     def describe(self) -> dict:
         return {"name": self.name, "in_rotation": self.up, "lag_ms": round(self.lag_ms),
                 "replay_lsn": lsn_text(self.replay) if self.replay is not None else None,
-                "reason": self.reason, "reads_served": self.served, "reads_retried_on_primary": self.retried}
+                "reason": self.reason, "reads_served": self.served, "reads_retried_on_primary": self.retried,
+                "busy_on_primary": self.busy}
 
 
 def retry_on_primary(exc: BaseException) -> bool:
@@ -148,7 +157,9 @@ class RoutedPool:
     the rotation (round robin), after one query that both proves the connection alive and reads
     the replica's replay position; when the caller's token is ahead of it, the query is repeated
     for up to ``replica_wait_ms`` and then the primary serves. Every failure on the way (no
-    replica, a replica down, its pool exhausted, lagging) falls back to the primary; a read the
+    replica, a replica down, lagging) falls back to the primary, and so does a read that finds
+    every connection of a replica at work for ``REPLICA_CHECKOUT_S`` (the replica is busy, not
+    down: it stays in the rotation, :meth:`_unreachable`); a read the
     replica fails once it has the connection (a recovery conflict, the replica killed under it)
     is run again on the primary by the HTTP adapter (:func:`retry_on_primary`): a replica never
     turns a read into an error before its first byte is sent. Everything else (writes, ingests, edits, the gate, jobs)
@@ -242,24 +253,55 @@ class RoutedPool:
         deadline = time.monotonic() + self.settings.replica_wait_ms / 1000
         for rs in live[self._next:] + live[:self._next]:
             pool = rs.pool
+            errors = _connect_errors(pool)
             try:
                 conn = await pool.getconn(timeout=REPLICA_CHECKOUT_S)
-            except Exception as exc:  # pool closed, timed out, replica unreachable
+            except PoolTimeout as exc:
+                if self._unreachable(pool, errors):
+                    self._out(rs, f"no connection: {type(exc).__name__}, {_connect_errors(pool) - errors} "
+                                  "failed connection attempts")
+                else:  # busy: the primary serves this read, the replica stays in the rotation
+                    rs.busy += 1
+                    log.debug("replica %s busy (every connection at work): a read served by the primary", rs.name)
+                continue
+            except Exception as exc:  # the pool closed under the read
                 self._out(rs, f"no connection: {type(exc).__name__}")
                 continue
+            self._owner[conn] = pool  # at work from here (_unreachable counts it)
             try:
                 ok = await self._caught_up(conn, route.token, deadline)
             except Exception as exc:  # the connection died with the replica
+                self._owner.pop(conn, None)
                 await pool.putconn(conn)
                 self._out(rs, f"check failed: {type(exc).__name__}")
                 continue
+            except BaseException:  # the read cancelled (its client gone) while it waited: never lose a slot
+                self._owner.pop(conn, None)
+                await pool.putconn(conn)
+                raise
             if ok:
-                self._owner[conn] = pool
                 rs.served += 1
                 route.replicas_used.append(rs.name)
                 return conn
+            self._owner.pop(conn, None)
             await pool.putconn(conn)
         return None
+
+    def _unreachable(self, pool: AsyncConnectionPool, errors_before: int) -> bool:
+        """Whether a replica pool that gave no connection within REPLICA_CHECKOUT_S is failing
+        (out of the rotation) rather than busy (kept in it).
+
+        Busy: none of its connection attempts failed during the wait and some of its connections
+        are at work for reads, so it answers, only not this read within the bound: taking it out
+        until the next health check would send every read to the primary exactly when the
+        replica's capacity is needed, and say the replica was down when it was not. Failing: an
+        attempt to connect failed during the wait (refused, reset, rejected: too many clients,
+        authentication), or no connection of it is at work (it has none to give and made none).
+        A replica that hangs with every connection at work stays in until the health check, which
+        has its own connection and timeout, finds it unanswering."""
+        if _connect_errors(pool) > errors_before:
+            return True
+        return not any(owner is pool for owner in list(self._owner.values()))
 
     async def _caught_up(self, conn: psycopg.AsyncConnection, token: int | None, deadline: float) -> bool:
         while True:
@@ -274,6 +316,7 @@ class RoutedPool:
             await asyncio.sleep(_POLL_S)
 
     def _out(self, rs: ReplicaState, reason: str) -> None:
+        """Take the replica out of the read rotation (the health check re-admits it)."""
         if rs.up:
             log.warning("replica %s out of the read rotation: %s", rs.name, reason)
         rs.up, rs.reason = False, reason

@@ -252,3 +252,86 @@ def test_getfeatureinfo_names_a_province_parcel_by_its_features_api_id(db_settin
             assert ids == [f"{county}-{SHARED}"], ids
             f = c.get(f"/collections/land_use/items/{ids[0]}").json()  # the id answers its own feature
             assert f["id"] == ids[0]
+
+
+def tilted_dem(path, west: float, south: float, east: float, north: float, slope_deg: float = 35.0,
+               res: float = 0.0002) -> None:
+    """A DEM (EPSG:4490) over the box and a margin, rising southwards at ``slope_deg`` everywhere
+    (the heights step by each row's geodesic north-south size, as the slope analysis measures it)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    west, north = west - 10 * res, north + 10 * res
+    cols, rows = int((east - west) / res) + 20, int((north - south) / res) + 20
+    phi = np.radians(north - (np.arange(rows) + 0.5) * res)
+    a, e2 = 6378137.0, 0.006694380022900787
+    m = a * (1 - e2) / (1 - e2 * np.sin(phi) ** 2) ** 1.5
+    dist = np.cumsum((m * np.radians(res))[::-1])[::-1]
+    z = (dist[0] - dist) * np.tan(np.radians(slope_deg))
+    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=1, dtype="float32", crs="EPSG:4490",
+                       transform=from_origin(west, north, res, res), nodata=-9999) as dst:
+        dst.write(np.repeat(z[:, None], cols, axis=1).astype("float32"), 1)
+
+
+def load_steep_province(s, tmp_path) -> None:
+    """Counties A and B (the same 16 keys, graded 2 by GDPDJB) on a DEM of 35° everywhere: every
+    farmland parcel of both is steep and disagrees with its grade."""
+    from geobase.ingest.pipeline import ingest
+
+    for county, dx in ((A, 0), (B, 2000)):
+        gdf = county_gdf(county, dx=dx)
+        gdf["GDPDJB"] = "2"
+        load(s, tmp_path, county, gdf)
+    (extent,) = query(s, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                         "(SELECT ST_Extent(geom)::geometry AS e FROM data.land_use WHERE _vto IS NULL) x")
+    tilted_dem(tmp_path / "dem.tif", *extent)
+    ingest(s, "dem", tmp_path / "dem.tif")
+
+
+def test_steep_farmland_names_each_parcel_by_its_features_api_id(db_settings, tmp_path, live_server):
+    """Both counties' farmland on a 35° slope: the steep-farmland report names every parcel and
+    every gdpdjb disagreement by the id /items/{id} answers, that county's parcel (before: bare
+    keys, each one a parcel of both counties, a 409 at /items/{key})."""
+    s = db_settings
+    load_steep_province(s, tmp_path)
+    db = _database_features(s)
+    farm = sorted(fid for fid, (_, dlbm, *_) in db.items() if dlbm in ("0101", "0102", "0103"))
+    assert len(farm) == 14 and f"{A}-{SHARED}" in farm and f"{B}-{SHARED}" in farm
+    srv = live_server(s)
+    with srv.client() as c:
+        r = c.post("/processes/steep-farmland/execution", json={"inputs": {"threshold_deg": 25}}, headers=_admin(s))
+        assert r.status_code == 200, r.text
+        rep = r.json()
+        assert rep["parcels_checked"] == 14
+        assert [p["key"] for p in rep["parcels"]] == farm  # each once, by its province-wide id, in id order
+        assert [d["key"] for d in rep["gdpdjb_disagreements"]] == farm
+        for p in rep["parcels"]:
+            assert p["mean_slope_deg"] == pytest.approx(35.0, abs=1.0)
+            f = c.get(f"/collections/land_use/items/{p['key']}")
+            assert f.status_code == 200, (p["key"], f.text)
+            props = f.json()["properties"]
+            assert f.json()["id"] == p["key"] and props["zldwdm"] == p["zldwdm"] and p["zldwdm"].startswith(p["key"][:6])
+            assert (props["dlbm"], props["gdpdjb"]) == (p["dlbm"], p["gdpdjb"])
+            assert p["area"]["m2"] == pytest.approx(props["_area_m2"], rel=1e-6)
+
+
+def test_the_id_rule_follows_the_layer_not_the_version_a_caller_holds(db_settings, tmp_path):
+    """ids.qualified_ids decides by the layer's partitions: a caller passing the version it read
+    before a second county arrived gets the province's rule (before: the rule was kept per
+    version, and that version's bare rule was given back)."""
+    from geobase.features.ids import qualified_ids
+
+    s = db_settings
+    spec = get_registry(s).layer("land_use")
+
+    async def rule(version: int) -> bool:
+        async with await psycopg.AsyncConnection.connect(s.database_url, autocommit=True) as conn:
+            return await qualified_ids(conn, spec, version)
+
+    v1 = load(s, tmp_path, A).version
+    assert asyncio.run(rule(v1)) is False  # one county: bare keys
+    v2 = load(s, tmp_path, B).version
+    assert v2 > v1
+    assert asyncio.run(rule(v1)) is True  # the layer is a province now, whatever version the caller holds
+    assert asyncio.run(rule(v2)) is True

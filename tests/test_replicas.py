@@ -450,3 +450,152 @@ def test_layer_partitions_are_never_truncated_by_vacuum(cluster):
     assert rows
     for name, value in rows:
         assert value in ("off", "false"), (name, value)
+
+
+def _replica_in_health(srv: LiveServer) -> dict:
+    """The replica as the server's router sees it (/health lists the read replicas)."""
+    (r1,) = httpx.get(f"{srv.url}/health", timeout=BOUND_S).json()["replicas"]
+    return r1
+
+
+def test_a_busy_replica_stays_in_the_rotation(cluster):
+    """A replica whose every connection is at work is busy, not down (issue 16: before, a read
+    that waited for its pool in vain took it out of the rotation until the next health check, so
+    under load reads flapped to the primary and the health state said the replica was down).
+
+    Real and deterministic: the replica's pool has one connection (GEOBASE_POOL_MAX_SIZE=1); a
+    read carrying a read-your-writes token the replica will never reach holds it, polling the
+    replay position, for GEOBASE_REPLICA_WAIT_MS (then the primary serves it). A read arriving
+    meanwhile waits REPLICA_CHECKOUT_S for the replica's pool and is answered 200 by the primary;
+    the replica stays in the rotation (nothing logged taking it out, /health lists it in the
+    rotation and counts the connections the primary gave instead), and once the holder is done
+    reads are served by it again.
+
+    (The holder waits up to GEOBASE_REPLICA_WAIT_MS for each connection it takes: an items page
+    takes two, one after the other; and its answer's new token asks the primary's pool, which
+    its own stream holds, for up to GEOBASE_POOL_TIMEOUT_S: 15 s here.)"""
+    import threading
+
+    from geobase.db.lsn import REPLAY_POSITION_SQL, lsn_text
+
+    settings, replica, _ = cluster
+    srv = _server(settings, GEOBASE_POOL_MAX_SIZE=1, GEOBASE_REPLICA_WAIT_MS=5_000,
+                  GEOBASE_REPLICA_MAX_LAG_MS=600_000)
+    holder = None
+    try:
+        _wait_for("the replica in the read rotation", lambda: _in_rotation(srv, replica))
+        path = "/collections/rivers/items?limit=5"
+        expected = httpx.get(f"{srv.url}{path}", timeout=BOUND_S).json()["features"]
+        ahead = lsn_text(_primary(settings, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")[0][0]
+                         + (1 << 40))  # a write a terabyte of WAL from now: never replayed in this test
+        t0 = _replica(replica, "SELECT clock_timestamp()")[0][0]
+        logged = len(srv.logs())
+        held: dict = {}
+
+        def hold() -> None:
+            try:
+                held["r"] = httpx.get(f"{srv.url}{path}", headers={"Geobase-LSN": ahead}, timeout=BOUND_S)
+            except httpx.HTTPError as exc:
+                held["r"] = exc
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        _wait_for("the replica's one connection polling for the holder's token", lambda: _replica(
+            replica, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'geobase-api' "
+                     "AND query = %s AND state_change >= %s", (REPLAY_POSITION_SQL, t0))[0][0] > 0)
+        r = httpx.get(f"{srv.url}{path}", timeout=BOUND_S)
+        assert r.status_code == 200 and r.json()["features"] == expected, (r.status_code, r.text[:300])
+        state = _replica_in_health(srv)  # itself a read (one connection) that finds the replica busy
+        # both reads found the replica's one connection at work (the holder's), and left it in
+        assert state["busy_on_primary"] >= 2, state
+        assert state["in_rotation"] and state["reason"] == "ok", state
+        holder.join(BOUND_S)
+        assert isinstance(held["r"], httpx.Response), held["r"]
+        assert held["r"].status_code == 200 and held["r"].json()["features"] == expected
+        _wait_for("a read served by the replica again", lambda: _in_rotation(srv, replica), timeout=10)
+        assert "out of the read rotation" not in srv.logs()[logged:], srv.logs()[-3000:]
+    finally:
+        if holder is not None:
+            holder.join(BOUND_S)
+        srv.stop()
+
+
+def test_the_router_tells_a_busy_replica_from_one_whose_connections_fail(cluster):
+    """geobase.pool.RoutedPool itself, on the real primary and replica: a read that finds the
+    replica's one connection at work is served by the primary and leaves the replica in the
+    rotation; a replica the health check reaches but whose pool cannot connect (refused: nothing
+    listens where its pool connects) is taken out, the read served by the primary all the same."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from geobase.pool import ROUTE, ReplicaState, Route, RoutedPool
+
+    settings, replica, _ = cluster
+    primary_url = f"postgresql://geobase@127.0.0.1:{settings.pg_port}/geobase"
+    (closed,) = _free_ports(1)
+    s = settings.model_copy(update={"replica_max_lag_ms": 600_000, "replica_wait_ms": 60_000})
+
+    def make(url: str, size: int = 1, min_size: int = 1) -> AsyncConnectionPool:
+        return AsyncConnectionPool(url, min_size=min_size, max_size=size, timeout=BOUND_S, open=False,
+                                   kwargs={"autocommit": True, "connect_timeout": 2})
+
+    async def read(routed: RoutedPool, token: int | None = None) -> tuple[psycopg.AsyncConnection, Route]:
+        route = Route(read=True, token=token)
+        token = ROUTE.set(route)
+        try:
+            conn = await routed.getconn()
+        finally:
+            ROUTE.reset(token)
+        assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+        return conn, route
+
+    async def busy_then_free() -> None:
+        rs = ReplicaState("r1", replica.url)
+        routed = RoutedPool(make(primary_url, 2), [rs], s, make)
+        await routed.primary.open(wait=True)
+        try:
+            await routed.check_health()  # the health check admits it and makes its pool
+            assert rs.up and rs.pool is not None, rs.describe()
+            await rs.pool.wait(timeout=BOUND_S)  # its one connection made
+            held, first = await read(routed)
+            assert first.replica_conns == 1, "the first read was not the replica's"
+            other, second = await read(routed)
+            assert (second.replica_conns, second.primary_conns) == (0, 1)
+            assert rs.up and rs.reason == "ok" and rs.busy == 1, rs.describe()
+            await routed.putconn(other)
+            await routed.putconn(held)
+            again, third = await read(routed)
+            assert third.replica_conns == 1, rs.describe()
+            await routed.putconn(again)
+            # a read cancelled (its client gone) while it waits for the replica to replay its
+            # token gives the connection back (before: the pool's one slot was lost for good)
+            waiting = asyncio.create_task(read(routed, token=1 << 62))
+            while not any(owner is rs.pool for owner in list(routed._owner.values())):
+                await asyncio.sleep(0.01)  # until the read holds the replica's connection
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            last, fourth = await read(routed)
+            assert fourth.replica_conns == 1 and rs.busy == 1, rs.describe()
+            await routed.putconn(last)
+        finally:
+            await routed.close()
+
+    async def failing() -> None:
+        rs = ReplicaState("r1", replica.url)  # the health check connects here: it answers
+        routed = RoutedPool(make(primary_url, 2), [rs], s,
+                            lambda url: make(f"postgresql://geobase@127.0.0.1:{closed}/geobase", 1, 0))
+        await routed.primary.open(wait=True)
+        try:
+            await routed.check_health()
+            assert rs.up, rs.describe()
+            conn, route = await read(routed)  # the replica's pool cannot connect: the primary serves
+            assert (route.replica_conns, route.primary_conns) == (0, 1)
+            assert not rs.up and rs.reason.startswith("no connection") and rs.busy == 0, rs.describe()
+            await routed.putconn(conn)
+        finally:
+            await routed.close()
+
+    asyncio.run(busy_then_free())
+    asyncio.run(failing())

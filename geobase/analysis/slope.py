@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from geobase.analysis.common import inputs_checked, layer_versions, units
+from geobase.analysis.common import inputs_checked, layer_versions, qualified_layers, units
 from geobase.analysis.input import InputGeometry
 from geobase.catalog import layers as layer_reads
 from geobase.errors import InvalidInput, NotFound
+from geobase.features.ids import id_sql
 from geobase.lazy_import import load
 from geobase.settings import Settings
 from geobase.specs import LayerSpec
@@ -90,10 +91,16 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
     path, dem_version = await dem_path(conn, settings, dem_layer)
     inputs_checked()
     aoi_sql = sql.SQL("AND ST_Intersects(geom, ST_GeomFromWKB(%(aoi)s, 4490))" if aoi else "")
+    # each parcel by the id the Features API gives it (the bare key in a county's database, the
+    # county-qualified id in a province, where a bare key names a parcel of every county holding
+    # it); in byte order, as the Sedona engine orders the export's ids: the label raster burns the
+    # parcels in this order, so both engines must feed it alike
+    fid = id_sql((await qualified_layers(conn, [vis[layer]]))[layer])
     cur = await conn.execute(sql.SQL(
-        """SELECT _key, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)
-           FROM {tbl} WHERE {cur} AND dlbm = ANY(%(codes)s) {aoi} ORDER BY _key""").format(
-            tbl=table_ident(vis[layer]), cur=current_filter(), aoi=aoi_sql),
+        """SELECT {fid}, dlbm, gdpdjb, zldwdm, coalesce(_area_m2, ST_Area(geom::geography)), ST_AsBinary(geom)
+           FROM {tbl} WHERE {cur} AND dlbm = ANY(%(codes)s) {aoi}
+           ORDER BY {fid} COLLATE "C" """).format(
+            fid=fid, tbl=table_ident(vis[layer]), cur=current_filter(), aoi=aoi_sql),
         {"codes": list(codes), "aoi": aoi.wkb if aoi else None})
     rows = await cur.fetchall()
     stats = await asyncio.to_thread(_zonal, path, [r[5] for r in rows], threshold_deg)
@@ -104,23 +111,26 @@ async def steep_farmland(conn: psycopg.AsyncConnection, settings: Settings, visi
 
 def steep_report(rows: list[tuple], stats: list[tuple[int, float, float]], threshold_deg: float,
                  min_share: float | None) -> dict:
-    """The steep-farmland report from the parcels' rows (key, dlbm, gdpdjb, zldwdm, area, geometry)
+    """The steep-farmland report from the parcels' rows (id, dlbm, gdpdjb, zldwdm, area, geometry)
     and their slope statistics (cells, mean slope, share above the threshold), in the same order.
+    A parcel's ``key`` (and a disagreement's) is the id the Features API gives it, which
+    ``/collections/{layer}/items/{key}`` answers, as in every other analysis's report: in a
+    province a bare key is a parcel of each county holding it.
 
     One builder for both engines (PostGIS here, Sedona in ``engines/sedona_steep.py``): the
     engines must agree on which parcels are steep and on every total, so the rule is written once."""
     parcels, total_steep, total_area = [], 0.0, 0.0
     disagreements = []
-    for (key, dlbm, grade, zl, area, _), (n, mean, share) in zip(rows, stats):
+    for (fid, dlbm, grade, zl, area, _), (n, mean, share) in zip(rows, stats):
         steep = (share >= min_share) if min_share is not None else (mean > threshold_deg)
         if grade is not None and (grade == "5") != steep and not math.isnan(mean):
-            disagreements.append({"key": key, "gdpdjb": grade, "mean_slope_deg": round(mean, 2)})
+            disagreements.append({"key": fid, "gdpdjb": grade, "mean_slope_deg": round(mean, 2)})
         if not steep:
             continue
         area = float(area)
         total_area += area
         total_steep += area * share
-        parcels.append({"key": key, "dlbm": dlbm, "gdpdjb": grade, "zldwdm": zl, "cells": n,
+        parcels.append({"key": fid, "dlbm": dlbm, "gdpdjb": grade, "zldwdm": zl, "cells": n,
                         "mean_slope_deg": round(mean, 3), "share_steep": round(share, 4),
                         "area": units(area), "steep_area": units(area * share)})
     by_unit: dict[str, float] = {}

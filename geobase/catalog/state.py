@@ -20,11 +20,17 @@ from geobase.crs import supported_uris
 from geobase.errors import NotFound
 from geobase.security import LayerAccess
 from geobase.specs import LayerSpec
+from geobase.storage import DATA_SCHEMA
 
 _STATE = "SELECT name, department, sharing, shared_with, current_version, " + GRADE_SQL + " FROM catalog.layers"
 #: every layer's state in name order (tiles embed it in the statement that renders a tile)
 STATES_SQL = sql.SQL(_STATE + " ORDER BY name")
-_ONE = _STATE + " WHERE name = %s"
+#: one layer's state, and its county partitions (the 6-digit code of each; geobase/features/ids.py
+#: decides its id rule from them) read in the same statement: an items request's id rule costs no
+#: round trip of its own
+_ONE = ("SELECT s.*, ARRAY(SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$' ORDER BY 1) FROM (" + _STATE
+        + " WHERE name = %s) s")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class LayerState:
     current_version: int | None
     spec: LayerSpec | None = None
     versions: dict[int, dict] = field(default_factory=dict)
+    #: its county partitions when read by :func:`layer_state` (None: not read)
+    divisions: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -82,11 +90,11 @@ async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
 
 async def layer_state(conn: psycopg.AsyncConnection, spec: LayerSpec) -> LayerState:
     """One layer's state with its spec and its versions (NotFound: not in the catalog)."""
-    cur = await conn.execute(_ONE, (spec.name,))
+    cur = await conn.execute(_ONE, (f'{DATA_SCHEMA}."{spec.name}"', spec.name))
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"collection {spec.name!r} not found", parameter="collectionId")
     versions = {v: {"created_at": i.created_at, "rows_total": i.rows_total, "extent": i.extent}
                 for v, i in (await layer_versions(conn, spec.name)).items()}
-    (state,) = states_from_rows([row]).values()
-    return LayerState(state.access, state.current_version, spec, versions)
+    (state,) = states_from_rows([row[:-1]]).values()
+    return LayerState(state.access, state.current_version, spec, versions, tuple(row[-1]))

@@ -27,6 +27,7 @@ Why ``-``: it is unreserved in URLs (no escaping in a path), and spreadsheets do
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -68,9 +69,11 @@ def id_sql(qualified: bool, alias: str | None = None) -> sql.Composable:
 _PARTITIONS_SQL = ("SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                    "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$'")
 
-#: per database and layer: (current version, qualified?). Partitions are made by the ingest or
-#: edit that commits a layer version, so while the version is the same, so is the answer.
-_KEPT: dict[tuple, tuple[int | None, bool]] = {}
+
+#: whether the unassigned partition holds rows beside one county's, per database, layer, version
+#: and partitions as read together (layer_state): rows arrive there only with a new version, so
+#: the answer of one such state never changes; a county's database asks it on every items request
+_UNASSIGNED_ROWS: dict[tuple, bool] = {}
 
 
 def _rule_queries(spec: LayerSpec, divisions: list[str]) -> sql.Composable | None:
@@ -86,27 +89,44 @@ def _decided(divisions: list[str]) -> bool:
     return len([d for d in divisions if d != UNASSIGNED]) > 1
 
 
-async def qualified_ids(conn: psycopg.AsyncConnection, spec: LayerSpec, version: int | None) -> bool:
-    """Whether the layer's ids are county-qualified (its rows live in more than one partition);
-    ``version``: the layer's current version (the answer is kept per version)."""
+async def qualified_ids(conn: psycopg.AsyncConnection, spec: LayerSpec, version: int | None,
+                        divisions: Sequence[str] | None = None) -> bool:
+    """Whether the layer's ids are county-qualified: its rows live in more than one partition,
+    as the connection sees the layer (now; in a caller's own snapshot, the snapshot's, which is
+    the state of the rows it reads). ``version``: the caller's version of the layer (None: never
+    loaded, bare); ``divisions``: its partitions as the caller read them with its state
+    (:func:`geobase.catalog.state.layer_state`), else they are read here.
+
+    Decided on every call from the partitions (read with the caller's state, or here), never
+    kept by the version alone: the rule follows the layer's partitions, not the version a
+    caller holds. Kept by version, a caller passing the version it read before a second county's
+    delivery committed was given the cached bare rule of that version, though the layer was a
+    province by then. (Only whether the unassigned partition has rows is kept, for a version and
+    partitions read together: :data:`_UNASSIGNED_ROWS`.)"""
     if spec.kind != "vector" or version is None:
         return False
-    where = (conn.info.host, conn.info.port, conn.info.dbname, spec.name)
-    kept = _KEPT.get(where)
-    if kept is not None and kept[0] == version:
-        return kept[1]
-    cur = await conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',))
-    divisions = [r[0] for r in await cur.fetchall()]
+    kept = None
+    if divisions is None:
+        cur = await conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',))
+        divisions = [r[0] for r in await cur.fetchall()]
+    else:  # read in one statement with the version: the pair names one state of the layer
+        kept = (conn.info.host, conn.info.port, conn.info.dbname, spec.name, version, tuple(divisions))
+        if kept in _UNASSIGNED_ROWS:
+            return _UNASSIGNED_ROWS[kept]
+    divisions = list(divisions)
     q = _rule_queries(spec, divisions)
-    answer = _decided(divisions) if q is None else bool((await (await conn.execute(q)).fetchone())[0])
-    if len(_KEPT) > 1000:
-        _KEPT.clear()
-    _KEPT[where] = (version, answer)
+    if q is None:
+        return _decided(divisions)
+    answer = bool((await (await conn.execute(q)).fetchone())[0])
+    if kept is not None:
+        if len(_UNASSIGNED_ROWS) > 1000:
+            _UNASSIGNED_ROWS.clear()
+        _UNASSIGNED_ROWS[kept] = answer
     return answer
 
 
 def qualified_ids_sync(conn: psycopg.Connection, spec: LayerSpec) -> bool:
-    """:func:`qualified_ids` on a sync connection (the editing service, the CLI), not kept."""
+    """:func:`qualified_ids` on a sync connection (the editing service, the CLI)."""
     divisions = [r[0] for r in conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',)).fetchall()]
     q = _rule_queries(spec, divisions)
     return _decided(divisions) if q is None else bool(conn.execute(q).fetchone()[0])

@@ -79,6 +79,28 @@ def test_sedona_steep_farmland_equals_postgis(county_shared, tmp_path):
     assert sd["gdpdjb_disagreements"] == pg["gdpdjb_disagreements"] and sd["versions"] == pg["versions"]
 
 
+def test_sedona_steep_farmland_names_a_provinces_parcels_as_postgis_does(db_settings, tmp_path):
+    """Two counties holding the same keys: both engines name each steep parcel (and each gdpdjb
+    disagreement) by its county-qualified id, the Features API's (the GeoParquet export's ``id``
+    is that id), and agree on everything else."""
+    from test_feature_ids import A, B, SHARED, load_steep_province
+
+    from geobase.analysis import steep_farmland
+    from geobase.analysis.engines import sedona_steep
+
+    s = db_settings
+    load_steep_province(s, tmp_path)
+    pg = _run(s, lambda c, r, v: steep_farmland(c, s, v, threshold_deg=25.0))
+    sd = _run(s, lambda c, r, v: sedona_steep.steep_farmland(c, s, r, v, threshold_deg=25.0, principal=OPERATOR,
+                                                             workdir=tmp_path))
+    keys = [p["key"] for p in pg["parcels"]]
+    assert len(keys) == len(set(keys)) == 14 and {f"{A}-{SHARED}", f"{B}-{SHARED}"} <= set(keys), keys
+    assert sd["engine"] == "sedona" and sd["parcels_checked"] == pg["parcels_checked"] == 14
+    assert sd["parcels"] == pg["parcels"]
+    assert sd["gdpdjb_disagreements"] == pg["gdpdjb_disagreements"] and len(pg["gdpdjb_disagreements"]) == 14
+    assert sd["by_township"] == pg["by_township"] and sd["total"] == pg["total"] and sd["versions"] == pg["versions"]
+
+
 def test_the_cli_runs_the_sedona_engine(county_shared, tmp_path, monkeypatch):
     """``geobase analysis tabulate --engine sedona`` writes the same outputs as the PostGIS run."""
     from typer.testing import CliRunner

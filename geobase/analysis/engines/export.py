@@ -15,6 +15,7 @@ from geobase.catalog.state import layer_state
 from geobase.crs import STORAGE_CRS
 from geobase.db import database_url
 from geobase.features import ItemsParams, build_query
+from geobase.features.ids import qualified_ids
 from geobase.geoparquet import write_geoparquet_file
 from geobase.settings import Settings
 from geobase.specs import Registry
@@ -25,7 +26,10 @@ async def export_layer(conn: psycopg.AsyncConnection, settings: Settings, regist
     """Write ``<directory>/<layer>.parquet``; returns (path, rows)."""
     spec = registry.layer(layer)
     state = await layer_state(conn, spec)
-    q = build_query(state, hidden(principal, spec), ItemsParams(crs=STORAGE_CRS), default_limit=None, max_limit=None)
+    # ``id``: the id the Features API gives each feature (county-qualified in a province), which a
+    # report of the engine names it by, as the PostGIS engine's report does
+    q = build_query(state, hidden(principal, spec), ItemsParams(crs=STORAGE_CRS), default_limit=None, max_limit=None,
+                    qualified_ids=await qualified_ids(conn, spec, state.current_version, state.divisions))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{layer}.parquet"
     rows = await asyncio.to_thread(write_geoparquet_file, database_url(settings), q.rows_sql("wkb"),

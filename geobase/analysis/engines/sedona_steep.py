@@ -26,8 +26,10 @@ _CODE = re.compile(r"^[0-9A-Za-z]{1,10}$")
 
 
 def farmland_rows(path: Path, codes: tuple[str, ...]) -> list[tuple]:
-    """(key, dlbm, gdpdjb, zldwdm, area, WKB) of the parcels of ``codes``, by key, read by Sedona;
-    area = ``_area_m2``, else the ellipsoidal area (as PostGIS's coalesce)."""
+    """(id, dlbm, gdpdjb, zldwdm, area, WKB) of the parcels of ``codes``, by id (byte order, as
+    PostGIS's ``COLLATE "C"``), read by Sedona; id: the export's, the Features API's id
+    (county-qualified in a province); area = ``_area_m2``, else the ellipsoidal area (as
+    PostGIS's coalesce)."""
     if not codes or not all(_CODE.match(c) for c in codes):
         raise InvalidInput("codes: land-use codes are letters and digits", parameter="codes")
     sd = connect()

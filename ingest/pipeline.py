@@ -73,9 +73,27 @@ def ingest(settings: Settings, layer: str, path: str | Path, **options) -> Inges
                            "committed, the previous version is unchanged: run the same command again") from None
 
 
+def use_system_allocator() -> None:
+    """Have arrow allocate with the C library's malloc instead of its default, mimalloc.
+
+    Why: each batch allocates and frees some hundred MB of arrow buffers (field encodings, the
+    joined COPY rows). mimalloc hands freed memory back to the kernel within milliseconds
+    (``madvise(MADV_DONTNEED)``), so the next batch faults the same memory in again and the
+    kernel zeroes it, in 2 MiB transparent huge pages: a fifth of the client's CPU of a
+    200,000-parcel ingest was ``clear_page`` (perf), ~1 CPU-s in all. glibc's malloc keeps its
+    heap: system time 1.1-1.6 s -> 0.3 s, peak RSS 400 -> 320 MiB, the rows unchanged. The
+    pool is process-wide; only buffers allocated after the switch use it (arrow frees each
+    buffer through the pool that allocated it)."""
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def run(settings: Settings, opts: IngestOptions) -> IngestResult:
     """The steps of one ingest, in order (see the module docstring)."""
     t0 = time.monotonic()
+    use_system_allocator()
     registry = get_registry(settings)
     spec = registry.layer(opts.layer)
     if spec.kind == "raster" or opts.path.suffix.lower() in RASTER_SUFFIXES:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 from geobase.ingest.context import IngestContext
-from geobase.ingest.load_steps import CHECK_STEPS, commit, copy_rows, dry_run_result, open_target
+from geobase.ingest.load_steps import CHECK_STEPS, commit, copy_rows, dry_run_result, open_target, reading
 from geobase.ingest.loader import RedoWithStaging
 from geobase.ingest.options import IngestOptions, IngestResult
 from geobase.ingest.source_steps import SOURCE_STEPS, open_source
@@ -108,10 +108,11 @@ def run(settings: Settings, opts: IngestOptions) -> IngestResult:
     ctx.t0 = t0
     for step in SOURCE_STEPS:
         step(ctx)
-    with connect(settings) as conn:
+    # the reader starts now: the first batches are read while the database is set up
+    with reading(ctx) as batches, connect(settings) as conn:
         target = open_target(ctx, conn, opts.job_id or uuid.uuid4().hex, _direct_candidate(ctx))
         try:
-            copy_rows(ctx, target)
+            copy_rows(ctx, target, batches)
             for check in CHECK_STEPS:
                 check(ctx, target)
             return dry_run_result(ctx, target) if opts.dry_run else commit(ctx, target)

@@ -160,6 +160,10 @@ def ingest_cmd(
     """Load a department's delivery as a new version of LAYER, with checks and a quality report."""
     _pandas_absent_in_own_process()
     _one_blas_thread()
+    if _own_process():  # the delivery is hashed while the load's modules are imported
+        from geobase.ingest.sources import start_checksum
+
+        start_checksum(path)
     from geobase.errors import GeobaseError
     from geobase.ingest.pipeline import ingest
 

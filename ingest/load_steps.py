@@ -21,7 +21,7 @@ from geobase.ingest.staging import area_deviation
 from geobase.ingest.options import IngestResult
 from geobase.ingest.reader import open_batches
 from geobase.ingest.staging import COVERAGE_AUTO_LIMIT, Staging, drop_leftover_staging, staging_name
-from geobase.ingest.threads import prefetch
+from geobase.ingest.threads import Prefetch
 from psycopg import sql
 
 from geobase import crs as crsmod
@@ -97,37 +97,51 @@ def _read_failure(ctx: IngestContext, exc: Exception, done: int) -> InvalidInput
                         parameter="path", details={"report": report.as_dict()})
 
 
-def _copy_batches(ctx: IngestContext, target: LoadTarget, cp) -> None:
-    """Read, normalise and COPY every batch, counting in ``target.features_read``. Under
+def reading(ctx: IngestContext) -> Prefetch:
+    """The file's batches (:func:`geobase.ingest.reader.open_batches`), read and their
+    geometries parsed in a background thread from now on (:class:`Prefetch`): made before the
+    load's database set-up, so the first batches are read meanwhile. Close it (``with``)."""
+    src, plan, norm = ctx.src, ctx.plan, ctx.norm
+
+    def open_reader():
+        return open_batches(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding, columns=ctx.source_cols,
+                            batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
+                            is_shapefile=src.is_shapefile and ctx.sniffer is None,
+                            expected_records=ctx.total_features, open_options=src.open_options)
+    return Prefetch(open_reader, lambda b: norm.parse_geometry(b[1]))
+
+
+def _copy_batches(ctx: IngestContext, target: LoadTarget, cp, batches: Prefetch) -> None:
+    """Normalise and COPY every batch, counting in ``target.features_read``. Under
     ``--on-error reject`` the writing stops at the first problem: the file is refused anyway,
     the rest is read for the report only."""
-    src, plan, norm, report, opts = ctx.src, ctx.plan, ctx.norm, ctx.report, ctx.opts
+    norm, report, opts = ctx.norm, ctx.report, ctx.opts
     writing = True
-    with open_batches(src.gdal_path, layer=src.layer, encoding=ctx.gdal_encoding, columns=ctx.source_cols,
-                      batch_size=BATCH_SIZE, return_fids=plan.uses_fid,
-                      is_shapefile=src.is_shapefile and ctx.sniffer is None,
-                      expected_records=ctx.total_features, open_options=src.open_options) as batches:
-        for (cols, geometry), parsed in prefetch(batches, lambda b: norm.parse_geometry(b[1])):
-            fields, n_rows, _bad = norm.process(cols, geometry, parsed)
-            n_read = len(geometry)
-            report.rows_read += n_read
-            if opts.on_error == "reject" and report.error_count:
-                writing = False
-            if writing:
-                cp.write(fields)
-                report.rows_loaded += n_rows
-                target.staged_keys.append(norm.last_keys)
-            target.features_read += n_read
-            if opts.progress:
-                opts.progress(target.features_read, ctx.total_features)
+    for (cols, geometry), parsed in batches:
+        fields, n_rows, _bad = norm.process(cols, geometry, parsed)
+        n_read = len(geometry)
+        report.rows_read += n_read
+        if opts.on_error == "reject" and report.error_count:
+            writing = False
+        if writing:
+            cp.write(fields)
+            report.rows_loaded += n_rows
+            target.staged_keys.append(norm.last_keys)
+        target.features_read += n_read
+        if opts.progress:
+            opts.progress(target.features_read, ctx.total_features)
 
 
-def copy_rows(ctx: IngestContext, target: LoadTarget) -> None:
-    """Stream the file into the target, batch by batch (memory bounded by the batch size)."""
+def copy_rows(ctx: IngestContext, target: LoadTarget, batches: Prefetch | None = None) -> None:
+    """Stream the file into the target, batch by batch (memory bounded by the batch size);
+    ``batches``: :func:`reading` of the file, started already (else started here)."""
+    if batches is None:
+        with reading(ctx) as batches:
+            return copy_rows(ctx, target, batches)
     try:
         with target.copy(lambda: ctx.norm.last_values) as cp:
             try:
-                _copy_batches(ctx, target, cp)
+                _copy_batches(ctx, target, cp, batches)
             except (InvalidInput, RedoWithStaging, psycopg.Error):
                 raise
             except Exception as exc:

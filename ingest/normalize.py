@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from geobase.ingest.area import AREA_TOLERANCE, stated_area_factor
-from geobase.ingest.copybin import arrow_type, content_hash, encode_field, from_numpy, join_fields
+from geobase.ingest.copybin import arrow_type, content_hash, encode_field, field_parts, from_numpy, join_fields
 from geobase.ingest.encoding import EncodingSniffer
 from geobase.ingest.normalize_attributes import AttributeNormalizer, as_list
 from geobase.ingest.normalize_geometry import GeometryNormalizer, ParsedGeometry
@@ -121,8 +121,8 @@ class BatchNormalizer:
     def process(self, columns: dict[str, pa.Array], wkb: pa.Array | ShapeBatch, parsed: ParsedGeometry | None = None
                 ) -> tuple[list[pa.Array], int, int]:
         """Binary-COPY field encodings of the batch's loadable rows, in staging column order
-        (row, key, hash, attrs..., EWKB 4490, EWKB 3857[, ellipsoidal area of a polygon layer]),
-        the number of those rows and the bad-row count.
+        (row, key, hash, attrs... + EWKB 4490 as one block of joined fields, EWKB 3857[,
+        ellipsoidal area of a polygon layer]), the number of those rows and the bad-row count.
 
         The attributes of a clean batch are converted and checked with arrow kernels; a batch
         with any attribute problem (or sniffed text) takes the row-by-row path, which reports
@@ -173,13 +173,13 @@ class BatchNormalizer:
             return arr if every_row else arr.take(ridx)
 
         self.last_values = [rows_of(v) for v in values_arrow]
-        attr_fields = [encode_field(v) for v in self.last_values]
-        attrs_joined = join_fields(attr_fields)
         tk = from_numpy(take, pa.int64())
         g4490 = ewkb4490.take(tk) if len(take) != len(ewkb4490) else ewkb4490
         g3857 = ewkb3857.take(tk) if len(take) != len(ewkb3857) else ewkb3857
-        geom_field = encode_field(g4490)
-        hashes = content_hash(join_fields([attrs_joined, geom_field]))
+        # the attributes' and the geometry's fields, joined in one pass: what the content hash
+        # is computed over, and COPYed as they are (one block of columns, see rows_payload)
+        attrs_geom = join_fields([*(p for v in self.last_values for p in field_parts(v)), *field_parts(g4490)])
+        hashes = content_hash(attrs_geom)
         self.last_keys = rows_of(keys_arrow)
         bt = bounds[take]
         if len(bt):
@@ -187,7 +187,7 @@ class BatchNormalizer:
             e = self.extent
             self.extent = [*np.minimum(lo, e[:2]), *np.maximum(hi, e[2:])] if e else [*lo, *hi]
         fields = [encode_field(from_numpy(rows_idx + first, pa.int64())), encode_field(self.last_keys),
-                  encode_field(hashes), attrs_joined, geom_field, encode_field(g3857)]
+                  encode_field(hashes), attrs_geom, encode_field(g3857)]
         if self.computes_area:
             area = areas[take] if len(take) != len(areas) else areas
             self.areas_missing += int(np.isnan(area).sum())

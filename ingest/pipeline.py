@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 from geobase.ingest.context import IngestContext
-from geobase.ingest.load_steps import CHECK_STEPS, commit, copy_rows, dry_run_result, open_target
+from geobase.ingest.load_steps import CHECK_STEPS, commit, copy_rows, dry_run_result, open_target, reading
 from geobase.ingest.loader import RedoWithStaging
 from geobase.ingest.options import IngestOptions, IngestResult
 from geobase.ingest.source_steps import SOURCE_STEPS, open_source
@@ -73,9 +73,27 @@ def ingest(settings: Settings, layer: str, path: str | Path, **options) -> Inges
                            "committed, the previous version is unchanged: run the same command again") from None
 
 
+def use_system_allocator() -> None:
+    """Have arrow allocate with the C library's malloc instead of its default, mimalloc.
+
+    Why: each batch allocates and frees some hundred MB of arrow buffers (field encodings, the
+    joined COPY rows). mimalloc hands freed memory back to the kernel within milliseconds
+    (``madvise(MADV_DONTNEED)``), so the next batch faults the same memory in again and the
+    kernel zeroes it, in 2 MiB transparent huge pages: a fifth of the client's CPU of a
+    200,000-parcel ingest was ``clear_page`` (perf), ~1 CPU-s in all. glibc's malloc keeps its
+    heap: system time 1.1-1.6 s -> 0.3 s, peak RSS 400 -> 320 MiB, the rows unchanged. The
+    pool is process-wide; only buffers allocated after the switch use it (arrow frees each
+    buffer through the pool that allocated it)."""
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def run(settings: Settings, opts: IngestOptions) -> IngestResult:
     """The steps of one ingest, in order (see the module docstring)."""
     t0 = time.monotonic()
+    use_system_allocator()
     registry = get_registry(settings)
     spec = registry.layer(opts.layer)
     if spec.kind == "raster" or opts.path.suffix.lower() in RASTER_SUFFIXES:
@@ -90,10 +108,11 @@ def run(settings: Settings, opts: IngestOptions) -> IngestResult:
     ctx.t0 = t0
     for step in SOURCE_STEPS:
         step(ctx)
-    with connect(settings) as conn:
+    # the reader starts now: the first batches are read while the database is set up
+    with reading(ctx) as batches, connect(settings) as conn:
         target = open_target(ctx, conn, opts.job_id or uuid.uuid4().hex, _direct_candidate(ctx))
         try:
-            copy_rows(ctx, target)
+            copy_rows(ctx, target, batches)
             for check in CHECK_STEPS:
                 check(ctx, target)
             return dry_run_result(ctx, target) if opts.dry_run else commit(ctx, target)

@@ -13,8 +13,7 @@ from geobase.ingest.encoding import EncodingSniffer, check_encoding_name, cpg_en
 from geobase.ingest.normalize import FID_COLUMN, BatchNormalizer, plan_fields
 from geobase.ingest.options import IngestOptions
 from geobase.ingest.report import QualityReport
-from geobase.ingest.sources import resolve, sha256_files
-from geobase.ingest.threads import in_thread
+from geobase.ingest.sources import checksum_of, resolve
 
 from geobase.errors import InvalidInput
 from geobase.settings import Settings
@@ -30,9 +29,10 @@ _FOREIGN_FAMILIES = {
 
 def open_source(settings: Settings, opts: IngestOptions, spec: LayerSpec, registry: Registry) -> IngestContext:
     """Find what to read in the delivery; start hashing it (the checksum is only needed at the
-    end: hashed in a thread, hashlib releases the GIL, while the rows load)."""
+    end: hashed in a thread, hashlib releases the GIL, while the rows load), unless the command
+    began already (:func:`geobase.ingest.sources.start_checksum`)."""
     src = resolve(opts.path, source_layer=opts.source_layer, preferred_layers=spec.source_layers)
-    checksum = in_thread(sha256_files, src.files)
+    checksum = checksum_of(src.files)
     report = QualityReport(source=opts.path.name, driver=src.driver, source_layer=src.layer, on_error=opts.on_error)
     return IngestContext(settings, opts, spec, registry, src, report, checksum)
 

@@ -1,6 +1,7 @@
 """Threads beside the pipeline's own: the checksum of the delivered files is hashed while
-the rows load, the source CRS's transformer is built while the load is set up, and the next
-arrow batch is read (and its geometries parsed) while this one is normalised and COPYed. GDAL, arrow, hashlib and shapely release the GIL, so two cores work.
+the rows load, the source CRS's transformer is built while the load is set up, and the
+batches are read (and their geometries parsed) from before the load's database set-up on,
+the next while this one is normalised and COPYed. GDAL, arrow, hashlib and shapely release the GIL, so two cores work.
 """
 
 from __future__ import annotations
@@ -31,42 +32,64 @@ def in_thread(fn, *args, name: str = "ingest-checksum"):
     return result
 
 
-def prefetch(reader, prepare: Callable | None = None, depth: int = 2):
-    """Read arrow batches in a background thread (GDAL and arrow release the GIL while reading),
-    so the next batch is decoded while this one is normalised and COPYed: two cores, bounded
-    memory (at most ``depth`` batches ahead). With ``prepare``, yields ``(batch, prepare(batch))``,
-    the thread doing that work as well (GEOS parsing: shapely releases the GIL too)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
+class Prefetch:
+    """Batches read in a background thread from the moment this is made (GDAL, arrow and numpy
+    release the GIL while reading), at most ``depth`` ahead: iterate it to get them, in order,
+    ``(batch, prepare(batch))`` with ``prepare`` (the thread does that work as well: GEOS
+    parsing, shapely releases the GIL too). ``open_reader()`` opens the reader (a context
+    manager yielding an iterable of batches) in the thread, so that a file that cannot be
+    opened is an error raised to the consumer when it asks for the first batch, as a failed
+    read is. :meth:`close` stops the thread (after the batch it is reading).
 
-    def work() -> None:
+    Why a thread started before it is consumed: the first batches are read while the load's
+    database set-up runs (a new table, locks, the catalog: a tenth of a second or more of
+    round trips during which the process computes nothing)."""
+
+    _END = object()
+
+    def __init__(self, open_reader: Callable, prepare: Callable | None = None, depth: int = 2):
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.open_reader, self.prepare = open_reader, prepare
+        self.thread = threading.Thread(target=self._work, name="ingest-reader", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
         try:
-            for batch in reader:
-                if prepare is not None:
-                    batch = (batch, prepare(batch))
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
+            with self.open_reader() as reader:
+                for batch in reader:
+                    if self.prepare is not None:
+                        batch = (batch, self.prepare(batch))
+                    if not self._put(batch):
+                        return
+            self._put(self._END)
         except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
+            self._put(exc)
 
-    t = threading.Thread(target=work, name="ingest-reader", daemon=True)
-    t.start()
-    try:
+    def __iter__(self):
         while True:
-            item = q.get()
-            if item is end:
+            item = self.q.get()
+            if item is self._END:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
-    finally:
-        stop.set()
-        t.join(timeout=10)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -285,3 +285,13 @@ def _owslib_request_headers_restored():
     yield
     REQUEST_HEADERS.clear()
     REQUEST_HEADERS.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_chromium_closed() -> Iterator[None]:
+    """The browser tests share one Chromium (tests/browser_harness.py), launched by the first of
+    them: closed, with the Playwright driver, when the session ends."""
+    yield
+    import browser_harness
+
+    browser_harness.stop()

@@ -154,6 +154,23 @@ def county_template(pg_server: str, template_db: str, tmp_path_factory) -> Itera
     drop_database(pg_server, name)
 
 
+@pytest.fixture(scope="session")
+def changed_county_template(pg_server: str, county_template) -> Iterator[str]:
+    """A database holding what ``make demo`` leaves: the sample county plus the demo's land-use
+    change delivery as version 2 (built once per session; clone it, never use it directly).
+
+    The modules that compare versions and the README's examples each clone it instead of running
+    the change delivery's ingest again on a clone of the county (the same call, the same state)."""
+    from geobase.ingest.sample import ingest_sample_county
+
+    name, data_dir = county_template
+    changed = f"gb_changed_{os.getpid()}"
+    url = create_database(pg_server, changed, name)
+    ingest_sample_county(settings_for(url, data_dir), echo=lambda *a, **k: None, with_changes=True)
+    yield changed
+    drop_database(pg_server, changed)
+
+
 @pytest.fixture
 def county_db(new_db, county_template) -> Settings:
     """A private copy of the loaded sample county for a test that may change it."""

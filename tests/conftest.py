@@ -43,6 +43,12 @@ def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
     return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -235,11 +241,17 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-3000:]}")
+            # until the port listens, a bare connect (microseconds, refused at once) every 20 ms:
+            # the server is used as soon as it answers, not up to a 0.2 s poll later (~200 starts
+            # a run); then the health request itself
+            if not _listening(self.port):
+                time.sleep(0.02)
+                continue
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503):
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
+                time.sleep(0.02)
         self.proc.kill()  # never leave a half-started server behind
         self.proc.wait(10)
         raise RuntimeError("server did not come up")

@@ -43,6 +43,12 @@ def tile_xy(lon: float, lat: float, z: int) -> tuple[int, int]:
     return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
 
 
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,6 +160,23 @@ def county_template(pg_server: str, template_db: str, tmp_path_factory) -> Itera
     drop_database(pg_server, name)
 
 
+@pytest.fixture(scope="session")
+def changed_county_template(pg_server: str, county_template) -> Iterator[str]:
+    """A database holding what ``make demo`` leaves: the sample county plus the demo's land-use
+    change delivery as version 2 (built once per session; clone it, never use it directly).
+
+    The modules that compare versions and the README's examples each clone it instead of running
+    the change delivery's ingest again on a clone of the county (the same call, the same state)."""
+    from geobase.ingest.sample import ingest_sample_county
+
+    name, data_dir = county_template
+    changed = f"gb_changed_{os.getpid()}"
+    url = create_database(pg_server, changed, name)
+    ingest_sample_county(settings_for(url, data_dir), echo=lambda *a, **k: None, with_changes=True)
+    yield changed
+    drop_database(pg_server, changed)
+
+
 @pytest.fixture
 def county_db(new_db, county_template) -> Settings:
     """A private copy of the loaded sample county for a test that may change it."""
@@ -218,11 +241,17 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-3000:]}")
+            # until the port listens, a bare connect (microseconds, refused at once) every 20 ms:
+            # the server is used as soon as it answers, not up to a 0.2 s poll later (~200 starts
+            # a run); then the health request itself
+            if not _listening(self.port):
+                time.sleep(0.02)
+                continue
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503):
                     return
             except httpx.HTTPError:
-                time.sleep(0.2)
+                time.sleep(0.02)
         self.proc.kill()  # never leave a half-started server behind
         self.proc.wait(10)
         raise RuntimeError("server did not come up")
@@ -285,3 +314,13 @@ def _owslib_request_headers_restored():
     yield
     REQUEST_HEADERS.clear()
     REQUEST_HEADERS.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_chromium_closed() -> Iterator[None]:
+    """The browser tests share one Chromium (tests/browser_harness.py), launched by the first of
+    them: closed, with the Playwright driver, when the session ends."""
+    yield
+    import browser_harness
+
+    browser_harness.stop()

@@ -7,19 +7,17 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 import pytest
-from test_map_browser import ARGS, CHROMIUM, _chromium_installed  # noqa: F401 (the harness)
+from browser_harness import browser_context
+from test_map_browser import _chromium_installed  # noqa: F401 (the harness)
 
 pytestmark = [pytest.mark.browser]
 
 
 def test_catalog_page(county_server):
-    import playwright.sync_api as playwright
-
     host = urlparse(county_server.url).netloc
     outside, problems = [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 800}, locale="zh-CN")
+    with browser_context(viewport={"width": 1200, "height": 800}, locale="zh-CN") as context:
+        page = context.new_page()
 
         def route(r):
             if urlparse(r.request.url).scheme in ("http", "https", "ws", "wss") and urlparse(r.request.url).netloc != host:
@@ -64,6 +62,5 @@ def test_catalog_page(county_server):
         page.click("#lang")
         page.wait_for_function("document.querySelector('#record h2').textContent === 'Land-use parcels'")
         assert page.locator("h1").inner_text() == "Data catalog"
-        browser.close()
     assert not outside, outside
     assert not problems, problems

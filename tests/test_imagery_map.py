@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from conftest import ARTIFACTS
 from imagery_common import BANDS4, write_scene
-from test_map_browser import ARGS, CHROMIUM, _chromium_installed  # noqa: F401  (fixture: fail without Chromium)
+from browser_harness import browser_context
+from test_map_browser import _chromium_installed  # noqa: F401  (fixture: fail without Chromium)
 
 from geobase.db import database_url
 from geobase.imagery.ingest import add_image
@@ -84,9 +85,8 @@ def test_imagery_is_drawn_under_the_parcels_with_a_date_picker(county_db, live_s
     host = urlparse(srv.url).netloc
     outside, problems, seen = [], [], []
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
+    with browser_context(viewport={"width": 1100, "height": 800}) as context:
+        page = context.new_page()
 
         def route(r):
             url = r.request.url
@@ -123,7 +123,6 @@ def test_imagery_is_drawn_under_the_parcels_with_a_date_picker(county_db, live_s
         _wait_tiles(page)
         old_parcel = _pixel(page, ARTIFACTS / "imagery_older.png", parcel)
         old_beside = _pixel(page, ARTIFACTS / "imagery_older.png", beside)
-        browser.close()
     assert not outside and not problems, (outside, problems)
     assert any("/imagery/county_img/wmts/truecolor/WebMercatorQuad/" in u for u in seen)
     assert dates == ["", "2024-06-01", "2024-05-01"]

@@ -112,6 +112,11 @@ def _big_geojsonseq(path, n: int) -> None:
                                  "geometry": {"type": "Point", "coordinates": [x, y]}}) + "\n")
 
 
+#: COPY commands running into a staging table (the ingest's load)
+COPYING = ("SELECT count(*) FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid "
+           "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'staging'")
+
+
 def test_sigkill_mid_load_leaves_previous_version_and_retry_succeeds(new_db, tmp_path):
     settings = new_db(layers_dir=make_test_specs(tmp_path))
     small = tmp_path / "v1.geojsonl"
@@ -142,8 +147,12 @@ def test_sigkill_mid_load_leaves_previous_version_and_retry_succeeds(new_db, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-    # the server notices the dead client; until then the half-loaded staging table is invisible to readers
-    time.sleep(1.0)
+    # the server notices the dead client (its COPY into staging ends: waited for, 30 s at most, not
+    # a guessed second); until then the half-loaded staging table is invisible to readers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and query(settings, COPYING)[0][0]:
+        time.sleep(0.05)
+    assert not query(settings, COPYING)[0][0], "the killed ingest's COPY still runs"
     after = db_state(settings, "test_points")
     assert {k: after[k] for k in ("current", "versions", "rows", "hashes")} == \
         {k: before[k] for k in ("current", "versions", "rows", "hashes")}

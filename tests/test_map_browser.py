@@ -3,18 +3,13 @@ colours and the control-line outlines, logs no errors, and no request leaves loc
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from browser_harness import ARGS, CHROMIUM, browser_context, fail_without_chromium  # noqa: F401 (re-exported)
 from conftest import ARTIFACTS
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-gl=swiftshader", "--enable-unsafe-swiftshader"]
 
 pytestmark = [pytest.mark.browser]
 
@@ -23,8 +18,7 @@ pytestmark = [pytest.mark.browser]
 def _chromium_installed() -> None:
     """The browser is part of the test setup (scripts/setup.sh --test installs it): a missing one
     fails the browser tests instead of skipping them, so they cannot pass with nothing run."""
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
-        pytest.fail("needs /usr/bin/chromium (scripts/setup.sh --test installs it)")
+    fail_without_chromium()
 
 
 def hex_rgb(h: str) -> np.ndarray:
@@ -62,13 +56,11 @@ def open_map(srv, shot: Path, *, init_script: str | None = None, draw_site: bool
     """Open /map in headless Chromium and wait for the tiles; what a user would look at:
     the layer switcher, legend, access line, screenshot pixels, the site-check answer, and
     every request made, those that left localhost and any error seen."""
-    import playwright.sync_api as playwright  # a declared dev dependency: missing = broken setup
     host = urlparse(srv.url).netloc
     seen: dict = {"requests": [], "outside": [], "problems": []}
     ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
+    with browser_context(viewport={"width": 1100, "height": 800}) as context:
+        page = context.new_page()
         if init_script:
             page.add_init_script(init_script)
 
@@ -103,7 +95,6 @@ def open_map(srv, shot: Path, *, init_script: str | None = None, draw_site: bool
             page.click("#finish-btn")
             page.wait_for_function("window.geobaseSiteCheck.state.done > 0", timeout=60_000)
             seen["site"] = page.inner_text("#site-result")
-        browser.close()
     import rasterio
 
     with rasterio.open(shot) as src:

@@ -22,16 +22,12 @@ Z = 17
 
 
 @pytest.fixture(scope="module")
-def changed_county(pg_server: str, county_template, tmp_path_factory) -> Iterator[Settings]:
-    """The sample county with the demo's second land-use version (shared by this module's tests)."""
-    from geobase.ingest.sample import ingest_sample_county
-
-    name, data_dir = county_template
+def changed_county(pg_server: str, county_template, changed_county_template) -> Iterator[Settings]:
+    """The sample county with the demo's second land-use version (a copy of the session's
+    changed_county_template, shared by this module's tests)."""
+    _, data_dir = county_template
     db = f"gb_cmp_{uuid.uuid4().hex[:8]}"
-    s = settings_for(create_database(pg_server, db, name), tmp_path_factory.mktemp("cmp"))
-    s = s.model_copy(update={"data_dir": data_dir})
-    ingest_sample_county(s, echo=lambda *a, **k: None, with_changes=True)
-    yield s
+    yield settings_for(create_database(pg_server, db, changed_county_template), data_dir)
     drop_database(pg_server, db)
 
 

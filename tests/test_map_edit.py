@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from browser_harness import browser_session
 from editing_common import auth, ed, q  # noqa: F401  (ed: the module's private county and editing keys)
-from test_map_browser import ARGS, CHROMIUM
 from test_map_modules import node
 
 pytestmark = pytest.mark.browser
@@ -22,12 +22,10 @@ pytestmark = pytest.mark.browser
 
 @contextmanager
 def browser(n: int = 1):
-    """``n`` isolated browser contexts (two editors) of one Chromium; yields (pages, seen)."""
-    import playwright.sync_api as playwright
-
+    """``n`` fresh, isolated browser contexts (two editors) of the session's Chromium; yields
+    (pages, seen). The contexts are closed afterwards."""
     seen: dict = {"outside": [], "problems": []}
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with browser_session() as b:
         pages = []
         for _ in range(n):
             page = b.new_context(viewport={"width": 1100, "height": 800}).new_page()
@@ -35,10 +33,7 @@ def browser(n: int = 1):
             page.route("**/*", _router(page.host, seen))
             page.on("pageerror", lambda e: seen["problems"].append(f"pageerror: {e}"))
             pages.append(page)
-        try:
-            yield pages, seen
-        finally:
-            b.close()
+        yield pages, seen
 
 
 def _router(host: dict, seen: dict):

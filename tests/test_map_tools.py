@@ -11,24 +11,24 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 import pytest
+from browser_harness import browser_context
 from conftest import ARTIFACTS
 from pyproj import Geod, Transformer
-from test_map_browser import ARGS, CHROMIUM, count_near, hex_rgb
+from test_map_browser import count_near, hex_rgb
 
 pytestmark = pytest.mark.browser
 
 
 @contextmanager
 def browser_page(also: tuple[str, ...] = (), viewport: dict | None = None, touch: bool = False):
-    """A Chromium page whose requests may reach the server under test only (and the hosts
-    ``also`` names, host:port); yields (page, seen) where seen lists requests to other hosts and
-    every error the page met. ``viewport`` and ``touch``: a tablet instead of a desktop."""
-    import playwright.sync_api as playwright  # a declared dev dependency: missing = broken setup
+    """A page, in a fresh context of the session's Chromium, whose requests may reach the server
+    under test only (and the hosts ``also`` names, host:port); yields (page, seen) where seen lists
+    requests to other hosts and every error the page met. ``viewport`` and ``touch``: a tablet
+    instead of a desktop."""
     seen: dict = {"outside": [], "problems": [], "requests": []}
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport=viewport or {"width": 1100, "height": 800}, has_touch=touch,
-                                is_mobile=touch)
+    with browser_context(viewport=viewport or {"width": 1100, "height": 800}, has_touch=touch,
+                         is_mobile=touch) as context:
+        page = context.new_page()
         host = {}
 
         def route(r):
@@ -44,10 +44,7 @@ def browser_page(also: tuple[str, ...] = (), viewport: dict | None = None, touch
         page.on("pageerror", lambda e: seen["problems"].append(f"pageerror: {e}"))
         page.on("response", lambda r: seen["problems"].append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
         page.host = host
-        try:
-            yield page, seen
-        finally:
-            browser.close()
+        yield page, seen
 
 
 def open_map(page, url: str) -> None:

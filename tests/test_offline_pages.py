@@ -5,12 +5,11 @@ request failed and none tried to leave the machine."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 from conftest import SAMPLE
-from test_map_browser import ARGS, CHROMIUM
+from browser_harness import browser_session, fail_without_chromium
 
 pytestmark = [pytest.mark.browser]
 
@@ -38,19 +37,16 @@ def _shed_tile(response) -> bool:
 
 
 def test_every_page_renders_offline(county_server):
-    import playwright.sync_api as playwright  # a declared dev dependency: missing = broken setup
-    if not Path(CHROMIUM).exists():
-        pytest.fail("needs /usr/bin/chromium (scripts/setup.sh --test installs it)")
+    fail_without_chromium()
     srv = county_server
     with srv.client() as c:
         water_id = c.get("/collections/water_areas/items?limit=1").json()["features"][0]["id"]
     site = (SAMPLE / "demo_site.geojson").read_text()
     host = urlparse(srv.url).netloc
     failures: dict[str, list] = {}
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with browser_session() as browser:
         for path, selector, text in PAGES:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page = browser.new_page(viewport={"width": 1100, "height": 800})  # a fresh context of its own
             problems: list[str] = []
             outside: list[str] = []
 
@@ -90,7 +86,6 @@ def test_every_page_renders_offline(county_server):
             if problems or outside:
                 failures[path] = problems + [f"outside: {u}" for u in outside]
             page.close()
-        browser.close()
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
 
 

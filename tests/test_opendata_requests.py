@@ -97,8 +97,15 @@ def test_request_approve_use_expire(zone_internet):
         states = {r["id"]: (r["status"], r["reason"]) for r in c.get("/catalog/requests", headers=me).json()["requests"]}
         assert states[r2["id"]] == ("refused", "用途不符合开放条件")
 
-    time.sleep(1.5)   # the audit writer flushes in the background
-    with psycopg.connect(url) as conn:
-        actions = {a for (a,) in conn.execute("SELECT action FROM catalog.audit_log").fetchall()}
-    assert {"catalog.requester.register", "catalog.request.create", "catalog.request.approve",
-            "catalog.request.refuse", "catalog.request.read"} <= actions, actions
+    # the audit writer flushes in the background: its rows are waited for (30 s at most), not a
+    # guessed 1.5 s
+    expected = {"catalog.requester.register", "catalog.request.create", "catalog.request.approve",
+                "catalog.request.refuse", "catalog.request.read"}
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            actions = {a for (a,) in conn.execute("SELECT action FROM catalog.audit_log").fetchall()}
+            if expected <= actions or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert expected <= actions, actions

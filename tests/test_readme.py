@@ -13,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+from geobase.settings import Settings
 
 
 def readme_curl_block() -> list[str]:
@@ -23,16 +26,20 @@ def readme_curl_block() -> list[str]:
     return [line for line in block.splitlines() if line.strip()]
 
 
-def test_every_readme_curl_line_answers_with_data(county_db, live_server, tmp_path):
-    from geobase.ingest.sample import ingest_sample_county
+@pytest.fixture
+def demo_db(new_db, county_template, changed_county_template) -> Settings:
+    """A private copy of what `make demo` leaves: the sample county and the demo's ingest steps
+    (the land-use change delivery as v2), cloned from the session's changed_county_template."""
+    return new_db(template=changed_county_template).model_copy(update={"data_dir": county_template[1]})
 
-    ingest_sample_county(county_db, echo=lambda *a, **k: None, with_changes=True)  # the demo's steps
-    srv = live_server(county_db)
+
+def test_every_readme_curl_line_answers_with_data(demo_db, live_server, tmp_path):
+    srv = live_server(demo_db)
     lines = readme_curl_block()
     assert lines[0].startswith("B=") and sum(line.startswith("curl") for line in lines) >= 12
     (tmp_path / "sample_data").symlink_to(REPO / "sample_data")  # relative paths as from the checkout
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "GEOBASE_DATABASE_URL": county_db.database_url, "GEOBASE_DATA_DIR": str(county_db.data_dir)}
+           "GEOBASE_DATABASE_URL": demo_db.database_url, "GEOBASE_DATA_DIR": str(demo_db.data_dir)}
     prelude = [f"B={srv.url}"]
     checked = 0
     for line in lines[1:]:
@@ -65,12 +72,9 @@ def test_every_readme_curl_line_answers_with_data(county_db, live_server, tmp_pa
     assert checked == sum(line.startswith("curl") for line in lines)
 
 
-def test_readme_time_travel_and_change_feed_show_the_change(county_db, live_server):
+def test_readme_time_travel_and_change_feed_show_the_change(demo_db, live_server):
     """The datetime and changes examples show the demo's second version, not the same thing twice."""
-    from geobase.ingest.sample import ingest_sample_county
-
-    ingest_sample_county(county_db, echo=lambda *a, **k: None, with_changes=True)
-    srv = live_server(county_db)
+    srv = live_server(demo_db)
     with srv.client() as c:
         t1 = c.get("/collections/land_use").json()["extent"]["temporal"]["interval"][0][0]
         then = c.get("/collections/land_use/items", params={"datetime": t1, "limit": 1}).json()

@@ -10,13 +10,13 @@ import datetime as dt
 from urllib.parse import urlparse
 
 import pytest
-from test_map_browser import ARGS, CHROMIUM, _chromium_installed  # noqa: F401 (the harness)
+from browser_harness import browser_context
+from test_map_browser import _chromium_installed  # noqa: F401 (the harness)
 
 pytestmark = [pytest.mark.browser]
 
 
 def test_requests_page(county_db, live_server):
-    import playwright.sync_api as playwright
     import psycopg
 
     from geobase import keys
@@ -32,9 +32,8 @@ def test_requests_page(county_db, live_server):
                for purpose in ("林地变更调查", "商业选址参考")]
     host = urlparse(srv.url).netloc
     outside, problems = [], []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 800}, locale="zh-CN")
+    with browser_context(viewport={"width": 1400, "height": 800}, locale="zh-CN") as context:
+        page = context.new_page()
 
         def route(r):
             u = urlparse(r.request.url)
@@ -73,7 +72,6 @@ def test_requests_page(county_db, live_server):
         done = page.locator(f"tr[data-id='{ids[0]}']")
         assert "已批准" in done.inner_text() and "到期" in done.inner_text()
         assert "用途不符合开放条件" in page.locator(f"tr[data-id='{ids[1]}']").inner_text()
-        browser.close()
     assert not outside, outside
     assert not problems, problems
     with srv.client() as c:

@@ -117,6 +117,18 @@ def partition_name(spec: LayerSpec | str, division: str) -> str:
     return f"{name}__{check_division(division)}"
 
 
+#: the 6-digit county of each of a layer's partitions (``<layer>__<division>``); the one
+#: parameter: the layer's table as text (:func:`table_regclass_text`)
+COUNTY_PARTITIONS_SQL = ("SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                         "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$'")
+
+
+def table_regclass_text(spec: LayerSpec | str) -> str:
+    """The layer's table as ``to_regclass`` reads it (the parameter of :data:`COUNTY_PARTITIONS_SQL`)."""
+    name = spec if isinstance(spec, str) else spec.name
+    return f'{DATA_SCHEMA}."{name}"'
+
+
 def partition_ident(spec: LayerSpec | str, division: str) -> sql.Composed:
     return sql.Identifier(DATA_SCHEMA, partition_name(spec, division))
 

@@ -20,7 +20,7 @@ from geobase.crs import supported_uris
 from geobase.errors import NotFound
 from geobase.security import LayerAccess
 from geobase.specs import LayerSpec
-from geobase.storage import DATA_SCHEMA
+from geobase.storage import COUNTY_PARTITIONS_SQL, table_regclass_text
 
 _STATE = "SELECT name, department, sharing, shared_with, current_version, " + GRADE_SQL + " FROM catalog.layers"
 #: every layer's state in name order (tiles embed it in the statement that renders a tile)
@@ -28,9 +28,7 @@ STATES_SQL = sql.SQL(_STATE + " ORDER BY name")
 #: one layer's state, and its county partitions (the 6-digit code of each; geobase/features/ids.py
 #: decides its id rule from them) read in the same statement: an items request's id rule costs no
 #: round trip of its own
-_ONE = ("SELECT s.*, ARRAY(SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$' ORDER BY 1) FROM (" + _STATE
-        + " WHERE name = %s) s")
+_ONE = "SELECT s.*, ARRAY(" + COUNTY_PARTITIONS_SQL + " ORDER BY 1) FROM (" + _STATE + " WHERE name = %s) s"
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ async def layer_states(conn: psycopg.AsyncConnection) -> dict[str, LayerState]:
 
 async def layer_state(conn: psycopg.AsyncConnection, spec: LayerSpec) -> LayerState:
     """One layer's state with its spec and its versions (NotFound: not in the catalog)."""
-    cur = await conn.execute(_ONE, (f'{DATA_SCHEMA}."{spec.name}"', spec.name))
+    cur = await conn.execute(_ONE, (table_regclass_text(spec), spec.name))
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"collection {spec.name!r} not found", parameter="collectionId")

@@ -35,8 +35,8 @@ from psycopg import sql
 
 from geobase.errors import Conflict, NotFound
 from geobase.specs import LayerSpec
-from geobase.storage import (DATA_SCHEMA, DIVISION, ID_SEP, UNASSIGNED, as_of_filter, current_filter, division_filter,
-                             partition_ident, table_ident)
+from geobase.storage import (COUNTY_PARTITIONS_SQL, DIVISION, ID_SEP, UNASSIGNED, as_of_filter, current_filter,
+                             division_filter, partition_ident, table_ident, table_regclass_text)
 
 SEP = ID_SEP
 _QUALIFIED = re.compile(rf"^([0-9]{{6}}){re.escape(SEP)}(.+)$", re.S)
@@ -66,8 +66,6 @@ def id_sql(qualified: bool, alias: str | None = None) -> sql.Composable:
 
 
 # -- the layer's rule ---------------------------------------------------------------------------
-_PARTITIONS_SQL = ("SELECT right(c.relname, 6) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                   "WHERE i.inhparent = to_regclass(%s) AND c.relname ~ '__[0-9]{6}$'")
 
 
 #: whether the unassigned partition holds rows beside one county's, per database, layer, version
@@ -107,7 +105,7 @@ async def qualified_ids(conn: psycopg.AsyncConnection, spec: LayerSpec, version:
         return False
     kept = None
     if divisions is None:
-        cur = await conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',))
+        cur = await conn.execute(COUNTY_PARTITIONS_SQL, (table_regclass_text(spec),))
         divisions = [r[0] for r in await cur.fetchall()]
     else:  # read in one statement with the version: the pair names one state of the layer
         kept = (conn.info.host, conn.info.port, conn.info.dbname, spec.name, version, tuple(divisions))
@@ -127,7 +125,7 @@ async def qualified_ids(conn: psycopg.AsyncConnection, spec: LayerSpec, version:
 
 def qualified_ids_sync(conn: psycopg.Connection, spec: LayerSpec) -> bool:
     """:func:`qualified_ids` on a sync connection (the editing service, the CLI)."""
-    divisions = [r[0] for r in conn.execute(_PARTITIONS_SQL, (f'{DATA_SCHEMA}."{spec.name}"',)).fetchall()]
+    divisions = [r[0] for r in conn.execute(COUNTY_PARTITIONS_SQL, (table_regclass_text(spec),)).fetchall()]
     q = _rule_queries(spec, divisions)
     return _decided(divisions) if q is None else bool(conn.execute(q).fetchone()[0])
 

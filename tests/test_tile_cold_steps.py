@@ -49,7 +49,6 @@ def test_a_connection_given_back_is_in_the_pool_at_once_and_known_as_fresh(db_se
 def test_the_prepared_tile_query_bytes_are_what_sql_composition_wrote(db_settings):
     """``_numbers`` and ``_head`` (geobase.tiles.render) against ``sql.Literal`` and
     ``sql.SQL("; ").join`` on a real connection, over the numbers tiles take and the odd ones."""
-    from geobase.catalog.state import STATES_SQL
     from geobase.tiles import render
 
     rng = random.Random(15)
@@ -67,8 +66,8 @@ def test_the_prepared_tile_query_bytes_are_what_sql_composition_wrote(db_setting
                 parts = [sql.SQL("BEGIN")]
                 if timeout:
                     parts.append(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{timeout}ms")))
-                if with_states:
-                    parts.append(STATES_SQL)
+                if with_states:  # the states statement each connection prepares beside the tile's
+                    parts.append(sql.SQL("EXECUTE {}").format(sql.Identifier(render.STATES_NAME)))
                 parts += [render._CUSTOM_PLAN, sql.SQL("EXECUTE x")]
                 assert render._head(timeout, with_states) + b"EXECUTE x" == sql.SQL("; ").join(parts).as_bytes(conn)
 

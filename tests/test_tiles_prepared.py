@@ -117,3 +117,38 @@ def test_a_session_that_lost_its_statements_or_failed_to_prepare_one_still_answe
             assert len(await _held(conn)) == 1  # the held statement was used, not prepared twice
 
     asyncio.run(scenario())
+
+
+def test_the_states_read_with_a_tile_is_prepared_once_and_reads_what_the_catalog_says_now(county):
+    """The layer states a cold tile reads in its round trip (a statement prepared per connection,
+    tiles.render.STATES_NAME) are the catalog's rows at that moment: a sharing change committed
+    elsewhere shows in the very next tile's states, and a session that lost its statements
+    prepares it again."""
+    from geobase.catalog.state import layer_states
+
+    url, reg = database_url(county), get_registry(county)
+    spec = reg.layers["land_use"]
+    z = 16
+    row, col = tile_xy(WEB_MERCATOR_QUAD, z, LON0 + 0.03, LAT0 + 0.03)
+    plans = [plan_layer(spec, reg, z, set())]
+
+    async def states(conn):
+        return (await tile_render.render(conn, plans, ["land_use"], WEB_MERCATOR_QUAD, z, row, col, 30_000,
+                                         with_states=True))[2]
+
+    async def scenario():
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            assert await states(conn) == await layer_states(conn)
+            assert tile_render.STATES_NAME in await _held(conn)
+            assert await states(conn) == await layer_states(conn)  # executed, not prepared twice
+            before = (await states(conn))["land_use"].access.sharing
+            changed = "public" if before != "public" else "internal"
+            with psycopg.connect(url, autocommit=True) as other:
+                other.execute("UPDATE catalog.layers SET sharing = %s WHERE name = 'land_use'", (changed,))
+            got = await states(conn)
+            assert got["land_use"].access.sharing == changed and got == await layer_states(conn)
+            await conn.execute("DEALLOCATE ALL")
+            assert await states(conn) == await layer_states(conn)
+            assert len(await _held(conn)) == 2  # the tile's statement and the states', each once
+
+    asyncio.run(scenario())

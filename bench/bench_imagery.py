@@ -52,6 +52,11 @@ each round, ratio ours/titiler of the p50 (median of 3 per-round ratios, min-max
   * ours cached vs titiler as configured by default (no cache, re-rendering with warm GDAL
     blocks): 17.7 ms vs 110 ms: 0.16 (0.14-0.17).
 
+Session 14, timed with bench/rawhttp.py instead of httpx (whose own ~1 ms per request had been
+added to both sides, pulling the cached ratio towards 1; quiet machine, 3 rounds, 49/49 tiles
+pixel-identical): cold 11.6 ms vs titiler 20.0 ms, 0.57 (0.56-0.58); cached 1.71 ms vs nginx's
+HIT 0.154 ms, 11.1 (10.8-11.6) — the figure to quote; vs titiler without a cache 0.087.
+
 Session 10 (before readers.py), same bench: cold 1.24 (1.13-1.27) in one run, 1.04 (1.01-1.04)
 in another; in process, ours' ``render_tile`` and rio-tiler's ``Reader.tile`` as titiler calls
 it then took 0.92-1.13 of each other.

@@ -61,17 +61,19 @@ nginx's rate shows the client is not what limits ours. Without nginx installed t
 and prints the ceiling as not measured (``scripts/setup.sh --bench`` installs nginx-light).
 
 Why 2x tipg on identical cold tiles is out of reach: both run essentially the same
-``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer. Measured at
-200,000 parcels (5 interleaved rounds, machine shared with other runs): our statement with
-tipg's row filter, bare (identical output on every tile), took 0.71 (0.61-0.75) of tipg's
-whole answer; tipg's own statement run bare 0.83 (0.78-0.92) of it, so our SQL is 0.81
-(0.71-0.89) of tipg's on the same features (tipg adds an exact ``st_intersects`` and a sort by
-id). 0.71 is the best ratio any server running our SQL can reach; 0.5 would need less PostGIS
-work per tile, i.e. a different tile. The per-zoom profile shows where it goes: at z13/z14 ST_AsMVTGeom
-(clipping, quantising and validating every polygon with wagyu) is over half of the statement,
-finding the rows about a sixth, ST_AsMVT's encoding the rest; at z15/z16 the statement is a few
-milliseconds and the fixed cost of an HTTP answer (our framework and middlewares: the empty
-tile's line) is most of ours.
+``ST_AsMVT(ST_AsMVTGeom(..))`` over the same rows, which is most of either answer. Measured
+(session 14, quiet 2-core machine, 5 interleaved rounds, raw client): our statement with tipg's
+row filter, bare (identical output on every tile), took 0.68 (0.68-0.73) of tipg's whole answer
+at 200,000 parcels and 0.70 (0.69-0.74) at 1,000,000; tipg's own statement run bare 0.80-0.82 of
+it, so our SQL is 0.85-0.88 of tipg's on the same features (tipg adds an exact ``st_intersects``
+and a sort by id). ~0.7 is the best ratio any server running this SQL can reach over z13-z16;
+0.5 would need less PostGIS work per tile, i.e. a different tile. The per-zoom profile shows
+where it goes: at z13/z14 ST_AsMVTGeom (clipping, quantising and validating every polygon with
+wagyu) is over half of the statement, finding the rows about a sixth, ST_AsMVT's encoding the
+rest; at z15/z16 the statement is 1-2.5 ms and the fixed cost of an answer is a large part of
+tipg's (an empty tile: ours 1.1-1.2 ms, tipg's 3.0-3.7 ms), so on the identical tiles (z15/z16
+at 200,000 parcels, z16 at 1,000,000) ours takes 0.60 (0.56-0.64) and 0.51 (0.42-0.67) of tipg's
+time.
 
 Also: cold tile time ours vs the same SQL from a plain psycopg connection (the floor: the very
 statement our server runs, prepared once and executed per tile under a custom plan, without the

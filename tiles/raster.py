@@ -68,12 +68,17 @@ def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
     north-south), so that gradients are metres per metre in either tile matrix set."""
     import numpy as np
 
-    rio = _rio_tiler()
-    Reader, TileOutsideBounds = rio.Reader, rio.TileOutsideBounds
+    from geobase.imagery import readers
+
+    TileOutsideBounds = _rio_tiler().TileOutsideBounds
+    # the file kept open per thread and rio-tiler's default transform remembered, as for imagery
+    # tiles (geobase/imagery/readers.py): opening the COG and two PROJ look-ups per tile were
+    # ~80 % of a DEM tile (~60 ms of an empty tile's 70 ms), and they are facts of the file
+    readers.memoize_default_transform()
+    scene = readers.open_scene(path)
+    src = scene.reader
     if tms.srid == 3857:
-        with Reader(str(path)) as src:
-            img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear",
-                           reproject_method="bilinear")
+        img = src.tile(x, y, z, tilesize=256, buffer=1, resampling_method="bilinear", reproject_method="bilinear")
         # ground pixel size: mercator pixel x cos(latitude), row by row
         span = tms.tile_span(z)
         ymax = tms.origin[1] - y * span
@@ -91,13 +96,12 @@ def _read_buffered(path: Path, tms: TileMatrixSet, z: int, x: int, y: int):
         xmin, ymin, xmax, ymax = tms.bounds(z, y, x)
         px = (xmax - xmin) / 256
         crs = CRS.from_epsg(tms.srid)
-        with Reader(str(path)) as src:
-            w, s_, e, n = src.get_geographic_bounds(crs)
-            if xmax < w or xmin > e or ymax < s_ or ymin > n:
-                raise TileOutsideBounds(f"tile {z}/{y}/{x} of {tms.id} is outside the DEM")
-            img = src.part((xmin - px, ymin - px, xmax + px, ymax + px), dst_crs=crs, bounds_crs=crs,
-                           width=258, height=258, max_size=None, resampling_method="bilinear",
-                           reproject_method="bilinear")
+        w, s_, e, n = scene.bounds_in(crs)
+        if xmax < w or xmin > e or ymax < s_ or ymin > n:
+            raise TileOutsideBounds(f"tile {z}/{y}/{x} of {tms.id} is outside the DEM")
+        img = src.part((xmin - px, ymin - px, xmax + px, ymax + px), dst_crs=crs, bounds_crs=crs,
+                       width=258, height=258, max_size=None, resampling_method="bilinear",
+                       reproject_method="bilinear")
         dx, dy = pixel_size_m(Affine(px, 0, xmin - px, 0, -px, ymax + px), 258, geographic=True)
     elev = img.data[0].astype("float64")
     valid = ~np.ma.getmaskarray(img.array[0]) if np.ma.isMaskedArray(img.array) else img.mask.astype(bool)

@@ -162,7 +162,7 @@ def convert_arrow(kind: str, col: pa.Array) -> pa.Array | None:
         if pa.types.is_floating(t):
             v = col.cast(pa.float64())
             v = _null_if(pc.is_nan(v), v) if pc.any(pc.is_nan(v)).as_py() else v
-            if not pc.all(pc.equal(pc.floor(v), v)).as_py() in (True, None):
+            if pc.all(pc.equal(pc.floor(v), v)).as_py() not in (True, None):
                 return None
             try:
                 return v.cast(pa.int64())

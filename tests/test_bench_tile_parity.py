@@ -31,10 +31,10 @@ from conftest import LiveServer, create_database, drop_database, settings_for
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import bench_features  # bench/ is not a package: its modules import each other by name
-import bench_tiles
-from common import tipg_tile_view, web_mercator_tile
-from tile_parity import compare
+import bench_features  # noqa: E402  (bench/ is not a package: its modules import each other by name)
+import bench_tiles  # noqa: E402
+from common import tipg_tile_view, web_mercator_tile  # noqa: E402
+from tile_parity import compare  # noqa: E402
 
 PARCELS = 900  # a 30 x 30 grid of ~50 m parcels from (117.0, 31.0)
 

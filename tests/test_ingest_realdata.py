@@ -14,7 +14,7 @@ def spec_db(new_db, tmp_path):
     return new_db(layers_dir=make_test_specs(tmp_path))
 
 
-from geobase.errors import InvalidInput
+from geobase.errors import InvalidInput  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not REALDATA.exists(), reason="../shared/realdata not present")
 

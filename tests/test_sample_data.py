@@ -22,8 +22,8 @@ from pyproj import CRS, Geod
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "county"
 
-from geobase.sample_data import codes
-from geobase.sample_data import generate as gen
+from geobase.sample_data import codes  # noqa: E402
+from geobase.sample_data import generate as gen  # noqa: E402
 
 SMALL = 1500
 SEED = 20261122

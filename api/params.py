@@ -18,6 +18,8 @@ parameters: :func:`install` checks them with a small middleware.
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -44,6 +46,35 @@ def _walk(dependant: Any, attr: str) -> set[str]:
     return names
 
 
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter annotated so takes repeated values (``list[str]``, ``tuple | None``)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_many(a) for a in typing.get_args(annotation) if a is not type(None))
+    return (origin or annotation) in (list, tuple, set, frozenset)
+
+
+def _repeatable(dependant: Any) -> set[str]:
+    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, "query_params", [])
+             if _takes_many(getattr(getattr(p, "field_info", None), "annotation", None))}
+    for sub in getattr(dependant, "dependencies", []):
+        names |= _repeatable(sub)
+    return names
+
+
+_repeatable_cache: dict[int, frozenset[str]] = {}
+
+
+def repeatable(route: Any) -> frozenset[str]:
+    """Query parameters of a route that take several values (declared as a list): the only ones
+    that may be given more than once."""
+    key = id(route)
+    if key not in _repeatable_cache:
+        dependant = getattr(route, "dependant", None)
+        _repeatable_cache[key] = frozenset(_repeatable(dependant)) if dependant else frozenset()
+    return _repeatable_cache[key]
+
+
 def declared(route: Any) -> tuple[frozenset[str], frozenset[str]]:
     """(query parameter names, body/form field names) a route declares."""
     key = id(route)
@@ -68,15 +99,43 @@ def extra_query_parameters(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k not in allowed]
 
 
+def _refuse_nul_bytes(request: Request) -> None:
+    """400 naming the first query parameter whose name or value holds a NUL byte: no text this
+    API stores or reads can (PostgreSQL's text cannot); refused here, for every route, rather
+    than by the database driver's error deep inside whichever query the value reached, which
+    named no parameter."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput(f"{name.replace(chr(0), '?')}: contains a NUL byte (0x00), which no text here may hold",
+                               parameter=name.replace("\x00", "?"))
+
+
 async def check_query_parameters(request: Request) -> None:
-    """Router-wide dependency: 400 naming the first query parameter the route does not define."""
+    """Router-wide dependency: 400 naming the first query parameter the route does not define,
+    or whose value holds a NUL byte."""
     route = request.scope.get("route")
-    if route is None or getattr(route.endpoint, _MARK, False):
+    if route is None:
         return
+    _refuse_nul_bytes(request)
     allowed, form = declared(route)
+    if getattr(route.endpoint, _MARK, False):  # its other names are property filters, checked by it
+        _refuse_repeated(request, repeatable(route), only=allowed)
+        return
     for name in request.query_params.keys():
         if name not in allowed:
             raise _unknown_error(name, allowed, form)
+    _refuse_repeated(request, repeatable(route))
+
+
+def _refuse_repeated(request: Request, many: frozenset[str], only: frozenset[str] | None = None) -> None:
+    """400 naming a parameter given twice that takes one value: the framework would read one of
+    the two (the last) and ignore the other, silently (``?dry_run=true&dry_run=false``).
+    ``only``: the names to check (the rest are the route's own to check)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen and name not in many and (only is None or name in only):
+            raise InvalidInput(f"{name}: given more than once; it takes one value (nothing was done)", parameter=name)
+        seen.add(name)
 
 
 class _NoParamsOnDocs:

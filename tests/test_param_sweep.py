@@ -126,3 +126,25 @@ def test_every_query_parameter_of_every_get_survives_hostile_values(target):
         failures = [f for part in pool.map(check, [requests[i::4] for i in range(4)]) for f in part]
     assert not failures, f"{len(failures)} of {len(requests)}:\n" + "\n".join(failures[:80])
     assert checksum(settings.database_url) == before  # nothing written by any of them
+
+
+NUL_BODIES = [
+    ("/analysis/site-check", {"geometry": {"type": "Polygon", "coordinates": [[[112.9, 28.1], [112.91, 28.1],
+                                                                              [112.91, 28.11], [112.9, 28.1]]]},
+                              "project_type": "a\u0000b"}, "project_type"),
+    ("/analysis/tabulate", {"layer_a": "land_use", "layer_b": "planning_zones", "class_a": "dl\u0000bm"}, "class_a"),
+    ("/analysis/conflicts", {"rules": ["ok", "r\u0000"]}, "rules[1]"),
+    ("/collections/land_use/items", {"type": "Feature", "properties": {"dlmc": "x\u0000"}, "geometry": None},
+     "properties.dlmc"),
+]
+
+
+def test_a_nul_character_in_a_json_body_is_refused_naming_its_field(target):
+    """A ``\\u0000`` inside a string of a JSON body (analyses, editing): 400 naming the field, not
+    the database driver's refusal naming none; nothing written."""
+    srv, tokens, settings, before = target
+    with srv.client() as c:
+        for path, body, field in NUL_BODIES:
+            r = c.post(path, json=body, headers={"Authorization": f"Bearer {tokens['admin']}"})
+            assert r.status_code == 400 and r.json().get("parameter") == field, (path, r.status_code, r.text[:300])
+    assert checksum(settings.database_url) == before

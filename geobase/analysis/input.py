@@ -77,9 +77,44 @@ def decode_json_body(data: bytes, parameter: str = "body") -> Any:
         raise InvalidInput(f"{parameter}: the body is not valid UTF-8 (byte {exc.start}); send JSON as UTF-8",
                            parameter=parameter) from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except ValueError as exc:
         raise InvalidInput(f"{parameter}: not valid JSON: {exc}", parameter=parameter) from None
+    refuse_nul_bytes(doc, text)
+    return doc
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path (``a.b[2]``) of the first string, key or value, holding a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{path}.{k}" if path else str(k)
+            if "\x00" in str(k):
+                return inner.replace("\x00", "?")
+            found = _nul_path(v, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _nul_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def refuse_nul_bytes(doc: Any, text: str | bytes) -> None:
+    """400 naming the field of a JSON body whose text holds a NUL character (``\\u0000``): no
+    text the database stores or compares can, and left to it the refusal would name no field.
+    ``text``: the body as received (a cheap look for the escape before any walk)."""
+    raw = text.encode() if isinstance(text, str) else text
+    if b"\\u0000" not in raw.lower():
+        return
+    path = _nul_path(doc, "")
+    if path is not None:
+        raise InvalidInput(f"{path or 'body'}: contains a NUL character (\\u0000), which no text here may hold",
+                           parameter=path or "body")
 
 
 def _check_position(pos: Any, parameter: str, kind: str) -> None:

@@ -106,8 +106,8 @@ def _refuse_nul_bytes(request: Request) -> None:
     named no parameter."""
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
-            raise InvalidInput(f"{name.replace(chr(0), '?')}: contains a NUL byte (0x00), which no text here may hold",
-                               parameter=name.replace("\x00", "?"))
+            shown = name.replace("\x00", "?")
+            raise InvalidInput(f"{shown}: contains a NUL byte (0x00), which no text here may hold", parameter=shown)
 
 
 async def check_query_parameters(request: Request) -> None:

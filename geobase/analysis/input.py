@@ -107,9 +107,9 @@ def _nul_path(value: Any, path: str) -> str | None:
 def refuse_nul_bytes(doc: Any, text: str | bytes) -> None:
     """400 naming the field of a JSON body whose text holds a NUL character (``\\u0000``): no
     text the database stores or compares can, and left to it the refusal would name no field.
-    ``text``: the body as received (a cheap look for the escape before any walk)."""
-    raw = text.encode() if isinstance(text, str) else text
-    if b"\\u0000" not in raw.lower():
+    ``text``: the body as received (a cheap look for the escape before any walk: JSON spells it
+    with a lower-case ``u`` and digits only, and a raw NUL byte is not JSON at all)."""
+    if ("\\u0000" if isinstance(text, str) else b"\\u0000") not in text:
         return
     path = _nul_path(doc, "")
     if path is not None:

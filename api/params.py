@@ -54,24 +54,24 @@ def _takes_many(annotation: Any) -> bool:
     return (origin or annotation) in (list, tuple, set, frozenset)
 
 
-def _repeatable(dependant: Any) -> set[str]:
-    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, "query_params", [])
+def _repeatable(dependant: Any, attr: str) -> set[str]:
+    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, attr, [])
              if _takes_many(getattr(getattr(p, "field_info", None), "annotation", None))}
     for sub in getattr(dependant, "dependencies", []):
-        names |= _repeatable(sub)
+        names |= _repeatable(sub, attr)
     return names
 
 
-_repeatable_cache: dict[int, frozenset[str]] = {}
+_repeatable_cache: dict[tuple[int, str], frozenset[str]] = {}
 
 
-def repeatable(route: Any) -> frozenset[str]:
-    """Query parameters of a route that take several values (declared as a list): the only ones
-    that may be given more than once."""
-    key = id(route)
+def repeatable(route: Any, attr: str = "query_params") -> frozenset[str]:
+    """Query parameters (or, ``attr="body_params"``, form fields) of a route that take several
+    values (declared as a list): the only ones that may be given more than once."""
+    key = (id(route), attr)
     if key not in _repeatable_cache:
         dependant = getattr(route, "dependant", None)
-        _repeatable_cache[key] = frozenset(_repeatable(dependant)) if dependant else frozenset()
+        _repeatable_cache[key] = frozenset(_repeatable(dependant, attr)) if dependant else frozenset()
     return _repeatable_cache[key]
 
 
@@ -112,29 +112,52 @@ def _refuse_nul_bytes(request: Request) -> None:
 
 async def check_query_parameters(request: Request) -> None:
     """Router-wide dependency: 400 naming the first query parameter the route does not define,
-    or whose value holds a NUL byte."""
+    whose value holds a NUL byte or that is given twice, and the same for a form body's fields."""
     route = request.scope.get("route")
     if route is None:
         return
     _refuse_nul_bytes(request)
     allowed, form = declared(route)
+    await _check_form_fields(request, form, repeatable(route, "body_params"))
     if getattr(route.endpoint, _MARK, False):  # its other names are property filters, checked by it
-        _refuse_repeated(request, repeatable(route), only=allowed)
+        _refuse_repeated(request.query_params.multi_items(), repeatable(route), only=allowed)
         return
     for name in request.query_params.keys():
         if name not in allowed:
             raise _unknown_error(name, allowed, form)
-    _refuse_repeated(request, repeatable(route))
+    _refuse_repeated(request.query_params.multi_items(), repeatable(route))
 
 
-def _refuse_repeated(request: Request, many: frozenset[str], only: frozenset[str] | None = None) -> None:
-    """400 naming a parameter given twice that takes one value: the framework would read one of
-    the two (the last) and ignore the other, silently (``?dry_run=true&dry_run=false``).
-    ``only``: the names to check (the rest are the route's own to check)."""
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def _check_form_fields(request: Request, fields: frozenset[str], many: frozenset[str]) -> None:
+    """A form body of a route that declares form fields: 400 naming a field it does not declare
+    (``dryrun=true`` for ``dry_run``: the ingest would commit) or one given twice that takes one
+    value (``dry_run=true`` then ``dry_run=false``: the framework reads the last). The form is
+    the one FastAPI has parsed already (Starlette keeps it on the request)."""
+    if not fields or not request.headers.get("content-type", "").lower().startswith(_FORM_TYPES):
+        return
+    items = (await request.form()).multi_items()
+    for name, _ in items:
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise InvalidInput(f"{name}: unknown form field for this endpoint (known: {known}; nothing was done)",
+                               parameter=name)
+    _refuse_repeated(items, many, what="form field")
+
+
+def _refuse_repeated(items, many: frozenset[str], only: frozenset[str] | None = None,
+                     what: str = "parameter") -> None:
+    """400 naming a parameter (of ``items``: its name, value pairs) given twice that takes one
+    value: the framework would read one of the two (the last) and ignore the other, silently
+    (``?dry_run=true&dry_run=false``). ``only``: the names to check (the rest are the route's own
+    to check)."""
     seen: set[str] = set()
-    for name, _ in request.query_params.multi_items():
+    for name, _ in items:
         if name in seen and name not in many and (only is None or name in only):
-            raise InvalidInput(f"{name}: given more than once; it takes one value (nothing was done)", parameter=name)
+            raise InvalidInput(f"{name}: {what} given more than once; it takes one value (nothing was done)",
+                               parameter=name)
         seen.add(name)
 
 

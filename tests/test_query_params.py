@@ -112,7 +112,7 @@ def test_property_filters_on_items(county_server, county_shared):
         _refused(http.get("/collections/land_use/changes", params={"from": "0", "dlbm": "0101"}), "dlbm")
 
 
-def test_ingest_option_sent_as_query_parameter_writes_nothing(county_db, tmp_path):
+def test_ingest_option_sent_as_query_parameter_twice_or_misspelt_writes_nothing(county_db, tmp_path):
     from geobase.keys import create_key
 
     with psycopg.connect(county_db.database_url) as conn:
@@ -126,6 +126,15 @@ def test_ingest_option_sent_as_query_parameter_writes_nothing(county_db, tmp_pat
                           headers={"X-API-Key": steward}, files={"file": ("DLTB.zip", fh)})
             body = _refused(r, "dry_run")
             assert "form" in body["description"]
+        # in the form: given twice (the framework read the last: a dry run that commits), or
+        # misspelt (ignored: the same) — each refused, naming the field
+        for data, field in (({"dry_run": ["true", "false"]}, "dry_run"), ({"mode": ["append", "replace"]}, "mode"),
+                            ({"dryrun": "true"}, "dryrun")):
+            with srv.client() as http, open(SAMPLE / "DLTB.zip", "rb") as fh:
+                r = http.post("/admin/layers/land_use/ingest", data=data, headers={"X-API-Key": steward},
+                              files={"file": ("DLTB.zip", fh)})
+                body = _refused(r, field)
+                assert "form field" in body["description"], body
         time.sleep(1)  # a job that had been started would have written by now (nothing may be)
         assert _count(county_db, "SELECT count(*) FROM catalog.layer_versions WHERE layer = 'land_use'") == before
         assert _count(county_db, "SELECT count(*) FROM catalog.jobs WHERE kind LIKE 'ingest%%'") == 0

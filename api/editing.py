@@ -75,15 +75,9 @@ async def _body(request: Request) -> Any:
     if ctype not in JSON_TYPES:
         raise UnsupportedMediaType(f"Content-Type: send {', '.join(JSON_TYPES)}, not {ctype[:60] or '(none)'!r}",
                                    parameter="Content-Type")
-    from geobase.analysis.input import refuse_nul_bytes  # (the analyses' JSON bodies' rule)
+    from geobase.analysis.input import decode_json_body  # (the analyses' JSON bodies' rules)
 
-    raw = await request.body()
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"body: not JSON ({exc})", parameter="body") from None
-    refuse_nul_bytes(doc, raw)
-    return doc
+    return decode_json_body(await request.body())
 
 
 def _crs(value: str | None) -> Crs:

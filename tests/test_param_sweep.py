@@ -148,3 +148,21 @@ def test_a_nul_character_in_a_json_body_is_refused_naming_its_field(target):
             r = c.post(path, json=body, headers={"Authorization": f"Bearer {tokens['admin']}"})
             assert r.status_code == 400 and r.json().get("parameter") == field, (path, r.status_code, r.text[:300])
     assert checksum(settings.database_url) == before
+
+
+def test_a_member_named_twice_in_a_json_body_is_refused_naming_it(target):
+    """``{"layer_a": "land_use", "layer_a": "x"}``: a parser keeps the last and drops the first;
+    refused naming the member (analyses, processes, editing), nothing written."""
+    srv, tokens, settings, before = target
+    auth = {"Authorization": f"Bearer {tokens['admin']}", "Content-Type": "application/json"}
+    bodies = [("/analysis/tabulate", '{"layer_a": "land_use", "layer_b": "planning_zones", "layer_a": "water"}',
+               "layer_a"),
+              ("/processes/tabulate/execution", '{"inputs": {"layer_a": "land_use", "layer_a": "water"}}', "layer_a"),
+              ("/collections/land_use/items", '{"type": "Feature", "properties": {"dlbm": "0101", "dlbm": "0102"}, '
+                                              '"geometry": null}', "dlbm")]
+    with srv.client() as c:
+        for path, text, member in bodies:
+            r = c.post(path, content=text.encode(), headers=auth)
+            assert r.status_code == 400 and r.json().get("parameter") == member, (path, r.status_code, r.text[:300])
+            assert "twice" in r.json()["description"], r.text[:300]
+    assert checksum(settings.database_url) == before

@@ -76,8 +76,34 @@ def decode_json_body(data: bytes, parameter: str = "body") -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{parameter}: the body is not valid UTF-8 (byte {exc.start}); send JSON as UTF-8",
                            parameter=parameter) from None
+    return loads_strict(text, parameter)
+
+
+class _DuplicateName(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateName(k)
+        out[k] = v
+    return out
+
+
+def loads_strict(text: str | bytes, parameter: str = "body") -> Any:
+    """A JSON request body parsed with nothing in it left unread: a member named twice in one
+    object is refused naming it (RFC 8259 leaves its meaning open; a parser keeps the last and
+    drops the first, silently: ``{"check_only": true, ..., "check_only": false}``), and so is a
+    NUL character in any string (:func:`refuse_nul_bytes`)."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_object_without_repeats)
+    except _DuplicateName as dup:
+        raise InvalidInput(f"{dup.name}: named twice in one JSON object; give it once (nothing was done)",
+                           parameter=dup.name) from None
     except ValueError as exc:
         raise InvalidInput(f"{parameter}: not valid JSON: {exc}", parameter=parameter) from None
     refuse_nul_bytes(doc, text)

@@ -119,6 +119,7 @@ async def check_query_parameters(request: Request) -> None:
     _refuse_nul_bytes(request)
     allowed, form = declared(route)
     await _check_form_fields(request, form, repeatable(route, "body_params"))
+    await _check_json_body(request, form)
     if getattr(route.endpoint, _MARK, False):  # its other names are property filters, checked by it
         _refuse_repeated(request.query_params.multi_items(), repeatable(route), only=allowed)
         return
@@ -129,6 +130,21 @@ async def check_query_parameters(request: Request) -> None:
 
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def _check_json_body(request: Request, fields: frozenset[str]) -> None:
+    """A JSON body of a route that declares its members (a pydantic model FastAPI parses): read
+    again by the analyses' rule (geobase.analysis.input.decode_json_body), so that a member
+    named twice (FastAPI's parser keeps the last: ``{"sharing": "department", "sharing":
+    "public"}``) or a NUL character is a 400 naming it, as in every other JSON body here. The
+    bytes are the ones FastAPI read (Starlette keeps them on the request)."""
+    if not fields or "json" not in request.headers.get("content-type", "").lower():
+        return
+    body = await request.body()
+    if body:
+        from geobase.analysis.input import decode_json_body
+
+        decode_json_body(body)
 
 
 async def _check_form_fields(request: Request, fields: frozenset[str], many: frozenset[str]) -> None:

@@ -166,3 +166,19 @@ def test_a_member_named_twice_in_a_json_body_is_refused_naming_it(target):
             assert r.status_code == 400 and r.json().get("parameter") == member, (path, r.status_code, r.text[:300])
             assert "twice" in r.json()["description"], r.text[:300]
     assert checksum(settings.database_url) == before
+
+
+def test_a_member_named_twice_in_a_model_body_is_refused_naming_it(target):
+    """The bodies FastAPI parses into a model (admin sharing, keys, departments): a member named
+    twice (the parser kept the last: a layer set public where "department" was also written) is
+    a 400 naming it, and the layer's sharing is unchanged."""
+    srv, tokens, settings, before = target
+    auth = {"Authorization": f"Bearer {tokens['admin']}", "Content-Type": "application/json"}
+    with srv.client() as c:
+        r = c.put("/admin/layers/land_use/sharing", content=b'{"sharing": "department", "sharing": "public"}',
+                  headers=auth)
+        assert r.status_code == 400 and r.json().get("parameter") == "sharing", (r.status_code, r.text[:300])
+        assert "twice" in r.json()["description"]
+        r = c.post("/admin/keys", content=b'{"name": "k", "role": "viewer", "role": "admin"}', headers=auth)
+        assert r.status_code == 400 and r.json().get("parameter") == "role", (r.status_code, r.text[:300])
+    assert checksum(settings.database_url) == before

@@ -34,7 +34,8 @@ from geobase.analysis.common import analysis_transaction
 from geobase.analysis.jobs import AnalysisJob, AnalysisJobs
 from geobase.analysis.processes import PROCESSES, ProcessInputs, check_inputs, run_process
 from geobase.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
-from geobase.analysis.input import decode_json_body, parse_geojson, parse_upload
+from geobase.analysis.input import parse_geojson, parse_upload
+from geobase.jsonbody import decode_json_body
 from geobase.api.gate import get_principal
 from geobase.security import Principal, visible_layers
 from geobase.settings import Settings
@@ -79,7 +80,7 @@ def render(result: dict, f: str) -> Response:
 
 async def utf8_json_body(request: Request) -> None:
     """Refuse a JSON body that is not UTF-8 before FastAPI's parser guesses UTF-16/32 for it
-    (geobase.analysis.input.decode_json_body names the problem)."""
+    (geobase.jsonbody.decode_json_body names the problem)."""
     if "json" in (request.headers.get("content-type") or "json"):
         decode_json_body(await request.body())
 

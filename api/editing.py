@@ -75,7 +75,7 @@ async def _body(request: Request) -> Any:
     if ctype not in JSON_TYPES:
         raise UnsupportedMediaType(f"Content-Type: send {', '.join(JSON_TYPES)}, not {ctype[:60] or '(none)'!r}",
                                    parameter="Content-Type")
-    from geobase.analysis.input import decode_json_body  # (the analyses' JSON bodies' rules)
+    from geobase.jsonbody import decode_json_body  # (the one rule of JSON bodies)
 
     return decode_json_body(await request.body())
 

@@ -134,7 +134,7 @@ _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 async def _check_json_body(request: Request, fields: frozenset[str]) -> None:
     """A JSON body of a route that declares its members (a pydantic model FastAPI parses): read
-    again by the analyses' rule (geobase.analysis.input.decode_json_body), so that a member
+    again by the one rule of JSON bodies (geobase.jsonbody.decode_json_body), so that a member
     named twice (FastAPI's parser keeps the last: ``{"sharing": "department", "sharing":
     "public"}``) or a NUL character is a 400 naming it, as in every other JSON body here. The
     bytes are the ones FastAPI read (Starlette keeps them on the request)."""
@@ -142,7 +142,7 @@ async def _check_json_body(request: Request, fields: frozenset[str]) -> None:
         return
     body = await request.body()
     if body:
-        from geobase.analysis.input import decode_json_body
+        from geobase.jsonbody import decode_json_body
 
         decode_json_body(body)
 

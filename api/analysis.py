@@ -78,13 +78,6 @@ def render(result: dict, f: str) -> Response:
     return Response(out.to_json(result), media_type="application/json")
 
 
-async def utf8_json_body(request: Request) -> None:
-    """Refuse a JSON body that is not UTF-8 before FastAPI's parser guesses UTF-16/32 for it
-    (geobase.jsonbody.decode_json_body names the problem)."""
-    if "json" in (request.headers.get("content-type") or "json"):
-        decode_json_body(await request.body())
-
-
 async def run_sync(process: str, body: ProcessInputs, conn: psycopg.AsyncConnection, settings: Settings,
                    registry: Registry, principal: Principal, writer: Settings | None = None) -> dict:
     """A synchronous analysis under ``analysis_statement_timeout_ms`` (the pooled connection's
@@ -133,8 +126,8 @@ def _endpoint(process: str, model: type[ProcessInputs]):
 
 
 for _pid, (_model, _title) in PROCESSES.items():
-    router.add_api_route(f"/analysis/{_pid}", _endpoint(_pid, _model), methods=["POST"], summary=_title,
-                         dependencies=[Depends(utf8_json_body)])
+    # (its JSON body, UTF-8 only, no member twice, no NUL: api/params.py, as for every model body)
+    router.add_api_route(f"/analysis/{_pid}", _endpoint(_pid, _model), methods=["POST"], summary=_title)
 
 
 @router.get("/analysis/rules", summary="The declared site-check and plan-conflict rules")

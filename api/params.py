@@ -39,10 +39,12 @@ def allows_property_filters(endpoint: Callable) -> Callable:
     return endpoint
 
 
-def _walk(dependant: Any, attr: str) -> set[str]:
-    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, attr, [])}
+def _walk(dependant: Any, attr: str, keep: Callable[[Any], bool] = lambda p: True) -> set[str]:
+    """Names (aliases) of the dependant's ``attr`` parameters and its dependencies', those ``keep``
+    accepts."""
+    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, attr, []) if keep(p)}
     for sub in getattr(dependant, "dependencies", []):
-        names |= _walk(sub, attr)
+        names |= _walk(sub, attr, keep)
     return names
 
 
@@ -54,12 +56,8 @@ def _takes_many(annotation: Any) -> bool:
     return (origin or annotation) in (list, tuple, set, frozenset)
 
 
-def _repeatable(dependant: Any, attr: str) -> set[str]:
-    names = {getattr(p, "alias", None) or p.name for p in getattr(dependant, attr, [])
-             if _takes_many(getattr(getattr(p, "field_info", None), "annotation", None))}
-    for sub in getattr(dependant, "dependencies", []):
-        names |= _repeatable(sub, attr)
-    return names
+def _declared_as_list(param: Any) -> bool:
+    return _takes_many(getattr(getattr(param, "field_info", None), "annotation", None))
 
 
 _repeatable_cache: dict[tuple[int, str], frozenset[str]] = {}
@@ -71,7 +69,7 @@ def repeatable(route: Any, attr: str = "query_params") -> frozenset[str]:
     key = (id(route), attr)
     if key not in _repeatable_cache:
         dependant = getattr(route, "dependant", None)
-        _repeatable_cache[key] = frozenset(_repeatable(dependant, attr)) if dependant else frozenset()
+        _repeatable_cache[key] = frozenset(_walk(dependant, attr, _declared_as_list)) if dependant else frozenset()
     return _repeatable_cache[key]
 
 
@@ -137,8 +135,9 @@ async def _check_json_body(request: Request, fields: frozenset[str]) -> None:
     again by the one rule of JSON bodies (geobase.jsonbody.decode_json_body), so that a member
     named twice (FastAPI's parser keeps the last: ``{"sharing": "department", "sharing":
     "public"}``) or a NUL character is a 400 naming it, as in every other JSON body here. The
-    bytes are the ones FastAPI read (Starlette keeps them on the request)."""
-    if not fields or "json" not in request.headers.get("content-type", "").lower():
+    bytes are the ones FastAPI read (Starlette keeps them on the request); a body without a
+    Content-Type is one FastAPI reads as JSON, so it is read so here too."""
+    if not fields or "json" not in (request.headers.get("content-type") or "json").lower():
         return
     body = await request.body()
     if body:

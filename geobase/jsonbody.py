@@ -50,11 +50,11 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-def loads_strict(text: str | bytes, parameter: str = "body") -> Any:
+def loads_strict(text: str, parameter: str = "body") -> Any:
     """A JSON request body parsed with nothing in it left unread: a member named twice in one
     object is refused naming it (RFC 8259 leaves its meaning open; a parser keeps the last and
     drops the first, silently: ``{"check_only": true, ..., "check_only": false}``), and so is a
-    NUL character in any string (:func:`refuse_nul_bytes`)."""
+    NUL character in any string (:func:`_refuse_nul`)."""
     try:
         doc = json.loads(text, object_pairs_hook=_object_without_repeats)
     except _DuplicateName as dup:
@@ -62,7 +62,7 @@ def loads_strict(text: str | bytes, parameter: str = "body") -> Any:
                            parameter=dup.name) from None
     except ValueError as exc:
         raise InvalidInput(f"{parameter}: not valid JSON: {exc}", parameter=parameter) from None
-    refuse_nul_bytes(doc, text)
+    _refuse_nul(doc, text)
     return doc
 
 
@@ -86,12 +86,12 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
-def refuse_nul_bytes(doc: Any, text: str | bytes) -> None:
+def _refuse_nul(doc: Any, text: str) -> None:
     """400 naming the field of a JSON body whose text holds a NUL character (``\\u0000``): no
     text the database stores or compares can, and left to it the refusal would name no field.
     ``text``: the body as received (a cheap look for the escape before any walk: JSON spells it
     with a lower-case ``u`` and digits only, and a raw NUL byte is not JSON at all)."""
-    if ("\\u0000" if isinstance(text, str) else b"\\u0000") not in text:
+    if "\\u0000" not in text:
         return
     path = _nul_path(doc, "")
     if path is not None:

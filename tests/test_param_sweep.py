@@ -14,10 +14,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
-import pytest
-from conftest import LiveServer, create_database, drop_database, settings_for
-from test_security_common import make_keys, seed, unique_name
-from test_security_input import checksum
+# the hostile-input suite's server: one current feature per layer, every kind of key, rate limits
+# far above what these requests need, 1 MiB body limit; the checksum of the catalog and data tables
+from test_security_input import checksum, target  # noqa: F401 (target: a pytest fixture)
 
 #: raw (already percent-encoded) hostile values
 HOSTILE = {
@@ -38,22 +37,6 @@ PATH_VALUES = {"collectionId": "land_use", "layer": "land_use", "name": "land_us
                "ext": "json", "format": "png", "i": "5", "j": "5", "indicatorId": "cultivated_area", "itemId": "x",
                "job_id": "00000000-0000-0000-0000-000000000000", "lat": "29.1", "lon": "118.1",
                "process_id": "site-check", "recordId": "land_use", "sessionId": "00000000-0000-0000-0000-000000000000"}
-
-
-@pytest.fixture(scope="module")
-def target(pg_server, template_db, tmp_path_factory):
-    name = unique_name("gb_sweep")
-    url = create_database(pg_server, name, template_db)
-    settings = settings_for(url, tmp_path_factory.mktemp("sweep"))
-    seed(settings)
-    tokens = make_keys(settings)
-    srv = LiveServer(settings, env={"GEOBASE_RATE_LIMIT_PER_S": "100000", "GEOBASE_RATE_LIMIT_BURST": "100000",
-                                    "GEOBASE_RATE_LIMIT_PUBLIC_PER_S": "100000",
-                                    "GEOBASE_RATE_LIMIT_PUBLIC_BURST": "100000"})
-    before = checksum(settings.database_url)
-    yield srv, tokens, settings, before
-    srv.stop()
-    drop_database(pg_server, name)
 
 
 def _operations(client) -> list[tuple[str, list[str]]]:
